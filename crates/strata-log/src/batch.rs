@@ -1,0 +1,464 @@
+//! Zero-copy view of the Kafka magic-v2 record batch header, plus the
+//! LogValidator checks and the in-place header rewrites done on append.
+//!
+//! Layout (big-endian):
+//! ```text
+//! 0  baseOffset i64 | 8 batchLength i32 | 12 partitionLeaderEpoch i32 | 16 magic i8
+//! 17 crc u32 | 21 attributes i16 | 23 lastOffsetDelta i32 | 27 baseTimestamp i64
+//! 35 maxTimestamp i64 | 43 producerId i64 | 51 producerEpoch i16 | 53 baseSequence i32
+//! 57 recordsCount i32 | 61 records...
+//! ```
+//! The CRC-32C covers bytes 21.. (attributes to end), so base offset and
+//! partition leader epoch can be rewritten without recomputing it.
+
+use crate::config::LogConfig;
+use crate::error::LogError;
+
+/// Size of the fixed v2 batch header.
+pub const BATCH_HEADER_SIZE_BYTES: usize = 61;
+/// `baseOffset` + `batchLength`: bytes not counted in `batch_length`.
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+
+const PARTITION_LEADER_EPOCH_OFFSET: usize = 12;
+const MAGIC_OFFSET: usize = 16;
+const CRC_OFFSET: usize = 17;
+const ATTRIBUTES_OFFSET: usize = 21;
+const MAX_TIMESTAMP_OFFSET: usize = 35;
+
+const COMPRESSION_MASK: i16 = 0x07;
+const TIMESTAMP_TYPE_BIT: i16 = 0x08;
+const TRANSACTIONAL_BIT: i16 = 0x10;
+const CONTROL_BIT: i16 = 0x20;
+/// Highest compression codec id Kafka defines (zstd).
+const MAX_COMPRESSION_CODEC: u8 = 4;
+/// Smallest possible record body: attributes, timestampDelta, offsetDelta,
+/// keyLength, valueLength, headerCount, each at least one byte.
+const MIN_RECORD_BODY_BYTES: i64 = 6;
+
+/// Kafka's "no timestamp" sentinel.
+pub const NO_TIMESTAMP: i64 = -1;
+
+/// Which clock a batch's timestamps come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimestampType {
+    /// Set by the producer.
+    CreateTime,
+    /// Set by the broker on append.
+    LogAppendTime,
+}
+
+/// Kafka record-batch (magic v2) header, parsed without copying from the front of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordBatchHeader {
+    /// Offset of the first record.
+    pub base_offset: i64,
+    /// Bytes after the `batch_length` field; always >= 49 once parsed.
+    pub batch_length: i32,
+    /// Leader epoch of the broker that appended the batch.
+    pub partition_leader_epoch: i32,
+    /// Always 2 once parsed.
+    pub magic: i8,
+    /// CRC-32C of bytes 21.. of the batch.
+    pub crc: u32,
+    /// Compression, timestamp type, transactional and control bits.
+    pub attributes: i16,
+    /// `last_offset - base_offset`.
+    pub last_offset_delta: i32,
+    /// Timestamp of the first record.
+    pub base_timestamp: i64,
+    /// Largest record timestamp (or the log-append time).
+    pub max_timestamp: i64,
+    /// Idempotent producer id, -1 if none.
+    pub producer_id: i64,
+    /// Producer epoch, -1 if none.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, -1 if none.
+    pub base_sequence: i32,
+    /// Number of records in the batch.
+    pub records_count: i32,
+}
+
+fn be_i64(buf: &[u8], at: usize) -> i64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[at..at + 8]);
+    i64::from_be_bytes(b)
+}
+fn be_i32(buf: &[u8], at: usize) -> i32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&buf[at..at + 4]);
+    i32::from_be_bytes(b)
+}
+fn be_i16(buf: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([buf[at], buf[at + 1]])
+}
+
+impl RecordBatchHeader {
+    /// Parses the 61-byte header at the front of `buf`. `buf` may hold only the
+    /// header (e.g. when walking a segment with positioned reads); the caller
+    /// checks that the whole batch is present. Rejects any magic other than 2
+    /// (the v0/v1 layouts also keep magic at byte 16) and lengths too small to
+    /// hold a v2 header.
+    pub fn parse(buf: &[u8]) -> Result<Self, LogError> {
+        if buf.len() < BATCH_HEADER_SIZE_BYTES {
+            // v0/v1 messages can be shorter than a v2 header; report the magic if we can see it.
+            if buf.len() > MAGIC_OFFSET {
+                let magic = buf[MAGIC_OFFSET] as i8;
+                if magic == 0 || magic == 1 {
+                    return Err(LogError::UnsupportedMagic(magic));
+                }
+            }
+            return Err(LogError::CorruptRecord(format!(
+                "record batch header needs {BATCH_HEADER_SIZE_BYTES} bytes, got {}",
+                buf.len()
+            )));
+        }
+        let batch_length = be_i32(buf, 8);
+        let magic = buf[MAGIC_OFFSET] as i8;
+        if magic != 2 {
+            return Err(LogError::UnsupportedMagic(magic));
+        }
+        if (batch_length as i64) < (BATCH_HEADER_SIZE_BYTES - LOG_OVERHEAD_BYTES) as i64 {
+            return Err(LogError::CorruptRecord(format!(
+                "record batch length {batch_length} is smaller than the v2 header"
+            )));
+        }
+        Ok(RecordBatchHeader {
+            base_offset: be_i64(buf, 0),
+            batch_length,
+            partition_leader_epoch: be_i32(buf, PARTITION_LEADER_EPOCH_OFFSET),
+            magic,
+            crc: be_i32(buf, CRC_OFFSET) as u32,
+            attributes: be_i16(buf, ATTRIBUTES_OFFSET),
+            last_offset_delta: be_i32(buf, 23),
+            base_timestamp: be_i64(buf, 27),
+            max_timestamp: be_i64(buf, MAX_TIMESTAMP_OFFSET),
+            producer_id: be_i64(buf, 43),
+            producer_epoch: be_i16(buf, 51),
+            base_sequence: be_i32(buf, 53),
+            records_count: be_i32(buf, 57),
+        })
+    }
+
+    /// Whole batch size on disk: 12 bytes of log overhead + `batch_length`.
+    pub fn size_bytes(&self) -> usize {
+        LOG_OVERHEAD_BYTES + self.batch_length.max(0) as usize
+    }
+
+    /// Offset of the last record. Saturates rather than overflowing on garbage input.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset
+            .saturating_add(self.last_offset_delta as i64)
+    }
+
+    /// Whether the batch belongs to a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_BIT != 0
+    }
+
+    /// Whether the batch holds control records (transaction markers).
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_BIT != 0
+    }
+
+    /// Compression codec id (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd).
+    pub fn compression(&self) -> u8 {
+        (self.attributes & COMPRESSION_MASK) as u8
+    }
+
+    /// Timestamp type from the attributes.
+    pub fn timestamp_type(&self) -> TimestampType {
+        if self.attributes & TIMESTAMP_TYPE_BIT != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
+
+    /// Last sequence number of the batch, wrapping past `i32::MAX` to 0 like
+    /// Kafka's `DefaultRecordBatch.incrementSequence`.
+    pub fn last_sequence(&self) -> i32 {
+        increment_sequence(self.base_sequence, self.last_offset_delta)
+    }
+}
+
+/// `seq + increment` with wrap from `i32::MAX` to 0.
+pub(crate) fn increment_sequence(seq: i32, increment: i32) -> i32 {
+    if seq > i32::MAX - increment {
+        seq - (i32::MAX - increment) - 1
+    } else {
+        seq + increment
+    }
+}
+
+/// CRC-32C over the CRC-protected part of a whole batch.
+pub(crate) fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..])
+}
+
+/// Checks that `batch` is exactly one whole batch whose stored CRC matches.
+pub(crate) fn check_crc(batch: &[u8], header: &RecordBatchHeader) -> Result<(), LogError> {
+    debug_assert_eq!(batch.len(), header.size_bytes());
+    let actual = compute_crc(batch);
+    if actual != header.crc {
+        return Err(LogError::CorruptRecord(format!(
+            "record batch at base offset {} has CRC {:#010x}, computed {actual:#010x}",
+            header.base_offset, header.crc
+        )));
+    }
+    Ok(())
+}
+
+/// Kafka LogValidator checks for a client-produced magic-v2 batch, except the
+/// size and CRC checks, which the caller does first (Kafka's order). `batch`
+/// is the whole batch and its CRC has been verified.
+pub(crate) fn validate_client_batch(
+    batch: &[u8],
+    header: &RecordBatchHeader,
+    config: &LogConfig,
+    now_ms: i64,
+) -> Result<(), LogError> {
+    if header.records_count <= 0 {
+        return Err(LogError::InvalidRecord(format!(
+            "record batch has records count {}",
+            header.records_count
+        )));
+    }
+    if header.last_offset_delta < 0
+        || header.last_offset_delta as i64 + 1 != header.records_count as i64
+    {
+        return Err(LogError::InvalidRecord(format!(
+            "record batch last offset delta {} does not match records count {}",
+            header.last_offset_delta, header.records_count
+        )));
+    }
+    if header.is_control() {
+        return Err(LogError::InvalidRecord(
+            "clients are not allowed to write control records".into(),
+        ));
+    }
+    if header.compression() > MAX_COMPRESSION_CODEC {
+        return Err(LogError::InvalidRecord(format!(
+            "unknown compression codec {}",
+            header.compression()
+        )));
+    }
+    if header.producer_id >= 0 && header.base_sequence < 0 {
+        return Err(LogError::InvalidRecord(format!(
+            "invalid sequence number {} for producer {}",
+            header.base_sequence, header.producer_id
+        )));
+    }
+    if header.is_transactional() && header.producer_id < 0 {
+        return Err(LogError::InvalidRecord(
+            "transactional batch without a producer id".into(),
+        ));
+    }
+    if header.compression() == 0 {
+        walk_uncompressed_records(&batch[BATCH_HEADER_SIZE_BYTES..], header.records_count)?;
+    }
+    if config.timestamp_type == TimestampType::CreateTime {
+        let lower_ms = now_ms.saturating_sub(config.timestamp_before_max_ms);
+        let upper_ms = now_ms.saturating_add(config.timestamp_after_max_ms);
+        for (name, ts) in [
+            ("base", header.base_timestamp),
+            ("max", header.max_timestamp),
+        ] {
+            if ts != NO_TIMESTAMP && (ts < lower_ms || ts > upper_ms) {
+                return Err(LogError::InvalidTimestamp(format!(
+                    "{name} timestamp {ts} of batch is outside [{lower_ms}, {upper_ms}]"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a zigzag varint (at most 5 bytes) from the front of `buf`.
+/// Returns the value and the number of bytes consumed.
+pub(crate) fn read_varint(buf: &[u8]) -> Result<(i32, usize), LogError> {
+    let mut raw: u32 = 0;
+    for (i, byte) in buf.iter().take(5).enumerate() {
+        raw |= ((byte & 0x7f) as u32) << (7 * i);
+        if byte & 0x80 == 0 {
+            let value = ((raw >> 1) as i32) ^ -((raw & 1) as i32);
+            return Ok((value, i + 1));
+        }
+    }
+    Err(LogError::CorruptRecord(
+        "malformed or truncated varint".into(),
+    ))
+}
+
+/// Walks the length prefixes of an uncompressed records section without
+/// allocating: the records must fill it exactly and number `expected`.
+fn walk_uncompressed_records(records: &[u8], expected: i32) -> Result<(), LogError> {
+    let mut pos = 0usize;
+    let mut count: i64 = 0;
+    while pos < records.len() {
+        if count >= expected as i64 {
+            return Err(LogError::InvalidRecord(format!(
+                "record batch holds more records than its count {expected}"
+            )));
+        }
+        let (len, used) = read_varint(&records[pos..])?;
+        pos += used;
+        let len = len as i64;
+        if len < MIN_RECORD_BODY_BYTES || len > (records.len() - pos) as i64 {
+            return Err(LogError::CorruptRecord(format!(
+                "record {count} has length {len} with {} bytes left in the batch",
+                records.len() - pos
+            )));
+        }
+        pos += len as usize;
+        count += 1;
+    }
+    if count != expected as i64 {
+        return Err(LogError::InvalidRecord(format!(
+            "record batch declares {expected} records but holds {count}"
+        )));
+    }
+    Ok(())
+}
+
+/// Rewrites the base offset (not CRC-protected).
+pub(crate) fn set_base_offset(batch: &mut [u8], base_offset: i64) {
+    batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Rewrites the partition leader epoch (not CRC-protected).
+pub(crate) fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
+    batch[PARTITION_LEADER_EPOCH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET + 4]
+        .copy_from_slice(&epoch.to_be_bytes());
+}
+
+/// Sets the timestamp type bit and, for LogAppendTime, the max timestamp,
+/// then recomputes the CRC (both fields are CRC-protected).
+pub(crate) fn set_timestamp(batch: &mut [u8], timestamp_type: TimestampType, max_timestamp: i64) {
+    let mut attributes = be_i16(batch, ATTRIBUTES_OFFSET);
+    match timestamp_type {
+        TimestampType::LogAppendTime => attributes |= TIMESTAMP_TYPE_BIT,
+        TimestampType::CreateTime => attributes &= !TIMESTAMP_TYPE_BIT,
+    }
+    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+        .copy_from_slice(&max_timestamp.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_util::BatchBuilder;
+
+    #[test]
+    fn parse_roundtrip_of_builder() {
+        let bytes = BatchBuilder::new(3)
+            .producer(7, 2, 10)
+            .timestamp(1000)
+            .build();
+        let h = RecordBatchHeader::parse(&bytes).expect("parse");
+        assert_eq!(h.size_bytes(), bytes.len());
+        assert_eq!(h.records_count, 3);
+        assert_eq!(h.last_offset_delta, 2);
+        assert_eq!(h.producer_id, 7);
+        assert_eq!(h.producer_epoch, 2);
+        assert_eq!(h.base_sequence, 10);
+        assert_eq!(h.last_sequence(), 12);
+        assert_eq!(h.base_timestamp, 1000);
+        assert_eq!(h.max_timestamp, 1002);
+        assert_eq!(h.timestamp_type(), TimestampType::CreateTime);
+        assert!(!h.is_control() && !h.is_transactional());
+        assert_eq!(h.compression(), 0);
+        check_crc(&bytes, &h).expect("crc");
+        validate_client_batch(&bytes, &h, &LogConfig::default(), 1000).expect("valid");
+    }
+
+    #[test]
+    fn varint_decoding() {
+        assert_eq!(read_varint(&[0x00]).ok(), Some((0, 1)));
+        assert_eq!(read_varint(&[0x01]).ok(), Some((-1, 1)));
+        assert_eq!(read_varint(&[0x02]).ok(), Some((1, 1)));
+        assert_eq!(read_varint(&[0xac, 0x02]).ok(), Some((150, 2)));
+        assert!(read_varint(&[0x80, 0x80]).is_err());
+        assert!(read_varint(&[0xff; 6]).is_err());
+    }
+
+    #[test]
+    fn sequence_wraps() {
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
+        assert_eq!(increment_sequence(5, 0), 5);
+    }
+
+    #[test]
+    fn short_and_old_magic_rejected() {
+        assert!(matches!(
+            RecordBatchHeader::parse(&[0u8; 10]),
+            Err(LogError::CorruptRecord(_))
+        ));
+        let mut bytes = BatchBuilder::new(1).build();
+        bytes[16] = 1;
+        assert!(matches!(
+            RecordBatchHeader::parse(&bytes),
+            Err(LogError::UnsupportedMagic(1))
+        ));
+        let mut bytes = BatchBuilder::new(1).build();
+        bytes[8..12].copy_from_slice(&10i32.to_be_bytes());
+        assert!(matches!(
+            RecordBatchHeader::parse(&bytes),
+            Err(LogError::CorruptRecord(_))
+        ));
+    }
+
+    #[test]
+    fn log_append_time_rewrite_keeps_crc_valid() {
+        let mut bytes = BatchBuilder::new(2).timestamp(5).build();
+        set_timestamp(&mut bytes, TimestampType::LogAppendTime, 99);
+        set_base_offset(&mut bytes, 1234);
+        set_partition_leader_epoch(&mut bytes, 7);
+        let h = RecordBatchHeader::parse(&bytes).expect("parse");
+        check_crc(&bytes, &h).expect("crc still valid");
+        assert_eq!(h.timestamp_type(), TimestampType::LogAppendTime);
+        assert_eq!(h.max_timestamp, 99);
+        assert_eq!(h.base_offset, 1234);
+        assert_eq!(h.partition_leader_epoch, 7);
+    }
+
+    #[test]
+    fn uncompressed_record_walk_detects_mismatch() {
+        let cfg = LogConfig::default();
+        // Declared count 3 but only two records present (CRC recomputed so only the walk can catch it).
+        let bytes = BatchBuilder::new(2).override_count(3).build();
+        let h = RecordBatchHeader::parse(&bytes).expect("parse");
+        check_crc(&bytes, &h).expect("crc");
+        assert!(matches!(
+            validate_client_batch(&bytes, &h, &cfg, 0),
+            Err(LogError::InvalidRecord(_))
+        ));
+        // Trailing bytes after the declared records.
+        let bytes = BatchBuilder::new(2).trailing_garbage(3).build();
+        let h = RecordBatchHeader::parse(&bytes).expect("parse");
+        assert!(matches!(
+            validate_client_batch(&bytes, &h, &cfg, 0),
+            Err(LogError::InvalidRecord(_))
+        ));
+        // A record length running past the end of the batch.
+        let mut bytes = BatchBuilder::new(2).build();
+        bytes[61] = 0x7e; // zigzag 63: longer than the records section
+        let h = RecordBatchHeader::parse(&bytes).expect("parse");
+        assert!(matches!(
+            validate_client_batch(&bytes, &h, &cfg, 0),
+            Err(LogError::CorruptRecord(_))
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            if let Ok(h) = RecordBatchHeader::parse(&bytes) {
+                let _ = (h.size_bytes(), h.last_offset(), h.last_sequence(), h.compression(), h.timestamp_type());
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Typed errors of the partition log, each mapped to the Kafka error code a
+//! broker must return for it.
+
+/// Everything that can go wrong in the partition log.
+///
+/// Variants that come from a client request (`CorruptRecord` .. `OffsetOutOfRange`)
+/// leave the log unchanged; `Io` and `StorageCorruption` mean the log directory
+/// may need operator attention (Kafka marks the log dir offline).
+#[derive(thiserror::Error, Debug)]
+pub enum LogError {
+    /// Bad CRC, impossible length fields or a truncated batch in a request.
+    #[error("corrupt record: {0}")]
+    CorruptRecord(String),
+    /// Structurally valid batch that Kafka's LogValidator refuses (count
+    /// mismatch, control batch from a client, bad sequence, ...).
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    /// A batch with a magic other than 2. Kafka 4 only accepts magic v2 and its
+    /// `ProduceRequest.validateRecords` raises `InvalidRecordException` for others.
+    #[error("unsupported record batch magic {0}")]
+    UnsupportedMagic(i8),
+    /// One batch is larger than `max.message.bytes`.
+    #[error("record batch of {size_bytes} bytes exceeds max.message.bytes {max_bytes}")]
+    RecordTooLarge {
+        /// Size of the offending batch, including the 12-byte log overhead.
+        size_bytes: usize,
+        /// The configured limit.
+        max_bytes: u32,
+    },
+    /// CreateTime timestamp outside the allowed window around broker time.
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
+    /// Idempotent producer sequence gap or reset.
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    /// Idempotent producer epoch older than the one the log already saw.
+    #[error("invalid producer epoch: {0}")]
+    InvalidProducerEpoch(String),
+    /// Fetch / DeleteRecords offset outside `[log_start_offset, log_end_offset]`
+    /// (or above the high watermark for DeleteRecords).
+    #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        /// The offending offset.
+        offset: i64,
+        /// Log start offset at the time of the request.
+        log_start_offset: i64,
+        /// Log end offset at the time of the request.
+        log_end_offset: i64,
+    },
+    /// An operating-system I/O failure.
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        /// What the log was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Data already on disk is inconsistent (e.g. a batch header in a segment
+    /// that was trusted to be clean does not parse).
+    #[error("log storage corruption: {0}")]
+    StorageCorruption(String),
+}
+
+impl LogError {
+    /// The Kafka protocol error code for this error.
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            LogError::CorruptRecord(_) => 2,
+            LogError::InvalidRecord(_) => 87,
+            // Kafka 4: ProduceRequest.validateRecords -> InvalidRecordException.
+            LogError::UnsupportedMagic(_) => 87,
+            LogError::RecordTooLarge { .. } => 10,
+            LogError::InvalidTimestamp(_) => 32,
+            LogError::OutOfOrderSequence(_) => 45,
+            LogError::InvalidProducerEpoch(_) => 47,
+            LogError::OffsetOutOfRange { .. } => 1,
+            LogError::Io { .. } => 56,
+            LogError::StorageCorruption(_) => 56,
+        }
+    }
+
+    /// Helper for `map_err`: wraps an `io::Error` with a context string.
+    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> LogError {
+        let context = context.into();
+        move |source| LogError::Io { context, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_match_kafka() {
+        assert_eq!(LogError::CorruptRecord(String::new()).kafka_error_code(), 2);
+        assert_eq!(
+            LogError::InvalidRecord(String::new()).kafka_error_code(),
+            87
+        );
+        assert_eq!(LogError::UnsupportedMagic(1).kafka_error_code(), 87);
+        let too_large = LogError::RecordTooLarge {
+            size_bytes: 2,
+            max_bytes: 1,
+        };
+        assert_eq!(too_large.kafka_error_code(), 10);
+        assert_eq!(
+            LogError::InvalidTimestamp(String::new()).kafka_error_code(),
+            32
+        );
+        assert_eq!(
+            LogError::OutOfOrderSequence(String::new()).kafka_error_code(),
+            45
+        );
+        assert_eq!(
+            LogError::InvalidProducerEpoch(String::new()).kafka_error_code(),
+            47
+        );
+        let oor = LogError::OffsetOutOfRange {
+            offset: 0,
+            log_start_offset: 0,
+            log_end_offset: 0,
+        };
+        assert_eq!(oor.kafka_error_code(), 1);
+        let io = LogError::io("x")(std::io::Error::other("boom"));
+        assert_eq!(io.kafka_error_code(), 56);
+    }
+}

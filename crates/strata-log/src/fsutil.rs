@@ -1,0 +1,101 @@
+//! File-name conventions and crash-safe small-file writes.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::LogError;
+
+pub(crate) const LOG_SUFFIX: &str = "log";
+pub(crate) const OFFSET_INDEX_SUFFIX: &str = "index";
+pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+pub(crate) const SNAPSHOT_SUFFIX: &str = "snapshot";
+pub(crate) const TMP_SUFFIX: &str = ".tmp";
+
+/// Kafka file name: the offset zero-padded to 20 digits plus a suffix.
+pub(crate) fn offset_file_path(dir: &Path, offset: i64, suffix: &str) -> PathBuf {
+    dir.join(format!("{offset:020}.{suffix}"))
+}
+
+/// Parses `{offset:020}.{suffix}`; `None` for anything else.
+pub(crate) fn parse_offset_file_name(name: &str) -> Option<(i64, &str)> {
+    let (stem, suffix) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let offset = stem.parse::<i64>().ok()?;
+    Some((offset, suffix))
+}
+
+/// fsyncs a directory so created/renamed/deleted entries are durable.
+pub(crate) fn fsync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(LogError::io(format!("syncing directory {}", dir.display())))
+}
+
+/// Replaces `dir/name` atomically: write `name.tmp`, fsync, rename, fsync dir.
+/// A crash leaves either the old or the new content, never a mix.
+pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), LogError> {
+    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
+    let target = dir.join(name);
+    let ctx = || format!("writing {}", target.display());
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .map_err(LogError::io(ctx()))?;
+    file.write_all(contents).map_err(LogError::io(ctx()))?;
+    file.sync_all().map_err(LogError::io(ctx()))?;
+    drop(file);
+    std::fs::rename(&tmp, &target).map_err(LogError::io(ctx()))?;
+    fsync_dir(dir)
+}
+
+/// Reads a small file, returning `None` if it does not exist. `max_bytes`
+/// bounds the allocation: larger files are reported as corrupt.
+pub(crate) fn read_small_file(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, LogError> {
+    let ctx = || format!("reading {}", path.display());
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() > max_bytes => Err(LogError::StorageCorruption(format!(
+            "{} is {} bytes, more than the expected maximum {max_bytes}",
+            path.display(),
+            meta.len()
+        ))),
+        Ok(_) => std::fs::read(path).map(Some).map_err(LogError::io(ctx())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LogError::io(ctx())(e)),
+    }
+}
+
+/// Removes a file, treating "already gone" as success.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<(), LogError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(LogError::io(format!("deleting {}", path.display()))(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        let p = offset_file_path(Path::new("/x"), 42, LOG_SUFFIX);
+        assert_eq!(p, Path::new("/x/00000000000000000042.log"));
+        assert_eq!(
+            parse_offset_file_name("00000000000000000042.log"),
+            Some((42, "log"))
+        );
+        assert_eq!(
+            parse_offset_file_name("00000000000000000042.timeindex"),
+            Some((42, "timeindex"))
+        );
+        assert_eq!(parse_offset_file_name("42.log"), None);
+        assert_eq!(parse_offset_file_name("leader-epoch-checkpoint"), None);
+        assert_eq!(parse_offset_file_name("0000000000000000004x.log"), None);
+    }
+}

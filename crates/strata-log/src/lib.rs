@@ -1,0 +1,24 @@
+//! strata-log: the partition log of the Strata broker — segments, indexes,
+//! record-batch validation, idempotent-producer state, leader epochs,
+//! recovery and retention, following Apache Kafka's `UnifiedLog` semantics.
+//!
+//! Unix-only: reads and writes use positioned I/O (`FileExt`).
+
+mod batch;
+mod config;
+mod error;
+mod fsutil;
+mod index;
+mod leader_epoch;
+mod log;
+mod producer_state;
+mod segment;
+#[cfg(test)]
+mod test_util;
+#[cfg(test)]
+mod tests;
+
+pub use batch::{RecordBatchHeader, TimestampType};
+pub use config::LogConfig;
+pub use error::LogError;
+pub use log::{AppendInfo, Log, LogOffsetSnapshot, ReadResult, DEFAULT_PRODUCER_ID_EXPIRATION_MS};

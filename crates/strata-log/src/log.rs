@@ -1,0 +1,907 @@
+//! The partition log (Kafka's `UnifiedLog` + `LocalLog` + `LogLoader`).
+//!
+//! Invariants:
+//! * `segments` is never empty; the last segment is the active one and the
+//!   only one that is ever appended to;
+//! * segment base offsets increase and every offset in a segment is below the
+//!   next segment's base offset;
+//! * `log_start_offset <= log_end_offset`, and the log end offset never
+//!   decreases except through recovery truncation on open;
+//! * everything below `recovery_point` is fsynced, so unclean recovery only
+//!   scans from the segment containing it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::batch::{self, RecordBatchHeader, TimestampType, BATCH_HEADER_SIZE_BYTES};
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::fsutil::{
+    self, parse_offset_file_name, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX,
+};
+use crate::leader_epoch::LeaderEpochCache;
+use crate::producer_state::{ProducerAppendStaging, ProducerStateManager};
+use crate::segment::{BatchPlacement, LogSegment};
+
+/// Name of the file holding log start offset, recovery point and the
+/// clean-shutdown marker.
+pub(crate) const STATE_FILE: &str = "strata-log-state";
+const STATE_MAGIC: &[u8; 4] = b"SLOG";
+const STATE_VERSION: u16 = 1;
+const STATE_FILE_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 4;
+/// Kafka's default `producer.id.expiration.ms` (1 day).
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
+
+/// Result of an append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record of the first batch (or the original one if duplicate).
+    pub first_offset: i64,
+    /// Offset of the last record of the last batch.
+    pub last_offset: i64,
+    /// Broker time used for LogAppendTime topics; -1 for CreateTime.
+    pub log_append_time_ms: i64,
+    /// Log start offset after the append.
+    pub log_start_offset: i64,
+    /// A retried idempotent batch that was already in the log; nothing was written.
+    pub duplicate: bool,
+    /// Number of records covered by `first_offset..=last_offset`.
+    pub records_count: u64,
+}
+
+/// Result of a read.
+#[derive(Clone, Debug)]
+pub struct ReadResult {
+    /// Whole batches only, exactly as stored.
+    pub records: Bytes,
+    /// Equal to the log end offset on a single node.
+    pub high_watermark: i64,
+    /// Log start offset at the time of the read.
+    pub log_start_offset: i64,
+}
+
+/// Cheap summary of the log's extent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOffsetSnapshot {
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    pub size_bytes: u64,
+    pub segments: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PersistedState {
+    log_start_offset: i64,
+    recovery_point: i64,
+    /// Log end offset written by `close`; `None` while the log is open, so a
+    /// crash is detected even if the caller claims a clean shutdown.
+    clean_log_end_offset: Option<i64>,
+}
+
+impl PersistedState {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(STATE_FILE_BYTES);
+        out.extend_from_slice(STATE_MAGIC);
+        out.extend_from_slice(&STATE_VERSION.to_be_bytes());
+        out.extend_from_slice(&self.log_start_offset.to_be_bytes());
+        out.extend_from_slice(&self.recovery_point.to_be_bytes());
+        out.extend_from_slice(&self.clean_log_end_offset.unwrap_or(-1).to_be_bytes());
+        let crc = crc32c::crc32c(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    fn decode(buf: &[u8]) -> Option<Self> {
+        if buf.len() != STATE_FILE_BYTES
+            || &buf[..4] != STATE_MAGIC
+            || buf[4..6] != STATE_VERSION.to_be_bytes()
+        {
+            return None;
+        }
+        let body = STATE_FILE_BYTES - 4;
+        let crc = u32::from_be_bytes([buf[body], buf[body + 1], buf[body + 2], buf[body + 3]]);
+        if crc32c::crc32c(&buf[..body]) != crc {
+            return None;
+        }
+        let i64_at = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&buf[at..at + 8]);
+            i64::from_be_bytes(b)
+        };
+        let clean = i64_at(22);
+        Some(PersistedState {
+            log_start_offset: i64_at(6),
+            recovery_point: i64_at(14),
+            clean_log_end_offset: (clean >= 0).then_some(clean),
+        })
+    }
+}
+
+/// Kafka's UnifiedLog for one partition. Not internally synchronized: the
+/// caller wraps it in a Mutex.
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, LogSegment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    recovery_point: i64,
+    producers: ProducerStateManager,
+    leader_epochs: LeaderEpochCache,
+    unflushed_records: u64,
+    last_flush_ms: i64,
+    producer_id_expiration_ms: i64,
+}
+
+struct DirListing {
+    segments: Vec<(i64, u64)>,
+    index_files: Vec<(i64, PathBuf)>,
+}
+
+fn list_dir(dir: &Path) -> Result<DirListing, LogError> {
+    let ctx = || format!("listing {}", dir.display());
+    let mut listing = DirListing {
+        segments: Vec::new(),
+        index_files: Vec::new(),
+    };
+    for entry in std::fs::read_dir(dir).map_err(LogError::io(ctx()))? {
+        let entry = entry.map_err(LogError::io(ctx()))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        let path = entry.path();
+        if name.ends_with(TMP_SUFFIX) || name.ends_with(".deleted") {
+            // Leftovers of an interrupted atomic write or delete.
+            fsutil::remove_if_exists(&path)?;
+            continue;
+        }
+        match parse_offset_file_name(&name) {
+            Some((base, LOG_SUFFIX)) => {
+                let size = entry.metadata().map_err(LogError::io(ctx()))?.len();
+                listing.segments.push((base, size));
+            }
+            Some((base, OFFSET_INDEX_SUFFIX | TIME_INDEX_SUFFIX)) => {
+                listing.index_files.push((base, path))
+            }
+            _ => {}
+        }
+    }
+    listing.segments.sort_unstable();
+    Ok(listing)
+}
+
+impl Log {
+    /// Opens (creating if absent) the partition directory `dir`. `clean_shutdown` says whether the broker shut down cleanly last time.
+    ///
+    /// Clean open reads the directory listing, the state file, the active
+    /// segment's indexes and the batch headers after its last index entry, and
+    /// the newest producer snapshot; inactive segments are touched lazily.
+    /// Unclean open (or a clean open whose checks fail) recovers every segment
+    /// from the one containing the recovery point, truncating torn data.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        clean_shutdown: bool,
+        now_ms: i64,
+    ) -> Result<Log, LogError> {
+        std::fs::create_dir_all(dir)
+            .map_err(LogError::io(format!("creating {}", dir.display())))?;
+        let listing = list_dir(dir)?;
+        let state = fsutil::read_small_file(&dir.join(STATE_FILE), 1024)?.and_then(|buf| {
+            let decoded = PersistedState::decode(&buf);
+            if decoded.is_none() {
+                tracing::warn!(dir = %dir.display(), "ignoring corrupt log state file");
+            }
+            decoded
+        });
+        let mut segments = BTreeMap::new();
+        for (base, size) in &listing.segments {
+            segments.insert(*base, LogSegment::existing(dir, *base, *size));
+        }
+        for (base, path) in &listing.index_files {
+            if !segments.contains_key(base) {
+                fsutil::remove_if_exists(path)?;
+            }
+        }
+        let state_start = state.map_or(0, |s| s.log_start_offset.max(0));
+        if segments.is_empty() {
+            segments.insert(state_start, LogSegment::create(dir, state_start, &config)?);
+        }
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            producers: ProducerStateManager::new(dir),
+            leader_epochs: LeaderEpochCache::load(dir)?,
+            config,
+            segments,
+            log_start_offset: state.map_or(first_base, |s| s.log_start_offset.max(first_base)),
+            log_end_offset: first_base,
+            recovery_point: state.map_or(first_base, |s| s.recovery_point),
+            unflushed_records: 0,
+            last_flush_ms: now_ms,
+            producer_id_expiration_ms: DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+        };
+
+        match state
+            .and_then(|s| s.clean_log_end_offset)
+            .filter(|_| clean_shutdown)
+        {
+            Some(clean_leo) => {
+                let cfg = log.config.clone();
+                let active = log.active_mut();
+                let active_base = active.base_offset();
+                match active.load_active_after_clean_shutdown(&cfg)? {
+                    Ok(next) if next == clean_leo => log.log_end_offset = next,
+                    Ok(next) => {
+                        tracing::warn!(
+                            next,
+                            clean_leo,
+                            "log end offset differs from clean shutdown record; recovering"
+                        );
+                        log.recover_from(active_base)?;
+                    }
+                    Err(why) => {
+                        tracing::warn!(%why, "active segment inconsistent after clean shutdown; recovering");
+                        log.recover_from(active_base)?;
+                    }
+                }
+            }
+            None => log.recover_from(log.recovery_point)?,
+        }
+
+        if log.log_start_offset > log.log_end_offset {
+            tracing::warn!(
+                log_start_offset = log.log_start_offset,
+                log_end_offset = log.log_end_offset,
+                "log start offset beyond log end; emptying the log"
+            );
+            let start = log.log_start_offset;
+            log.truncate_fully_and_start_at(start)?;
+        }
+        log.recovery_point = log.recovery_point.min(log.log_end_offset);
+        let leo = log.log_end_offset;
+        log.leader_epochs.truncate_from_end(leo)?;
+        log.leader_epochs
+            .truncate_from_start(log.log_start_offset)?;
+        log.load_producer_state()?;
+        log.delete_segments_below_log_start()?;
+        log.persist_state(None)?;
+        Ok(log)
+    }
+
+    /// Recovers every segment from the one containing `offset` to the end.
+    fn recover_from(&mut self, offset: i64) -> Result<(), LogError> {
+        let cfg = self.config.clone();
+        let start_base = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .or_else(|| self.segments.iter().next())
+            .map(|(b, _)| *b)
+            .unwrap_or(0);
+        let bases: Vec<i64> = self.segments.range(start_base..).map(|(b, _)| *b).collect();
+        let mut leo = start_base;
+        for (i, base) in bases.iter().enumerate() {
+            let Some(seg) = self.segments.get_mut(base) else {
+                continue;
+            };
+            if *base < leo {
+                // A segment starting inside the previous one's offsets: unusable.
+                tracing::warn!(segment = *base, leo, "deleting overlapping segment");
+                for b in &bases[i..] {
+                    if let Some(s) = self.segments.remove(b) {
+                        s.delete()?;
+                    }
+                }
+                break;
+            }
+            let outcome = seg.recover(&cfg)?;
+            seg.flush()?;
+            leo = outcome.next_offset.unwrap_or(*base);
+            if outcome.truncated_bytes > 0 {
+                for b in &bases[i + 1..] {
+                    if let Some(s) = self.segments.remove(b) {
+                        tracing::warn!(segment = *b, "deleting segment after truncation point");
+                        s.delete()?;
+                    }
+                }
+                break;
+            }
+        }
+        self.log_end_offset = leo;
+        self.recovery_point = leo;
+        Ok(())
+    }
+
+    fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        while let Some((_, seg)) = self.segments.pop_first() {
+            seg.delete()?;
+        }
+        self.segments
+            .insert(offset, LogSegment::create(&self.dir, offset, &self.config)?);
+        self.log_start_offset = offset;
+        self.log_end_offset = offset;
+        self.recovery_point = offset;
+        self.producers.clear();
+        Ok(())
+    }
+
+    fn load_producer_state(&mut self) -> Result<(), LogError> {
+        let leo = self.log_end_offset;
+        let first_base = self.segments.keys().next().copied().unwrap_or(leo);
+        let replay_from = self
+            .producers
+            .load_latest_snapshot(leo)?
+            .unwrap_or(first_base);
+        if replay_from >= leo {
+            return Ok(());
+        }
+        let cfg = &self.config;
+        let producers = &mut self.producers;
+        let start_base = self
+            .segments
+            .range(..=replay_from)
+            .next_back()
+            .map_or(first_base, |(b, _)| *b);
+        for seg in self.segments.range(start_base..).map(|(_, s)| s) {
+            seg.for_each_header_from(replay_from, cfg, |h| producers.replay(h))?;
+        }
+        Ok(())
+    }
+
+    fn persist_state(&self, clean_log_end_offset: Option<i64>) -> Result<(), LogError> {
+        let state = PersistedState {
+            log_start_offset: self.log_start_offset,
+            recovery_point: self.recovery_point,
+            clean_log_end_offset,
+        };
+        fsutil::write_atomic(&self.dir, STATE_FILE, &state.encode())
+    }
+
+    fn active(&self) -> &LogSegment {
+        match self.segments.values().next_back() {
+            Some(s) => s,
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    fn active_mut(&mut self) -> &mut LogSegment {
+        match self.segments.values_mut().next_back() {
+            Some(s) => s,
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Topic config changes at run time; take effect from the next append/roll.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// Idle time after which producer state is dropped (Kafka's broker-wide
+    /// `producer.id.expiration.ms`, default 1 day); applied in `maybe_flush`.
+    pub fn set_producer_id_expiration_ms(&mut self, expiration_ms: i64) {
+        self.producer_id_expiration_ms = expiration_ms;
+    }
+
+    /// Validates and appends the record batches in `records` (one or more
+    /// magic-v2 batches, as received in a Produce request), as leader.
+    ///
+    /// Rewrites only base offset, partition leader epoch and (LogAppendTime)
+    /// max timestamp + timestamp-type bit + CRC. All batches are validated
+    /// before anything is written, so the call appends all or nothing. If any
+    /// idempotent batch is a retry of one already in the log, the whole call
+    /// is answered as that duplicate and nothing is written (Kafka returns on
+    /// the first duplicate too; Produce v3+ carries one batch per partition).
+    pub fn append_as_leader(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        if records.is_empty() {
+            return Err(LogError::InvalidRecord(
+                "produce request has no record batches".into(),
+            ));
+        }
+        if records.len() > i32::MAX as usize {
+            return Err(LogError::RecordTooLarge {
+                size_bytes: records.len(),
+                max_bytes: self.config.max_message_bytes,
+            });
+        }
+        // Pass 1: validate every batch. At most records.len() / 61 headers.
+        let mut headers: Vec<(usize, RecordBatchHeader)> = Vec::new();
+        let mut pos = 0usize;
+        while pos < records.len() {
+            let rest = &records[pos..];
+            let h = RecordBatchHeader::parse(rest)?;
+            let size = h.size_bytes();
+            if size > rest.len() {
+                return Err(LogError::CorruptRecord(format!(
+                    "batch at byte {pos} declares {size} bytes but only {} remain",
+                    rest.len()
+                )));
+            }
+            if size > self.config.max_message_bytes as usize {
+                return Err(LogError::RecordTooLarge {
+                    size_bytes: size,
+                    max_bytes: self.config.max_message_bytes,
+                });
+            }
+            let batch_bytes = &rest[..size];
+            batch::check_crc(batch_bytes, &h)?;
+            batch::validate_client_batch(batch_bytes, &h, &self.config, now_ms)?;
+            headers.push((pos, h));
+            pos += size;
+        }
+
+        // Pass 2: assign offsets and check producer state, still without side effects.
+        let log_append_time = self.config.timestamp_type == TimestampType::LogAppendTime;
+        let mut staging = ProducerAppendStaging::default();
+        let mut placements = Vec::with_capacity(headers.len());
+        let mut next_offset = self.log_end_offset;
+        for (_, h) in &headers {
+            let first = next_offset;
+            let last = first + h.last_offset_delta as i64;
+            let max_timestamp_ms = if log_append_time {
+                now_ms
+            } else {
+                h.max_timestamp
+            };
+            if h.producer_id >= 0 {
+                if let Some(dup) = self.producers.check_and_stage(
+                    &mut staging,
+                    h,
+                    first,
+                    last,
+                    max_timestamp_ms,
+                )? {
+                    return Ok(AppendInfo {
+                        first_offset: dup.first_offset,
+                        last_offset: dup.last_offset,
+                        log_append_time_ms: if log_append_time {
+                            dup.timestamp_ms
+                        } else {
+                            -1
+                        },
+                        log_start_offset: self.log_start_offset,
+                        duplicate: true,
+                        records_count: (dup.last_offset - dup.first_offset + 1).max(0) as u64,
+                    });
+                }
+            }
+            placements.push(BatchPlacement {
+                base_offset: first,
+                last_offset: last,
+                max_timestamp_ms,
+                size_bytes: h.size_bytes() as u64,
+            });
+            next_offset = last + 1;
+        }
+        let first_offset = self.log_end_offset;
+        let last_offset = next_offset - 1;
+
+        // One copy of the request, patched in place.
+        let mut buf = records.to_vec();
+        for ((pos, h), p) in headers.iter().zip(&placements) {
+            let batch_bytes = &mut buf[*pos..*pos + h.size_bytes()];
+            batch::set_base_offset(batch_bytes, p.base_offset);
+            batch::set_partition_leader_epoch(batch_bytes, leader_epoch);
+            if log_append_time {
+                batch::set_timestamp(batch_bytes, TimestampType::LogAppendTime, now_ms);
+            } else if h.timestamp_type() == TimestampType::LogAppendTime {
+                // CreateTime topic: keep the producer's timestamps, clear the bit.
+                batch::set_timestamp(batch_bytes, TimestampType::CreateTime, h.max_timestamp);
+            }
+        }
+
+        self.maybe_roll(buf.len() as u64, last_offset, now_ms)?;
+        // Kafka assigns the epoch before writing; an entry whose data never made
+        // it is harmless (it is dropped by truncate_from_end on the next open).
+        self.leader_epochs.assign(leader_epoch, first_offset)?;
+        let cfg = self.config.clone();
+        self.active_mut().append(&buf, &placements, &cfg, now_ms)?;
+        self.producers.commit(staging);
+        assert!(
+            next_offset > self.log_end_offset,
+            "log end offset must grow"
+        );
+        self.log_end_offset = next_offset;
+        let records_count = (last_offset - first_offset + 1) as u64;
+        self.unflushed_records = self.unflushed_records.saturating_add(records_count);
+        if self.unflushed_records >= self.config.flush_messages {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
+            log_start_offset: self.log_start_offset,
+            duplicate: false,
+            records_count,
+        })
+    }
+
+    fn maybe_roll(
+        &mut self,
+        incoming_bytes: u64,
+        last_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let cfg = &self.config;
+        let active = self.active();
+        if active.size_bytes() == 0 {
+            return Ok(());
+        }
+        let reason = if active.size_bytes() + incoming_bytes > cfg.effective_segment_bytes() {
+            Some("segment.bytes")
+        } else if active.is_index_full(cfg)? {
+            Some("index full")
+        } else if active
+            .rolling_base_ms()
+            .is_some_and(|base| now_ms.saturating_sub(base) > cfg.segment_ms)
+        {
+            Some("segment.ms")
+        } else if last_offset - active.base_offset() > i32::MAX as i64 {
+            Some("relative offset overflow")
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            tracing::debug!(dir = %self.dir.display(), reason, "rolling log segment");
+            self.roll(now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a new active segment at the log end offset. The old one is
+    /// fsynced first, so the recovery point can advance to the new base.
+    fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let leo = self.log_end_offset;
+        let cfg = self.config.clone();
+        let active = self.active_mut();
+        assert!(
+            active.size_bytes() > 0 && leo > active.base_offset(),
+            "never roll an empty segment"
+        );
+        active.on_become_inactive(&cfg)?;
+        let new = LogSegment::create(&self.dir, leo, &cfg)?;
+        self.segments.insert(leo, new);
+        self.recovery_point = leo;
+        self.unflushed_records = 0;
+        self.last_flush_ms = now_ms;
+        self.producers.take_snapshot(leo)?;
+        self.persist_state(None)
+    }
+
+    /// Reads from `fetch_offset` up to `max_bytes` of whole batches, from one
+    /// segment. If `min_one_batch` and the first batch is bigger than
+    /// `max_bytes`, that one batch is returned anyway (its size is bounded by
+    /// the segment it lives in).
+    pub fn read(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, LogError> {
+        let result = |records: Bytes| ReadResult {
+            records,
+            high_watermark: self.log_end_offset,
+            log_start_offset: self.log_start_offset,
+        };
+        if fetch_offset < self.log_start_offset || fetch_offset > self.log_end_offset {
+            return Err(self.out_of_range(fetch_offset));
+        }
+        if fetch_offset == self.log_end_offset {
+            return Ok(result(Bytes::new()));
+        }
+        let start_base = self
+            .segments
+            .range(..=fetch_offset)
+            .next_back()
+            .map_or(fetch_offset, |(b, _)| *b);
+        for seg in self.segments.range(start_base..).map(|(_, s)| s) {
+            let Some((pos, first)) = seg.find_batch(fetch_offset, &self.config)? else {
+                continue;
+            };
+            let first_size = first.size_bytes();
+            if first_size > max_bytes {
+                if !min_one_batch {
+                    return Ok(result(Bytes::new()));
+                }
+                return Ok(result(Bytes::from(seg.read_bytes(pos, first_size)?)));
+            }
+            let len = (max_bytes as u64).min(seg.size_bytes() - pos) as usize;
+            let mut buf = seg.read_bytes(pos, len)?;
+            let whole = whole_batches_prefix_bytes(&buf);
+            debug_assert!(whole >= first_size);
+            buf.truncate(whole);
+            return Ok(result(Bytes::from(buf)));
+        }
+        Ok(result(Bytes::new()))
+    }
+
+    fn out_of_range(&self, offset: i64) -> LogError {
+        LogError::OffsetOutOfRange {
+            offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+        }
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    /// Offset below which all data is known to be fsynced.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Equal to the log end offset: there is no replication yet.
+    pub fn high_watermark(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    pub fn snapshot(&self) -> LogOffsetSnapshot {
+        LogOffsetSnapshot {
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+            size_bytes: self.segments.values().map(LogSegment::size_bytes).sum(),
+            segments: self.segments.len(),
+        }
+    }
+
+    /// ListOffsets by timestamp at batch granularity: the first batch (at or
+    /// after the log start) whose max timestamp is >= `timestamp_ms`, answered
+    /// as `(batch max timestamp, max(batch base offset, log start offset))`.
+    /// Kafka answers with the exact record; fetching from the batch base offset
+    /// still delivers that record, but the returned timestamp is the batch's
+    /// max, not the record's.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let start_base = self
+            .segments
+            .range(..=self.log_start_offset)
+            .next_back()
+            .map_or(self.log_start_offset, |(b, _)| *b);
+        for seg in self.segments.range(start_base..).map(|(_, s)| s) {
+            if seg.size_bytes() == 0 || seg.max_timestamp(&self.config)?.timestamp_ms < timestamp_ms
+            {
+                continue;
+            }
+            if let Some(found) =
+                seg.find_offset_by_timestamp(timestamp_ms, self.log_start_offset, &self.config)?
+            {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: `(max timestamp, base offset of the first
+    /// batch holding it)`; `None` if the log holds no data. Segments whose
+    /// index cannot be read are skipped (and logged).
+    pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
+        let mut best: Option<(i64, i64)> = None;
+        for seg in self.segments.values().filter(|s| s.size_bytes() > 0) {
+            match seg.max_timestamp(&self.config) {
+                Ok(t) => {
+                    if best.map_or(true, |(ts, _)| t.timestamp_ms > ts) {
+                        best = Some((t.timestamp_ms, t.offset));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(segment = seg.base_offset(), error = %e, "cannot read max timestamp")
+                }
+            }
+        }
+        best.map(|(ts, offset)| (ts, offset.max(self.log_start_offset)))
+    }
+
+    /// OffsetForLeaderEpoch with Kafka's `LeaderEpochFileCache.endOffsetFor` semantics.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.leader_epochs
+            .end_offset_for(epoch, self.log_end_offset)
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.leader_epochs.latest_epoch()
+    }
+
+    /// DeleteRecords: moves the log start offset to `offset` (-1 = high
+    /// watermark), persists it, and deletes segments wholly below it. An offset
+    /// below the current start is a no-op. Returns the new log start offset.
+    pub fn delete_records_before(&mut self, offset: i64) -> Result<i64, LogError> {
+        let target = if offset == -1 {
+            self.high_watermark()
+        } else {
+            offset
+        };
+        if target < 0 || target > self.high_watermark() {
+            return Err(self.out_of_range(offset));
+        }
+        if target > self.log_start_offset {
+            self.log_start_offset = target;
+            self.persist_state(None)?;
+            self.leader_epochs.truncate_from_start(target)?;
+            self.delete_segments_below_log_start()?;
+        }
+        Ok(self.log_start_offset)
+    }
+
+    /// Deletes segments whose next segment starts at or below the log start.
+    fn delete_segments_below_log_start(&mut self) -> Result<usize, LogError> {
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        let n = bases
+            .windows(2)
+            .take_while(|w| w[1] <= self.log_start_offset)
+            .count();
+        self.delete_oldest_segments(n, 0, "log start offset")
+    }
+
+    /// Deletes the `n` oldest segments; if that is all of them, rolls first so
+    /// an (empty) active segment remains.
+    fn delete_oldest_segments(
+        &mut self,
+        n: usize,
+        now_ms: i64,
+        reason: &str,
+    ) -> Result<usize, LogError> {
+        if n == 0 {
+            return Ok(0);
+        }
+        if n >= self.segments.len() {
+            self.roll(now_ms)?;
+        }
+        for _ in 0..n {
+            if let Some((base, seg)) = self.segments.pop_first() {
+                tracing::info!(dir = %self.dir.display(), segment = base, reason, "deleting log segment");
+                seg.delete()?;
+            }
+        }
+        let first_base = self
+            .segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.log_end_offset);
+        if first_base > self.log_start_offset {
+            self.log_start_offset = first_base;
+            self.leader_epochs.truncate_from_start(first_base)?;
+        }
+        self.persist_state(None)?;
+        Ok(n)
+    }
+
+    /// Number of oldest segments satisfying `pred`, stopping at the first
+    /// that does not; an empty active segment is never counted.
+    fn deletable_prefix(
+        &self,
+        mut pred: impl FnMut(&LogSegment) -> Result<bool, LogError>,
+    ) -> Result<usize, LogError> {
+        let total = self.segments.len();
+        let mut n = 0;
+        for (i, seg) in self.segments.values().enumerate() {
+            if i + 1 == total && seg.size_bytes() == 0 {
+                break;
+            }
+            if !pred(seg)? {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Retention by retention.ms and retention.bytes (Kafka's
+    /// `deleteOldSegments`): deletes whole segments oldest first. If the active
+    /// segment itself is expired it is rolled first, leaving an empty one.
+    /// Returns the number of segments deleted.
+    pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        let mut deleted = 0;
+        if self.config.retention_ms >= 0 {
+            let retention_ms = self.config.retention_ms;
+            let cfg = self.config.clone();
+            let n = self.deletable_prefix(|seg| {
+                Ok(
+                    now_ms.saturating_sub(seg.largest_timestamp_for_retention(&cfg)?)
+                        > retention_ms,
+                )
+            })?;
+            deleted += self.delete_oldest_segments(n, now_ms, "retention.ms")?;
+        }
+        if self.config.retention_bytes >= 0 {
+            let total = self.snapshot().size_bytes as i64;
+            let mut excess = total - self.config.retention_bytes;
+            if excess >= 0 {
+                let n = self.deletable_prefix(|seg| {
+                    let size = seg.size_bytes() as i64;
+                    Ok(if excess - size >= 0 {
+                        excess -= size;
+                        true
+                    } else {
+                        false
+                    })
+                })?;
+                deleted += self.delete_oldest_segments(n, now_ms, "retention.bytes")?;
+            }
+        }
+        deleted += self.delete_segments_below_log_start()?;
+        Ok(deleted)
+    }
+
+    /// Periodic housekeeping: expires idle producers, rolls if segment.ms has
+    /// elapsed, and fsyncs if flush.ms has elapsed with unflushed data.
+    pub fn maybe_flush(&mut self, now_ms: i64) -> Result<(), LogError> {
+        self.producers
+            .expire(now_ms, self.producer_id_expiration_ms);
+        let active = self.active();
+        if active.size_bytes() > 0
+            && active
+                .rolling_base_ms()
+                .is_some_and(|base| now_ms.saturating_sub(base) > self.config.segment_ms)
+        {
+            self.roll(now_ms)?;
+        }
+        if self.unflushed_records > 0
+            && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
+        {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(())
+    }
+
+    /// fsyncs the active segment and its indexes and advances the recovery point.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.active().flush()?;
+        self.recovery_point = self.log_end_offset;
+        self.unflushed_records = 0;
+        self.persist_state(None)
+    }
+
+    /// Clean close: flushes, snapshots producer state at the log end offset and
+    /// records the clean-shutdown marker, so the next clean open scans no data.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.flush()?;
+        self.producers.take_snapshot(self.log_end_offset)?;
+        self.persist_state(Some(self.log_end_offset))
+    }
+
+    /// `(producer_id, epoch, last_sequence, last_timestamp)` sorted by producer id.
+    pub fn active_producers(&self) -> Vec<(i64, i16, i32, i64)> {
+        self.producers.active_producers()
+    }
+}
+
+/// Length of the longest prefix of `buf` made of whole batches.
+fn whole_batches_prefix_bytes(buf: &[u8]) -> usize {
+    let mut pos = 0;
+    while buf.len() - pos >= BATCH_HEADER_SIZE_BYTES {
+        let Ok(h) = RecordBatchHeader::parse(&buf[pos..]) else {
+            break;
+        };
+        if h.size_bytes() > buf.len() - pos {
+            break;
+        }
+        pos += h.size_bytes();
+    }
+    pos
+}
+
+#[allow(dead_code)]
+fn assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Log>();
+}

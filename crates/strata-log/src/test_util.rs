@@ -1,0 +1,108 @@
+//! Test-only builder of valid magic-v2 record batches.
+
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    loop {
+        if v < 0x80 {
+            out.push(v as u8);
+            return;
+        }
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+}
+
+/// Builds one uncompressed v2 batch with `n` records, timestamps `ts, ts+1, ...`.
+pub(crate) struct BatchBuilder {
+    records: usize,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    base_timestamp: i64,
+    attributes: i16,
+    value_size_bytes: usize,
+    count_override: Option<i32>,
+    trailing_garbage_bytes: usize,
+}
+
+impl BatchBuilder {
+    pub(crate) fn new(records: usize) -> Self {
+        BatchBuilder {
+            records,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            base_timestamp: 1_000,
+            attributes: 0,
+            value_size_bytes: 10,
+            count_override: None,
+            trailing_garbage_bytes: 0,
+        }
+    }
+    pub(crate) fn producer(mut self, id: i64, epoch: i16, base_sequence: i32) -> Self {
+        self.producer_id = id;
+        self.producer_epoch = epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+    pub(crate) fn timestamp(mut self, ts: i64) -> Self {
+        self.base_timestamp = ts;
+        self
+    }
+    pub(crate) fn attributes(mut self, attributes: i16) -> Self {
+        self.attributes = attributes;
+        self
+    }
+    pub(crate) fn value_size(mut self, size_bytes: usize) -> Self {
+        self.value_size_bytes = size_bytes;
+        self
+    }
+    /// Declares a different record count (and matching last offset delta).
+    pub(crate) fn override_count(mut self, count: i32) -> Self {
+        self.count_override = Some(count);
+        self
+    }
+    /// Appends bytes after the last record inside the batch.
+    pub(crate) fn trailing_garbage(mut self, n: usize) -> Self {
+        self.trailing_garbage_bytes = n;
+        self
+    }
+
+    pub(crate) fn build(&self) -> Vec<u8> {
+        let mut records = Vec::new();
+        for i in 0..self.records {
+            let mut body = Vec::new();
+            body.push(0u8); // attributes
+            put_varint(&mut body, i as i64); // timestamp delta
+            put_varint(&mut body, i as i64); // offset delta
+            put_varint(&mut body, -1); // null key
+            put_varint(&mut body, self.value_size_bytes as i64);
+            body.extend(std::iter::repeat(b'a' + (i % 26) as u8).take(self.value_size_bytes));
+            put_varint(&mut body, 0); // no headers
+            put_varint(&mut records, body.len() as i64);
+            records.extend_from_slice(&body);
+        }
+        records.extend(std::iter::repeat(0xEEu8).take(self.trailing_garbage_bytes));
+        let count = self.count_override.unwrap_or(self.records as i32);
+        let mut out = Vec::new();
+        out.extend_from_slice(&0i64.to_be_bytes());
+        let batch_length = (61 - 12 + records.len()) as i32;
+        out.extend_from_slice(&batch_length.to_be_bytes());
+        out.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
+        out.push(2);
+        out.extend_from_slice(&0u32.to_be_bytes()); // crc placeholder
+        out.extend_from_slice(&self.attributes.to_be_bytes());
+        out.extend_from_slice(&(count - 1).to_be_bytes());
+        out.extend_from_slice(&self.base_timestamp.to_be_bytes());
+        let max_ts = self.base_timestamp + self.records.saturating_sub(1) as i64;
+        out.extend_from_slice(&max_ts.to_be_bytes());
+        out.extend_from_slice(&self.producer_id.to_be_bytes());
+        out.extend_from_slice(&self.producer_epoch.to_be_bytes());
+        out.extend_from_slice(&self.base_sequence.to_be_bytes());
+        out.extend_from_slice(&count.to_be_bytes());
+        out.extend_from_slice(&records);
+        let crc = crc32c::crc32c(&out[21..]);
+        out[17..21].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+}

@@ -1,0 +1,715 @@
+//! Kafka configuration definitions: topic configs, the broker properties they default from, and
+//! their validation.
+//!
+//! A topic config's effective value is resolved Kafka's way, most specific first: the topic's own
+//! override, then a dynamic broker config, then the static broker config (`server.properties`
+//! and `--override`), then the built-in default. [`ConfigDef::broker_synonyms`] lists the broker
+//! keys in the order Kafka's DescribeConfigs reports them.
+
+use std::collections::BTreeMap;
+
+/// The type of a config value, as Kafka's `ConfigDef.Type` (DescribeConfigs v3+ reports it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean,
+    String,
+    Int,
+    Short,
+    Long,
+    Double,
+    List,
+    Class,
+    Password,
+}
+
+impl ConfigType {
+    /// The numeric code DescribeConfigs uses (`ConfigType` in DescribeConfigsResponse).
+    pub fn describe_code(self) -> i8 {
+        match self {
+            ConfigType::Boolean => 1,
+            ConfigType::String => 2,
+            ConfigType::Int => 3,
+            ConfigType::Short => 4,
+            ConfigType::Long => 5,
+            ConfigType::Double => 6,
+            ConfigType::List => 7,
+            ConfigType::Class => 8,
+            ConfigType::Password => 9,
+        }
+    }
+}
+
+/// Extra rules beyond the type.
+#[derive(Debug, Clone, Copy)]
+pub enum Validator {
+    None,
+    AtLeast(i64),
+    Between(i64, i64),
+    /// One of the listed values.
+    OneOf(&'static [&'static str]),
+    /// A comma-separated list whose items are each one of the listed values.
+    ListOf(&'static [&'static str]),
+    DoubleBetween(f64, f64),
+}
+
+/// One topic-level config key.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigDef {
+    pub name: &'static str,
+    pub config_type: ConfigType,
+    pub default: &'static str,
+    pub validator: Validator,
+    /// Broker keys that supply this config's default, most preferred first
+    /// (e.g. `log.retention.ms`, then `log.retention.minutes`, then `log.retention.hours`).
+    pub broker_synonyms: &'static [&'static str],
+    pub doc: &'static str,
+}
+
+const fn def(
+    name: &'static str,
+    config_type: ConfigType,
+    default: &'static str,
+    validator: Validator,
+    broker_synonyms: &'static [&'static str],
+    doc: &'static str,
+) -> ConfigDef {
+    ConfigDef {
+        name,
+        config_type,
+        default,
+        validator,
+        broker_synonyms,
+        doc,
+    }
+}
+
+use ConfigType::{Boolean, Class, Double, Int, List, Long, Password, Short};
+use Validator::{AtLeast, Between, DoubleBetween, ListOf, OneOf};
+
+const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
+const CLEANUP_POLICIES: &[&str] = &["compact", "delete"];
+
+/// Every topic config Strata accepts, in Kafka's names and defaults.
+pub const TOPIC_CONFIGS: &[ConfigDef] = &[
+    def(
+        "cleanup.policy",
+        List,
+        "delete",
+        ListOf(CLEANUP_POLICIES),
+        &["log.cleanup.policy"],
+        "delete or compact old segments",
+    ),
+    def(
+        "compression.type",
+        ConfigType::String,
+        "producer",
+        OneOf(COMPRESSION_TYPES),
+        &["compression.type"],
+        "final compression; Strata stores batches as the producer sent them",
+    ),
+    def(
+        "delete.retention.ms",
+        Long,
+        "86400000",
+        AtLeast(0),
+        &["log.cleaner.delete.retention.ms"],
+        "how long tombstones are kept in compacted topics",
+    ),
+    def(
+        "file.delete.delay.ms",
+        Long,
+        "60000",
+        AtLeast(0),
+        &["log.segment.delete.delay.ms"],
+        "delay before deleting a file from disk",
+    ),
+    def(
+        "flush.messages",
+        Long,
+        "9223372036854775807",
+        AtLeast(1),
+        &["log.flush.interval.messages"],
+        "fsync after this many records",
+    ),
+    def(
+        "flush.ms",
+        Long,
+        "9223372036854775807",
+        AtLeast(0),
+        &["log.flush.interval.ms"],
+        "fsync after this much time",
+    ),
+    def(
+        "index.interval.bytes",
+        Int,
+        "4096",
+        AtLeast(0),
+        &["log.index.interval.bytes"],
+        "bytes of log between offset-index entries",
+    ),
+    def(
+        "local.retention.bytes",
+        Long,
+        "-2",
+        AtLeast(-2),
+        &["log.local.retention.bytes"],
+        "local (hot tail) retention by size; -2 = retention.bytes",
+    ),
+    def(
+        "local.retention.ms",
+        Long,
+        "-2",
+        AtLeast(-2),
+        &["log.local.retention.ms"],
+        "local (hot tail) retention by time; -2 = retention.ms",
+    ),
+    def(
+        "max.compaction.lag.ms",
+        Long,
+        "9223372036854775807",
+        AtLeast(1),
+        &["log.cleaner.max.compaction.lag.ms"],
+        "maximum time a record stays uncompacted",
+    ),
+    def(
+        "max.message.bytes",
+        Int,
+        "1048588",
+        AtLeast(0),
+        &["message.max.bytes"],
+        "largest record batch size allowed",
+    ),
+    def(
+        "message.timestamp.after.max.ms",
+        Long,
+        "3600000",
+        AtLeast(0),
+        &["log.message.timestamp.after.max.ms"],
+        "how far in the future a CreateTime timestamp may be",
+    ),
+    def(
+        "message.timestamp.before.max.ms",
+        Long,
+        "9223372036854775807",
+        AtLeast(0),
+        &["log.message.timestamp.before.max.ms"],
+        "how far in the past a CreateTime timestamp may be",
+    ),
+    def(
+        "message.timestamp.type",
+        ConfigType::String,
+        "CreateTime",
+        OneOf(TIMESTAMP_TYPES),
+        &["log.message.timestamp.type"],
+        "CreateTime or LogAppendTime",
+    ),
+    def(
+        "min.cleanable.dirty.ratio",
+        Double,
+        "0.5",
+        DoubleBetween(0.0, 1.0),
+        &["log.cleaner.min.cleanable.ratio"],
+        "dirty ratio that triggers compaction",
+    ),
+    def(
+        "min.compaction.lag.ms",
+        Long,
+        "0",
+        AtLeast(0),
+        &["log.cleaner.min.compaction.lag.ms"],
+        "minimum time a record stays uncompacted",
+    ),
+    def(
+        "min.insync.replicas",
+        Int,
+        "1",
+        AtLeast(1),
+        &["min.insync.replicas"],
+        "replicas that must acknowledge an acks=all write",
+    ),
+    def(
+        "preallocate",
+        Boolean,
+        "false",
+        Validator::None,
+        &["log.preallocate"],
+        "preallocate segment files",
+    ),
+    def(
+        "remote.storage.enable",
+        Boolean,
+        "false",
+        Validator::None,
+        &[],
+        "tier closed segments to object storage",
+    ),
+    def(
+        "retention.bytes",
+        Long,
+        "-1",
+        Validator::None,
+        &["log.retention.bytes"],
+        "maximum partition size before old segments are deleted; -1 = unlimited",
+    ),
+    def(
+        "retention.ms",
+        Long,
+        "604800000",
+        AtLeast(-1),
+        &[
+            "log.retention.ms",
+            "log.retention.minutes",
+            "log.retention.hours",
+        ],
+        "maximum age before old segments are deleted; -1 = unlimited",
+    ),
+    def(
+        "segment.bytes",
+        Int,
+        "1073741824",
+        AtLeast(14),
+        &["log.segment.bytes"],
+        "segment file size",
+    ),
+    def(
+        "segment.index.bytes",
+        Int,
+        "10485760",
+        AtLeast(4),
+        &["log.index.size.max.bytes"],
+        "maximum offset-index size",
+    ),
+    def(
+        "segment.jitter.ms",
+        Long,
+        "0",
+        AtLeast(0),
+        &["log.roll.jitter.ms", "log.roll.jitter.hours"],
+        "random jitter subtracted from segment.ms",
+    ),
+    def(
+        "segment.ms",
+        Long,
+        "604800000",
+        AtLeast(1),
+        &["log.roll.ms", "log.roll.hours"],
+        "time after which a segment is rolled",
+    ),
+    def(
+        "unclean.leader.election.enable",
+        Boolean,
+        "false",
+        Validator::None,
+        &["unclean.leader.election.enable"],
+        "allow out-of-sync replicas to become leader",
+    ),
+];
+
+/// Broker-only properties Strata reads (topic-config synonyms are in [`TOPIC_CONFIGS`]).
+pub const BROKER_CONFIGS: &[ConfigDef] = &[
+    def(
+        "auto.create.topics.enable",
+        Boolean,
+        "true",
+        Validator::None,
+        &[],
+        "create unknown topics on metadata requests and produce",
+    ),
+    def(
+        "num.partitions",
+        Int,
+        "1",
+        AtLeast(1),
+        &[],
+        "default partition count of new topics",
+    ),
+    def(
+        "default.replication.factor",
+        Short,
+        "1",
+        AtLeast(1),
+        &[],
+        "default replication factor of new topics",
+    ),
+    def(
+        "delete.topic.enable",
+        Boolean,
+        "true",
+        Validator::None,
+        &[],
+        "allow DeleteTopics",
+    ),
+    def(
+        "socket.request.max.bytes",
+        Int,
+        "104857600",
+        AtLeast(1),
+        &[],
+        "largest request frame accepted",
+    ),
+    def(
+        "log.retention.check.interval.ms",
+        Long,
+        "300000",
+        AtLeast(1),
+        &[],
+        "how often retention runs",
+    ),
+    def(
+        "log.flush.scheduler.interval.ms",
+        Long,
+        "9223372036854775807",
+        AtLeast(0),
+        &[],
+        "how often flush.ms is checked",
+    ),
+    def(
+        "max.connections",
+        Int,
+        "2147483647",
+        AtLeast(0),
+        &[],
+        "maximum client connections",
+    ),
+    def(
+        "queued.max.requests",
+        Int,
+        "500",
+        AtLeast(1),
+        &[],
+        "in-flight requests per connection",
+    ),
+    def("node.id", Int, "1", AtLeast(0), &[], "this node's id"),
+    def("broker.id", Int, "1", AtLeast(0), &[], "alias of node.id"),
+    def(
+        "log.dirs",
+        ConfigType::String,
+        "",
+        Validator::None,
+        &[],
+        "ignored: use --data-dir",
+    ),
+    def(
+        "log.dir",
+        ConfigType::String,
+        "",
+        Validator::None,
+        &[],
+        "ignored: use --data-dir",
+    ),
+    def(
+        "listeners",
+        ConfigType::String,
+        "",
+        Validator::None,
+        &[],
+        "ignored: use --listen",
+    ),
+    def(
+        "advertised.listeners",
+        ConfigType::String,
+        "",
+        Validator::None,
+        &[],
+        "ignored: use --advertised-listener",
+    ),
+    def(
+        "log.retention.minutes",
+        Int,
+        "",
+        AtLeast(-1),
+        &[],
+        "retention in minutes (log.retention.ms wins)",
+    ),
+    def(
+        "log.retention.hours",
+        Int,
+        "168",
+        AtLeast(-1),
+        &[],
+        "retention in hours",
+    ),
+    def(
+        "log.roll.hours",
+        Int,
+        "168",
+        AtLeast(1),
+        &[],
+        "segment roll time in hours",
+    ),
+    def(
+        "log.roll.jitter.hours",
+        Int,
+        "0",
+        AtLeast(0),
+        &[],
+        "segment roll jitter in hours",
+    ),
+    def(
+        "transactional.id.expiration.ms",
+        Int,
+        "604800000",
+        AtLeast(1),
+        &[],
+        "transactional id expiry",
+    ),
+    def(
+        "producer.id.expiration.ms",
+        Int,
+        "86400000",
+        AtLeast(1),
+        &[],
+        "idle producer state expiry",
+    ),
+];
+
+/// Looks up a topic config by name.
+pub fn topic_config(name: &str) -> Option<&'static ConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Looks up a broker property by name: a broker-only key or a topic config's broker synonym.
+/// Returns the definition that governs its value (for a synonym, the topic config's).
+pub fn broker_config(name: &str) -> Option<BrokerKey> {
+    if let Some(d) = BROKER_CONFIGS.iter().find(|d| d.name == name) {
+        return Some(BrokerKey::Broker(d));
+    }
+    TOPIC_CONFIGS
+        .iter()
+        .find(|d| d.broker_synonyms.contains(&name))
+        .map(BrokerKey::TopicSynonym)
+}
+
+/// What a broker property name refers to.
+#[derive(Debug, Clone, Copy)]
+pub enum BrokerKey {
+    Broker(&'static ConfigDef),
+    TopicSynonym(&'static ConfigDef),
+}
+
+impl BrokerKey {
+    pub fn def(&self) -> &'static ConfigDef {
+        match self {
+            BrokerKey::Broker(d) | BrokerKey::TopicSynonym(d) => d,
+        }
+    }
+}
+
+/// A config value that failed validation; the message is shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidConfig(pub String);
+
+impl ConfigDef {
+    /// Checks `value` against the type and validator. Units for the broker's `*.minutes` and
+    /// `*.hours` synonyms are the caller's concern ([`broker_value_for_topic`]).
+    pub fn validate(&self, value: &str) -> Result<(), InvalidConfig> {
+        let bad = |why: &str| {
+            InvalidConfig(format!(
+                "Invalid value {value} for configuration {}: {why}",
+                self.name
+            ))
+        };
+        let value = value.trim();
+        match self.config_type {
+            Boolean => {
+                if !value.eq_ignore_ascii_case("true") && !value.eq_ignore_ascii_case("false") {
+                    return Err(bad("Expected value to be either true or false"));
+                }
+            }
+            Int | Short | Long => {
+                let n: i64 = value
+                    .parse()
+                    .map_err(|_| bad("Not a number of type INT/LONG"))?;
+                let (lo, hi) = match self.config_type {
+                    Int => (i32::MIN as i64, i32::MAX as i64),
+                    Short => (i16::MIN as i64, i16::MAX as i64),
+                    _ => (i64::MIN, i64::MAX),
+                };
+                if n < lo || n > hi {
+                    return Err(bad("Value out of range for its type"));
+                }
+                match self.validator {
+                    AtLeast(min) if n < min => {
+                        return Err(bad(&format!("Value must be at least {min}")))
+                    }
+                    Between(min, max) if n < min || n > max => {
+                        return Err(bad(&format!(
+                            "Value must be no less than {min} and no more than {max}"
+                        )))
+                    }
+                    _ => {}
+                }
+            }
+            Double => {
+                let x: f64 = value
+                    .parse()
+                    .map_err(|_| bad("Not a number of type DOUBLE"))?;
+                if let DoubleBetween(min, max) = self.validator {
+                    if !(min..=max).contains(&x) {
+                        return Err(bad(&format!(
+                            "Value must be no less than {min} and no more than {max}"
+                        )));
+                    }
+                }
+            }
+            ConfigType::String | Class | Password => {
+                if let OneOf(allowed) = self.validator {
+                    if !allowed.contains(&value) {
+                        return Err(bad(&format!(
+                            "String must be one of: {}",
+                            allowed.join(", ")
+                        )));
+                    }
+                }
+            }
+            List => {
+                if let ListOf(allowed) = self.validator {
+                    let items: Vec<&str> = value.split(',').map(str::trim).collect();
+                    if items.iter().any(|i| !allowed.contains(i)) {
+                        return Err(bad(&format!(
+                            "Invalid value, must be a list of: {}",
+                            allowed.join(", ")
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Converts a broker synonym's value into the unit of the topic config it feeds
+/// (`log.retention.hours=1` means `retention.ms=3600000`).
+pub fn broker_value_for_topic(synonym: &str, value: &str) -> Option<String> {
+    let factor_ms: i64 = if synonym.ends_with(".hours") {
+        3_600_000
+    } else if synonym.ends_with(".minutes") {
+        60_000
+    } else {
+        return Some(value.trim().to_string());
+    };
+    let n: i64 = value.trim().parse().ok()?;
+    Some(if n < 0 {
+        n.to_string()
+    } else {
+        n.saturating_mul(factor_ms).to_string()
+    })
+}
+
+/// Static broker properties: `server.properties` plus `--override`s, validated at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerProperties {
+    values: BTreeMap<String, String>,
+}
+
+impl BrokerProperties {
+    /// Parses a Java-properties style text (`key=value` or `key: value`, `#`/`!` comments).
+    /// Line continuations and escapes are not supported; a line that has no separator is an error.
+    pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, InvalidConfig> {
+        let mut out = Vec::new();
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let Some(split) = line.find(['=', ':']) else {
+                return Err(InvalidConfig(format!(
+                    "line {}: expected key=value, got {line:?}",
+                    number + 1
+                )));
+            };
+            out.push((
+                line[..split].trim().to_string(),
+                line[split + 1..].trim().to_string(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Sets one property after validating its name and value. Unknown names are refused so a
+    /// typo does not silently fall back to a default.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), InvalidConfig> {
+        let Some(key) = broker_config(name) else {
+            return Err(InvalidConfig(format!("Unknown broker property {name}")));
+        };
+        if let BrokerKey::TopicSynonym(d) = key {
+            let converted = broker_value_for_topic(name, value).ok_or_else(|| {
+                InvalidConfig(format!("Invalid value {value} for configuration {name}"))
+            })?;
+            d.validate(&converted)?;
+        } else {
+            key.def().validate(value)?;
+        }
+        self.values
+            .insert(name.to_string(), value.trim().to_string());
+        Ok(())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// A broker-only property's value (explicit or default) parsed as `T`.
+    pub fn broker_value<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
+        let def = BROKER_CONFIGS.iter().find(|d| d.name == name)?;
+        self.get(name).unwrap_or(def.default).trim().parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_types_and_ranges() {
+        let retention = topic_config("retention.ms").unwrap();
+        assert!(retention.validate("-1").is_ok());
+        assert!(retention.validate("-2").is_err());
+        assert!(retention.validate("abc").is_err());
+        let ts = topic_config("message.timestamp.type").unwrap();
+        assert!(ts.validate("LogAppendTime").is_ok());
+        assert!(ts.validate("Whenever").is_err());
+        let policy = topic_config("cleanup.policy").unwrap();
+        assert!(policy.validate("compact,delete").is_ok());
+        assert!(policy.validate("compact,nope").is_err());
+        assert!(topic_config("segment.bytes")
+            .unwrap()
+            .validate("3000000000")
+            .is_err());
+    }
+
+    #[test]
+    fn every_default_is_valid() {
+        for d in TOPIC_CONFIGS.iter().chain(BROKER_CONFIGS) {
+            if !d.default.is_empty() {
+                d.validate(d.default)
+                    .unwrap_or_else(|e| panic!("{}: {e}", d.name));
+            }
+        }
+    }
+
+    #[test]
+    fn broker_properties_parse_and_validate() {
+        let parsed =
+            BrokerProperties::parse_properties("# c\nnum.partitions=3\nlog.retention.hours : 2\n")
+                .unwrap();
+        let mut props = BrokerProperties::default();
+        for (k, v) in parsed {
+            props.set(&k, &v).unwrap();
+        }
+        assert_eq!(props.broker_value::<i32>("num.partitions"), Some(3));
+        assert_eq!(
+            broker_value_for_topic("log.retention.hours", "2").as_deref(),
+            Some("7200000")
+        );
+        assert!(props.set("no.such.key", "1").is_err());
+        assert!(props.set("log.retention.ms", "x").is_err());
+        assert!(BrokerProperties::parse_properties("just words").is_err());
+    }
+}

@@ -1,0 +1,40 @@
+//! Cluster metadata as a log, in KRaft's model.
+//!
+//! Every change (topics, partitions, configs, producer-id blocks) is a [`MetadataRecord`]
+//! appended to a [`MetadataLog`] and folded into an immutable [`MetadataImage`]. The
+//! [`Controller`] turns requests into records after validating them against the current image;
+//! the [`MetadataStore`] makes them durable and publishes the next image. Request handlers only
+//! read images. Replicating the log (openraft) replaces [`FileMetadataLog`] behind the same trait.
+
+pub mod config;
+pub mod controller;
+pub mod image;
+pub mod log;
+pub mod records;
+pub mod store;
+
+pub use controller::{Controller, ControllerError, CreateTopicSpec};
+pub use image::{MetadataImage, PartitionImage, TopicImage};
+pub use log::{FileMetadataLog, MetadataLog};
+pub use records::{ConfigResource, MetadataRecord};
+pub use store::MetadataStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt metadata log: {0}")]
+    Corrupt(String),
+    #[error("metadata batch of {size_bytes} bytes is too large")]
+    TooLarge { size_bytes: usize },
+}
+
+impl MetaError {
+    pub(crate) fn io(context: String, source: std::io::Error) -> Self {
+        MetaError::Io { context, source }
+    }
+}

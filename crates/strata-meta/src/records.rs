@@ -1,0 +1,38 @@
+//! Metadata records: the only way cluster metadata changes. As in KRaft, every change is a
+//! record appended to the metadata log, and the image is the fold of all records in order.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// What a config record applies to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ConfigResource {
+    Topic(String),
+    /// A broker's dynamic config; `None` is the cluster-wide default (Kafka's empty name).
+    Broker(Option<i32>),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum MetadataRecord {
+    /// A new topic. Its partitions follow as [`MetadataRecord::Partition`] records.
+    Topic { name: String, topic_id: Uuid },
+    /// A partition's replica set and leadership, new or changed.
+    Partition {
+        topic_id: Uuid,
+        partition: i32,
+        replicas: Vec<i32>,
+        leader: i32,
+        leader_epoch: i32,
+    },
+    /// Removes a topic, its partitions and its configs.
+    RemoveTopic { topic_id: Uuid },
+    /// Sets (`Some`) or deletes (`None`) one config key.
+    Config {
+        resource: ConfigResource,
+        name: String,
+        value: Option<String>,
+    },
+    /// Producer ids below `next_block_start` have been handed out (Kafka's ProducerIdsRecord).
+    ProducerIds { next_block_start: i64 },
+}

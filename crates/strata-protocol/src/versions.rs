@@ -1,0 +1,90 @@
+//! The API keys and version ranges Strata serves: the single source for ApiVersions and for the
+//! request decoder's version check.
+//!
+//! Ranges follow Apache Kafka 4.x. The floors are Kafka 4's (it removed Produce v0-2, Fetch v0-3
+//! and the other pre-2.1 versions, see KIP-896). A ceiling sits below the `kafka-protocol`
+//! crate's newest version where that version is newer than what Kafka 4.1 marks stable
+//! (Produce v13 and Fetch v18 name topics by id only and carry fields no released client sends;
+//! InitProducerId v6 is the unreleased two-phase-commit extension).
+
+use kafka_protocol::messages::ApiKey;
+
+/// One served API and its inclusive version range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SupportedVersions {
+    pub api_key: ApiKey,
+    pub min_version: i16,
+    pub max_version: i16,
+}
+
+const fn served(api_key: ApiKey, min_version: i16, max_version: i16) -> SupportedVersions {
+    SupportedVersions {
+        api_key,
+        min_version,
+        max_version,
+    }
+}
+
+const SUPPORTED: &[SupportedVersions] = &[
+    served(ApiKey::Produce, 3, 12),
+    served(ApiKey::Fetch, 4, 17),
+    served(ApiKey::ListOffsets, 1, 10),
+    served(ApiKey::Metadata, 0, 13),
+    served(ApiKey::ApiVersions, 0, 4),
+    served(ApiKey::CreateTopics, 2, 7),
+    served(ApiKey::DeleteTopics, 1, 6),
+    served(ApiKey::DeleteRecords, 0, 2),
+    served(ApiKey::InitProducerId, 0, 5),
+    served(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    served(ApiKey::DescribeConfigs, 1, 4),
+    served(ApiKey::AlterConfigs, 0, 2),
+    served(ApiKey::DescribeLogDirs, 1, 4),
+    served(ApiKey::CreatePartitions, 0, 3),
+    served(ApiKey::IncrementalAlterConfigs, 0, 1),
+    served(ApiKey::DescribeCluster, 0, 2),
+    served(ApiKey::DescribeTopicPartitions, 0, 0),
+];
+
+/// Every API Strata serves, in API-key order.
+pub fn supported_versions() -> &'static [SupportedVersions] {
+    SUPPORTED
+}
+
+/// The served range of `api_key`, or `None` when Strata does not serve that API at all.
+pub fn supported_range(api_key: ApiKey) -> Option<SupportedVersions> {
+    SUPPORTED.iter().copied().find(|v| v.api_key == api_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_served_range_is_decodable_by_the_codec() {
+        for v in supported_versions() {
+            let codec = v.api_key.valid_versions();
+            assert!(v.min_version <= v.max_version, "{:?}", v.api_key);
+            assert!(
+                codec.min <= v.min_version && v.max_version <= codec.max,
+                "{:?} serves {}..={} but the codec knows {}..={}",
+                v.api_key,
+                v.min_version,
+                v.max_version,
+                codec.min,
+                codec.max
+            );
+        }
+    }
+
+    #[test]
+    fn table_is_in_api_key_order_without_duplicates() {
+        let keys: Vec<i16> = supported_versions()
+            .iter()
+            .map(|v| v.api_key as i16)
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(keys, sorted);
+    }
+}

@@ -1,0 +1,337 @@
+//! The broker: owns every part (metadata, replica manager, producer ids, metrics) and runs the
+//! listeners and background tasks until shut down.
+//!
+//! Start-up: read or create `meta.properties` (cluster id, node id), note and remove the
+//! clean-shutdown marker, replay the metadata log, open the partition logs the image assigns
+//! here. Shutdown (SIGTERM/SIGINT): stop accepting, let connections finish the requests they
+//! are serving, close every log cleanly, then write the clean-shutdown marker so the next start
+//! skips recovery.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_meta::{Controller, FileMetadataLog, MetadataImage, MetadataRecord, MetadataStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::ServerConfig;
+use crate::connection;
+use crate::metrics::Metrics;
+use crate::replica_manager::{now_ms, ReplicaManager};
+
+/// Name of the marker written after a clean shutdown (Kafka's `.kafka_cleanshutdown`).
+pub const CLEAN_SHUTDOWN_MARKER: &str = ".strata_cleanshutdown";
+const META_PROPERTIES: &str = "meta.properties";
+/// Producer ids are reserved from the metadata log in blocks, as Kafka's controller does.
+const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    MetaProperties(String),
+    #[error("metadata log: {0}")]
+    Metadata(#[from] strata_meta::MetaError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub struct Broker {
+    pub config: ServerConfig,
+    pub cluster_id: String,
+    pub store: MetadataStore,
+    pub controller: Controller,
+    pub replicas: ReplicaManager,
+    pub metrics: Metrics,
+    producer_ids: Mutex<ProducerIdBlock>,
+    serving: AtomicBool,
+}
+
+/// The unhanded-out part of the current producer-id block.
+#[derive(Default)]
+struct ProducerIdBlock {
+    next: i64,
+    end: i64,
+}
+
+impl Broker {
+    /// Opens the data directory and every hosted log. Blocking.
+    pub fn open(config: ServerConfig) -> Result<Arc<Broker>, StartError> {
+        let data_dir = config.data_dir.clone();
+        let dir_err = |source| StartError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        };
+        std::fs::create_dir_all(data_dir.join("meta")).map_err(dir_err)?;
+        let cluster_id = read_or_create_meta_properties(&data_dir, config.node_id)?;
+        let marker = data_dir.join(CLEAN_SHUTDOWN_MARKER);
+        let clean_shutdown = marker.exists();
+        if clean_shutdown {
+            std::fs::remove_file(&marker).map_err(dir_err)?;
+            sync_dir(&data_dir).map_err(dir_err)?;
+        }
+        tracing::info!(
+            data_dir = %data_dir.display(),
+            clean_shutdown,
+            cluster_id = %cluster_id,
+            node_id = config.node_id,
+            "opening broker"
+        );
+        let log = FileMetadataLog::open(&data_dir.join("meta").join("metadata.log"))?;
+        let store = MetadataStore::open(Box::new(log))?;
+        let replicas = ReplicaManager::new(&data_dir, clean_shutdown).map_err(dir_err)?;
+        let broker = Arc::new(Broker {
+            controller: Controller::new(config.node_id),
+            config,
+            cluster_id,
+            store,
+            replicas,
+            metrics: Metrics::default(),
+            producer_ids: Mutex::new(ProducerIdBlock::default()),
+            serving: AtomicBool::new(true),
+        });
+        let started = std::time::Instant::now();
+        let failures = broker
+            .replicas
+            .reconcile(&broker.store.image(), &broker.config);
+        tracing::info!(
+            partitions = broker.replicas.all().len(),
+            failed = failures.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "partition logs opened"
+        );
+        Ok(broker)
+    }
+
+    pub fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Relaxed)
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.store.image()
+    }
+
+    /// Runs a controller operation under the metadata commit lock, then brings the hosted
+    /// logs in line with the new image. Blocks the calling thread on fsync and file creation,
+    /// so async callers wrap it in `block_in_place`.
+    pub fn commit<T>(
+        &self,
+        build: impl FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T),
+    ) -> Result<T, strata_meta::MetaError> {
+        let (value, image) = self.store.commit_with(build)?;
+        self.replicas.reconcile(&image, &self.config);
+        Ok(value)
+    }
+
+    /// Hands out a producer id, reserving a new block in the metadata log when the current
+    /// one is used up. Ids are never reused, across restarts too.
+    pub fn next_producer_id(&self) -> Result<i64, strata_meta::MetaError> {
+        let mut block = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if block.next >= block.end {
+            let start = self.commit(|image| {
+                let (start, records) = self
+                    .controller
+                    .allocate_producer_ids(image, PRODUCER_ID_BLOCK_SIZE);
+                (records, start)
+            })?;
+            *block = ProducerIdBlock {
+                next: start,
+                end: start + PRODUCER_ID_BLOCK_SIZE,
+            };
+        }
+        let id = block.next;
+        block.next += 1;
+        Ok(id)
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down cleanly.
+    pub async fn run(
+        self: Arc<Self>,
+        listener: TcpListener,
+        http_listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(connection::accept_loop(
+            self.clone(),
+            listener,
+            stop_rx.clone(),
+        ));
+        let mut http_stop = stop_rx.clone();
+        let http_broker = self.clone();
+        tasks.spawn(async move {
+            let stop = async move { stopped(&mut http_stop).await };
+            if let Err(e) = crate::http::serve(http_broker, http_listener, stop).await {
+                tracing::error!(error = %e, "admin HTTP server failed");
+            }
+        });
+        tasks.spawn(background_tasks(self.clone(), stop_rx.clone()));
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; finishing in-flight requests");
+        self.serving.store(false, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+        // Connections finish their in-flight requests; bound the wait so a stuck client
+        // cannot hold the shutdown forever.
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("in-flight requests did not finish within 10 s; closing anyway");
+            tasks.abort_all();
+        }
+        let broker = self.clone();
+        tokio::task::spawn_blocking(move || broker.close()).await??;
+        Ok(())
+    }
+
+    /// Closes every log and writes the clean-shutdown marker if all closed cleanly.
+    fn close(&self) -> anyhow::Result<()> {
+        let failures = self.replicas.close_all();
+        for (tp, e) in &failures {
+            tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "log did not close cleanly");
+        }
+        if failures.is_empty() {
+            let marker = self.config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
+            std::fs::write(&marker, b"")?;
+            sync_dir(&self.config.data_dir)?;
+            tracing::info!("clean shutdown complete");
+        } else {
+            tracing::warn!("shutdown left logs to recover at next start");
+        }
+        Ok(())
+    }
+}
+
+/// Resolves once the broker is stopping. (The guard `wait_for` returns is not `Send`, so it
+/// is dropped here rather than held across an `await` by the caller.)
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Retention and time-based flush, on blocking threads, at the configured intervals.
+async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let retention_ms: i64 = broker
+        .config
+        .broker_value("log.retention.check.interval.ms");
+    let flush_ms: i64 = broker
+        .config
+        .broker_value("log.flush.scheduler.interval.ms");
+    // The flush scheduler defaults to "never" in Kafka; check flush.ms at least once a second
+    // so that a topic's flush.ms is honoured even then.
+    let tick_ms = retention_ms.min(flush_ms).clamp(10, 1000) as u64;
+    let mut ticker = tokio::time::interval(Duration::from_millis(tick_ms));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_retention = now_ms();
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = crate::broker::stopped(&mut stop) => return,
+        }
+        let now = now_ms();
+        let run_retention = now - last_retention >= retention_ms;
+        if run_retention {
+            last_retention = now;
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for partition in b.replicas.all() {
+                let mut log = partition.log();
+                if let Err(e) = log.maybe_flush(now) {
+                    b.metrics.storage_errors.add(1);
+                    tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "flush failed");
+                }
+                if run_retention {
+                    match log.apply_retention(now) {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            b.metrics.retention_segments_deleted.add(n as u64);
+                            tracing::info!(topic = %partition.topic, partition = partition.index, segments = n, log_start_offset = log.log_start_offset(), "retention deleted segments");
+                        }
+                        Err(e) => {
+                            b.metrics.storage_errors.add(1);
+                            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "retention failed");
+                        }
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Reads `meta.properties` (cluster id, node id), creating it on first start. A node id that
+/// differs from the configured one means the directory belongs to another node: refuse.
+fn read_or_create_meta_properties(data_dir: &Path, node_id: i32) -> Result<String, StartError> {
+    let path = data_dir.join(META_PROPERTIES);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let props = strata_meta::config::BrokerProperties::parse_properties(&text)
+                .map_err(|e| StartError::MetaProperties(format!("{}: {e}", path.display())))?;
+            let get = |k: &str| props.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let cluster_id = get("cluster.id").ok_or_else(|| {
+                StartError::MetaProperties(format!("{} has no cluster.id", path.display()))
+            })?;
+            if let Some(found) = get("node.id") {
+                if found != node_id.to_string() {
+                    return Err(StartError::MetaProperties(format!(
+                        "{} belongs to node {found}, but this broker is node {node_id}",
+                        path.display()
+                    )));
+                }
+            }
+            Ok(cluster_id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let cluster_id = new_cluster_id();
+            let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+            let tmp = path.with_extension("tmp");
+            let io = |source| StartError::DataDir {
+                path: path.display().to_string(),
+                source,
+            };
+            std::fs::write(&tmp, text).map_err(io)?;
+            std::fs::rename(&tmp, &path).map_err(io)?;
+            sync_dir(data_dir).map_err(io)?;
+            Ok(cluster_id)
+        }
+        Err(source) => Err(StartError::DataDir {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// A Kafka-style cluster id: a random UUID in URL-safe base64 without padding (22 chars).
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits = uuid::Uuid::new_v4().as_u128();
+    (0..22)
+        .map(|i| {
+            let shift = 128i32 - 6 * (i + 1);
+            let v = if shift >= 0 {
+                bits >> shift
+            } else {
+                bits << -shift
+            };
+            ALPHABET[(v & 63) as usize] as char
+        })
+        .collect()
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

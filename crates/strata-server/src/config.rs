@@ -1,0 +1,200 @@
+//! Broker configuration and the resolution of effective topic configs.
+//!
+//! Static settings come from flags, `server.properties` and `--override`; dynamic ones from
+//! config records in the metadata image. [`ServerConfig::resolve_topic_config`] walks Kafka's
+//! precedence (topic override, dynamic per-broker, dynamic cluster default, static broker,
+//! built-in default) and returns every level that is set, which is also what DescribeConfigs
+//! reports as synonyms.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use strata_log::{LogConfig, TimestampType};
+use strata_meta::config::{broker_value_for_topic, BrokerProperties, ConfigDef, TOPIC_CONFIGS};
+use strata_meta::{ConfigResource, MetadataImage};
+
+/// Kafka's DescribeConfigs `ConfigSource` codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    TopicConfig = 1,
+    DynamicBrokerConfig = 2,
+    DynamicDefaultBrokerConfig = 3,
+    StaticBrokerConfig = 4,
+    DefaultConfig = 5,
+}
+
+/// One level at which a config is set: the key as named at that level, its value, its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigLevel {
+    pub name: String,
+    pub value: String,
+    pub source: ConfigSource,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub node_id: i32,
+    pub listen: SocketAddr,
+    /// Host and port clients are told to connect to.
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub props: BrokerProperties,
+}
+
+impl ServerConfig {
+    /// A broker-only property's value, or `T::default()` if unset and without a default.
+    pub fn broker_value<T: std::str::FromStr + Default>(&self, name: &str) -> T {
+        self.props.broker_value(name).unwrap_or_default()
+    }
+
+    /// All levels at which topic config `def` is set for `topic`, most specific first; the first
+    /// is the effective value. Always ends with the built-in default.
+    pub fn resolve_topic_config(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        def: &ConfigDef,
+    ) -> Vec<ConfigLevel> {
+        let mut levels = Vec::new();
+        if let Some(v) = image.config(&ConfigResource::Topic(topic.to_string()), def.name) {
+            levels.push(ConfigLevel {
+                name: def.name.to_string(),
+                value: v.to_string(),
+                source: ConfigSource::TopicConfig,
+            });
+        }
+        self.resolve_broker_levels(image, def, &mut levels);
+        levels
+    }
+
+    /// The broker-side levels of a topic config (its synonyms), then the default.
+    fn resolve_broker_levels(
+        &self,
+        image: &MetadataImage,
+        def: &ConfigDef,
+        levels: &mut Vec<ConfigLevel>,
+    ) {
+        let dynamic = [
+            (
+                ConfigResource::Broker(Some(self.node_id)),
+                ConfigSource::DynamicBrokerConfig,
+            ),
+            (
+                ConfigResource::Broker(None),
+                ConfigSource::DynamicDefaultBrokerConfig,
+            ),
+        ];
+        for (resource, source) in dynamic {
+            for synonym in def.broker_synonyms {
+                if let Some(v) = image.config(&resource, synonym) {
+                    levels.push(level(synonym, v, source));
+                }
+            }
+        }
+        for synonym in def.broker_synonyms {
+            if let Some(v) = self.props.get(synonym) {
+                levels.push(level(synonym, v, ConfigSource::StaticBrokerConfig));
+            }
+        }
+        levels.push(ConfigLevel {
+            name: def.name.to_string(),
+            value: def.default.to_string(),
+            source: ConfigSource::DefaultConfig,
+        });
+    }
+
+    /// Levels of a broker property (a broker-only key or a topic config's synonym).
+    pub fn resolve_broker_config(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+        default: &str,
+    ) -> Vec<ConfigLevel> {
+        let mut levels = Vec::new();
+        for (resource, source) in [
+            (
+                ConfigResource::Broker(Some(self.node_id)),
+                ConfigSource::DynamicBrokerConfig,
+            ),
+            (
+                ConfigResource::Broker(None),
+                ConfigSource::DynamicDefaultBrokerConfig,
+            ),
+        ] {
+            if let Some(v) = image.config(&resource, name) {
+                levels.push(level(name, v, source));
+            }
+        }
+        if let Some(v) = self.props.get(name) {
+            levels.push(level(name, v, ConfigSource::StaticBrokerConfig));
+        }
+        levels.push(level(name, default, ConfigSource::DefaultConfig));
+        levels
+    }
+
+    /// The effective value of a topic config, converted to the topic config's unit.
+    pub fn topic_config_value(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        def: &ConfigDef,
+    ) -> String {
+        let levels = self.resolve_topic_config(image, topic, def);
+        let top = &levels[0];
+        broker_value_for_topic(&top.name, &top.value).unwrap_or_else(|| def.default.to_string())
+    }
+
+    /// The log settings of `topic`.
+    pub fn log_config(&self, image: &MetadataImage, topic: &str) -> LogConfig {
+        let mut config = LogConfig::default();
+        for def in TOPIC_CONFIGS {
+            let value = self.topic_config_value(image, topic, def);
+            let long = || value.parse::<i64>().ok();
+            match def.name {
+                "segment.bytes" => set(&mut config.segment_bytes, long().map(|v| v as u64)),
+                "segment.ms" => set(&mut config.segment_ms, long()),
+                "segment.index.bytes" => {
+                    set(&mut config.segment_index_bytes, long().map(|v| v as u64))
+                }
+                "index.interval.bytes" => {
+                    set(&mut config.index_interval_bytes, long().map(|v| v as u64))
+                }
+                "retention.ms" => set(&mut config.retention_ms, long()),
+                "retention.bytes" => set(&mut config.retention_bytes, long()),
+                "flush.messages" => set(&mut config.flush_messages, long().map(|v| v as u64)),
+                "flush.ms" => set(&mut config.flush_ms, long()),
+                "max.message.bytes" => set(&mut config.max_message_bytes, long().map(|v| v as u32)),
+                "message.timestamp.before.max.ms" => {
+                    set(&mut config.timestamp_before_max_ms, long())
+                }
+                "message.timestamp.after.max.ms" => set(&mut config.timestamp_after_max_ms, long()),
+                "file.delete.delay.ms" => set(&mut config.file_delete_delay_ms, long()),
+                "message.timestamp.type" => {
+                    config.timestamp_type = if value == "LogAppendTime" {
+                        TimestampType::LogAppendTime
+                    } else {
+                        TimestampType::CreateTime
+                    }
+                }
+                _ => {}
+            }
+        }
+        config
+    }
+}
+
+fn level(name: &str, value: &str, source: ConfigSource) -> ConfigLevel {
+    ConfigLevel {
+        name: name.to_string(),
+        value: value.to_string(),
+        source,
+    }
+}
+
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *field = v;
+    }
+}

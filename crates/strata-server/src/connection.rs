@@ -1,0 +1,178 @@
+//! Client connections: accept, read frames, dispatch, write responses.
+//!
+//! Each connection is one task; thousands of idle connections cost a task and a small buffer
+//! each, not a thread. Requests of a connection are handled one at a time, in order, as Kafka
+//! does (it mutes a channel while a request is in flight): a producer pipelining idempotent
+//! batches relies on them being appended in the order sent. Reading is bounded by the frame
+//! size limit, which is checked from the length prefix before the body is buffered.
+//!
+//! Bad input never takes the broker down: an unknown API key, a malformed body, an oversized
+//! frame or an unsupported version of an API other than ApiVersions closes that connection
+//! with a log line, as Kafka does.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use kafka_protocol::messages::{ApiKey, ResponseKind};
+use strata_protocol::{decode_request, encode_response, FrameDecoder, RequestError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::broker::Broker;
+use crate::handlers;
+
+/// Kafka's `connections.max.idle.ms` default: idle connections are closed after this long.
+const CONNECTION_MAX_IDLE: Duration = Duration::from_secs(600);
+/// Read buffer size for a connection with no partial frame.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Largest single growth of a connection's read buffer.
+const MAX_READ_STEP_BYTES: usize = 1024 * 1024;
+
+pub async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+) {
+    let max_connections: i64 = broker.config.broker_value("max.connections");
+    let mut connections = JoinSet::new();
+    let conn_stop = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if broker.metrics.connections_open.load(Ordering::Relaxed) >= max_connections {
+                        tracing::warn!(%peer, max_connections, "refusing connection: max.connections reached");
+                        continue;
+                    }
+                    broker.metrics.connections_accepted.add(1);
+                    connections.spawn(serve(broker.clone(), stream, peer, conn_stop.clone()));
+                }
+                Err(e) => {
+                    // Typically EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = crate::broker::stopped(&mut stop) => break,
+        }
+    }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    broker
+        .metrics
+        .connections_open
+        .fetch_add(1, Ordering::Relaxed);
+    let _ = stream.set_nodelay(true);
+    match serve_requests(&broker, stream, peer, stop).await {
+        Ok(()) => tracing::debug!(%peer, "connection closed"),
+        Err(reason) => {
+            broker.metrics.connections_closed_bad_input.add(1);
+            tracing::warn!(%peer, %reason, "closing connection");
+        }
+    }
+    broker
+        .metrics
+        .connections_open
+        .fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Serves requests until the peer closes, the broker stops, or bad input (the `Err` case,
+/// with the reason to log).
+async fn serve_requests(
+    broker: &Arc<Broker>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), String> {
+    let max_frame_bytes: i64 = broker.config.broker_value("socket.request.max.bytes");
+    let frames = FrameDecoder::new(max_frame_bytes.max(0) as usize);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        let frame = loop {
+            if let Some(frame) = frames.decode(&mut buf).map_err(|e| e.to_string())? {
+                break frame;
+            }
+            let wanted = frames.bytes_wanted(&buf).map_err(|e| e.to_string())?;
+            // Grow towards the announced frame size a bounded step at a time, so a client that
+            // announces a large frame and trickles it in does not pin the whole size up front.
+            buf.reserve(wanted.clamp(READ_CHUNK_BYTES, MAX_READ_STEP_BYTES));
+            let read = tokio::select! {
+                read = tokio::time::timeout(CONNECTION_MAX_IDLE, stream.read_buf(&mut buf)) => read,
+                // Stop between requests only: a partly received request is still served.
+                _ = crate::broker::stopped(&mut stop), if buf.is_empty() => return Ok(()),
+            };
+            match read {
+                Err(_) => {
+                    tracing::debug!(%peer, "closing idle connection");
+                    return Ok(());
+                }
+                Ok(Ok(0)) => {
+                    return if buf.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "peer closed mid-request with {} bytes buffered",
+                            buf.len()
+                        ))
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(format!("read failed: {e}")),
+            }
+        };
+        let response = match decode_request(frame) {
+            Ok(request) => {
+                let api_key = request.api_key;
+                let version = request.api_version();
+                let correlation_id = request.correlation_id();
+                broker.metrics.request(api_key);
+                match handlers::handle(broker, request).await {
+                    Some(body) => Some(
+                        encode_response(correlation_id, api_key, version, &body).map_err(|e| {
+                            format!("cannot encode {api_key:?} v{version} response: {e:#}")
+                        })?,
+                    ),
+                    None => None,
+                }
+            }
+            Err(RequestError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                api_version,
+                correlation_id,
+            }) => {
+                // KIP-511: answer a too-new ApiVersions with a v0 response carrying
+                // UNSUPPORTED_VERSION and our ranges, so the client can retry with one we serve.
+                tracing::debug!(%peer, api_version, "ApiVersions version too new; answering with v0");
+                let body =
+                    ResponseKind::ApiVersions(handlers::api_versions::response().with_error_code(
+                        kafka_protocol::error::ResponseError::UnsupportedVersion.code(),
+                    ));
+                Some(
+                    encode_response(correlation_id, ApiKey::ApiVersions, 0, &body)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        if let Some(bytes) = response {
+            stream
+                .write_all(&bytes)
+                .await
+                .map_err(|e| format!("write failed: {e}"))?;
+        }
+    }
+}

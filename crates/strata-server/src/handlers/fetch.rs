@@ -1,0 +1,208 @@
+//! Fetch: read stored batches, with long polling.
+//!
+//! A fetch reads every requested partition once; if it has fewer than `min_bytes` and
+//! `max_wait_ms` has not passed, it waits until records are appended anywhere (or the deadline)
+//! and reads again. `max_bytes` bounds the response except for Kafka's at-least-one-batch
+//! rule: the first partition with data returns its first batch whole even if that batch is
+//! larger, so a consumer can always make progress.
+//!
+//! Fetch sessions (KIP-227) are not kept: a full fetch gets session id 0, which tells the client
+//! that no session was created, and an incremental fetch for an unknown session gets
+//! FETCH_SESSION_ID_NOT_FOUND, after which clients fall back to full fetches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use strata_log::LogError;
+use uuid::Uuid;
+
+use super::{blocking, code, log_error, str_bytes};
+use crate::broker::Broker;
+
+/// Kafka's isolation level code for read_committed.
+const READ_COMMITTED: i8 = 1;
+/// Upper bound on how long a fetch may be parked, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+/// One requested partition, resolved against the image.
+#[derive(Clone)]
+struct Target {
+    topic: TopicName,
+    topic_id: Uuid,
+    partition: i32,
+    fetch_offset: i64,
+    partition_max_bytes: i32,
+    current_leader_epoch: i32,
+    /// Set when the partition cannot be read at all (unknown topic, ...).
+    error: Option<ResponseError>,
+}
+
+pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+    // KIP-227: session id 0 with epoch 0 (new) or -1 (sessionless) is a full fetch; anything
+    // else names a session we never created.
+    if request.session_id != 0 {
+        return FetchResponse::default()
+            .with_error_code(code(ResponseError::FetchSessionIdNotFound))
+            .with_session_id(0);
+    }
+    let image = broker.image();
+    let mut targets = Vec::new();
+    for topic in &request.topics {
+        let resolved = if version >= 13 {
+            image.topic_by_id(&topic.topic_id)
+        } else {
+            image.topic(&topic.topic)
+        };
+        for p in &topic.partitions {
+            let error = match resolved {
+                None if version >= 13 => Some(ResponseError::UnknownTopicId),
+                None => Some(ResponseError::UnknownTopicOrPartition),
+                Some(t) if p.partition < 0 || p.partition as usize >= t.partitions.len() => {
+                    Some(ResponseError::UnknownTopicOrPartition)
+                }
+                Some(_) => None,
+            };
+            targets.push(Target {
+                topic: resolved.map_or(topic.topic.clone(), |t| {
+                    TopicName(str_bytes(t.name.clone()))
+                }),
+                topic_id: topic.topic_id,
+                partition: p.partition,
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
+                error,
+            });
+        }
+    }
+    let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if request.max_bytes <= 0 {
+        i32::MAX as usize
+    } else {
+        request.max_bytes as usize
+    };
+    let read_committed = request.isolation_level == READ_COMMITTED;
+    let mut partitions = loop {
+        // Register interest before reading, so an append between the read and the wait
+        // is not missed.
+        let notified = broker.replicas.data_arrived().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let b = broker.clone();
+        let t = targets.clone();
+        let partitions = blocking(move || read_all(&b, &t, max_bytes, read_committed)).await;
+        let total: usize = partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+            .sum();
+        let any_error = partitions.iter().any(|p| p.error_code != 0);
+        if total >= min_bytes || any_error || Instant::now() >= deadline || !broker.is_serving() {
+            break partitions;
+        }
+        if tokio::time::timeout_at(deadline.into(), notified)
+            .await
+            .is_err()
+        {
+            let b = broker.clone();
+            let t = targets.clone();
+            break blocking(move || read_all(&b, &t, max_bytes, read_committed)).await;
+        }
+    };
+    let fetched: usize = partitions
+        .iter()
+        .map(|p| p.records.as_ref().map_or(0, Bytes::len))
+        .sum();
+    broker.metrics.fetch_bytes.add(fetched as u64);
+    // Group the partitions back under their topics, in request order.
+    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    for (target, data) in targets.iter().zip(partitions.drain(..)) {
+        match responses.last_mut() {
+            Some(last) if last.topic == target.topic && last.topic_id == target.topic_id => {
+                last.partitions.push(data)
+            }
+            _ => responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(target.topic.clone())
+                    .with_topic_id(target.topic_id)
+                    .with_partitions(vec![data]),
+            ),
+        }
+    }
+    FetchResponse::default()
+        .with_session_id(0)
+        .with_responses(responses)
+}
+
+/// Reads every target once, within the response byte budget. Blocking.
+fn read_all(
+    broker: &Broker,
+    targets: &[Target],
+    max_bytes: usize,
+    read_committed: bool,
+) -> Vec<PartitionData> {
+    let mut remaining = max_bytes;
+    let mut first_with_data = true;
+    targets
+        .iter()
+        .map(|t| {
+            let base = PartitionData::default()
+                .with_partition_index(t.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_aborted_transactions(if read_committed {
+                    Some(Vec::new())
+                } else {
+                    None
+                });
+            if let Some(error) = t.error {
+                return base.with_error_code(code(error));
+            }
+            let Some(partition) = broker.replicas.partition(t.topic.as_str(), t.partition) else {
+                return base.with_error_code(code(ResponseError::UnknownTopicOrPartition));
+            };
+            if t.current_leader_epoch >= 0 && t.current_leader_epoch != partition.leader_epoch {
+                let error = if t.current_leader_epoch < partition.leader_epoch {
+                    ResponseError::FencedLeaderEpoch
+                } else {
+                    ResponseError::UnknownLeaderEpoch
+                };
+                return base.with_error_code(code(error));
+            }
+            let log = partition.log();
+            let budget = remaining.min(t.partition_max_bytes.max(0) as usize);
+            match log.read(t.fetch_offset, budget, first_with_data) {
+                Ok(read) => {
+                    if !read.records.is_empty() {
+                        first_with_data = false;
+                        remaining = remaining.saturating_sub(read.records.len());
+                    }
+                    base.with_high_watermark(read.high_watermark)
+                        .with_last_stable_offset(read.high_watermark)
+                        .with_log_start_offset(read.log_start_offset)
+                        .with_records(Some(read.records))
+                }
+                Err(e) => {
+                    let error = log_error(broker, &e);
+                    let (hw, start) = match e {
+                        LogError::OffsetOutOfRange { .. } => {
+                            (log.high_watermark(), log.log_start_offset())
+                        }
+                        _ => (-1, -1),
+                    };
+                    base.with_error_code(error)
+                        .with_high_watermark(hw)
+                        .with_last_stable_offset(hw)
+                        .with_log_start_offset(start)
+                }
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,217 @@
+//! Metadata, DescribeCluster and DescribeTopicPartitions (KIP-966): views of the image.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::describe_topic_partitions_response::{
+    Cursor, DescribeTopicPartitionsResponsePartition, DescribeTopicPartitionsResponseTopic,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
+    DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, TopicName,
+};
+use strata_meta::TopicImage;
+
+use super::{code, str_bytes, topics};
+use crate::broker::Broker;
+
+pub async fn handle_metadata(
+    broker: &Arc<Broker>,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let mut image = broker.image();
+    // v0 has no null: an empty list means every topic.
+    let all_topics = request.topics.is_none()
+        || (version == 0 && request.topics.as_ref().is_some_and(|t| t.is_empty()));
+    let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
+    let mut topics = Vec::new();
+    if all_topics {
+        topics.extend(image.topics().map(|t| topic_metadata(t)));
+    } else {
+        let requested = request.topics.unwrap_or_default();
+        let mut missing = Vec::new();
+        for t in &requested {
+            if let Some(name) = &t.name {
+                if image.topic(name).is_none() {
+                    missing.push(name.to_string());
+                }
+            }
+        }
+        let mut creation_errors = std::collections::HashMap::new();
+        if !missing.is_empty()
+            && allow_auto_create
+            && broker
+                .config
+                .broker_value::<bool>("auto.create.topics.enable")
+        {
+            creation_errors = topics::auto_create(broker, missing).await;
+            image = broker.image();
+        }
+        for t in requested {
+            let response = match &t.name {
+                Some(name) => match image.topic(name) {
+                    Some(topic) => topic_metadata(topic),
+                    None => {
+                        let error = match creation_errors.get(name.as_str()) {
+                            Some(strata_meta::ControllerError::InvalidTopic(_)) => {
+                                ResponseError::InvalidTopicException
+                            }
+                            _ if strata_meta::controller::validate_topic_name(name).is_err() => {
+                                ResponseError::InvalidTopicException
+                            }
+                            _ => ResponseError::UnknownTopicOrPartition,
+                        };
+                        MetadataResponseTopic::default()
+                            .with_name(Some(name.clone()))
+                            .with_error_code(code(error))
+                    }
+                },
+                None => match image.topic_by_id(&t.topic_id) {
+                    Some(topic) => topic_metadata(topic),
+                    None => MetadataResponseTopic::default()
+                        .with_topic_id(t.topic_id)
+                        .with_error_code(code(ResponseError::UnknownTopicId)),
+                },
+            };
+            topics.push(response);
+        }
+    }
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(broker.config.node_id))
+            .with_host(str_bytes(broker.config.advertised_host.clone()))
+            .with_port(broker.config.advertised_port)])
+        .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_topics(topics)
+}
+
+fn topic_metadata(topic: &TopicImage) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
+        .with_topic_id(topic.topic_id)
+        .with_is_internal(topic.is_internal())
+        .with_partitions(
+            topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r)).collect();
+                    MetadataResponsePartition::default()
+                        .with_partition_index(p.partition)
+                        .with_leader_id(BrokerId(p.leader))
+                        .with_leader_epoch(p.leader_epoch)
+                        .with_isr_nodes(replicas.clone())
+                        .with_replica_nodes(replicas)
+                })
+                .collect(),
+        )
+}
+
+/// DescribeCluster endpoint type for broker listeners (v1+); 2 asks for controllers.
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+
+pub fn handle_describe_cluster(
+    broker: &Arc<Broker>,
+    request: &DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let response = DescribeClusterResponse::default()
+        .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
+        .with_cluster_id(str_bytes(broker.cluster_id.clone()));
+    if request.endpoint_type != ENDPOINT_TYPE_BROKERS {
+        return response
+            .with_error_code(code(ResponseError::MismatchedEndpointType))
+            .with_error_message(Some(str_bytes("The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER")));
+    }
+    response
+        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_brokers(vec![DescribeClusterBroker::default()
+            .with_broker_id(BrokerId(broker.config.node_id))
+            .with_host(str_bytes(broker.config.advertised_host.clone()))
+            .with_port(broker.config.advertised_port)])
+}
+
+/// KIP-966: paginated partition descriptions, at most `response_partition_limit` partitions
+/// per response, resuming from the cursor.
+pub fn handle_describe_topic_partitions(
+    broker: &Arc<Broker>,
+    request: &DescribeTopicPartitionsRequest,
+) -> DescribeTopicPartitionsResponse {
+    let image = broker.image();
+    let limit = request.response_partition_limit.clamp(1, 2000) as usize;
+    let mut names: Vec<String> = if request.topics.is_empty() {
+        image.topics().map(|t| t.name.clone()).collect()
+    } else {
+        request.topics.iter().map(|t| t.name.to_string()).collect()
+    };
+    names.sort();
+    names.dedup();
+    let (start_topic, start_partition) = match &request.cursor {
+        Some(c) => (c.topic_name.to_string(), c.partition_index.max(0)),
+        None => (String::new(), 0),
+    };
+    let mut topics = Vec::new();
+    let mut emitted = 0usize;
+    let mut next_cursor = None;
+    for name in names.into_iter().filter(|n| *n >= start_topic) {
+        let Some(topic) = image.topic(&name) else {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(TopicName(str_bytes(name))))
+                    .with_error_code(code(ResponseError::UnknownTopicOrPartition)),
+            );
+            continue;
+        };
+        let first = if name == start_topic {
+            start_partition as usize
+        } else {
+            0
+        };
+        let mut partitions = Vec::new();
+        for p in topic.partitions.iter().skip(first) {
+            if emitted == limit {
+                next_cursor = Some(
+                    Cursor::default()
+                        .with_topic_name(TopicName(str_bytes(name.clone())))
+                        .with_partition_index(p.partition),
+                );
+                break;
+            }
+            let replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r)).collect();
+            partitions.push(
+                DescribeTopicPartitionsResponsePartition::default()
+                    .with_partition_index(p.partition)
+                    .with_leader_id(BrokerId(p.leader))
+                    .with_leader_epoch(p.leader_epoch)
+                    .with_isr_nodes(replicas.clone())
+                    .with_replica_nodes(replicas)
+                    .with_eligible_leader_replicas(Some(Vec::new()))
+                    .with_last_known_elr(Some(Vec::new())),
+            );
+            emitted += 1;
+        }
+        topics.push(describe_topic(topic, partitions));
+        if next_cursor.is_some() {
+            break;
+        }
+    }
+    DescribeTopicPartitionsResponse::default()
+        .with_topics(topics)
+        .with_next_cursor(next_cursor)
+}
+
+fn describe_topic(
+    topic: &TopicImage,
+    partitions: Vec<DescribeTopicPartitionsResponsePartition>,
+) -> DescribeTopicPartitionsResponseTopic {
+    DescribeTopicPartitionsResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
+        .with_topic_id(topic.topic_id)
+        .with_is_internal(topic.is_internal())
+        .with_partitions(partitions)
+}

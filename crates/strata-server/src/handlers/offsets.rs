@@ -1,0 +1,189 @@
+//! ListOffsets, OffsetForLeaderEpoch and DeleteRecords: offset queries and log-start moves.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use kafka_protocol::messages::{
+    DeleteRecordsRequest, DeleteRecordsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+};
+
+use super::{blocking, code, log_error};
+use crate::broker::Broker;
+use crate::replica_manager::Partition;
+
+/// ListOffsets special timestamps (Kafka's `ListOffsetsRequest`).
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
+
+/// Finds the partition and checks the client's view of the leader epoch.
+fn leader_partition(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+    current_leader_epoch: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    let partition = broker
+        .replicas
+        .partition(topic, index)
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    if current_leader_epoch >= 0 {
+        if current_leader_epoch < partition.leader_epoch {
+            return Err(ResponseError::FencedLeaderEpoch);
+        }
+        if current_leader_epoch > partition.leader_epoch {
+            return Err(ResponseError::UnknownLeaderEpoch);
+        }
+    }
+    Ok(partition)
+}
+
+pub async fn handle_list_offsets(
+    broker: &Arc<Broker>,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let b = broker.clone();
+    let topics = blocking(move || {
+        request
+            .topics
+            .iter()
+            .map(|topic| {
+                let partitions = topic
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let base = ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_timestamp(-1)
+                            .with_offset(-1)
+                            .with_leader_epoch(-1);
+                        let partition = match leader_partition(
+                            &b,
+                            &topic.name,
+                            p.partition_index,
+                            p.current_leader_epoch,
+                        ) {
+                            Ok(partition) => partition,
+                            Err(e) => return base.with_error_code(code(e)),
+                        };
+                        let log = partition.log();
+                        let found = match p.timestamp {
+                            EARLIEST | EARLIEST_LOCAL => Ok(Some((-1, log.log_start_offset()))),
+                            LATEST => Ok(Some((-1, log.high_watermark()))),
+                            MAX_TIMESTAMP => Ok(log.max_timestamp_and_offset()),
+                            LATEST_TIERED => Ok(None),
+                            ts if ts < 0 => Ok(None),
+                            ts => log.offset_for_timestamp(ts),
+                        };
+                        match found {
+                            Ok(Some((timestamp, offset))) => base
+                                .with_timestamp(timestamp)
+                                .with_offset(offset)
+                                .with_leader_epoch(partition.leader_epoch),
+                            Ok(None) => base,
+                            Err(e) => base.with_error_code(log_error(&b, &e)),
+                        }
+                    })
+                    .collect();
+                ListOffsetsTopicResponse::default()
+                    .with_name(topic.name.clone())
+                    .with_partitions(partitions)
+            })
+            .collect()
+    })
+    .await;
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+pub fn handle_offset_for_leader_epoch(
+    broker: &Arc<Broker>,
+    request: &OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let base = EpochEndOffset::default()
+                        .with_partition(p.partition)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1);
+                    match leader_partition(
+                        broker,
+                        &topic.topic,
+                        p.partition,
+                        p.current_leader_epoch,
+                    ) {
+                        Ok(partition) => {
+                            // In-memory lookup in the leader-epoch cache: no I/O.
+                            let (epoch, end_offset) =
+                                partition.log().end_offset_for_epoch(p.leader_epoch);
+                            base.with_leader_epoch(epoch).with_end_offset(end_offset)
+                        }
+                        Err(e) => base.with_error_code(code(e)),
+                    }
+                })
+                .collect();
+            OffsetForLeaderTopicResult::default()
+                .with_topic(topic.topic.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetForLeaderEpochResponse::default().with_topics(topics)
+}
+
+pub async fn handle_delete_records(
+    broker: &Arc<Broker>,
+    request: DeleteRecordsRequest,
+) -> DeleteRecordsResponse {
+    let b = broker.clone();
+    let topics = blocking(move || {
+        request
+            .topics
+            .iter()
+            .map(|topic| {
+                let partitions = topic
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let base = DeleteRecordsPartitionResult::default()
+                            .with_partition_index(p.partition_index)
+                            .with_low_watermark(-1);
+                        let partition = match leader_partition(&b, &topic.name, p.partition_index, -1) {
+                            Ok(partition) => partition,
+                            Err(e) => return base.with_error_code(code(e)),
+                        };
+                        let mut log = partition.log();
+                        match log.delete_records_before(p.offset) {
+                            Ok(low_watermark) => {
+                                tracing::info!(topic = %topic.name.as_str(), partition = p.partition_index, low_watermark, "deleted records");
+                                base.with_low_watermark(low_watermark)
+                            }
+                            Err(e) => base.with_error_code(log_error(&b, &e)),
+                        }
+                    })
+                    .collect();
+                DeleteRecordsTopicResult::default()
+                    .with_name(topic.name.clone())
+                    .with_partitions(partitions)
+            })
+            .collect()
+    })
+    .await;
+    DeleteRecordsResponse::default().with_topics(topics)
+}

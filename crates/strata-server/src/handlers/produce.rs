@@ -1,0 +1,169 @@
+//! Produce: validate and append record batches as the partition leader.
+//!
+//! Per request: one hop to a blocking thread, which appends each partition's batches under
+//! that partition's lock (one buffer copy per partition, no per-record work, see `strata-log`).
+//! On a single node the in-sync replica set is this broker, so `acks=all` is acknowledged once
+//! the local append is done, after `min.insync.replicas` is checked against that set.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use strata_log::LogError;
+use strata_meta::config::topic_config;
+
+use super::{blocking, code, log_error, str_bytes};
+use crate::broker::Broker;
+use crate::replica_manager::now_ms;
+
+/// Outcome of one partition's append, computed on the blocking thread.
+struct PartitionOutcome {
+    index: i32,
+    error: Option<(i16, String)>,
+    base_offset: i64,
+    log_append_time_ms: i64,
+    log_start_offset: i64,
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let image = broker.image();
+    let valid_acks = matches!(acks, -1..=1);
+    // Resolve topics and min.insync.replicas up front, on the async side (no I/O).
+    let work: Vec<_> = request
+        .topic_data
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.to_string();
+            let known = image.topic(&name).is_some();
+            let min_isr: i64 = if known {
+                topic_config("min.insync.replicas")
+                    .map(|def| broker.config.topic_config_value(&image, &name, def))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1)
+            } else {
+                1
+            };
+            (topic.name, known, min_isr, topic.partition_data)
+        })
+        .collect();
+    let b = broker.clone();
+    let results = blocking(move || {
+        let now = now_ms();
+        let mut appended_any = false;
+        let results: Vec<_> = work
+            .into_iter()
+            .map(|(name, known, min_isr, partitions)| {
+                let outcomes: Vec<PartitionOutcome> = partitions
+                    .into_iter()
+                    .map(|p| {
+                        let mut outcome = PartitionOutcome {
+                            index: p.index,
+                            error: None,
+                            base_offset: -1,
+                            log_append_time_ms: -1,
+                            log_start_offset: -1,
+                        };
+                        let partition = if known { b.replicas.partition(&name, p.index) } else { None };
+                        if !valid_acks {
+                            outcome.error = Some((code(ResponseError::InvalidRequiredAcks), "acks must be -1, 0 or 1".into()));
+                        } else if let Some(partition) = partition {
+                            // In-sync replicas on a single node: just this broker.
+                            let isr_size = 1;
+                            if acks == -1 && isr_size < min_isr {
+                                outcome.error = Some((
+                                    code(ResponseError::NotEnoughReplicas),
+                                    format!("The size of the current ISR {isr_size} is insufficient to satisfy the min.isr requirement of {min_isr}"),
+                                ));
+                            } else {
+                                let records = p.records.unwrap_or_default();
+                                let mut log = partition.log();
+                                match log.append_as_leader(&records, partition.leader_epoch, now) {
+                                    Ok(info) => {
+                                        if !info.duplicate {
+                                            b.metrics.produce_records.add(info.records_count);
+                                            b.metrics.produce_bytes.add(records.len() as u64);
+                                            appended_any = true;
+                                        }
+                                        outcome.base_offset = info.first_offset;
+                                        outcome.log_append_time_ms = info.log_append_time_ms;
+                                        outcome.log_start_offset = info.log_start_offset;
+                                    }
+                                    Err(e) => {
+                                        outcome.log_start_offset = log.log_start_offset();
+                                        outcome.error = Some((log_error(&b, &e), e.to_string()));
+                                    }
+                                }
+                            }
+                        } else {
+                            outcome.error = Some((
+                                code(ResponseError::UnknownTopicOrPartition),
+                                "This server does not host this topic-partition.".into(),
+                            ));
+                        }
+                        outcome
+                    })
+                    .collect();
+                (name, outcomes)
+            })
+            .collect();
+        if appended_any {
+            b.replicas.notify_appended();
+        }
+        results
+    })
+    .await;
+    if acks == 0 {
+        return None;
+    }
+    let responses = results
+        .into_iter()
+        .map(|(name, outcomes)| {
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(
+                    outcomes
+                        .into_iter()
+                        .map(|o| {
+                            let mut r = PartitionProduceResponse::default()
+                                .with_index(o.index)
+                                .with_base_offset(o.base_offset)
+                                .with_log_append_time_ms(o.log_append_time_ms)
+                                .with_log_start_offset(o.log_start_offset);
+                            if let Some((error, message)) = o.error {
+                                r = r.with_error_code(error);
+                                if version >= 8 {
+                                    if is_record_error(error) {
+                                        r = r.with_record_errors(vec![
+                                            BatchIndexAndErrorMessage::default()
+                                                .with_batch_index(0)
+                                                .with_batch_index_error_message(Some(str_bytes(
+                                                    message.clone(),
+                                                ))),
+                                        ]);
+                                    }
+                                    r = r.with_error_message(Some(str_bytes(message)));
+                                }
+                            }
+                            r
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// Errors that Kafka reports per record (`record_errors`, Produce v8+).
+fn is_record_error(error: i16) -> bool {
+    let invalid_record = LogError::InvalidRecord(String::new()).kafka_error_code();
+    let invalid_timestamp = LogError::InvalidTimestamp(String::new()).kafka_error_code();
+    error == invalid_record || error == invalid_timestamp
+}

@@ -1,0 +1,395 @@
+//! CreateTopics, DeleteTopics, CreatePartitions, and auto-creation for Metadata and Produce.
+//!
+//! Each request is validated and committed as one metadata batch: every topic of the request
+//! is checked against the image plus the topics accepted before it in the same request.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
+    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+};
+use strata_meta::config::TOPIC_CONFIGS;
+use strata_meta::{ControllerError, CreateTopicSpec, MetadataImage};
+use uuid::Uuid;
+
+use super::{code, controller_error, str_bytes};
+use crate::broker::Broker;
+
+fn defaults(broker: &Broker) -> (i32, i16) {
+    (
+        broker.config.broker_value::<i32>("num.partitions").max(1),
+        broker
+            .config
+            .broker_value::<i16>("default.replication.factor")
+            .max(1),
+    )
+}
+
+/// Validates `specs` in order against `image`, each seeing the ones accepted before it.
+/// Returns per-topic results and the records of the accepted ones.
+fn plan_topics(
+    broker: &Broker,
+    image: &MetadataImage,
+    specs: &[CreateTopicSpec],
+) -> (
+    Vec<Result<strata_meta::controller::CreatedTopic, ControllerError>>,
+    Vec<strata_meta::MetadataRecord>,
+    MetadataImage,
+) {
+    let defaults = defaults(broker);
+    let mut working = image.clone();
+    let mut records = Vec::new();
+    let mut results = Vec::with_capacity(specs.len());
+    for spec in specs {
+        match broker.controller.create_topic(&working, spec, defaults) {
+            Ok((created, new_records)) => {
+                working = working.apply(&new_records);
+                records.extend(new_records);
+                results.push(Ok(created));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    (results, records, working)
+}
+
+/// Creates missing topics with the broker defaults (auto-creation). Returns the failures.
+pub async fn auto_create(
+    broker: &Arc<Broker>,
+    names: Vec<String>,
+) -> HashMap<String, ControllerError> {
+    let specs: Vec<CreateTopicSpec> = names
+        .iter()
+        .map(|name| CreateTopicSpec {
+            name: name.clone(),
+            num_partitions: -1,
+            replication_factor: -1,
+            ..Default::default()
+        })
+        .collect();
+    let broker = broker.clone();
+    let committed = tokio::task::block_in_place(|| {
+        broker.commit(|image| {
+            let (results, records, _) = plan_topics(&broker, image, &specs);
+            (records, results)
+        })
+    });
+    let mut failures = HashMap::new();
+    match committed {
+        Ok(results) => {
+            for (name, result) in names.into_iter().zip(results) {
+                match result {
+                    Ok(created) => {
+                        tracing::info!(topic = %name, partitions = created.num_partitions, "auto-created topic")
+                    }
+                    // Lost a race with another creator: the topic exists, which is what we want.
+                    Err(ControllerError::TopicAlreadyExists(_)) => {}
+                    Err(e) => {
+                        failures.insert(name, e);
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "metadata commit failed during auto-creation");
+            for name in names {
+                failures.insert(name, ControllerError::InvalidRequest(e.to_string()));
+            }
+        }
+    }
+    failures
+}
+
+pub async fn handle_create(
+    broker: &Arc<Broker>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let mut seen = HashSet::new();
+    let duplicates: HashSet<String> = request
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.to_string()))
+        .map(|t| t.name.to_string())
+        .collect();
+    let specs: Vec<CreateTopicSpec> = request
+        .topics
+        .iter()
+        .filter(|t| !duplicates.contains(t.name.as_str()))
+        .map(|t| CreateTopicSpec {
+            name: t.name.to_string(),
+            num_partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+            assignments: t
+                .assignments
+                .iter()
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
+                .collect(),
+            configs: t
+                .configs
+                .iter()
+                .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                .collect(),
+        })
+        .collect();
+    let validate_only = request.validate_only;
+    let outcome = tokio::task::block_in_place(|| {
+        if validate_only {
+            let image = broker.image();
+            let (results, _, working) = plan_topics(broker, &image, &specs);
+            Ok((results, Arc::new(working)))
+        } else {
+            broker
+                .commit(|image| {
+                    let (results, records, _) = plan_topics(broker, image, &specs);
+                    (records, results)
+                })
+                .map(|results| (results, broker.image()))
+        }
+    });
+    let mut responses: Vec<CreatableTopicResult> = duplicates
+        .iter()
+        .map(|name| {
+            CreatableTopicResult::default()
+                .with_name(TopicName(str_bytes(name.clone())))
+                .with_error_code(code(ResponseError::InvalidRequest))
+                .with_error_message(Some(str_bytes(format!(
+                    "Create topics request from client contains multiple entries for the following topics: {name}"
+                ))))
+        })
+        .collect();
+    match outcome {
+        Ok((results, image)) => {
+            for (spec, result) in specs.iter().zip(results) {
+                let base = CreatableTopicResult::default()
+                    .with_name(TopicName(str_bytes(spec.name.clone())));
+                responses.push(match result {
+                    Ok(created) => {
+                        if !validate_only {
+                            tracing::info!(topic = %spec.name, partitions = created.num_partitions, "created topic");
+                        }
+                        let mut r = base
+                            .with_topic_id(created.topic_id)
+                            .with_num_partitions(created.num_partitions)
+                            .with_replication_factor(created.replication_factor);
+                        if version >= 5 {
+                            r = r.with_configs(Some(effective_configs(broker, &image, &spec.name)));
+                        }
+                        r
+                    }
+                    Err(e) => {
+                        let (error, message) = controller_error(&e);
+                        base.with_error_code(error)
+                            .with_error_message(message)
+                            .with_num_partitions(-1)
+                            .with_replication_factor(-1)
+                    }
+                });
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "metadata commit failed");
+            for spec in &specs {
+                responses.push(
+                    CreatableTopicResult::default()
+                        .with_name(TopicName(str_bytes(spec.name.clone())))
+                        .with_error_code(code(ResponseError::KafkaStorageError))
+                        .with_error_message(Some(str_bytes(e.to_string()))),
+                );
+            }
+        }
+    }
+    CreateTopicsResponse::default().with_topics(responses)
+}
+
+/// The effective configs of a just-created topic (CreateTopics v5+ returns them).
+fn effective_configs(
+    broker: &Broker,
+    image: &MetadataImage,
+    topic: &str,
+) -> Vec<CreatableTopicConfigs> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| {
+            let levels = broker.config.resolve_topic_config(image, topic, def);
+            CreatableTopicConfigs::default()
+                .with_name(str_bytes(def.name))
+                .with_value(Some(str_bytes(
+                    broker.config.topic_config_value(image, topic, def),
+                )))
+                .with_config_source(levels[0].source as i8)
+        })
+        .collect()
+}
+
+pub async fn handle_delete(
+    broker: &Arc<Broker>,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    // v6 names topics by name or id; older versions by name only.
+    let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
+        request
+            .topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id))
+            .collect()
+    } else {
+        request
+            .topic_names
+            .iter()
+            .map(|n| (Some(n.to_string()), Uuid::nil()))
+            .collect()
+    };
+    let deletion_enabled = broker.config.broker_value::<bool>("delete.topic.enable");
+    let outcome = tokio::task::block_in_place(|| {
+        broker.commit(|image| {
+            let mut records = Vec::new();
+            let mut results = Vec::new();
+            let mut working = image.clone();
+            for (name, id) in &targets {
+                let resolved = match name {
+                    Some(n) => working
+                        .topic(n)
+                        .map(|t| t.topic_id)
+                        .ok_or(ControllerError::UnknownTopicOrPartition),
+                    None => working
+                        .topic_by_id(id)
+                        .map(|t| t.topic_id)
+                        .ok_or(ControllerError::UnknownTopicId),
+                };
+                let result = resolved.and_then(|topic_id| {
+                    if !deletion_enabled {
+                        return Err(ControllerError::TopicDeletionDisabled(
+                            "Topic deletion is disabled.".into(),
+                        ));
+                    }
+                    let name = working
+                        .topic_by_id(&topic_id)
+                        .map(|t| t.name.clone())
+                        .unwrap_or_default();
+                    let new_records = broker.controller.delete_topic(&working, topic_id)?;
+                    working = working.apply(&new_records);
+                    records.extend(new_records);
+                    Ok((name, topic_id))
+                });
+                results.push(result);
+            }
+            (records, results)
+        })
+    });
+    let responses = match outcome {
+        Ok(results) => targets
+            .iter()
+            .zip(results)
+            .map(|((name, id), result)| match result {
+                Ok((name, topic_id)) => {
+                    tracing::info!(topic = %name, "deleted topic");
+                    DeletableTopicResult::default()
+                        .with_name(Some(TopicName(str_bytes(name))))
+                        .with_topic_id(topic_id)
+                }
+                Err(e) => {
+                    let (error, message) = controller_error(&e);
+                    DeletableTopicResult::default()
+                        .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
+                        .with_topic_id(*id)
+                        .with_error_code(error)
+                        .with_error_message(message)
+                }
+            })
+            .collect(),
+        Err(e) => targets
+            .iter()
+            .map(|(name, id)| {
+                DeletableTopicResult::default()
+                    .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
+                    .with_topic_id(*id)
+                    .with_error_code(code(ResponseError::KafkaStorageError))
+                    .with_error_message(Some(str_bytes(e.to_string())))
+            })
+            .collect(),
+    };
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+pub async fn handle_create_partitions(
+    broker: &Arc<Broker>,
+    request: CreatePartitionsRequest,
+) -> CreatePartitionsResponse {
+    let validate_only = request.validate_only;
+    let plan = |image: &MetadataImage| {
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        let mut working = image.clone();
+        let mut seen = HashSet::new();
+        for t in &request.topics {
+            if !seen.insert(t.name.to_string()) {
+                results.push(Err(ControllerError::InvalidRequest(
+                    "Duplicate topic in request.".into(),
+                )));
+                continue;
+            }
+            let assignments: Option<Vec<Vec<i32>>> = t.assignments.as_ref().map(|a| {
+                a.iter()
+                    .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                    .collect()
+            });
+            match broker.controller.create_partitions(
+                &working,
+                &t.name,
+                t.count,
+                assignments.as_deref(),
+            ) {
+                Ok(new_records) => {
+                    working = working.apply(&new_records);
+                    records.extend(new_records);
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        (records, results)
+    };
+    let outcome = tokio::task::block_in_place(|| {
+        if validate_only {
+            Ok(plan(&broker.image()).1)
+        } else {
+            broker.commit(plan)
+        }
+    });
+    let results = request
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            match &outcome {
+                Ok(results) => match &results[i] {
+                    Ok(()) => base,
+                    Err(e) => {
+                        let (error, message) = controller_error(e);
+                        base.with_error_code(error).with_error_message(message)
+                    }
+                },
+                Err(e) => base
+                    .with_error_code(code(ResponseError::KafkaStorageError))
+                    .with_error_message(Some(str_bytes(e.to_string()))),
+            }
+        })
+        .collect();
+    CreatePartitionsResponse::default().with_results(results)
+}

@@ -1,0 +1,37 @@
+//! The broker: network listener, Kafka API handlers and admin HTTP, wired over the log and
+//! metadata crates.
+//!
+//! Request path: [`connection`] reads frames and decodes them with `strata-protocol`,
+//! [`handlers`] answers each API from the metadata image ([`strata_meta`]) and the partition
+//! logs held by the [`replica_manager`], and [`broker`] owns the parts and their lifecycle.
+
+pub mod broker;
+pub mod config;
+mod connection;
+pub mod handlers;
+mod http;
+pub mod metrics;
+pub mod replica_manager;
+
+pub use broker::{Broker, StartError};
+pub use config::ServerConfig;
+
+/// Binds the Kafka and HTTP listeners, so that the caller learns of a busy port before
+/// anything else starts.
+pub async fn bind(
+    config: &ServerConfig,
+) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener), StartError> {
+    let kafka = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    let http = http::bind(config.http)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.http.to_string(),
+            source,
+        })?;
+    Ok((kafka, http))
+}

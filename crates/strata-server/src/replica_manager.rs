@@ -1,0 +1,267 @@
+//! The replica manager: the set of partitions this broker hosts, each with its log, kept in
+//! step with the metadata image (Kafka's `ReplicaManager` + `Partition`).
+//!
+//! The image is the truth: [`ReplicaManager::reconcile`] opens a log for every partition the
+//! image assigns here and removes logs the image no longer has. A partition directory is
+//! `logs/<topic>-<partition>` and holds `partition.metadata` with the topic id, so a directory
+//! left behind by a deleted topic of the same name is never mistaken for the new one.
+//!
+//! Logs are synchronous (`std::fs`); callers run them on blocking threads, never on the async
+//! workers. Each log sits behind its own mutex: appends and reads of one partition are
+//! serialized, different partitions proceed in parallel.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use strata_log::{Log, LogError};
+use strata_meta::MetadataImage;
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::config::ServerConfig;
+
+pub type TopicPartition = (String, i32);
+
+/// One hosted partition: its identity and its log.
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub topic_id: Uuid,
+    pub leader_epoch: i32,
+    dir: PathBuf,
+    log: Mutex<Log>,
+}
+
+impl Partition {
+    /// Locks the log. A poisoned lock means a panic mid-operation on this partition; the log's
+    /// own state is still consistent on disk (appends validate before writing), so continue.
+    pub fn log(&self) -> MutexGuard<'_, Log> {
+        self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+pub struct ReplicaManager {
+    logs_dir: PathBuf,
+    clean_shutdown: bool,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Woken whenever records are appended anywhere; delayed fetches wait on it.
+    data_arrived: Notify,
+}
+
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl ReplicaManager {
+    pub fn new(data_dir: &Path, clean_shutdown: bool) -> std::io::Result<Self> {
+        let logs_dir = data_dir.join("logs");
+        std::fs::create_dir_all(&logs_dir)?;
+        Ok(Self {
+            logs_dir,
+            clean_shutdown,
+            partitions: RwLock::new(HashMap::new()),
+            data_arrived: Notify::new(),
+        })
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(topic.to_string(), index))
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn data_arrived(&self) -> &Notify {
+        &self.data_arrived
+    }
+
+    pub fn notify_appended(&self) {
+        self.data_arrived.notify_waiters();
+    }
+
+    /// Brings hosted partitions in line with `image`: opens missing logs, applies config
+    /// changes, deletes logs of removed topics (and stray directories on disk). Blocking.
+    /// Returns the partitions that failed to open, with the reason.
+    pub fn reconcile(
+        &self,
+        image: &MetadataImage,
+        config: &ServerConfig,
+    ) -> Vec<(TopicPartition, LogError)> {
+        let mut failures = Vec::new();
+        let mut wanted: HashMap<TopicPartition, (Uuid, i32)> = HashMap::new();
+        for topic in image.topics() {
+            for p in &topic.partitions {
+                if p.replicas.contains(&config.node_id) {
+                    wanted.insert(
+                        (topic.name.clone(), p.partition),
+                        (topic.topic_id, p.leader_epoch),
+                    );
+                }
+            }
+        }
+        let mut partitions = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        // Removed or replaced partitions.
+        let gone: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|(tp, p)| wanted.get(*tp).map(|(id, _)| *id) != Some(p.topic_id))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        for tp in gone {
+            if let Some(p) = partitions.remove(&tp) {
+                remove_dir(&p.dir);
+                tracing::info!(topic = %tp.0, partition = tp.1, "deleted partition log");
+            }
+        }
+        let now = now_ms();
+        let mut log_configs = HashMap::new();
+        for (tp, (topic_id, leader_epoch)) in &wanted {
+            let log_config = log_configs
+                .entry(tp.0.clone())
+                .or_insert_with(|| config.log_config(image, &tp.0))
+                .clone();
+            if let Some(existing) = partitions.get(tp) {
+                let mut log = existing.log();
+                if log.config() != &log_config {
+                    log.set_config(log_config);
+                }
+                continue;
+            }
+            let dir = self.logs_dir.join(format!("{}-{}", tp.0, tp.1));
+            match open_partition_log(&dir, *topic_id, log_config, self.clean_shutdown, now) {
+                Ok(log) => {
+                    partitions.insert(
+                        tp.clone(),
+                        Arc::new(Partition {
+                            topic: tp.0.clone(),
+                            index: tp.1,
+                            topic_id: *topic_id,
+                            leader_epoch: *leader_epoch,
+                            dir,
+                            log: Mutex::new(log),
+                        }),
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "cannot open partition log");
+                    failures.push((tp.clone(), e));
+                }
+            }
+        }
+        drop(partitions);
+        self.remove_stray_dirs(&wanted);
+        failures
+    }
+
+    /// Deletes partition directories that no partition of the image owns (a topic deleted
+    /// while the broker was down, or a deletion interrupted by a crash).
+    fn remove_stray_dirs(&self, wanted: &HashMap<TopicPartition, (Uuid, i32)>) {
+        let Ok(entries) = std::fs::read_dir(&self.logs_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let owned = name
+                .rsplit_once('-')
+                .and_then(|(t, p)| Some((t.to_string(), p.parse::<i32>().ok()?)))
+                .is_some_and(|tp| wanted.contains_key(&tp));
+            if !owned {
+                tracing::info!(dir = %name, "removing stray partition directory");
+                remove_dir(&entry.path());
+            }
+        }
+    }
+
+    /// Closes every log cleanly (flush, indexes, producer snapshots). Blocking.
+    pub fn close_all(&self) -> Vec<(TopicPartition, LogError)> {
+        let partitions: Vec<(TopicPartition, Arc<Partition>)> = self
+            .partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        let mut failures = Vec::new();
+        for (tp, partition) in partitions {
+            match Arc::try_unwrap(partition) {
+                Ok(p) => {
+                    let log = p.log.into_inner().unwrap_or_else(|e| e.into_inner());
+                    if let Err(e) = log.close() {
+                        failures.push((tp, e));
+                    }
+                }
+                Err(shared) => {
+                    // Still referenced by an in-flight request that outlived shutdown: flush
+                    // what we can; the next start will recover the tail.
+                    if let Err(e) = shared.log().flush() {
+                        failures.push((tp.clone(), e));
+                    }
+                    failures.push((
+                        tp,
+                        LogError::Io {
+                            context: "partition still in use at shutdown".into(),
+                            source: std::io::Error::other("in use"),
+                        },
+                    ));
+                }
+            }
+        }
+        failures
+    }
+}
+
+fn open_partition_log(
+    dir: &Path,
+    topic_id: Uuid,
+    config: strata_log::LogConfig,
+    clean_shutdown: bool,
+    now_ms: i64,
+) -> Result<Log, LogError> {
+    let io = |context: &str, source| LogError::Io {
+        context: format!("{context} {}", dir.display()),
+        source,
+    };
+    let metadata_path = dir.join(PARTITION_METADATA_FILE);
+    let expected = format!("version: 0\ntopic_id: {topic_id}\n");
+    match std::fs::read_to_string(&metadata_path) {
+        Ok(found) if found == expected => {}
+        Ok(_) => {
+            tracing::warn!(dir = %dir.display(), "partition directory belongs to an older topic; replacing it");
+            remove_dir(dir);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("read", e)),
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io("create", e))?;
+    if !metadata_path.exists() {
+        std::fs::write(&metadata_path, expected)
+            .map_err(|e| io("write partition.metadata in", e))?;
+    }
+    Log::open(dir, config, clean_shutdown, now_ms)
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::error!(dir = %dir.display(), error = %e, "cannot delete partition directory");
+        }
+    }
+}
