@@ -12,7 +12,7 @@ use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use strata_log::LogError;
+use strata_log::{LogError, RecordBatchHeader};
 use strata_meta::config::topic_config;
 
 use super::{blocking, code, log_error, str_bytes};
@@ -85,7 +85,7 @@ pub async fn handle(
                             } else {
                                 let records = p.records.unwrap_or_default();
                                 let mut log = partition.log();
-                                match log.append_as_leader(&records, partition.leader_epoch, now) {
+                                match single_batch(&records).and_then(|()| log.append_as_leader(&records, partition.leader_epoch, now)) {
                                     Ok(info) => {
                                         if !info.duplicate {
                                             b.metrics.produce_records.add(info.records_count);
@@ -159,6 +159,18 @@ pub async fn handle(
         })
         .collect();
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// Kafka 4 accepts exactly one record batch per partition in Produce v3+
+/// (`ProduceRequest.validateRecords`).
+fn single_batch(records: &[u8]) -> Result<(), LogError> {
+    let header = RecordBatchHeader::parse(records)?;
+    if header.size_bytes() < records.len() {
+        return Err(LogError::InvalidRecord(
+            "Produce requests with version 3 and above must have exactly one record batch per partition".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Errors that Kafka reports per record (`record_errors`, Produce v8+).
