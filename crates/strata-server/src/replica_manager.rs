@@ -54,6 +54,8 @@ pub struct ReplicaManager {
 }
 
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
+/// Suffix of partition directories that the metadata image does not know.
+const STRAY_SUFFIX: &str = "-stray";
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -167,26 +169,40 @@ impl ReplicaManager {
                 }
             }
         }
-        drop(partitions);
-        self.remove_stray_dirs(&wanted);
         failures
     }
 
-    /// Deletes partition directories that no partition of the image owns (a topic deleted
-    /// while the broker was down, or a deletion interrupted by a crash).
-    fn remove_stray_dirs(&self, wanted: &HashMap<TopicPartition, (Uuid, i32)>) {
+    /// Sets aside partition directories that no partition of the image owns (a topic deleted
+    /// while the broker was down, or a deletion interrupted by a crash). They are renamed to
+    /// `*-stray`, not deleted, as Kafka does: if the metadata log were ever lost or damaged,
+    /// deleting would turn a metadata problem into data loss.
+    /// Called once at start-up, after the first [`ReplicaManager::reconcile`].
+    pub fn set_aside_stray_dirs(&self) {
         let Ok(entries) = std::fs::read_dir(&self.logs_dir) else {
             return;
         };
+        let hosted = self.partitions.read().unwrap_or_else(|p| p.into_inner());
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(STRAY_SUFFIX) {
+                continue;
+            }
             let owned = name
                 .rsplit_once('-')
                 .and_then(|(t, p)| Some((t.to_string(), p.parse::<i32>().ok()?)))
-                .is_some_and(|tp| wanted.contains_key(&tp));
+                .is_some_and(|tp| hosted.contains_key(&tp));
             if !owned {
-                tracing::info!(dir = %name, "removing stray partition directory");
-                remove_dir(&entry.path());
+                let target = self
+                    .logs_dir
+                    .join(format!("{name}.{}{STRAY_SUFFIX}", Uuid::new_v4().simple()));
+                match std::fs::rename(entry.path(), &target) {
+                    Ok(()) => {
+                        tracing::warn!(dir = %name, "partition directory not in the metadata image; renamed to *-stray")
+                    }
+                    Err(e) => {
+                        tracing::error!(dir = %name, error = %e, "cannot set aside stray partition directory")
+                    }
+                }
             }
         }
     }
