@@ -1,0 +1,116 @@
+"""ListOffsets: by timestamp, earliest/latest, max timestamp; record
+timestamps (CreateTime and LogAppendTime)."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, TopicPartition
+from confluent_kafka.admin import OffsetSpec
+
+from helpers import consume_all, create_topic, flush_all, make_admin, make_consumer, make_producer
+
+
+def _produce_with_timestamps(bs, topic, timestamps):
+    p = make_producer(bs, **{"linger.ms": 0})
+    for i, ts in enumerate(timestamps):
+        p.produce(topic, value=b"r%d" % i, partition=0, timestamp=ts)
+        flush_all(p)  # one batch per record: exercises the time index across batches
+
+
+def test_offsets_for_times(shared_broker, topic):
+    bs = shared_broker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=1)
+    now = int(time.time() * 1000)
+    # offset:        0           1           2           3 (out of order)
+    timestamps = [now - 3000, now - 2000, now - 1000, now - 5000]
+    _produce_with_timestamps(bs, topic, timestamps)
+
+    c = make_consumer(bs)
+    try:
+        assert c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False) == (0, 4)
+
+        cases = {
+            now - 6000: 0,  # before everything -> first record
+            now - 3000: 0,  # exact match
+            now - 2999: 1,
+            now - 2000: 1,
+            now - 1500: 2,
+            now - 1000: 2,
+            now - 999: -1,  # nothing at/after -> -1 (end)
+            now + 60_000: -1,
+        }
+        # one lookup per call: a ListOffsets request may not name a partition twice
+        got = {}
+        for ts in cases:
+            [r] = c.offsets_for_times([TopicPartition(topic, 0, ts)], timeout=10)
+            assert r.error is None, r.error
+            got[ts] = r.offset
+        assert {ts - now: o for ts, o in got.items()} == {ts - now: o for ts, o in cases.items()}
+
+        # special "timestamps": -2 earliest, -1 latest
+        res = c.offsets_for_times([TopicPartition(topic, 0, -2)], timeout=10)
+        assert res[0].offset == 0
+        res = c.offsets_for_times([TopicPartition(topic, 0, -1)], timeout=10)
+        assert res[0].offset == 4
+    finally:
+        c.close()
+
+    recs = consume_all(bs, topic, [0])
+    assert [(r.timestamp_type, r.timestamp) for r in recs[0]] == [(TIMESTAMP_CREATE_TIME, ts) for ts in timestamps]
+
+
+def test_admin_list_offsets(shared_broker, topic):
+    bs = shared_broker.bootstrap
+    admin = make_admin(bs)
+    create_topic(admin, topic, partitions=2)
+    now = int(time.time() * 1000)
+    timestamps = [now - 3000, now - 1000, now - 2000]
+    _produce_with_timestamps(bs, topic, timestamps)
+    tp = TopicPartition(topic, 0)
+
+    def lo(spec):
+        [(k, fut)] = admin.list_offsets({tp: spec}, request_timeout=10).items()
+        return fut.result(timeout=10)
+
+    assert lo(OffsetSpec.earliest()).offset == 0
+    assert lo(OffsetSpec.latest()).offset == 3
+    r = lo(OffsetSpec.max_timestamp())
+    assert (r.offset, r.timestamp) == (1, now - 1000)
+    r = lo(OffsetSpec.for_timestamp(now - 2500))
+    assert (r.offset, r.timestamp) == (1, now - 1000)
+    r = lo(OffsetSpec.for_timestamp(now - 3000))
+    assert (r.offset, r.timestamp) == (0, now - 3000)
+
+    # empty partition 1
+    tp1 = TopicPartition(topic, 1)
+    res = admin.list_offsets({tp1: OffsetSpec.latest()}, request_timeout=10)
+    assert list(res.values())[0].result(timeout=10).offset == 0
+    res = admin.list_offsets({tp1: OffsetSpec.for_timestamp(now - 10_000)}, request_timeout=10)
+    assert list(res.values())[0].result(timeout=10).offset == -1
+
+
+def test_log_append_time(shared_broker, topic):
+    bs = shared_broker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=1, config={"message.timestamp.type": "LogAppendTime"})
+    before = int(time.time() * 1000)
+    _produce_with_timestamps(bs, topic, [1_000_000, 2_000_000])  # ancient CreateTime, must be overwritten
+    after = int(time.time() * 1000)
+    recs = consume_all(bs, topic, [0])
+    assert len(recs[0]) == 2
+    for r in recs[0]:
+        assert r.timestamp_type == TIMESTAMP_LOG_APPEND_TIME, r
+        assert before - 1000 <= r.timestamp <= after + 1000, (before, r.timestamp, after)
+
+
+def test_default_timestamps_are_create_time(shared_broker, topic):
+    bs = shared_broker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=1)
+    before = int(time.time() * 1000)
+    p = make_producer(bs)
+    p.produce(topic, value=b"now", partition=0)
+    flush_all(p)
+    after = int(time.time() * 1000)
+    [r] = consume_all(bs, topic, [0])[0]
+    assert r.timestamp_type == TIMESTAMP_CREATE_TIME
+    assert before - 1000 <= r.timestamp <= after + 1000
