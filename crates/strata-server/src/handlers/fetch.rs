@@ -190,7 +190,7 @@ fn read_all(
                         .with_records(Some(read.records))
                 }
                 Err(e) => {
-                    let error = log_error(broker, &e);
+                    let error = log_error(broker, &partition, &e);
                     let (hw, start) = match e {
                         LogError::OffsetOutOfRange { .. } => {
                             (log.high_watermark(), log.log_start_offset())

@@ -23,6 +23,7 @@ use strata_meta::ControllerError;
 use strata_protocol::Request;
 
 use crate::broker::Broker;
+use crate::replica_manager::Partition;
 
 /// Handles one request. `None` means no response is sent (Produce with acks=0).
 pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKind> {
@@ -111,11 +112,12 @@ pub(crate) fn controller_error(e: &ControllerError) -> (i16, Option<StrBytes>) {
     (error.code(), Some(str_bytes(e.to_string())))
 }
 
-/// Kafka error code for a log failure; I/O errors are counted as storage errors.
-pub(crate) fn log_error(broker: &Broker, e: &LogError) -> i16 {
+/// Kafka error code for a failure of `partition`'s log; I/O errors are logged and counted as
+/// storage errors.
+pub(crate) fn log_error(broker: &Broker, partition: &Partition, e: &LogError) -> i16 {
     if matches!(e, LogError::Io { .. }) {
         broker.metrics.storage_errors.add(1);
-        tracing::error!(error = %e, "log I/O error");
+        tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "log I/O error");
     }
     e.kafka_error_code()
 }

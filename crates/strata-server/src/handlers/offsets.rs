@@ -93,7 +93,7 @@ pub async fn handle_list_offsets(
                                 .with_offset(offset)
                                 .with_leader_epoch(partition.leader_epoch),
                             Ok(None) => base,
-                            Err(e) => base.with_error_code(log_error(&b, &e)),
+                            Err(e) => base.with_error_code(log_error(&b, &partition, &e)),
                         }
                     })
                     .collect();
@@ -174,7 +174,7 @@ pub async fn handle_delete_records(
                                 tracing::info!(topic = %topic.name.as_str(), partition = p.partition_index, low_watermark, "deleted records");
                                 base.with_low_watermark(low_watermark)
                             }
-                            Err(e) => base.with_error_code(log_error(&b, &e)),
+                            Err(e) => base.with_error_code(log_error(&b, &partition, &e)),
                         }
                     })
                     .collect();

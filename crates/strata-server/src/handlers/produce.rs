@@ -98,7 +98,7 @@ pub async fn handle(
                                     }
                                     Err(e) => {
                                         outcome.log_start_offset = log.log_start_offset();
-                                        outcome.error = Some((log_error(&b, &e), e.to_string()));
+                                        outcome.error = Some((log_error(&b, &partition, &e), e.to_string()));
                                     }
                                 }
                             }
