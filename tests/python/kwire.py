@@ -11,7 +11,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-from helpers import frame, kstring, read_frame, request_header
+from helpers import frame, kstring, read_frame, request_header, uvarint
 
 API_PRODUCE = 0
 API_FETCH = 1
@@ -57,16 +57,7 @@ assert crc32c(b"123456789") == 0xE3069283  # standard check value
 
 
 def zigzag_varint(n: int) -> bytes:
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while True:
-        b = z & 0x7F
-        z >>= 7
-        if z:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+    return uvarint((n << 1) ^ (n >> 63))
 
 
 def read_zigzag(buf: bytes, pos: int) -> tuple[int, int]:
