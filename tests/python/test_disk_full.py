@@ -16,6 +16,7 @@ from helpers import Broker, consume_all, create_topic, make_admin, register_brok
 
 KAFKA_STORAGE_ERROR = 56
 FS_SIZE = "3m"
+BALLAST_BYTES = 256 * 1024
 
 
 @pytest.fixture
@@ -35,6 +36,9 @@ def small_fs(tmp_path):
 def test_disk_full_is_a_storage_error_and_loses_nothing(tmp_path, small_fs, topic, request):
     broker = Broker(tmp_path / "broker")
     broker.data_dir = small_fs / "data"  # the broker's own log stays on the big disk
+    # Space an operator can free later, as one would after a full-disk alert.
+    ballast = small_fs / "ballast"
+    ballast.write_bytes(b"\0" * BALLAST_BYTES)
     register_broker(request.node, broker)
     broker.start()
     try:
@@ -66,8 +70,10 @@ def test_disk_full_is_a_storage_error_and_loses_nothing(tmp_path, small_fs, topi
         assert [(r.offset, r.key) for r in recs] == acked
         assert all(r.value == value for r in recs)
 
-        # A crash on the full disk loses nothing acknowledged either.
+        # A crash on the full disk loses nothing acknowledged either: once space is freed,
+        # the restarted broker serves every acknowledged record.
         broker.kill()
+        ballast.unlink()
         broker.start()
         recs = consume_all(broker.bootstrap, topic, [0], timeout=30)[0]
         assert [(r.offset, r.key) for r in recs] == acked

@@ -36,7 +36,7 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), LogError> {
 
 /// Replaces `dir/name` atomically: write `name.tmp`, fsync, rename, fsync dir.
 /// A crash leaves either the old or the new content, never a mix.
-pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), LogError> {
+pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), LogError> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
     let target = dir.join(name);
     let ctx = || format!("writing {}", target.display());

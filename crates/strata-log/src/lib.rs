@@ -21,4 +21,5 @@ mod tests;
 pub use batch::{RecordBatchHeader, TimestampType};
 pub use config::LogConfig;
 pub use error::LogError;
+pub use fsutil::write_atomic;
 pub use log::{AppendInfo, Log, LogOffsetSnapshot, ReadResult, DEFAULT_PRODUCER_ID_EXPIRATION_MS};

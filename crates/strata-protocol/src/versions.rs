@@ -5,7 +5,8 @@
 //! and the other pre-2.1 versions, see KIP-896). A ceiling sits below the `kafka-protocol`
 //! crate's newest version where that version is newer than what Kafka 4.1 marks stable
 //! (Produce v13 and Fetch v18 name topics by id only and carry fields no released client sends;
-//! InitProducerId v6 is the unreleased two-phase-commit extension).
+//! InitProducerId v6 is the unreleased two-phase-commit extension; OffsetCommit v10 and
+//! OffsetFetch v10 name topics by id, which Kafka 4.1 does not serve yet).
 
 use kafka_protocol::messages::ApiKey;
 
@@ -30,6 +31,15 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::Fetch, 4, 17),
     served(ApiKey::ListOffsets, 1, 10),
     served(ApiKey::Metadata, 0, 13),
+    served(ApiKey::OffsetCommit, 2, 9),
+    served(ApiKey::OffsetFetch, 1, 9),
+    served(ApiKey::FindCoordinator, 0, 6),
+    served(ApiKey::JoinGroup, 0, 9),
+    served(ApiKey::Heartbeat, 0, 4),
+    served(ApiKey::LeaveGroup, 0, 5),
+    served(ApiKey::SyncGroup, 0, 5),
+    served(ApiKey::DescribeGroups, 0, 6),
+    served(ApiKey::ListGroups, 0, 5),
     served(ApiKey::ApiVersions, 0, 4),
     served(ApiKey::CreateTopics, 2, 7),
     served(ApiKey::DeleteTopics, 1, 6),
@@ -40,7 +50,9 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::AlterConfigs, 0, 2),
     served(ApiKey::DescribeLogDirs, 1, 4),
     served(ApiKey::CreatePartitions, 0, 3),
+    served(ApiKey::DeleteGroups, 0, 2),
     served(ApiKey::IncrementalAlterConfigs, 0, 1),
+    served(ApiKey::OffsetDelete, 0, 0),
     served(ApiKey::DescribeCluster, 0, 2),
     served(ApiKey::DescribeTopicPartitions, 0, 0),
 ];

@@ -19,12 +19,15 @@ use tokio::task::JoinSet;
 
 use crate::config::ServerConfig;
 use crate::connection;
+use crate::group_service::GroupService;
 use crate::metrics::Metrics;
 use crate::replica_manager::{now_ms, ReplicaManager};
 
 /// Name of the marker written after a clean shutdown (Kafka's `.kafka_cleanshutdown`).
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".strata_cleanshutdown";
 const META_PROPERTIES: &str = "meta.properties";
+/// How often logs that failed to open are tried again.
+const OFFLINE_RETRY_INTERVAL_MS: i64 = 5_000;
 /// Producer ids are reserved from the metadata log in blocks, as Kafka's controller does.
 const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
@@ -55,6 +58,7 @@ pub struct Broker {
     pub controller: Controller,
     pub replicas: ReplicaManager,
     pub metrics: Metrics,
+    pub groups: GroupService,
     producer_ids: Mutex<ProducerIdBlock>,
     serving: AtomicBool,
 }
@@ -94,6 +98,7 @@ impl Broker {
         let replicas = ReplicaManager::new(&data_dir, clean_shutdown).map_err(dir_err)?;
         let broker = Arc::new(Broker {
             controller: Controller::new(config.node_id),
+            groups: GroupService::new(&config),
             config,
             cluster_id,
             store,
@@ -179,6 +184,10 @@ impl Broker {
             }
         });
         tasks.spawn(background_tasks(self.clone(), stop_rx.clone()));
+        tasks.spawn(crate::group_service::tick_loop(
+            self.clone(),
+            stop_rx.clone(),
+        ));
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing in-flight requests");
         self.serving.store(false, Ordering::Relaxed);
@@ -236,6 +245,7 @@ async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) 
     let mut ticker = tokio::time::interval(Duration::from_millis(tick_ms));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_retention = now_ms();
+    let mut last_offline_retry = now_ms();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -246,8 +256,16 @@ async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) 
         if run_retention {
             last_retention = now;
         }
+        let run_offline_retry = now - last_offline_retry >= OFFLINE_RETRY_INTERVAL_MS;
+        if run_offline_retry {
+            last_offline_retry = now;
+        }
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || {
+            if run_offline_retry && b.replicas.has_offline() {
+                // Retry logs that failed to open (the disk may have been freed since).
+                b.replicas.reconcile(&b.image(), &b.config);
+            }
             for partition in b.replicas.all() {
                 let mut log = partition.log();
                 if let Err(e) = log.maybe_flush(now) {

@@ -181,8 +181,19 @@ impl ServerConfig {
                 _ => {}
             }
         }
+        // Time and size retention belong to the `delete` policy; a compact-only topic keeps
+        // its records until compaction removes superseded ones.
+        let policy = self.topic_config_value(image, topic, cleanup_policy_def());
+        if !policy.split(',').any(|p| p.trim() == "delete") {
+            config.retention_ms = -1;
+            config.retention_bytes = -1;
+        }
         config
     }
+}
+
+fn cleanup_policy_def() -> &'static ConfigDef {
+    strata_meta::config::topic_config("cleanup.policy").expect("cleanup.policy is defined")
 }
 
 fn level(name: &str, value: &str, source: ConfigSource) -> ConfigLevel {

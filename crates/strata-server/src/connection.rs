@@ -79,7 +79,8 @@ async fn serve(
     let _ = stream.set_nodelay(true);
     match serve_requests(&broker, stream, peer, stop).await {
         Ok(()) => tracing::debug!(%peer, "connection closed"),
-        Err(reason) => {
+        Err(Closed::Io(reason)) => tracing::debug!(%peer, %reason, "connection lost"),
+        Err(Closed::BadInput(reason)) => {
             broker.metrics.connections_closed_bad_input.add(1);
             tracing::warn!(%peer, %reason, "closing connection");
         }
@@ -90,23 +91,31 @@ async fn serve(
         .fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Serves requests until the peer closes, the broker stops, or bad input (the `Err` case,
-/// with the reason to log).
+/// Why a connection ended early.
+enum Closed {
+    /// The peer sent something we refuse: logged as a warning and counted.
+    BadInput(String),
+    /// The socket failed (reset, broken pipe): the peer went away.
+    Io(String),
+}
+
+/// Serves requests until the peer closes, the broker stops, bad input or a socket error.
 async fn serve_requests(
     broker: &Arc<Broker>,
     mut stream: TcpStream,
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), Closed> {
+    let bad = Closed::BadInput;
     let max_frame_bytes: i64 = broker.config.broker_value("socket.request.max.bytes");
     let frames = FrameDecoder::new(max_frame_bytes.max(0) as usize);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
         let frame = loop {
-            if let Some(frame) = frames.decode(&mut buf).map_err(|e| e.to_string())? {
+            if let Some(frame) = frames.decode(&mut buf).map_err(|e| bad(e.to_string()))? {
                 break frame;
             }
-            let wanted = frames.bytes_wanted(&buf).map_err(|e| e.to_string())?;
+            let wanted = frames.bytes_wanted(&buf).map_err(|e| bad(e.to_string()))?;
             // Grow towards the announced frame size a bounded step at a time, so a client that
             // announces a large frame and trickles it in does not pin the whole size up front.
             buf.reserve(wanted.clamp(READ_CHUNK_BYTES, MAX_READ_STEP_BYTES));
@@ -124,14 +133,14 @@ async fn serve_requests(
                     return if buf.is_empty() {
                         Ok(())
                     } else {
-                        Err(format!(
+                        Err(Closed::Io(format!(
                             "peer closed mid-request with {} bytes buffered",
                             buf.len()
-                        ))
+                        )))
                     }
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(format!("read failed: {e}")),
+                Ok(Err(e)) => return Err(Closed::Io(format!("read failed: {e}"))),
             }
         };
         let response = match decode_request(frame) {
@@ -140,10 +149,12 @@ async fn serve_requests(
                 let version = request.api_version();
                 let correlation_id = request.correlation_id();
                 broker.metrics.request(api_key);
-                match handlers::handle(broker, request).await {
+                match handlers::handle(broker, request, peer).await {
                     Some(body) => Some(
                         encode_response(correlation_id, api_key, version, &body).map_err(|e| {
-                            format!("cannot encode {api_key:?} v{version} response: {e:#}")
+                            bad(format!(
+                                "cannot encode {api_key:?} v{version} response: {e:#}"
+                            ))
                         })?,
                     ),
                     None => None,
@@ -163,16 +174,16 @@ async fn serve_requests(
                     ));
                 Some(
                     encode_response(correlation_id, ApiKey::ApiVersions, 0, &body)
-                        .map_err(|e| e.to_string())?,
+                        .map_err(|e| bad(e.to_string()))?,
                 )
             }
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(bad(e.to_string())),
         };
         if let Some(bytes) = response {
             stream
                 .write_all(&bytes)
                 .await
-                .map_err(|e| format!("write failed: {e}"))?;
+                .map_err(|e| Closed::Io(format!("write failed: {e}")))?;
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod config;
 mod connection;
+pub mod group_service;
 pub mod handlers;
 mod http;
 pub mod metrics;

@@ -10,7 +10,7 @@
 //! workers. Each log sits behind its own mutex: appends and reads of one partition are
 //! serialized, different partitions proceed in parallel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -49,6 +49,9 @@ pub struct ReplicaManager {
     logs_dir: PathBuf,
     clean_shutdown: bool,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Partitions assigned here whose log could not be opened (I/O error, full disk): served
+    /// as KAFKA_STORAGE_ERROR until a later reconcile opens them.
+    offline: RwLock<HashSet<TopicPartition>>,
     /// Woken whenever records are appended anywhere; delayed fetches wait on it.
     data_arrived: Notify,
 }
@@ -72,6 +75,7 @@ impl ReplicaManager {
             logs_dir,
             clean_shutdown,
             partitions: RwLock::new(HashMap::new()),
+            offline: RwLock::new(HashSet::new()),
             data_arrived: Notify::new(),
         })
     }
@@ -82,6 +86,22 @@ impl ReplicaManager {
             .unwrap_or_else(|p| p.into_inner())
             .get(&(topic.to_string(), index))
             .cloned()
+    }
+
+    /// Whether `topic`/`index` is assigned here but its log could not be opened.
+    pub fn is_offline(&self, topic: &str, index: i32) -> bool {
+        self.offline
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(topic.to_string(), index))
+    }
+
+    pub fn has_offline(&self) -> bool {
+        !self
+            .offline
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     pub fn all(&self) -> Vec<Arc<Partition>> {
@@ -169,6 +189,9 @@ impl ReplicaManager {
                 }
             }
         }
+        drop(partitions);
+        *self.offline.write().unwrap_or_else(|p| p.into_inner()) =
+            failures.iter().map(|(tp, _)| tp.clone()).collect();
         failures
     }
 
@@ -192,17 +215,8 @@ impl ReplicaManager {
                 .and_then(|(t, p)| Some((t.to_string(), p.parse::<i32>().ok()?)))
                 .is_some_and(|tp| hosted.contains_key(&tp));
             if !owned {
-                let target = self
-                    .logs_dir
-                    .join(format!("{name}.{}{STRAY_SUFFIX}", Uuid::new_v4().simple()));
-                match std::fs::rename(entry.path(), &target) {
-                    Ok(()) => {
-                        tracing::warn!(dir = %name, "partition directory not in the metadata image; renamed to *-stray")
-                    }
-                    Err(e) => {
-                        tracing::error!(dir = %name, error = %e, "cannot set aside stray partition directory")
-                    }
-                }
+                tracing::warn!(dir = %name, "partition directory not in the metadata image");
+                set_aside(&entry.path());
             }
         }
     }
@@ -255,23 +269,53 @@ fn open_partition_log(
         context: format!("{context} {}", dir.display()),
         source,
     };
-    let metadata_path = dir.join(PARTITION_METADATA_FILE);
     let expected = format!("version: 0\ntopic_id: {topic_id}\n");
-    match std::fs::read_to_string(&metadata_path) {
+    match std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE)) {
         Ok(found) if found == expected => {}
-        Ok(_) => {
-            tracing::warn!(dir = %dir.display(), "partition directory belongs to an older topic; replacing it");
-            remove_dir(dir);
-        }
+        Ok(found) => match parse_topic_id(&found) {
+            Some(other) => {
+                // Left behind by an older topic of the same name: keep its data aside.
+                tracing::warn!(dir = %dir.display(), %other, "partition directory belongs to an older topic; setting it aside");
+                set_aside(dir);
+            }
+            // Unreadable metadata (written by a crash on a full disk, say): the data is most
+            // likely this topic's; keep it and write the file again below.
+            None => {
+                tracing::warn!(dir = %dir.display(), "unreadable partition.metadata; rewriting it")
+            }
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io("read", e)),
     }
     std::fs::create_dir_all(dir).map_err(|e| io("create", e))?;
-    if !metadata_path.exists() {
-        std::fs::write(&metadata_path, expected)
-            .map_err(|e| io("write partition.metadata in", e))?;
+    if std::fs::read_to_string(dir.join(PARTITION_METADATA_FILE))
+        .ok()
+        .as_deref()
+        != Some(expected.as_str())
+    {
+        strata_log::write_atomic(dir, PARTITION_METADATA_FILE, expected.as_bytes())?;
     }
     Log::open(dir, config, clean_shutdown, now_ms)
+}
+
+fn parse_topic_id(metadata: &str) -> Option<Uuid> {
+    metadata
+        .lines()
+        .find_map(|l| l.strip_prefix("topic_id: "))
+        .and_then(|id| Uuid::parse_str(id.trim()).ok())
+}
+
+/// Renames a partition directory to `<name>.<uuid>-stray` so that nothing is deleted that
+/// the metadata does not account for.
+fn set_aside(dir: &Path) {
+    let Some(name) = dir.file_name().map(|n| n.to_string_lossy().to_string()) else {
+        return;
+    };
+    let target = dir.with_file_name(format!("{name}.{}{STRAY_SUFFIX}", Uuid::new_v4().simple()));
+    match std::fs::rename(dir, &target) {
+        Ok(()) => tracing::warn!(dir = %name, "set aside as *-stray"),
+        Err(e) => tracing::error!(dir = %name, error = %e, "cannot set aside partition directory"),
+    }
 }
 
 fn remove_dir(dir: &Path) {

@@ -20,7 +20,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName}
 use strata_log::LogError;
 use uuid::Uuid;
 
-use super::{blocking, code, log_error, str_bytes};
+use super::{blocking, code, hosted, log_error, str_bytes};
 use crate::broker::Broker;
 
 /// Kafka's isolation level code for read_committed.
@@ -165,8 +165,9 @@ fn read_all(
             if let Some(error) = t.error {
                 return base.with_error_code(code(error));
             }
-            let Some(partition) = broker.replicas.partition(t.topic.as_str(), t.partition) else {
-                return base.with_error_code(code(ResponseError::UnknownTopicOrPartition));
+            let partition = match hosted(broker, t.topic.as_str(), t.partition) {
+                Ok(p) => p,
+                Err(e) => return base.with_error_code(code(e)),
             };
             if t.current_leader_epoch >= 0 && t.current_leader_epoch != partition.leader_epoch {
                 let error = if t.current_leader_epoch < partition.leader_epoch {

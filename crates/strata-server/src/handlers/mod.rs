@@ -7,12 +7,14 @@
 pub mod api_versions;
 mod configs;
 mod fetch;
+mod groups;
 mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
 mod topics;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -26,8 +28,18 @@ use crate::broker::Broker;
 use crate::replica_manager::Partition;
 
 /// Handles one request. `None` means no response is sent (Produce with acks=0).
-pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKind> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: Request,
+    peer: SocketAddr,
+) -> Option<ResponseKind> {
     let version = request.api_version();
+    let client_id = request
+        .header
+        .client_id
+        .as_ref()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
     let response = match request.body {
         RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
         RequestKind::Metadata(r) => {
@@ -78,6 +90,37 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<ResponseKi
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(producer_id::handle(broker, &r).await)
         }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::handle_find_coordinator(broker, r, version).await)
+        }
+        RequestKind::JoinGroup(r) => {
+            ResponseKind::JoinGroup(groups::handle_join(broker, r, version, &client_id, peer).await)
+        }
+        RequestKind::SyncGroup(r) => {
+            ResponseKind::SyncGroup(groups::handle_sync(broker, r, version).await)
+        }
+        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::handle_heartbeat(broker, &r)),
+        RequestKind::LeaveGroup(r) => {
+            ResponseKind::LeaveGroup(groups::handle_leave(broker, &r, version))
+        }
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(groups::handle_offset_commit(broker, &r, version))
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(groups::handle_offset_fetch(broker, &r, version))
+        }
+        RequestKind::ListGroups(r) => {
+            ResponseKind::ListGroups(groups::handle_list_groups(broker, &r))
+        }
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(groups::handle_describe_groups(broker, &r, version))
+        }
+        RequestKind::DeleteGroups(r) => {
+            ResponseKind::DeleteGroups(groups::handle_delete_groups(broker, &r))
+        }
+        RequestKind::OffsetDelete(r) => {
+            ResponseKind::OffsetDelete(groups::handle_offset_delete(broker, &r))
+        }
         other => {
             // The decoder only lets through APIs in the served table, and every one of them
             // has an arm above; reaching here is a bug in that table.
@@ -120,6 +163,20 @@ pub(crate) fn log_error(broker: &Broker, partition: &Partition, e: &LogError) ->
         tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "log I/O error");
     }
     e.kafka_error_code()
+}
+
+/// The hosted partition, or the error a client gets for it: KAFKA_STORAGE_ERROR when its
+/// log is offline, UNKNOWN_TOPIC_OR_PARTITION when this broker does not host it.
+pub(crate) fn hosted(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+) -> Result<Arc<Partition>, ResponseError> {
+    match broker.replicas.partition(topic, index) {
+        Some(p) => Ok(p),
+        None if broker.replicas.is_offline(topic, index) => Err(ResponseError::KafkaStorageError),
+        None => Err(ResponseError::UnknownTopicOrPartition),
+    }
 }
 
 /// Runs blocking work (file I/O, fsync) without stalling the async workers.

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 
-use super::{blocking, code, log_error};
+use super::{blocking, code, hosted, log_error};
 use crate::broker::Broker;
 use crate::replica_manager::Partition;
 
@@ -35,10 +35,7 @@ fn leader_partition(
     index: i32,
     current_leader_epoch: i32,
 ) -> Result<Arc<Partition>, ResponseError> {
-    let partition = broker
-        .replicas
-        .partition(topic, index)
-        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let partition = hosted(broker, topic, index)?;
     if current_leader_epoch >= 0 {
         if current_leader_epoch < partition.leader_epoch {
             return Err(ResponseError::FencedLeaderEpoch);

@@ -15,7 +15,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strata_log::{LogError, RecordBatchHeader};
 use strata_meta::config::topic_config;
 
-use super::{blocking, code, log_error, str_bytes};
+use super::{blocking, code, hosted, log_error, str_bytes};
 use crate::broker::Broker;
 use crate::replica_manager::now_ms;
 
@@ -71,10 +71,14 @@ pub async fn handle(
                             log_append_time_ms: -1,
                             log_start_offset: -1,
                         };
-                        let partition = if known { b.replicas.partition(&name, p.index) } else { None };
+                        let partition = if known {
+                            hosted(&b, &name, p.index)
+                        } else {
+                            Err(ResponseError::UnknownTopicOrPartition)
+                        };
                         if !valid_acks {
                             outcome.error = Some((code(ResponseError::InvalidRequiredAcks), "acks must be -1, 0 or 1".into()));
-                        } else if let Some(partition) = partition {
+                        } else if let Ok(partition) = &partition {
                             // In-sync replicas on a single node: just this broker.
                             let isr_size = 1;
                             if acks == -1 && isr_size < min_isr {
@@ -98,15 +102,12 @@ pub async fn handle(
                                     }
                                     Err(e) => {
                                         outcome.log_start_offset = log.log_start_offset();
-                                        outcome.error = Some((log_error(&b, &partition, &e), e.to_string()));
+                                        outcome.error = Some((log_error(&b, partition, &e), e.to_string()));
                                     }
                                 }
                             }
-                        } else {
-                            outcome.error = Some((
-                                code(ResponseError::UnknownTopicOrPartition),
-                                "This server does not host this topic-partition.".into(),
-                            ));
+                        } else if let Err(e) = partition {
+                            outcome.error = Some((code(e), e.to_string()));
                         }
                         outcome
                     })

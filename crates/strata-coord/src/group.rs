@@ -1,0 +1,1344 @@
+//! The classic consumer-group coordinator (Kafka's `GroupCoordinator` / `ClassicGroup`).
+//!
+//! States: Empty → PreparingRebalance → CompletingRebalance → Stable, and Dead once deleted.
+//! A rebalance collects a JoinGroup from every member (or waits until the rebalance timeout,
+//! then drops the dynamic members that did not rejoin), picks a protocol all members support,
+//! answers every JoinGroup (the leader gets the member list), and waits for the leader's
+//! SyncGroup, whose assignment is handed to each member's SyncGroup.
+//!
+//! Implemented as in Kafka 4: member ids required on first join (KIP-394, JoinGroup v4+),
+//! static membership (KIP-345: a member that rejoins with the same `group.instance.id` takes
+//! its old place without a rebalance while the group is stable), batched LeaveGroup (v3+),
+//! the initial rebalance delay for a new group, session and rebalance timeouts, and
+//! `group.max.size`. Requests that may wait carry a [`ReplyId`]; their answers come out of
+//! [`GroupCoordinator::take_output`] together with the records to persist.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::{
+    JoinGroupRequest, JoinGroupResponse, SyncGroupRequest, SyncGroupResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::offsets_topic::{CommittedOffset, OffsetsRecord, StoredGroup, StoredMember};
+
+/// Identifies a waiting JoinGroup or SyncGroup request of the caller.
+pub type ReplyId = u64;
+
+/// A completed answer to a request that waited.
+#[derive(Debug)]
+pub enum PendingReply {
+    Join(ReplyId, JoinGroupResponse),
+    Sync(ReplyId, SyncGroupResponse),
+}
+
+/// Group settings, with Kafka's broker property names in the field docs.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// `group.min.session.timeout.ms` (Kafka default 6000).
+    pub min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms` (Kafka default 1800000).
+    pub max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms` (Kafka default 3000).
+    pub initial_rebalance_delay_ms: i64,
+    /// `group.max.size` (Kafka default i32::MAX).
+    pub max_size: usize,
+    /// `offset.metadata.max.bytes` (Kafka default 4096).
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3000,
+            max_size: i32::MAX as usize,
+            max_metadata_bytes: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+}
+
+impl GroupState {
+    /// The name Kafka uses in ListGroups and DescribeGroups.
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout_ms: i32,
+    rebalance_timeout_ms: i32,
+    /// Protocols in the member's order of preference: (name, metadata).
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    /// A JoinGroup waiting for the rebalance to complete, with its API version.
+    awaiting_join: Option<(ReplyId, i16)>,
+    awaiting_sync: Option<(ReplyId, i16)>,
+    heartbeat_deadline_ms: i64,
+}
+
+impl Member {
+    fn metadata(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+struct Group {
+    id: String,
+    state: GroupState,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    /// In join order; the first member becomes leader when the leader leaves.
+    members: IndexMap<String, Member>,
+    /// group.instance.id → member id.
+    static_members: HashMap<String, String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, awaiting their second JoinGroup,
+    /// with the deadline after which they are forgotten.
+    pending_members: HashMap<String, i64>,
+    /// When a PreparingRebalance gives up on members that did not rejoin.
+    join_deadline_ms: i64,
+    /// While set, a new group waits for more members (initial rebalance delay):
+    /// (current deadline, latest possible deadline).
+    initial_delay: Option<(i64, i64)>,
+    /// When a CompletingRebalance gives up on members that did not send SyncGroup.
+    sync_deadline_ms: i64,
+    offsets: BTreeMap<(String, i32), CommittedOffset>,
+    state_timestamp_ms: i64,
+}
+
+impl Group {
+    fn new(id: &str, now_ms: i64) -> Self {
+        Self {
+            id: id.to_string(),
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: IndexMap::new(),
+            static_members: HashMap::new(),
+            pending_members: HashMap::new(),
+            join_deadline_ms: i64::MAX,
+            initial_delay: None,
+            sync_deadline_ms: i64::MAX,
+            offsets: BTreeMap::new(),
+            state_timestamp_ms: now_ms,
+        }
+    }
+
+    fn transition(&mut self, state: GroupState, now_ms: i64) {
+        self.state = state;
+        self.state_timestamp_ms = now_ms;
+    }
+
+    /// Protocols every member supports, chosen by the members' votes (each votes for its most
+    /// preferred candidate); ties go to the first member's preference.
+    fn select_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
+            })
+            .collect();
+        let mut votes: Vec<(usize, &String)> = candidates.iter().map(|c| (0, *c)).collect();
+        for m in self.members.values() {
+            if let Some(choice) = m
+                .protocols
+                .iter()
+                .map(|(n, _)| n)
+                .find(|n| candidates.contains(n))
+            {
+                if let Some(v) = votes.iter_mut().find(|(_, c)| *c == choice) {
+                    v.0 += 1;
+                }
+            }
+        }
+        // max_by_key keeps the last maximum; iterate reversed so the first one wins ties.
+        votes
+            .iter()
+            .rev()
+            .max_by_key(|(n, _)| *n)
+            .map(|(_, c)| (*c).clone())
+    }
+
+    /// Whether a member with these protocols could join the group.
+    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
+        if self.members.is_empty() {
+            return !protocol_type.is_empty() && !protocols.is_empty();
+        }
+        self.protocol_type.as_deref() == Some(protocol_type)
+            && protocols.iter().any(|(n, _)| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == n))
+            })
+    }
+
+    fn stored(&self) -> StoredGroup {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        StoredGroup {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone(),
+            state_timestamp_ms: self.state_timestamp_ms,
+            members: self
+                .members
+                .values()
+                .map(|m| StoredMember {
+                    member_id: m.id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    subscription: m.metadata(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    fn max_rebalance_timeout_ms(&self) -> i64 {
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout_ms as i64)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// One member's description, for DescribeGroups.
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// DescribeGroups for one group.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// Committed offsets per topic: (topic, [(partition, offset if committed)]).
+pub type TopicOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+/// One offset to commit.
+#[derive(Debug, Clone)]
+pub struct OffsetCommit {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// The group-membership part of an OffsetCommit request.
+#[derive(Debug, Clone)]
+pub struct CommitIdentity<'a> {
+    pub group_id: &'a str,
+    pub generation_id: i32,
+    pub member_id: &'a str,
+    pub group_instance_id: Option<&'a str>,
+    /// OffsetCommit version: v9+ answers GROUP_ID_NOT_FOUND for an unknown group.
+    pub api_version: i16,
+}
+
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    groups: HashMap<String, Group>,
+    records: Vec<OffsetsRecord>,
+    replies: Vec<PendingReply>,
+}
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// A JoinGroup error response in the shape each version expects.
+fn join_error(version: i16, member_id: &str, error: ResponseError) -> JoinGroupResponse {
+    JoinGroupResponse::default()
+        .with_error_code(code(error))
+        .with_generation_id(-1)
+        .with_member_id(s(member_id))
+        .with_protocol_name(if version >= 7 {
+            None
+        } else {
+            Some(StrBytes::default())
+        })
+}
+
+fn sync_error(error: ResponseError) -> SyncGroupResponse {
+    SyncGroupResponse::default().with_error_code(code(error))
+}
+
+impl GroupCoordinator {
+    pub fn new(config: GroupConfig) -> Self {
+        Self {
+            config,
+            groups: HashMap::new(),
+            records: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+
+    /// Replies completed and records to persist since the last call. The caller must make the
+    /// records durable before sending the replies.
+    pub fn take_output(&mut self) -> (Vec<OffsetsRecord>, Vec<PendingReply>) {
+        (
+            std::mem::take(&mut self.records),
+            std::mem::take(&mut self.replies),
+        )
+    }
+
+    /// Kafka's member id format: the client id (or group instance id) and a UUID.
+    fn new_member_id(&mut self, prefix: &str) -> String {
+        format!("{prefix}-{}", uuid::Uuid::new_v4())
+    }
+
+    fn persist_group(&mut self, group_id: &str) {
+        if let Some(g) = self.groups.get(group_id) {
+            self.records.push(OffsetsRecord::Group {
+                group: group_id.to_string(),
+                value: Some(g.stored()),
+            });
+        }
+    }
+
+    // ------------------------------------------------------------------ JoinGroup
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn join(
+        &mut self,
+        reply: ReplyId,
+        version: i16,
+        request: &JoinGroupRequest,
+        client_id: &str,
+        client_host: &str,
+        now_ms: i64,
+    ) {
+        let member_id = request.member_id.to_string();
+        let group_id = request.group_id.to_string();
+        let fail = |this: &mut Self, e| {
+            this.replies.push(PendingReply::Join(
+                reply,
+                join_error(version, &member_id, e),
+            ))
+        };
+        if group_id.is_empty() {
+            return fail(self, ResponseError::InvalidGroupId);
+        }
+        if request.session_timeout_ms < self.config.min_session_timeout_ms
+            || request.session_timeout_ms > self.config.max_session_timeout_ms
+        {
+            return fail(self, ResponseError::InvalidSessionTimeout);
+        }
+        let instance_id = request.group_instance_id.as_ref().map(|i| i.to_string());
+        let protocols: Vec<(String, Bytes)> = request
+            .protocols
+            .iter()
+            .map(|p| (p.name.to_string(), p.metadata.clone()))
+            .collect();
+        // v0 has no rebalance timeout: it equals the session timeout.
+        let rebalance_timeout_ms = if version == 0 {
+            request.session_timeout_ms
+        } else {
+            request.rebalance_timeout_ms
+        };
+        if !self.groups.contains_key(&group_id) {
+            if !member_id.is_empty() {
+                return fail(self, ResponseError::UnknownMemberId);
+            }
+            self.groups
+                .insert(group_id.clone(), Group::new(&group_id, now_ms));
+        }
+        let group = self.groups.get(&group_id).expect("inserted above");
+        if group.state == GroupState::Dead {
+            return fail(self, ResponseError::CoordinatorNotAvailable);
+        }
+        if !group.supports(&request.protocol_type, &protocols) {
+            return fail(self, ResponseError::InconsistentGroupProtocol);
+        }
+        let is_new = member_id.is_empty() || group.pending_members.contains_key(&member_id);
+        let known_static = instance_id
+            .as_ref()
+            .and_then(|i| group.static_members.get(i))
+            .cloned();
+        if is_new
+            && known_static.is_none()
+            && group.members.len() + group.pending_members.len() >= self.config.max_size
+        {
+            return fail(self, ResponseError::GroupMaxSizeReached);
+        }
+        let template = Member {
+            id: member_id.clone(),
+            instance_id: instance_id.clone(),
+            client_id: client_id.to_string(),
+            client_host: client_host.to_string(),
+            session_timeout_ms: request.session_timeout_ms,
+            rebalance_timeout_ms,
+            protocols,
+            assignment: Bytes::new(),
+            awaiting_join: Some((reply, version)),
+            awaiting_sync: None,
+            heartbeat_deadline_ms: now_ms + request.session_timeout_ms as i64,
+        };
+        if member_id.is_empty() {
+            if let Some(old_id) = known_static {
+                return self.rejoin_static_member(
+                    &group_id,
+                    &old_id,
+                    template,
+                    request.protocol_type.as_str(),
+                    now_ms,
+                );
+            }
+            let prefix = instance_id.clone().unwrap_or_else(|| client_id.to_string());
+            let new_id = self.new_member_id(&prefix);
+            let group = self.groups.get_mut(&group_id).expect("exists");
+            if instance_id.is_none() && version >= 4 {
+                // KIP-394: hand out the id and make the client come back with it.
+                group
+                    .pending_members
+                    .insert(new_id.clone(), now_ms + request.session_timeout_ms as i64);
+                self.replies.push(PendingReply::Join(
+                    reply,
+                    join_error(version, &new_id, ResponseError::MemberIdRequired),
+                ));
+                return;
+            }
+            let member = Member {
+                id: new_id,
+                ..template
+            };
+            return self.add_member_and_rebalance(
+                &group_id,
+                member,
+                &request.protocol_type,
+                now_ms,
+            );
+        }
+        let group = self.groups.get_mut(&group_id).expect("exists");
+        if group.pending_members.remove(&member_id).is_some() {
+            return self.add_member_and_rebalance(
+                &group_id,
+                template,
+                &request.protocol_type,
+                now_ms,
+            );
+        }
+        if let Some(instance) = &instance_id {
+            if group
+                .static_members
+                .get(instance)
+                .is_some_and(|id| *id != member_id)
+            {
+                return fail(self, ResponseError::FencedInstanceId);
+            }
+        }
+        let Some(member) = group.members.get_mut(&member_id) else {
+            return fail(self, ResponseError::UnknownMemberId);
+        };
+        let same_protocols = member.protocols == template.protocols;
+        let is_leader = group.leader.as_deref() == Some(member_id.as_str());
+        match group.state {
+            GroupState::Empty | GroupState::Dead => fail(self, ResponseError::UnknownMemberId),
+            GroupState::PreparingRebalance => {
+                update_member(member, template);
+                self.try_complete_join(&group_id, now_ms);
+            }
+            GroupState::CompletingRebalance | GroupState::Stable
+                if same_protocols && !(group.state == GroupState::Stable && is_leader) =>
+            {
+                // The member lost the JoinGroup answer of the current generation: repeat it.
+                member.heartbeat_deadline_ms = now_ms + member.session_timeout_ms as i64;
+                let response = current_generation_response(group, &member_id, version, false);
+                self.replies.push(PendingReply::Join(reply, response));
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                update_member(member, template);
+                self.prepare_rebalance(&group_id, now_ms);
+            }
+        }
+    }
+
+    /// KIP-345: a static member restarted and rejoins without its member id.
+    fn rejoin_static_member(
+        &mut self,
+        group_id: &str,
+        old_id: &str,
+        template: Member,
+        protocol_type: &str,
+        now_ms: i64,
+    ) {
+        let instance = template.instance_id.clone().expect("static member");
+        let new_id = self.new_member_id(&instance);
+        let group = self.groups.get_mut(group_id).expect("exists");
+        let Some(mut member) = group.members.shift_remove(old_id) else {
+            return;
+        };
+        // An old incarnation still waiting is fenced.
+        if let Some((old_reply, v)) = member.awaiting_join.take() {
+            self.replies.push(PendingReply::Join(
+                old_reply,
+                join_error(v, old_id, ResponseError::FencedInstanceId),
+            ));
+        }
+        if let Some((old_reply, _)) = member.awaiting_sync.take() {
+            self.replies.push(PendingReply::Sync(
+                old_reply,
+                sync_error(ResponseError::FencedInstanceId),
+            ));
+        }
+        let (reply, version) = template.awaiting_join.expect("join request");
+        let old_protocols = std::mem::replace(&mut member.protocols, template.protocols.clone());
+        member.id = new_id.clone();
+        member.session_timeout_ms = template.session_timeout_ms;
+        member.rebalance_timeout_ms = template.rebalance_timeout_ms;
+        member.client_id = template.client_id;
+        member.client_host = template.client_host;
+        member.heartbeat_deadline_ms = now_ms + member.session_timeout_ms as i64;
+        group.members.insert(new_id.clone(), member);
+        group.static_members.insert(instance, new_id.clone());
+        if group.leader.as_deref() == Some(old_id) {
+            group.leader = Some(new_id.clone());
+        }
+        tracing::info!(group = %group_id, old = %old_id, new = %new_id, "static member rejoined");
+        match group.state {
+            GroupState::Stable
+                if group.select_protocol() == group.protocol
+                    && group.protocol_type.as_deref() == Some(protocol_type) =>
+            {
+                let is_leader = group.leader.as_deref() == Some(new_id.as_str());
+                let response = current_generation_response(group, &new_id, version, is_leader);
+                self.persist_group(group_id);
+                self.replies.push(PendingReply::Join(reply, response));
+            }
+            _ => {
+                let group = self.groups.get_mut(group_id).expect("exists");
+                let member = group.members.get_mut(&new_id).expect("inserted");
+                member.awaiting_join = Some((reply, version));
+                if old_protocols != member.protocols
+                    || group.state != GroupState::PreparingRebalance
+                {
+                    self.prepare_rebalance(group_id, now_ms);
+                } else {
+                    self.try_complete_join(group_id, now_ms);
+                }
+            }
+        }
+    }
+
+    fn add_member_and_rebalance(
+        &mut self,
+        group_id: &str,
+        member: Member,
+        protocol_type: &str,
+        now_ms: i64,
+    ) {
+        let initial_delay_ms = self.config.initial_rebalance_delay_ms;
+        let group = self.groups.get_mut(group_id).expect("exists");
+        if group.members.is_empty() {
+            group.protocol_type = Some(protocol_type.to_string());
+        }
+        if let Some(instance) = &member.instance_id {
+            group
+                .static_members
+                .insert(instance.clone(), member.id.clone());
+        }
+        if group.leader.is_none() {
+            group.leader = Some(member.id.clone());
+        }
+        tracing::debug!(group = %group_id, member = %member.id, "member joining");
+        group.members.insert(member.id.clone(), member);
+        if let Some((deadline, max)) = group.initial_delay.as_mut() {
+            // Another member arrived during the initial delay: wait a little longer for more.
+            *deadline = (now_ms + initial_delay_ms).min(*max);
+        }
+        match group.state {
+            GroupState::PreparingRebalance => self.try_complete_join(group_id, now_ms),
+            _ => self.prepare_rebalance(group_id, now_ms),
+        }
+    }
+
+    fn prepare_rebalance(&mut self, group_id: &str, now_ms: i64) {
+        let initial_delay_ms = self.config.initial_rebalance_delay_ms;
+        let group = self.groups.get_mut(group_id).expect("exists");
+        if group.state == GroupState::CompletingRebalance {
+            for m in group.members.values_mut() {
+                if let Some((r, _)) = m.awaiting_sync.take() {
+                    self.replies.push(PendingReply::Sync(
+                        r,
+                        sync_error(ResponseError::RebalanceInProgress),
+                    ));
+                }
+            }
+        }
+        let rebalance_timeout_ms = group.max_rebalance_timeout_ms();
+        if group.state == GroupState::Empty && initial_delay_ms > 0 {
+            let max = now_ms + rebalance_timeout_ms.max(initial_delay_ms);
+            group.initial_delay = Some(((now_ms + initial_delay_ms).min(max), max));
+        }
+        group.join_deadline_ms = now_ms + rebalance_timeout_ms;
+        group.sync_deadline_ms = i64::MAX;
+        group.transition(GroupState::PreparingRebalance, now_ms);
+        tracing::info!(group = %group_id, generation = group.generation, members = group.members.len(), "preparing to rebalance");
+        self.try_complete_join(group_id, now_ms);
+    }
+
+    fn try_complete_join(&mut self, group_id: &str, now_ms: i64) {
+        let group = self.groups.get(group_id).expect("exists");
+        if group.state != GroupState::PreparingRebalance || group.initial_delay.is_some() {
+            return;
+        }
+        let all_joined = group.pending_members.is_empty()
+            && group.members.values().all(|m| m.awaiting_join.is_some());
+        if all_joined {
+            self.complete_join(group_id, now_ms);
+        }
+    }
+
+    /// Ends the join phase: drops dynamic members that did not rejoin, starts the next
+    /// generation and answers every waiting JoinGroup.
+    fn complete_join(&mut self, group_id: &str, now_ms: i64) {
+        let group = self.groups.get_mut(group_id).expect("exists");
+        let gone: Vec<String> = group
+            .members
+            .values()
+            .filter(|m| m.awaiting_join.is_none() && m.instance_id.is_none())
+            .map(|m| m.id.clone())
+            .collect();
+        for id in gone {
+            group.members.shift_remove(&id);
+            tracing::info!(group = %group_id, member = %id, "member did not rejoin in time; removed");
+        }
+        if group
+            .leader
+            .as_ref()
+            .is_none_or(|l| !group.members.contains_key(l))
+        {
+            group.leader = group.members.keys().next().cloned();
+        }
+        group.initial_delay = None;
+        group.join_deadline_ms = i64::MAX;
+        group.generation += 1;
+        if group.members.is_empty() {
+            group.protocol = None;
+            group.protocol_type = None;
+            group.transition(GroupState::Empty, now_ms);
+            tracing::info!(group = %group_id, generation = group.generation, "group is empty");
+            self.persist_group(group_id);
+            return;
+        }
+        group.protocol = group.select_protocol();
+        group.transition(GroupState::CompletingRebalance, now_ms);
+        group.sync_deadline_ms = now_ms + group.max_rebalance_timeout_ms();
+        tracing::info!(group = %group_id, generation = group.generation, members = group.members.len(), protocol = ?group.protocol, "rebalance: join phase complete");
+        let ids: Vec<String> = group.members.keys().cloned().collect();
+        for id in ids {
+            let group = self.groups.get_mut(group_id).expect("exists");
+            let member = group.members.get_mut(&id).expect("listed");
+            member.heartbeat_deadline_ms = now_ms + member.session_timeout_ms as i64;
+            if let Some((reply, version)) = member.awaiting_join.take() {
+                let response = current_generation_response(group, &id, version, false);
+                self.replies.push(PendingReply::Join(reply, response));
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ SyncGroup
+
+    pub fn sync(&mut self, reply: ReplyId, version: i16, request: &SyncGroupRequest, now_ms: i64) {
+        let group_id = request.group_id.to_string();
+        let member_id = request.member_id.to_string();
+        let fail = |this: &mut Self, e| this.replies.push(PendingReply::Sync(reply, sync_error(e)));
+        let Some(group) = self.groups.get_mut(&group_id) else {
+            return fail(self, ResponseError::UnknownMemberId);
+        };
+        if let Err(e) = validate_member(
+            group,
+            &member_id,
+            request.group_instance_id.as_ref().map(|i| i.as_str()),
+        ) {
+            return fail(self, e);
+        }
+        if request.generation_id != group.generation {
+            return fail(self, ResponseError::IllegalGeneration);
+        }
+        if request
+            .protocol_type
+            .as_ref()
+            .is_some_and(|t| Some(t.as_str()) != group.protocol_type.as_deref())
+            || request
+                .protocol_name
+                .as_ref()
+                .is_some_and(|p| Some(p.as_str()) != group.protocol.as_deref())
+        {
+            return fail(self, ResponseError::InconsistentGroupProtocol);
+        }
+        let protocol_type = group.protocol_type.clone().map(|t| s(&t));
+        let protocol = group.protocol.clone().map(|p| s(&p));
+        let ok = |assignment: Bytes| {
+            let r = SyncGroupResponse::default().with_assignment(assignment);
+            if version >= 5 {
+                r.with_protocol_type(protocol_type.clone())
+                    .with_protocol_name(protocol.clone())
+            } else {
+                r
+            }
+        };
+        match group.state {
+            GroupState::Empty | GroupState::Dead => fail(self, ResponseError::UnknownMemberId),
+            GroupState::PreparingRebalance => fail(self, ResponseError::RebalanceInProgress),
+            GroupState::Stable => {
+                let member = group.members.get_mut(&member_id).expect("validated");
+                member.heartbeat_deadline_ms = now_ms + member.session_timeout_ms as i64;
+                let assignment = member.assignment.clone();
+                self.replies.push(PendingReply::Sync(reply, ok(assignment)));
+            }
+            GroupState::CompletingRebalance => {
+                let member = group.members.get_mut(&member_id).expect("validated");
+                member.awaiting_sync = Some((reply, version));
+                member.heartbeat_deadline_ms = now_ms + member.session_timeout_ms as i64;
+                if group.leader.as_deref() != Some(member_id.as_str()) {
+                    return;
+                }
+                let assignments: HashMap<String, Bytes> = request
+                    .assignments
+                    .iter()
+                    .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+                    .collect();
+                for m in group.members.values_mut() {
+                    m.assignment = assignments.get(&m.id).cloned().unwrap_or_default();
+                }
+                group.sync_deadline_ms = i64::MAX;
+                group.transition(GroupState::Stable, now_ms);
+                tracing::info!(group = %group_id, generation = group.generation, "group is stable");
+                let waiting: Vec<(ReplyId, Bytes)> = group
+                    .members
+                    .values_mut()
+                    .filter_map(|m| {
+                        m.awaiting_sync
+                            .take()
+                            .map(|(r, _)| (r, m.assignment.clone()))
+                    })
+                    .collect();
+                self.persist_group(&group_id);
+                for (r, assignment) in waiting {
+                    self.replies.push(PendingReply::Sync(r, ok(assignment)));
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ Heartbeat, LeaveGroup
+
+    /// Heartbeat: the error code to return.
+    pub fn heartbeat(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now_ms: i64,
+    ) -> i16 {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return code(ResponseError::UnknownMemberId);
+        };
+        if let Err(e) = validate_member(group, member_id, instance_id) {
+            return code(e);
+        }
+        if generation != group.generation {
+            return code(ResponseError::IllegalGeneration);
+        }
+        let state = group.state;
+        let member = group.members.get_mut(member_id).expect("validated");
+        match state {
+            GroupState::Empty | GroupState::Dead => code(ResponseError::UnknownMemberId),
+            GroupState::PreparingRebalance => {
+                member.heartbeat_deadline_ms = now_ms + member.session_timeout_ms as i64;
+                code(ResponseError::RebalanceInProgress)
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                member.heartbeat_deadline_ms = now_ms + member.session_timeout_ms as i64;
+                0
+            }
+        }
+    }
+
+    /// LeaveGroup for each (member id, group instance id); returns per-member error codes, or
+    /// a group-level error.
+    pub fn leave(
+        &mut self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+        now_ms: i64,
+    ) -> Result<Vec<i16>, i16> {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return Err(code(ResponseError::UnknownMemberId));
+        };
+        let mut results = Vec::with_capacity(members.len());
+        let mut removed = Vec::new();
+        for (member_id, instance_id) in members {
+            // A static member may leave by instance id alone.
+            let resolved = match instance_id {
+                Some(instance) => match group.static_members.get(instance) {
+                    Some(id) if member_id.is_empty() || id == member_id => Ok(id.clone()),
+                    Some(_) => Err(ResponseError::FencedInstanceId),
+                    None => Err(ResponseError::UnknownMemberId),
+                },
+                None if group.pending_members.remove(member_id).is_some() => {
+                    results.push(0);
+                    continue;
+                }
+                None if group.members.contains_key(member_id) => Ok(member_id.clone()),
+                None => Err(ResponseError::UnknownMemberId),
+            };
+            match resolved {
+                Ok(id) => {
+                    removed.push(id);
+                    results.push(0);
+                }
+                Err(e) => results.push(code(e)),
+            }
+        }
+        for id in removed {
+            tracing::info!(group = %group_id, member = %id, "member left");
+            self.remove_member(group_id, &id, now_ms);
+        }
+        Ok(results)
+    }
+
+    fn remove_member(&mut self, group_id: &str, member_id: &str, now_ms: i64) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        let Some(mut member) = group.members.shift_remove(member_id) else {
+            return;
+        };
+        if let Some((r, v)) = member.awaiting_join.take() {
+            self.replies.push(PendingReply::Join(
+                r,
+                join_error(v, member_id, ResponseError::UnknownMemberId),
+            ));
+        }
+        if let Some((r, _)) = member.awaiting_sync.take() {
+            self.replies.push(PendingReply::Sync(
+                r,
+                sync_error(ResponseError::UnknownMemberId),
+            ));
+        }
+        if let Some(instance) = &member.instance_id {
+            if group.static_members.get(instance).map(String::as_str) == Some(member_id) {
+                group.static_members.remove(instance);
+            }
+        }
+        if group.leader.as_deref() == Some(member_id) {
+            group.leader = group.members.keys().next().cloned();
+        }
+        match group.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                self.prepare_rebalance(group_id, now_ms)
+            }
+            GroupState::PreparingRebalance => self.try_complete_join(group_id, now_ms),
+            GroupState::Empty | GroupState::Dead => {}
+        }
+    }
+
+    // ------------------------------------------------------------------ timers
+
+    /// Advances the clock: expires sessions, pending member ids, and join, initial-delay and
+    /// sync deadlines.
+    pub fn tick(&mut self, now_ms: i64) {
+        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        for id in ids {
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            group
+                .pending_members
+                .retain(|_, deadline| *deadline > now_ms);
+            let expired: Vec<String> = group
+                .members
+                .values()
+                .filter(|m| {
+                    m.awaiting_join.is_none()
+                        && m.awaiting_sync.is_none()
+                        && m.heartbeat_deadline_ms <= now_ms
+                })
+                .map(|m| m.id.clone())
+                .collect();
+            for member in expired {
+                tracing::info!(group = %id, member = %member, "member session expired");
+                self.remove_member(&id, &member, now_ms);
+            }
+            let Some(group) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            match group.state {
+                GroupState::PreparingRebalance => {
+                    if let Some((deadline, _)) = group.initial_delay {
+                        if now_ms >= deadline {
+                            group.initial_delay = None;
+                            let all_joined =
+                                group.members.values().all(|m| m.awaiting_join.is_some());
+                            if all_joined || now_ms >= group.join_deadline_ms {
+                                self.complete_join(&id, now_ms);
+                            }
+                        }
+                    } else if now_ms >= group.join_deadline_ms {
+                        group.pending_members.clear();
+                        self.complete_join(&id, now_ms);
+                    } else {
+                        self.try_complete_join(&id, now_ms);
+                    }
+                }
+                GroupState::CompletingRebalance if now_ms >= group.sync_deadline_ms => {
+                    let lagging: Vec<String> = group
+                        .members
+                        .values()
+                        .filter(|m| m.awaiting_sync.is_none())
+                        .map(|m| m.id.clone())
+                        .collect();
+                    tracing::info!(group = %id, members = ?lagging, "members did not send SyncGroup in time; removing them");
+                    for member in lagging {
+                        self.remove_member(&id, &member, now_ms);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------ offsets
+
+    /// Validates an OffsetCommit's group membership as Kafka's `ClassicGroup.validateOffsetCommit`.
+    fn validate_commit(
+        &mut self,
+        who: &CommitIdentity<'_>,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        if who.group_id.is_empty() {
+            return Err(ResponseError::InvalidGroupId);
+        }
+        let Some(group) = self.groups.get(who.group_id) else {
+            if who.generation_id < 0 {
+                // A consumer without group management (or an admin) commits for a new group.
+                self.groups
+                    .insert(who.group_id.to_string(), Group::new(who.group_id, now_ms));
+                return Ok(());
+            }
+            return Err(if who.api_version >= 9 {
+                ResponseError::GroupIdNotFound
+            } else {
+                ResponseError::IllegalGeneration
+            });
+        };
+        match group.state {
+            GroupState::Dead => return Err(ResponseError::CoordinatorNotAvailable),
+            GroupState::Empty if who.generation_id < 0 => return Ok(()),
+            _ => {}
+        }
+        if who.generation_id >= 0 || !who.member_id.is_empty() || who.group_instance_id.is_some() {
+            validate_member(group, who.member_id, who.group_instance_id)?;
+            if who.generation_id != group.generation {
+                return Err(ResponseError::IllegalGeneration);
+            }
+        } else if group.state != GroupState::Empty {
+            return Err(ResponseError::UnknownMemberId);
+        }
+        if group.state == GroupState::CompletingRebalance {
+            return Err(ResponseError::RebalanceInProgress);
+        }
+        Ok(())
+    }
+
+    /// Commits offsets; returns one error code per offset (in order).
+    pub fn commit_offsets(
+        &mut self,
+        who: &CommitIdentity<'_>,
+        offsets: &[OffsetCommit],
+        now_ms: i64,
+    ) -> Vec<i16> {
+        if let Err(e) = self.validate_commit(who, now_ms) {
+            return vec![code(e); offsets.len()];
+        }
+        let max_metadata = self.config.max_metadata_bytes;
+        let group = self.groups.get_mut(who.group_id).expect("validated");
+        if let Some(m) = group.members.get_mut(who.member_id) {
+            m.heartbeat_deadline_ms = now_ms + m.session_timeout_ms as i64;
+        }
+        let mut results = Vec::with_capacity(offsets.len());
+        for o in offsets {
+            let metadata = o.metadata.clone().unwrap_or_default();
+            if metadata.len() > max_metadata {
+                results.push(code(ResponseError::OffsetMetadataTooLarge));
+                continue;
+            }
+            let value = CommittedOffset {
+                offset: o.offset,
+                leader_epoch: o.leader_epoch,
+                metadata,
+                commit_timestamp_ms: now_ms,
+            };
+            group
+                .offsets
+                .insert((o.topic.clone(), o.partition), value.clone());
+            self.records.push(OffsetsRecord::Offset {
+                group: who.group_id.to_string(),
+                topic: o.topic.clone(),
+                partition: o.partition,
+                value: Some(value),
+            });
+            results.push(0);
+        }
+        results
+    }
+
+    /// Committed offsets of `group_id`: for the listed partitions (`None` for ones without a
+    /// commit), or every committed partition when `topics` is `None`.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        topics: Option<&[(String, Vec<i32>)]>,
+    ) -> TopicOffsets {
+        let group = self.groups.get(group_id);
+        match topics {
+            Some(topics) => topics
+                .iter()
+                .map(|(t, parts)| {
+                    let found = parts
+                        .iter()
+                        .map(|p| {
+                            (
+                                *p,
+                                group.and_then(|g| g.offsets.get(&(t.clone(), *p)).cloned()),
+                            )
+                        })
+                        .collect();
+                    (t.clone(), found)
+                })
+                .collect(),
+            None => {
+                let mut out: TopicOffsets = Vec::new();
+                for ((t, p), o) in group.map(|g| g.offsets.iter()).into_iter().flatten() {
+                    match out.last_mut() {
+                        Some((name, parts)) if name == t => parts.push((*p, Some(o.clone()))),
+                        _ => out.push((t.clone(), vec![(*p, Some(o.clone()))])),
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// OffsetDelete: the group-level error, or per-partition errors.
+    pub fn delete_offsets(
+        &mut self,
+        group_id: &str,
+        partitions: &[(String, i32)],
+        subscribed: impl Fn(&[Bytes], &str) -> bool,
+    ) -> Result<Vec<i16>, i16> {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return Err(code(ResponseError::GroupIdNotFound));
+        };
+        if group.state == GroupState::Dead {
+            return Err(code(ResponseError::GroupIdNotFound));
+        }
+        let protocol = group.protocol.clone().unwrap_or_default();
+        let subscriptions: Vec<Bytes> = if group.state == GroupState::Empty {
+            Vec::new()
+        } else {
+            group
+                .members
+                .values()
+                .map(|m| m.metadata(&protocol))
+                .collect()
+        };
+        let mut results = Vec::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            if !subscriptions.is_empty() && subscribed(&subscriptions, topic) {
+                results.push(code(ResponseError::GroupSubscribedToTopic));
+                continue;
+            }
+            if group.offsets.remove(&(topic.clone(), *partition)).is_some() {
+                self.records.push(OffsetsRecord::Offset {
+                    group: group_id.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                    value: None,
+                });
+            }
+            results.push(0);
+        }
+        Ok(results)
+    }
+
+    // ------------------------------------------------------------------ admin
+
+    /// (group id, protocol type, state) of every group, for ListGroups.
+    pub fn list_groups(&self) -> Vec<(String, String, GroupState)> {
+        let mut groups: Vec<_> = self
+            .groups
+            .values()
+            .filter(|g| g.state != GroupState::Dead)
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state,
+                )
+            })
+            .collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        groups
+    }
+
+    pub fn describe_group(&self, group_id: &str) -> Option<GroupDescription> {
+        let g = self.groups.get(group_id)?;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        let stable = g.state == GroupState::Stable;
+        Some(GroupDescription {
+            state: g.state,
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: if stable {
+                protocol.clone()
+            } else {
+                String::new()
+            },
+            members: g
+                .members
+                .values()
+                .map(|m| MemberDescription {
+                    member_id: m.id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: if stable {
+                        m.metadata(&protocol)
+                    } else {
+                        Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        Bytes::new()
+                    },
+                })
+                .collect(),
+        })
+    }
+
+    /// DeleteGroups for one group: the error code.
+    pub fn delete_group(&mut self, group_id: &str) -> i16 {
+        let Some(group) = self.groups.get(group_id) else {
+            return code(ResponseError::GroupIdNotFound);
+        };
+        match group.state {
+            GroupState::Dead => return code(ResponseError::GroupIdNotFound),
+            GroupState::Empty => {}
+            _ => return code(ResponseError::NonEmptyGroup),
+        }
+        let group = self.groups.remove(group_id).expect("present");
+        for (topic, partition) in group.offsets.keys() {
+            self.records.push(OffsetsRecord::Offset {
+                group: group_id.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+                value: None,
+            });
+        }
+        self.records.push(OffsetsRecord::Group {
+            group: group_id.to_string(),
+            value: None,
+        });
+        tracing::info!(group = %group_id, "deleted group");
+        0
+    }
+
+    /// Applies a record read back from the offsets topic at start-up.
+    pub fn load(&mut self, record: OffsetsRecord, now_ms: i64) {
+        match record {
+            OffsetsRecord::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            } => {
+                let g = self
+                    .groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group, now_ms));
+                match value {
+                    Some(v) => {
+                        g.offsets.insert((topic, partition), v);
+                    }
+                    None => {
+                        g.offsets.remove(&(topic, partition));
+                    }
+                }
+            }
+            OffsetsRecord::Group { group, value: None } => {
+                self.groups.remove(&group);
+            }
+            OffsetsRecord::Group {
+                group,
+                value: Some(stored),
+            } => {
+                let g = self
+                    .groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group, now_ms));
+                g.generation = stored.generation;
+                g.protocol = stored.protocol.clone();
+                g.leader = stored.leader.clone();
+                g.members.clear();
+                g.static_members.clear();
+                let protocol = stored.protocol.unwrap_or_default();
+                for m in stored.members {
+                    if let Some(i) = &m.group_instance_id {
+                        g.static_members.insert(i.clone(), m.member_id.clone());
+                    }
+                    g.members.insert(
+                        m.member_id.clone(),
+                        Member {
+                            id: m.member_id,
+                            instance_id: m.group_instance_id,
+                            client_id: m.client_id,
+                            client_host: m.client_host,
+                            session_timeout_ms: m.session_timeout_ms,
+                            rebalance_timeout_ms: m.rebalance_timeout_ms,
+                            protocols: vec![(protocol.clone(), m.subscription)],
+                            assignment: m.assignment,
+                            awaiting_join: None,
+                            awaiting_sync: None,
+                            // Members get a full session to find the coordinator again.
+                            heartbeat_deadline_ms: now_ms + m.session_timeout_ms as i64,
+                        },
+                    );
+                }
+                if g.members.is_empty() {
+                    g.protocol_type = None;
+                    g.state = GroupState::Empty;
+                } else {
+                    g.protocol_type = Some(stored.protocol_type);
+                    g.state = GroupState::Stable;
+                }
+            }
+        }
+    }
+}
+
+/// Checks that `member_id` belongs to the group and is not a fenced static incarnation.
+fn validate_member(
+    group: &Group,
+    member_id: &str,
+    instance_id: Option<&str>,
+) -> Result<(), ResponseError> {
+    if let Some(instance) = instance_id {
+        match group.static_members.get(instance) {
+            Some(id) if id == member_id => return Ok(()),
+            Some(_) => return Err(ResponseError::FencedInstanceId),
+            None => return Err(ResponseError::UnknownMemberId),
+        }
+    }
+    if group.members.contains_key(member_id) {
+        Ok(())
+    } else {
+        Err(ResponseError::UnknownMemberId)
+    }
+}
+
+fn update_member(member: &mut Member, joined: Member) {
+    member.protocols = joined.protocols;
+    member.session_timeout_ms = joined.session_timeout_ms;
+    member.rebalance_timeout_ms = joined.rebalance_timeout_ms;
+    member.client_id = joined.client_id;
+    member.client_host = joined.client_host;
+    member.awaiting_join = joined.awaiting_join;
+}
+
+/// The JoinGroup answer for the current generation; the leader gets the member list.
+fn current_generation_response(
+    group: &Group,
+    member_id: &str,
+    version: i16,
+    skip_assignment: bool,
+) -> JoinGroupResponse {
+    let protocol = group.protocol.clone().unwrap_or_default();
+    let is_leader = group.leader.as_deref() == Some(member_id);
+    let members = if is_leader {
+        group
+            .members
+            .values()
+            .map(|m| {
+                JoinGroupResponseMember::default()
+                    .with_member_id(s(&m.id))
+                    .with_group_instance_id(m.instance_id.as_deref().map(s))
+                    .with_metadata(m.metadata(&protocol))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    JoinGroupResponse::default()
+        .with_generation_id(group.generation)
+        .with_protocol_type(group.protocol_type.as_deref().map(s))
+        .with_protocol_name(Some(s(&protocol)))
+        .with_leader(s(group.leader.as_deref().unwrap_or("")))
+        .with_member_id(s(member_id))
+        .with_skip_assignment(skip_assignment && version >= 9)
+        .with_members(members)
+}
+
+#[cfg(test)]
+mod tests;

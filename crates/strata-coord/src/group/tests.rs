@@ -1,0 +1,356 @@
+use super::*;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+
+const SESSION_MS: i32 = 10_000;
+
+fn coordinator(initial_delay_ms: i64) -> GroupCoordinator {
+    GroupCoordinator::new(GroupConfig {
+        initial_rebalance_delay_ms: initial_delay_ms,
+        ..GroupConfig::default()
+    })
+}
+
+fn join_request(member_id: &str, instance: Option<&str>) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(s("g").into())
+        .with_session_timeout_ms(SESSION_MS)
+        .with_rebalance_timeout_ms(30_000)
+        .with_member_id(s(member_id))
+        .with_group_instance_id(instance.map(s))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(s("range"))
+            .with_metadata(Bytes::from_static(b"sub"))])
+}
+
+fn joins(c: &mut GroupCoordinator) -> HashMap<ReplyId, JoinGroupResponse> {
+    let (_, replies) = c.take_output();
+    replies
+        .into_iter()
+        .filter_map(|r| match r {
+            PendingReply::Join(id, resp) => Some((id, resp)),
+            PendingReply::Sync(..) => None,
+        })
+        .collect()
+}
+
+fn syncs(c: &mut GroupCoordinator) -> HashMap<ReplyId, SyncGroupResponse> {
+    let (_, replies) = c.take_output();
+    replies
+        .into_iter()
+        .filter_map(|r| match r {
+            PendingReply::Sync(id, resp) => Some((id, resp)),
+            PendingReply::Join(..) => None,
+        })
+        .collect()
+}
+
+/// Joins a new dynamic member through the KIP-394 two-step join; returns its member id.
+fn join_new(c: &mut GroupCoordinator, reply: ReplyId, now: i64) -> String {
+    c.join(
+        reply,
+        9,
+        &join_request("", None),
+        "client",
+        "/127.0.0.1",
+        now,
+    );
+    let first = joins(c).remove(&reply).expect("immediate answer");
+    assert_eq!(first.error_code, code(ResponseError::MemberIdRequired));
+    let id = first.member_id.to_string();
+    c.join(
+        reply,
+        9,
+        &join_request(&id, None),
+        "client",
+        "/127.0.0.1",
+        now,
+    );
+    id
+}
+
+fn sync(
+    c: &mut GroupCoordinator,
+    reply: ReplyId,
+    member: &str,
+    generation: i32,
+    assignments: &[(&str, &'static [u8])],
+    now: i64,
+) {
+    let request = SyncGroupRequest::default()
+        .with_group_id(s("g").into())
+        .with_generation_id(generation)
+        .with_member_id(s(member))
+        .with_assignments(
+            assignments
+                .iter()
+                .map(|(m, a)| {
+                    SyncGroupRequestAssignment::default()
+                        .with_member_id(s(m))
+                        .with_assignment(Bytes::from_static(a))
+                })
+                .collect(),
+        );
+    c.sync(reply, 5, &request, now);
+}
+
+#[test]
+fn two_members_rebalance_and_sync() {
+    let mut c = coordinator(0);
+    let a = join_new(&mut c, 1, 0);
+    let a_join = joins(&mut c)
+        .remove(&1)
+        .expect("single member completes at once");
+    assert_eq!(a_join.error_code, 0);
+    assert_eq!(a_join.generation_id, 1);
+    assert_eq!(a_join.leader.as_str(), a);
+    sync(&mut c, 1, &a, 1, &[(&a, b"all")], 0);
+    assert_eq!(syncs(&mut c)[&1].assignment.as_ref(), b"all");
+
+    // A second member triggers a rebalance; it completes once the first one rejoins.
+    let b = join_new(&mut c, 2, 10);
+    assert!(joins(&mut c).is_empty());
+    assert_eq!(
+        c.heartbeat("g", &a, None, 1, 20),
+        code(ResponseError::RebalanceInProgress)
+    );
+    c.join(3, 9, &join_request(&a, None), "client", "/127.0.0.1", 30);
+    let answers = joins(&mut c);
+    assert_eq!(answers[&3].generation_id, 2);
+    assert_eq!(answers[&3].members.len(), 2, "the leader gets the members");
+    assert!(answers[&2].members.is_empty());
+    sync(&mut c, 4, &b, 2, &[], 40);
+    assert!(syncs(&mut c).is_empty(), "followers wait for the leader");
+    sync(&mut c, 5, &a, 2, &[(&a, b"p0"), (&b, b"p1")], 50);
+    let (records, replies) = c.take_output();
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, OffsetsRecord::Group { value: Some(g), .. } if g.generation == 2)));
+    let answers: HashMap<ReplyId, SyncGroupResponse> = replies
+        .into_iter()
+        .filter_map(|r| match r {
+            PendingReply::Sync(id, resp) => Some((id, resp)),
+            PendingReply::Join(..) => None,
+        })
+        .collect();
+    assert_eq!(answers[&4].assignment.as_ref(), b"p1");
+    assert_eq!(answers[&5].assignment.as_ref(), b"p0");
+    assert_eq!(c.heartbeat("g", &b, None, 2, 60), 0);
+    assert_eq!(
+        c.heartbeat("g", &b, None, 1, 60),
+        code(ResponseError::IllegalGeneration)
+    );
+}
+
+#[test]
+fn expired_session_triggers_rebalance_and_removal() {
+    let mut c = coordinator(0);
+    let a = join_new(&mut c, 1, 0);
+    joins(&mut c);
+    sync(&mut c, 1, &a, 1, &[(&a, b"x")], 0);
+    syncs(&mut c);
+    c.tick(SESSION_MS as i64 - 1);
+    assert_eq!(c.describe_group("g").unwrap().state, GroupState::Stable);
+    c.tick(SESSION_MS as i64 + 1);
+    let d = c.describe_group("g").unwrap();
+    assert_eq!(d.state, GroupState::Empty);
+    assert!(d.members.is_empty());
+}
+
+#[test]
+fn static_member_rejoins_without_rebalance() {
+    let mut c = coordinator(0);
+    c.join(1, 9, &join_request("", Some("i1")), "client", "/h", 0);
+    let a = joins(&mut c).remove(&1).unwrap();
+    assert_eq!(a.error_code, 0, "static members skip MEMBER_ID_REQUIRED");
+    let a_id = a.member_id.to_string();
+    sync(&mut c, 1, &a_id, 1, &[(&a_id, b"mine")], 0);
+    syncs(&mut c);
+    // Restart: same instance id, no member id.
+    c.join(2, 9, &join_request("", Some("i1")), "client", "/h", 100);
+    let again = joins(&mut c).remove(&2).unwrap();
+    assert_eq!(again.error_code, 0);
+    assert_eq!(again.generation_id, 1, "no new generation");
+    assert_ne!(again.member_id.to_string(), a_id);
+    assert!(again.skip_assignment);
+    assert_eq!(c.describe_group("g").unwrap().state, GroupState::Stable);
+    // The old incarnation is fenced.
+    assert_eq!(
+        c.heartbeat("g", &a_id, Some("i1"), 1, 100),
+        code(ResponseError::FencedInstanceId)
+    );
+    let new_id = again.member_id.to_string();
+    sync(&mut c, 3, &new_id, 1, &[], 100);
+    assert_eq!(syncs(&mut c)[&3].assignment.as_ref(), b"mine");
+}
+
+#[test]
+fn initial_delay_waits_for_more_members() {
+    let mut c = coordinator(3000);
+    let a = join_new(&mut c, 1, 0);
+    let b = join_new(&mut c, 2, 1000);
+    assert!(joins(&mut c).is_empty());
+    c.tick(2000);
+    assert!(
+        joins(&mut c).is_empty(),
+        "delay extended by the second member"
+    );
+    c.tick(4001);
+    let answers = joins(&mut c);
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[&1].generation_id, 1);
+    assert!(c
+        .describe_group("g")
+        .unwrap()
+        .members
+        .iter()
+        .any(|m| m.member_id == b));
+    let _ = a;
+}
+
+#[test]
+fn rejoin_timeout_drops_silent_dynamic_members() {
+    let mut c = coordinator(0);
+    let a = join_new(&mut c, 1, 0);
+    joins(&mut c);
+    sync(&mut c, 1, &a, 1, &[(&a, b"x")], 0);
+    syncs(&mut c);
+    let _b = join_new(&mut c, 2, 100);
+    // `a` keeps heartbeating but never rejoins within the rebalance timeout.
+    assert_eq!(
+        c.heartbeat("g", &a, None, 1, 5000),
+        code(ResponseError::RebalanceInProgress)
+    );
+    c.tick(30_101);
+    let answers = joins(&mut c);
+    assert_eq!(answers[&2].generation_id, 2);
+    assert_eq!(c.describe_group("g").unwrap().members.len(), 1);
+}
+
+#[test]
+fn leave_and_join_errors() {
+    let mut c = coordinator(0);
+    let a = join_new(&mut c, 1, 0);
+    joins(&mut c);
+    assert_eq!(
+        c.leave("g", &[(a.clone(), None), ("nobody".into(), None)], 0),
+        Ok(vec![0, code(ResponseError::UnknownMemberId)])
+    );
+    assert_eq!(c.describe_group("g").unwrap().state, GroupState::Empty);
+    c.join(5, 9, &join_request("ghost", None), "c", "h", 0);
+    assert_eq!(
+        joins(&mut c)[&5].error_code,
+        code(ResponseError::UnknownMemberId)
+    );
+    let mut bad = join_request("", None);
+    bad.session_timeout_ms = 1;
+    c.join(6, 9, &bad, "c", "h", 0);
+    assert_eq!(
+        joins(&mut c)[&6].error_code,
+        code(ResponseError::InvalidSessionTimeout)
+    );
+    let mut other = join_request("", None);
+    other.protocol_type = s("connect");
+    let _ = join_new(&mut c, 7, 0);
+    joins(&mut c);
+    c.join(8, 9, &other, "c", "h", 0);
+    assert_eq!(
+        joins(&mut c)[&8].error_code,
+        code(ResponseError::InconsistentGroupProtocol)
+    );
+}
+
+#[test]
+fn offset_commits_follow_kafka_validation() {
+    let mut c = coordinator(0);
+    let commit = |topic: &str| OffsetCommit {
+        topic: topic.into(),
+        partition: 0,
+        offset: 5,
+        leader_epoch: -1,
+        metadata: None,
+    };
+    let simple = CommitIdentity {
+        group_id: "g",
+        generation_id: -1,
+        member_id: "",
+        group_instance_id: None,
+        api_version: 8,
+    };
+    assert_eq!(c.commit_offsets(&simple, &[commit("t")], 0), vec![0]);
+    let fetched = c.fetch_offsets("g", Some(&[("t".into(), vec![0, 1])]));
+    assert_eq!(fetched[0].1[0].1.as_ref().map(|o| o.offset), Some(5));
+    assert_eq!(fetched[0].1[1].1, None);
+    // A member of the wrong generation is refused.
+    let a = join_new(&mut c, 1, 0);
+    joins(&mut c);
+    let stale = CommitIdentity {
+        group_id: "g",
+        generation_id: 0,
+        member_id: &a,
+        group_instance_id: None,
+        api_version: 8,
+    };
+    assert_eq!(
+        c.commit_offsets(&stale, &[commit("t")], 0),
+        vec![code(ResponseError::IllegalGeneration)]
+    );
+    let unknown = CommitIdentity {
+        group_id: "nope",
+        generation_id: 3,
+        member_id: "x",
+        group_instance_id: None,
+        api_version: 9,
+    };
+    assert_eq!(
+        c.commit_offsets(&unknown, &[commit("t")], 0),
+        vec![code(ResponseError::GroupIdNotFound)]
+    );
+    assert_eq!(c.delete_group("g"), code(ResponseError::NonEmptyGroup));
+    c.leave("g", &[(a, None)], 0).unwrap();
+    assert_eq!(c.delete_group("g"), 0);
+    assert!(c.fetch_offsets("g", None).is_empty());
+    assert_eq!(c.delete_group("g"), code(ResponseError::GroupIdNotFound));
+}
+
+#[test]
+fn state_survives_a_reload_of_its_records() {
+    let mut c = coordinator(0);
+    let a = join_new(&mut c, 1, 0);
+    joins(&mut c);
+    sync(&mut c, 1, &a, 1, &[(&a, b"x")], 0);
+    let me = CommitIdentity {
+        group_id: "g",
+        generation_id: 1,
+        member_id: &a,
+        group_instance_id: None,
+        api_version: 8,
+    };
+    let offset = OffsetCommit {
+        topic: "t".into(),
+        partition: 2,
+        offset: 9,
+        leader_epoch: 0,
+        metadata: Some("m".into()),
+    };
+    assert_eq!(c.commit_offsets(&me, &[offset], 0), vec![0]);
+    let (records, _) = c.take_output();
+    let mut reloaded = coordinator(0);
+    for r in records {
+        let (k, v) = r.encode();
+        reloaded.load(OffsetsRecord::decode(&k, v.as_deref()).unwrap().unwrap(), 0);
+    }
+    let d = reloaded.describe_group("g").unwrap();
+    assert_eq!(d.state, GroupState::Stable);
+    assert_eq!(d.members[0].assignment.as_ref(), b"x");
+    assert_eq!(reloaded.heartbeat("g", &a, None, 1, 1), 0);
+    assert_eq!(
+        reloaded.fetch_offsets("g", None)[0].1[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .metadata,
+        "m"
+    );
+}

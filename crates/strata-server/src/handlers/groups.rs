@@ -1,0 +1,565 @@
+//! Consumer-group APIs (classic protocol): FindCoordinator, JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups and
+//! OffsetDelete. The state machine is `strata_coord::GroupCoordinator`; these handlers
+//! translate requests for it and wait for JoinGroup/SyncGroup answers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    BrokerId, ConsumerProtocolSubscription, DeleteGroupsRequest, DeleteGroupsResponse,
+    DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+    LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+};
+use kafka_protocol::protocol::Decodable;
+use strata_coord::group::{CommitIdentity, OffsetCommit};
+use strata_coord::offsets_topic::CommittedOffset;
+use strata_coord::PendingReply;
+
+use super::{code, str_bytes};
+use crate::broker::Broker;
+use crate::replica_manager::now_ms;
+
+/// FindCoordinator key types.
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+/// Kafka's "no metadata" for an offset without a commit.
+const NO_METADATA: &str = "";
+
+/// Makes sure the offsets topic exists, so the coordinator can persist. Blocking.
+fn coordinator_ready(broker: &Broker) -> Result<(), ResponseError> {
+    broker.groups.ensure_offsets_topic(broker).map_err(|e| {
+        tracing::error!(error = %e, "group coordinator unavailable");
+        ResponseError::CoordinatorNotAvailable
+    })
+}
+
+pub async fn handle_find_coordinator(
+    broker: &Arc<Broker>,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let keys: Vec<String> = if version >= 4 {
+        request
+            .coordinator_keys
+            .iter()
+            .map(|k| k.to_string())
+            .collect()
+    } else {
+        vec![request.key.to_string()]
+    };
+    let key_type = request.key_type;
+    let b = broker.clone();
+    let result = tokio::task::block_in_place(|| match key_type {
+        KEY_TYPE_GROUP => coordinator_ready(&b),
+        KEY_TYPE_TRANSACTION => Err(ResponseError::CoordinatorNotAvailable),
+        _ => Err(ResponseError::InvalidRequest),
+    });
+    let node = BrokerId(broker.config.node_id);
+    let host = str_bytes(broker.config.advertised_host.clone());
+    let port = broker.config.advertised_port;
+    let (error, message) = match result {
+        Ok(()) => (0, None),
+        Err(ResponseError::CoordinatorNotAvailable) if key_type == KEY_TYPE_TRANSACTION => (
+            code(ResponseError::CoordinatorNotAvailable),
+            Some(str_bytes("transactions are not supported yet")),
+        ),
+        Err(e) => (code(e), Some(str_bytes(format!("{e:?}")))),
+    };
+    let ok = error == 0;
+    if version >= 4 {
+        FindCoordinatorResponse::default().with_coordinators(
+            keys.into_iter()
+                .map(|k| {
+                    Coordinator::default()
+                        .with_key(str_bytes(k))
+                        .with_node_id(if ok { node } else { BrokerId(-1) })
+                        .with_host(if ok { host.clone() } else { str_bytes("") })
+                        .with_port(if ok { port } else { -1 })
+                        .with_error_code(error)
+                        .with_error_message(message.clone())
+                })
+                .collect(),
+        )
+    } else {
+        FindCoordinatorResponse::default()
+            .with_error_code(error)
+            .with_error_message(message)
+            .with_node_id(if ok { node } else { BrokerId(-1) })
+            .with_host(if ok { host } else { str_bytes("") })
+            .with_port(if ok { port } else { -1 })
+    }
+}
+
+pub async fn handle_join(
+    broker: &Arc<Broker>,
+    request: JoinGroupRequest,
+    version: i16,
+    client_id: &str,
+    peer: SocketAddr,
+) -> JoinGroupResponse {
+    let unavailable = || {
+        JoinGroupResponse::default()
+            .with_error_code(code(ResponseError::CoordinatorNotAvailable))
+            .with_generation_id(-1)
+            .with_member_id(request.member_id.clone())
+            .with_protocol_name(if version >= 7 {
+                None
+            } else {
+                Some(str_bytes(""))
+            })
+    };
+    if tokio::task::block_in_place(|| coordinator_ready(broker)).is_err() {
+        return unavailable();
+    }
+    let (id, answer) = broker.groups.register();
+    let client_host = format!("/{}", peer.ip());
+    tokio::task::block_in_place(|| {
+        broker.groups.run(broker, |c| {
+            c.join(id, version, &request, client_id, &client_host, now_ms())
+        })
+    });
+    match answer.await {
+        Ok(PendingReply::Join(_, response)) => response,
+        _ => unavailable(),
+    }
+}
+
+pub async fn handle_sync(
+    broker: &Arc<Broker>,
+    request: SyncGroupRequest,
+    version: i16,
+) -> SyncGroupResponse {
+    let (id, answer) = broker.groups.register();
+    tokio::task::block_in_place(|| {
+        broker
+            .groups
+            .run(broker, |c| c.sync(id, version, &request, now_ms()))
+    });
+    match answer.await {
+        Ok(PendingReply::Sync(_, response)) => response,
+        _ => SyncGroupResponse::default()
+            .with_error_code(code(ResponseError::CoordinatorNotAvailable)),
+    }
+}
+
+pub fn handle_heartbeat(broker: &Arc<Broker>, request: &HeartbeatRequest) -> HeartbeatResponse {
+    let error = tokio::task::block_in_place(|| {
+        broker.groups.run(broker, |c| {
+            c.heartbeat(
+                &request.group_id,
+                &request.member_id,
+                request.group_instance_id.as_ref().map(|i| i.as_str()),
+                request.generation_id,
+                now_ms(),
+            )
+        })
+    });
+    HeartbeatResponse::default().with_error_code(error)
+}
+
+pub fn handle_leave(
+    broker: &Arc<Broker>,
+    request: &LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|i| i.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(request.member_id.to_string(), None)]
+    };
+    let result = tokio::task::block_in_place(|| {
+        broker
+            .groups
+            .run(broker, |c| c.leave(&request.group_id, &members, now_ms()))
+    });
+    match result {
+        Err(error) => LeaveGroupResponse::default().with_error_code(error),
+        Ok(errors) if version >= 3 => LeaveGroupResponse::default().with_members(
+            members
+                .iter()
+                .zip(errors)
+                .map(|((id, instance), error)| {
+                    MemberResponse::default()
+                        .with_member_id(str_bytes(id.clone()))
+                        .with_group_instance_id(instance.clone().map(str_bytes))
+                        .with_error_code(error)
+                })
+                .collect(),
+        ),
+        Ok(errors) => {
+            LeaveGroupResponse::default().with_error_code(errors.first().copied().unwrap_or(0))
+        }
+    }
+}
+
+pub fn handle_offset_commit(
+    broker: &Arc<Broker>,
+    request: &OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    let commits: Vec<OffsetCommit> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| OffsetCommit {
+                topic: t.name.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+            })
+        })
+        .collect();
+    let who = CommitIdentity {
+        group_id: &request.group_id,
+        generation_id: request.generation_id_or_member_epoch,
+        member_id: &request.member_id,
+        group_instance_id: request.group_instance_id.as_ref().map(|i| i.as_str()),
+        api_version: version,
+    };
+    let errors = tokio::task::block_in_place(|| match coordinator_ready(broker) {
+        Ok(()) => broker
+            .groups
+            .run(broker, |c| c.commit_offsets(&who, &commits, now_ms())),
+        Err(e) => vec![code(e); commits.len()],
+    });
+    let mut errors = errors.into_iter();
+    OffsetCommitResponse::default().with_topics(
+        request
+            .topics
+            .iter()
+            .map(|t| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                OffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(errors.next().unwrap_or(0))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+/// Committed offsets of one group: (topic, [(partition, offset view)]).
+fn fetch_group(
+    broker: &Broker,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, Vec<(i32, CommittedOffsetView)>)> {
+    let found = tokio::task::block_in_place(|| {
+        broker
+            .groups
+            .run(broker, |c| c.fetch_offsets(group, topics.as_deref()))
+    });
+    found
+        .into_iter()
+        .map(|(t, parts)| {
+            (
+                t,
+                parts
+                    .into_iter()
+                    .map(|(p, o)| (p, CommittedOffsetView::from(o)))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+pub fn handle_offset_fetch(
+    broker: &Arc<Broker>,
+    request: &OffsetFetchRequest,
+    version: i16,
+) -> OffsetFetchResponse {
+    if version >= 8 {
+        let groups = request
+            .groups
+            .iter()
+            .map(|g| {
+                let topics = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let found = fetch_group(broker, &g.group_id, topics);
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_topics(
+                        found
+                            .into_iter()
+                            .map(|(t, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(str_bytes(t)))
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, o)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(o.offset)
+                                                    .with_committed_leader_epoch(o.leader_epoch)
+                                                    .with_metadata(Some(str_bytes(o.metadata)))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let topics = request.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let found = fetch_group(broker, &request.group_id, topics);
+    OffsetFetchResponse::default().with_topics(
+        found
+            .into_iter()
+            .map(|(t, parts)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(TopicName(str_bytes(t)))
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|(p, o)| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(o.offset)
+                                    .with_committed_leader_epoch(o.leader_epoch)
+                                    .with_metadata(Some(str_bytes(o.metadata)))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+pub fn handle_list_groups(broker: &Arc<Broker>, request: &ListGroupsRequest) -> ListGroupsResponse {
+    let groups = tokio::task::block_in_place(|| broker.groups.run(broker, |c| c.list_groups()));
+    let states: Vec<String> = request
+        .states_filter
+        .iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let types: Vec<String> = request
+        .types_filter
+        .iter()
+        .map(|s| s.to_lowercase())
+        .collect();
+    ListGroupsResponse::default().with_groups(
+        groups
+            .into_iter()
+            .filter(|(_, _, state)| {
+                states.is_empty() || states.contains(&state.name().to_lowercase())
+            })
+            .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
+            .map(|(id, protocol_type, state)| {
+                ListedGroup::default()
+                    .with_group_id(GroupId(str_bytes(id)))
+                    .with_protocol_type(str_bytes(protocol_type))
+                    .with_group_state(str_bytes(state.name()))
+                    .with_group_type(str_bytes("classic"))
+            })
+            .collect(),
+    )
+}
+
+pub fn handle_describe_groups(
+    broker: &Arc<Broker>,
+    request: &DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let described: Vec<_> = tokio::task::block_in_place(|| {
+        broker.groups.run(broker, |c| {
+            request.groups.iter().map(|g| c.describe_group(g)).collect()
+        })
+    });
+    DescribeGroupsResponse::default().with_groups(
+        request
+            .groups
+            .iter()
+            .zip(described)
+            .map(|(id, d)| {
+                let base = DescribedGroup::default().with_group_id(id.clone());
+                match d {
+                    None if version >= 6 => base
+                        .with_error_code(code(ResponseError::GroupIdNotFound))
+                        .with_error_message(Some(str_bytes(format!(
+                            "Group {} not found.",
+                            id.as_str()
+                        ))))
+                        .with_group_state(str_bytes("Dead")),
+                    None => base.with_group_state(str_bytes("Dead")),
+                    Some(d) => base
+                        .with_group_state(str_bytes(d.state.name()))
+                        .with_protocol_type(str_bytes(d.protocol_type))
+                        .with_protocol_data(str_bytes(d.protocol))
+                        .with_members(
+                            d.members
+                                .into_iter()
+                                .map(|m| {
+                                    DescribedGroupMember::default()
+                                        .with_member_id(str_bytes(m.member_id))
+                                        .with_group_instance_id(m.group_instance_id.map(str_bytes))
+                                        .with_client_id(str_bytes(m.client_id))
+                                        .with_client_host(str_bytes(m.client_host))
+                                        .with_member_metadata(m.metadata)
+                                        .with_member_assignment(m.assignment)
+                                })
+                                .collect(),
+                        ),
+                }
+            })
+            .collect(),
+    )
+}
+
+pub fn handle_delete_groups(
+    broker: &Arc<Broker>,
+    request: &DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
+    let errors: Vec<i16> = tokio::task::block_in_place(|| {
+        broker.groups.run(broker, |c| {
+            request
+                .groups_names
+                .iter()
+                .map(|g| c.delete_group(g))
+                .collect()
+        })
+    });
+    DeleteGroupsResponse::default().with_results(
+        request
+            .groups_names
+            .iter()
+            .zip(errors)
+            .map(|(g, error)| {
+                DeletableGroupResult::default()
+                    .with_group_id(g.clone())
+                    .with_error_code(error)
+            })
+            .collect(),
+    )
+}
+
+/// Whether any member's consumer-protocol subscription names `topic`.
+fn subscribed(subscriptions: &[Bytes], topic: &str) -> bool {
+    subscriptions.iter().any(|raw| {
+        let mut buf = raw.clone();
+        if buf.len() < 2 {
+            return false;
+        }
+        let version = buf.get_i16().clamp(0, 3);
+        ConsumerProtocolSubscription::decode(&mut buf, version)
+            .map(|s| s.topics.iter().any(|t| t.as_str() == topic))
+            .unwrap_or(false)
+    })
+}
+
+pub fn handle_offset_delete(
+    broker: &Arc<Broker>,
+    request: &OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
+    let partitions: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.name.to_string(), p.partition_index))
+        })
+        .collect();
+    let result = tokio::task::block_in_place(|| {
+        broker.groups.run(broker, |c| {
+            c.delete_offsets(&request.group_id, &partitions, subscribed)
+        })
+    });
+    match result {
+        Err(error) => OffsetDeleteResponse::default().with_error_code(error),
+        Ok(errors) => {
+            let mut errors = errors.into_iter();
+            OffsetDeleteResponse::default().with_topics(
+                request
+                    .topics
+                    .iter()
+                    .map(|t| {
+                        OffsetDeleteResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetDeleteResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(errors.next().unwrap_or(0))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+        }
+    }
+}
+
+/// An offset as OffsetFetch reports it: -1 and empty metadata when nothing is committed.
+struct CommittedOffsetView {
+    offset: i64,
+    leader_epoch: i32,
+    metadata: String,
+}
+
+impl From<Option<CommittedOffset>> for CommittedOffsetView {
+    fn from(o: Option<CommittedOffset>) -> Self {
+        match o {
+            Some(o) => Self {
+                offset: o.offset,
+                leader_epoch: o.leader_epoch,
+                metadata: o.metadata,
+            },
+            None => Self {
+                offset: -1,
+                leader_epoch: -1,
+                metadata: NO_METADATA.to_string(),
+            },
+        }
+    }
+}
