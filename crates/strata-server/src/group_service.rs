@@ -78,18 +78,31 @@ impl GroupService {
     }
 
     /// Runs `f` on the coordinator, persists the records it produced, delivers its replies.
-    /// Blocking (the append fsyncs nothing but writes files): call from a blocking context.
+    /// Blocking (appends to the offsets topic): call from a blocking context.
     pub fn run<T>(&self, broker: &Broker, f: impl FnOnce(&mut GroupCoordinator) -> T) -> T {
+        self.run_durable(broker, f).0
+    }
+
+    /// [`GroupService::run`], also saying whether the call's records reached the log. Callers
+    /// that acknowledge durability (OffsetCommit) must not report success when they did not.
+    pub fn run_durable<T>(
+        &self,
+        broker: &Broker,
+        f: impl FnOnce(&mut GroupCoordinator) -> T,
+    ) -> (T, Result<(), GroupServiceError>) {
         let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
         let value = f(&mut coordinator);
         let (records, replies) = coordinator.take_output();
-        if !records.is_empty() {
-            if let Err(e) = self.persist(broker, &records) {
-                // The in-memory state is ahead of the log: the records are retried by nothing,
-                // so say so loudly; a restart reloads the last durable state.
-                broker.metrics.storage_errors.add(1);
-                tracing::error!(error = %e, "cannot write group coordinator records");
-            }
+        let persisted = if records.is_empty() {
+            Ok(())
+        } else {
+            self.persist(broker, &records)
+        };
+        if let Err(e) = &persisted {
+            // The in-memory state is ahead of the log until the next successful write of the
+            // same group; a restart reloads the last durable state.
+            broker.metrics.storage_errors.add(1);
+            tracing::error!(error = %e, "cannot write group coordinator records");
         }
         drop(coordinator);
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -102,7 +115,7 @@ impl GroupService {
                 let _ = tx.send(reply);
             }
         }
-        value
+        (value, persisted)
     }
 
     /// Creates `__consumer_offsets` if it does not exist yet (Kafka creates it on the first

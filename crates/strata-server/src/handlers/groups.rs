@@ -248,9 +248,15 @@ pub fn handle_offset_commit(
         api_version: version,
     };
     let errors = tokio::task::block_in_place(|| match coordinator_ready(broker) {
-        Ok(()) => broker
+        Ok(()) => match broker
             .groups
-            .run(broker, |c| c.commit_offsets(&who, &commits, now_ms())),
+            .run_durable(broker, |c| c.commit_offsets(&who, &commits, now_ms()))
+        {
+            (errors, Ok(())) => errors,
+            // Kafka answers NOT_COORDINATOR when the offsets log cannot be written: the client
+            // looks the coordinator up again and retries.
+            (_, Err(_)) => vec![code(ResponseError::NotCoordinator); commits.len()],
+        },
         Err(e) => vec![code(e); commits.len()],
     });
     let mut errors = errors.into_iter();
