@@ -276,3 +276,17 @@ def test_sigterm_under_load_keeps_acknowledged_records(broker, topic):
     recs = consume_all(bs, topic, [0, 1], timeout=60)
     for part in (0, 1):
         assert [int(r.value) for r in recs[part]] == list(range(part, sent, 2))
+
+
+def test_unknown_partition_directories_are_set_aside_not_deleted(broker):
+    """A directory under logs/ that the metadata does not know (e.g. a topic deleted while
+    the broker was down) is renamed *-stray at start-up; its data is never deleted."""
+    broker.stop()
+    ghost = broker.logs_dir / "ghost-0"
+    ghost.mkdir(parents=True)
+    (ghost / "00000000000000000000.log").write_bytes(b"precious")
+    broker.start()
+    strays = [p for p in broker.logs_dir.iterdir() if p.name.startswith("ghost-0.") and p.name.endswith("-stray")]
+    assert not ghost.exists()
+    assert len(strays) == 1, list(broker.logs_dir.iterdir())
+    assert (strays[0] / "00000000000000000000.log").read_bytes() == b"precious"

@@ -111,12 +111,18 @@ impl Broker {
         let failures = broker
             .replicas
             .reconcile(&broker.store.image(), &broker.config);
+        broker.replicas.set_aside_stray_dirs();
         tracing::info!(
             partitions = broker.replicas.all().len(),
             failed = failures.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partition logs opened"
         );
+        match broker.groups.load(&broker) {
+            Ok(records) => tracing::info!(records, "consumer groups loaded"),
+            // Groups are rebuilt from what could be read; the broker still serves.
+            Err(e) => tracing::error!(error = %e, "cannot load consumer groups"),
+        }
         Ok(broker)
     }
 
