@@ -307,6 +307,37 @@ fn fetch_group(
         .collect()
 }
 
+/// OffsetFetch v8+ and older versions carry the same fields in distinct generated types:
+/// one body builds both. `$topics` is the requested topics (`None`: every committed one).
+macro_rules! offset_fetch_topics {
+    ($broker:expr, $group:expr, $topics:expr, $topic_type:ty, $partition_type:ty) => {{
+        let requested = $topics.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
+                .collect()
+        });
+        fetch_group($broker, $group, requested)
+            .into_iter()
+            .map(|(t, parts)| {
+                <$topic_type>::default()
+                    .with_name(TopicName(str_bytes(t)))
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|(p, o)| {
+                                <$partition_type>::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(o.offset)
+                                    .with_committed_leader_epoch(o.leader_epoch)
+                                    .with_metadata(Some(str_bytes(o.metadata)))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect()
+    }};
+}
+
 pub fn handle_offset_fetch(
     broker: &Arc<Broker>,
     request: &OffsetFetchRequest,
@@ -317,66 +348,27 @@ pub fn handle_offset_fetch(
             .groups
             .iter()
             .map(|g| {
-                let topics = g.topics.as_ref().map(|ts| {
-                    ts.iter()
-                        .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
-                        .collect()
-                });
-                let found = fetch_group(broker, &g.group_id, topics);
+                let topics = offset_fetch_topics!(
+                    broker,
+                    &g.group_id,
+                    g.topics,
+                    OffsetFetchResponseTopics,
+                    OffsetFetchResponsePartitions
+                );
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
-                    .with_topics(
-                        found
-                            .into_iter()
-                            .map(|(t, parts)| {
-                                OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(str_bytes(t)))
-                                    .with_partitions(
-                                        parts
-                                            .into_iter()
-                                            .map(|(p, o)| {
-                                                OffsetFetchResponsePartitions::default()
-                                                    .with_partition_index(p)
-                                                    .with_committed_offset(o.offset)
-                                                    .with_committed_leader_epoch(o.leader_epoch)
-                                                    .with_metadata(Some(str_bytes(o.metadata)))
-                                            })
-                                            .collect(),
-                                    )
-                            })
-                            .collect(),
-                    )
+                    .with_topics(topics)
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
-    let topics = request.topics.as_ref().map(|ts| {
-        ts.iter()
-            .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
-            .collect()
-    });
-    let found = fetch_group(broker, &request.group_id, topics);
-    OffsetFetchResponse::default().with_topics(
-        found
-            .into_iter()
-            .map(|(t, parts)| {
-                OffsetFetchResponseTopic::default()
-                    .with_name(TopicName(str_bytes(t)))
-                    .with_partitions(
-                        parts
-                            .into_iter()
-                            .map(|(p, o)| {
-                                OffsetFetchResponsePartition::default()
-                                    .with_partition_index(p)
-                                    .with_committed_offset(o.offset)
-                                    .with_committed_leader_epoch(o.leader_epoch)
-                                    .with_metadata(Some(str_bytes(o.metadata)))
-                            })
-                            .collect(),
-                    )
-            })
-            .collect(),
-    )
+    OffsetFetchResponse::default().with_topics(offset_fetch_topics!(
+        broker,
+        &request.group_id,
+        request.topics,
+        OffsetFetchResponseTopic,
+        OffsetFetchResponsePartition
+    ))
 }
 
 pub fn handle_list_groups(broker: &Arc<Broker>, request: &ListGroupsRequest) -> ListGroupsResponse {
