@@ -24,6 +24,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::consumer_group::{
+    ConsumerGroup, ConsumerGroupConfig, ConsumerGroups, Heartbeat, HeartbeatError, HeartbeatResult,
+    TopicView,
+};
 use crate::offsets_topic::{CommittedOffset, OffsetsRecord, StoredGroup, StoredMember};
 
 /// Identifies a waiting JoinGroup or SyncGroup request of the caller.
@@ -245,6 +249,17 @@ impl Group {
     }
 }
 
+/// One group in ListGroups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    /// Kafka's state name (`Stable`, `Empty`, … for either kind of group).
+    pub state: &'static str,
+    /// `classic` or `consumer`.
+    pub group_type: &'static str,
+}
+
 /// One member's description, for DescribeGroups.
 #[derive(Debug, Clone)]
 pub struct MemberDescription {
@@ -292,6 +307,7 @@ pub struct CommitIdentity<'a> {
 pub struct GroupCoordinator {
     config: GroupConfig,
     groups: HashMap<String, Group>,
+    consumer: ConsumerGroups,
     records: Vec<OffsetsRecord>,
     replies: Vec<PendingReply>,
 }
@@ -322,13 +338,40 @@ fn sync_error(error: ResponseError) -> SyncGroupResponse {
 }
 
 impl GroupCoordinator {
-    pub fn new(config: GroupConfig) -> Self {
+    pub fn new(config: GroupConfig, consumer: ConsumerGroupConfig) -> Self {
         Self {
             config,
             groups: HashMap::new(),
+            consumer: ConsumerGroups::new(consumer),
             records: Vec::new(),
             replies: Vec::new(),
         }
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848). A group id held by a classic group with members
+    /// cannot be used by the new protocol, and the other way round.
+    pub fn consumer_heartbeat(
+        &mut self,
+        heartbeat: Heartbeat,
+        topics: &[TopicView],
+        now_ms: i64,
+    ) -> Result<HeartbeatResult, HeartbeatError> {
+        if self
+            .groups
+            .get(&heartbeat.group_id)
+            .is_some_and(|g| !g.members.is_empty())
+        {
+            return Err(HeartbeatError {
+                error: ResponseError::GroupIdNotFound,
+                message: format!("Group {} is not a consumer group.", heartbeat.group_id),
+            });
+        }
+        self.consumer.heartbeat(heartbeat, topics, now_ms)
+    }
+
+    /// A KIP-848 group, for ConsumerGroupDescribe.
+    pub fn consumer_group(&self, group_id: &str) -> Option<&ConsumerGroup> {
+        self.consumer.groups.get(group_id)
     }
 
     /// Replies completed and records to persist since the last call. The caller must make the
@@ -404,6 +447,9 @@ impl GroupCoordinator {
         let group = self.groups.get(&group_id).expect("inserted above");
         if group.state == GroupState::Dead {
             return fail(self, ResponseError::CoordinatorNotAvailable);
+        }
+        if self.consumer.has_members(&group_id) {
+            return fail(self, ResponseError::InconsistentGroupProtocol);
         }
         if !group.supports(&request.protocol_type, &protocols) {
             return fail(self, ResponseError::InconsistentGroupProtocol);
@@ -898,7 +944,8 @@ impl GroupCoordinator {
 
     /// Advances the clock: expires sessions, pending member ids, and join, initial-delay and
     /// sync deadlines.
-    pub fn tick(&mut self, now_ms: i64) {
+    pub fn tick(&mut self, topics: &[TopicView], now_ms: i64) {
+        self.consumer.tick(topics, now_ms);
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
             let Some(group) = self.groups.get_mut(&id) else {
@@ -969,6 +1016,23 @@ impl GroupCoordinator {
     ) -> Result<(), ResponseError> {
         if who.group_id.is_empty() {
             return Err(ResponseError::InvalidGroupId);
+        }
+        if let Some(cg) = self.consumer.groups.get(who.group_id) {
+            // KIP-848 group: the member id and member epoch must match (Kafka's
+            // `ConsumerGroup.validateOffsetCommit`); an admin may commit to an empty group.
+            if !(who.generation_id < 0 && cg.members.is_empty()) {
+                let member = cg
+                    .members
+                    .get(who.member_id)
+                    .ok_or(ResponseError::UnknownMemberId)?;
+                if who.generation_id != member.epoch {
+                    return Err(ResponseError::StaleMemberEpoch);
+                }
+            }
+            self.groups
+                .entry(who.group_id.to_string())
+                .or_insert_with(|| Group::new(who.group_id, now_ms));
+            return Ok(());
         }
         let Some(group) = self.groups.get(who.group_id) else {
             if who.generation_id < 0 {
@@ -1126,20 +1190,25 @@ impl GroupCoordinator {
     // ------------------------------------------------------------------ admin
 
     /// (group id, protocol type, state) of every group, for ListGroups.
-    pub fn list_groups(&self) -> Vec<(String, String, GroupState)> {
-        let mut groups: Vec<_> = self
+    pub fn list_groups(&self) -> Vec<ListedGroup> {
+        let mut groups: Vec<ListedGroup> = self
             .groups
             .values()
-            .filter(|g| g.state != GroupState::Dead)
-            .map(|g| {
-                (
-                    g.id.clone(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                    g.state,
-                )
+            .filter(|g| g.state != GroupState::Dead && !self.consumer.groups.contains_key(&g.id))
+            .map(|g| ListedGroup {
+                group_id: g.id.clone(),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                state: g.state.name(),
+                group_type: "classic",
             })
+            .chain(self.consumer.groups.iter().map(|(id, g)| ListedGroup {
+                group_id: id.clone(),
+                protocol_type: "consumer".into(),
+                state: g.state(),
+                group_type: "consumer",
+            }))
             .collect();
-        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         groups
     }
 
@@ -1180,6 +1249,12 @@ impl GroupCoordinator {
 
     /// DeleteGroups for one group: the error code.
     pub fn delete_group(&mut self, group_id: &str) -> i16 {
+        if self.consumer.has_members(group_id) {
+            return code(ResponseError::NonEmptyGroup);
+        }
+        if self.consumer.groups.remove(group_id).is_some() && !self.groups.contains_key(group_id) {
+            return 0;
+        }
         let Some(group) = self.groups.get(group_id) else {
             return code(ResponseError::GroupIdNotFound);
         };

@@ -6,6 +6,7 @@
 //! returns completed replies and the [`OffsetsRecord`]s the caller must make durable in
 //! `__consumer_offsets`. Sockets, timers and disks stay in the server.
 
+pub mod consumer_group;
 pub mod group;
 pub mod offsets_topic;
 

@@ -526,6 +526,30 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         &[],
         "largest number of members in a group",
     ),
+    def(
+        "group.consumer.session.timeout.ms",
+        Int,
+        "45000",
+        AtLeast(1),
+        &[],
+        "session timeout of consumer-protocol (KIP-848) group members",
+    ),
+    def(
+        "group.consumer.heartbeat.interval.ms",
+        Int,
+        "5000",
+        AtLeast(1),
+        &[],
+        "heartbeat interval given to consumer-protocol group members",
+    ),
+    def(
+        "group.consumer.max.size",
+        Int,
+        "2147483647",
+        AtLeast(1),
+        &[],
+        "largest number of members in a consumer-protocol group",
+    ),
 ];
 
 /// Looks up a topic config by name.

@@ -16,11 +16,12 @@ use indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use strata_coord::consumer_group::{ConsumerGroupConfig, TopicView};
 use strata_coord::{
     partition_for, GroupConfig, GroupCoordinator, OffsetsRecord, PendingReply, ReplyId,
     OFFSETS_TOPIC,
 };
-use strata_meta::{ControllerError, CreateTopicSpec};
+use strata_meta::{ControllerError, CreateTopicSpec, MetadataImage};
 use tokio::sync::oneshot;
 
 use crate::broker::Broker;
@@ -58,8 +59,13 @@ impl GroupService {
             max_size: value("group.max.size").max(1) as usize,
             max_metadata_bytes: value("offset.metadata.max.bytes").max(0) as usize,
         };
+        let consumer = ConsumerGroupConfig {
+            session_timeout_ms: value("group.consumer.session.timeout.ms") as i32,
+            heartbeat_interval_ms: value("group.consumer.heartbeat.interval.ms") as i32,
+            max_size: value("group.consumer.max.size").max(1) as usize,
+        };
         Self {
-            coordinator: Mutex::new(GroupCoordinator::new(config)),
+            coordinator: Mutex::new(GroupCoordinator::new(config, consumer)),
             waiting: Mutex::new(HashMap::new()),
             next_reply: AtomicU64::new(1),
             partitions: value("offsets.topic.num.partitions").max(1) as i32,
@@ -263,6 +269,18 @@ impl GroupService {
     }
 }
 
+/// The cluster's topics as KIP-848 assignors see them.
+pub fn topic_views(image: &MetadataImage) -> Vec<TopicView> {
+    image
+        .topics()
+        .map(|t| TopicView {
+            name: t.name.clone(),
+            id: t.topic_id,
+            partitions: t.partitions.len() as i32,
+        })
+        .collect()
+}
+
 /// Spawned once: advances the coordinator's clock (sessions, rebalance deadlines).
 pub async fn tick_loop(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
@@ -273,6 +291,10 @@ pub async fn tick_loop(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiv
             _ = crate::broker::stopped(&mut stop) => return,
         }
         let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || b.groups.run(&b, |c| c.tick(now_ms()))).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            let topics = topic_views(&b.image());
+            b.groups.run(&b, |c| c.tick(&topics, now_ms()))
+        })
+        .await;
     }
 }

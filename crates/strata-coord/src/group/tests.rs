@@ -5,10 +5,13 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 const SESSION_MS: i32 = 10_000;
 
 fn coordinator(initial_delay_ms: i64) -> GroupCoordinator {
-    GroupCoordinator::new(GroupConfig {
-        initial_rebalance_delay_ms: initial_delay_ms,
-        ..GroupConfig::default()
-    })
+    GroupCoordinator::new(
+        GroupConfig {
+            initial_rebalance_delay_ms: initial_delay_ms,
+            ..GroupConfig::default()
+        },
+        Default::default(),
+    )
 }
 
 fn join_request(member_id: &str, instance: Option<&str>) -> JoinGroupRequest {
@@ -150,9 +153,9 @@ fn expired_session_triggers_rebalance_and_removal() {
     joins(&mut c);
     sync(&mut c, 1, &a, 1, &[(&a, b"x")], 0);
     syncs(&mut c);
-    c.tick(SESSION_MS as i64 - 1);
+    c.tick(&[], SESSION_MS as i64 - 1);
     assert_eq!(c.describe_group("g").unwrap().state, GroupState::Stable);
-    c.tick(SESSION_MS as i64 + 1);
+    c.tick(&[], SESSION_MS as i64 + 1);
     let d = c.describe_group("g").unwrap();
     assert_eq!(d.state, GroupState::Empty);
     assert!(d.members.is_empty());
@@ -191,12 +194,12 @@ fn initial_delay_waits_for_more_members() {
     let a = join_new(&mut c, 1, 0);
     let b = join_new(&mut c, 2, 1000);
     assert!(joins(&mut c).is_empty());
-    c.tick(2000);
+    c.tick(&[], 2000);
     assert!(
         joins(&mut c).is_empty(),
         "delay extended by the second member"
     );
-    c.tick(4001);
+    c.tick(&[], 4001);
     let answers = joins(&mut c);
     assert_eq!(answers.len(), 2);
     assert_eq!(answers[&1].generation_id, 1);
@@ -222,7 +225,7 @@ fn rejoin_timeout_drops_silent_dynamic_members() {
         c.heartbeat("g", &a, None, 1, 5000),
         code(ResponseError::RebalanceInProgress)
     );
-    c.tick(30_101);
+    c.tick(&[], 30_101);
     let answers = joins(&mut c);
     assert_eq!(answers[&2].generation_id, 2);
     assert_eq!(c.describe_group("g").unwrap().members.len(), 1);

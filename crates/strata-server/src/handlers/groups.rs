@@ -24,6 +24,11 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
+    consumer_group_describe_response, consumer_group_heartbeat_response,
+    ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse, ConsumerGroupHeartbeatRequest,
+    ConsumerGroupHeartbeatResponse,
+};
+use kafka_protocol::messages::{
     BrokerId, ConsumerProtocolSubscription, DeleteGroupsRequest, DeleteGroupsResponse,
     DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
     GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
@@ -32,6 +37,7 @@ use kafka_protocol::messages::{
     OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::Decodable;
+use strata_coord::consumer_group::{Assignment, Heartbeat, HeartbeatError};
 use strata_coord::group::{CommitIdentity, OffsetCommit};
 use strata_coord::offsets_topic::CommittedOffset;
 use strata_coord::PendingReply;
@@ -386,16 +392,14 @@ pub fn handle_list_groups(broker: &Arc<Broker>, request: &ListGroupsRequest) -> 
     ListGroupsResponse::default().with_groups(
         groups
             .into_iter()
-            .filter(|(_, _, state)| {
-                states.is_empty() || states.contains(&state.name().to_lowercase())
-            })
-            .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
-            .map(|(id, protocol_type, state)| {
+            .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+            .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
+            .map(|g| {
                 ListedGroup::default()
-                    .with_group_id(GroupId(str_bytes(id)))
-                    .with_protocol_type(str_bytes(protocol_type))
-                    .with_group_state(str_bytes(state.name()))
-                    .with_group_type(str_bytes("classic"))
+                    .with_group_id(GroupId(str_bytes(g.group_id)))
+                    .with_protocol_type(str_bytes(g.protocol_type))
+                    .with_group_state(str_bytes(g.state))
+                    .with_group_type(str_bytes(g.group_type))
             })
             .collect(),
     )
@@ -560,4 +564,151 @@ impl From<Option<CommittedOffset>> for CommittedOffsetView {
             },
         }
     }
+}
+
+/// KIP-848 assignments name topics by id.
+fn heartbeat_topic_partitions(
+    a: &Assignment,
+) -> Vec<consumer_group_heartbeat_response::TopicPartitions> {
+    a.iter()
+        .map(|(id, ps)| {
+            consumer_group_heartbeat_response::TopicPartitions::default()
+                .with_topic_id(*id)
+                .with_partitions(ps.iter().copied().collect())
+        })
+        .collect()
+}
+
+pub fn handle_consumer_group_heartbeat(
+    broker: &Arc<Broker>,
+    request: &ConsumerGroupHeartbeatRequest,
+    version: i16,
+    client_id: &str,
+    peer: SocketAddr,
+) -> ConsumerGroupHeartbeatResponse {
+    let heartbeat = Heartbeat {
+        group_id: request.group_id.to_string(),
+        member_id: request.member_id.to_string(),
+        member_epoch: request.member_epoch,
+        instance_id: request.instance_id.as_ref().map(|i| i.to_string()),
+        rack_id: request.rack_id.as_ref().map(|r| r.to_string()),
+        rebalance_timeout_ms: request.rebalance_timeout_ms,
+        subscribed_topic_names: request
+            .subscribed_topic_names
+            .as_ref()
+            .map(|ts| ts.iter().map(|t| t.to_string()).collect()),
+        subscribed_topic_regex: request
+            .subscribed_topic_regex
+            .as_ref()
+            .map(|r| r.to_string()),
+        server_assignor: request.server_assignor.as_ref().map(|a| a.to_string()),
+        owned: request.topic_partitions.as_ref().map(|tps| {
+            tps.iter()
+                .map(|tp| (tp.topic_id, tp.partitions.iter().copied().collect()))
+                .collect()
+        }),
+        client_id: client_id.to_string(),
+        client_host: format!("/{}", peer.ip()),
+        api_version: version,
+    };
+    let topics = crate::group_service::topic_views(&broker.image());
+    let result = tokio::task::block_in_place(|| match coordinator_ready(broker) {
+        Ok(()) => broker.groups.run(broker, |c| {
+            c.consumer_heartbeat(heartbeat, &topics, now_ms())
+        }),
+        Err(error) => Err(HeartbeatError {
+            error,
+            message: "The coordinator is not available.".into(),
+        }),
+    });
+    match result {
+        Ok(r) => ConsumerGroupHeartbeatResponse::default()
+            .with_member_id(Some(str_bytes(r.member_id)))
+            .with_member_epoch(r.member_epoch)
+            .with_heartbeat_interval_ms(r.heartbeat_interval_ms)
+            .with_assignment(r.assignment.map(|a| {
+                consumer_group_heartbeat_response::Assignment::default()
+                    .with_topic_partitions(heartbeat_topic_partitions(&a))
+            })),
+        Err(e) => ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(code(e.error))
+            .with_error_message(Some(str_bytes(e.message))),
+    }
+}
+
+pub fn handle_consumer_group_describe(
+    broker: &Arc<Broker>,
+    request: &ConsumerGroupDescribeRequest,
+) -> ConsumerGroupDescribeResponse {
+    let image = broker.image();
+    let describe_assignment = |a: &Assignment| {
+        consumer_group_describe_response::Assignment::default().with_topic_partitions(
+            a.iter()
+                .map(|(id, ps)| {
+                    consumer_group_describe_response::TopicPartitions::default()
+                        .with_topic_id(*id)
+                        .with_topic_name(TopicName(str_bytes(
+                            image
+                                .topic_by_id(id)
+                                .map(|t| t.name.clone())
+                                .unwrap_or_default(),
+                        )))
+                        .with_partitions(ps.iter().copied().collect())
+                })
+                .collect(),
+        )
+    };
+    let groups = tokio::task::block_in_place(|| {
+        broker.groups.run(broker, |c| {
+            request
+                .group_ids
+                .iter()
+                .map(|id| {
+                    let base = consumer_group_describe_response::DescribedGroup::default()
+                        .with_group_id(id.clone());
+                    let Some(g) = c.consumer_group(id) else {
+                        return base
+                            .with_error_code(code(ResponseError::GroupIdNotFound))
+                            .with_error_message(Some(str_bytes(format!(
+                                "Group {} not found.",
+                                id.as_str()
+                            ))));
+                    };
+                    base.with_group_state(str_bytes(g.state().to_lowercase()))
+                        .with_group_epoch(g.group_epoch)
+                        .with_assignment_epoch(g.assignment_epoch)
+                        .with_assignor_name(str_bytes(g.assignor.clone()))
+                        .with_members(
+                            g.members
+                                .values()
+                                .map(|m| {
+                                    consumer_group_describe_response::Member::default()
+                                        .with_member_id(str_bytes(m.id.clone()))
+                                        .with_instance_id(m.instance_id.clone().map(str_bytes))
+                                        .with_rack_id(m.rack_id.clone().map(str_bytes))
+                                        .with_member_epoch(m.epoch)
+                                        .with_client_id(str_bytes(m.client_id.clone()))
+                                        .with_client_host(str_bytes(m.client_host.clone()))
+                                        .with_subscribed_topic_names(
+                                            m.subscribed_names
+                                                .iter()
+                                                .map(|n| TopicName(str_bytes(n.clone())))
+                                                .collect(),
+                                        )
+                                        .with_subscribed_topic_regex(
+                                            m.subscribed_regex.clone().map(str_bytes),
+                                        )
+                                        .with_assignment(describe_assignment(&m.assigned))
+                                        .with_target_assignment(describe_assignment(
+                                            g.target.get(&m.id).unwrap_or(&Assignment::new()),
+                                        ))
+                                        .with_member_type(1)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect()
+        })
+    });
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
 }

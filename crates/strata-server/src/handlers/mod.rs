@@ -118,6 +118,12 @@ pub async fn handle(
         RequestKind::DeleteGroups(r) => {
             ResponseKind::DeleteGroups(groups::handle_delete_groups(broker, &r))
         }
+        RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
+            groups::handle_consumer_group_heartbeat(broker, &r, version, &client_id, peer),
+        ),
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ResponseKind::ConsumerGroupDescribe(groups::handle_consumer_group_describe(broker, &r))
+        }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(groups::handle_offset_delete(broker, &r))
         }

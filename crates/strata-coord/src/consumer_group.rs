@@ -1,0 +1,858 @@
+//! KIP-848 consumer groups: the broker computes assignments and hands each member its share
+//! through ConsumerGroupHeartbeat; members never see each other.
+//!
+//! Epochs: the *group epoch* grows on every change of membership, subscriptions or the
+//! partitions of subscribed topics; the *assignment epoch* is the group epoch the current
+//! target assignment was computed for; each member's *member epoch* reaches the assignment
+//! epoch once it has given up every partition the target takes away from it
+//! (Kafka's `CurrentAssignmentBuilder`). A partition moves to a new owner only after the old
+//! owner reported it released, so no partition is ever owned twice.
+//!
+//! Kept in memory only: after a broker restart members get UNKNOWN_MEMBER_ID and rejoin with
+//! epoch 0 (committed offsets are durable, through the classic offset path).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use kafka_protocol::error::ResponseError;
+use uuid::Uuid;
+
+/// A topic as the assignor sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicView {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: i32,
+}
+
+/// Partitions by topic id.
+pub type Assignment = BTreeMap<Uuid, BTreeSet<i32>>;
+
+/// Consumer-group settings (Kafka's `group.consumer.*` broker properties).
+#[derive(Debug, Clone)]
+pub struct ConsumerGroupConfig {
+    /// `group.consumer.session.timeout.ms` (default 45000).
+    pub session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms` (default 5000).
+    pub heartbeat_interval_ms: i32,
+    /// `group.consumer.max.size`.
+    pub max_size: usize,
+}
+
+impl Default for ConsumerGroupConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 5_000,
+            max_size: i32::MAX as usize,
+        }
+    }
+}
+
+/// Server-side assignors, by the names clients use in `group.remote.assignor`.
+pub const ASSIGNORS: [&str; 2] = ["uniform", "range"];
+
+/// Member epochs with special meaning in a heartbeat.
+pub const JOIN_EPOCH: i32 = 0;
+pub const LEAVE_EPOCH: i32 = -1;
+pub const STATIC_LEAVE_EPOCH: i32 = -2;
+
+#[derive(Debug, Clone)]
+pub struct ConsumerMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub subscribed_names: Vec<String>,
+    pub subscribed_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    pub epoch: i32,
+    previous_epoch: i32,
+    /// What the member may own now.
+    pub assigned: Assignment,
+    /// What it must give up before its epoch can advance.
+    pub pending_revocation: Assignment,
+    session_deadline_ms: i64,
+    revocation_deadline_ms: Option<i64>,
+    /// The assignment last sent, so unchanged ones are not sent again.
+    last_sent: Option<Assignment>,
+}
+
+#[derive(Debug, Default)]
+pub struct ConsumerGroup {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub members: BTreeMap<String, ConsumerMember>,
+    pub target: BTreeMap<String, Assignment>,
+    /// Resolved subscribed topics and their partition counts at the last target computation.
+    subscribed: Vec<(Uuid, i32)>,
+    pub assignor: String,
+}
+
+impl ConsumerGroup {
+    /// Kafka's consumer-group states: empty, assigning, reconciling, stable.
+    pub fn state(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.group_epoch > self.assignment_epoch {
+            "Assigning"
+        } else if self.members.values().any(|m| {
+            m.epoch != self.assignment_epoch
+                || !m.pending_revocation.is_empty()
+                || Some(&m.assigned) != self.target.get(&m.id)
+        }) {
+            "Reconciling"
+        } else {
+            "Stable"
+        }
+    }
+
+    fn owned_by_others(&self, member_id: &str) -> BTreeSet<(Uuid, i32)> {
+        self.members
+            .values()
+            .filter(|m| m.id != member_id)
+            .flat_map(|m| flatten(&m.assigned).chain(flatten(&m.pending_revocation)))
+            .collect()
+    }
+}
+
+fn flatten(a: &Assignment) -> impl Iterator<Item = (Uuid, i32)> + '_ {
+    a.iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |p| (*t, *p)))
+}
+
+fn unflatten(items: impl IntoIterator<Item = (Uuid, i32)>) -> Assignment {
+    let mut out = Assignment::new();
+    for (t, p) in items {
+        out.entry(t).or_default().insert(p);
+    }
+    out
+}
+
+/// One ConsumerGroupHeartbeat, decoded.
+#[derive(Debug, Clone, Default)]
+pub struct Heartbeat {
+    pub group_id: String,
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    pub subscribed_topic_names: Option<Vec<String>>,
+    pub subscribed_topic_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    pub owned: Option<Assignment>,
+    pub client_id: String,
+    pub client_host: String,
+    /// Request version: v1+ clients generate their member id (KIP-1082).
+    pub api_version: i16,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatResult {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// `Some` when the member's assignment changed since the last answer.
+    pub assignment: Option<Assignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatError {
+    pub error: ResponseError,
+    pub message: String,
+}
+
+fn refuse(error: ResponseError, message: impl Into<String>) -> HeartbeatError {
+    HeartbeatError {
+        error,
+        message: message.into(),
+    }
+}
+
+/// All KIP-848 groups of the coordinator.
+#[derive(Debug, Default)]
+pub struct ConsumerGroups {
+    pub config: ConsumerGroupConfig,
+    pub groups: HashMap<String, ConsumerGroup>,
+}
+
+impl ConsumerGroups {
+    pub fn new(config: ConsumerGroupConfig) -> Self {
+        Self {
+            config,
+            groups: HashMap::new(),
+        }
+    }
+
+    pub fn has_members(&self, group_id: &str) -> bool {
+        self.groups
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+    }
+
+    /// Handles one heartbeat; `topics` is the cluster's topics now.
+    pub fn heartbeat(
+        &mut self,
+        hb: Heartbeat,
+        topics: &[TopicView],
+        now_ms: i64,
+    ) -> Result<HeartbeatResult, HeartbeatError> {
+        if hb.group_id.is_empty() {
+            return Err(refuse(
+                ResponseError::InvalidRequest,
+                "GroupId can't be empty.",
+            ));
+        }
+        if hb.api_version >= 1 && hb.member_id.is_empty() {
+            return Err(refuse(
+                ResponseError::InvalidRequest,
+                "MemberId can't be empty.",
+            ));
+        }
+        if let Some(regex) = &hb.subscribed_topic_regex {
+            if !regex.is_empty() && compile(regex).is_none() {
+                return Err(refuse(
+                    ResponseError::InvalidRegularExpression,
+                    format!("SubscribedTopicRegex `{regex}` is not a valid regular expression."),
+                ));
+            }
+        }
+        if let Some(a) = &hb.server_assignor {
+            if !ASSIGNORS.contains(&a.as_str()) {
+                return Err(refuse(
+                    ResponseError::UnsupportedAssignor,
+                    format!(
+                        "ServerAssignor {a} is not supported. Supported assignors: uniform, range."
+                    ),
+                ));
+            }
+        }
+        if hb.member_epoch == LEAVE_EPOCH || hb.member_epoch == STATIC_LEAVE_EPOCH {
+            return self.leave(&hb, topics, now_ms);
+        }
+        if hb.member_epoch == JOIN_EPOCH {
+            if hb.rebalance_timeout_ms <= 0 && hb.rebalance_timeout_ms != -1 {
+                return Err(refuse(
+                    ResponseError::InvalidRequest,
+                    "RebalanceTimeoutMs must be provided in first request.",
+                ));
+            }
+            if hb.subscribed_topic_names.is_none() && hb.subscribed_topic_regex.is_none() {
+                return Err(refuse(
+                    ResponseError::InvalidRequest,
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+                ));
+            }
+        }
+        let config = self.config.clone();
+        let group = match self.groups.get_mut(&hb.group_id) {
+            Some(g) => g,
+            None if hb.member_epoch == JOIN_EPOCH => self
+                .groups
+                .entry(hb.group_id.clone())
+                .or_insert_with(|| ConsumerGroup {
+                    assignor: ASSIGNORS[0].to_string(),
+                    ..Default::default()
+                }),
+            None => {
+                return Err(refuse(
+                    ResponseError::UnknownMemberId,
+                    format!("Group {} does not exist.", hb.group_id),
+                ))
+            }
+        };
+        let member_id = if hb.member_id.is_empty() {
+            Uuid::new_v4().to_string()
+        } else {
+            hb.member_id.clone()
+        };
+        let mut changed = false;
+        if hb.member_epoch == JOIN_EPOCH {
+            if !group.members.contains_key(&member_id) && group.members.len() >= config.max_size {
+                return Err(refuse(
+                    ResponseError::GroupMaxSizeReached,
+                    format!(
+                        "The consumer group has reached its maximum capacity of {} members.",
+                        config.max_size
+                    ),
+                ));
+            }
+            // A static member replacing its previous incarnation takes over its assignment.
+            let replaced = hb.instance_id.as_ref().and_then(|i| {
+                group
+                    .members
+                    .values()
+                    .find(|m| m.instance_id.as_ref() == Some(i) && m.id != member_id)
+                    .map(|m| m.id.clone())
+            });
+            let previous = replaced.and_then(|old| {
+                let m = group.members.remove(&old)?;
+                let target = group.target.remove(&old);
+                Some((m, target))
+            });
+            let member = group
+                .members
+                .entry(member_id.clone())
+                .or_insert_with(|| ConsumerMember {
+                    id: member_id.clone(),
+                    instance_id: hb.instance_id.clone(),
+                    rack_id: None,
+                    client_id: String::new(),
+                    client_host: String::new(),
+                    rebalance_timeout_ms: 0,
+                    subscribed_names: Vec::new(),
+                    subscribed_regex: None,
+                    server_assignor: None,
+                    epoch: 0,
+                    previous_epoch: -1,
+                    assigned: Assignment::new(),
+                    pending_revocation: Assignment::new(),
+                    session_deadline_ms: 0,
+                    revocation_deadline_ms: None,
+                    last_sent: None,
+                });
+            match previous {
+                Some((old, target)) => {
+                    member.epoch = old.epoch;
+                    member.previous_epoch = old.previous_epoch;
+                    member.assigned = old.assigned;
+                    if let Some(t) = target {
+                        group.target.insert(member_id.clone(), t);
+                    }
+                }
+                None => {
+                    // A (re)joining member owns nothing yet.
+                    member.epoch = 0;
+                    member.assigned.clear();
+                    member.pending_revocation.clear();
+                    changed = true;
+                }
+            }
+            member.last_sent = None;
+        }
+        let Some(member) = group.members.get_mut(&member_id) else {
+            return Err(refuse(
+                ResponseError::UnknownMemberId,
+                format!(
+                    "Member {member_id} is not a member of group {}.",
+                    hb.group_id
+                ),
+            ));
+        };
+        if hb.member_epoch != JOIN_EPOCH && hb.member_epoch != member.epoch {
+            let owned_subset = hb
+                .owned
+                .as_ref()
+                .is_some_and(|o| flatten(o).all(|tp| flatten(&member.assigned).any(|x| x == tp)));
+            if !(hb.member_epoch == member.previous_epoch && owned_subset) {
+                return Err(refuse(ResponseError::FencedMemberEpoch, format!("The consumer group member has a member epoch ({}) different from the one known by the group coordinator ({}).", hb.member_epoch, member.epoch)));
+            }
+        }
+        member.session_deadline_ms = now_ms + config.session_timeout_ms as i64;
+        member.client_id = hb.client_id.clone();
+        member.client_host = hb.client_host.clone();
+        if hb.rebalance_timeout_ms > 0 {
+            member.rebalance_timeout_ms = hb.rebalance_timeout_ms;
+        }
+        if hb.rack_id.is_some() {
+            member.rack_id = hb.rack_id.clone();
+        }
+        if let Some(names) = &hb.subscribed_topic_names {
+            let mut names = names.clone();
+            names.sort();
+            names.dedup();
+            if names != member.subscribed_names {
+                member.subscribed_names = names;
+                changed = true;
+            }
+        }
+        if let Some(regex) = &hb.subscribed_topic_regex {
+            let regex = Some(regex.clone()).filter(|r| !r.is_empty());
+            if regex != member.subscribed_regex {
+                member.subscribed_regex = regex;
+                changed = true;
+            }
+        }
+        if hb.server_assignor.is_some() && hb.server_assignor != member.server_assignor {
+            member.server_assignor = hb.server_assignor.clone();
+            changed = true;
+        }
+        if changed {
+            group.group_epoch += 1;
+        }
+        refresh_target(group, topics);
+        let owned = hb.owned.clone();
+        reconcile(group, &member_id, owned.as_ref(), now_ms);
+        let member = group.members.get_mut(&member_id).expect("present");
+        let assignment =
+            (member.last_sent.as_ref() != Some(&member.assigned)).then(|| member.assigned.clone());
+        if assignment.is_some() {
+            member.last_sent = Some(member.assigned.clone());
+        }
+        Ok(HeartbeatResult {
+            member_id,
+            member_epoch: member.epoch,
+            heartbeat_interval_ms: config.heartbeat_interval_ms,
+            assignment,
+        })
+    }
+
+    fn leave(
+        &mut self,
+        hb: &Heartbeat,
+        topics: &[TopicView],
+        now_ms: i64,
+    ) -> Result<HeartbeatResult, HeartbeatError> {
+        let Some(group) = self.groups.get_mut(&hb.group_id) else {
+            return Err(refuse(
+                ResponseError::UnknownMemberId,
+                format!("Group {} does not exist.", hb.group_id),
+            ));
+        };
+        let id = if hb.member_id.is_empty() {
+            hb.instance_id
+                .as_ref()
+                .and_then(|i| {
+                    group
+                        .members
+                        .values()
+                        .find(|m| m.instance_id.as_ref() == Some(i))
+                        .map(|m| m.id.clone())
+                })
+                .unwrap_or_default()
+        } else {
+            hb.member_id.clone()
+        };
+        if group.members.remove(&id).is_none() {
+            return Err(refuse(
+                ResponseError::UnknownMemberId,
+                format!("Member {id} is not a member of group {}.", hb.group_id),
+            ));
+        }
+        tracing::info!(group = %hb.group_id, member = %id, "consumer group member left");
+        group.target.remove(&id);
+        group.group_epoch += 1;
+        refresh_target(group, topics);
+        let _ = now_ms;
+        Ok(HeartbeatResult {
+            member_id: id,
+            member_epoch: hb.member_epoch,
+            heartbeat_interval_ms: 0,
+            assignment: None,
+        })
+    }
+
+    /// Expires members whose session or revocation deadline passed.
+    pub fn tick(&mut self, topics: &[TopicView], now_ms: i64) {
+        for (group_id, group) in self.groups.iter_mut() {
+            let expired: Vec<String> = group
+                .members
+                .values()
+                .filter(|m| {
+                    m.session_deadline_ms <= now_ms
+                        || m.revocation_deadline_ms.is_some_and(|d| d <= now_ms)
+                })
+                .map(|m| m.id.clone())
+                .collect();
+            if expired.is_empty() {
+                continue;
+            }
+            for id in &expired {
+                tracing::info!(group = %group_id, member = %id, "consumer group member expired");
+                group.members.remove(id);
+                group.target.remove(id);
+            }
+            group.group_epoch += 1;
+            refresh_target(group, topics);
+        }
+    }
+}
+
+fn compile(regex: &str) -> Option<regex::Regex> {
+    regex::Regex::new(&format!("^(?:{regex})$")).ok()
+}
+
+/// The topics the group subscribes to, resolved against the cluster's topics.
+fn resolve(group: &ConsumerGroup, topics: &[TopicView]) -> BTreeMap<String, BTreeSet<Uuid>> {
+    // member id → topic ids it subscribes to
+    let mut out = BTreeMap::new();
+    for m in group.members.values() {
+        let regex = m.subscribed_regex.as_deref().and_then(compile);
+        let ids: BTreeSet<Uuid> = topics
+            .iter()
+            .filter(|t| {
+                m.subscribed_names.contains(&t.name)
+                    || regex
+                        .as_ref()
+                        .is_some_and(|r| !t.name.starts_with("__") && r.is_match(&t.name))
+            })
+            .map(|t| t.id)
+            .collect();
+        out.insert(m.id.clone(), ids);
+    }
+    out
+}
+
+/// Recomputes the target assignment when the group epoch moved or subscribed topics changed.
+fn refresh_target(group: &mut ConsumerGroup, topics: &[TopicView]) {
+    let subscriptions = resolve(group, topics);
+    let wanted: BTreeSet<Uuid> = subscriptions.values().flatten().copied().collect();
+    let subscribed: Vec<(Uuid, i32)> = topics
+        .iter()
+        .filter(|t| wanted.contains(&t.id))
+        .map(|t| (t.id, t.partitions))
+        .collect();
+    if subscribed != group.subscribed {
+        group.subscribed = subscribed;
+        // One bump per change, whether membership or metadata caused it.
+        if group.group_epoch <= group.assignment_epoch {
+            group.group_epoch = group.assignment_epoch + 1;
+        }
+    }
+    if group.group_epoch <= group.assignment_epoch && group.target.len() == group.members.len() {
+        return;
+    }
+    let assignor = group
+        .members
+        .values()
+        .find_map(|m| m.server_assignor.clone())
+        .unwrap_or_else(|| ASSIGNORS[0].to_string());
+    let partitions: BTreeMap<Uuid, i32> = group.subscribed.iter().copied().collect();
+    group.target = if assignor == "range" {
+        assign_range(&subscriptions, &partitions)
+    } else {
+        assign_uniform(&subscriptions, &partitions, &group.target)
+    };
+    group.assignor = assignor;
+    group.assignment_epoch = group.group_epoch;
+}
+
+/// Range: per topic, the subscribed members in id order get contiguous ranges.
+fn assign_range(
+    subscriptions: &BTreeMap<String, BTreeSet<Uuid>>,
+    partitions: &BTreeMap<Uuid, i32>,
+) -> BTreeMap<String, Assignment> {
+    let mut target: BTreeMap<String, Assignment> = subscriptions
+        .keys()
+        .map(|m| (m.clone(), Assignment::new()))
+        .collect();
+    for (topic, count) in partitions {
+        let members: Vec<&String> = subscriptions
+            .iter()
+            .filter(|(_, ts)| ts.contains(topic))
+            .map(|(m, _)| m)
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let per = *count as usize / members.len();
+        let extra = *count as usize % members.len();
+        let mut next = 0i32;
+        for (i, m) in members.iter().enumerate() {
+            let n = per + usize::from(i < extra);
+            let set = target
+                .entry((*m).clone())
+                .or_default()
+                .entry(*topic)
+                .or_default();
+            for p in next..next + n as i32 {
+                set.insert(p);
+            }
+            next += n as i32;
+        }
+    }
+    prune(target)
+}
+
+/// Uniform: balances the partition count across members, keeping partitions where they
+/// were in the previous target when that stays within balance (sticky).
+fn assign_uniform(
+    subscriptions: &BTreeMap<String, BTreeSet<Uuid>>,
+    partitions: &BTreeMap<Uuid, i32>,
+    previous: &BTreeMap<String, Assignment>,
+) -> BTreeMap<String, Assignment> {
+    let mut target: BTreeMap<String, Assignment> = subscriptions
+        .keys()
+        .map(|m| (m.clone(), Assignment::new()))
+        .collect();
+    let mut load: BTreeMap<&String, usize> = subscriptions.keys().map(|m| (m, 0)).collect();
+    let all: Vec<(Uuid, i32)> = partitions
+        .iter()
+        .flat_map(|(t, n)| (0..*n).map(move |p| (*t, p)))
+        .collect();
+    let eligible = |tp: &(Uuid, i32)| -> Vec<&String> {
+        subscriptions
+            .iter()
+            .filter(|(_, ts)| ts.contains(&tp.0))
+            .map(|(m, _)| m)
+            .collect()
+    };
+    let quota = |n_members: usize| all.len().div_ceil(n_members.max(1));
+    let mut unassigned = Vec::new();
+    for tp in &all {
+        let members = eligible(tp);
+        let sticky = previous
+            .iter()
+            .find(|(m, a)| a.get(&tp.0).is_some_and(|ps| ps.contains(&tp.1)) && members.contains(m))
+            .map(|(m, _)| m);
+        match sticky {
+            Some(m) if load[m] < quota(members.len()) => {
+                *load.get_mut(m).expect("member") += 1;
+                target
+                    .entry(m.clone())
+                    .or_default()
+                    .entry(tp.0)
+                    .or_default()
+                    .insert(tp.1);
+            }
+            _ => unassigned.push(*tp),
+        }
+    }
+    for tp in unassigned {
+        let members = eligible(&tp);
+        if let Some(m) = members.into_iter().min_by_key(|m| (load[*m], (*m).clone())) {
+            *load.get_mut(m).expect("member") += 1;
+            target
+                .entry(m.clone())
+                .or_default()
+                .entry(tp.0)
+                .or_default()
+                .insert(tp.1);
+        }
+    }
+    prune(target)
+}
+
+fn prune(target: BTreeMap<String, Assignment>) -> BTreeMap<String, Assignment> {
+    target
+        .into_iter()
+        .map(|(m, a)| (m, a.into_iter().filter(|(_, ps)| !ps.is_empty()).collect()))
+        .collect()
+}
+
+/// Moves one member's assignment towards its target (Kafka's `CurrentAssignmentBuilder`):
+/// partitions the target takes away are revoked first (epoch held back until the member
+/// reports them released); new partitions are given only once no other member owns them.
+fn reconcile(group: &mut ConsumerGroup, member_id: &str, owned: Option<&Assignment>, now_ms: i64) {
+    let target = group.target.get(member_id).cloned().unwrap_or_default();
+    let owned_by_others = group.owned_by_others(member_id);
+    let assignment_epoch = group.assignment_epoch;
+    let member = group.members.get_mut(member_id).expect("present");
+    if !member.pending_revocation.is_empty() {
+        let released = owned.is_some_and(|o| {
+            flatten(&member.pending_revocation).all(|tp| !flatten(o).any(|x| x == tp))
+        });
+        if !released {
+            return;
+        }
+        member.pending_revocation.clear();
+        member.revocation_deadline_ms = None;
+    }
+    let current: BTreeSet<(Uuid, i32)> = flatten(&member.assigned).collect();
+    let wanted: BTreeSet<(Uuid, i32)> = flatten(&target).collect();
+    let revoke: BTreeSet<(Uuid, i32)> = current.difference(&wanted).copied().collect();
+    if !revoke.is_empty() {
+        member.assigned = unflatten(current.intersection(&wanted).copied());
+        member.pending_revocation = unflatten(revoke);
+        member.revocation_deadline_ms = Some(now_ms + member.rebalance_timeout_ms.max(1) as i64);
+        return;
+    }
+    if member.epoch != assignment_epoch {
+        member.previous_epoch = member.epoch;
+        member.epoch = assignment_epoch;
+    }
+    let grantable = wanted
+        .iter()
+        .filter(|tp| current.contains(tp) || !owned_by_others.contains(tp))
+        .copied();
+    member.assigned = unflatten(grantable);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, partitions: i32) -> TopicView {
+        TopicView {
+            name: name.into(),
+            id: Uuid::new_v4(),
+            partitions,
+        }
+    }
+
+    fn join(
+        groups: &mut ConsumerGroups,
+        member: &str,
+        topics: &[TopicView],
+        now: i64,
+    ) -> HeartbeatResult {
+        groups
+            .heartbeat(
+                Heartbeat {
+                    group_id: "g".into(),
+                    member_id: member.into(),
+                    member_epoch: 0,
+                    rebalance_timeout_ms: 10_000,
+                    subscribed_topic_names: Some(vec!["t".into()]),
+                    owned: Some(Assignment::new()),
+                    api_version: 1,
+                    ..Default::default()
+                },
+                topics,
+                now,
+            )
+            .unwrap()
+    }
+
+    fn beat(
+        groups: &mut ConsumerGroups,
+        member: &str,
+        epoch: i32,
+        owned: &Assignment,
+        topics: &[TopicView],
+        now: i64,
+    ) -> Result<HeartbeatResult, HeartbeatError> {
+        groups.heartbeat(
+            Heartbeat {
+                group_id: "g".into(),
+                member_id: member.into(),
+                member_epoch: epoch,
+                owned: Some(owned.clone()),
+                api_version: 1,
+                ..Default::default()
+            },
+            topics,
+            now,
+        )
+    }
+
+    fn count(a: &Assignment) -> usize {
+        a.values().map(BTreeSet::len).sum()
+    }
+
+    #[test]
+    fn partitions_move_only_after_release() {
+        let topics = [topic("t", 4)];
+        let mut g = ConsumerGroups::default();
+        let a = join(&mut g, "a", &topics, 0);
+        assert_eq!(a.member_epoch, 1);
+        let a_owned = a.assignment.clone().unwrap();
+        assert_eq!(count(&a_owned), 4);
+        // b joins: the target splits 2/2, but b gets nothing until a releases.
+        let b = join(&mut g, "b", &topics, 1);
+        assert_eq!(b.member_epoch, 2);
+        assert_eq!(b.assignment.as_ref().map(count), Some(0));
+        let a2 = beat(&mut g, "a", 1, &a_owned, &topics, 2).unwrap();
+        assert_eq!(a2.member_epoch, 1, "epoch held until revocation completes");
+        let a_kept = a2.assignment.clone().unwrap();
+        assert_eq!(count(&a_kept), 2);
+        assert_eq!(g.groups["g"].state(), "Reconciling");
+        // b still cannot take a's partitions.
+        let b_owned = b.assignment.clone().unwrap();
+        assert!(beat(&mut g, "b", 2, &b_owned, &topics, 3)
+            .unwrap()
+            .assignment
+            .is_none());
+        // a reports the release; then b gets them.
+        let a3 = beat(&mut g, "a", 1, &a_kept, &topics, 4).unwrap();
+        assert_eq!(a3.member_epoch, 2);
+        let b2 = beat(&mut g, "b", 2, &b_owned, &topics, 5).unwrap();
+        let b_new = b2.assignment.unwrap();
+        assert_eq!(count(&b_new), 2);
+        let union: BTreeSet<_> = flatten(&a_kept).chain(flatten(&b_new)).collect();
+        assert_eq!(union.len(), 4, "every partition owned exactly once");
+        assert_eq!(g.groups["g"].state(), "Stable");
+    }
+
+    #[test]
+    fn fencing_leave_and_expiry() {
+        let topics = [topic("t", 2)];
+        let mut g = ConsumerGroups::default();
+        let a = join(&mut g, "a", &topics, 0);
+        let owned = a.assignment.unwrap();
+        let err = beat(&mut g, "a", 7, &owned, &topics, 1).unwrap_err();
+        assert_eq!(err.error, ResponseError::FencedMemberEpoch);
+        assert_eq!(
+            beat(&mut g, "zz", 1, &owned, &topics, 1).unwrap_err().error,
+            ResponseError::UnknownMemberId
+        );
+        join(&mut g, "b", &topics, 2);
+        assert!(beat(&mut g, "b", LEAVE_EPOCH, &Assignment::new(), &topics, 3).is_ok());
+        assert_eq!(g.groups["g"].members.len(), 1);
+        g.tick(&topics, 45_001);
+        assert!(g.groups["g"].members.is_empty());
+        assert_eq!(g.groups["g"].state(), "Empty");
+    }
+
+    #[test]
+    fn new_partitions_and_regex_bump_the_epoch() {
+        let mut topics = vec![topic("orders-1", 1), topic("other", 1)];
+        let mut g = ConsumerGroups::default();
+        let r = g
+            .heartbeat(
+                Heartbeat {
+                    group_id: "g".into(),
+                    member_id: "a".into(),
+                    member_epoch: 0,
+                    rebalance_timeout_ms: 1000,
+                    subscribed_topic_regex: Some("orders-.*".into()),
+                    api_version: 1,
+                    ..Default::default()
+                },
+                &topics,
+                0,
+            )
+            .unwrap();
+        let owned = r.assignment.unwrap();
+        assert_eq!(count(&owned), 1);
+        topics.push(topic("orders-2", 3));
+        let r2 = beat(&mut g, "a", r.member_epoch, &owned, &topics, 1).unwrap();
+        assert!(r2.member_epoch > r.member_epoch);
+        assert_eq!(count(&r2.assignment.unwrap()), 4);
+        let bad = Heartbeat {
+            group_id: "g".into(),
+            member_id: "b".into(),
+            member_epoch: 0,
+            rebalance_timeout_ms: 1000,
+            subscribed_topic_regex: Some("(".into()),
+            api_version: 1,
+            ..Default::default()
+        };
+        assert_eq!(
+            g.heartbeat(bad, &topics, 2).unwrap_err().error,
+            ResponseError::InvalidRegularExpression
+        );
+    }
+
+    #[test]
+    fn assignors_balance() {
+        let t = topic("t", 7);
+        let partitions = BTreeMap::from([(t.id, 7)]);
+        let subs: BTreeMap<String, BTreeSet<Uuid>> = ["a", "b", "c"]
+            .iter()
+            .map(|m| (m.to_string(), BTreeSet::from([t.id])))
+            .collect();
+        for target in [
+            assign_range(&subs, &partitions),
+            assign_uniform(&subs, &partitions, &BTreeMap::new()),
+        ] {
+            let mut counts: Vec<usize> = target.values().map(count).collect();
+            counts.sort();
+            assert_eq!(counts, vec![2, 2, 3]);
+        }
+        // Uniform is sticky: removing one member moves only its partitions.
+        let before = assign_uniform(&subs, &partitions, &BTreeMap::new());
+        let mut fewer = subs.clone();
+        fewer.remove("c");
+        let after = assign_uniform(&fewer, &partitions, &before);
+        for m in ["a", "b"] {
+            assert!(
+                flatten(&before[m]).all(|tp| flatten(&after[m]).any(|x| x == tp)),
+                "{m} kept its partitions"
+            );
+        }
+    }
+}
