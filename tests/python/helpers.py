@@ -360,8 +360,7 @@ def make_consumer(bootstrap: str, **conf: Any) -> Consumer:
     c = _base(bootstrap)
     c.update(
         {
-            # confluent-kafka insists on a group.id; we never subscribe or commit,
-            # Strata has no group coordinator yet.
+            # confluent-kafka insists on a group.id; tests that use groups pass their own.
             "group.id": "strata-e2e-unused",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
