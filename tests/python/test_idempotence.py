@@ -117,3 +117,31 @@ def test_raw_corrupt_crc_rejected(shared_broker, topic):
         assert (r["error_code"], r["base_offset"]) == (NONE, 0), r
         f, recs = c.fetch_all(topic, 0, 0)
         assert [(x.offset, x.value) for x in recs] == [(0, b"v")]
+
+
+def test_describe_producers_lists_idempotent_producer_state(broker, topic):
+    """DescribeProducers (KIP-664) reports the producer id, epoch and last sequence a
+    partition holds for an idempotent producer."""
+    from kafka.protocol.admin import DescribeProducersRequest, DescribeProducersResponse
+
+    from helpers import raw_connect, read_frame
+
+    create_topic(make_admin(broker.bootstrap), topic, partitions=1)
+    with RawConn("127.0.0.1", broker.port) as conn:
+        pid, epoch = conn.init_producer_id()
+        for seq in (0, 1, 2):
+            batch = record_batch([(b"k", b"v")], producer_id=pid, producer_epoch=epoch, base_sequence=seq)
+            assert conn.produce(topic, 0, batch)["error_code"] == 0
+    req = DescribeProducersRequest(version=0, topics=[(topic, [0, 7])])
+    req.with_header(correlation_id=1, client_id="t")
+    sock = raw_connect(broker)
+    try:
+        sock.sendall(bytes(req.encode(header=True, framed=True)))
+        resp = DescribeProducersResponse.decode(read_frame(sock), version=0, header=True)
+    finally:
+        sock.close()
+    [t] = resp.topics
+    p0, p7 = sorted(t.partitions, key=lambda p: p.partition_index)
+    assert p0.error_code == 0
+    assert [(s.producer_id, s.producer_epoch, s.last_sequence) for s in p0.active_producers] == [(pid, epoch, 2)]
+    assert p7.error_code == 3  # UNKNOWN_TOPIC_OR_PARTITION

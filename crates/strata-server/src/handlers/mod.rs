@@ -118,6 +118,9 @@ pub async fn handle(
         RequestKind::DeleteGroups(r) => {
             ResponseKind::DeleteGroups(groups::handle_delete_groups(broker, &r))
         }
+        RequestKind::DescribeProducers(r) => {
+            ResponseKind::DescribeProducers(producer_id::handle_describe(broker, r).await)
+        }
         RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
             groups::handle_consumer_group_heartbeat(broker, &r, version, &client_id, peer),
         ),

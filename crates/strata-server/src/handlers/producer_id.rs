@@ -1,12 +1,19 @@
-//! InitProducerId for idempotent producers. Transactional ids need the transaction
-//! coordinator, which does not exist yet: such requests get COORDINATOR_NOT_AVAILABLE.
+//! Producer APIs: InitProducerId for idempotent producers, and DescribeProducers.
+//! Transactional ids need the transaction coordinator, which does not exist yet: such
+//! InitProducerId requests get COORDINATOR_NOT_AVAILABLE.
 
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kafka_protocol::messages::describe_producers_response::{
+    PartitionResponse, ProducerState, TopicResponse,
+};
+use kafka_protocol::messages::{
+    DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProducerId,
+};
 
-use super::code;
+use super::{blocking, code, hosted};
 use crate::broker::Broker;
 
 pub async fn handle(
@@ -36,4 +43,51 @@ pub async fn handle(
             base.with_error_code(code(ResponseError::KafkaStorageError))
         }
     }
+}
+
+/// DescribeProducers: the idempotent producers each partition keeps state for.
+pub async fn handle_describe(
+    broker: &Arc<Broker>,
+    request: DescribeProducersRequest,
+) -> DescribeProducersResponse {
+    let b = broker.clone();
+    let topics = blocking(move || {
+        request
+            .topics
+            .iter()
+            .map(|t| {
+                let partitions = t
+                    .partition_indexes
+                    .iter()
+                    .map(|&index| {
+                        let base = PartitionResponse::default().with_partition_index(index);
+                        match hosted(&b, &t.name, index) {
+                            Err(e) => base.with_error_code(code(e)),
+                            Ok(partition) => base.with_active_producers(
+                                partition
+                                    .log()
+                                    .active_producers()
+                                    .into_iter()
+                                    .map(|(producer_id, epoch, last_sequence, last_timestamp)| {
+                                        ProducerState::default()
+                                            .with_producer_id(ProducerId(producer_id))
+                                            .with_producer_epoch(epoch.into())
+                                            .with_last_sequence(last_sequence)
+                                            .with_last_timestamp(last_timestamp)
+                                            .with_coordinator_epoch(-1)
+                                            .with_current_txn_start_offset(-1)
+                                    })
+                                    .collect(),
+                            ),
+                        }
+                    })
+                    .collect();
+                TopicResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(partitions)
+            })
+            .collect()
+    })
+    .await;
+    DescribeProducersResponse::default().with_topics(topics)
 }
