@@ -9,6 +9,7 @@
 pub mod consumer_group;
 pub mod group;
 pub mod offsets_topic;
+pub mod txn;
 
 pub use group::{GroupConfig, GroupCoordinator, PendingReply, ReplyId};
 pub use offsets_topic::{partition_for, OffsetsRecord, OFFSETS_TOPIC};
