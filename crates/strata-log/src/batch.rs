@@ -181,12 +181,14 @@ impl RecordBatchHeader {
     }
 }
 
-/// `seq + increment` with wrap from `i32::MAX` to 0.
+/// `seq + increment` with wrap from `i32::MAX` to 0. Java int arithmetic
+/// (wrapping), so garbage headers (negative deltas) cannot panic.
 pub(crate) fn increment_sequence(seq: i32, increment: i32) -> i32 {
-    if seq > i32::MAX - increment {
-        seq - (i32::MAX - increment) - 1
+    let limit = i32::MAX.wrapping_sub(increment);
+    if seq > limit {
+        seq.wrapping_sub(limit).wrapping_sub(1)
     } else {
-        seq + increment
+        seq.wrapping_add(increment)
     }
 }
 

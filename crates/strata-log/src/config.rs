@@ -4,7 +4,7 @@ use crate::batch::TimestampType;
 
 /// Kafka topic-level log configuration. Field names follow the Kafka config
 /// names with units appended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the active segment would exceed this.
     /// Positions in the index are u32, so values above `i32::MAX` are clamped.
@@ -34,6 +34,19 @@ pub struct LogConfig {
     /// `file.delete.delay.ms`. Ignored: segments are deleted immediately, which
     /// is safe because the log is not shared between threads while deleting.
     pub file_delete_delay_ms: i64,
+    /// `cleanup.policy` contains `compact`: records need keys and the log
+    /// cleaner keeps only the latest record per key.
+    pub compact: bool,
+    /// `delete.retention.ms`: how long tombstones survive compaction. Strata's
+    /// rule: a tombstone is removed once its batch's max timestamp is more
+    /// than this long ago (Kafka counts from when its segment was first cleaned).
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: dirty bytes / cleanable bytes needed to clean.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: segments with records younger than this are not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: dirty data older than this is cleaned whatever the ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -53,6 +66,11 @@ impl Default for LogConfig {
             timestamp_before_max_ms: i64::MAX,
             timestamp_after_max_ms: 3_600_000,
             file_delete_delay_ms: 60_000,
+            compact: false,
+            delete_retention_ms: 86_400_000,
+            min_cleanable_dirty_ratio: 0.5,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }

@@ -5,6 +5,9 @@
 //! Unix-only: reads and writes use positioned I/O (`FileExt`).
 
 mod batch;
+mod cleaner;
+#[cfg(test)]
+mod cleaner_tests;
 mod config;
 mod error;
 mod fsutil;
@@ -12,6 +15,7 @@ mod index;
 mod leader_epoch;
 mod log;
 mod producer_state;
+mod records;
 mod segment;
 #[cfg(test)]
 mod test_util;
@@ -19,6 +23,7 @@ mod test_util;
 mod tests;
 
 pub use batch::{RecordBatchHeader, TimestampType};
+pub use cleaner::{CompactedOutput, CompactionPlan, CompactionStats, OFFSET_MAP_MEMORY_BYTES};
 pub use config::LogConfig;
 pub use error::LogError;
 pub use fsutil::write_atomic;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::batch::{self, RecordBatchHeader, TimestampType, BATCH_HEADER_SIZE_BYTES};
+use crate::cleaner::{self, CompactedOutput, CompactionPlan, CompactionStats, PlannedSegment};
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::fsutil::{
@@ -23,14 +24,17 @@ use crate::fsutil::{
 };
 use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state::{ProducerAppendStaging, ProducerStateManager};
+use crate::records;
 use crate::segment::{BatchPlacement, LogSegment};
 
 /// Name of the file holding log start offset, recovery point and the
 /// clean-shutdown marker.
 pub(crate) const STATE_FILE: &str = "strata-log-state";
 const STATE_MAGIC: &[u8; 4] = b"SLOG";
-const STATE_VERSION: u16 = 1;
-const STATE_FILE_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 4;
+const STATE_VERSION: u16 = 2;
+/// Version 1 lacked the cleaner fields; it is still read.
+const STATE_FILE_V1_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 4;
+const STATE_FILE_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 8 + 8 + 4;
 /// Kafka's default `producer.id.expiration.ms` (1 day).
 pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 
@@ -78,6 +82,10 @@ struct PersistedState {
     /// Log end offset written by `close`; `None` while the log is open, so a
     /// crash is detected even if the caller claims a clean shutdown.
     clean_log_end_offset: Option<i64>,
+    /// Log cleaner checkpoint: offsets below it have been compacted.
+    cleaner_checkpoint: i64,
+    /// Smallest batch max timestamp of the tombstones kept by the last compaction.
+    oldest_tombstone_ms: Option<i64>,
 }
 
 impl PersistedState {
@@ -88,19 +96,21 @@ impl PersistedState {
         out.extend_from_slice(&self.log_start_offset.to_be_bytes());
         out.extend_from_slice(&self.recovery_point.to_be_bytes());
         out.extend_from_slice(&self.clean_log_end_offset.unwrap_or(-1).to_be_bytes());
+        out.extend_from_slice(&self.cleaner_checkpoint.to_be_bytes());
+        out.extend_from_slice(&self.oldest_tombstone_ms.unwrap_or(i64::MAX).to_be_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
         out
     }
 
     fn decode(buf: &[u8]) -> Option<Self> {
-        if buf.len() != STATE_FILE_BYTES
-            || &buf[..4] != STATE_MAGIC
-            || buf[4..6] != STATE_VERSION.to_be_bytes()
-        {
+        let v1 = buf.len() == STATE_FILE_V1_BYTES && buf.get(4..6) == Some(&1u16.to_be_bytes());
+        let v2 =
+            buf.len() == STATE_FILE_BYTES && buf.get(4..6) == Some(&STATE_VERSION.to_be_bytes());
+        if !(v1 || v2) || &buf[..4] != STATE_MAGIC {
             return None;
         }
-        let body = STATE_FILE_BYTES - 4;
+        let body = buf.len() - 4;
         let crc = u32::from_be_bytes([buf[body], buf[body + 1], buf[body + 2], buf[body + 3]]);
         if crc32c::crc32c(&buf[..body]) != crc {
             return None;
@@ -111,10 +121,17 @@ impl PersistedState {
             i64::from_be_bytes(b)
         };
         let clean = i64_at(22);
+        let (cleaner_checkpoint, expiry) = if v2 {
+            (i64_at(30), i64_at(38))
+        } else {
+            (0, i64::MAX)
+        };
         Some(PersistedState {
             log_start_offset: i64_at(6),
             recovery_point: i64_at(14),
             clean_log_end_offset: (clean >= 0).then_some(clean),
+            cleaner_checkpoint,
+            oldest_tombstone_ms: (expiry != i64::MAX).then_some(expiry),
         })
     }
 }
@@ -124,7 +141,7 @@ impl PersistedState {
 pub struct Log {
     dir: PathBuf,
     config: LogConfig,
-    segments: BTreeMap<i64, LogSegment>,
+    pub(crate) segments: BTreeMap<i64, LogSegment>,
     log_start_offset: i64,
     log_end_offset: i64,
     recovery_point: i64,
@@ -133,6 +150,9 @@ pub struct Log {
     unflushed_records: u64,
     last_flush_ms: i64,
     producer_id_expiration_ms: i64,
+    /// Log cleaner checkpoint (Kafka's `cleaner-offset-checkpoint` entry).
+    cleaner_checkpoint: i64,
+    oldest_tombstone_ms: Option<i64>,
 }
 
 struct DirListing {
@@ -188,6 +208,7 @@ impl Log {
     ) -> Result<Log, LogError> {
         std::fs::create_dir_all(dir)
             .map_err(LogError::io(format!("creating {}", dir.display())))?;
+        cleaner::recover_interrupted_compaction(dir)?;
         let listing = list_dir(dir)?;
         let state = fsutil::read_small_file(&dir.join(STATE_FILE), 1024)?.and_then(|buf| {
             let decoded = PersistedState::decode(&buf);
@@ -222,6 +243,8 @@ impl Log {
             unflushed_records: 0,
             last_flush_ms: now_ms,
             producer_id_expiration_ms: DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+            cleaner_checkpoint: state.map_or(0, |s| s.cleaner_checkpoint),
+            oldest_tombstone_ms: state.and_then(|s| s.oldest_tombstone_ms),
         };
 
         match state
@@ -356,6 +379,8 @@ impl Log {
             log_start_offset: self.log_start_offset,
             recovery_point: self.recovery_point,
             clean_log_end_offset,
+            cleaner_checkpoint: self.cleaner_checkpoint,
+            oldest_tombstone_ms: self.oldest_tombstone_ms,
         };
         fsutil::write_atomic(&self.dir, STATE_FILE, &state.encode())
     }
@@ -437,6 +462,9 @@ impl Log {
             let batch_bytes = &rest[..size];
             batch::check_crc(batch_bytes, &h)?;
             batch::validate_client_batch(batch_bytes, &h, &self.config, now_ms)?;
+            if self.config.compact {
+                records::check_records_have_keys(batch_bytes, &h)?;
+            }
             headers.push((pos, h));
             pos += size;
         }
@@ -563,7 +591,7 @@ impl Log {
 
     /// Starts a new active segment at the log end offset. The old one is
     /// fsynced first, so the recovery point can advance to the new base.
-    fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+    pub(crate) fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
         let leo = self.log_end_offset;
         let cfg = self.config.clone();
         let active = self.active_mut();
@@ -877,6 +905,148 @@ impl Log {
         self.flush()?;
         self.producers.take_snapshot(self.log_end_offset)?;
         self.persist_state(Some(self.log_end_offset))
+    }
+
+    /// Offsets below this have been compacted (Kafka's cleaner checkpoint).
+    pub fn cleaner_checkpoint(&self) -> i64 {
+        self.cleaner_checkpoint
+    }
+
+    /// Decides, cheaply and under the caller's lock, whether the log needs
+    /// compaction (see [`crate::cleaner`] for the rules) and if so captures
+    /// what [`CompactionPlan::execute`] needs: the inactive segments up to the
+    /// first uncleanable one, with open handles, and the cleaner checkpoint.
+    pub fn plan_compaction(&self, now_ms: i64) -> Result<Option<CompactionPlan>, LogError> {
+        let cfg = &self.config;
+        if !cfg.compact || self.segments.len() < 2 {
+            return Ok(None);
+        }
+        let active_base = self.active().base_offset();
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        let mut cleanable: Vec<(&LogSegment, i64)> = Vec::new();
+        for (i, seg) in self.segments.values().enumerate() {
+            if seg.base_offset() == active_base {
+                break;
+            }
+            // An empty segment (everything in it was compacted away) holds nothing young.
+            if cfg.min_compaction_lag_ms > 0
+                && seg.size_bytes() > 0
+                && seg.largest_timestamp_for_retention(cfg)?
+                    > now_ms.saturating_sub(cfg.min_compaction_lag_ms)
+            {
+                break;
+            }
+            cleanable.push((seg, bases[i + 1]));
+        }
+        let Some(&(first, _)) = cleanable.first() else {
+            return Ok(None);
+        };
+        let first_dirty = self.cleaner_checkpoint.max(first.base_offset());
+        let total: u64 = cleanable.iter().map(|(s, _)| s.size_bytes()).sum();
+        let dirty_segments: Vec<&LogSegment> = cleanable
+            .iter()
+            .filter(|(_, next)| *next > first_dirty)
+            .map(|(s, _)| *s)
+            .collect();
+        let dirty: u64 = dirty_segments.iter().map(|s| s.size_bytes()).sum();
+        let ratio = if total == 0 {
+            0.0
+        } else {
+            dirty as f64 / total as f64
+        };
+        let overdue = match dirty_segments.iter().find(|s| s.size_bytes() > 0) {
+            Some(s) if cfg.max_compaction_lag_ms < i64::MAX => {
+                let first_ts = s.read_header(0)?.max_timestamp;
+                first_ts >= 0 && now_ms.saturating_sub(first_ts) > cfg.max_compaction_lag_ms
+            }
+            _ => false,
+        };
+        let tombstones_due = self
+            .oldest_tombstone_ms
+            .is_some_and(|t| t.saturating_add(cfg.delete_retention_ms) < now_ms);
+        let needed =
+            (dirty > 0 && (ratio >= cfg.min_cleanable_dirty_ratio || overdue)) || tombstones_due;
+        if !needed {
+            return Ok(None);
+        }
+        let mut segments = Vec::with_capacity(cleanable.len());
+        for (seg, next) in cleanable {
+            segments.push(PlannedSegment {
+                base_offset: seg.base_offset(),
+                size_bytes: seg.size_bytes(),
+                next_base_offset: next,
+                file: seg.reopen_file()?,
+            });
+        }
+        Ok(Some(CompactionPlan {
+            dir: self.dir.clone(),
+            config: cfg.clone(),
+            now_ms,
+            first_dirty_offset: first_dirty,
+            segments,
+            map_memory_bytes: cleaner::OFFSET_MAP_MEMORY_BYTES,
+        }))
+    }
+
+    /// Swaps the segments written by [`CompactionPlan::execute`] in, under
+    /// the caller's lock. Returns `None` (and deletes the new files) if the
+    /// log changed meanwhile so that the output no longer applies: a replaced
+    /// segment was deleted by retention or DeleteRecords, or is gone.
+    pub fn finish_compaction(
+        &mut self,
+        mut output: CompactedOutput,
+    ) -> Result<Option<CompactionStats>, LogError> {
+        let active_base = self.active().base_offset();
+        let unchanged = output.dir == self.dir
+            && output.outputs.iter().all(|o| {
+                o.replaced.iter().all(|(base, size)| {
+                    *base != active_base
+                        && self
+                            .segments
+                            .get(base)
+                            .is_some_and(|s| s.size_bytes() == *size)
+                })
+            });
+        if !unchanged {
+            tracing::info!(dir = %self.dir.display(), "log changed during compaction; discarding its output");
+            return Ok(None);
+        }
+        cleaner::begin_swap(&self.dir, &output.outputs)?;
+        output.committed = true;
+        for o in &output.outputs {
+            for (base, _) in &o.replaced {
+                if let Some(seg) = self.segments.remove(base) {
+                    if *base == o.base_offset {
+                        // Its files are replaced by the rename below.
+                        seg.forget();
+                    } else {
+                        seg.delete()?;
+                    }
+                }
+            }
+            cleaner::complete_swap_files(&self.dir, o.base_offset)?;
+            self.segments.insert(
+                o.base_offset,
+                LogSegment::existing(&self.dir, o.base_offset, o.size_bytes),
+            );
+        }
+        fsutil::fsync_dir(&self.dir)?;
+        cleaner::remove_manifest(&self.dir)?;
+        self.cleaner_checkpoint = self.cleaner_checkpoint.max(output.end_offset);
+        self.oldest_tombstone_ms = output.oldest_tombstone_ms;
+        self.persist_state(None)?;
+        let stats = output.stats;
+        tracing::info!(
+            dir = %self.dir.display(),
+            segments_in = stats.segments_in,
+            segments_out = stats.segments_out,
+            bytes_in = stats.bytes_in,
+            bytes_out = stats.bytes_out,
+            records_removed = stats.records_removed,
+            cleaned_up_to = stats.cleaned_up_to,
+            "compacted log"
+        );
+        Ok(Some(stats))
     }
 
     /// `(producer_id, epoch, last_sequence, last_timestamp)` sorted by producer id.

@@ -713,3 +713,114 @@ impl LogSegment {
         Ok(())
     }
 }
+
+/// Writes a new segment under temporary names (the log cleaner's `.cleaned`
+/// files): `{base}.log{suffix}`, `{base}.index{suffix}`, `{base}.timeindex{suffix}`,
+/// maintaining both indexes with the same rule as appends and recovery.
+pub(crate) struct SegmentFileWriter {
+    base_offset: i64,
+    path: PathBuf,
+    file: std::io::BufWriter<File>,
+    indexes: SegmentIndexes,
+    builder: IndexBuilder,
+    size_bytes: u64,
+    interval_bytes: u64,
+}
+
+impl SegmentFileWriter {
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: i64,
+        suffix: &str,
+        cfg: &LogConfig,
+    ) -> Result<Self, LogError> {
+        let path = offset_file_path(dir, base_offset, &format!("{LOG_SUFFIX}{suffix}"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(LogError::io(format!("creating {}", path.display())))?;
+        let limit = index_read_limit_bytes(cfg);
+        let (offset, _) = OffsetIndex::open(
+            offset_file_path(dir, base_offset, &format!("{OFFSET_INDEX_SUFFIX}{suffix}")),
+            base_offset,
+            0,
+            limit,
+        )?;
+        let (time, _) = TimeIndex::open(
+            offset_file_path(dir, base_offset, &format!("{TIME_INDEX_SUFFIX}{suffix}")),
+            base_offset,
+            limit,
+        )?;
+        let mut indexes = SegmentIndexes { offset, time };
+        indexes.clear()?;
+        Ok(SegmentFileWriter {
+            base_offset,
+            path,
+            file: std::io::BufWriter::with_capacity(1 << 20, file),
+            indexes,
+            builder: IndexBuilder {
+                bytes_since_last_entry: 0,
+                max_timestamp: TimestampOffset {
+                    timestamp_ms: NO_TIMESTAMP,
+                    offset: base_offset,
+                },
+            },
+            size_bytes: 0,
+            interval_bytes: cfg.index_interval_bytes,
+        })
+    }
+
+    /// Appends one whole batch (`h` is its parsed header).
+    pub(crate) fn append(&mut self, batch: &[u8], h: &RecordBatchHeader) -> Result<(), LogError> {
+        use std::io::Write;
+        debug_assert_eq!(batch.len(), h.size_bytes());
+        assert!(h.base_offset >= self.base_offset);
+        self.file
+            .write_all(batch)
+            .map_err(LogError::io(format!("writing {}", self.path.display())))?;
+        self.builder.add(
+            &mut self.indexes,
+            self.size_bytes,
+            &BatchPlacement::of(h),
+            self.interval_bytes,
+        )?;
+        self.size_bytes += batch.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the final time-index entry and fsyncs everything. Returns the size.
+    pub(crate) fn finish(mut self) -> Result<u64, LogError> {
+        let max = self.builder.max_timestamp;
+        if max.timestamp_ms != NO_TIMESTAMP {
+            self.indexes
+                .time
+                .maybe_append(max.timestamp_ms, max.offset)?;
+        }
+        let ctx = format!("syncing {}", self.path.display());
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| LogError::io(ctx.clone())(e.into_error()))?;
+        file.sync_all().map_err(LogError::io(ctx))?;
+        self.indexes.offset.flush()?;
+        self.indexes.time.flush()?;
+        Ok(self.size_bytes)
+    }
+}
+
+impl LogSegment {
+    /// A new handle on the segment's data file, for reading without the log's lock.
+    pub(crate) fn reopen_file(&self) -> Result<File, LogError> {
+        self.file()?.try_clone().map_err(LogError::io(format!(
+            "duplicating handle of segment {}",
+            self.base_offset
+        )))
+    }
+
+    /// Drops the in-memory handles without touching the files (the caller
+    /// replaces them on disk).
+    pub(crate) fn forget(self) {}
+}

@@ -543,6 +543,14 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "heartbeat interval given to consumer-protocol group members",
     ),
     def(
+        "log.cleaner.backoff.ms",
+        Long,
+        "15000",
+        AtLeast(0),
+        &[],
+        "sleep of the log cleaner when no log needs cleaning",
+    ),
+    def(
         "group.consumer.max.size",
         Int,
         "2147483647",

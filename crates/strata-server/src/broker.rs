@@ -190,6 +190,7 @@ impl Broker {
             }
         });
         tasks.spawn(background_tasks(self.clone(), stop_rx.clone()));
+        tasks.spawn(crate::log_cleaner::run(self.clone(), stop_rx.clone()));
         tasks.spawn(crate::group_service::tick_loop(
             self.clone(),
             stop_rx.clone(),

@@ -171,6 +171,12 @@ impl ServerConfig {
                 }
                 "message.timestamp.after.max.ms" => set(&mut config.timestamp_after_max_ms, long()),
                 "file.delete.delay.ms" => set(&mut config.file_delete_delay_ms, long()),
+                "delete.retention.ms" => set(&mut config.delete_retention_ms, long()),
+                "min.cleanable.dirty.ratio" => {
+                    set(&mut config.min_cleanable_dirty_ratio, value.parse().ok())
+                }
+                "min.compaction.lag.ms" => set(&mut config.min_compaction_lag_ms, long()),
+                "max.compaction.lag.ms" => set(&mut config.max_compaction_lag_ms, long()),
                 "message.timestamp.type" => {
                     config.timestamp_type = if value == "LogAppendTime" {
                         TimestampType::LogAppendTime
@@ -184,6 +190,7 @@ impl ServerConfig {
         // Time and size retention belong to the `delete` policy; a compact-only topic keeps
         // its records until compaction removes superseded ones.
         let policy = self.topic_config_value(image, topic, cleanup_policy_def());
+        config.compact = policy.split(',').any(|p| p.trim() == "compact");
         if !policy.split(',').any(|p| p.trim() == "delete") {
             config.retention_ms = -1;
             config.retention_bytes = -1;

@@ -11,6 +11,7 @@ mod connection;
 pub mod group_service;
 pub mod handlers;
 mod http;
+mod log_cleaner;
 pub mod metrics;
 pub mod replica_manager;
 
