@@ -139,6 +139,8 @@ struct Group {
     /// When a CompletingRebalance gives up on members that did not send SyncGroup.
     sync_deadline_ms: i64,
     offsets: BTreeMap<(String, i32), CommittedOffset>,
+    /// Offsets committed inside transactions, by producer id, until the transaction's marker.
+    pending_txn_offsets: HashMap<i64, BTreeMap<(String, i32), CommittedOffset>>,
     state_timestamp_ms: i64,
 }
 
@@ -158,6 +160,7 @@ impl Group {
             initial_delay: None,
             sync_deadline_ms: i64::MAX,
             offsets: BTreeMap::new(),
+            pending_txn_offsets: HashMap::new(),
             state_timestamp_ms: now_ms,
         }
     }
@@ -309,6 +312,8 @@ pub struct GroupCoordinator {
     groups: HashMap<String, Group>,
     consumer: ConsumerGroups,
     records: Vec<OffsetsRecord>,
+    /// Records of transactional offset commits: (producer id, producer epoch, record).
+    txn_records: Vec<(i64, i16, OffsetsRecord)>,
     replies: Vec<PendingReply>,
 }
 
@@ -344,6 +349,7 @@ impl GroupCoordinator {
             groups: HashMap::new(),
             consumer: ConsumerGroups::new(consumer),
             records: Vec::new(),
+            txn_records: Vec::new(),
             replies: Vec::new(),
         }
     }
@@ -376,6 +382,12 @@ impl GroupCoordinator {
 
     /// Replies completed and records to persist since the last call. The caller must make the
     /// records durable before sending the replies.
+    /// Transactional offset-commit records since the last call: the caller writes them as
+    /// transactional batches of their producer.
+    pub fn take_txn_records(&mut self) -> Vec<(i64, i16, OffsetsRecord)> {
+        std::mem::take(&mut self.txn_records)
+    }
+
     pub fn take_output(&mut self) -> (Vec<OffsetsRecord>, Vec<PendingReply>) {
         (
             std::mem::take(&mut self.records),
@@ -1012,6 +1024,7 @@ impl GroupCoordinator {
     fn validate_commit(
         &mut self,
         who: &CommitIdentity<'_>,
+        transactional: bool,
         now_ms: i64,
     ) -> Result<(), ResponseError> {
         if who.group_id.is_empty() {
@@ -1035,7 +1048,7 @@ impl GroupCoordinator {
             return Ok(());
         }
         let Some(group) = self.groups.get(who.group_id) else {
-            if who.generation_id < 0 {
+            if who.generation_id < 0 || transactional {
                 // A consumer without group management (or an admin) commits for a new group.
                 self.groups
                     .insert(who.group_id.to_string(), Group::new(who.group_id, now_ms));
@@ -1060,7 +1073,7 @@ impl GroupCoordinator {
         } else if group.state != GroupState::Empty {
             return Err(ResponseError::UnknownMemberId);
         }
-        if group.state == GroupState::CompletingRebalance {
+        if !transactional && group.state == GroupState::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress);
         }
         Ok(())
@@ -1073,7 +1086,80 @@ impl GroupCoordinator {
         offsets: &[OffsetCommit],
         now_ms: i64,
     ) -> Vec<i16> {
-        if let Err(e) = self.validate_commit(who, now_ms) {
+        self.commit(who, offsets, None, now_ms)
+    }
+
+    /// TxnOffsetCommit: the offsets stay pending until the producer's transaction ends
+    /// ([`GroupCoordinator::complete_transaction`]).
+    pub fn txn_commit_offsets(
+        &mut self,
+        who: &CommitIdentity<'_>,
+        producer: (i64, i16),
+        offsets: &[OffsetCommit],
+        now_ms: i64,
+    ) -> Vec<i16> {
+        self.commit(who, offsets, Some(producer), now_ms)
+    }
+
+    /// Ends the transaction of `producer_id` for every group whose offsets partition is
+    /// `offsets_partition`: a commit makes its pending offsets the committed ones.
+    pub fn complete_transaction(
+        &mut self,
+        producer_id: i64,
+        commit: bool,
+        offsets_partition: i32,
+        partition_of: impl Fn(&str) -> i32,
+    ) {
+        for group in self.groups.values_mut() {
+            if partition_of(&group.id) != offsets_partition {
+                continue;
+            }
+            if let Some(pending) = group.pending_txn_offsets.remove(&producer_id) {
+                if commit {
+                    group.offsets.extend(pending);
+                }
+            }
+        }
+    }
+
+    /// Whether a transaction holds uncommitted offsets for this group partition
+    /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_txn_offset(&self, group_id: &str, topic: &str, partition: i32) -> bool {
+        self.groups.get(group_id).is_some_and(|g| {
+            g.pending_txn_offsets
+                .values()
+                .any(|p| p.contains_key(&(topic.to_string(), partition)))
+        })
+    }
+
+    /// Applies a transactional offset record read back at start-up: pending until its marker.
+    pub fn load_txn_offset(&mut self, producer_id: i64, record: OffsetsRecord, now_ms: i64) {
+        if let OffsetsRecord::Offset {
+            group,
+            topic,
+            partition,
+            value: Some(value),
+        } = record
+        {
+            let g = self
+                .groups
+                .entry(group.clone())
+                .or_insert_with(|| Group::new(&group, now_ms));
+            g.pending_txn_offsets
+                .entry(producer_id)
+                .or_default()
+                .insert((topic, partition), value);
+        }
+    }
+
+    fn commit(
+        &mut self,
+        who: &CommitIdentity<'_>,
+        offsets: &[OffsetCommit],
+        producer: Option<(i64, i16)>,
+        now_ms: i64,
+    ) -> Vec<i16> {
+        if let Err(e) = self.validate_commit(who, producer.is_some(), now_ms) {
             return vec![code(e); offsets.len()];
         }
         let max_metadata = self.config.max_metadata_bytes;
@@ -1094,15 +1180,26 @@ impl GroupCoordinator {
                 metadata,
                 commit_timestamp_ms: now_ms,
             };
-            group
-                .offsets
-                .insert((o.topic.clone(), o.partition), value.clone());
-            self.records.push(OffsetsRecord::Offset {
+            let record = OffsetsRecord::Offset {
                 group: who.group_id.to_string(),
                 topic: o.topic.clone(),
                 partition: o.partition,
-                value: Some(value),
-            });
+                value: Some(value.clone()),
+            };
+            match producer {
+                None => {
+                    group.offsets.insert((o.topic.clone(), o.partition), value);
+                    self.records.push(record);
+                }
+                Some((producer_id, producer_epoch)) => {
+                    group
+                        .pending_txn_offsets
+                        .entry(producer_id)
+                        .or_default()
+                        .insert((o.topic.clone(), o.partition), value);
+                    self.txn_records.push((producer_id, producer_epoch, record));
+                }
+            }
             results.push(0);
         }
         results

@@ -357,3 +357,57 @@ fn state_survives_a_reload_of_its_records() {
         "m"
     );
 }
+
+#[test]
+fn transactional_offsets_wait_for_their_marker() {
+    let mut c = coordinator(0);
+    let who = CommitIdentity {
+        group_id: "g",
+        generation_id: -1,
+        member_id: "",
+        group_instance_id: None,
+        api_version: 3,
+    };
+    let offset = |o: i64| OffsetCommit {
+        topic: "t".into(),
+        partition: 0,
+        offset: o,
+        leader_epoch: -1,
+        metadata: None,
+    };
+    assert_eq!(c.txn_commit_offsets(&who, (7, 0), &[offset(5)], 0), vec![0]);
+    assert_eq!(c.take_txn_records().len(), 1);
+    assert!(c.has_pending_txn_offset("g", "t", 0));
+    assert_eq!(
+        c.fetch_offsets("g", None),
+        vec![],
+        "not visible before the commit marker"
+    );
+    let partition_of = |_: &str| 3;
+    c.complete_transaction(7, true, 4, partition_of);
+    assert!(
+        c.has_pending_txn_offset("g", "t", 0),
+        "another offsets partition's marker"
+    );
+    c.complete_transaction(7, true, 3, partition_of);
+    assert_eq!(
+        c.fetch_offsets("g", None)[0].1[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .offset,
+        5
+    );
+    assert_eq!(c.txn_commit_offsets(&who, (8, 0), &[offset(9)], 0), vec![0]);
+    c.complete_transaction(8, false, 3, partition_of);
+    assert!(!c.has_pending_txn_offset("g", "t", 0));
+    assert_eq!(
+        c.fetch_offsets("g", None)[0].1[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .offset,
+        5,
+        "aborted offsets vanish"
+    );
+}
