@@ -13,6 +13,7 @@
 
 use crate::config::LogConfig;
 use crate::error::LogError;
+use crate::producer_state::AppendOrigin;
 
 /// Size of the fixed v2 batch header.
 pub const BATCH_HEADER_SIZE_BYTES: usize = 61;
@@ -212,12 +213,16 @@ pub(crate) fn check_crc(batch: &[u8], header: &RecordBatchHeader) -> Result<(), 
 
 /// Kafka LogValidator checks for a client-produced magic-v2 batch, except the
 /// size and CRC checks, which the caller does first (Kafka's order). `batch`
-/// is the whole batch and its CRC has been verified.
+/// is the whole batch and its CRC has been verified. Control batches are
+/// refused from every origin: markers are written only by
+/// `Log::append_txn_marker`, which keeps the transaction index in step.
+/// A coordinator may write producer batches without a sequence (-1).
 pub(crate) fn validate_client_batch(
     batch: &[u8],
     header: &RecordBatchHeader,
     config: &LogConfig,
     now_ms: i64,
+    origin: AppendOrigin,
 ) -> Result<(), LogError> {
     if header.records_count <= 0 {
         return Err(LogError::InvalidRecord(format!(
@@ -244,7 +249,10 @@ pub(crate) fn validate_client_batch(
             header.compression()
         )));
     }
-    if header.producer_id >= 0 && header.base_sequence < 0 {
+    if header.producer_id >= 0
+        && header.base_sequence < 0
+        && !(origin == AppendOrigin::Coordinator && header.base_sequence == -1)
+    {
         return Err(LogError::InvalidRecord(format!(
             "invalid sequence number {} for producer {}",
             header.base_sequence, header.producer_id
@@ -373,7 +381,14 @@ mod tests {
         assert!(!h.is_control() && !h.is_transactional());
         assert_eq!(h.compression(), 0);
         check_crc(&bytes, &h).expect("crc");
-        validate_client_batch(&bytes, &h, &LogConfig::default(), 1000).expect("valid");
+        validate_client_batch(
+            &bytes,
+            &h,
+            &LogConfig::default(),
+            1000,
+            AppendOrigin::Client,
+        )
+        .expect("valid");
     }
 
     #[test]
@@ -435,14 +450,14 @@ mod tests {
         let h = RecordBatchHeader::parse(&bytes).expect("parse");
         check_crc(&bytes, &h).expect("crc");
         assert!(matches!(
-            validate_client_batch(&bytes, &h, &cfg, 0),
+            validate_client_batch(&bytes, &h, &cfg, 0, AppendOrigin::Client),
             Err(LogError::InvalidRecord(_))
         ));
         // Trailing bytes after the declared records.
         let bytes = BatchBuilder::new(2).trailing_garbage(3).build();
         let h = RecordBatchHeader::parse(&bytes).expect("parse");
         assert!(matches!(
-            validate_client_batch(&bytes, &h, &cfg, 0),
+            validate_client_batch(&bytes, &h, &cfg, 0, AppendOrigin::Client),
             Err(LogError::InvalidRecord(_))
         ));
         // A record length running past the end of the batch.
@@ -450,7 +465,7 @@ mod tests {
         bytes[61] = 0x7e; // zigzag 63: longer than the records section
         let h = RecordBatchHeader::parse(&bytes).expect("parse");
         assert!(matches!(
-            validate_client_batch(&bytes, &h, &cfg, 0),
+            validate_client_batch(&bytes, &h, &cfg, 0, AppendOrigin::Client),
             Err(LogError::CorruptRecord(_))
         ));
     }

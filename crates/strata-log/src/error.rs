@@ -36,6 +36,16 @@ pub enum LogError {
     /// Idempotent producer epoch older than the one the log already saw.
     #[error("invalid producer epoch: {0}")]
     InvalidProducerEpoch(String),
+    /// A batch that does not fit the producer's transaction state: a
+    /// non-transactional batch while the producer has a transaction open on
+    /// this partition (Kafka's `InvalidTxnStateException`, INVALID_TXN_STATE).
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
+    /// A transaction marker whose coordinator epoch is older than the one the
+    /// producer's last marker carried: a zombie coordinator
+    /// (Kafka's TRANSACTION_COORDINATOR_FENCED).
+    #[error("transaction coordinator fenced: {0}")]
+    TransactionCoordinatorFenced(String),
     /// Fetch / DeleteRecords offset outside `[log_start_offset, log_end_offset]`
     /// (or above the high watermark for DeleteRecords).
     #[error("offset {offset} out of range [{log_start_offset}, {log_end_offset}]")]
@@ -74,6 +84,8 @@ impl LogError {
             LogError::InvalidTimestamp(_) => 32,
             LogError::OutOfOrderSequence(_) => 45,
             LogError::InvalidProducerEpoch(_) => 47,
+            LogError::InvalidTxnState(_) => 48,
+            LogError::TransactionCoordinatorFenced(_) => 52,
             LogError::OffsetOutOfRange { .. } => 1,
             LogError::Io { .. } => 56,
             LogError::StorageCorruption(_) => 56,
@@ -115,6 +127,14 @@ mod tests {
         assert_eq!(
             LogError::InvalidProducerEpoch(String::new()).kafka_error_code(),
             47
+        );
+        assert_eq!(
+            LogError::InvalidTxnState(String::new()).kafka_error_code(),
+            48
+        );
+        assert_eq!(
+            LogError::TransactionCoordinatorFenced(String::new()).kafka_error_code(),
+            52
         );
         let oor = LogError::OffsetOutOfRange {
             offset: 0,

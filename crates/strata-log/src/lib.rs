@@ -21,6 +21,9 @@ mod segment;
 mod test_util;
 #[cfg(test)]
 mod tests;
+mod txn;
+#[cfg(test)]
+mod txn_tests;
 
 pub use batch::{RecordBatchHeader, TimestampType};
 pub use cleaner::{CompactedOutput, CompactionPlan, CompactionStats, OFFSET_MAP_MEMORY_BYTES};

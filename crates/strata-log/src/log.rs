@@ -8,7 +8,18 @@
 //! * `log_start_offset <= log_end_offset`, and the log end offset never
 //!   decreases except through recovery truncation on open;
 //! * everything below `recovery_point` is fsynced, so unclean recovery only
-//!   scans from the segment containing it.
+//!   scans from the segment containing it;
+//! * the aborted-transaction index holds every ABORT marker that ended an open
+//!   transaction, and is fsynced before each producer-state snapshot, so
+//!   reopening needs only the index plus a replay from the snapshot (see
+//!   [`crate::txn`]).
+//!
+//! Transactions follow Kafka: a producer's transactional batch opens a
+//! transaction on the partition, the coordinator's marker
+//! ([`Log::append_txn_marker`]) ends it; the last stable offset is the first
+//! offset of the earliest open transaction (or the high watermark), and
+//! read_committed fetches read below it ([`Log::read_bounded`]) and filter
+//! aborted data with [`Log::aborted_transactions`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,9 +34,10 @@ use crate::fsutil::{
     self, parse_offset_file_name, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX,
 };
 use crate::leader_epoch::LeaderEpochCache;
-use crate::producer_state::{ProducerAppendStaging, ProducerStateManager};
+use crate::producer_state::{AppendOrigin, ProducerAppendStaging, ProducerStateManager, TxnMarker};
 use crate::records;
 use crate::segment::{BatchPlacement, LogSegment};
+use crate::txn::{self, AbortedTxn, ControlRecord, TxnIndex, CONTROL_PREFIX_BYTES};
 
 /// Name of the file holding log start offset, recovery point and the
 /// clean-shutdown marker.
@@ -64,6 +76,8 @@ pub struct ReadResult {
     pub high_watermark: i64,
     /// Log start offset at the time of the read.
     pub log_start_offset: i64,
+    /// Last stable offset at the time of the read (see [`Log::last_stable_offset`]).
+    pub last_stable_offset: i64,
 }
 
 /// Cheap summary of the log's extent.
@@ -153,6 +167,8 @@ pub struct Log {
     /// Log cleaner checkpoint (Kafka's `cleaner-offset-checkpoint` entry).
     cleaner_checkpoint: i64,
     oldest_tombstone_ms: Option<i64>,
+    /// Aborted transactions (Kafka's `.txnindex`, one file per log here).
+    aborted: TxnIndex,
 }
 
 struct DirListing {
@@ -245,6 +261,7 @@ impl Log {
             producer_id_expiration_ms: DEFAULT_PRODUCER_ID_EXPIRATION_MS,
             cleaner_checkpoint: state.map_or(0, |s| s.cleaner_checkpoint),
             oldest_tombstone_ms: state.and_then(|s| s.oldest_tombstone_ms),
+            aborted: TxnIndex::new(dir),
         };
 
         match state
@@ -290,6 +307,7 @@ impl Log {
             .truncate_from_start(log.log_start_offset)?;
         log.load_producer_state()?;
         log.delete_segments_below_log_start()?;
+        log.aborted.trim_below(log.log_start_offset)?;
         log.persist_state(None)?;
         Ok(log)
     }
@@ -348,7 +366,7 @@ impl Log {
         self.log_end_offset = offset;
         self.recovery_point = offset;
         self.producers.clear();
-        Ok(())
+        self.aborted.clear()
     }
 
     fn load_producer_state(&mut self) -> Result<(), LogError> {
@@ -358,18 +376,41 @@ impl Log {
             .producers
             .load_latest_snapshot(leo)?
             .unwrap_or(first_base);
+        // Aborts at or after `replay_from` are re-derived from their markers below;
+        // the index holds all earlier ones (it is synced before every snapshot).
+        self.aborted.load(replay_from)?;
         if replay_from >= leo {
             return Ok(());
         }
         let cfg = &self.config;
         let producers = &mut self.producers;
+        let aborted = &mut self.aborted;
         let start_base = self
             .segments
             .range(..=replay_from)
             .next_back()
             .map_or(first_base, |(b, _)| *b);
         for seg in self.segments.range(start_base..).map(|(_, s)| s) {
-            seg.for_each_header_from(replay_from, cfg, |h| producers.replay(h))?;
+            seg.try_for_each_batch_from(replay_from, cfg, |pos, h| {
+                let control = if h.is_control() && h.producer_id >= 0 {
+                    Some(read_control_record(seg, pos, h)?)
+                } else {
+                    None
+                };
+                if let Some(done) = producers.replay(h, control) {
+                    if done.aborted {
+                        aborted.append(AbortedTxn {
+                            producer_id: done.producer_id,
+                            first_offset: done.first_offset,
+                            last_offset: done.last_offset,
+                            last_stable_offset: producers
+                                .first_unstable_offset()
+                                .unwrap_or(done.last_offset + 1),
+                        })?;
+                    }
+                }
+                Ok(())
+            })?;
         }
         Ok(())
     }
@@ -423,11 +464,42 @@ impl Log {
     /// idempotent batch is a retry of one already in the log, the whole call
     /// is answered as that duplicate and nothing is written (Kafka returns on
     /// the first duplicate too; Produce v3+ carries one batch per partition).
+    ///
+    /// A transactional batch opens a transaction for its producer at its base
+    /// offset if none is open; a non-transactional batch from a producer with
+    /// an open transaction is refused with [`LogError::InvalidTxnState`].
+    /// Control batches are refused.
     pub fn append_as_leader(
         &mut self,
         records: &[u8],
         leader_epoch: i32,
         now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_batches(records, leader_epoch, now_ms, AppendOrigin::Client)
+    }
+
+    /// Like [`Log::append_as_leader`], for batches written by a coordinator
+    /// (the group coordinator's transactional offset commits into
+    /// `__consumer_offsets`): batches may carry a producer id / epoch with
+    /// base sequence -1, and sequence checks and duplicate detection are
+    /// skipped (Kafka's `AppendOrigin.COORDINATOR`). The producer epoch and
+    /// the transaction rules are still enforced. Control batches are refused:
+    /// markers go through [`Log::append_txn_marker`].
+    pub fn append_as_coordinator(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_batches(records, leader_epoch, now_ms, AppendOrigin::Coordinator)
+    }
+
+    fn append_batches(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+        origin: AppendOrigin,
     ) -> Result<AppendInfo, LogError> {
         if records.is_empty() {
             return Err(LogError::InvalidRecord(
@@ -461,7 +533,7 @@ impl Log {
             }
             let batch_bytes = &rest[..size];
             batch::check_crc(batch_bytes, &h)?;
-            batch::validate_client_batch(batch_bytes, &h, &self.config, now_ms)?;
+            batch::validate_client_batch(batch_bytes, &h, &self.config, now_ms, origin)?;
             if self.config.compact {
                 records::check_records_have_keys(batch_bytes, &h)?;
             }
@@ -489,6 +561,7 @@ impl Log {
                     first,
                     last,
                     max_timestamp_ms,
+                    origin,
                 )? {
                     return Ok(AppendInfo {
                         first_offset: dup.first_offset,
@@ -529,24 +602,9 @@ impl Log {
             }
         }
 
-        self.maybe_roll(buf.len() as u64, last_offset, now_ms)?;
-        // Kafka assigns the epoch before writing; an entry whose data never made
-        // it is harmless (it is dropped by truncate_from_end on the next open).
-        self.leader_epochs.assign(leader_epoch, first_offset)?;
-        let cfg = self.config.clone();
-        self.active_mut().append(&buf, &placements, &cfg, now_ms)?;
-        self.producers.commit(staging);
-        assert!(
-            next_offset > self.log_end_offset,
-            "log end offset must grow"
-        );
-        self.log_end_offset = next_offset;
+        self.write_batches(&buf, &placements, staging, leader_epoch, now_ms)?;
         let records_count = (last_offset - first_offset + 1) as u64;
-        self.unflushed_records = self.unflushed_records.saturating_add(records_count);
-        if self.unflushed_records >= self.config.flush_messages {
-            self.flush()?;
-            self.last_flush_ms = now_ms;
-        }
+        self.maybe_flush_after_append(records_count, now_ms)?;
         Ok(AppendInfo {
             first_offset,
             last_offset,
@@ -555,6 +613,145 @@ impl Log {
             duplicate: false,
             records_count,
         })
+    }
+
+    /// Writes validated, patched batches (`buf`, described by `placements`)
+    /// at the log end and applies their producer-state changes.
+    fn write_batches(
+        &mut self,
+        buf: &[u8],
+        placements: &[BatchPlacement],
+        staging: ProducerAppendStaging,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        let (Some(first), Some(last)) = (placements.first(), placements.last()) else {
+            unreachable!("an append writes at least one batch");
+        };
+        assert_eq!(
+            first.base_offset, self.log_end_offset,
+            "appends start at the log end offset"
+        );
+        let (first_offset, last_offset) = (first.base_offset, last.last_offset);
+        self.maybe_roll(buf.len() as u64, last_offset, now_ms)?;
+        // Kafka assigns the epoch before writing; an entry whose data never made
+        // it is harmless (it is dropped by truncate_from_end on the next open).
+        self.leader_epochs.assign(leader_epoch, first_offset)?;
+        let cfg = self.config.clone();
+        self.active_mut().append(buf, placements, &cfg, now_ms)?;
+        self.producers.commit(staging);
+        assert!(
+            last_offset >= self.log_end_offset,
+            "log end offset must grow"
+        );
+        self.log_end_offset = last_offset + 1;
+        Ok(())
+    }
+
+    fn maybe_flush_after_append(
+        &mut self,
+        records_count: u64,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        self.unflushed_records = self.unflushed_records.saturating_add(records_count);
+        if self.unflushed_records >= self.config.flush_messages {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(())
+    }
+
+    /// Appends a transaction marker as the transaction coordinator (Kafka's
+    /// WriteTxnMarkers path, `AppendOrigin.COORDINATOR`): a control batch
+    /// (transactional | control, magic 2, uncompressed) holding one record
+    /// with key `[i16 0][i16 type: 0 = ABORT, 1 = COMMIT]` and value
+    /// `[i16 0][i32 coordinator_epoch]`, producer id/epoch set, base sequence
+    /// -1, timestamps `now_ms`.
+    ///
+    /// Ends the producer's open transaction on this partition; the marker is
+    /// written even if none is open, as Kafka does (the coordinator sends
+    /// markers to every partition it knows of, and retries). An ABORT that
+    /// ends an open transaction records `(producer_id, first_offset,
+    /// marker offset)` in the aborted-transaction index. The marker's epoch
+    /// must be >= the producer's ([`LogError::InvalidProducerEpoch`]) and its
+    /// coordinator epoch >= the last marker's
+    /// ([`LogError::TransactionCoordinatorFenced`]); both become current.
+    /// Returns the marker's offset.
+    pub fn append_txn_marker(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<i64, LogError> {
+        if producer_id < 0 || producer_epoch < 0 {
+            return Err(LogError::InvalidRecord(format!(
+                "transaction marker needs a producer id and epoch, got {producer_id}/{producer_epoch}"
+            )));
+        }
+        let offset = self.log_end_offset;
+        let mut staging = ProducerAppendStaging::default();
+        let marker = TxnMarker {
+            producer_id,
+            producer_epoch,
+            coordinator_epoch,
+            commit,
+        };
+        let completed =
+            self.producers
+                .check_and_stage_marker(&mut staging, marker, offset, now_ms)?;
+        let mut buf = txn::build_marker_batch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+            self.config.timestamp_type,
+        );
+        batch::set_base_offset(&mut buf, offset);
+        batch::set_partition_leader_epoch(&mut buf, leader_epoch);
+        let placement = BatchPlacement {
+            base_offset: offset,
+            last_offset: offset,
+            max_timestamp_ms: now_ms,
+            size_bytes: buf.len() as u64,
+        };
+        self.write_batches(&buf, &[placement], staging, leader_epoch, now_ms)?;
+        if let Some(done) = completed.filter(|c| c.aborted) {
+            self.aborted.append(AbortedTxn {
+                producer_id,
+                first_offset: done.first_offset,
+                last_offset: offset,
+                last_stable_offset: self.last_stable_offset(),
+            })?;
+        }
+        self.maybe_flush_after_append(1, now_ms)?;
+        Ok(offset)
+    }
+
+    /// The last stable offset (Kafka's `UnifiedLog.lastStableOffset`): the
+    /// first offset of the earliest open transaction, else the high
+    /// watermark; never below the log start offset.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.producers
+            .first_unstable_offset()
+            .map_or(hw, |first| first.max(self.log_start_offset).min(hw))
+    }
+
+    /// Aborted transactions overlapping `[fetch_offset, upper_bound)`:
+    /// `(producer_id, first_offset)` of each whose marker is at or after
+    /// `fetch_offset` and whose first offset is below `upper_bound`, in
+    /// first-offset order (FetchResponse.aborted_transactions).
+    pub fn aborted_transactions(&self, fetch_offset: i64, upper_bound: i64) -> Vec<(i64, i64)> {
+        self.aborted.overlapping(fetch_offset, upper_bound)
+    }
+
+    /// Open transactions `(producer_id, producer_epoch, first_offset)`, by first offset.
+    pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
+        self.producers.open_transactions()
     }
 
     fn maybe_roll(
@@ -605,6 +802,7 @@ impl Log {
         self.recovery_point = leo;
         self.unflushed_records = 0;
         self.last_flush_ms = now_ms;
+        self.aborted.sync()?;
         self.producers.take_snapshot(leo)?;
         self.persist_state(None)
     }
@@ -619,15 +817,31 @@ impl Log {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<ReadResult, LogError> {
+        self.read_bounded(fetch_offset, max_bytes, min_one_batch, i64::MAX)
+    }
+
+    /// [`Log::read`] that returns no batch whose base offset is >=
+    /// `upper_bound_offset`; read_committed fetches pass the last stable
+    /// offset (Kafka's `FetchIsolation.TXN_COMMITTED`). The at-least-one-batch
+    /// rule applies to the first batch below the bound only. A fetch offset
+    /// at or above the bound (but within the log) reads nothing.
+    pub fn read_bounded(
+        &self,
+        fetch_offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+        upper_bound_offset: i64,
+    ) -> Result<ReadResult, LogError> {
         let result = |records: Bytes| ReadResult {
             records,
             high_watermark: self.log_end_offset,
             log_start_offset: self.log_start_offset,
+            last_stable_offset: self.last_stable_offset(),
         };
         if fetch_offset < self.log_start_offset || fetch_offset > self.log_end_offset {
             return Err(self.out_of_range(fetch_offset));
         }
-        if fetch_offset == self.log_end_offset {
+        if fetch_offset == self.log_end_offset || fetch_offset >= upper_bound_offset {
             return Ok(result(Bytes::new()));
         }
         let start_base = self
@@ -639,6 +853,9 @@ impl Log {
             let Some((pos, first)) = seg.find_batch(fetch_offset, &self.config)? else {
                 continue;
             };
+            if first.base_offset >= upper_bound_offset {
+                return Ok(result(Bytes::new()));
+            }
             let first_size = first.size_bytes();
             if first_size > max_bytes {
                 if !min_one_batch {
@@ -648,7 +865,7 @@ impl Log {
             }
             let len = (max_bytes as u64).min(seg.size_bytes() - pos) as usize;
             let mut buf = seg.read_bytes(pos, len)?;
-            let whole = whole_batches_prefix_bytes(&buf);
+            let whole = whole_batches_prefix_bytes(&buf, upper_bound_offset);
             debug_assert!(whole >= first_size);
             buf.truncate(whole);
             return Ok(result(Bytes::from(buf)));
@@ -764,6 +981,7 @@ impl Log {
             self.persist_state(None)?;
             self.leader_epochs.truncate_from_start(target)?;
             self.delete_segments_below_log_start()?;
+            self.aborted.trim_below(self.log_start_offset)?;
         }
         Ok(self.log_start_offset)
     }
@@ -808,6 +1026,7 @@ impl Log {
             self.log_start_offset = first_base;
             self.leader_epochs.truncate_from_start(first_base)?;
         }
+        self.aborted.trim_below(self.log_start_offset)?;
         self.persist_state(None)?;
         Ok(n)
     }
@@ -894,6 +1113,7 @@ impl Log {
     /// fsyncs the active segment and its indexes and advances the recovery point.
     pub fn flush(&mut self) -> Result<(), LogError> {
         self.active().flush()?;
+        self.aborted.sync()?;
         self.recovery_point = self.log_end_offset;
         self.unflushed_records = 0;
         self.persist_state(None)
@@ -903,6 +1123,7 @@ impl Log {
     /// records the clean-shutdown marker, so the next clean open scans no data.
     pub fn close(mut self) -> Result<(), LogError> {
         self.flush()?;
+        self.aborted.sync()?;
         self.producers.take_snapshot(self.log_end_offset)?;
         self.persist_state(Some(self.log_end_offset))
     }
@@ -1055,14 +1276,40 @@ impl Log {
     }
 }
 
-/// Length of the longest prefix of `buf` made of whole batches.
-fn whole_batches_prefix_bytes(buf: &[u8]) -> usize {
+/// Reads the first control record of the control batch `h` at `position`
+/// of `seg` into a stack buffer (control batches are never compressed).
+fn read_control_record(
+    seg: &LogSegment,
+    position: u64,
+    h: &RecordBatchHeader,
+) -> Result<ControlRecord, LogError> {
+    let corrupt = |why: String| {
+        LogError::StorageCorruption(format!("control batch at offset {}: {why}", h.base_offset))
+    };
+    if h.compression() != 0 {
+        return Err(corrupt(format!(
+            "compressed with codec {}",
+            h.compression()
+        )));
+    }
+    let mut prefix = [0u8; CONTROL_PREFIX_BYTES];
+    let len = (h.size_bytes() - BATCH_HEADER_SIZE_BYTES).min(CONTROL_PREFIX_BYTES);
+    seg.read_exact_at(
+        position + BATCH_HEADER_SIZE_BYTES as u64,
+        &mut prefix[..len],
+    )?;
+    txn::parse_control_record(&prefix[..len]).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Length of the longest prefix of `buf` made of whole batches whose base
+/// offsets are below `upper_bound_offset`.
+fn whole_batches_prefix_bytes(buf: &[u8], upper_bound_offset: i64) -> usize {
     let mut pos = 0;
     while buf.len() - pos >= BATCH_HEADER_SIZE_BYTES {
         let Ok(h) = RecordBatchHeader::parse(&buf[pos..]) else {
             break;
         };
-        if h.size_bytes() > buf.len() - pos {
+        if h.size_bytes() > buf.len() - pos || h.base_offset >= upper_bound_offset {
             break;
         }
         pos += h.size_bytes();

@@ -349,22 +349,39 @@ impl LogSegment {
         Ok(None)
     }
 
-    /// Calls `f` for every batch header whose last offset is >= `from_offset`.
-    pub(crate) fn for_each_header_from(
+    /// Calls `f(position, header)` for every batch whose last offset is >= `from_offset`.
+    pub(crate) fn try_for_each_batch_from(
         &self,
         from_offset: i64,
         cfg: &LogConfig,
-        mut f: impl FnMut(&RecordBatchHeader),
+        mut f: impl FnMut(u64, &RecordBatchHeader) -> Result<(), LogError>,
     ) -> Result<(), LogError> {
         let Some((mut pos, _)) = self.find_batch(from_offset, cfg)? else {
             return Ok(());
         };
         while pos < self.size_bytes {
             let h = self.read_header(pos)?;
-            f(&h);
+            f(pos, &h)?;
             pos += h.size_bytes() as u64;
         }
         Ok(())
+    }
+
+    /// Fills `buf` from `position`; the caller keeps the range inside the segment.
+    pub(crate) fn read_exact_at(&self, position: u64, buf: &mut [u8]) -> Result<(), LogError> {
+        if position + buf.len() as u64 > self.size_bytes {
+            return Err(LogError::StorageCorruption(format!(
+                "segment {}: read of {} bytes at {position} runs past the end",
+                self.base_offset,
+                buf.len()
+            )));
+        }
+        self.file()?
+            .read_exact_at(buf, position)
+            .map_err(LogError::io(format!(
+                "reading segment {}",
+                self.base_offset
+            )))
     }
 
     /// Appends already-validated batches (`bytes` holds them back to back, as

@@ -179,28 +179,63 @@ fn read_all(
             }
             let log = partition.log();
             let budget = remaining.min(t.partition_max_bytes.max(0) as usize);
-            match log.read(t.fetch_offset, budget, first_with_data) {
+            // read_committed reads only below the last stable offset (Kafka's
+            // FetchIsolation.TXN_COMMITTED) and lists the aborted transactions
+            // overlapping what it returns, so the consumer can drop their records.
+            let result = if read_committed {
+                let lso = log.last_stable_offset();
+                log.read_bounded(t.fetch_offset, budget, first_with_data, lso)
+            } else {
+                log.read(t.fetch_offset, budget, first_with_data)
+            };
+            match result {
                 Ok(read) => {
                     if !read.records.is_empty() {
                         first_with_data = false;
                         remaining = remaining.saturating_sub(read.records.len());
                     }
-                    base.with_high_watermark(read.high_watermark)
-                        .with_last_stable_offset(read.high_watermark)
-                        .with_log_start_offset(read.log_start_offset)
-                        .with_records(Some(read.records))
+                    let mut data = base
+                        .with_high_watermark(read.high_watermark)
+                        .with_last_stable_offset(read.last_stable_offset)
+                        .with_log_start_offset(read.log_start_offset);
+                    if read_committed {
+                        // End of the returned range: after its last batch, or the LSO.
+                        let mut end = read.last_stable_offset;
+                        let mut pos = 0;
+                        while let Some(Ok(h)) = read
+                            .records
+                            .get(pos..)
+                            .map(strata_log::RecordBatchHeader::parse)
+                        {
+                            end = h.last_offset() + 1;
+                            pos += h.size_bytes();
+                        }
+                        let aborted = log
+                            .aborted_transactions(t.fetch_offset, end)
+                            .into_iter()
+                            .map(|(pid, first_offset)| {
+                                kafka_protocol::messages::fetch_response::AbortedTransaction::default()
+                                    .with_producer_id(kafka_protocol::messages::ProducerId(pid))
+                                    .with_first_offset(first_offset)
+                            })
+                            .collect();
+                        data = data.with_aborted_transactions(Some(aborted));
+                    }
+                    data.with_records(Some(read.records))
                 }
                 Err(e) => {
                     let error = log_error(broker, &partition, &e);
-                    let (hw, start) = match e {
-                        LogError::OffsetOutOfRange { .. } => {
-                            (log.high_watermark(), log.log_start_offset())
-                        }
-                        _ => (-1, -1),
+                    let (hw, lso, start) = match e {
+                        LogError::OffsetOutOfRange { .. } => (
+                            log.high_watermark(),
+                            log.last_stable_offset(),
+                            log.log_start_offset(),
+                        ),
+                        _ => (-1, -1, -1),
                     };
                     base.with_error_code(error)
                         .with_high_watermark(hw)
-                        .with_last_stable_offset(hw)
+                        .with_last_stable_offset(lso)
                         .with_log_start_offset(start)
                 }
             }
