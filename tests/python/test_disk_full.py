@@ -16,7 +16,7 @@ from helpers import Broker, consume_all, create_topic, make_admin, register_brok
 
 KAFKA_STORAGE_ERROR = 56
 FS_SIZE = "3m"
-BALLAST_BYTES = 256 * 1024
+BALLAST_BYTES = 768 * 1024
 
 
 @pytest.fixture
@@ -34,7 +34,8 @@ def small_fs(tmp_path):
 
 @pytest.mark.timeout(90)
 def test_disk_full_is_a_storage_error_and_loses_nothing(tmp_path, small_fs, topic, request):
-    broker = Broker(tmp_path / "broker")
+    # One offsets partition: the consumers below create __consumer_offsets on the small disk.
+    broker = Broker(tmp_path / "broker", overrides={"offsets.topic.num.partitions": 1, "transaction.state.log.num.partitions": 1})
     broker.data_dir = small_fs / "data"  # the broker's own log stays on the big disk
     # Space an operator can free later, as one would after a full-disk alert.
     ballast = small_fs / "ballast"

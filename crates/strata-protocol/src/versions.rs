@@ -6,7 +6,10 @@
 //! crate's newest version where that version is newer than what Kafka 4.1 marks stable
 //! (Produce v13 and Fetch v18 name topics by id only and carry fields no released client sends;
 //! InitProducerId v6 is the unreleased two-phase-commit extension; OffsetCommit v10 and
-//! OffsetFetch v10 name topics by id, which Kafka 4.1 does not serve yet).
+//! OffsetFetch v10 name topics by id, which Kafka 4.1 does not serve yet). Transactional APIs
+//! stop below the versions that signal transaction protocol v2 (KIP-890 part 2:
+//! AddPartitionsToTxn v4+ is broker-to-broker, AddOffsetsToTxn v4, EndTxn v5,
+//! TxnOffsetCommit v5), which Strata does not implement.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -46,6 +49,10 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::DeleteRecords, 0, 2),
     served(ApiKey::InitProducerId, 0, 5),
     served(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    served(ApiKey::AddPartitionsToTxn, 0, 3),
+    served(ApiKey::AddOffsetsToTxn, 0, 3),
+    served(ApiKey::EndTxn, 0, 4),
+    served(ApiKey::TxnOffsetCommit, 0, 4),
     served(ApiKey::DescribeConfigs, 1, 4),
     served(ApiKey::AlterConfigs, 0, 2),
     served(ApiKey::DescribeLogDirs, 1, 4),
@@ -55,6 +62,8 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::OffsetDelete, 0, 0),
     served(ApiKey::DescribeCluster, 0, 2),
     served(ApiKey::DescribeProducers, 0, 0),
+    served(ApiKey::DescribeTransactions, 0, 0),
+    served(ApiKey::ListTransactions, 0, 1),
     served(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     served(ApiKey::ConsumerGroupDescribe, 0, 1),
     served(ApiKey::DescribeTopicPartitions, 0, 0),

@@ -22,6 +22,7 @@ use crate::connection;
 use crate::group_service::GroupService;
 use crate::metrics::Metrics;
 use crate::replica_manager::{now_ms, ReplicaManager};
+use crate::txn_service::TxnService;
 
 /// Name of the marker written after a clean shutdown (Kafka's `.kafka_cleanshutdown`).
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".strata_cleanshutdown";
@@ -59,6 +60,7 @@ pub struct Broker {
     pub replicas: ReplicaManager,
     pub metrics: Metrics,
     pub groups: GroupService,
+    pub txns: TxnService,
     producer_ids: Mutex<ProducerIdBlock>,
     serving: AtomicBool,
 }
@@ -99,6 +101,7 @@ impl Broker {
         let broker = Arc::new(Broker {
             controller: Controller::new(config.node_id),
             groups: GroupService::new(&config),
+            txns: TxnService::new(&config),
             config,
             cluster_id,
             store,
@@ -122,6 +125,10 @@ impl Broker {
             Ok(records) => tracing::info!(records, "consumer groups loaded"),
             // Groups are rebuilt from what could be read; the broker still serves.
             Err(e) => tracing::error!(error = %e, "cannot load consumer groups"),
+        }
+        match broker.txns.load(&broker) {
+            Ok(records) => tracing::info!(records, "transactions loaded"),
+            Err(e) => tracing::error!(error = %e, "cannot load transactions"),
         }
         Ok(broker)
     }
@@ -191,6 +198,7 @@ impl Broker {
         });
         tasks.spawn(background_tasks(self.clone(), stop_rx.clone()));
         tasks.spawn(crate::log_cleaner::run(self.clone(), stop_rx.clone()));
+        tasks.spawn(crate::txn_service::tick_loop(self.clone(), stop_rx.clone()));
         tasks.spawn(crate::group_service::tick_loop(
             self.clone(),
             stop_rx.clone(),

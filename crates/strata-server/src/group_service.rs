@@ -11,24 +11,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
-use indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use strata_coord::consumer_group::{ConsumerGroupConfig, TopicView};
 use strata_coord::{
     partition_for, GroupConfig, GroupCoordinator, OffsetsRecord, PendingReply, ReplyId,
     OFFSETS_TOPIC,
 };
-use strata_meta::{ControllerError, CreateTopicSpec, MetadataImage};
+use strata_meta::MetadataImage;
 use tokio::sync::oneshot;
 
 use crate::broker::Broker;
+use crate::internal_topics::{self, Replayed};
 use crate::replica_manager::now_ms;
 
-/// Bytes read per step while loading the offsets topic.
-const LOAD_READ_BYTES: usize = 1024 * 1024;
+/// A transactional producer: id and epoch.
+type Producer = (i64, i16);
 
 pub struct GroupService {
     coordinator: Mutex<GroupCoordinator>,
@@ -99,10 +95,11 @@ impl GroupService {
         let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
         let value = f(&mut coordinator);
         let (records, replies) = coordinator.take_output();
-        let persisted = if records.is_empty() {
+        let txn_records = coordinator.take_txn_records();
+        let persisted = if records.is_empty() && txn_records.is_empty() {
             Ok(())
         } else {
-            self.persist(broker, &records)
+            self.persist(broker, &records, &txn_records)
         };
         if let Err(e) = &persisted {
             // The in-memory state is ahead of the log until the next successful write of the
@@ -124,90 +121,52 @@ impl GroupService {
         (value, persisted)
     }
 
-    /// Creates `__consumer_offsets` if it does not exist yet (Kafka creates it on the first
-    /// FindCoordinator for a group).
+    /// Creates `__consumer_offsets` if it does not exist yet.
     pub fn ensure_offsets_topic(&self, broker: &Broker) -> Result<(), GroupServiceError> {
-        if broker.image().topic(OFFSETS_TOPIC).is_some() {
-            return Ok(());
-        }
-        let spec = CreateTopicSpec {
-            name: OFFSETS_TOPIC.to_string(),
-            num_partitions: self.partitions,
-            replication_factor: broker
+        internal_topics::ensure_topic(
+            broker,
+            OFFSETS_TOPIC,
+            self.partitions,
+            broker
                 .config
-                .broker_value::<i16>("offsets.topic.replication.factor")
-                .max(1),
-            assignments: Vec::new(),
-            configs: vec![
-                ("cleanup.policy".into(), Some("compact".into())),
-                ("compression.type".into(), Some("producer".into())),
-                (
-                    "segment.bytes".into(),
-                    Some(
-                        broker
-                            .config
-                            .broker_value::<i64>("offsets.topic.segment.bytes")
-                            .to_string(),
-                    ),
-                ),
-            ],
-        };
-        let defaults = (self.partitions, 1);
-        let created = broker
-            .commit(
-                |image| match broker.controller.create_topic(image, &spec, defaults) {
-                    Ok((_, records)) => (records, Ok(())),
-                    Err(ControllerError::TopicAlreadyExists(_)) => (Vec::new(), Ok(())),
-                    Err(e) => (Vec::new(), Err(e)),
-                },
-            )
-            .map_err(|e| GroupServiceError::CreateTopic(e.to_string()))?;
-        created.map_err(|e| GroupServiceError::CreateTopic(e.to_string()))?;
-        tracing::info!(partitions = self.partitions, "created {OFFSETS_TOPIC}");
-        Ok(())
+                .broker_value("offsets.topic.replication.factor"),
+            broker.config.broker_value("offsets.topic.segment.bytes"),
+        )
+        .map_err(GroupServiceError::CreateTopic)
     }
 
-    /// Appends records to their groups' partitions, one batch per partition.
-    fn persist(&self, broker: &Broker, records: &[OffsetsRecord]) -> Result<(), GroupServiceError> {
-        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    /// Appends records to their groups' partitions: one batch per partition, and one
+    /// transactional batch per partition and producer for transactional offset commits.
+    fn persist(
+        &self,
+        broker: &Broker,
+        records: &[OffsetsRecord],
+        txn_records: &[(i64, i16, OffsetsRecord)],
+    ) -> Result<(), GroupServiceError> {
         let now = now_ms();
-        for r in records {
-            let (key, value) = r.encode();
+        // (offsets partition, transactional producer) → records of one batch
+        let mut batches: BTreeMap<(i32, Option<Producer>), Vec<_>> = BTreeMap::new();
+        let plain = records.iter().map(|r| (None, r));
+        let transactional = txn_records.iter().map(|(p, e, r)| (Some((*p, *e)), r));
+        for (producer, r) in plain.chain(transactional) {
             let partition = partition_for(r.group(), self.partitions);
-            let batch = by_partition.entry(partition).or_default();
-            batch.push(Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: batch.len() as i64,
-                sequence: -1,
-                timestamp: now,
-                key: Some(key),
-                value,
-                headers: IndexMap::new(),
-            });
+            batches
+                .entry((partition, producer))
+                .or_default()
+                .push(r.encode());
         }
-        for (partition, batch) in by_partition {
+        for ((partition, producer), records) in batches {
             let hosted = broker
                 .replicas
                 .partition(OFFSETS_TOPIC, partition)
                 .ok_or(GroupServiceError::NotHosted(partition))?;
-            let mut buf = BytesMut::new();
-            RecordBatchEncoder::encode(
-                &mut buf,
-                &batch,
-                &RecordEncodeOptions {
-                    version: 2,
-                    compression: Compression::None,
-                },
-            )
-            .map_err(|e| GroupServiceError::Corrupt(format!("cannot encode records: {e}")))?;
+            let buf = internal_topics::encode_batch(records, producer, now)
+                .map_err(GroupServiceError::Corrupt)?;
             let mut log = hosted.log();
-            log.append_as_leader(&buf, hosted.leader_epoch, now)?;
+            match producer {
+                None => log.append_as_leader(&buf, hosted.leader_epoch, now)?,
+                Some(_) => log.append_as_coordinator(&buf, hosted.leader_epoch, now)?,
+            };
         }
         Ok(())
     }
@@ -217,50 +176,38 @@ impl GroupService {
         let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_ms();
         let mut loaded = 0usize;
-        for partition in 0..self.partitions {
-            let Some(hosted) = broker.replicas.partition(OFFSETS_TOPIC, partition) else {
-                continue;
-            };
-            let log = hosted.log();
-            let mut offset = log.log_start_offset();
-            while offset < log.log_end_offset() {
-                let read = log.read(offset, LOAD_READ_BYTES, true)?;
-                if read.records.is_empty() {
-                    break;
+        let partitions = self.partitions;
+        for partition in 0..partitions {
+            internal_topics::replay(broker, OFFSETS_TOPIC, partition, |r| match r {
+                Replayed::Marker(m) => {
+                    coordinator.complete_transaction(m.producer_id, m.commit, partition, |g| {
+                        partition_for(g, partitions)
+                    })
                 }
-                let mut buf = read.records.clone();
-                let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| {
-                    GroupServiceError::Corrupt(format!(
-                        "undecodable batch in partition {partition}: {e}"
-                    ))
-                })?;
-                let mut next = offset;
-                for set in sets {
-                    for record in set.records {
-                        next = next.max(record.offset + 1);
-                        if record.control || record.offset < offset {
-                            continue;
-                        }
-                        let Some(key) = record.key.as_deref() else {
-                            continue;
-                        };
-                        match OffsetsRecord::decode(key, record.value.as_deref()) {
-                            Ok(Some(r)) => {
-                                coordinator.load(r, now);
-                                loaded += 1;
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::warn!(partition, offset = record.offset, error = %e, "skipping record")
-                            }
+                Replayed::Data {
+                    transactional_producer,
+                    key,
+                    value,
+                } => match OffsetsRecord::decode(&key, value.as_deref()) {
+                    Ok(Some(record)) => {
+                        loaded += 1;
+                        match transactional_producer {
+                            Some(pid) => coordinator.load_txn_offset(pid, record, now),
+                            None => coordinator.load(record, now),
                         }
                     }
-                }
-                assert!(next > offset, "loading {OFFSETS_TOPIC} must make progress");
-                offset = next;
-            }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(partition, error = %e, "skipping record"),
+                },
+            })
+            .map_err(GroupServiceError::Corrupt)?;
         }
         Ok(loaded)
+    }
+
+    /// Partitions of `__consumer_offsets`.
+    pub fn partitions(&self) -> i32 {
+        self.partitions
     }
 
     /// The offsets-topic partition of a group.

@@ -11,9 +11,11 @@ mod connection;
 pub mod group_service;
 pub mod handlers;
 mod http;
+mod internal_topics;
 mod log_cleaner;
 pub mod metrics;
 pub mod replica_manager;
+pub mod txn_service;
 
 pub use broker::{Broker, StartError};
 pub use config::ServerConfig;

@@ -78,7 +78,7 @@ pub async fn handle_find_coordinator(
     let b = broker.clone();
     let result = tokio::task::block_in_place(|| match key_type {
         KEY_TYPE_GROUP => coordinator_ready(&b),
-        KEY_TYPE_TRANSACTION => Err(ResponseError::CoordinatorNotAvailable),
+        KEY_TYPE_TRANSACTION => b.txns.ensure_topic(&b),
         _ => Err(ResponseError::InvalidRequest),
     });
     let node = BrokerId(broker.config.node_id);
@@ -86,10 +86,6 @@ pub async fn handle_find_coordinator(
     let port = broker.config.advertised_port;
     let (error, message) = match result {
         Ok(()) => (0, None),
-        Err(ResponseError::CoordinatorNotAvailable) if key_type == KEY_TYPE_TRANSACTION => (
-            code(ResponseError::CoordinatorNotAvailable),
-            Some(str_bytes("transactions are not supported yet")),
-        ),
         Err(e) => (code(e), Some(str_bytes(format!("{e:?}")))),
     };
     let ok = error == 0;

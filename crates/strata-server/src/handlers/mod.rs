@@ -13,6 +13,7 @@ mod offsets;
 mod produce;
 mod producer_id;
 mod topics;
+mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,7 +89,7 @@ pub async fn handle(
             ResponseKind::DescribeLogDirs(configs::handle_describe_log_dirs(broker, &r))
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producer_id::handle(broker, &r).await)
+            ResponseKind::InitProducerId(producer_id::handle(broker, &r, version).await)
         }
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::handle_find_coordinator(broker, r, version).await)
@@ -117,6 +118,22 @@ pub async fn handle(
         }
         RequestKind::DeleteGroups(r) => {
             ResponseKind::DeleteGroups(groups::handle_delete_groups(broker, &r))
+        }
+        RequestKind::AddPartitionsToTxn(r) => {
+            ResponseKind::AddPartitionsToTxn(txn::handle_add_partitions(broker, &r, version))
+        }
+        RequestKind::AddOffsetsToTxn(r) => {
+            ResponseKind::AddOffsetsToTxn(txn::handle_add_offsets(broker, &r, version))
+        }
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::handle_end_txn(broker, &r, version)),
+        RequestKind::TxnOffsetCommit(r) => {
+            ResponseKind::TxnOffsetCommit(txn::handle_txn_offset_commit(broker, &r, version))
+        }
+        RequestKind::DescribeTransactions(r) => {
+            ResponseKind::DescribeTransactions(txn::handle_describe(broker, &r))
+        }
+        RequestKind::ListTransactions(r) => {
+            ResponseKind::ListTransactions(txn::handle_list(broker, &r))
         }
         RequestKind::DescribeProducers(r) => {
             ResponseKind::DescribeProducers(producer_id::handle_describe(broker, r).await)

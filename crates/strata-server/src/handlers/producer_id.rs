@@ -1,6 +1,5 @@
-//! Producer APIs: InitProducerId for idempotent producers, and DescribeProducers.
-//! Transactional ids need the transaction coordinator, which does not exist yet: such
-//! InitProducerId requests get COORDINATOR_NOT_AVAILABLE.
+//! Producer APIs: InitProducerId (idempotent producers here; transactional ids go to the
+//! transaction coordinator in `txn.rs`), and DescribeProducers.
 
 use std::sync::Arc;
 
@@ -19,14 +18,13 @@ use crate::broker::Broker;
 pub async fn handle(
     broker: &Arc<Broker>,
     request: &InitProducerIdRequest,
+    version: i16,
 ) -> InitProducerIdResponse {
     let base = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     if request.transactional_id.is_some() {
-        // No transaction coordinator yet: Kafka answers this when the coordinator for the
-        // transactional id cannot be found, and clients report it instead of misbehaving.
-        return base.with_error_code(code(ResponseError::CoordinatorNotAvailable));
+        return super::txn::handle_init_producer_id(broker, request, version);
     }
     if request.producer_id.0 >= 0 {
         // KIP-360: an idempotent producer asking to bump its epoch after an error. Handing out

@@ -1,0 +1,363 @@
+//! Transactional APIs (transaction protocol v1): InitProducerId with a transactional id,
+//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit, DescribeTransactions and
+//! ListTransactions. The state machine is `strata_coord::txn`; `TxnService` persists it and
+//! writes the markers.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_response::{
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+};
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{
+    describe_transactions_response, list_transactions_response, AddOffsetsToTxnRequest,
+    AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
+    DescribeTransactionsRequest, DescribeTransactionsResponse, EndTxnRequest, EndTxnResponse,
+    InitProducerIdRequest, InitProducerIdResponse, ListTransactionsRequest,
+    ListTransactionsResponse, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
+    TxnOffsetCommitResponse,
+};
+use strata_coord::group::{CommitIdentity, OffsetCommit};
+use strata_coord::OFFSETS_TOPIC;
+
+use super::{code, str_bytes};
+use crate::broker::Broker;
+use crate::replica_manager::now_ms;
+
+/// PRODUCER_FENCED exists from these versions on (KIP-588); older clients know the fencing
+/// only as INVALID_PRODUCER_EPOCH.
+fn fenced_for(
+    version: i16,
+    first_version_with_producer_fenced: i16,
+    e: ResponseError,
+) -> ResponseError {
+    if e == ResponseError::ProducerFenced && version < first_version_with_producer_fenced {
+        ResponseError::InvalidProducerEpoch
+    } else {
+        e
+    }
+}
+
+/// Runs a transaction-coordinator call in a blocking context, with the topic in place.
+fn run_txn<T>(
+    broker: &Broker,
+    f: impl FnOnce(&mut strata_coord::txn::TransactionCoordinator) -> Result<T, ResponseError>,
+) -> Result<T, ResponseError> {
+    tokio::task::block_in_place(|| {
+        broker.txns.ensure_topic(broker)?;
+        broker.txns.run(broker, f)?
+    })
+}
+
+pub fn handle_init_producer_id(
+    broker: &Arc<Broker>,
+    request: &InitProducerIdRequest,
+    version: i16,
+) -> InitProducerIdResponse {
+    let transactional_id = request
+        .transactional_id
+        .as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let expected = (version >= 3 && request.producer_id.0 >= 0)
+        .then_some((request.producer_id.0, request.producer_epoch));
+    let result = run_txn(broker, |c| {
+        c.init_producer_id(
+            &transactional_id,
+            request.transaction_timeout_ms,
+            expected,
+            now_ms(),
+            || {
+                broker.next_producer_id().map_err(|e| {
+                    tracing::error!(error = %e, "cannot allocate producer id");
+                    ResponseError::KafkaStorageError
+                })
+            },
+        )
+    });
+    let base = InitProducerIdResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    match result {
+        Ok((pid, epoch)) => base
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch),
+        Err(e) => base.with_error_code(code(fenced_for(version, 4, e))),
+    }
+}
+
+pub fn handle_add_partitions(
+    broker: &Arc<Broker>,
+    request: &AddPartitionsToTxnRequest,
+    version: i16,
+) -> AddPartitionsToTxnResponse {
+    let image = broker.image();
+    let requested: Vec<(String, i32)> = request
+        .v3_and_below_topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), *p)))
+        .collect();
+    let unknown: Vec<bool> = requested
+        .iter()
+        .map(|(t, p)| {
+            image
+                .topic(t)
+                .is_none_or(|topic| *p < 0 || *p as usize >= topic.partitions.len())
+        })
+        .collect();
+    // Kafka adds nothing when any partition is unknown: those get UNKNOWN_TOPIC_OR_PARTITION,
+    // the rest OPERATION_NOT_ATTEMPTED.
+    let errors: Vec<i16> = if unknown.iter().any(|u| *u) {
+        unknown
+            .iter()
+            .map(|u| {
+                code(if *u {
+                    ResponseError::UnknownTopicOrPartition
+                } else {
+                    ResponseError::OperationNotAttempted
+                })
+            })
+            .collect()
+    } else {
+        let result = run_txn(broker, |c| {
+            c.add_partitions(
+                &request.v3_and_below_transactional_id,
+                request.v3_and_below_producer_id.0,
+                request.v3_and_below_producer_epoch,
+                &requested,
+                now_ms(),
+            )
+        });
+        let error = match result {
+            Ok(()) => 0,
+            Err(e) => code(fenced_for(version, 2, e)),
+        };
+        vec![error; requested.len()]
+    };
+    let mut errors = errors.into_iter();
+    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
+        request
+            .v3_and_below_topics
+            .iter()
+            .map(|t| {
+                AddPartitionsToTxnTopicResult::default()
+                    .with_name(t.name.clone())
+                    .with_results_by_partition(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                AddPartitionsToTxnPartitionResult::default()
+                                    .with_partition_index(*p)
+                                    .with_partition_error_code(errors.next().unwrap_or(0))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+pub fn handle_add_offsets(
+    broker: &Arc<Broker>,
+    request: &AddOffsetsToTxnRequest,
+    version: i16,
+) -> AddOffsetsToTxnResponse {
+    let result = tokio::task::block_in_place(|| broker.groups.ensure_offsets_topic(broker))
+        .map_err(|_| ResponseError::CoordinatorNotAvailable)
+        .and_then(|()| {
+            let partition = broker.groups.partition_of(&request.group_id);
+            run_txn(broker, |c| {
+                c.add_partitions(
+                    &request.transactional_id,
+                    request.producer_id.0,
+                    request.producer_epoch,
+                    &[(OFFSETS_TOPIC.to_string(), partition)],
+                    now_ms(),
+                )
+            })
+        });
+    AddOffsetsToTxnResponse::default().with_error_code(match result {
+        Ok(()) => 0,
+        Err(e) => code(fenced_for(version, 2, e)),
+    })
+}
+
+pub fn handle_end_txn(
+    broker: &Arc<Broker>,
+    request: &EndTxnRequest,
+    version: i16,
+) -> EndTxnResponse {
+    let result = run_txn(broker, |c| {
+        c.end_txn(
+            &request.transactional_id,
+            request.producer_id.0,
+            request.producer_epoch,
+            request.committed,
+            now_ms(),
+        )
+    });
+    EndTxnResponse::default().with_error_code(match result {
+        Ok(()) => 0,
+        Err(e) => code(fenced_for(version, 2, e)),
+    })
+}
+
+pub fn handle_txn_offset_commit(
+    broker: &Arc<Broker>,
+    request: &TxnOffsetCommitRequest,
+    version: i16,
+) -> TxnOffsetCommitResponse {
+    let commits: Vec<OffsetCommit> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| OffsetCommit {
+                topic: t.name.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: p.committed_leader_epoch,
+                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+            })
+        })
+        .collect();
+    let who = CommitIdentity {
+        group_id: &request.group_id,
+        generation_id: request.generation_id,
+        member_id: &request.member_id,
+        group_instance_id: request.group_instance_id.as_ref().map(|i| i.as_str()),
+        api_version: version,
+    };
+    let producer = (request.producer_id.0, request.producer_epoch);
+    let errors = tokio::task::block_in_place(|| match broker.groups.ensure_offsets_topic(broker) {
+        Err(_) => vec![code(ResponseError::CoordinatorNotAvailable); commits.len()],
+        Ok(()) => match broker.groups.run_durable(broker, |c| {
+            c.txn_commit_offsets(&who, producer, &commits, now_ms())
+        }) {
+            (errors, Ok(())) => errors,
+            (_, Err(_)) => vec![code(ResponseError::NotCoordinator); commits.len()],
+        },
+    });
+    let mut errors = errors.into_iter();
+    TxnOffsetCommitResponse::default().with_topics(
+        request
+            .topics
+            .iter()
+            .map(|t| {
+                TxnOffsetCommitResponseTopic::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                TxnOffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(errors.next().unwrap_or(0))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    )
+}
+
+pub fn handle_describe(
+    broker: &Arc<Broker>,
+    request: &DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let states = run_txn(broker, |c| {
+        Ok(request
+            .transactional_ids
+            .iter()
+            .map(|id| {
+                let base = describe_transactions_response::TransactionState::default()
+                    .with_transactional_id(id.clone());
+                match c.describe(id) {
+                    None => base.with_error_code(code(ResponseError::TransactionalIdNotFound)),
+                    Some(t) => {
+                        let mut topics: Vec<describe_transactions_response::TopicData> = Vec::new();
+                        for (topic, p) in &t.partitions {
+                            match topics.last_mut() {
+                                Some(last) if last.topic.as_str() == topic => {
+                                    last.partitions.push(*p)
+                                }
+                                _ => topics.push(
+                                    describe_transactions_response::TopicData::default()
+                                        .with_topic(TopicName(str_bytes(topic.clone())))
+                                        .with_partitions(vec![*p]),
+                                ),
+                            }
+                        }
+                        base.with_transaction_state(str_bytes(t.state.name()))
+                            .with_transaction_timeout_ms(t.timeout_ms)
+                            .with_transaction_start_time_ms(t.start_ms)
+                            .with_producer_id(ProducerId(t.producer_id))
+                            .with_producer_epoch(t.producer_epoch)
+                            .with_topics(topics)
+                    }
+                }
+            })
+            .collect())
+    })
+    .unwrap_or_default();
+    DescribeTransactionsResponse::default().with_transaction_states(states)
+}
+
+pub fn handle_list(
+    broker: &Arc<Broker>,
+    request: &ListTransactionsRequest,
+) -> ListTransactionsResponse {
+    const STATES: [&str; 8] = [
+        "Empty",
+        "Ongoing",
+        "PrepareCommit",
+        "PrepareAbort",
+        "CompleteCommit",
+        "CompleteAbort",
+        "Dead",
+        "PrepareEpochFence",
+    ];
+    let unknown: Vec<_> = request
+        .state_filters
+        .iter()
+        .filter(|s| !STATES.contains(&s.as_str()))
+        .cloned()
+        .collect();
+    let now = now_ms();
+    let listed = run_txn(broker, |c| {
+        Ok(c.list()
+            .filter(|t| {
+                request.state_filters.is_empty()
+                    || request
+                        .state_filters
+                        .iter()
+                        .any(|s| s.as_str() == t.state.name())
+            })
+            .filter(|t| {
+                request.producer_id_filters.is_empty()
+                    || request
+                        .producer_id_filters
+                        .iter()
+                        .any(|p| p.0 == t.producer_id)
+            })
+            .filter(|t| {
+                request.duration_filter < 0
+                    || (t.start_ms >= 0 && now - t.start_ms >= request.duration_filter)
+            })
+            .map(|t| {
+                list_transactions_response::TransactionState::default()
+                    .with_transactional_id(TransactionalId(str_bytes(t.transactional_id.clone())))
+                    .with_producer_id(ProducerId(t.producer_id))
+                    .with_transaction_state(str_bytes(t.state.name()))
+            })
+            .collect())
+    });
+    match listed {
+        Ok(states) => ListTransactionsResponse::default()
+            .with_unknown_state_filters(unknown)
+            .with_transaction_states(states),
+        Err(e) => ListTransactionsResponse::default().with_error_code(code(e)),
+    }
+}

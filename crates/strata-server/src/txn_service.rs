@@ -1,0 +1,218 @@
+//! Runs the transaction coordinator of `strata-coord` on this broker: its state in
+//! `__transaction_state`, and the transaction markers it asks for.
+//!
+//! Every call runs under the coordinator lock; before the lock is released, the state records
+//! are appended to the transactional id's `__transaction_state` partition and the markers of
+//! transactions that reached PrepareCommit/PrepareAbort are written to every partition of the
+//! transaction (and, for `__consumer_offsets` partitions, the group coordinator makes the
+//! transaction's offsets visible or drops them). A marker that cannot be written is retried on
+//! the next tick; the transaction stays prepared until then, holding the last stable offset.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use kafka_protocol::error::ResponseError;
+use strata_coord::txn::{
+    MarkerWork, TransactionCoordinator, TxnConfig, TxnRecord, TRANSACTION_STATE_TOPIC,
+};
+use strata_coord::{partition_for, OFFSETS_TOPIC};
+
+use crate::broker::Broker;
+use crate::internal_topics::{self, Replayed};
+use crate::replica_manager::now_ms;
+
+/// The coordinator epoch written into markers: one coordinator per transactional id on a
+/// single node, so it never changes.
+const COORDINATOR_EPOCH: i32 = 0;
+
+pub struct TxnService {
+    coordinator: Mutex<TransactionCoordinator>,
+    /// Marker work that failed (I/O error) and is tried again on the next tick.
+    retry: Mutex<Vec<MarkerWork>>,
+    partitions: i32,
+}
+
+impl TxnService {
+    pub fn new(config: &crate::config::ServerConfig) -> Self {
+        Self {
+            coordinator: Mutex::new(TransactionCoordinator::new(TxnConfig {
+                max_timeout_ms: config.broker_value::<i64>("transaction.max.timeout.ms") as i32,
+            })),
+            retry: Mutex::new(Vec::new()),
+            partitions: config
+                .broker_value::<i64>("transaction.state.log.num.partitions")
+                .max(1) as i32,
+        }
+    }
+
+    /// Creates `__transaction_state` if it does not exist yet. Blocking.
+    pub fn ensure_topic(&self, broker: &Broker) -> Result<(), ResponseError> {
+        internal_topics::ensure_topic(
+            broker,
+            TRANSACTION_STATE_TOPIC,
+            self.partitions,
+            broker
+                .config
+                .broker_value("transaction.state.log.replication.factor"),
+            broker
+                .config
+                .broker_value("transaction.state.log.segment.bytes"),
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "transaction coordinator unavailable");
+            ResponseError::CoordinatorNotAvailable
+        })
+    }
+
+    /// Runs `f` on the coordinator, then persists its state and writes the markers it asks
+    /// for. Blocking. If the state cannot be persisted, the call's result is replaced by
+    /// COORDINATOR_NOT_AVAILABLE-like failure through `Err`.
+    pub fn run<T>(
+        &self,
+        broker: &Broker,
+        f: impl FnOnce(&mut TransactionCoordinator) -> T,
+    ) -> Result<T, ResponseError> {
+        let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+        let value = f(&mut coordinator);
+        let mut retry = std::mem::take(&mut *self.retry.lock().unwrap_or_else(|p| p.into_inner()));
+        loop {
+            let (records, mut markers) = coordinator.take_output();
+            markers.append(&mut retry);
+            if records.is_empty() && markers.is_empty() {
+                break;
+            }
+            if let Err(e) = self.persist(broker, &records) {
+                broker.metrics.storage_errors.add(1);
+                tracing::error!(error = %e, "cannot write transaction state");
+                // Kafka answers NOT_COORDINATOR when the state log cannot be written.
+                self.retry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(markers);
+                return Err(ResponseError::NotCoordinator);
+            }
+            for work in markers {
+                match self.write_markers(broker, &work) {
+                    Ok(()) => coordinator.complete_markers(&work, now_ms()),
+                    Err(e) => {
+                        broker.metrics.storage_errors.add(1);
+                        tracing::error!(transactional_id = %work.transactional_id, error = %e, "cannot write transaction markers; will retry");
+                        retry.push(work);
+                    }
+                }
+            }
+            if !retry.is_empty() {
+                self.retry
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .append(&mut retry);
+                break;
+            }
+        }
+        Ok(value)
+    }
+
+    fn persist(&self, broker: &Broker, records: &[TxnRecord]) -> Result<(), String> {
+        let now = now_ms();
+        let mut by_partition: BTreeMap<i32, Vec<_>> = BTreeMap::new();
+        for r in records {
+            let partition = partition_for(&r.0.transactional_id, self.partitions);
+            let (key, value) = r.encode();
+            by_partition
+                .entry(partition)
+                .or_default()
+                .push((key, Some(value)));
+        }
+        for (partition, records) in by_partition {
+            let hosted = broker
+                .replicas
+                .partition(TRANSACTION_STATE_TOPIC, partition)
+                .ok_or_else(|| {
+                    format!("{TRANSACTION_STATE_TOPIC} partition {partition} is not hosted here")
+                })?;
+            let buf = internal_topics::encode_batch(records, None, now)?;
+            hosted
+                .log()
+                .append_as_leader(&buf, hosted.leader_epoch, now)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Writes the markers of one transaction to all of its partitions. Partitions that no
+    /// longer exist (deleted topics) are skipped, as Kafka does.
+    fn write_markers(&self, broker: &Broker, work: &MarkerWork) -> Result<(), String> {
+        let now = now_ms();
+        for (topic, index) in &work.partitions {
+            let Some(partition) = broker.replicas.partition(topic, *index) else {
+                if broker.replicas.is_offline(topic, *index) {
+                    return Err(format!("{topic}-{index} is offline"));
+                }
+                tracing::warn!(%topic, partition = index, "transaction partition is gone; skipping its marker");
+                continue;
+            };
+            partition
+                .log()
+                .append_txn_marker(
+                    work.producer_id,
+                    work.producer_epoch,
+                    work.commit,
+                    COORDINATOR_EPOCH,
+                    partition.leader_epoch,
+                    now,
+                )
+                .map_err(|e| format!("{topic}-{index}: {e}"))?;
+            if topic == OFFSETS_TOPIC {
+                let offsets_partitions = broker.groups.partitions();
+                broker.groups.run(broker, |g| {
+                    g.complete_transaction(work.producer_id, work.commit, *index, |group| {
+                        partition_for(group, offsets_partitions)
+                    })
+                });
+            }
+        }
+        broker.replicas.notify_appended();
+        tracing::info!(transactional_id = %work.transactional_id, commit = work.commit, partitions = work.partitions.len(), "transaction markers written");
+        Ok(())
+    }
+
+    /// Rebuilds transaction state at start-up and completes prepared transactions. Blocking.
+    pub fn load(&self, broker: &Broker) -> Result<usize, String> {
+        let mut loaded = 0usize;
+        {
+            let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+            for partition in 0..self.partitions {
+                internal_topics::replay(broker, TRANSACTION_STATE_TOPIC, partition, |r| {
+                    if let Replayed::Data { key, value, .. } = r {
+                        match TxnRecord::decode(&key, value.as_deref()) {
+                            Ok(Some(record)) => {
+                                coordinator.load(record);
+                                loaded += 1;
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(partition, error = %e, "skipping transaction record")
+                            }
+                        }
+                    }
+                })?;
+            }
+        }
+        self.run(broker, |_| ()).map_err(|e| format!("{e:?}"))?;
+        Ok(loaded)
+    }
+}
+
+/// Spawned once: aborts timed-out transactions and retries failed markers.
+pub async fn tick_loop(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = crate::broker::stopped(&mut stop) => return,
+        }
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.txns.run(&b, |c| c.tick(now_ms()))).await;
+    }
+}
