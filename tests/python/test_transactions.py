@@ -111,3 +111,62 @@ def test_zombie_producer_is_fenced(tbroker):
     assert e.value.args[0].fatal() or e.value.args[0].txn_requires_abort(), e.value
     assert read_values(bs, topic, [0], "read_committed") == [b"live"]
     assert sorted(read_values(bs, topic, [0], "read_uncommitted")) == [b"live", b"zombie"]
+
+
+def test_transactional_offsets_are_unstable_until_commit(tbroker):
+    """TxnOffsetCommit offsets stay invisible until EndTxn commits them; meanwhile an
+    OffsetFetch with require_stable gets UNSTABLE_OFFSET_COMMIT (as read_committed consumers
+    send it), and a plain one still sees the last committed offset."""
+    from kafka.protocol.producer import (
+        AddOffsetsToTxnRequest,
+        AddOffsetsToTxnResponse,
+        EndTxnRequest,
+        EndTxnResponse,
+        InitProducerIdRequest,
+        InitProducerIdResponse,
+        TxnOffsetCommitRequest,
+        TxnOffsetCommitResponse,
+    )
+
+    from group_helpers import RawGroupClient
+    from helpers import raw_connect, read_frame
+
+    sock = raw_connect(tbroker)
+    calls = iter(range(1, 100))
+
+    def call(req_cls, resp_cls, version, **fields):
+        req = req_cls(version=version, **fields)
+        req.with_header(correlation_id=next(calls), client_id="raw-txn")
+        sock.sendall(bytes(req.encode(header=True, framed=True)))
+        return resp_cls.decode(read_frame(sock), version=version, header=True)
+
+    tag = uuid.uuid4().hex[:8]
+    txn, group = f"tx-{tag}", f"g-{tag}"
+    init = call(InitProducerIdRequest, InitProducerIdResponse, 1, transactional_id=txn, transaction_timeout_ms=60000)
+    assert init.error_code == 0
+    ids = dict(transactional_id=txn, producer_id=init.producer_id, producer_epoch=init.producer_epoch)
+    assert call(AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, 1, group_id=group, **ids).error_code == 0
+    T = TxnOffsetCommitRequest.TxnOffsetCommitRequestTopic
+    P = T.TxnOffsetCommitRequestPartition
+    commit = call(
+        TxnOffsetCommitRequest,
+        TxnOffsetCommitResponse,
+        2,
+        group_id=group,
+        topics=[T(name="t", partitions=[P(partition_index=0, committed_offset=5, committed_leader_epoch=-1, committed_metadata="")])],
+        **ids,
+    )
+    assert [p.error_code for t in commit.topics for p in t.partitions] == [0]
+
+    groups = RawGroupClient(tbroker)
+    try:
+        _, stable = groups.fetch_offsets({group: [("t", 0)]}, require_stable=True)[group]
+        assert stable[("t", 0)][2] == 88  # UNSTABLE_OFFSET_COMMIT
+        _, plain = groups.fetch_offsets({group: [("t", 0)]})[group]
+        assert plain[("t", 0)][0] == -1
+        assert call(EndTxnRequest, EndTxnResponse, 1, committed=True, **ids).error_code == 0
+        _, after = groups.fetch_offsets({group: [("t", 0)]}, require_stable=True)[group]
+        assert after[("t", 0)][0] == 5 and after[("t", 0)][2] == 0
+    finally:
+        groups.close()
+        sock.close()

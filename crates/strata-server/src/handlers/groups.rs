@@ -285,40 +285,48 @@ pub fn handle_offset_commit(
 }
 
 /// Committed offsets of one group: (topic, [(partition, offset view)]).
+/// With `require_stable` (OffsetFetch v7+, sent by read_committed consumers), a partition
+/// with offsets pending in an open transaction answers UNSTABLE_OFFSET_COMMIT, and the client
+/// retries until the transaction ends.
 fn fetch_group(
     broker: &Broker,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Vec<(String, Vec<(i32, CommittedOffsetView)>)> {
-    let found = tokio::task::block_in_place(|| {
-        broker
-            .groups
-            .run(broker, |c| c.fetch_offsets(group, topics.as_deref()))
-    });
-    found
-        .into_iter()
-        .map(|(t, parts)| {
-            (
-                t,
-                parts
-                    .into_iter()
-                    .map(|(p, o)| (p, CommittedOffsetView::from(o)))
-                    .collect(),
-            )
+    tokio::task::block_in_place(|| {
+        broker.groups.run(broker, |c| {
+            c.fetch_offsets(group, topics.as_deref())
+                .into_iter()
+                .map(|(t, parts)| {
+                    let parts = parts
+                        .into_iter()
+                        .map(|(p, o)| {
+                            let mut view = CommittedOffsetView::from(o);
+                            if require_stable && c.has_pending_txn_offset(group, &t, p) {
+                                view = CommittedOffsetView::from(None);
+                                view.error = code(ResponseError::UnstableOffsetCommit);
+                            }
+                            (p, view)
+                        })
+                        .collect();
+                    (t, parts)
+                })
+                .collect()
         })
-        .collect()
+    })
 }
 
 /// OffsetFetch v8+ and older versions carry the same fields in distinct generated types:
 /// one body builds both. `$topics` is the requested topics (`None`: every committed one).
 macro_rules! offset_fetch_topics {
-    ($broker:expr, $group:expr, $topics:expr, $topic_type:ty, $partition_type:ty) => {{
+    ($broker:expr, $group:expr, $topics:expr, $require_stable:expr, $topic_type:ty, $partition_type:ty) => {{
         let requested = $topics.as_ref().map(|ts| {
             ts.iter()
                 .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                 .collect()
         });
-        fetch_group($broker, $group, requested)
+        fetch_group($broker, $group, requested, $require_stable)
             .into_iter()
             .map(|(t, parts)| {
                 <$topic_type>::default()
@@ -332,6 +340,7 @@ macro_rules! offset_fetch_topics {
                                     .with_committed_offset(o.offset)
                                     .with_committed_leader_epoch(o.leader_epoch)
                                     .with_metadata(Some(str_bytes(o.metadata)))
+                                    .with_error_code(o.error)
                             })
                             .collect(),
                     )
@@ -354,6 +363,7 @@ pub fn handle_offset_fetch(
                     broker,
                     &g.group_id,
                     g.topics,
+                    request.require_stable,
                     OffsetFetchResponseTopics,
                     OffsetFetchResponsePartitions
                 );
@@ -368,6 +378,7 @@ pub fn handle_offset_fetch(
         broker,
         &request.group_id,
         request.topics,
+        request.require_stable,
         OffsetFetchResponseTopic,
         OffsetFetchResponsePartition
     ))
@@ -543,6 +554,7 @@ struct CommittedOffsetView {
     offset: i64,
     leader_epoch: i32,
     metadata: String,
+    error: i16,
 }
 
 impl From<Option<CommittedOffset>> for CommittedOffsetView {
@@ -552,11 +564,13 @@ impl From<Option<CommittedOffset>> for CommittedOffsetView {
                 offset: o.offset,
                 leader_epoch: o.leader_epoch,
                 metadata: o.metadata,
+                error: 0,
             },
             None => Self {
                 offset: -1,
                 leader_epoch: -1,
                 metadata: NO_METADATA.to_string(),
+                error: 0,
             },
         }
     }
