@@ -298,6 +298,22 @@ impl TransactionCoordinator {
         Ok(())
     }
 
+    /// AddPartitionsToTxn with `verify_only` (KIP-890): for each partition, whether the
+    /// ongoing transaction of this producer already contains it.
+    pub fn verify_partitions(
+        &self,
+        transactional_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<bool>, ResponseError> {
+        let txn = self.validate(transactional_id, producer_id, producer_epoch)?;
+        Ok(partitions
+            .iter()
+            .map(|p| txn.state == TxnState::Ongoing && txn.partitions.contains(p))
+            .collect())
+    }
+
     /// EndTxn: commit or abort the ongoing transaction.
     pub fn end_txn(
         &mut self,
@@ -536,6 +552,34 @@ mod tests {
         assert_eq!(
             c.end_txn("tx", pid, epoch, false, 31),
             Err(ResponseError::InvalidTxnState)
+        );
+    }
+
+    #[test]
+    fn verify_only_checks_membership_without_adding() {
+        let mut ids = 0;
+        let mut c = TransactionCoordinator::default();
+        let (pid, epoch) = c
+            .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
+            .unwrap();
+        let both = [tp("a", 0), tp("b", 0)];
+        assert_eq!(
+            c.verify_partitions("tx", pid, epoch, &both),
+            Ok(vec![false, false])
+        );
+        c.add_partitions("tx", pid, epoch, &both[..1], 1).unwrap();
+        assert_eq!(
+            c.verify_partitions("tx", pid, epoch, &both),
+            Ok(vec![true, false])
+        );
+        assert_eq!(
+            c.verify_partitions("tx", pid, epoch + 1, &both),
+            Err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(
+            c.describe("tx").unwrap().partitions.len(),
+            1,
+            "verification adds nothing"
         );
     }
 

@@ -8,8 +8,8 @@
 //! InitProducerId v6 is the unreleased two-phase-commit extension; OffsetCommit v10 and
 //! OffsetFetch v10 name topics by id, which Kafka 4.1 does not serve yet). Transactional APIs
 //! stop below the versions that signal transaction protocol v2 (KIP-890 part 2:
-//! AddPartitionsToTxn v4+ is broker-to-broker, AddOffsetsToTxn v4, EndTxn v5,
-//! TxnOffsetCommit v5), which Strata does not implement.
+//! AddPartitionsToTxn v5, AddOffsetsToTxn v4, EndTxn v5, TxnOffsetCommit v5), which Strata
+//! does not implement; AddPartitionsToTxn v4 is the batched (broker-to-broker) form.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -49,7 +49,7 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::DeleteRecords, 0, 2),
     served(ApiKey::InitProducerId, 0, 5),
     served(ApiKey::OffsetForLeaderEpoch, 2, 4),
-    served(ApiKey::AddPartitionsToTxn, 0, 3),
+    served(ApiKey::AddPartitionsToTxn, 0, 4),
     served(ApiKey::AddOffsetsToTxn, 0, 3),
     served(ApiKey::EndTxn, 0, 4),
     served(ApiKey::TxnOffsetCommit, 0, 4),

@@ -49,21 +49,28 @@ pub async fn handle_describe(
     request: DescribeProducersRequest,
 ) -> DescribeProducersResponse {
     let b = broker.clone();
-    let topics = blocking(move || {
-        request
-            .topics
-            .iter()
-            .map(|t| {
-                let partitions = t
-                    .partition_indexes
-                    .iter()
-                    .map(|&index| {
-                        let base = PartitionResponse::default().with_partition_index(index);
-                        match hosted(&b, &t.name, index) {
-                            Err(e) => base.with_error_code(code(e)),
-                            Ok(partition) => base.with_active_producers(
-                                partition
-                                    .log()
+    let topics =
+        blocking(move || {
+            request
+                .topics
+                .iter()
+                .map(|t| {
+                    let partitions =
+                        t.partition_indexes
+                            .iter()
+                            .map(|&index| {
+                                let base = PartitionResponse::default().with_partition_index(index);
+                                match hosted(&b, &t.name, index) {
+                                    Err(e) => base.with_error_code(code(e)),
+                                    Ok(partition) => {
+                                        let log = partition.log();
+                                        let open: std::collections::HashMap<i64, i64> = log
+                                            .open_transactions()
+                                            .into_iter()
+                                            .map(|(pid, _, first)| (pid, first))
+                                            .collect();
+                                        base.with_active_producers(
+                                log
                                     .active_producers()
                                     .into_iter()
                                     .map(|(producer_id, epoch, last_sequence, last_timestamp)| {
@@ -73,19 +80,22 @@ pub async fn handle_describe(
                                             .with_last_sequence(last_sequence)
                                             .with_last_timestamp(last_timestamp)
                                             .with_coordinator_epoch(-1)
-                                            .with_current_txn_start_offset(-1)
+                                            .with_current_txn_start_offset(
+                                                open.get(&producer_id).copied().unwrap_or(-1),
+                                            )
                                     })
                                     .collect(),
-                            ),
-                        }
-                    })
-                    .collect();
-                TopicResponse::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(partitions)
-            })
-            .collect()
-    })
-    .await;
+                            )
+                                    }
+                                }
+                            })
+                            .collect();
+                    TopicResponse::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(partitions)
+                })
+                .collect()
+        })
+        .await;
     DescribeProducersResponse::default().with_topics(topics)
 }

@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
-    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
+    AddPartitionsToTxnPartitionResult, AddPartitionsToTxnResult, AddPartitionsToTxnTopicResult,
 };
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -94,9 +95,52 @@ pub fn handle_add_partitions(
     request: &AddPartitionsToTxnRequest,
     version: i16,
 ) -> AddPartitionsToTxnResponse {
+    if version <= 3 {
+        let results = add_partitions(
+            broker,
+            version,
+            &request.v3_and_below_transactional_id,
+            (
+                request.v3_and_below_producer_id.0,
+                request.v3_and_below_producer_epoch,
+            ),
+            &request.v3_and_below_topics,
+            false,
+        );
+        return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+    }
+    // v4+: many transactions per request (used by brokers, and by `verify_only` checks).
+    AddPartitionsToTxnResponse::default().with_results_by_transaction(
+        request
+            .transactions
+            .iter()
+            .map(|t| {
+                AddPartitionsToTxnResult::default()
+                    .with_transactional_id(t.transactional_id.clone())
+                    .with_topic_results(add_partitions(
+                        broker,
+                        version,
+                        &t.transactional_id,
+                        (t.producer_id.0, t.producer_epoch),
+                        &t.topics,
+                        t.verify_only,
+                    ))
+            })
+            .collect(),
+    )
+}
+
+/// AddPartitionsToTxn for one transaction: per-partition results in request order.
+fn add_partitions(
+    broker: &Broker,
+    version: i16,
+    transactional_id: &str,
+    (producer_id, producer_epoch): (i64, i16),
+    topics: &[AddPartitionsToTxnTopic],
+    verify_only: bool,
+) -> Vec<AddPartitionsToTxnTopicResult> {
     let image = broker.image();
-    let requested: Vec<(String, i32)> = request
-        .v3_and_below_topics
+    let requested: Vec<(String, i32)> = topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), *p)))
         .collect();
@@ -121,12 +165,28 @@ pub fn handle_add_partitions(
                 })
             })
             .collect()
+    } else if verify_only {
+        match run_txn(broker, |c| {
+            c.verify_partitions(transactional_id, producer_id, producer_epoch, &requested)
+        }) {
+            Ok(present) => present
+                .into_iter()
+                .map(|p| {
+                    if p {
+                        0
+                    } else {
+                        code(ResponseError::InvalidTxnState)
+                    }
+                })
+                .collect(),
+            Err(e) => vec![code(fenced_for(version, 2, e)); requested.len()],
+        }
     } else {
         let result = run_txn(broker, |c| {
             c.add_partitions(
-                &request.v3_and_below_transactional_id,
-                request.v3_and_below_producer_id.0,
-                request.v3_and_below_producer_epoch,
+                transactional_id,
+                producer_id,
+                producer_epoch,
                 &requested,
                 now_ms(),
             )
@@ -138,26 +198,23 @@ pub fn handle_add_partitions(
         vec![error; requested.len()]
     };
     let mut errors = errors.into_iter();
-    AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(
-        request
-            .v3_and_below_topics
-            .iter()
-            .map(|t| {
-                AddPartitionsToTxnTopicResult::default()
-                    .with_name(t.name.clone())
-                    .with_results_by_partition(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                AddPartitionsToTxnPartitionResult::default()
-                                    .with_partition_index(*p)
-                                    .with_partition_error_code(errors.next().unwrap_or(0))
-                            })
-                            .collect(),
-                    )
-            })
-            .collect(),
-    )
+    topics
+        .iter()
+        .map(|t| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(*p)
+                                .with_partition_error_code(errors.next().unwrap_or(0))
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
 }
 
 pub fn handle_add_offsets(
