@@ -53,6 +53,8 @@ pub struct GroupConfig {
     pub max_size: usize,
     /// `offset.metadata.max.bytes` (Kafka default 4096).
     pub max_metadata_bytes: usize,
+    /// `offsets.retention.minutes` in ms (Kafka default 7 days).
+    pub offsets_retention_ms: i64,
 }
 
 impl Default for GroupConfig {
@@ -63,6 +65,7 @@ impl Default for GroupConfig {
             initial_rebalance_delay_ms: 3000,
             max_size: i32::MAX as usize,
             max_metadata_bytes: 4096,
+            offsets_retention_ms: 7 * 24 * 3_600_000,
         }
     }
 }
@@ -956,6 +959,50 @@ impl GroupCoordinator {
 
     /// Advances the clock: expires sessions, pending member ids, and join, initial-delay and
     /// sync deadlines.
+    /// Offsets retention (KIP-211): once a group is empty, its committed offsets expire
+    /// `offsets.retention.minutes` after the later of the group emptying and the commit; a
+    /// group left with neither members nor offsets is removed. Groups with members keep
+    /// their offsets. Returns how many offsets expired.
+    pub fn expire_offsets(&mut self, now_ms: i64) -> usize {
+        let retention_ms = self.config.offsets_retention_ms;
+        let mut expired = 0;
+        let mut removed_groups = Vec::new();
+        for group in self.groups.values_mut() {
+            if group.state != GroupState::Empty || self.consumer.has_members(&group.id) {
+                continue;
+            }
+            let empty_since = group.state_timestamp_ms;
+            let stale: Vec<(String, i32)> = group
+                .offsets
+                .iter()
+                .filter(|(_, o)| now_ms - o.commit_timestamp_ms.max(empty_since) >= retention_ms)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for (topic, partition) in stale {
+                group.offsets.remove(&(topic.clone(), partition));
+                self.records.push(OffsetsRecord::Offset {
+                    group: group.id.clone(),
+                    topic,
+                    partition,
+                    value: None,
+                });
+                expired += 1;
+            }
+            if group.offsets.is_empty() && group.pending_txn_offsets.is_empty() {
+                removed_groups.push(group.id.clone());
+            }
+        }
+        for id in removed_groups {
+            self.groups.remove(&id);
+            self.consumer.groups.remove(&id);
+            self.records.push(OffsetsRecord::Group {
+                group: id,
+                value: None,
+            });
+        }
+        expired
+    }
+
     pub fn tick(&mut self, topics: &[TopicView], now_ms: i64) {
         self.consumer.tick(topics, now_ms);
         let ids: Vec<String> = self.groups.keys().cloned().collect();

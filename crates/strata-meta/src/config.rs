@@ -543,6 +543,22 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "heartbeat interval given to consumer-protocol group members",
     ),
     def(
+        "offsets.retention.minutes",
+        Int,
+        "10080",
+        AtLeast(1),
+        &[],
+        "how long committed offsets of an empty group are kept",
+    ),
+    def(
+        "offsets.retention.check.interval.ms",
+        Long,
+        "600000",
+        AtLeast(1),
+        &[],
+        "how often expired offsets are removed",
+    ),
+    def(
         "transaction.max.timeout.ms",
         Int,
         "900000",

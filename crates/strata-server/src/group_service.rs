@@ -54,6 +54,7 @@ impl GroupService {
             initial_rebalance_delay_ms: value("group.initial.rebalance.delay.ms"),
             max_size: value("group.max.size").max(1) as usize,
             max_metadata_bytes: value("offset.metadata.max.bytes").max(0) as usize,
+            offsets_retention_ms: value("offsets.retention.minutes").saturating_mul(60_000),
         };
         let consumer = ConsumerGroupConfig {
             session_timeout_ms: value("group.consumer.session.timeout.ms") as i32,
@@ -228,19 +229,37 @@ pub fn topic_views(image: &MetadataImage) -> Vec<TopicView> {
         .collect()
 }
 
-/// Spawned once: advances the coordinator's clock (sessions, rebalance deadlines).
+/// Spawned once: advances the coordinator's clock (sessions, rebalance deadlines) and
+/// expires offsets every `offsets.retention.check.interval.ms`.
 pub async fn tick_loop(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let retention_check_ms: i64 = broker
+        .config
+        .broker_value("offsets.retention.check.interval.ms");
+    let mut last_retention_check = now_ms();
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = crate::broker::stopped(&mut stop) => return,
         }
+        let now = now_ms();
+        let check_retention = now - last_retention_check >= retention_check_ms;
+        if check_retention {
+            last_retention_check = now;
+        }
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let topics = topic_views(&b.image());
-            b.groups.run(&b, |c| c.tick(&topics, now_ms()))
+            b.groups.run(&b, |c| {
+                c.tick(&topics, now);
+                if check_retention {
+                    let expired = c.expire_offsets(now);
+                    if expired > 0 {
+                        tracing::info!(expired, "expired committed offsets of empty groups");
+                    }
+                }
+            })
         })
         .await;
     }

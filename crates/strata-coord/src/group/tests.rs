@@ -411,3 +411,64 @@ fn transactional_offsets_wait_for_their_marker() {
         "aborted offsets vanish"
     );
 }
+
+#[test]
+fn offsets_of_empty_groups_expire_after_retention() {
+    let mut c = GroupCoordinator::new(
+        GroupConfig {
+            initial_rebalance_delay_ms: 0,
+            offsets_retention_ms: 1000,
+            ..GroupConfig::default()
+        },
+        Default::default(),
+    );
+    let simple = CommitIdentity {
+        group_id: "g",
+        generation_id: -1,
+        member_id: "",
+        group_instance_id: None,
+        api_version: 8,
+    };
+    let offset = OffsetCommit {
+        topic: "t".into(),
+        partition: 0,
+        offset: 1,
+        leader_epoch: -1,
+        metadata: None,
+    };
+    assert_eq!(c.commit_offsets(&simple, &[offset], 100), vec![0]);
+    c.take_output();
+    assert_eq!(c.expire_offsets(1099), 0);
+    assert_eq!(c.expire_offsets(1100), 1);
+    let (records, _) = c.take_output();
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, OffsetsRecord::Offset { value: None, .. })));
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, OffsetsRecord::Group { value: None, .. })));
+    assert!(
+        c.describe_group("g").is_none(),
+        "an empty group without offsets is removed"
+    );
+    // A group with members keeps its offsets however old.
+    let a = join_new(&mut c, 1, 0);
+    joins(&mut c);
+    let member = CommitIdentity {
+        group_id: "g",
+        generation_id: 1,
+        member_id: &a,
+        group_instance_id: None,
+        api_version: 8,
+    };
+    let offset = OffsetCommit {
+        topic: "t".into(),
+        partition: 0,
+        offset: 2,
+        leader_epoch: -1,
+        metadata: None,
+    };
+    sync(&mut c, 1, &a, 1, &[(&a, b"x")], 0);
+    assert_eq!(c.commit_offsets(&member, &[offset], 0), vec![0]);
+    assert_eq!(c.expire_offsets(1_000_000), 0);
+}
