@@ -35,7 +35,14 @@ class ConsumerMember:
                 **conf,
             },
         )
-        self.c.subscribe(subscription)
+        # Every assignment change librdkafka reports (assigned, revoked or lost partitions).
+        self.rebalance_events: list[str] = []
+        self.c.subscribe(
+            subscription,
+            on_assign=lambda _c, parts: self.rebalance_events.append(f"assign {len(parts)}"),
+            on_revoke=lambda _c, parts: self.rebalance_events.append(f"revoke {len(parts)}"),
+            on_lost=lambda _c, parts: self.rebalance_events.append(f"lost {len(parts)}"),
+        )
         self.seen: set[tuple[str, int, int]] = set()
         self.errors: list[KafkaError] = []
 
@@ -151,4 +158,32 @@ def test_regex_subscription_follows_new_topics(cbroker):
         msg="a topic created later joins the subscription",
     )
     assert len(a.c.assignment()) == 5
+    a.c.close()
+
+
+@pytest.mark.timeout(90)
+def test_group_survives_broker_restart_without_rejoining(cbroker, topic):
+    """The group's epochs and assignments are durable: after a broker restart the member
+    keeps its member id, epoch and partitions, and goes on consuming."""
+    bs = cbroker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=PARTITIONS)
+    produce(bs, topic, 60)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    a = ConsumerMember(bs, group, [topic])
+    poll_until([a], lambda: len(a.seen) == 60, msg="records before the restart")
+    before = describe(bs, group)
+    [member] = before.members
+    events_before = list(a.rebalance_events)
+    cbroker.stop()
+    cbroker.start()
+    produce(bs, topic, 60, start=60)
+    poll_until([a], lambda: len(a.seen) == 120, msg="records after the restart")
+    after = describe(bs, group)
+    [same] = after.members
+    assert same.member_id == member.member_id, "the member was not replaced"
+    assert {tp.partition for tp in same.assignment.topic_partitions} == set(range(PARTITIONS))
+    assert not a.errors, a.errors
+    # A member the restarted broker did not know would have been fenced: its partitions
+    # lost and assigned again.
+    assert a.rebalance_events == events_before, a.rebalance_events[len(events_before):]
     a.c.close()

@@ -8,8 +8,9 @@
 //! (Kafka's `CurrentAssignmentBuilder`). A partition moves to a new owner only after the old
 //! owner reported it released, so no partition is ever owned twice.
 //!
-//! Kept in memory only: after a broker restart members get UNKNOWN_MEMBER_ID and rejoin with
-//! epoch 0 (committed offsets are durable, through the classic offset path).
+//! Durable as one snapshot record per group in `__consumer_offsets` (see
+//! [`ConsumerGroupSnapshot`]), written whenever the group's epochs, membership or
+//! assignments change, so members keep their epochs and partitions across a broker restart.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -130,6 +131,35 @@ fn unflatten(items: impl IntoIterator<Item = (Uuid, i32)>) -> Assignment {
     out
 }
 
+/// The durable state of one consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerGroupSnapshot {
+    pub group_epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub subscribed: Vec<(Uuid, i32)>,
+    pub members: Vec<MemberSnapshot>,
+}
+
+/// The durable state of one member, with its target assignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSnapshot {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub subscribed_names: Vec<String>,
+    pub subscribed_regex: Option<String>,
+    pub server_assignor: Option<String>,
+    pub epoch: i32,
+    pub previous_epoch: i32,
+    pub assigned: Assignment,
+    pub pending_revocation: Assignment,
+    pub target: Assignment,
+}
+
 /// One ConsumerGroupHeartbeat, decoded.
 #[derive(Debug, Clone, Default)]
 pub struct Heartbeat {
@@ -185,6 +215,84 @@ impl ConsumerGroups {
             config,
             groups: HashMap::new(),
         }
+    }
+
+    /// The durable state of a group, `None` if it does not exist.
+    pub fn snapshot(&self, group_id: &str) -> Option<ConsumerGroupSnapshot> {
+        let g = self.groups.get(group_id)?;
+        Some(ConsumerGroupSnapshot {
+            group_epoch: g.group_epoch,
+            assignment_epoch: g.assignment_epoch,
+            assignor: g.assignor.clone(),
+            subscribed: g.subscribed.clone(),
+            members: g
+                .members
+                .values()
+                .map(|m| MemberSnapshot {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    subscribed_names: m.subscribed_names.clone(),
+                    subscribed_regex: m.subscribed_regex.clone(),
+                    server_assignor: m.server_assignor.clone(),
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    assigned: m.assigned.clone(),
+                    pending_revocation: m.pending_revocation.clone(),
+                    target: g.target.get(&m.id).cloned().unwrap_or_default(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Rebuilds a group from its snapshot (`None`: the group was deleted). Members get a
+    /// full session to heartbeat again.
+    pub fn restore(
+        &mut self,
+        group_id: &str,
+        snapshot: Option<ConsumerGroupSnapshot>,
+        now_ms: i64,
+    ) {
+        let Some(snap) = snapshot else {
+            self.groups.remove(group_id);
+            return;
+        };
+        let session_ms = self.config.session_timeout_ms as i64;
+        let mut group = ConsumerGroup {
+            group_epoch: snap.group_epoch,
+            assignment_epoch: snap.assignment_epoch,
+            assignor: snap.assignor,
+            subscribed: snap.subscribed,
+            ..Default::default()
+        };
+        for m in snap.members {
+            group.target.insert(m.id.clone(), m.target);
+            group.members.insert(
+                m.id.clone(),
+                ConsumerMember {
+                    id: m.id,
+                    instance_id: m.instance_id,
+                    rack_id: m.rack_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    subscribed_names: m.subscribed_names,
+                    subscribed_regex: m.subscribed_regex,
+                    server_assignor: m.server_assignor,
+                    epoch: m.epoch,
+                    previous_epoch: m.previous_epoch,
+                    assigned: m.assigned,
+                    pending_revocation: m.pending_revocation,
+                    session_deadline_ms: now_ms + session_ms,
+                    revocation_deadline_ms: None,
+                    last_sent: None,
+                },
+            );
+        }
+        self.groups.insert(group_id.to_string(), group);
     }
 
     pub fn has_members(&self, group_id: &str) -> bool {
@@ -445,10 +553,17 @@ impl ConsumerGroups {
         })
     }
 
-    /// Expires members whose session or revocation deadline passed.
-    pub fn tick(&mut self, topics: &[TopicView], now_ms: i64) {
-        for (group_id, group) in self.groups.iter_mut() {
-            let expired: Vec<String> = group
+    /// Expires members whose session or revocation deadline passed. Returns the groups that
+    /// changed, with their state before the change.
+    pub fn tick(
+        &mut self,
+        topics: &[TopicView],
+        now_ms: i64,
+    ) -> Vec<(String, ConsumerGroupSnapshot)> {
+        let mut changed = Vec::new();
+        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        for group_id in ids {
+            let expired: Vec<String> = self.groups[&group_id]
                 .members
                 .values()
                 .filter(|m| {
@@ -460,6 +575,8 @@ impl ConsumerGroups {
             if expired.is_empty() {
                 continue;
             }
+            let before = self.snapshot(&group_id).expect("listed");
+            let group = self.groups.get_mut(&group_id).expect("listed");
             for id in &expired {
                 tracing::info!(group = %group_id, member = %id, "consumer group member expired");
                 group.members.remove(id);
@@ -467,7 +584,9 @@ impl ConsumerGroups {
             }
             group.group_epoch += 1;
             refresh_target(group, topics);
+            changed.push((group_id, before));
         }
+        changed
     }
 }
 

@@ -25,8 +25,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::consumer_group::{
-    ConsumerGroup, ConsumerGroupConfig, ConsumerGroups, Heartbeat, HeartbeatError, HeartbeatResult,
-    TopicView,
+    ConsumerGroup, ConsumerGroupConfig, ConsumerGroupSnapshot, ConsumerGroups, Heartbeat,
+    HeartbeatError, HeartbeatResult, TopicView,
 };
 use crate::offsets_topic::{CommittedOffset, OffsetsRecord, StoredGroup, StoredMember};
 
@@ -375,7 +375,22 @@ impl GroupCoordinator {
                 message: format!("Group {} is not a consumer group.", heartbeat.group_id),
             });
         }
-        self.consumer.heartbeat(heartbeat, topics, now_ms)
+        let group_id = heartbeat.group_id.clone();
+        let before = self.consumer.snapshot(&group_id);
+        let result = self.consumer.heartbeat(heartbeat, topics, now_ms);
+        self.persist_consumer_group(&group_id, before);
+        result
+    }
+
+    /// Writes the group's snapshot if it differs from `before`.
+    fn persist_consumer_group(&mut self, group_id: &str, before: Option<ConsumerGroupSnapshot>) {
+        let after = self.consumer.snapshot(group_id);
+        if after != before {
+            self.records.push(OffsetsRecord::ConsumerGroup {
+                group: group_id.to_string(),
+                value: after,
+            });
+        }
     }
 
     /// A KIP-848 group, for ConsumerGroupDescribe.
@@ -994,7 +1009,12 @@ impl GroupCoordinator {
         }
         for id in removed_groups {
             self.groups.remove(&id);
-            self.consumer.groups.remove(&id);
+            if self.consumer.groups.remove(&id).is_some() {
+                self.records.push(OffsetsRecord::ConsumerGroup {
+                    group: id.clone(),
+                    value: None,
+                });
+            }
             self.records.push(OffsetsRecord::Group {
                 group: id,
                 value: None,
@@ -1004,7 +1024,9 @@ impl GroupCoordinator {
     }
 
     pub fn tick(&mut self, topics: &[TopicView], now_ms: i64) {
-        self.consumer.tick(topics, now_ms);
+        for (group_id, before) in self.consumer.tick(topics, now_ms) {
+            self.persist_consumer_group(&group_id, Some(before));
+        }
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
             let Some(group) = self.groups.get_mut(&id) else {
@@ -1396,8 +1418,14 @@ impl GroupCoordinator {
         if self.consumer.has_members(group_id) {
             return code(ResponseError::NonEmptyGroup);
         }
-        if self.consumer.groups.remove(group_id).is_some() && !self.groups.contains_key(group_id) {
-            return 0;
+        if self.consumer.groups.remove(group_id).is_some() {
+            self.records.push(OffsetsRecord::ConsumerGroup {
+                group: group_id.to_string(),
+                value: None,
+            });
+            if !self.groups.contains_key(group_id) {
+                return 0;
+            }
         }
         let Some(group) = self.groups.get(group_id) else {
             return code(ResponseError::GroupIdNotFound);
@@ -1427,6 +1455,9 @@ impl GroupCoordinator {
     /// Applies a record read back from the offsets topic at start-up.
     pub fn load(&mut self, record: OffsetsRecord, now_ms: i64) {
         match record {
+            OffsetsRecord::ConsumerGroup { group, value } => {
+                self.consumer.restore(&group, value, now_ms);
+            }
             OffsetsRecord::Offset {
                 group,
                 topic,

@@ -7,6 +7,9 @@
 //! The partition of a group is Kafka's: `abs(java_string_hash(group)) % partitions`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use uuid::Uuid;
+
+use crate::consumer_group::{Assignment, ConsumerGroupSnapshot, MemberSnapshot};
 
 /// Name of the internal topic holding group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -75,7 +78,19 @@ pub enum OffsetsRecord {
         /// `None`: the group was deleted.
         value: Option<StoredGroup>,
     },
+    /// A KIP-848 group's whole state. Strata-specific (key version
+    /// [`CONSUMER_GROUP_SNAPSHOT_KEY_VERSION`]); Kafka splits the same state over several
+    /// record types (key versions 3 to 8), which Strata does not write yet.
+    ConsumerGroup {
+        group: String,
+        /// `None`: the group was deleted.
+        value: Option<ConsumerGroupSnapshot>,
+    },
 }
+
+/// Key version of Strata's consumer-group snapshot records: far above Kafka's own key
+/// versions so that the two can never be confused.
+pub const CONSUMER_GROUP_SNAPSHOT_KEY_VERSION: i16 = 0x7F00;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("undecodable {what} in {OFFSETS_TOPIC}: {reason}")]
@@ -87,7 +102,9 @@ pub struct DecodeError {
 impl OffsetsRecord {
     pub fn group(&self) -> &str {
         match self {
-            OffsetsRecord::Offset { group, .. } | OffsetsRecord::Group { group, .. } => group,
+            OffsetsRecord::Offset { group, .. }
+            | OffsetsRecord::Group { group, .. }
+            | OffsetsRecord::ConsumerGroup { group, .. } => group,
         }
     }
 
@@ -115,6 +132,11 @@ impl OffsetsRecord {
                     b.freeze()
                 });
                 (key.freeze(), value)
+            }
+            OffsetsRecord::ConsumerGroup { group, value } => {
+                key.put_i16(CONSUMER_GROUP_SNAPSHOT_KEY_VERSION);
+                put_string(&mut key, group);
+                (key.freeze(), value.as_ref().map(encode_consumer_group))
             }
             OffsetsRecord::Group { group, value } => {
                 key.put_i16(GROUP_METADATA_KEY_VERSION);
@@ -192,9 +214,117 @@ impl OffsetsRecord {
                 };
                 Ok(Some(OffsetsRecord::Group { group, value }))
             }
+            CONSUMER_GROUP_SNAPSHOT_KEY_VERSION => {
+                let group = k.string()?;
+                let value = match value {
+                    None => None,
+                    Some(v) => Some(decode_consumer_group(v)?),
+                };
+                Ok(Some(OffsetsRecord::ConsumerGroup { group, value }))
+            }
             _ => Ok(None),
         }
     }
+}
+
+fn put_uuid(b: &mut BytesMut, id: &Uuid) {
+    b.put_slice(id.as_bytes());
+}
+
+fn put_assignment(b: &mut BytesMut, a: &Assignment) {
+    b.put_i32(a.len() as i32);
+    for (topic, partitions) in a {
+        put_uuid(b, topic);
+        b.put_i32(partitions.len() as i32);
+        for p in partitions {
+            b.put_i32(*p);
+        }
+    }
+}
+
+fn encode_consumer_group(g: &ConsumerGroupSnapshot) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(0);
+    b.put_i32(g.group_epoch);
+    b.put_i32(g.assignment_epoch);
+    put_string(&mut b, &g.assignor);
+    b.put_i32(g.subscribed.len() as i32);
+    for (topic, partitions) in &g.subscribed {
+        put_uuid(&mut b, topic);
+        b.put_i32(*partitions);
+    }
+    b.put_i32(g.members.len() as i32);
+    for m in &g.members {
+        put_string(&mut b, &m.id);
+        put_nullable_string(&mut b, m.instance_id.as_deref());
+        put_nullable_string(&mut b, m.rack_id.as_deref());
+        put_string(&mut b, &m.client_id);
+        put_string(&mut b, &m.client_host);
+        b.put_i32(m.rebalance_timeout_ms);
+        b.put_i32(m.subscribed_names.len() as i32);
+        for n in &m.subscribed_names {
+            put_string(&mut b, n);
+        }
+        put_nullable_string(&mut b, m.subscribed_regex.as_deref());
+        put_nullable_string(&mut b, m.server_assignor.as_deref());
+        b.put_i32(m.epoch);
+        b.put_i32(m.previous_epoch);
+        put_assignment(&mut b, &m.assigned);
+        put_assignment(&mut b, &m.pending_revocation);
+        put_assignment(&mut b, &m.target);
+    }
+    b.freeze()
+}
+
+fn decode_consumer_group(v: &[u8]) -> Result<ConsumerGroupSnapshot, DecodeError> {
+    let mut r = Reader {
+        buf: v,
+        what: "consumer group snapshot",
+    };
+    let _version = r.i16()?;
+    let group_epoch = r.i32()?;
+    let assignment_epoch = r.i32()?;
+    let assignor = r.string()?;
+    let mut subscribed = Vec::new();
+    for _ in 0..r.count()? {
+        subscribed.push((r.uuid()?, r.i32()?));
+    }
+    let mut members = Vec::new();
+    for _ in 0..r.count()? {
+        let id = r.string()?;
+        let instance_id = r.nullable_string()?;
+        let rack_id = r.nullable_string()?;
+        let client_id = r.string()?;
+        let client_host = r.string()?;
+        let rebalance_timeout_ms = r.i32()?;
+        let mut subscribed_names = Vec::new();
+        for _ in 0..r.count()? {
+            subscribed_names.push(r.string()?);
+        }
+        members.push(MemberSnapshot {
+            id,
+            instance_id,
+            rack_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            subscribed_names,
+            subscribed_regex: r.nullable_string()?,
+            server_assignor: r.nullable_string()?,
+            epoch: r.i32()?,
+            previous_epoch: r.i32()?,
+            assigned: r.assignment()?,
+            pending_revocation: r.assignment()?,
+            target: r.assignment()?,
+        });
+    }
+    Ok(ConsumerGroupSnapshot {
+        group_epoch,
+        assignment_epoch,
+        assignor,
+        subscribed,
+        members,
+    })
 }
 
 fn decode_group(v: &[u8]) -> Result<StoredGroup, DecodeError> {
@@ -306,6 +436,30 @@ impl Reader<'_> {
     }
     fn string(&mut self) -> Result<String, DecodeError> {
         Ok(self.nullable_string()?.unwrap_or_default())
+    }
+    /// An element count, refused when more elements than bytes remain (each takes at least
+    /// one), so a corrupt count cannot drive a huge loop.
+    fn count(&mut self) -> Result<usize, DecodeError> {
+        let n = self.i32()?.max(0) as usize;
+        if n > self.buf.len() {
+            return Err(self.short());
+        }
+        Ok(n)
+    }
+    fn uuid(&mut self) -> Result<Uuid, DecodeError> {
+        let raw = self.take(16)?;
+        Uuid::from_slice(raw).map_err(|_| self.short())
+    }
+    fn assignment(&mut self) -> Result<Assignment, DecodeError> {
+        let mut a = Assignment::new();
+        for _ in 0..self.count()? {
+            let topic = self.uuid()?;
+            let set = a.entry(topic).or_default();
+            for _ in 0..self.count()? {
+                set.insert(self.i32()?);
+            }
+        }
+        Ok(a)
     }
     fn bytes(&mut self) -> Result<Bytes, DecodeError> {
         let len = self.i32()?;

@@ -472,3 +472,67 @@ fn offsets_of_empty_groups_expire_after_retention() {
     assert_eq!(c.commit_offsets(&member, &[offset], 0), vec![0]);
     assert_eq!(c.expire_offsets(1_000_000), 0);
 }
+
+#[test]
+fn consumer_groups_survive_a_reload() {
+    use crate::consumer_group::{Heartbeat, TopicView};
+    let topics = [TopicView {
+        name: "t".into(),
+        id: uuid::Uuid::new_v4(),
+        partitions: 4,
+    }];
+    let mut c = coordinator(0);
+    let joined = c
+        .consumer_heartbeat(
+            Heartbeat {
+                group_id: "cg".into(),
+                member_id: "m1".into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 1000,
+                subscribed_topic_names: Some(vec!["t".into()]),
+                api_version: 1,
+                ..Default::default()
+            },
+            &topics,
+            0,
+        )
+        .unwrap();
+    let (records, _) = c.take_output();
+    assert!(records
+        .iter()
+        .any(|r| matches!(r, OffsetsRecord::ConsumerGroup { value: Some(_), .. })));
+    let mut reloaded = coordinator(0);
+    for r in records {
+        let (k, v) = r.encode();
+        reloaded.load(
+            OffsetsRecord::decode(&k, v.as_deref()).unwrap().unwrap(),
+            10,
+        );
+    }
+    // The member carries on with its epoch and assignment, without rejoining.
+    let again = reloaded
+        .consumer_heartbeat(
+            Heartbeat {
+                group_id: "cg".into(),
+                member_id: "m1".into(),
+                member_epoch: joined.member_epoch,
+                owned: joined.assignment.clone(),
+                api_version: 1,
+                ..Default::default()
+            },
+            &topics,
+            20,
+        )
+        .unwrap();
+    assert_eq!(again.member_epoch, joined.member_epoch);
+    assert_eq!(
+        reloaded.consumer_group("cg").unwrap().members["m1"].assigned,
+        joined.assignment.unwrap()
+    );
+    let (records, _) = reloaded.take_output();
+    assert!(records.is_empty(), "a steady heartbeat writes nothing");
+    assert_eq!(
+        reloaded.delete_group("cg"),
+        code(ResponseError::NonEmptyGroup)
+    );
+}
