@@ -224,24 +224,74 @@ pub fn handle_leave(
     }
 }
 
+/// OffsetCommit and TxnOffsetCommit carry the same offsets in distinct generated types: the
+/// offsets to commit, in request order.
+macro_rules! requested_commits {
+    ($topics:expr) => {
+        $topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| OffsetCommit {
+                    topic: t.name.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                })
+            })
+            .collect::<Vec<OffsetCommit>>()
+    };
+}
+pub(super) use requested_commits;
+
+/// The per-partition results of an (Txn)OffsetCommit, `errors` in request order.
+macro_rules! commit_results {
+    ($topics:expr, $errors:expr, $topic_type:ty, $partition_type:ty) => {{
+        let mut errors = $errors.into_iter();
+        $topics
+            .iter()
+            .map(|t| {
+                <$topic_type>::default()
+                    .with_name(t.name.clone())
+                    .with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                <$partition_type>::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(errors.next().unwrap_or(0))
+                            })
+                            .collect(),
+                    )
+            })
+            .collect()
+    }};
+}
+pub(super) use commit_results;
+
+/// Runs a commit on the group coordinator and reports one error per offset: Kafka answers
+/// NOT_COORDINATOR when the offsets log cannot be written (the client looks the coordinator
+/// up again and retries), and never acknowledges a commit that is not in the log.
+pub(super) fn commit_durably(
+    broker: &Broker,
+    count: usize,
+    commit: impl FnOnce(&mut strata_coord::GroupCoordinator) -> Vec<i16>,
+) -> Vec<i16> {
+    tokio::task::block_in_place(|| match coordinator_ready(broker) {
+        Ok(()) => match broker.groups.run_durable(broker, commit) {
+            (errors, Ok(())) => errors,
+            (_, Err(_)) => vec![code(ResponseError::NotCoordinator); count],
+        },
+        Err(e) => vec![code(e); count],
+    })
+}
+
 pub fn handle_offset_commit(
     broker: &Arc<Broker>,
     request: &OffsetCommitRequest,
     version: i16,
 ) -> OffsetCommitResponse {
-    let commits: Vec<OffsetCommit> = request
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(move |p| OffsetCommit {
-                topic: t.name.to_string(),
-                partition: p.partition_index,
-                offset: p.committed_offset,
-                leader_epoch: p.committed_leader_epoch,
-                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-            })
-        })
-        .collect();
+    let commits = requested_commits!(request.topics);
     let who = CommitIdentity {
         group_id: &request.group_id,
         generation_id: request.generation_id_or_member_epoch,
@@ -249,39 +299,15 @@ pub fn handle_offset_commit(
         group_instance_id: request.group_instance_id.as_ref().map(|i| i.as_str()),
         api_version: version,
     };
-    let errors = tokio::task::block_in_place(|| match coordinator_ready(broker) {
-        Ok(()) => match broker
-            .groups
-            .run_durable(broker, |c| c.commit_offsets(&who, &commits, now_ms()))
-        {
-            (errors, Ok(())) => errors,
-            // Kafka answers NOT_COORDINATOR when the offsets log cannot be written: the client
-            // looks the coordinator up again and retries.
-            (_, Err(_)) => vec![code(ResponseError::NotCoordinator); commits.len()],
-        },
-        Err(e) => vec![code(e); commits.len()],
+    let errors = commit_durably(broker, commits.len(), |c| {
+        c.commit_offsets(&who, &commits, now_ms())
     });
-    let mut errors = errors.into_iter();
-    OffsetCommitResponse::default().with_topics(
-        request
-            .topics
-            .iter()
-            .map(|t| {
-                OffsetCommitResponseTopic::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                OffsetCommitResponsePartition::default()
-                                    .with_partition_index(p.partition_index)
-                                    .with_error_code(errors.next().unwrap_or(0))
-                            })
-                            .collect(),
-                    )
-            })
-            .collect(),
-    )
+    OffsetCommitResponse::default().with_topics(commit_results!(
+        request.topics,
+        errors,
+        OffsetCommitResponseTopic,
+        OffsetCommitResponsePartition
+    ))
 }
 
 /// Committed offsets of one group: (topic, [(partition, offset view)]).

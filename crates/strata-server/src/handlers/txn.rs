@@ -24,6 +24,7 @@ use kafka_protocol::messages::{
 use strata_coord::group::{CommitIdentity, OffsetCommit};
 use strata_coord::OFFSETS_TOPIC;
 
+use super::groups::{commit_durably, commit_results, requested_commits};
 use super::{code, str_bytes};
 use crate::broker::Broker;
 use crate::replica_manager::now_ms;
@@ -267,19 +268,7 @@ pub fn handle_txn_offset_commit(
     request: &TxnOffsetCommitRequest,
     version: i16,
 ) -> TxnOffsetCommitResponse {
-    let commits: Vec<OffsetCommit> = request
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(move |p| OffsetCommit {
-                topic: t.name.to_string(),
-                partition: p.partition_index,
-                offset: p.committed_offset,
-                leader_epoch: p.committed_leader_epoch,
-                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-            })
-        })
-        .collect();
+    let commits = requested_commits!(request.topics);
     let who = CommitIdentity {
         group_id: &request.group_id,
         generation_id: request.generation_id,
@@ -288,36 +277,15 @@ pub fn handle_txn_offset_commit(
         api_version: version,
     };
     let producer = (request.producer_id.0, request.producer_epoch);
-    let errors = tokio::task::block_in_place(|| match broker.groups.ensure_offsets_topic(broker) {
-        Err(_) => vec![code(ResponseError::CoordinatorNotAvailable); commits.len()],
-        Ok(()) => match broker.groups.run_durable(broker, |c| {
-            c.txn_commit_offsets(&who, producer, &commits, now_ms())
-        }) {
-            (errors, Ok(())) => errors,
-            (_, Err(_)) => vec![code(ResponseError::NotCoordinator); commits.len()],
-        },
+    let errors = commit_durably(broker, commits.len(), |c| {
+        c.txn_commit_offsets(&who, producer, &commits, now_ms())
     });
-    let mut errors = errors.into_iter();
-    TxnOffsetCommitResponse::default().with_topics(
-        request
-            .topics
-            .iter()
-            .map(|t| {
-                TxnOffsetCommitResponseTopic::default()
-                    .with_name(t.name.clone())
-                    .with_partitions(
-                        t.partitions
-                            .iter()
-                            .map(|p| {
-                                TxnOffsetCommitResponsePartition::default()
-                                    .with_partition_index(p.partition_index)
-                                    .with_error_code(errors.next().unwrap_or(0))
-                            })
-                            .collect(),
-                    )
-            })
-            .collect(),
-    )
+    TxnOffsetCommitResponse::default().with_topics(commit_results!(
+        request.topics,
+        errors,
+        TxnOffsetCommitResponseTopic,
+        TxnOffsetCommitResponsePartition
+    ))
 }
 
 pub fn handle_describe(
