@@ -6,21 +6,10 @@ use std::path::Path;
 use crate::batch::{check_crc, RecordBatchHeader};
 use crate::cleaner;
 use crate::records;
+use crate::test_util::put_varint;
 use crate::{Log, LogConfig, LogError};
 
 const NOW_MS: i64 = 1_700_000_000_000;
-
-fn put_varint(out: &mut Vec<u8>, value: i64) {
-    let mut v = ((value << 1) ^ (value >> 63)) as u64;
-    loop {
-        if v < 0x80 {
-            out.push(v as u8);
-            return;
-        }
-        out.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-}
 
 /// One v2 batch of `(key, value)` records with timestamps `ts, ts+1, ...`.
 fn keyed_batch(

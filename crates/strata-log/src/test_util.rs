@@ -1,6 +1,7 @@
 //! Test-only builder of valid magic-v2 record batches.
 
-fn put_varint(out: &mut Vec<u8>, value: i64) {
+/// Appends a zigzag varint, as record fields are encoded.
+pub(crate) fn put_varint(out: &mut Vec<u8>, value: i64) {
     let mut v = ((value << 1) ^ (value >> 63)) as u64;
     loop {
         if v < 0x80 {
@@ -105,4 +106,19 @@ impl BatchBuilder {
         out[17..21].copy_from_slice(&crc.to_be_bytes());
         out
     }
+}
+
+/// Headers of every batch in a read result, checked whole and CRC-valid.
+pub(crate) fn headers(bytes: &[u8]) -> Vec<crate::batch::RecordBatchHeader> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let h = crate::batch::RecordBatchHeader::parse(&bytes[pos..]).expect("header");
+        let size = h.size_bytes();
+        assert!(pos + size <= bytes.len(), "partial batch returned");
+        crate::batch::check_crc(&bytes[pos..pos + size], &h).expect("crc");
+        out.push(h);
+        pos += size;
+    }
+    out
 }

@@ -2,8 +2,7 @@
 
 use std::path::Path;
 
-use crate::batch::RecordBatchHeader;
-use crate::test_util::BatchBuilder;
+use crate::test_util::{headers, BatchBuilder};
 use crate::{Log, LogConfig, LogError, TimestampType};
 
 const NOW_MS: i64 = 1_700_000_000_000;
@@ -14,21 +13,6 @@ fn open(dir: &Path, cfg: LogConfig, clean: bool) -> Log {
 
 fn batch(n: usize) -> Vec<u8> {
     BatchBuilder::new(n).timestamp(NOW_MS).build()
-}
-
-/// Parses all batch headers of a read result, checking they are whole and CRC-valid.
-fn headers(bytes: &[u8]) -> Vec<RecordBatchHeader> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let h = RecordBatchHeader::parse(&bytes[pos..]).expect("header");
-        let size = h.size_bytes();
-        assert!(pos + size <= bytes.len(), "partial batch returned");
-        crate::batch::check_crc(&bytes[pos..pos + size], &h).expect("crc");
-        out.push(h);
-        pos += size;
-    }
-    out
 }
 
 fn log_files(dir: &Path, suffix: &str) -> Vec<String> {

@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use crate::batch::RecordBatchHeader;
-use crate::test_util::BatchBuilder;
+use crate::test_util::{headers, BatchBuilder};
 use crate::txn::TXN_INDEX_FILE;
 use crate::{Log, LogConfig, LogError};
 
@@ -38,21 +37,6 @@ fn plain_batch(n: usize) -> Vec<u8> {
 fn marker(log: &mut Log, pid: i64, epoch: i16, commit: bool) -> i64 {
     log.append_txn_marker(pid, epoch, commit, 0, 0, NOW_MS)
         .expect("marker")
-}
-
-/// Headers of every batch in a read result, checked whole and CRC-valid.
-fn headers(bytes: &[u8]) -> Vec<RecordBatchHeader> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let h = RecordBatchHeader::parse(&bytes[pos..]).expect("header");
-        let size = h.size_bytes();
-        assert!(pos + size <= bytes.len(), "partial batch returned");
-        crate::batch::check_crc(&bytes[pos..pos + size], &h).expect("crc");
-        out.push(h);
-        pos += size;
-    }
-    out
 }
 
 /// `(base_offset, last_offset, is_control)` of every batch in a read result.
