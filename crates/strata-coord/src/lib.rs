@@ -9,6 +9,7 @@
 pub mod consumer_group;
 pub mod group;
 pub mod offsets_topic;
+mod record_codec;
 pub mod txn;
 
 pub use group::{GroupConfig, GroupCoordinator, PendingReply, ReplyId};

@@ -6,7 +6,7 @@
 //! A record with a null value is a tombstone: the offset or the group was deleted.
 //! The partition of a group is Kafka's: `abs(java_string_hash(group)) % partitions`.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
 use crate::consumer_group::{Assignment, ConsumerGroupSnapshot, MemberSnapshot};
@@ -92,12 +92,8 @@ pub enum OffsetsRecord {
 /// versions so that the two can never be confused.
 pub const CONSUMER_GROUP_SNAPSHOT_KEY_VERSION: i16 = 0x7F00;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("undecodable {what} in {OFFSETS_TOPIC}: {reason}")]
-pub struct DecodeError {
-    what: &'static str,
-    reason: String,
-}
+pub use crate::record_codec::DecodeError;
+use crate::record_codec::{put_bytes, put_nullable_string, put_string, Reader};
 
 impl OffsetsRecord {
     pub fn group(&self) -> &str {
@@ -372,102 +368,6 @@ fn decode_group(v: &[u8]) -> Result<StoredGroup, DecodeError> {
         state_timestamp_ms,
         members,
     })
-}
-
-fn put_string(b: &mut BytesMut, s: &str) {
-    b.put_i16(s.len() as i16);
-    b.put_slice(s.as_bytes());
-}
-
-fn put_nullable_string(b: &mut BytesMut, s: Option<&str>) {
-    match s {
-        Some(s) => put_string(b, s),
-        None => b.put_i16(-1),
-    }
-}
-
-fn put_bytes(b: &mut BytesMut, v: &[u8]) {
-    b.put_i32(v.len() as i32);
-    b.put_slice(v);
-}
-
-/// A bounds-checked reader: every read of decoded input fails cleanly when short.
-struct Reader<'a> {
-    buf: &'a [u8],
-    what: &'static str,
-}
-
-impl Reader<'_> {
-    fn short(&self) -> DecodeError {
-        DecodeError {
-            what: self.what,
-            reason: "truncated".into(),
-        }
-    }
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        if self.buf.len() < n {
-            return Err(self.short());
-        }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
-    }
-    fn i16(&mut self) -> Result<i16, DecodeError> {
-        Ok(self.take(2)?.get_i16())
-    }
-    fn i32(&mut self) -> Result<i32, DecodeError> {
-        Ok(self.take(4)?.get_i32())
-    }
-    fn i64(&mut self) -> Result<i64, DecodeError> {
-        Ok(self.take(8)?.get_i64())
-    }
-    fn nullable_string(&mut self) -> Result<Option<String>, DecodeError> {
-        let len = self.i16()?;
-        if len < 0 {
-            return Ok(None);
-        }
-        let raw = self.take(len as usize)?;
-        String::from_utf8(raw.to_vec())
-            .map(Some)
-            .map_err(|e| DecodeError {
-                what: self.what,
-                reason: e.to_string(),
-            })
-    }
-    fn string(&mut self) -> Result<String, DecodeError> {
-        Ok(self.nullable_string()?.unwrap_or_default())
-    }
-    /// An element count, refused when more elements than bytes remain (each takes at least
-    /// one), so a corrupt count cannot drive a huge loop.
-    fn count(&mut self) -> Result<usize, DecodeError> {
-        let n = self.i32()?.max(0) as usize;
-        if n > self.buf.len() {
-            return Err(self.short());
-        }
-        Ok(n)
-    }
-    fn uuid(&mut self) -> Result<Uuid, DecodeError> {
-        let raw = self.take(16)?;
-        Uuid::from_slice(raw).map_err(|_| self.short())
-    }
-    fn assignment(&mut self) -> Result<Assignment, DecodeError> {
-        let mut a = Assignment::new();
-        for _ in 0..self.count()? {
-            let topic = self.uuid()?;
-            let set = a.entry(topic).or_default();
-            for _ in 0..self.count()? {
-                set.insert(self.i32()?);
-            }
-        }
-        Ok(a)
-    }
-    fn bytes(&mut self) -> Result<Bytes, DecodeError> {
-        let len = self.i32()?;
-        if len < 0 {
-            return Ok(Bytes::new());
-        }
-        Ok(Bytes::copy_from_slice(self.take(len as usize)?))
-    }
 }
 
 #[cfg(test)]

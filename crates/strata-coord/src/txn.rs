@@ -19,7 +19,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::record_codec::{put_string, DecodeError, Reader};
 use kafka_protocol::error::ResponseError;
 
 /// Name of the internal topic holding transaction state.
@@ -438,42 +440,36 @@ impl TxnRecord {
     }
 
     /// Decodes a record; `None` for a tombstone or a key of another kind.
-    pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<Self>, String> {
-        let mut k = key;
-        if k.remaining() < 2 || k.get_i16() != 0 {
+    pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<Self>, DecodeError> {
+        let mut k = Reader {
+            buf: key,
+            what: "transaction state key",
+        };
+        if key.len() < 2 || k.i16()? != 0 {
             return Ok(None);
         }
-        let transactional_id = get_string(&mut k)?;
-        let Some(mut v) = value else {
+        let transactional_id = k.string()?;
+        let Some(v) = value else {
             return Ok(None);
         };
-        let need = |v: &&[u8], n: usize| {
-            if v.remaining() < n {
-                Err("truncated transaction state".to_string())
-            } else {
-                Ok(())
-            }
+        let mut r = Reader {
+            buf: v,
+            what: "transaction state",
         };
-        need(&v, 2 + 8 + 2 + 4 + 1 + 4)?;
-        let _version = v.get_i16();
-        let producer_id = v.get_i64();
-        let producer_epoch = v.get_i16();
-        let timeout_ms = v.get_i32();
-        let state = TxnState::from_code(v.get_i8()).ok_or("unknown transaction state")?;
-        let topics = v.get_i32();
+        let _version = r.i16()?;
+        let producer_id = r.i64()?;
+        let producer_epoch = r.i16()?;
+        let timeout_ms = r.i32()?;
+        let state = TxnState::from_code(r.i8()?).ok_or_else(|| r.short())?;
         let mut partitions = BTreeSet::new();
-        for _ in 0..topics.max(0) {
-            let topic = get_string(&mut v)?;
-            need(&v, 4)?;
-            let count = v.get_i32();
-            need(&v, 4 * count.max(0) as usize)?;
-            for _ in 0..count.max(0) {
-                partitions.insert((topic.clone(), v.get_i32()));
+        for _ in 0..r.count()? {
+            let topic = r.string()?;
+            for _ in 0..r.count()? {
+                partitions.insert((topic.clone(), r.i32()?));
             }
         }
-        need(&v, 16)?;
-        let last_update_ms = v.get_i64();
-        let start_ms = v.get_i64();
+        let last_update_ms = r.i64()?;
+        let start_ms = r.i64()?;
         Ok(Some(TxnRecord(TransactionMetadata {
             transactional_id,
             producer_id,
@@ -485,24 +481,6 @@ impl TxnRecord {
             last_update_ms,
         })))
     }
-}
-
-fn put_string(b: &mut BytesMut, s: &str) {
-    b.put_i16(s.len() as i16);
-    b.put_slice(s.as_bytes());
-}
-
-fn get_string(b: &mut &[u8]) -> Result<String, String> {
-    if b.remaining() < 2 {
-        return Err("truncated string".into());
-    }
-    let len = b.get_i16();
-    if len < 0 || b.remaining() < len as usize {
-        return Err("truncated string".into());
-    }
-    let s = String::from_utf8(b[..len as usize].to_vec()).map_err(|e| e.to_string())?;
-    b.advance(len as usize);
-    Ok(s)
 }
 
 #[cfg(test)]

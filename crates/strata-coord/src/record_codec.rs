@@ -1,0 +1,114 @@
+//! The primitives of Kafka's internal record formats (`__consumer_offsets`,
+//! `__transaction_state`): big-endian integers, i16-length strings, i32-length bytes, and a
+//! bounds-checked reader that fails cleanly on short or corrupt input.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use uuid::Uuid;
+
+use crate::consumer_group::Assignment;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("undecodable {what}: {reason}")]
+pub struct DecodeError {
+    pub(crate) what: &'static str,
+    pub(crate) reason: String,
+}
+
+pub(crate) fn put_string(b: &mut BytesMut, s: &str) {
+    b.put_i16(s.len() as i16);
+    b.put_slice(s.as_bytes());
+}
+
+pub(crate) fn put_nullable_string(b: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_string(b, s),
+        None => b.put_i16(-1),
+    }
+}
+
+pub(crate) fn put_bytes(b: &mut BytesMut, v: &[u8]) {
+    b.put_i32(v.len() as i32);
+    b.put_slice(v);
+}
+
+/// A bounds-checked reader: every read of decoded input fails cleanly when short.
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) what: &'static str,
+}
+
+impl Reader<'_> {
+    pub(crate) fn short(&self) -> DecodeError {
+        DecodeError {
+            what: self.what,
+            reason: "truncated".into(),
+        }
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        if self.buf.len() < n {
+            return Err(self.short());
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+    pub(crate) fn i8(&mut self) -> Result<i8, DecodeError> {
+        Ok(self.take(1)?.get_i8())
+    }
+    pub(crate) fn i16(&mut self) -> Result<i16, DecodeError> {
+        Ok(self.take(2)?.get_i16())
+    }
+    pub(crate) fn i32(&mut self) -> Result<i32, DecodeError> {
+        Ok(self.take(4)?.get_i32())
+    }
+    pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(self.take(8)?.get_i64())
+    }
+    pub(crate) fn nullable_string(&mut self) -> Result<Option<String>, DecodeError> {
+        let len = self.i16()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let raw = self.take(len as usize)?;
+        String::from_utf8(raw.to_vec())
+            .map(Some)
+            .map_err(|e| DecodeError {
+                what: self.what,
+                reason: e.to_string(),
+            })
+    }
+    pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
+        Ok(self.nullable_string()?.unwrap_or_default())
+    }
+    /// An element count, refused when more elements than bytes remain (each takes at least
+    /// one), so a corrupt count cannot drive a huge loop.
+    pub(crate) fn count(&mut self) -> Result<usize, DecodeError> {
+        let n = self.i32()?.max(0) as usize;
+        if n > self.buf.len() {
+            return Err(self.short());
+        }
+        Ok(n)
+    }
+    pub(crate) fn uuid(&mut self) -> Result<Uuid, DecodeError> {
+        let raw = self.take(16)?;
+        Uuid::from_slice(raw).map_err(|_| self.short())
+    }
+    pub(crate) fn assignment(&mut self) -> Result<Assignment, DecodeError> {
+        let mut a = Assignment::new();
+        for _ in 0..self.count()? {
+            let topic = self.uuid()?;
+            let set = a.entry(topic).or_default();
+            for _ in 0..self.count()? {
+                set.insert(self.i32()?);
+            }
+        }
+        Ok(a)
+    }
+    pub(crate) fn bytes(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.i32()?;
+        if len < 0 {
+            return Ok(Bytes::new());
+        }
+        Ok(Bytes::copy_from_slice(self.take(len as usize)?))
+    }
+}
