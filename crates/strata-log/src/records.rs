@@ -10,6 +10,7 @@
 //! any unusual-but-valid encodings are preserved exactly.
 
 use std::borrow::Cow;
+use std::io::Read;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
@@ -17,9 +18,9 @@ use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Z
 use crate::batch::{self, read_varint, RecordBatchHeader, BATCH_HEADER_SIZE_BYTES};
 use crate::error::LogError;
 
-/// Upper bound on the inflated size of one batch's records. Snappy declares
-/// the inflated length up front and the codec allocates it, so the length is
-/// checked against this bound before inflating.
+/// Upper bound on the inflated size of one batch's records. Streaming codecs (gzip, lz4,
+/// zstd) are read through it; Snappy declares the inflated length up front and its codec
+/// allocates that much, so the declared length is checked against it before inflating.
 pub(crate) const MAX_INFLATED_BATCH_BYTES: u64 = 256 << 20;
 
 const XERIAL_SNAPPY_MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
@@ -183,20 +184,39 @@ pub(crate) fn records_section<'a>(
             }
         }
     }
-    let mut input = Bytes::copy_from_slice(raw);
-    let take = |b: &mut Bytes| Ok(std::mem::take(b));
-    let out: Bytes = match codec {
-        1 => Gzip::decompress(&mut input, take).map_err(|e| bad(e.to_string()))?,
-        2 => Snappy::decompress(&mut input, take).map_err(|e| bad(e.to_string()))?,
-        3 => Lz4::decompress(&mut input, take).map_err(|e| bad(e.to_string()))?,
-        4 => Zstd::decompress(&mut input, take).map_err(|e| bad(e.to_string()))?,
+    // Streaming codecs are read through a limit, so a small batch that inflates to gigabytes
+    // (a decompression bomb) is refused instead of exhausting memory.
+    let capped = |reader: &mut dyn Read| -> Result<Vec<u8>, LogError> {
+        let mut out = Vec::new();
+        reader
+            .take(MAX_INFLATED_BATCH_BYTES + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| bad(e.to_string()))?;
+        if out.len() as u64 > MAX_INFLATED_BATCH_BYTES {
+            return Err(bad(format!(
+                "inflates beyond {MAX_INFLATED_BATCH_BYTES} bytes"
+            )));
+        }
+        Ok(out)
+    };
+    let out = match codec {
+        1 => capped(&mut flate2::read::GzDecoder::new(raw))?,
+        2 => {
+            let mut input = Bytes::copy_from_slice(raw);
+            let take = |b: &mut Bytes| Ok(std::mem::take(b));
+            Snappy::decompress(&mut input, take)
+                .map_err(|e| bad(e.to_string()))?
+                .to_vec()
+        }
+        3 => capped(&mut lz4::Decoder::new(raw).map_err(|e| bad(e.to_string()))?)?,
+        4 => capped(&mut zstd::stream::read::Decoder::new(raw).map_err(|e| bad(e.to_string()))?)?,
         other => {
             return Err(LogError::InvalidRecord(format!(
                 "unknown compression codec {other}"
             )))
         }
     };
-    Ok(Cow::Owned(out.to_vec()))
+    Ok(Cow::Owned(out))
 }
 
 /// Compresses `records` with `codec` (0..=4).
@@ -273,4 +293,51 @@ pub(crate) fn rebuild_batch(
     let crc = batch::compute_crc(&out);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch header (magic 2, zstd, one record) followed by `payload` as its records.
+    fn zstd_batch(payload: &[u8]) -> Vec<u8> {
+        let mut b = Vec::with_capacity(BATCH_HEADER_SIZE_BYTES + payload.len());
+        b.extend_from_slice(&0i64.to_be_bytes()); // base offset
+        b.extend_from_slice(&((BATCH_HEADER_SIZE_BYTES - 12 + payload.len()) as i32).to_be_bytes());
+        b.extend_from_slice(&0i32.to_be_bytes()); // partition leader epoch
+        b.push(2); // magic
+        b.extend_from_slice(&0u32.to_be_bytes()); // crc (not checked here)
+        b.extend_from_slice(&4i16.to_be_bytes()); // attributes: zstd
+        b.extend_from_slice(&0i32.to_be_bytes()); // last offset delta
+        b.extend_from_slice(&0i64.to_be_bytes()); // base timestamp
+        b.extend_from_slice(&0i64.to_be_bytes()); // max timestamp
+        b.extend_from_slice(&(-1i64).to_be_bytes()); // producer id
+        b.extend_from_slice(&(-1i16).to_be_bytes()); // producer epoch
+        b.extend_from_slice(&(-1i32).to_be_bytes()); // base sequence
+        b.extend_from_slice(&1i32.to_be_bytes()); // records count
+        assert_eq!(b.len(), BATCH_HEADER_SIZE_BYTES);
+        b.extend_from_slice(payload);
+        b
+    }
+
+    #[test]
+    fn decompression_bombs_are_refused() {
+        // A few kilobytes that inflate past the bound.
+        let mut bomb = Vec::new();
+        let zeros = std::io::repeat(0).take(MAX_INFLATED_BATCH_BYTES + 1024);
+        zstd::stream::copy_encode(zeros, &mut bomb, 3).unwrap();
+        assert!(bomb.len() < 1 << 20);
+        let batch = zstd_batch(&bomb);
+        let h = RecordBatchHeader::parse(&batch).unwrap();
+        assert!(matches!(
+            records_section(&batch, &h),
+            Err(LogError::CorruptRecord(_))
+        ));
+
+        let mut small = Vec::new();
+        zstd::stream::copy_encode(&b"abc"[..], &mut small, 3).unwrap();
+        let batch = zstd_batch(&small);
+        let h = RecordBatchHeader::parse(&batch).unwrap();
+        assert_eq!(&*records_section(&batch, &h).unwrap(), b"abc");
+    }
 }
