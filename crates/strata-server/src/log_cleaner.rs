@@ -81,17 +81,7 @@ fn clean_partition(partition: &Partition) -> Result<bool, strata_log::LogError> 
     };
     // The expensive part, without the partition's lock.
     let output = plan.execute()?;
+    // `finish_compaction` logs what it did, with the partition's directory.
     let stats = partition.log().finish_compaction(output)?;
-    if let Some(s) = stats {
-        tracing::info!(
-            topic = %partition.topic,
-            partition = partition.index,
-            bytes_in = s.bytes_in,
-            bytes_out = s.bytes_out,
-            records_removed = s.records_removed,
-            tombstones_removed = s.tombstones_removed,
-            "log cleaner compacted partition"
-        );
-    }
     Ok(stats.is_some())
 }
