@@ -27,26 +27,33 @@ fn join_request(member_id: &str, instance: Option<&str>) -> JoinGroupRequest {
             .with_metadata(Bytes::from_static(b"sub"))])
 }
 
+/// Splits replies into JoinGroup and SyncGroup answers by reply id.
+type Answers = (
+    HashMap<ReplyId, JoinGroupResponse>,
+    HashMap<ReplyId, SyncGroupResponse>,
+);
+
+fn split_replies(replies: Vec<PendingReply>) -> Answers {
+    let (mut joins, mut syncs) = (HashMap::new(), HashMap::new());
+    for r in replies {
+        match r {
+            PendingReply::Join(id, resp) => {
+                joins.insert(id, resp);
+            }
+            PendingReply::Sync(id, resp) => {
+                syncs.insert(id, resp);
+            }
+        }
+    }
+    (joins, syncs)
+}
+
 fn joins(c: &mut GroupCoordinator) -> HashMap<ReplyId, JoinGroupResponse> {
-    let (_, replies) = c.take_output();
-    replies
-        .into_iter()
-        .filter_map(|r| match r {
-            PendingReply::Join(id, resp) => Some((id, resp)),
-            PendingReply::Sync(..) => None,
-        })
-        .collect()
+    split_replies(c.take_output().1).0
 }
 
 fn syncs(c: &mut GroupCoordinator) -> HashMap<ReplyId, SyncGroupResponse> {
-    let (_, replies) = c.take_output();
-    replies
-        .into_iter()
-        .filter_map(|r| match r {
-            PendingReply::Sync(id, resp) => Some((id, resp)),
-            PendingReply::Join(..) => None,
-        })
-        .collect()
+    split_replies(c.take_output().1).1
 }
 
 /// Joins a new dynamic member through the KIP-394 two-step join; returns its member id.
@@ -130,13 +137,7 @@ fn two_members_rebalance_and_sync() {
     assert!(records
         .iter()
         .any(|r| matches!(r, OffsetsRecord::Group { value: Some(g), .. } if g.generation == 2)));
-    let answers: HashMap<ReplyId, SyncGroupResponse> = replies
-        .into_iter()
-        .filter_map(|r| match r {
-            PendingReply::Sync(id, resp) => Some((id, resp)),
-            PendingReply::Join(..) => None,
-        })
-        .collect();
+    let answers = split_replies(replies).1;
     assert_eq!(answers[&4].assignment.as_ref(), b"p1");
     assert_eq!(answers[&5].assignment.as_ref(), b"p0");
     assert_eq!(c.heartbeat("g", &b, None, 2, 60), 0);
