@@ -23,6 +23,9 @@ struct Cli {
 enum Command {
     /// Run a broker.
     Serve(ServeArgs),
+    /// Measure a Kafka-compatible broker (a private Strata broker without --bootstrap)
+    /// against this machine's limits.
+    Bench(strata_bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -58,6 +61,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
+        Command::Bench(args) => strata_bench::run(args),
     }
 }
 

@@ -1,0 +1,173 @@
+//! Producer load: librdkafka producers on their own threads, optionally paced to a rate, and
+//! optionally stamping each record with its send time for end-to-end latency.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext};
+
+/// What a producer run moved, counted from delivery reports (acknowledged records only).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Transfer {
+    pub records: u64,
+    pub bytes: u64,
+    /// From the first send to the last acknowledgement.
+    pub seconds: f64,
+}
+
+impl Transfer {
+    pub fn records_per_s(&self) -> f64 {
+        self.records as f64 / self.seconds.max(1e-9)
+    }
+
+    pub fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.seconds.max(1e-9)
+    }
+}
+
+/// A producer run.
+pub struct ProducerLoad<'a> {
+    pub config: ClientConfig,
+    pub topic: &'a str,
+    pub producers: usize,
+    pub record_size: usize,
+    pub records: u64,
+    /// Records per second across all producers; `None` sends as fast as the client can.
+    pub rate: Option<f64>,
+    /// Writes the send time (nanoseconds since this instant) into each record's first 8 bytes.
+    pub stamp_epoch: Option<Instant>,
+}
+
+/// Counts delivery reports of all producer threads; the first failure is kept for the error
+/// message.
+#[derive(Clone, Default)]
+struct DeliveryCounter(Arc<Deliveries>);
+
+#[derive(Default)]
+struct Deliveries {
+    acked: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.0.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = self.0.first_error.lock() {
+                    first.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+}
+
+impl ProducerLoad<'_> {
+    pub fn run(&self) -> anyhow::Result<Transfer> {
+        let producers = self.producers.max(1);
+        if self.stamp_epoch.is_some() && self.record_size < 8 {
+            bail!("latency needs records of at least 8 bytes for the send timestamp");
+        }
+        let counter = DeliveryCounter::default();
+        let start = Arc::new(Barrier::new(producers));
+        let started = Instant::now();
+        thread::scope(|scope| -> anyhow::Result<()> {
+            let workers: Vec<_> = (0..producers)
+                .map(|i| {
+                    let share = self.records / producers as u64
+                        + u64::from((i as u64) < self.records % producers as u64);
+                    let rate = self.rate.map(|r| r / producers as f64);
+                    let (counter, start) = (counter.clone(), start.clone());
+                    scope.spawn(move || self.produce(share, rate, counter, &start))
+                })
+                .collect();
+            for w in workers {
+                w.join()
+                    .map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        let failed = counter.0.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = counter
+                .0
+                .first_error
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .unwrap_or_default();
+            bail!("{failed} records were not acknowledged; the first error: {first}");
+        }
+        let records = counter.0.acked.load(Ordering::Relaxed);
+        Ok(Transfer {
+            records,
+            bytes: records * self.record_size as u64,
+            seconds,
+        })
+    }
+
+    fn produce(
+        &self,
+        records: u64,
+        rate: Option<f64>,
+        counter: DeliveryCounter,
+        start: &Barrier,
+    ) -> anyhow::Result<()> {
+        let producer: BaseProducer<DeliveryCounter> = self
+            .config
+            .create_with_context(counter)
+            .context("cannot create a producer")?;
+        // Uppercase letters, as Kafka's own producer benchmark uses: compressible, not trivial.
+        let mut payload: Vec<u8> = (0..self.record_size)
+            .map(|i| b'A' + ((i * 7 + i / 26) % 26) as u8)
+            .collect();
+        start.wait();
+        let began = Instant::now();
+        for i in 0..records {
+            if let Some(rate) = rate {
+                let due = began + Duration::from_secs_f64(i as f64 / rate);
+                let now = Instant::now();
+                if due > now {
+                    producer.poll(Duration::ZERO);
+                    thread::sleep(due - now);
+                }
+            }
+            if let Some(epoch) = self.stamp_epoch {
+                let sent = epoch.elapsed().as_nanos() as u64;
+                payload[..8].copy_from_slice(&sent.to_be_bytes());
+            }
+            let mut record = BaseRecord::<(), [u8]>::to(self.topic).payload(&payload[..]);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        record = r;
+                        producer.poll(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => return Err(e).context("cannot send a record"),
+                }
+            }
+            if i % 256 == 0 {
+                producer.poll(Duration::ZERO);
+            }
+        }
+        producer
+            .flush(Duration::from_secs(300))
+            .context("records still unacknowledged after 300 s")?;
+        Ok(())
+    }
+}

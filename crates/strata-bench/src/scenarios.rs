@@ -1,0 +1,502 @@
+//! The scenarios of `strata bench`, each measuring the broker's resources around its load.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+use crate::baseline;
+use crate::client::Clients;
+use crate::consumer::{Consumed, ConsumerLoad};
+use crate::options::{BenchArgs, Scenario};
+use crate::process::{LocalBroker, ProcessStats, RssSampler};
+use crate::producer::{ProducerLoad, Transfer};
+use crate::report::{
+    BrokerInfo, IdleConnections, IdlePartitions, Latency, Percentiles, Report, Settings, Startup,
+    Throughput, Usage,
+};
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// One bench run against one broker.
+pub struct Bench<'a> {
+    args: &'a BenchArgs,
+    clients: Clients,
+    broker: Option<ProcessStats>,
+    work_dir: PathBuf,
+    topic: String,
+    created_topics: Vec<String>,
+    report: Report,
+}
+
+impl<'a> Bench<'a> {
+    pub fn new(
+        args: &'a BenchArgs,
+        bootstrap: String,
+        pid: Option<u32>,
+        private: bool,
+        work_dir: PathBuf,
+    ) -> anyhow::Result<Self> {
+        if args.record_size.0 == 0 || args.partitions < 1 {
+            bail!("--record-size and --partitions must be positive");
+        }
+        let topic = args
+            .topic
+            .clone()
+            .unwrap_or_else(|| unique_name("strata-bench"));
+        let mut report = Report {
+            broker: BrokerInfo {
+                bootstrap: bootstrap.clone(),
+                private,
+                pid,
+            },
+            settings: Settings {
+                topic: topic.clone(),
+                partitions: args.partitions,
+                record_size: args.record_size.0,
+                producers: args.producers,
+                consumers: args.consumers,
+                acks: args.acks.clone(),
+                linger_ms: args.linger_ms,
+                batch_size: args.batch_size.0,
+                compression: args.compression.clone(),
+                idempotence: args.idempotence,
+            },
+            ..Report::default()
+        };
+        if pid.is_none() {
+            report.notes.push(
+                "the broker's process was not found on this machine: broker CPU and memory are \
+                 not reported (pass --broker-pid)"
+                    .into(),
+            );
+        }
+        let clients = Clients::new(bootstrap, args)?;
+        clients.check_reachable()?;
+        Ok(Bench {
+            clients,
+            args,
+            broker: pid.map(ProcessStats::new),
+            work_dir,
+            topic,
+            created_topics: Vec::new(),
+            report,
+        })
+    }
+
+    pub fn into_report(self) -> Report {
+        self.report
+    }
+
+    pub fn run_all(&mut self) -> anyhow::Result<()> {
+        let a = self.args;
+        if a.wants(Scenario::Baseline) {
+            tracing::info!("measuring the machine's baselines");
+            self.report.baseline = Some(
+                baseline::measure(&self.work_dir, a.baseline_bytes.0)
+                    .context("baseline measurement failed")?,
+            );
+        }
+        let needs_topic = [Scenario::Produce, Scenario::Consume, Scenario::Latency]
+            .iter()
+            .any(|s| a.wants(*s));
+        if needs_topic {
+            self.clients.create_topic(&self.topic, a.partitions)?;
+            if a.topic.is_none() {
+                self.created_topics.push(self.topic.clone());
+            }
+        }
+        if a.wants(Scenario::Produce) {
+            self.produce()?;
+        }
+        if a.wants(Scenario::Consume) {
+            self.consume()?;
+        }
+        if a.wants(Scenario::Latency) {
+            self.latency()?;
+        }
+        if a.wants(Scenario::IdlePartitions) {
+            self.idle_partitions()?;
+        }
+        if a.wants(Scenario::IdleConnections) {
+            self.idle_connections()?;
+        }
+        if a.wants(Scenario::Startup) {
+            self.startup()?;
+        }
+        Ok(())
+    }
+
+    pub fn cleanup(&mut self) {
+        if !self.args.keep_topics {
+            self.clients.delete_topics(&self.created_topics);
+        }
+    }
+
+    /// Runs `f` and reports the broker's and this process's CPU and the broker's peak RSS.
+    fn metered<T>(&self, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Usage)> {
+        let me = ProcessStats::current();
+        let sampler = self.broker.map(RssSampler::start);
+        let broker_before = self.broker.and_then(|b| b.cpu_seconds().ok());
+        let client_before = me.cpu_seconds()?;
+        let started = Instant::now();
+        let value = f()?;
+        let wall_seconds = started.elapsed().as_secs_f64();
+        let broker_after = self.broker.and_then(|b| b.cpu_seconds().ok());
+        let usage = Usage {
+            wall_seconds,
+            broker_cpu_seconds: broker_before.zip(broker_after).map(|(b, a)| a - b),
+            client_cpu_seconds: me.cpu_seconds()? - client_before,
+            broker_peak_rss_mib: sampler.map(|s| s.finish() as f64 / MIB),
+        };
+        Ok((value, usage))
+    }
+
+    fn producer_load(
+        &self,
+        records: u64,
+        rate: Option<f64>,
+        stamp: Option<Instant>,
+    ) -> ProducerLoad<'_> {
+        ProducerLoad {
+            config: self.clients.producer(self.args),
+            topic: &self.topic,
+            producers: self.args.producers,
+            record_size: self.args.record_size.0 as usize,
+            records,
+            rate,
+            stamp_epoch: stamp,
+        }
+    }
+
+    fn produce(&mut self) -> anyhow::Result<()> {
+        let records = (self.args.produce_bytes.0 / self.args.record_size.0).max(1);
+        tracing::info!("produce: {records} records");
+        let load = self.producer_load(records, None, None);
+        let (transfer, usage) = self.metered(|| load.run())?;
+        self.report.produce = Some(Throughput::new(
+            transfer,
+            usage,
+            self.report.baseline.as_ref(),
+        ));
+        Ok(())
+    }
+
+    fn consume(&mut self) -> anyhow::Result<()> {
+        let marks = self.clients.watermarks(&self.topic, self.args.partitions)?;
+        let total: i64 = marks.iter().map(|(lo, hi)| hi - lo).sum();
+        if total == 0 {
+            self.report
+                .notes
+                .push("consume: the topic is empty (run the produce scenario too)".into());
+            return Ok(());
+        }
+        tracing::info!("consume: {total} records");
+        let load = ConsumerLoad {
+            config: self.clients.consumer(),
+            topic: &self.topic,
+            consumers: self.args.consumers,
+            start_offsets: marks.iter().map(|m| m.0).collect(),
+            end_offsets: Arc::new(OnceLock::from(
+                marks.iter().map(|m| m.1).collect::<Vec<_>>(),
+            )),
+            latency_epoch: None,
+            idle_timeout: Duration::from_secs(30),
+        };
+        let (consumed, usage) = self.metered(|| load.run())?;
+        self.report.consume = Some(Throughput::new(
+            consumed.transfer,
+            usage,
+            self.report.baseline.as_ref(),
+        ));
+        Ok(())
+    }
+
+    fn latency(&mut self) -> anyhow::Result<()> {
+        let peak = self.report.produce.as_ref().map(|p| p.records_per_s);
+        let rate = match (self.args.rate, peak) {
+            (Some(r), _) => r as f64,
+            (None, Some(peak)) => (peak / 2.0).max(1.0),
+            (None, None) => 10_000.0,
+        };
+        tracing::info!(
+            "latency: {rate:.0} records/s for {} s",
+            self.args.latency_seconds
+        );
+        let ((produced, consumed), usage) =
+            self.metered(|| self.paced_round_trip(rate, self.args.latency_seconds))?;
+        let Some(histogram) = consumed.latency_us else {
+            bail!("the latency run recorded no latencies");
+        };
+        self.report.latency = Some(Latency {
+            target_records_per_s: rate,
+            peak_records_per_s: if self.args.rate.is_none() { peak } else { None },
+            achieved_records_per_s: produced.records_per_s(),
+            end_to_end: Percentiles::of(&histogram),
+            usage,
+        });
+        Ok(())
+    }
+
+    /// Produces stamped records at `rate` for `seconds` while consumers read them from the
+    /// current end of the topic, and returns both sides.
+    fn paced_round_trip(&self, rate: f64, seconds: f64) -> anyhow::Result<(Transfer, Consumed)> {
+        let starts: Vec<i64> = self
+            .clients
+            .watermarks(&self.topic, self.args.partitions)?
+            .iter()
+            .map(|m| m.1)
+            .collect();
+        let epoch = Instant::now();
+        let ends = Arc::new(OnceLock::new());
+        let consumers = ConsumerLoad {
+            config: self.clients.consumer(),
+            topic: &self.topic,
+            consumers: self.args.consumers,
+            start_offsets: starts,
+            end_offsets: ends.clone(),
+            latency_epoch: Some(epoch),
+            idle_timeout: Duration::from_secs(30) + Duration::from_secs_f64(seconds),
+        };
+        let records = ((rate * seconds) as u64).max(1);
+        let producer = self.producer_load(records, Some(rate), Some(epoch));
+        thread::scope(|scope| {
+            let reader = scope.spawn(|| consumers.run());
+            // Let the consumers connect and start fetching before the first record.
+            thread::sleep(Duration::from_millis(1000));
+            let produced = producer.run();
+            let finals = self
+                .clients
+                .watermarks(&self.topic, self.args.partitions)
+                .map(|m| m.iter().map(|m| m.1).collect::<Vec<_>>());
+            // Always release the consumers, even when producing failed.
+            let release = match &finals {
+                Ok(f) => f.clone(),
+                Err(_) => vec![i64::MIN; self.args.partitions as usize],
+            };
+            let _ = ends.set(release);
+            let consumed = reader
+                .join()
+                .map_err(|_| anyhow::anyhow!("the latency consumer panicked"))?;
+            finals?;
+            Ok((produced?, consumed?))
+        })
+    }
+
+    fn idle_partitions(&mut self) -> anyhow::Result<()> {
+        let Some(broker) = self.broker else {
+            self.report
+                .notes
+                .push("idle-partitions: needs the broker's process to read its memory".into());
+            return Ok(());
+        };
+        let n = self.args.idle_partitions.max(1);
+        thread::sleep(Duration::from_secs(1));
+        let before = broker.rss_bytes()?;
+        let topic = unique_name("strata-bench-idle");
+        tracing::info!("idle partitions: creating {topic} with {n} partitions");
+        self.clients.create_topic(&topic, n)?;
+        self.created_topics.push(topic.clone());
+        // One record in every partition, so each has a live segment with data in it.
+        let producer: BaseProducer = self.clients.producer(self.args).create()?;
+        for p in 0..n {
+            producer
+                .send(
+                    BaseRecord::<(), [u8]>::to(&topic)
+                        .partition(p)
+                        .payload(b"idle"),
+                )
+                .map_err(|(e, _)| e)?;
+        }
+        producer
+            .flush(Duration::from_secs(60))
+            .context("the idle partitions' records were not acknowledged")?;
+        thread::sleep(Duration::from_secs(2));
+        let after = broker.rss_bytes()?;
+        self.report.idle_partitions = Some(IdlePartitions {
+            partitions: n,
+            broker_rss_before_mib: before as f64 / MIB,
+            broker_rss_after_mib: after as f64 / MIB,
+            per_partition_kib: after.saturating_sub(before) as f64 / 1024.0 / n as f64,
+        });
+        Ok(())
+    }
+
+    fn idle_connections(&mut self) -> anyhow::Result<()> {
+        let addr = self
+            .clients
+            .bootstrap
+            .to_socket_addrs()?
+            .next()
+            .context("the bootstrap address does not resolve")?;
+        // A light probe: the latency of a modest stream, with and without the idle crowd.
+        let probe_rate = 1000.0;
+        let probe_seconds = self.args.latency_seconds.clamp(1.0, 5.0);
+        let topic_needed = !self.args.wants(Scenario::Produce)
+            && !self.args.wants(Scenario::Consume)
+            && !self.args.wants(Scenario::Latency);
+        if topic_needed {
+            self.clients
+                .create_topic(&self.topic, self.args.partitions)?;
+            if self.args.topic.is_none() {
+                self.created_topics.push(self.topic.clone());
+            }
+        }
+        let probe = |bench: &Self| -> anyhow::Result<Percentiles> {
+            let (_, consumed) = bench.paced_round_trip(probe_rate, probe_seconds)?;
+            let h = consumed
+                .latency_us
+                .context("the probe recorded no latencies")?;
+            Ok(Percentiles::of(&h))
+        };
+        tracing::info!("idle connections: probe without");
+        let without = probe(self)?;
+        let rss_before = self.broker.and_then(|b| b.rss_bytes().ok());
+        let requested = self.args.idle_connections;
+        tracing::info!("idle connections: opening {requested}");
+        let started = Instant::now();
+        let mut open = Vec::with_capacity(requested);
+        let mut failure = None;
+        for i in 0..requested {
+            match open_kafka_connection(addr, i as i32) {
+                Ok(c) => open.push(c),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let open_seconds = started.elapsed().as_secs_f64();
+        if let Some(e) = failure {
+            self.report.notes.push(format!(
+                "idle-connections: stopped at {} connections: {e:#}",
+                open.len()
+            ));
+        }
+        let idle_cores = match self.broker {
+            Some(b) => {
+                let before = b.cpu_seconds()?;
+                let t = Instant::now();
+                thread::sleep(Duration::from_secs(3));
+                Some((b.cpu_seconds()? - before) / t.elapsed().as_secs_f64())
+            }
+            None => None,
+        };
+        let rss_after = self.broker.and_then(|b| b.rss_bytes().ok());
+        tracing::info!("idle connections: probe with {} open", open.len());
+        let with = probe(self)?;
+        self.report.idle_connections = Some(IdleConnections {
+            requested,
+            opened: open.len(),
+            open_seconds,
+            broker_rss_before_mib: rss_before.map(|r| r as f64 / MIB),
+            broker_rss_after_mib: rss_after.map(|r| r as f64 / MIB),
+            broker_idle_cores: idle_cores,
+            without,
+            with,
+            probe_records_per_s: probe_rate,
+        });
+        drop(open);
+        Ok(())
+    }
+
+    /// Start-up time after a clean shutdown, with little and with much data, on a broker of
+    /// its own (the measured broker must be restartable, so only a private one will do).
+    fn startup(&mut self) -> anyhow::Result<()> {
+        let dir = self.work_dir.join("startup");
+        let mut broker = LocalBroker::start(&dir, &self.args.broker_overrides)?;
+        let clients = Clients::new(broker.addr.to_string(), self.args)?;
+        let topic = unique_name("strata-bench-startup");
+        let partitions = self.args.partitions;
+        clients.create_topic(&topic, partitions)?;
+        let record_size = self.args.record_size.0;
+        let fill = |bytes: u64| -> anyhow::Result<()> {
+            let load = ProducerLoad {
+                config: clients.producer(self.args),
+                topic: &topic,
+                producers: self.args.producers,
+                record_size: record_size as usize,
+                records: (bytes / record_size).max(1),
+                rate: None,
+                stamp_epoch: None,
+            };
+            load.run().map(|_| ())
+        };
+        let restart = |broker: &mut LocalBroker| -> anyhow::Result<(f64, f64)> {
+            let stop = broker.stop()?.as_secs_f64();
+            let started = Instant::now();
+            broker.start_again()?;
+            // Ready means every partition answers: its log is loaded.
+            let deadline = started + Duration::from_secs(600);
+            while clients.watermarks(&topic, partitions).is_err() {
+                if Instant::now() > deadline {
+                    bail!("the restarted broker did not serve {topic} within 600 s");
+                }
+                thread::sleep(Duration::from_millis(5));
+            }
+            Ok((started.elapsed().as_secs_f64(), stop))
+        };
+        let small = self.args.startup_small_bytes.0;
+        let large = self.args.startup_bytes.0.max(small);
+        tracing::info!("startup: writing {small} bytes");
+        fill(small)?;
+        let (small_start, small_stop) = restart(&mut broker)?;
+        tracing::info!("startup: writing up to {large} bytes");
+        fill(large - small)?;
+        let (large_start, large_stop) = restart(&mut broker)?;
+        self.report.startup = Some(Startup {
+            small_bytes: small,
+            large_bytes: large,
+            small_start_seconds: small_start,
+            large_start_seconds: large_start,
+            large_over_small: large_start / small_start.max(1e-9),
+            small_stop_seconds: small_stop,
+            large_stop_seconds: large_stop,
+        });
+        drop(broker);
+        std::fs::remove_dir_all(&dir).ok();
+        Ok(())
+    }
+}
+
+fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos:08x}", std::process::id())
+}
+
+/// Opens a TCP connection and completes one ApiVersions v0 exchange on it, so the broker has
+/// fully accepted it as a Kafka connection; then the connection stays idle.
+fn open_kafka_connection(addr: SocketAddr, correlation_id: i32) -> anyhow::Result<TcpStream> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let client_id = b"strata-bench-idle";
+    let mut body = Vec::with_capacity(32);
+    body.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+    body.extend_from_slice(&0i16.to_be_bytes()); // version 0
+    body.extend_from_slice(&correlation_id.to_be_bytes());
+    body.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    body.extend_from_slice(client_id);
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    conn.write_all(&frame)?;
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len)?;
+    let len = i32::from_be_bytes(len);
+    if !(4..=1 << 20).contains(&len) {
+        bail!("the broker answered ApiVersions with a frame of {len} bytes");
+    }
+    let mut reply = vec![0u8; len as usize];
+    conn.read_exact(&mut reply)?;
+    if reply[..4] != correlation_id.to_be_bytes() {
+        bail!("the broker answered ApiVersions with the wrong correlation id");
+    }
+    Ok(conn)
+}
