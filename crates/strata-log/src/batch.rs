@@ -343,17 +343,27 @@ pub(crate) fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
 
 /// Sets the timestamp type bit and, for LogAppendTime, the max timestamp,
 /// then recomputes the CRC (both fields are CRC-protected).
-pub(crate) fn set_timestamp(batch: &mut [u8], timestamp_type: TimestampType, max_timestamp: i64) {
-    let mut attributes = be_i16(batch, ATTRIBUTES_OFFSET);
+///
+/// The batch is given in two parts, its `header` (the first
+/// [`BATCH_HEADER_SIZE_BYTES`]) and the `records` after it, so that an append
+/// can patch a copy of the header and write the records straight from the
+/// request buffer instead of copying the whole batch.
+pub(crate) fn set_timestamp(
+    header: &mut [u8; BATCH_HEADER_SIZE_BYTES],
+    records: &[u8],
+    timestamp_type: TimestampType,
+    max_timestamp: i64,
+) {
+    let mut attributes = be_i16(header, ATTRIBUTES_OFFSET);
     match timestamp_type {
         TimestampType::LogAppendTime => attributes |= TIMESTAMP_TYPE_BIT,
         TimestampType::CreateTime => attributes &= !TIMESTAMP_TYPE_BIT,
     }
-    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
+    header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attributes.to_be_bytes());
+    header[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8]
         .copy_from_slice(&max_timestamp.to_be_bytes());
-    let crc = compute_crc(batch);
-    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[ATTRIBUTES_OFFSET..]), records);
+    header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -431,7 +441,9 @@ mod tests {
     #[test]
     fn log_append_time_rewrite_keeps_crc_valid() {
         let mut bytes = BatchBuilder::new(2).timestamp(5).build();
-        set_timestamp(&mut bytes, TimestampType::LogAppendTime, 99);
+        let (header, records) = bytes.split_at_mut(BATCH_HEADER_SIZE_BYTES);
+        let header: &mut [u8; BATCH_HEADER_SIZE_BYTES] = header.try_into().expect("61 bytes");
+        set_timestamp(header, records, TimestampType::LogAppendTime, 99);
         set_base_offset(&mut bytes, 1234);
         set_partition_leader_epoch(&mut bytes, 7);
         let h = RecordBatchHeader::parse(&bytes).expect("parse");

@@ -588,21 +588,35 @@ impl Log {
         let first_offset = self.log_end_offset;
         let last_offset = next_offset - 1;
 
-        // One copy of the request, patched in place.
-        let mut buf = records.to_vec();
+        // Only the headers change: patch copies of them and write the records from the
+        // request buffer, so the produced bytes are not copied again before the write.
+        let mut patched = Vec::with_capacity(headers.len());
         for ((pos, h), p) in headers.iter().zip(&placements) {
-            let batch_bytes = &mut buf[*pos..*pos + h.size_bytes()];
-            batch::set_base_offset(batch_bytes, p.base_offset);
-            batch::set_partition_leader_epoch(batch_bytes, leader_epoch);
+            let (original, rest) =
+                records[*pos..*pos + h.size_bytes()].split_at(BATCH_HEADER_SIZE_BYTES);
+            let mut header = [0u8; BATCH_HEADER_SIZE_BYTES];
+            header.copy_from_slice(original);
+            batch::set_base_offset(&mut header, p.base_offset);
+            batch::set_partition_leader_epoch(&mut header, leader_epoch);
             if log_append_time {
-                batch::set_timestamp(batch_bytes, TimestampType::LogAppendTime, now_ms);
+                batch::set_timestamp(&mut header, rest, TimestampType::LogAppendTime, now_ms);
             } else if h.timestamp_type() == TimestampType::LogAppendTime {
                 // CreateTime topic: keep the producer's timestamps, clear the bit.
-                batch::set_timestamp(batch_bytes, TimestampType::CreateTime, h.max_timestamp);
+                batch::set_timestamp(
+                    &mut header,
+                    rest,
+                    TimestampType::CreateTime,
+                    h.max_timestamp,
+                );
             }
+            patched.push((header, rest));
         }
+        let chunks: Vec<&[u8]> = patched
+            .iter()
+            .flat_map(|(header, rest)| [&header[..], rest])
+            .collect();
 
-        self.write_batches(&buf, &placements, staging, leader_epoch, now_ms)?;
+        self.write_batches(&chunks, &placements, staging, leader_epoch, now_ms)?;
         let records_count = (last_offset - first_offset + 1) as u64;
         self.maybe_flush_after_append(records_count, now_ms)?;
         Ok(AppendInfo {
@@ -615,11 +629,11 @@ impl Log {
         })
     }
 
-    /// Writes validated, patched batches (`buf`, described by `placements`)
-    /// at the log end and applies their producer-state changes.
+    /// Writes validated, patched batches (`chunks`, back to back, described by
+    /// `placements`) at the log end and applies their producer-state changes.
     fn write_batches(
         &mut self,
-        buf: &[u8],
+        chunks: &[&[u8]],
         placements: &[BatchPlacement],
         staging: ProducerAppendStaging,
         leader_epoch: i32,
@@ -633,12 +647,13 @@ impl Log {
             "appends start at the log end offset"
         );
         let (first_offset, last_offset) = (first.base_offset, last.last_offset);
-        self.maybe_roll(buf.len() as u64, last_offset, now_ms)?;
+        let size_bytes: u64 = placements.iter().map(|p| p.size_bytes).sum();
+        self.maybe_roll(size_bytes, last_offset, now_ms)?;
         // Kafka assigns the epoch before writing; an entry whose data never made
         // it is harmless (it is dropped by truncate_from_end on the next open).
         self.leader_epochs.assign(leader_epoch, first_offset)?;
         let cfg = self.config.clone();
-        self.active_mut().append(buf, placements, &cfg, now_ms)?;
+        self.active_mut().append(chunks, placements, &cfg, now_ms)?;
         self.producers.commit(staging);
         assert!(
             last_offset >= self.log_end_offset,
@@ -718,7 +733,7 @@ impl Log {
             max_timestamp_ms: now_ms,
             size_bytes: buf.len() as u64,
         };
-        self.write_batches(&buf, &[placement], staging, leader_epoch, now_ms)?;
+        self.write_batches(&[&buf], &[placement], staging, leader_epoch, now_ms)?;
         if let Some(done) = completed.filter(|c| c.aborted) {
             self.aborted.append(AbortedTxn {
                 producer_id,

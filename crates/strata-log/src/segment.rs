@@ -384,18 +384,19 @@ impl LogSegment {
             )))
     }
 
-    /// Appends already-validated batches (`bytes` holds them back to back, as
-    /// described by `placements`) with a single write.
+    /// Appends already-validated batches (`chunks` hold them back to back, as
+    /// described by `placements`) with a single vectored write.
     pub(crate) fn append(
         &mut self,
-        bytes: &[u8],
+        chunks: &[&[u8]],
         placements: &[BatchPlacement],
         cfg: &LogConfig,
         now_ms: i64,
     ) -> Result<(), LogError> {
+        let size_bytes: u64 = chunks.iter().map(|c| c.len() as u64).sum();
         debug_assert_eq!(
             placements.iter().map(|p| p.size_bytes).sum::<u64>(),
-            bytes.len() as u64
+            size_bytes
         );
         let start = self.size_bytes;
         if let Some(first) = placements.first() {
@@ -410,7 +411,7 @@ impl LogSegment {
             .windows(2)
             .all(|w| w[1].base_offset > w[0].last_offset));
         let file = self.file()?;
-        if let Err(e) = file.write_all_at(bytes, start) {
+        if let Err(e) = fsutil::write_all_vectored_at(file, chunks, start) {
             // Undo a partial write so the file never ends in a torn batch while we keep running.
             if let Err(undo) = file.set_len(start) {
                 tracing::error!(segment = self.base_offset, error = %undo, "could not undo partial append");
@@ -420,7 +421,7 @@ impl LogSegment {
                 self.base_offset
             ))(e));
         }
-        self.size_bytes += bytes.len() as u64;
+        self.size_bytes += size_bytes;
         if self.rolling_base_ms.is_none() {
             self.rolling_base_ms = Some(now_ms);
         }
