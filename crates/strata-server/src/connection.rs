@@ -10,12 +10,13 @@
 //! frame or an unsupported version of an API other than ApiVersions closes that connection
 //! with a log line, as Kafka does.
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use strata_protocol::{decode_request, encode_response, FrameDecoder, RequestError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -179,11 +180,53 @@ async fn serve_requests(
             }
             Err(e) => return Err(bad(e.to_string())),
         };
-        if let Some(bytes) = response {
-            stream
-                .write_all(&bytes)
+        if let Some(chunks) = response {
+            write_chunks(&mut stream, &chunks)
                 .await
                 .map_err(|e| Closed::Io(format!("write failed: {e}")))?;
         }
     }
+}
+
+/// Most chunks passed to one vectored write; Linux takes up to `IOV_MAX` (1024).
+const MAX_WRITE_CHUNKS: usize = 64;
+
+/// Writes a response frame given as chunks (see `encode_response`): a Fetch response is
+/// its encoded fields interleaved with record sets read from the log, sent with vectored writes
+/// so the record bytes are not gathered into one buffer first.
+async fn write_chunks(stream: &mut TcpStream, chunks: &[Bytes]) -> std::io::Result<()> {
+    if let [single] = chunks {
+        return stream.write_all(single).await;
+    }
+    // Next byte to send: chunk `index`, `skip` bytes in.
+    let (mut index, mut skip) = (0usize, 0usize);
+    while index < chunks.len() {
+        if chunks[index].len() == skip {
+            index += 1;
+            skip = 0;
+            continue;
+        }
+        let slices: Vec<IoSlice<'_>> = chunks[index..]
+            .iter()
+            .take(MAX_WRITE_CHUNKS)
+            .enumerate()
+            .map(|(k, chunk)| IoSlice::new(if k == 0 { &chunk[skip..] } else { chunk }))
+            .collect();
+        let mut written = stream.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let left = chunks[index].len() - skip;
+            if written >= left {
+                written -= left;
+                index += 1;
+                skip = 0;
+            } else {
+                skip += written;
+                written = 0;
+            }
+        }
+    }
+    Ok(())
 }
