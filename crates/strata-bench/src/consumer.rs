@@ -16,6 +16,20 @@ use crate::producer::Transfer;
 /// The highest latency the histogram holds: one hour, in microseconds.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
 
+/// An empty latency histogram in microseconds, three significant digits.
+pub fn latency_histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)?)
+}
+
+/// How long ago, in microseconds, the record whose value starts with `payload`'s send stamp
+/// was sent (see `ProducerLoad::stamp_epoch`); at least 1, at most `MAX_LATENCY_US`.
+pub fn stamp_age_us(epoch: Instant, payload: &[u8]) -> Option<u64> {
+    let stamp: [u8; 8] = payload.get(..8)?.try_into().ok()?;
+    let sent = u64::from_be_bytes(stamp);
+    let now = epoch.elapsed().as_nanos() as u64;
+    Some((now.saturating_sub(sent) / 1000).clamp(1, MAX_LATENCY_US))
+}
+
 /// A consumer run.
 pub struct ConsumerLoad<'a> {
     pub config: ClientConfig,
@@ -103,7 +117,7 @@ impl ConsumerLoad<'_> {
             records: 0,
             bytes: 0,
             latency_us: match self.latency_epoch {
-                Some(_) => Some(Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)?),
+                Some(_) => Some(latency_histogram()?),
                 None => None,
             },
         };
@@ -135,11 +149,8 @@ impl ConsumerLoad<'_> {
                     share.bytes += payload.len() as u64;
                     next[m.partition() as usize] = m.offset() + 1;
                     if let (Some(epoch), Some(h)) = (self.latency_epoch, &mut share.latency_us) {
-                        if let Some(stamp) = payload.get(..8) {
-                            let sent = u64::from_be_bytes(stamp.try_into()?);
-                            let now = epoch.elapsed().as_nanos() as u64;
-                            let us = (now.saturating_sub(sent) / 1000).clamp(1, MAX_LATENCY_US);
-                            h.record(us)?;
+                        if let Some(age) = stamp_age_us(epoch, payload) {
+                            h.saturating_record(age);
                         }
                     }
                 }

@@ -7,9 +7,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use hdrhistogram::Histogram;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
+
+use crate::consumer::{latency_histogram, stamp_age_us};
 
 /// What a producer run moved, counted from delivery reports (acknowledged records only).
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,6 +34,13 @@ impl Transfer {
     }
 }
 
+/// What a producer run moved and, for stamped records, how long each took from the `send`
+/// call to its acknowledgement, in microseconds.
+pub struct Produced {
+    pub transfer: Transfer,
+    pub ack_latency_us: Option<Histogram<u64>>,
+}
+
 /// A producer run.
 pub struct ProducerLoad<'a> {
     pub config: ClientConfig,
@@ -45,14 +56,15 @@ pub struct ProducerLoad<'a> {
 
 /// Counts delivery reports of all producer threads; the first failure is kept for the error
 /// message.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 struct DeliveryCounter(Arc<Deliveries>);
 
-#[derive(Default)]
 struct Deliveries {
     acked: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Send-to-acknowledgement latencies of stamped records (see `ProducerLoad::stamp_epoch`).
+    ack_latency: Option<(Instant, Mutex<Histogram<u64>>)>,
 }
 
 impl ClientContext for DeliveryCounter {}
@@ -62,8 +74,14 @@ impl ProducerContext for DeliveryCounter {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         match result {
-            Ok(_) => {
+            Ok(m) => {
                 self.0.acked.fetch_add(1, Ordering::Relaxed);
+                if let Some((epoch, histogram)) = &self.0.ack_latency {
+                    let age = m.payload().and_then(|p| stamp_age_us(*epoch, p));
+                    if let (Some(age), Ok(mut h)) = (age, histogram.lock()) {
+                        h.saturating_record(age);
+                    }
+                }
             }
             Err((e, _)) => {
                 self.0.failed.fetch_add(1, Ordering::Relaxed);
@@ -76,12 +94,21 @@ impl ProducerContext for DeliveryCounter {
 }
 
 impl ProducerLoad<'_> {
-    pub fn run(&self) -> anyhow::Result<Transfer> {
+    pub fn run(&self) -> anyhow::Result<Produced> {
         let producers = self.producers.max(1);
         if self.stamp_epoch.is_some() && self.record_size < 8 {
             bail!("latency needs records of at least 8 bytes for the send timestamp");
         }
-        let counter = DeliveryCounter::default();
+        let ack_latency = match self.stamp_epoch {
+            Some(epoch) => Some((epoch, Mutex::new(latency_histogram()?))),
+            None => None,
+        };
+        let counter = DeliveryCounter(Arc::new(Deliveries {
+            acked: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            ack_latency,
+        }));
         let start = Arc::new(Barrier::new(producers));
         let started = Instant::now();
         thread::scope(|scope| -> anyhow::Result<()> {
@@ -113,10 +140,21 @@ impl ProducerLoad<'_> {
             bail!("{failed} records were not acknowledged; the first error: {first}");
         }
         let records = counter.0.acked.load(Ordering::Relaxed);
-        Ok(Transfer {
-            records,
-            bytes: records * self.record_size as u64,
-            seconds,
+        let ack_latency_us = match &counter.0.ack_latency {
+            Some((_, h)) => Some(
+                h.lock()
+                    .map_err(|_| anyhow::anyhow!("a delivery callback panicked"))?
+                    .clone(),
+            ),
+            None => None,
+        };
+        Ok(Produced {
+            transfer: Transfer {
+                records,
+                bytes: records * self.record_size as u64,
+                seconds,
+            },
+            ack_latency_us,
         })
     }
 

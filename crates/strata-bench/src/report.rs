@@ -163,6 +163,8 @@ pub struct Latency {
     pub peak_records_per_s: Option<f64>,
     pub achieved_records_per_s: f64,
     pub end_to_end: Percentiles,
+    /// From the `send` call to the acknowledgement: the producing half of `end_to_end`.
+    pub produce_ack: Percentiles,
     pub usage: Usage,
 }
 
@@ -280,7 +282,8 @@ impl fmt::Display for Report {
                     .map_or(String::new(), |pk| format!(", half of peak {pk:.0}")),
                 p.count
             )?;
-            writeln!(o, "  {}", percentiles_line(p))?;
+            writeln!(o, "  end to end:  {}", percentiles_line(p))?;
+            writeln!(o, "  produce ack: {}", percentiles_line(&l.produce_ack))?;
             writeln!(
                 o,
                 "  broker {} cores · client {:.2} cores",

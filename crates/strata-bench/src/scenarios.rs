@@ -15,7 +15,7 @@ use crate::client::Clients;
 use crate::consumer::{Consumed, ConsumerLoad};
 use crate::options::{BenchArgs, Scenario};
 use crate::process::{LocalBroker, ProcessStats, RssSampler};
-use crate::producer::{ProducerLoad, Transfer};
+use crate::producer::{Produced, ProducerLoad};
 use crate::report::{
     BrokerInfo, IdleConnections, IdlePartitions, Latency, Percentiles, Report, Settings, Startup,
     Throughput, Usage,
@@ -178,9 +178,9 @@ impl<'a> Bench<'a> {
         let records = (self.args.produce_bytes.0 / self.args.record_size.0).max(1);
         tracing::info!("produce: {records} records");
         let load = self.producer_load(records, None, None);
-        let (transfer, usage) = self.metered(|| load.run())?;
+        let (produced, usage) = self.metered(|| load.run())?;
         self.report.produce = Some(Throughput::new(
-            transfer,
+            produced.transfer,
             usage,
             self.report.baseline.as_ref(),
         ));
@@ -230,14 +230,15 @@ impl<'a> Bench<'a> {
         );
         let ((produced, consumed), usage) =
             self.metered(|| self.paced_round_trip(rate, self.args.latency_seconds))?;
-        let Some(histogram) = consumed.latency_us else {
+        let (Some(histogram), Some(acks)) = (consumed.latency_us, produced.ack_latency_us) else {
             bail!("the latency run recorded no latencies");
         };
         self.report.latency = Some(Latency {
             target_records_per_s: rate,
             peak_records_per_s: if self.args.rate.is_none() { peak } else { None },
-            achieved_records_per_s: produced.records_per_s(),
+            achieved_records_per_s: produced.transfer.records_per_s(),
             end_to_end: Percentiles::of(&histogram),
+            produce_ack: Percentiles::of(&acks),
             usage,
         });
         Ok(())
@@ -245,7 +246,7 @@ impl<'a> Bench<'a> {
 
     /// Produces stamped records at `rate` for `seconds` while consumers read them from the
     /// current end of the topic, and returns both sides.
-    fn paced_round_trip(&self, rate: f64, seconds: f64) -> anyhow::Result<(Transfer, Consumed)> {
+    fn paced_round_trip(&self, rate: f64, seconds: f64) -> anyhow::Result<(Produced, Consumed)> {
         let starts: Vec<i64> = self
             .clients
             .watermarks(&self.topic, self.args.partitions)?
