@@ -106,6 +106,33 @@ pub(crate) fn write_all_vectored_at(
     Ok(())
 }
 
+/// Asks the kernel to start writing `len` bytes of `file` from `offset` back to disk, without
+/// waiting for it (Linux `sync_file_range(SYNC_FILE_RANGE_WRITE)`; elsewhere nothing).
+///
+/// Why: a log appended at hundreds of MB/s otherwise piles up dirty pages until the kernel's
+/// dirty limits throttle the writer, and an append then blocks for a hundred milliseconds or
+/// more. Starting writeback as data arrives keeps the dirty set small and the stalls away. It
+/// promises no durability (that is what fsync is for), so a failure is only logged.
+pub(crate) fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: sync_file_range only reads its integer arguments; the fd is open for the
+        // lifetime of `file`.
+        let rc = unsafe {
+            libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+        };
+        if rc != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "sync_file_range failed");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
 /// Reads a small file, returning `None` if it does not exist. `max_bytes`
 /// bounds the allocation: larger files are reported as corrupt.
 pub(crate) fn read_small_file(path: &Path, max_bytes: u64) -> Result<Option<Vec<u8>>, LogError> {

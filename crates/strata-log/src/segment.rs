@@ -102,6 +102,11 @@ pub(crate) struct RecoveryOutcome {
     pub(crate) truncated_bytes: u64,
 }
 
+/// How much of the active segment may be appended before its writeback is started; see
+/// `fsutil::start_writeback`. Small enough to keep the dirty set far below the kernel's
+/// throttling limits, large enough that the call is rare (once per several batches).
+const WRITE_BEHIND_BYTES: u64 = 8 << 20;
+
 /// One segment of the log.
 pub(crate) struct LogSegment {
     base_offset: i64,
@@ -113,6 +118,9 @@ pub(crate) struct LogSegment {
     max_timestamp: OnceCell<TimestampOffset>,
     /// Only meaningful for the active segment.
     bytes_since_last_index_entry: u64,
+    /// Bytes of the `.log` file whose writeback has been started (`fsutil::start_writeback`);
+    /// only the active segment advances it.
+    writeback_started_to: u64,
     /// Time the segment.ms roll clock started: wall-clock time of the first
     /// append, or (after a restart) the first batch's max timestamp, as Kafka does.
     rolling_base_ms: Option<i64>,
@@ -150,6 +158,7 @@ impl LogSegment {
                 offset: base_offset,
             }),
             bytes_since_last_index_entry: 0,
+            writeback_started_to: 0,
             rolling_base_ms: None,
         };
         let (mut indexes, _) = seg.open_indexes(cfg)?;
@@ -170,6 +179,7 @@ impl LogSegment {
             indexes: OnceCell::new(),
             max_timestamp: OnceCell::new(),
             bytes_since_last_index_entry: 0,
+            writeback_started_to: size_bytes,
             rolling_base_ms: None,
         }
     }
@@ -421,7 +431,17 @@ impl LogSegment {
                 self.base_offset
             ))(e));
         }
-        self.size_bytes += size_bytes;
+        let end = start + size_bytes;
+        // A truncation may have moved the end below what was written back.
+        let from = self.writeback_started_to.min(start);
+        let write_behind = end - from >= WRITE_BEHIND_BYTES;
+        if write_behind {
+            fsutil::start_writeback(file, from, end - from);
+        }
+        self.size_bytes = end;
+        if write_behind {
+            self.writeback_started_to = end;
+        }
         if self.rolling_base_ms.is_none() {
             self.rolling_base_ms = Some(now_ms);
         }
