@@ -15,6 +15,7 @@ mod index;
 mod leader_epoch;
 mod log;
 mod producer_state;
+mod read_buffers;
 mod records;
 mod segment;
 #[cfg(test)]

@@ -876,14 +876,14 @@ impl Log {
                 if !min_one_batch {
                     return Ok(result(Bytes::new()));
                 }
-                return Ok(result(Bytes::from(seg.read_bytes(pos, first_size)?)));
+                return Ok(result(seg.read_bytes(pos, first_size)?));
             }
             let len = (max_bytes as u64).min(seg.size_bytes() - pos) as usize;
             let mut buf = seg.read_bytes(pos, len)?;
             let whole = whole_batches_prefix_bytes(&buf, upper_bound_offset);
             debug_assert!(whole >= first_size);
             buf.truncate(whole);
-            return Ok(result(Bytes::from(buf)));
+            return Ok(result(buf));
         }
         Ok(result(Bytes::new()))
     }

@@ -14,6 +14,8 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
+
 use crate::batch::{RecordBatchHeader, BATCH_HEADER_SIZE_BYTES, NO_TIMESTAMP};
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -21,6 +23,7 @@ use crate::fsutil::{self, offset_file_path, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIM
 use crate::index::{
     read_last_time_entry, OffsetIndex, TimeIndex, TimestampOffset, TIME_ENTRY_BYTES,
 };
+use crate::read_buffers;
 
 /// Chunk size for streaming CRC checks during recovery; bounds the
 /// allocation regardless of the batch length found on disk.
@@ -324,17 +327,14 @@ impl LogSegment {
         Ok(h)
     }
 
-    /// Reads `len_bytes` at `position` (caller keeps it within the segment).
-    pub(crate) fn read_bytes(&self, position: u64, len_bytes: usize) -> Result<Vec<u8>, LogError> {
+    /// Reads `len_bytes` at `position` (caller keeps it within the segment), into a recycled
+    /// buffer when the read is large (see `read_buffers`).
+    pub(crate) fn read_bytes(&self, position: u64, len_bytes: usize) -> Result<Bytes, LogError> {
         debug_assert!(position + len_bytes as u64 <= self.size_bytes);
-        let mut buf = vec![0u8; len_bytes];
-        self.file()?
-            .read_exact_at(&mut buf, position)
-            .map_err(LogError::io(format!(
-                "reading segment {}",
-                self.base_offset
-            )))?;
-        Ok(buf)
+        read_buffers::read_at(self.file()?, position, len_bytes).map_err(LogError::io(format!(
+            "reading segment {}",
+            self.base_offset
+        )))
     }
 
     /// Position and header of the first batch whose last offset is >= `target`,
