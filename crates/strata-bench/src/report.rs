@@ -194,8 +194,8 @@ pub struct IdleConnections {
 pub struct Startup {
     pub small_bytes: u64,
     pub large_bytes: u64,
-    /// Start until every partition answers ListOffsets, after a clean shutdown (the median of
-    /// three restarts, after the data was written back to disk).
+    /// Start until every partition answers ListOffsets, after a clean shutdown (the fastest of
+    /// five restarts, after the data was written back to disk).
     pub small_start_seconds: f64,
     pub large_start_seconds: f64,
     pub large_over_small: f64,
