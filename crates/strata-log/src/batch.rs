@@ -199,7 +199,7 @@ pub(crate) fn compute_crc(batch: &[u8]) -> u32 {
 }
 
 /// Checks that `batch` is exactly one whole batch whose stored CRC matches.
-pub(crate) fn check_crc(batch: &[u8], header: &RecordBatchHeader) -> Result<(), LogError> {
+pub fn check_crc(batch: &[u8], header: &RecordBatchHeader) -> Result<(), LogError> {
     debug_assert_eq!(batch.len(), header.size_bytes());
     let actual = compute_crc(batch);
     if actual != header.crc {

@@ -26,7 +26,7 @@ mod txn;
 #[cfg(test)]
 mod txn_tests;
 
-pub use batch::{RecordBatchHeader, TimestampType};
+pub use batch::{check_crc, RecordBatchHeader, TimestampType};
 pub use cleaner::{CompactedOutput, CompactionPlan, CompactionStats, OFFSET_MAP_MEMORY_BYTES};
 pub use config::LogConfig;
 pub use error::LogError;
