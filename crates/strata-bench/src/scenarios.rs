@@ -102,9 +102,14 @@ impl<'a> Bench<'a> {
                     .context("baseline measurement failed")?,
             );
         }
-        let needs_topic = [Scenario::Produce, Scenario::Consume, Scenario::Latency]
-            .iter()
-            .any(|s| a.wants(*s));
+        let needs_topic = [
+            Scenario::Produce,
+            Scenario::Consume,
+            Scenario::Latency,
+            Scenario::IdleConnections,
+        ]
+        .iter()
+        .any(|s| a.wants(*s));
         if needs_topic {
             self.clients.create_topic(&self.topic, a.partitions)?;
             if a.topic.is_none() {
@@ -338,16 +343,6 @@ impl<'a> Bench<'a> {
         // A light probe: the latency of a modest stream, with and without the idle crowd.
         let probe_rate = 1000.0;
         let probe_seconds = self.args.latency_seconds.clamp(1.0, 5.0);
-        let topic_needed = !self.args.wants(Scenario::Produce)
-            && !self.args.wants(Scenario::Consume)
-            && !self.args.wants(Scenario::Latency);
-        if topic_needed {
-            self.clients
-                .create_topic(&self.topic, self.args.partitions)?;
-            if self.args.topic.is_none() {
-                self.created_topics.push(self.topic.clone());
-            }
-        }
         let probe = |bench: &Self| -> anyhow::Result<Percentiles> {
             let (_, consumed) = bench.paced_round_trip(probe_rate, probe_seconds)?;
             let h = consumed
