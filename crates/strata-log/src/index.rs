@@ -113,7 +113,7 @@ impl OffsetIndex {
             Ok(buf) => buf,
             Err(why) => return Ok((index, Err(why))),
         };
-        if buf.len() as u64 % OFFSET_ENTRY_BYTES != 0 {
+        if !(buf.len() as u64).is_multiple_of(OFFSET_ENTRY_BYTES) {
             let why = format!(
                 "{} has length {} not a multiple of 8",
                 index.path.display(),
@@ -241,7 +241,7 @@ impl TimeIndex {
             Ok(buf) => buf,
             Err(why) => return Ok((index, Err(why))),
         };
-        if buf.len() as u64 % TIME_ENTRY_BYTES != 0 {
+        if !(buf.len() as u64).is_multiple_of(TIME_ENTRY_BYTES) {
             let why = format!(
                 "{} has length {} not a multiple of 12",
                 index.path.display(),

@@ -957,7 +957,7 @@ impl Log {
         for seg in self.segments.values().filter(|s| s.size_bytes() > 0) {
             match seg.max_timestamp(&self.config) {
                 Ok(t) => {
-                    if best.map_or(true, |(ts, _)| t.timestamp_ms > ts) {
+                    if best.is_none_or(|(ts, _)| t.timestamp_ms > ts) {
                         best = Some((t.timestamp_ms, t.offset));
                     }
                 }

@@ -199,7 +199,7 @@ impl ProducerStateManager {
         if let Some(first) = new {
             let prev = self.ongoing.insert(first, pid);
             assert!(
-                prev.map_or(true, |p| p == pid),
+                prev.is_none_or(|p| p == pid),
                 "two open transactions start at offset {first}"
             );
         }

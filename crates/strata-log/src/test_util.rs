@@ -78,12 +78,15 @@ impl BatchBuilder {
             put_varint(&mut body, i as i64); // offset delta
             put_varint(&mut body, -1); // null key
             put_varint(&mut body, self.value_size_bytes as i64);
-            body.extend(std::iter::repeat(b'a' + (i % 26) as u8).take(self.value_size_bytes));
+            body.extend(std::iter::repeat_n(
+                b'a' + (i % 26) as u8,
+                self.value_size_bytes,
+            ));
             put_varint(&mut body, 0); // no headers
             put_varint(&mut records, body.len() as i64);
             records.extend_from_slice(&body);
         }
-        records.extend(std::iter::repeat(0xEEu8).take(self.trailing_garbage_bytes));
+        records.extend(std::iter::repeat_n(0xEEu8, self.trailing_garbage_bytes));
         let count = self.count_override.unwrap_or(self.records as i32);
         let mut out = Vec::new();
         out.extend_from_slice(&0i64.to_be_bytes());

@@ -152,7 +152,7 @@ impl TxnIndex {
             let next = AbortedTxn::decode(&buf[pos..]).filter(|e| {
                 self.entries
                     .last()
-                    .map_or(true, |prev| e.last_offset > prev.last_offset)
+                    .is_none_or(|prev| e.last_offset > prev.last_offset)
             });
             let Some(e) = next else {
                 tracing::warn!(path = %self.path.display(), position = pos, len = buf.len(), "cutting torn or corrupt tail of the transaction index");
