@@ -71,36 +71,17 @@ pub(crate) fn write_all_vectored_at(
 ) -> std::io::Result<()> {
     let mut writer = file;
     writer.seek(SeekFrom::Start(position))?;
-    // Next byte to write: chunk `index`, `skip` bytes in.
-    let (mut index, mut skip) = (0usize, 0usize);
-    while index < chunks.len() {
-        if chunks[index].len() == skip {
-            index += 1;
-            skip = 0;
-            continue;
-        }
-        let slices: Vec<IoSlice<'_>> = chunks[index..]
-            .iter()
-            .take(MAX_IO_SLICES)
-            .enumerate()
-            .map(|(k, chunk)| IoSlice::new(if k == 0 { &chunk[skip..] } else { chunk }))
-            .collect();
-        let mut written = match writer.write_vectored(&slices) {
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut unwritten = &mut slices[..];
+    // Drops leading empty chunks, so `unwritten` is empty exactly when all is written.
+    IoSlice::advance_slices(&mut unwritten, 0);
+    while !unwritten.is_empty() {
+        let take = unwritten.len().min(MAX_IO_SLICES);
+        match writer.write_vectored(&unwritten[..take]) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => n,
+            Ok(n) => IoSlice::advance_slices(&mut unwritten, n),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
-        };
-        while written > 0 {
-            let left = chunks[index].len() - skip;
-            if written >= left {
-                written -= left;
-                index += 1;
-                skip = 0;
-            } else {
-                skip += written;
-                written = 0;
-            }
         }
     }
     Ok(())

@@ -198,34 +198,15 @@ async fn write_chunks(stream: &mut TcpStream, chunks: &[Bytes]) -> std::io::Resu
     if let [single] = chunks {
         return stream.write_all(single).await;
     }
-    // Next byte to send: chunk `index`, `skip` bytes in.
-    let (mut index, mut skip) = (0usize, 0usize);
-    while index < chunks.len() {
-        if chunks[index].len() == skip {
-            index += 1;
-            skip = 0;
-            continue;
-        }
-        let slices: Vec<IoSlice<'_>> = chunks[index..]
-            .iter()
-            .take(MAX_WRITE_CHUNKS)
-            .enumerate()
-            .map(|(k, chunk)| IoSlice::new(if k == 0 { &chunk[skip..] } else { chunk }))
-            .collect();
-        let mut written = stream.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let left = chunks[index].len() - skip;
-            if written >= left {
-                written -= left;
-                index += 1;
-                skip = 0;
-            } else {
-                skip += written;
-                written = 0;
-            }
+    let mut slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+    let mut unsent = &mut slices[..];
+    // Drops leading empty chunks, so `unsent` is empty exactly when all is sent.
+    IoSlice::advance_slices(&mut unsent, 0);
+    while !unsent.is_empty() {
+        let take = unsent.len().min(MAX_WRITE_CHUNKS);
+        match stream.write_vectored(&unsent[..take]).await? {
+            0 => return Err(std::io::ErrorKind::WriteZero.into()),
+            n => IoSlice::advance_slices(&mut unsent, n),
         }
     }
     Ok(())
