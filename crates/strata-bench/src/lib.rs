@@ -39,14 +39,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Runs the scenarios `args` asks for and returns the report.
 pub fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
-    let temp = match &args.data_dir {
-        Some(_) => None,
-        None => Some(tempfile::tempdir().context("cannot create a temporary directory")?),
-    };
-    let work_dir = match (&args.data_dir, &temp) {
-        (Some(d), _) => d.clone(),
-        (None, Some(t)) => t.path().to_path_buf(),
-        (None, None) => unreachable!("a temporary directory exists when --data-dir is absent"),
+    // Removed when `measure` returns.
+    let mut temp = None;
+    let work_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => temp
+            .insert(tempfile::tempdir().context("cannot create a temporary directory")?)
+            .path()
+            .to_path_buf(),
     };
     if args.wants(Scenario::IdleConnections) {
         raise_open_file_limit(args.idle_connections as u64 + 4096);
