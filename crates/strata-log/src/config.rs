@@ -47,6 +47,14 @@ pub struct LogConfig {
     pub min_compaction_lag_ms: i64,
     /// `max.compaction.lag.ms`: dirty data older than this is cleaned whatever the ratio.
     pub max_compaction_lag_ms: i64,
+    /// `remote.storage.enable` (never on for compacted topics): rolled segments are copied to
+    /// the tier by the broker, and local retention deletes only segments already copied.
+    /// `retention.ms`/`retention.bytes` then govern the whole log, which the broker applies.
+    pub remote_storage_enable: bool,
+    /// `local.retention.ms`: how long uploaded segments stay on local disk; -2 = `retention.ms`.
+    pub local_retention_ms: i64,
+    /// `local.retention.bytes`: local bytes kept of uploaded segments; -2 = `retention.bytes`.
+    pub local_retention_bytes: i64,
 }
 
 impl Default for LogConfig {
@@ -71,6 +79,9 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: 0.5,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            remote_storage_enable: false,
+            local_retention_ms: -2,
+            local_retention_bytes: -2,
         }
     }
 }
@@ -80,5 +91,23 @@ impl LogConfig {
     /// position field of the offset index (Kafka's segment.bytes is an int).
     pub(crate) fn effective_segment_bytes(&self) -> u64 {
         self.segment_bytes.clamp(1, i32::MAX as u64)
+    }
+
+    /// `local.retention.ms` with -2 resolved to `retention.ms`.
+    pub fn effective_local_retention_ms(&self) -> i64 {
+        if self.local_retention_ms == -2 {
+            self.retention_ms
+        } else {
+            self.local_retention_ms
+        }
+    }
+
+    /// `local.retention.bytes` with -2 resolved to `retention.bytes`.
+    pub fn effective_local_retention_bytes(&self) -> i64 {
+        if self.local_retention_bytes == -2 {
+            self.retention_bytes
+        } else {
+            self.local_retention_bytes
+        }
     }
 }

@@ -57,6 +57,16 @@ pub enum LogError {
         /// Log end offset at the time of the request.
         log_end_offset: i64,
     },
+    /// A read at an offset the log holds only in the tier: at or above the log start offset
+    /// but below the first local segment. The broker serves it from object storage; a caller
+    /// that cannot answers OFFSET_OUT_OF_RANGE.
+    #[error(
+        "offset {offset} is below the local log start {local_log_start_offset}: it is in the tier"
+    )]
+    NotLocal {
+        offset: i64,
+        local_log_start_offset: i64,
+    },
     /// An operating-system I/O failure.
     #[error("I/O error while {context}: {source}")]
     Io {
@@ -86,7 +96,7 @@ impl LogError {
             LogError::InvalidProducerEpoch(_) => 47,
             LogError::InvalidTxnState(_) => 48,
             LogError::TransactionCoordinatorFenced(_) => 52,
-            LogError::OffsetOutOfRange { .. } => 1,
+            LogError::OffsetOutOfRange { .. } | LogError::NotLocal { .. } => 1,
             LogError::Io { .. } => 56,
             LogError::StorageCorruption(_) => 56,
         }

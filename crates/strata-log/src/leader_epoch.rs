@@ -97,7 +97,6 @@ impl LeaderEpochCache {
         self.entries.last().map(|e| e.0)
     }
 
-    #[cfg(test)]
     pub(crate) fn entries(&self) -> &[(i32, i64)] {
         &self.entries
     }

@@ -22,6 +22,9 @@ mod segment;
 mod test_util;
 #[cfg(test)]
 mod tests;
+mod tiered;
+#[cfg(test)]
+mod tiered_tests;
 mod txn;
 #[cfg(test)]
 mod txn_tests;
@@ -32,3 +35,4 @@ pub use config::LogConfig;
 pub use error::LogError;
 pub use fsutil::write_atomic;
 pub use log::{AppendInfo, Log, LogOffsetSnapshot, ReadResult, DEFAULT_PRODUCER_ID_EXPIRATION_MS};
+pub use tiered::SegmentForUpload;

@@ -160,15 +160,20 @@ pub struct Log {
     log_end_offset: i64,
     recovery_point: i64,
     producers: ProducerStateManager,
-    leader_epochs: LeaderEpochCache,
+    pub(crate) leader_epochs: LeaderEpochCache,
     unflushed_records: u64,
     last_flush_ms: i64,
     producer_id_expiration_ms: i64,
     /// Log cleaner checkpoint (Kafka's `cleaner-offset-checkpoint` entry).
     cleaner_checkpoint: i64,
     oldest_tombstone_ms: Option<i64>,
-    /// Aborted transactions (Kafka's `.txnindex`, one file per log here).
-    aborted: TxnIndex,
+    /// Aborted transactions (Kafka's `.txnindex`, one file per log here). Kept from the log
+    /// start offset, so it also answers for the part of the log that is only in the tier.
+    pub(crate) aborted: TxnIndex,
+    /// Last offset copied to the tier (Kafka's `highestOffsetInRemoteStorage`); -1 when none.
+    /// Set by the broker from the remote manifest; local retention of a tiered log deletes
+    /// only segments that end at or below it.
+    pub(crate) highest_offset_in_remote: i64,
 }
 
 struct DirListing {
@@ -247,13 +252,22 @@ impl Log {
             segments.insert(state_start, LogSegment::create(dir, state_start, &config)?);
         }
         let first_base = segments.keys().next().copied().unwrap_or(0);
+        // A tiered log's start may lie below its first local segment: the part between is in
+        // the tier. Without the tier, the first local segment bounds it.
+        let log_start_offset = state.map_or(first_base, |s| {
+            if config.remote_storage_enable {
+                s.log_start_offset.max(0)
+            } else {
+                s.log_start_offset.max(first_base)
+            }
+        });
         let mut log = Log {
             dir: dir.to_path_buf(),
             producers: ProducerStateManager::new(dir),
             leader_epochs: LeaderEpochCache::load(dir)?,
             config,
             segments,
-            log_start_offset: state.map_or(first_base, |s| s.log_start_offset.max(first_base)),
+            log_start_offset,
             log_end_offset: first_base,
             recovery_point: state.map_or(first_base, |s| s.recovery_point),
             unflushed_records: 0,
@@ -262,6 +276,7 @@ impl Log {
             cleaner_checkpoint: state.map_or(0, |s| s.cleaner_checkpoint),
             oldest_tombstone_ms: state.and_then(|s| s.oldest_tombstone_ms),
             aborted: TxnIndex::new(dir),
+            highest_offset_in_remote: -1,
         };
 
         match state
@@ -438,6 +453,11 @@ impl Log {
             Some(s) => s,
             None => unreachable!("a log always has an active segment"),
         }
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn config(&self) -> &LogConfig {
@@ -856,6 +876,13 @@ impl Log {
         if fetch_offset < self.log_start_offset || fetch_offset > self.log_end_offset {
             return Err(self.out_of_range(fetch_offset));
         }
+        let local_start = self.local_log_start_offset();
+        if fetch_offset < local_start {
+            return Err(LogError::NotLocal {
+                offset: fetch_offset,
+                local_log_start_offset: local_start,
+            });
+        }
         if fetch_offset == self.log_end_offset || fetch_offset >= upper_bound_offset {
             return Ok(result(Bytes::new()));
         }
@@ -900,6 +927,20 @@ impl Log {
         self.log_start_offset
     }
 
+    /// First offset held on local disk (Kafka's `localLogStartOffset`); offsets from the log
+    /// start up to here are only in the tier.
+    pub fn local_log_start_offset(&self) -> i64 {
+        self.first_segment_base().max(self.log_start_offset)
+    }
+
+    fn first_segment_base(&self) -> i64 {
+        self.segments
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.log_end_offset)
+    }
+
     pub fn log_end_offset(&self) -> i64 {
         self.log_end_offset
     }
@@ -929,20 +970,22 @@ impl Log {
     /// Kafka answers with the exact record; fetching from the batch base offset
     /// still delivers that record, but the returned timestamp is the batch's
     /// max, not the record's.
+    ///
+    /// Local segments only: a tiered log's caller looks in the tier below
+    /// [`Log::local_log_start_offset`] first.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let start = self.local_log_start_offset();
         let start_base = self
             .segments
-            .range(..=self.log_start_offset)
+            .range(..=start)
             .next_back()
-            .map_or(self.log_start_offset, |(b, _)| *b);
+            .map_or(start, |(b, _)| *b);
         for seg in self.segments.range(start_base..).map(|(_, s)| s) {
             if seg.size_bytes() == 0 || seg.max_timestamp(&self.config)?.timestamp_ms < timestamp_ms
             {
                 continue;
             }
-            if let Some(found) =
-                seg.find_offset_by_timestamp(timestamp_ms, self.log_start_offset, &self.config)?
-            {
+            if let Some(found) = seg.find_offset_by_timestamp(timestamp_ms, start, &self.config)? {
                 return Ok(Some(found));
             }
         }
@@ -1008,16 +1051,18 @@ impl Log {
             .windows(2)
             .take_while(|w| w[1] <= self.log_start_offset)
             .count();
-        self.delete_oldest_segments(n, 0, "log start offset")
+        self.delete_oldest_segments(n, 0, "log start offset", true)
     }
 
     /// Deletes the `n` oldest segments; if that is all of them, rolls first so
-    /// an (empty) active segment remains.
-    fn delete_oldest_segments(
+    /// an (empty) active segment remains. `moves_log_start` is false when the
+    /// segments are only leaving local disk (they stay readable in the tier).
+    pub(crate) fn delete_oldest_segments(
         &mut self,
         n: usize,
         now_ms: i64,
         reason: &str,
+        moves_log_start: bool,
     ) -> Result<usize, LogError> {
         if n == 0 {
             return Ok(0);
@@ -1031,13 +1076,8 @@ impl Log {
                 seg.delete()?;
             }
         }
-        let first_base = self
-            .segments
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(self.log_end_offset);
-        if first_base > self.log_start_offset {
+        let first_base = self.first_segment_base();
+        if moves_log_start && first_base > self.log_start_offset {
             self.log_start_offset = first_base;
             self.leader_epochs.truncate_from_start(first_base)?;
         }
@@ -1048,7 +1088,7 @@ impl Log {
 
     /// Number of oldest segments satisfying `pred`, stopping at the first
     /// that does not; an empty active segment is never counted.
-    fn deletable_prefix(
+    pub(crate) fn deletable_prefix(
         &self,
         mut pred: impl FnMut(&LogSegment) -> Result<bool, LogError>,
     ) -> Result<usize, LogError> {
@@ -1070,37 +1110,58 @@ impl Log {
     /// `deleteOldSegments`): deletes whole segments oldest first. If the active
     /// segment itself is expired it is rolled first, leaving an empty one.
     /// Returns the number of segments deleted.
+    ///
+    /// A tiered log applies local retention here instead, to uploaded segments
+    /// only ([`Log::apply_local_retention`]); the broker applies retention.ms and
+    /// retention.bytes to the whole log through the tier.
     pub fn apply_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        if self.config.remote_storage_enable {
+            let deleted = self.apply_local_retention(now_ms)?;
+            return Ok(deleted + self.delete_segments_below_log_start()?);
+        }
         let mut deleted = 0;
-        if self.config.retention_ms >= 0 {
-            let retention_ms = self.config.retention_ms;
-            let cfg = self.config.clone();
-            let n = self.deletable_prefix(|seg| {
-                Ok(
-                    now_ms.saturating_sub(seg.largest_timestamp_for_retention(&cfg)?)
-                        > retention_ms,
-                )
-            })?;
-            deleted += self.delete_oldest_segments(n, now_ms, "retention.ms")?;
-        }
-        if self.config.retention_bytes >= 0 {
-            let total = self.snapshot().size_bytes as i64;
-            let mut excess = total - self.config.retention_bytes;
-            if excess >= 0 {
-                let n = self.deletable_prefix(|seg| {
-                    let size = seg.size_bytes() as i64;
-                    Ok(if excess - size >= 0 {
-                        excess -= size;
-                        true
-                    } else {
-                        false
-                    })
-                })?;
-                deleted += self.delete_oldest_segments(n, now_ms, "retention.bytes")?;
-            }
-        }
+        let n = self.expired_by_time(self.config.retention_ms, now_ms)?;
+        deleted += self.delete_oldest_segments(n, now_ms, "retention.ms", true)?;
+        let n = self.expired_by_size(self.config.retention_bytes)?;
+        deleted += self.delete_oldest_segments(n, now_ms, "retention.bytes", true)?;
         deleted += self.delete_segments_below_log_start()?;
         Ok(deleted)
+    }
+
+    /// How many of the oldest segments are older than `retention_ms` (-1 = none).
+    pub(crate) fn expired_by_time(
+        &self,
+        retention_ms: i64,
+        now_ms: i64,
+    ) -> Result<usize, LogError> {
+        if retention_ms < 0 {
+            return Ok(0);
+        }
+        self.deletable_prefix(|seg| {
+            Ok(
+                now_ms.saturating_sub(seg.largest_timestamp_for_retention(&self.config)?)
+                    > retention_ms,
+            )
+        })
+    }
+
+    /// How many of the oldest segments can go with the log staying at or above
+    /// `retention_bytes` (-1 = none), as Kafka counts: the log may exceed the
+    /// limit by less than one segment.
+    pub(crate) fn expired_by_size(&self, retention_bytes: i64) -> Result<usize, LogError> {
+        if retention_bytes < 0 {
+            return Ok(0);
+        }
+        let mut excess = self.snapshot().size_bytes as i64 - retention_bytes;
+        self.deletable_prefix(|seg| {
+            let size = seg.size_bytes() as i64;
+            Ok(if excess - size >= 0 {
+                excess -= size;
+                true
+            } else {
+                false
+            })
+        })
     }
 
     /// Periodic housekeeping: expires idle producers, rolls if segment.ms has

@@ -199,7 +199,7 @@ impl LogSegment {
         self.rolling_base_ms
     }
 
-    fn path(&self, suffix: &str) -> PathBuf {
+    pub(crate) fn path(&self, suffix: &str) -> PathBuf {
         offset_file_path(&self.dir, self.base_offset, suffix)
     }
 

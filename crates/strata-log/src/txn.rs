@@ -82,7 +82,7 @@ pub(crate) struct AbortedTxn {
 }
 
 impl AbortedTxn {
-    fn encode(&self) -> [u8; ENTRY_BYTES] {
+    pub(crate) fn encode(&self) -> [u8; ENTRY_BYTES] {
         let mut out = [0u8; ENTRY_BYTES];
         out[0..2].copy_from_slice(&ENTRY_VERSION.to_be_bytes());
         out[2..10].copy_from_slice(&self.producer_id.to_be_bytes());
@@ -170,7 +170,6 @@ impl TxnIndex {
     }
 
     /// Entries in marker order.
-    #[cfg(test)]
     pub(crate) fn entries(&self) -> &[AbortedTxn] {
         &self.entries
     }

@@ -241,8 +241,10 @@ pub const TOPIC_CONFIGS: &[ConfigDef] = &[
         Boolean,
         "false",
         Validator::None,
-        &[],
-        "tier closed segments to object storage",
+        // Not a Kafka broker key: Kafka has no broker default for this topic config. Strata
+        // sets it when `strata serve --object-store` is given, so every new topic is tiered.
+        &["log.remote.storage.enable"],
+        "tier closed segments to object storage (never for compacted topics)",
     ),
     def(
         "retention.bytes",
@@ -355,6 +357,46 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         AtLeast(1),
         &[],
         "how often retention runs",
+    ),
+    def(
+        "remote.log.manager.task.interval.ms",
+        Long,
+        "1000",
+        AtLeast(10),
+        &[],
+        "how often tiered partitions upload rolled segments and apply retention (Kafka: 30000)",
+    ),
+    def(
+        "remote.log.manager.thread.pool.size",
+        Int,
+        "10",
+        AtLeast(1),
+        &[],
+        "partitions uploading to the tier at once",
+    ),
+    def(
+        "remote.log.reader.cache.bytes",
+        Long,
+        "268435456",
+        AtLeast(0),
+        &[],
+        "Strata: memory for cached tier reads (segment chunks and offset indexes)",
+    ),
+    def(
+        "remote.log.reader.chunk.bytes",
+        Int,
+        "4194304",
+        Between(65536, 67108864),
+        &[],
+        "Strata: unit of tier reads, caching and read-ahead",
+    ),
+    def(
+        "log.local.max.bytes",
+        Long,
+        "-1",
+        AtLeast(-1),
+        &[],
+        "Strata: local log bytes at which producers get a retriable KAFKA_STORAGE_ERROR until uploads catch up (-1 = no limit)",
     ),
     def(
         "log.flush.scheduler.interval.ms",
@@ -623,6 +665,48 @@ pub fn broker_config(name: &str) -> Option<BrokerKey> {
         .iter()
         .find(|d| d.broker_synonyms.contains(&name))
         .map(BrokerKey::TopicSynonym)
+}
+
+/// Rules between topic configs, as Kafka's `LogConfig.validate` checks them: remote storage is
+/// refused for compacted topics, and the local (hot tail) retention cannot exceed the
+/// retention of the whole log. `configs` are a topic's explicit settings; unset keys take
+/// their defaults.
+pub fn check_topic_config_set(
+    configs: &std::collections::BTreeMap<String, String>,
+) -> Result<(), InvalidConfig> {
+    let value = |name: &str| {
+        configs
+            .get(name)
+            .map(String::as_str)
+            .or_else(|| topic_config(name).map(|d| d.default))
+            .unwrap_or_default()
+    };
+    let remote = value("remote.storage.enable")
+        .trim()
+        .eq_ignore_ascii_case("true");
+    if remote
+        && value("cleanup.policy")
+            .split(',')
+            .any(|p| p.trim() == "compact")
+    {
+        return Err(InvalidConfig(
+            "Remote log storage is unsupported for the compacted topics".into(),
+        ));
+    }
+    for (local, total) in [
+        ("local.retention.ms", "retention.ms"),
+        ("local.retention.bytes", "retention.bytes"),
+    ] {
+        let (Ok(l), Ok(t)) = (value(local).parse::<i64>(), value(total).parse::<i64>()) else {
+            continue;
+        };
+        if l != -2 && t != -1 && (l == -1 || l > t) {
+            return Err(InvalidConfig(format!(
+                "Invalid value {l} for configuration {local}: Value must not be -1 or more than {total} property value: {t}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What a broker property name refers to.

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-use crate::config::{broker_config, topic_config};
+use crate::config::{broker_config, check_topic_config_set, topic_config};
 use crate::image::MetadataImage;
 use crate::records::{ConfigResource, MetadataRecord};
 
@@ -121,6 +121,7 @@ impl Controller {
     pub fn validate_topic_configs<'a>(
         configs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
     ) -> Result<(), ControllerError> {
+        let mut set = BTreeMap::new();
         for (name, value) in configs {
             let Some(def) = topic_config(name) else {
                 return Err(ControllerError::InvalidConfig(format!(
@@ -134,8 +135,9 @@ impl Controller {
             };
             def.validate(value)
                 .map_err(|e| ControllerError::InvalidConfig(e.0))?;
+            set.insert(name.to_string(), value.to_string());
         }
-        Ok(())
+        check_topic_config_set(&set).map_err(|e| ControllerError::InvalidConfig(e.0))
     }
 
     /// Records for one CreateTopics entry. `defaults` are `num.partitions` and
@@ -426,6 +428,9 @@ impl Controller {
             if let Some(Err(e)) = checked {
                 return Err(ControllerError::InvalidConfig(e.0));
             }
+        }
+        if let ConfigResource::Topic(_) = resource {
+            check_topic_config_set(&next).map_err(|e| ControllerError::InvalidConfig(e.0))?;
         }
         let mut records = Vec::new();
         for (name, value) in &next {

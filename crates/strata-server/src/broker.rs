@@ -21,6 +21,7 @@ use crate::config::ServerConfig;
 use crate::connection;
 use crate::group_service::GroupService;
 use crate::metrics::Metrics;
+use crate::remote_log::RemoteLogManager;
 use crate::replica_manager::{now_ms, ReplicaManager};
 use crate::txn_service::TxnService;
 
@@ -44,6 +45,8 @@ pub enum StartError {
     MetaProperties(String),
     #[error("metadata log: {0}")]
     Metadata(#[from] strata_meta::MetaError),
+    #[error("tiered storage: {0}")]
+    Tier(#[from] strata_tier::TierError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -58,6 +61,7 @@ pub struct Broker {
     pub store: MetadataStore,
     pub controller: Controller,
     pub replicas: ReplicaManager,
+    pub remote: Arc<RemoteLogManager>,
     pub metrics: Metrics,
     pub groups: GroupService,
     pub txns: TxnService,
@@ -98,6 +102,7 @@ impl Broker {
         let log = FileMetadataLog::open(&data_dir.join("meta").join("metadata.log"))?;
         let store = MetadataStore::open(Box::new(log))?;
         let replicas = ReplicaManager::new(&data_dir, clean_shutdown).map_err(dir_err)?;
+        let remote = Arc::new(RemoteLogManager::open(&config, &cluster_id)?);
         let broker = Arc::new(Broker {
             controller: Controller::new(config.node_id),
             groups: GroupService::new(&config),
@@ -106,6 +111,7 @@ impl Broker {
             cluster_id,
             store,
             replicas,
+            remote,
             metrics: Metrics::default(),
             producer_ids: Mutex::new(ProducerIdBlock::default()),
             serving: AtomicBool::new(true),
@@ -198,6 +204,7 @@ impl Broker {
         });
         tasks.spawn(background_tasks(self.clone(), stop_rx.clone()));
         tasks.spawn(crate::log_cleaner::run(self.clone(), stop_rx.clone()));
+        tasks.spawn(crate::remote_log::run(self.clone(), stop_rx.clone()));
         tasks.spawn(crate::txn_service::tick_loop(self.clone(), stop_rx.clone()));
         tasks.spawn(crate::group_service::tick_loop(
             self.clone(),

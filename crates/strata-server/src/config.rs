@@ -41,6 +41,11 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub http: SocketAddr,
     pub props: BrokerProperties,
+    /// `--object-store`: the tier's URL; `None` = a folder under the data directory.
+    pub object_store: Option<String>,
+    /// `--object-store-option KEY=VALUE`: store settings (endpoint, region, credentials),
+    /// over the ones in the environment.
+    pub object_store_options: Vec<(String, String)>,
 }
 
 impl ServerConfig {
@@ -177,6 +182,11 @@ impl ServerConfig {
                 }
                 "min.compaction.lag.ms" => set(&mut config.min_compaction_lag_ms, long()),
                 "max.compaction.lag.ms" => set(&mut config.max_compaction_lag_ms, long()),
+                "local.retention.ms" => set(&mut config.local_retention_ms, long()),
+                "local.retention.bytes" => set(&mut config.local_retention_bytes, long()),
+                "remote.storage.enable" => {
+                    config.remote_storage_enable = value.trim().eq_ignore_ascii_case("true")
+                }
                 "message.timestamp.type" => {
                     config.timestamp_type = if value == "LogAppendTime" {
                         TimestampType::LogAppendTime
@@ -191,6 +201,9 @@ impl ServerConfig {
         // its records until compaction removes superseded ones.
         let policy = self.topic_config_value(image, topic, cleanup_policy_def());
         config.compact = policy.split(',').any(|p| p.trim() == "compact");
+        // Kafka refuses remote storage for compacted topics; a broker-wide default must not
+        // turn it on for them (the internal topics among them).
+        config.remote_storage_enable &= !config.compact;
         if !policy.split(',').any(|p| p.trim() == "delete") {
             config.retention_ms = -1;
             config.retention_bytes = -1;

@@ -11,6 +11,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::broker::Broker;
+use crate::metrics::Gauges;
 
 pub async fn serve(
     broker: Arc<Broker>,
@@ -39,13 +40,20 @@ async fn health(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    let partitions = broker.replicas.all();
-    let log_bytes: u64 = partitions
-        .iter()
-        .map(|p| p.log().snapshot().size_bytes)
-        .sum();
+    let mut gauges = Gauges {
+        tier_cache: broker.remote.cache_stats(),
+        ..Gauges::default()
+    };
+    for p in broker.replicas.all() {
+        let log = p.log();
+        let (lag_bytes, lag_segments) = log.upload_lag();
+        gauges.partitions += 1;
+        gauges.log_bytes += log.snapshot().size_bytes;
+        gauges.upload_lag_bytes += lag_bytes;
+        gauges.upload_lag_segments += lag_segments as u64;
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        broker.metrics.render(partitions.len(), log_bytes),
+        broker.metrics.render(&gauges),
     )
 }

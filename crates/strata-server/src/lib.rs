@@ -14,6 +14,7 @@ mod http;
 mod internal_topics;
 mod log_cleaner;
 pub mod metrics;
+pub mod remote_log;
 pub mod replica_manager;
 pub mod txn_service;
 

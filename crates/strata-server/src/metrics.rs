@@ -22,6 +22,67 @@ impl Counter {
     }
 }
 
+/// A latency histogram in Prometheus' cumulative-bucket form, in milliseconds.
+pub struct Histogram {
+    buckets: [Counter; HISTOGRAM_BOUNDS_MS.len()],
+    sum_us: Counter,
+    count: Counter,
+}
+
+/// Upper bounds of the histogram buckets (the `+Inf` bucket is `count`).
+const HISTOGRAM_BOUNDS_MS: [f64; 13] = [
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+];
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| Counter::default()),
+            sum_us: Counter::default(),
+            count: Counter::default(),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        for (bound, bucket) in HISTOGRAM_BOUNDS_MS.iter().zip(&self.buckets) {
+            if ms <= *bound {
+                bucket.add(1);
+            }
+        }
+        self.sum_us.add(elapsed.as_micros() as u64);
+        self.count.add(1);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        for (bound, bucket) in HISTOGRAM_BOUNDS_MS.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {}",
+                bound / 1000.0,
+                bucket.get()
+            );
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count.get());
+        let _ = writeln!(out, "{name}_sum {}", self.sum_us.get() as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {}", self.count.get());
+    }
+}
+
+/// Values read at scrape time rather than counted.
+#[derive(Default)]
+pub struct Gauges {
+    pub partitions: usize,
+    pub log_bytes: u64,
+    /// Rolled segments of tiered partitions not yet uploaded.
+    pub upload_lag_bytes: u64,
+    pub upload_lag_segments: u64,
+    pub tier_cache: strata_tier::CacheStats,
+}
+
 pub struct Metrics {
     requests: [Counter; MAX_API_KEYS],
     request_errors: [Counter; MAX_API_KEYS],
@@ -33,6 +94,14 @@ pub struct Metrics {
     pub fetch_bytes: Counter,
     pub storage_errors: Counter,
     pub retention_segments_deleted: Counter,
+    pub tier_bytes_uploaded: Counter,
+    pub tier_segments_uploaded: Counter,
+    pub tier_upload_errors: Counter,
+    pub tier_segments_deleted: Counter,
+    pub tier_read_bytes: Counter,
+    pub tier_read_errors: Counter,
+    pub tier_read_latency: Histogram,
+    pub produce_rejected_disk_limit: Counter,
 }
 
 impl Default for Metrics {
@@ -48,6 +117,14 @@ impl Default for Metrics {
             fetch_bytes: Counter::default(),
             storage_errors: Counter::default(),
             retention_segments_deleted: Counter::default(),
+            tier_bytes_uploaded: Counter::default(),
+            tier_segments_uploaded: Counter::default(),
+            tier_upload_errors: Counter::default(),
+            tier_segments_deleted: Counter::default(),
+            tier_read_bytes: Counter::default(),
+            tier_read_errors: Counter::default(),
+            tier_read_latency: Histogram::default(),
+            produce_rejected_disk_limit: Counter::default(),
         }
     }
 }
@@ -65,8 +142,8 @@ impl Metrics {
         }
     }
 
-    /// Renders every metric; `partitions` and `log_bytes` are gauges read at scrape time.
-    pub fn render(&self, partitions: usize, log_bytes: u64) -> String {
+    /// Renders every metric, with `gauges` read at scrape time.
+    pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
         let mut counter = |name: &str, help: &str, value: u64| {
             let _ = writeln!(
@@ -109,6 +186,105 @@ impl Metrics {
             "Segments deleted by retention.",
             self.retention_segments_deleted.get(),
         );
+        let tier_counters = [
+            (
+                "strata_tier_uploaded_bytes_total",
+                "Segment bytes uploaded to the tier.",
+                &self.tier_bytes_uploaded,
+            ),
+            (
+                "strata_tier_uploaded_segments_total",
+                "Segments uploaded to the tier.",
+                &self.tier_segments_uploaded,
+            ),
+            (
+                "strata_tier_upload_errors_total",
+                "Failed tier operations of the upload task (retried with backoff).",
+                &self.tier_upload_errors,
+            ),
+            (
+                "strata_tier_deleted_segments_total",
+                "Segments deleted from the tier by retention and DeleteRecords.",
+                &self.tier_segments_deleted,
+            ),
+            (
+                "strata_tier_read_bytes_total",
+                "Record bytes fetched from the tier.",
+                &self.tier_read_bytes,
+            ),
+            (
+                "strata_tier_read_errors_total",
+                "Fetches from the tier that failed.",
+                &self.tier_read_errors,
+            ),
+            (
+                "strata_produce_rejected_disk_limit_total",
+                "Produce partitions refused because local logs reached log.local.max.bytes.",
+                &self.produce_rejected_disk_limit,
+            ),
+        ];
+        for (name, help, c) in tier_counters {
+            counter(name, help, c.get());
+        }
+        let cache = &gauges.tier_cache;
+        for (name, help, value) in [
+            (
+                "strata_tier_cache_hits_total",
+                "Tier reads served from the read cache.",
+                cache.hits,
+            ),
+            (
+                "strata_tier_cache_misses_total",
+                "Tier reads that went to the object store.",
+                cache.misses,
+            ),
+            (
+                "strata_tier_store_read_bytes_total",
+                "Bytes fetched from the object store (reads and read-ahead).",
+                cache.remote_bytes_read,
+            ),
+        ] {
+            counter(name, help, value);
+        }
+        self.tier_read_latency.render(
+            &mut out,
+            "strata_tier_read_seconds",
+            "Latency of fetches served from the tier.",
+        );
+        let hit_ratio = if cache.hits + cache.misses == 0 {
+            0.0
+        } else {
+            cache.hits as f64 / (cache.hits + cache.misses) as f64
+        };
+        let partitions = gauges.partitions;
+        let log_bytes = gauges.log_bytes;
+        for (name, help, value) in [
+            (
+                "strata_tier_upload_lag_bytes",
+                "Bytes of rolled segments not yet in the tier.",
+                gauges.upload_lag_bytes as f64,
+            ),
+            (
+                "strata_tier_upload_lag_segments",
+                "Rolled segments not yet in the tier.",
+                gauges.upload_lag_segments as f64,
+            ),
+            (
+                "strata_tier_cache_bytes",
+                "Bytes held by the tier read cache.",
+                cache.bytes_cached as f64,
+            ),
+            (
+                "strata_tier_cache_hit_ratio",
+                "Hits / (hits + misses) of the tier read cache since start.",
+                hit_ratio,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
         let _ = writeln!(out, "# HELP strata_connections_open Client connections open now.\n# TYPE strata_connections_open gauge\nstrata_connections_open {}", self.connections_open.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP strata_partitions Partitions hosted.\n# TYPE strata_partitions gauge\nstrata_partitions {partitions}");
         let _ = writeln!(out, "# HELP strata_log_size_bytes Bytes in partition logs.\n# TYPE strata_log_size_bytes gauge\nstrata_log_size_bytes {log_bytes}");

@@ -23,6 +23,11 @@ pub struct RemoteSegment {
     pub end_offset: i64,
     /// Largest record timestamp in the segment (-1 if none).
     pub max_timestamp_ms: i64,
+    /// Offset of the first batch holding `max_timestamp_ms` (Kafka's offset of the max
+    /// timestamp, for ListOffsets with `MAX_TIMESTAMP`); -1 if unknown, as in manifests
+    /// written before the field existed.
+    #[serde(default = "unknown_offset")]
+    pub max_timestamp_offset: i64,
     /// Size of the `.log` object.
     pub size_bytes: u64,
     /// CRC-32C of the whole `.log` object.
@@ -31,6 +36,12 @@ pub struct RemoteSegment {
     pub leader_epochs: Vec<(i32, i64)>,
     /// Which of the segment's auxiliary files were uploaded (extensions, e.g. "index").
     pub files: Vec<String>,
+}
+
+/// Serde default of [`RemoteSegment::max_timestamp_offset`] for manifests written before the
+/// field existed.
+fn unknown_offset() -> i64 {
+    -1
 }
 
 /// The tiered part of one partition's log.
@@ -125,6 +136,7 @@ mod tests {
             base_offset: base,
             end_offset: end,
             max_timestamp_ms: -1,
+            max_timestamp_offset: -1,
             size_bytes: 1,
             crc32c: 0,
             leader_epochs: vec![(0, base)],
@@ -160,5 +172,21 @@ mod tests {
         newer.version = MANIFEST_VERSION + 1;
         assert!(RemoteManifest::from_json(&newer.to_json()).is_err());
         assert!(RemoteManifest::from_json(b"{not json").is_err());
+    }
+
+    #[test]
+    fn manifests_without_max_timestamp_offset_still_load() {
+        let old = br#"{"version":1,"log_start_offset":0,"segments":[{"id":"a","base_offset":0,
+            "end_offset":9,"max_timestamp_ms":5,"size_bytes":1,"crc32c":0,
+            "leader_epochs":[[0,0]],"files":[]}]}"#;
+        let m = RemoteManifest::from_json(old).unwrap();
+        assert_eq!(m.segments[0].max_timestamp_offset, -1);
+        let mut s = seg(0, 9);
+        s.max_timestamp_offset = 7;
+        let m = RemoteManifest {
+            segments: vec![s],
+            ..RemoteManifest::new()
+        };
+        assert_eq!(RemoteManifest::from_json(&m.to_json()).unwrap(), m);
     }
 }

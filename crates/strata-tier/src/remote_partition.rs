@@ -11,6 +11,7 @@
 
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -19,11 +20,12 @@ use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use strata_log::{check_crc, RecordBatchHeader};
 use tokio::io::AsyncReadExt;
 
+use crate::cache::{LogObject, RemoteReadCache};
 use crate::error::TierError;
 use crate::manifest::{RemoteManifest, RemoteSegment};
 use crate::store::TierStore;
 
-const MANIFEST: &str = "manifest.json";
+pub(crate) const MANIFEST: &str = "manifest.json";
 /// Upload part size for segment files (object stores take parts of 5 MiB and more).
 const UPLOAD_PART_BYTES: usize = 8 << 20;
 /// Bytes of a v2 record batch header.
@@ -31,6 +33,27 @@ const BATCH_HEADER_BYTES: usize = 61;
 /// A read starts at an offset-index entry, at most about `index.interval.bytes` (4 KiB by
 /// default) before the wanted batch; the first ranged GET covers that much extra.
 const INDEX_SLACK_BYTES: usize = 64 << 10;
+/// Bytes of `.log` object read at a time when walking batch headers without a cache (with
+/// one, a chunk at a time): the first read is small, as the batch sought is usually near the
+/// start, and each further one twice as large, up to the maximum.
+const SCAN_WINDOW_FIRST_BYTES: u64 = 64 << 10;
+const SCAN_WINDOW_MAX_BYTES: u64 = 1 << 20;
+/// Bytes of an offset-index entry: relative offset u32, position u32.
+const OFFSET_ENTRY_BYTES: usize = 8;
+/// Bytes of a time-index entry: timestamp i64, relative offset i32.
+const TIME_ENTRY_BYTES: usize = 12;
+
+/// An auxiliary file of a segment to upload: a local file, or bytes built in memory (an
+/// index rebuilt for the upload, a leader-epoch checkpoint cut to the segment, ...).
+#[derive(Clone, Debug)]
+pub enum AuxData {
+    /// Read whole when uploaded. A file that does not exist then is an error
+    /// ([`TierError::Io`]), never silently skipped: whether the upload can go without it is
+    /// the caller's decision.
+    File(PathBuf),
+    /// Uploaded as given.
+    Bytes(Bytes),
+}
 
 /// A rolled local segment to upload.
 #[derive(Clone, Debug)]
@@ -38,11 +61,16 @@ pub struct SegmentUpload {
     pub base_offset: i64,
     pub end_offset: i64,
     pub max_timestamp_ms: i64,
+    /// Offset of the first batch holding `max_timestamp_ms` (-1 if none).
+    pub max_timestamp_offset: i64,
     pub leader_epochs: Vec<(i32, i64)>,
     /// The `.log` file.
     pub log: PathBuf,
-    /// Auxiliary files, by extension: `index`, `timeindex`, `snapshot`, ...
-    pub aux: Vec<(String, PathBuf)>,
+    /// Auxiliary files, by extension: `index`, `timeindex`, `snapshot`, ... An extension is
+    /// letters, digits, `_` and `-`, is not `log`, and appears once. `index` (Kafka's offset
+    /// index) speeds up reads and `timeindex` (Kafka's time index) timestamp lookups; both are
+    /// optional.
+    pub aux: Vec<(String, AuxData)>,
 }
 
 /// One partition's directory in the tier.
@@ -50,6 +78,8 @@ pub struct SegmentUpload {
 pub struct RemotePartition {
     store: TierStore,
     dir: Path,
+    /// Shared by the broker's partitions; `None` reads straight from the store.
+    cache: Option<Arc<RemoteReadCache>>,
 }
 
 impl RemotePartition {
@@ -57,7 +87,16 @@ impl RemotePartition {
         RemotePartition {
             store: store.clone(),
             dir: store.path(&[&format!("{topic}-{topic_id}"), &partition.to_string()]),
+            cache: None,
         }
+    }
+
+    /// Reads (batches, timestamp lookups) go through `cache`: indexes and `.log` chunks come
+    /// from it when cached, and a read of chunk k fetches chunk k + 1 in the background.
+    /// What is returned is the same as without a cache.
+    pub fn with_cache(mut self, cache: Arc<RemoteReadCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     fn object(&self, name: &str) -> Path {
@@ -100,16 +139,23 @@ impl RemotePartition {
             base_offset: upload.base_offset,
             end_offset: upload.end_offset,
             max_timestamp_ms: upload.max_timestamp_ms,
+            max_timestamp_offset: upload.max_timestamp_offset,
             size_bytes: 0,
             crc32c: 0,
             leader_epochs: upload.leader_epochs.clone(),
             files: Vec::new(),
         };
         manifest.check_append(&segment)?;
-        for (ext, path) in &upload.aux {
-            let bytes = tokio::fs::read(path)
-                .await
-                .map_err(TierError::io(format!("reading {}", path.display())))?;
+        check_aux_names(&upload.aux)?;
+        for (ext, data) in &upload.aux {
+            let bytes = match data {
+                AuxData::File(path) => Bytes::from(
+                    tokio::fs::read(path)
+                        .await
+                        .map_err(TierError::io(format!("reading {}", path.display())))?,
+                ),
+                AuxData::Bytes(bytes) => bytes.clone(),
+            };
             self.store
                 .store
                 .put(
@@ -166,8 +212,11 @@ impl RemotePartition {
     }
 
     /// Whole batches from `offset` on, at most `max_bytes` of them (but at least one batch
-    /// when `min_one_batch`), from the segment holding `offset`. Empty when the tier has
-    /// nothing at or after `offset`. Every batch returned has had its CRC checked.
+    /// when `min_one_batch`, however large), from the segment holding `offset` (or, when no
+    /// batch of that segment reaches `offset`, as after compaction, the next one). Empty when
+    /// the tier has nothing at or after `offset`, or when the first batch is larger than
+    /// `max_bytes` and not `min_one_batch`. Every batch returned has had its CRC checked, on
+    /// this read; anything that does not parse or check is [`TierError::Corrupt`].
     pub async fn read(
         &self,
         manifest: &RemoteManifest,
@@ -175,83 +224,234 @@ impl RemotePartition {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<Bytes, TierError> {
-        let Some(seg) = manifest.segment_for(offset) else {
-            return Ok(Bytes::new());
-        };
-        let log = self.segment_object(seg.base_offset, &seg.id, "log");
-        let start = self.index_position(seg, offset).await?;
-        let end = seg
-            .size_bytes
-            .min(start + (max_bytes + INDEX_SLACK_BYTES) as u64);
-        let buf = self.store.store.get_range(&log, start..end).await?;
-        let corrupt = |why: String| {
-            TierError::Corrupt(format!(
-                "segment {} of {}: {why}",
-                seg.base_offset, self.dir
-            ))
-        };
-        let mut cursor = 0usize;
-        let mut out: Option<(usize, usize)> = None;
-        while buf.len() - cursor >= BATCH_HEADER_BYTES {
-            let h = RecordBatchHeader::parse(&buf[cursor..]).map_err(|e| corrupt(e.to_string()))?;
-            let size = h.size_bytes();
-            if h.last_offset() < offset {
-                cursor += size;
-                continue;
+        let mut next = offset;
+        // Bounded by the manifest's segments: each turn moves past one.
+        while let Some(seg) = manifest.segment_for(next) {
+            if let Some(found) = self
+                .read_segment(seg, offset, max_bytes, min_one_batch)
+                .await?
+            {
+                return Ok(found);
             }
-            let first = *out.get_or_insert((cursor, cursor));
-            let have_some = first.1 > first.0;
-            if cursor + size - first.0 > max_bytes && (have_some || !min_one_batch) {
-                break;
-            }
-            if cursor + size > buf.len() {
-                break;
-            }
-            check_crc(&buf[cursor..cursor + size], &h).map_err(|e| corrupt(e.to_string()))?;
-            cursor += size;
-            out = Some((first.0, cursor));
+            next = seg.end_offset.saturating_add(1);
         }
-        match out {
-            Some((from, to)) if to > from => Ok(buf.slice(from..to)),
-            // The first wanted batch did not fit in what was read.
-            Some((from, _)) if min_one_batch => {
-                let at = start + from as u64;
-                let header = self
-                    .store
-                    .store
-                    .get_range(
-                        &log,
-                        at..(at + BATCH_HEADER_BYTES as u64).min(seg.size_bytes),
-                    )
-                    .await?;
-                let h = RecordBatchHeader::parse(&header).map_err(|e| corrupt(e.to_string()))?;
-                let to = at + h.size_bytes() as u64;
-                if to > seg.size_bytes {
+        Ok(Bytes::new())
+    }
+
+    /// [`RemotePartition::read`] within one segment; `None` when no batch of it ends at or
+    /// after `offset`.
+    ///
+    /// Reads `max_bytes` plus [`INDEX_SLACK_BYTES`] from the offset-index position, walks the
+    /// batches below `offset`, and takes whole batches from there. When the walk leaves that
+    /// range before finding a wanted batch, or the first wanted batch (no larger than
+    /// `max_bytes`) does not end in it, it reads again from there: every read makes progress,
+    /// so the loop ends within the segment.
+    async fn read_segment(
+        &self,
+        seg: &RemoteSegment,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<Option<Bytes>, TierError> {
+        let log = self.log_object(seg);
+        let corrupt = |why: String| self.corrupt(seg, why);
+        let mut start = self.index_position(seg, offset).await?;
+        loop {
+            if start >= seg.size_bytes {
+                return Ok(None);
+            }
+            let want = max_bytes.saturating_add(INDEX_SLACK_BYTES) as u64;
+            let end = seg.size_bytes.min(start.saturating_add(want));
+            let buf = self.read_log(&log, start, end).await?;
+            let mut cursor = 0usize;
+            // Where the returned batches start in `buf`, once the first is found.
+            let mut first: Option<usize> = None;
+            // Where to read again from: a wanted batch that does not end in `buf`.
+            let mut again: Option<u64> = None;
+            while cursor + BATCH_HEADER_BYTES <= buf.len() {
+                let h =
+                    RecordBatchHeader::parse(&buf[cursor..]).map_err(|e| corrupt(e.to_string()))?;
+                let size = h.size_bytes();
+                let at = start + cursor as u64;
+                if at + size as u64 > seg.size_bytes {
                     return Err(corrupt(format!("batch at {at} runs past the object's end")));
                 }
-                let batch = self.store.store.get_range(&log, at..to).await?;
-                check_crc(&batch, &h).map_err(|e| corrupt(e.to_string()))?;
-                Ok(batch)
+                if h.last_offset() < offset {
+                    cursor += size;
+                    continue;
+                }
+                let whole = cursor + size <= buf.len();
+                match first {
+                    None if size > max_bytes => {
+                        if !min_one_batch {
+                            return Ok(Some(Bytes::new()));
+                        }
+                        // The one batch over budget, however large (it may span chunks).
+                        let batch = if whole {
+                            buf.slice(cursor..cursor + size)
+                        } else {
+                            self.read_log(&log, at, at + size as u64).await?
+                        };
+                        if batch.len() != size {
+                            return Err(corrupt(format!("batch at {at} is torn")));
+                        }
+                        check_crc(&batch, &h).map_err(|e| corrupt(e.to_string()))?;
+                        return Ok(Some(batch));
+                    }
+                    None if !whole => {
+                        again = Some(at);
+                        break;
+                    }
+                    None => first = Some(cursor),
+                    Some(from) => {
+                        if cursor + size - from > max_bytes || !whole {
+                            break;
+                        }
+                    }
+                }
+                check_crc(&buf[cursor..cursor + size], &h).map_err(|e| corrupt(e.to_string()))?;
+                cursor += size;
             }
-            _ => Ok(Bytes::new()),
+            if let Some(from) = first {
+                return Ok(Some(buf.slice(from..cursor)));
+            }
+            let next = again.unwrap_or(start + cursor as u64);
+            if next >= seg.size_bytes {
+                return Ok(None);
+            }
+            if next <= start {
+                return Err(corrupt(format!(
+                    "{} bytes at {start} do not hold a batch header",
+                    buf.len()
+                )));
+            }
+            start = next;
         }
     }
 
-    /// Position of the last offset-index entry at or before `offset` (0 without an index).
-    async fn index_position(&self, seg: &RemoteSegment, offset: i64) -> Result<u64, TierError> {
-        if !seg.files.iter().any(|f| f == "index") {
-            return Ok(0);
+    /// Kafka's ListOffsets by timestamp over the tier, at batch granularity: the first batch
+    /// ending at or after `log_start_offset` whose max timestamp is at least `timestamp_ms`,
+    /// answered as (its max timestamp, max(its base offset, `log_start_offset`)). `None` when
+    /// no uploaded batch qualifies. The max timestamp is the header's as stored (for
+    /// LogAppendTime topics, the broker's append time). The manifest's own
+    /// `log_start_offset` is honoured too: records below it are deleted.
+    ///
+    /// Segments whose max timestamp is below `timestamp_ms` or which end below the log start
+    /// are skipped without a request. In a segment, the uploaded `timeindex` (if any) gives
+    /// where to start: after the last entry whose timestamp is below `timestamp_ms`, since
+    /// no batch up to that entry's offset can qualify. Batch headers are then walked from the
+    /// offset index's position, in bounded reads, and the answering batch's CRC is checked.
+    pub async fn offset_for_timestamp(
+        &self,
+        manifest: &RemoteManifest,
+        timestamp_ms: i64,
+        log_start_offset: i64,
+    ) -> Result<Option<(i64, i64)>, TierError> {
+        let start = log_start_offset.max(manifest.log_start_offset);
+        for seg in &manifest.segments {
+            if seg.end_offset < start || seg.max_timestamp_ms < timestamp_ms {
+                continue;
+            }
+            if let Some(found) = self.timestamp_in_segment(seg, timestamp_ms, start).await? {
+                return Ok(Some(found));
+            }
         }
-        let index = self
-            .store
-            .store
-            .get(&self.segment_object(seg.base_offset, &seg.id, "index"))
-            .await?
-            .bytes()
-            .await?;
+        Ok(None)
+    }
+
+    async fn timestamp_in_segment(
+        &self,
+        seg: &RemoteSegment,
+        timestamp_ms: i64,
+        start: i64,
+    ) -> Result<Option<(i64, i64)>, TierError> {
+        let corrupt = |why: String| self.corrupt(seg, why);
+        let mut from = start.max(seg.base_offset);
+        if let Some(index) = self.aux_object(seg, "timeindex").await? {
+            // Entries are meant to be monotonic; stopping at the first at or above the
+            // target keeps the skip safe even if they are not.
+            for entry in index.chunks_exact(TIME_ENTRY_BYTES) {
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(&entry[..8]);
+                let ts = i64::from_be_bytes(ts);
+                let rel = i32::from_be_bytes([entry[8], entry[9], entry[10], entry[11]]);
+                let entry_offset = seg.base_offset + i64::from(rel);
+                if ts >= timestamp_ms || rel < 0 || entry_offset > seg.end_offset {
+                    break;
+                }
+                from = from.max(entry_offset + 1);
+            }
+        }
+        if from > seg.end_offset {
+            return Ok(None);
+        }
+        let log = self.log_object(seg);
+        let mut pos = self.index_position(seg, from).await?;
+        let mut window = Bytes::new();
+        let mut window_start = pos;
+        let mut window_bytes = SCAN_WINDOW_FIRST_BYTES;
+        // Bounded by the segment: every turn moves `pos` forward by a batch.
+        while pos < seg.size_bytes {
+            let in_window = pos >= window_start
+                && pos + BATCH_HEADER_BYTES as u64 <= window_start + window.len() as u64;
+            if !in_window {
+                window = self.scan_window(&log, pos, window_bytes).await?;
+                window_start = pos;
+                window_bytes = (window_bytes * 2).min(SCAN_WINDOW_MAX_BYTES);
+                if window.len() < BATCH_HEADER_BYTES {
+                    return Err(corrupt(format!("torn batch header at {pos}")));
+                }
+            }
+            let rel = (pos - window_start) as usize;
+            let h = RecordBatchHeader::parse(&window[rel..]).map_err(|e| corrupt(e.to_string()))?;
+            let size = h.size_bytes();
+            if pos + size as u64 > seg.size_bytes {
+                return Err(corrupt(format!(
+                    "batch at {pos} runs past the object's end"
+                )));
+            }
+            // `from`, not `start`: the batches the time index skipped may lie after the
+            // offset index's position.
+            if h.max_timestamp >= timestamp_ms && h.last_offset() >= from {
+                let batch = if rel + size <= window.len() {
+                    window.slice(rel..rel + size)
+                } else {
+                    self.read_log(&log, pos, pos + size as u64).await?
+                };
+                if batch.len() != size {
+                    return Err(corrupt(format!("batch at {pos} is torn")));
+                }
+                check_crc(&batch, &h).map_err(|e| corrupt(e.to_string()))?;
+                return Ok(Some((h.max_timestamp, h.base_offset.max(start))));
+            }
+            pos += size as u64;
+        }
+        Ok(None)
+    }
+
+    /// The next bytes to walk batch headers in from `pos`: to the end of `pos`'s chunk with
+    /// a cache (at least a header's worth), `bytes` without.
+    async fn scan_window(&self, log: &LogObject, pos: u64, bytes: u64) -> Result<Bytes, TierError> {
+        let end = match &self.cache {
+            Some(cache) => {
+                let chunk = cache.chunk_bytes() as u64;
+                ((pos / chunk + 1) * chunk).max(pos + BATCH_HEADER_BYTES as u64)
+            }
+            None => pos + bytes,
+        };
+        self.read_log(log, pos, end.min(log.size)).await
+    }
+
+    /// Position of the last offset-index entry at or before `offset` (0 without an index).
+    /// Entries are (last offset of a batch, position of that batch), so the batch holding
+    /// `offset` starts at or after the position found.
+    async fn index_position(&self, seg: &RemoteSegment, offset: i64) -> Result<u64, TierError> {
+        let Some(index) = self.aux_object(seg, "index").await? else {
+            return Ok(0);
+        };
         let target = (offset - seg.base_offset).max(0);
         let mut position = 0u64;
-        for entry in index.chunks_exact(8) {
+        for entry in index.chunks_exact(OFFSET_ENTRY_BYTES) {
             let rel = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]) as i64;
             let pos = u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]]) as u64;
             if rel > target || pos >= seg.size_bytes {
@@ -260,6 +460,64 @@ impl RemotePartition {
             position = pos;
         }
         Ok(position)
+    }
+
+    /// The segment's `.log` object, as the cache addresses it.
+    fn log_object(&self, seg: &RemoteSegment) -> LogObject {
+        LogObject {
+            store: Arc::clone(&self.store.store),
+            path: self.segment_object(seg.base_offset, &seg.id, "log"),
+            segment_id: Arc::from(seg.id.as_str()),
+            size: seg.size_bytes,
+        }
+    }
+
+    /// Bytes `start..end` of a `.log` object, through the cache if there is one. Exactly
+    /// `end - start` bytes (`end` at most the object's size): a shorter answer means the
+    /// object is not what the manifest says, and is [`TierError::Corrupt`].
+    async fn read_log(&self, log: &LogObject, start: u64, end: u64) -> Result<Bytes, TierError> {
+        let end = end.min(log.size);
+        if start >= end {
+            return Ok(Bytes::new());
+        }
+        let data = match &self.cache {
+            Some(cache) => cache.read_range(log, start, end).await?,
+            None => self.store.store.get_range(&log.path, start..end).await?,
+        };
+        if data.len() as u64 != end - start {
+            return Err(TierError::Corrupt(format!(
+                "{}: got {} bytes at {start}, expected {}",
+                log.path,
+                data.len(),
+                end - start
+            )));
+        }
+        Ok(data)
+    }
+
+    /// A whole auxiliary object of the segment (through the cache if there is one); `None`
+    /// when it was not uploaded.
+    async fn aux_object(
+        &self,
+        seg: &RemoteSegment,
+        ext: &'static str,
+    ) -> Result<Option<Bytes>, TierError> {
+        if !seg.files.iter().any(|f| f == ext) {
+            return Ok(None);
+        }
+        let path = self.segment_object(seg.base_offset, &seg.id, ext);
+        let data = match &self.cache {
+            Some(cache) => cache.aux(&self.store.store, &path, &seg.id, ext).await?,
+            None => self.store.store.get(&path).await?.bytes().await?,
+        };
+        Ok(Some(data))
+    }
+
+    fn corrupt(&self, seg: &RemoteSegment, why: String) -> TierError {
+        TierError::Corrupt(format!(
+            "segment {} of {}: {why}",
+            seg.base_offset, self.dir
+        ))
     }
 
     /// Drops every segment that ends below `offset` from the manifest (written first), then
@@ -276,6 +534,9 @@ impl RemotePartition {
         self.write_manifest(&next).await?;
         *manifest = next;
         for seg in &gone {
+            if let Some(cache) = &self.cache {
+                cache.invalidate_segment(&seg.id);
+            }
             self.delete_segment_objects(seg).await?;
         }
         Ok(gone.len())
@@ -305,6 +566,11 @@ impl RemotePartition {
         }
         let objects: Vec<_> = self.store.store.list(Some(&self.dir)).try_collect().await?;
         for meta in objects {
+            if let (Some(cache), Some(id)) =
+                (&self.cache, meta.location.filename().and_then(segment_id))
+            {
+                cache.invalidate_segment(id);
+            }
             match self.store.store.delete(&meta.location).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -327,12 +593,7 @@ impl RemotePartition {
             if name == MANIFEST {
                 continue;
             }
-            // <base offset>-<id>.<ext>
-            let id = name
-                .split_once('-')
-                .and_then(|(_, rest)| rest.split_once('.'))
-                .map(|(id, _)| id);
-            if id.is_some_and(|id| named.contains(id)) {
+            if segment_id(name).is_some_and(|id| named.contains(id)) {
                 continue;
             }
             self.store.store.delete(&meta.location).await?;
@@ -340,4 +601,35 @@ impl RemotePartition {
         }
         Ok(deleted)
     }
+}
+
+/// The segment id in a segment object's name, `<base offset>-<id>.<ext>`.
+fn segment_id(name: &str) -> Option<&str> {
+    name.split_once('-')
+        .and_then(|(_, rest)| rest.split_once('.'))
+        .map(|(id, _)| id)
+}
+
+/// Refuses auxiliary extensions that would clash with the `.log` object or with each other,
+/// or that would not round-trip through object names (`<base>-<id>.<ext>`).
+fn check_aux_names(aux: &[(String, AuxData)]) -> Result<(), TierError> {
+    let mut seen = HashSet::new();
+    for (ext, _) in aux {
+        let valid = !ext.is_empty()
+            && ext != "log"
+            && ext
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(TierError::InvalidUpload(format!(
+                "auxiliary file extension {ext:?} is not usable"
+            )));
+        }
+        if !seen.insert(ext.as_str()) {
+            return Err(TierError::InvalidUpload(format!(
+                "auxiliary file extension {ext:?} given twice"
+            )));
+        }
+    }
+    Ok(())
 }

@@ -2,11 +2,18 @@
 
 use std::sync::Arc;
 
+use futures::{StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::ObjectStore;
+use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::error::TierError;
+use crate::remote_partition::MANIFEST;
+
+/// Length of a topic id in a topic directory's name: a UUID in its simple form (32 lowercase
+/// hex digits, as `Uuid::simple` writes it).
+const TOPIC_ID_CHARS: usize = 32;
 
 /// An object store and the prefix under which Strata keeps its data.
 ///
@@ -27,10 +34,24 @@ impl TierStore {
         let parsed =
             Url::parse(url).map_err(|e| TierError::Config(format!("{url:?} is not a URL: {e}")))?;
         if parsed.scheme() == "file" {
+            let dir = parsed
+                .to_file_path()
+                .map_err(|()| TierError::Config(format!("{url} is not a local path")))?;
             // LocalFileSystem creates directories as it writes, but the root itself must
             // exist for listing to work.
-            std::fs::create_dir_all(parsed.path())
-                .map_err(TierError::io(format!("creating {}", parsed.path())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(TierError::io(format!("creating {}", dir.display())))?;
+            // Directories emptied by deletions are removed (below the root), as object
+            // stores have no directories: a deleted partition or topic leaves nothing that
+            // a listing would still show.
+            let store = LocalFileSystem::new_with_prefix(&dir)
+                .map_err(|e| TierError::Config(format!("{url}: {e}")))?
+                .with_automatic_cleanup(true);
+            return Ok(TierStore {
+                store: Arc::new(store),
+                root: Path::ROOT,
+                url: url.to_string(),
+            });
         }
         let mut settings: Vec<(String, String)> = std::env::vars().collect();
         settings.extend(options.iter().cloned());
@@ -48,9 +69,144 @@ impl TierStore {
         &self.url
     }
 
+    /// The same store with its root narrowed to `prefix` below the current root (the broker
+    /// scopes everything under its cluster id, so clusters sharing a bucket never see each
+    /// other's objects). `prefix` may hold several `/`-separated parts; empty parts are
+    /// ignored and characters object stores cannot take are percent-encoded, so a prefix can
+    /// never climb out of the root. [`TierStore::url`] is unchanged.
+    pub fn scoped(&self, prefix: &str) -> TierStore {
+        let mut root = self.root.clone();
+        root.extend(prefix.split(object_store::path::DELIMITER));
+        TierStore {
+            store: Arc::clone(&self.store),
+            root,
+            url: self.url.clone(),
+        }
+    }
+
+    /// The topic directories directly under the root, as (topic, topic id), sorted: every
+    /// directory named `<topic>-<topic id>` whose topic id (after the last `-`: topic names
+    /// may contain `-`, ids do not) is 32 lowercase hex digits and whose topic is not empty.
+    /// Other names are not the tier's and are ignored. For the broker's garbage collection of
+    /// deleted topics: a topic id the metadata image does not know is a deleted topic, whose
+    /// pair goes to [`TierStore::delete_topic_dir`].
+    pub async fn list_topic_dirs(&self) -> Result<Vec<(String, String)>, TierError> {
+        let listing = self.store.list_with_delimiter(self.root_prefix()).await?;
+        let mut dirs: Vec<(String, String)> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|dir| dir.filename())
+            .filter_map(parse_topic_dir)
+            .collect();
+        dirs.sort();
+        Ok(dirs)
+    }
+
+    /// Deletes every object under `<topic>-<topic_id>/`: first each partition's
+    /// `manifest.json` (so a deletion cut short never leaves a manifest naming missing
+    /// objects), then everything else. Idempotent (objects already gone are fine): call again
+    /// until it succeeds. Returns how many objects this call deleted. Memory stays bounded
+    /// whatever the number of objects: listings are streamed, never collected.
+    pub async fn delete_topic_dir(&self, topic: &str, topic_id: &str) -> Result<usize, TierError> {
+        let dir = self.path(&[&format!("{topic}-{topic_id}")]);
+        let mut deleted = 0usize;
+        // Manifests first. Partition directories are `<dir>/<partition>/`; a manifest sits
+        // directly in one, so only listings of those are needed, not the whole tree.
+        let partitions = self.store.list_with_delimiter(Some(&dir)).await?;
+        for partition in &partitions.common_prefixes {
+            let manifest = partition.clone().join(MANIFEST);
+            // Some stores (S3) answer a deletion of a missing object with success; asking
+            // first keeps the count true when a deletion is retried.
+            match self.store.head(&manifest).await {
+                Ok(_) => {}
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            match self.store.delete(&manifest).await {
+                Ok(()) => deleted += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Then everything else, streamed through the store's bulk deletion.
+        let locations = self
+            .store
+            .list(Some(&dir))
+            .map_ok(|meta| meta.location)
+            .boxed();
+        let mut results = self.store.delete_stream(locations);
+        while let Some(result) = results.next().await {
+            match result {
+                Ok(_) => deleted += 1,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The root as a listing prefix (`None` for the store's own root).
+    fn root_prefix(&self) -> Option<&Path> {
+        (!self.root.as_ref().is_empty()).then_some(&self.root)
+    }
+
     pub(crate) fn path(&self, parts: &[&str]) -> Path {
         parts
             .iter()
             .fold(self.root.clone(), |p, part| p.join(*part))
+    }
+}
+
+/// `<topic>-<topic id>` → (topic, topic id), split at the last `-` (topic names may contain
+/// `-`, topic ids never do); `None` for any other name.
+fn parse_topic_dir(name: &str) -> Option<(String, String)> {
+    let (topic, id) = name.rsplit_once('-')?;
+    let is_id = id.len() == TOPIC_ID_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (is_id && !topic.is_empty()).then(|| (topic.to_string(), id.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_dir_names() {
+        let id = "0123456789abcdef0123456789abcdef";
+        assert_eq!(
+            parse_topic_dir(&format!("orders-{id}")),
+            Some(("orders".into(), id.into()))
+        );
+        assert_eq!(
+            parse_topic_dir(&format!("my-topic-v2-{id}")),
+            Some(("my-topic-v2".into(), id.into())),
+            "split at the last '-'"
+        );
+        for bad in [
+            "orders".to_string(),
+            format!("-{id}"),
+            "orders-0123".into(),
+            format!("orders-{}", &id[..31]),
+            format!("orders-{id}0"),
+            "orders-0123456789abcdef0123456789abcdeg".into(),
+            format!("orders-{id}-x"),
+            "orders-0123456789ABCDEF0123456789ABCDEF".into(),
+        ] {
+            assert_eq!(parse_topic_dir(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn scoping_nests_the_root() {
+        let store = TierStore::open("memory://", &[]).unwrap();
+        let scoped = store.scoped("cluster-a");
+        assert_eq!(scoped.path(&["x"]).as_ref(), "cluster-a/x");
+        assert_eq!(scoped.url(), store.url());
+        let deeper = scoped.scoped("/b//c/");
+        assert_eq!(deeper.path(&["x"]).as_ref(), "cluster-a/b/c/x");
+        // A prefix cannot climb out of the root.
+        assert_eq!(store.scoped("..").path(&["x"]).as_ref(), "%2E%2E/x");
     }
 }

@@ -2,6 +2,8 @@
 //! a real local folder.
 
 use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
@@ -14,15 +16,29 @@ use strata_log::RecordBatchHeader;
 use crate::*;
 
 /// Writes a segment of `batches` batches of `per_batch` records (offsets from `base`, 200-byte
-/// values) with an offset index entry per batch; returns the upload and the file's bytes.
+/// values, timestamps 1000 + offset) with an offset index entry per batch; returns the upload
+/// and the file's bytes.
 fn write_segment(
     dir: &FsPath,
     base: i64,
     batches: i64,
     per_batch: i64,
 ) -> (SegmentUpload, Vec<u8>) {
+    write_segment_with(dir, base, batches, per_batch, 200, |offset| 1_000 + offset)
+}
+
+/// [`write_segment`] with `value_bytes`-byte values and record timestamps `ts(offset)`.
+fn write_segment_with(
+    dir: &FsPath,
+    base: i64,
+    batches: i64,
+    per_batch: i64,
+    value_bytes: usize,
+    ts: impl Fn(i64) -> i64,
+) -> (SegmentUpload, Vec<u8>) {
     let mut log = Vec::new();
     let mut index = Vec::new();
+    let (mut max_ts, mut max_ts_offset) = (-1, -1);
     for b in 0..batches {
         let first = base + b * per_batch;
         let records: Vec<Record> = (0..per_batch)
@@ -37,12 +53,16 @@ fn write_segment(
                 offset: first + i,
                 // The encoder batches records whose offset - sequence is the same.
                 sequence: (first + i) as i32,
-                timestamp: 1_000 + first + i,
+                timestamp: ts(first + i),
                 key: None,
-                value: Some(Bytes::from(vec![(first + i) as u8; 200])),
+                value: Some(Bytes::from(vec![(first + i) as u8; value_bytes])),
                 headers: IndexMap::new(),
             })
             .collect();
+        let batch_max = records.iter().map(|r| r.timestamp).max().unwrap_or(-1);
+        if batch_max > max_ts {
+            (max_ts, max_ts_offset) = (batch_max, first);
+        }
         let mut buf = BytesMut::new();
         RecordBatchEncoder::encode(
             &mut buf,
@@ -53,7 +73,8 @@ fn write_segment(
             },
         )
         .unwrap();
-        index.extend_from_slice(&((first - base) as u32).to_be_bytes());
+        // Like strata-log's: (last offset of the batch, its position).
+        index.extend_from_slice(&((first + per_batch - 1 - base) as u32).to_be_bytes());
         index.extend_from_slice(&(log.len() as u32).to_be_bytes());
         log.extend_from_slice(&buf);
     }
@@ -64,12 +85,43 @@ fn write_segment(
     let upload = SegmentUpload {
         base_offset: base,
         end_offset: base + batches * per_batch - 1,
-        max_timestamp_ms: 1_000 + base + batches * per_batch - 1,
+        max_timestamp_ms: max_ts,
+        max_timestamp_offset: max_ts_offset,
         leader_epochs: vec![(0, base)],
         log: log_path,
-        aux: vec![("index".into(), index_path)],
+        aux: vec![("index".into(), AuxData::File(index_path))],
     };
     (upload, log)
+}
+
+/// Kafka's time index of `log` as strata-log writes it: every `every` batches an entry
+/// (max timestamp so far, base offset of the first batch holding it), relative to `base`.
+fn time_index(log: &[u8], base: i64, every: usize) -> Bytes {
+    let mut out = Vec::new();
+    let (mut max_ts, mut max_ts_offset) = (-1i64, -1i64);
+    let mut last_ts = i64::MIN;
+    for (i, h) in headers(log).into_iter().enumerate() {
+        if h.max_timestamp > max_ts {
+            (max_ts, max_ts_offset) = (h.max_timestamp, h.base_offset);
+        }
+        if i % every == every - 1 && max_ts > last_ts {
+            out.extend_from_slice(&max_ts.to_be_bytes());
+            out.extend_from_slice(&((max_ts_offset - base) as i32).to_be_bytes());
+            last_ts = max_ts;
+        }
+    }
+    Bytes::from(out)
+}
+
+/// The headers of the batches in `log`, with their positions.
+fn headers(mut log: &[u8]) -> Vec<RecordBatchHeader> {
+    let mut out = Vec::new();
+    while !log.is_empty() {
+        let h = RecordBatchHeader::parse(log).unwrap();
+        log = &log[h.size_bytes()..];
+        out.push(h);
+    }
+    out
 }
 
 /// Base offsets of the batches in `bytes`, checking they are whole.
@@ -84,9 +136,12 @@ fn batch_offsets(mut bytes: &[u8]) -> Vec<i64> {
     out
 }
 
-async fn round_trip(store: TierStore) {
+async fn round_trip(store: TierStore, cache: Option<Arc<RemoteReadCache>>) {
     let dir = tempfile::tempdir().unwrap();
-    let part = RemotePartition::new(&store, "orders", "AAAAAAAAAAAAAAAAAAAAAA", 3);
+    let mut part = RemotePartition::new(&store, "orders", "AAAAAAAAAAAAAAAAAAAAAA", 3);
+    if let Some(cache) = cache {
+        part = part.with_cache(cache);
+    }
     let mut manifest = part.load_manifest().await.unwrap();
     assert_eq!(manifest, RemoteManifest::new());
 
@@ -160,14 +215,28 @@ async fn round_trip(store: TierStore) {
 
 #[tokio::test]
 async fn round_trip_in_memory() {
-    round_trip(TierStore::open("memory://", &[]).unwrap()).await;
+    round_trip(TierStore::open("memory://", &[]).unwrap(), None).await;
+}
+
+#[tokio::test]
+async fn round_trip_in_memory_through_a_cache() {
+    // Chunks smaller than a batch, and a cache smaller than a segment.
+    for (capacity, chunk) in [(1 << 20, 4096), (40_000, 1024), (0, 8192)] {
+        let cache = RemoteReadCache::new(capacity, chunk);
+        round_trip(
+            TierStore::open("memory://", &[]).unwrap(),
+            Some(Arc::clone(&cache)),
+        )
+        .await;
+        assert!(cache.stats().bytes_cached <= capacity as u64);
+    }
 }
 
 #[tokio::test]
 async fn round_trip_in_a_local_folder() {
     let root = tempfile::tempdir().unwrap();
     let url = format!("file://{}/tier", root.path().display());
-    round_trip(TierStore::open(&url, &[]).unwrap()).await;
+    round_trip(TierStore::open(&url, &[]).unwrap(), None).await;
     // Everything was deleted: no files are left behind.
     let left: Vec<_> = walk(&root.path().join("tier"));
     assert!(left.is_empty(), "{left:?}");
@@ -350,8 +419,11 @@ async fn round_trip_on_an_s3_compatible_server() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let store = TierStore::open("s3://strata/cluster-a", &options).unwrap();
-    round_trip(store.clone()).await;
+    let store = TierStore::open("s3://strata", &options)
+        .unwrap()
+        .scoped("cluster-a");
+    round_trip(store.clone(), None).await;
+    round_trip(store.clone(), Some(RemoteReadCache::new(1 << 20, 16 << 10))).await;
     // The orphan cleanup lists and deletes through S3 too.
     let dir = tempfile::tempdir().unwrap();
     let part = RemotePartition::new(&store, "s3", "id", 0);
@@ -369,4 +441,556 @@ async fn round_trip_on_an_s3_compatible_server() {
         batch_offsets(&part.read(&manifest, 0, 1 << 20, false).await.unwrap()),
         vec![0, 10]
     );
+    topic_gc(store.scoped("gc")).await;
+}
+
+/// Polls the cache's counters until `done` holds; fails after 10 s. For read-aheads, which
+/// finish in the background.
+async fn wait_for(cache: &RemoteReadCache, done: impl Fn(&CacheStats) -> bool) -> CacheStats {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = cache.stats();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "cache never got there: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Reads the partition from `offset` to the end the way a consumer does, in fetches of at
+/// most `max_bytes` (at least one batch each); returns everything read.
+async fn consume(
+    part: &RemotePartition,
+    manifest: &RemoteManifest,
+    mut offset: i64,
+    max_bytes: usize,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let got = part.read(manifest, offset, max_bytes, true).await.unwrap();
+        if got.is_empty() {
+            return out;
+        }
+        assert!(got.len() <= max_bytes || batch_offsets(&got).len() == 1);
+        let last = headers(&got).last().unwrap().last_offset();
+        offset = last + 1;
+        out.extend_from_slice(&got);
+    }
+}
+
+/// Store, partition with `cache`, and one uploaded segment per `(base, batches)`, 10 records a
+/// batch; returns the segments' bytes too.
+async fn setup(
+    cache: Option<Arc<RemoteReadCache>>,
+    segments: &[(i64, i64)],
+) -> (RemotePartition, RemoteManifest, Vec<Vec<u8>>) {
+    let store = TierStore::open("memory://", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut part = RemotePartition::new(&store, "t", "id", 0);
+    if let Some(cache) = cache {
+        part = part.with_cache(cache);
+    }
+    let mut manifest = part.load_manifest().await.unwrap();
+    let mut logs = Vec::new();
+    for &(base, batches) in segments {
+        let (upload, log) = write_segment(dir.path(), base, batches, 10);
+        part.upload_segment(&mut manifest, upload).await.unwrap();
+        logs.push(log);
+    }
+    (part, manifest, logs)
+}
+
+#[tokio::test]
+async fn a_sequential_re_read_is_served_from_the_cache() {
+    const CHUNK: usize = 16 << 10;
+    let cache = RemoteReadCache::new(1 << 20, CHUNK);
+    let (part, manifest, logs) = setup(Some(Arc::clone(&cache)), &[(0, 50)]).await;
+    let size = logs[0].len();
+    let chunks = size.div_ceil(CHUNK) as u64;
+    let index_bytes = 50 * 8;
+
+    // One read of the whole segment: the index and every chunk are misses, fetched once.
+    let all = part.read(&manifest, 0, 1 << 20, false).await.unwrap();
+    assert_eq!(&all[..], &logs[0][..]);
+    let first = cache.stats();
+    assert_eq!(
+        first,
+        CacheStats {
+            hits: 0,
+            misses: 1 + chunks,
+            bytes_cached: (index_bytes + size) as u64,
+            entries: 1 + chunks,
+            remote_bytes_read: (index_bytes + size) as u64,
+            remote_requests: 1 + chunks,
+        }
+    );
+
+    // A consumer reading it again in small fetches: all hits, nothing fetched.
+    assert_eq!(consume(&part, &manifest, 0, 5_000).await, logs[0]);
+    let again = cache.stats();
+    assert!(again.hits > 2 * chunks, "{again:?}");
+    assert_eq!(again.misses, first.misses);
+    assert_eq!(again.remote_requests, first.remote_requests);
+    assert_eq!(again.remote_bytes_read, first.remote_bytes_read);
+    assert_eq!(again.entries, first.entries);
+}
+
+#[tokio::test]
+async fn the_cache_stays_within_its_capacity() {
+    const CHUNK: usize = 16 << 10;
+    let capacity = 3 * CHUNK + 1_000;
+    let cache = RemoteReadCache::new(capacity, CHUNK);
+    let (part, manifest, logs) = setup(Some(Arc::clone(&cache)), &[(0, 50), (500, 50)]).await;
+    let expected: Vec<u8> = logs.concat();
+    let mut got = Vec::new();
+    let mut offset = 0;
+    loop {
+        let read = part.read(&manifest, offset, 7_000, true).await.unwrap();
+        assert!(cache.stats().bytes_cached <= capacity as u64);
+        if read.is_empty() {
+            break;
+        }
+        offset = headers(&read).last().unwrap().last_offset() + 1;
+        got.extend_from_slice(&read);
+    }
+    assert_eq!(got, expected);
+    // Read-aheads still running finish within the capacity too.
+    let stats = wait_for(&cache, |_| cache.read_aheads_running() == 0).await;
+    assert!(stats.bytes_cached <= capacity as u64, "{stats:?}");
+    assert!(stats.entries <= 5, "{stats:?}");
+    // 230 KB went through a 50 KB cache: the start was evicted and is fetched again.
+    let before = cache.stats();
+    assert_eq!(
+        batch_offsets(&part.read(&manifest, 0, 1_000, true).await.unwrap()),
+        vec![0]
+    );
+    let after = cache.stats();
+    assert!(after.misses > before.misses, "{before:?} {after:?}");
+    assert!(after.remote_requests > before.remote_requests);
+    assert!(after.bytes_cached <= capacity as u64);
+}
+
+#[tokio::test]
+async fn read_ahead_makes_the_next_chunk_a_hit() {
+    const CHUNK: u64 = 128 << 10;
+    let cache = RemoteReadCache::new(16 << 20, CHUNK as usize);
+    let (part, manifest, logs) = setup(Some(Arc::clone(&cache)), &[(0, 150)]).await;
+    assert!(logs[0].len() as u64 > 2 * CHUNK);
+
+    // A read within chunk 0: the index and chunk 0 are fetched, chunk 1 follows by itself.
+    let got = part.read(&manifest, 0, 1_000, true).await.unwrap();
+    assert_eq!(batch_offsets(&got), vec![0]);
+    let stats = wait_for(&cache, |s| s.entries == 3).await;
+    assert_eq!((stats.hits, stats.misses, stats.remote_requests), (0, 2, 3));
+
+    // A read that starts (at the offset index's position) and ends in chunk 1.
+    let mut pos = 0u64;
+    let mut positions = Vec::new();
+    for h in headers(&logs[0]) {
+        positions.push((pos, h.base_offset));
+        pos += h.size_bytes() as u64;
+    }
+    let (_, offset) = positions
+        .windows(2)
+        .find(|w| w[0].0 >= CHUNK && w[1].0 + 1_000 + (64 << 10) < 2 * CHUNK)
+        .map(|w| w[1])
+        .unwrap();
+    let got = part.read(&manifest, offset, 1_000, true).await.unwrap();
+    assert_eq!(batch_offsets(&got), vec![offset]);
+    let after = cache.stats();
+    assert_eq!((after.hits, after.misses), (2, 2), "{after:?}");
+    // And it fetches chunk 2 ahead in turn.
+    wait_for(&cache, |s| s.entries == 4 && s.remote_requests == 4).await;
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_a_chunk_is_returned_whole() {
+    for capacity in [1 << 20, 8 << 10] {
+        let cache = RemoteReadCache::new(capacity, 1024);
+        let store = TierStore::open("memory://", &[]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let part = RemotePartition::new(&store, "t", "id", 0).with_cache(Arc::clone(&cache));
+        let mut manifest = part.load_manifest().await.unwrap();
+        // Three batches of one 100 KB record: each spans about 100 chunks, and is larger
+        // than what a read fetches at first (max_bytes + the index slack).
+        let (upload, log) = write_segment_with(dir.path(), 0, 3, 1, 100_000, |o| o);
+        part.upload_segment(&mut manifest, upload).await.unwrap();
+        let sizes: Vec<usize> = headers(&log).iter().map(|h| h.size_bytes()).collect();
+        for offset in 0..3 {
+            let got = part.read(&manifest, offset, 100, true).await.unwrap();
+            assert_eq!(batch_offsets(&got), vec![offset]);
+            assert_eq!(got.len(), sizes[offset as usize]);
+            assert!(part
+                .read(&manifest, offset, 100, false)
+                .await
+                .unwrap()
+                .is_empty());
+        }
+        let all = part.read(&manifest, 0, 1 << 20, false).await.unwrap();
+        assert_eq!(&all[..], &log[..]);
+        assert_eq!(
+            batch_offsets(&part.read(&manifest, 0, sizes[0] + 10, false).await.unwrap()),
+            vec![0]
+        );
+        assert!(cache.stats().bytes_cached <= capacity as u64);
+    }
+}
+
+#[tokio::test]
+async fn a_corrupted_object_is_an_error_even_through_the_cache() {
+    let cache = RemoteReadCache::new(1 << 20, 4096);
+    let store = TierStore::open("memory://", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let part = RemotePartition::new(&store, "t", "id", 0).with_cache(Arc::clone(&cache));
+    let mut manifest = part.load_manifest().await.unwrap();
+    let (upload, mut bytes) = write_segment(dir.path(), 0, 5, 10);
+    let seg = part.upload_segment(&mut manifest, upload).await.unwrap();
+    let second = RecordBatchHeader::parse(&bytes).unwrap().size_bytes();
+    bytes[second + 100] ^= 0xFF;
+    let object = store.path(&["t-id", "0", &format!("{:020}-{}.log", 0, seg.id)]);
+    store
+        .store
+        .put(&object, PutPayload::from(bytes.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        batch_offsets(&part.read(&manifest, 0, 100, true).await.unwrap()),
+        vec![0]
+    );
+    // The corrupt chunk is checked on every read, cached or not.
+    for _ in 0..2 {
+        let err = part.read(&manifest, 0, 1 << 20, false).await.unwrap_err();
+        assert!(matches!(err, TierError::Corrupt(_)), "{err}");
+        let err = part.read(&manifest, 10, 100, true).await.unwrap_err();
+        assert!(matches!(err, TierError::Corrupt(_)), "{err}");
+    }
+    assert!(cache.stats().hits > 0);
+
+    // A torn object (shorter than the manifest says): an error, and its short chunk is not
+    // cached.
+    let (upload, bytes) = write_segment(dir.path(), 50, 5, 10);
+    let seg = part.upload_segment(&mut manifest, upload).await.unwrap();
+    let object = store.path(&["t-id", "0", &format!("{:020}-{}.log", 50, seg.id)]);
+    let torn = bytes.len() - 10;
+    store
+        .store
+        .put(&object, PutPayload::from(bytes[..torn].to_vec()))
+        .await
+        .unwrap();
+    let entries = cache.stats().entries;
+    let err = part.read(&manifest, 50, 1 << 20, false).await.unwrap_err();
+    assert!(matches!(err, TierError::Corrupt(_)), "{err}");
+    // Only the index and the whole chunks before the tear can have been cached.
+    let whole_chunks = (torn / 4096) as u64;
+    assert!(cache.stats().entries <= entries + 1 + whole_chunks);
+    let err = part.read(&manifest, 50, 1 << 20, false).await.unwrap_err();
+    assert!(matches!(err, TierError::Corrupt(_)), "{err}");
+    // The same without a cache.
+    let plain = RemotePartition::new(&store, "t", "id", 0);
+    let err = plain.read(&manifest, 50, 1 << 20, false).await.unwrap_err();
+    assert!(matches!(err, TierError::Corrupt(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_consumers_share_a_small_cache() {
+    let cache = RemoteReadCache::new(20_000, 4096);
+    let (part, manifest, logs) =
+        setup(Some(Arc::clone(&cache)), &[(0, 20), (200, 20), (400, 20)]).await;
+    let expected = logs.concat();
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let (part, manifest) = (part.clone(), manifest.clone());
+            tokio::spawn(async move { consume(&part, &manifest, 0, 3_000 + i * 1_000).await })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), expected);
+    }
+    let stats = cache.stats();
+    assert!(stats.bytes_cached <= 20_000, "{stats:?}");
+    assert!(stats.hits > 0 && stats.misses > 0, "{stats:?}");
+}
+
+/// Segments 0..=99 (with a time index), 100..=199 (without any index) and, after a gap,
+/// 300..=399 (with a time index); record timestamps 1000 + 10 x offset.
+async fn timestamp_segments(
+    cache: Option<Arc<RemoteReadCache>>,
+) -> (RemotePartition, RemoteManifest) {
+    let store = TierStore::open("memory://", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut part = RemotePartition::new(&store, "ts", "id", 0);
+    if let Some(cache) = cache {
+        part = part.with_cache(cache);
+    }
+    let mut manifest = part.load_manifest().await.unwrap();
+    for (base, time_index_every) in [(0, Some(3)), (100, None), (300, Some(2))] {
+        let (mut upload, log) =
+            write_segment_with(dir.path(), base, 10, 10, 200, |o| 1_000 + 10 * o);
+        match time_index_every {
+            Some(every) => upload.aux.push((
+                "timeindex".into(),
+                AuxData::Bytes(time_index(&log, base, every)),
+            )),
+            None => upload.aux.clear(),
+        }
+        let seg = part.upload_segment(&mut manifest, upload).await.unwrap();
+        assert_eq!(seg.max_timestamp_ms, 1_000 + 10 * (base + 99));
+        assert_eq!(seg.max_timestamp_offset, base + 90);
+    }
+    (part, manifest)
+}
+
+#[tokio::test]
+async fn timestamps_are_found_across_segments() {
+    for cache in [None, Some(RemoteReadCache::new(1 << 20, 4096))] {
+        let (part, manifest) = timestamp_segments(cache).await;
+        let find = |ts: i64, start: i64| {
+            let (part, manifest) = (part.clone(), manifest.clone());
+            async move {
+                part.offset_for_timestamp(&manifest, ts, start)
+                    .await
+                    .unwrap()
+            }
+        };
+        // Before everything: the first batch.
+        assert_eq!(find(0, 0).await, Some((1_090, 0)));
+        assert_eq!(find(-1_000, 0).await, Some((1_090, 0)));
+        // Inside the first segment, past its time index's entries, and its last batch.
+        assert_eq!(find(1_500, 0).await, Some((1_590, 50)));
+        assert_eq!(find(1_590, 0).await, Some((1_590, 50)));
+        assert_eq!(find(1_591, 0).await, Some((1_690, 60)));
+        assert_eq!(find(1_990, 0).await, Some((1_990, 90)));
+        // The second segment (no index at all).
+        assert_eq!(find(1_991, 0).await, Some((2_090, 100)));
+        assert_eq!(find(2_550, 0).await, Some((2_590, 150)));
+        // Between segments (offsets 200..300 are not in the tier): the next batch after.
+        assert_eq!(find(3_500, 0).await, Some((4_090, 300)));
+        assert_eq!(find(4_990, 0).await, Some((4_990, 390)));
+        // After everything.
+        assert_eq!(find(4_991, 0).await, None);
+        assert_eq!(find(i64::MAX, 0).await, None);
+        // A log start in the middle of a segment: earlier batches do not count, and the
+        // batch holding the log start answers with the log start.
+        assert_eq!(find(0, 55).await, Some((1_590, 55)));
+        assert_eq!(find(1_700, 55).await, Some((1_790, 70)));
+        assert_eq!(find(0, 155).await, Some((2_590, 155)));
+        assert_eq!(find(2_550, 155).await, Some((2_590, 155)));
+        assert_eq!(find(2_700, 155).await, Some((2_790, 170)));
+        assert_eq!(find(0, 250).await, Some((4_090, 300)));
+        assert_eq!(find(0, 400).await, None);
+        // The manifest's own log start counts too.
+        let mut trimmed = manifest.clone();
+        trimmed.log_start_offset = 120;
+        assert_eq!(
+            part.offset_for_timestamp(&trimmed, 0, 0).await.unwrap(),
+            Some((2_290, 120))
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_time_index_is_used_to_skip_ahead() {
+    let store = TierStore::open("memory://", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let part = RemotePartition::new(&store, "ts", "id", 1);
+    let mut manifest = part.load_manifest().await.unwrap();
+    let (mut upload, _) = write_segment_with(dir.path(), 0, 10, 10, 200, |o| 1_000 + 10 * o);
+    // An entry claiming every batch up to offset 79 is below 1499: the lookup believes it.
+    let mut entry = 1_499i64.to_be_bytes().to_vec();
+    entry.extend_from_slice(&79i32.to_be_bytes());
+    upload
+        .aux
+        .push(("timeindex".into(), AuxData::Bytes(Bytes::from(entry))));
+    part.upload_segment(&mut manifest, upload).await.unwrap();
+    assert_eq!(
+        part.offset_for_timestamp(&manifest, 1_500, 0)
+            .await
+            .unwrap(),
+        Some((1_890, 80))
+    );
+    // Entries at or above the target are not used.
+    assert_eq!(
+        part.offset_for_timestamp(&manifest, 1_400, 0)
+            .await
+            .unwrap(),
+        Some((1_490, 40))
+    );
+}
+
+#[tokio::test]
+async fn timestamp_lookup_of_a_corrupted_batch_is_an_error() {
+    let store = TierStore::open("memory://", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let part = RemotePartition::new(&store, "t", "id", 0);
+    let mut manifest = part.load_manifest().await.unwrap();
+    let (upload, mut bytes) = write_segment(dir.path(), 0, 5, 10);
+    let seg = part.upload_segment(&mut manifest, upload).await.unwrap();
+    let second = RecordBatchHeader::parse(&bytes).unwrap().size_bytes();
+    bytes[second + 100] ^= 0xFF;
+    let object = store.path(&["t-id", "0", &format!("{:020}-{}.log", 0, seg.id)]);
+    store
+        .store
+        .put(&object, PutPayload::from(bytes))
+        .await
+        .unwrap();
+    assert_eq!(
+        part.offset_for_timestamp(&manifest, 0, 0).await.unwrap(),
+        Some((1_009, 0))
+    );
+    let err = part
+        .offset_for_timestamp(&manifest, 1_015, 0)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TierError::Corrupt(_)), "{err}");
+}
+
+#[tokio::test]
+async fn aux_files_come_from_disk_or_memory() {
+    let store = TierStore::open("memory://", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let part = RemotePartition::new(&store, "t", "id", 0);
+    let mut manifest = part.load_manifest().await.unwrap();
+    let (mut upload, _) = write_segment(dir.path(), 0, 3, 10);
+    upload.aux.push((
+        "leader-epoch-checkpoint".into(),
+        AuxData::Bytes(Bytes::from_static(b"0\n1\n0 0\n")),
+    ));
+    let seg = part.upload_segment(&mut manifest, upload).await.unwrap();
+    assert_eq!(seg.files, vec!["index", "leader-epoch-checkpoint"]);
+    let name = format!("{:020}-{}.leader-epoch-checkpoint", 0, seg.id);
+    let got = store
+        .store
+        .get(&store.path(&["t-id", "0", &name]))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got, Bytes::from_static(b"0\n1\n0 0\n"));
+
+    // A file that is gone is an error, left to the caller; the manifest is unchanged.
+    let (mut upload, _) = write_segment(dir.path(), 30, 3, 10);
+    upload.aux.push((
+        "timeindex".into(),
+        AuxData::File(dir.path().join("gone.timeindex")),
+    ));
+    let err = part
+        .upload_segment(&mut manifest, upload.clone())
+        .await
+        .unwrap_err();
+    let not_found = std::io::ErrorKind::NotFound;
+    assert!(
+        matches!(&err, TierError::Io { source, .. } if source.kind() == not_found),
+        "{err}"
+    );
+    assert_eq!(manifest.segments.len(), 1);
+    // Extensions that would clash are refused before anything is written.
+    for aux in [
+        vec![("log".to_string(), AuxData::Bytes(Bytes::new()))],
+        vec![("".to_string(), AuxData::Bytes(Bytes::new()))],
+        vec![("a.b".to_string(), AuxData::Bytes(Bytes::new()))],
+        vec![("a/b".to_string(), AuxData::Bytes(Bytes::new()))],
+        vec![
+            ("x".to_string(), AuxData::Bytes(Bytes::new())),
+            ("x".to_string(), AuxData::Bytes(Bytes::new())),
+        ],
+    ] {
+        let mut bad = upload.clone();
+        bad.aux = aux;
+        assert!(matches!(
+            part.upload_segment(&mut manifest, bad).await,
+            Err(TierError::InvalidUpload(_))
+        ));
+    }
+    assert_eq!(part.load_manifest().await.unwrap(), manifest);
+}
+
+/// Two topics of two partitions each, plus objects that are not topic directories; deleting
+/// one topic leaves the other (and everything else) as it was.
+async fn topic_gc(store: TierStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let orders_id = "0123456789abcdef0123456789abcdef";
+    let other_id = "fedcba9876543210fedcba9876543210";
+    let mut parts = Vec::new();
+    for (topic, id) in [("orders", orders_id), ("my-topic", other_id)] {
+        for p in 0..2 {
+            let part = RemotePartition::new(&store, topic, id, p);
+            let mut manifest = part.load_manifest().await.unwrap();
+            for base in [0, 20] {
+                let (upload, _) = write_segment(dir.path(), base, 2, 10);
+                part.upload_segment(&mut manifest, upload).await.unwrap();
+            }
+            parts.push((topic, part, manifest));
+        }
+    }
+    for junk in ["notes/a", "orders-123/0/x", "readme"] {
+        store
+            .store
+            .put(&store.path(&[junk]), PutPayload::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.list_topic_dirs().await.unwrap(),
+        vec![
+            ("my-topic".to_string(), other_id.to_string()),
+            ("orders".to_string(), orders_id.to_string())
+        ]
+    );
+    // Two partitions of a manifest and two segments of a .log and an .index each.
+    assert_eq!(
+        store.delete_topic_dir("orders", orders_id).await.unwrap(),
+        10
+    );
+    assert_eq!(
+        store.list_topic_dirs().await.unwrap(),
+        vec![("my-topic".to_string(), other_id.to_string())]
+    );
+    assert_eq!(
+        store.delete_topic_dir("orders", orders_id).await.unwrap(),
+        0
+    );
+    for (topic, part, manifest) in &parts {
+        if *topic == "orders" {
+            assert_eq!(part.load_manifest().await.unwrap(), RemoteManifest::new());
+        } else {
+            assert_eq!(&part.load_manifest().await.unwrap(), manifest);
+            assert_eq!(
+                batch_offsets(&part.read(manifest, 0, 1 << 20, false).await.unwrap()),
+                vec![0, 10]
+            );
+        }
+    }
+    for junk in ["notes/a", "orders-123/0/x", "readme"] {
+        assert!(
+            store.store.head(&store.path(&[junk])).await.is_ok(),
+            "{junk}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn topic_directories_are_listed_and_deleted_in_memory() {
+    let store = TierStore::open("memory://", &[]).unwrap();
+    // Scoped: another cluster's topic in the same store is not listed, nor deleted.
+    let other = store.scoped("cluster-b");
+    let part = RemotePartition::new(&other, "orders", "0123456789abcdef0123456789abcdef", 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = part.load_manifest().await.unwrap();
+    let (upload, _) = write_segment(dir.path(), 0, 2, 10);
+    part.upload_segment(&mut manifest, upload).await.unwrap();
+    topic_gc(store.scoped("cluster-a")).await;
+    assert_eq!(part.load_manifest().await.unwrap(), manifest);
+    assert_eq!(other.list_topic_dirs().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn topic_directories_are_listed_and_deleted_in_a_local_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/tier", root.path().display());
+    topic_gc(TierStore::open(&url, &[]).unwrap().scoped("cluster-a")).await;
 }

@@ -48,6 +48,16 @@ struct ServeArgs {
     /// Set a broker property, with Kafka's names (repeatable): --override num.partitions=3
     #[arg(long = "override", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Object store for tiered storage: file:///path, s3://bucket/prefix, gs://bucket/prefix,
+    /// az://container/prefix (settings from the environment: AWS_ENDPOINT, AWS_REGION, ...).
+    /// When given, new topics are tiered by default (log.remote.storage.enable=true).
+    /// Without it, topics that set remote.storage.enable=true tier into <data-dir>/tier.
+    #[arg(long, value_name = "URL")]
+    object_store: Option<String>,
+    /// An object-store setting (repeatable), over the environment: --object-store-option
+    /// aws_endpoint=http://127.0.0.1:9000
+    #[arg(long = "object-store-option", value_name = "KEY=VALUE")]
+    object_store_options: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,6 +96,18 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
             .set(k.trim(), v)
             .with_context(|| format!("in --override {o}"))?;
     }
+    if args.object_store.is_some() && props.get("log.remote.storage.enable").is_none() {
+        props.set("log.remote.storage.enable", "true")?;
+    }
+    let object_store_options = args
+        .object_store_options
+        .iter()
+        .map(|o| {
+            o.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+                .with_context(|| format!("--object-store-option expects KEY=VALUE, got {o:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let node_id: i32 = props
         .get("node.id")
         .or(props.get("broker.id"))
@@ -110,6 +132,8 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         data_dir: args.data_dir,
         http: args.http,
         props,
+        object_store: args.object_store,
+        object_store_options,
     })
 }
 

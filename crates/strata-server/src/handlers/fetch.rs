@@ -17,7 +17,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
-use strata_log::LogError;
+use strata_log::{LogError, ReadResult};
 use uuid::Uuid;
 
 use super::{blocking, code, hosted, log_error, str_bytes};
@@ -177,8 +177,8 @@ fn read_all(
                 };
                 return base.with_error_code(code(error));
             }
-            let log = partition.log();
             let budget = remaining.min(t.partition_max_bytes.max(0) as usize);
+            let log = partition.log();
             // read_committed reads only below the last stable offset (Kafka's
             // FetchIsolation.TXN_COMMITTED) and lists the aborted transactions
             // overlapping what it returns, so the consumer can drop their records.
@@ -187,6 +187,38 @@ fn read_all(
                 log.read_bounded(t.fetch_offset, budget, first_with_data, lso)
             } else {
                 log.read(t.fetch_offset, budget, first_with_data)
+            };
+            let (log, result) = match result {
+                Err(LogError::NotLocal { offset, .. }) => {
+                    // Below the local log start: from the tier, without holding the log's
+                    // lock (producers keep appending meanwhile). Everything in the tier is
+                    // below the last stable offset, so read_committed needs no bound here.
+                    let ends = ReadResult {
+                        records: Bytes::new(),
+                        high_watermark: log.high_watermark(),
+                        log_start_offset: log.log_start_offset(),
+                        last_stable_offset: log.last_stable_offset(),
+                    };
+                    drop(log);
+                    let remote = tokio::runtime::Handle::current().block_on(broker.remote.read(
+                        broker,
+                        &partition,
+                        offset,
+                        budget,
+                        first_with_data,
+                    ));
+                    match remote {
+                        Ok(records) => (partition.log(), Ok(ReadResult { records, ..ends })),
+                        Err(_) => {
+                            return base
+                                .with_error_code(code(ResponseError::KafkaStorageError))
+                                .with_high_watermark(ends.high_watermark)
+                                .with_last_stable_offset(ends.last_stable_offset)
+                                .with_log_start_offset(ends.log_start_offset)
+                        }
+                    }
+                }
+                other => (log, other),
             };
             match result {
                 Ok(read) => {

@@ -75,22 +75,13 @@ pub async fn handle_list_offsets(
                             Ok(partition) => partition,
                             Err(e) => return base.with_error_code(code(e)),
                         };
-                        let log = partition.log();
-                        let found = match p.timestamp {
-                            EARLIEST | EARLIEST_LOCAL => Ok(Some((-1, log.log_start_offset()))),
-                            LATEST => Ok(Some((-1, log.high_watermark()))),
-                            MAX_TIMESTAMP => Ok(log.max_timestamp_and_offset()),
-                            LATEST_TIERED => Ok(None),
-                            ts if ts < 0 => Ok(None),
-                            ts => log.offset_for_timestamp(ts),
-                        };
-                        match found {
+                        match list_offset(&b, &partition, p.timestamp) {
                             Ok(Some((timestamp, offset))) => base
                                 .with_timestamp(timestamp)
                                 .with_offset(offset)
                                 .with_leader_epoch(partition.leader_epoch),
                             Ok(None) => base,
-                            Err(e) => base.with_error_code(log_error(&b, &partition, &e)),
+                            Err(error) => base.with_error_code(error),
                         }
                     })
                     .collect();
@@ -102,6 +93,68 @@ pub async fn handle_list_offsets(
     })
     .await;
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// One ListOffsets lookup across the tier and the local log: `(timestamp, offset)`, `None`
+/// when nothing matches, or an error code. Blocking (tier lookups wait on the runtime).
+fn list_offset(
+    broker: &Broker,
+    partition: &Arc<Partition>,
+    timestamp: i64,
+) -> Result<Option<(i64, i64)>, i16> {
+    let tier_error = |_| code(ResponseError::KafkaStorageError);
+    let runtime = tokio::runtime::Handle::current();
+    let log = partition.log();
+    let log_start = log.log_start_offset();
+    let tiered = log.config().remote_storage_enable;
+    let found = match timestamp {
+        EARLIEST => Some((-1, log_start)),
+        EARLIEST_LOCAL => Some((-1, log.local_log_start_offset())),
+        LATEST => Some((-1, log.high_watermark())),
+        // Nothing tiered (or no tier): offset -1 with leader epoch -1, as Kafka answers.
+        LATEST_TIERED if tiered && log.highest_offset_in_remote() >= 0 => {
+            Some((-1, log.highest_offset_in_remote()))
+        }
+        MAX_TIMESTAMP => {
+            let local = log.max_timestamp_and_offset();
+            drop(log);
+            let remote = if tiered {
+                runtime
+                    .block_on(broker.remote.max_timestamp(partition, log_start))
+                    .map_err(tier_error)?
+            } else {
+                None
+            };
+            // The earliest batch holding the largest timestamp: the tier's on a tie.
+            match (remote, local) {
+                (Some(r), Some(l)) if l.0 > r.0 => Some(l),
+                (Some(r), _) => Some(r),
+                (None, l) => l,
+            }
+        }
+        ts if ts < 0 => None,
+        ts => {
+            // Below the local log start only the tier has the records.
+            let in_tier = log.local_log_start_offset() > log_start;
+            drop(log);
+            let remote = if in_tier {
+                runtime
+                    .block_on(broker.remote.offset_for_timestamp(partition, ts, log_start))
+                    .map_err(tier_error)?
+            } else {
+                None
+            };
+            match remote {
+                Some(found) => Some(found),
+                None => {
+                    let log = partition.log();
+                    log.offset_for_timestamp(ts)
+                        .map_err(|e| log_error(broker, partition, &e))?
+                }
+            }
+        }
+    };
+    Ok(found)
 }
 
 pub fn handle_offset_for_leader_epoch(

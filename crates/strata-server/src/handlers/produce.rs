@@ -55,6 +55,7 @@ pub async fn handle(
         })
         .collect();
     let b = broker.clone();
+    let disk_limit_reached = broker.remote.disk_limit_reached();
     let results = blocking(move || {
         let now = now_ms();
         let mut appended_any = false;
@@ -78,6 +79,14 @@ pub async fn handle(
                         };
                         if !valid_acks {
                             outcome.error = Some((code(ResponseError::InvalidRequiredAcks), "acks must be -1, 0 or 1".into()));
+                        } else if partition.is_ok() && disk_limit_reached && !name.starts_with("__") {
+                            // Retriable: clients back off and retry while segments move to the
+                            // tier. Internal topics keep working so groups and transactions do.
+                            b.metrics.produce_rejected_disk_limit.add(1);
+                            outcome.error = Some((
+                                code(ResponseError::KafkaStorageError),
+                                "local logs reached log.local.max.bytes; waiting for uploads to the tier".into(),
+                            ));
                         } else if let Ok(partition) = &partition {
                             // In-sync replicas on a single node: just this broker.
                             let isr_size = 1;

@@ -1,0 +1,608 @@
+//! The remote log manager (Kafka's `RemoteLogManager`, KIP-405): moves rolled segments of
+//! tiered partitions to object storage, applies the whole log's retention there, serves reads
+//! below the local log start, and deletes the tier's data of deleted topics.
+//!
+//! One background task runs a pass every `remote.log.manager.task.interval.ms`. For each hosted
+//! partition with `remote.storage.enable`, at most `remote.log.manager.thread.pool.size` at once:
+//! 1. load the remote manifest the first time (then delete orphans of interrupted uploads and
+//!    tell the log the highest offset in the tier);
+//! 2. apply `retention.ms` / `retention.bytes` to the whole log (tier + local-only part),
+//!    moving the log start offset; delete tier segments below the log start (this also
+//!    finishes DeleteRecords);
+//! 3. upload rolled segments in order; each upload is visible once the manifest naming it is
+//!    written, and only then may local retention delete the local copy.
+//!
+//! A failing partition backs off exponentially (0.5 s doubling to 30 s) and is retried; the
+//! local log keeps accepting records meanwhile, up to `log.local.max.bytes` across the broker.
+//!
+//! Deleted topics: after any change to the set of topics, the pass lists the tier's topic
+//! directories and deletes those whose topic id the metadata image no longer has. Because the
+//! image is durable, an interrupted deletion is simply found again on a later pass or after a
+//! restart.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use strata_log::SegmentForUpload;
+use strata_tier::{
+    AuxData, CacheStats, RemoteManifest, RemotePartition, RemoteReadCache, SegmentUpload,
+    TierError, TierStore,
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::config::ServerConfig;
+use crate::handlers::blocking;
+use crate::replica_manager::{now_ms, Partition};
+
+/// Segments one partition uploads per pass before the pass moves on (fairness).
+const UPLOADS_PER_PASS: usize = 8;
+const MIN_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The tier state of one partition.
+struct RemoteLogPartition {
+    remote: RemotePartition,
+    /// The manifest as this broker last wrote or read it; `None` until first loaded. Holding
+    /// this lock serialises every change to the partition's tier (one writer per partition).
+    writer: tokio::sync::Mutex<Option<RemoteManifest>>,
+    /// A copy of the writer's manifest for readers, who never wait for an upload.
+    published: RwLock<Option<Arc<RemoteManifest>>>,
+    backoff: Mutex<Backoff>,
+}
+
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+    next_attempt: Option<Instant>,
+}
+
+impl RemoteLogPartition {
+    fn published(&self) -> Option<Arc<RemoteManifest>> {
+        self.published
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn publish(&self, manifest: &RemoteManifest) {
+        *self.published.write().unwrap_or_else(|p| p.into_inner()) =
+            Some(Arc::new(manifest.clone()));
+    }
+
+    fn ready(&self) -> bool {
+        let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        b.next_attempt.is_none_or(|at| Instant::now() >= at)
+    }
+
+    fn record(&self, ok: bool) {
+        let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            *b = Backoff::default();
+        } else {
+            b.failures = b.failures.saturating_add(1);
+            let delay = MIN_BACKOFF
+                .saturating_mul(1 << b.failures.min(10).saturating_sub(1))
+                .min(MAX_BACKOFF);
+            b.next_attempt = Some(Instant::now() + delay);
+        }
+    }
+}
+
+pub struct RemoteLogManager {
+    store: TierStore,
+    cache: Arc<RemoteReadCache>,
+    partitions: Mutex<HashMap<(Uuid, i32), Arc<RemoteLogPartition>>>,
+    /// Topic ids of the image at the last complete sweep of deleted topics' data.
+    swept_topics: Mutex<Option<HashSet<Uuid>>>,
+    /// Bytes in all local logs, refreshed every pass; compared with `log.local.max.bytes`.
+    local_log_bytes: AtomicU64,
+    local_max_bytes: i64,
+    disk_limit_reached: AtomicBool,
+}
+
+impl RemoteLogManager {
+    /// Opens the tier: `--object-store` or `<data dir>/tier`, everything under the cluster id
+    /// (so two clusters can share a bucket).
+    pub fn open(config: &ServerConfig, cluster_id: &str) -> Result<Self, TierError> {
+        let url = match &config.object_store {
+            Some(url) => url.clone(),
+            None => {
+                let dir = std::path::absolute(config.data_dir.join("tier")).map_err(|e| {
+                    TierError::Config(format!("{}: {e}", config.data_dir.display()))
+                })?;
+                format!("file://{}", dir.display())
+            }
+        };
+        let store = TierStore::open(&url, &config.object_store_options)?.scoped(cluster_id);
+        let cache_bytes: i64 = config.broker_value("remote.log.reader.cache.bytes");
+        let chunk_bytes: i64 = config.broker_value("remote.log.reader.chunk.bytes");
+        tracing::info!(url = %store.url(), cache_bytes, "tiered storage");
+        Ok(Self {
+            store,
+            cache: RemoteReadCache::new(cache_bytes.max(0) as usize, chunk_bytes.max(1) as usize),
+            partitions: Mutex::new(HashMap::new()),
+            swept_topics: Mutex::new(None),
+            local_log_bytes: AtomicU64::new(0),
+            local_max_bytes: config.broker_value("log.local.max.bytes"),
+            disk_limit_reached: AtomicBool::new(false),
+        })
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Whether local logs hold `log.local.max.bytes` or more: producers to user topics then
+    /// get KAFKA_STORAGE_ERROR (retriable) until uploads and local retention free space.
+    pub fn disk_limit_reached(&self) -> bool {
+        self.disk_limit_reached.load(Ordering::Relaxed)
+    }
+
+    fn partition_state(&self, p: &Partition) -> Arc<RemoteLogPartition> {
+        let mut map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry((p.topic_id, p.index))
+            .or_insert_with(|| {
+                Arc::new(RemoteLogPartition {
+                    remote: RemotePartition::new(
+                        &self.store,
+                        &p.topic,
+                        &p.topic_id.simple().to_string(),
+                        p.index,
+                    )
+                    .with_cache(self.cache.clone()),
+                    writer: tokio::sync::Mutex::new(None),
+                    published: RwLock::new(None),
+                    backoff: Mutex::new(Backoff::default()),
+                })
+            })
+            .clone()
+    }
+
+    /// The partition's manifest for a read, loading it if no pass has yet.
+    async fn manifest(
+        &self,
+        partition: &Arc<Partition>,
+    ) -> Result<(Arc<RemoteLogPartition>, Arc<RemoteManifest>), TierError> {
+        let state = self.partition_state(partition);
+        if let Some(m) = state.published() {
+            return Ok((state, m));
+        }
+        let mut writer = state.writer.lock().await;
+        let manifest = self.load(&state, partition, &mut writer).await?.clone();
+        drop(writer);
+        Ok((state, Arc::new(manifest)))
+    }
+
+    /// Whole batches from `offset` (below the local log start) out of the tier: at most
+    /// `max_bytes`, but the first batch whole when `min_one_batch`. Empty if the tier has
+    /// nothing there (yet).
+    pub async fn read(
+        &self,
+        broker: &Broker,
+        partition: &Arc<Partition>,
+        offset: i64,
+        max_bytes: usize,
+        min_one_batch: bool,
+    ) -> Result<Bytes, TierError> {
+        let started = Instant::now();
+        let result = async {
+            let (state, manifest) = self.manifest(partition).await?;
+            state
+                .remote
+                .read(&manifest, offset, max_bytes, min_one_batch)
+                .await
+        }
+        .await;
+        match &result {
+            Ok(bytes) => {
+                broker.metrics.tier_read_bytes.add(bytes.len() as u64);
+                broker.metrics.tier_read_latency.observe(started.elapsed());
+            }
+            Err(e) => {
+                broker.metrics.tier_read_errors.add(1);
+                tracing::warn!(topic = %partition.topic, partition = partition.index, offset, error = %e, "read from the tier failed");
+            }
+        }
+        result
+    }
+
+    /// ListOffsets by timestamp in the tier: the first batch at or after `log_start_offset`
+    /// with max timestamp >= `timestamp_ms`, as (its max timestamp, its base offset).
+    pub async fn offset_for_timestamp(
+        &self,
+        partition: &Arc<Partition>,
+        timestamp_ms: i64,
+        log_start_offset: i64,
+    ) -> Result<Option<(i64, i64)>, TierError> {
+        let (state, manifest) = self.manifest(partition).await?;
+        state
+            .remote
+            .offset_for_timestamp(&manifest, timestamp_ms, log_start_offset)
+            .await
+    }
+
+    /// ListOffsets MAX_TIMESTAMP over the tier: the largest segment max timestamp there, with
+    /// the offset of its batch.
+    pub async fn max_timestamp(
+        &self,
+        partition: &Arc<Partition>,
+        log_start_offset: i64,
+    ) -> Result<Option<(i64, i64)>, TierError> {
+        let (_, manifest) = self.manifest(partition).await?;
+        Ok(manifest
+            .segments
+            .iter()
+            .filter(|s| s.end_offset >= log_start_offset && s.max_timestamp_ms >= 0)
+            .fold(None, |best: Option<(i64, i64)>, s| match best {
+                Some((ts, _)) if ts >= s.max_timestamp_ms => best,
+                _ => Some((
+                    s.max_timestamp_ms,
+                    s.max_timestamp_offset
+                        .max(s.base_offset)
+                        .max(log_start_offset),
+                )),
+            }))
+    }
+
+    /// Loads the manifest into `writer` if it is not there yet: orphans of interrupted uploads
+    /// are deleted, and the log learns what the tier holds.
+    async fn load<'a>(
+        &self,
+        state: &RemoteLogPartition,
+        partition: &Arc<Partition>,
+        writer: &'a mut Option<RemoteManifest>,
+    ) -> Result<&'a mut RemoteManifest, TierError> {
+        if writer.is_none() {
+            let manifest = state.remote.load_manifest().await?;
+            match state.remote.clean_orphans(&manifest).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(topic = %partition.topic, partition = partition.index, objects = n, "deleted orphaned tier objects")
+                }
+                Err(e) => {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot delete orphaned tier objects")
+                }
+            }
+            if let Some(next) = manifest.next_offset() {
+                partition.log().set_highest_offset_in_remote(next - 1);
+            }
+            state.publish(&manifest);
+            *writer = Some(manifest);
+        }
+        Ok(writer.as_mut().expect("loaded above"))
+    }
+
+    /// One pass over every tiered partition, and the sweep of deleted topics when due.
+    async fn pass(self: &Arc<Self>, broker: &Arc<Broker>, concurrency: usize) {
+        let partitions = broker.replicas.all();
+        self.update_disk_usage(&partitions);
+        let hosted: HashSet<(Uuid, i32)> =
+            partitions.iter().map(|p| (p.topic_id, p.index)).collect();
+        self.partitions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|key, _| hosted.contains(key));
+        let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
+        let mut tasks = tokio::task::JoinSet::new();
+        for partition in partitions {
+            if !partition.log().config().remote_storage_enable {
+                continue;
+            }
+            let state = self.partition_state(&partition);
+            if !state.ready() {
+                continue;
+            }
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let (rlm, broker) = (self.clone(), broker.clone());
+            tasks.spawn(async move {
+                let result = rlm.sync_partition(&broker, &partition, &state).await;
+                if let Err(e) = &result {
+                    broker.metrics.tier_upload_errors.add(1);
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "tiered storage pass failed; retrying with backoff");
+                }
+                state.record(result.is_ok());
+                drop(permit);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        if let Err(e) = self.sweep_deleted_topics(broker).await {
+            broker.metrics.tier_upload_errors.add(1);
+            tracing::warn!(error = %e, "cannot delete tier data of deleted topics; will retry");
+        }
+    }
+
+    fn update_disk_usage(&self, partitions: &[Arc<Partition>]) {
+        let bytes: u64 = partitions
+            .iter()
+            .map(|p| p.log().snapshot().size_bytes)
+            .sum();
+        self.local_log_bytes.store(bytes, Ordering::Relaxed);
+        let reached = self.local_max_bytes >= 0 && bytes >= self.local_max_bytes as u64;
+        if reached != self.disk_limit_reached.swap(reached, Ordering::Relaxed) {
+            if reached {
+                tracing::warn!(bytes, limit = self.local_max_bytes, "local logs reached log.local.max.bytes: refusing produce until uploads catch up");
+            } else {
+                tracing::info!(bytes, "local logs back under log.local.max.bytes");
+            }
+        }
+    }
+
+    /// Retention, deletion and uploads of one partition (module docs, steps 1-3).
+    async fn sync_partition(
+        &self,
+        broker: &Broker,
+        partition: &Arc<Partition>,
+        state: &RemoteLogPartition,
+    ) -> Result<(), TierError> {
+        let mut writer = state.writer.lock().await;
+        let manifest = self.load(state, partition, &mut writer).await?;
+
+        // The whole log's retention, over the tier and the local-only tail.
+        let (log_start, target) = {
+            let log = partition.log();
+            let cfg = log.config();
+            let target = retention_target(
+                manifest,
+                log.log_start_offset(),
+                cfg.retention_ms,
+                cfg.retention_bytes,
+                log.local_only_bytes(),
+                now_ms(),
+            );
+            (log.log_start_offset(), target)
+        };
+        let log_start = match target {
+            Some(target) if target > log_start => {
+                let p = partition.clone();
+                let moved = blocking(move || p.log().delete_records_before(target)).await;
+                match moved {
+                    Ok(start) => {
+                        tracing::info!(topic = %partition.topic, partition = partition.index, log_start_offset = start, "retention moved the log start through the tier");
+                        start
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot move the log start for retention");
+                        log_start
+                    }
+                }
+            }
+            _ => log_start,
+        };
+        let stale = manifest.log_start_offset < log_start
+            || manifest
+                .segments
+                .first()
+                .is_some_and(|s| s.end_offset < log_start);
+        if stale {
+            let deleted = state.remote.delete_below(manifest, log_start).await?;
+            broker.metrics.tier_segments_deleted.add(deleted as u64);
+            state.publish(manifest);
+        }
+
+        for _ in 0..UPLOADS_PER_PASS {
+            let p = partition.clone();
+            let next = blocking(move || p.log().segments_for_upload(1)).await;
+            let segment = match next {
+                Ok(mut v) if !v.is_empty() => v.remove(0),
+                Ok(_) => break,
+                Err(e) => {
+                    return Err(TierError::Io {
+                        context: format!(
+                            "listing segments of {}-{}",
+                            partition.topic, partition.index
+                        ),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                }
+            };
+            let (end, size) = (segment.end_offset, segment.size_bytes);
+            let uploaded = state
+                .remote
+                .upload_segment(manifest, upload_of(segment))
+                .await?;
+            broker.metrics.tier_segments_uploaded.add(1);
+            broker.metrics.tier_bytes_uploaded.add(uploaded.size_bytes);
+            state.publish(manifest);
+            tracing::debug!(topic = %partition.topic, partition = partition.index, base = uploaded.base_offset, end, size, "segment uploaded to the tier");
+            let p = partition.clone();
+            blocking(move || {
+                let mut log = p.log();
+                log.set_highest_offset_in_remote(end);
+                // Local retention right away: the hot tail shrinks as soon as it may.
+                if let Err(e) = log.apply_retention(now_ms()) {
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "local retention failed");
+                }
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Deletes the tier directories of topics no longer in the image, when the set of topics
+    /// changed since the last complete sweep (and once after start-up).
+    async fn sweep_deleted_topics(&self, broker: &Broker) -> Result<(), TierError> {
+        let current: HashSet<Uuid> = broker.image().topics().map(|t| t.topic_id).collect();
+        if self
+            .swept_topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            == Some(&current)
+        {
+            return Ok(());
+        }
+        let dirs = self.store.list_topic_dirs().await?;
+        // The image is read after the listing: a directory listed belongs to a topic created
+        // before the listing, so a topic created meanwhile is in this image.
+        let image = broker.image();
+        let live: HashSet<String> = image
+            .topics()
+            .map(|t| t.topic_id.simple().to_string())
+            .collect();
+        for (topic, topic_id) in dirs {
+            if live.contains(&topic_id) {
+                continue;
+            }
+            let deleted = self.store.delete_topic_dir(&topic, &topic_id).await?;
+            tracing::info!(%topic, %topic_id, objects = deleted, "deleted tier data of a deleted topic");
+        }
+        *self.swept_topics.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(image.topics().map(|t| t.topic_id).collect());
+        Ok(())
+    }
+}
+
+/// The segment's files as the tier stores them.
+fn upload_of(s: SegmentForUpload) -> SegmentUpload {
+    let mut aux = vec![
+        ("index".to_string(), AuxData::File(s.offset_index_file)),
+        ("timeindex".to_string(), AuxData::File(s.time_index_file)),
+    ];
+    if let Some(snapshot) = s.producer_snapshot_file {
+        aux.push(("snapshot".to_string(), AuxData::File(snapshot)));
+    }
+    if !s.aborted_txns.is_empty() {
+        aux.push((
+            "txnindex".to_string(),
+            AuxData::Bytes(Bytes::from(s.aborted_txns)),
+        ));
+    }
+    SegmentUpload {
+        base_offset: s.base_offset,
+        end_offset: s.end_offset,
+        max_timestamp_ms: s.max_timestamp_ms,
+        max_timestamp_offset: s.max_timestamp_offset,
+        leader_epochs: s.leader_epochs,
+        log: s.log_file,
+        aux,
+    }
+}
+
+/// Where `retention.ms` / `retention.bytes` put the log start of a tiered log (Kafka's
+/// `RemoteLogManager` retention): the oldest tier segments (at or after the current log start)
+/// go while their max timestamp is older than `retention_ms`, or while the log without them
+/// is still at least `retention_bytes` (the tier's bytes plus `local_only_bytes`). `None` when
+/// nothing goes. Only whole tier segments are removed.
+fn retention_target(
+    manifest: &RemoteManifest,
+    log_start: i64,
+    retention_ms: i64,
+    retention_bytes: i64,
+    local_only_bytes: u64,
+    now_ms: i64,
+) -> Option<i64> {
+    let live: Vec<_> = manifest
+        .segments
+        .iter()
+        .filter(|s| s.end_offset >= log_start)
+        .collect();
+    let mut n = 0;
+    if retention_ms >= 0 {
+        n = live
+            .iter()
+            .take_while(|s| now_ms.saturating_sub(s.max_timestamp_ms) > retention_ms)
+            .count();
+    }
+    if retention_bytes >= 0 {
+        let total: u64 = live.iter().map(|s| s.size_bytes).sum::<u64>() + local_only_bytes;
+        let mut excess = total as i64 - retention_bytes;
+        let by_size = live
+            .iter()
+            .take_while(|s| {
+                let fits = excess - s.size_bytes as i64 >= 0;
+                if fits {
+                    excess -= s.size_bytes as i64;
+                }
+                fits
+            })
+            .count();
+        n = n.max(by_size);
+    }
+    if n == 0 {
+        return None;
+    }
+    Some(match live.get(n) {
+        Some(next) => next.base_offset,
+        None => live[n - 1].end_offset + 1,
+    })
+}
+
+/// Runs passes until `stop` turns true.
+pub(crate) async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+    let interval: i64 = broker
+        .config
+        .broker_value("remote.log.manager.task.interval.ms");
+    let concurrency: i32 = broker
+        .config
+        .broker_value("remote.log.manager.thread.pool.size");
+    let mut ticker = tokio::time::interval(Duration::from_millis(interval.max(10) as u64));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = crate::broker::stopped(&mut stop) => return,
+        }
+        let (rlm, b) = (broker.remote.clone(), broker.clone());
+        let pass = async move { rlm.pass(&b, concurrency.max(1) as usize).await };
+        tokio::select! {
+            _ = pass => {}
+            // An upload in flight is abandoned at shutdown: its objects are orphans that the
+            // next start deletes, and the manifest never named them.
+            _ = crate::broker::stopped(&mut stop) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_tier::RemoteSegment;
+
+    fn manifest(segments: &[(i64, i64, i64, u64)]) -> RemoteManifest {
+        let mut m = RemoteManifest::new();
+        for (base, end, ts, size) in segments {
+            m.segments.push(RemoteSegment {
+                id: format!("s{base}"),
+                base_offset: *base,
+                end_offset: *end,
+                max_timestamp_ms: *ts,
+                max_timestamp_offset: *base,
+                size_bytes: *size,
+                crc32c: 0,
+                leader_epochs: vec![],
+                files: vec![],
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn retention_over_the_tier() {
+        let m = manifest(&[(0, 9, 100, 10), (10, 19, 200, 10), (20, 29, 300, 10)]);
+        // Nothing configured, or nothing old enough.
+        assert_eq!(retention_target(&m, 0, -1, -1, 5, 1000), None);
+        assert_eq!(retention_target(&m, 0, 1000, -1, 5, 1000), None);
+        // By time: segments whose max timestamp is older than now - retention.
+        assert_eq!(retention_target(&m, 0, 850, -1, 5, 1000), Some(10));
+        assert_eq!(retention_target(&m, 0, 750, -1, 5, 1000), Some(20));
+        // Everything in the tier expired: the log starts after it.
+        assert_eq!(retention_target(&m, 0, 10, -1, 5, 1000), Some(30));
+        // By size: 30 in the tier + 5 local = 35. As Kafka does, a segment goes only if the
+        // log stays at or above retention.bytes without it.
+        assert_eq!(retention_target(&m, 0, -1, 15, 5, 1000), Some(20));
+        assert_eq!(retention_target(&m, 0, -1, 20, 5, 1000), Some(10));
+        assert_eq!(retention_target(&m, 0, -1, 25, 5, 1000), Some(10));
+        assert_eq!(retention_target(&m, 0, -1, 35, 5, 1000), None);
+        // Segments below the log start no longer count.
+        assert_eq!(retention_target(&m, 10, -1, 15, 5, 1000), Some(20));
+        assert_eq!(retention_target(&m, 10, -1, 16, 5, 1000), None);
+        assert_eq!(retention_target(&m, 10, 850, -1, 5, 1000), None);
+    }
+}
