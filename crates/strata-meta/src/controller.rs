@@ -567,6 +567,38 @@ mod tests {
     }
 
     #[test]
+    fn tiered_config_rules_and_deleted_topics_are_remembered() {
+        let image = MetadataImage::default();
+        let mut compact_remote = spec("t", 1);
+        compact_remote.configs = vec![
+            ("cleanup.policy".into(), Some("compact".into())),
+            ("remote.storage.enable".into(), Some("true".into())),
+        ];
+        assert!(matches!(
+            create(&image, &compact_remote),
+            Err(ControllerError::InvalidConfig(_))
+        ));
+        let mut local_over_total = spec("t", 1);
+        local_over_total.configs = vec![
+            ("retention.ms".into(), Some("1000".into())),
+            ("local.retention.ms".into(), Some("2000".into())),
+        ];
+        assert!(matches!(
+            create(&image, &local_over_total),
+            Err(ControllerError::InvalidConfig(_))
+        ));
+        local_over_total.configs[1].1 = Some("500".into());
+        let image = create(&image, &local_over_total).unwrap();
+        let id = image.topic("t").unwrap().topic_id;
+        assert!(!image.was_deleted(&id));
+        let records = Controller::new(1).delete_topic(&image, id).unwrap();
+        let image = image.apply(&records);
+        assert!(image.topic_by_id(&id).is_none());
+        assert!(image.was_deleted(&id));
+        assert_eq!(image.deleted_topic_count(), 1);
+    }
+
+    #[test]
     fn partitions_grow_only() {
         let controller = Controller::new(1);
         let image = create(&MetadataImage::default(), &spec("t", 2)).unwrap();

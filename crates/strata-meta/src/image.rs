@@ -4,7 +4,7 @@
 //! and swaps it in. Invariants: topic names and ids map one-to-one; a topic's partitions are
 //! numbered `0..n` without gaps.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -43,6 +43,10 @@ pub struct MetadataImage {
     configs: BTreeMap<ConfigResource, BTreeMap<String, String>>,
     /// Producer ids below this have been allocated.
     pub next_producer_id_block: i64,
+    /// Ids of topics deleted so far. Data elsewhere (the tier) is deleted only for these: a
+    /// topic id the image has never heard of may mean a lost metadata log, not a deletion.
+    /// Shared between images; copied only when a topic is deleted.
+    deleted_topics: Arc<BTreeSet<Uuid>>,
 }
 
 impl MetadataImage {
@@ -58,6 +62,15 @@ impl MetadataImage {
 
     pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicImage>> {
         self.topics.values()
+    }
+
+    /// Whether a topic with this id existed and was deleted.
+    pub fn was_deleted(&self, topic_id: &Uuid) -> bool {
+        self.deleted_topics.contains(topic_id)
+    }
+
+    pub fn deleted_topic_count(&self) -> usize {
+        self.deleted_topics.len()
     }
 
     /// Explicitly set configs of a resource (no defaults).
@@ -135,6 +148,7 @@ impl MetadataImage {
                     .topic_names_by_id
                     .remove(topic_id)
                     .unwrap_or_else(|| panic!("removal of unknown topic id {topic_id}"));
+                Arc::make_mut(&mut self.deleted_topics).insert(*topic_id);
                 self.topics.remove(&name);
                 self.configs.remove(&ConfigResource::Topic(name));
             }

@@ -15,10 +15,11 @@
 //! A failing partition backs off exponentially (0.5 s doubling to 30 s) and is retried; the
 //! local log keeps accepting records meanwhile, up to `log.local.max.bytes` across the broker.
 //!
-//! Deleted topics: after any change to the set of topics, the pass lists the tier's topic
-//! directories and deletes those whose topic id the metadata image no longer has. Because the
-//! image is durable, an interrupted deletion is simply found again on a later pass or after a
-//! restart.
+//! Deleted topics: after a topic deletion (and once after start-up), the pass lists the tier's
+//! topic directories and deletes those whose topic id the metadata image records as deleted.
+//! Because the image is durable, an interrupted deletion is found again on a later pass or
+//! after a restart; a directory of an id the image never knew is kept (a lost metadata log
+//! must not turn into lost data).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,8 +98,8 @@ pub struct RemoteLogManager {
     store: TierStore,
     cache: Arc<RemoteReadCache>,
     partitions: Mutex<HashMap<(Uuid, i32), Arc<RemoteLogPartition>>>,
-    /// Topic ids of the image at the last complete sweep of deleted topics' data.
-    swept_topics: Mutex<Option<HashSet<Uuid>>>,
+    /// Deleted-topic count of the image at the last complete sweep of deleted topics' data.
+    swept_deletions: Mutex<Option<usize>>,
     /// Bytes in all local logs, refreshed every pass; compared with `log.local.max.bytes`.
     local_log_bytes: AtomicU64,
     local_max_bytes: i64,
@@ -126,7 +127,7 @@ impl RemoteLogManager {
             store,
             cache: RemoteReadCache::new(cache_bytes.max(0) as usize, chunk_bytes.max(1) as usize),
             partitions: Mutex::new(HashMap::new()),
-            swept_topics: Mutex::new(None),
+            swept_deletions: Mutex::new(None),
             local_log_bytes: AtomicU64::new(0),
             local_max_bytes: config.broker_value("log.local.max.bytes"),
             disk_limit_reached: AtomicBool::new(false),
@@ -425,36 +426,38 @@ impl RemoteLogManager {
         Ok(())
     }
 
-    /// Deletes the tier directories of topics no longer in the image, when the set of topics
-    /// changed since the last complete sweep (and once after start-up).
+    /// Deletes the tier directories of deleted topics, when topics were deleted since the last
+    /// complete sweep (and once after start-up). Only ids the image records as deleted go: a
+    /// directory of an id the image never knew (a lost or foreign metadata log) is kept.
     async fn sweep_deleted_topics(&self, broker: &Broker) -> Result<(), TierError> {
-        let current: HashSet<Uuid> = broker.image().topics().map(|t| t.topic_id).collect();
-        if self
-            .swept_topics
+        let deletions = broker.image().deleted_topic_count();
+        if *self
+            .swept_deletions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            == Some(&current)
+            == Some(deletions)
         {
             return Ok(());
         }
-        let dirs = self.store.list_topic_dirs().await?;
-        // The image is read after the listing: a directory listed belongs to a topic created
-        // before the listing, so a topic created meanwhile is in this image.
         let image = broker.image();
-        let live: HashSet<String> = image
-            .topics()
-            .map(|t| t.topic_id.simple().to_string())
-            .collect();
-        for (topic, topic_id) in dirs {
-            if live.contains(&topic_id) {
+        for (topic, topic_id) in self.store.list_topic_dirs().await? {
+            let Ok(id) = Uuid::parse_str(&topic_id) else {
+                continue;
+            };
+            if image.topic_by_id(&id).is_some() {
+                continue;
+            }
+            if !image.was_deleted(&id) {
+                tracing::warn!(%topic, %topic_id, "tier directory of a topic this cluster never had; keeping it");
                 continue;
             }
             let deleted = self.store.delete_topic_dir(&topic, &topic_id).await?;
             tracing::info!(%topic, %topic_id, objects = deleted, "deleted tier data of a deleted topic");
         }
-        *self.swept_topics.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(image.topics().map(|t| t.topic_id).collect());
+        *self
+            .swept_deletions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(image.deleted_topic_count());
         Ok(())
     }
 }
