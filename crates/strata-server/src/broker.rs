@@ -253,7 +253,8 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Retention and time-based flush, on blocking threads, at the configured intervals.
+/// Retention, time-based flush and the local-disk limit, on blocking threads, at the
+/// configured intervals (at least once a second).
 async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let retention_ms: i64 = broker
         .config
@@ -288,8 +289,10 @@ async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) 
                 // Retry logs that failed to open (the disk may have been freed since).
                 b.replicas.reconcile(&b.image(), &b.config);
             }
+            let mut local_bytes = 0;
             for partition in b.replicas.all() {
                 let mut log = partition.log();
+                local_bytes += log.snapshot().size_bytes;
                 if let Err(e) = log.maybe_flush(now) {
                     b.metrics.storage_errors.add(1);
                     tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "flush failed");
@@ -308,6 +311,7 @@ async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) 
                     }
                 }
             }
+            b.remote.update_disk_usage(local_bytes);
         })
         .await;
     }

@@ -22,7 +22,7 @@
 //! must not turn into lost data).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -100,8 +100,6 @@ pub struct RemoteLogManager {
     partitions: Mutex<HashMap<(Uuid, i32), Arc<RemoteLogPartition>>>,
     /// Deleted-topic count of the image at the last complete sweep of deleted topics' data.
     swept_deletions: Mutex<Option<usize>>,
-    /// Bytes in all local logs, refreshed every pass; compared with `log.local.max.bytes`.
-    local_log_bytes: AtomicU64,
     local_max_bytes: i64,
     disk_limit_reached: AtomicBool,
 }
@@ -128,7 +126,6 @@ impl RemoteLogManager {
             cache: RemoteReadCache::new(cache_bytes.max(0) as usize, chunk_bytes.max(1) as usize),
             partitions: Mutex::new(HashMap::new()),
             swept_deletions: Mutex::new(None),
-            local_log_bytes: AtomicU64::new(0),
             local_max_bytes: config.broker_value("log.local.max.bytes"),
             disk_limit_reached: AtomicBool::new(false),
         })
@@ -281,7 +278,6 @@ impl RemoteLogManager {
     /// One pass over every tiered partition, and the sweep of deleted topics when due.
     async fn pass(self: &Arc<Self>, broker: &Arc<Broker>, concurrency: usize) {
         let partitions = broker.replicas.all();
-        self.update_disk_usage(&partitions);
         let hosted: HashSet<(Uuid, i32)> =
             partitions.iter().map(|p| (p.topic_id, p.index)).collect();
         self.partitions
@@ -319,12 +315,9 @@ impl RemoteLogManager {
         }
     }
 
-    fn update_disk_usage(&self, partitions: &[Arc<Partition>]) {
-        let bytes: u64 = partitions
-            .iter()
-            .map(|p| p.log().snapshot().size_bytes)
-            .sum();
-        self.local_log_bytes.store(bytes, Ordering::Relaxed);
+    /// Compares `bytes`, the size of every local log, with `log.local.max.bytes`. Called by
+    /// the broker's housekeeping tick, which does not wait for the object store.
+    pub fn update_disk_usage(&self, bytes: u64) {
         let reached = self.local_max_bytes >= 0 && bytes >= self.local_max_bytes as u64;
         if reached != self.disk_limit_reached.swap(reached, Ordering::Relaxed) {
             if reached {

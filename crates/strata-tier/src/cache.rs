@@ -400,7 +400,7 @@ impl RemoteReadCache {
     /// Fetches chunk `k` in the background if it exists, is neither cached nor being
     /// fetched, and a read-ahead slot is free; otherwise does nothing. Also nothing outside a
     /// tokio runtime.
-    fn read_ahead(self: &Arc<Self>, log: &LogObject, k: u64) {
+    pub(crate) fn read_ahead(self: &Arc<Self>, log: &LogObject, k: u64) {
         if k.saturating_mul(self.chunk_bytes as u64) >= log.size {
             return;
         }

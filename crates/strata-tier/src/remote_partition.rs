@@ -227,8 +227,9 @@ impl RemotePartition {
         let mut next = offset;
         // Bounded by the manifest's segments: each turn moves past one.
         while let Some(seg) = manifest.segment_for(next) {
+            let following = manifest.segment_for(seg.end_offset.saturating_add(1));
             if let Some(found) = self
-                .read_segment(seg, offset, max_bytes, min_one_batch)
+                .read_segment(seg, following, offset, max_bytes, min_one_batch)
                 .await?
             {
                 return Ok(found);
@@ -246,9 +247,13 @@ impl RemotePartition {
     /// range before finding a wanted batch, or the first wanted batch (no larger than
     /// `max_bytes`) does not end in it, it reads again from there: every read makes progress,
     /// so the loop ends within the segment.
+    ///
+    /// A read that reaches the segment's last chunk starts a read-ahead of the first chunk of
+    /// `following`, so a consumer crossing segments does not wait for it.
     async fn read_segment(
         &self,
         seg: &RemoteSegment,
+        following: Option<&RemoteSegment>,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
@@ -262,6 +267,11 @@ impl RemotePartition {
             }
             let want = max_bytes.saturating_add(INDEX_SLACK_BYTES) as u64;
             let end = seg.size_bytes.min(start.saturating_add(want));
+            if let (Some(cache), Some(following)) = (&self.cache, following) {
+                if end.saturating_add(cache.chunk_bytes() as u64) >= seg.size_bytes {
+                    cache.read_ahead(&self.log_object(following), 0);
+                }
+            }
             let buf = self.read_log(&log, start, end).await?;
             let mut cursor = 0usize;
             // Where the returned batches start in `buf`, once the first is found.

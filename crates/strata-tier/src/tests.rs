@@ -608,6 +608,29 @@ async fn read_ahead_makes_the_next_chunk_a_hit() {
 }
 
 #[tokio::test]
+async fn read_ahead_crosses_into_the_next_segment() {
+    const CHUNK: usize = 1 << 20;
+    let cache = RemoteReadCache::new(16 << 20, CHUNK);
+    // Two segments, each smaller than one chunk.
+    let (part, manifest, logs) = setup(Some(Arc::clone(&cache)), &[(0, 20), (200, 20)]).await;
+    assert!(logs[0].len() < CHUNK && logs[1].len() < CHUNK);
+    let got = part.read(&manifest, 0, 1_000, true).await.unwrap();
+    assert_eq!(batch_offsets(&got), vec![0]);
+    // Index and chunk of segment 0, then the read-ahead of segment 1's first chunk.
+    let stats = wait_for(&cache, |s| {
+        s.remote_requests == 3 && cache.read_aheads_running() == 0
+    })
+    .await;
+    assert_eq!((stats.hits, stats.misses), (0, 2), "{stats:?}");
+    let second = headers(&logs[1])[0].base_offset;
+    let got = part.read(&manifest, second, 1_000, true).await.unwrap();
+    assert_eq!(batch_offsets(&got), vec![second]);
+    let after = cache.stats();
+    // Segment 1's index is a miss; its data chunk is a hit.
+    assert_eq!((after.hits, after.misses), (1, 3), "{after:?}");
+}
+
+#[tokio::test]
 async fn a_batch_larger_than_a_chunk_is_returned_whole() {
     for capacity in [1 << 20, 8 << 10] {
         let cache = RemoteReadCache::new(capacity, 1024);
