@@ -375,6 +375,14 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "partitions uploading to the tier at once",
     ),
     def(
+        "remote.fetch.max.wait.ms",
+        Int,
+        "500",
+        AtLeast(1),
+        &[],
+        "longest a fetch waits for the tier before answering without that partition's data",
+    ),
+    def(
         "remote.log.reader.cache.bytes",
         Long,
         "268435456",

@@ -102,6 +102,8 @@ pub struct RemoteLogManager {
     swept_deletions: Mutex<Option<usize>>,
     local_max_bytes: i64,
     disk_limit_reached: AtomicBool,
+    /// `remote.fetch.max.wait.ms`: how long a fetch waits for the tier.
+    fetch_max_wait: Duration,
 }
 
 impl RemoteLogManager {
@@ -128,6 +130,11 @@ impl RemoteLogManager {
             swept_deletions: Mutex::new(None),
             local_max_bytes: config.broker_value("log.local.max.bytes"),
             disk_limit_reached: AtomicBool::new(false),
+            fetch_max_wait: Duration::from_millis(
+                config
+                    .broker_value::<i64>("remote.fetch.max.wait.ms")
+                    .max(1) as u64,
+            ),
         })
     }
 
@@ -178,9 +185,11 @@ impl RemoteLogManager {
 
     /// Whole batches from `offset` (below the local log start) out of the tier: at most
     /// `max_bytes`, but the first batch whole when `min_one_batch`. Empty if the tier has
-    /// nothing there (yet).
+    /// nothing there (yet), or if the store does not answer within `remote.fetch.max.wait.ms`
+    /// (Kafka's KIP-1018 bound): the read then goes on in the background, and the consumer's
+    /// next fetch finds its chunks cached or joins the fetch still in flight.
     pub async fn read(
-        &self,
+        self: &Arc<Self>,
         broker: &Broker,
         partition: &Arc<Partition>,
         offset: i64,
@@ -188,25 +197,37 @@ impl RemoteLogManager {
         min_one_batch: bool,
     ) -> Result<Bytes, TierError> {
         let started = Instant::now();
-        let result = async {
-            let (state, manifest) = self.manifest(partition).await?;
+        let (rlm, p) = (self.clone(), partition.clone());
+        let read = tokio::spawn(async move {
+            let (state, manifest) = rlm.manifest(&p).await?;
             state
                 .remote
                 .read(&manifest, offset, max_bytes, min_one_batch)
                 .await
-        }
-        .await;
-        match &result {
+        });
+        let result = match tokio::time::timeout(self.fetch_max_wait, read).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(TierError::Io {
+                context: "reading from the tier".into(),
+                source: std::io::Error::other(join.to_string()),
+            }),
+            Err(_) => {
+                tracing::debug!(topic = %partition.topic, partition = partition.index, offset, "tier read still running after remote.fetch.max.wait.ms");
+                return Ok(Bytes::new());
+            }
+        };
+        match result {
             Ok(bytes) => {
                 broker.metrics.tier_read_bytes.add(bytes.len() as u64);
                 broker.metrics.tier_read_latency.observe(started.elapsed());
+                Ok(bytes)
             }
-            Err(e) => {
+            Err(error) => {
                 broker.metrics.tier_read_errors.add(1);
-                tracing::warn!(topic = %partition.topic, partition = partition.index, offset, error = %e, "read from the tier failed");
+                tracing::warn!(topic = %partition.topic, partition = partition.index, offset, %error, "read from the tier failed");
+                Err(error)
             }
         }
-        result
     }
 
     /// ListOffsets by timestamp in the tier: the first batch at or after `log_start_offset`
