@@ -35,4 +35,4 @@ pub use config::LogConfig;
 pub use error::LogError;
 pub use fsutil::write_atomic;
 pub use log::{AppendInfo, Log, LogOffsetSnapshot, ReadResult, DEFAULT_PRODUCER_ID_EXPIRATION_MS};
-pub use tiered::SegmentForUpload;
+pub use tiered::{SegmentForUpload, TierTail};

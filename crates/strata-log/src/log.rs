@@ -156,7 +156,7 @@ pub struct Log {
     dir: PathBuf,
     config: LogConfig,
     pub(crate) segments: BTreeMap<i64, LogSegment>,
-    log_start_offset: i64,
+    pub(crate) log_start_offset: i64,
     log_end_offset: i64,
     recovery_point: i64,
     producers: ProducerStateManager,
@@ -371,7 +371,7 @@ impl Log {
         Ok(())
     }
 
-    fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+    pub(crate) fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
         while let Some((_, seg)) = self.segments.pop_first() {
             seg.delete()?;
         }
@@ -384,7 +384,7 @@ impl Log {
         self.aborted.clear()
     }
 
-    fn load_producer_state(&mut self) -> Result<(), LogError> {
+    pub(crate) fn load_producer_state(&mut self) -> Result<(), LogError> {
         let leo = self.log_end_offset;
         let first_base = self.segments.keys().next().copied().unwrap_or(leo);
         let replay_from = self
@@ -430,7 +430,7 @@ impl Log {
         Ok(())
     }
 
-    fn persist_state(&self, clean_log_end_offset: Option<i64>) -> Result<(), LogError> {
+    pub(crate) fn persist_state(&self, clean_log_end_offset: Option<i64>) -> Result<(), LogError> {
         let state = PersistedState {
             log_start_offset: self.log_start_offset,
             recovery_point: self.recovery_point,

@@ -14,6 +14,22 @@ use crate::fsutil::{
     offset_file_path, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use crate::log::Log;
+use crate::txn::{AbortedTxn, ENTRY_BYTES};
+
+/// What the tier holds of a partition, for a local log that lost its data (a replaced disk,
+/// a deleted partition directory) to start after it.
+#[derive(Clone, Debug, Default)]
+pub struct TierTail {
+    pub log_start_offset: i64,
+    /// The offset after the tier's last segment.
+    pub next_offset: i64,
+    /// (epoch, start offset) of every leader epoch in the tier, in order.
+    pub leader_epochs: Vec<(i32, i64)>,
+    /// Producer state as of `next_offset` (the last segment's snapshot), if uploaded.
+    pub producer_snapshot: Option<Vec<u8>>,
+    /// Aborted-transaction entries of the tier's segments, concatenated in order.
+    pub aborted_txns: Vec<u8>,
+}
 
 /// A rolled segment the tier does not have yet, with everything uploaded alongside it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +64,51 @@ impl Log {
     /// in the other direction, and forgetting uploads only delays local deletion.
     pub fn set_highest_offset_in_remote(&mut self, offset: i64) {
         self.highest_offset_in_remote = self.highest_offset_in_remote.max(offset);
+    }
+
+    /// Whether this log has no records but the tier holds offsets at or after its end: the
+    /// local data was lost and [`Log::start_after_tier`] should run.
+    pub fn is_behind_tier(&self, tier_next_offset: i64) -> bool {
+        self.snapshot().size_bytes == 0 && self.log_end_offset() < tier_next_offset
+    }
+
+    /// Starts this empty local log where the tier ends, so the partition serves its tiered
+    /// records and producers continue at the right offsets: the log start becomes the tier's,
+    /// leader epochs, aborted transactions and producer state come from the tier.
+    pub fn start_after_tier(&mut self, tier: &TierTail) -> Result<(), LogError> {
+        assert!(
+            self.is_behind_tier(tier.next_offset),
+            "only an empty log behind the tier starts after it"
+        );
+        let next = tier.next_offset;
+        self.truncate_fully_and_start_at(next)?;
+        self.log_start_offset = tier.log_start_offset.clamp(0, next);
+        for &(epoch, start) in &tier.leader_epochs {
+            self.leader_epochs.assign(epoch, start)?;
+        }
+        for entry in tier.aborted_txns.chunks(ENTRY_BYTES) {
+            match AbortedTxn::decode(entry) {
+                Some(txn) if txn.last_offset >= self.log_start_offset => {
+                    self.aborted.append(txn)?
+                }
+                Some(_) => {}
+                None => {
+                    return Err(LogError::StorageCorruption(
+                        "unreadable aborted-transaction entry from the tier".into(),
+                    ))
+                }
+            }
+        }
+        self.aborted.sync()?;
+        if let Some(snapshot) = &tier.producer_snapshot {
+            let name = format!("{next:020}.{SNAPSHOT_SUFFIX}");
+            crate::fsutil::write_atomic(self.dir(), &name, snapshot)?;
+            self.load_producer_state()?;
+        }
+        self.highest_offset_in_remote = next - 1;
+        self.persist_state(None)?;
+        tracing::warn!(dir = %self.dir().display(), log_start_offset = self.log_start_offset, next, "local log was empty behind the tier; started after it");
+        Ok(())
     }
 
     /// Inactive segments after the highest offset in remote storage that may be copied now,

@@ -112,3 +112,73 @@ fn upload_waits_for_the_last_stable_offset() {
     assert!(log.last_stable_offset() == 0);
     assert!(log.segments_for_upload(10).expect("candidates").is_empty());
 }
+
+#[test]
+fn an_empty_log_starts_after_the_tier() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), tiered(-2));
+    // An idempotent producer's batches, so that its state must come back from the tier.
+    let mut seq = 0;
+    while log.snapshot().segments <= 2 {
+        let b = BatchBuilder::new(5)
+            .timestamp(NOW_MS)
+            .value_size(60)
+            .producer(9, 0, seq)
+            .build();
+        log.append_as_leader(&b, 3, NOW_MS).expect("append");
+        seq += 5;
+    }
+    let uploaded = log.segments_for_upload(10).expect("candidates");
+    let last = uploaded.last().expect("two rolled segments");
+    let next = last.end_offset + 1;
+    let snapshot = std::fs::read(last.producer_snapshot_file.as_ref().expect("snapshot kept"))
+        .expect("read snapshot");
+    let tail = crate::TierTail {
+        log_start_offset: 0,
+        next_offset: next,
+        leader_epochs: vec![(3, 0)],
+        producer_snapshot: Some(snapshot),
+        aborted_txns: Vec::new(),
+    };
+
+    // The partition directory is lost; a new, empty log takes over from the tier.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let mut log = open(fresh.path(), tiered(-2));
+    assert!(log.is_behind_tier(next));
+    log.start_after_tier(&tail).expect("start after the tier");
+    assert!(!log.is_behind_tier(next));
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, next));
+    assert_eq!(log.local_log_start_offset(), next);
+    assert_eq!(log.highest_offset_in_remote(), next - 1);
+    assert_eq!(log.latest_epoch(), Some(3));
+    assert!(matches!(
+        log.read(0, 1 << 20, true),
+        Err(LogError::NotLocal { .. })
+    ));
+    // The producer continues from the tier's state: the last batch written above went to
+    // the active segment, which the tier does not have, so it is the one expected next.
+    seq -= 5;
+    let next_batch = BatchBuilder::new(5)
+        .timestamp(NOW_MS)
+        .producer(9, 0, seq)
+        .build();
+    let appended = log
+        .append_as_leader(&next_batch, 3, NOW_MS)
+        .expect("append");
+    assert_eq!(appended.first_offset, next);
+    let gap = BatchBuilder::new(5)
+        .timestamp(NOW_MS)
+        .producer(9, 0, seq + 50)
+        .build();
+    assert!(matches!(
+        log.append_as_leader(&gap, 3, NOW_MS),
+        Err(LogError::OutOfOrderSequence(_))
+    ));
+    // The start survives a restart.
+    drop(log);
+    let log = open(fresh.path(), tiered(-2));
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (0, next + 5)
+    );
+}

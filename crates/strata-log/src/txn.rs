@@ -94,7 +94,7 @@ impl AbortedTxn {
         out
     }
 
-    fn decode(buf: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(buf: &[u8]) -> Option<Self> {
         let buf = buf.get(..ENTRY_BYTES)?;
         let crc = u32::from_be_bytes(buf[KAFKA_ENTRY_BYTES..].try_into().ok()?);
         if crc32c::crc32c(&buf[..KAFKA_ENTRY_BYTES]) != crc

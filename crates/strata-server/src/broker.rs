@@ -30,6 +30,8 @@ pub const CLEAN_SHUTDOWN_MARKER: &str = ".strata_cleanshutdown";
 const META_PROPERTIES: &str = "meta.properties";
 /// How often logs that failed to open are tried again.
 const OFFLINE_RETRY_INTERVAL_MS: i64 = 5_000;
+/// How long start-up waits for the tier to tell empty tiered partitions where they start.
+const TIER_STARTUP_WAIT: Duration = Duration::from_secs(10);
 /// Producer ids are reserved from the metadata log in blocks, as Kafka's controller does.
 const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
 
@@ -121,6 +123,13 @@ impl Broker {
             .replicas
             .reconcile(&broker.store.image(), &broker.config);
         broker.replicas.set_aside_stray_dirs();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.block_on(
+                broker
+                    .remote
+                    .load_empty_partitions(&broker, TIER_STARTUP_WAIT),
+            );
+        }
         tracing::info!(
             partitions = broker.replicas.all().len(),
             failed = failures.len(),

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use strata_log::SegmentForUpload;
+use strata_log::{SegmentForUpload, TierTail};
 use strata_tier::{
     AuxData, CacheStats, RemoteManifest, RemotePartition, RemoteReadCache, SegmentUpload,
     TierError, TierStore,
@@ -288,12 +288,64 @@ impl RemoteLogManager {
                 }
             }
             if let Some(next) = manifest.next_offset() {
-                partition.log().set_highest_offset_in_remote(next - 1);
+                let behind = partition.log().is_behind_tier(next);
+                if behind {
+                    let tail = tier_tail(&state.remote, &manifest).await?;
+                    let p = partition.clone();
+                    blocking(move || p.log().start_after_tier(&tail))
+                        .await
+                        .map_err(|e| TierError::Io {
+                            context: format!(
+                                "starting {}-{} after the tier",
+                                partition.topic, partition.index
+                            ),
+                            source: std::io::Error::other(e.to_string()),
+                        })?;
+                }
+                let mut log = partition.log();
+                if log.log_end_offset() < next {
+                    // Records were written locally over offsets the tier holds: the local data
+                    // was lost and replaced before the tier could be read. Keep both; the
+                    // overlapping segments are not uploaded.
+                    tracing::error!(topic = %partition.topic, partition = partition.index, log_end_offset = log.log_end_offset(), tier_next_offset = next, "local log is behind the tier but not empty");
+                }
+                log.set_highest_offset_in_remote(next - 1);
             }
             state.publish(&manifest);
             *writer = Some(manifest);
         }
         Ok(writer.as_mut().expect("loaded above"))
+    }
+
+    /// At start-up, before clients are served: loads the manifest of every tiered partition
+    /// whose local log is empty, so that one whose local data was lost starts after the tier
+    /// before a producer can write over offsets the tier holds. Waits at most `limit`; a
+    /// store that does not answer by then is tried again by the passes.
+    pub async fn load_empty_partitions(&self, broker: &Broker, limit: Duration) {
+        let empty: Vec<Arc<Partition>> = broker
+            .replicas
+            .all()
+            .into_iter()
+            .filter(|p| {
+                let log = p.log();
+                log.config().remote_storage_enable && log.snapshot().size_bytes == 0
+            })
+            .collect();
+        if empty.is_empty() {
+            return;
+        }
+        let load = async {
+            for partition in &empty {
+                let state = self.partition_state(partition);
+                let mut writer = state.writer.lock().await;
+                if let Err(e) = self.load(&state, partition, &mut writer).await {
+                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot read the tier at start-up");
+                }
+            }
+        };
+        if tokio::time::timeout(limit, load).await.is_err() {
+            tracing::warn!(partitions = empty.len(), "the tier did not answer at start-up; empty partitions are checked again by the next passes");
+        }
     }
 
     /// One pass over every tiered partition, and the sweep of deleted topics when due.
@@ -474,6 +526,36 @@ impl RemoteLogManager {
             .unwrap_or_else(|e| e.into_inner()) = Some(image.deleted_topic_count());
         Ok(())
     }
+}
+
+/// What a local log that lost its data needs from the tier to start after it.
+async fn tier_tail(
+    remote: &RemotePartition,
+    manifest: &RemoteManifest,
+) -> Result<TierTail, TierError> {
+    let mut tail = TierTail {
+        log_start_offset: manifest
+            .segments
+            .first()
+            .map_or(0, |s| s.base_offset)
+            .max(manifest.log_start_offset),
+        next_offset: manifest.next_offset().unwrap_or(0),
+        ..TierTail::default()
+    };
+    for seg in &manifest.segments {
+        for &(epoch, start) in &seg.leader_epochs {
+            if tail.leader_epochs.last().is_none_or(|(e, _)| *e < epoch) {
+                tail.leader_epochs.push((epoch, start));
+            }
+        }
+        if let Some(aborted) = remote.read_aux(seg, "txnindex").await? {
+            tail.aborted_txns.extend_from_slice(&aborted);
+        }
+    }
+    if let Some(last) = manifest.segments.last() {
+        tail.producer_snapshot = remote.read_aux(last, "snapshot").await?.map(|b| b.to_vec());
+    }
+    Ok(tail)
 }
 
 /// The segment's files as the tier stores them.

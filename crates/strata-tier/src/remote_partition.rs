@@ -530,6 +530,20 @@ impl RemotePartition {
         ))
     }
 
+    /// A segment's auxiliary object (`snapshot`, `txnindex`, ...); `None` if it was not
+    /// uploaded with the segment.
+    pub async fn read_aux(
+        &self,
+        seg: &RemoteSegment,
+        ext: &str,
+    ) -> Result<Option<Bytes>, TierError> {
+        if !seg.files.iter().any(|f| f == ext) {
+            return Ok(None);
+        }
+        let object = self.segment_object(seg.base_offset, &seg.id, ext);
+        Ok(Some(self.store.store.get(&object).await?.bytes().await?))
+    }
+
     /// Drops every segment that ends below `offset` from the manifest (written first), then
     /// deletes their objects. Returns how many segments went.
     pub async fn delete_below(
