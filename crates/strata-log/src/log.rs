@@ -838,7 +838,8 @@ impl Log {
         self.unflushed_records = 0;
         self.last_flush_ms = now_ms;
         self.aborted.sync()?;
-        self.producers.take_snapshot(leo)?;
+        self.producers
+            .take_snapshot(leo, self.snapshots_kept_above())?;
         self.persist_state(None)
     }
 
@@ -1200,7 +1201,8 @@ impl Log {
     pub fn close(mut self) -> Result<(), LogError> {
         self.flush()?;
         self.aborted.sync()?;
-        self.producers.take_snapshot(self.log_end_offset)?;
+        self.producers
+            .take_snapshot(self.log_end_offset, self.snapshots_kept_above())?;
         self.persist_state(Some(self.log_end_offset))
     }
 

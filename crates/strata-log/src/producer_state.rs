@@ -583,13 +583,15 @@ impl ProducerStateManager {
     }
 
     /// Writes the state as of `offset` (every batch below it applied) and keeps
-    /// only the newest `SNAPSHOTS_TO_KEEP` snapshot files.
-    pub(crate) fn take_snapshot(&self, offset: i64) -> Result<(), LogError> {
+    /// only the newest `SNAPSHOTS_TO_KEEP` snapshot files, and every one above
+    /// `keep_above` (a tiered log keeps the snapshots of segments not yet uploaded,
+    /// which go to the tier with them).
+    pub(crate) fn take_snapshot(&self, offset: i64, keep_above: i64) -> Result<(), LogError> {
         let name = format!("{offset:020}.{SNAPSHOT_SUFFIX}");
         fsutil::write_atomic(&self.dir, &name, &self.encode())?;
         let offsets = self.list_snapshots()?;
         let excess = offsets.len().saturating_sub(SNAPSHOTS_TO_KEEP);
-        for old in &offsets[..excess] {
+        for old in offsets[..excess].iter().filter(|o| **o <= keep_above) {
             fsutil::remove_if_exists(&offset_file_path(&self.dir, *old, SNAPSHOT_SUFFIX))?;
         }
         Ok(())
@@ -792,7 +794,7 @@ mod tests {
         append(&mut m, &header(1, 0, 0, 3), 0).expect("append");
         append(&mut m, &header(2, 4, 10, 1), 3).expect("append");
         for offset in [4, 5, 6] {
-            m.take_snapshot(offset).expect("snapshot");
+            m.take_snapshot(offset, i64::MAX).expect("snapshot");
         }
         assert_eq!(m.list_snapshots().expect("list"), vec![5, 6]);
         let mut loaded = ProducerStateManager::new(dir.path());
@@ -849,7 +851,7 @@ mod tests {
             .expect("stage");
         m.commit(staging);
         assert_eq!(m.open_transactions(), vec![(7, 2, 15)]);
-        m.take_snapshot(16).expect("snapshot");
+        m.take_snapshot(16, i64::MAX).expect("snapshot");
         let mut loaded = ProducerStateManager::new(dir.path());
         assert_eq!(loaded.load_latest_snapshot(16).expect("load"), Some(16));
         assert_eq!(loaded.open_transactions(), vec![(7, 2, 15)]);

@@ -14,6 +14,10 @@ use crate::fsutil::{
     offset_file_path, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, SNAPSHOT_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use crate::log::Log;
+
+/// Producer snapshots are a few dozen bytes per producer; one larger than this is not read
+/// into memory for upload (the segment goes without it).
+const MAX_SNAPSHOT_BYTES: u64 = 64 << 20;
 use crate::txn::{AbortedTxn, ENTRY_BYTES};
 
 /// What the tier holds of a partition, for a local log that lost its data (a replaced disk,
@@ -44,8 +48,9 @@ pub struct SegmentForUpload {
     pub log_file: PathBuf,
     pub offset_index_file: PathBuf,
     pub time_index_file: PathBuf,
-    /// Producer state as of the segment's end (taken when the segment rolled), if still kept.
-    pub producer_snapshot_file: Option<PathBuf>,
+    /// Producer state as of the segment's end (taken when the segment rolled), read while
+    /// the log was locked: the file may be pruned once the segment is uploaded.
+    pub producer_snapshot: Option<Vec<u8>>,
     /// Leader epochs in effect within the segment: (epoch, start offset).
     pub leader_epochs: Vec<(i32, i64)>,
     /// Aborted transactions whose ABORT marker is in the segment, in the `.txnindex` entry
@@ -64,6 +69,16 @@ impl Log {
     /// in the other direction, and forgetting uploads only delays local deletion.
     pub fn set_highest_offset_in_remote(&mut self, offset: i64) {
         self.highest_offset_in_remote = self.highest_offset_in_remote.max(offset);
+    }
+
+    /// Snapshots above this offset are never pruned: a tiered log keeps those of segments
+    /// not yet uploaded.
+    pub(crate) fn snapshots_kept_above(&self) -> i64 {
+        if self.config().remote_storage_enable {
+            self.highest_offset_in_remote + 1
+        } else {
+            i64::MAX
+        }
     }
 
     /// Whether this log has no records but the tier holds offsets at or after its end: the
@@ -138,7 +153,15 @@ impl Log {
             }
             let seg = &self.segments[&base];
             let max_ts = seg.max_timestamp(self.config())?;
-            let snapshot = offset_file_path(self.dir(), pair[1], SNAPSHOT_SUFFIX);
+            let snapshot_path = offset_file_path(self.dir(), pair[1], SNAPSHOT_SUFFIX);
+            let snapshot = match crate::fsutil::read_small_file(&snapshot_path, MAX_SNAPSHOT_BYTES)
+            {
+                Err(LogError::StorageCorruption(why)) => {
+                    tracing::warn!(%why, "uploading a segment without its producer snapshot");
+                    None
+                }
+                other => other?,
+            };
             out.push(SegmentForUpload {
                 base_offset: base,
                 end_offset: end,
@@ -148,7 +171,7 @@ impl Log {
                 log_file: seg.path(LOG_SUFFIX),
                 offset_index_file: seg.path(OFFSET_INDEX_SUFFIX),
                 time_index_file: seg.path(TIME_INDEX_SUFFIX),
-                producer_snapshot_file: snapshot.exists().then_some(snapshot),
+                producer_snapshot: snapshot,
                 leader_epochs: self.leader_epochs_within(base, end),
                 aborted_txns: self
                     .aborted

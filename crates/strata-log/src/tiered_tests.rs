@@ -50,6 +50,10 @@ fn local_retention_deletes_only_uploaded_segments() {
     }
     assert!(candidates[0].log_file.exists() && candidates[0].offset_index_file.exists());
     assert_eq!(candidates[0].leader_epochs, vec![(0, 0)]);
+    assert!(
+        candidates.iter().all(|c| c.producer_snapshot.is_some()),
+        "snapshots of segments not yet uploaded are kept for the upload"
+    );
     assert_eq!(log.segments_for_upload(2).expect("candidates").len(), 2);
     assert_eq!(log.upload_lag().1, 4);
 
@@ -131,8 +135,7 @@ fn an_empty_log_starts_after_the_tier() {
     let uploaded = log.segments_for_upload(10).expect("candidates");
     let last = uploaded.last().expect("two rolled segments");
     let next = last.end_offset + 1;
-    let snapshot = std::fs::read(last.producer_snapshot_file.as_ref().expect("snapshot kept"))
-        .expect("read snapshot");
+    let snapshot = last.producer_snapshot.clone().expect("snapshot kept");
     let tail = crate::TierTail {
         log_start_offset: 0,
         next_offset: next,

@@ -349,7 +349,8 @@ impl RemoteLogManager {
     }
 
     /// One pass over every tiered partition, and the sweep of deleted topics when due.
-    async fn pass(self: &Arc<Self>, broker: &Arc<Broker>, concurrency: usize) {
+    /// Returns whether a partition has more segments to upload than one pass takes.
+    async fn pass(self: &Arc<Self>, broker: &Arc<Broker>, concurrency: usize) -> bool {
         let partitions = broker.replicas.all();
         let hosted: HashSet<(Uuid, i32)> =
             partitions.iter().map(|p| (p.topic_id, p.index)).collect();
@@ -379,13 +380,18 @@ impl RemoteLogManager {
                 }
                 state.record(result.is_ok());
                 drop(permit);
+                result.unwrap_or(false)
             });
         }
-        while tasks.join_next().await.is_some() {}
+        let mut more = false;
+        while let Some(done) = tasks.join_next().await {
+            more |= done.unwrap_or(false);
+        }
         if let Err(e) = self.sweep_deleted_topics(broker).await {
             broker.metrics.tier_upload_errors.add(1);
             tracing::warn!(error = %e, "cannot delete tier data of deleted topics; will retry");
         }
+        more
     }
 
     /// Compares `bytes`, the size of every local log, with `log.local.max.bytes`. Called by
@@ -401,13 +407,14 @@ impl RemoteLogManager {
         }
     }
 
-    /// Retention, deletion and uploads of one partition (module docs, steps 1-3).
+    /// Retention, deletion and uploads of one partition (module docs, steps 1-3). Returns
+    /// whether segments are left to upload after [`UPLOADS_PER_PASS`].
     async fn sync_partition(
         &self,
         broker: &Broker,
         partition: &Arc<Partition>,
         state: &RemoteLogPartition,
-    ) -> Result<(), TierError> {
+    ) -> Result<bool, TierError> {
         let mut writer = state.writer.lock().await;
         let manifest = self.load(state, partition, &mut writer).await?;
 
@@ -458,7 +465,7 @@ impl RemoteLogManager {
             let next = blocking(move || p.log().segments_for_upload(1)).await;
             let segment = match next {
                 Ok(mut v) if !v.is_empty() => v.remove(0),
-                Ok(_) => break,
+                Ok(_) => return Ok(false),
                 Err(e) => {
                     return Err(TierError::Io {
                         context: format!(
@@ -489,7 +496,7 @@ impl RemoteLogManager {
             })
             .await;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Deletes the tier directories of deleted topics, when topics were deleted since the last
@@ -564,8 +571,11 @@ fn upload_of(s: SegmentForUpload) -> SegmentUpload {
         ("index".to_string(), AuxData::File(s.offset_index_file)),
         ("timeindex".to_string(), AuxData::File(s.time_index_file)),
     ];
-    if let Some(snapshot) = s.producer_snapshot_file {
-        aux.push(("snapshot".to_string(), AuxData::File(snapshot)));
+    if let Some(snapshot) = s.producer_snapshot {
+        aux.push((
+            "snapshot".to_string(),
+            AuxData::Bytes(Bytes::from(snapshot)),
+        ));
     }
     if !s.aborted_txns.is_empty() {
         aux.push((
@@ -643,15 +653,19 @@ pub(crate) async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         .broker_value("remote.log.manager.thread.pool.size");
     let mut ticker = tokio::time::interval(Duration::from_millis(interval.max(10) as u64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut more = false;
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = crate::broker::stopped(&mut stop) => return,
+        // A backlog (more segments than one pass uploads) goes on at once.
+        if !more {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = crate::broker::stopped(&mut stop) => return,
+            }
         }
         let (rlm, b) = (broker.remote.clone(), broker.clone());
         let pass = async move { rlm.pass(&b, concurrency.max(1) as usize).await };
         tokio::select! {
-            _ = pass => {}
+            again = pass => more = again,
             // An upload in flight is abandoned at shutdown: its objects are orphans that the
             // next start deletes, and the manifest never named them.
             _ = crate::broker::stopped(&mut stop) => return,
