@@ -78,9 +78,59 @@ def test_bench_all_scenarios_on_a_private_broker(tmp_path):
     start = report["startup"]
     assert positive(start["small_start_seconds"]) and positive(start["large_start_seconds"])
     assert start["large_bytes"] == 4 << 20
+    check_tiered(report["tiered"], produced=4 << 20)
     assert report["notes"] == []
     # The bench cleans up after itself: its private broker is gone.
     assert not any(tmp_path.joinpath("bench").glob("**/strata-bench-*-0"))
+
+
+def check_tiered(t: dict, produced: int) -> None:
+    assert t["object_store"].startswith("file://")
+    hot, cold = t["hot"], t["cold"]
+    assert hot["bytes"] == produced
+    # Most of the tiered topic left local disk, and the cold read came from the tier.
+    assert produced // 2 <= cold["bytes"] < produced
+    assert t["cold_tier_read_bytes"] >= cold["bytes"]
+    for side in (hot, cold):
+        assert positive(side["mb_per_s"]) and positive(side["seconds"])
+    assert positive(t["cold_over_hot_mb_per_s"])
+    assert t["cold_cache_misses"] > 0 and 0 <= t["cold_cache_hit_ratio"] <= 1
+    small, large = t["small"], t["large"]
+    assert small["bytes_produced"] == produced and large["bytes_produced"] == 10 * produced
+    for f in (small, large):
+        assert positive(f["local_log_bytes"]) and positive(f["start_seconds"])
+        assert f["local_segments"] > 0
+    assert large["tier_bytes"] > 5 * small["tier_bytes"] > 0
+    # Local retention keeps local disk about the same whatever the tier holds.
+    assert t["local_disk_large_over_small"] < 3
+    assert positive(t["start_large_over_small"])
+
+
+@pytest.mark.timeout(60)
+def test_bench_tiered_scenario(tmp_path):
+    report = run_bench(
+        "--scenarios", "tiered",
+        "--data-dir", str(tmp_path),
+        "--produce-bytes", "4MiB",
+        "--partitions", "2",
+        # Uploads settle within a few passes of 100 ms.
+        "--broker-override", "remote.log.manager.task.interval.ms=100",
+        timeout=55,
+    )
+    assert report["notes"] == []
+    t = report["tiered"]
+    assert t["partitions"] == 2
+    check_tiered(t, produced=4 << 20)
+    assert "produce" not in report and "startup" not in report
+    # The tiered brokers' data (local logs and the tier) is gone.
+    assert not list(tmp_path.glob("tiered-*"))
+
+
+@pytest.mark.timeout(60)
+def test_bench_tiered_scenario_needs_its_own_brokers(broker):
+    report = run_bench("--bootstrap", broker.bootstrap, "--scenarios", "tiered", timeout=55)
+    assert "tiered" not in report
+    assert any(n.startswith("tiered: skipped") for n in report["notes"]), report["notes"]
 
 
 @pytest.mark.timeout(120)

@@ -96,8 +96,21 @@ impl Clients {
     /// Creates `topic` with `partitions` partitions (replication factor 1, or the broker's
     /// default when it has more brokers) and waits until its metadata shows every partition.
     pub fn create_topic(&self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        self.create_topic_with(topic, partitions, &[])
+    }
+
+    /// [`Clients::create_topic`] with topic configs (`segment.bytes`, ...).
+    pub fn create_topic_with(
+        &self,
+        topic: &str,
+        partitions: i32,
+        configs: &[(&str, String)],
+    ) -> anyhow::Result<()> {
         let admin = self.admin_client()?;
-        let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+        let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
+        for (key, value) in configs {
+            new = new.set(key, value);
+        }
         let runtime = runtime()?;
         let results = runtime
             .block_on(admin.create_topics([&new], &admin_options()))
@@ -151,14 +164,26 @@ impl Clients {
 
     /// The (low, high) watermarks of every partition of `topic`.
     pub fn watermarks(&self, topic: &str, partitions: i32) -> anyhow::Result<Vec<(i64, i64)>> {
+        self.watermarks_timed(topic, partitions)
+            .map(|(marks, _)| marks)
+    }
+
+    /// [`Clients::watermarks`], and when the last of them arrived: closing the client
+    /// afterwards takes librdkafka about 100 ms more, which is no part of the broker's answer.
+    pub fn watermarks_timed(
+        &self,
+        topic: &str,
+        partitions: i32,
+    ) -> anyhow::Result<(Vec<(i64, i64)>, Instant)> {
         let consumer: BaseConsumer = self.consumer().create()?;
-        (0..partitions)
+        let marks = (0..partitions)
             .map(|p| {
                 consumer
                     .fetch_watermarks(topic, p, Duration::from_secs(10))
                     .with_context(|| format!("cannot read the offsets of {topic}-{p}"))
             })
-            .collect()
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((marks, Instant::now()))
     }
 }
 

@@ -1,6 +1,7 @@
 //! `strata bench`: drives a Kafka-compatible broker with librdkafka (producer throughput,
-//! consumer throughput, end-to-end latency, idle partitions and connections, start-up time),
-//! measures the machine's own limits in the same run, and reports every result beside them.
+//! consumer throughput, end-to-end latency, idle partitions and connections, start-up time,
+//! tiered storage), measures the machine's own limits in the same run, and reports every
+//! result beside them.
 //!
 //! Speed is judged from this report, never by a timed test: the numbers are only meaningful as
 //! ratios to baselines measured on the same machine at the same time.
@@ -11,6 +12,7 @@
 mod baseline;
 mod client;
 mod consumer;
+mod metrics;
 mod options;
 mod process;
 mod producer;

@@ -21,6 +21,10 @@ pub enum Scenario {
     IdleConnections,
     /// Start-up time after a clean shutdown, small data vs large data (private broker only).
     Startup,
+    /// Tiered storage (private brokers with a `file://` tier; skipped with --bootstrap): cold
+    /// reads from the tier vs hot reads from local disk, and local disk use and start-up time
+    /// with 1× and 10× the data at the same local retention. Sized by --produce-bytes.
+    Tiered,
     /// Every scenario above.
     All,
 }
@@ -59,7 +63,8 @@ pub struct BenchArgs {
     /// Size of each record's value.
     #[arg(long, default_value = "1KiB")]
     pub record_size: ByteSize,
-    /// How much the produce scenario writes.
+    /// How much the produce scenario writes. The tiered scenario writes this much into each of
+    /// its two read topics, and this much then ten times as much for its growth measurement.
     #[arg(long, default_value = "1GiB")]
     pub produce_bytes: ByteSize,
     /// Producer clients, each on its own thread.

@@ -170,6 +170,10 @@ pub fn find_listener_pid(port: u16) -> Option<u32> {
 pub struct LocalBroker {
     child: Child,
     pub addr: SocketAddr,
+    /// The admin HTTP address (/health, /metrics).
+    pub http: SocketAddr,
+    /// The broker's `--data-dir`.
+    pub data_dir: PathBuf,
     args: Vec<String>,
     log: PathBuf,
 }
@@ -177,10 +181,20 @@ pub struct LocalBroker {
 impl LocalBroker {
     /// Starts a broker and waits until it accepts connections.
     pub fn start(data_dir: &Path, overrides: &[String]) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, &[], overrides)
+    }
+
+    /// [`LocalBroker::start`] with more `strata serve` arguments (`--object-store URL`).
+    pub fn start_with(
+        data_dir: &Path,
+        serve_args: &[String],
+        overrides: &[String],
+    ) -> anyhow::Result<Self> {
         fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create {}", data_dir.display()))?;
         let addr = free_loopback_addr()?;
         let http = free_loopback_addr()?;
+        let broker_dir = data_dir.join("broker");
         let mut args = vec![
             "serve".to_string(),
             "--listen".into(),
@@ -188,8 +202,9 @@ impl LocalBroker {
             "--http".into(),
             http.to_string(),
             "--data-dir".into(),
-            data_dir.join("broker").display().to_string(),
+            broker_dir.display().to_string(),
         ];
+        args.extend(serve_args.iter().cloned());
         for o in overrides {
             args.push("--override".into());
             args.push(o.clone());
@@ -199,6 +214,8 @@ impl LocalBroker {
         let mut broker = LocalBroker {
             child,
             addr,
+            http,
+            data_dir: broker_dir,
             args,
             log,
         };
@@ -208,6 +225,11 @@ impl LocalBroker {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Where the broker's output goes (warnings and errors only: RUST_LOG=warn).
+    pub fn log_path(&self) -> &Path {
+        &self.log
     }
 
     /// Stops the broker with SIGTERM (a clean shutdown) and waits for it to exit.

@@ -111,7 +111,7 @@ impl ProducerLoad<'_> {
         }));
         let start = Arc::new(Barrier::new(producers));
         let started = Instant::now();
-        thread::scope(|scope| -> anyhow::Result<()> {
+        let finished_at = thread::scope(|scope| -> anyhow::Result<Instant> {
             let workers: Vec<_> = (0..producers)
                 .map(|i| {
                     let share = self.records / producers as u64
@@ -121,13 +121,16 @@ impl ProducerLoad<'_> {
                     scope.spawn(move || self.produce(share, rate, counter, &start))
                 })
                 .collect();
+            let mut last = started;
             for w in workers {
-                w.join()
+                let finished = w
+                    .join()
                     .map_err(|_| anyhow::anyhow!("a producer thread panicked"))??;
+                last = last.max(finished);
             }
-            Ok(())
+            Ok(last)
         })?;
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = finished_at.duration_since(started).as_secs_f64();
         let failed = counter.0.failed.load(Ordering::Relaxed);
         if failed > 0 {
             let first = counter
@@ -164,7 +167,7 @@ impl ProducerLoad<'_> {
         rate: Option<f64>,
         counter: DeliveryCounter,
         start: &Barrier,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Instant> {
         let producer: BaseProducer<DeliveryCounter> = self
             .config
             .create_with_context(counter)
@@ -211,7 +214,8 @@ impl ProducerLoad<'_> {
         producer
             .flush(Duration::from_secs(300))
             .context("records still unacknowledged after 300 s")?;
-        Ok(())
+        // Before the client closes (which is no part of producing).
+        Ok(Instant::now())
     }
 }
 

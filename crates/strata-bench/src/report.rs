@@ -27,6 +27,8 @@ pub struct Report {
     pub idle_connections: Option<IdleConnections>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub startup: Option<Startup>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tiered: Option<Tiered>,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
 }
@@ -203,6 +205,64 @@ pub struct Startup {
     pub large_stop_seconds: f64,
 }
 
+/// Tiered storage: reads from the tier against reads from local disk, and what holding more
+/// data in the tier costs locally. Each part runs on a private broker of its own, started with
+/// `--object-store file://<work dir>/.../tier`.
+#[derive(Serialize)]
+pub struct Tiered {
+    /// The tier of the read measurement (a directory on the broker's own disk).
+    pub object_store: String,
+    pub partitions: i32,
+    /// `segment.bytes` of every topic of the scenario.
+    pub segment_bytes: u64,
+    /// `local.retention.bytes` of the tiered topics, per partition.
+    pub local_retention_bytes: u64,
+    /// The producers' `batch.size`: at most a quarter segment, so that segments roll at size.
+    pub batch_size: u64,
+    /// From the last acknowledgement of the tiered topic's records until the broker reported
+    /// no upload lag (every rolled segment in the tier, local retention applied).
+    pub upload_settle_seconds: f64,
+    /// The tiered topic from its log start to its local log start: records only in the tier.
+    pub cold: Throughput,
+    /// A topic of the same size with everything on local disk (`remote.storage.enable=false`).
+    pub hot: Throughput,
+    pub cold_over_hot_mb_per_s: f64,
+    pub cold_over_hot_broker_cpu_per_gb: Option<f64>,
+    /// The tier read cache during the cold read (the broker's counters, as deltas).
+    pub cold_cache_hits: u64,
+    pub cold_cache_misses: u64,
+    pub cold_cache_hit_ratio: Option<f64>,
+    /// Record bytes the broker served from the tier during the cold read.
+    pub cold_tier_read_bytes: u64,
+    /// Bytes the broker fetched from the object store during the cold read (read-ahead too).
+    pub cold_store_read_bytes: u64,
+    /// What the read cache held right after the cold read (`remote.log.reader.cache.bytes`
+    /// bounds it), beside the broker's RSS in `cold.usage`.
+    pub cache_bytes_after_cold: Option<u64>,
+    /// The growth measurement: the same tiered topic after 1× and after 10× the data.
+    pub small: TieredFootprint,
+    pub large: TieredFootprint,
+    pub local_disk_large_over_small: f64,
+    pub start_large_over_small: f64,
+    pub caveat: &'static str,
+}
+
+/// A tiered broker's local footprint after its uploads and local retention settled.
+#[derive(Serialize)]
+pub struct TieredFootprint {
+    pub bytes_produced: u64,
+    /// Disk space (allocated blocks, as `du` counts) under the broker's `logs/`.
+    pub local_log_bytes: u64,
+    /// Segment files of the tiered topic on local disk.
+    pub local_segments: u64,
+    /// Bytes of the objects in the tier.
+    pub tier_bytes: u64,
+    /// Start until every partition answers ListOffsets, after a clean shutdown (fastest of
+    /// five restarts, after the data was written back to disk).
+    pub start_seconds: f64,
+    pub stop_seconds: f64,
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.digits$}"))
 }
@@ -342,6 +402,9 @@ impl fmt::Display for Report {
                 s.large_over_small
             )?;
         }
+        if let Some(t) = &self.tiered {
+            write_tiered(&mut o, t)?;
+        }
         for n in &self.notes {
             writeln!(o, "\nnote: {n}")?;
         }
@@ -354,4 +417,67 @@ fn percentiles_line(p: &Percentiles) -> String {
         "p50 {:.2} ms · p90 {:.2} · p99 {:.2} · p99.9 {:.2} · max {:.2} · p99/p50 {:.2}",
         p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms, p.p99_over_p50
     )
+}
+
+fn write_tiered(o: &mut String, t: &Tiered) -> fmt::Result {
+    const MB: f64 = 1e6;
+    writeln!(o, "\ntiered storage (tier {})", t.object_store)?;
+    writeln!(
+        o,
+        "  {} partitions · segments {:.1} MB · local retention {:.1} MB per partition · batches {:.0} KB · uploads settled {:.2} s after producing",
+        t.partitions,
+        t.segment_bytes as f64 / MB,
+        t.local_retention_bytes as f64 / MB,
+        t.batch_size as f64 / 1e3,
+        t.upload_settle_seconds
+    )?;
+    for (name, r) in [
+        ("cold, from the tier ", &t.cold),
+        ("hot, from local disk", &t.hot),
+    ] {
+        writeln!(
+            o,
+            "  {name}: {:.1} MB/s · {:.1} MB in {:.2} s · broker CPU {} s/GB · broker {} cores · client {:.2} cores · broker peak RSS {} MiB",
+            r.mb_per_s,
+            r.bytes as f64 / MB,
+            r.seconds,
+            opt(r.broker_cpu_s_per_gb, 2),
+            opt(r.broker_cores, 2),
+            r.client_cores,
+            opt(r.usage.broker_peak_rss_mib, 0)
+        )?;
+    }
+    writeln!(
+        o,
+        "  cold/hot: {:.2}× throughput · {}× broker CPU per GB",
+        t.cold_over_hot_mb_per_s,
+        opt(t.cold_over_hot_broker_cpu_per_gb, 2),
+    )?;
+    writeln!(
+        o,
+        "  read cache during the cold read: hit ratio {} ({} hits, {} misses) · {:.1} MB from the store · {} MiB cached after",
+        opt(t.cold_cache_hit_ratio, 2),
+        t.cold_cache_hits,
+        t.cold_cache_misses,
+        t.cold_store_read_bytes as f64 / MB,
+        opt(t.cache_bytes_after_cold.map(|b| b as f64 / (1u64 << 20) as f64), 0)
+    )?;
+    for (label, f) in [("1× ", &t.small), ("10×", &t.large)] {
+        writeln!(
+            o,
+            "  {label} data ({:.1} MB produced): local logs {:.1} MB in {} segments · tier {:.1} MB · start-up {:.3} s (stop took {:.3} s)",
+            f.bytes_produced as f64 / MB,
+            f.local_log_bytes as f64 / MB,
+            f.local_segments,
+            f.tier_bytes as f64 / MB,
+            f.start_seconds,
+            f.stop_seconds
+        )?;
+    }
+    writeln!(
+        o,
+        "  10× vs 1×: {:.2}× local disk · {:.2}× start-up",
+        t.local_disk_large_over_small, t.start_large_over_small
+    )?;
+    writeln!(o, "  ({})", t.caveat)
 }

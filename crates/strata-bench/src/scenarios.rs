@@ -1,5 +1,7 @@
 //! The scenarios of `strata bench`, each measuring the broker's resources around its load.
 
+mod tiered;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::ClientConfig;
 
 use crate::baseline;
 use crate::client::Clients;
@@ -134,6 +137,9 @@ impl<'a> Bench<'a> {
         if a.wants(Scenario::Startup) {
             self.startup()?;
         }
+        if a.wants(Scenario::Tiered) {
+            self.tiered()?;
+        }
         Ok(())
     }
 
@@ -145,21 +151,7 @@ impl<'a> Bench<'a> {
 
     /// Runs `f` and reports the broker's and this process's CPU and the broker's peak RSS.
     fn metered<T>(&self, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<(T, Usage)> {
-        let me = ProcessStats::current();
-        let sampler = self.broker.map(RssSampler::start);
-        let broker_before = self.broker.and_then(|b| b.cpu_seconds().ok());
-        let client_before = me.cpu_seconds()?;
-        let started = Instant::now();
-        let value = f()?;
-        let wall_seconds = started.elapsed().as_secs_f64();
-        let broker_after = self.broker.and_then(|b| b.cpu_seconds().ok());
-        let usage = Usage {
-            wall_seconds,
-            broker_cpu_seconds: broker_before.zip(broker_after).map(|(b, a)| a - b),
-            client_cpu_seconds: me.cpu_seconds()? - client_before,
-            broker_peak_rss_mib: sampler.map(|s| s.finish() as f64 / MIB),
-        };
-        Ok((value, usage))
+        metered_on(self.broker, f)
     }
 
     fn producer_load(
@@ -410,49 +402,17 @@ impl<'a> Bench<'a> {
         let topic = unique_name("strata-bench-startup");
         let partitions = self.args.partitions;
         clients.create_topic(&topic, partitions)?;
-        let record_size = self.args.record_size.0;
-        let fill = |bytes: u64| -> anyhow::Result<()> {
-            let load = ProducerLoad {
-                config: clients.producer(self.args),
-                topic: &topic,
-                producers: self.args.producers,
-                record_size: record_size as usize,
-                records: (bytes / record_size).max(1),
-                rate: None,
-                stamp_epoch: None,
-            };
-            load.run().map(|_| ())
-        };
-        // One clean stop and start: (seconds to ready, seconds to stop).
-        let restart = |broker: &mut LocalBroker| -> anyhow::Result<(f64, f64)> {
-            let stop = broker.stop()?.as_secs_f64();
-            let started = Instant::now();
-            broker.start_again()?;
-            // Ready means every partition answers: its log is loaded.
-            let deadline = started + Duration::from_secs(600);
-            let mut attempts = 1;
-            while let Err(e) = clients.watermarks(&topic, partitions) {
-                if Instant::now() > deadline {
-                    bail!("the restarted broker did not serve {topic} within 600 s: {e:#}");
-                }
-                tracing::debug!("start-up attempt {attempts}: {e:#}");
-                attempts += 1;
-                thread::sleep(Duration::from_millis(5));
-            }
-            let ready = started.elapsed().as_secs_f64();
-            tracing::debug!(
-                "restart: ready in {ready:.3} s after {attempts} attempt(s), stop took {stop:.3} s"
-            );
-            Ok((ready, stop))
-        };
+        let fill = |bytes: u64| fill(&clients, self.args, &topic, bytes);
         let small = self.args.startup_small_bytes.0;
         let large = self.args.startup_bytes.0.max(small);
         tracing::info!("startup: writing {small} bytes");
         fill(small)?;
-        let (small_start, small_stop) = settled_restarts(&mut broker, restart)?;
+        let (small_start, small_stop) =
+            settled_restarts(&mut broker, &clients, &topic, partitions)?;
         tracing::info!("startup: writing up to {large} bytes");
         fill(large - small)?;
-        let (large_start, large_stop) = settled_restarts(&mut broker, restart)?;
+        let (large_start, large_stop) =
+            settled_restarts(&mut broker, &clients, &topic, partitions)?;
         self.report.startup = Some(Startup {
             small_bytes: small,
             large_bytes: large,
@@ -468,22 +428,102 @@ impl<'a> Bench<'a> {
     }
 }
 
+/// Runs `f` and reports `broker`'s and this process's CPU and `broker`'s peak RSS.
+fn metered_on<T>(
+    broker: Option<ProcessStats>,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(T, Usage)> {
+    let me = ProcessStats::current();
+    let sampler = broker.map(RssSampler::start);
+    let broker_before = broker.and_then(|b| b.cpu_seconds().ok());
+    let client_before = me.cpu_seconds()?;
+    let started = Instant::now();
+    let value = f()?;
+    let wall_seconds = started.elapsed().as_secs_f64();
+    let broker_after = broker.and_then(|b| b.cpu_seconds().ok());
+    let usage = Usage {
+        wall_seconds,
+        broker_cpu_seconds: broker_before.zip(broker_after).map(|(b, a)| a - b),
+        client_cpu_seconds: me.cpu_seconds()? - client_before,
+        broker_peak_rss_mib: sampler.map(|s| s.finish() as f64 / MIB),
+    };
+    Ok((value, usage))
+}
+
+/// Produces `bytes` of records (at least one) into `topic` as fast as the producers can.
+fn fill(clients: &Clients, args: &BenchArgs, topic: &str, bytes: u64) -> anyhow::Result<()> {
+    fill_with(clients.producer(args), args, topic, bytes)
+}
+
+/// [`fill`] with producers of `config`.
+fn fill_with(
+    config: ClientConfig,
+    args: &BenchArgs,
+    topic: &str,
+    bytes: u64,
+) -> anyhow::Result<()> {
+    let record_size = args.record_size.0;
+    let load = ProducerLoad {
+        config,
+        topic,
+        producers: args.producers,
+        record_size: record_size as usize,
+        records: (bytes / record_size).max(1),
+        rate: None,
+        stamp_epoch: None,
+    };
+    load.run().map(|_| ())
+}
+
 /// Writes back every dirty page first, so that a start-up is not timed while the kernel is
-/// still writing the data just produced, then restarts five times and keeps the fastest: the
-/// client that checks readiness sometimes adds 100 ms of its own (seen with small and large
-/// data alike), and the fastest run is the one without it.
+/// still writing the data just produced, then restarts five times and keeps the fastest (the
+/// least disturbed by the rest of the machine). Returns (seconds to ready, seconds to stop) of
+/// that run.
 fn settled_restarts(
     broker: &mut LocalBroker,
-    restart: impl Fn(&mut LocalBroker) -> anyhow::Result<(f64, f64)>,
+    clients: &Clients,
+    topic: &str,
+    partitions: i32,
 ) -> anyhow::Result<(f64, f64)> {
     // SAFETY: sync has no preconditions.
     unsafe { libc::sync() };
     let runs = (0..5)
-        .map(|_| restart(broker))
+        .map(|_| restart(broker, clients, topic, partitions))
         .collect::<anyhow::Result<Vec<_>>>()?;
     runs.into_iter()
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .context("no restart was timed")
+}
+
+/// One clean stop and start, until every partition of `topic` answers ListOffsets (its log is
+/// loaded): (seconds to ready, seconds to stop).
+fn restart(
+    broker: &mut LocalBroker,
+    clients: &Clients,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<(f64, f64)> {
+    let stop = broker.stop()?.as_secs_f64();
+    let started = Instant::now();
+    broker.start_again()?;
+    let deadline = started + Duration::from_secs(600);
+    let mut attempts = 1;
+    let ready_at = loop {
+        match clients.watermarks_timed(topic, partitions) {
+            Ok((_, at)) => break at,
+            Err(e) if Instant::now() > deadline => {
+                bail!("the restarted broker did not serve {topic} within 600 s: {e:#}")
+            }
+            Err(e) => tracing::debug!("start-up attempt {attempts}: {e:#}"),
+        }
+        attempts += 1;
+        thread::sleep(Duration::from_millis(5));
+    };
+    let ready = ready_at.duration_since(started).as_secs_f64();
+    tracing::debug!(
+        "restart: ready in {ready:.3} s after {attempts} attempt(s), stop took {stop:.3} s"
+    );
+    Ok((ready, stop))
 }
 
 fn unique_name(prefix: &str) -> String {
