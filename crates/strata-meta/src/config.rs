@@ -383,6 +383,14 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "longest a fetch waits for the tier before answering without that partition's data",
     ),
     def(
+        "remote.list.offsets.request.timeout.ms",
+        Long,
+        "30000",
+        AtLeast(1),
+        &[],
+        "longest ListOffsets waits for a lookup in the tier (KIP-1075); then REQUEST_TIMED_OUT",
+    ),
+    def(
         "remote.log.reader.cache.bytes",
         Long,
         "268435456",

@@ -104,7 +104,12 @@ impl Broker {
         let log = FileMetadataLog::open(&data_dir.join("meta").join("metadata.log"))?;
         let store = MetadataStore::open(Box::new(log))?;
         let replicas = ReplicaManager::new(&data_dir, clean_shutdown).map_err(dir_err)?;
-        let remote = Arc::new(RemoteLogManager::open(&config, &cluster_id)?);
+        let metrics = Metrics::default();
+        let remote = Arc::new(RemoteLogManager::open(
+            &config,
+            &cluster_id,
+            metrics.tier_reads.clone(),
+        )?);
         let broker = Arc::new(Broker {
             controller: Controller::new(config.node_id),
             groups: GroupService::new(&config),
@@ -114,7 +119,7 @@ impl Broker {
             store,
             replicas,
             remote,
-            metrics: Metrics::default(),
+            metrics,
             producer_ids: Mutex::new(ProducerIdBlock::default()),
             serving: AtomicBool::new(true),
         });

@@ -72,6 +72,15 @@ impl Histogram {
     }
 }
 
+/// Reads served from the tier. Shared with the reads themselves, which may finish after the
+/// fetch that started them has answered (`remote.fetch.max.wait.ms`).
+#[derive(Default)]
+pub struct TierReadMetrics {
+    pub bytes: Counter,
+    pub errors: Counter,
+    pub latency: Histogram,
+}
+
 /// Values read at scrape time rather than counted.
 #[derive(Default)]
 pub struct Gauges {
@@ -98,9 +107,7 @@ pub struct Metrics {
     pub tier_segments_uploaded: Counter,
     pub tier_upload_errors: Counter,
     pub tier_segments_deleted: Counter,
-    pub tier_read_bytes: Counter,
-    pub tier_read_errors: Counter,
-    pub tier_read_latency: Histogram,
+    pub tier_reads: std::sync::Arc<TierReadMetrics>,
     pub produce_rejected_disk_limit: Counter,
 }
 
@@ -121,9 +128,7 @@ impl Default for Metrics {
             tier_segments_uploaded: Counter::default(),
             tier_upload_errors: Counter::default(),
             tier_segments_deleted: Counter::default(),
-            tier_read_bytes: Counter::default(),
-            tier_read_errors: Counter::default(),
-            tier_read_latency: Histogram::default(),
+            tier_reads: Default::default(),
             produce_rejected_disk_limit: Counter::default(),
         }
     }
@@ -210,12 +215,12 @@ impl Metrics {
             (
                 "strata_tier_read_bytes_total",
                 "Record bytes fetched from the tier.",
-                &self.tier_read_bytes,
+                &self.tier_reads.bytes,
             ),
             (
                 "strata_tier_read_errors_total",
                 "Fetches from the tier that failed.",
-                &self.tier_read_errors,
+                &self.tier_reads.errors,
             ),
             (
                 "strata_produce_rejected_disk_limit_total",
@@ -246,7 +251,7 @@ impl Metrics {
         ] {
             counter(name, help, value);
         }
-        self.tier_read_latency.render(
+        self.tier_reads.latency.render(
             &mut out,
             "strata_tier_read_seconds",
             "Latency of fetches served from the tier.",

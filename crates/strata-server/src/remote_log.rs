@@ -38,6 +38,7 @@ use uuid::Uuid;
 use crate::broker::Broker;
 use crate::config::ServerConfig;
 use crate::handlers::blocking;
+use crate::metrics::TierReadMetrics;
 use crate::replica_manager::{now_ms, Partition};
 
 /// Segments one partition uploads per pass before the pass moves on (fairness).
@@ -54,6 +55,9 @@ struct RemoteLogPartition {
     /// A copy of the writer's manifest for readers, who never wait for an upload.
     published: RwLock<Option<Arc<RemoteManifest>>>,
     backoff: Mutex<Backoff>,
+    /// A failed attempt may have left objects no manifest names (a PUT that timed out here
+    /// but completed in the store); they are deleted after the next successful pass.
+    orphans_possible: AtomicBool,
 }
 
 #[derive(Default)]
@@ -94,6 +98,15 @@ impl RemoteLogPartition {
     }
 }
 
+/// Why a ListOffsets lookup in the tier has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum TierLookupError {
+    #[error("the tier did not answer within remote.list.offsets.request.timeout.ms")]
+    TimedOut,
+    #[error(transparent)]
+    Tier(#[from] TierError),
+}
+
 pub struct RemoteLogManager {
     store: TierStore,
     cache: Arc<RemoteReadCache>,
@@ -104,12 +117,19 @@ pub struct RemoteLogManager {
     disk_limit_reached: AtomicBool,
     /// `remote.fetch.max.wait.ms`: how long a fetch waits for the tier.
     fetch_max_wait: Duration,
+    /// `remote.list.offsets.request.timeout.ms`: how long ListOffsets waits for the tier.
+    list_offsets_timeout: Duration,
+    read_metrics: Arc<TierReadMetrics>,
 }
 
 impl RemoteLogManager {
     /// Opens the tier: `--object-store` or `<data dir>/tier`, everything under the cluster id
     /// (so two clusters can share a bucket).
-    pub fn open(config: &ServerConfig, cluster_id: &str) -> Result<Self, TierError> {
+    pub fn open(
+        config: &ServerConfig,
+        cluster_id: &str,
+        read_metrics: Arc<TierReadMetrics>,
+    ) -> Result<Self, TierError> {
         let url = match &config.object_store {
             Some(url) => url.clone(),
             None => {
@@ -130,11 +150,9 @@ impl RemoteLogManager {
             swept_deletions: Mutex::new(None),
             local_max_bytes: config.broker_value("log.local.max.bytes"),
             disk_limit_reached: AtomicBool::new(false),
-            fetch_max_wait: Duration::from_millis(
-                config
-                    .broker_value::<i64>("remote.fetch.max.wait.ms")
-                    .max(1) as u64,
-            ),
+            fetch_max_wait: millis(config, "remote.fetch.max.wait.ms"),
+            list_offsets_timeout: millis(config, "remote.list.offsets.request.timeout.ms"),
+            read_metrics,
         })
     }
 
@@ -163,6 +181,7 @@ impl RemoteLogManager {
                     writer: tokio::sync::Mutex::new(None),
                     published: RwLock::new(None),
                     backoff: Mutex::new(Backoff::default()),
+                    orphans_possible: AtomicBool::new(false),
                 })
             })
             .clone()
@@ -190,22 +209,36 @@ impl RemoteLogManager {
     /// next fetch finds its chunks cached or joins the fetch still in flight.
     pub async fn read(
         self: &Arc<Self>,
-        broker: &Broker,
         partition: &Arc<Partition>,
         offset: i64,
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<Bytes, TierError> {
-        let started = Instant::now();
         let (rlm, p) = (self.clone(), partition.clone());
         let read = tokio::spawn(async move {
-            let (state, manifest) = rlm.manifest(&p).await?;
-            state
-                .remote
-                .read(&manifest, offset, max_bytes, min_one_batch)
-                .await
+            let started = Instant::now();
+            let result = async {
+                let (state, manifest) = rlm.manifest(&p).await?;
+                state
+                    .remote
+                    .read(&manifest, offset, max_bytes, min_one_batch)
+                    .await
+            }
+            .await;
+            // Counted here: the fetch may have answered without waiting for this.
+            match &result {
+                Ok(bytes) => {
+                    rlm.read_metrics.bytes.add(bytes.len() as u64);
+                    rlm.read_metrics.latency.observe(started.elapsed());
+                }
+                Err(error) => {
+                    rlm.read_metrics.errors.add(1);
+                    tracing::warn!(topic = %p.topic, partition = p.index, offset, %error, "read from the tier failed");
+                }
+            }
+            result
         });
-        let result = match tokio::time::timeout(self.fetch_max_wait, read).await {
+        match tokio::time::timeout(self.fetch_max_wait, read).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(TierError::Io {
                 context: "reading from the tier".into(),
@@ -213,20 +246,19 @@ impl RemoteLogManager {
             }),
             Err(_) => {
                 tracing::debug!(topic = %partition.topic, partition = partition.index, offset, "tier read still running after remote.fetch.max.wait.ms");
-                return Ok(Bytes::new());
+                Ok(Bytes::new())
             }
-        };
-        match result {
-            Ok(bytes) => {
-                broker.metrics.tier_read_bytes.add(bytes.len() as u64);
-                broker.metrics.tier_read_latency.observe(started.elapsed());
-                Ok(bytes)
-            }
-            Err(error) => {
-                broker.metrics.tier_read_errors.add(1);
-                tracing::warn!(topic = %partition.topic, partition = partition.index, offset, %error, "read from the tier failed");
-                Err(error)
-            }
+        }
+    }
+
+    /// `lookup` within `remote.list.offsets.request.timeout.ms` (KIP-1075).
+    async fn bounded<T>(
+        &self,
+        lookup: impl std::future::Future<Output = Result<T, TierError>>,
+    ) -> Result<T, TierLookupError> {
+        match tokio::time::timeout(self.list_offsets_timeout, lookup).await {
+            Ok(result) => result.map_err(TierLookupError::Tier),
+            Err(_) => Err(TierLookupError::TimedOut),
         }
     }
 
@@ -237,12 +269,15 @@ impl RemoteLogManager {
         partition: &Arc<Partition>,
         timestamp_ms: i64,
         log_start_offset: i64,
-    ) -> Result<Option<(i64, i64)>, TierError> {
-        let (state, manifest) = self.manifest(partition).await?;
-        state
-            .remote
-            .offset_for_timestamp(&manifest, timestamp_ms, log_start_offset)
-            .await
+    ) -> Result<Option<(i64, i64)>, TierLookupError> {
+        self.bounded(async {
+            let (state, manifest) = self.manifest(partition).await?;
+            state
+                .remote
+                .offset_for_timestamp(&manifest, timestamp_ms, log_start_offset)
+                .await
+        })
+        .await
     }
 
     /// ListOffsets MAX_TIMESTAMP over the tier: the largest segment max timestamp there, with
@@ -251,8 +286,8 @@ impl RemoteLogManager {
         &self,
         partition: &Arc<Partition>,
         log_start_offset: i64,
-    ) -> Result<Option<(i64, i64)>, TierError> {
-        let (_, manifest) = self.manifest(partition).await?;
+    ) -> Result<Option<(i64, i64)>, TierLookupError> {
+        let (_, manifest) = self.bounded(self.manifest(partition)).await?;
         Ok(manifest
             .segments
             .iter()
@@ -278,15 +313,8 @@ impl RemoteLogManager {
     ) -> Result<&'a mut RemoteManifest, TierError> {
         if writer.is_none() {
             let manifest = state.remote.load_manifest().await?;
-            match state.remote.clean_orphans(&manifest).await {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(topic = %partition.topic, partition = partition.index, objects = n, "deleted orphaned tier objects")
-                }
-                Err(e) => {
-                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot delete orphaned tier objects")
-                }
-            }
+            let cleaned = state.remote.clean_orphans(&manifest).await;
+            report_orphan_cleanup(partition, cleaned);
             if let Some(next) = manifest.next_offset() {
                 let behind = partition.log().is_behind_tier(next);
                 if behind {
@@ -374,9 +402,16 @@ impl RemoteLogManager {
             let (rlm, broker) = (self.clone(), broker.clone());
             tasks.spawn(async move {
                 let result = rlm.sync_partition(&broker, &partition, &state).await;
-                if let Err(e) = &result {
-                    broker.metrics.tier_upload_errors.add(1);
-                    tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "tiered storage pass failed; retrying with backoff");
+                match &result {
+                    Err(e) => {
+                        broker.metrics.tier_upload_errors.add(1);
+                        state.orphans_possible.store(true, Ordering::Relaxed);
+                        tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "tiered storage pass failed; retrying with backoff");
+                    }
+                    Ok(_) if state.orphans_possible.swap(false, Ordering::Relaxed) => {
+                        rlm.clean_orphans(&partition, &state).await;
+                    }
+                    Ok(_) => {}
                 }
                 state.record(result.is_ok());
                 drop(permit);
@@ -392,6 +427,18 @@ impl RemoteLogManager {
             tracing::warn!(error = %e, "cannot delete tier data of deleted topics; will retry");
         }
         more
+    }
+
+    /// Deletes objects of the partition that its manifest does not name; on failure, tries
+    /// again after the next successful pass.
+    async fn clean_orphans(&self, partition: &Partition, state: &RemoteLogPartition) {
+        let writer = state.writer.lock().await;
+        let Some(manifest) = writer.as_ref() else {
+            return;
+        };
+        if !report_orphan_cleanup(partition, state.remote.clean_orphans(manifest).await) {
+            state.orphans_possible.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Compares `bytes`, the size of every local log, with `log.local.max.bytes`. Called by
@@ -533,6 +580,25 @@ impl RemoteLogManager {
             .unwrap_or_else(|e| e.into_inner()) = Some(image.deleted_topic_count());
         Ok(())
     }
+}
+
+/// Logs what an orphan cleanup did; false if it failed.
+fn report_orphan_cleanup(partition: &Partition, cleaned: Result<usize, TierError>) -> bool {
+    match cleaned {
+        Ok(0) => true,
+        Ok(n) => {
+            tracing::info!(topic = %partition.topic, partition = partition.index, objects = n, "deleted tier objects no manifest names (interrupted uploads)");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot delete tier objects of interrupted uploads");
+            false
+        }
+    }
+}
+
+fn millis(config: &ServerConfig, key: &str) -> Duration {
+    Duration::from_millis(config.broker_value::<i64>(key).max(1) as u64)
 }
 
 /// What a local log that lost its data needs from the tier to start after it.

@@ -201,7 +201,6 @@ fn read_all(
                     };
                     drop(log);
                     let remote = tokio::runtime::Handle::current().block_on(broker.remote.read(
-                        broker,
                         &partition,
                         offset,
                         budget,

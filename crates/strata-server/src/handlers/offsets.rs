@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
 
 use super::{blocking, code, hosted, log_error};
 use crate::broker::Broker;
+use crate::remote_log::TierLookupError;
 use crate::replica_manager::Partition;
 
 /// ListOffsets special timestamps (Kafka's `ListOffsetsRequest`).
@@ -102,7 +103,10 @@ fn list_offset(
     partition: &Arc<Partition>,
     timestamp: i64,
 ) -> Result<Option<(i64, i64)>, i16> {
-    let tier_error = |_| code(ResponseError::KafkaStorageError);
+    let tier_error = |e| match e {
+        TierLookupError::TimedOut => code(ResponseError::RequestTimedOut),
+        TierLookupError::Tier(_) => code(ResponseError::KafkaStorageError),
+    };
     let runtime = tokio::runtime::Handle::current();
     let log = partition.log();
     let log_start = log.log_start_offset();

@@ -49,6 +49,7 @@ fn plan_topics(
     let mut records = Vec::new();
     let mut results = Vec::with_capacity(specs.len());
     for spec in specs {
+        let spec = &with_tier_default(broker, &working, spec);
         match broker.controller.create_topic(&working, spec, defaults) {
             Ok((created, new_records)) => {
                 working = working.apply(&new_records);
@@ -59,6 +60,44 @@ fn plan_topics(
         }
     }
     (results, records, working)
+}
+
+/// `spec` with `remote.storage.enable=true` recorded as the topic's own setting when the broker
+/// tiers new topics by default (`log.remote.storage.enable`, set by `--object-store`) and the
+/// topic neither says otherwise nor is compacted. Recorded, so that the topic stays tiered
+/// if the broker default changes, and so that Kafka's rules for tiered topics (no switch to
+/// compaction) apply to it.
+fn with_tier_default(
+    broker: &Broker,
+    image: &MetadataImage,
+    spec: &CreateTopicSpec,
+) -> CreateTopicSpec {
+    let set = |name: &str| {
+        spec.configs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    let mut spec = spec.clone();
+    if set("remote.storage.enable").is_some() {
+        return spec;
+    }
+    let def = |name| strata_meta::config::topic_config(name).expect("defined topic config");
+    let broker_default =
+        broker
+            .config
+            .topic_config_value(image, &spec.name, def("remote.storage.enable"));
+    let policy = set("cleanup.policy").flatten().unwrap_or_else(|| {
+        broker
+            .config
+            .topic_config_value(image, &spec.name, def("cleanup.policy"))
+    });
+    let compacted = policy.split(',').any(|p| p.trim() == "compact");
+    if broker_default.trim().eq_ignore_ascii_case("true") && !compacted {
+        spec.configs
+            .push(("remote.storage.enable".into(), Some("true".into())));
+    }
+    spec
 }
 
 /// Creates missing topics with the broker defaults (auto-creation). Returns the failures.
