@@ -45,6 +45,8 @@ pub struct SegmentForUpload {
     /// Largest batch max timestamp (-1 if none) and the base offset of its batch.
     pub max_timestamp_ms: i64,
     pub max_timestamp_offset: i64,
+    /// The log cleaner has been over the segment: its offsets may have gaps.
+    pub compacted: bool,
     pub log_file: PathBuf,
     pub offset_index_file: PathBuf,
     pub time_index_file: PathBuf,
@@ -168,6 +170,7 @@ impl Log {
                 size_bytes: seg.size_bytes(),
                 max_timestamp_ms: max_ts.timestamp_ms,
                 max_timestamp_offset: max_ts.offset,
+                compacted: base < self.cleaner_checkpoint(),
                 log_file: seg.path(LOG_SUFFIX),
                 offset_index_file: seg.path(OFFSET_INDEX_SUFFIX),
                 time_index_file: seg.path(TIME_INDEX_SUFFIX),

@@ -1,6 +1,7 @@
 //! strata-tier: tiered storage. Rolled log segments live in an object store (a local folder,
 //! S3, GCS, Azure, or memory for tests), each partition's tiered part described by one remote
-//! manifest; reads below the local log come back from there with every batch's CRC checked.
+//! manifest; reads below the local log come back from there with every batch's CRC and
+//! offsets checked.
 //!
 //! Reads can go through a [`RemoteReadCache`] shared by all partitions (bounded, chunked,
 //! with read-ahead); [`RemotePartition::offset_for_timestamp`] answers ListOffsets by

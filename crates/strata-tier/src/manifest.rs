@@ -28,6 +28,11 @@ pub struct RemoteSegment {
     /// written before the field existed.
     #[serde(default = "unknown_offset")]
     pub max_timestamp_offset: i64,
+    /// The segment went through log compaction before it was uploaded (a topic compacted
+    /// once, then tiered), so its batches may leave gaps between offsets. Reads check that
+    /// other segments' batches are contiguous.
+    #[serde(default)]
+    pub compacted: bool,
     /// Size of the `.log` object.
     pub size_bytes: u64,
     /// CRC-32C of the whole `.log` object.
@@ -137,6 +142,7 @@ mod tests {
             end_offset: end,
             max_timestamp_ms: -1,
             max_timestamp_offset: -1,
+            compacted: false,
             size_bytes: 1,
             crc32c: 0,
             leader_epochs: vec![(0, base)],

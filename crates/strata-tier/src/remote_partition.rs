@@ -23,7 +23,7 @@ use tokio::io::AsyncReadExt;
 use crate::cache::{LogObject, RemoteReadCache};
 use crate::error::TierError;
 use crate::manifest::{RemoteManifest, RemoteSegment};
-use crate::store::TierStore;
+use crate::store::{blocking, delete_staging_files, remove_empty_dirs, TierStore};
 
 pub(crate) const MANIFEST: &str = "manifest.json";
 /// Upload part size for segment files (object stores take parts of 5 MiB and more).
@@ -63,6 +63,8 @@ pub struct SegmentUpload {
     pub max_timestamp_ms: i64,
     /// Offset of the first batch holding `max_timestamp_ms` (-1 if none).
     pub max_timestamp_offset: i64,
+    /// The segment was compacted: its offsets may have gaps.
+    pub compacted: bool,
     pub leader_epochs: Vec<(i32, i64)>,
     /// The `.log` file.
     pub log: PathBuf,
@@ -140,6 +142,7 @@ impl RemotePartition {
             end_offset: upload.end_offset,
             max_timestamp_ms: upload.max_timestamp_ms,
             max_timestamp_offset: upload.max_timestamp_offset,
+            compacted: upload.compacted,
             size_bytes: 0,
             crc32c: 0,
             leader_epochs: upload.leader_epochs.clone(),
@@ -216,7 +219,9 @@ impl RemotePartition {
     /// batch of that segment reaches `offset`, as after compaction, the next one). Empty when
     /// the tier has nothing at or after `offset`, or when the first batch is larger than
     /// `max_bytes` and not `min_one_batch`. Every batch returned has had its CRC checked, on
-    /// this read; anything that does not parse or check is [`TierError::Corrupt`].
+    /// this read, and every batch walked its offsets, which the CRC does not cover (each
+    /// batch must follow the one before it, within the segment's offsets); anything that
+    /// does not parse or check is [`TierError::Corrupt`].
     pub async fn read(
         &self,
         manifest: &RemoteManifest,
@@ -246,7 +251,8 @@ impl RemotePartition {
     /// batches below `offset`, and takes whole batches from there. When the walk leaves that
     /// range before finding a wanted batch, or the first wanted batch (no larger than
     /// `max_bytes`) does not end in it, it reads again from there: every read makes progress,
-    /// so the loop ends within the segment.
+    /// so the loop ends within the segment. The offsets of every batch walked are checked
+    /// ([`OffsetChain`]), across such reads again too.
     ///
     /// A read that reaches the segment's last chunk starts a read-ahead of the first chunk of
     /// `following`, so a consumer crossing segments does not wait for it.
@@ -260,7 +266,10 @@ impl RemotePartition {
     ) -> Result<Option<Bytes>, TierError> {
         let log = self.log_object(seg);
         let corrupt = |why: String| self.corrupt(seg, why);
-        let mut start = self.index_position(seg, offset).await?;
+        let (mut start, entry_offset) = self.index_position(seg, offset).await?;
+        // Kept across the reads of this loop: a read again from a position continues the
+        // walk, so the next batch must still follow the last one walked.
+        let mut chain = OffsetChain::starting_at(seg, start, entry_offset);
         loop {
             if start >= seg.size_bytes {
                 return Ok(None);
@@ -286,8 +295,10 @@ impl RemotePartition {
                 if at + size as u64 > seg.size_bytes {
                     return Err(corrupt(format!("batch at {at} runs past the object's end")));
                 }
+                chain.check(seg, &h, at).map_err(corrupt)?;
                 if h.last_offset() < offset {
                     cursor += size;
+                    chain.advance(&h);
                     continue;
                 }
                 let whole = cursor + size <= buf.len();
@@ -321,6 +332,7 @@ impl RemotePartition {
                 }
                 check_crc(&buf[cursor..cursor + size], &h).map_err(|e| corrupt(e.to_string()))?;
                 cursor += size;
+                chain.advance(&h);
             }
             if let Some(from) = first {
                 return Ok(Some(buf.slice(from..cursor)));
@@ -350,7 +362,8 @@ impl RemotePartition {
     /// are skipped without a request. In a segment, the uploaded `timeindex` (if any) gives
     /// where to start: after the last entry whose timestamp is below `timestamp_ms`, since
     /// no batch up to that entry's offset can qualify. Batch headers are then walked from the
-    /// offset index's position, in bounded reads, and the answering batch's CRC is checked.
+    /// offset index's position, in bounded reads, their offsets checked as
+    /// [`RemotePartition::read`] checks them, and the answering batch's CRC is checked.
     pub async fn offset_for_timestamp(
         &self,
         manifest: &RemoteManifest,
@@ -396,7 +409,8 @@ impl RemotePartition {
             return Ok(None);
         }
         let log = self.log_object(seg);
-        let mut pos = self.index_position(seg, from).await?;
+        let (mut pos, entry_offset) = self.index_position(seg, from).await?;
+        let mut chain = OffsetChain::starting_at(seg, pos, entry_offset);
         let mut window = Bytes::new();
         let mut window_start = pos;
         let mut window_bytes = SCAN_WINDOW_FIRST_BYTES;
@@ -420,6 +434,7 @@ impl RemotePartition {
                     "batch at {pos} runs past the object's end"
                 )));
             }
+            chain.check(seg, &h, pos).map_err(corrupt)?;
             // `from`, not `start`: the batches the time index skipped may lie after the
             // offset index's position.
             if h.max_timestamp >= timestamp_ms && h.last_offset() >= from {
@@ -435,6 +450,7 @@ impl RemotePartition {
                 return Ok(Some((h.max_timestamp, h.base_offset.max(start))));
             }
             pos += size as u64;
+            chain.advance(&h);
         }
         Ok(None)
     }
@@ -452,24 +468,30 @@ impl RemotePartition {
         self.read_log(log, pos, end.min(log.size)).await
     }
 
-    /// Position of the last offset-index entry at or before `offset` (0 without an index).
-    /// Entries are (last offset of a batch, position of that batch), so the batch holding
-    /// `offset` starts at or after the position found.
-    async fn index_position(&self, seg: &RemoteSegment, offset: i64) -> Result<u64, TierError> {
+    /// Position of the last offset-index entry at or before `offset`, and that entry's
+    /// offset; (0, `None`) without an index or without such an entry. Entries are (last
+    /// offset of a batch, position of that batch), so the batch holding `offset` starts at
+    /// or after the position found, and the batch starting there must end at the offset
+    /// returned (which [`OffsetChain`] checks).
+    async fn index_position(
+        &self,
+        seg: &RemoteSegment,
+        offset: i64,
+    ) -> Result<(u64, Option<i64>), TierError> {
         let Some(index) = self.aux_object(seg, "index").await? else {
-            return Ok(0);
+            return Ok((0, None));
         };
         let target = (offset - seg.base_offset).max(0);
-        let mut position = 0u64;
+        let mut found = (0u64, None);
         for entry in index.chunks_exact(OFFSET_ENTRY_BYTES) {
             let rel = u32::from_be_bytes([entry[0], entry[1], entry[2], entry[3]]) as i64;
             let pos = u32::from_be_bytes([entry[4], entry[5], entry[6], entry[7]]) as u64;
             if rel > target || pos >= seg.size_bytes {
                 break;
             }
-            position = pos;
+            found = (pos, Some(seg.base_offset + rel));
         }
-        Ok(position)
+        Ok(found)
     }
 
     /// The segment's `.log` object, as the cache addresses it.
@@ -604,8 +626,20 @@ impl RemotePartition {
     }
 
     /// Deletes objects under the partition that `manifest` does not name: leftovers of an
-    /// upload or deletion interrupted by a crash. Only call when no upload of this partition
-    /// is in progress. Returns how many objects were deleted.
+    /// upload or deletion interrupted by a crash. Returns how many objects (and staging files)
+    /// were deleted.
+    ///
+    /// For a `file://` store it also deletes the partition folder's staging files
+    /// (`<object>#<n>`: the store writes there and renames when a write completes, so a crash
+    /// mid-write leaves one, which listings never show), and the folder if that empties it.
+    ///
+    /// Invariant: only call when no upload of this partition is in progress (the caller
+    /// serialises changes per partition). An upload running meanwhile would lose objects it
+    /// wrote before its manifest names them, and, on a local store, the staging file it is
+    /// writing.
+    ///
+    /// Abandoned multipart uploads of cloud stores (S3, ...) are not visible here: the bucket
+    /// needs a lifecycle rule aborting incomplete multipart uploads (see [`TierStore`]).
     pub async fn clean_orphans(&self, manifest: &RemoteManifest) -> Result<usize, TierError> {
         let named: HashSet<&str> = manifest.segments.iter().map(|s| s.id.as_str()).collect();
         let objects: Vec<_> = self.store.store.list(Some(&self.dir)).try_collect().await?;
@@ -623,7 +657,109 @@ impl RemotePartition {
             self.store.store.delete(&meta.location).await?;
             deleted += 1;
         }
+        if let (Some(dir), Some(root)) = (
+            self.store.local_dir(&self.dir),
+            self.store.local_root().map(std::path::Path::to_path_buf),
+        ) {
+            deleted += blocking(move || {
+                let staging = delete_staging_files(&dir, false)?;
+                if staging > 0 {
+                    remove_empty_dirs(&dir, &root);
+                }
+                Ok(staging)
+            })
+            .await?;
+        }
         Ok(deleted)
+    }
+}
+
+/// The offsets a walk over a segment's batches expects next.
+///
+/// A v2 batch's CRC covers its attributes onwards, not its base offset (nor its length,
+/// partition leader epoch or magic): a flipped bit there would label the records with other
+/// offsets and still check. Offsets are therefore checked structurally, for every batch a walk
+/// parses. Tiered segments are never compacted (the broker refuses remote storage for
+/// compacted topics), so a segment's offsets are contiguous:
+/// - every batch starts right after the one walked before it;
+/// - a walk from position 0 starts at the segment's base offset, and a walk from an
+///   offset-index entry at a batch ending at the entry's offset;
+/// - every batch lies within the segment's offsets, and the batch ending at the object's end
+///   ends at the segment's end offset.
+///
+/// [`OffsetChain::check`] a parsed header, then [`OffsetChain::advance`] past it once the
+/// walk moves on: a walk that reads again from a batch checks it again against the same
+/// expectation.
+#[derive(Clone, Copy, Debug)]
+struct OffsetChain {
+    /// Base offset the next batch must have; `None` until known (a walk from an index entry).
+    base: Option<i64>,
+    /// Last offset the next batch must have: the offset of the index entry the walk started
+    /// at, for its first batch.
+    last: Option<i64>,
+    /// A compacted segment: batches only move forwards, with gaps allowed, and the last one
+    /// may end before the segment does.
+    gaps: bool,
+}
+
+impl OffsetChain {
+    /// A walk of `seg` from `position`, found with the index entry of offset `entry_offset`
+    /// (`None` without one).
+    fn starting_at(seg: &RemoteSegment, position: u64, entry_offset: Option<i64>) -> Self {
+        OffsetChain {
+            base: (position == 0).then_some(seg.base_offset),
+            last: entry_offset,
+            gaps: seg.compacted,
+        }
+    }
+
+    /// Checks the offsets of the batch `h` parsed at `position` of `seg`'s `.log` object;
+    /// the error says why they cannot be right.
+    fn check(
+        &self,
+        seg: &RemoteSegment,
+        h: &RecordBatchHeader,
+        position: u64,
+    ) -> Result<(), String> {
+        let (base, last) = (h.base_offset, h.last_offset());
+        if h.last_offset_delta < 0 {
+            return Err(format!(
+                "batch at {position} has last offset delta {}",
+                h.last_offset_delta
+            ));
+        }
+        if let Some(expected) = self.base.filter(|&b| b != base && !(self.gaps && base > b)) {
+            return Err(format!(
+                "batch at {position} has base offset {base}, expected {expected}"
+            ));
+        }
+        if let Some(expected) = self.last.filter(|&l| l != last) {
+            return Err(format!(
+                "batch at {position} ends at offset {last}, its offset-index entry says {expected}"
+            ));
+        }
+        if base < seg.base_offset || last > seg.end_offset {
+            return Err(format!(
+                "batch at {position} holds offsets {base}..={last}, outside the segment's {}..={}",
+                seg.base_offset, seg.end_offset
+            ));
+        }
+        if !self.gaps
+            && position + h.size_bytes() as u64 == seg.size_bytes
+            && last != seg.end_offset
+        {
+            return Err(format!(
+                "the last batch ends at offset {last}, the segment at {}",
+                seg.end_offset
+            ));
+        }
+        Ok(())
+    }
+
+    /// Moves past the (checked) batch `h`: the next one must start right after it.
+    fn advance(&mut self, h: &RecordBatchHeader) {
+        self.base = Some(h.last_offset().saturating_add(1));
+        self.last = None;
     }
 }
 

@@ -1,5 +1,6 @@
 //! The object store behind the tier, chosen by URL.
 
+use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
@@ -22,11 +23,23 @@ const TOPIC_ID_CHARS: usize = 32;
 /// their settings from the process environment (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`,
 /// `AWS_ALLOW_HTTP`, `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, ...) and from
 /// explicit `options`, which win over the environment.
+///
+/// A `file://` store writes each object to a staging file `<object>#<n>` next to it and
+/// renames it into place when complete; a process killed mid-write leaves the staging file,
+/// which the store's listings hide. The tier deletes those itself
+/// ([`RemotePartition::clean_orphans`](crate::RemotePartition::clean_orphans),
+/// [`TierStore::delete_topic_dir`]). Cloud stores have no such files, but an abandoned S3
+/// (or GCS, Azure) multipart upload keeps its parts, invisible to listings and billed, until
+/// it is aborted: as Kafka's tiered storage documentation also advises, give the bucket a
+/// lifecycle rule that aborts incomplete multipart uploads after a day or so.
 #[derive(Clone, Debug)]
 pub struct TierStore {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) root: Path,
     url: String,
+    /// For a `file://` store: the folder of its root (`scoped` included), which the tier
+    /// reads and writes directly only to delete staging files.
+    local_root: Option<PathBuf>,
 }
 
 impl TierStore {
@@ -47,10 +60,14 @@ impl TierStore {
             let store = LocalFileSystem::new_with_prefix(&dir)
                 .map_err(|e| TierError::Config(format!("{url}: {e}")))?
                 .with_automatic_cleanup(true);
+            // Where the store's paths are: it canonicalised the folder.
+            let local_root = std::fs::canonicalize(&dir)
+                .map_err(TierError::io(format!("resolving {}", dir.display())))?;
             return Ok(TierStore {
                 store: Arc::new(store),
                 root: Path::ROOT,
                 url: url.to_string(),
+                local_root: Some(local_root),
             });
         }
         let mut settings: Vec<(String, String)> = std::env::vars().collect();
@@ -61,6 +78,7 @@ impl TierStore {
             store: Arc::from(store),
             root,
             url: url.to_string(),
+            local_root: None,
         })
     }
 
@@ -76,11 +94,22 @@ impl TierStore {
     /// never climb out of the root. [`TierStore::url`] is unchanged.
     pub fn scoped(&self, prefix: &str) -> TierStore {
         let mut root = self.root.clone();
+        let before = root.parts().count();
         root.extend(prefix.split(object_store::path::DELIMITER));
+        let local_root = self.local_root.as_ref().map(|dir| {
+            let mut dir = dir.clone();
+            dir.extend(
+                root.parts()
+                    .skip(before)
+                    .map(|part| part.as_ref().to_string()),
+            );
+            dir
+        });
         TierStore {
             store: Arc::clone(&self.store),
             root,
             url: self.url.clone(),
+            local_root,
         }
     }
 
@@ -107,6 +136,11 @@ impl TierStore {
     /// objects), then everything else. Idempotent (objects already gone are fine): call again
     /// until it succeeds. Returns how many objects this call deleted. Memory stays bounded
     /// whatever the number of objects: listings are streamed, never collected.
+    ///
+    /// For a `file://` store, the staging files that writes cut short by a crash left in the
+    /// topic's folder (`<object>#<n>`, hidden from listings) are deleted too, and counted,
+    /// then the topic's folder itself goes, whatever is left in it. As for any deletion of a
+    /// topic's data, nothing may still be uploading to the topic.
     pub async fn delete_topic_dir(&self, topic: &str, topic_id: &str) -> Result<usize, TierError> {
         let dir = self.path(&[&format!("{topic}-{topic_id}")]);
         let mut deleted = 0usize;
@@ -142,7 +176,35 @@ impl TierStore {
                 Err(e) => return Err(e.into()),
             }
         }
+        // Last, for a local store: what its listings do not show, and the folders.
+        if let Some(local) = self.local_dir(&dir) {
+            deleted += blocking(move || {
+                let staging = delete_staging_files(&local, true)?;
+                match std::fs::remove_dir_all(&local) {
+                    Ok(()) => Ok(staging),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(staging),
+                    Err(e) => Err(TierError::io(format!("removing {}", local.display()))(e)),
+                }
+            })
+            .await?;
+        }
         Ok(deleted)
+    }
+
+    /// The local folder of `path` (a path below the root) for a `file://` store; `None` for
+    /// other stores. The store maps each part of a path to a file name as it is written
+    /// (percent-encoded).
+    pub(crate) fn local_dir(&self, path: &Path) -> Option<PathBuf> {
+        let root = self.local_root.as_ref()?;
+        let rest = path.prefix_match(&self.root)?;
+        let mut dir = root.clone();
+        dir.extend(rest.map(|part| part.as_ref().to_string()));
+        Some(dir)
+    }
+
+    /// The local folder of the root, for a `file://` store.
+    pub(crate) fn local_root(&self) -> Option<&FsPath> {
+        self.local_root.as_deref()
     }
 
     /// The root as a listing prefix (`None` for the store's own root).
@@ -154,6 +216,72 @@ impl TierStore {
         parts
             .iter()
             .fold(self.root.clone(), |p, part| p.join(*part))
+    }
+}
+
+/// Runs blocking file-system work of a `file://` store off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, TierError> + Send + 'static,
+) -> Result<T, TierError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| TierError::Io {
+            context: "local file-system task".into(),
+            source: std::io::Error::other(e),
+        })?
+}
+
+/// Whether a file name in a `file://` store's folder is a staging file: the store writes an
+/// object to `<name>#<n>` and renames it when complete, and object names the tier writes never
+/// hold `#`.
+pub(crate) fn is_staging_file(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().contains(&b'#')
+}
+
+/// Deletes the staging files in `dir` (in its subfolders too when `recursive`); a missing
+/// folder has none. Returns how many it deleted. Symbolic links are not followed.
+pub(crate) fn delete_staging_files(dir: &FsPath, recursive: bool) -> Result<usize, TierError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(TierError::io(format!("listing {}", dir.display()))(e)),
+    };
+    let mut deleted = 0;
+    for entry in entries {
+        let entry = entry.map_err(TierError::io(format!("listing {}", dir.display())))?;
+        let path = entry.path();
+        let kind = entry.file_type().map_err(TierError::io(format!(
+            "reading the type of {}",
+            path.display()
+        )))?;
+        if kind.is_dir() {
+            if recursive {
+                deleted += delete_staging_files(&path, true)?;
+            }
+            continue;
+        }
+        if !is_staging_file(&entry.file_name()) {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => deleted += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(TierError::io(format!("deleting {}", path.display()))(e)),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Removes `dir` and then its parents while they are empty, up to (not including) `root`.
+/// Errors (a folder not empty, already gone, ...) just stop it: folders are tidiness, not
+/// data.
+pub(crate) fn remove_empty_dirs(dir: &FsPath, root: &FsPath) {
+    let mut dir = Some(dir);
+    while let Some(d) = dir.filter(|d| *d != root && d.starts_with(root)) {
+        if std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
     }
 }
 
@@ -208,5 +336,25 @@ mod tests {
         assert_eq!(deeper.path(&["x"]).as_ref(), "cluster-a/b/c/x");
         // A prefix cannot climb out of the root.
         assert_eq!(store.scoped("..").path(&["x"]).as_ref(), "%2E%2E/x");
+        assert_eq!(store.local_dir(&store.path(&["x"])), None);
+    }
+
+    #[test]
+    fn local_folders_are_where_the_store_writes() {
+        let root = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/tier", root.path().display());
+        let store = TierStore::open(&url, &[]).unwrap();
+        let fs = LocalFileSystem::new_with_prefix(root.path().join("tier")).unwrap();
+        for scope in ["", "cluster-a", "a b/%x/../c#1", "\u{e9}t\u{e9}/./q?r"] {
+            let scoped = store.scoped(scope);
+            for parts in [&["orders-0123", "7"][..], &["t", "1", "a#b"][..]] {
+                let path = scoped.path(parts);
+                assert_eq!(
+                    scoped.local_dir(&path).unwrap(),
+                    fs.path_to_filesystem(&path).unwrap(),
+                    "{scope:?} {parts:?}"
+                );
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt;
 use indexmap::IndexMap;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -87,6 +88,7 @@ fn write_segment_with(
         end_offset: base + batches * per_batch - 1,
         max_timestamp_ms: max_ts,
         max_timestamp_offset: max_ts_offset,
+        compacted: false,
         leader_epochs: vec![(0, base)],
         log: log_path,
         aux: vec![("index".into(), AuxData::File(index_path))],
@@ -1016,4 +1018,498 @@ async fn topic_directories_are_listed_and_deleted_in_a_local_folder() {
     let root = tempfile::tempdir().unwrap();
     let url = format!("file://{}/tier", root.path().display());
     topic_gc(TierStore::open(&url, &[]).unwrap().scoped("cluster-a")).await;
+    // The deleted topic's folder is gone; the other topic's is still there.
+    let scope = root.path().join("tier/cluster-a");
+    assert!(!scope
+        .join("orders-0123456789abcdef0123456789abcdef")
+        .exists());
+    assert!(scope
+        .join("my-topic-fedcba9876543210fedcba9876543210")
+        .is_dir());
+}
+
+/// Positions of the batches in `log`.
+fn positions(log: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    for h in headers(log) {
+        out.push(pos);
+        pos += h.size_bytes();
+    }
+    out
+}
+
+/// Replaces the `.log` object of `seg` (partition 0 of `t-id`) with `bytes`, dropping what
+/// `cache` holds of it (objects are never rewritten, so the cache does not expect it).
+async fn replace_log(
+    store: &TierStore,
+    cache: &Option<Arc<RemoteReadCache>>,
+    seg: &RemoteSegment,
+    bytes: Vec<u8>,
+) {
+    if let Some(cache) = cache {
+        cache.invalidate_segment(&seg.id);
+    }
+    let object = store.path(&[
+        "t-id",
+        "0",
+        &format!("{:020}-{}.log", seg.base_offset, seg.id),
+    ]);
+    store
+        .store
+        .put(&object, PutPayload::from(bytes))
+        .await
+        .unwrap();
+}
+
+fn assert_corrupt<T: std::fmt::Debug>(got: Result<T, TierError>, what: &str) {
+    match got {
+        Err(TierError::Corrupt(_)) => {}
+        Err(e) => panic!("{what}: expected a Corrupt error, got {e}"),
+        Ok(v) => {
+            let mut shown = format!("{v:?}");
+            shown.truncate(200);
+            panic!("{what}: expected a Corrupt error, got Ok({shown}...)")
+        }
+    }
+}
+
+/// The repro of the end-to-end test: the batch CRC does not cover the base offset, so a bit
+/// flipped there once labelled records 192..255 as 196..259 and served them.
+#[tokio::test]
+async fn a_corrupted_base_offset_is_an_error_not_data() {
+    for with_index in [true, false] {
+        for cache in [
+            None,
+            Some(RemoteReadCache::new(1 << 20, 4096)),
+            Some(RemoteReadCache::new(1 << 20, 64 << 10)),
+        ] {
+            let store = TierStore::open("memory://", &[]).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let mut part = RemotePartition::new(&store, "t", "id", 0);
+            if let Some(cache) = cache.clone() {
+                part = part.with_cache(cache);
+            }
+            let mut manifest = part.load_manifest().await.unwrap();
+            // 8 batches of 64 records (offsets 0..=511), timestamps 1000 + offset.
+            let (mut upload, mut bytes) = write_segment(dir.path(), 0, 8, 64);
+            if !with_index {
+                upload.aux.clear();
+            }
+            let seg = part.upload_segment(&mut manifest, upload).await.unwrap();
+            let at = positions(&bytes);
+            // The 4th batch (192..=255) now says it starts at 196.
+            bytes[at[3] + 7] ^= 0x04;
+            assert_eq!(headers(&bytes)[3].base_offset, 196);
+            replace_log(&store, &cache, &seg, bytes).await;
+            let what = format!("index {with_index}, cache {:?}", cache.is_some());
+
+            // At the batch's offset, and from earlier offsets whose reads walk into it: an
+            // error. Reads that stop before it (the batch over `max_bytes` is parsed and
+            // checked, never returned) answer batches before it.
+            let corrupt: Option<&[i64]> = None;
+            for (offset, max_bytes, min_one, expected) in [
+                (192, 1 << 20, false, corrupt),
+                (200, 1 << 20, false, corrupt),
+                (255, 1 << 20, false, corrupt),
+                (0, 1 << 20, false, corrupt),
+                (100, 1 << 20, false, corrupt),
+                (191, 1 << 20, false, corrupt),
+                (192, 100, true, corrupt),
+                (200, 100, true, corrupt),
+                (255, 100, true, corrupt),
+                (0, 100, true, Some(&[0][..])),
+                (100, 100, true, Some(&[64][..])),
+                (191, 100, true, Some(&[128][..])),
+                // Batches are about 13.5 KB: two fit, the third is checked.
+                (192, 30_000, true, corrupt),
+                (0, 30_000, true, Some(&[0, 64][..])),
+                (100, 30_000, true, corrupt),
+                (191, 30_000, true, corrupt),
+            ] {
+                let got = part.read(&manifest, offset, max_bytes, min_one).await;
+                let at = format!("{what}: read at {offset}, max {max_bytes}");
+                match expected {
+                    None => assert_corrupt(got, &at),
+                    Some(offsets) => assert_eq!(batch_offsets(&got.unwrap()), offsets, "{at}"),
+                }
+            }
+            // A timestamp lookup that walks it, too.
+            assert_corrupt(
+                part.offset_for_timestamp(&manifest, 1_000 + 192, 0).await,
+                &format!("{what}: timestamp"),
+            );
+            // Batches before it still read when the read does not reach it.
+            assert_eq!(
+                batch_offsets(&part.read(&manifest, 64, 100, true).await.unwrap()),
+                vec![64],
+                "{what}"
+            );
+            if with_index {
+                // With an index, a read starting past it never walks it.
+                assert_eq!(
+                    batch_offsets(&part.read(&manifest, 320, 1 << 20, false).await.unwrap()),
+                    vec![320, 384, 448],
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_corrupted_base_offset_in_a_first_or_last_batch_is_an_error() {
+    for with_index in [true, false] {
+        for cache in [None, Some(RemoteReadCache::new(1 << 20, 4096))] {
+            let store = TierStore::open("memory://", &[]).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let mut part = RemotePartition::new(&store, "t", "id", 0);
+            if let Some(cache) = cache.clone() {
+                part = part.with_cache(cache);
+            }
+            let mut manifest = part.load_manifest().await.unwrap();
+            let mut segs = Vec::new();
+            for base in [0, 80, 160] {
+                let (mut upload, bytes) = write_segment(dir.path(), base, 8, 10);
+                if !with_index {
+                    upload.aux.clear();
+                }
+                segs.push((
+                    part.upload_segment(&mut manifest, upload).await.unwrap(),
+                    bytes,
+                ));
+            }
+            let what = format!("index {with_index}, cache {:?}", cache.is_some());
+            // The first batch of the second segment says 84 (up), the first of the third 128
+            // (down, into the segment before): neither starts its segment.
+            for ((seg, bytes), flip) in segs.iter().skip(1).zip([0x04u8, 0x20]) {
+                let mut bytes = bytes.clone();
+                bytes[7] ^= flip;
+                assert_ne!(headers(&bytes)[0].base_offset, seg.base_offset);
+                replace_log(&store, &cache, seg, bytes).await;
+                for offset in [seg.base_offset, seg.base_offset + 5] {
+                    assert_corrupt(
+                        part.read(&manifest, offset, 1 << 20, false).await,
+                        &format!("{what}: read at {offset}"),
+                    );
+                    assert_corrupt(
+                        part.read(&manifest, offset, 10, true).await,
+                        &format!("{what}: read of one batch at {offset}"),
+                    );
+                }
+                assert_corrupt(
+                    part.offset_for_timestamp(&manifest, 1_000 + seg.base_offset, 0)
+                        .await,
+                    &format!("{what}: timestamp in {}", seg.base_offset),
+                );
+            }
+            // The first segment still reads whole: reads stop at segment ends.
+            assert_eq!(
+                batch_offsets(&part.read(&manifest, 0, 1 << 20, false).await.unwrap()),
+                (0..80).step_by(10).collect::<Vec<_>>(),
+                "{what}"
+            );
+            // Its last batch now says it starts at 71 (0x46 ^ 0x01): not after the one
+            // before it, and not ending at the segment's end.
+            let (seg, bytes) = &segs[0];
+            let mut bytes = bytes.clone();
+            let last = *positions(&bytes).last().unwrap();
+            bytes[last + 7] ^= 0x01;
+            assert_eq!(headers(&bytes).last().unwrap().base_offset, 71);
+            replace_log(&store, &cache, seg, bytes).await;
+            for offset in [0, 69, 70, 75, 79] {
+                assert_corrupt(
+                    part.read(&manifest, offset, 1 << 20, false).await,
+                    &format!("{what}: read at {offset} of a bad last batch"),
+                );
+            }
+        }
+    }
+}
+
+/// A segment whose batches do not reach the end offset the manifest gives it, or whose
+/// index entry does not match the batch it points at.
+#[tokio::test]
+async fn offsets_must_match_the_manifest_and_the_index() {
+    let store = TierStore::open("memory://", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let part = RemotePartition::new(&store, "t", "id", 0);
+    let mut manifest = part.load_manifest().await.unwrap();
+    let (mut upload, _) = write_segment(dir.path(), 0, 4, 10);
+    upload.end_offset = 49;
+    part.upload_segment(&mut manifest, upload).await.unwrap();
+    assert_eq!(
+        batch_offsets(&part.read(&manifest, 0, 100, true).await.unwrap()),
+        vec![0]
+    );
+    assert_corrupt(part.read(&manifest, 0, 1 << 20, false).await, "short");
+    assert_corrupt(part.read(&manifest, 45, 1 << 20, false).await, "short");
+
+    // An index entry saying the batch at its position ends at 24 (it ends at 29).
+    let (mut upload, _) = write_segment(dir.path(), 50, 4, 10);
+    let mut index = Vec::new();
+    for (rel, pos) in [(9u32, 0u32), (14, 0)] {
+        index.extend_from_slice(&rel.to_be_bytes());
+        index.extend_from_slice(&pos.to_be_bytes());
+    }
+    upload.aux = vec![("index".into(), AuxData::Bytes(Bytes::from(index)))];
+    part.upload_segment(&mut manifest, upload).await.unwrap();
+    assert_corrupt(part.read(&manifest, 65, 1 << 20, false).await, "index");
+}
+
+/// Reads from every offset, through dense, sparse and no offset indexes, with and without a
+/// cache, return exactly the segment's bytes from the batch holding the offset on.
+#[tokio::test]
+async fn reads_across_many_index_entries_pass_the_offset_checks() {
+    for index_every in [Some(1), Some(4), None] {
+        for cache in [None, Some(RemoteReadCache::new(64 << 10, 1024))] {
+            let store = TierStore::open("memory://", &[]).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let mut part = RemotePartition::new(&store, "t", "id", 0);
+            if let Some(cache) = cache.clone() {
+                part = part.with_cache(cache);
+            }
+            let mut manifest = part.load_manifest().await.unwrap();
+            let mut logs = Vec::new();
+            // Three segments of 60 batches of 3 records with 50-byte values.
+            for base in [0, 180, 360] {
+                let (mut upload, log) =
+                    write_segment_with(dir.path(), base, 60, 3, 50, |o| 1_000 + o);
+                match index_every {
+                    Some(every) => {
+                        let mut index = Vec::new();
+                        for (i, (h, pos)) in headers(&log).iter().zip(positions(&log)).enumerate() {
+                            if i % every == 0 {
+                                let rel = (h.last_offset() - base) as u32;
+                                index.extend_from_slice(&rel.to_be_bytes());
+                                index.extend_from_slice(&(pos as u32).to_be_bytes());
+                            }
+                        }
+                        upload.aux = vec![("index".into(), AuxData::Bytes(Bytes::from(index)))];
+                    }
+                    None => upload.aux.clear(),
+                }
+                part.upload_segment(&mut manifest, upload).await.unwrap();
+                logs.push((base, log));
+            }
+            let what = format!("index {index_every:?}, cache {:?}", cache.is_some());
+            for offset in 0..540 {
+                let (base, log) = &logs[(offset / 180) as usize];
+                let batch = (offset - base) / 3;
+                let from = positions(log)[batch as usize];
+                let got = part.read(&manifest, offset, 1_000, true).await.unwrap();
+                assert_eq!(&got[..], &log[from..from + got.len()], "{what}: {offset}");
+                assert_eq!(batch_offsets(&got)[0], base + batch * 3, "{what}: {offset}");
+                let got = part.read(&manifest, offset, 1 << 20, false).await.unwrap();
+                assert_eq!(&got[..], &log[from..], "{what}: {offset}");
+                if offset % 17 == 0 {
+                    assert_eq!(
+                        part.offset_for_timestamp(&manifest, 1_000 + offset, 0)
+                            .await
+                            .unwrap(),
+                        Some((1_000 + base + batch * 3 + 2, base + batch * 3)),
+                        "{what}: {offset}"
+                    );
+                }
+            }
+            let all: Vec<u8> = logs.iter().flat_map(|(_, log)| log.clone()).collect();
+            assert_eq!(consume(&part, &manifest, 0, 700).await, all, "{what}");
+        }
+    }
+}
+
+/// A batch larger than a read's first window makes the read start again from a later
+/// position; the batch found there must still follow the ones walked before.
+#[tokio::test]
+async fn a_read_started_again_keeps_checking_offsets() {
+    for cache in [None, Some(RemoteReadCache::new(1 << 20, 1024))] {
+        let store = TierStore::open("memory://", &[]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut part = RemotePartition::new(&store, "t", "id", 0);
+        if let Some(cache) = cache.clone() {
+            part = part.with_cache(cache);
+        }
+        let mut manifest = part.load_manifest().await.unwrap();
+        // Eight batches of one 100 KB record, without an index: every read walks from 0.
+        let (mut upload, mut bytes) = write_segment_with(dir.path(), 0, 8, 1, 100_000, |o| o);
+        upload.aux.clear();
+        let seg = part.upload_segment(&mut manifest, upload).await.unwrap();
+        for offset in 0..8 {
+            assert_eq!(
+                batch_offsets(&part.read(&manifest, offset, 100, true).await.unwrap()),
+                vec![offset]
+            );
+        }
+        // Batch 2 says 3: inside the segment, only its place in the chain gives it away.
+        let at = positions(&bytes);
+        bytes[at[2] + 7] ^= 0x01;
+        replace_log(&store, &cache, &seg, bytes).await;
+        for offset in [2, 3, 5] {
+            assert_corrupt(
+                part.read(&manifest, offset, 100, true).await,
+                &format!("cache {:?}: read at {offset}", cache.is_some()),
+            );
+        }
+        // The batch before it is never walked past.
+        assert_eq!(
+            batch_offsets(&part.read(&manifest, 1, 100, true).await.unwrap()),
+            vec![1]
+        );
+    }
+}
+
+/// The folder of partition `partition` of topic `t-id` in a `file://` store scoped under
+/// `cluster-a`, rooted at `root`.
+fn local_partition_dir(root: &FsPath, partition: i32) -> std::path::PathBuf {
+    root.join("tier")
+        .join("cluster-a")
+        .join("t-id")
+        .join(partition.to_string())
+}
+
+/// A `file://` store killed mid-write leaves `<object>#<n>` staging files, which its listings
+/// hide: the orphan cleanup deletes them (and counts them).
+#[tokio::test]
+async fn staging_files_of_a_crash_are_cleaned_in_a_local_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/tier", root.path().display());
+    let store = TierStore::open(&url, &[]).unwrap().scoped("cluster-a");
+    let dir = tempfile::tempdir().unwrap();
+    let part = RemotePartition::new(&store, "t", "id", 1);
+    let mut manifest = part.load_manifest().await.unwrap();
+    let (upload, _) = write_segment(dir.path(), 0, 3, 10);
+    let seg = part.upload_segment(&mut manifest, upload).await.unwrap();
+    let local = local_partition_dir(root.path(), 1);
+    assert!(local.join(format!("{:020}-{}.log", 0, seg.id)).is_file());
+    // A segment upload and a manifest write cut short.
+    let staging = [
+        format!("{:020}-deadbeef.log#1", 30),
+        format!("{:020}-deadbeef.index#2", 30),
+        "manifest.json#1".to_string(),
+    ];
+    for name in &staging {
+        std::fs::write(local.join(name), b"partial").unwrap();
+    }
+    // The store does not list them.
+    let listed: Vec<_> = store
+        .store
+        .list(Some(&store.path(&["t-id", "1"])))
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(part.clean_orphans(&manifest).await.unwrap(), 3);
+    for name in &staging {
+        assert!(!local.join(name).exists(), "{name}");
+    }
+    assert_eq!(part.clean_orphans(&manifest).await.unwrap(), 0);
+    assert_eq!(part.load_manifest().await.unwrap(), manifest);
+    assert_eq!(
+        batch_offsets(&part.read(&manifest, 0, 1 << 20, false).await.unwrap()),
+        vec![0, 10, 20]
+    );
+
+    // A crash in a partition's first upload: only a staging file; cleaning it leaves no
+    // folder behind (the topic's folder stays, partition 1 is in it).
+    let first = RemotePartition::new(&store, "t", "id", 2);
+    let local = local_partition_dir(root.path(), 2);
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::write(local.join(format!("{:020}-0ddba11.log#1", 0)), b"x").unwrap();
+    let empty = first.load_manifest().await.unwrap();
+    assert_eq!(first.clean_orphans(&empty).await.unwrap(), 1);
+    assert!(!local.exists());
+    assert!(local_partition_dir(root.path(), 1).is_dir());
+
+    // Other stores have no staging files: the memory store's cleanup is unchanged.
+    let memory = TierStore::open("memory://", &[]).unwrap();
+    let part = RemotePartition::new(&memory, "t", "id", 1);
+    assert_eq!(part.clean_orphans(&RemoteManifest::new()).await.unwrap(), 0);
+}
+
+/// Deleting a topic from a `file://` store deletes the staging files in its folder too, and
+/// the folder.
+#[tokio::test]
+async fn staging_files_go_with_a_deleted_topic_in_a_local_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/tier", root.path().display());
+    let store = TierStore::open(&url, &[]).unwrap().scoped("cluster-a");
+    let dir = tempfile::tempdir().unwrap();
+    let id = "0123456789abcdef0123456789abcdef";
+    let topic_dir = root.path().join("tier/cluster-a").join(format!("t-{id}"));
+    for p in 0..2 {
+        let part = RemotePartition::new(&store, "t", id, p);
+        let mut manifest = part.load_manifest().await.unwrap();
+        let (upload, _) = write_segment(dir.path(), 0, 2, 10);
+        part.upload_segment(&mut manifest, upload).await.unwrap();
+        std::fs::write(
+            topic_dir
+                .join(p.to_string())
+                .join(format!("{:020}-deadbeef.log#1", 20)),
+            b"partial",
+        )
+        .unwrap();
+    }
+    // A partition whose only file is a staging file, which listings do not show at all.
+    std::fs::create_dir_all(topic_dir.join("2")).unwrap();
+    std::fs::write(topic_dir.join("2/manifest.json#1"), b"{").unwrap();
+    // Another topic's staging file is not touched.
+    let other = root
+        .path()
+        .join("tier/cluster-a/u-fedcba9876543210fedcba9876543210/0");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("manifest.json#1"), b"{").unwrap();
+
+    assert_eq!(
+        store.list_topic_dirs().await.unwrap(),
+        vec![
+            ("t".to_string(), id.to_string()),
+            (
+                "u".to_string(),
+                "fedcba9876543210fedcba9876543210".to_string()
+            )
+        ]
+    );
+    // Two partitions of a manifest, a .log and an .index; three staging files.
+    assert_eq!(store.delete_topic_dir("t", id).await.unwrap(), 6 + 3);
+    assert!(!topic_dir.exists());
+    assert_eq!(store.delete_topic_dir("t", id).await.unwrap(), 0);
+    assert!(other.join("manifest.json#1").is_file());
+    assert_eq!(
+        store.list_topic_dirs().await.unwrap(),
+        vec![(
+            "u".to_string(),
+            "fedcba9876543210fedcba9876543210".to_string()
+        )]
+    );
+}
+
+/// A segment with a gap between offsets (what log compaction leaves), with and without the
+/// manifest's `compacted` flag: only a compacted segment may have one.
+#[tokio::test]
+async fn offset_gaps_are_corruption_unless_the_segment_was_compacted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut upload, log) = write_segment(dir.path(), 0, 3, 10);
+    // Drop the middle batch: offsets 10..=19 are gone, as after compaction.
+    let sizes: Vec<usize> = headers(&log).iter().map(|h| h.size_bytes()).collect();
+    let mut gapped = log[..sizes[0]].to_vec();
+    gapped.extend_from_slice(&log[sizes[0] + sizes[1]..]);
+    std::fs::write(&upload.log, &gapped).unwrap();
+    upload.aux.clear();
+    for compacted in [true, false] {
+        let store = TierStore::open("memory://", &[]).unwrap();
+        let part = RemotePartition::new(&store, "t", "id", 0);
+        let mut manifest = part.load_manifest().await.unwrap();
+        upload.compacted = compacted;
+        part.upload_segment(&mut manifest, upload.clone())
+            .await
+            .unwrap();
+        let read = part.read(&manifest, 0, 1 << 20, true).await;
+        if compacted {
+            assert_eq!(batch_offsets(&read.unwrap()), vec![0, 20]);
+            let from_gap = part.read(&manifest, 12, 1 << 20, true).await.unwrap();
+            assert_eq!(batch_offsets(&from_gap), vec![20]);
+        } else {
+            assert!(matches!(read, Err(TierError::Corrupt(_))), "{read:?}");
+        }
+    }
 }
