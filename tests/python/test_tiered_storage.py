@@ -923,7 +923,7 @@ def test_store_outage_delays_uploads_but_not_produce(tier, broker_factory, topic
 
 
 # --------------------------------------------------------------------------
-# 4. log.local.max.bytes: produce refused while uploads cannot free local disk
+# 4. log.local.untiered.max.bytes: produce refused while uploads cannot free local disk
 # --------------------------------------------------------------------------
 
 
@@ -932,7 +932,7 @@ def test_store_outage_delays_uploads_but_not_produce(tier, broker_factory, topic
 def test_local_disk_limit_refuses_produce_until_uploads_catch_up(tier, broker_factory, topic):
     tier.s3_options = OUTAGE_S3_OPTIONS
     limit = 4 * SEGMENT
-    b = tier.start_broker(broker_factory, overrides={"log.local.max.bytes": limit})
+    b = tier.start_broker(broker_factory, overrides={"log.local.untiered.max.bytes": limit})
     bs = b.bootstrap
     admin = make_admin(bs)
     create_topic(admin, topic, config=tiered_topic_config(tier, local_retention_bytes=SEGMENT))
@@ -964,7 +964,7 @@ def test_local_disk_limit_refuses_produce_until_uploads_catch_up(tier, broker_fa
             break
     assert bytes_at_refusal is not None, (
         f"produce was never refused with the store down: local logs hold {all_local_log_bytes(b)} bytes, "
-        f"log.local.max.bytes={limit}"
+        f"log.local.untiered.max.bytes={limit}"
     )
     p.flush(15)
     codes = {e.code() for e in tracker.failed.values()}
@@ -1003,7 +1003,7 @@ def test_local_disk_limit_refuses_produce_until_uploads_catch_up(tier, broker_fa
     assert not bad, f"{len(bad)} acknowledged records missing or different, e.g. record {bad[0]} at offset {acked[bad[0]]}"
     print(f"local bytes at the first refusal: {bytes_at_refusal} (limit {limit}); acked {len(acked)}, failed {len(tracker.failed)}")
     assert bytes_at_refusal <= limit + 3 * SEGMENT, (
-        f"local logs grew to {bytes_at_refusal} bytes before produce was refused (log.local.max.bytes={limit})"
+        f"local logs grew to {bytes_at_refusal} bytes before produce was refused (log.local.untiered.max.bytes={limit})"
     )
 
 

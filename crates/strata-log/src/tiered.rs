@@ -92,11 +92,16 @@ impl Log {
     /// Starts this empty local log where the tier ends, so the partition serves its tiered
     /// records and producers continue at the right offsets: the log start becomes the tier's,
     /// leader epochs, aborted transactions and producer state come from the tier.
+    /// Refused (`StorageCorruption`) unless the log is still empty and
+    /// behind the tier: records may have arrived since the caller looked.
     pub fn start_after_tier(&mut self, tier: &TierTail) -> Result<(), LogError> {
-        assert!(
-            self.is_behind_tier(tier.next_offset),
-            "only an empty log behind the tier starts after it"
-        );
+        if !self.is_behind_tier(tier.next_offset) {
+            return Err(LogError::StorageCorruption(format!(
+                "cannot start after the tier at {}: the local log holds records up to {}",
+                tier.next_offset,
+                self.log_end_offset()
+            )));
+        }
         let next = tier.next_offset;
         self.truncate_fully_and_start_at(next)?;
         self.log_start_offset = tier.log_start_offset.clamp(0, next);
@@ -149,9 +154,10 @@ impl Log {
             }
             if base < from {
                 // Only possible if the tier and the local log were changed apart (a restored
-                // data directory): the segment overlaps what the tier has. It stays local.
-                tracing::warn!(dir = %self.dir().display(), base, from, "segment overlaps the tier; not uploading it");
-                continue;
+                // data directory): the segment overlaps what the tier has. Nothing after it
+                // is uploaded either, so the tier never gets a gap.
+                tracing::warn!(dir = %self.dir().display(), base, from, "segment overlaps the tier; not uploading it or anything after it");
+                break;
             }
             let seg = &self.segments[&base];
             let max_ts = seg.max_timestamp(self.config())?;
@@ -200,34 +206,37 @@ impl Log {
             .collect()
     }
 
+    /// Every local segment with its last offset; the active segment's is `None`.
+    fn segments_with_ends(
+        &self,
+    ) -> impl Iterator<Item = (&crate::segment::LogSegment, Option<i64>)> {
+        let ends = self
+            .segments
+            .keys()
+            .skip(1)
+            .map(|next| Some(next - 1))
+            .chain([None]);
+        self.segments.values().zip(ends)
+    }
+
     /// Bytes and count of rolled segments not yet in the tier (Kafka's `RemoteCopyLagBytes`
     /// and `RemoteCopyLagSegments`); zero for a log that is not tiered.
     pub fn upload_lag(&self) -> (u64, usize) {
         if !self.config().remote_storage_enable {
             return (0, 0);
         }
-        let bases: Vec<i64> = self.segments.keys().copied().collect();
-        bases
-            .windows(2)
-            .filter(|w| w[1] - 1 > self.highest_offset_in_remote)
-            .fold((0, 0), |(bytes, n), w| {
-                (bytes + self.segments[&w[0]].size_bytes(), n + 1)
+        self.segments_with_ends()
+            .filter(|(_, end)| end.is_some_and(|end| end > self.highest_offset_in_remote))
+            .fold((0, 0), |(bytes, n), (seg, _)| {
+                (bytes + seg.size_bytes(), n + 1)
             })
     }
 
     /// Bytes of the log that are only on local disk (not yet in the tier, the active segment
     /// included): what retention.bytes adds to the tier's size for the whole log.
     pub fn local_only_bytes(&self) -> u64 {
-        let ends = self
-            .segments
-            .keys()
-            .skip(1)
-            .map(|next| next - 1)
-            .chain([i64::MAX]);
-        self.segments
-            .values()
-            .zip(ends)
-            .filter(|(_, end)| *end > self.highest_offset_in_remote)
+        self.segments_with_ends()
+            .filter(|(_, end)| end.is_none_or(|end| end > self.highest_offset_in_remote))
             .map(|(seg, _)| seg.size_bytes())
             .sum()
     }
@@ -237,10 +246,9 @@ impl Log {
     /// already in the tier. The log start offset does not move: the records stay readable
     /// from the tier. Returns the number of segments deleted.
     pub(crate) fn apply_local_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
-        let bases: Vec<i64> = self.segments.keys().copied().collect();
-        let uploaded = bases
-            .windows(2)
-            .take_while(|w| w[1] - 1 <= self.highest_offset_in_remote)
+        let uploaded = self
+            .segments_with_ends()
+            .take_while(|(_, end)| end.is_some_and(|end| end <= self.highest_offset_in_remote))
             .count();
         if uploaded == 0 {
             return Ok(0);

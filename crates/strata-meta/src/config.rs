@@ -407,12 +407,12 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "Strata: unit of tier reads, caching and read-ahead",
     ),
     def(
-        "log.local.max.bytes",
+        "log.local.untiered.max.bytes",
         Long,
         "-1",
         AtLeast(-1),
         &[],
-        "Strata: local log bytes at which producers get a retriable KAFKA_STORAGE_ERROR until uploads catch up (-1 = no limit)",
+        "Strata: bytes of tiered partitions not yet in the tier at which their producers get a retriable KAFKA_STORAGE_ERROR until uploads catch up (-1 = no limit)",
     ),
     def(
         "log.flush.scheduler.interval.ms",

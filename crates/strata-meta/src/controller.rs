@@ -431,6 +431,17 @@ impl Controller {
         }
         if let ConfigResource::Topic(_) = resource {
             check_topic_config_set(&next).map_err(|e| ControllerError::InvalidConfig(e.0))?;
+            // Kafka refuses this too (without remote.log.delete.on.disable, which Strata does
+            // not have): the tier's data would stay, unreachable and never deleted.
+            let enabled = |c: &BTreeMap<String, String>| {
+                c.get("remote.storage.enable")
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+            };
+            if enabled(&current) && !enabled(&next) {
+                return Err(ControllerError::InvalidConfig(
+                    "It is invalid to disable remote storage without deleting remote data: delete and re-create the topic instead".into(),
+                ));
+            }
         }
         let mut records = Vec::new();
         for (name, value) in &next {
@@ -588,8 +599,27 @@ mod tests {
             Err(ControllerError::InvalidConfig(_))
         ));
         local_over_total.configs[1].1 = Some("500".into());
+        local_over_total
+            .configs
+            .push(("remote.storage.enable".into(), Some("true".into())));
         let image = create(&image, &local_over_total).unwrap();
         let id = image.topic("t").unwrap().topic_id;
+        // A tiered topic stays tiered: turning it off, by value or by deleting the key, and
+        // switching it to compaction are refused.
+        let topic = ConfigResource::Topic("t".into());
+        for ops in [
+            vec![ConfigOp::Set(
+                "remote.storage.enable".into(),
+                "false".into(),
+            )],
+            vec![ConfigOp::Delete("remote.storage.enable".into())],
+            vec![ConfigOp::Set("cleanup.policy".into(), "compact".into())],
+        ] {
+            assert!(matches!(
+                Controller::new(1).alter_configs(&image, &topic, &ops, false),
+                Err(ControllerError::InvalidConfig(_))
+            ));
+        }
         assert!(!image.was_deleted(&id));
         let records = Controller::new(1).delete_topic(&image, id).unwrap();
         let image = image.apply(&records);

@@ -303,10 +303,12 @@ async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) 
                 // Retry logs that failed to open (the disk may have been freed since).
                 b.replicas.reconcile(&b.image(), &b.config);
             }
-            let mut local_bytes = 0;
+            let mut untiered_bytes = 0;
             for partition in b.replicas.all() {
                 let mut log = partition.log();
-                local_bytes += log.snapshot().size_bytes;
+                if log.config().remote_storage_enable {
+                    untiered_bytes += log.local_only_bytes();
+                }
                 if let Err(e) = log.maybe_flush(now) {
                     b.metrics.storage_errors.add(1);
                     tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "flush failed");
@@ -325,7 +327,7 @@ async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) 
                     }
                 }
             }
-            b.remote.update_disk_usage(local_bytes);
+            b.remote.update_disk_usage(untiered_bytes);
         })
         .await;
     }

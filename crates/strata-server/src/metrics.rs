@@ -224,7 +224,7 @@ impl Metrics {
             ),
             (
                 "strata_produce_rejected_disk_limit_total",
-                "Produce partitions refused because local logs reached log.local.max.bytes.",
+                "Produce partitions refused because data not yet in the tier reached log.local.untiered.max.bytes.",
                 &self.produce_rejected_disk_limit,
             ),
         ];

@@ -13,7 +13,8 @@
 //!    written, and only then may local retention delete the local copy.
 //!
 //! A failing partition backs off exponentially (0.5 s doubling to 30 s) and is retried; the
-//! local log keeps accepting records meanwhile, up to `log.local.max.bytes` across the broker.
+//! local log keeps accepting records meanwhile, up to `log.local.untiered.max.bytes` not yet in the
+//! tier across the broker.
 //!
 //! Deleted topics: after a topic deletion (and once after start-up), the pass lists the tier's
 //! topic directories and deletes those whose topic id the metadata image records as deleted.
@@ -42,7 +43,10 @@ use crate::metrics::TierReadMetrics;
 use crate::replica_manager::{now_ms, Partition};
 
 /// Segments one partition uploads per pass before the pass moves on (fairness).
-const UPLOADS_PER_PASS: usize = 8;
+const UPLOADS_PER_PASS: usize = 2;
+/// Tier reads at once (a read outlives its fetch after `remote.fetch.max.wait.ms`); a fetch
+/// finding none free answers without that partition's data.
+const MAX_TIER_READS: usize = 64;
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -113,13 +117,21 @@ pub struct RemoteLogManager {
     partitions: Mutex<HashMap<(Uuid, i32), Arc<RemoteLogPartition>>>,
     /// Deleted-topic count of the image at the last complete sweep of deleted topics' data.
     swept_deletions: Mutex<Option<usize>>,
-    local_max_bytes: i64,
+    /// `log.local.untiered.max.bytes`.
+    untiered_max_bytes: i64,
     disk_limit_reached: AtomicBool,
     /// `remote.fetch.max.wait.ms`: how long a fetch waits for the tier.
     fetch_max_wait: Duration,
     /// `remote.list.offsets.request.timeout.ms`: how long ListOffsets waits for the tier.
     list_offsets_timeout: Duration,
     read_metrics: Arc<TierReadMetrics>,
+    reads: Arc<tokio::sync::Semaphore>,
+    /// Largest read from the tier for one partition of one fetch (one cache chunk), except
+    /// that a larger first batch is returned whole.
+    max_read_bytes: usize,
+    /// Empty tiered partitions whose manifest has not been read since start-up: they may
+    /// have lost their local data, so producers wait until the tier says where they start.
+    awaiting_tier: Mutex<HashSet<(Uuid, i32)>>,
 }
 
 impl RemoteLogManager {
@@ -141,18 +153,23 @@ impl RemoteLogManager {
         };
         let store = TierStore::open(&url, &config.object_store_options)?.scoped(cluster_id);
         let cache_bytes: i64 = config.broker_value("remote.log.reader.cache.bytes");
-        let chunk_bytes: i64 = config.broker_value("remote.log.reader.chunk.bytes");
+        let chunk_bytes = config
+            .broker_value::<i64>("remote.log.reader.chunk.bytes")
+            .max(1);
         tracing::info!(url = %store.url(), cache_bytes, "tiered storage");
         Ok(Self {
             store,
-            cache: RemoteReadCache::new(cache_bytes.max(0) as usize, chunk_bytes.max(1) as usize),
+            cache: RemoteReadCache::new(cache_bytes.max(0) as usize, chunk_bytes as usize),
             partitions: Mutex::new(HashMap::new()),
             swept_deletions: Mutex::new(None),
-            local_max_bytes: config.broker_value("log.local.max.bytes"),
+            untiered_max_bytes: config.broker_value("log.local.untiered.max.bytes"),
             disk_limit_reached: AtomicBool::new(false),
             fetch_max_wait: millis(config, "remote.fetch.max.wait.ms"),
             list_offsets_timeout: millis(config, "remote.list.offsets.request.timeout.ms"),
             read_metrics,
+            reads: Arc::new(tokio::sync::Semaphore::new(MAX_TIER_READS)),
+            max_read_bytes: chunk_bytes as usize,
+            awaiting_tier: Mutex::new(HashSet::new()),
         })
     }
 
@@ -160,10 +177,18 @@ impl RemoteLogManager {
         self.cache.stats()
     }
 
-    /// Whether local logs hold `log.local.max.bytes` or more: producers to user topics then
-    /// get KAFKA_STORAGE_ERROR (retriable) until uploads and local retention free space.
+    /// Whether tiered partitions hold `log.local.untiered.max.bytes` or more that is not yet
+    /// in the tier (a store outage): producers to tiered partitions then get
+    /// KAFKA_STORAGE_ERROR (retriable) until uploads catch up.
     pub fn disk_limit_reached(&self) -> bool {
         self.disk_limit_reached.load(Ordering::Relaxed)
+    }
+
+    /// Whether producers to this partition must wait: it is empty and tiered, and the tier
+    /// has not yet said whether it holds the partition's earlier records.
+    pub fn awaiting_tier(&self, partition: &Partition) -> bool {
+        let awaiting = self.awaiting_tier.lock().unwrap_or_else(|e| e.into_inner());
+        !awaiting.is_empty() && awaiting.contains(&(partition.topic_id, partition.index))
     }
 
     fn partition_state(&self, p: &Partition) -> Arc<RemoteLogPartition> {
@@ -214,11 +239,22 @@ impl RemoteLogManager {
         max_bytes: usize,
         min_one_batch: bool,
     ) -> Result<Bytes, TierError> {
+        let Ok(permit) = self.reads.clone().try_acquire_owned() else {
+            return Ok(Bytes::new());
+        };
+        let max_bytes = max_bytes.min(self.max_read_bytes);
         let (rlm, p) = (self.clone(), partition.clone());
         let read = tokio::spawn(async move {
+            let _permit = permit;
             let started = Instant::now();
             let result = async {
                 let (state, manifest) = rlm.manifest(&p).await?;
+                // The tier's segments run from its first to its last without gaps (unless
+                // compacted); an offset below the first one was deleted meanwhile.
+                let holder = manifest.segment_for(offset);
+                if holder.is_none_or(|s| offset < s.base_offset && !s.compacted) {
+                    return Err(TierError::NotInTier(offset));
+                }
                 state
                     .remote
                     .read(&manifest, offset, max_bytes, min_one_batch)
@@ -240,10 +276,7 @@ impl RemoteLogManager {
         });
         match tokio::time::timeout(self.fetch_max_wait, read).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(TierError::Io {
-                context: "reading from the tier".into(),
-                source: std::io::Error::other(join.to_string()),
-            }),
+            Ok(Err(join)) => Err(io_error("reading from the tier", join)),
             Err(_) => {
                 tracing::debug!(topic = %partition.topic, partition = partition.index, offset, "tier read still running after remote.fetch.max.wait.ms");
                 Ok(Bytes::new())
@@ -278,6 +311,15 @@ impl RemoteLogManager {
                 .await
         })
         .await
+    }
+
+    /// ListOffsets LATEST_TIERED: the last offset in the tier, if any.
+    pub async fn highest_offset(
+        &self,
+        partition: &Arc<Partition>,
+    ) -> Result<Option<i64>, TierLookupError> {
+        let (_, manifest) = self.bounded(self.manifest(partition)).await?;
+        Ok(manifest.next_offset().map(|next| next - 1))
     }
 
     /// ListOffsets MAX_TIMESTAMP over the tier: the largest segment max timestamp there, with
@@ -315,32 +357,40 @@ impl RemoteLogManager {
             let manifest = state.remote.load_manifest().await?;
             let cleaned = state.remote.clean_orphans(&manifest).await;
             report_orphan_cleanup(partition, cleaned);
+            // Where the partition's records end in the tier: after its last segment, or at
+            // its log start if retention emptied it.
+            let tier_end = manifest
+                .next_offset()
+                .unwrap_or(0)
+                .max(manifest.log_start_offset);
+            if tier_end > 0 && partition.log().is_behind_tier(tier_end) {
+                let tail = tier_tail(&state.remote, &manifest, tier_end).await?;
+                let p = partition.clone();
+                blocking(move || match p.is_removed() {
+                    true => Ok(()),
+                    false => p.log().start_after_tier(&tail),
+                })
+                .await
+                .map_err(|e| io_error("starting after the tier", e))?;
+            }
             if let Some(next) = manifest.next_offset() {
-                let behind = partition.log().is_behind_tier(next);
-                if behind {
-                    let tail = tier_tail(&state.remote, &manifest).await?;
-                    let p = partition.clone();
-                    blocking(move || p.log().start_after_tier(&tail))
-                        .await
-                        .map_err(|e| TierError::Io {
-                            context: format!(
-                                "starting {}-{} after the tier",
-                                partition.topic, partition.index
-                            ),
-                            source: std::io::Error::other(e.to_string()),
-                        })?;
-                }
                 let mut log = partition.log();
                 if log.log_end_offset() < next {
-                    // Records were written locally over offsets the tier holds: the local data
-                    // was lost and replaced before the tier could be read. Keep both; the
-                    // overlapping segments are not uploaded.
-                    tracing::error!(topic = %partition.topic, partition = partition.index, log_end_offset = log.log_end_offset(), tier_next_offset = next, "local log is behind the tier but not empty");
+                    // Records were written locally over offsets the tier holds (local data
+                    // lost, and the tier unreadable when the partition started). Local
+                    // retention must not treat them as uploaded: keep everything local and
+                    // let uploads fail on the overlap until an operator decides.
+                    tracing::error!(topic = %partition.topic, partition = partition.index, log_end_offset = log.log_end_offset(), tier_next_offset = next, "local log diverged from the tier; keeping all local data");
+                } else {
+                    log.set_highest_offset_in_remote(next - 1);
                 }
-                log.set_highest_offset_in_remote(next - 1);
             }
             state.publish(&manifest);
             *writer = Some(manifest);
+            self.awaiting_tier
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&(partition.topic_id, partition.index));
         }
         Ok(writer.as_mut().expect("loaded above"))
     }
@@ -362,6 +412,10 @@ impl RemoteLogManager {
         if empty.is_empty() {
             return;
         }
+        self.awaiting_tier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(empty.iter().map(|p| (p.topic_id, p.index)));
         let load = async {
             for partition in &empty {
                 let state = self.partition_state(partition);
@@ -441,15 +495,19 @@ impl RemoteLogManager {
         }
     }
 
-    /// Compares `bytes`, the size of every local log, with `log.local.max.bytes`. Called by
-    /// the broker's housekeeping tick, which does not wait for the object store.
+    /// Compares `bytes`, what tiered partitions hold locally that is not yet in the tier, with
+    /// `log.local.untiered.max.bytes`. Called by the broker's housekeeping tick, which does
+    /// not wait for the object store.
     pub fn update_disk_usage(&self, bytes: u64) {
-        let reached = self.local_max_bytes >= 0 && bytes >= self.local_max_bytes as u64;
+        let reached = self.untiered_max_bytes >= 0 && bytes >= self.untiered_max_bytes as u64;
         if reached != self.disk_limit_reached.swap(reached, Ordering::Relaxed) {
             if reached {
-                tracing::warn!(bytes, limit = self.local_max_bytes, "local logs reached log.local.max.bytes: refusing produce until uploads catch up");
+                tracing::warn!(bytes, limit = self.untiered_max_bytes, "data not yet in the tier reached log.local.untiered.max.bytes: refusing produce to tiered partitions until uploads catch up");
             } else {
-                tracing::info!(bytes, "local logs back under log.local.max.bytes");
+                tracing::info!(
+                    bytes,
+                    "data not yet in the tier back under log.local.untiered.max.bytes"
+                );
             }
         }
     }
@@ -462,6 +520,9 @@ impl RemoteLogManager {
         partition: &Arc<Partition>,
         state: &RemoteLogPartition,
     ) -> Result<bool, TierError> {
+        if partition.is_removed() {
+            return Ok(false);
+        }
         let mut writer = state.writer.lock().await;
         let manifest = self.load(state, partition, &mut writer).await?;
 
@@ -482,7 +543,14 @@ impl RemoteLogManager {
         let log_start = match target {
             Some(target) if target > log_start => {
                 let p = partition.clone();
-                let moved = blocking(move || p.log().delete_records_before(target)).await;
+                let moved = blocking(move || {
+                    let mut log = p.log();
+                    match p.is_removed() {
+                        true => Ok(log.log_start_offset()),
+                        false => log.delete_records_before(target),
+                    }
+                })
+                .await;
                 match moved {
                     Ok(start) => {
                         tracing::info!(topic = %partition.topic, partition = partition.index, log_start_offset = start, "retention moved the log start through the tier");
@@ -502,9 +570,11 @@ impl RemoteLogManager {
                 .first()
                 .is_some_and(|s| s.end_offset < log_start);
         if stale {
-            let deleted = state.remote.delete_below(manifest, log_start).await?;
-            broker.metrics.tier_segments_deleted.add(deleted as u64);
+            let gone = state.remote.drop_below(manifest, log_start).await?;
+            // Readers get the new manifest before the objects go.
             state.publish(manifest);
+            state.remote.delete_segments(&gone).await?;
+            broker.metrics.tier_segments_deleted.add(gone.len() as u64);
         }
 
         for _ in 0..UPLOADS_PER_PASS {
@@ -513,15 +583,7 @@ impl RemoteLogManager {
             let segment = match next {
                 Ok(mut v) if !v.is_empty() => v.remove(0),
                 Ok(_) => return Ok(false),
-                Err(e) => {
-                    return Err(TierError::Io {
-                        context: format!(
-                            "listing segments of {}-{}",
-                            partition.topic, partition.index
-                        ),
-                        source: std::io::Error::other(e.to_string()),
-                    })
-                }
+                Err(e) => return Err(io_error("listing segments to upload", e)),
             };
             let (end, size) = (segment.end_offset, segment.size_bytes);
             let uploaded = state
@@ -535,6 +597,9 @@ impl RemoteLogManager {
             let p = partition.clone();
             blocking(move || {
                 let mut log = p.log();
+                if p.is_removed() {
+                    return;
+                }
                 log.set_highest_offset_in_remote(end);
                 // Local retention right away: the hot tail shrinks as soon as it may.
                 if let Err(e) = log.apply_retention(now_ms()) {
@@ -597,6 +662,13 @@ fn report_orphan_cleanup(partition: &Partition, cleaned: Result<usize, TierError
     }
 }
 
+fn io_error(context: &str, e: impl std::fmt::Display) -> TierError {
+    TierError::Io {
+        context: context.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
 fn millis(config: &ServerConfig, key: &str) -> Duration {
     Duration::from_millis(config.broker_value::<i64>(key).max(1) as u64)
 }
@@ -605,6 +677,7 @@ fn millis(config: &ServerConfig, key: &str) -> Duration {
 async fn tier_tail(
     remote: &RemotePartition,
     manifest: &RemoteManifest,
+    tier_end: i64,
 ) -> Result<TierTail, TierError> {
     let mut tail = TierTail {
         log_start_offset: manifest
@@ -612,7 +685,7 @@ async fn tier_tail(
             .first()
             .map_or(0, |s| s.base_offset)
             .max(manifest.log_start_offset),
-        next_offset: manifest.next_offset().unwrap_or(0),
+        next_offset: tier_end,
         ..TierTail::default()
     };
     for seg in &manifest.segments {
@@ -683,7 +756,11 @@ fn retention_target(
     if retention_ms >= 0 {
         n = live
             .iter()
-            .take_while(|s| now_ms.saturating_sub(s.max_timestamp_ms) > retention_ms)
+            // A segment without timestamps (-1) never expires by time, as a local one without
+            // them counts from its file's age rather than from 1970.
+            .take_while(|s| {
+                s.max_timestamp_ms >= 0 && now_ms.saturating_sub(s.max_timestamp_ms) > retention_ms
+            })
             .count();
     }
     if retention_bytes >= 0 {
@@ -784,6 +861,9 @@ mod tests {
         // Segments below the log start no longer count.
         assert_eq!(retention_target(&m, 10, -1, 15, 5, 1000), Some(20));
         assert_eq!(retention_target(&m, 10, -1, 16, 5, 1000), None);
+        // A segment without timestamps does not expire by time (nor do those after it).
+        let untimed = manifest(&[(0, 9, -1, 10), (10, 19, 200, 10)]);
+        assert_eq!(retention_target(&untimed, 0, 10, -1, 5, 1000), None);
         assert_eq!(retention_target(&m, 10, 850, -1, 5, 1000), None);
     }
 }

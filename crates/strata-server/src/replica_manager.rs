@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use strata_log::{Log, LogError};
@@ -31,6 +32,10 @@ pub struct Partition {
     pub leader_epoch: i32,
     dir: PathBuf,
     log: Mutex<Log>,
+    /// Set when the image no longer has the partition and its directory is deleted: a task
+    /// still holding it (an upload to the tier) must not touch the path, which a re-created
+    /// topic of the same name may own by then.
+    removed: AtomicBool,
 }
 
 impl Partition {
@@ -42,6 +47,10 @@ impl Partition {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
     }
 }
 
@@ -150,6 +159,11 @@ impl ReplicaManager {
             .collect();
         for tp in gone {
             if let Some(p) = partitions.remove(&tp) {
+                // Under the log's lock: whoever checks the flag under it sees it set before
+                // the directory goes.
+                let log = p.log();
+                p.removed.store(true, Ordering::Release);
+                drop(log);
                 remove_dir(&p.dir);
                 tracing::info!(topic = %tp.0, partition = tp.1, "deleted partition log");
             }
@@ -180,6 +194,7 @@ impl ReplicaManager {
                             leader_epoch: *leader_epoch,
                             dir,
                             log: Mutex::new(log),
+                            removed: AtomicBool::new(false),
                         }),
                     );
                 }

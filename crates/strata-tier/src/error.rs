@@ -21,6 +21,10 @@ pub enum TierError {
     /// object, an unreadable manifest. Never answered with the data.
     #[error("corrupt remote data: {0}")]
     Corrupt(String),
+    /// A read at an offset the tier does not hold (below its first segment, or no segment at
+    /// all): retention or DeleteRecords removed it meanwhile, or the tier lost it.
+    #[error("offset {0} is not in the tier")]
+    NotInTier(i64),
     /// An upload that would break the manifest's invariants (overlapping or out-of-order
     /// segments): a caller bug, refused rather than recorded.
     #[error("invalid upload: {0}")]

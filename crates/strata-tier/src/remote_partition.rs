@@ -557,13 +557,9 @@ impl RemotePartition {
     pub async fn read_aux(
         &self,
         seg: &RemoteSegment,
-        ext: &str,
+        ext: &'static str,
     ) -> Result<Option<Bytes>, TierError> {
-        if !seg.files.iter().any(|f| f == ext) {
-            return Ok(None);
-        }
-        let object = self.segment_object(seg.base_offset, &seg.id, ext);
-        Ok(Some(self.store.store.get(&object).await?.bytes().await?))
+        self.aux_object(seg, ext).await
     }
 
     /// Drops every segment that ends below `offset` from the manifest (written first), then
@@ -573,19 +569,39 @@ impl RemotePartition {
         manifest: &mut RemoteManifest,
         offset: i64,
     ) -> Result<usize, TierError> {
+        let gone = self.drop_below(manifest, offset).await?;
+        self.delete_segments(&gone).await?;
+        Ok(gone.len())
+    }
+
+    /// The first half of [`RemotePartition::delete_below`]: writes the manifest without the
+    /// segments that end below `offset` and returns them. Their objects stay until
+    /// [`RemotePartition::delete_segments`], so a caller can first give readers the new
+    /// manifest (readers holding the old one still find every object it names).
+    pub async fn drop_below(
+        &self,
+        manifest: &mut RemoteManifest,
+        offset: i64,
+    ) -> Result<Vec<RemoteSegment>, TierError> {
         let mut next = manifest.clone();
         next.log_start_offset = next.log_start_offset.max(offset);
         let keep_from = next.segments.partition_point(|s| s.end_offset < offset);
         let gone: Vec<RemoteSegment> = next.segments.drain(..keep_from).collect();
         self.write_manifest(&next).await?;
         *manifest = next;
-        for seg in &gone {
+        Ok(gone)
+    }
+
+    /// Deletes the objects of segments no manifest names any more. A failure leaves orphans
+    /// for [`RemotePartition::clean_orphans`].
+    pub async fn delete_segments(&self, gone: &[RemoteSegment]) -> Result<(), TierError> {
+        for seg in gone {
             if let Some(cache) = &self.cache {
                 cache.invalidate_segment(&seg.id);
             }
             self.delete_segment_objects(seg).await?;
         }
-        Ok(gone.len())
+        Ok(())
     }
 
     async fn delete_segment_objects(&self, seg: &RemoteSegment) -> Result<(), TierError> {

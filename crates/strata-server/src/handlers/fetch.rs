@@ -148,6 +148,7 @@ fn read_all(
 ) -> Vec<PartitionData> {
     let mut remaining = max_bytes;
     let mut first_with_data = true;
+    let mut tier_read_done = false;
     targets
         .iter()
         .map(|t| {
@@ -200,22 +201,31 @@ fn read_all(
                         last_stable_offset: log.last_stable_offset(),
                     };
                     drop(log);
-                    let remote = tokio::runtime::Handle::current().block_on(broker.remote.read(
-                        &partition,
-                        offset,
-                        budget,
-                        first_with_data,
-                    ));
-                    match remote {
-                        Ok(records) => (partition.log(), Ok(ReadResult { records, ..ends })),
-                        Err(_) => {
-                            return base
-                                .with_error_code(code(ResponseError::KafkaStorageError))
-                                .with_high_watermark(ends.high_watermark)
-                                .with_last_stable_offset(ends.last_stable_offset)
-                                .with_log_start_offset(ends.log_start_offset)
-                        }
-                    }
+                    // One tier read per fetch, as in Kafka: the other partitions below their
+                    // local log start answer empty, and the consumer asks again.
+                    let remote = if tier_read_done {
+                        Ok(Bytes::new())
+                    } else {
+                        tier_read_done = true;
+                        tokio::runtime::Handle::current().block_on(broker.remote.read(
+                            &partition,
+                            offset,
+                            budget,
+                            first_with_data,
+                        ))
+                    };
+                    let log = partition.log();
+                    let result = match remote {
+                        Ok(records) => Ok(ReadResult { records, ..ends }),
+                        // Retention or DeleteRecords took it from the tier meanwhile.
+                        Err(_) if offset < log.log_start_offset() => Err(LogError::OffsetOutOfRange {
+                            offset,
+                            log_start_offset: log.log_start_offset(),
+                            log_end_offset: log.log_end_offset(),
+                        }),
+                        Err(e) => Err(LogError::StorageCorruption(e.to_string())),
+                    };
+                    (log, result)
                 }
                 other => (log, other),
             };

@@ -116,8 +116,12 @@ fn list_offset(
         EARLIEST_LOCAL => Some((-1, log.local_log_start_offset())),
         LATEST => Some((-1, log.high_watermark())),
         // Nothing tiered (or no tier): offset -1 with leader epoch -1, as Kafka answers.
-        LATEST_TIERED if tiered && log.highest_offset_in_remote() >= 0 => {
-            Some((-1, log.highest_offset_in_remote()))
+        LATEST_TIERED if tiered => {
+            drop(log);
+            runtime
+                .block_on(broker.remote.highest_offset(partition))
+                .map_err(tier_error)?
+                .map(|offset| (-1, offset))
         }
         MAX_TIMESTAMP => {
             let local = log.max_timestamp_and_offset();

@@ -79,14 +79,6 @@ pub async fn handle(
                         };
                         if !valid_acks {
                             outcome.error = Some((code(ResponseError::InvalidRequiredAcks), "acks must be -1, 0 or 1".into()));
-                        } else if partition.is_ok() && disk_limit_reached && !name.starts_with("__") {
-                            // Retriable: clients back off and retry while segments move to the
-                            // tier. Internal topics keep working so groups and transactions do.
-                            b.metrics.produce_rejected_disk_limit.add(1);
-                            outcome.error = Some((
-                                code(ResponseError::KafkaStorageError),
-                                "local logs reached log.local.max.bytes; waiting for uploads to the tier".into(),
-                            ));
                         } else if let Ok(partition) = &partition {
                             // In-sync replicas on a single node: just this broker.
                             let isr_size = 1;
@@ -98,6 +90,24 @@ pub async fn handle(
                             } else {
                                 let records = p.records.unwrap_or_default();
                                 let mut log = partition.log();
+                                let tiered = log.config().remote_storage_enable;
+                                // Retriable: clients back off and retry while the tier catches
+                                // up, or says where a partition that lost its data starts.
+                                let wait_for_tier = if !tiered {
+                                    None
+                                } else if disk_limit_reached {
+                                    b.metrics.produce_rejected_disk_limit.add(1);
+                                    Some("data not yet in the tier reached log.local.untiered.max.bytes; waiting for uploads")
+                                } else if b.remote.awaiting_tier(partition) {
+                                    Some("waiting for the tier to say where this partition starts")
+                                } else {
+                                    None
+                                };
+                                if let Some(why) = wait_for_tier {
+                                    outcome.log_start_offset = log.log_start_offset();
+                                    outcome.error = Some((code(ResponseError::KafkaStorageError), why.into()));
+                                    return outcome;
+                                }
                                 match single_batch(&records).and_then(|()| log.append_as_leader(&records, partition.leader_epoch, now)) {
                                     Ok(info) => {
                                         if !info.duplicate {
