@@ -10,6 +10,7 @@ pub mod config;
 pub mod controller;
 pub mod image;
 pub mod log;
+pub mod partition_change;
 pub mod records;
 pub mod store;
 
