@@ -2,14 +2,17 @@
 //! sans-IO state machines that take events and a clock, so that they run the same under the
 //! broker and under deterministic simulation.
 //!
-//! Issue 6 in progress: [`LeaderState`] is the leader's side (follower progress, ISR
-//! expansion and shrinking through the controller, the high watermark, `acks=all`); the
-//! broker does not use it yet.
+//! Issue 6 in progress, not used by the broker yet: [`LeaderState`] is the leader's side
+//! (follower progress, ISR expansion and shrinking through the controller, the high
+//! watermark, `acks=all`); [`truncation_for`] is the follower's reconciliation with a new
+//! leader (OffsetForLeaderEpoch, KIP-101 and KIP-279).
 
 mod error;
+mod follower;
 mod leader;
 #[cfg(test)]
 mod tests;
 
 pub use error::PartitionError;
+pub use follower::{truncation_for, EpochEndOffset, Truncation};
 pub use leader::{AckState, IsrChange, LeaderAndIsr, LeaderConfig, LeaderState};
