@@ -494,6 +494,8 @@ fn partition_records(
             replicas: replicas.clone(),
             leader: replicas[0],
             leader_epoch: 0,
+            isr: replicas.clone(),
+            partition_epoch: 0,
         })
 }
 
@@ -626,6 +628,26 @@ mod tests {
         assert!(image.topic_by_id(&id).is_none());
         assert!(image.was_deleted(&id));
         assert_eq!(image.deleted_topic_count(), 1);
+    }
+
+    #[test]
+    fn partition_records_carry_the_isr_and_old_ones_still_load() {
+        let image = create(&MetadataImage::default(), &spec("t", 2)).unwrap();
+        let p = &image.topic("t").unwrap().partitions[1];
+        assert_eq!((p.isr.clone(), p.partition_epoch), (vec![1], 0));
+        assert_eq!(p.registration().check(), Ok(()));
+        // A record written before ISRs were tracked: the ISR is every replica.
+        let id = image.topic("t").unwrap().topic_id;
+        let old = format!(
+            r#"{{"type":"Partition","topic_id":"{id}","partition":1,"replicas":[1],"leader":1,"leader_epoch":3}}"#
+        );
+        let record: MetadataRecord = serde_json::from_str(&old).unwrap();
+        let image = image.apply(&[record]);
+        let p = &image.topic("t").unwrap().partitions[1];
+        assert_eq!(
+            (p.isr.clone(), p.leader_epoch, p.partition_epoch),
+            (vec![1], 3, 0)
+        );
     }
 
     #[test]

@@ -17,6 +17,22 @@ pub struct PartitionImage {
     pub replicas: Vec<i32>,
     pub leader: i32,
     pub leader_epoch: i32,
+    /// In-sync replicas, in replica order; never empty.
+    pub isr: Vec<i32>,
+    pub partition_epoch: i32,
+}
+
+impl PartitionImage {
+    /// The partition as the controller's change rules see it.
+    pub fn registration(&self) -> crate::partition_change::PartitionRegistration {
+        crate::partition_change::PartitionRegistration {
+            replicas: self.replicas.clone(),
+            isr: self.isr.clone(),
+            leader: self.leader,
+            leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +136,8 @@ impl MetadataImage {
                 replicas,
                 leader,
                 leader_epoch,
+                isr,
+                partition_epoch,
             } => {
                 let name = self
                     .topic_names_by_id
@@ -131,6 +149,12 @@ impl MetadataImage {
                     replicas: replicas.clone(),
                     leader: *leader,
                     leader_epoch: *leader_epoch,
+                    isr: if isr.is_empty() {
+                        replicas.clone()
+                    } else {
+                        isr.clone()
+                    },
+                    partition_epoch: *partition_epoch,
                 };
                 let index = *partition as usize;
                 assert!(

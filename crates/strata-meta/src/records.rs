@@ -24,6 +24,13 @@ pub enum MetadataRecord {
         replicas: Vec<i32>,
         leader: i32,
         leader_epoch: i32,
+        /// In-sync replicas; empty in records written before ISRs were tracked, which means
+        /// every replica (a single node's only replica).
+        #[serde(default)]
+        isr: Vec<i32>,
+        /// Bumped on every change of the partition (KRaft's partition epoch); 0 in old records.
+        #[serde(default)]
+        partition_epoch: i32,
     },
     /// Removes a topic, its partitions and its configs.
     RemoveTopic { topic_id: Uuid },

@@ -101,13 +101,12 @@ fn topic_metadata(topic: &TopicImage) -> MetadataResponseTopic {
                 .partitions
                 .iter()
                 .map(|p| {
-                    let replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r)).collect();
                     MetadataResponsePartition::default()
                         .with_partition_index(p.partition)
                         .with_leader_id(BrokerId(p.leader))
                         .with_leader_epoch(p.leader_epoch)
-                        .with_isr_nodes(replicas.clone())
-                        .with_replica_nodes(replicas)
+                        .with_isr_nodes(broker_ids(&p.isr))
+                        .with_replica_nodes(broker_ids(&p.replicas))
                 })
                 .collect(),
         )
@@ -182,14 +181,13 @@ pub fn handle_describe_topic_partitions(
                 );
                 break;
             }
-            let replicas: Vec<BrokerId> = p.replicas.iter().map(|r| BrokerId(*r)).collect();
             partitions.push(
                 DescribeTopicPartitionsResponsePartition::default()
                     .with_partition_index(p.partition)
                     .with_leader_id(BrokerId(p.leader))
                     .with_leader_epoch(p.leader_epoch)
-                    .with_isr_nodes(replicas.clone())
-                    .with_replica_nodes(replicas)
+                    .with_isr_nodes(broker_ids(&p.isr))
+                    .with_replica_nodes(broker_ids(&p.replicas))
                     .with_eligible_leader_replicas(Some(Vec::new()))
                     .with_last_known_elr(Some(Vec::new())),
             );
@@ -214,4 +212,8 @@ fn describe_topic(
         .with_topic_id(topic.topic_id)
         .with_is_internal(topic.is_internal())
         .with_partitions(partitions)
+}
+
+fn broker_ids(ids: &[i32]) -> Vec<BrokerId> {
+    ids.iter().map(|r| BrokerId(*r)).collect()
 }
