@@ -91,12 +91,7 @@ def broker_factory(tmp_path: Path, request):
 
     yield make
     for b in brokers:
-        try:
-            b.stop(timeout=10)
-        except AssertionError:
-            pass  # hung on SIGTERM; stop() already SIGKILLed it
-        finally:
-            b.kill()
+        b.close()
 
 
 @pytest.fixture
@@ -113,12 +108,7 @@ def _module_broker(tmp_path_factory):
         b.kill()
         raise
     yield b
-    try:
-        b.stop(timeout=10)
-    except AssertionError:
-        pass
-    finally:
-        b.kill()
+    b.close()
 
 
 @pytest.fixture

@@ -280,6 +280,16 @@ class Broker:
         _LIVE_BROKERS.discard(self)
         return self.proc.returncode
 
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop at the end of a test or fixture: SIGTERM, then SIGKILL whatever is left
+        (a broker hung on SIGTERM is not the failure being reported there)."""
+        try:
+            self.stop(timeout=timeout)
+        except AssertionError:
+            pass  # hung on SIGTERM; stop() already SIGKILLed it
+        finally:
+            self.kill()
+
     def kill(self) -> int | None:
         """SIGKILL (no clean shutdown) and wait."""
         if self.proc is None:

@@ -390,7 +390,7 @@ impl RemotePartition {
     ) -> Result<Option<(i64, i64)>, TierError> {
         let corrupt = |why: String| self.corrupt(seg, why);
         let mut from = start.max(seg.base_offset);
-        if let Some(index) = self.aux_object(seg, "timeindex").await? {
+        if let Some(index) = self.read_aux(seg, "timeindex").await? {
             // Entries are meant to be monotonic; stopping at the first at or above the
             // target keeps the skip safe even if they are not.
             for entry in index.chunks_exact(TIME_ENTRY_BYTES) {
@@ -478,7 +478,7 @@ impl RemotePartition {
         seg: &RemoteSegment,
         offset: i64,
     ) -> Result<(u64, Option<i64>), TierError> {
-        let Some(index) = self.aux_object(seg, "index").await? else {
+        let Some(index) = self.read_aux(seg, "index").await? else {
             return Ok((0, None));
         };
         let target = (offset - seg.base_offset).max(0);
@@ -527,9 +527,9 @@ impl RemotePartition {
         Ok(data)
     }
 
-    /// A whole auxiliary object of the segment (through the cache if there is one); `None`
-    /// when it was not uploaded.
-    async fn aux_object(
+    /// A whole auxiliary object of the segment (`index`, `timeindex`, `snapshot`, `txnindex`,
+    /// ...), through the cache if there is one; `None` when it was not uploaded with it.
+    pub async fn read_aux(
         &self,
         seg: &RemoteSegment,
         ext: &'static str,
@@ -550,16 +550,6 @@ impl RemotePartition {
             "segment {} of {}: {why}",
             seg.base_offset, self.dir
         ))
-    }
-
-    /// A segment's auxiliary object (`snapshot`, `txnindex`, ...); `None` if it was not
-    /// uploaded with the segment.
-    pub async fn read_aux(
-        &self,
-        seg: &RemoteSegment,
-        ext: &'static str,
-    ) -> Result<Option<Bytes>, TierError> {
-        self.aux_object(seg, ext).await
     }
 
     /// Drops every segment that ends below `offset` from the manifest (written first), then

@@ -267,12 +267,7 @@ async fn a_corrupted_object_is_an_error_not_data() {
     // Flip one byte of a record value in the second batch.
     let second = RecordBatchHeader::parse(&bytes).unwrap().size_bytes();
     bytes[second + 100] ^= 0xFF;
-    let object = store.path(&["t-id", "0", &format!("{:020}-{}.log", 0, seg.id)]);
-    store
-        .store
-        .put(&object, PutPayload::from(bytes))
-        .await
-        .unwrap();
+    replace_log(&store, &None, &seg, bytes).await;
     // The first batch is still fine on its own; a read that covers the second fails.
     assert_eq!(
         batch_offsets(&part.read(&manifest, 0, 100, true).await.unwrap()),
@@ -676,12 +671,7 @@ async fn a_corrupted_object_is_an_error_even_through_the_cache() {
     let seg = part.upload_segment(&mut manifest, upload).await.unwrap();
     let second = RecordBatchHeader::parse(&bytes).unwrap().size_bytes();
     bytes[second + 100] ^= 0xFF;
-    let object = store.path(&["t-id", "0", &format!("{:020}-{}.log", 0, seg.id)]);
-    store
-        .store
-        .put(&object, PutPayload::from(bytes.clone()))
-        .await
-        .unwrap();
+    replace_log(&store, &None, &seg, bytes.clone()).await;
     assert_eq!(
         batch_offsets(&part.read(&manifest, 0, 100, true).await.unwrap()),
         vec![0]
@@ -699,13 +689,8 @@ async fn a_corrupted_object_is_an_error_even_through_the_cache() {
     // cached.
     let (upload, bytes) = write_segment(dir.path(), 50, 5, 10);
     let seg = part.upload_segment(&mut manifest, upload).await.unwrap();
-    let object = store.path(&["t-id", "0", &format!("{:020}-{}.log", 50, seg.id)]);
     let torn = bytes.len() - 10;
-    store
-        .store
-        .put(&object, PutPayload::from(bytes[..torn].to_vec()))
-        .await
-        .unwrap();
+    replace_log(&store, &None, &seg, bytes[..torn].to_vec()).await;
     let entries = cache.stats().entries;
     let err = part.read(&manifest, 50, 1 << 20, false).await.unwrap_err();
     assert!(matches!(err, TierError::Corrupt(_)), "{err}");
@@ -856,12 +841,7 @@ async fn timestamp_lookup_of_a_corrupted_batch_is_an_error() {
     let seg = part.upload_segment(&mut manifest, upload).await.unwrap();
     let second = RecordBatchHeader::parse(&bytes).unwrap().size_bytes();
     bytes[second + 100] ^= 0xFF;
-    let object = store.path(&["t-id", "0", &format!("{:020}-{}.log", 0, seg.id)]);
-    store
-        .store
-        .put(&object, PutPayload::from(bytes))
-        .await
-        .unwrap();
+    replace_log(&store, &None, &seg, bytes).await;
     assert_eq!(
         part.offset_for_timestamp(&manifest, 0, 0).await.unwrap(),
         Some((1_009, 0))
