@@ -321,8 +321,16 @@ impl LeaderState {
         Ok(self.maybe_advance_high_watermark(now_ms))
     }
 
-    /// The controller refused the pending change (stale epoch, a replica fenced): drop it; the
-    /// next fetch or shrink check proposes again from the committed ISR.
+    /// The controller refused the pending change for good (INELIGIBLE_REPLICA, INVALID_REQUEST):
+    /// drop it; the next fetch or shrink check proposes again from the committed ISR.
+    ///
+    /// Not for INVALID_UPDATE_VERSION or FENCED_LEADER_EPOCH: those mean the controller's state
+    /// moved on, possibly by committing this very change whose answer was lost. Dropping the
+    /// pending change then would let the high watermark stop waiting for a replica the
+    /// controller already counts in the ISR, and an acknowledged record could be lost (found by
+    /// strata-sim, `STRATA_SIM_BUG=drop-pending-isr STRATA_SIM_PROFILE=harsh
+    /// STRATA_SIM_SEED=347`). Keep it until new metadata arrives ([`Self::on_isr_committed`]),
+    /// as Kafka does.
     pub fn on_isr_change_failed(&mut self) {
         self.pending = None;
     }
