@@ -9,6 +9,10 @@ shared_broker   one broker per test module, for cheap tests that only use
                 their own uniquely-named topics.
 admin           confluent-kafka AdminClient for `broker`.
 topic           a unique topic name (not yet created).
+cluster_factory function-scoped factory: cluster_factory(n=3, overrides={...},
+                racks=[...], roles=[...], start=True) returns a started
+                cluster.Cluster; every node is torn down after the test.
+cluster         a started 3-node cluster (each node broker and controller).
 
 Environment
 -----------
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster import Cluster
 from helpers import BROKERS_KEY, Broker, make_admin, register_broker
 
 
@@ -122,6 +127,29 @@ def shared_broker(_module_broker, request) -> Broker:
 @pytest.fixture
 def admin(broker):
     return make_admin(broker.bootstrap)
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path, request):
+    clusters: list[Cluster] = []
+
+    def make(n: int = 3, overrides=None, start: bool = True, **kw) -> Cluster:
+        c = Cluster(tmp_path / f"cluster{len(clusters)}", n=n, overrides=overrides, **kw)
+        clusters.append(c)
+        for node in c.nodes:
+            register_broker(request.node, node)
+        if start:
+            c.start()
+        return c
+
+    yield make
+    for c in clusters:
+        c.close()
+
+
+@pytest.fixture
+def cluster(cluster_factory) -> Cluster:
+    return cluster_factory(3)
 
 
 @pytest.fixture

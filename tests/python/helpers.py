@@ -248,7 +248,7 @@ class Broker:
                 raise BrokerStartError(
                     f"strata exited with code {rc} during startup; log tail:\n{self.log_tail()}"
                 )
-            if self.health() == 200 and self._kafka_port_open():
+            if self._ready():
                 return
             if time.monotonic() >= deadline:
                 raise BrokerStartError(
@@ -256,6 +256,10 @@ class Broker:
                     f"log tail:\n{self.log_tail()}"
                 )
             time.sleep(0.05)
+
+    def _ready(self) -> bool:
+        """Started: /health answers 200 and the Kafka port accepts connections."""
+        return self.health() == 200 and self._kafka_port_open()
 
     def _kafka_port_open(self) -> bool:
         try:

@@ -439,6 +439,22 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "in-flight requests per connection",
     ),
     def("node.id", Int, "1", AtLeast(0), &[], "this node's id"),
+    def(
+        "broker.session.timeout.ms",
+        Int,
+        "9000",
+        AtLeast(1),
+        &[],
+        "a broker without a heartbeat for this long is fenced",
+    ),
+    def(
+        "broker.heartbeat.interval.ms",
+        Int,
+        "2000",
+        AtLeast(1),
+        &[],
+        "how often a broker heartbeats to the active controller",
+    ),
     def("broker.id", Int, "1", AtLeast(0), &[], "alias of node.id"),
     def(
         "log.dirs",

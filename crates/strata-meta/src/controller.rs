@@ -16,6 +16,23 @@ use crate::records::{ConfigResource, MetadataRecord};
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
+/// The largest replication factor the controller assigns. Partition data is not replicated
+/// between brokers yet (issue 6 in progress), so a second replica would be a replica in name
+/// only: refused rather than promised.
+pub const MAX_REPLICATION_FACTOR: usize = 1;
+
+/// What a broker tells the controller when it registers (Kafka's BrokerRegistrationRequest).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BrokerRegistrationRequest {
+    pub broker_id: i32,
+    /// New on every start of the broker process, so that a retried registration of the same
+    /// process is recognised and a restarted process gets a new epoch.
+    pub incarnation_id: Uuid,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
 /// A refused change, one variant per Kafka error code the controller can return.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControllerError {
@@ -112,9 +129,119 @@ impl Controller {
         Self { node_id }
     }
 
-    /// The live brokers. A single node for now; the cluster issue fills this from registrations.
-    fn brokers(&self) -> BTreeSet<i32> {
-        BTreeSet::from([self.node_id])
+    /// The brokers that take new replicas: the unfenced registered ones.
+    fn brokers(image: &MetadataImage) -> BTreeSet<i32> {
+        image.live_brokers()
+    }
+
+    /// Replica sets for partitions `first..first + count` of a topic (Kafka's rack-aware
+    /// assignment): live brokers ordered so that consecutive ones are in different racks,
+    /// replicas of a partition taken consecutively from that order, each partition starting
+    /// one further on, from a start derived from the topic id so that topics spread out.
+    fn place(
+        image: &MetadataImage,
+        topic_id: Uuid,
+        first: i32,
+        count: i32,
+        replication_factor: usize,
+    ) -> Vec<Vec<i32>> {
+        let order = rack_alternated(image);
+        assert!(replication_factor <= order.len() && !order.is_empty());
+        let start = (topic_id.as_u128() % order.len() as u128) as usize;
+        (first..first + count)
+            .map(|p| {
+                (0..replication_factor)
+                    .map(|r| order[(start + p as usize + r) % order.len()])
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Records registering a broker. A new registration (a restarted process) gets a new
+    /// epoch and starts fenced, which also takes away the leadership and ISR memberships of
+    /// the broker's previous incarnation; a retry from the same process changes nothing.
+    /// Returns the broker epoch.
+    pub fn register_broker(
+        &self,
+        image: &MetadataImage,
+        request: &BrokerRegistrationRequest,
+        unclean: bool,
+    ) -> (i64, Vec<MetadataRecord>) {
+        if let Some(existing) = image.broker(request.broker_id) {
+            if existing.incarnation_id == request.incarnation_id {
+                return (existing.broker_epoch, Vec::new());
+            }
+        }
+        let broker_epoch = image.offset as i64 + 1;
+        let mut records = vec![MetadataRecord::RegisterBroker {
+            broker_id: request.broker_id,
+            broker_epoch,
+            incarnation_id: request.incarnation_id,
+            host: request.host.clone(),
+            port: request.port,
+            rack: request.rack.clone(),
+        }];
+        let mut live = image.live_brokers();
+        live.remove(&request.broker_id);
+        records.extend(partition_changes(image, |p| {
+            p.on_broker_fenced(request.broker_id, &live, unclean)
+        }));
+        (broker_epoch, records)
+    }
+
+    /// Records fencing a broker (its session expired, or it is shutting down): partitions it
+    /// led get new leaders from their ISRs, and it leaves the ISRs it was in. Nothing when the
+    /// broker is already fenced or `broker_epoch` is not its current registration.
+    pub fn fence_broker(
+        &self,
+        image: &MetadataImage,
+        broker_id: i32,
+        broker_epoch: i64,
+        unclean: bool,
+    ) -> Vec<MetadataRecord> {
+        match image.broker(broker_id) {
+            Some(b) if b.broker_epoch == broker_epoch && !b.fenced => {}
+            _ => return Vec::new(),
+        }
+        let mut live = image.live_brokers();
+        live.remove(&broker_id);
+        let mut records = vec![MetadataRecord::FenceBroker {
+            broker_id,
+            broker_epoch,
+        }];
+        records.extend(partition_changes(image, |p| {
+            p.on_broker_fenced(broker_id, &live, unclean)
+        }));
+        records
+    }
+
+    /// Records unfencing a broker that caught up with the metadata log: partitions without a
+    /// leader that it can lead get it back. Nothing when it is not fenced in `broker_epoch`.
+    pub fn unfence_broker(
+        &self,
+        image: &MetadataImage,
+        broker_id: i32,
+        broker_epoch: i64,
+        unclean: bool,
+    ) -> Vec<MetadataRecord> {
+        match image.broker(broker_id) {
+            Some(b) if b.broker_epoch == broker_epoch && b.fenced => {}
+            _ => return Vec::new(),
+        }
+        let mut live = image.live_brokers();
+        live.insert(broker_id);
+        let mut records = vec![MetadataRecord::UnfenceBroker {
+            broker_id,
+            broker_epoch,
+        }];
+        records.extend(partition_changes(image, |p| {
+            if p.replicas.contains(&broker_id) {
+                p.on_broker_unfenced(&live, unclean)
+            } else {
+                None
+            }
+        }));
+        records
     }
 
     /// Validates topic configs of a create request or an alter.
@@ -162,7 +289,8 @@ impl Controller {
                 spec.name, other.name
             )));
         }
-        let brokers = self.brokers();
+        let brokers = Self::brokers(image);
+        let topic_id = Uuid::new_v4();
         let assignments: Vec<Vec<i32>> = if spec.assignments.is_empty() {
             let partitions = match spec.num_partitions {
                 -1 => defaults.0,
@@ -188,14 +316,8 @@ impl Controller {
                     brokers.len()
                 )));
             }
-            let ids: Vec<i32> = brokers.iter().copied().collect();
-            (0..partitions)
-                .map(|p| {
-                    (0..replication_factor as usize)
-                        .map(|r| ids[(p as usize + r) % ids.len()])
-                        .collect()
-                })
-                .collect()
+            check_replication_factor(replication_factor as usize)?;
+            Self::place(image, topic_id, 0, partitions, replication_factor as usize)
         } else {
             if spec.num_partitions != -1 || spec.replication_factor != -1 {
                 return Err(ControllerError::InvalidRequest(
@@ -205,7 +327,6 @@ impl Controller {
             self.validate_assignments(&spec.assignments, 0, &brokers)?
         };
         Self::validate_topic_configs(spec.configs.iter().map(|(k, v)| (k.as_str(), v.as_deref())))?;
-        let topic_id = Uuid::new_v4();
         let mut records = vec![MetadataRecord::Topic {
             name: spec.name.clone(),
             topic_id,
@@ -270,6 +391,9 @@ impl Controller {
             }
             out.push(replicas.clone());
         }
+        if let Some(first) = out.first() {
+            check_replication_factor(first.len())?;
+        }
         Ok(out)
     }
 
@@ -306,7 +430,7 @@ impl Controller {
                 "Topic already has {current} partitions."
             )));
         }
-        let brokers = self.brokers();
+        let brokers = Self::brokers(image);
         let new_assignments = match assignments {
             Some(a) => {
                 if a.len() as i32 != count - current {
@@ -325,10 +449,13 @@ impl Controller {
             }
             None => {
                 let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
-                let ids: Vec<i32> = brokers.iter().copied().collect();
-                (current..count)
-                    .map(|p| (0..rf).map(|r| ids[(p as usize + r) % ids.len()]).collect())
-                    .collect()
+                if rf > brokers.len() {
+                    return Err(ControllerError::InvalidReplicationFactor(format!(
+                        "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
+                        brokers.len()
+                    )));
+                }
+                Self::place(image, topic.topic_id, current, count - current, rf)
             }
         };
         Ok(partition_records(topic.topic_id, current, &new_assignments).collect())
@@ -350,7 +477,9 @@ impl Controller {
                     return Err(ControllerError::UnknownTopicOrPartition);
                 }
             }
-            ConfigResource::Broker(Some(id)) if *id != self.node_id => {
+            ConfigResource::Broker(Some(id))
+                if *id != self.node_id && image.broker(*id).is_none() =>
+            {
                 return Err(ControllerError::InvalidRequest(format!(
                     "Unexpected broker id, expected {} but received {id}",
                     self.node_id
@@ -480,6 +609,64 @@ impl Controller {
     }
 }
 
+fn check_replication_factor(replication_factor: usize) -> Result<(), ControllerError> {
+    if replication_factor > MAX_REPLICATION_FACTOR {
+        return Err(ControllerError::InvalidReplicationFactor(format!(
+            "Replication factor {replication_factor} is not supported yet: this Strata version does not replicate partition data between brokers (at most {MAX_REPLICATION_FACTOR})."
+        )));
+    }
+    Ok(())
+}
+
+/// Live brokers ordered so that consecutive ones are in different racks where possible
+/// (Kafka's `getRackAlternatedBrokerList`): racks in name order, brokers without a rack as
+/// one more rack, then one broker of each rack in turn.
+fn rack_alternated(image: &MetadataImage) -> Vec<i32> {
+    let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
+    for b in image.brokers().filter(|b| !b.fenced) {
+        by_rack
+            .entry(b.rack.as_deref())
+            .or_default()
+            .push(b.broker_id);
+    }
+    let total: usize = by_rack.values().map(Vec::len).sum();
+    let mut order = Vec::with_capacity(total);
+    for round in 0.. {
+        if order.len() == total {
+            break;
+        }
+        order.extend(by_rack.values().filter_map(|ids| ids.get(round).copied()));
+    }
+    order
+}
+
+/// Partition records for every partition that `change` changes.
+fn partition_changes(
+    image: &MetadataImage,
+    change: impl Fn(
+        &crate::partition_change::PartitionRegistration,
+    ) -> Option<crate::partition_change::PartitionRegistration>,
+) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics() {
+        for p in &topic.partitions {
+            if let Some(next) = change(&p.registration()) {
+                debug_assert_eq!(next.check(), Ok(()));
+                records.push(MetadataRecord::Partition {
+                    topic_id: topic.topic_id,
+                    partition: p.partition,
+                    replicas: next.replicas,
+                    leader: next.leader,
+                    leader_epoch: next.leader_epoch,
+                    isr: next.isr,
+                    partition_epoch: next.partition_epoch,
+                });
+            }
+        }
+    }
+    records
+}
+
 fn partition_records(
     topic_id: Uuid,
     first_partition: i32,
@@ -512,6 +699,29 @@ mod tests {
         }
     }
 
+    /// An image with brokers `ids` registered and unfenced, racks "r<id % 2>".
+    fn cluster(ids: &[i32]) -> MetadataImage {
+        let controller = Controller::new(1);
+        let mut image = MetadataImage::default();
+        for &broker_id in ids {
+            let request = BrokerRegistrationRequest {
+                broker_id,
+                incarnation_id: Uuid::new_v4(),
+                host: "localhost".into(),
+                port: 9092 + broker_id,
+                rack: Some(format!("r{}", broker_id % 2)),
+            };
+            let (epoch, records) = controller.register_broker(&image, &request, false);
+            image = image.apply(&records);
+            image = image.apply(&controller.unfence_broker(&image, broker_id, epoch, false));
+        }
+        image
+    }
+
+    fn single() -> MetadataImage {
+        cluster(&[1])
+    }
+
     fn create(
         image: &MetadataImage,
         s: &CreateTopicSpec,
@@ -532,7 +742,7 @@ mod tests {
 
     #[test]
     fn create_validates_and_applies() {
-        let image = MetadataImage::default();
+        let image = single();
         let image = create(&image, &spec("a.b", 3)).unwrap();
         let topic = image.topic("a.b").unwrap();
         assert_eq!(topic.partitions.len(), 3);
@@ -581,7 +791,7 @@ mod tests {
 
     #[test]
     fn tiered_config_rules_and_deleted_topics_are_remembered() {
-        let image = MetadataImage::default();
+        let image = single();
         let mut compact_remote = spec("t", 1);
         compact_remote.configs = vec![
             ("cleanup.policy".into(), Some("compact".into())),
@@ -632,7 +842,7 @@ mod tests {
 
     #[test]
     fn partition_records_carry_the_isr_and_old_ones_still_load() {
-        let image = create(&MetadataImage::default(), &spec("t", 2)).unwrap();
+        let image = create(&single(), &spec("t", 2)).unwrap();
         let p = &image.topic("t").unwrap().partitions[1];
         assert_eq!((p.isr.clone(), p.partition_epoch), (vec![1], 0));
         assert_eq!(p.registration().check(), Ok(()));
@@ -653,7 +863,7 @@ mod tests {
     #[test]
     fn partitions_grow_only() {
         let controller = Controller::new(1);
-        let image = create(&MetadataImage::default(), &spec("t", 2)).unwrap();
+        let image = create(&single(), &spec("t", 2)).unwrap();
         assert!(controller.create_partitions(&image, "t", 1, None).is_err());
         assert!(controller.create_partitions(&image, "t", 2, None).is_err());
         let records = controller.create_partitions(&image, "t", 4, None).unwrap();
@@ -670,7 +880,7 @@ mod tests {
     #[test]
     fn config_changes_are_validated_together() {
         let controller = Controller::new(1);
-        let image = create(&MetadataImage::default(), &spec("t", 1)).unwrap();
+        let image = create(&single(), &spec("t", 1)).unwrap();
         let topic = ConfigResource::Topic("t".into());
         let ops = [
             ConfigOp::Set("retention.ms".into(), "1000".into()),
@@ -704,5 +914,145 @@ mod tests {
         assert!(controller
             .alter_configs(&image, &topic, &unknown, false)
             .is_err());
+    }
+
+    #[test]
+    fn replicas_spread_over_live_brokers_and_racks() {
+        let image = cluster(&[1, 2, 3, 4]);
+        let (_, records) = Controller::new(1)
+            .create_topic(&image, &spec("t", 8), (1, 1))
+            .unwrap();
+        let image = image.apply(&records);
+        let leaders: Vec<i32> = image
+            .topic("t")
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.leader)
+            .collect();
+        for b in 1..=4 {
+            assert_eq!(
+                leaders.iter().filter(|l| **l == b).count(),
+                2,
+                "{leaders:?}"
+            );
+        }
+        // Consecutive brokers of the placement order alternate racks.
+        let order = rack_alternated(&image);
+        assert!(order.windows(2).all(|w| w[0] % 2 != w[1] % 2), "{order:?}");
+        // A fenced broker takes no new replicas.
+        let epoch = image.broker(2).unwrap().broker_epoch;
+        let image = image.apply(&Controller::new(1).fence_broker(&image, 2, epoch, false));
+        let (_, records) = Controller::new(1)
+            .create_topic(&image, &spec("u", 6), (1, 1))
+            .unwrap();
+        let image = image.apply(&records);
+        assert!(image
+            .topic("u")
+            .unwrap()
+            .partitions
+            .iter()
+            .all(|p| p.replicas != vec![2]));
+    }
+
+    #[test]
+    fn replication_beyond_what_is_built_is_refused() {
+        let image = cluster(&[1, 2, 3]);
+        let mut s = spec("t", 1);
+        s.replication_factor = 3;
+        assert!(matches!(
+            Controller::new(1).create_topic(&image, &s, (1, 1)),
+            Err(ControllerError::InvalidReplicationFactor(_))
+        ));
+        let mut s = spec("t", -1);
+        s.replication_factor = -1;
+        s.num_partitions = -1;
+        s.assignments = vec![(0, vec![1, 2])];
+        assert!(matches!(
+            Controller::new(1).create_topic(&image, &s, (1, 1)),
+            Err(ControllerError::InvalidReplicationFactor(_))
+        ));
+    }
+
+    #[test]
+    fn fencing_takes_leadership_away_and_unfencing_gives_it_back() {
+        let controller = Controller::new(1);
+        let image = cluster(&[1, 2]);
+        let (_, records) = controller
+            .create_topic(&image, &spec("t", 2), (1, 1))
+            .unwrap();
+        let image = image.apply(&records);
+        let on = |image: &MetadataImage, b: i32| -> Vec<crate::PartitionImage> {
+            image
+                .topic("t")
+                .unwrap()
+                .partitions
+                .iter()
+                .filter(|p| p.replicas == vec![b])
+                .cloned()
+                .collect()
+        };
+        let before = on(&image, 2);
+        assert_eq!(before.len(), 1);
+        let epoch = image.broker(2).unwrap().broker_epoch;
+        // A stale epoch changes nothing.
+        assert!(controller
+            .fence_broker(&image, 2, epoch - 1, false)
+            .is_empty());
+        let image = image.apply(&controller.fence_broker(&image, 2, epoch, false));
+        assert!(image.broker(2).unwrap().fenced);
+        let fenced = on(&image, 2);
+        assert_eq!(fenced[0].leader, crate::partition_change::NO_LEADER);
+        assert_eq!(fenced[0].isr, vec![2], "the last ISR member stays");
+        assert!(fenced[0].leader_epoch > before[0].leader_epoch);
+        assert!(controller.fence_broker(&image, 2, epoch, false).is_empty());
+        let image = image.apply(&controller.unfence_broker(&image, 2, epoch, false));
+        let back = on(&image, 2);
+        assert_eq!(back[0].leader, 2);
+        assert!(back[0].leader_epoch > fenced[0].leader_epoch);
+        assert_eq!(image.live_brokers(), BTreeSet::from([1, 2]));
+    }
+
+    #[test]
+    fn a_new_incarnation_is_fenced_and_a_retry_is_not() {
+        let controller = Controller::new(1);
+        let image = cluster(&[1, 2]);
+        let (_, records) = controller
+            .create_topic(&image, &spec("t", 2), (1, 1))
+            .unwrap();
+        let image = image.apply(&records);
+        let old = image.broker(2).unwrap().clone();
+        let retry = BrokerRegistrationRequest {
+            broker_id: 2,
+            incarnation_id: old.incarnation_id,
+            host: old.host.clone(),
+            port: old.port,
+            rack: old.rack.clone(),
+        };
+        assert_eq!(
+            controller.register_broker(&image, &retry, false),
+            (old.broker_epoch, vec![])
+        );
+        let restarted = BrokerRegistrationRequest {
+            incarnation_id: Uuid::new_v4(),
+            ..retry
+        };
+        let (epoch, records) = controller.register_broker(&image, &restarted, false);
+        assert!(epoch > old.broker_epoch);
+        let image = image.apply(&records);
+        let b = image.broker(2).unwrap();
+        assert!(b.fenced && b.broker_epoch == epoch);
+        let led_by_2 = image
+            .topic("t")
+            .unwrap()
+            .partitions
+            .iter()
+            .filter(|p| p.leader == 2)
+            .count();
+        assert_eq!(led_by_2, 0);
+        // The image survives a snapshot round trip.
+        let json = serde_json::to_string(&image).unwrap();
+        let back: MetadataImage = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, image);
     }
 }

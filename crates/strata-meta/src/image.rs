@@ -7,11 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::records::{ConfigResource, MetadataRecord};
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartitionImage {
     pub partition: i32,
     pub replicas: Vec<i32>,
@@ -35,7 +36,7 @@ impl PartitionImage {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopicImage {
     pub name: String,
     pub topic_id: Uuid,
@@ -50,7 +51,78 @@ impl TopicImage {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+/// A registered broker (Kafka's `BrokerRegistration`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    pub incarnation_id: Uuid,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    /// A fenced broker leads nothing and is in no ISR it could be elected from.
+    pub fenced: bool,
+}
+
+/// The image is serialised (as a Raft snapshot) through this flat form, because JSON maps
+/// need string keys.
+#[derive(Serialize, Deserialize)]
+struct ImageSnapshot {
+    offset: u64,
+    topics: Vec<TopicImage>,
+    configs: Vec<(ConfigResource, BTreeMap<String, String>)>,
+    next_producer_id_block: i64,
+    deleted_topics: Vec<Uuid>,
+    #[serde(default)]
+    brokers: Vec<BrokerRegistration>,
+    #[serde(default)]
+    cluster_id: Option<String>,
+}
+
+impl From<MetadataImage> for ImageSnapshot {
+    fn from(image: MetadataImage) -> Self {
+        ImageSnapshot {
+            offset: image.offset,
+            topics: image.topics.values().map(|t| (**t).clone()).collect(),
+            configs: image.configs.into_iter().collect(),
+            next_producer_id_block: image.next_producer_id_block,
+            deleted_topics: image.deleted_topics.iter().copied().collect(),
+            brokers: image.brokers.into_values().collect(),
+            cluster_id: image.cluster_id,
+        }
+    }
+}
+
+impl From<ImageSnapshot> for MetadataImage {
+    fn from(snapshot: ImageSnapshot) -> Self {
+        MetadataImage {
+            offset: snapshot.offset,
+            topic_names_by_id: snapshot
+                .topics
+                .iter()
+                .map(|t| (t.topic_id, t.name.clone()))
+                .collect(),
+            topics: snapshot
+                .topics
+                .into_iter()
+                .map(|t| (t.name.clone(), Arc::new(t)))
+                .collect(),
+            configs: snapshot.configs.into_iter().collect(),
+            next_producer_id_block: snapshot.next_producer_id_block,
+            deleted_topics: Arc::new(snapshot.deleted_topics.into_iter().collect()),
+            brokers: snapshot
+                .brokers
+                .into_iter()
+                .map(|b| (b.broker_id, b))
+                .collect(),
+            cluster_id: snapshot.cluster_id,
+        }
+    }
+}
+
+/// Serialises as [`ImageSnapshot`]: a Raft snapshot of the metadata log is its image.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(into = "ImageSnapshot", from = "ImageSnapshot")]
 pub struct MetadataImage {
     /// Number of batches applied: the metadata offset this image reflects.
     pub offset: u64,
@@ -63,6 +135,9 @@ pub struct MetadataImage {
     /// topic id the image has never heard of may mean a lost metadata log, not a deletion.
     /// Shared between images; copied only when a topic is deleted.
     deleted_topics: Arc<BTreeSet<Uuid>>,
+    /// Registered brokers by id, fenced or not.
+    brokers: BTreeMap<i32, BrokerRegistration>,
+    cluster_id: Option<String>,
 }
 
 impl MetadataImage {
@@ -83,6 +158,29 @@ impl MetadataImage {
     /// Whether a topic with this id existed and was deleted.
     pub fn was_deleted(&self, topic_id: &Uuid) -> bool {
         self.deleted_topics.contains(topic_id)
+    }
+
+    /// The cluster id agreed in a quorum's log (`None` for a single node's own log).
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    pub fn broker(&self, broker_id: i32) -> Option<&BrokerRegistration> {
+        self.brokers.get(&broker_id)
+    }
+
+    /// Every registered broker, fenced or not, by id.
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values()
+    }
+
+    /// Ids of the unfenced brokers: those that may lead and hold new replicas.
+    pub fn live_brokers(&self) -> BTreeSet<i32> {
+        self.brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .map(|b| b.broker_id)
+            .collect()
     }
 
     pub fn deleted_topic_count(&self) -> usize {
@@ -200,6 +298,49 @@ impl MetadataImage {
                     "producer id blocks only move forward"
                 );
                 self.next_producer_id_block = *next_block_start;
+            }
+            MetadataRecord::RegisterBroker {
+                broker_id,
+                broker_epoch,
+                incarnation_id,
+                host,
+                port,
+                rack,
+            } => {
+                self.brokers.insert(
+                    *broker_id,
+                    BrokerRegistration {
+                        broker_id: *broker_id,
+                        broker_epoch: *broker_epoch,
+                        incarnation_id: *incarnation_id,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                        fenced: true,
+                    },
+                );
+            }
+            MetadataRecord::FenceBroker {
+                broker_id,
+                broker_epoch,
+            }
+            | MetadataRecord::UnfenceBroker {
+                broker_id,
+                broker_epoch,
+            } => {
+                let broker = self
+                    .brokers
+                    .get_mut(broker_id)
+                    .unwrap_or_else(|| panic!("fencing of unregistered broker {broker_id}"));
+                assert_eq!(
+                    broker.broker_epoch, *broker_epoch,
+                    "fencing of broker {broker_id} in another epoch"
+                );
+                broker.fenced = matches!(record, MetadataRecord::FenceBroker { .. });
+            }
+            MetadataRecord::ClusterId { cluster_id } => {
+                assert!(self.cluster_id.is_none(), "the cluster id is written once");
+                self.cluster_id = Some(cluster_id.clone());
             }
         }
     }

@@ -15,7 +15,7 @@ pub mod records;
 pub mod store;
 
 pub use controller::{Controller, ControllerError, CreateTopicSpec};
-pub use image::{MetadataImage, PartitionImage, TopicImage};
+pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
 pub use log::{FileMetadataLog, MetadataLog};
 pub use records::{ConfigResource, MetadataRecord};
 pub use store::MetadataStore;
@@ -32,6 +32,10 @@ pub enum MetaError {
     Corrupt(String),
     #[error("metadata batch of {size_bytes} bytes is too large")]
     TooLarge { size_bytes: usize },
+    /// The metadata quorum could not commit (no active controller within the wait, or too
+    /// many concurrent changes). Retriable: nothing was written.
+    #[error("metadata quorum unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl MetaError {

@@ -42,4 +42,24 @@ pub enum MetadataRecord {
     },
     /// Producer ids below `next_block_start` have been handed out (Kafka's ProducerIdsRecord).
     ProducerIds { next_block_start: i64 },
+    /// A broker (re)registered (Kafka's RegisterBrokerRecord). It starts fenced: it leads
+    /// nothing until the controller unfences it, once it has caught up with the metadata log.
+    /// `broker_epoch` is new on every registration, so that a heartbeat from an older incarnation
+    /// of the same broker id is refused.
+    RegisterBroker {
+        broker_id: i32,
+        broker_epoch: i64,
+        incarnation_id: Uuid,
+        host: String,
+        port: i32,
+        #[serde(default)]
+        rack: Option<String>,
+    },
+    /// The broker stopped heartbeating or is shutting down: it leads nothing and leaves ISRs.
+    FenceBroker { broker_id: i32, broker_epoch: i64 },
+    /// The broker caught up with the metadata log and may lead again.
+    UnfenceBroker { broker_id: i32, broker_epoch: i64 },
+    /// The cluster's id, written once by the first node of a quorum (a single node keeps its
+    /// id in `meta.properties` only).
+    ClusterId { cluster_id: String },
 }

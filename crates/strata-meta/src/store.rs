@@ -41,7 +41,7 @@ impl MetadataStore {
     /// caller. Returns that value and the image after the commit.
     pub fn commit_with<T>(
         &self,
-        build: impl FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T),
+        mut build: impl FnMut(&MetadataImage) -> (Vec<MetadataRecord>, T),
     ) -> Result<(T, Arc<MetadataImage>), MetaError> {
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.image();

@@ -13,13 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strata_meta::{Controller, FileMetadataLog, MetadataImage, MetadataRecord, MetadataStore};
+use strata_quorum::Quorum;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::cluster::ControllerService;
 use crate::config::ServerConfig;
 use crate::connection;
 use crate::group_service::GroupService;
+use crate::metadata_source::MetadataSource;
 use crate::metrics::Metrics;
 use crate::remote_log::RemoteLogManager;
 use crate::replica_manager::{now_ms, ReplicaManager};
@@ -60,8 +63,10 @@ pub enum StartError {
 pub struct Broker {
     pub config: ServerConfig,
     pub cluster_id: String,
-    pub store: MetadataStore,
+    pub store: MetadataSource,
     pub controller: Controller,
+    /// The active-controller duties (broker sessions), on nodes that can be elected.
+    pub controller_service: Option<Arc<ControllerService>>,
     pub replicas: ReplicaManager,
     pub remote: Arc<RemoteLogManager>,
     pub metrics: Metrics,
@@ -79,15 +84,20 @@ struct ProducerIdBlock {
 }
 
 impl Broker {
-    /// Opens the data directory and every hosted log. Blocking.
-    pub fn open(config: ServerConfig) -> Result<Arc<Broker>, StartError> {
+    /// Opens the data directory and every hosted log. Blocking. In a cluster, `quorum` is the
+    /// started metadata quorum (its image already replayed) and `controller_service` the
+    /// controller RPCs it serves.
+    pub fn open(
+        config: ServerConfig,
+        quorum: Option<(Arc<Quorum>, Option<Arc<ControllerService>>)>,
+    ) -> Result<Arc<Broker>, StartError> {
         let data_dir = config.data_dir.clone();
         let dir_err = |source| StartError::DataDir {
             path: data_dir.display().to_string(),
             source,
         };
         std::fs::create_dir_all(data_dir.join("meta")).map_err(dir_err)?;
-        let cluster_id = read_or_create_meta_properties(&data_dir, config.node_id)?;
+        let mut cluster_id = read_or_create_meta_properties(&data_dir, config.node_id)?;
         let marker = data_dir.join(CLEAN_SHUTDOWN_MARKER);
         let clean_shutdown = marker.exists();
         if clean_shutdown {
@@ -101,8 +111,19 @@ impl Broker {
             node_id = config.node_id,
             "opening broker"
         );
-        let log = FileMetadataLog::open(&data_dir.join("meta").join("metadata.log"))?;
-        let store = MetadataStore::open(Box::new(log))?;
+        let (store, controller_service) = match quorum {
+            Some((quorum, service)) => {
+                cluster_id = agree_on_cluster_id(&quorum, &data_dir, config.node_id, &cluster_id)?;
+                (MetadataSource::Quorum(quorum), service)
+            }
+            None => {
+                let log = FileMetadataLog::open(&data_dir.join("meta").join("metadata.log"))?;
+                (
+                    MetadataSource::Local(MetadataStore::open(Box::new(log))?),
+                    None,
+                )
+            }
+        };
         let replicas = ReplicaManager::new(&data_dir, clean_shutdown).map_err(dir_err)?;
         let metrics = Metrics::default();
         let remote = Arc::new(RemoteLogManager::open(
@@ -112,6 +133,7 @@ impl Broker {
         )?);
         let broker = Arc::new(Broker {
             controller: Controller::new(config.node_id),
+            controller_service,
             groups: GroupService::new(&config),
             txns: TxnService::new(&config),
             config,
@@ -128,6 +150,9 @@ impl Broker {
             .replicas
             .reconcile(&broker.store.image(), &broker.config);
         broker.replicas.set_aside_stray_dirs();
+        if broker.store.quorum().is_none() {
+            crate::cluster::register_single_node(&broker)?;
+        }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.block_on(
                 broker
@@ -161,12 +186,13 @@ impl Broker {
         self.store.image()
     }
 
-    /// Runs a controller operation under the metadata commit lock, then brings the hosted
-    /// logs in line with the new image. Blocks the calling thread on fsync and file creation,
+    /// Runs a controller operation under the metadata commit lock (in a cluster: builds it
+    /// again from a newer image as often as another change gets in first), then brings the
+    /// hosted logs in line with the new image. Blocks the calling thread on fsync and file creation,
     /// so async callers wrap it in `block_in_place`.
     pub fn commit<T>(
         &self,
-        build: impl FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T),
+        build: impl FnMut(&MetadataImage) -> (Vec<MetadataRecord>, T),
     ) -> Result<T, strata_meta::MetaError> {
         let (value, image) = self.store.commit_with(build)?;
         self.replicas.reconcile(&image, &self.config);
@@ -224,6 +250,17 @@ impl Broker {
             self.clone(),
             stop_rx.clone(),
         ));
+        if let Some(quorum) = self.store.quorum() {
+            tasks.spawn(crate::cluster::run_broker_lifecycle(
+                self.clone(),
+                quorum.clone(),
+                stop_rx.clone(),
+            ));
+            tasks.spawn(follow_images(self.clone(), quorum.clone(), stop_rx.clone()));
+        }
+        if let Some(service) = &self.controller_service {
+            tasks.spawn(service.clone().run_sessions(stop_rx.clone()));
+        }
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing in-flight requests");
         self.serving.store(false, Ordering::Relaxed);
@@ -259,6 +296,56 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// Brings the hosted logs in line with every image the quorum applies (changes made through
+/// other nodes), coalescing images that arrive while a reconcile runs.
+async fn follow_images(broker: Arc<Broker>, quorum: Arc<Quorum>, mut stop: watch::Receiver<bool>) {
+    let mut images = quorum.subscribe();
+    loop {
+        tokio::select! {
+            changed = images.changed() => if changed.is_err() { return },
+            _ = stopped(&mut stop) => return,
+        }
+        let image = images.borrow_and_update().clone();
+        let b = broker.clone();
+        let _ = tokio::task::spawn_blocking(move || b.replicas.reconcile(&image, &b.config)).await;
+    }
+}
+
+/// The cluster id of a node in a cluster is the quorum's: the first node to start proposes
+/// its own (from `meta.properties`), and a data directory of another cluster is refused.
+fn agree_on_cluster_id(
+    quorum: &Arc<Quorum>,
+    data_dir: &Path,
+    node_id: i32,
+    local: &str,
+) -> Result<String, StartError> {
+    let source = MetadataSource::Quorum(quorum.clone());
+    let (agreed, _) = source.commit_with(|image| match image.cluster_id() {
+        Some(id) => (Vec::new(), id.to_string()),
+        None => (
+            vec![MetadataRecord::ClusterId {
+                cluster_id: local.to_string(),
+            }],
+            local.to_string(),
+        ),
+    })?;
+    if agreed != local {
+        let props = data_dir.join(META_PROPERTIES);
+        let fresh = std::fs::read_dir(data_dir.join("logs"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true);
+        if !fresh {
+            return Err(StartError::MetaProperties(format!(
+                "{} belongs to cluster {local}, but the quorum is cluster {agreed}",
+                props.display()
+            )));
+        }
+        // A new node's directory got a random id before it learned the quorum's: adopt it.
+        write_meta_properties(data_dir, &agreed, node_id)?;
+    }
+    Ok(agreed)
 }
 
 /// Resolves once the broker is stopping. (The guard `wait_for` returns is not `Send`, so it
@@ -357,15 +444,7 @@ fn read_or_create_meta_properties(data_dir: &Path, node_id: i32) -> Result<Strin
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let cluster_id = new_cluster_id();
-            let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
-            let tmp = path.with_extension("tmp");
-            let io = |source| StartError::DataDir {
-                path: path.display().to_string(),
-                source,
-            };
-            std::fs::write(&tmp, text).map_err(io)?;
-            std::fs::rename(&tmp, &path).map_err(io)?;
-            sync_dir(data_dir).map_err(io)?;
+            write_meta_properties(data_dir, &cluster_id, node_id)?;
             Ok(cluster_id)
         }
         Err(source) => Err(StartError::DataDir {
@@ -373,6 +452,23 @@ fn read_or_create_meta_properties(data_dir: &Path, node_id: i32) -> Result<Strin
             source,
         }),
     }
+}
+
+fn write_meta_properties(
+    data_dir: &Path,
+    cluster_id: &str,
+    node_id: i32,
+) -> Result<(), StartError> {
+    let path = data_dir.join(META_PROPERTIES);
+    let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+    let tmp = path.with_extension("tmp");
+    let io = |source| StartError::DataDir {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::write(&tmp, text).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    sync_dir(data_dir).map_err(io)
 }
 
 /// A Kafka-style cluster id: a random UUID in URL-safe base64 without padding (22 chars).

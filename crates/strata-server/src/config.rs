@@ -46,6 +46,26 @@ pub struct ServerConfig {
     /// `--object-store-option KEY=VALUE`: store settings (endpoint, region, credentials),
     /// over the ones in the environment.
     pub object_store_options: Vec<(String, String)>,
+    /// `--broker-rack`: where replicas are spread across (Kafka's `broker.rack`).
+    pub rack: Option<String>,
+    /// `--controller-quorum-voters` and friends: `None` is a single node with its own file
+    /// metadata log.
+    pub quorum: Option<QuorumSettings>,
+}
+
+/// How this node takes part in a cluster's metadata quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumSettings {
+    /// Node id -> "host:port" of every voter's controller listener.
+    pub voters: std::collections::BTreeMap<i32, String>,
+    /// Where this node's controller listener binds (Raft and broker-to-controller RPCs).
+    pub controller_listen: SocketAddr,
+    /// The address others reach this node's controller listener at.
+    pub controller_advertised: String,
+    /// `--process-roles`: whether this node serves Kafka clients and hosts partitions.
+    pub broker: bool,
+    /// `--process-roles`: whether this node votes and may become the active controller.
+    pub controller: bool,
 }
 
 impl ServerConfig {

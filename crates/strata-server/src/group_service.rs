@@ -165,8 +165,8 @@ impl GroupService {
                 .map_err(GroupServiceError::Corrupt)?;
             let mut log = hosted.log();
             match producer {
-                None => log.append_as_leader(&buf, hosted.leader_epoch, now)?,
-                Some(_) => log.append_as_coordinator(&buf, hosted.leader_epoch, now)?,
+                None => log.append_as_leader(&buf, hosted.leader_epoch(), now)?,
+                Some(_) => log.append_as_coordinator(&buf, hosted.leader_epoch(), now)?,
             };
         }
         Ok(())

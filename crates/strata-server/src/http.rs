@@ -21,6 +21,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/cluster", get(cluster))
         .with_state(broker);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -37,6 +38,38 @@ async fn health(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     }
+}
+
+/// This node's view of the cluster: the active controller and the registered brokers.
+async fn cluster(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    let image = broker.image();
+    let quorum = broker.store.quorum();
+    let controller_id = match quorum {
+        Some(q) => q.leader_id(),
+        None => Some(broker.config.node_id),
+    };
+    let brokers: Vec<serde_json::Value> = image
+        .brokers()
+        .map(|b| {
+            serde_json::json!({
+                "id": b.broker_id,
+                "epoch": b.broker_epoch,
+                "host": b.host,
+                "port": b.port,
+                "rack": b.rack,
+                "fenced": b.fenced,
+            })
+        })
+        .collect();
+    axum::Json(serde_json::json!({
+        "node_id": broker.config.node_id,
+        "cluster_id": broker.cluster_id,
+        "controller_id": controller_id,
+        "is_active_controller": quorum.is_none_or(|q| q.is_leader()),
+        "metadata_offset": image.offset,
+        "brokers": brokers,
+        "quorum": quorum.map(|q| q.status()),
+    }))
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {

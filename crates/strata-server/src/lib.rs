@@ -6,6 +6,7 @@
 //! logs held by the [`replica_manager`], and [`broker`] owns the parts and their lifecycle.
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod group_service;
@@ -13,6 +14,7 @@ pub mod handlers;
 mod http;
 mod internal_topics;
 mod log_cleaner;
+pub mod metadata_source;
 pub mod metrics;
 pub mod remote_log;
 pub mod replica_manager;

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use strata_log::{Log, LogError};
@@ -29,7 +29,10 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub topic_id: Uuid,
-    pub leader_epoch: i32,
+    /// The leader epoch of the latest image, set by every reconcile.
+    leader_epoch: AtomicI32,
+    /// Whether the latest image names this broker the leader. Only the leader serves clients.
+    leading: AtomicBool,
     dir: PathBuf,
     log: Mutex<Log>,
     /// Set when the image no longer has the partition and its directory is deleted: a task
@@ -43,6 +46,19 @@ impl Partition {
     /// own state is still consistent on disk (appends validate before writing), so continue.
     pub fn log(&self) -> MutexGuard<'_, Log> {
         self.log.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    fn set_leadership(&self, leader_epoch: i32, leading: bool) {
+        self.leader_epoch.store(leader_epoch, Ordering::Release);
+        self.leading.store(leading, Ordering::Release);
     }
 
     pub fn dir(&self) -> &Path {
@@ -139,13 +155,13 @@ impl ReplicaManager {
         config: &ServerConfig,
     ) -> Vec<(TopicPartition, LogError)> {
         let mut failures = Vec::new();
-        let mut wanted: HashMap<TopicPartition, (Uuid, i32)> = HashMap::new();
+        let mut wanted: HashMap<TopicPartition, (Uuid, i32, bool)> = HashMap::new();
         for topic in image.topics() {
             for p in &topic.partitions {
                 if p.replicas.contains(&config.node_id) {
                     wanted.insert(
                         (topic.name.clone(), p.partition),
-                        (topic.topic_id, p.leader_epoch),
+                        (topic.topic_id, p.leader_epoch, p.leader == config.node_id),
                     );
                 }
             }
@@ -154,7 +170,7 @@ impl ReplicaManager {
         // Removed or replaced partitions.
         let gone: Vec<TopicPartition> = partitions
             .iter()
-            .filter(|(tp, p)| wanted.get(*tp).map(|(id, _)| *id) != Some(p.topic_id))
+            .filter(|(tp, p)| wanted.get(*tp).map(|(id, ..)| *id) != Some(p.topic_id))
             .map(|(tp, _)| tp.clone())
             .collect();
         for tp in gone {
@@ -170,12 +186,16 @@ impl ReplicaManager {
         }
         let now = now_ms();
         let mut log_configs = HashMap::new();
-        for (tp, (topic_id, leader_epoch)) in &wanted {
+        for (tp, (topic_id, leader_epoch, leading)) in &wanted {
             let log_config = log_configs
                 .entry(tp.0.clone())
                 .or_insert_with(|| config.log_config(image, &tp.0))
                 .clone();
             if let Some(existing) = partitions.get(tp) {
+                if (existing.leader_epoch(), existing.is_leader()) != (*leader_epoch, *leading) {
+                    tracing::debug!(topic = %tp.0, partition = tp.1, leader_epoch, leading, "leadership changed");
+                    existing.set_leadership(*leader_epoch, *leading);
+                }
                 let mut log = existing.log();
                 if log.config() != &log_config {
                     log.set_config(log_config);
@@ -191,7 +211,8 @@ impl ReplicaManager {
                             topic: tp.0.clone(),
                             index: tp.1,
                             topic_id: *topic_id,
-                            leader_epoch: *leader_epoch,
+                            leader_epoch: AtomicI32::new(*leader_epoch),
+                            leading: AtomicBool::new(*leading),
                             dir,
                             log: Mutex::new(log),
                             removed: AtomicBool::new(false),

@@ -45,6 +45,11 @@ impl TxnService {
         }
     }
 
+    /// The `__transaction_state` partition of a transactional id.
+    pub fn partition_of(&self, transactional_id: &str) -> i32 {
+        partition_for(transactional_id, self.partitions)
+    }
+
     /// Creates `__transaction_state` if it does not exist yet. Blocking.
     pub fn ensure_topic(&self, broker: &Broker) -> Result<(), ResponseError> {
         internal_topics::ensure_topic(
@@ -133,7 +138,7 @@ impl TxnService {
             let buf = internal_topics::encode_batch(records, None, now)?;
             hosted
                 .log()
-                .append_as_leader(&buf, hosted.leader_epoch, now)
+                .append_as_leader(&buf, hosted.leader_epoch(), now)
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
@@ -158,7 +163,7 @@ impl TxnService {
                     work.producer_epoch,
                     work.commit,
                     COORDINATOR_EPOCH,
-                    partition.leader_epoch,
+                    partition.leader_epoch(),
                     now,
                 )
                 .map_err(|e| format!("{topic}-{index}: {e}"))?;

@@ -266,7 +266,7 @@ async fn alter(
             .collect(),
         Err(e) => targets
             .iter()
-            .map(|_| (code(ResponseError::KafkaStorageError), Some(e.to_string())))
+            .map(|_| (super::meta_error_code(&e), Some(e.to_string())))
             .collect(),
     }
 }

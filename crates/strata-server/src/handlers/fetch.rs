@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use strata_log::{LogError, ReadResult};
 use uuid::Uuid;
@@ -134,9 +136,50 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             ),
         }
     }
+    // KIP-951: NOT_LEADER_OR_FOLLOWER names the current leader (v12+) and its endpoint (v16+).
+    let mut leaders = std::collections::BTreeSet::new();
+    if version >= 12 {
+        let not_leader = code(ResponseError::NotLeaderOrFollower);
+        for topic in &mut responses {
+            let Some(t) = image
+                .topic(topic.topic.as_str())
+                .or_else(|| image.topic_by_id(&topic.topic_id))
+            else {
+                continue;
+            };
+            for p in topic
+                .partitions
+                .iter_mut()
+                .filter(|p| p.error_code == not_leader)
+            {
+                if let Some(current) = t.partitions.get(p.partition_index as usize) {
+                    p.current_leader = LeaderIdAndEpoch::default()
+                        .with_leader_id(BrokerId(current.leader))
+                        .with_leader_epoch(current.leader_epoch);
+                    leaders.insert(current.leader);
+                }
+            }
+        }
+    }
+    let node_endpoints = if version >= 16 {
+        leaders
+            .into_iter()
+            .filter_map(|id| image.broker(id).filter(|b| !b.fenced))
+            .map(|b| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(b.broker_id))
+                    .with_host(str_bytes(b.host.clone()))
+                    .with_port(b.port)
+                    .with_rack(b.rack.clone().map(str_bytes))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     FetchResponse::default()
         .with_session_id(0)
         .with_responses(responses)
+        .with_node_endpoints(node_endpoints)
 }
 
 /// Reads every target once, within the response byte budget. Blocking.
@@ -170,8 +213,8 @@ fn read_all(
                 Ok(p) => p,
                 Err(e) => return base.with_error_code(code(e)),
             };
-            if t.current_leader_epoch >= 0 && t.current_leader_epoch != partition.leader_epoch {
-                let error = if t.current_leader_epoch < partition.leader_epoch {
+            if t.current_leader_epoch >= 0 && t.current_leader_epoch != partition.leader_epoch() {
+                let error = if t.current_leader_epoch < partition.leader_epoch() {
                     ResponseError::FencedLeaderEpoch
                 } else {
                     ResponseError::UnknownLeaderEpoch

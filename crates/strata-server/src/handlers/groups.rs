@@ -41,6 +41,7 @@ use strata_coord::consumer_group::{Assignment, Heartbeat, HeartbeatError};
 use strata_coord::group::{CommitIdentity, OffsetCommit};
 use strata_coord::offsets_topic::CommittedOffset;
 use strata_coord::PendingReply;
+use strata_coord::OFFSETS_TOPIC;
 
 use super::{code, str_bytes};
 use crate::broker::Broker;
@@ -76,40 +77,67 @@ pub async fn handle_find_coordinator(
     };
     let key_type = request.key_type;
     let b = broker.clone();
-    let result = tokio::task::block_in_place(|| match key_type {
+    let ready = tokio::task::block_in_place(|| match key_type {
         KEY_TYPE_GROUP => coordinator_ready(&b),
         KEY_TYPE_TRANSACTION => b.txns.ensure_topic(&b),
         _ => Err(ResponseError::InvalidRequest),
     });
-    let node = BrokerId(broker.config.node_id);
-    let host = str_bytes(broker.config.advertised_host.clone());
-    let port = broker.config.advertised_port;
-    let (error, message) = match result {
-        Ok(()) => (0, None),
-        Err(e) => (code(e), Some(str_bytes(format!("{e:?}")))),
+    let image = broker.image();
+    // The coordinator of a key is the leader of the key's partition of the internal topic.
+    let coordinator = |key: &str| -> Result<(i32, String, i32), ResponseError> {
+        ready?;
+        let (topic, partition) = if key_type == KEY_TYPE_GROUP {
+            (OFFSETS_TOPIC, broker.groups.partition_of(key))
+        } else {
+            (
+                strata_coord::txn::TRANSACTION_STATE_TOPIC,
+                broker.txns.partition_of(key),
+            )
+        };
+        let leader = image
+            .topic(topic)
+            .and_then(|t| t.partitions.get(partition as usize))
+            .map(|p| p.leader)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        image
+            .broker(leader)
+            .filter(|b| !b.fenced)
+            .map(|b| (b.broker_id, b.host.clone(), b.port))
+            .ok_or(ResponseError::CoordinatorNotAvailable)
     };
-    let ok = error == 0;
+    let answer = |key: &str| match coordinator(key) {
+        Ok((node, host, port)) => (0, None, BrokerId(node), str_bytes(host), port),
+        Err(e) => (
+            code(e),
+            Some(str_bytes(format!("{e:?}"))),
+            BrokerId(-1),
+            str_bytes(""),
+            -1,
+        ),
+    };
     if version >= 4 {
         FindCoordinatorResponse::default().with_coordinators(
             keys.into_iter()
                 .map(|k| {
+                    let (error, message, node, host, port) = answer(&k);
                     Coordinator::default()
                         .with_key(str_bytes(k))
-                        .with_node_id(if ok { node } else { BrokerId(-1) })
-                        .with_host(if ok { host.clone() } else { str_bytes("") })
-                        .with_port(if ok { port } else { -1 })
+                        .with_node_id(node)
+                        .with_host(host)
+                        .with_port(port)
                         .with_error_code(error)
-                        .with_error_message(message.clone())
+                        .with_error_message(message)
                 })
                 .collect(),
         )
     } else {
+        let (error, message, node, host, port) = answer(&keys[0]);
         FindCoordinatorResponse::default()
             .with_error_code(error)
             .with_error_message(message)
-            .with_node_id(if ok { node } else { BrokerId(-1) })
-            .with_host(if ok { host } else { str_bytes("") })
-            .with_port(if ok { port } else { -1 })
+            .with_node_id(node)
+            .with_host(host)
+            .with_port(port)
     }
 }
 

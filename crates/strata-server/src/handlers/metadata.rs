@@ -14,7 +14,7 @@ use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
     DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
-use strata_meta::TopicImage;
+use strata_meta::{BrokerRegistration, MetadataImage, TopicImage};
 
 use super::{code, str_bytes, topics};
 use crate::broker::Broker;
@@ -31,7 +31,7 @@ pub async fn handle_metadata(
     let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
     let mut topics = Vec::new();
     if all_topics {
-        topics.extend(image.topics().map(|t| topic_metadata(t)));
+        topics.extend(image.topics().map(|t| topic_metadata(&image, t)));
     } else {
         let requested = request.topics.unwrap_or_default();
         let mut missing = Vec::new();
@@ -55,7 +55,7 @@ pub async fn handle_metadata(
         for t in requested {
             let response = match &t.name {
                 Some(name) => match image.topic(name) {
-                    Some(topic) => topic_metadata(topic),
+                    Some(topic) => topic_metadata(&image, topic),
                     None => {
                         let error = match creation_errors.get(name.as_str()) {
                             Some(strata_meta::ControllerError::InvalidTopic(_)) => {
@@ -72,7 +72,7 @@ pub async fn handle_metadata(
                     }
                 },
                 None => match image.topic_by_id(&t.topic_id) {
-                    Some(topic) => topic_metadata(topic),
+                    Some(topic) => topic_metadata(&image, topic),
                     None => MetadataResponseTopic::default()
                         .with_topic_id(t.topic_id)
                         .with_error_code(code(ResponseError::UnknownTopicId)),
@@ -82,16 +82,50 @@ pub async fn handle_metadata(
         }
     }
     MetadataResponse::default()
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(broker.config.node_id))
-            .with_host(str_bytes(broker.config.advertised_host.clone()))
-            .with_port(broker.config.advertised_port)])
+        .with_brokers(
+            live_brokers(&image)
+                .map(|b| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(b.broker_id))
+                        .with_host(str_bytes(b.host.clone()))
+                        .with_port(b.port)
+                        .with_rack(b.rack.clone().map(str_bytes))
+                })
+                .collect(),
+        )
         .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_controller_id(BrokerId(controller_id(broker, &image)))
         .with_topics(topics)
 }
 
-fn topic_metadata(topic: &TopicImage) -> MetadataResponseTopic {
+/// The brokers clients may use: the registered, unfenced ones.
+fn live_brokers(image: &MetadataImage) -> impl Iterator<Item = &BrokerRegistration> {
+    image.brokers().filter(|b| !b.fenced)
+}
+
+/// The controller id clients see. As in KRaft, clients cannot reach the controllers, so they
+/// get a live broker, which forwards admin changes: the active controller when it is one,
+/// else this broker.
+fn controller_id(broker: &Broker, image: &MetadataImage) -> i32 {
+    broker
+        .store
+        .quorum()
+        .and_then(|q| q.leader_id())
+        .filter(|id| image.broker(*id).is_some_and(|b| !b.fenced))
+        .unwrap_or(broker.config.node_id)
+}
+
+/// Replicas on brokers that are fenced or not registered.
+fn offline_replicas(image: &MetadataImage, replicas: &[i32]) -> Vec<BrokerId> {
+    replicas
+        .iter()
+        .copied()
+        .filter(|r| image.broker(*r).is_none_or(|b| b.fenced))
+        .map(BrokerId)
+        .collect()
+}
+
+fn topic_metadata(image: &MetadataImage, topic: &TopicImage) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(topic.topic_id)
@@ -101,12 +135,19 @@ fn topic_metadata(topic: &TopicImage) -> MetadataResponseTopic {
                 .partitions
                 .iter()
                 .map(|p| {
+                    let error = if p.leader == strata_meta::partition_change::NO_LEADER {
+                        code(ResponseError::LeaderNotAvailable)
+                    } else {
+                        0
+                    };
                     MetadataResponsePartition::default()
+                        .with_error_code(error)
                         .with_partition_index(p.partition)
                         .with_leader_id(BrokerId(p.leader))
                         .with_leader_epoch(p.leader_epoch)
                         .with_isr_nodes(broker_ids(&p.isr))
                         .with_replica_nodes(broker_ids(&p.replicas))
+                        .with_offline_replicas(offline_replicas(image, &p.replicas))
                 })
                 .collect(),
         )
@@ -127,12 +168,20 @@ pub fn handle_describe_cluster(
             .with_error_code(code(ResponseError::MismatchedEndpointType))
             .with_error_message(Some(str_bytes("The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER")));
     }
+    let image = broker.image();
     response
-        .with_controller_id(BrokerId(broker.config.node_id))
-        .with_brokers(vec![DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.config.node_id))
-            .with_host(str_bytes(broker.config.advertised_host.clone()))
-            .with_port(broker.config.advertised_port)])
+        .with_controller_id(BrokerId(controller_id(broker, &image)))
+        .with_brokers(
+            live_brokers(&image)
+                .map(|b| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(b.broker_id))
+                        .with_host(str_bytes(b.host.clone()))
+                        .with_port(b.port)
+                        .with_rack(b.rack.clone().map(str_bytes))
+                })
+                .collect(),
+        )
 }
 
 /// KIP-966: paginated partition descriptions, at most `response_partition_limit` partitions

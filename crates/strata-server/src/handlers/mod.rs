@@ -181,6 +181,15 @@ pub(crate) fn controller_error(e: &ControllerError) -> (i16, Option<StrBytes>) {
     (error.code(), Some(str_bytes(e.to_string())))
 }
 
+/// Kafka error code for a metadata commit that failed: a quorum without a leader is
+/// REQUEST_TIMED_OUT (clients retry), a local metadata log failure KAFKA_STORAGE_ERROR.
+pub(crate) fn meta_error_code(e: &strata_meta::MetaError) -> i16 {
+    match e {
+        strata_meta::MetaError::Unavailable(_) => code(ResponseError::RequestTimedOut),
+        _ => code(ResponseError::KafkaStorageError),
+    }
+}
+
 /// Kafka error code for a failure of `partition`'s log; I/O errors are logged and counted as
 /// storage errors.
 pub(crate) fn log_error(broker: &Broker, partition: &Partition, e: &LogError) -> i16 {
@@ -191,16 +200,25 @@ pub(crate) fn log_error(broker: &Broker, partition: &Partition, e: &LogError) ->
     e.kafka_error_code()
 }
 
-/// The hosted partition, or the error a client gets for it: KAFKA_STORAGE_ERROR when its
-/// log is offline, UNKNOWN_TOPIC_OR_PARTITION when this broker does not host it.
+/// The partition this broker leads, or the error a client gets for it: KAFKA_STORAGE_ERROR
+/// when its log is offline, NOT_LEADER_OR_FOLLOWER when another broker leads it (or none
+/// does, for now), UNKNOWN_TOPIC_OR_PARTITION when the cluster has no such partition.
 pub(crate) fn hosted(
     broker: &Broker,
     topic: &str,
     index: i32,
 ) -> Result<Arc<Partition>, ResponseError> {
     match broker.replicas.partition(topic, index) {
-        Some(p) => Ok(p),
+        Some(p) if p.is_leader() => Ok(p),
+        Some(_) => Err(ResponseError::NotLeaderOrFollower),
         None if broker.replicas.is_offline(topic, index) => Err(ResponseError::KafkaStorageError),
+        None if broker
+            .image()
+            .topic(topic)
+            .is_some_and(|t| index >= 0 && (index as usize) < t.partitions.len()) =>
+        {
+            Err(ResponseError::NotLeaderOrFollower)
+        }
         None => Err(ResponseError::UnknownTopicOrPartition),
     }
 }

@@ -38,10 +38,10 @@ fn leader_partition(
 ) -> Result<Arc<Partition>, ResponseError> {
     let partition = hosted(broker, topic, index)?;
     if current_leader_epoch >= 0 {
-        if current_leader_epoch < partition.leader_epoch {
+        if current_leader_epoch < partition.leader_epoch() {
             return Err(ResponseError::FencedLeaderEpoch);
         }
-        if current_leader_epoch > partition.leader_epoch {
+        if current_leader_epoch > partition.leader_epoch() {
             return Err(ResponseError::UnknownLeaderEpoch);
         }
     }
@@ -80,7 +80,7 @@ pub async fn handle_list_offsets(
                             Ok(Some((timestamp, offset))) => base
                                 .with_timestamp(timestamp)
                                 .with_offset(offset)
-                                .with_leader_epoch(partition.leader_epoch),
+                                .with_leader_epoch(partition.leader_epoch()),
                             Ok(None) => base,
                             Err(error) => base.with_error_code(error),
                         }

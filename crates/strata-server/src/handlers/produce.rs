@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use strata_log::{LogError, RecordBatchHeader};
 use strata_meta::config::topic_config;
 
@@ -108,7 +109,7 @@ pub async fn handle(
                                     outcome.error = Some((code(ResponseError::KafkaStorageError), why.into()));
                                     return outcome;
                                 }
-                                match single_batch(&records).and_then(|()| log.append_as_leader(&records, partition.leader_epoch, now)) {
+                                match single_batch(&records).and_then(|()| log.append_as_leader(&records, partition.leader_epoch(), now)) {
                                     Ok(info) => {
                                         if !info.duplicate {
                                             b.metrics.produce_records.add(info.records_count);
@@ -143,9 +144,13 @@ pub async fn handle(
     if acks == 0 {
         return None;
     }
+    // KIP-951: a NOT_LEADER_OR_FOLLOWER answer names the current leader and how to reach it,
+    // so the client need not wait for a metadata refresh.
+    let mut leaders = std::collections::BTreeSet::new();
     let responses = results
         .into_iter()
         .map(|(name, outcomes)| {
+            let topic = image.topic(name.as_str()).cloned();
             TopicProduceResponse::default()
                 .with_name(name)
                 .with_partition_responses(
@@ -159,6 +164,21 @@ pub async fn handle(
                                 .with_log_start_offset(o.log_start_offset);
                             if let Some((error, message)) = o.error {
                                 r = r.with_error_code(error);
+                                let current = topic
+                                    .as_ref()
+                                    .and_then(|t| t.partitions.get(o.index as usize));
+                                if let (true, Some(p)) = (
+                                    version >= 10
+                                        && error == code(ResponseError::NotLeaderOrFollower),
+                                    current,
+                                ) {
+                                    r = r.with_current_leader(
+                                        LeaderIdAndEpoch::default()
+                                            .with_leader_id(BrokerId(p.leader))
+                                            .with_leader_epoch(p.leader_epoch),
+                                    );
+                                    leaders.insert(p.leader);
+                                }
                                 if version >= 8 {
                                     if is_record_error(error) {
                                         r = r.with_record_errors(vec![
@@ -178,7 +198,22 @@ pub async fn handle(
                 )
         })
         .collect();
-    Some(ProduceResponse::default().with_responses(responses))
+    let node_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| image.broker(id).filter(|b| !b.fenced))
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.broker_id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(str_bytes))
+        })
+        .collect();
+    Some(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(node_endpoints),
+    )
 }
 
 /// Kafka 4 accepts exactly one record batch per partition in Produce v3+

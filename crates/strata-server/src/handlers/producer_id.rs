@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
@@ -38,7 +37,7 @@ pub async fn handle(
         Ok(id) => base.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
             tracing::error!(error = %e, "cannot allocate producer id");
-            base.with_error_code(code(ResponseError::KafkaStorageError))
+            base.with_error_code(super::meta_error_code(&e))
         }
     }
 }

@@ -245,7 +245,7 @@ pub async fn handle_create(
                 responses.push(
                     CreatableTopicResult::default()
                         .with_name(TopicName(str_bytes(spec.name.clone())))
-                        .with_error_code(code(ResponseError::KafkaStorageError))
+                        .with_error_code(super::meta_error_code(&e))
                         .with_error_message(Some(str_bytes(e.to_string()))),
                 );
             }
@@ -357,7 +357,7 @@ pub async fn handle_delete(
                 DeletableTopicResult::default()
                     .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
                     .with_topic_id(*id)
-                    .with_error_code(code(ResponseError::KafkaStorageError))
+                    .with_error_code(super::meta_error_code(&e))
                     .with_error_message(Some(str_bytes(e.to_string())))
             })
             .collect(),
@@ -425,7 +425,7 @@ pub async fn handle_create_partitions(
                     }
                 },
                 Err(e) => base
-                    .with_error_code(code(ResponseError::KafkaStorageError))
+                    .with_error_code(super::meta_error_code(e))
                     .with_error_message(Some(str_bytes(e.to_string()))),
             }
         })

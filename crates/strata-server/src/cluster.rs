@@ -1,0 +1,385 @@
+//! Brokers in a cluster (KRaft's broker lifecycle): a broker registers with the active
+//! controller and heartbeats to it; the active controller keeps each broker's session, fences
+//! a broker whose heartbeats stop for `broker.session.timeout.ms` (its partitions get new
+//! leaders from their ISRs), and unfences a registered broker once its metadata has caught up
+//! with its registration, so that it never leads from a stale image.
+//!
+//! The RPCs travel as JSON over the controller listener, to whichever node leads the quorum
+//! (`Quorum::call_leader`). Sessions live in the active controller's memory only, as in
+//! Kafka: a new active controller gives every broker a full session before fencing it.
+//!
+//! A single node without a quorum registers itself in its own metadata log at start-up
+//! ([`register_single_node`]), so that the image always lists the brokers that serve.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use strata_meta::controller::BrokerRegistrationRequest;
+use strata_meta::{Controller, MetaError, MetadataImage};
+use strata_quorum::Quorum;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::broker::Broker;
+use crate::config::ServerConfig;
+use crate::metadata_source::commit_to_quorum;
+
+pub const REGISTER_PATH: &str = "/controller/v1/register";
+pub const HEARTBEAT_PATH: &str = "/controller/v1/heartbeat";
+/// How often the active controller looks for expired sessions.
+const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a stopping broker waits for the controller to fence it.
+const SHUTDOWN_HEARTBEAT_WAIT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub broker_epoch: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    pub broker_id: i32,
+    pub broker_epoch: i64,
+    /// The offset of the broker's metadata image: it is unfenced only once this reaches its
+    /// registration.
+    pub metadata_offset: u64,
+    /// Controlled shutdown: fence me now rather than after the session timeout.
+    pub want_shutdown: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub fenced: bool,
+    /// The controller does not know this epoch (a newer registration, or none): register again.
+    pub register_again: bool,
+}
+
+/// The active controller's side. Every node that can be elected runs it; only the quorum
+/// leader acts, the others answer 503 so that callers go to the leader.
+pub struct ControllerService {
+    quorum: OnceLock<Arc<Quorum>>,
+    controller: Controller,
+    session_timeout: Duration,
+    unclean: bool,
+    /// Broker id -> (epoch, last heartbeat), as seen by this node while it leads.
+    sessions: Mutex<HashMap<i32, (i64, Instant)>>,
+}
+
+type RpcError = (StatusCode, String);
+
+impl ControllerService {
+    pub fn new(config: &ServerConfig) -> Arc<Self> {
+        Arc::new(ControllerService {
+            quorum: OnceLock::new(),
+            controller: Controller::new(config.node_id),
+            session_timeout: Duration::from_millis(
+                config
+                    .broker_value::<i64>("broker.session.timeout.ms")
+                    .max(1) as u64,
+            ),
+            unclean: config.broker_value("unclean.leader.election.enable"),
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The RPC routes, served on the controller listener by the quorum.
+    pub fn routes(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(REGISTER_PATH, post(register))
+            .route(HEARTBEAT_PATH, post(heartbeat))
+            .with_state(self.clone())
+    }
+
+    /// Connects the service to the quorum once it has started (the routes exist before it).
+    pub fn attach(&self, quorum: Arc<Quorum>) {
+        let _ = self.quorum.set(quorum);
+    }
+
+    /// The quorum, when this node leads it.
+    fn leading(&self) -> Result<&Arc<Quorum>, RpcError> {
+        match self.quorum.get() {
+            Some(q) if q.is_leader() => Ok(q),
+            _ => Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not the active controller".into(),
+            )),
+        }
+    }
+
+    fn touch(&self, broker_id: i32, broker_epoch: i64) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(broker_id, (broker_epoch, Instant::now()));
+    }
+
+    /// Fences every unfenced broker whose session expired. Runs while this node leads; a
+    /// node that just became leader first gives every broker a fresh session.
+    pub async fn run_sessions(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(SESSION_CHECK_INTERVAL);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut was_leading = false;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = crate::broker::stopped(&mut stop) => return,
+            }
+            let Ok(quorum) = self.leading() else {
+                was_leading = false;
+                continue;
+            };
+            let quorum = quorum.clone();
+            let image = quorum.image();
+            if !was_leading {
+                was_leading = true;
+                let now = Instant::now();
+                let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                sessions.clear();
+                for b in image.brokers() {
+                    sessions.insert(b.broker_id, (b.broker_epoch, now));
+                }
+                tracing::info!(brokers = sessions.len(), "became the active controller");
+                continue;
+            }
+            for (broker_id, broker_epoch) in self.expired(&image) {
+                tracing::warn!(
+                    broker_id,
+                    broker_epoch,
+                    timeout_ms = self.session_timeout.as_millis() as u64,
+                    "broker session expired; fencing it"
+                );
+                let fenced = commit_to_quorum(&quorum, |image| {
+                    let records =
+                        self.controller
+                            .fence_broker(image, broker_id, broker_epoch, self.unclean);
+                    (records, ())
+                })
+                .await;
+                if let Err(e) = fenced {
+                    tracing::error!(broker_id, error = %e, "cannot fence broker");
+                }
+            }
+        }
+    }
+
+    /// Unfenced brokers without a heartbeat in their current epoch for the session timeout.
+    fn expired(&self, image: &MetadataImage) -> Vec<(i32, i64)> {
+        let now = Instant::now();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        image
+            .brokers()
+            .filter(|b| !b.fenced)
+            .filter(|b| {
+                let session = sessions.entry(b.broker_id).or_insert((b.broker_epoch, now));
+                if session.0 != b.broker_epoch {
+                    // Registered again since: the new epoch's session starts now.
+                    *session = (b.broker_epoch, now);
+                }
+                now.duration_since(session.1) > self.session_timeout
+            })
+            .map(|b| (b.broker_id, b.broker_epoch))
+            .collect()
+    }
+}
+
+async fn register(
+    State(service): State<Arc<ControllerService>>,
+    Json(request): Json<BrokerRegistrationRequest>,
+) -> Result<Json<RegisterResponse>, RpcError> {
+    let quorum = service.leading()?.clone();
+    let (broker_epoch, _) = commit_to_quorum(&quorum, |image| {
+        let (epoch, records) = service
+            .controller
+            .register_broker(image, &request, service.unclean);
+        (records, epoch)
+    })
+    .await
+    .map_err(unavailable)?;
+    service.touch(request.broker_id, broker_epoch);
+    tracing::info!(
+        broker_id = request.broker_id,
+        broker_epoch,
+        host = %request.host,
+        port = request.port,
+        rack = ?request.rack,
+        "broker registered"
+    );
+    Ok(Json(RegisterResponse { broker_epoch }))
+}
+
+async fn heartbeat(
+    State(service): State<Arc<ControllerService>>,
+    Json(request): Json<HeartbeatRequest>,
+) -> Result<Json<HeartbeatResponse>, RpcError> {
+    let quorum = service.leading()?.clone();
+    let image = quorum.image();
+    let Some(registered) = image
+        .broker(request.broker_id)
+        .filter(|b| b.broker_epoch == request.broker_epoch)
+    else {
+        return Ok(Json(HeartbeatResponse {
+            fenced: true,
+            register_again: true,
+        }));
+    };
+    service.touch(request.broker_id, request.broker_epoch);
+    let (id, epoch, unclean) = (request.broker_id, request.broker_epoch, service.unclean);
+    let fenced = if request.want_shutdown {
+        if !registered.fenced {
+            tracing::info!(broker_id = id, "controlled shutdown: fencing broker");
+            commit_to_quorum(&quorum, |image| {
+                (
+                    service.controller.fence_broker(image, id, epoch, unclean),
+                    (),
+                )
+            })
+            .await
+            .map_err(unavailable)?;
+        }
+        true
+    } else if registered.fenced && request.metadata_offset >= epoch as u64 {
+        // The broker's image holds its own registration: it has caught up.
+        commit_to_quorum(&quorum, |image| {
+            (
+                service.controller.unfence_broker(image, id, epoch, unclean),
+                (),
+            )
+        })
+        .await
+        .map_err(unavailable)?;
+        tracing::info!(broker_id = id, broker_epoch = epoch, "broker unfenced");
+        false
+    } else {
+        registered.fenced
+    };
+    Ok(Json(HeartbeatResponse {
+        fenced,
+        register_again: false,
+    }))
+}
+
+fn unavailable(e: MetaError) -> RpcError {
+    (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+/// What this broker registers as.
+fn registration_request(config: &ServerConfig, incarnation_id: Uuid) -> BrokerRegistrationRequest {
+    BrokerRegistrationRequest {
+        broker_id: config.node_id,
+        incarnation_id,
+        host: config.advertised_host.clone(),
+        port: config.advertised_port,
+        rack: config.rack.clone(),
+    }
+}
+
+/// A single node registers itself (and is unfenced at once: it is the whole cluster) when
+/// its image does not already list it as it is now. The partitions it leads keep it as
+/// leader, with leader epochs bumped as for any re-registration. Blocking.
+pub fn register_single_node(broker: &Broker) -> Result<(), MetaError> {
+    let request = registration_request(&broker.config, Uuid::new_v4());
+    broker.commit(|image| {
+        let current = image.broker(request.broker_id);
+        let unchanged = current.is_some_and(|b| {
+            !b.fenced && b.host == request.host && b.port == request.port && b.rack == request.rack
+        });
+        if unchanged {
+            return (Vec::new(), ());
+        }
+        let unclean = false;
+        let (broker_epoch, mut records) =
+            broker.controller.register_broker(image, &request, unclean);
+        let registered = image.apply(&records);
+        records.extend(broker.controller.unfence_broker(
+            &registered,
+            request.broker_id,
+            broker_epoch,
+            unclean,
+        ));
+        (records, ())
+    })
+}
+
+/// The broker's side in a cluster: register, then heartbeat every
+/// `broker.heartbeat.interval.ms` until stopped, registering again when the controller asks;
+/// on stop, ask to be fenced (controlled shutdown) so that clients move on at once.
+pub async fn run_broker_lifecycle(
+    broker: Arc<Broker>,
+    quorum: Arc<Quorum>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval = Duration::from_millis(
+        broker
+            .config
+            .broker_value::<i64>("broker.heartbeat.interval.ms")
+            .max(10) as u64,
+    );
+    let request = registration_request(&broker.config, Uuid::new_v4());
+    let mut epoch: Option<i64> = None;
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = crate::broker::stopped(&mut stop) => break,
+        }
+        let Some(broker_epoch) = epoch else {
+            match quorum
+                .call_leader::<_, RegisterResponse>(REGISTER_PATH, &request)
+                .await
+            {
+                Ok(r) => {
+                    tracing::info!(
+                        broker_epoch = r.broker_epoch,
+                        "registered with the controller"
+                    );
+                    epoch = Some(r.broker_epoch);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register with the controller; retrying")
+                }
+            }
+            continue;
+        };
+        let beat = HeartbeatRequest {
+            broker_id: request.broker_id,
+            broker_epoch,
+            metadata_offset: quorum.image().offset,
+            want_shutdown: false,
+        };
+        match quorum
+            .call_leader::<_, HeartbeatResponse>(HEARTBEAT_PATH, &beat)
+            .await
+        {
+            Ok(r) if r.register_again => {
+                tracing::warn!(
+                    broker_epoch,
+                    "the controller asks this broker to register again"
+                );
+                epoch = None;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "heartbeat to the controller failed"),
+        }
+    }
+    // Without a known leader (the whole cluster stopping, say) nobody would answer.
+    if let (Some(broker_epoch), Some(_)) = (epoch, quorum.leader_id()) {
+        let beat = HeartbeatRequest {
+            broker_id: request.broker_id,
+            broker_epoch,
+            metadata_offset: quorum.image().offset,
+            want_shutdown: true,
+        };
+        let call = quorum.call_leader::<_, HeartbeatResponse>(HEARTBEAT_PATH, &beat);
+        match tokio::time::timeout(SHUTDOWN_HEARTBEAT_WAIT, call).await {
+            Ok(Ok(_)) => tracing::info!("fenced for controlled shutdown"),
+            _ => tracing::warn!("controlled shutdown not acknowledged; the session will expire"),
+        }
+    }
+}
