@@ -283,6 +283,45 @@ pub(crate) fn validate_client_batch(
     Ok(())
 }
 
+/// Structural checks of a batch another broker already validated and stored, before a
+/// follower appends it (Kafka's `AppendOrigin.REPLICATION`). The caller has checked the size
+/// and the CRC. None of the client rules apply: control batches, any timestamps, missing
+/// sequences and keys are the leader's business. What is checked is what this log relies on:
+/// offsets that make sense, a known codec, and (uncompressed) records that fill the batch.
+/// A batch may hold fewer records than offsets (the log cleaner removes records but keeps
+/// each batch's offsets), even none.
+pub(crate) fn validate_replicated_batch(
+    batch: &[u8],
+    header: &RecordBatchHeader,
+) -> Result<(), LogError> {
+    if header.base_offset < 0 || header.last_offset_delta < 0 {
+        return Err(LogError::CorruptRecord(format!(
+            "replicated batch has base offset {} and last offset delta {}",
+            header.base_offset, header.last_offset_delta
+        )));
+    }
+    if header.records_count < 0 || header.records_count as i64 > header.last_offset_delta as i64 + 1
+    {
+        return Err(LogError::CorruptRecord(format!(
+            "replicated batch at offset {} has {} records for {} offsets",
+            header.base_offset,
+            header.records_count,
+            header.last_offset_delta as i64 + 1
+        )));
+    }
+    if header.compression() > MAX_COMPRESSION_CODEC {
+        return Err(LogError::CorruptRecord(format!(
+            "replicated batch at offset {} has unknown compression codec {}",
+            header.base_offset,
+            header.compression()
+        )));
+    }
+    if header.compression() == 0 {
+        walk_uncompressed_records(&batch[BATCH_HEADER_SIZE_BYTES..], header.records_count)?;
+    }
+    Ok(())
+}
+
 /// Reads a zigzag varint (at most 5 bytes) from the front of `buf`.
 /// Returns the value and the number of bytes consumed.
 pub(crate) fn read_varint(buf: &[u8]) -> Result<(i32, usize), LogError> {

@@ -10,7 +10,8 @@
 //!    [`OFFSET_MAP_MEMORY_BYTES`], and writes the cleaned segments, with their
 //!    indexes, under `*.cleaned` names, fsynced;
 //! 3. [`crate::Log::finish_compaction`] (under the lock): checks that the
-//!    segments it read are still the log's, then swaps the new ones in:
+//!    segments it read are still the log's (same base offsets and sizes, and no
+//!    truncation since the plan), then swaps the new ones in:
 //!    write the swap manifest, rename `.cleaned` → `.swap` (the commit point),
 //!    delete the replaced segments, rename `.swap` → final names, advance the
 //!    cleaner checkpoint.
@@ -24,8 +25,10 @@
 //! Semantics (differences from Kafka are marked):
 //! * only the latest record of each key survives; offsets never change, so the
 //!   log has gaps; records without a key are dropped, as Kafka does;
-//! * the active segment, and any segment holding records younger than
-//!   `min.compaction.lag.ms`, is never cleaned;
+//! * the active segment, any segment holding records younger than
+//!   `min.compaction.lag.ms`, and any segment reaching the high watermark is never
+//!   cleaned (Kafka stops at the last stable offset, which the high watermark
+//!   bounds; Strata does not stop at open transactions);
 //! * a log is cleaned when dirty bytes / cleanable bytes reaches
 //!   `min.cleanable.dirty.ratio`, when its oldest dirty data is older than
 //!   `max.compaction.lag.ms`, or when a retained tombstone has expired;
@@ -140,6 +143,8 @@ pub struct CompactionPlan {
     /// Inactive segments from the first one up to the first uncleanable one.
     pub(crate) segments: Vec<PlannedSegment>,
     pub(crate) map_memory_bytes: usize,
+    /// The log's generation when planned: a truncation since then voids the plan.
+    pub(crate) generation: u64,
 }
 
 /// Numbers of one cleaning.
@@ -178,6 +183,8 @@ pub struct CompactedOutput {
     pub(crate) stats: CompactionStats,
     /// Set once the swap started: the files are then the log's.
     pub(crate) committed: bool,
+    /// The log's generation when planned (see `Log::generation`).
+    pub(crate) generation: u64,
 }
 
 impl CompactedOutput {
@@ -311,6 +318,7 @@ impl CompactionPlan {
                 ..CompactionStats::default()
             },
             committed: false,
+            generation: self.generation,
         };
         // Group consecutive segments whose total fits one segment.
         let max_bytes = self.config.effective_segment_bytes();

@@ -67,6 +67,27 @@ pub enum LogError {
         offset: i64,
         local_log_start_offset: i64,
     },
+    /// A follower append ([`crate::Log::append_as_follower`]) whose batch starts below the
+    /// offset it must start at or above: the log end offset for the first batch, the offset
+    /// after the previous batch for the others (Kafka's `UnexpectedAppendOffsetException` and
+    /// `OffsetsOutOfOrderException`). Nothing was appended.
+    ///
+    /// When the first batch straddles the log end (`first_offset < expected <= last_offset`)
+    /// of an empty log, the leader's log start offset lies inside that batch (DeleteRecords):
+    /// Kafka's fetcher then calls `truncate_fully_and_start_at(first_offset)` and appends again.
+    /// Broker-internal: never sent to a client.
+    #[error(
+        "follower append of batch {first_offset}..={last_offset} does not fit the log: \
+         expected a base offset of at least {expected}"
+    )]
+    UnexpectedAppendOffset {
+        /// The lowest base offset the batch could have had.
+        expected: i64,
+        /// Base offset of the refused batch.
+        first_offset: i64,
+        /// Last offset of the refused batch.
+        last_offset: i64,
+    },
     /// An operating-system I/O failure.
     #[error("I/O error while {context}: {source}")]
     Io {
@@ -97,6 +118,8 @@ impl LogError {
             LogError::InvalidTxnState(_) => 48,
             LogError::TransactionCoordinatorFenced(_) => 52,
             LogError::OffsetOutOfRange { .. } | LogError::NotLocal { .. } => 1,
+            // UNKNOWN_SERVER_ERROR: only a follower's own fetcher meets it.
+            LogError::UnexpectedAppendOffset { .. } => -1,
             LogError::Io { .. } => 56,
             LogError::StorageCorruption(_) => 56,
         }

@@ -207,6 +207,19 @@ impl OffsetIndex {
         Ok(())
     }
 
+    /// Drops the entries of batches at or after `position` (the segment is being cut
+    /// there), in memory and in the file. Not fsynced.
+    pub(crate) fn truncate_to_position(&mut self, position: u64) -> Result<(), LogError> {
+        let keep = self
+            .entries
+            .partition_point(|&(_, pos)| (pos as u64) < position);
+        self.file
+            .set_len(keep as u64 * OFFSET_ENTRY_BYTES)
+            .map_err(LogError::io(format!("truncating {}", self.path.display())))?;
+        self.entries.truncate(keep);
+        Ok(())
+    }
+
     pub(crate) fn flush(&self) -> Result<(), LogError> {
         self.file
             .sync_data()
@@ -328,6 +341,21 @@ impl TimeIndex {
             .set_len(0)
             .map_err(LogError::io(format!("truncating {}", self.path.display())))?;
         self.entries.clear();
+        Ok(())
+    }
+
+    /// Drops the entries pointing at `offset` or later (Kafka's `TimeIndex.truncateTo`), in
+    /// memory and in the file. An entry kept may have been written by a later batch: its
+    /// timestamp is still that of the batch at its offset, so lookups stay right. Not fsynced.
+    pub(crate) fn truncate_to_offset(&mut self, offset: i64) -> Result<(), LogError> {
+        let base = self.base_offset;
+        let keep = self
+            .entries
+            .partition_point(|&(_, rel)| base + (rel as i64) < offset);
+        self.file
+            .set_len(keep as u64 * TIME_ENTRY_BYTES)
+            .map_err(LogError::io(format!("truncating {}", self.path.display())))?;
+        self.entries.truncate(keep);
         Ok(())
     }
 

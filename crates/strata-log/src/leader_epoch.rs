@@ -150,6 +150,12 @@ impl LeaderEpochCache {
         Ok(())
     }
 
+    /// Kafka `clearAndFlush`: forgets every epoch (the log was emptied).
+    pub(crate) fn clear(&mut self) -> Result<(), LogError> {
+        self.entries.clear();
+        self.persist()
+    }
+
     /// Kafka `truncateFromStart`: drops epochs that start at or before
     /// `start_offset`, keeping the last of them re-based to `start_offset`.
     pub(crate) fn truncate_from_start(&mut self, start_offset: i64) -> Result<(), LogError> {

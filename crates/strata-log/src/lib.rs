@@ -1,6 +1,7 @@
 //! strata-log: the partition log of the Strata broker — segments, indexes,
 //! record-batch validation, idempotent-producer state, leader epochs,
-//! recovery and retention, following Apache Kafka's `UnifiedLog` semantics.
+//! recovery and retention, the high watermark, follower appends and truncation,
+//! following Apache Kafka's `UnifiedLog` semantics.
 //!
 //! Unix-only: reads and writes use positioned I/O (`FileExt`).
 
@@ -17,6 +18,9 @@ mod log;
 mod producer_state;
 mod read_buffers;
 mod records;
+mod replication;
+#[cfg(test)]
+mod replication_tests;
 mod segment;
 #[cfg(test)]
 mod test_util;

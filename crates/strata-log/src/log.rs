@@ -5,8 +5,13 @@
 //!   only one that is ever appended to;
 //! * segment base offsets increase and every offset in a segment is below the
 //!   next segment's base offset;
-//! * `log_start_offset <= log_end_offset`, and the log end offset never
-//!   decreases except through recovery truncation on open;
+//! * `log_start_offset <= high_watermark <= log_end_offset`; the log end offset
+//!   decreases only through recovery truncation on open and through
+//!   [`Log::truncate_to`] / [`Log::truncate_fully_and_start_at`] (a follower
+//!   removing records its leader does not have, see [`crate::replication`]);
+//! * nothing at or above the high watermark is deleted by retention, cleaned
+//!   by the log cleaner or offered to the tier: only records below it are
+//!   known to be on enough replicas to survive a leader change;
 //! * everything below `recovery_point` is fsynced, so unclean recovery only
 //!   scans from the segment containing it;
 //! * the aborted-transaction index holds every ABORT marker that ended an open
@@ -17,12 +22,13 @@
 //! Transactions follow Kafka: a producer's transactional batch opens a
 //! transaction on the partition, the coordinator's marker
 //! ([`Log::append_txn_marker`]) ends it; the last stable offset is the first
-//! offset of the earliest open transaction (or the high watermark), and
+//! offset of the earliest open transaction, capped by the high watermark, and
 //! read_committed fetches read below it ([`Log::read_bounded`]) and filter
 //! aborted data with [`Log::aborted_transactions`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
@@ -34,7 +40,9 @@ use crate::fsutil::{
     self, parse_offset_file_name, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TMP_SUFFIX,
 };
 use crate::leader_epoch::LeaderEpochCache;
-use crate::producer_state::{AppendOrigin, ProducerAppendStaging, ProducerStateManager, TxnMarker};
+use crate::producer_state::{
+    AppendOrigin, CompletedTxn, ProducerAppendStaging, ProducerStateManager, TxnMarker,
+};
 use crate::records;
 use crate::segment::{BatchPlacement, LogSegment};
 use crate::txn::{self, AbortedTxn, ControlRecord, TxnIndex, CONTROL_PREFIX_BYTES};
@@ -63,8 +71,15 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     /// A retried idempotent batch that was already in the log; nothing was written.
     pub duplicate: bool,
-    /// Number of records covered by `first_offset..=last_offset`.
+    /// Number of records covered by `first_offset..=last_offset`. For a follower append,
+    /// the number of offsets its batches cover (a compacted batch may hold fewer records).
     pub records_count: u64,
+    /// Bytes of the input written to the log: all of it for a leader or coordinator append,
+    /// 0 for a duplicate, the whole batches at the front of the input for a follower append
+    /// (a torn batch at its end, as a fetch response may carry, is left out). A follower
+    /// append that wrote nothing reports 0 with `first_offset` = log end offset and
+    /// `last_offset` = log end offset - 1.
+    pub size_bytes_appended: usize,
 }
 
 /// Result of a read.
@@ -72,7 +87,7 @@ pub struct AppendInfo {
 pub struct ReadResult {
     /// Whole batches only, exactly as stored.
     pub records: Bytes,
-    /// Equal to the log end offset on a single node.
+    /// The high watermark at the time of the read (see [`Log::high_watermark`]).
     pub high_watermark: i64,
     /// Log start offset at the time of the read.
     pub log_start_offset: i64,
@@ -150,6 +165,15 @@ impl PersistedState {
     }
 }
 
+/// Source of [`Log::generation`] values, unique in the process (so that an
+/// output planned against one `Log` never matches another opened on the same
+/// directory later).
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn next_generation() -> u64 {
+    NEXT_GENERATION.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Kafka's UnifiedLog for one partition. Not internally synchronized: the
 /// caller wraps it in a Mutex.
 pub struct Log {
@@ -157,16 +181,30 @@ pub struct Log {
     config: LogConfig,
     pub(crate) segments: BTreeMap<i64, LogSegment>,
     pub(crate) log_start_offset: i64,
-    log_end_offset: i64,
-    recovery_point: i64,
-    producers: ProducerStateManager,
+    pub(crate) log_end_offset: i64,
+    pub(crate) recovery_point: i64,
+    pub(crate) producers: ProducerStateManager,
     pub(crate) leader_epochs: LeaderEpochCache,
-    unflushed_records: u64,
+    pub(crate) unflushed_records: u64,
     last_flush_ms: i64,
     producer_id_expiration_ms: i64,
     /// Log cleaner checkpoint (Kafka's `cleaner-offset-checkpoint` entry).
-    cleaner_checkpoint: i64,
-    oldest_tombstone_ms: Option<i64>,
+    pub(crate) cleaner_checkpoint: i64,
+    pub(crate) oldest_tombstone_ms: Option<i64>,
+    /// Whether a replica manager owns the high watermark ([`Log::set_replicated`]). While
+    /// false, the high watermark is the log end offset.
+    replicated: bool,
+    /// The high watermark while `replicated`; meaningless otherwise. Kept within
+    /// `[log_start_offset, log_end_offset]`.
+    pub(crate) high_watermark: i64,
+    /// Changes whenever records are removed from the end of the log (truncation): a
+    /// compaction planned before then is discarded, since a segment of the same base offset
+    /// and size may now hold other records.
+    pub(crate) generation: u64,
+    /// A truncation whose marker file is still on disk because it failed half way: appends
+    /// and further truncations are refused until the log is reopened, which completes it
+    /// (see [`crate::replication`]).
+    pub(crate) failed_truncation: Option<i64>,
     /// Aborted transactions (Kafka's `.txnindex`, one file per log here). Kept from the log
     /// start offset, so it also answers for the part of the log that is only in the tier.
     pub(crate) aborted: TxnIndex,
@@ -277,6 +315,10 @@ impl Log {
             oldest_tombstone_ms: state.and_then(|s| s.oldest_tombstone_ms),
             aborted: TxnIndex::new(dir),
             highest_offset_in_remote: -1,
+            replicated: false,
+            high_watermark: first_base,
+            generation: next_generation(),
+            failed_truncation: None,
         };
 
         match state
@@ -313,7 +355,7 @@ impl Log {
                 "log start offset beyond log end; emptying the log"
             );
             let start = log.log_start_offset;
-            log.truncate_fully_and_start_at(start)?;
+            log.reset_to_empty_at(start)?;
         }
         log.recovery_point = log.recovery_point.min(log.log_end_offset);
         let leo = log.log_end_offset;
@@ -324,6 +366,9 @@ impl Log {
         log.delete_segments_below_log_start()?;
         log.aborted.trim_below(log.log_start_offset)?;
         log.persist_state(None)?;
+        log.complete_interrupted_truncation()?;
+        log.high_watermark = log.log_end_offset;
+        log.assert_offsets();
         Ok(log)
     }
 
@@ -371,7 +416,11 @@ impl Log {
         Ok(())
     }
 
-    pub(crate) fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+    /// Deletes every segment and starts an empty one at `offset`, without the
+    /// crash-safety marker, epoch or snapshot changes of
+    /// [`Log::truncate_fully_and_start_at`]: for an open that found the log start
+    /// beyond the data, and for [`Log::start_after_tier`], which fill those in themselves.
+    pub(crate) fn reset_to_empty_at(&mut self, offset: i64) -> Result<(), LogError> {
         while let Some((_, seg)) = self.segments.pop_first() {
             seg.delete()?;
         }
@@ -380,6 +429,8 @@ impl Log {
         self.log_start_offset = offset;
         self.log_end_offset = offset;
         self.recovery_point = offset;
+        self.high_watermark = offset;
+        self.generation = next_generation();
         self.producers.clear();
         self.aborted.clear()
     }
@@ -412,17 +463,11 @@ impl Log {
                 } else {
                     None
                 };
-                if let Some(done) = producers.replay(h, control) {
-                    if done.aborted {
-                        aborted.append(AbortedTxn {
-                            producer_id: done.producer_id,
-                            first_offset: done.first_offset,
-                            last_offset: done.last_offset,
-                            last_stable_offset: producers
-                                .first_unstable_offset()
-                                .unwrap_or(done.last_offset + 1),
-                        })?;
-                    }
+                if let Some(txn) = producers
+                    .replay(h, control)
+                    .and_then(|done| aborted_txn_entry(producers, done))
+                {
+                    aborted.append(txn)?;
                 }
                 Ok(())
             })?;
@@ -441,14 +486,14 @@ impl Log {
         fsutil::write_atomic(&self.dir, STATE_FILE, &state.encode())
     }
 
-    fn active(&self) -> &LogSegment {
+    pub(crate) fn active(&self) -> &LogSegment {
         match self.segments.values().next_back() {
             Some(s) => s,
             None => unreachable!("a log always has an active segment"),
         }
     }
 
-    fn active_mut(&mut self) -> &mut LogSegment {
+    pub(crate) fn active_mut(&mut self) -> &mut LogSegment {
         match self.segments.values_mut().next_back() {
             Some(s) => s,
             None => unreachable!("a log always has an active segment"),
@@ -521,6 +566,7 @@ impl Log {
         now_ms: i64,
         origin: AppendOrigin,
     ) -> Result<AppendInfo, LogError> {
+        self.check_writable()?;
         if records.is_empty() {
             return Err(LogError::InvalidRecord(
                 "produce request has no record batches".into(),
@@ -594,6 +640,7 @@ impl Log {
                         log_start_offset: self.log_start_offset,
                         duplicate: true,
                         records_count: (dup.last_offset - dup.first_offset + 1).max(0) as u64,
+                        size_bytes_appended: 0,
                     });
                 }
             }
@@ -636,7 +683,13 @@ impl Log {
             .flat_map(|(header, rest)| [&header[..], rest])
             .collect();
 
-        self.write_batches(&chunks, &placements, staging, leader_epoch, now_ms)?;
+        self.write_batches(
+            &chunks,
+            &placements,
+            &[(leader_epoch, first_offset)],
+            now_ms,
+        )?;
+        self.producers.commit(staging);
         let records_count = (last_offset - first_offset + 1) as u64;
         self.maybe_flush_after_append(records_count, now_ms)?;
         Ok(AppendInfo {
@@ -646,35 +699,59 @@ impl Log {
             log_start_offset: self.log_start_offset,
             duplicate: false,
             records_count,
+            size_bytes_appended: records.len(),
         })
     }
 
-    /// Writes validated, patched batches (`chunks`, back to back, described by
-    /// `placements`) at the log end and applies their producer-state changes.
-    fn write_batches(
+    /// Refuses to write while a failed truncation is pending: its marker would cut the new
+    /// records off again on the next open.
+    pub(crate) fn check_writable(&self) -> Result<(), LogError> {
+        match self.failed_truncation {
+            None => Ok(()),
+            Some(offset) => Err(LogError::StorageCorruption(format!(
+                "{}: truncation to offset {offset} failed; reopen the log to complete it",
+                self.dir.display()
+            ))),
+        }
+    }
+
+    /// Writes validated batches (`chunks`, back to back, described by `placements`, in
+    /// offset order, the first at or above the log end offset) and moves the log end
+    /// offset past them. `epoch_starts` are the leader epochs `(epoch, start offset)` to
+    /// record first (Kafka assigns the epoch before writing). Producer state is the
+    /// caller's: it applies the batches' changes once this returns Ok.
+    ///
+    /// On failure nothing is appended: the segment undoes a partial write, epochs assigned
+    /// for the batches are dropped again, and an empty segment rolled for them is removed.
+    pub(crate) fn write_batches(
         &mut self,
         chunks: &[&[u8]],
         placements: &[BatchPlacement],
-        staging: ProducerAppendStaging,
-        leader_epoch: i32,
+        epoch_starts: &[(i32, i64)],
         now_ms: i64,
     ) -> Result<(), LogError> {
         let (Some(first), Some(last)) = (placements.first(), placements.last()) else {
             unreachable!("an append writes at least one batch");
         };
-        assert_eq!(
-            first.base_offset, self.log_end_offset,
-            "appends start at the log end offset"
+        assert!(
+            first.base_offset >= self.log_end_offset,
+            "appends start at or above the log end offset ({} < {})",
+            first.base_offset,
+            self.log_end_offset
         );
         let (first_offset, last_offset) = (first.base_offset, last.last_offset);
         let size_bytes: u64 = placements.iter().map(|p| p.size_bytes).sum();
-        self.maybe_roll(size_bytes, last_offset, now_ms)?;
-        // Kafka assigns the epoch before writing; an entry whose data never made
-        // it is harmless (it is dropped by truncate_from_end on the next open).
-        self.leader_epochs.assign(leader_epoch, first_offset)?;
-        let cfg = self.config.clone();
-        self.active_mut().append(chunks, placements, &cfg, now_ms)?;
-        self.producers.commit(staging);
+        let written = self.write_batches_at_end(
+            chunks,
+            placements,
+            epoch_starts,
+            (first_offset, last_offset, size_bytes),
+            now_ms,
+        );
+        if let Err(e) = written {
+            self.undo_failed_write();
+            return Err(e);
+        }
         assert!(
             last_offset >= self.log_end_offset,
             "log end offset must grow"
@@ -683,7 +760,55 @@ impl Log {
         Ok(())
     }
 
-    fn maybe_flush_after_append(
+    fn write_batches_at_end(
+        &mut self,
+        chunks: &[&[u8]],
+        placements: &[BatchPlacement],
+        epoch_starts: &[(i32, i64)],
+        (first_offset, last_offset, size_bytes): (i64, i64, u64),
+        now_ms: i64,
+    ) -> Result<(), LogError> {
+        if first_offset > self.log_end_offset
+            && last_offset - self.active().base_offset() > i32::MAX as i64
+        {
+            // Only a follower gets here: its batches start beyond a gap the log cleaner left on
+            // the leader, too far from the active segment's base for the index's relative
+            // offsets. Kafka rolls to the batch's base offset too (rolling at the log end
+            // would not help: the gap itself is too wide).
+            self.roll_to(first_offset, now_ms)?;
+        } else {
+            self.maybe_roll(size_bytes, last_offset, now_ms)?;
+        }
+        for &(epoch, start_offset) in epoch_starts {
+            self.leader_epochs.assign(epoch, start_offset)?;
+        }
+        let cfg = self.config.clone();
+        self.active_mut().append(chunks, placements, &cfg, now_ms)
+    }
+
+    /// Best-effort cleanup after a failed write (the write's own error is what the caller
+    /// reports): epochs starting at or above the unchanged log end offset, and an empty
+    /// active segment rolled above it, describe nothing that was written.
+    fn undo_failed_write(&mut self) {
+        let leo = self.log_end_offset;
+        if let Err(e) = self.leader_epochs.truncate_from_end(leo) {
+            tracing::error!(dir = %self.dir.display(), error = %e, "cannot drop leader epochs of a failed append");
+        }
+        let active = self.active();
+        if self.segments.len() > 1 && active.size_bytes() == 0 && active.base_offset() > leo {
+            let base = active.base_offset();
+            let snapshot = fsutil::offset_file_path(&self.dir, base, fsutil::SNAPSHOT_SUFFIX);
+            let removed = match self.segments.pop_last() {
+                Some((_, seg)) => seg.delete(),
+                None => Ok(()),
+            };
+            if let Err(e) = removed.and_then(|()| fsutil::remove_if_exists(&snapshot)) {
+                tracing::error!(dir = %self.dir.display(), segment = base, error = %e, "cannot remove the empty segment of a failed append");
+            }
+        }
+    }
+
+    pub(crate) fn maybe_flush_after_append(
         &mut self,
         records_count: u64,
         now_ms: i64,
@@ -721,6 +846,7 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<i64, LogError> {
+        self.check_writable()?;
         if producer_id < 0 || producer_epoch < 0 {
             return Err(LogError::InvalidRecord(format!(
                 "transaction marker needs a producer id and epoch, got {producer_id}/{producer_epoch}"
@@ -753,14 +879,10 @@ impl Log {
             max_timestamp_ms: now_ms,
             size_bytes: buf.len() as u64,
         };
-        self.write_batches(&[&buf], &[placement], staging, leader_epoch, now_ms)?;
-        if let Some(done) = completed.filter(|c| c.aborted) {
-            self.aborted.append(AbortedTxn {
-                producer_id,
-                first_offset: done.first_offset,
-                last_offset: offset,
-                last_stable_offset: self.last_stable_offset(),
-            })?;
+        self.write_batches(&[&buf], &[placement], &[(leader_epoch, offset)], now_ms)?;
+        self.producers.commit(staging);
+        if let Some(txn) = completed.and_then(|done| aborted_txn_entry(&self.producers, done)) {
+            self.aborted.append(txn)?;
         }
         self.maybe_flush_after_append(1, now_ms)?;
         Ok(offset)
@@ -825,21 +947,36 @@ impl Log {
     /// fsynced first, so the recovery point can advance to the new base.
     pub(crate) fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
         let leo = self.log_end_offset;
-        let cfg = self.config.clone();
-        let active = self.active_mut();
+        let active = self.active();
         assert!(
             active.size_bytes() > 0 && leo > active.base_offset(),
             "never roll an empty segment"
         );
+        self.roll_to(leo, now_ms)
+    }
+
+    /// Starts a new active segment at `base_offset` (the log end offset, or above it when a
+    /// follower's next batch lies beyond a compaction gap). The producer snapshot is taken
+    /// at the new base, where the tier upload looks for it; no batch lies between the log
+    /// end and the base, so it is the state as of both.
+    fn roll_to(&mut self, base_offset: i64, now_ms: i64) -> Result<(), LogError> {
+        let leo = self.log_end_offset;
+        let cfg = self.config.clone();
+        let active = self.active_mut();
+        assert!(
+            base_offset >= leo && base_offset > active.base_offset(),
+            "new segment base {base_offset} must not be below the log end {leo} or the active segment's base {}",
+            active.base_offset()
+        );
         active.on_become_inactive(&cfg)?;
-        let new = LogSegment::create(&self.dir, leo, &cfg)?;
-        self.segments.insert(leo, new);
+        let new = LogSegment::create(&self.dir, base_offset, &cfg)?;
+        self.segments.insert(base_offset, new);
         self.recovery_point = leo;
         self.unflushed_records = 0;
         self.last_flush_ms = now_ms;
         self.aborted.sync()?;
         self.producers
-            .take_snapshot(leo, self.snapshots_kept_above())?;
+            .take_snapshot(base_offset, self.snapshots_kept_above())?;
         self.persist_state(None)
     }
 
@@ -858,7 +995,9 @@ impl Log {
 
     /// [`Log::read`] that returns no batch whose base offset is >=
     /// `upper_bound_offset`; read_committed fetches pass the last stable
-    /// offset (Kafka's `FetchIsolation.TXN_COMMITTED`). The at-least-one-batch
+    /// offset (Kafka's `FetchIsolation.TXN_COMMITTED`), consumers' other
+    /// fetches of a replicated log the high watermark (`HIGH_WATERMARK`); a
+    /// follower's fetch reads to the log end (`LOG_END`). The at-least-one-batch
     /// rule applies to the first batch below the bound only. A fetch offset
     /// at or above the bound (but within the log) reads nothing.
     pub fn read_bounded(
@@ -870,7 +1009,7 @@ impl Log {
     ) -> Result<ReadResult, LogError> {
         let result = |records: Bytes| ReadResult {
             records,
-            high_watermark: self.log_end_offset,
+            high_watermark: self.high_watermark(),
             log_start_offset: self.log_start_offset,
             last_stable_offset: self.last_stable_offset(),
         };
@@ -916,7 +1055,7 @@ impl Log {
         Ok(result(Bytes::new()))
     }
 
-    fn out_of_range(&self, offset: i64) -> LogError {
+    pub(crate) fn out_of_range(&self, offset: i64) -> LogError {
         LogError::OffsetOutOfRange {
             offset,
             log_start_offset: self.log_start_offset,
@@ -934,7 +1073,7 @@ impl Log {
         self.first_segment_base().max(self.log_start_offset)
     }
 
-    fn first_segment_base(&self) -> i64 {
+    pub(crate) fn first_segment_base(&self) -> i64 {
         self.segments
             .keys()
             .next()
@@ -951,9 +1090,66 @@ impl Log {
         self.recovery_point
     }
 
-    /// Equal to the log end offset: there is no replication yet.
+    /// The high watermark (Kafka's): the offset below which every record is on all in-sync
+    /// replicas. Consumers read below it, and retention, the cleaner and the tier leave
+    /// everything at or above it alone. It is the log end offset unless the log is
+    /// [replicated](Log::set_replicated); then it moves only by [`Log::set_high_watermark`]
+    /// and by truncation, which clamps it to the new log end.
     pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset
+        if self.replicated {
+            self.high_watermark
+        } else {
+            self.log_end_offset
+        }
+    }
+
+    /// Whether a replica manager owns the high watermark (see [`Log::set_replicated`]).
+    pub fn is_replicated(&self) -> bool {
+        self.replicated
+    }
+
+    /// Hands the high watermark to the caller (`true`: the partition has other replicas) or
+    /// back to the log (`false`: it follows the log end offset again, as for a single
+    /// replica). Becoming replicated leaves the high watermark where it is, at the log end
+    /// offset, for the caller to set; calling it again with the same value changes nothing.
+    ///
+    /// The high watermark is not persisted: a reopened log starts unreplicated, and on
+    /// `set_replicated(true)` its high watermark is its log end offset until the caller sets
+    /// it (Kafka keeps it in `replication-offset-checkpoint`).
+    pub fn set_replicated(&mut self, replicated: bool) {
+        if replicated && !self.replicated {
+            self.high_watermark = self.log_end_offset;
+        }
+        self.replicated = replicated;
+        self.assert_offsets();
+    }
+
+    /// Sets the high watermark of a replicated log, clamped to `[log_start_offset,
+    /// log_end_offset]` (Kafka's `updateHighWatermark`). It may move back: a follower takes
+    /// `min(leader's high watermark, own log end)` and the leader's may be behind after a
+    /// truncation; a leader only moves it forward. No effect on an unreplicated log, whose
+    /// high watermark is its log end offset.
+    pub fn set_high_watermark(&mut self, offset: i64) {
+        let clamped = offset.clamp(self.log_start_offset, self.log_end_offset);
+        if clamped != offset {
+            tracing::debug!(dir = %self.dir.display(), offset, clamped, "high watermark clamped to the log");
+        }
+        self.high_watermark = clamped;
+        self.assert_offsets();
+    }
+
+    /// `log_start_offset <= high_watermark <= log_end_offset` (the module invariant).
+    pub(crate) fn assert_offsets(&self) {
+        let (start, hw, end) = (
+            self.log_start_offset,
+            self.high_watermark(),
+            self.log_end_offset,
+        );
+        assert!(
+            0 <= start && start <= hw && hw <= end,
+            "{}: offsets out of order: log start {start}, high watermark {hw}, log end {end}",
+            self.dir.display()
+        );
     }
 
     pub fn snapshot(&self) -> LogOffsetSnapshot {
@@ -1088,18 +1284,27 @@ impl Log {
     }
 
     /// Number of oldest segments satisfying `pred`, stopping at the first
-    /// that does not; an empty active segment is never counted.
+    /// that does not; an empty active segment is never counted, nor any segment
+    /// holding offsets at or above the high watermark (Kafka's `deletableSegments`:
+    /// the log start offset must never pass the high watermark).
     pub(crate) fn deletable_prefix(
         &self,
         mut pred: impl FnMut(&LogSegment) -> Result<bool, LogError>,
     ) -> Result<usize, LogError> {
         let total = self.segments.len();
+        let hw = self.high_watermark();
+        let next_bases = self
+            .segments
+            .keys()
+            .skip(1)
+            .copied()
+            .chain([self.log_end_offset]);
         let mut n = 0;
-        for (i, seg) in self.segments.values().enumerate() {
+        for (i, (seg, upper_bound)) in self.segments.values().zip(next_bases).enumerate() {
             if i + 1 == total && seg.size_bytes() == 0 {
                 break;
             }
-            if !pred(seg)? {
+            if upper_bound > hw || !pred(seg)? {
                 break;
             }
             n += 1;
@@ -1221,10 +1426,13 @@ impl Log {
             return Ok(None);
         }
         let active_base = self.active().base_offset();
+        let hw = self.high_watermark();
         let bases: Vec<i64> = self.segments.keys().copied().collect();
         let mut cleanable: Vec<(&LogSegment, i64)> = Vec::new();
         for (i, seg) in self.segments.values().enumerate() {
-            if seg.base_offset() == active_base {
+            // Records at or above the high watermark may still be truncated away; a key
+            // seen there must not remove its older records.
+            if seg.base_offset() == active_base || bases[i + 1] > hw {
                 break;
             }
             // An empty segment (everything in it was compacted away) holds nothing young.
@@ -1284,6 +1492,7 @@ impl Log {
             first_dirty_offset: first_dirty,
             segments,
             map_memory_bytes: cleaner::OFFSET_MAP_MEMORY_BYTES,
+            generation: self.generation,
         }))
     }
 
@@ -1297,6 +1506,7 @@ impl Log {
     ) -> Result<Option<CompactionStats>, LogError> {
         let active_base = self.active().base_offset();
         let unchanged = output.dir == self.dir
+            && output.generation == self.generation
             && output.outputs.iter().all(|o| {
                 o.replaced.iter().all(|(base, size)| {
                     *base != active_base
@@ -1352,6 +1562,25 @@ impl Log {
     pub fn active_producers(&self) -> Vec<(i64, i16, i32, i64)> {
         self.producers.active_producers()
     }
+}
+
+/// The aborted-transaction index entry for a transaction a marker just ended, if it was
+/// aborted; `producers` already reflect the marker. Its last stable offset is Kafka's
+/// `ProducerStateManager.lastStableOffset(completedTxn)`: the first offset of the earliest
+/// other open transaction, else the offset after the marker. Shared by the leader's marker
+/// append, follower appends and recovery, so all three write the same entry.
+pub(crate) fn aborted_txn_entry(
+    producers: &ProducerStateManager,
+    done: CompletedTxn,
+) -> Option<AbortedTxn> {
+    done.aborted.then(|| AbortedTxn {
+        producer_id: done.producer_id,
+        first_offset: done.first_offset,
+        last_offset: done.last_offset,
+        last_stable_offset: producers
+            .first_unstable_offset()
+            .unwrap_or(done.last_offset + 1),
+    })
 }
 
 /// Reads the first control record of the control batch `h` at `position`

@@ -452,6 +452,17 @@ impl ProducerStateManager {
         self.ongoing.clear();
     }
 
+    /// Drops all state and deletes every snapshot file (Kafka's
+    /// `ProducerStateManager.truncateFullyAndStartAt`): the log they describe is gone, and a
+    /// snapshot left at or below the new log end would be loaded on the next open.
+    pub(crate) fn truncate_fully(&mut self) -> Result<(), LogError> {
+        self.clear();
+        for offset in self.list_snapshots()? {
+            fsutil::remove_if_exists(&offset_file_path(&self.dir, offset, SNAPSHOT_SUFFIX))?;
+        }
+        Ok(())
+    }
+
     /// `(producer_id, epoch, last_sequence, last_timestamp)` sorted by id.
     pub(crate) fn active_producers(&self) -> Vec<(i64, i16, i32, i64)> {
         let mut v: Vec<_> = self

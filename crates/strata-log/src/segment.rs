@@ -710,6 +710,76 @@ impl LogSegment {
         Ok(Ok(next_offset))
     }
 
+    /// Cuts the segment before its first batch whose last offset is >= `offset` (Kafka's
+    /// `LogSegment.truncateTo`: a batch holding `offset` goes whole, so the cut is always at
+    /// a batch boundary) and makes the segment fit to be the active one again.
+    ///
+    /// Cheap whatever the segment's size: the indexes are cut to the kept batches (a kept
+    /// time-index entry may have been written by a removed batch; it still names a kept batch
+    /// and its timestamp), and the append state (max timestamp, bytes since the last index
+    /// entry) is rebuilt from the last kept offset-index entry on, reading at most about
+    /// `index.interval.bytes` of batch headers. Data file and indexes are fsynced.
+    ///
+    /// Returns the offset after the last kept batch; `None` if no batch is left.
+    pub(crate) fn truncate_to(
+        &mut self,
+        offset: i64,
+        cfg: &LogConfig,
+    ) -> Result<Option<i64>, LogError> {
+        let cut = self
+            .find_batch(offset, cfg)?
+            .map(|(position, h)| (position, h.base_offset));
+        let position = cut.map_or(self.size_bytes, |(position, _)| position);
+        let base_offset = self.base_offset;
+        let indexes = self.indexes_mut(cfg)?;
+        indexes.offset.truncate_to_position(position)?;
+        if let Some((_, cut_base)) = cut {
+            indexes.time.truncate_to_offset(cut_base)?;
+        }
+        let scan_from = indexes.offset.last().map_or(0, |e| e.position);
+        let mut max_ts = indexes.time.last().unwrap_or(TimestampOffset {
+            timestamp_ms: NO_TIMESTAMP,
+            offset: base_offset,
+        });
+        if position < self.size_bytes {
+            let ctx = || format!("truncating segment {base_offset} to {position} bytes");
+            let file = self.file()?;
+            file.set_len(position).map_err(LogError::io(ctx()))?;
+            file.sync_all().map_err(LogError::io(ctx()))?;
+            self.size_bytes = position;
+        }
+        // Same rule as `IndexBuilder::add`: the first batch with the largest timestamp wins.
+        let mut next_offset = None;
+        let mut pos = scan_from;
+        while pos < position {
+            let h = self.read_header(pos)?;
+            if h.max_timestamp > max_ts.timestamp_ms {
+                max_ts = TimestampOffset {
+                    timestamp_ms: h.max_timestamp,
+                    offset: h.base_offset,
+                };
+            }
+            next_offset = Some(h.last_offset() + 1);
+            pos += h.size_bytes() as u64;
+        }
+        assert_eq!(pos, position, "segment {base_offset} cut inside a batch");
+        assert_eq!(
+            next_offset.is_some(),
+            position > 0,
+            "a non-empty segment has a last batch"
+        );
+        self.bytes_since_last_index_entry = position - scan_from;
+        self.writeback_started_to = self.writeback_started_to.min(position);
+        self.max_timestamp = OnceCell::from(max_ts);
+        self.rolling_base_ms = match (position, self.rolling_base_ms) {
+            (0, _) => None,
+            (_, Some(base)) => Some(base),
+            (_, None) => Some(self.read_header(0)?.max_timestamp).filter(|ts| *ts >= 0),
+        };
+        self.flush()?;
+        Ok(next_offset)
+    }
+
     /// Prepares the segment to become inactive: records the final time-index
     /// entry (so the last entry is the segment's max timestamp) and fsyncs.
     pub(crate) fn on_become_inactive(&mut self, cfg: &LogConfig) -> Result<(), LogError> {

@@ -103,7 +103,7 @@ impl Log {
             )));
         }
         let next = tier.next_offset;
-        self.truncate_fully_and_start_at(next)?;
+        self.reset_to_empty_at(next)?;
         self.log_start_offset = tier.log_start_offset.clamp(0, next);
         for &(epoch, start) in &tier.leader_epochs {
             self.leader_epochs.assign(epoch, start)?;
