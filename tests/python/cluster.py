@@ -14,6 +14,11 @@ the voters string names every controller.
   `wait_fenced(id)`, `wait_leaders(topic, cond)`.
 - `metadata(node, topics)` sends a Metadata request to that one node on a raw socket
   (librdkafka would pick any broker it knows), so a test can say exactly whose view it is.
+- Replication: `partition_states(topic, node)` (leader, epoch, replicas, ISR per partition from
+  one node's Metadata), `wait_partitions(topic, cond)` (every live broker's Metadata agrees
+  and satisfies `cond`), `wait_in_sync(topic, n)` (every partition led, ISR = all replicas);
+  per node `partitions()` / `partition_entry(topic, p)` (`GET /partitions`: leader, epoch,
+  ISR, log start / end offset and high watermark of each partition hosted there).
 
 Nodes are registered with the test item (`helpers.register_broker`) by the fixture, so a
 failing test's report has every node's log tail.
@@ -135,6 +140,22 @@ class ClusterNode(Broker):
         if code != 200:
             raise ValueError(f"GET /cluster on node {self.node_id} answered {code}: {body[:300]}")
         return json.loads(body)
+
+    def partitions(self, timeout: float = 2.0) -> list[dict]:
+        """This node's `GET /partitions`: one entry per partition hosted here, {topic,
+        partition, leader, leader_epoch, is_leader, replicas, isr, log_start_offset,
+        log_end_offset, high_watermark} (leader, replicas and ISR from its metadata image)."""
+        code, body, _ = self.http_get("/partitions", timeout=timeout)
+        if code != 200:
+            raise ValueError(f"GET /partitions on node {self.node_id} answered {code}: {body[:300]}")
+        return json.loads(body)
+
+    def partition_entry(self, topic: str, partition: int, timeout: float = 2.0) -> dict | None:
+        """This node's `/partitions` entry for one partition (None if it hosts no replica)."""
+        for e in self.partitions(timeout):
+            if e.get("topic") == topic and e.get("partition") == partition:
+                return e
+        return None
 
     def __repr__(self) -> str:
         state = "paused" if self.paused else ("running" if self.running else "down")
@@ -375,9 +396,84 @@ class Cluster:
     def live_brokers(self) -> list[ClusterNode]:
         return [n for n in self.brokers if n.live]
 
+    # -- replication ---------------------------------------------------------------
+    def partition_states(self, topic: str, node: ClusterNode | None = None) -> dict[int, dict]:
+        """partition -> {"leader", "epoch", "replicas", "isr", "offline", "error"} of `topic` in
+        `node`'s Metadata response (default: the first live broker)."""
+        node = node or self.live_brokers()[0]
+        t = self.metadata(node, [topic])["topics"][topic]
+        if t["error"] != 0:
+            raise ValueError(f"Metadata for {topic} from node {node.node_id}: error {t['error']}")
+        return t["partitions"]
+
+    def wait_partitions(
+        self,
+        topic: str,
+        cond: Callable[[dict[int, dict]], bool],
+        timeout: float = 30.0,
+        nodes: Iterable[ClusterNode] | None = None,
+        what: str = "a partition condition",
+    ) -> dict[int, dict]:
+        """Poll the Metadata of `nodes` (default: every live broker) until they agree on each
+        partition's leader, epoch, replicas and ISR and that view satisfies `cond`; return it."""
+        last: dict[int, Any] = {}
+
+        def key(states):
+            return {
+                p: (s["leader"], s["epoch"], list(s["replicas"]), sorted(s["isr"])) for p, s in states.items()
+            }
+
+        def check():
+            views = {}
+            for n in list(nodes) if nodes is not None else self.live_brokers():
+                views[n.node_id] = self.partition_states(topic, n)
+                last[n.node_id] = {
+                    p: f"leader {s['leader']} epoch {s['epoch']} isr {sorted(s['isr'])}" for p, s in views[n.node_id].items()
+                }
+            first = next(iter(views.values()))
+            if all(key(v) == key(first) for v in views.values()) and cond(first):
+                return first
+            return None
+
+        return wait_until(
+            check,
+            timeout=timeout,
+            interval=0.1,
+            msg=lambda: f"{what} for {topic} (per node's Metadata: {last})",
+            ignore=TRANSIENT,
+        )
+
+    def wait_in_sync(
+        self, topic: str, partitions: int, timeout: float = 30.0, nodes: Iterable[ClusterNode] | None = None
+    ) -> dict[int, dict]:
+        """Wait until every partition of `topic` has a leader and its ISR is all of its replicas,
+        in every live broker's (or `nodes`') Metadata."""
+        return self.wait_partitions(
+            topic,
+            fully_in_sync(partitions),
+            timeout=timeout,
+            nodes=nodes,
+            what=f"{partitions} partitions led, every replica in the ISR",
+        )
+
 
 def bootstrap_of(nodes: Iterable[ClusterNode]) -> str:
     return ",".join(n.bootstrap for n in nodes)
+
+
+def fully_in_sync(partitions: int, replication_factor: int | None = None) -> Callable[[dict[int, dict]], bool]:
+    """Condition for `Cluster.wait_partitions`: `partitions` partitions, each led, its ISR all of
+    its replicas (and, if given, `replication_factor` of them)."""
+
+    def ok(states: dict[int, dict]) -> bool:
+        return len(states) == partitions and all(
+            s["leader"] != NO_LEADER
+            and sorted(s["isr"]) == sorted(s["replicas"])
+            and (replication_factor is None or len(s["replicas"]) == replication_factor)
+            for s in states.values()
+        )
+
+    return ok
 
 
 def raw_metadata(port: int, topics: list[str] | None = None, timeout: float = 5.0, version: int = 12) -> dict:

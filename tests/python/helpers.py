@@ -363,10 +363,15 @@ def _base(bootstrap: str) -> dict:
     }
 
 
+def _conf_keys(conf: dict[str, Any]) -> dict[str, Any]:
+    """`linger_ms=5` -> `linger.ms`; callbacks (`error_cb`, `stats_cb`, ...) keep their names."""
+    return {(k if callable(v) else k.replace("_", ".")): v for k, v in conf.items()}
+
+
 def make_producer(bootstrap: str, **conf: Any) -> Producer:
     c = _base(bootstrap)
     c.update({"linger.ms": 5, "message.timeout.ms": 30000})
-    c.update({k.replace("_", "."): v for k, v in conf.items()})
+    c.update(_conf_keys(conf))
     return Producer(c)
 
 
@@ -382,13 +387,13 @@ def make_consumer(bootstrap: str, **conf: Any) -> Consumer:
             "fetch.wait.max.ms": 100,
         }
     )
-    c.update({k.replace("_", "."): v for k, v in conf.items()})
+    c.update(_conf_keys(conf))
     return Consumer(c)
 
 
 def make_admin(bootstrap: str, **conf: Any) -> AdminClient:
     c = _base(bootstrap)
-    c.update({k.replace("_", "."): v for k, v in conf.items()})
+    c.update(_conf_keys(conf))
     return AdminClient(c)
 
 
@@ -451,6 +456,8 @@ class Rec:
     headers: list[tuple[str, bytes | None]]
     timestamp: int
     timestamp_type: int
+    # the partitionLeaderEpoch of the record's batch (None if the client does not say)
+    leader_epoch: int | None = None
 
 
 class DeliveryTracker:
@@ -477,6 +484,21 @@ class DeliveryTracker:
 def flush_all(p: Producer, timeout: float = 30.0) -> None:
     remaining = p.flush(timeout)
     assert remaining == 0, f"{remaining} messages still undelivered after flush({timeout})"
+
+
+def produce_acked(
+    bootstrap: str, topic: str, items: Iterable[tuple[int, bytes]], timeout: float = 30.0, **conf: Any
+) -> dict[bytes, tuple[int, int]]:
+    """Produce (partition, value) pairs with an idempotent acks=all producer (override with
+    `conf`); every one must be acknowledged. Returns value -> (partition, offset)."""
+    p = make_producer(bootstrap, **{"enable.idempotence": True, "acks": "all", **conf})
+    t = DeliveryTracker()
+    for part, value in items:
+        p.produce(topic, value=value, partition=part, on_delivery=t.cb(value))
+        p.poll(0)
+    flush_all(p, timeout)
+    assert not t.failed, f"{len(t.failed)} records not acknowledged, e.g. {next(iter(t.failed.items()))}"
+    return t.acked
 
 
 def watermarks(bootstrap: str, topic: str, partitions: Iterable[int], timeout: float = 10.0) -> dict[int, tuple[int, int]]:
@@ -530,7 +552,7 @@ def consume_all(
                 p = m.partition()
                 ts_type, ts = m.timestamp()
                 out[p].append(
-                    Rec(p, m.offset(), m.key(), m.value(), list(m.headers() or []), ts, ts_type)
+                    Rec(p, m.offset(), m.key(), m.value(), list(m.headers() or []), ts, ts_type, m.leader_epoch())
                 )
                 if m.offset() + 1 >= until[p]:
                     pending.discard(p)

@@ -223,10 +223,10 @@ def test_partitions_spread_and_clients_round_trip(cluster, topic):
     assert {p: v for p, v in kp.items()} == got
 
 
-def test_replication_factor_above_one_refused_for_now(cluster, topic):
-    """Until partition replication lands (issue 6, part 2), RF > 1 is refused."""
+def test_replication_factor_above_the_broker_count_is_refused(cluster, topic):
+    """Three brokers hold at most three replicas of a partition."""
     admin = make_admin(cluster.bootstrap)
-    fut = admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)], request_timeout=15)[topic]
+    fut = admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=4)], request_timeout=15)[topic]
     expect_kafka_error(fut, KafkaError.INVALID_REPLICATION_FACTOR)
     assert topic not in raw_metadata(cluster.nodes[2].port)["topics"]
 

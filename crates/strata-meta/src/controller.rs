@@ -11,15 +11,11 @@ use uuid::Uuid;
 
 use crate::config::{broker_config, check_topic_config_set, topic_config};
 use crate::image::MetadataImage;
+use crate::partition_change::{AlterPartitionError, PartitionRegistration};
 use crate::records::{ConfigResource, MetadataRecord};
 
 /// Kafka's limit on topic name length.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
-
-/// The largest replication factor the controller assigns. Partition data is not replicated
-/// between brokers yet (issue 6 in progress), so a second replica would be a replica in name
-/// only: refused rather than promised.
-pub const MAX_REPLICATION_FACTOR: usize = 1;
 
 /// What a broker tells the controller when it registers (Kafka's BrokerRegistrationRequest).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,6 +27,28 @@ pub struct BrokerRegistrationRequest {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+}
+
+/// Why the controller refuses an AlterPartition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AlterPartitionFailure {
+    /// STALE_BROKER_EPOCH (77): the sender is not the current registration of its id.
+    #[error("the sender's broker epoch is not its current registration")]
+    StaleBrokerEpoch,
+    #[error("This server does not host this topic-partition.")]
+    UnknownTopicOrPartition,
+    #[error("{0}")]
+    Refused(AlterPartitionError),
+}
+
+impl AlterPartitionFailure {
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            AlterPartitionFailure::StaleBrokerEpoch => 77,
+            AlterPartitionFailure::UnknownTopicOrPartition => 3,
+            AlterPartitionFailure::Refused(e) => e.kafka_error_code(),
+        }
+    }
 }
 
 /// A refused change, one variant per Kafka error code the controller can return.
@@ -215,6 +233,54 @@ impl Controller {
         records
     }
 
+    /// AlterPartition from a partition's leader (KIP-497): a new ISR built on
+    /// `partition_epoch`, validated by [`PartitionRegistration::alter_isr`] against the live
+    /// brokers. Returns the registration as committed (unchanged if the ISR is the same).
+    /// A sender whose registration is not `broker_epoch` is a stale process: NOT_LEADER.
+    #[allow(clippy::too_many_arguments)]
+    pub fn alter_partition(
+        &self,
+        image: &MetadataImage,
+        broker_id: i32,
+        broker_epoch: i64,
+        topic_id: Uuid,
+        partition: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        new_isr: &[i32],
+    ) -> Result<(PartitionRegistration, Vec<MetadataRecord>), AlterPartitionFailure> {
+        if image
+            .broker(broker_id)
+            .is_none_or(|b| b.broker_epoch != broker_epoch || b.fenced)
+        {
+            return Err(AlterPartitionFailure::StaleBrokerEpoch);
+        }
+        let topic = image
+            .topic_by_id(&topic_id)
+            .ok_or(AlterPartitionFailure::UnknownTopicOrPartition)?;
+        let current = topic
+            .partitions
+            .get(partition.max(0) as usize)
+            .filter(|_| partition >= 0)
+            .ok_or(AlterPartitionFailure::UnknownTopicOrPartition)?
+            .registration();
+        let next = current
+            .alter_isr(
+                broker_id,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+                &image.live_brokers(),
+            )
+            .map_err(AlterPartitionFailure::Refused)?;
+        let records = if next == current {
+            Vec::new()
+        } else {
+            vec![partition_record(topic_id, partition, &next)]
+        };
+        Ok((next, records))
+    }
+
     /// Records unfencing a broker that caught up with the metadata log: partitions without a
     /// leader that it can lead get it back. Nothing when it is not fenced in `broker_epoch`.
     pub fn unfence_broker(
@@ -316,7 +382,6 @@ impl Controller {
                     brokers.len()
                 )));
             }
-            check_replication_factor(replication_factor as usize)?;
             Self::place(image, topic_id, 0, partitions, replication_factor as usize)
         } else {
             if spec.num_partitions != -1 || spec.replication_factor != -1 {
@@ -390,9 +455,6 @@ impl Controller {
                 }
             }
             out.push(replicas.clone());
-        }
-        if let Some(first) = out.first() {
-            check_replication_factor(first.len())?;
         }
         Ok(out)
     }
@@ -609,15 +671,6 @@ impl Controller {
     }
 }
 
-fn check_replication_factor(replication_factor: usize) -> Result<(), ControllerError> {
-    if replication_factor > MAX_REPLICATION_FACTOR {
-        return Err(ControllerError::InvalidReplicationFactor(format!(
-            "Replication factor {replication_factor} is not supported yet: this Strata version does not replicate partition data between brokers (at most {MAX_REPLICATION_FACTOR})."
-        )));
-    }
-    Ok(())
-}
-
 /// Live brokers ordered so that consecutive ones are in different racks where possible
 /// (Kafka's `getRackAlternatedBrokerList`): racks in name order, brokers without a rack as
 /// one more rack, then one broker of each rack in turn.
@@ -651,20 +704,28 @@ fn partition_changes(
     for topic in image.topics() {
         for p in &topic.partitions {
             if let Some(next) = change(&p.registration()) {
-                debug_assert_eq!(next.check(), Ok(()));
-                records.push(MetadataRecord::Partition {
-                    topic_id: topic.topic_id,
-                    partition: p.partition,
-                    replicas: next.replicas,
-                    leader: next.leader,
-                    leader_epoch: next.leader_epoch,
-                    isr: next.isr,
-                    partition_epoch: next.partition_epoch,
-                });
+                records.push(partition_record(topic.topic_id, p.partition, &next));
             }
         }
     }
     records
+}
+
+fn partition_record(
+    topic_id: Uuid,
+    partition: i32,
+    next: &PartitionRegistration,
+) -> MetadataRecord {
+    debug_assert_eq!(next.check(), Ok(()));
+    MetadataRecord::Partition {
+        topic_id,
+        partition,
+        replicas: next.replicas.clone(),
+        leader: next.leader,
+        leader_epoch: next.leader_epoch,
+        isr: next.isr.clone(),
+        partition_epoch: next.partition_epoch,
+    }
 }
 
 fn partition_records(
@@ -956,22 +1017,69 @@ mod tests {
     }
 
     #[test]
-    fn replication_beyond_what_is_built_is_refused() {
-        let image = cluster(&[1, 2, 3]);
-        let mut s = spec("t", 1);
+    fn replicas_span_racks_and_the_leader_alters_the_isr() {
+        let controller = Controller::new(1);
+        let image = cluster(&[1, 2, 3, 4]);
+        let mut s = spec("t", 4);
         s.replication_factor = 3;
-        assert!(matches!(
-            Controller::new(1).create_topic(&image, &s, (1, 1)),
-            Err(ControllerError::InvalidReplicationFactor(_))
-        ));
-        let mut s = spec("t", -1);
-        s.replication_factor = -1;
-        s.num_partitions = -1;
-        s.assignments = vec![(0, vec![1, 2])];
-        assert!(matches!(
-            Controller::new(1).create_topic(&image, &s, (1, 1)),
-            Err(ControllerError::InvalidReplicationFactor(_))
-        ));
+        let (_, records) = controller.create_topic(&image, &s, (1, 1)).unwrap();
+        let image = image.apply(&records);
+        let topic = image.topic("t").unwrap().clone();
+        for p in &topic.partitions {
+            let racks: BTreeSet<i32> = p.replicas.iter().map(|r| r % 2).collect();
+            assert_eq!((p.replicas.len(), racks.len()), (3, 2), "{:?}", p.replicas);
+            assert_eq!(p.isr, p.replicas);
+        }
+        let p0 = &topic.partitions[0];
+        let (leader, follower) = (p0.leader, p0.replicas[1]);
+        let epoch = image.broker(leader).unwrap().broker_epoch;
+        let shrunk: Vec<i32> = p0.isr.iter().copied().filter(|r| *r != follower).collect();
+        let alter =
+            |image: &MetadataImage, sender: i32, sender_epoch: i64, partition_epoch: i32| {
+                controller.alter_partition(
+                    image,
+                    sender,
+                    sender_epoch,
+                    topic.topic_id,
+                    0,
+                    p0.leader_epoch,
+                    partition_epoch,
+                    &shrunk,
+                )
+            };
+        assert_eq!(
+            alter(
+                &image,
+                follower,
+                image.broker(follower).unwrap().broker_epoch,
+                0
+            )
+            .unwrap_err()
+            .kafka_error_code(),
+            6,
+            "only the leader"
+        );
+        assert_eq!(
+            alter(&image, leader, epoch - 1, 0)
+                .unwrap_err()
+                .kafka_error_code(),
+            77
+        );
+        let (next, records) = alter(&image, leader, epoch, 0).unwrap();
+        let image = image.apply(&records);
+        let now = &image.topic("t").unwrap().partitions[0];
+        assert_eq!((now.isr.clone(), now.partition_epoch), (next.isr, 1));
+        assert_eq!(
+            now.leader_epoch, p0.leader_epoch,
+            "an ISR change keeps the leader epoch"
+        );
+        // A retry of the committed change on the old partition epoch is stale.
+        assert_eq!(
+            alter(&image, leader, epoch, 0)
+                .unwrap_err()
+                .kafka_error_code(),
+            108
+        );
     }
 
     #[test]

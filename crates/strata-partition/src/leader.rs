@@ -102,6 +102,9 @@ pub struct LeaderState {
     isr: BTreeSet<i32>,
     pending: Option<IsrChange>,
     followers: BTreeMap<i32, Follower>,
+    /// Followers that may not join the ISR now (fenced or shutting down, KIP-841): they are
+    /// never proposed, and do not hold the high watermark unless already in the ISR.
+    ineligible: BTreeSet<i32>,
     leader_leo: i64,
     high_watermark: i64,
 }
@@ -163,6 +166,7 @@ impl LeaderState {
             isr,
             pending: None,
             followers,
+            ineligible: BTreeSet::new(),
             leader_leo: log_end_offset,
             high_watermark,
         })
@@ -174,6 +178,11 @@ impl LeaderState {
 
     pub fn high_watermark(&self) -> i64 {
         self.high_watermark
+    }
+
+    /// The partition epoch of the ISR this leader last saw committed.
+    pub fn partition_epoch(&self) -> i32 {
+        self.partition_epoch
     }
 
     /// The ISR the controller committed.
@@ -242,8 +251,26 @@ impl LeaderState {
         Ok((hw, expand))
     }
 
+    /// The followers that may join the ISR: those whose brokers are registered and unfenced
+    /// (Kafka's `isReplicaIsrEligible`). A fenced broker that still fetches (shutting down,
+    /// or back but not yet caught up with the metadata) is neither proposed, which the
+    /// controller would refuse, nor waited for by the high watermark. Returns the new high
+    /// watermark if it moved.
+    pub fn set_isr_eligible(&mut self, eligible: &BTreeSet<i32>, now_ms: i64) -> Option<i64> {
+        self.ineligible = self
+            .followers
+            .keys()
+            .filter(|r| !eligible.contains(r))
+            .copied()
+            .collect();
+        self.maybe_advance_high_watermark(now_ms)
+    }
+
     fn maybe_expand_isr(&mut self, replica: i32) -> Option<IsrChange> {
-        if self.pending.is_some() || self.isr.contains(&replica) {
+        if self.pending.is_some()
+            || self.isr.contains(&replica)
+            || self.ineligible.contains(&replica)
+        {
             return None;
         }
         let leo = self.followers.get(&replica)?.log_end_offset;
@@ -340,10 +367,11 @@ impl LeaderState {
         let lag = self.config.replica_lag_time_max_ms;
         let mut candidate = self.leader_leo;
         for (id, f) in &self.followers {
-            // A caught-up replica about to be proposed for the ISR holds the high watermark
-            // too, so that it does not join behind it.
+            // A caught-up, eligible replica about to be proposed for the ISR holds the high
+            // watermark too, so that it does not join behind it.
             let counts = maximal.contains(id)
                 || (f.log_end_offset >= self.high_watermark
+                    && !self.ineligible.contains(id)
                     && f.is_caught_up(self.leader_leo, now_ms, lag));
             if counts && f.log_end_offset < candidate {
                 candidate = f.log_end_offset;

@@ -43,6 +43,33 @@ fn set(ids: &[i32]) -> BTreeSet<i32> {
 }
 
 #[test]
+fn a_fenced_follower_is_neither_proposed_nor_waited_for() {
+    // Follower 3 is out of the ISR and catching up while its broker is fenced (shutting
+    // down, or restarted and not yet caught up with the metadata).
+    let mut p =
+        LeaderState::new(&leader(1, 0, &[1, 2, 3], &[1, 2]), 100, 100, 0, config(1)).unwrap();
+    assert_eq!(p.set_isr_eligible(&set(&[1, 2]), 0), None);
+    p.on_append(150, 1);
+    assert_eq!(
+        p.on_follower_fetch(3, 150, 2).unwrap(),
+        (None, None),
+        "not proposed"
+    );
+    assert_eq!(p.on_follower_fetch(2, 150, 3).unwrap(), (Some(150), None));
+    p.on_append(200, 4);
+    assert_eq!(p.on_follower_fetch(3, 160, 5).unwrap(), (None, None));
+    assert_eq!(
+        p.on_follower_fetch(2, 200, 6).unwrap(),
+        (Some(200), None),
+        "a fenced follower's lag does not hold the high watermark"
+    );
+    // Unfenced: it is proposed once caught up, and holds the high watermark meanwhile.
+    assert_eq!(p.set_isr_eligible(&set(&[1, 2, 3]), 7), None);
+    let (_, change) = p.on_follower_fetch(3, 200, 8).unwrap();
+    assert_eq!(change.map(|c| c.proposed), Some(set(&[1, 2, 3])));
+}
+
+#[test]
 fn the_high_watermark_waits_for_every_in_sync_replica() {
     let mut p = three_in_sync(2);
     assert_eq!(

@@ -8,7 +8,7 @@
 //! skips recovery.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,6 +74,11 @@ pub struct Broker {
     pub txns: TxnService,
     producer_ids: Mutex<ProducerIdBlock>,
     serving: AtomicBool,
+    /// The epoch the controller gave this process's registration (-1 before it registered):
+    /// sent with AlterPartition, so that a stale process cannot change ISRs.
+    broker_epoch: AtomicI64,
+    /// Fetchers that copy the partitions this broker follows from their leaders.
+    pub fetchers: crate::replica_fetcher::ReplicaFetchers,
 }
 
 /// The unhanded-out part of the current producer-id block.
@@ -144,6 +149,8 @@ impl Broker {
             metrics,
             producer_ids: Mutex::new(ProducerIdBlock::default()),
             serving: AtomicBool::new(true),
+            broker_epoch: AtomicI64::new(-1),
+            fetchers: crate::replica_fetcher::ReplicaFetchers::default(),
         });
         let started = std::time::Instant::now();
         let failures = broker
@@ -176,6 +183,21 @@ impl Broker {
             Err(e) => tracing::error!(error = %e, "cannot load transactions"),
         }
         Ok(broker)
+    }
+
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_broker_epoch(&self, epoch: i64) {
+        self.broker_epoch.store(epoch, Ordering::Release);
+    }
+
+    /// Brings the hosted logs, their leadership and the follower fetchers in line with
+    /// `image`. Blocking.
+    pub fn reconcile(self: &Arc<Self>, image: &MetadataImage) {
+        self.replicas.reconcile(image, &self.config);
+        self.fetchers.update(self, image);
     }
 
     pub fn is_serving(&self) -> bool {
@@ -251,12 +273,19 @@ impl Broker {
             stop_rx.clone(),
         ));
         if let Some(quorum) = self.store.quorum() {
+            let b = self.clone();
+            let image = self.image();
+            tokio::task::spawn_blocking(move || b.reconcile(&image)).await?;
             tasks.spawn(crate::cluster::run_broker_lifecycle(
                 self.clone(),
                 quorum.clone(),
                 stop_rx.clone(),
             ));
             tasks.spawn(follow_images(self.clone(), quorum.clone(), stop_rx.clone()));
+            tasks.spawn(crate::replication::run_isr_checks(
+                self.clone(),
+                stop_rx.clone(),
+            ));
         }
         if let Some(service) = &self.controller_service {
             tasks.spawn(service.clone().run_sessions(stop_rx.clone()));
@@ -275,6 +304,7 @@ impl Broker {
             tracing::warn!("in-flight requests did not finish within 10 s; closing anyway");
             tasks.abort_all();
         }
+        self.fetchers.stop_all().await;
         let broker = self.clone();
         tokio::task::spawn_blocking(move || broker.close()).await??;
         Ok(())
@@ -309,7 +339,7 @@ async fn follow_images(broker: Arc<Broker>, quorum: Arc<Quorum>, mut stop: watch
         }
         let image = images.borrow_and_update().clone();
         let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || b.replicas.reconcile(&image, &b.config)).await;
+        let _ = tokio::task::spawn_blocking(move || b.reconcile(&image)).await;
     }
 }
 
@@ -348,6 +378,29 @@ fn agree_on_cluster_id(
     Ok(agreed)
 }
 
+/// A periodic task's clock: ticks every `period` (a late tick delays the next instead of
+/// bunching up), until the broker stops.
+pub(crate) struct Ticker {
+    interval: tokio::time::Interval,
+    stop: watch::Receiver<bool>,
+}
+
+impl Ticker {
+    pub(crate) fn new(period: Duration, stop: watch::Receiver<bool>) -> Self {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ticker { interval, stop }
+    }
+
+    /// Waits for the next tick; `false` once the broker is stopping.
+    pub(crate) async fn tick(&mut self) -> bool {
+        tokio::select! {
+            _ = self.interval.tick() => true,
+            _ = stopped(&mut self.stop) => false,
+        }
+    }
+}
+
 /// Resolves once the broker is stopping. (The guard `wait_for` returns is not `Send`, so it
 /// is dropped here rather than held across an `await` by the caller.)
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -356,7 +409,7 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Retention, time-based flush and the local-disk limit, on blocking threads, at the
 /// configured intervals (at least once a second).
-async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+async fn background_tasks(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
     let retention_ms: i64 = broker
         .config
         .broker_value("log.retention.check.interval.ms");
@@ -366,14 +419,12 @@ async fn background_tasks(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) 
     // The flush scheduler defaults to "never" in Kafka; check flush.ms at least once a second
     // so that a topic's flush.ms is honoured even then.
     let tick_ms = retention_ms.min(flush_ms).clamp(10, 1000) as u64;
-    let mut ticker = tokio::time::interval(Duration::from_millis(tick_ms));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = crate::broker::Ticker::new(Duration::from_millis(tick_ms), stop);
     let mut last_retention = now_ms();
     let mut last_offline_retry = now_ms();
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = crate::broker::stopped(&mut stop) => return,
+        if !ticker.tick().await {
+            return;
         }
         let now = now_ms();
         let run_retention = now - last_retention >= retention_ms;

@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::broker::Broker;
 use crate::config::ServerConfig;
 use crate::metadata_source::commit_to_quorum;
+use crate::replication::{AlterPartitionRequest, AlterPartitionResponse, ALTER_PARTITION_PATH};
 
 pub const REGISTER_PATH: &str = "/controller/v1/register";
 pub const HEARTBEAT_PATH: &str = "/controller/v1/heartbeat";
@@ -93,6 +94,7 @@ impl ControllerService {
         Router::new()
             .route(REGISTER_PATH, post(register))
             .route(HEARTBEAT_PATH, post(heartbeat))
+            .route(ALTER_PARTITION_PATH, post(alter_partition))
             .with_state(self.clone())
     }
 
@@ -121,14 +123,12 @@ impl ControllerService {
 
     /// Fences every unfenced broker whose session expired. Runs while this node leads; a
     /// node that just became leader first gives every broker a fresh session.
-    pub async fn run_sessions(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut ticker = tokio::time::interval(SESSION_CHECK_INTERVAL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    pub async fn run_sessions(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let mut ticker = crate::broker::Ticker::new(SESSION_CHECK_INTERVAL, stop);
         let mut was_leading = false;
         loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                _ = crate::broker::stopped(&mut stop) => return,
+            if !ticker.tick().await {
+                return;
             }
             let Ok(quorum) = self.leading() else {
                 was_leading = false;
@@ -264,6 +264,45 @@ async fn heartbeat(
     }))
 }
 
+async fn alter_partition(
+    State(service): State<Arc<ControllerService>>,
+    Json(request): Json<AlterPartitionRequest>,
+) -> Result<Json<AlterPartitionResponse>, RpcError> {
+    let quorum = service.leading()?.clone();
+    let (outcome, _) = commit_to_quorum(&quorum, |image| {
+        match service.controller.alter_partition(
+            image,
+            request.broker_id,
+            request.broker_epoch,
+            request.topic_id,
+            request.partition,
+            request.leader_epoch,
+            request.partition_epoch,
+            &request.new_isr,
+        ) {
+            Ok((next, records)) => (records, Ok(next)),
+            Err(e) => (Vec::new(), Err(e)),
+        }
+    })
+    .await
+    .map_err(unavailable)?;
+    Ok(Json(match outcome {
+        Ok(next) => {
+            tracing::info!(topic_id = %request.topic_id, partition = request.partition, isr = ?next.isr, partition_epoch = next.partition_epoch, "ISR changed");
+            AlterPartitionResponse {
+                error_code: 0,
+                isr: next.isr,
+                partition_epoch: next.partition_epoch,
+            }
+        }
+        Err(e) => AlterPartitionResponse {
+            error_code: e.kafka_error_code(),
+            isr: Vec::new(),
+            partition_epoch: -1,
+        },
+    }))
+}
+
 fn unavailable(e: MetaError) -> RpcError {
     (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
@@ -312,7 +351,7 @@ pub fn register_single_node(broker: &Broker) -> Result<(), MetaError> {
 pub async fn run_broker_lifecycle(
     broker: Arc<Broker>,
     quorum: Arc<Quorum>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let interval = Duration::from_millis(
         broker
@@ -322,12 +361,10 @@ pub async fn run_broker_lifecycle(
     );
     let request = registration_request(&broker.config, Uuid::new_v4());
     let mut epoch: Option<i64> = None;
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticker = crate::broker::Ticker::new(interval, stop);
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = crate::broker::stopped(&mut stop) => break,
+        if !ticker.tick().await {
+            break;
         }
         let Some(broker_epoch) = epoch else {
             match quorum
@@ -340,6 +377,7 @@ pub async fn run_broker_lifecycle(
                         "registered with the controller"
                     );
                     epoch = Some(r.broker_epoch);
+                    broker.set_broker_epoch(r.broker_epoch);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot register with the controller; retrying")

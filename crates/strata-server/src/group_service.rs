@@ -231,17 +231,15 @@ pub fn topic_views(image: &MetadataImage) -> Vec<TopicView> {
 
 /// Spawned once: advances the coordinator's clock (sessions, rebalance deadlines) and
 /// expires offsets every `offsets.retention.check.interval.ms`.
-pub async fn tick_loop(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+pub async fn tick_loop(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
+    let mut ticker = crate::broker::Ticker::new(std::time::Duration::from_millis(100), stop);
     let retention_check_ms: i64 = broker
         .config
         .broker_value("offsets.retention.check.interval.ms");
     let mut last_retention_check = now_ms();
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = crate::broker::stopped(&mut stop) => return,
+        if !ticker.tick().await {
+            return;
         }
         let now = now_ms();
         let check_retention = now - last_retention_check >= retention_check_ms;

@@ -22,6 +22,7 @@ pub async fn serve(
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/cluster", get(cluster))
+        .route("/partitions", get(partitions))
         .with_state(broker);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -70,6 +71,40 @@ async fn cluster(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         "brokers": brokers,
         "quorum": quorum.map(|q| q.status()),
     }))
+}
+
+/// The partitions hosted here, with their replication state: what a replica verifier needs.
+async fn partitions(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    let b = broker.clone();
+    let list = tokio::task::spawn_blocking(move || {
+        let image = b.image();
+        let mut hosted = b.replicas.all();
+        hosted.sort_by(|x, y| (&x.topic, x.index).cmp(&(&y.topic, y.index)));
+        hosted
+            .into_iter()
+            .map(|p| {
+                let assigned = image
+                    .topic(&p.topic)
+                    .and_then(|t| t.partitions.get(p.index as usize).cloned());
+                let log = p.log();
+                serde_json::json!({
+                    "topic": p.topic,
+                    "partition": p.index,
+                    "leader": assigned.as_ref().map_or(-1, |a| a.leader),
+                    "leader_epoch": p.leader_epoch(),
+                    "is_leader": p.is_leader(),
+                    "replicas": assigned.as_ref().map(|a| a.replicas.clone()).unwrap_or_default(),
+                    "isr": assigned.as_ref().map(|a| a.isr.clone()).unwrap_or_default(),
+                    "log_start_offset": log.log_start_offset(),
+                    "log_end_offset": log.log_end_offset(),
+                    "high_watermark": log.high_watermark(),
+                })
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    axum::Json(list)
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {

@@ -17,7 +17,9 @@ mod log_cleaner;
 pub mod metadata_source;
 pub mod metrics;
 pub mod remote_log;
+mod replica_fetcher;
 pub mod replica_manager;
+pub mod replication;
 pub mod txn_service;
 
 pub use broker::{Broker, StartError};

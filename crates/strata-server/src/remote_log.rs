@@ -433,7 +433,14 @@ impl RemoteLogManager {
     /// One pass over every tiered partition, and the sweep of deleted topics when due.
     /// Returns whether a partition has more segments to upload than one pass takes.
     async fn pass(self: &Arc<Self>, broker: &Arc<Broker>, concurrency: usize) -> bool {
-        let partitions = broker.replicas.all();
+        // Only a partition's leader uploads and applies tier retention; a manifest loaded while
+        // leading is dropped when leadership moves, since the next leader writes it.
+        let partitions: Vec<_> = broker
+            .replicas
+            .all()
+            .into_iter()
+            .filter(|p| p.is_leader())
+            .collect();
         let hosted: HashSet<(Uuid, i32)> =
             partitions.iter().map(|p| (p.topic_id, p.index)).collect();
         self.partitions

@@ -10,13 +10,16 @@
 //! workers. Each log sits behind its own mutex: appends and reads of one partition are
 //! serialized, different partitions proceed in parallel.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use strata_log::{Log, LogError};
-use strata_meta::MetadataImage;
+use strata_meta::{MetadataImage, PartitionImage};
+use strata_partition::{
+    AckState, IsrChange, LeaderAndIsr, LeaderConfig, LeaderState, PartitionError,
+};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -33,6 +36,12 @@ pub struct Partition {
     leader_epoch: AtomicI32,
     /// Whether the latest image names this broker the leader. Only the leader serves clients.
     leading: AtomicBool,
+    /// Follower progress, ISR and high watermark while this broker leads a partition with
+    /// more than one replica (`None` otherwise: an unreplicated log's high watermark is its
+    /// end). Lock order: the log, then this.
+    leader_state: Mutex<Option<LeaderState>>,
+    /// Woken when the high watermark moves: `acks=all` produces wait on it.
+    hw_advanced: Notify,
     dir: PathBuf,
     log: Mutex<Log>,
     /// Set when the image no longer has the partition and its directory is deleted: a task
@@ -56,9 +65,183 @@ impl Partition {
         self.leading.load(Ordering::Acquire)
     }
 
-    fn set_leadership(&self, leader_epoch: i32, leading: bool) {
-        self.leader_epoch.store(leader_epoch, Ordering::Release);
+    fn leader_state(&self) -> MutexGuard<'_, Option<LeaderState>> {
+        self.leader_state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn hw_advanced(&self) -> &Notify {
+        &self.hw_advanced
+    }
+
+    /// Applies the image's view of this partition: leadership, and for a replicated
+    /// partition led here, the leader state (new for a new leader epoch; the ISR the
+    /// controller committed otherwise).
+    fn apply_assignment(
+        &self,
+        assigned: &PartitionImage,
+        node_id: i32,
+        config: LeaderConfig,
+        live_brokers: &BTreeSet<i32>,
+        now_ms: i64,
+    ) {
+        let leading = assigned.leader == node_id;
+        let replicated = assigned.replicas.len() > 1;
+        if (self.leader_epoch(), self.is_leader()) != (assigned.leader_epoch, leading) {
+            tracing::debug!(topic = %self.topic, partition = self.index, leader_epoch = assigned.leader_epoch, leading, "leadership changed");
+        }
+        let mut log = self.log();
+        let mut state = self.leader_state();
+        self.leader_epoch
+            .store(assigned.leader_epoch, Ordering::Release);
         self.leading.store(leading, Ordering::Release);
+        log.set_replicated(replicated);
+        if !(leading && replicated) {
+            *state = None;
+            return;
+        }
+        match state.as_mut() {
+            Some(current) if current.leader_epoch() == assigned.leader_epoch => {
+                if assigned.partition_epoch > current.partition_epoch() {
+                    match current.on_isr_committed(&assigned.isr, assigned.partition_epoch, now_ms)
+                    {
+                        Ok(hw) => self.publish_high_watermark(&mut log, hw),
+                        Err(e) => {
+                            tracing::error!(topic = %self.topic, partition = self.index, error = %e, "cannot apply the committed ISR")
+                        }
+                    }
+                }
+                let moved = current.set_isr_eligible(live_brokers, now_ms);
+                self.publish_high_watermark(&mut log, moved);
+            }
+            _ => {
+                let assignment = LeaderAndIsr {
+                    leader: node_id,
+                    leader_epoch: assigned.leader_epoch,
+                    partition_epoch: assigned.partition_epoch,
+                    replicas: assigned.replicas.clone(),
+                    isr: assigned.isr.clone(),
+                };
+                match LeaderState::new(
+                    &assignment,
+                    log.log_end_offset(),
+                    log.high_watermark(),
+                    now_ms,
+                    config,
+                ) {
+                    Ok(mut new) => {
+                        let _ = new.set_isr_eligible(live_brokers, now_ms);
+                        tracing::info!(topic = %self.topic, partition = self.index, leader_epoch = assigned.leader_epoch, isr = ?assigned.isr, log_end_offset = log.log_end_offset(), "leading a replicated partition");
+                        *state = Some(new);
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %self.topic, partition = self.index, error = %e, "cannot lead the partition")
+                    }
+                }
+            }
+        }
+    }
+
+    fn publish_high_watermark(&self, log: &mut Log, moved: Option<i64>) {
+        if let Some(hw) = moved {
+            log.set_high_watermark(hw);
+            self.hw_advanced.notify_waiters();
+        }
+    }
+
+    /// After an append as leader (`log` is this partition's, locked): the high watermark of a
+    /// replicated partition moves only when the ISR has the records.
+    pub fn after_leader_append(&self, log: &mut Log, now_ms: i64) {
+        let moved = self
+            .leader_state()
+            .as_mut()
+            .and_then(|s| s.on_append(log.log_end_offset(), now_ms));
+        self.publish_high_watermark(log, moved);
+    }
+
+    /// `acks=all` before the append: NOT_ENOUGH_REPLICAS when the ISR is too small. The
+    /// size of the ISR, for the error message, on refusal.
+    pub fn check_enough_replicas(&self, min_insync_replicas: usize) -> Result<(), usize> {
+        match self.leader_state().as_ref() {
+            Some(s) => s.check_enough_replicas().map_err(|_| s.isr().len()),
+            None if min_insync_replicas > 1 => Err(1),
+            None => Ok(()),
+        }
+    }
+
+    /// `acks=all` after the append of records below `required_offset`; `None` when this
+    /// broker no longer leads the partition with replication (leadership moved meanwhile).
+    pub fn ack_state(&self, required_offset: i64) -> Option<AckState> {
+        self.leader_state()
+            .as_ref()
+            .map(|s| s.ack_state(required_offset))
+    }
+
+    /// Whether the partition is led here with replication (its acks wait for followers).
+    pub fn is_replicated_leader(&self) -> bool {
+        self.leader_state().is_some()
+    }
+
+    /// A follower fetched at `fetch_offset`: its progress moves the high watermark and may
+    /// add it to the ISR (the change to propose is returned).
+    pub fn on_follower_fetch(
+        &self,
+        log: &mut Log,
+        replica: i32,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Result<Option<IsrChange>, PartitionError> {
+        let mut state = self.leader_state();
+        let Some(s) = state.as_mut() else {
+            return Ok(None);
+        };
+        let _ = s.on_append(log.log_end_offset(), now_ms);
+        let (moved, change) = s.on_follower_fetch(replica, fetch_offset, now_ms)?;
+        drop(state);
+        self.publish_high_watermark(log, moved);
+        Ok(change)
+    }
+
+    /// The periodic ISR check: catches the leader state up with the log end (appends by
+    /// coordinators and markers) and returns a shrink to propose, if any.
+    pub fn maybe_shrink_isr(&self, now_ms: i64) -> Option<(IsrChange, i32)> {
+        let mut log = self.log();
+        let mut state = self.leader_state();
+        let s = state.as_mut()?;
+        let moved = s.on_append(log.log_end_offset(), now_ms);
+        let change = s.maybe_shrink_isr(now_ms).map(|c| (c, s.leader_epoch()));
+        drop(state);
+        self.publish_high_watermark(&mut log, moved);
+        change
+    }
+
+    /// The controller's answer to an ISR change proposed in `leader_epoch`.
+    pub fn on_isr_answer(
+        &self,
+        leader_epoch: i32,
+        answer: Result<(Vec<i32>, i32), i16>,
+        now_ms: i64,
+    ) {
+        let mut log = self.log();
+        let mut state = self.leader_state();
+        let Some(s) = state.as_mut().filter(|s| s.leader_epoch() == leader_epoch) else {
+            return;
+        };
+        let moved = match answer {
+            // An error: metadata with a newer partition epoch got here first.
+            Ok((isr, partition_epoch)) => s
+                .on_isr_committed(&isr, partition_epoch, now_ms)
+                .unwrap_or_default(),
+            // INELIGIBLE_REPLICA, INVALID_REQUEST: refused for good. Anything else (a stale
+            // partition epoch, a fenced leader epoch) may mean the change committed with its
+            // answer lost: keep it pending until the metadata says (strata-sim found this).
+            Err(107) | Err(42) => {
+                s.on_isr_change_failed();
+                None
+            }
+            Err(_) => None,
+        };
+        drop(state);
+        self.publish_high_watermark(&mut log, moved);
     }
 
     pub fn dir(&self) -> &Path {
@@ -155,14 +338,11 @@ impl ReplicaManager {
         config: &ServerConfig,
     ) -> Vec<(TopicPartition, LogError)> {
         let mut failures = Vec::new();
-        let mut wanted: HashMap<TopicPartition, (Uuid, i32, bool)> = HashMap::new();
+        let mut wanted: HashMap<TopicPartition, (Uuid, &PartitionImage)> = HashMap::new();
         for topic in image.topics() {
             for p in &topic.partitions {
                 if p.replicas.contains(&config.node_id) {
-                    wanted.insert(
-                        (topic.name.clone(), p.partition),
-                        (topic.topic_id, p.leader_epoch, p.leader == config.node_id),
-                    );
+                    wanted.insert((topic.name.clone(), p.partition), (topic.topic_id, p));
                 }
             }
         }
@@ -186,38 +366,62 @@ impl ReplicaManager {
         }
         let now = now_ms();
         let mut log_configs = HashMap::new();
-        for (tp, (topic_id, leader_epoch, leading)) in &wanted {
-            let log_config = log_configs
+        let lag_ms: i64 = config.broker_value("replica.lag.time.max.ms");
+        let live_brokers = image.live_brokers();
+        for (tp, (topic_id, assigned)) in &wanted {
+            let (log_config, leader_config) = log_configs
                 .entry(tp.0.clone())
-                .or_insert_with(|| config.log_config(image, &tp.0))
+                .or_insert_with(|| {
+                    let min_isr = strata_meta::config::topic_config("min.insync.replicas")
+                        .map(|def| config.topic_config_value(image, &tp.0, def))
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(1);
+                    let leader = LeaderConfig {
+                        replica_lag_time_max_ms: lag_ms,
+                        min_insync_replicas: min_isr.max(1),
+                    };
+                    (config.log_config(image, &tp.0), leader)
+                })
                 .clone();
             if let Some(existing) = partitions.get(tp) {
-                if (existing.leader_epoch(), existing.is_leader()) != (*leader_epoch, *leading) {
-                    tracing::debug!(topic = %tp.0, partition = tp.1, leader_epoch, leading, "leadership changed");
-                    existing.set_leadership(*leader_epoch, *leading);
+                {
+                    let mut log = existing.log();
+                    if log.config() != &log_config {
+                        log.set_config(log_config);
+                    }
                 }
-                let mut log = existing.log();
-                if log.config() != &log_config {
-                    log.set_config(log_config);
-                }
+                existing.apply_assignment(
+                    assigned,
+                    config.node_id,
+                    leader_config,
+                    &live_brokers,
+                    now,
+                );
                 continue;
             }
             let dir = self.logs_dir.join(format!("{}-{}", tp.0, tp.1));
             match open_partition_log(&dir, *topic_id, log_config, self.clean_shutdown, now) {
                 Ok(log) => {
-                    partitions.insert(
-                        tp.clone(),
-                        Arc::new(Partition {
-                            topic: tp.0.clone(),
-                            index: tp.1,
-                            topic_id: *topic_id,
-                            leader_epoch: AtomicI32::new(*leader_epoch),
-                            leading: AtomicBool::new(*leading),
-                            dir,
-                            log: Mutex::new(log),
-                            removed: AtomicBool::new(false),
-                        }),
+                    let partition = Arc::new(Partition {
+                        topic: tp.0.clone(),
+                        index: tp.1,
+                        topic_id: *topic_id,
+                        leader_epoch: AtomicI32::new(assigned.leader_epoch),
+                        leading: AtomicBool::new(false),
+                        leader_state: Mutex::new(None),
+                        hw_advanced: Notify::new(),
+                        dir,
+                        log: Mutex::new(log),
+                        removed: AtomicBool::new(false),
+                    });
+                    partition.apply_assignment(
+                        assigned,
+                        config.node_id,
+                        leader_config,
+                        &live_brokers,
+                        now,
                     );
+                    partitions.insert(tp.clone(), partition);
                 }
                 Err(e) => {
                     tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "cannot open partition log");

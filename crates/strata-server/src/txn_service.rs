@@ -209,13 +209,11 @@ impl TxnService {
 }
 
 /// Spawned once: aborts timed-out transactions and retries failed markers.
-pub async fn tick_loop(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+pub async fn tick_loop(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
+    let mut ticker = crate::broker::Ticker::new(std::time::Duration::from_millis(100), stop);
     loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = crate::broker::stopped(&mut stop) => return,
+        if !ticker.tick().await {
+            return;
         }
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || b.txns.run(&b, |c| c.tick(now_ms()))).await;

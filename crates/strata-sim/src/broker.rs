@@ -62,6 +62,9 @@ impl Ctx<'_> {
     }
 }
 
+/// A broker has one role at a time and the simulation holds few brokers, so the size of the
+/// leader variant (its whole `LeaderState`) costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Role {
     /// Not registered yet, or the partition has no leader.

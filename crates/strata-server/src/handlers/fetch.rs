@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use strata_log::{LogError, ReadResult};
@@ -39,6 +39,8 @@ struct Target {
     fetch_offset: i64,
     partition_max_bytes: i32,
     current_leader_epoch: i32,
+    /// The epoch of the last batch a follower has (-1 from consumers).
+    last_fetched_epoch: i32,
     /// Set when the partition cannot be read at all (unknown topic, ...).
     error: Option<ResponseError>,
 }
@@ -77,6 +79,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 fetch_offset: p.fetch_offset,
                 partition_max_bytes: p.partition_max_bytes,
                 current_leader_epoch: p.current_leader_epoch,
+                last_fetched_epoch: p.last_fetched_epoch,
                 error,
             });
         }
@@ -90,6 +93,13 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         request.max_bytes as usize
     };
     let read_committed = request.isolation_level == READ_COMMITTED;
+    // A follower (replica id >= 0) reads up to the log end and reports its progress.
+    let replica_id = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let replica = (replica_id >= 0).then_some(replica_id);
     let mut partitions = loop {
         // Register interest before reading, so an append between the read and the wait
         // is not missed.
@@ -98,7 +108,8 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         notified.as_mut().enable();
         let b = broker.clone();
         let t = targets.clone();
-        let partitions = blocking(move || read_all(&b, &t, max_bytes, read_committed)).await;
+        let partitions =
+            blocking(move || read_all(&b, &t, max_bytes, read_committed, replica)).await;
         let total: usize = partitions
             .iter()
             .map(|p| p.records.as_ref().map_or(0, Bytes::len))
@@ -113,7 +124,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         {
             let b = broker.clone();
             let t = targets.clone();
-            break blocking(move || read_all(&b, &t, max_bytes, read_committed)).await;
+            break blocking(move || read_all(&b, &t, max_bytes, read_committed, replica)).await;
         }
     };
     let fetched: usize = partitions
@@ -182,12 +193,15 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         .with_node_endpoints(node_endpoints)
 }
 
-/// Reads every target once, within the response byte budget. Blocking.
+/// Reads every target once, within the response byte budget. Blocking. For a follower
+/// (`replica`), records its progress: the high watermark may move (consumers waiting for
+/// records are woken) and the follower may join the ISR (proposed to the controller).
 fn read_all(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     targets: &[Target],
     max_bytes: usize,
     read_committed: bool,
+    replica: Option<i32>,
 ) -> Vec<PartitionData> {
     let mut remaining = max_bytes;
     let mut first_with_data = true;
@@ -222,16 +236,19 @@ fn read_all(
                 return base.with_error_code(code(error));
             }
             let budget = remaining.min(t.partition_max_bytes.max(0) as usize);
-            let log = partition.log();
-            // read_committed reads only below the last stable offset (Kafka's
-            // FetchIsolation.TXN_COMMITTED) and lists the aborted transactions
-            // overlapping what it returns, so the consumer can drop their records.
-            let result = if read_committed {
-                let lso = log.last_stable_offset();
-                log.read_bounded(t.fetch_offset, budget, first_with_data, lso)
+            let mut log = partition.log();
+            if let Some(replica) = replica {
+                return follower_read(broker, &partition, &mut log, t, replica, budget, base);
+            }
+            // Consumers read below the high watermark; read_committed only below the last
+            // stable offset (Kafka's FetchIsolation.TXN_COMMITTED), and gets the aborted
+            // transactions overlapping what it returns, so it can drop their records.
+            let bound = if read_committed {
+                log.last_stable_offset()
             } else {
-                log.read(t.fetch_offset, budget, first_with_data)
+                log.high_watermark()
             };
+            let result = log.read_bounded(t.fetch_offset, budget, first_with_data, bound);
             let (log, result) = match result {
                 Err(LogError::NotLocal { offset, .. }) => {
                     // Below the local log start: from the tier, without holding the log's
@@ -325,4 +342,66 @@ fn read_all(
             }
         })
         .collect()
+}
+
+/// A follower's fetch at the leader (Kafka's `Partition.fetchRecords` for a replica): a
+/// follower whose last epoch diverges from the leader's log is told where that epoch ends
+/// here (KIP-595's diverging epoch, so it truncates first); otherwise it reads up to the log
+/// end and its fetch offset counts as its log end for the ISR and the high watermark.
+#[allow(clippy::too_many_arguments)]
+fn follower_read(
+    broker: &Arc<Broker>,
+    partition: &Arc<crate::replica_manager::Partition>,
+    log: &mut strata_log::Log,
+    t: &Target,
+    replica: i32,
+    budget: usize,
+    base: PartitionData,
+) -> PartitionData {
+    let base = base
+        .with_high_watermark(log.high_watermark())
+        .with_last_stable_offset(log.last_stable_offset())
+        .with_log_start_offset(log.log_start_offset());
+    if t.last_fetched_epoch >= 0 {
+        let (epoch, end_offset) = log.end_offset_for_epoch(t.last_fetched_epoch);
+        if epoch != t.last_fetched_epoch || end_offset < t.fetch_offset {
+            return base.with_diverging_epoch(
+                EpochEndOffset::default()
+                    .with_epoch(epoch)
+                    .with_end_offset(end_offset),
+            );
+        }
+    }
+    let read = match log.read(t.fetch_offset, budget, true) {
+        Ok(read) => read,
+        Err(LogError::NotLocal { .. }) => {
+            return base.with_error_code(code(ResponseError::OffsetMovedToTieredStorage))
+        }
+        Err(e) => return base.with_error_code(log_error(broker, partition, &e)),
+    };
+    let hw_before = log.high_watermark();
+    match partition.on_follower_fetch(
+        log,
+        replica,
+        t.fetch_offset,
+        crate::replica_manager::now_ms(),
+    ) {
+        Ok(Some(change)) => crate::replication::propose_isr_change(
+            broker.clone(),
+            partition.clone(),
+            change,
+            partition.leader_epoch(),
+        ),
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(topic = %partition.topic, partition = partition.index, replica, error = %e, "refused a follower fetch");
+            return base.with_error_code(code(ResponseError::NotLeaderOrFollower));
+        }
+    }
+    if log.high_watermark() != hw_before {
+        broker.replicas.notify_appended();
+    }
+    base.with_high_watermark(log.high_watermark())
+        .with_last_stable_offset(log.last_stable_offset())
+        .with_records(Some(read.records))
 }

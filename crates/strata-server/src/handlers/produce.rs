@@ -6,19 +6,23 @@
 //! the local append is done, after `min.insync.replicas` is checked against that set.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
     TopicProduceResponse,
 };
+use kafka_protocol::messages::TopicName;
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use strata_log::{LogError, RecordBatchHeader};
 use strata_meta::config::topic_config;
+use strata_partition::AckState;
 
 use super::{blocking, code, hosted, log_error, str_bytes};
 use crate::broker::Broker;
 use crate::replica_manager::now_ms;
+use crate::replica_manager::Partition;
 
 /// Outcome of one partition's append, computed on the blocking thread.
 struct PartitionOutcome {
@@ -27,6 +31,51 @@ struct PartitionOutcome {
     base_offset: i64,
     log_append_time_ms: i64,
     log_start_offset: i64,
+    /// `acks=all` on a replicated partition: the offset the high watermark must reach.
+    replication: Option<(Arc<Partition>, i64)>,
+}
+
+/// Longest an `acks=all` produce waits for the ISR, whatever the client's timeout.
+const MAX_ACK_WAIT_MS: i32 = 120_000;
+
+/// Waits, up to `timeout`, until every `acks=all` append on a replicated partition is in the
+/// whole ISR (Kafka's delayed produce). Then: done; NOT_ENOUGH_REPLICAS_AFTER_APPEND when the
+/// ISR shrank below `min.insync.replicas` meanwhile; NOT_LEADER_OR_FOLLOWER when leadership
+/// moved; REQUEST_TIMED_OUT when the followers did not catch up in time.
+async fn await_replication(results: &mut [(TopicName, Vec<PartitionOutcome>)], timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for outcome in results.iter_mut().flat_map(|(_, o)| o.iter_mut()) {
+        let Some((partition, required)) = outcome.replication.take() else {
+            continue;
+        };
+        let state = loop {
+            let advanced = partition.hw_advanced().notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            match partition.ack_state(required) {
+                Some(AckState::Waiting) if partition.is_leader() => {}
+                other => break other,
+            }
+            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+                break partition.ack_state(required);
+            }
+        };
+        outcome.error = match state {
+            Some(AckState::Done) => None,
+            Some(AckState::DoneWithTooFewReplicas) => Some((
+                code(ResponseError::NotEnoughReplicasAfterAppend),
+                "The ISR shrank below min.insync.replicas while the records were replicated".into(),
+            )),
+            Some(AckState::Waiting) if partition.is_leader() => Some((
+                code(ResponseError::RequestTimedOut),
+                "The in-sync replicas did not acknowledge the records in time".into(),
+            )),
+            _ => Some((
+                code(ResponseError::NotLeaderOrFollower),
+                "Leadership moved before the records were replicated".into(),
+            )),
+        };
+    }
 }
 
 pub async fn handle(
@@ -35,6 +84,7 @@ pub async fn handle(
     version: i16,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
+    let request_timeout_ms = request.timeout_ms;
     let image = broker.image();
     let valid_acks = matches!(acks, -1..=1);
     // Resolve topics and min.insync.replicas up front, on the async side (no I/O).
@@ -72,6 +122,7 @@ pub async fn handle(
                             base_offset: -1,
                             log_append_time_ms: -1,
                             log_start_offset: -1,
+                            replication: None,
                         };
                         let partition = if known {
                             hosted(&b, &name, p.index)
@@ -81,9 +132,12 @@ pub async fn handle(
                         if !valid_acks {
                             outcome.error = Some((code(ResponseError::InvalidRequiredAcks), "acks must be -1, 0 or 1".into()));
                         } else if let Ok(partition) = &partition {
-                            // In-sync replicas on a single node: just this broker.
-                            let isr_size = 1;
-                            if acks == -1 && isr_size < min_isr {
+                            let enough = if acks == -1 {
+                                partition.check_enough_replicas(min_isr.max(1) as usize)
+                            } else {
+                                Ok(())
+                            };
+                            if let Err(isr_size) = enough {
                                 outcome.error = Some((
                                     code(ResponseError::NotEnoughReplicas),
                                     format!("The size of the current ISR {isr_size} is insufficient to satisfy the min.isr requirement of {min_isr}"),
@@ -111,6 +165,10 @@ pub async fn handle(
                                 }
                                 match single_batch(&records).and_then(|()| log.append_as_leader(&records, partition.leader_epoch(), now)) {
                                     Ok(info) => {
+                                        partition.after_leader_append(&mut log, now);
+                                        if acks == -1 && partition.is_replicated_leader() {
+                                            outcome.replication = Some((partition.clone(), info.last_offset + 1));
+                                        }
                                         if !info.duplicate {
                                             b.metrics.produce_records.add(info.records_count);
                                             b.metrics.produce_bytes.add(records.len() as u64);
@@ -141,6 +199,9 @@ pub async fn handle(
         results
     })
     .await;
+    let timeout = Duration::from_millis(request_timeout_ms.clamp(0, MAX_ACK_WAIT_MS) as u64);
+    let mut results = results;
+    await_replication(&mut results, timeout).await;
     if acks == 0 {
         return None;
     }

@@ -1,0 +1,415 @@
+//! The follower's side of replication (Kafka's `ReplicaFetcherThread`): one task per leader
+//! broker copies every partition this broker follows from it, with the Kafka Fetch protocol
+//! (v12: replica id, current leader epoch, last fetched epoch).
+//!
+//! Per partition and response:
+//! - a *diverging epoch* from the leader means this log's last epoch ends earlier in the
+//!   leader's log (a previous leader wrote records the new one does not have): truncate
+//!   where `strata_partition::truncation_for` says (KIP-101/279/595), then fetch again;
+//! - records are appended as the leader wrote them (`Log::append_as_follower`), and the
+//!   follower's high watermark becomes the leader's, bounded by its own log end;
+//! - the next fetch offset is the log end, which tells the leader how far this follower is.
+//!
+//! [`ReplicaFetchers::update`] runs after every metadata image: it starts a fetcher for each
+//! leader that has partitions to give here, hands each its partitions with the leader epoch
+//! they follow, and stops fetchers that have nothing left. A partition whose leader epoch
+//! changed is fetched with the new epoch from its next request on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use strata_meta::MetadataImage;
+use strata_partition::{truncation_for, EpochEndOffset, Truncation};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::replica_manager::{now_ms, Partition, TopicPartition};
+
+/// Fetch v12 is the first with `last_fetched_epoch` and diverging epochs, and still names
+/// topics (v13+ uses topic ids).
+const FETCH_VERSION: i16 = 12;
+/// Bytes one fetch response may carry over all partitions.
+const FETCH_RESPONSE_MAX_BYTES: i32 = 16 * 1024 * 1024;
+/// A response frame larger than this is refused (the request asks for at most
+/// `FETCH_RESPONSE_MAX_BYTES` of records, plus at least one batch per partition).
+const MAX_FRAME_BYTES: usize = 128 * 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Added to the leader's wait for the whole round trip.
+const RESPONSE_SLACK: Duration = Duration::from_secs(10);
+/// Pause after a failed connection or a response with errors, so that a leader that is
+/// down or not ready is not hammered.
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// A partition this broker follows, and the leader epoch it follows it in.
+#[derive(Clone)]
+struct Followed {
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+}
+
+struct Fetcher {
+    partitions: Arc<Mutex<BTreeMap<TopicPartition, Followed>>>,
+    changed: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+/// The running fetchers, by leader broker id.
+#[derive(Default)]
+pub struct ReplicaFetchers {
+    fetchers: Mutex<HashMap<i32, Fetcher>>,
+}
+
+impl ReplicaFetchers {
+    /// Starts, re-targets and stops fetchers to match `image`. Must run inside the runtime
+    /// (a blocking thread of it is fine).
+    pub fn update(&self, broker: &Arc<Broker>, image: &MetadataImage) {
+        let me = broker.config.node_id;
+        let mut wanted: HashMap<i32, BTreeMap<TopicPartition, Followed>> = HashMap::new();
+        for topic in image.topics() {
+            for p in &topic.partitions {
+                if p.leader == me || p.leader < 0 || !p.replicas.contains(&me) {
+                    continue;
+                }
+                let Some(partition) = broker.replicas.partition(&topic.name, p.partition) else {
+                    continue; // offline here: nothing to copy into
+                };
+                wanted.entry(p.leader).or_default().insert(
+                    (topic.name.clone(), p.partition),
+                    Followed {
+                        partition,
+                        leader_epoch: p.leader_epoch,
+                    },
+                );
+            }
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut fetchers = self.fetchers.lock().unwrap_or_else(|p| p.into_inner());
+        fetchers.retain(|leader, f| {
+            let keep = wanted.contains_key(leader) && !f.task.is_finished();
+            if !keep {
+                f.task.abort();
+            }
+            keep
+        });
+        for (leader, partitions) in wanted {
+            let fetcher = fetchers.entry(leader).or_insert_with(|| {
+                let shared = Arc::new(Mutex::new(BTreeMap::new()));
+                let changed = Arc::new(Notify::new());
+                let task = runtime.spawn(run_fetcher(
+                    broker.clone(),
+                    leader,
+                    shared.clone(),
+                    changed.clone(),
+                ));
+                Fetcher {
+                    partitions: shared,
+                    changed,
+                    task,
+                }
+            });
+            *fetcher.partitions.lock().unwrap_or_else(|p| p.into_inner()) = partitions;
+            fetcher.changed.notify_one();
+        }
+    }
+
+    /// Stops every fetcher and waits for them, so that no fetch holds a log at shutdown.
+    pub async fn stop_all(&self) {
+        let fetchers: Vec<Fetcher> = self
+            .fetchers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, f)| f)
+            .collect();
+        for f in fetchers {
+            f.task.abort();
+            let _ = f.task.await;
+        }
+    }
+}
+
+/// What one partition's next fetch asks for.
+struct FetchPosition {
+    tp: TopicPartition,
+    leader_epoch: i32,
+    fetch_offset: i64,
+    last_fetched_epoch: i32,
+    log_start_offset: i64,
+}
+
+async fn run_fetcher(
+    broker: Arc<Broker>,
+    leader: i32,
+    partitions: Arc<Mutex<BTreeMap<TopicPartition, Followed>>>,
+    changed: Arc<Notify>,
+) {
+    let wait_ms: i32 = broker.config.broker_value("replica.fetch.wait.max.ms");
+    let partition_max_bytes: i32 = broker.config.broker_value("replica.fetch.max.bytes");
+    let mut connection: Option<LeaderConnection> = None;
+    loop {
+        let followed = partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if followed.is_empty() {
+            changed.notified().await;
+            continue;
+        }
+        if connection.is_none() {
+            let image = broker.image();
+            let address = image
+                .broker(leader)
+                .map(|b| format!("{}:{}", b.host, b.port));
+            match address {
+                Some(address) => match LeaderConnection::connect(&address).await {
+                    Ok(c) => {
+                        tracing::info!(leader, %address, partitions = followed.len(), "replica fetcher connected");
+                        connection = Some(c);
+                    }
+                    Err(e) => {
+                        tracing::debug!(leader, %address, error = %e, "replica fetcher cannot connect");
+                        tokio::time::sleep(BACKOFF).await;
+                        continue;
+                    }
+                },
+                None => {
+                    tokio::time::sleep(BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        let Some(conn) = connection.as_mut() else {
+            continue;
+        };
+        let positions = {
+            let followed = followed.clone();
+            match tokio::task::spawn_blocking(move || positions(&followed)).await {
+                Ok(p) => p,
+                Err(_) => return,
+            }
+        };
+        let request = fetch_request(
+            broker.config.node_id,
+            wait_ms,
+            partition_max_bytes,
+            &positions,
+        );
+        let timeout = Duration::from_millis(wait_ms.max(0) as u64) + RESPONSE_SLACK;
+        let response = match tokio::time::timeout(timeout, conn.fetch(&request)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(leader, error = %e, "replica fetch failed; reconnecting");
+                connection = None;
+                tokio::time::sleep(BACKOFF).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(leader, "replica fetch timed out; reconnecting");
+                connection = None;
+                continue;
+            }
+        };
+        let b = broker.clone();
+        let any_error =
+            match tokio::task::spawn_blocking(move || apply(&b, &followed, response)).await {
+                Ok(e) => e,
+                Err(_) => return,
+            };
+        if any_error {
+            tokio::time::sleep(BACKOFF).await;
+        }
+    }
+}
+
+/// Where each followed partition stands. Blocking (locks the logs).
+fn positions(followed: &BTreeMap<TopicPartition, Followed>) -> Vec<FetchPosition> {
+    followed
+        .iter()
+        .map(|(tp, f)| {
+            let log = f.partition.log();
+            FetchPosition {
+                tp: tp.clone(),
+                leader_epoch: f.leader_epoch,
+                fetch_offset: log.log_end_offset(),
+                last_fetched_epoch: log.latest_epoch().unwrap_or(-1),
+                log_start_offset: log.log_start_offset(),
+            }
+        })
+        .collect()
+}
+
+fn fetch_request(
+    replica_id: i32,
+    wait_ms: i32,
+    partition_max_bytes: i32,
+    positions: &[FetchPosition],
+) -> FetchRequest {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for p in positions {
+        let partition = FetchPartition::default()
+            .with_partition(p.tp.1)
+            .with_current_leader_epoch(p.leader_epoch)
+            .with_fetch_offset(p.fetch_offset)
+            .with_last_fetched_epoch(p.last_fetched_epoch)
+            .with_log_start_offset(p.log_start_offset)
+            .with_partition_max_bytes(partition_max_bytes);
+        match topics.last_mut() {
+            Some(t) if t.topic.as_str() == p.tp.0 => t.partitions.push(partition),
+            _ => topics.push(
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(p.tp.0.clone())))
+                    .with_partitions(vec![partition]),
+            ),
+        }
+    }
+    FetchRequest::default()
+        .with_replica_id(BrokerId(replica_id))
+        .with_max_wait_ms(wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(FETCH_RESPONSE_MAX_BYTES)
+        .with_isolation_level(0)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics)
+}
+
+/// Applies a fetch response to the followed logs. Blocking. Returns whether any partition
+/// answered with an error (the caller backs off).
+fn apply(
+    broker: &Broker,
+    followed: &BTreeMap<TopicPartition, Followed>,
+    response: FetchResponse,
+) -> bool {
+    let mut any_error = response.error_code != 0;
+    let now = now_ms();
+    for topic in response.responses {
+        for data in topic.partitions {
+            let tp = (topic.topic.to_string(), data.partition_index);
+            let Some(f) = followed.get(&tp) else {
+                continue;
+            };
+            // Leadership moved on since the request: the next request uses the new epoch.
+            if f.partition.leader_epoch() != f.leader_epoch || f.partition.is_leader() {
+                continue;
+            }
+            if data.error_code != 0 {
+                any_error = true;
+                let error = ResponseError::try_from_code(data.error_code);
+                tracing::debug!(topic = %tp.0, partition = tp.1, ?error, "replica fetch error");
+                if data.error_code == ResponseError::OffsetOutOfRange.code() {
+                    out_of_range(&f.partition, data.log_start_offset);
+                }
+                continue;
+            }
+            let mut log = f.partition.log();
+            let result = if data.diverging_epoch.epoch >= 0 || data.diverging_epoch.end_offset >= 0
+            {
+                let leader_answer = EpochEndOffset {
+                    leader_epoch: data.diverging_epoch.epoch,
+                    end_offset: data.diverging_epoch.end_offset,
+                };
+                let target = match truncation_for(
+                    leader_answer,
+                    log.log_end_offset(),
+                    log.high_watermark(),
+                    |epoch| log.end_offset_for_epoch(epoch),
+                ) {
+                    Truncation::Done(offset) | Truncation::AskAgain { offset, .. } => offset,
+                };
+                tracing::info!(topic = %tp.0, partition = tp.1, from = log.log_end_offset(), to = target, "truncating a diverging log");
+                log.truncate_to(target)
+            } else {
+                let records = data.records.unwrap_or_default();
+                let appended = if records.is_empty() {
+                    Ok(())
+                } else {
+                    log.append_as_follower(&records, now).map(|_| ())
+                };
+                appended.map(|()| {
+                    let hw = data.high_watermark.min(log.log_end_offset());
+                    log.set_high_watermark(hw);
+                })
+            };
+            if let Err(e) = result {
+                any_error = true;
+                broker.metrics.storage_errors.add(1);
+                tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "cannot apply fetched records");
+            }
+        }
+    }
+    any_error
+}
+
+/// The leader no longer has this follower's fetch offset: below its log start (retention
+/// moved it), start the log over there.
+fn out_of_range(partition: &Partition, leader_log_start: i64) {
+    let mut log = partition.log();
+    if leader_log_start > log.log_end_offset() {
+        tracing::warn!(topic = %partition.topic, partition = partition.index, leader_log_start, log_end_offset = log.log_end_offset(), "behind the leader's log start; starting over there");
+        if let Err(e) = log.truncate_fully_and_start_at(leader_log_start) {
+            tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "cannot restart the log");
+        }
+    }
+}
+
+/// One Kafka-protocol connection to a leader, one request at a time.
+struct LeaderConnection {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl LeaderConnection {
+    async fn connect(address: &str) -> std::io::Result<Self> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        stream.set_nodelay(true)?;
+        Ok(LeaderConnection {
+            stream,
+            correlation_id: 0,
+        })
+    }
+
+    async fn fetch(&mut self, request: &FetchRequest) -> anyhow::Result<FetchResponse> {
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::Fetch as i16)
+            .with_request_api_version(FETCH_VERSION)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("strata-replica-fetcher")));
+        let mut body = BytesMut::new();
+        header.encode(&mut body, FetchRequest::header_version(FETCH_VERSION))?;
+        request.encode(&mut body, FETCH_VERSION)?;
+        let mut frame = BytesMut::with_capacity(4 + body.len());
+        frame.put_u32(body.len() as u32);
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).await?;
+        let size = self.stream.read_u32().await? as usize;
+        anyhow::ensure!(size <= MAX_FRAME_BYTES, "response frame of {size} bytes");
+        let mut buf = vec![0u8; size];
+        self.stream.read_exact(&mut buf).await?;
+        let mut buf = Bytes::from(buf);
+        let header =
+            ResponseHeader::decode(&mut buf, FetchResponse::header_version(FETCH_VERSION))?;
+        anyhow::ensure!(
+            header.correlation_id == self.correlation_id,
+            "response to request {} while waiting for {}",
+            header.correlation_id,
+            self.correlation_id
+        );
+        let response = FetchResponse::decode(&mut buf, FETCH_VERSION)?;
+        Ok(response)
+    }
+}
