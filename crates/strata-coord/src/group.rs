@@ -1453,6 +1453,36 @@ impl GroupCoordinator {
     }
 
     /// Applies a record read back from the offsets topic at start-up.
+    /// Forgets every group (classic and KIP-848) that `moved` selects, with its committed and
+    /// pending offsets: this broker no longer leads their offsets-topic partition (Kafka's
+    /// `onResignation`). Members waiting for a JoinGroup or SyncGroup answer get
+    /// NOT_COORDINATOR, so that they find the new coordinator. Returns how many groups went.
+    pub fn unload_groups(&mut self, moved: impl Fn(&str) -> bool) -> usize {
+        let ids: Vec<String> = self.groups.keys().filter(|g| moved(g)).cloned().collect();
+        for id in &ids {
+            let Some(group) = self.groups.remove(id) else {
+                continue;
+            };
+            for (member_id, member) in group.members {
+                if let Some((r, v)) = member.awaiting_join {
+                    self.replies.push(PendingReply::Join(
+                        r,
+                        join_error(v, &member_id, ResponseError::NotCoordinator),
+                    ));
+                }
+                if let Some((r, _)) = member.awaiting_sync {
+                    self.replies.push(PendingReply::Sync(
+                        r,
+                        sync_error(ResponseError::NotCoordinator),
+                    ));
+                }
+            }
+        }
+        let before = self.consumer.groups.len();
+        self.consumer.groups.retain(|g, _| !moved(g));
+        ids.len() + before - self.consumer.groups.len()
+    }
+
     pub fn load(&mut self, record: OffsetsRecord, now_ms: i64) {
         match record {
             OffsetsRecord::ConsumerGroup { group, value } => {

@@ -5,9 +5,14 @@
 //! Every call runs under the coordinator lock and, before the lock is released, appends the
 //! records the call produced to the group's offsets-topic partition and then delivers the
 //! completed replies, so that a client never sees an answer whose state is not yet on disk.
-//! At start-up the offsets topic is read back to rebuild groups and committed offsets.
+//! The groups of an offsets-topic partition live on the broker that leads it (Kafka's
+//! `GroupMetadataManager`): they are read back from the partition when this broker starts
+//! leading it (on the first request after, or when the metadata says so) and forgotten when
+//! it stops; a request for a group whose partition is led elsewhere gets NOT_COORDINATOR.
+//! On a replicated offsets partition, answers wait until the records are in the ISR (as
+//! Kafka's coordinator appends with acks=all).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,7 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::internal_topics::{self, Replayed};
-use crate::replica_manager::now_ms;
+use crate::replica_manager::{now_ms, Partition};
 
 /// A transactional producer: id and epoch.
 type Producer = (i64, i16);
@@ -31,6 +36,9 @@ pub struct GroupService {
     waiting: Mutex<HashMap<ReplyId, oneshot::Sender<PendingReply>>>,
     next_reply: AtomicU64,
     partitions: i32,
+    /// Offsets-topic partitions whose groups are in the coordinator (led here). Lock order:
+    /// after the coordinator lock.
+    loaded: Mutex<BTreeSet<i32>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +51,15 @@ pub enum GroupServiceError {
     Corrupt(String),
     #[error("{0}")]
     Log(#[from] strata_log::LogError),
+    #[error(
+        "{OFFSETS_TOPIC} partition {0}: the in-sync replicas did not confirm the records in time"
+    )]
+    NotReplicated(i32),
 }
+
+/// How long an answer waits for its records to reach the ISR (Kafka's
+/// `offsets.commit.timeout.ms`).
+const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl GroupService {
     pub fn new(broker_config: &crate::config::ServerConfig) -> Self {
@@ -66,6 +82,7 @@ impl GroupService {
             waiting: Mutex::new(HashMap::new()),
             next_reply: AtomicU64::new(1),
             partitions: value("offsets.topic.num.partitions").max(1) as i32,
+            loaded: Mutex::new(BTreeSet::new()),
         }
     }
 
@@ -97,18 +114,94 @@ impl GroupService {
         let value = f(&mut coordinator);
         let (records, replies) = coordinator.take_output();
         let txn_records = coordinator.take_txn_records();
-        let persisted = if records.is_empty() && txn_records.is_empty() {
-            Ok(())
+        let mut persisted = if records.is_empty() && txn_records.is_empty() {
+            Ok(Vec::new())
         } else {
             self.persist(broker, &records, &txn_records)
         };
+        drop(coordinator);
+        // Outside the coordinator lock: other groups go on while these records replicate.
+        if let Ok(appended) = &persisted {
+            if let Err(e) = wait_for_isr(appended) {
+                persisted = Err(e);
+            }
+        }
         if let Err(e) = &persisted {
             // The in-memory state is ahead of the log until the next successful write of the
             // same group; a restart reloads the last durable state.
             broker.metrics.storage_errors.add(1);
             tracing::error!(error = %e, "cannot write group coordinator records");
         }
-        drop(coordinator);
+        self.deliver(replies);
+        (value, persisted.map(|_| ()))
+    }
+
+    /// Whether this broker coordinates `group`: it leads the group's offsets-topic partition.
+    /// Loads the partition's groups on first use after this broker became its leader, and
+    /// forgets them once another broker leads it. Blocking.
+    pub fn coordinates(&self, broker: &Broker, group: &str) -> bool {
+        let partition = self.partition_of(group);
+        self.sync_partition(broker, partition)
+    }
+
+    /// Loads or forgets the groups of every offsets-topic partition to match leadership
+    /// (after each metadata image, so that members waiting on a moved group hear of it).
+    /// Blocking.
+    pub fn sync_leadership(&self, broker: &Broker) {
+        for partition in 0..self.partitions {
+            self.sync_partition(broker, partition);
+        }
+    }
+
+    /// Brings one partition's groups in line with its leadership; returns whether it is led
+    /// (and loaded) here.
+    fn sync_partition(&self, broker: &Broker, partition: i32) -> bool {
+        let leads = broker
+            .replicas
+            .partition(OFFSETS_TOPIC, partition)
+            .is_some_and(|p| p.is_leader());
+        let loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&partition);
+        if leads == loaded {
+            return leads;
+        }
+        let partitions = self.partitions;
+        let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if leads && !loaded.contains(&partition) {
+            match load_partition(broker, &mut coordinator, partition, partitions) {
+                Ok(records) => {
+                    tracing::info!(
+                        partition,
+                        records,
+                        "became the coordinator of an offsets partition"
+                    );
+                    loaded.insert(partition);
+                }
+                Err(e) => {
+                    tracing::error!(partition, error = %e, "cannot load the groups of an offsets partition");
+                    return false;
+                }
+            }
+        } else if !leads && loaded.remove(&partition) {
+            let groups = coordinator.unload_groups(|g| partition_for(g, partitions) == partition);
+            tracing::info!(
+                partition,
+                groups,
+                "no longer the coordinator of an offsets partition"
+            );
+            drop(loaded);
+            let (_, replies) = coordinator.take_output();
+            drop(coordinator);
+            self.deliver(replies);
+        }
+        leads
+    }
+
+    fn deliver(&self, replies: Vec<PendingReply>) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         for reply in replies {
             let id = match &reply {
@@ -119,7 +212,6 @@ impl GroupService {
                 let _ = tx.send(reply);
             }
         }
-        (value, persisted)
     }
 
     /// Creates `__consumer_offsets` if it does not exist yet.
@@ -138,12 +230,14 @@ impl GroupService {
 
     /// Appends records to their groups' partitions: one batch per partition, and one
     /// transactional batch per partition and producer for transactional offset commits.
+    /// Returns, for replicated partitions, where the high watermark must reach.
     fn persist(
         &self,
         broker: &Broker,
         records: &[OffsetsRecord],
         txn_records: &[(i64, i16, OffsetsRecord)],
-    ) -> Result<(), GroupServiceError> {
+    ) -> Result<Vec<(Arc<Partition>, i64)>, GroupServiceError> {
+        let mut appended = Vec::new();
         let now = now_ms();
         // (offsets partition, transactional producer) → records of one batch
         let mut batches: BTreeMap<(i32, Option<Producer>), Vec<_>> = BTreeMap::new();
@@ -164,46 +258,18 @@ impl GroupService {
             let buf = internal_topics::encode_batch(records, producer, now)
                 .map_err(GroupServiceError::Corrupt)?;
             let mut log = hosted.log();
-            match producer {
+            let info = match producer {
                 None => log.append_as_leader(&buf, hosted.leader_epoch(), now)?,
                 Some(_) => log.append_as_coordinator(&buf, hosted.leader_epoch(), now)?,
             };
+            hosted.after_leader_append(&mut log, now);
+            drop(log);
+            if hosted.is_replicated_leader() {
+                appended.push((hosted, info.last_offset + 1));
+            }
         }
-        Ok(())
-    }
-
-    /// Rebuilds groups and offsets from the offsets topic. Blocking; run at start-up.
-    pub fn load(&self, broker: &Broker) -> Result<usize, GroupServiceError> {
-        let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
-        let now = now_ms();
-        let mut loaded = 0usize;
-        let partitions = self.partitions;
-        for partition in 0..partitions {
-            internal_topics::replay(broker, OFFSETS_TOPIC, partition, |r| match r {
-                Replayed::Marker(m) => {
-                    coordinator.complete_transaction(m.producer_id, m.commit, partition, |g| {
-                        partition_for(g, partitions)
-                    })
-                }
-                Replayed::Data {
-                    transactional_producer,
-                    key,
-                    value,
-                } => match OffsetsRecord::decode(&key, value.as_deref()) {
-                    Ok(Some(record)) => {
-                        loaded += 1;
-                        match transactional_producer {
-                            Some(pid) => coordinator.load_txn_offset(pid, record, now),
-                            None => coordinator.load(record, now),
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(partition, error = %e, "skipping record"),
-                },
-            })
-            .map_err(GroupServiceError::Corrupt)?;
-        }
-        Ok(loaded)
+        broker.replicas.notify_appended();
+        Ok(appended)
     }
 
     /// Partitions of `__consumer_offsets`.
@@ -215,6 +281,71 @@ impl GroupService {
     pub fn partition_of(&self, group: &str) -> i32 {
         partition_for(group, self.partitions)
     }
+}
+
+/// Replays one offsets-topic partition into the coordinator. Blocking.
+fn load_partition(
+    broker: &Broker,
+    coordinator: &mut GroupCoordinator,
+    partition: i32,
+    partitions: i32,
+) -> Result<usize, GroupServiceError> {
+    let now = now_ms();
+    let mut loaded = 0usize;
+    internal_topics::replay(broker, OFFSETS_TOPIC, partition, |r| match r {
+        Replayed::Marker(m) => {
+            coordinator.complete_transaction(m.producer_id, m.commit, partition, |g| {
+                partition_for(g, partitions)
+            })
+        }
+        Replayed::Data {
+            transactional_producer,
+            key,
+            value,
+        } => match OffsetsRecord::decode(&key, value.as_deref()) {
+            Ok(Some(record)) => {
+                loaded += 1;
+                match transactional_producer {
+                    Some(pid) => coordinator.load_txn_offset(pid, record, now),
+                    None => coordinator.load(record, now),
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(partition, error = %e, "skipping record"),
+        },
+    })
+    .map_err(GroupServiceError::Corrupt)?;
+    Ok(loaded)
+}
+
+/// Waits until each replicated partition's high watermark reached its offset (the records
+/// are in every in-sync replica), up to [`REPLICATION_WAIT`]. Blocking.
+fn wait_for_isr(appended: &[(Arc<Partition>, i64)]) -> Result<(), GroupServiceError> {
+    if appended.is_empty() {
+        return Ok(());
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return Ok(());
+    };
+    runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + REPLICATION_WAIT;
+        for (partition, required) in appended {
+            loop {
+                let advanced = partition.hw_advanced().notified();
+                tokio::pin!(advanced);
+                advanced.as_mut().enable();
+                match partition.ack_state(*required) {
+                    Some(strata_partition::AckState::Waiting) => {}
+                    Some(_) => break,
+                    None => return Err(GroupServiceError::NotReplicated(partition.index)),
+                }
+                if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+                    return Err(GroupServiceError::NotReplicated(partition.index));
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The cluster's topics as KIP-848 assignors see them.

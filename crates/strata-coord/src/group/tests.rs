@@ -537,3 +537,39 @@ fn consumer_groups_survive_a_reload() {
         code(ResponseError::NonEmptyGroup)
     );
 }
+
+#[test]
+fn unloading_a_group_answers_its_waiting_members_and_forgets_it() {
+    // initial delay: the first member's JoinGroup waits for more members.
+    let mut c = coordinator(60_000);
+    let commit = OffsetCommit {
+        topic: "t".into(),
+        partition: 0,
+        offset: 5,
+        leader_epoch: -1,
+        metadata: None,
+    };
+    let simple = CommitIdentity {
+        group_id: "g",
+        generation_id: -1,
+        member_id: "",
+        group_instance_id: None,
+        api_version: 8,
+    };
+    assert_eq!(c.commit_offsets(&simple, &[commit], 0), vec![0]);
+    let _ = c.take_output();
+    join_new(&mut c, 7, 0);
+    assert!(
+        joins(&mut c).is_empty(),
+        "the join waits for the initial delay"
+    );
+    assert_eq!(c.unload_groups(|g| g == "other"), 0);
+    assert_eq!(c.unload_groups(|g| g == "g"), 1);
+    let answered = joins(&mut c);
+    assert_eq!(
+        answered.get(&7).map(|r| r.error_code),
+        Some(code(ResponseError::NotCoordinator))
+    );
+    let fetched = c.fetch_offsets("g", Some(&[("t".into(), vec![0])]));
+    assert_eq!(fetched[0].1[0].1, None, "offsets went with the group");
+}

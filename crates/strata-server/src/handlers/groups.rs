@@ -61,6 +61,16 @@ fn coordinator_ready(broker: &Broker) -> Result<(), ResponseError> {
     })
 }
 
+/// NOT_COORDINATOR unless this broker leads `group`'s offsets partition (then its groups are
+/// loaded). Blocking.
+fn coordinator_of(broker: &Broker, group: &str) -> Result<(), ResponseError> {
+    if broker.groups.coordinates(broker, group) {
+        Ok(())
+    } else {
+        Err(ResponseError::NotCoordinator)
+    }
+}
+
 pub async fn handle_find_coordinator(
     broker: &Arc<Broker>,
     request: FindCoordinatorRequest,
@@ -162,6 +172,9 @@ pub async fn handle_join(
     if tokio::task::block_in_place(|| coordinator_ready(broker)).is_err() {
         return unavailable();
     }
+    if tokio::task::block_in_place(|| coordinator_of(broker, &request.group_id)).is_err() {
+        return unavailable().with_error_code(code(ResponseError::NotCoordinator));
+    }
     let (id, answer) = broker.groups.register();
     let client_host = format!("/{}", peer.ip());
     tokio::task::block_in_place(|| {
@@ -180,6 +193,9 @@ pub async fn handle_sync(
     request: SyncGroupRequest,
     version: i16,
 ) -> SyncGroupResponse {
+    if let Err(e) = tokio::task::block_in_place(|| coordinator_of(broker, &request.group_id)) {
+        return SyncGroupResponse::default().with_error_code(code(e));
+    }
     let (id, answer) = broker.groups.register();
     tokio::task::block_in_place(|| {
         broker
@@ -194,6 +210,9 @@ pub async fn handle_sync(
 }
 
 pub fn handle_heartbeat(broker: &Arc<Broker>, request: &HeartbeatRequest) -> HeartbeatResponse {
+    if let Err(e) = tokio::task::block_in_place(|| coordinator_of(broker, &request.group_id)) {
+        return HeartbeatResponse::default().with_error_code(code(e));
+    }
     let error = tokio::task::block_in_place(|| {
         broker.groups.run(broker, |c| {
             c.heartbeat(
@@ -228,6 +247,7 @@ pub fn handle_leave(
         vec![(request.member_id.to_string(), None)]
     };
     let result = tokio::task::block_in_place(|| {
+        coordinator_of(broker, &request.group_id).map_err(code)?;
         broker
             .groups
             .run(broker, |c| c.leave(&request.group_id, &members, now_ms()))
@@ -302,10 +322,12 @@ pub(super) use commit_results;
 /// up again and retries), and never acknowledges a commit that is not in the log.
 pub(super) fn commit_durably(
     broker: &Broker,
+    group: &str,
     count: usize,
     commit: impl FnOnce(&mut strata_coord::GroupCoordinator) -> Vec<i16>,
 ) -> Vec<i16> {
-    tokio::task::block_in_place(|| match coordinator_ready(broker) {
+    let ready = || coordinator_ready(broker).and_then(|()| coordinator_of(broker, group));
+    tokio::task::block_in_place(|| match ready() {
         Ok(()) => match broker.groups.run_durable(broker, commit) {
             (errors, Ok(())) => errors,
             (_, Err(_)) => vec![code(ResponseError::NotCoordinator); count],
@@ -327,7 +349,7 @@ pub fn handle_offset_commit(
         group_instance_id: request.group_instance_id.as_ref().map(|i| i.as_str()),
         api_version: version,
     };
-    let errors = commit_durably(broker, commits.len(), |c| {
+    let errors = commit_durably(broker, &request.group_id, commits.len(), |c| {
         c.commit_offsets(&who, &commits, now_ms())
     });
     OffsetCommitResponse::default().with_topics(commit_results!(
@@ -349,6 +371,24 @@ fn fetch_group(
     require_stable: bool,
 ) -> Vec<(String, Vec<(i32, CommittedOffsetView)>)> {
     tokio::task::block_in_place(|| {
+        if coordinator_of(broker, group).is_err() {
+            // Every requested partition answers NOT_COORDINATOR; the client looks again.
+            let not_coordinator = || {
+                let mut view = CommittedOffsetView::from(None);
+                view.error = code(ResponseError::NotCoordinator);
+                view
+            };
+            return topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, parts)| {
+                    (
+                        t,
+                        parts.into_iter().map(|p| (p, not_coordinator())).collect(),
+                    )
+                })
+                .collect();
+        }
         broker.groups.run(broker, |c| {
             c.fetch_offsets(group, topics.as_deref())
                 .into_iter()
@@ -676,13 +716,15 @@ pub fn handle_consumer_group_heartbeat(
         api_version: version,
     };
     let topics = crate::group_service::topic_views(&broker.image());
-    let result = tokio::task::block_in_place(|| match coordinator_ready(broker) {
+    let ready =
+        || coordinator_ready(broker).and_then(|()| coordinator_of(broker, &request.group_id));
+    let result = tokio::task::block_in_place(|| match ready() {
         Ok(()) => broker.groups.run(broker, |c| {
             c.consumer_heartbeat(heartbeat, &topics, now_ms())
         }),
         Err(error) => Err(HeartbeatError {
             error,
-            message: "The coordinator is not available.".into(),
+            message: format!("{error:?}: this broker cannot coordinate the group now."),
         }),
     });
     match result {
