@@ -800,3 +800,106 @@ def test_dev_cluster_refuses_bad_arguments(tmp_path):
     if others_free:
         assert f"port {port} (admin HTTP port of node 2)" in out, out
     assert not (tmp_path / "dc").exists(), "a refused dev cluster created its data directory"
+
+
+@pytest.mark.timeout(150)
+def test_group_coordinator_moves_with_its_offsets_partition(cluster_factory, topic):
+    """With a replicated __consumer_offsets, killing the coordinator's node moves the group to
+    the partition's new leader, which has the committed offsets and serves the group."""
+    c = cluster_factory(
+        3,
+        overrides={
+            "offsets.topic.num.partitions": 3,
+            "offsets.topic.replication.factor": 3,
+            "replica.lag.time.max.ms": 3000,
+        },
+    )
+    create_topic(make_admin(c.bootstrap), topic, partitions=3, replication_factor=3)
+    c.wait_leaders(topic, all_led(3), what="3 partitions led")
+    produce(c.bootstrap, topic, [(i % 3, b"v%d" % i) for i in range(30)])
+    group = f"g-{topic}"
+    coords: dict[int, int | None] = {}
+
+    def agreed(nodes):
+        coords.clear()
+        coords.update({n.node_id: find_coordinator(n, group) for n in nodes})
+        return len(set(coords.values())) == 1 and None not in coords.values()
+
+    wait_until(lambda: agreed(c.nodes), timeout=30, interval=0.2, msg=lambda: f"one coordinator ({coords})")
+    old = c.node(next(iter(coords.values())))
+    m1 = Member(c.bootstrap, group, [topic], "before", group_protocol="classic")
+    try:
+        poll_until([m1], lambda: len(m1.records) >= 30, timeout=30, msg=lambda: f"30 records ({m1!r})")
+        m1.c.commit(asynchronous=False)
+    finally:
+        m1.close()
+    produce(c.bootstrap, topic, [(i % 3, b"v%d" % i) for i in range(30, 45)])
+
+    log.info("killing coordinator node %d of group %s", old.node_id, group)
+    old.kill()
+    survivors = [n for n in c.nodes if n is not old]
+    wait_until(
+        lambda: agreed(survivors) and old.node_id not in coords.values(),
+        timeout=40,
+        interval=0.2,
+        msg=lambda: f"a surviving coordinator for {group} ({coords})",
+        ignore=(OSError,),
+    )
+    bootstrap = ",".join(n.bootstrap for n in survivors)
+    m2 = Member(bootstrap, group, [topic], "after", group_protocol="classic")
+    try:
+        poll_until([m2], lambda: len(m2.records) >= 15, timeout=60, msg=lambda: f"15 new records ({m2!r})")
+        assert min(o for _, _, o, _ in m2.records) == 10, "did not resume from the committed offsets"
+        committed = m2.c.committed([TopicPartition(topic, p) for p in range(3)], timeout=10)
+        assert {tp.partition: tp.offset for tp in committed} == {0: 10, 1: 10, 2: 10}
+    finally:
+        m2.close()
+
+
+@pytest.mark.timeout(120)
+def test_transactions_span_partitions_on_every_broker(cluster, topic):
+    """The transaction coordinator writes markers to partitions led by other brokers
+    (WriteTxnMarkers), so read_committed consumers see committed records of every partition
+    and never those of an aborted transaction."""
+    from confluent_kafka import Consumer, Producer
+
+    c = cluster
+    create_topic(make_admin(c.bootstrap), topic, partitions=6, replication_factor=2)
+    c.wait_leaders(topic, spread_over(c.broker_ids, 6), what="6 partitions spread over all 3 brokers")
+    producer = Producer({"bootstrap.servers": c.bootstrap, "transactional.id": f"tx-{topic}"})
+    producer.init_transactions(30)
+    for outcome in ("commit", "abort", "commit"):
+        producer.begin_transaction()
+        for p in range(6):
+            producer.produce(topic, value=f"{outcome}-{p}".encode(), partition=p)
+        if outcome == "commit":
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": c.bootstrap,
+            "group.id": f"g-{topic}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(6)])
+    values: list[bytes] = []
+    at_end: set[int] = set()
+    deadline = time.monotonic() + 40
+    try:
+        while len(at_end) < 6 and time.monotonic() < deadline:
+            m = consumer.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(m.partition())
+                continue
+            values.append(m.value())
+    finally:
+        consumer.close()
+    assert at_end == set(range(6)), f"read_committed stalled on partitions {set(range(6)) - at_end}"
+    assert sorted(values) == sorted([f"commit-{p}".encode() for p in range(6)] * 2), values

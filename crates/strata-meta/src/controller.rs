@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::config::{broker_config, check_topic_config_set, topic_config};
 use crate::image::MetadataImage;
-use crate::partition_change::{AlterPartitionError, PartitionRegistration};
+use crate::partition_change::{AlterPartitionError, PartitionRegistration, NO_LEADER};
 use crate::records::{ConfigResource, MetadataRecord};
 
 /// Kafka's limit on topic name length.
@@ -50,6 +50,69 @@ impl AlterPartitionFailure {
         }
     }
 }
+
+/// Kafka's `ElectionType`, the kind of leader election an ElectLeaders request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// The first replica leads again, if it is live and in the ISR (Kafka's code 0).
+    Preferred,
+    /// A partition without a leader gets one, from the ISR if a member is live, otherwise
+    /// from any live replica at the risk of losing acknowledged records (Kafka's code 1).
+    Unclean,
+}
+
+impl ElectionType {
+    /// The election type of an ElectLeaders request; `None` for a code Kafka does not define.
+    pub fn from_code(code: i8) -> Option<Self> {
+        match code {
+            0 => Some(ElectionType::Preferred),
+            1 => Some(ElectionType::Unclean),
+            _ => None,
+        }
+    }
+}
+
+/// Why one partition of an ElectLeaders request got no new leader, with Kafka's error codes
+/// and messages (`ReplicationControlManager.electLeader`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ElectionError {
+    /// UNKNOWN_TOPIC_OR_PARTITION (3).
+    #[error("{0}")]
+    UnknownTopicOrPartition(String),
+    /// ELECTION_NOT_NEEDED (84): the preferred replica already leads (preferred), or the
+    /// partition has a leader (unclean).
+    #[error("Leader election not needed for topic partition.")]
+    ElectionNotNeeded,
+    /// PREFERRED_LEADER_NOT_AVAILABLE (80): the preferred replica is fenced or out of sync.
+    #[error("The preferred leader was not available.")]
+    PreferredLeaderNotAvailable,
+    /// ELIGIBLE_LEADERS_NOT_AVAILABLE (83): no replica of the partition is live.
+    #[error("Eligible topic partition leaders are not available.")]
+    EligibleLeadersNotAvailable,
+}
+
+impl ElectionError {
+    pub fn kafka_error_code(&self) -> i16 {
+        match self {
+            ElectionError::UnknownTopicOrPartition(_) => 3,
+            ElectionError::ElectionNotNeeded => 84,
+            ElectionError::PreferredLeaderNotAvailable => 80,
+            ElectionError::EligibleLeadersNotAvailable => 83,
+        }
+    }
+}
+
+/// One topic of an ElectLeaders answer: each partition's outcome, in request order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicElection {
+    pub topic: String,
+    pub partitions: Vec<(i32, Result<(), ElectionError>)>,
+}
+
+/// Most preferred-leader elections one automatic balance round commits (Kafka's
+/// `MAX_ELECTIONS_PER_IMBALANCE`), so that one metadata batch stays small; the caller runs
+/// another round at once when a round is full.
+pub const MAX_ELECTIONS_PER_BALANCE: usize = 1000;
 
 /// A refused change, one variant per Kafka error code the controller can return.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -279,6 +342,166 @@ impl Controller {
             vec![partition_record(topic_id, partition, &next)]
         };
         Ok((next, records))
+    }
+
+    /// One partition's leader election for ElectLeaders (Kafka's
+    /// `ReplicationControlManager.electLeader`): the record moving its leadership, or why
+    /// there is none. A preferred election of a partition without any leader elects the
+    /// first live ISR member when the preferred replica cannot lead, as Kafka's
+    /// `PartitionChangeBuilder` does; an unclean one prefers a live ISR member and falls
+    /// back to any live replica, whatever `unclean.leader.election.enable` says (asking for
+    /// it is the operator's explicit consent to lose records).
+    pub fn elect_leader(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        partition: i32,
+        election: ElectionType,
+    ) -> Result<MetadataRecord, ElectionError> {
+        let t = image.topic(topic).ok_or_else(|| {
+            ElectionError::UnknownTopicOrPartition(format!("No such topic as {topic}"))
+        })?;
+        let p = usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get(i))
+            .ok_or_else(|| {
+                ElectionError::UnknownTopicOrPartition(format!(
+                    "No such partition as {topic}-{partition}"
+                ))
+            })?;
+        let current = p.registration();
+        let live = image.live_brokers();
+        let next = match election {
+            ElectionType::Preferred => {
+                if current.replicas.first() == Some(&current.leader) {
+                    return Err(ElectionError::ElectionNotNeeded);
+                }
+                current
+                    .elect_preferred(&live)
+                    .or_else(|| {
+                        (current.leader == NO_LEADER)
+                            .then(|| current.on_broker_unfenced(&live, false))
+                            .flatten()
+                    })
+                    .ok_or(ElectionError::PreferredLeaderNotAvailable)?
+            }
+            ElectionType::Unclean => {
+                if current.leader != NO_LEADER {
+                    return Err(ElectionError::ElectionNotNeeded);
+                }
+                current
+                    .on_broker_unfenced(&live, true)
+                    .ok_or(ElectionError::EligibleLeadersNotAvailable)?
+            }
+        };
+        Ok(partition_record(t.topic_id, partition, &next))
+    }
+
+    /// ElectLeaders (KIP-460): an election for each named partition, or with `targets`
+    /// `None` for every partition of every topic, where (as in Kafka) partitions that need
+    /// no election are left out of the answer. A partition named twice gets one election
+    /// and the same outcome twice.
+    pub fn elect_leaders(
+        &self,
+        image: &MetadataImage,
+        election: ElectionType,
+        targets: Option<&[(String, Vec<i32>)]>,
+    ) -> (Vec<TopicElection>, Vec<MetadataRecord>) {
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        match targets {
+            None => {
+                for topic in image.topics() {
+                    let mut partitions = Vec::new();
+                    for p in &topic.partitions {
+                        match self.elect_leader(image, &topic.name, p.partition, election) {
+                            Ok(record) => {
+                                records.push(record);
+                                partitions.push((p.partition, Ok(())));
+                            }
+                            Err(ElectionError::ElectionNotNeeded) => {}
+                            Err(e) => partitions.push((p.partition, Err(e))),
+                        }
+                    }
+                    results.push(TopicElection {
+                        topic: topic.name.clone(),
+                        partitions,
+                    });
+                }
+            }
+            Some(targets) => {
+                let mut done: BTreeMap<(&str, i32), Result<(), ElectionError>> = BTreeMap::new();
+                for (topic, partitions) in targets {
+                    let mut outcomes = Vec::with_capacity(partitions.len());
+                    for &partition in partitions {
+                        let outcome = done
+                            .entry((topic.as_str(), partition))
+                            .or_insert_with(|| {
+                                self.elect_leader(image, topic, partition, election)
+                                    .map(|record| records.push(record))
+                            })
+                            .clone();
+                        outcomes.push((partition, outcome));
+                    }
+                    results.push(TopicElection {
+                        topic: topic.clone(),
+                        partitions: outcomes,
+                    });
+                }
+            }
+        }
+        (results, records)
+    }
+
+    /// The active controller's automatic preferred-leader balancing (Kafka's
+    /// `auto.leader.rebalance.enable`): for each broker that is the preferred (first)
+    /// replica of some partitions, when more than `imbalance_percentage` percent of those
+    /// are not led by it, leadership of each of them moves back to it where its replica is
+    /// live and in the ISR. At most [`MAX_ELECTIONS_PER_BALANCE`] elections per call.
+    ///
+    /// The per-broker threshold is the ZooKeeper controller's rule
+    /// (`leader.imbalance.per.broker.percentage`); Kafka's KRaft controller ignores that
+    /// setting and balances every imbalanced partition, which is this with 0 percent.
+    pub fn balance_leaders(
+        &self,
+        image: &MetadataImage,
+        imbalance_percentage: i32,
+    ) -> Vec<MetadataRecord> {
+        let live = image.live_brokers();
+        // Per preferred replica: how many partitions prefer it, and those it does not lead.
+        let mut preferred_for: BTreeMap<i32, usize> = BTreeMap::new();
+        let mut not_led: BTreeMap<i32, Vec<(Uuid, &crate::PartitionImage)>> = BTreeMap::new();
+        for topic in image.topics() {
+            for p in &topic.partitions {
+                let Some(&preferred) = p.replicas.first() else {
+                    continue;
+                };
+                *preferred_for.entry(preferred).or_default() += 1;
+                if p.leader != preferred {
+                    not_led
+                        .entry(preferred)
+                        .or_default()
+                        .push((topic.topic_id, p));
+                }
+            }
+        }
+        let mut records = Vec::new();
+        for (broker, not_led) in &not_led {
+            let total = preferred_for.get(broker).copied().unwrap_or_default();
+            // not_led / total > percentage / 100, without rounding.
+            if (not_led.len() as i64) * 100 <= i64::from(imbalance_percentage) * (total as i64) {
+                continue;
+            }
+            for (topic_id, p) in not_led {
+                if records.len() >= MAX_ELECTIONS_PER_BALANCE {
+                    return records;
+                }
+                if let Some(next) = p.registration().elect_preferred(&live) {
+                    records.push(partition_record(*topic_id, p.partition, &next));
+                }
+            }
+        }
+        records
     }
 
     /// Records unfencing a broker that caught up with the metadata log: partitions without a
@@ -1162,5 +1385,267 @@ mod tests {
         let json = serde_json::to_string(&image).unwrap();
         let back: MetadataImage = serde_json::from_str(&json).unwrap();
         assert_eq!(back, image);
+    }
+
+    /// A cluster of brokers 1..=3 with topic "t" (replication factor 3, `partitions`
+    /// partitions, placed by the controller).
+    fn replicated(partitions: i32) -> MetadataImage {
+        let image = cluster(&[1, 2, 3]);
+        let mut s = spec("t", partitions);
+        s.replication_factor = 3;
+        let (_, records) = Controller::new(1).create_topic(&image, &s, (1, 1)).unwrap();
+        image.apply(&records)
+    }
+
+    fn partition(image: &MetadataImage, p: usize) -> crate::PartitionImage {
+        image.topic("t").unwrap().partitions[p].clone()
+    }
+
+    fn fence(image: &MetadataImage, b: i32) -> MetadataImage {
+        let epoch = image.broker(b).unwrap().broker_epoch;
+        image.apply(&Controller::new(1).fence_broker(image, b, epoch, false))
+    }
+
+    fn unfence(image: &MetadataImage, b: i32) -> MetadataImage {
+        let epoch = image.broker(b).unwrap().broker_epoch;
+        image.apply(&Controller::new(1).unfence_broker(image, b, epoch, false))
+    }
+
+    /// The leader of partition `p` takes `b` back into the ISR (AlterPartition).
+    fn rejoin_isr(image: &MetadataImage, p: usize, b: i32) -> MetadataImage {
+        let part = partition(image, p);
+        let mut isr = part.isr.clone();
+        isr.push(b);
+        let leader_epoch = image.broker(part.leader).unwrap().broker_epoch;
+        let (_, records) = Controller::new(1)
+            .alter_partition(
+                image,
+                part.leader,
+                leader_epoch,
+                image.topic("t").unwrap().topic_id,
+                p as i32,
+                part.leader_epoch,
+                part.partition_epoch,
+                &isr,
+            )
+            .unwrap();
+        image.apply(&records)
+    }
+
+    fn codes(results: &[TopicElection]) -> Vec<(String, i32, i16)> {
+        results
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(|(p, r)| {
+                    let code = r.as_ref().err().map_or(0, ElectionError::kafka_error_code);
+                    (t.topic.clone(), *p, code)
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn preferred_election_moves_leadership_back_once_the_replica_is_in_sync() {
+        let controller = Controller::new(1);
+        let image = replicated(1);
+        let preferred = partition(&image, 0).replicas[0];
+        let targets = [("t".to_string(), vec![0])];
+        let elect = |image: &MetadataImage| {
+            controller.elect_leaders(image, ElectionType::Preferred, Some(&targets))
+        };
+        assert_eq!(codes(&elect(&image).0), [("t".into(), 0, 84)]);
+        // Fenced: leadership moves away and the preferred replica cannot take it back.
+        let image = fence(&image, preferred);
+        assert_ne!(partition(&image, 0).leader, preferred);
+        assert_eq!(codes(&elect(&image).0), [("t".into(), 0, 80)]);
+        // Back, but not in the ISR yet.
+        let image = unfence(&image, preferred);
+        assert_eq!(codes(&elect(&image).0), [("t".into(), 0, 80)]);
+        let image = rejoin_isr(&image, 0, preferred);
+        let before = partition(&image, 0);
+        let (results, records) = elect(&image);
+        assert_eq!(codes(&results), [("t".into(), 0, 0)]);
+        let image = image.apply(&records);
+        let after = partition(&image, 0);
+        assert_eq!(after.leader, preferred);
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        assert_eq!(after.isr, before.isr, "the ISR stays");
+        assert_eq!(codes(&elect(&image).0), [("t".into(), 0, 84)]);
+    }
+
+    #[test]
+    fn elect_leaders_reports_unknown_partitions_and_duplicates_once() {
+        let controller = Controller::new(1);
+        let image = replicated(2);
+        let preferred = partition(&image, 0).replicas[0];
+        let image = fence(&image, preferred);
+        let image = unfence(&image, preferred);
+        let image = rejoin_isr(&image, 0, preferred);
+        let targets = [
+            ("t".to_string(), vec![0, 0, 7, -1]),
+            ("nope".to_string(), vec![0]),
+        ];
+        let (results, records) =
+            controller.elect_leaders(&image, ElectionType::Preferred, Some(&targets));
+        assert_eq!(
+            codes(&results),
+            [
+                ("t".into(), 0, 0),
+                ("t".into(), 0, 0),
+                ("t".into(), 7, 3),
+                ("t".into(), -1, 3),
+                ("nope".into(), 0, 3)
+            ]
+        );
+        assert_eq!(records.len(), 1, "one election for a partition named twice");
+    }
+
+    #[test]
+    fn electing_every_partition_leaves_out_the_ones_that_need_none() {
+        let controller = Controller::new(1);
+        let image = replicated(6);
+        let (results, records) = controller.elect_leaders(&image, ElectionType::Preferred, None);
+        assert_eq!(results.len(), 1);
+        assert!(results[0].partitions.is_empty() && records.is_empty());
+        let image = fence(&image, 2);
+        let image = unfence(&image, 2);
+        let moved: Vec<i32> = (0..6)
+            .filter(|p| partition(&image, *p).replicas[0] == 2)
+            .map(|p| p as i32)
+            .collect();
+        assert_eq!(moved.len(), 2, "6 partitions over 3 brokers");
+        // Out of sync: every partition preferring 2 reports PREFERRED_LEADER_NOT_AVAILABLE.
+        let (results, _) = controller.elect_leaders(&image, ElectionType::Preferred, None);
+        let want: Vec<(String, i32, i16)> = moved.iter().map(|p| ("t".into(), *p, 80)).collect();
+        assert_eq!(codes(&results), want);
+        let mut image = image;
+        for p in &moved {
+            image = rejoin_isr(&image, *p as usize, 2);
+        }
+        let (results, records) = controller.elect_leaders(&image, ElectionType::Preferred, None);
+        let want: Vec<(String, i32, i16)> = moved.iter().map(|p| ("t".into(), *p, 0)).collect();
+        assert_eq!(codes(&results), want);
+        let image = image.apply(&records);
+        assert!((0..6).all(|p| partition(&image, p).leader == partition(&image, p).replicas[0]));
+    }
+
+    #[test]
+    fn unclean_election_only_for_partitions_without_a_leader() {
+        let controller = Controller::new(1);
+        let image = replicated(1);
+        let targets = [("t".to_string(), vec![0])];
+        let elect = |image: &MetadataImage, election| {
+            controller.elect_leaders(image, election, Some(&targets))
+        };
+        assert_eq!(
+            codes(&elect(&image, ElectionType::Unclean).0),
+            [("t".into(), 0, 84)]
+        );
+        // Fence every replica: the last ISR member stays, the partition has no leader.
+        let replicas = partition(&image, 0).replicas.clone();
+        let mut image = image;
+        for b in &replicas {
+            image = fence(&image, *b);
+        }
+        let p = partition(&image, 0);
+        assert_eq!(p.leader, NO_LEADER);
+        let last_in_sync = p.isr[0];
+        assert_eq!(
+            codes(&elect(&image, ElectionType::Unclean).0),
+            [("t".into(), 0, 83)],
+            "no live replica"
+        );
+        // Another replica comes back: a clean election cannot use it, an unclean one can.
+        let other = *replicas.iter().find(|b| **b != last_in_sync).unwrap();
+        let image = unfence(&image, other);
+        assert_eq!(partition(&image, 0).leader, NO_LEADER);
+        let (results, records) = elect(&image, ElectionType::Unclean);
+        assert_eq!(codes(&results), [("t".into(), 0, 0)]);
+        let image = image.apply(&records);
+        let p = partition(&image, 0);
+        assert_eq!((p.leader, p.isr.clone()), (other, vec![other]));
+        assert_eq!(p.registration().check(), Ok(()));
+        assert_eq!(
+            ElectionType::from_code(1),
+            Some(ElectionType::Unclean),
+            "Kafka's codes"
+        );
+        assert_eq!(ElectionType::from_code(2), None);
+    }
+
+    #[test]
+    fn preferred_election_of_a_leaderless_partition_takes_a_live_isr_member() {
+        let controller = Controller::new(1);
+        let image = replicated(1);
+        let p = partition(&image, 0);
+        let (preferred, other) = (p.replicas[0], p.replicas[1]);
+        let image = fence(&image, preferred);
+        // A leaderless partition whose preferred replica is fenced but another ISR member is
+        // live (the controller itself never leaves one so; an image can hold it).
+        let p = partition(&image, 0);
+        let image = image.apply(&[MetadataRecord::Partition {
+            topic_id: image.topic("t").unwrap().topic_id,
+            partition: 0,
+            replicas: p.replicas.clone(),
+            leader: NO_LEADER,
+            leader_epoch: p.leader_epoch + 1,
+            isr: p.isr.clone(),
+            partition_epoch: p.partition_epoch + 1,
+        }]);
+        let targets = [("t".to_string(), vec![0])];
+        let (results, records) =
+            controller.elect_leaders(&image, ElectionType::Preferred, Some(&targets));
+        assert_eq!(codes(&results), [("t".into(), 0, 0)]);
+        let after = partition(&image.apply(&records), 0);
+        assert_eq!(after.leader, other, "the first live ISR member");
+        // The automatic balance moves leadership to preferred replicas only.
+        assert!(controller.balance_leaders(&image, 0).is_empty());
+    }
+
+    #[test]
+    fn automatic_balance_follows_the_per_broker_imbalance_percentage() {
+        let controller = Controller::new(1);
+        // 30 partitions over 3 brokers: each broker is preferred for 10.
+        let image = replicated(30);
+        assert!(controller.balance_leaders(&image, 0).is_empty(), "balanced");
+        let image = unfence(&fence(&image, 1), 1);
+        let preferring_1: Vec<usize> = (0..30)
+            .filter(|p| partition(&image, *p).replicas[0] == 1)
+            .collect();
+        assert_eq!(preferring_1.len(), 10);
+        assert!(preferring_1
+            .iter()
+            .all(|p| partition(&image, *p).leader != 1));
+        // Not in sync yet: nothing to do, however imbalanced.
+        assert!(controller.balance_leaders(&image, 0).is_empty());
+        // One of the ten back in sync: 100% imbalance, the one partition that can move does.
+        let mut image = rejoin_isr(&image, preferring_1[0], 1);
+        let records = controller.balance_leaders(&image, 10);
+        assert_eq!(records.len(), 1);
+        image = image.apply(&records);
+        assert_eq!(partition(&image, preferring_1[0]).leader, 1);
+        // All in sync, 9 of 10 not led by 1.
+        for p in &preferring_1[1..] {
+            image = rejoin_isr(&image, *p, 1);
+        }
+        assert_eq!(controller.balance_leaders(&image, 89).len(), 9);
+        assert!(
+            controller.balance_leaders(&image, 90).is_empty(),
+            "90% is not above 90%"
+        );
+        // Move 8 back by hand: 1 of 10 (10%) left, which the default 10% tolerates.
+        let targets = [(
+            "t".to_string(),
+            preferring_1[1..9].iter().map(|p| *p as i32).collect(),
+        )];
+        let (_, records) =
+            controller.elect_leaders(&image, ElectionType::Preferred, Some(&targets));
+        image = image.apply(&records);
+        assert!(controller.balance_leaders(&image, 10).is_empty());
+        let records = controller.balance_leaders(&image, 9);
+        assert_eq!(records.len(), 1);
+        image = image.apply(&records);
+        assert!((0..30).all(|p| partition(&image, p).leader == partition(&image, p).replicas[0]));
+        assert!(controller.balance_leaders(&image, 0).is_empty());
     }
 }

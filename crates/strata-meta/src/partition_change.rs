@@ -5,8 +5,8 @@
 //!
 //! Pure functions from a [`PartitionRegistration`] and the live brokers to the next
 //! registration (or a Kafka error), so that the controller and a deterministic simulation use
-//! the same rules. Issue 6 in progress: the metadata records do not carry ISR and partition
-//! epoch yet, so nothing calls this outside its tests.
+//! the same rules: the controller applies them to the image's partitions (fencing, unfencing,
+//! AlterPartition, ElectLeaders and the automatic preferred-leader balance).
 //!
 //! Invariants kept by every change (checked by [`PartitionRegistration::check`]): the ISR is a
 //! non-empty subset of the replicas; the leader is in the ISR or is [`NO_LEADER`]; the leader

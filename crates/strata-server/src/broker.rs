@@ -173,11 +173,9 @@ impl Broker {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partition logs opened"
         );
-        match broker.groups.load(&broker) {
-            Ok(records) => tracing::info!(records, "consumer groups loaded"),
-            // Groups are rebuilt from what could be read; the broker still serves.
-            Err(e) => tracing::error!(error = %e, "cannot load consumer groups"),
-        }
+        // The groups of the offsets partitions led here (a partition that cannot be read is
+        // tried again on its groups' next request).
+        broker.groups.sync_leadership(&broker);
         match broker.txns.load(&broker) {
             Ok(records) => tracing::info!(records, "transactions loaded"),
             Err(e) => tracing::error!(error = %e, "cannot load transactions"),
@@ -198,6 +196,7 @@ impl Broker {
     pub fn reconcile(self: &Arc<Self>, image: &MetadataImage) {
         self.replicas.reconcile(image, &self.config);
         self.fetchers.update(self, image);
+        self.groups.sync_leadership(self);
     }
 
     pub fn is_serving(&self) -> bool {
@@ -288,7 +287,7 @@ impl Broker {
             ));
         }
         if let Some(service) = &self.controller_service {
-            tasks.spawn(service.clone().run_sessions(stop_rx.clone()));
+            tasks.spawn(service.clone().run_controller_duties(stop_rx.clone()));
         }
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing in-flight requests");

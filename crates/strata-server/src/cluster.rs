@@ -8,6 +8,10 @@
 //! (`Quorum::call_leader`). Sessions live in the active controller's memory only, as in
 //! Kafka: a new active controller gives every broker a full session before fencing it.
 //!
+//! The active controller also moves leadership back to preferred replicas every
+//! `leader.imbalance.check.interval.seconds` (Kafka's `auto.leader.rebalance.enable`), so
+//! that a broker that restarted leads its share of partitions again once it is back in sync.
+//!
 //! A single node without a quorum registers itself in its own metadata log at start-up
 //! ([`register_single_node`]), so that the image always lists the brokers that serve.
 
@@ -20,7 +24,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use strata_meta::controller::BrokerRegistrationRequest;
+use strata_meta::controller::{BrokerRegistrationRequest, MAX_ELECTIONS_PER_BALANCE};
 use strata_meta::{Controller, MetaError, MetadataImage};
 use strata_quorum::Quorum;
 use tokio::sync::watch;
@@ -70,6 +74,17 @@ pub struct ControllerService {
     unclean: bool,
     /// Broker id -> (epoch, last heartbeat), as seen by this node while it leads.
     sessions: Mutex<HashMap<i32, (i64, Instant)>>,
+    balance: LeaderBalance,
+}
+
+/// Automatic preferred-leader balancing, from Kafka's broker configs of the same names.
+struct LeaderBalance {
+    /// `auto.leader.rebalance.enable`.
+    enabled: bool,
+    /// `leader.imbalance.check.interval.seconds`.
+    interval: Duration,
+    /// `leader.imbalance.per.broker.percentage`.
+    imbalance_percentage: i32,
 }
 
 type RpcError = (StatusCode, String);
@@ -84,8 +99,22 @@ impl ControllerService {
                     .broker_value::<i64>("broker.session.timeout.ms")
                     .max(1) as u64,
             ),
-            unclean: config.broker_value("unclean.leader.election.enable"),
+            // A topic config's broker default (not a broker-only key): read it as set.
+            // Per-topic overrides are not consulted yet; the broker default applies to all.
+            unclean: config
+                .props
+                .get("unclean.leader.election.enable")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
             sessions: Mutex::new(HashMap::new()),
+            balance: LeaderBalance {
+                enabled: config.broker_value("auto.leader.rebalance.enable"),
+                interval: Duration::from_secs(
+                    config
+                        .broker_value::<i64>("leader.imbalance.check.interval.seconds")
+                        .max(1) as u64,
+                ),
+                imbalance_percentage: config.broker_value("leader.imbalance.per.broker.percentage"),
+            },
         })
     }
 
@@ -121,9 +150,18 @@ impl ControllerService {
             .insert(broker_id, (broker_epoch, Instant::now()));
     }
 
+    /// The active controller's periodic duties, until `stop`: broker sessions and leader
+    /// balance. Every controller runs them; they act only while this node leads the quorum.
+    pub async fn run_controller_duties(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        tokio::join!(
+            self.clone().check_sessions(stop.clone()),
+            self.run_leader_balance(stop)
+        );
+    }
+
     /// Fences every unfenced broker whose session expired. Runs while this node leads; a
     /// node that just became leader first gives every broker a fresh session.
-    pub async fn run_sessions(self: Arc<Self>, stop: watch::Receiver<bool>) {
+    async fn check_sessions(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let mut ticker = crate::broker::Ticker::new(SESSION_CHECK_INTERVAL, stop);
         let mut was_leading = false;
         loop {
@@ -163,6 +201,56 @@ impl ControllerService {
                 .await;
                 if let Err(e) = fenced {
                     tracing::error!(broker_id, error = %e, "cannot fence broker");
+                }
+            }
+        }
+    }
+
+    /// Moves leadership back to preferred replicas every `leader.imbalance.check.interval.seconds`
+    /// while this node leads ([`Controller::balance_leaders`]). A node that just became the
+    /// active controller waits one full interval first, as Kafka's controller does, so that
+    /// brokers have re-registered and caught up before leadership moves.
+    async fn run_leader_balance(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        if !self.balance.enabled {
+            return;
+        }
+        let mut ticker = crate::broker::Ticker::new(self.balance.interval, stop);
+        let mut was_leading = false;
+        loop {
+            if !ticker.tick().await {
+                return;
+            }
+            let Ok(quorum) = self.leading() else {
+                was_leading = false;
+                continue;
+            };
+            if !was_leading {
+                was_leading = true;
+                continue;
+            }
+            let quorum = quorum.clone();
+            // A full round leaves more to do: go on at once rather than an interval later.
+            loop {
+                let balanced = commit_to_quorum(&quorum, |image| {
+                    let records = self
+                        .controller
+                        .balance_leaders(image, self.balance.imbalance_percentage);
+                    let elections = records.len();
+                    (records, elections)
+                })
+                .await;
+                match balanced {
+                    Ok((0, _)) => break,
+                    Ok((elections, _)) => {
+                        tracing::info!(elections, "moved leadership back to preferred replicas");
+                        if elections < MAX_ELECTIONS_PER_BALANCE {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot balance partition leadership");
+                        break;
+                    }
                 }
             }
         }

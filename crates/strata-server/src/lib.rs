@@ -6,6 +6,7 @@
 //! logs held by the [`replica_manager`], and [`broker`] owns the parts and their lifecycle.
 
 pub mod broker;
+mod broker_client;
 pub mod cluster;
 pub mod config;
 mod connection;

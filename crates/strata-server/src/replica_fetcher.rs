@@ -19,21 +19,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use strata_meta::MetadataImage;
 use strata_partition::{truncation_for, EpochEndOffset, Truncation};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
+use crate::broker_client::BrokerConnection;
 use crate::replica_manager::{now_ms, Partition, TopicPartition};
 
 /// Fetch v12 is the first with `last_fetched_epoch` and diverging epochs, and still names
@@ -41,10 +37,6 @@ use crate::replica_manager::{now_ms, Partition, TopicPartition};
 const FETCH_VERSION: i16 = 12;
 /// Bytes one fetch response may carry over all partitions.
 const FETCH_RESPONSE_MAX_BYTES: i32 = 16 * 1024 * 1024;
-/// A response frame larger than this is refused (the request asks for at most
-/// `FETCH_RESPONSE_MAX_BYTES` of records, plus at least one batch per partition).
-const MAX_FRAME_BYTES: usize = 128 * 1024 * 1024;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Added to the leader's wait for the whole round trip.
 const RESPONSE_SLACK: Duration = Duration::from_secs(10);
 /// Pause after a failed connection or a response with errors, so that a leader that is
@@ -158,7 +150,7 @@ async fn run_fetcher(
 ) {
     let wait_ms: i32 = broker.config.broker_value("replica.fetch.wait.max.ms");
     let partition_max_bytes: i32 = broker.config.broker_value("replica.fetch.max.bytes");
-    let mut connection: Option<LeaderConnection> = None;
+    let mut connection: Option<BrokerConnection> = None;
     loop {
         let followed = partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if followed.is_empty() {
@@ -171,17 +163,19 @@ async fn run_fetcher(
                 .broker(leader)
                 .map(|b| format!("{}:{}", b.host, b.port));
             match address {
-                Some(address) => match LeaderConnection::connect(&address).await {
-                    Ok(c) => {
-                        tracing::info!(leader, %address, partitions = followed.len(), "replica fetcher connected");
-                        connection = Some(c);
+                Some(address) => {
+                    match BrokerConnection::connect(&address, "strata-replica-fetcher").await {
+                        Ok(c) => {
+                            tracing::info!(leader, %address, partitions = followed.len(), "replica fetcher connected");
+                            connection = Some(c);
+                        }
+                        Err(e) => {
+                            tracing::debug!(leader, %address, error = %e, "replica fetcher cannot connect");
+                            tokio::time::sleep(BACKOFF).await;
+                            continue;
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(leader, %address, error = %e, "replica fetcher cannot connect");
-                        tokio::time::sleep(BACKOFF).await;
-                        continue;
-                    }
-                },
+                }
                 None => {
                     tokio::time::sleep(BACKOFF).await;
                     continue;
@@ -205,7 +199,8 @@ async fn run_fetcher(
             &positions,
         );
         let timeout = Duration::from_millis(wait_ms.max(0) as u64) + RESPONSE_SLACK;
-        let response = match tokio::time::timeout(timeout, conn.fetch(&request)).await {
+        let fetch = conn.send::<_, FetchResponse>(ApiKey::Fetch, FETCH_VERSION, &request);
+        let response = match tokio::time::timeout(timeout, fetch).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::warn!(leader, error = %e, "replica fetch failed; reconnecting");
@@ -359,57 +354,5 @@ fn out_of_range(partition: &Partition, leader_log_start: i64) {
         if let Err(e) = log.truncate_fully_and_start_at(leader_log_start) {
             tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "cannot restart the log");
         }
-    }
-}
-
-/// One Kafka-protocol connection to a leader, one request at a time.
-struct LeaderConnection {
-    stream: TcpStream,
-    correlation_id: i32,
-}
-
-impl LeaderConnection {
-    async fn connect(address: &str) -> std::io::Result<Self> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        stream.set_nodelay(true)?;
-        Ok(LeaderConnection {
-            stream,
-            correlation_id: 0,
-        })
-    }
-
-    async fn fetch(&mut self, request: &FetchRequest) -> anyhow::Result<FetchResponse> {
-        self.correlation_id = self.correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(ApiKey::Fetch as i16)
-            .with_request_api_version(FETCH_VERSION)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("strata-replica-fetcher")));
-        let mut body = BytesMut::new();
-        header.encode(&mut body, FetchRequest::header_version(FETCH_VERSION))?;
-        request.encode(&mut body, FETCH_VERSION)?;
-        let mut frame = BytesMut::with_capacity(4 + body.len());
-        frame.put_u32(body.len() as u32);
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).await?;
-        let size = self.stream.read_u32().await? as usize;
-        anyhow::ensure!(size <= MAX_FRAME_BYTES, "response frame of {size} bytes");
-        let mut buf = vec![0u8; size];
-        self.stream.read_exact(&mut buf).await?;
-        let mut buf = Bytes::from(buf);
-        let header =
-            ResponseHeader::decode(&mut buf, FetchResponse::header_version(FETCH_VERSION))?;
-        anyhow::ensure!(
-            header.correlation_id == self.correlation_id,
-            "response to request {} while waiting for {}",
-            header.correlation_id,
-            self.correlation_id
-        );
-        let response = FetchResponse::decode(&mut buf, FETCH_VERSION)?;
-        Ok(response)
     }
 }

@@ -12,18 +12,28 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::write_txn_markers_request::{
+    WritableTxnMarker, WritableTxnMarkerTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+};
+use kafka_protocol::protocol::StrBytes;
 use strata_coord::txn::{
     MarkerWork, TransactionCoordinator, TxnConfig, TxnRecord, TRANSACTION_STATE_TOPIC,
 };
 use strata_coord::{partition_for, OFFSETS_TOPIC};
 
 use crate::broker::Broker;
+use crate::broker_client::BrokerConnection;
 use crate::internal_topics::{self, Replayed};
 use crate::replica_manager::now_ms;
 
 /// The coordinator epoch written into markers: one coordinator per transactional id on a
 /// single node, so it never changes.
 const COORDINATOR_EPOCH: i32 = 0;
+/// Longest wait for another broker to write a transaction's markers.
+const MARKER_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct TxnService {
     coordinator: Mutex<TransactionCoordinator>,
@@ -144,39 +154,47 @@ impl TxnService {
         Ok(())
     }
 
-    /// Writes the markers of one transaction to all of its partitions. Partitions that no
-    /// longer exist (deleted topics) are skipped, as Kafka does.
+    /// Writes the markers of one transaction to all of its partitions: those led here
+    /// directly, the others with WriteTxnMarkers to their leaders. Partitions that no longer
+    /// exist (deleted topics) are skipped, as Kafka does. An error leaves the work to be
+    /// retried (markers are idempotent for a partition whose transaction already ended).
     fn write_markers(&self, broker: &Broker, work: &MarkerWork) -> Result<(), String> {
-        let now = now_ms();
+        let image = broker.image();
+        let mut remote: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
         for (topic, index) in &work.partitions {
-            let Some(partition) = broker.replicas.partition(topic, *index) else {
-                if broker.replicas.is_offline(topic, *index) {
-                    return Err(format!("{topic}-{index} is offline"));
-                }
+            let Some(assigned) = image
+                .topic(topic)
+                .and_then(|t| t.partitions.get(*index as usize))
+            else {
                 tracing::warn!(%topic, partition = index, "transaction partition is gone; skipping its marker");
                 continue;
             };
-            partition
-                .log()
-                .append_txn_marker(
-                    work.producer_id,
-                    work.producer_epoch,
-                    work.commit,
-                    COORDINATOR_EPOCH,
-                    partition.leader_epoch(),
-                    now,
-                )
-                .map_err(|e| format!("{topic}-{index}: {e}"))?;
-            if topic == OFFSETS_TOPIC {
-                let offsets_partitions = broker.groups.partitions();
-                broker.groups.run(broker, |g| {
-                    g.complete_transaction(work.producer_id, work.commit, *index, |group| {
-                        partition_for(group, offsets_partitions)
-                    })
-                });
+            if assigned.leader != broker.config.node_id {
+                if assigned.leader < 0 {
+                    return Err(format!("{topic}-{index} has no leader"));
+                }
+                remote
+                    .entry(assigned.leader)
+                    .or_default()
+                    .push((topic.clone(), *index));
+                continue;
             }
+            let partition = crate::handlers::hosted(broker, topic, *index)
+                .map_err(|e| format!("{topic}-{index}: {e:?}"))?;
+            append_marker(
+                broker,
+                &partition,
+                work.producer_id,
+                work.producer_epoch,
+                work.commit,
+                COORDINATOR_EPOCH,
+            )
+            .map_err(|e| format!("{topic}-{index}: {e}"))?;
         }
         broker.replicas.notify_appended();
+        for (leader, partitions) in remote {
+            send_markers(broker, leader, work, &partitions)?;
+        }
         tracing::info!(transactional_id = %work.transactional_id, commit = work.commit, partitions = work.partitions.len(), "transaction markers written");
         Ok(())
     }
@@ -206,6 +224,104 @@ impl TxnService {
         self.run(broker, |_| ()).map_err(|e| format!("{e:?}"))?;
         Ok(loaded)
     }
+}
+
+/// Appends one transaction marker to a partition led here, as the coordinator's
+/// WriteTxnMarkers does, and completes the transaction's offsets when the partition is an
+/// offsets-topic one. Blocking.
+pub(crate) fn append_marker(
+    broker: &Broker,
+    partition: &crate::replica_manager::Partition,
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+) -> Result<(), strata_log::LogError> {
+    let now = now_ms();
+    {
+        let mut log = partition.log();
+        log.append_txn_marker(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            partition.leader_epoch(),
+            now,
+        )?;
+        partition.after_leader_append(&mut log, now);
+    }
+    if partition.topic == OFFSETS_TOPIC {
+        let offsets_partitions = broker.groups.partitions();
+        broker.groups.run(broker, |g| {
+            g.complete_transaction(producer_id, commit, partition.index, |group| {
+                partition_for(group, offsets_partitions)
+            })
+        });
+    }
+    Ok(())
+}
+
+/// WriteTxnMarkers to `leader` for `partitions` of one transaction. Blocking (waits on the
+/// runtime, at most [`MARKER_REQUEST_TIMEOUT`]).
+fn send_markers(
+    broker: &Broker,
+    leader: i32,
+    work: &MarkerWork,
+    partitions: &[(String, i32)],
+) -> Result<(), String> {
+    let image = broker.image();
+    let address = image
+        .broker(leader)
+        .filter(|b| !b.fenced)
+        .map(|b| format!("{}:{}", b.host, b.port))
+        .ok_or_else(|| format!("leader {leader} is not available"))?;
+    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for (topic, index) in partitions {
+        topics.entry(topic).or_default().push(*index);
+    }
+    let request =
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(ProducerId(work.producer_id))
+            .with_producer_epoch(work.producer_epoch)
+            .with_transaction_result(work.commit)
+            .with_coordinator_epoch(COORDINATOR_EPOCH)
+            .with_topics(
+                topics
+                    .into_iter()
+                    .map(|(t, ps)| {
+                        WritableTxnMarkerTopic::default()
+                            .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                            .with_partition_indexes(ps)
+                    })
+                    .collect(),
+            )]);
+    let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+    let response: WriteTxnMarkersResponse = runtime
+        .block_on(async {
+            tokio::time::timeout(MARKER_REQUEST_TIMEOUT, async {
+                let mut conn =
+                    BrokerConnection::connect(&address, "strata-txn-coordinator").await?;
+                conn.send(ApiKey::WriteTxnMarkers, 1, &request).await
+            })
+            .await
+        })
+        .map_err(|_| format!("WriteTxnMarkers to broker {leader} timed out"))?
+        .map_err(|e| format!("WriteTxnMarkers to broker {leader}: {e}"))?;
+    for marker in response.markers {
+        for topic in marker.topics {
+            for p in topic.partitions {
+                if p.error_code != 0 {
+                    return Err(format!(
+                        "broker {leader} refused the marker for {}-{}: error {}",
+                        topic.name.as_str(),
+                        p.partition_index,
+                        p.error_code
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Spawned once: aborts timed-out transactions and retries failed markers.

@@ -320,7 +320,7 @@ async fn serve_controller_only(config: ServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
     let (quorum, service) = start_quorum(&config, &settings).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sessions = service.map(|s| tokio::spawn(s.run_sessions(stop_rx)));
+    let sessions = service.map(|s| tokio::spawn(s.run_controller_duties(stop_rx)));
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     if let Some(task) = sessions {

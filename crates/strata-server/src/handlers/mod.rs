@@ -6,6 +6,7 @@
 
 pub mod api_versions;
 mod configs;
+mod elect_leaders;
 mod fetch;
 mod groups;
 mod metadata;
@@ -60,6 +61,9 @@ pub async fn handle(
         }
         RequestKind::CreatePartitions(r) => {
             ResponseKind::CreatePartitions(topics::handle_create_partitions(broker, r).await)
+        }
+        RequestKind::ElectLeaders(r) => {
+            ResponseKind::ElectLeaders(elect_leaders::handle(broker, r, version).await)
         }
         RequestKind::Produce(r) => {
             return produce::handle(broker, r, version)
@@ -126,6 +130,9 @@ pub async fn handle(
             ResponseKind::AddOffsetsToTxn(txn::handle_add_offsets(broker, &r, version))
         }
         RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::handle_end_txn(broker, &r, version)),
+        RequestKind::WriteTxnMarkers(r) => {
+            ResponseKind::WriteTxnMarkers(txn::handle_write_txn_markers(broker, &r))
+        }
         RequestKind::TxnOffsetCommit(r) => {
             ResponseKind::TxnOffsetCommit(txn::handle_txn_offset_commit(broker, &r, version))
         }

@@ -13,6 +13,9 @@ use kafka_protocol::messages::add_partitions_to_txn_response::{
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::write_txn_markers_response::{
+    WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+};
 use kafka_protocol::messages::{
     describe_transactions_response, list_transactions_response, AddOffsetsToTxnRequest,
     AddOffsetsToTxnResponse, AddPartitionsToTxnRequest, AddPartitionsToTxnResponse,
@@ -21,6 +24,7 @@ use kafka_protocol::messages::{
     ListTransactionsResponse, ProducerId, TopicName, TransactionalId, TxnOffsetCommitRequest,
     TxnOffsetCommitResponse,
 };
+use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use strata_coord::group::{CommitIdentity, OffsetCommit};
 use strata_coord::OFFSETS_TOPIC;
 
@@ -263,6 +267,60 @@ pub fn handle_end_txn(
     })
 }
 
+/// WriteTxnMarkers from another broker's transaction coordinator: appends each marker to the
+/// partitions led here (NOT_LEADER_OR_FOLLOWER elsewhere), exactly as the coordinator does
+/// for its own partitions.
+pub fn handle_write_txn_markers(
+    broker: &Arc<Broker>,
+    request: &WriteTxnMarkersRequest,
+) -> WriteTxnMarkersResponse {
+    let markers = tokio::task::block_in_place(|| {
+        request
+            .markers
+            .iter()
+            .map(|m| {
+                let topics = m
+                    .topics
+                    .iter()
+                    .map(|t| {
+                        let partitions = t
+                            .partition_indexes
+                            .iter()
+                            .map(|&index| {
+                                let error = match super::hosted(broker, t.name.as_str(), index) {
+                                    Ok(partition) => match crate::txn_service::append_marker(
+                                        broker,
+                                        &partition,
+                                        m.producer_id.0,
+                                        m.producer_epoch,
+                                        m.transaction_result,
+                                        m.coordinator_epoch,
+                                    ) {
+                                        Ok(()) => 0,
+                                        Err(e) => super::log_error(broker, &partition, &e),
+                                    },
+                                    Err(e) => code(e),
+                                };
+                                WritableTxnMarkerPartitionResult::default()
+                                    .with_partition_index(index)
+                                    .with_error_code(error)
+                            })
+                            .collect();
+                        WritableTxnMarkerTopicResult::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(partitions)
+                    })
+                    .collect();
+                WritableTxnMarkerResult::default()
+                    .with_producer_id(m.producer_id)
+                    .with_topics(topics)
+            })
+            .collect()
+    });
+    broker.replicas.notify_appended();
+    WriteTxnMarkersResponse::default().with_markers(markers)
+}
+
 pub fn handle_txn_offset_commit(
     broker: &Arc<Broker>,
     request: &TxnOffsetCommitRequest,
@@ -277,7 +335,7 @@ pub fn handle_txn_offset_commit(
         api_version: version,
     };
     let producer = (request.producer_id.0, request.producer_epoch);
-    let errors = commit_durably(broker, commits.len(), |c| {
+    let errors = commit_durably(broker, &request.group_id, commits.len(), |c| {
         c.txn_commit_offsets(&who, producer, &commits, now_ms())
     });
     TxnOffsetCommitResponse::default().with_topics(commit_results!(
