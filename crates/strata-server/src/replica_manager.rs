@@ -96,7 +96,10 @@ impl Partition {
         self.leading.store(leading, Ordering::Release);
         log.set_replicated(replicated);
         if !(leading && replicated) {
-            *state = None;
+            if state.take().is_some() {
+                // Produces waiting for the ISR learn at once that leadership moved.
+                self.hw_advanced.notify_waiters();
+            }
             return;
         }
         match state.as_mut() {
