@@ -472,10 +472,11 @@ def test_rolling_restart_loses_no_acknowledged_record(cluster, topic):
 # --------------------------------------------------------------------------
 
 
-def find_coordinator(node, group: str) -> int | None:
+def find_coordinator(node, key: str, key_type: int = 0) -> int | None:
+    """The coordinator `node` names for a group (key type 0) or transactional id (1)."""
     cli = RawGroupClient(node)
     try:
-        (coord,) = cli.find_coordinators([group]).coordinators
+        (coord,) = cli.find_coordinators([key], key_type=key_type).coordinators
     finally:
         cli.close()
     return coord.node_id if coord.error_code == 0 else None
@@ -802,31 +803,47 @@ def test_dev_cluster_refuses_bad_arguments(tmp_path):
     assert not (tmp_path / "dc").exists(), "a refused dev cluster created its data directory"
 
 
-@pytest.mark.timeout(150)
-def test_group_coordinator_moves_with_its_offsets_partition(cluster_factory, topic):
-    """With a replicated __consumer_offsets, killing the coordinator's node moves the group to
-    the partition's new leader, which has the committed offsets and serves the group."""
+TRANSACTION_KEY = 1  # FindCoordinator key type of a transactional id
+
+
+def replicated_internal_topic_cluster(cluster_factory, internal: str, topic: str):
+    """Three nodes whose internal topic (`internal` is "offsets.topic" or
+    "transaction.state.log") has 3 partitions on all three, and `topic` likewise."""
     c = cluster_factory(
         3,
         overrides={
-            "offsets.topic.num.partitions": 3,
-            "offsets.topic.replication.factor": 3,
+            f"{internal}.num.partitions": 3,
+            f"{internal}.replication.factor": 3,
             "replica.lag.time.max.ms": 3000,
         },
     )
     create_topic(make_admin(c.bootstrap), topic, partitions=3, replication_factor=3)
     c.wait_leaders(topic, all_led(3), what="3 partitions led")
-    produce(c.bootstrap, topic, [(i % 3, b"v%d" % i) for i in range(30)])
-    group = f"g-{topic}"
+    return c
+
+
+def wait_coordinator(nodes, key: str, key_type: int = 0, not_on: int | None = None) -> int:
+    """The coordinator of `key` that all `nodes` name, once it is not `not_on`."""
     coords: dict[int, int | None] = {}
 
-    def agreed(nodes):
+    def agreed():
         coords.clear()
-        coords.update({n.node_id: find_coordinator(n, group) for n in nodes})
-        return len(set(coords.values())) == 1 and None not in coords.values()
+        coords.update({n.node_id: find_coordinator(n, key, key_type) for n in nodes})
+        named = set(coords.values())
+        return len(named) == 1 and None not in named and not_on not in named
 
-    wait_until(lambda: agreed(c.nodes), timeout=30, interval=0.2, msg=lambda: f"one coordinator ({coords})")
-    old = c.node(next(iter(coords.values())))
+    wait_until(agreed, timeout=40, interval=0.2, msg=lambda: f"one coordinator for {key} ({coords})", ignore=(OSError,))
+    return next(iter(coords.values()))
+
+
+@pytest.mark.timeout(150)
+def test_group_coordinator_moves_with_its_offsets_partition(cluster_factory, topic):
+    """With a replicated __consumer_offsets, killing the coordinator's node moves the group to
+    the partition's new leader, which has the committed offsets and serves the group."""
+    c = replicated_internal_topic_cluster(cluster_factory, "offsets.topic", topic)
+    produce(c.bootstrap, topic, [(i % 3, b"v%d" % i) for i in range(30)])
+    group = f"g-{topic}"
+    old = c.node(wait_coordinator(c.nodes, group))
     m1 = Member(c.bootstrap, group, [topic], "before", group_protocol="classic")
     try:
         poll_until([m1], lambda: len(m1.records) >= 30, timeout=30, msg=lambda: f"30 records ({m1!r})")
@@ -838,13 +855,7 @@ def test_group_coordinator_moves_with_its_offsets_partition(cluster_factory, top
     log.info("killing coordinator node %d of group %s", old.node_id, group)
     old.kill()
     survivors = [n for n in c.nodes if n is not old]
-    wait_until(
-        lambda: agreed(survivors) and old.node_id not in coords.values(),
-        timeout=40,
-        interval=0.2,
-        msg=lambda: f"a surviving coordinator for {group} ({coords})",
-        ignore=(OSError,),
-    )
+    wait_coordinator(survivors, group, not_on=old.node_id)
     bootstrap = ",".join(n.bootstrap for n in survivors)
     m2 = Member(bootstrap, group, [topic], "after", group_protocol="classic")
     try:
@@ -856,12 +867,49 @@ def test_group_coordinator_moves_with_its_offsets_partition(cluster_factory, top
         m2.close()
 
 
+def read_committed(bootstrap: str, topic: str, partitions: int) -> list[bytes]:
+    """Every value a read_committed consumer reads from the start of `topic` until each
+    partition is at its end; fails if a partition never gets there (a transaction left
+    open holds its last stable offset)."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"g-{topic}",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    values: list[bytes] = []
+    at_end: set[int] = set()
+    deadline = time.monotonic() + 40
+    try:
+        while len(at_end) < partitions and time.monotonic() < deadline:
+            m = consumer.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    at_end.add(m.partition())
+                continue
+            at_end.discard(m.partition())
+            values.append(m.value())
+    finally:
+        consumer.close()
+    stalled = set(range(partitions)) - at_end
+    assert not stalled, f"read_committed stalled on partitions {stalled}"
+    return values
+
+
 @pytest.mark.timeout(120)
 def test_transactions_span_partitions_on_every_broker(cluster, topic):
     """The transaction coordinator writes markers to partitions led by other brokers
     (WriteTxnMarkers), so read_committed consumers see committed records of every partition
     and never those of an aborted transaction."""
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Producer
 
     c = cluster
     create_topic(make_admin(c.bootstrap), topic, partitions=6, replication_factor=2)
@@ -876,30 +924,45 @@ def test_transactions_span_partitions_on_every_broker(cluster, topic):
             producer.commit_transaction(30)
         else:
             producer.abort_transaction(30)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": c.bootstrap,
-            "group.id": f"g-{topic}",
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(6)])
-    values: list[bytes] = []
-    at_end: set[int] = set()
-    deadline = time.monotonic() + 40
-    try:
-        while len(at_end) < 6 and time.monotonic() < deadline:
-            m = consumer.poll(0.5)
-            if m is None:
-                continue
-            if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    at_end.add(m.partition())
-                continue
-            values.append(m.value())
-    finally:
-        consumer.close()
-    assert at_end == set(range(6)), f"read_committed stalled on partitions {set(range(6)) - at_end}"
+    values = read_committed(c.bootstrap, topic, 6)
     assert sorted(values) == sorted([f"commit-{p}".encode() for p in range(6)] * 2), values
+
+
+@pytest.mark.timeout(150)
+def test_transaction_coordinator_moves_with_its_partition(cluster_factory, topic):
+    """With a replicated __transaction_state, killing the transaction coordinator's node moves
+    its transactions to the partition's new leader: the producer commits the transaction it
+    had open, and goes on with new ones, and read_committed consumers see exactly the
+    committed records."""
+    from confluent_kafka import Producer
+
+    c = replicated_internal_topic_cluster(cluster_factory, "transaction.state.log", topic)
+    tid = f"tx-{topic}"
+    producer = Producer(
+        {"bootstrap.servers": c.bootstrap, "transactional.id": tid, "transaction.timeout.ms": 60000}
+    )
+    producer.init_transactions(30)
+    old = c.node(wait_coordinator(c.nodes, tid, TRANSACTION_KEY))
+
+    def transaction(name: str, end=None):
+        producer.begin_transaction()
+        for p in range(3):
+            producer.produce(topic, value=f"{name}-{p}".encode(), partition=p)
+        producer.flush(30)
+        if end is not None:
+            end(30)
+
+    transaction("first", producer.commit_transaction)
+    transaction("open")  # left open across the coordinator's death
+
+    log.info("killing transaction coordinator node %d of %s", old.node_id, tid)
+    old.kill()
+    survivors = [n for n in c.nodes if n is not old]
+    wait_coordinator(survivors, tid, TRANSACTION_KEY, not_on=old.node_id)
+    producer.commit_transaction(60)
+    transaction("aborted", producer.abort_transaction)
+    transaction("last", producer.commit_transaction)
+
+    values = read_committed(",".join(n.bootstrap for n in survivors), topic, 3)
+    expected = [f"{name}-{p}".encode() for name in ("first", "open", "last") for p in range(3)]
+    assert sorted(values) == sorted(expected), values

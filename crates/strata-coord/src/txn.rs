@@ -382,6 +382,17 @@ impl TransactionCoordinator {
         }
     }
 
+    /// Forgets the transactions for which `belongs` holds, and their pending markers: another
+    /// broker now coordinates them (it leads their `__transaction_state` partition). Returns
+    /// how many were forgotten.
+    pub fn unload(&mut self, belongs: impl Fn(&str) -> bool) -> usize {
+        let before = self.txns.len();
+        self.txns.retain(|id, _| !belongs(id));
+        self.markers.retain(|m| !belongs(&m.transactional_id));
+        self.records.retain(|r| !belongs(&r.0.transactional_id));
+        before - self.txns.len()
+    }
+
     /// Applies a record read back from `__transaction_state`; a transaction left in a Prepare
     /// state is queued for its markers again.
     pub fn load(&mut self, record: TxnRecord) {
@@ -658,5 +669,26 @@ mod tests {
         let (_, markers) = reloaded.take_output();
         assert_eq!(markers.len(), 1, "the abort is resumed after a restart");
         assert!(TxnRecord::decode(&[0, 0, 0, 5, b'a'], Some(&[0, 0, 1])).is_err());
+    }
+
+    #[test]
+    fn unload_forgets_only_the_moved_transactions_and_their_markers() {
+        let mut ids = 0;
+        let mut c = TransactionCoordinator::default();
+        for id in ["moved", "kept"] {
+            let (pid, epoch) = c
+                .init_producer_id(id, 60_000, None, 0, alloc(&mut ids))
+                .unwrap();
+            c.add_partitions(id, pid, epoch, &[tp("a", 0)], 1).unwrap();
+            c.end_txn(id, pid, epoch, true, 2).unwrap();
+        }
+        assert_eq!(c.unload(|id| id == "moved"), 1);
+        assert!(c.describe("moved").is_none());
+        assert_eq!(c.describe("kept").unwrap().state, TxnState::PrepareCommit);
+        let (records, markers) = c.take_output();
+        assert!(records.iter().all(|r| r.0.transactional_id == "kept"));
+        assert_eq!(markers.len(), 1);
+        assert_eq!(markers[0].transactional_id, "kept");
+        assert_eq!(c.unload(|_| false), 0);
     }
 }

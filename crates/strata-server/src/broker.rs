@@ -173,13 +173,10 @@ impl Broker {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partition logs opened"
         );
-        // The groups of the offsets partitions led here (a partition that cannot be read is
-        // tried again on its groups' next request).
+        // The groups and transactions of the internal partitions led here (a partition that
+        // cannot be read is tried again on its next request or tick).
         broker.groups.sync_leadership(&broker);
-        match broker.txns.load(&broker) {
-            Ok(records) => tracing::info!(records, "transactions loaded"),
-            Err(e) => tracing::error!(error = %e, "cannot load transactions"),
-        }
+        broker.txns.sync_leadership(&broker);
         Ok(broker)
     }
 
@@ -197,6 +194,7 @@ impl Broker {
         self.replicas.reconcile(image, &self.config);
         self.fetchers.update(self, image);
         self.groups.sync_leadership(self);
+        self.txns.sync_leadership(self);
     }
 
     pub fn is_serving(&self) -> bool {

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::internal_topics::{self, Replayed};
-use crate::replica_manager::{now_ms, Partition};
+use crate::replica_manager::{now_ms, wait_all_replicated, Partition};
 
 /// A transactional producer: id and epoch.
 type Producer = (i64, i16);
@@ -122,8 +122,8 @@ impl GroupService {
         drop(coordinator);
         // Outside the coordinator lock: other groups go on while these records replicate.
         if let Ok(appended) = &persisted {
-            if let Err(e) = wait_for_isr(appended) {
-                persisted = Err(e);
+            if let Err(partition) = wait_all_replicated(appended, REPLICATION_WAIT) {
+                persisted = Err(GroupServiceError::NotReplicated(partition));
             }
         }
         if let Err(e) = &persisted {
@@ -316,36 +316,6 @@ fn load_partition(
     })
     .map_err(GroupServiceError::Corrupt)?;
     Ok(loaded)
-}
-
-/// Waits until each replicated partition's high watermark reached its offset (the records
-/// are in every in-sync replica), up to [`REPLICATION_WAIT`]. Blocking.
-fn wait_for_isr(appended: &[(Arc<Partition>, i64)]) -> Result<(), GroupServiceError> {
-    if appended.is_empty() {
-        return Ok(());
-    }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return Ok(());
-    };
-    runtime.block_on(async {
-        let deadline = tokio::time::Instant::now() + REPLICATION_WAIT;
-        for (partition, required) in appended {
-            loop {
-                let advanced = partition.hw_advanced().notified();
-                tokio::pin!(advanced);
-                advanced.as_mut().enable();
-                match partition.ack_state(*required) {
-                    Some(strata_partition::AckState::Waiting) => {}
-                    Some(_) => break,
-                    None => return Err(GroupServiceError::NotReplicated(partition.index)),
-                }
-                if tokio::time::timeout_at(deadline, advanced).await.is_err() {
-                    return Err(GroupServiceError::NotReplicated(partition.index));
-                }
-            }
-        }
-        Ok(())
-    })
 }
 
 /// The cluster's topics as KIP-848 assignors see them.

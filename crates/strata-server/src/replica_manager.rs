@@ -179,6 +179,25 @@ impl Partition {
             .map(|s| s.ack_state(required_offset))
     }
 
+    /// Waits until the high watermark reaches `required` (the records below it are in every
+    /// in-sync replica) or `deadline` passes. False when it timed out or this broker stopped
+    /// leading the partition with replication.
+    pub async fn wait_replicated(&self, required: i64, deadline: tokio::time::Instant) -> bool {
+        loop {
+            let advanced = self.hw_advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            match self.ack_state(required) {
+                Some(AckState::Waiting) => {}
+                Some(_) => return true,
+                None => return false,
+            }
+            if tokio::time::timeout_at(deadline, advanced).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// Whether the partition is led here with replication (its acks wait for followers).
     pub fn is_replicated_leader(&self) -> bool {
         self.leader_state().is_some()
@@ -270,6 +289,31 @@ pub struct ReplicaManager {
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// Suffix of partition directories that the metadata image does not know.
 const STRAY_SUFFIX: &str = "-stray";
+
+/// Waits until each partition's high watermark reaches its offset (the records are in every
+/// in-sync replica), up to `timeout` in all. The partitions were led here with replication
+/// when their records were appended. Blocking. `Err` names the first partition that did not
+/// get there: the wait timed out, or this broker stopped leading it.
+pub fn wait_all_replicated(
+    appended: &[(Arc<Partition>, i64)],
+    timeout: std::time::Duration,
+) -> Result<(), i32> {
+    if appended.is_empty() {
+        return Ok(());
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return Ok(());
+    };
+    runtime.block_on(async {
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (partition, required) in appended {
+            if !partition.wait_replicated(*required, deadline).await {
+                return Err(partition.index);
+            }
+        }
+        Ok(())
+    })
+}
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -1,12 +1,21 @@
 //! Runs the transaction coordinator of `strata-coord` on this broker: its state in
 //! `__transaction_state`, and the transaction markers it asks for.
 //!
+//! The transactions of a `__transaction_state` partition live on the broker that leads it
+//! (Kafka's `TransactionStateManager`): they are read back when this broker starts leading
+//! it and forgotten when it stops; a request for a transactional id whose partition is led
+//! elsewhere gets NOT_COORDINATOR. The partition's leader epoch when it was loaded is the
+//! coordinator epoch written into markers, so that a partition leader refuses the markers
+//! of a coordinator that has since been replaced.
+//!
 //! Every call runs under the coordinator lock; before the lock is released, the state records
-//! are appended to the transactional id's `__transaction_state` partition and the markers of
-//! transactions that reached PrepareCommit/PrepareAbort are written to every partition of the
-//! transaction (and, for `__consumer_offsets` partitions, the group coordinator makes the
-//! transaction's offsets visible or drops them). A marker that cannot be written is retried on
-//! the next tick; the transaction stays prepared until then, holding the last stable offset.
+//! are appended to the transactional id's partition and, on a replicated partition, wait for
+//! the in-sync replicas (a prepared commit must survive the coordinator's failover before
+//! any marker is written). Then the markers of transactions that reached
+//! PrepareCommit/PrepareAbort are written to every partition of the transaction (and, for
+//! `__consumer_offsets` partitions, the group coordinator makes the transaction's offsets
+//! visible or drops them). A marker that cannot be written is retried on the next tick; the
+//! transaction stays prepared until then, holding the last stable offset.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,19 +36,23 @@ use strata_coord::{partition_for, OFFSETS_TOPIC};
 use crate::broker::Broker;
 use crate::broker_client::BrokerConnection;
 use crate::internal_topics::{self, Replayed};
-use crate::replica_manager::now_ms;
+use crate::replica_manager::{now_ms, wait_all_replicated, Partition};
 
-/// The coordinator epoch written into markers: one coordinator per transactional id on a
-/// single node, so it never changes.
-const COORDINATOR_EPOCH: i32 = 0;
 /// Longest wait for another broker to write a transaction's markers.
 const MARKER_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Longest wait for the state records to reach the in-sync replicas (Kafka's
+/// `transaction.state.log` appends wait up to the request timeout).
+const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct TxnService {
     coordinator: Mutex<TransactionCoordinator>,
-    /// Marker work that failed (I/O error) and is tried again on the next tick.
+    /// Marker work that failed and is tried again on the next tick.
     retry: Mutex<Vec<MarkerWork>>,
     partitions: i32,
+    /// `__transaction_state` partitions whose transactions are in the coordinator (led here),
+    /// with the leader epoch they were loaded at: the coordinator epoch of their markers.
+    /// Lock order: after the coordinator lock.
+    loaded: Mutex<BTreeMap<i32, i32>>,
 }
 
 impl TxnService {
@@ -52,6 +65,7 @@ impl TxnService {
             partitions: config
                 .broker_value::<i64>("transaction.state.log.num.partitions")
                 .max(1) as i32,
+            loaded: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -79,9 +93,87 @@ impl TxnService {
         })
     }
 
+    /// Whether this broker coordinates `transactional_id` (leads its partition, whose
+    /// transactions are then loaded if they were not). Blocking.
+    pub fn coordinates(&self, broker: &Broker, transactional_id: &str) -> bool {
+        self.sync_partition(broker, self.partition_of(transactional_id))
+            .is_some()
+    }
+
+    /// Loads or forgets the transactions of every partition to match leadership (after each
+    /// metadata image). The markers of loaded prepared transactions go out on the next tick.
+    /// Blocking.
+    pub fn sync_leadership(&self, broker: &Broker) {
+        for partition in 0..self.partitions {
+            self.sync_partition(broker, partition);
+        }
+    }
+
+    /// Brings one partition's transactions in line with its leadership; returns the
+    /// coordinator epoch when it is led (and loaded) here. A partition led again at a newer
+    /// epoch is read again: another coordinator may have written to it meanwhile.
+    fn sync_partition(&self, broker: &Broker, partition: i32) -> Option<i32> {
+        let leading = broker
+            .replicas
+            .partition(TRANSACTION_STATE_TOPIC, partition)
+            .filter(|p| p.is_leader())
+            .map(|p| p.leader_epoch());
+        let loaded = self.loaded_epoch(partition);
+        if leading == loaded {
+            return leading;
+        }
+        let partitions = self.partitions;
+        let belongs = |id: &str| partition_for(id, partitions) == partition;
+        let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded.get(&partition).copied() == leading {
+            return leading; // another thread got here first
+        }
+        if loaded.remove(&partition).is_some() {
+            let forgotten = coordinator.unload(belongs);
+            self.retry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|w| !belongs(&w.transactional_id));
+            tracing::info!(
+                partition,
+                transactions = forgotten,
+                "no longer the transaction coordinator of a partition"
+            );
+        }
+        let epoch = leading?;
+        match load_partition(broker, &mut coordinator, partition) {
+            Ok(records) => {
+                tracing::info!(
+                    partition,
+                    records,
+                    coordinator_epoch = epoch,
+                    "became the transaction coordinator of a partition"
+                );
+                loaded.insert(partition, epoch);
+                Some(epoch)
+            }
+            Err(e) => {
+                // Whatever was read is dropped; the next request or tick tries again.
+                coordinator.unload(belongs);
+                tracing::error!(partition, error = %e, "cannot load the transactions of a partition");
+                None
+            }
+        }
+    }
+
+    fn loaded_epoch(&self, partition: i32) -> Option<i32> {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&partition)
+            .copied()
+    }
+
     /// Runs `f` on the coordinator, then persists its state and writes the markers it asks
-    /// for. Blocking. If the state cannot be persisted, the call's result is replaced by
-    /// COORDINATOR_NOT_AVAILABLE-like failure through `Err`.
+    /// for. Blocking. If the state cannot be persisted, the call fails with NOT_COORDINATOR
+    /// (leadership moved) or COORDINATOR_NOT_AVAILABLE (the log or its replicas failed), as
+    /// Kafka's coordinator answers.
     pub fn run<T>(
         &self,
         broker: &Broker,
@@ -90,6 +182,7 @@ impl TxnService {
         let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
         let value = f(&mut coordinator);
         let mut retry = std::mem::take(&mut *self.retry.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut result = Ok(());
         loop {
             let (records, mut markers) = coordinator.take_output();
             markers.append(&mut retry);
@@ -99,15 +192,19 @@ impl TxnService {
             if let Err(e) = self.persist(broker, &records) {
                 broker.metrics.storage_errors.add(1);
                 tracing::error!(error = %e, "cannot write transaction state");
-                // Kafka answers NOT_COORDINATOR when the state log cannot be written.
-                self.retry
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .extend(markers);
-                return Err(ResponseError::NotCoordinator);
+                retry = markers;
+                result = Err(e.response_error());
+                break;
             }
             for work in markers {
-                match self.write_markers(broker, &work) {
+                let partition = self.partition_of(&work.transactional_id);
+                let Some(coordinator_epoch) = self.loaded_epoch(partition) else {
+                    continue; // moved away: the new coordinator completes it
+                };
+                let written = self
+                    .state_replicated(broker, partition)
+                    .and_then(|()| self.write_markers(broker, &work, coordinator_epoch));
+                match written {
                     Ok(()) => coordinator.complete_markers(&work, now_ms()),
                     Err(e) => {
                         broker.metrics.storage_errors.add(1);
@@ -117,48 +214,85 @@ impl TxnService {
                 }
             }
             if !retry.is_empty() {
-                self.retry
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .append(&mut retry);
                 break;
             }
         }
-        Ok(value)
+        self.retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&mut retry);
+        result.map(|()| value)
     }
 
-    fn persist(&self, broker: &Broker, records: &[TxnRecord]) -> Result<(), String> {
+    /// Appends the state records to their partitions, which must be led here at the epoch
+    /// their transactions were loaded at, and waits for the in-sync replicas.
+    fn persist(&self, broker: &Broker, records: &[TxnRecord]) -> Result<(), PersistError> {
         let now = now_ms();
         let mut by_partition: BTreeMap<i32, Vec<_>> = BTreeMap::new();
         for r in records {
-            let partition = partition_for(&r.0.transactional_id, self.partitions);
+            let partition = self.partition_of(&r.0.transactional_id);
             let (key, value) = r.encode();
             by_partition
                 .entry(partition)
                 .or_default()
                 .push((key, Some(value)));
         }
+        let mut appended = Vec::new();
         for (partition, records) in by_partition {
-            let hosted = broker
-                .replicas
-                .partition(TRANSACTION_STATE_TOPIC, partition)
-                .ok_or_else(|| {
-                    format!("{TRANSACTION_STATE_TOPIC} partition {partition} is not hosted here")
-                })?;
-            let buf = internal_topics::encode_batch(records, None, now)?;
-            hosted
-                .log()
+            let hosted = self.led_partition(broker, partition)?;
+            let buf = internal_topics::encode_batch(records, None, now)
+                .map_err(PersistError::Unavailable)?;
+            let mut log = hosted.log();
+            let info = log
                 .append_as_leader(&buf, hosted.leader_epoch(), now)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| PersistError::Unavailable(e.to_string()))?;
+            hosted.after_leader_append(&mut log, now);
+            drop(log);
+            if hosted.is_replicated_leader() {
+                appended.push((hosted, info.last_offset + 1));
+            }
         }
-        Ok(())
+        broker.replicas.notify_appended();
+        wait_replicated(&appended)
     }
 
+    /// The `__transaction_state` partition, if it is still led here at the epoch its
+    /// transactions were loaded at.
+    fn led_partition(
+        &self,
+        broker: &Broker,
+        partition: i32,
+    ) -> Result<Arc<Partition>, PersistError> {
+        broker
+            .replicas
+            .partition(TRANSACTION_STATE_TOPIC, partition)
+            .filter(|p| p.is_leader() && Some(p.leader_epoch()) == self.loaded_epoch(partition))
+            .ok_or(PersistError::NotCoordinator(partition))
+    }
+
+    /// Waits until everything in a state partition is in its in-sync replicas: the prepare
+    /// record of a transaction whose markers are about to go out may have been appended by a
+    /// call whose wait timed out.
+    fn state_replicated(&self, broker: &Broker, partition: i32) -> Result<(), String> {
+        let hosted = self
+            .led_partition(broker, partition)
+            .map_err(|e| e.to_string())?;
+        if !hosted.is_replicated_leader() {
+            return Ok(());
+        }
+        let end = hosted.log().log_end_offset();
+        wait_replicated(&[(hosted, end)]).map_err(|e| e.to_string())
+    }
     /// Writes the markers of one transaction to all of its partitions: those led here
     /// directly, the others with WriteTxnMarkers to their leaders. Partitions that no longer
     /// exist (deleted topics) are skipped, as Kafka does. An error leaves the work to be
     /// retried (markers are idempotent for a partition whose transaction already ended).
-    fn write_markers(&self, broker: &Broker, work: &MarkerWork) -> Result<(), String> {
+    fn write_markers(
+        &self,
+        broker: &Broker,
+        work: &MarkerWork,
+        coordinator_epoch: i32,
+    ) -> Result<(), String> {
         let image = broker.image();
         let mut remote: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
         for (topic, index) in &work.partitions {
@@ -187,43 +321,67 @@ impl TxnService {
                 work.producer_id,
                 work.producer_epoch,
                 work.commit,
-                COORDINATOR_EPOCH,
+                coordinator_epoch,
             )
             .map_err(|e| format!("{topic}-{index}: {e}"))?;
         }
         broker.replicas.notify_appended();
         for (leader, partitions) in remote {
-            send_markers(broker, leader, work, &partitions)?;
+            send_markers(broker, leader, work, coordinator_epoch, &partitions)?;
         }
         tracing::info!(transactional_id = %work.transactional_id, commit = work.commit, partitions = work.partitions.len(), "transaction markers written");
         Ok(())
     }
+}
 
-    /// Rebuilds transaction state at start-up and completes prepared transactions. Blocking.
-    pub fn load(&self, broker: &Broker) -> Result<usize, String> {
-        let mut loaded = 0usize;
-        {
-            let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
-            for partition in 0..self.partitions {
-                internal_topics::replay(broker, TRANSACTION_STATE_TOPIC, partition, |r| {
-                    if let Replayed::Data { key, value, .. } = r {
-                        match TxnRecord::decode(&key, value.as_deref()) {
-                            Ok(Some(record)) => {
-                                coordinator.load(record);
-                                loaded += 1;
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                tracing::warn!(partition, error = %e, "skipping transaction record")
-                            }
-                        }
-                    }
-                })?;
+/// Why state records could not be made durable.
+#[derive(Debug, thiserror::Error)]
+enum PersistError {
+    #[error("{TRANSACTION_STATE_TOPIC} partition {0} is no longer led here")]
+    NotCoordinator(i32),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl PersistError {
+    fn response_error(&self) -> ResponseError {
+        match self {
+            PersistError::NotCoordinator(_) => ResponseError::NotCoordinator,
+            PersistError::Unavailable(_) => ResponseError::CoordinatorNotAvailable,
+        }
+    }
+}
+
+/// Replays one `__transaction_state` partition into the coordinator; prepared transactions
+/// are queued for their markers again. Blocking.
+fn load_partition(
+    broker: &Broker,
+    coordinator: &mut TransactionCoordinator,
+    partition: i32,
+) -> Result<usize, String> {
+    let mut loaded = 0usize;
+    internal_topics::replay(broker, TRANSACTION_STATE_TOPIC, partition, |r| {
+        if let Replayed::Data { key, value, .. } = r {
+            match TxnRecord::decode(&key, value.as_deref()) {
+                Ok(Some(record)) => {
+                    coordinator.load(record);
+                    loaded += 1;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(partition, error = %e, "skipping transaction record"),
             }
         }
-        self.run(broker, |_| ()).map_err(|e| format!("{e:?}"))?;
-        Ok(loaded)
-    }
+    })?;
+    Ok(loaded)
+}
+
+/// Waits for the in-sync replicas of the partitions appended to with replication.
+fn wait_replicated(appended: &[(Arc<Partition>, i64)]) -> Result<(), PersistError> {
+    wait_all_replicated(appended, REPLICATION_WAIT).map_err(|partition| {
+        PersistError::Unavailable(format!(
+            "{TRANSACTION_STATE_TOPIC} partition {partition}: the in-sync replicas did not confirm the records in time"
+        ))
+    })
 }
 
 /// Appends one transaction marker to a partition led here, as the coordinator's
@@ -267,6 +425,7 @@ fn send_markers(
     broker: &Broker,
     leader: i32,
     work: &MarkerWork,
+    coordinator_epoch: i32,
     partitions: &[(String, i32)],
 ) -> Result<(), String> {
     let image = broker.image();
@@ -284,7 +443,7 @@ fn send_markers(
             .with_producer_id(ProducerId(work.producer_id))
             .with_producer_epoch(work.producer_epoch)
             .with_transaction_result(work.commit)
-            .with_coordinator_epoch(COORDINATOR_EPOCH)
+            .with_coordinator_epoch(coordinator_epoch)
             .with_topics(
                 topics
                     .into_iter()
@@ -324,7 +483,8 @@ fn send_markers(
     Ok(())
 }
 
-/// Spawned once: aborts timed-out transactions and retries failed markers.
+/// Spawned once: follows leadership, aborts timed-out transactions and writes pending
+/// markers (those of loaded prepared transactions, and failed ones again).
 pub async fn tick_loop(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
     let mut ticker = crate::broker::Ticker::new(std::time::Duration::from_millis(100), stop);
     loop {
@@ -332,6 +492,10 @@ pub async fn tick_loop(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<b
             return;
         }
         let b = broker.clone();
-        let _ = tokio::task::spawn_blocking(move || b.txns.run(&b, |c| c.tick(now_ms()))).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            b.txns.sync_leadership(&b);
+            b.txns.run(&b, |c| c.tick(now_ms()))
+        })
+        .await;
     }
 }

@@ -48,12 +48,22 @@ fn fenced_for(
 }
 
 /// Runs a transaction-coordinator call in a blocking context, with the topic in place.
+/// With a transactional id, only if this broker coordinates it (NOT_COORDINATOR otherwise);
+/// without, on the transactions coordinated here.
 fn run_txn<T>(
     broker: &Broker,
+    transactional_id: Option<&str>,
     f: impl FnOnce(&mut strata_coord::txn::TransactionCoordinator) -> Result<T, ResponseError>,
 ) -> Result<T, ResponseError> {
     tokio::task::block_in_place(|| {
         broker.txns.ensure_topic(broker)?;
+        match transactional_id {
+            Some(id) if !broker.txns.coordinates(broker, id) => {
+                return Err(ResponseError::NotCoordinator)
+            }
+            Some(_) => {}
+            None => broker.txns.sync_leadership(broker),
+        }
         broker.txns.run(broker, f)?
     })
 }
@@ -70,7 +80,7 @@ pub fn handle_init_producer_id(
         .unwrap_or_default();
     let expected = (version >= 3 && request.producer_id.0 >= 0)
         .then_some((request.producer_id.0, request.producer_epoch));
-    let result = run_txn(broker, |c| {
+    let result = run_txn(broker, Some(&transactional_id), |c| {
         c.init_producer_id(
             &transactional_id,
             request.transaction_timeout_ms,
@@ -171,7 +181,7 @@ fn add_partitions(
             })
             .collect()
     } else if verify_only {
-        match run_txn(broker, |c| {
+        match run_txn(broker, Some(transactional_id), |c| {
             c.verify_partitions(transactional_id, producer_id, producer_epoch, &requested)
         }) {
             Ok(present) => present
@@ -187,7 +197,7 @@ fn add_partitions(
             Err(e) => vec![code(fenced_for(version, 2, e)); requested.len()],
         }
     } else {
-        let result = run_txn(broker, |c| {
+        let result = run_txn(broker, Some(transactional_id), |c| {
             c.add_partitions(
                 transactional_id,
                 producer_id,
@@ -231,7 +241,7 @@ pub fn handle_add_offsets(
         .map_err(|_| ResponseError::CoordinatorNotAvailable)
         .and_then(|()| {
             let partition = broker.groups.partition_of(&request.group_id);
-            run_txn(broker, |c| {
+            run_txn(broker, Some(&request.transactional_id), |c| {
                 c.add_partitions(
                     &request.transactional_id,
                     request.producer_id.0,
@@ -252,7 +262,7 @@ pub fn handle_end_txn(
     request: &EndTxnRequest,
     version: i16,
 ) -> EndTxnResponse {
-    let result = run_txn(broker, |c| {
+    let result = run_txn(broker, Some(&request.transactional_id), |c| {
         c.end_txn(
             &request.transactional_id,
             request.producer_id.0,
@@ -350,14 +360,25 @@ pub fn handle_describe(
     broker: &Arc<Broker>,
     request: &DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
-    let states = run_txn(broker, |c| {
+    // Which of the ids this broker coordinates (NOT_COORDINATOR for the others).
+    let here: Vec<bool> = tokio::task::block_in_place(|| {
+        let topic = broker.txns.ensure_topic(broker);
+        request
+            .transactional_ids
+            .iter()
+            .map(|id| topic.is_ok() && broker.txns.coordinates(broker, id))
+            .collect()
+    });
+    let states = run_txn(broker, None, |c| {
         Ok(request
             .transactional_ids
             .iter()
-            .map(|id| {
+            .zip(here)
+            .map(|(id, here)| {
                 let base = describe_transactions_response::TransactionState::default()
                     .with_transactional_id(id.clone());
                 match c.describe(id) {
+                    _ if !here => base.with_error_code(code(ResponseError::NotCoordinator)),
                     None => base.with_error_code(code(ResponseError::TransactionalIdNotFound)),
                     Some(t) => {
                         let mut topics: Vec<describe_transactions_response::TopicData> = Vec::new();
@@ -409,7 +430,7 @@ pub fn handle_list(
         .cloned()
         .collect();
     let now = now_ms();
-    let listed = run_txn(broker, |c| {
+    let listed = run_txn(broker, None, |c| {
         Ok(c.list()
             .filter(|t| {
                 request.state_filters.is_empty()
