@@ -51,10 +51,11 @@ use crate::txn::{self, AbortedTxn, ControlRecord, TxnIndex, CONTROL_PREFIX_BYTES
 /// clean-shutdown marker.
 pub(crate) const STATE_FILE: &str = "strata-log-state";
 const STATE_MAGIC: &[u8; 4] = b"SLOG";
-const STATE_VERSION: u16 = 2;
-/// Version 1 lacked the cleaner fields; it is still read.
+const STATE_VERSION: u16 = 3;
+/// Version 1 lacked the cleaner fields, version 2 the high watermark; both are still read.
 const STATE_FILE_V1_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 4;
-const STATE_FILE_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 8 + 8 + 4;
+const STATE_FILE_V2_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 8 + 8 + 4;
+const STATE_FILE_BYTES: usize = 4 + 2 + 8 + 8 + 8 + 8 + 8 + 8 + 4;
 /// Kafka's default `producer.id.expiration.ms` (1 day).
 pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 
@@ -115,6 +116,8 @@ struct PersistedState {
     cleaner_checkpoint: i64,
     /// Smallest batch max timestamp of the tombstones kept by the last compaction.
     oldest_tombstone_ms: Option<i64>,
+    /// High watermark of a replicated log (Kafka's `replication-offset-checkpoint`).
+    high_watermark: Option<i64>,
 }
 
 impl PersistedState {
@@ -127,16 +130,18 @@ impl PersistedState {
         out.extend_from_slice(&self.clean_log_end_offset.unwrap_or(-1).to_be_bytes());
         out.extend_from_slice(&self.cleaner_checkpoint.to_be_bytes());
         out.extend_from_slice(&self.oldest_tombstone_ms.unwrap_or(i64::MAX).to_be_bytes());
+        out.extend_from_slice(&self.high_watermark.unwrap_or(-1).to_be_bytes());
         let crc = crc32c::crc32c(&out);
         out.extend_from_slice(&crc.to_be_bytes());
         out
     }
 
     fn decode(buf: &[u8]) -> Option<Self> {
-        let v1 = buf.len() == STATE_FILE_V1_BYTES && buf.get(4..6) == Some(&1u16.to_be_bytes());
-        let v2 =
-            buf.len() == STATE_FILE_BYTES && buf.get(4..6) == Some(&STATE_VERSION.to_be_bytes());
-        if !(v1 || v2) || &buf[..4] != STATE_MAGIC {
+        let version_is = |v: u16| buf.get(4..6) == Some(&v.to_be_bytes());
+        let v1 = buf.len() == STATE_FILE_V1_BYTES && version_is(1);
+        let v2 = buf.len() == STATE_FILE_V2_BYTES && version_is(2);
+        let v3 = buf.len() == STATE_FILE_BYTES && version_is(STATE_VERSION);
+        if !(v1 || v2 || v3) || &buf[..4] != STATE_MAGIC {
             return None;
         }
         let body = buf.len() - 4;
@@ -150,17 +155,19 @@ impl PersistedState {
             i64::from_be_bytes(b)
         };
         let clean = i64_at(22);
-        let (cleaner_checkpoint, expiry) = if v2 {
-            (i64_at(30), i64_at(38))
-        } else {
+        let (cleaner_checkpoint, expiry) = if v1 {
             (0, i64::MAX)
+        } else {
+            (i64_at(30), i64_at(38))
         };
+        let high_watermark = if v3 { i64_at(46) } else { -1 };
         Some(PersistedState {
             log_start_offset: i64_at(6),
             recovery_point: i64_at(14),
             clean_log_end_offset: (clean >= 0).then_some(clean),
             cleaner_checkpoint,
             oldest_tombstone_ms: (expiry != i64::MAX).then_some(expiry),
+            high_watermark: (high_watermark >= 0).then_some(high_watermark),
         })
     }
 }
@@ -197,6 +204,12 @@ pub struct Log {
     /// The high watermark while `replicated`; meaningless otherwise. Kept within
     /// `[log_start_offset, log_end_offset]`.
     pub(crate) high_watermark: i64,
+    /// The high watermark the state file holds (written by
+    /// [`Log::checkpoint_high_watermark`] and `close`, and read at open), so that a reopened
+    /// log that becomes replicated again starts from it rather than from its log end, whose
+    /// tail may not be on the other replicas. `None` once the log is not replicated. A stale
+    /// checkpoint is only lower than the truth, which is safe.
+    high_watermark_checkpoint: Option<i64>,
     /// Changes whenever records are removed from the end of the log (truncation): a
     /// compaction planned before then is discarded, since a segment of the same base offset
     /// and size may now hold other records.
@@ -317,6 +330,7 @@ impl Log {
             highest_offset_in_remote: -1,
             replicated: false,
             high_watermark: first_base,
+            high_watermark_checkpoint: state.and_then(|s| s.high_watermark),
             generation: next_generation(),
             failed_truncation: None,
         };
@@ -482,6 +496,7 @@ impl Log {
             clean_log_end_offset,
             cleaner_checkpoint: self.cleaner_checkpoint,
             oldest_tombstone_ms: self.oldest_tombstone_ms,
+            high_watermark: self.high_watermark_checkpoint,
         };
         fsutil::write_atomic(&self.dir, STATE_FILE, &state.encode())
     }
@@ -1110,18 +1125,38 @@ impl Log {
 
     /// Hands the high watermark to the caller (`true`: the partition has other replicas) or
     /// back to the log (`false`: it follows the log end offset again, as for a single
-    /// replica). Becoming replicated leaves the high watermark where it is, at the log end
-    /// offset, for the caller to set; calling it again with the same value changes nothing.
-    ///
-    /// The high watermark is not persisted: a reopened log starts unreplicated, and on
-    /// `set_replicated(true)` its high watermark is its log end offset until the caller sets
-    /// it (Kafka keeps it in `replication-offset-checkpoint`).
+    /// replica). Becoming replicated starts the high watermark at the last
+    /// [checkpoint](Log::checkpoint_high_watermark) if the log was replicated when it was
+    /// written (a reopened log), else at the log end offset; the caller moves it from
+    /// there. Calling it again with the same value changes nothing.
     pub fn set_replicated(&mut self, replicated: bool) {
         if replicated && !self.replicated {
-            self.high_watermark = self.log_end_offset;
+            self.high_watermark = self
+                .high_watermark_checkpoint
+                .unwrap_or(self.log_end_offset)
+                .clamp(self.log_start_offset, self.log_end_offset);
+        }
+        if !replicated {
+            self.high_watermark_checkpoint = None;
         }
         self.replicated = replicated;
         self.assert_offsets();
+    }
+
+    /// Writes the high watermark of a replicated log to the state file if it moved since
+    /// the last checkpoint (Kafka's `replication-offset-checkpoint`, written every
+    /// `replica.high.watermark.checkpoint.interval.ms`), so that after a restart consumers
+    /// are not shown records that the other replicas may not have. Returns whether it wrote.
+    pub fn checkpoint_high_watermark(&mut self) -> Result<bool, LogError> {
+        if !self.replicated || self.high_watermark_checkpoint == Some(self.high_watermark) {
+            return Ok(false);
+        }
+        let previous = self.high_watermark_checkpoint.replace(self.high_watermark);
+        if let Err(e) = self.persist_state(None) {
+            self.high_watermark_checkpoint = previous;
+            return Err(e);
+        }
+        Ok(true)
     }
 
     /// Sets the high watermark of a replicated log, clamped to `[log_start_offset,
@@ -1405,6 +1440,9 @@ impl Log {
     /// records the clean-shutdown marker, so the next clean open scans no data.
     pub fn close(mut self) -> Result<(), LogError> {
         self.flush()?;
+        if self.replicated {
+            self.high_watermark_checkpoint = Some(self.high_watermark);
+        }
         self.aborted.sync()?;
         self.producers
             .take_snapshot(self.log_end_offset, self.snapshots_kept_above())?;

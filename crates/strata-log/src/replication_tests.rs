@@ -811,7 +811,7 @@ fn high_watermark_of_replicated_and_unreplicated_logs() {
     log.append_as_leader(&plain(2), 0, NOW_MS).expect("append");
     assert_eq!(log.high_watermark(), 15, "follows the log end again");
     assert_eq!(log.last_stable_offset(), 15);
-    // Not persisted: a reopened log starts unreplicated.
+    // A reopened log starts unreplicated; never checkpointed, it starts at its log end.
     drop(log);
     let mut log = open(dir.path(), LogConfig::default(), false);
     log.set_replicated(true);
@@ -1029,4 +1029,44 @@ fn truncation_cuts_both_indexes_to_the_kept_batches() {
             "offset {offset}"
         );
     }
+}
+
+#[test]
+fn high_watermark_checkpoint_survives_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), LogConfig::default(), false);
+    log.set_replicated(true);
+    log.append_as_leader(&plain(5), 0, NOW_MS).expect("append");
+    log.append_as_leader(&plain(5), 0, NOW_MS).expect("append");
+    log.set_high_watermark(6);
+    assert!(log.checkpoint_high_watermark().expect("checkpoint"));
+    assert!(
+        !log.checkpoint_high_watermark().expect("checkpoint"),
+        "unchanged: nothing to write"
+    );
+    log.set_high_watermark(8);
+    drop(log); // a crash: the last checkpoint (6) is what survives
+
+    let mut log = open(dir.path(), LogConfig::default(), false);
+    assert_eq!(log.high_watermark(), 10, "unreplicated: the log end");
+    log.set_replicated(true);
+    assert_eq!(log.high_watermark(), 6, "replicated again: the checkpoint");
+    log.set_high_watermark(9);
+    log.close().expect("close"); // a clean close writes the current one
+
+    let mut log = open(dir.path(), LogConfig::default(), true);
+    log.truncate_to(5).expect("truncate");
+    log.set_replicated(true);
+    assert_eq!(log.high_watermark(), 5, "never above the log end");
+    log.set_replicated(false);
+    log.append_as_leader(&plain(3), 0, NOW_MS).expect("append");
+    log.close().expect("close");
+
+    let mut log = open(dir.path(), LogConfig::default(), true);
+    log.set_replicated(true);
+    assert_eq!(
+        log.high_watermark(),
+        8,
+        "a log last closed unreplicated starts at its log end"
+    );
 }

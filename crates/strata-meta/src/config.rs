@@ -440,6 +440,14 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     ),
     def("node.id", Int, "1", AtLeast(0), &[], "this node's id"),
     def(
+        "replica.high.watermark.checkpoint.interval.ms",
+        Long,
+        "5000",
+        AtLeast(1),
+        &[],
+        "how often a replicated partition's high watermark is written to disk",
+    ),
+    def(
         "replica.lag.time.max.ms",
         Long,
         "30000",

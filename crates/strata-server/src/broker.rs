@@ -404,8 +404,8 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Retention, time-based flush and the local-disk limit, on blocking threads, at the
-/// configured intervals (at least once a second).
+/// Retention, time-based flush, high watermark checkpoints and the local-disk limit, on
+/// blocking threads, at the configured intervals (at least once a second).
 async fn background_tasks(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
     let retention_ms: i64 = broker
         .config
@@ -417,8 +417,12 @@ async fn background_tasks(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
     // so that a topic's flush.ms is honoured even then.
     let tick_ms = retention_ms.min(flush_ms).clamp(10, 1000) as u64;
     let mut ticker = crate::broker::Ticker::new(Duration::from_millis(tick_ms), stop);
+    let checkpoint_ms: i64 = broker
+        .config
+        .broker_value("replica.high.watermark.checkpoint.interval.ms");
     let mut last_retention = now_ms();
     let mut last_offline_retry = now_ms();
+    let mut last_checkpoint = now_ms();
     loop {
         if !ticker.tick().await {
             return;
@@ -427,6 +431,10 @@ async fn background_tasks(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
         let run_retention = now - last_retention >= retention_ms;
         if run_retention {
             last_retention = now;
+        }
+        let run_checkpoint = now - last_checkpoint >= checkpoint_ms;
+        if run_checkpoint {
+            last_checkpoint = now;
         }
         let run_offline_retry = now - last_offline_retry >= OFFLINE_RETRY_INTERVAL_MS;
         if run_offline_retry {
@@ -447,6 +455,12 @@ async fn background_tasks(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
                 if let Err(e) = log.maybe_flush(now) {
                     b.metrics.storage_errors.add(1);
                     tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "flush failed");
+                }
+                if run_checkpoint {
+                    if let Err(e) = log.checkpoint_high_watermark() {
+                        b.metrics.storage_errors.add(1);
+                        tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "high watermark checkpoint failed");
+                    }
                 }
                 if run_retention {
                     match log.apply_retention(now) {
