@@ -114,3 +114,36 @@ def test_default_timestamps_are_create_time(shared_broker, topic):
     [r] = consume_all(bs, topic, [0])[0]
     assert r.timestamp_type == TIMESTAMP_CREATE_TIME
     assert before - 1000 <= r.timestamp <= after + 1000
+
+
+def test_read_committed_offsets_stop_at_the_last_stable_offset(shared_broker, topic):
+    """A read_committed client's LATEST is the last stable offset, and a timestamp lookup
+    landing in an open transaction finds nothing (Kafka bounds both by what the client may
+    fetch); read_uncommitted sees up to the high watermark."""
+    from confluent_kafka import IsolationLevel, Producer
+
+    bs = shared_broker.bootstrap
+    admin = make_admin(bs)
+    create_topic(admin, topic, partitions=1)
+    now = int(time.time() * 1000)
+    _produce_with_timestamps(bs, topic, [now - 3000, now - 2000])  # offsets 0, 1
+    tp = TopicPartition(topic, 0)
+    txn = Producer({"bootstrap.servers": bs, "transactional.id": f"tx-{topic}"})
+    txn.init_transactions(30)
+    txn.begin_transaction()
+    txn.produce(topic, value=b"open", partition=0, timestamp=now - 1000)  # offset 2
+    txn.flush(30)
+
+    def lo(spec, isolation):
+        [(_, fut)] = admin.list_offsets({tp: spec}, isolation_level=isolation, request_timeout=10).items()
+        return fut.result(timeout=10).offset
+
+    assert lo(OffsetSpec.latest(), IsolationLevel.READ_UNCOMMITTED) == 3
+    assert lo(OffsetSpec.latest(), IsolationLevel.READ_COMMITTED) == 2
+    assert lo(OffsetSpec.for_timestamp(now - 1500), IsolationLevel.READ_UNCOMMITTED) == 2
+    assert lo(OffsetSpec.for_timestamp(now - 1500), IsolationLevel.READ_COMMITTED) == -1
+    assert lo(OffsetSpec.for_timestamp(now - 2500), IsolationLevel.READ_COMMITTED) == 1
+    txn.commit_transaction(30)
+    # offset 3 is the commit marker
+    assert lo(OffsetSpec.latest(), IsolationLevel.READ_COMMITTED) == 4
+    assert lo(OffsetSpec.for_timestamp(now - 1500), IsolationLevel.READ_COMMITTED) == 2

@@ -180,6 +180,14 @@ impl LeaderState {
         self.high_watermark
     }
 
+    /// The log end offset when this leader's epoch began (Kafka's
+    /// `leaderEpochStartOffsetOpt`). Until the high watermark reaches it, the leader cannot
+    /// tell where the committed log ends: a record it holds from the previous epoch may be
+    /// committed or not.
+    pub fn epoch_start_offset(&self) -> i64 {
+        self.epoch_start_offset
+    }
+
     /// The partition epoch of the ISR this leader last saw committed.
     pub fn partition_epoch(&self) -> i32 {
         self.partition_epoch

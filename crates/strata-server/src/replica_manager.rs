@@ -198,6 +198,16 @@ impl Partition {
         }
     }
 
+    /// Whether this leader's high watermark has not yet reached the start of its leader
+    /// epoch: the end of the committed log is then unknown (see
+    /// [`LeaderState::epoch_start_offset`]). Lock order: call under the log's lock or
+    /// without it, never under the leader state's.
+    pub fn high_watermark_lags_epoch_start(&self, high_watermark: i64) -> bool {
+        self.leader_state()
+            .as_ref()
+            .is_some_and(|s| s.epoch_start_offset() > high_watermark)
+    }
+
     /// Whether the partition is led here with replication (its acks wait for followers).
     pub fn is_replicated_leader(&self) -> bool {
         self.leader_state().is_some()

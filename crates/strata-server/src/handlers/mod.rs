@@ -72,7 +72,7 @@ pub async fn handle(
         }
         RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, version).await),
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(offsets::handle_list_offsets(broker, r).await)
+            ResponseKind::ListOffsets(offsets::handle_list_offsets(broker, r, version).await)
         }
         RequestKind::OffsetForLeaderEpoch(r) => {
             ResponseKind::OffsetForLeaderEpoch(offsets::handle_offset_for_leader_epoch(broker, &r))

@@ -28,6 +28,8 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
+/// ListOffsets `isolation_level` of read_committed consumers.
+const READ_COMMITTED: i8 = 1;
 
 /// Finds the partition and checks the client's view of the leader epoch.
 fn leader_partition(
@@ -51,8 +53,10 @@ fn leader_partition(
 pub async fn handle_list_offsets(
     broker: &Arc<Broker>,
     request: ListOffsetsRequest,
+    version: i16,
 ) -> ListOffsetsResponse {
     let b = broker.clone();
+    let read_committed = request.isolation_level == READ_COMMITTED;
     let topics = blocking(move || {
         request
             .topics
@@ -76,7 +80,7 @@ pub async fn handle_list_offsets(
                             Ok(partition) => partition,
                             Err(e) => return base.with_error_code(code(e)),
                         };
-                        match list_offset(&b, &partition, p.timestamp) {
+                        match list_offset(&b, &partition, p.timestamp, read_committed, version) {
                             Ok(Some((timestamp, offset))) => base
                                 .with_timestamp(timestamp)
                                 .with_offset(offset)
@@ -98,7 +102,50 @@ pub async fn handle_list_offsets(
 
 /// One ListOffsets lookup across the tier and the local log: `(timestamp, offset)`, `None`
 /// when nothing matches, or an error code. Blocking (tier lookups wait on the runtime).
+///
+/// As in Kafka, what a consumer may fetch bounds the answer: LATEST is the high watermark
+/// (the last stable offset for `read_committed`), and a lookup that lands at or above it
+/// finds nothing. A new leader whose high watermark has not reached the start of its epoch
+/// answers those with OFFSET_NOT_AVAILABLE (LEADER_NOT_AVAILABLE before v5), so that a
+/// client never sees the end of the log move back.
 fn list_offset(
+    broker: &Broker,
+    partition: &Arc<Partition>,
+    timestamp: i64,
+    read_committed: bool,
+    version: i16,
+) -> Result<Option<(i64, i64)>, i16> {
+    let (fetchable, lagging) = {
+        let log = partition.log();
+        let hw = log.high_watermark();
+        let fetchable = if read_committed {
+            log.last_stable_offset()
+        } else {
+            hw
+        };
+        (fetchable, partition.high_watermark_lags_epoch_start(hw))
+    };
+    let not_available = || {
+        code(if version >= 5 {
+            ResponseError::OffsetNotAvailable
+        } else {
+            ResponseError::LeaderNotAvailable
+        })
+    };
+    match timestamp {
+        EARLIEST | EARLIEST_LOCAL => lookup(broker, partition, timestamp),
+        LATEST if lagging => Err(not_available()),
+        LATEST => Ok(Some((-1, fetchable))),
+        _ => match lookup(broker, partition, timestamp)? {
+            Some((_, offset)) if offset >= fetchable && lagging => Err(not_available()),
+            Some((_, offset)) if offset >= fetchable => Ok(None),
+            found => Ok(found),
+        },
+    }
+}
+
+/// [`list_offset`] before the bound of what a consumer may fetch.
+fn lookup(
     broker: &Broker,
     partition: &Arc<Partition>,
     timestamp: i64,
@@ -114,7 +161,6 @@ fn list_offset(
     let found = match timestamp {
         EARLIEST => Some((-1, log_start)),
         EARLIEST_LOCAL => Some((-1, log.local_log_start_offset())),
-        LATEST => Some((-1, log.high_watermark())),
         // Nothing tiered (or no tier): offset -1 with leader epoch -1, as Kafka answers.
         LATEST_TIERED if tiered => {
             drop(log);
