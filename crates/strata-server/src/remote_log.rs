@@ -12,6 +12,11 @@
 //! 3. upload rolled segments in order; each upload is visible once the manifest naming it is
 //!    written, and only then may local retention delete the local copy.
 //!
+//! A partition followed here (not led) is never written to the tier. Every
+//! [`FOLLOWER_PASS_EVERY`] passes its follower reads the manifest the leader writes: local
+//! retention may then delete its local copies of uploaded segments, and its log start follows
+//! the leader's retention through the tier.
+//!
 //! A failing partition backs off exponentially (0.5 s doubling to 30 s) and is retried; the
 //! local log keeps accepting records meanwhile, up to `log.local.untiered.max.bytes` not yet in the
 //! tier across the broker.
@@ -47,6 +52,10 @@ const UPLOADS_PER_PASS: usize = 2;
 /// Tier reads at once (a read outlives its fetch after `remote.fetch.max.wait.ms`); a fetch
 /// finding none free answers without that partition's data.
 const MAX_TIER_READS: usize = 64;
+/// A follower reads its partition's manifest once every this many passes: often enough
+/// that its disk does not fill far beyond the leader's, rarely enough that followers do
+/// not multiply the store's requests.
+const FOLLOWER_PASS_EVERY: u64 = 10;
 const MIN_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -132,6 +141,8 @@ pub struct RemoteLogManager {
     /// Empty tiered partitions whose manifest has not been read since start-up: they may
     /// have lost their local data, so producers wait until the tier says where they start.
     awaiting_tier: Mutex<HashSet<(Uuid, i32)>>,
+    /// Passes run since start-up (followers read the tier every [`FOLLOWER_PASS_EVERY`]).
+    passes: std::sync::atomic::AtomicU64,
 }
 
 impl RemoteLogManager {
@@ -170,6 +181,7 @@ impl RemoteLogManager {
             reads: Arc::new(tokio::sync::Semaphore::new(MAX_TIER_READS)),
             max_read_bytes: chunk_bytes as usize,
             awaiting_tier: Mutex::new(HashSet::new()),
+            passes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -355,8 +367,12 @@ impl RemoteLogManager {
     ) -> Result<&'a mut RemoteManifest, TierError> {
         if writer.is_none() {
             let manifest = state.remote.load_manifest().await?;
-            let cleaned = state.remote.clean_orphans(&manifest).await;
-            report_orphan_cleanup(partition, cleaned);
+            // Only the leader may: an object the leader has uploaded but not yet named in
+            // the manifest looks like an orphan to anyone else.
+            if partition.is_leader() {
+                let cleaned = state.remote.clean_orphans(&manifest).await;
+                report_orphan_cleanup(partition, cleaned);
+            }
             // Where the partition's records end in the tier: after its last segment, or at
             // its log start if retention emptied it.
             let tier_end = manifest
@@ -435,12 +451,18 @@ impl RemoteLogManager {
     async fn pass(self: &Arc<Self>, broker: &Arc<Broker>, concurrency: usize) -> bool {
         // Only a partition's leader uploads and applies tier retention; a manifest loaded while
         // leading is dropped when leadership moves, since the next leader writes it.
-        let partitions: Vec<_> = broker
+        let (partitions, followed): (Vec<_>, Vec<_>) = broker
             .replicas
             .all()
             .into_iter()
-            .filter(|p| p.is_leader())
-            .collect();
+            .partition(|p| p.is_leader());
+        if self
+            .passes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(FOLLOWER_PASS_EVERY)
+        {
+            self.follow_tier(broker, followed).await;
+        }
         let hosted: HashSet<(Uuid, i32)> =
             partitions.iter().map(|p| (p.topic_id, p.index)).collect();
         self.partitions
@@ -488,6 +510,42 @@ impl RemoteLogManager {
             tracing::warn!(error = %e, "cannot delete tier data of deleted topics; will retry");
         }
         more
+    }
+
+    /// The followers' side of the tier (module docs): for each tiered partition followed
+    /// here, reads the leader's manifest and lets local retention and the log start follow it.
+    async fn follow_tier(&self, broker: &Broker, followed: Vec<Arc<Partition>>) {
+        for partition in followed {
+            if !partition.log().config().remote_storage_enable {
+                continue;
+            }
+            let remote = RemotePartition::new(
+                &self.store,
+                &partition.topic,
+                &partition.topic_id.simple().to_string(),
+                partition.index,
+            );
+            let manifest = match remote.load_manifest().await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "follower cannot read the tier manifest");
+                    continue;
+                }
+            };
+            let p = partition.clone();
+            let followed = blocking(move || {
+                let mut log = p.log();
+                if p.is_removed() || p.is_leader() {
+                    return Ok(());
+                }
+                follow_manifest(&mut log, &manifest, now_ms())
+            })
+            .await;
+            if let Err(e) = followed {
+                broker.metrics.storage_errors.add(1);
+                tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "follower cannot apply the tier's retention");
+            }
+        }
     }
 
     /// Deletes objects of the partition that its manifest does not name; on failure, tries
@@ -652,6 +710,26 @@ impl RemoteLogManager {
             .unwrap_or_else(|e| e.into_inner()) = Some(image.deleted_topic_count());
         Ok(())
     }
+}
+
+/// Brings a follower's log in line with the leader's tier: what the tier holds below the
+/// follower's high watermark (the same records on every in-sync replica) counts as uploaded
+/// for local retention, and the log start moves up to the tier's (never past the high
+/// watermark). Blocking.
+fn follow_manifest(
+    log: &mut strata_log::Log,
+    manifest: &RemoteManifest,
+    now_ms: i64,
+) -> Result<(), strata_log::LogError> {
+    let hw = log.high_watermark();
+    if manifest.log_start_offset > log.log_start_offset() {
+        log.delete_records_before(manifest.log_start_offset.min(hw))?;
+    }
+    if let Some(next) = manifest.next_offset() {
+        log.set_highest_offset_in_remote((next - 1).min(hw - 1));
+    }
+    log.apply_retention(now_ms)?;
+    Ok(())
 }
 
 /// Logs what an orphan cleanup did; false if it failed.

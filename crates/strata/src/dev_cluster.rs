@@ -77,6 +77,9 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     }
 }
 
+/// The broker property that makes new topics tiered.
+const TIERED_BY_DEFAULT: &str = "log.remote.storage.enable";
+
 /// One node of the cluster: its addresses and files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Node {
@@ -93,6 +96,9 @@ struct Node {
 struct Plan {
     nodes: Vec<Node>,
     overrides: Vec<String>,
+    /// The object store every node tiers into: a partition's next leader must read what the
+    /// last one uploaded.
+    tier: PathBuf,
 }
 
 impl Plan {
@@ -135,9 +141,12 @@ impl Plan {
                 }
             })
             .collect();
+        let tier = std::path::absolute(data_dir.join("tier"))
+            .with_context(|| format!("cannot resolve {}", data_dir.display()))?;
         Ok(Plan {
             nodes,
             overrides: overrides.to_vec(),
+            tier,
         })
     }
 
@@ -176,7 +185,19 @@ impl Plan {
             node.http.to_string(),
             "--data-dir".into(),
             node.data_dir.display().to_string(),
+            "--object-store".into(),
+            format!("file://{}", self.tier.display()),
         ];
+        // A shared store alone would tier every new topic (`--object-store` does); a dev
+        // cluster tiers what `strata serve` tiers unless told otherwise.
+        if !self
+            .overrides
+            .iter()
+            .any(|o| o.split('=').next().map(str::trim) == Some(TIERED_BY_DEFAULT))
+        {
+            args.push("--override".into());
+            args.push(format!("{TIERED_BY_DEFAULT}=false"));
+        }
         for o in &self.overrides {
             args.push("--override".into());
             args.push(o.clone());
@@ -703,7 +724,23 @@ mod tests {
         assert_eq!(after("--listen"), "127.0.0.1:19093");
         assert_eq!(after("--http"), "127.0.0.1:19293");
         assert_eq!(after("--data-dir"), "/tmp/c/node-2");
-        assert_eq!(after("--override"), "a.b=1");
+        assert_eq!(after("--object-store"), "file:///tmp/c/tier");
+        assert_eq!(after("--override"), "log.remote.storage.enable=false");
+        assert_eq!(args.last().map(String::as_str), Some("a.b=1"));
+        let tiered = Plan::new(
+            3,
+            19092,
+            Path::new("/tmp/c"),
+            &["log.remote.storage.enable=true".into()],
+        )
+        .unwrap();
+        let args = tiered.serve_args(&tiered.nodes[0]);
+        assert_eq!(
+            args.iter()
+                .filter(|a| a.starts_with("log.remote.storage.enable"))
+                .count(),
+            1
+        );
     }
 
     #[test]

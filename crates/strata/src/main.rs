@@ -148,6 +148,13 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
         bail!("--node-id must be at least 0, got {node_id}");
     }
     let quorum = quorum_settings(&args, node_id)?;
+    if quorum.is_some() && args.object_store.is_none() {
+        tracing::warn!(
+            "in a cluster, tiered topics need --object-store naming a store every node shares: \
+             without it this node tiers into its own data directory, where a partition's next \
+             leader cannot read"
+        );
+    }
     let advertised = args
         .advertised_listener
         .clone()

@@ -1,0 +1,93 @@
+"""Tiered storage in a three-node cluster sharing one object store (issue 6).
+
+Only a partition's leader uploads; followers read the leader's manifest and drop their own
+copies of uploaded segments by local retention, so no node's disk holds the whole log. After
+the leader is killed, the new leader serves the tiered records from the shared store and
+goes on uploading.
+
+Run just these with `python -m pytest -q tests/python/test_tiered_cluster.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from cluster import NO_LEADER
+from helpers import consume_all, create_topic, flush_all, make_admin, make_producer, wait_until
+from replica_verifier import segment_files, verify_replicas
+
+pytestmark = [pytest.mark.cluster]
+
+log = logging.getLogger("strata-e2e.tiered-cluster")
+
+TASK_INTERVAL_MS = 200  # remote.log.manager.task.interval.ms: followers read the tier every 10
+SEGMENT_BYTES = 16 * 1024
+RECORDS = 1500
+VALUE = b"x" * 100
+
+
+def local_segments(node, topic: str) -> int:
+    return len(segment_files(node.partition_dir(topic, 0)))
+
+
+@pytest.mark.timeout(180)
+def test_followers_drop_uploaded_segments_and_a_new_leader_reads_the_tier(cluster_factory, tmp_path, topic):
+    c = cluster_factory(
+        3,
+        overrides={
+            "remote.log.manager.task.interval.ms": TASK_INTERVAL_MS,
+            "log.retention.check.interval.ms": 200,
+            "replica.lag.time.max.ms": 3000,
+        },
+        extra_args=("--object-store", f"file://{tmp_path / 'shared-tier'}"),
+    )
+    create_topic(
+        make_admin(c.bootstrap),
+        topic,
+        partitions=1,
+        replication_factor=3,
+        config={
+            "remote.storage.enable": "true",
+            "segment.bytes": str(SEGMENT_BYTES),
+            "local.retention.bytes": "1",
+            "min.insync.replicas": "2",
+        },
+    )
+    c.wait_in_sync(topic, 1)
+
+    def produce(start: int, count: int) -> None:
+        p = make_producer(c.bootstrap, **{"acks": "all", "enable.idempotence": True, "linger.ms": 5})
+        for i in range(start, start + count):
+            p.produce(topic, key=b"%d" % i, value=VALUE, partition=0)
+        flush_all(p)
+
+    produce(0, RECORDS)
+    total_segments = RECORDS * len(VALUE) // SEGMENT_BYTES
+    assert total_segments >= 8, total_segments
+    counts: dict[int, int] = {}
+
+    def every_node_dropped_uploaded_segments() -> bool:
+        counts.clear()
+        counts.update({n.node_id: local_segments(n, topic) for n in c.nodes})
+        return all(v <= 2 for v in counts.values())
+
+    wait_until(
+        every_node_dropped_uploaded_segments,
+        timeout=60,
+        interval=0.5,
+        msg=lambda: f"local segments per node after uploads: {counts} (of ~{total_segments})",
+    )
+    log.info("local segments per node after uploads: %s (of ~%d)", counts, total_segments)
+    verify_replicas(c, [topic])
+
+    leader = c.node(c.leaders(topic)[0])
+    log.info("killing leader %d", leader.node_id)
+    leader.kill()
+    survivors = c.others(leader)
+    c.wait_leaders(topic, lambda led: led.get(0) not in (None, NO_LEADER, leader.node_id), nodes=survivors, what="a new leader")
+    produce(RECORDS, 200)
+    recs = consume_all(",".join(n.bootstrap for n in survivors), topic, [0], timeout=60)[0]
+    keys = [int(r.key) for r in recs]
+    assert keys == list(range(RECORDS + 200)), f"{len(keys)} records, first {keys[:3]}, last {keys[-3:]}"
