@@ -8,11 +8,12 @@
 //! coordinator epoch written into markers, so that a partition leader refuses the markers
 //! of a coordinator that has since been replaced.
 //!
-//! Every call runs under the coordinator lock; before the lock is released, the state records
-//! are appended to the transactional id's partition and, on a replicated partition, wait for
-//! the in-sync replicas (a prepared commit must survive the coordinator's failover before
-//! any marker is written). Then the markers of transactions that reached
-//! PrepareCommit/PrepareAbort are written to every partition of the transaction (and, for
+//! Every call runs under the coordinator lock, and before the lock is released its state
+//! records are appended to the transactional id's partition. The answer then waits, without
+//! the lock, until a replicated partition's in-sync replicas have them. The markers of
+//! transactions that reached PrepareCommit/PrepareAbort are written, also without the lock,
+//! once the prepare record is in the ISR (a prepared commit must survive the coordinator's
+//! failover before any marker exists), to every partition of the transaction (and, for
 //! `__consumer_offsets` partitions, the group coordinator makes the transaction's offsets
 //! visible or drops them). A marker that cannot be written is retried on the next tick; the
 //! transaction stays prepared until then, holding the last stable offset.
@@ -174,59 +175,97 @@ impl TxnService {
     /// for. Blocking. If the state cannot be persisted, the call fails with NOT_COORDINATOR
     /// (leadership moved) or COORDINATOR_NOT_AVAILABLE (the log or its replicas failed), as
     /// Kafka's coordinator answers.
+    ///
+    /// Only the call and the append of its records hold the coordinator lock, so that the
+    /// log's order is the calls' order. Waiting for the in-sync replicas and writing markers
+    /// (which may wait on another broker) happen without it: other transactions go on, and
+    /// one being ended answers CONCURRENT_TRANSACTIONS until its markers are written. A
+    /// later call's records reaching the ISR implies this call's did, since they come after.
     pub fn run<T>(
         &self,
         broker: &Broker,
         f: impl FnOnce(&mut TransactionCoordinator) -> T,
     ) -> Result<T, ResponseError> {
-        let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
-        let value = f(&mut coordinator);
-        let mut retry = std::mem::take(&mut *self.retry.lock().unwrap_or_else(|p| p.into_inner()));
-        let mut result = Ok(());
-        loop {
-            let (records, mut markers) = coordinator.take_output();
-            markers.append(&mut retry);
-            if records.is_empty() && markers.is_empty() {
-                break;
-            }
-            if let Err(e) = self.persist(broker, &records) {
-                broker.metrics.storage_errors.add(1);
-                tracing::error!(error = %e, "cannot write transaction state");
-                retry = markers;
-                result = Err(e.response_error());
-                break;
-            }
-            for work in markers {
-                let partition = self.partition_of(&work.transactional_id);
-                let Some(coordinator_epoch) = self.loaded_epoch(partition) else {
-                    continue; // moved away: the new coordinator completes it
-                };
-                let written = self
-                    .state_replicated(broker, partition)
-                    .and_then(|()| self.write_markers(broker, &work, coordinator_epoch));
-                match written {
-                    Ok(()) => coordinator.complete_markers(&work, now_ms()),
-                    Err(e) => {
-                        broker.metrics.storage_errors.add(1);
-                        tracing::error!(transactional_id = %work.transactional_id, error = %e, "cannot write transaction markers; will retry");
-                        retry.push(work);
-                    }
+        let (value, appended, mut markers) = {
+            let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+            let value = f(&mut coordinator);
+            let (records, markers) = coordinator.take_output();
+            match self.append(broker, &records) {
+                Ok(appended) => (value, appended, markers),
+                Err(e) => {
+                    self.retry_later(markers);
+                    return Err(self.failed(broker, e));
                 }
             }
-            if !retry.is_empty() {
-                break;
+        };
+        markers.append(&mut std::mem::take(
+            &mut *self.retry.lock().unwrap_or_else(|p| p.into_inner()),
+        ));
+        let replicated = wait_replicated(&appended);
+        let written: Vec<MarkerWork> = markers
+            .into_iter()
+            .filter_map(|work| self.write_markers_of(broker, work))
+            .collect();
+        if !written.is_empty() {
+            let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+            for work in &written {
+                coordinator.complete_markers(work, now_ms());
+            }
+            let (records, markers) = coordinator.take_output();
+            self.retry_later(markers);
+            // Not waited for: a coordinator that loses these finds the transactions
+            // prepared and writes their (idempotent) markers again.
+            if let Err(e) = self.append(broker, &records) {
+                self.failed(broker, e);
             }
         }
-        self.retry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(&mut retry);
-        result.map(|()| value)
+        replicated.map_err(|e| self.failed(broker, e))?;
+        Ok(value)
+    }
+
+    fn failed(&self, broker: &Broker, e: PersistError) -> ResponseError {
+        broker.metrics.storage_errors.add(1);
+        tracing::error!(error = %e, "cannot write transaction state");
+        e.response_error()
+    }
+
+    fn retry_later(&self, mut markers: Vec<MarkerWork>) {
+        if !markers.is_empty() {
+            self.retry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .append(&mut markers);
+        }
+    }
+
+    /// Writes one transaction's markers once its state partition's records are in the ISR;
+    /// returns the work when done. On failure the work is retried on the next tick; when the
+    /// partition moved away, the new coordinator completes it.
+    fn write_markers_of(&self, broker: &Broker, work: MarkerWork) -> Option<MarkerWork> {
+        let partition = self.partition_of(&work.transactional_id);
+        let coordinator_epoch = self.loaded_epoch(partition)?;
+        let written = self
+            .state_replicated(broker, partition)
+            .and_then(|()| self.write_markers(broker, &work, coordinator_epoch));
+        match written {
+            Ok(()) => Some(work),
+            Err(e) => {
+                broker.metrics.storage_errors.add(1);
+                tracing::error!(transactional_id = %work.transactional_id, error = %e, "cannot write transaction markers; will retry");
+                self.retry_later(vec![work]);
+                None
+            }
+        }
     }
 
     /// Appends the state records to their partitions, which must be led here at the epoch
-    /// their transactions were loaded at, and waits for the in-sync replicas.
-    fn persist(&self, broker: &Broker, records: &[TxnRecord]) -> Result<(), PersistError> {
+    /// their transactions were loaded at. Returns where the high watermark of each
+    /// replicated partition must reach for the records to be in its ISR.
+    fn append(
+        &self,
+        broker: &Broker,
+        records: &[TxnRecord],
+    ) -> Result<Vec<(Arc<Partition>, i64)>, PersistError> {
         let now = now_ms();
         let mut by_partition: BTreeMap<i32, Vec<_>> = BTreeMap::new();
         for r in records {
@@ -252,8 +291,10 @@ impl TxnService {
                 appended.push((hosted, info.last_offset + 1));
             }
         }
-        broker.replicas.notify_appended();
-        wait_replicated(&appended)
+        if !records.is_empty() {
+            broker.replicas.notify_appended();
+        }
+        Ok(appended)
     }
 
     /// The `__transaction_state` partition, if it is still led here at the epoch its
