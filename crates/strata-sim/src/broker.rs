@@ -86,6 +86,27 @@ impl Leadership {
     pub fn has_alter_in_flight(&self) -> bool {
         self.alter.is_some()
     }
+
+    /// Hands `LeaderState` an ISR the controller committed (`source` says how it arrived);
+    /// a refusal is a model violation: the broker only passes newer partition epochs.
+    fn apply_committed_isr(
+        &mut self,
+        broker: i32,
+        registration: &PartitionRegistration,
+        source: &str,
+        ctx: &mut Ctx,
+    ) {
+        if let Err(e) =
+            self.state
+                .on_isr_committed(&registration.isr, registration.partition_epoch, ctx.now_ms)
+        {
+            ctx.violation(
+                Invariant::Model,
+                format!("leader {broker}: on_isr_committed {source}: {e}"),
+            );
+        }
+        self.partition_epoch = registration.partition_epoch;
+    }
 }
 
 /// The AlterPartition request of `LeaderState`'s pending change.
@@ -402,17 +423,7 @@ impl Broker {
                     // The same leadership, another ISR (the controller fenced a follower, or
                     // committed our change and we missed the answer).
                     if registration.partition_epoch > l.partition_epoch {
-                        if let Err(e) = l.state.on_isr_committed(
-                            &registration.isr,
-                            registration.partition_epoch,
-                            ctx.now_ms,
-                        ) {
-                            ctx.violation(
-                                Invariant::Model,
-                                format!("leader {}: on_isr_committed from metadata: {e}", self.id),
-                            );
-                        }
-                        l.partition_epoch = registration.partition_epoch;
+                        l.apply_committed_isr(self.id, &registration, "from metadata", ctx);
                         l.alter = None;
                     }
                     self.settle(ctx);
@@ -574,17 +585,7 @@ impl Broker {
                     );
                     return;
                 }
-                if let Err(e) = l.state.on_isr_committed(
-                    &registration.isr,
-                    registration.partition_epoch,
-                    ctx.now_ms,
-                ) {
-                    ctx.violation(
-                        Invariant::Model,
-                        format!("leader {}: on_isr_committed: {e}", self.id),
-                    );
-                }
-                l.partition_epoch = registration.partition_epoch;
+                l.apply_committed_isr(self.id, &registration, "from AlterPartition", ctx);
                 if self
                     .known_partition_epoch()
                     .is_none_or(|known| known < registration.partition_epoch)
