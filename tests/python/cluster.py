@@ -373,25 +373,39 @@ class Cluster:
     ) -> dict[int, int]:
         """Poll the Metadata of `nodes` (default: every live broker) until each one's view of
         `topic`'s leaders satisfies `cond` and they all agree; return the leaders."""
+        return self._wait_agreed(
+            lambda n: self.leaders(topic, n),
+            cond,
+            timeout,
+            nodes,
+            f"{what} for {topic} (leaders per node's Metadata",
+        )
+
+    def _wait_agreed(
+        self,
+        view: Callable[[ClusterNode], Any],
+        cond: Callable[[Any], bool],
+        timeout: float,
+        nodes: Iterable[ClusterNode] | None,
+        what: str,
+        key: Callable[[Any], Any] = lambda v: v,
+        shown: Callable[[Any], Any] = lambda v: v,
+    ) -> Any:
+        """Poll `view(node)` of `nodes` (default: every live broker) until the views agree (by
+        `key`) and satisfy `cond`; return the view. A timeout shows each node's last view."""
         last: dict[int, Any] = {}
 
         def check():
             views = {}
             for n in list(nodes) if nodes is not None else self.live_brokers():
-                views[n.node_id] = self.leaders(topic, n)
-                last[n.node_id] = views[n.node_id]
+                views[n.node_id] = view(n)
+                last[n.node_id] = shown(views[n.node_id])
             first = next(iter(views.values()))
-            if all(v == first for v in views.values()) and cond(first):
+            if all(key(v) == key(first) for v in views.values()) and cond(first):
                 return first
             return None
 
-        return wait_until(
-            check,
-            timeout=timeout,
-            interval=0.1,
-            msg=lambda: f"{what} for {topic} (leaders per node's Metadata: {last})",
-            ignore=TRANSIENT,
-        )
+        return wait_until(check, timeout=timeout, interval=0.1, msg=lambda: f"{what}: {last})", ignore=TRANSIENT)
 
     def live_brokers(self) -> list[ClusterNode]:
         return [n for n in self.brokers if n.live]
@@ -416,31 +430,18 @@ class Cluster:
     ) -> dict[int, dict]:
         """Poll the Metadata of `nodes` (default: every live broker) until they agree on each
         partition's leader, epoch, replicas and ISR and that view satisfies `cond`; return it."""
-        last: dict[int, Any] = {}
-
-        def key(states):
-            return {
+        return self._wait_agreed(
+            lambda n: self.partition_states(topic, n),
+            cond,
+            timeout,
+            nodes,
+            f"{what} for {topic} (per node's Metadata",
+            key=lambda states: {
                 p: (s["leader"], s["epoch"], list(s["replicas"]), sorted(s["isr"])) for p, s in states.items()
-            }
-
-        def check():
-            views = {}
-            for n in list(nodes) if nodes is not None else self.live_brokers():
-                views[n.node_id] = self.partition_states(topic, n)
-                last[n.node_id] = {
-                    p: f"leader {s['leader']} epoch {s['epoch']} isr {sorted(s['isr'])}" for p, s in views[n.node_id].items()
-                }
-            first = next(iter(views.values()))
-            if all(key(v) == key(first) for v in views.values()) and cond(first):
-                return first
-            return None
-
-        return wait_until(
-            check,
-            timeout=timeout,
-            interval=0.1,
-            msg=lambda: f"{what} for {topic} (per node's Metadata: {last})",
-            ignore=TRANSIENT,
+            },
+            shown=lambda states: {
+                p: f"leader {s['leader']} epoch {s['epoch']} isr {sorted(s['isr'])}" for p, s in states.items()
+            },
         )
 
     def wait_in_sync(
