@@ -905,7 +905,12 @@ impl Controller {
                 self.validate_assignments(&numbered, current, &brokers)?
             }
             None => {
-                let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+                // The first partition's replication factor; while it is being reassigned,
+                // that of its target (its replica set holds the leaving replicas too).
+                let rf = topic
+                    .partitions
+                    .first()
+                    .map_or(1, |p| p.replicas.len() - p.removing_replicas.len());
                 if rf > brokers.len() {
                     return Err(ControllerError::InvalidReplicationFactor(format!(
                         "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
@@ -2020,6 +2025,14 @@ mod tests {
         let image = on_one_and_two();
         let (_, moving) = reassign(&image, &[(0, Some(vec![3, 4]))], true);
         assert_eq!(partition(&moving, 0).replicas, vec![3, 4, 1, 2]);
+        // New partitions take the replication factor of the move's target, not of the
+        // grown set.
+        let grown = Controller::new(1)
+            .create_partitions(&moving, "t", 2, None)
+            .unwrap();
+        assert!(
+            matches!(&grown[..], [MetadataRecord::Partition { replicas, .. }] if replicas.len() == 2)
+        );
         // Replaced: 4 (being added) is now removed, 1 and 2 too until completion.
         let (codes, replaced) = reassign(&moving, &[(0, Some(vec![3]))], true);
         assert_eq!(codes, vec![0]);
