@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use crate::config::{broker_config, check_topic_config_set, topic_config};
 use crate::image::MetadataImage;
-use crate::partition_change::{AlterPartitionError, PartitionRegistration, NO_LEADER};
+use crate::partition_change::{
+    AlterPartitionError, PartitionRegistration, ReassignmentError, NO_LEADER,
+};
 use crate::records::{ConfigResource, MetadataRecord};
 
 /// Kafka's limit on topic name length.
@@ -137,6 +139,30 @@ pub enum ControllerError {
     UnknownTopicId,
     #[error("{0}")]
     TopicDeletionDisabled(String),
+    /// NO_REASSIGNMENT_IN_PROGRESS (85).
+    #[error("{0}")]
+    NoReassignmentInProgress(String),
+}
+
+/// One partition of an AlterPartitionReassignments request: its target replicas, or `None`
+/// to cancel its ongoing reassignment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReassignmentTarget {
+    pub partition: i32,
+    pub replicas: Option<Vec<i32>>,
+}
+
+/// A partition by topic id and index.
+type PartitionKey = (Uuid, i32);
+
+/// An ongoing reassignment, as ListPartitionReassignments reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OngoingReassignment {
+    pub partition: i32,
+    /// The whole replica set: the target, then the replicas being removed.
+    pub replicas: Vec<i32>,
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
 }
 
 /// One topic of a CreateTopics request, with Kafka's `-1` meaning "broker default".
@@ -453,6 +479,152 @@ impl Controller {
         (results, records)
     }
 
+    /// AlterPartitionReassignments (KIP-455, Kafka's
+    /// `ReplicationControlManager.alterPartitionReassignments`): for each named partition,
+    /// starts a reassignment to its target replicas (see [`PartitionRegistration::reassign`])
+    /// or cancels the ongoing one (`None`). Outcomes are per partition, in request order;
+    /// the records of the successful ones commit together. A partition named twice is
+    /// changed twice, in order.
+    ///
+    /// `allow_replication_factor_change` false (v1, KIP-860) refuses a target whose size
+    /// differs from the partition's replication factor (during a reassignment, that of its
+    /// target). `unclean` (`unclean.leader.election.enable`) allows a cancellation that
+    /// leaves no ISR member among the original replicas.
+    pub fn alter_partition_reassignments(
+        &self,
+        image: &MetadataImage,
+        targets: &[(String, Vec<ReassignmentTarget>)],
+        allow_replication_factor_change: bool,
+        unclean: bool,
+    ) -> (Vec<Vec<Result<(), ControllerError>>>, Vec<MetadataRecord>) {
+        let live = image.live_brokers();
+        // Partitions changed by this request so far, so that one named twice builds on the
+        // first change; one record each at the end.
+        let mut changed: BTreeMap<PartitionKey, PartitionRegistration> = BTreeMap::new();
+        let mut outcomes = Vec::with_capacity(targets.len());
+        for (topic, partitions) in targets {
+            let mut topic_outcomes = Vec::with_capacity(partitions.len());
+            for target in partitions {
+                let outcome = self.reassign_partition(
+                    image,
+                    &changed,
+                    topic,
+                    target,
+                    allow_replication_factor_change,
+                    &live,
+                    unclean,
+                );
+                topic_outcomes.push(outcome.map(|next| {
+                    if let Some((key, next)) = next {
+                        changed.insert(key, next);
+                    }
+                }));
+            }
+            outcomes.push(topic_outcomes);
+        }
+        let records = changed
+            .iter()
+            .map(|((topic_id, partition), next)| partition_record(*topic_id, *partition, next))
+            .collect();
+        (outcomes, records)
+    }
+
+    /// One partition of [`Controller::alter_partition_reassignments`]: its next
+    /// registration (`None` when nothing changes) or why it is refused.
+    #[allow(clippy::too_many_arguments)]
+    fn reassign_partition(
+        &self,
+        image: &MetadataImage,
+        changed: &BTreeMap<PartitionKey, PartitionRegistration>,
+        topic: &str,
+        target: &ReassignmentTarget,
+        allow_replication_factor_change: bool,
+        live: &BTreeSet<i32>,
+        unclean: bool,
+    ) -> Result<Option<(PartitionKey, PartitionRegistration)>, ControllerError> {
+        let t = image
+            .topic(topic)
+            .ok_or(ControllerError::UnknownTopicOrPartition)?;
+        let key = (t.topic_id, target.partition);
+        let current = match changed.get(&key) {
+            Some(c) => c.clone(),
+            None => usize::try_from(target.partition)
+                .ok()
+                .and_then(|i| t.partitions.get(i))
+                .ok_or(ControllerError::UnknownTopicOrPartition)?
+                .registration(),
+        };
+        let next = match &target.replicas {
+            None => current.cancel_reassignment(live, unclean).map_err(|e| match e {
+                ReassignmentError::NoReassignmentInProgress => {
+                    ControllerError::NoReassignmentInProgress(e.to_string())
+                }
+                ReassignmentError::RevertNeedsUncleanElection => {
+                    ControllerError::InvalidReplicaAssignment(format!(
+                        "Unable to revert partition assignment for {topic}:{} because it would require an unclean leader election.",
+                        target.partition
+                    ))
+                }
+            })?,
+            Some(replicas) => {
+                validate_reassignment_target(image, replicas)?;
+                let factor = current.target_replicas().len();
+                if !allow_replication_factor_change && replicas.len() != factor {
+                    return Err(ControllerError::InvalidReplicationFactor(format!(
+                        "The replication factor is changed from {factor} to {}",
+                        replicas.len()
+                    )));
+                }
+                current.reassign(replicas, live)
+            }
+        };
+        Ok(next.map(|n| (key, n)))
+    }
+
+    /// ListPartitionReassignments (KIP-455): every ongoing reassignment with `topics`
+    /// `None`, otherwise those of the named partitions; unknown topics and partitions, and
+    /// partitions not being reassigned, are left out, and so are topics with none left.
+    pub fn list_partition_reassignments(
+        &self,
+        image: &MetadataImage,
+        topics: Option<&[(String, Vec<i32>)]>,
+    ) -> Vec<(String, Vec<OngoingReassignment>)> {
+        let ongoing = |p: &crate::PartitionImage| {
+            (!p.adding_replicas.is_empty() || !p.removing_replicas.is_empty()).then(|| {
+                OngoingReassignment {
+                    partition: p.partition,
+                    replicas: p.replicas.clone(),
+                    adding_replicas: p.adding_replicas.clone(),
+                    removing_replicas: p.removing_replicas.clone(),
+                }
+            })
+        };
+        let listed: Vec<(String, Vec<OngoingReassignment>)> = match topics {
+            None => image
+                .topics()
+                .map(|t| {
+                    (
+                        t.name.clone(),
+                        t.partitions.iter().filter_map(ongoing).collect(),
+                    )
+                })
+                .collect(),
+            Some(topics) => topics
+                .iter()
+                .filter_map(|(name, partitions)| {
+                    let t = image.topic(name)?;
+                    let found = partitions
+                        .iter()
+                        .filter_map(|p| usize::try_from(*p).ok().and_then(|i| t.partitions.get(i)))
+                        .filter_map(ongoing)
+                        .collect();
+                    Some((name.clone(), found))
+                })
+                .collect(),
+        };
+        listed.into_iter().filter(|(_, p)| !p.is_empty()).collect()
+    }
+
     /// The active controller's automatic preferred-leader balancing (Kafka's
     /// `auto.leader.rebalance.enable`): for each broker that is the preferred (first)
     /// replica of some partitions, when more than `imbalance_percentage` percent of those
@@ -733,7 +905,12 @@ impl Controller {
                 self.validate_assignments(&numbered, current, &brokers)?
             }
             None => {
-                let rf = topic.partitions.first().map_or(1, |p| p.replicas.len());
+                // The first partition's replication factor; while it is being reassigned,
+                // that of its target (its replica set holds the leaving replicas too).
+                let rf = topic
+                    .partitions
+                    .first()
+                    .map_or(1, |p| p.replicas.len() - p.removing_replicas.len());
                 if rf > brokers.len() {
                     return Err(ControllerError::InvalidReplicationFactor(format!(
                         "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
@@ -894,6 +1071,30 @@ impl Controller {
     }
 }
 
+/// Kafka's `validateManualPartitionAssignment` for a reassignment target: non-empty, every
+/// broker registered (fenced or not: it may be down for a moment), none twice.
+fn validate_reassignment_target(
+    image: &MetadataImage,
+    replicas: &[i32],
+) -> Result<(), ControllerError> {
+    let bad = |m: String| Err(ControllerError::InvalidReplicaAssignment(m));
+    if replicas.is_empty() {
+        return bad("The manual partition assignment includes an empty replica list.".into());
+    }
+    let mut seen = BTreeSet::new();
+    for &broker in replicas {
+        if image.broker(broker).is_none() {
+            return bad(format!("The manual partition assignment includes broker {broker}, but no such broker is registered."));
+        }
+        if !seen.insert(broker) {
+            return bad(format!(
+                "The manual partition assignment includes the broker {broker} more than once."
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Live brokers ordered so that consecutive ones are in different racks where possible
 /// (Kafka's `getRackAlternatedBrokerList`): racks in name order, brokers without a rack as
 /// one more rack, then one broker of each rack in turn.
@@ -948,6 +1149,8 @@ fn partition_record(
         leader_epoch: next.leader_epoch,
         isr: next.isr.clone(),
         partition_epoch: next.partition_epoch,
+        adding_replicas: next.adding_replicas.clone(),
+        removing_replicas: next.removing_replicas.clone(),
     }
 }
 
@@ -967,6 +1170,8 @@ fn partition_records(
             leader_epoch: 0,
             isr: replicas.clone(),
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         })
 }
 
@@ -1591,6 +1796,8 @@ mod tests {
             leader_epoch: p.leader_epoch + 1,
             isr: p.isr.clone(),
             partition_epoch: p.partition_epoch + 1,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }]);
         let targets = [("t".to_string(), vec![0])];
         let (results, records) =
@@ -1647,5 +1854,211 @@ mod tests {
         image = image.apply(&records);
         assert!((0..30).all(|p| partition(&image, p).leader == partition(&image, p).replicas[0]));
         assert!(controller.balance_leaders(&image, 0).is_empty());
+    }
+
+    /// Error codes of one AlterPartitionReassignments call on topic "t" (0 = accepted),
+    /// and the image after its records.
+    fn reassign(
+        image: &MetadataImage,
+        targets: &[(i32, Option<Vec<i32>>)],
+        allow_replication_factor_change: bool,
+    ) -> (Vec<i16>, MetadataImage) {
+        let request = [(
+            "t".to_string(),
+            targets
+                .iter()
+                .map(|(partition, replicas)| ReassignmentTarget {
+                    partition: *partition,
+                    replicas: replicas.clone(),
+                })
+                .collect(),
+        )];
+        let (outcomes, records) = Controller::new(1).alter_partition_reassignments(
+            image,
+            &request,
+            allow_replication_factor_change,
+            false,
+        );
+        let codes = outcomes[0]
+            .iter()
+            .map(|r| {
+                r.as_ref().err().map_or(0, |e| match e {
+                    ControllerError::UnknownTopicOrPartition => 3,
+                    ControllerError::InvalidReplicationFactor(_) => 38,
+                    ControllerError::InvalidReplicaAssignment(_) => 39,
+                    ControllerError::NoReassignmentInProgress(_) => 85,
+                    other => panic!("unexpected {other:?}"),
+                })
+            })
+            .collect();
+        (codes, image.apply(&records))
+    }
+
+    /// Brokers 1..=4, topic "t" with one partition on [1, 2] led by 1.
+    fn on_one_and_two() -> MetadataImage {
+        let image = cluster(&[1, 2, 3, 4]);
+        let s = CreateTopicSpec {
+            name: "t".into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: vec![(0, vec![1, 2])],
+            configs: Vec::new(),
+        };
+        let (_, records) = Controller::new(1).create_topic(&image, &s, (1, 1)).unwrap();
+        image.apply(&records)
+    }
+
+    #[test]
+    fn reassignment_requests_are_validated_with_kafkas_errors() {
+        let image = on_one_and_two();
+        let (codes, after) = reassign(
+            &image,
+            &[
+                (7, Some(vec![1, 2])),
+                (-1, Some(vec![1, 2])),
+                (0, Some(vec![])),
+                (0, Some(vec![2, 3, 2])),
+                (0, Some(vec![2, 9])),
+                (0, Some(vec![2, -1])),
+                (0, None),
+            ],
+            true,
+        );
+        assert_eq!(codes, vec![3, 3, 39, 39, 39, 39, 85]);
+        assert_eq!(after.topic("t"), image.topic("t"), "nothing changed");
+        let (codes, _) = reassign(&image, &[(0, Some(vec![2, 3, 4]))], false);
+        assert_eq!(codes, vec![38], "v1 without a replication factor change");
+        let (codes, _) = reassign(&image, &[(0, Some(vec![3, 4]))], false);
+        assert_eq!(codes, vec![0]);
+        let request = [(
+            "nope".to_string(),
+            vec![ReassignmentTarget {
+                partition: 0,
+                replicas: None,
+            }],
+        )];
+        let (outcomes, records) =
+            Controller::new(1).alter_partition_reassignments(&image, &request, true, false);
+        assert_eq!(
+            outcomes[0],
+            vec![Err(ControllerError::UnknownTopicOrPartition)]
+        );
+        assert!(records.is_empty());
+        // A fenced broker is registered: it may be a target (it catches up once back).
+        let fenced = fence(&image, 3);
+        let (codes, after) = reassign(&fenced, &[(0, Some(vec![2, 3]))], true);
+        assert_eq!(codes, vec![0]);
+        assert_eq!(partition(&after, 0).adding_replicas, vec![3]);
+    }
+
+    #[test]
+    fn a_move_completes_through_alter_partition_and_survives_a_snapshot() {
+        let controller = Controller::new(1);
+        let image = on_one_and_two();
+        let (codes, image) = reassign(&image, &[(0, Some(vec![2, 3]))], true);
+        assert_eq!(codes, vec![0]);
+        let p = partition(&image, 0);
+        assert_eq!(p.replicas, vec![2, 3, 1]);
+        assert_eq!(
+            (p.adding_replicas.clone(), p.removing_replicas.clone()),
+            (vec![3], vec![1])
+        );
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (1, 0, vec![2, 1])
+        );
+        assert_eq!(p.partition_epoch, 1);
+        assert_eq!(p.registration().check(), Ok(()));
+        let listed = controller.list_partition_reassignments(&image, None);
+        assert_eq!(
+            listed,
+            vec![(
+                "t".to_string(),
+                vec![OngoingReassignment {
+                    partition: 0,
+                    replicas: vec![2, 3, 1],
+                    adding_replicas: vec![3],
+                    removing_replicas: vec![1],
+                }]
+            )]
+        );
+        let named = [("t".to_string(), vec![0, 5]), ("nope".to_string(), vec![0])];
+        assert_eq!(
+            controller.list_partition_reassignments(&image, Some(&named)),
+            listed
+        );
+
+        // The in-progress fields survive a snapshot round trip, and a snapshot written before
+        // they existed still loads (as no reassignment).
+        let json = serde_json::to_string(&image).unwrap();
+        let back: MetadataImage = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, image);
+        let old = json
+            .replace(r#","adding_replicas":[3]"#, "")
+            .replace(r#","removing_replicas":[1]"#, "");
+        assert_ne!(old, json);
+        let old: MetadataImage = serde_json::from_str(&old).unwrap();
+        assert!(partition(&old, 0).adding_replicas.is_empty());
+        assert!(controller
+            .list_partition_reassignments(&old, None)
+            .is_empty());
+
+        // The leader takes 3 into the ISR: the move completes in the same change, 1 (the
+        // leader) is dropped and 2 leads in a new epoch.
+        let image = rejoin_isr(&image, 0, 3);
+        let p = partition(&image, 0);
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![2, 3], vec![2, 3])
+        );
+        assert!(p.adding_replicas.is_empty() && p.removing_replicas.is_empty());
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (2, 1, 2));
+        assert!(controller
+            .list_partition_reassignments(&image, None)
+            .is_empty());
+        let (codes, _) = reassign(&image, &[(0, None)], true);
+        assert_eq!(codes, vec![85], "nothing left to cancel");
+    }
+
+    #[test]
+    fn cancel_and_replace_through_the_controller() {
+        let image = on_one_and_two();
+        let (_, moving) = reassign(&image, &[(0, Some(vec![3, 4]))], true);
+        assert_eq!(partition(&moving, 0).replicas, vec![3, 4, 1, 2]);
+        // New partitions take the replication factor of the move's target, not of the
+        // grown set.
+        let grown = Controller::new(1)
+            .create_partitions(&moving, "t", 2, None)
+            .unwrap();
+        assert!(
+            matches!(&grown[..], [MetadataRecord::Partition { replicas, .. }] if replicas.len() == 2)
+        );
+        // Replaced: 4 (being added) is now removed, 1 and 2 too until completion.
+        let (codes, replaced) = reassign(&moving, &[(0, Some(vec![3]))], true);
+        assert_eq!(codes, vec![0]);
+        let p = partition(&replaced, 0);
+        assert_eq!(p.replicas, vec![3, 1, 2, 4]);
+        assert_eq!(
+            (p.adding_replicas.clone(), p.removing_replicas.clone()),
+            (vec![3], vec![1, 2, 4])
+        );
+        // Cancelled: back to the replicas before, the leader and ISR as they were.
+        let (codes, reverted) = reassign(&replaced, &[(0, None)], true);
+        assert_eq!(codes, vec![0]);
+        let p = partition(&reverted, 0);
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![1, 2, 4], vec![1, 2], 1)
+        );
+        // Kafka's revert keeps a replica the replaced reassignment was adding (4 is no longer
+        // "adding" after the replacement). One request may change a partition twice, in order.
+        let (codes, twice) = reassign(&image, &[(0, Some(vec![3, 4])), (0, None)], true);
+        assert_eq!(codes, vec![0, 0]);
+        let p = partition(&twice, 0);
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![1, 2], vec![1, 2])
+        );
+        assert_eq!(p.partition_epoch, 2);
     }
 }

@@ -21,6 +21,13 @@ pub struct PartitionImage {
     /// In-sync replicas, in replica order; never empty.
     pub isr: Vec<i32>,
     pub partition_epoch: i32,
+    /// An ongoing reassignment (KIP-455): the replicas it adds and those it removes, both
+    /// also in `replicas` (which lists the target first, then the removed ones). Empty when
+    /// none is in progress; absent from snapshots taken before reassignments existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
 }
 
 impl PartitionImage {
@@ -29,6 +36,8 @@ impl PartitionImage {
         crate::partition_change::PartitionRegistration {
             replicas: self.replicas.clone(),
             isr: self.isr.clone(),
+            adding_replicas: self.adding_replicas.clone(),
+            removing_replicas: self.removing_replicas.clone(),
             leader: self.leader,
             leader_epoch: self.leader_epoch,
             partition_epoch: self.partition_epoch,
@@ -236,6 +245,8 @@ impl MetadataImage {
                 leader_epoch,
                 isr,
                 partition_epoch,
+                adding_replicas,
+                removing_replicas,
             } => {
                 let name = self
                     .topic_names_by_id
@@ -253,6 +264,8 @@ impl MetadataImage {
                         isr.clone()
                     },
                     partition_epoch: *partition_epoch,
+                    adding_replicas: adding_replicas.clone(),
+                    removing_replicas: removing_replicas.clone(),
                 };
                 let index = *partition as usize;
                 assert!(

@@ -31,6 +31,13 @@ pub enum MetadataRecord {
         /// Bumped on every change of the partition (KRaft's partition epoch); 0 in old records.
         #[serde(default)]
         partition_epoch: i32,
+        /// An ongoing reassignment's added replicas (KIP-455); empty when none is in
+        /// progress, and in records written before reassignments existed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        adding_replicas: Vec<i32>,
+        /// An ongoing reassignment's removed replicas, still in `replicas` until it completes.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        removing_replicas: Vec<i32>,
     },
     /// Removes a topic, its partitions and its configs.
     RemoveTopic { topic_id: Uuid },

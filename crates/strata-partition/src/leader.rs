@@ -259,6 +259,29 @@ impl LeaderState {
         Ok((hw, expand))
     }
 
+    /// The controller changed the replica set without a new leader epoch (a reassignment
+    /// adding replicas, KIP-455): new followers start unknown (log end -1, never caught
+    /// up), so they neither hold the high watermark nor join the ISR before they fetch and
+    /// catch up; followers no longer assigned are forgotten. Kafka's
+    /// `Partition.updateAssignmentAndIsr`. A reassignment that drops a replica comes with
+    /// a new leader epoch, hence a new leader state, instead.
+    pub fn set_replicas(&mut self, replicas: &[i32]) -> Result<(), PartitionError> {
+        if !replicas.contains(&self.leader) {
+            return Err(PartitionError::NotAReplica(self.leader));
+        }
+        self.followers.retain(|r, _| replicas.contains(r));
+        self.ineligible.retain(|r| replicas.contains(r));
+        for r in replicas.iter().filter(|r| **r != self.leader) {
+            self.followers.entry(*r).or_insert(Follower {
+                log_end_offset: -1,
+                last_caught_up_ms: 0,
+                last_fetch_leader_leo: -1,
+                last_fetch_ms: 0,
+            });
+        }
+        Ok(())
+    }
+
     /// The followers that may join the ISR: those whose brokers are registered and unfenced
     /// (Kafka's `isReplicaIsrEligible`). A fenced broker that still fetches (shutting down,
     /// or back but not yet caught up with the metadata) is neither proposed, which the

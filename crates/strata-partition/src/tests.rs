@@ -285,3 +285,44 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_replica_added_by_a_reassignment_joins_the_isr_once_caught_up() {
+    // Leader 1 of [1, 2], both in sync; a reassignment adds 3 in the same leader epoch.
+    let mut p = in_sync_of(&[1, 2]);
+    assert_eq!(p.on_follower_fetch(2, 100, 1_001).unwrap(), (None, None));
+    assert_eq!(
+        p.on_follower_fetch(3, 0, 1_001),
+        Err(PartitionError::NotAReplica(3)),
+        "not a replica before the image says so"
+    );
+    p.set_replicas(&[2, 3, 1]).unwrap();
+    assert_eq!(p.follower_log_end_offset(3), Some(-1));
+    assert_eq!(p.follower_log_end_offset(2), Some(100), "progress kept");
+    // A new replica far behind neither holds the high watermark nor joins.
+    assert_eq!(p.on_append(120, 1_002), None, "2 is at 100");
+    assert_eq!(
+        p.on_follower_fetch(2, 120, 1_003).unwrap(),
+        (Some(120), None)
+    );
+    assert_eq!(p.on_follower_fetch(3, 0, 1_004).unwrap(), (None, None));
+    assert_eq!(p.on_follower_fetch(3, 60, 1_005).unwrap(), (None, None));
+    let (hw, expand) = p.on_follower_fetch(3, 120, 1_006).unwrap();
+    assert_eq!(hw, None);
+    assert_eq!(expand.unwrap().proposed, set(&[1, 2, 3]));
+    // The leader must stay a replica; a replica dropped is forgotten.
+    assert_eq!(p.set_replicas(&[2, 3]), Err(PartitionError::NotAReplica(1)));
+    p.set_replicas(&[1, 3]).unwrap();
+    assert_eq!(p.follower_log_end_offset(2), None);
+}
+
+fn in_sync_of(replicas: &[i32]) -> LeaderState {
+    LeaderState::new(
+        &leader(1, 0, replicas, replicas),
+        100,
+        100,
+        1_000,
+        config(1),
+    )
+    .unwrap()
+}

@@ -62,6 +62,9 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::DeleteGroups, 0, 2),
     served(ApiKey::ElectLeaders, 0, 2),
     served(ApiKey::IncrementalAlterConfigs, 0, 1),
+    // v1 (Kafka 4.1, KIP-860) adds the guard against a replication factor change.
+    served(ApiKey::AlterPartitionReassignments, 0, 1),
+    served(ApiKey::ListPartitionReassignments, 0, 0),
     served(ApiKey::OffsetDelete, 0, 0),
     served(ApiKey::DescribeCluster, 0, 2),
     served(ApiKey::DescribeProducers, 0, 0),

@@ -99,12 +99,7 @@ impl ControllerService {
                     .broker_value::<i64>("broker.session.timeout.ms")
                     .max(1) as u64,
             ),
-            // A topic config's broker default (not a broker-only key): read it as set.
-            // Per-topic overrides are not consulted yet; the broker default applies to all.
-            unclean: config
-                .props
-                .get("unclean.leader.election.enable")
-                .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+            unclean: config.unclean_leader_election(),
             sessions: Mutex::new(HashMap::new()),
             balance: LeaderBalance {
                 enabled: config.broker_value("auto.leader.rebalance.enable"),

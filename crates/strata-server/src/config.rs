@@ -74,6 +74,14 @@ impl ServerConfig {
         self.props.broker_value(name).unwrap_or_default()
     }
 
+    /// `unclean.leader.election.enable` as the controller applies it: the broker default as
+    /// set (per-topic overrides are not consulted yet; it applies to every topic).
+    pub fn unclean_leader_election(&self) -> bool {
+        self.props
+            .get("unclean.leader.election.enable")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    }
+
     /// All levels at which topic config `def` is set for `topic`, most specific first; the first
     /// is the effective value. Always ends with the built-in default.
     pub fn resolve_topic_config(

@@ -7,7 +7,11 @@
 //!   leader's log (a previous leader wrote records the new one does not have): truncate
 //!   where `strata_partition::truncation_for` says (KIP-101/279/595), then fetch again;
 //! - records are appended as the leader wrote them (`Log::append_as_follower`), and the
-//!   follower's high watermark becomes the leader's, bounded by its own log end;
+//!   follower's high watermark becomes the leader's, bounded by its own log end, and its log
+//!   start the leader's, bounded by its high watermark;
+//! - a fetch below the leader's log start (OFFSET_OUT_OF_RANGE: a new replica of a partition
+//!   whose start retention or DeleteRecords moved) starts the log over at the leader's log
+//!   start, or at the base of the leader's first batch when that start is inside it;
 //! - the next fetch offset is the log end, which tells the leader how far this follower is.
 //!
 //! [`ReplicaFetchers::update`] runs after every metadata image: it starts a fetcher for each
@@ -328,11 +332,12 @@ fn apply(
                 let appended = if records.is_empty() {
                     Ok(())
                 } else {
-                    log.append_as_follower(&records, now).map(|_| ())
+                    append(&mut log, &tp, &records, now)
                 };
-                appended.map(|()| {
+                appended.and_then(|()| {
                     let hw = data.high_watermark.min(log.log_end_offset());
                     log.set_high_watermark(hw);
+                    follow_log_start(&mut log, data.log_start_offset)
                 })
             };
             if let Err(e) = result {
@@ -343,6 +348,49 @@ fn apply(
         }
     }
     any_error
+}
+
+/// Appends what the leader sent. An empty log restarted at the leader's log start (see
+/// [`out_of_range`]) may get a first batch that begins below it: DeleteRecords moved the
+/// leader's log start inside that batch. As Kafka's follower does
+/// (`Partition.appendRecordsToFollowerOrFutureReplica`), start the log again at the batch's
+/// base offset and append it whole; [`follow_log_start`] then moves the log start up.
+fn append(
+    log: &mut strata_log::Log,
+    tp: &TopicPartition,
+    records: &[u8],
+    now_ms: i64,
+) -> Result<(), strata_log::LogError> {
+    match log.append_as_follower(records, now_ms) {
+        Err(strata_log::LogError::UnexpectedAppendOffset {
+            expected,
+            first_offset,
+            last_offset,
+        }) if log.log_end_offset() == log.log_start_offset()
+            && first_offset < expected
+            && last_offset >= expected =>
+        {
+            tracing::info!(topic = %tp.0, partition = tp.1, log_start_offset = expected, first_offset, "the leader's first batch starts below this empty log; starting the log at the batch");
+            log.truncate_fully_and_start_at(first_offset)?;
+            log.append_as_follower(records, now_ms).map(|_| ())
+        }
+        other => other.map(|_| ()),
+    }
+}
+
+/// A follower's log start follows the leader's (Kafka's follower calls
+/// `maybeIncrementLogStartOffset` with the leader's log start after each fetch), so that
+/// records deleted on the leader (DeleteRecords, retention) are not served again should this
+/// replica lead. Only up to the local high watermark: below it the leader has the same records.
+fn follow_log_start(
+    log: &mut strata_log::Log,
+    leader_log_start: i64,
+) -> Result<(), strata_log::LogError> {
+    let target = leader_log_start.min(log.high_watermark());
+    if target > log.log_start_offset() {
+        log.delete_records_before(target)?;
+    }
+    Ok(())
 }
 
 /// The leader no longer has this follower's fetch offset: below its log start (retention

@@ -74,8 +74,8 @@ impl Partition {
     }
 
     /// Applies the image's view of this partition: leadership, and for a replicated
-    /// partition led here, the leader state (new for a new leader epoch; the ISR the
-    /// controller committed otherwise).
+    /// partition led here, the leader state (new for a new leader epoch; otherwise the
+    /// replicas and ISR the controller committed, e.g. replicas a reassignment adds).
     fn apply_assignment(
         &self,
         assigned: &PartitionImage,
@@ -105,8 +105,11 @@ impl Partition {
         match state.as_mut() {
             Some(current) if current.leader_epoch() == assigned.leader_epoch => {
                 if assigned.partition_epoch > current.partition_epoch() {
-                    match current.on_isr_committed(&assigned.isr, assigned.partition_epoch, now_ms)
-                    {
+                    // Replicas a reassignment adds in this epoch: their fetches count from now.
+                    let committed = current.set_replicas(&assigned.replicas).and_then(|()| {
+                        current.on_isr_committed(&assigned.isr, assigned.partition_epoch, now_ms)
+                    });
+                    match committed {
                         Ok(hw) => self.publish_high_watermark(&mut log, hw),
                         Err(e) => {
                             tracing::error!(topic = %self.topic, partition = self.index, error = %e, "cannot apply the committed ISR")

@@ -13,6 +13,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod reassignments;
 mod topics;
 mod txn;
 
@@ -64,6 +65,12 @@ pub async fn handle(
         }
         RequestKind::ElectLeaders(r) => {
             ResponseKind::ElectLeaders(elect_leaders::handle(broker, r, version).await)
+        }
+        RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
+            reassignments::handle_alter(broker, r, version).await,
+        ),
+        RequestKind::ListPartitionReassignments(r) => {
+            ResponseKind::ListPartitionReassignments(reassignments::handle_list(broker, &r))
         }
         RequestKind::Produce(r) => {
             return produce::handle(broker, r, version)
@@ -184,6 +191,7 @@ pub(crate) fn controller_error(e: &ControllerError) -> (i16, Option<StrBytes>) {
         ControllerError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
         ControllerError::UnknownTopicId => ResponseError::UnknownTopicId,
         ControllerError::TopicDeletionDisabled(_) => ResponseError::TopicDeletionDisabled,
+        ControllerError::NoReassignmentInProgress(_) => ResponseError::NoReassignmentInProgress,
     };
     (error.code(), Some(str_bytes(e.to_string())))
 }
