@@ -32,8 +32,9 @@ def local_segments(node, topic: str) -> int:
     return len(segment_files(node.partition_dir(topic, 0)))
 
 
-@pytest.mark.timeout(180)
-def test_followers_drop_uploaded_segments_and_a_new_leader_reads_the_tier(cluster_factory, tmp_path, topic):
+def tiered_cluster(cluster_factory, tmp_path, topic: str):
+    """Three nodes sharing one object store, and `topic`: one partition on all three, tiered,
+    small segments, every uploaded segment dropped locally as soon as it may be."""
     c = cluster_factory(
         3,
         overrides={
@@ -56,14 +57,21 @@ def test_followers_drop_uploaded_segments_and_a_new_leader_reads_the_tier(cluste
         },
     )
     c.wait_in_sync(topic, 1)
+    return c
 
-    def produce(start: int, count: int) -> None:
-        p = make_producer(c.bootstrap, **{"acks": "all", "enable.idempotence": True, "linger.ms": 5})
-        for i in range(start, start + count):
-            p.produce(topic, key=b"%d" % i, value=VALUE, partition=0)
-        flush_all(p)
 
-    produce(0, RECORDS)
+def produce(c, topic: str, start: int, count: int) -> None:
+    """Records keyed `start`..`start + count - 1`, idempotent, acks=all."""
+    p = make_producer(c.bootstrap, **{"acks": "all", "enable.idempotence": True, "linger.ms": 5})
+    for i in range(start, start + count):
+        p.produce(topic, key=b"%d" % i, value=VALUE, partition=0)
+    flush_all(p)
+
+
+@pytest.mark.timeout(180)
+def test_followers_drop_uploaded_segments_and_a_new_leader_reads_the_tier(cluster_factory, tmp_path, topic):
+    c = tiered_cluster(cluster_factory, tmp_path, topic)
+    produce(c, topic, 0, RECORDS)
     total_segments = RECORDS * len(VALUE) // SEGMENT_BYTES
     assert total_segments >= 8, total_segments
     counts: dict[int, int] = {}
@@ -87,7 +95,32 @@ def test_followers_drop_uploaded_segments_and_a_new_leader_reads_the_tier(cluste
     leader.kill()
     survivors = c.others(leader)
     c.wait_leaders(topic, lambda led: led.get(0) not in (None, NO_LEADER, leader.node_id), nodes=survivors, what="a new leader")
-    produce(RECORDS, 200)
+    produce(c, topic, RECORDS, 200)
     recs = consume_all(",".join(n.bootstrap for n in survivors), topic, [0], timeout=60)[0]
     keys = [int(r.key) for r in recs]
     assert keys == list(range(RECORDS + 200)), f"{len(keys)} records, first {keys[:3]}, last {keys[-3:]}"
+
+
+@pytest.mark.timeout(180)
+def test_follower_behind_the_leaders_local_log_starts_after_the_tier(cluster_factory, tmp_path, topic):
+    """A follower away while the leader uploaded and dropped its local segments gets
+    OFFSET_MOVED_TO_TIERED_STORAGE when it returns: it starts its log where the tier ends,
+    fetches the rest from the leader and rejoins the ISR, with identical batches."""
+    c = tiered_cluster(cluster_factory, tmp_path, topic)
+    leader = c.node(c.leaders(topic)[0])
+    follower = c.others(leader)[0]
+    log.info("stopping follower %d (leader %d)", follower.node_id, leader.node_id)
+    follower.stop()
+    produce(c, topic, 0, RECORDS)
+    wait_until(
+        lambda: local_segments(leader, topic) <= 2,
+        timeout=60,
+        interval=0.5,
+        msg=lambda: f"the leader dropping uploaded segments ({local_segments(leader, topic)} local)",
+    )
+    follower.start()
+    c.wait_in_sync(topic, 1, timeout=60)
+    assert local_segments(follower, topic) <= 3, local_segments(follower, topic)
+    verify_replicas(c, [topic])
+    recs = consume_all(c.bootstrap, topic, [0], timeout=60)[0]
+    assert [int(r.key) for r in recs] == list(range(RECORDS))

@@ -519,13 +519,7 @@ impl RemoteLogManager {
             if !partition.log().config().remote_storage_enable {
                 continue;
             }
-            let remote = RemotePartition::new(
-                &self.store,
-                &partition.topic,
-                &partition.topic_id.simple().to_string(),
-                partition.index,
-            );
-            let manifest = match remote.load_manifest().await {
+            let manifest = match self.remote_of(&partition).load_manifest().await {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::debug!(topic = %partition.topic, partition = partition.index, error = %e, "follower cannot read the tier manifest");
@@ -546,6 +540,57 @@ impl RemoteLogManager {
                 tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "follower cannot apply the tier's retention");
             }
         }
+    }
+
+    /// The partition's tier, for a follower: read fresh each time, never cached, since the
+    /// leader changes it.
+    fn remote_of(&self, partition: &Partition) -> RemotePartition {
+        RemotePartition::new(
+            &self.store,
+            &partition.topic,
+            &partition.topic_id.simple().to_string(),
+            partition.index,
+        )
+    }
+
+    /// A follower whose fetch offset the leader has only in the tier
+    /// (OFFSET_MOVED_TO_TIERED_STORAGE: it was away while the leader's local retention went
+    /// past it, or it is a new replica) starts its log over where the tier ends, with the
+    /// leader epochs, producer state and aborted transactions the tier holds there (the
+    /// "remote log auxiliary state" Kafka's follower builds), then fetches the rest from the
+    /// leader. Its local records below that end are dropped: the tier holds them. Returns
+    /// whether the log moved.
+    pub async fn start_follower_after_tier(
+        &self,
+        partition: &Arc<Partition>,
+    ) -> Result<bool, TierError> {
+        let remote = self.remote_of(partition);
+        let manifest = remote.load_manifest().await?;
+        let tier_end = manifest
+            .next_offset()
+            .unwrap_or(0)
+            .max(manifest.log_start_offset);
+        if tier_end <= partition.log().log_end_offset() {
+            return Ok(false);
+        }
+        let tail = tier_tail(&remote, &manifest, tier_end).await?;
+        let p = partition.clone();
+        blocking(move || {
+            let mut log = p.log();
+            if p.is_removed() || p.is_leader() || log.log_end_offset() >= tier_end {
+                return Ok(false);
+            }
+            if !log.is_behind_tier(tier_end) {
+                let end = log.log_end_offset();
+                log.truncate_fully_and_start_at(end)?;
+            }
+            log.start_after_tier(&tail)?;
+            log.set_highest_offset_in_remote(tier_end - 1);
+            tracing::info!(topic = %p.topic, partition = p.index, log_start_offset = log.log_start_offset(), log_end_offset = tier_end, "follower starts after the tier");
+            Ok(true)
+        })
+        .await
+        .map_err(|e: strata_log::LogError| io_error("starting the follower after the tier", e))
     }
 
     /// Deletes objects of the partition that its manifest does not name; on failure, tries

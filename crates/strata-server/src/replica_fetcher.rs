@@ -12,6 +12,8 @@
 //! - a fetch below the leader's log start (OFFSET_OUT_OF_RANGE: a new replica of a partition
 //!   whose start retention or DeleteRecords moved) starts the log over at the leader's log
 //!   start, or at the base of the leader's first batch when that start is inside it;
+//! - a fetch the leader can answer only from the tier (OFFSET_MOVED_TO_TIERED_STORAGE)
+//!   starts the log over where the tier ends (`RemoteLogManager::start_follower_after_tier`);
 //! - the next fetch offset is the log end, which tells the leader how far this follower is.
 //!
 //! [`ReplicaFetchers::update`] runs after every metadata image: it starts a fetcher for each
@@ -219,12 +221,17 @@ async fn run_fetcher(
             }
         };
         let b = broker.clone();
-        let any_error =
+        let applied =
             match tokio::task::spawn_blocking(move || apply(&b, &followed, response)).await {
-                Ok(e) => e,
+                Ok(applied) => applied,
                 Err(_) => return,
             };
-        if any_error {
+        for partition in &applied.behind_tier {
+            if let Err(e) = broker.remote.start_follower_after_tier(partition).await {
+                tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot start the follower after the tier; will retry");
+            }
+        }
+        if applied.any_error {
             tokio::time::sleep(BACKOFF).await;
         }
     }
@@ -282,14 +289,22 @@ fn fetch_request(
         .with_topics(topics)
 }
 
-/// Applies a fetch response to the followed logs. Blocking. Returns whether any partition
-/// answered with an error (the caller backs off).
+/// What applying a fetch response leaves the fetcher to do.
+struct Applied {
+    /// A partition answered with an error: back off.
+    any_error: bool,
+    /// Partitions whose fetch offset the leader has only in the tier.
+    behind_tier: Vec<Arc<Partition>>,
+}
+
+/// Applies a fetch response to the followed logs. Blocking.
 fn apply(
     broker: &Broker,
     followed: &BTreeMap<TopicPartition, Followed>,
     response: FetchResponse,
-) -> bool {
+) -> Applied {
     let mut any_error = response.error_code != 0;
+    let mut behind_tier = Vec::new();
     let now = now_ms();
     for topic in response.responses {
         for data in topic.partitions {
@@ -307,6 +322,8 @@ fn apply(
                 tracing::debug!(topic = %tp.0, partition = tp.1, ?error, "replica fetch error");
                 if data.error_code == ResponseError::OffsetOutOfRange.code() {
                     out_of_range(&f.partition, data.log_start_offset);
+                } else if data.error_code == ResponseError::OffsetMovedToTieredStorage.code() {
+                    behind_tier.push(f.partition.clone());
                 }
                 continue;
             }
@@ -347,7 +364,10 @@ fn apply(
             }
         }
     }
-    any_error
+    Applied {
+        any_error,
+        behind_tier,
+    }
 }
 
 /// Appends what the leader sent. An empty log restarted at the leader's log start (see
