@@ -419,7 +419,14 @@ impl ReplicaManager {
                 // the directory goes.
                 let log = p.log();
                 p.removed.store(true, Ordering::Release);
+                // No longer led here (a reassignment moved it away, or the topic is gone):
+                // produces waiting for its ISR answer at once instead of at their timeout.
+                p.leading.store(false, Ordering::Release);
+                let was_leading = p.leader_state().take().is_some();
                 drop(log);
+                if was_leading {
+                    p.hw_advanced.notify_waiters();
+                }
                 remove_dir(&p.dir);
                 tracing::info!(topic = %tp.0, partition = tp.1, "deleted partition log");
             }
