@@ -7,7 +7,8 @@
 //!   leader's log (a previous leader wrote records the new one does not have): truncate
 //!   where `strata_partition::truncation_for` says (KIP-101/279/595), then fetch again;
 //! - records are appended as the leader wrote them (`Log::append_as_follower`), and the
-//!   follower's high watermark becomes the leader's, bounded by its own log end;
+//!   follower's high watermark becomes the leader's, bounded by its own log end (consumers
+//!   reading from this follower, KIP-392, are woken when it moves);
 //! - the next fetch offset is the log end, which tells the leader how far this follower is.
 //!
 //! [`ReplicaFetchers::update`] runs after every metadata image: it starts a fetcher for each
@@ -331,8 +332,14 @@ fn apply(
                     log.append_as_follower(&records, now).map(|_| ())
                 };
                 appended.map(|()| {
+                    let hw_before = log.high_watermark();
                     let hw = data.high_watermark.min(log.log_end_offset());
                     log.set_high_watermark(hw);
+                    f.partition.on_leader_high_watermark();
+                    if log.high_watermark() != hw_before {
+                        // Consumers reading from this follower (KIP-392) wait for it.
+                        broker.replicas.notify_appended();
+                    }
                 })
             };
             if let Err(e) = result {
