@@ -307,9 +307,11 @@ class RawConn:
         partition_max_bytes: int | None = None,
         version: int | None = None,
         rack_id: str = "",
+        current_leader_epoch: int = -1,
     ) -> dict:
         """A consumer's Fetch of one partition, at `version` (default: the highest of 4..11 the
-        broker serves); `rack_id` is the client's rack (v11+, KIP-392)."""
+        broker serves); `rack_id` is the client's rack (v11+, KIP-392), `current_leader_epoch`
+        the leader epoch it believes in (v9+, -1: none)."""
         v = version if version is not None else self.pick(API_FETCH, 11, 10, 9, 8, 7, 6, 5, 4)
         assert v is not None, f"broker supports no Fetch version in 4..11: {self.api_versions().get(1)}"
         assert 4 <= v <= 11, f"Fetch v{v} is not implemented here (non-flexible versions only)"
@@ -320,7 +322,7 @@ class RawConn:
         body += struct.pack(">i", 1) + kstring(topic) + struct.pack(">i", 1)
         body += struct.pack(">i", partition)
         if v >= 9:
-            body += struct.pack(">i", -1)  # current leader epoch
+            body += struct.pack(">i", current_leader_epoch)
         body += struct.pack(">q", offset)
         if v >= 5:
             body += struct.pack(">q", -1)  # log start offset (followers only)

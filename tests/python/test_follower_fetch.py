@@ -44,6 +44,7 @@ SELECTOR = {"replica.selector.class": RACK_AWARE}
 
 OFFSET_OUT_OF_RANGE = 1
 NOT_LEADER_OR_FOLLOWER = 6
+UNKNOWN_LEADER_EPOCH = 75
 
 
 # --------------------------------------------------------------------------
@@ -177,6 +178,10 @@ def test_consumer_reads_from_the_follower_in_its_rack(cluster_factory, topic):
         assert served["error_code"] == 0 and served["preferred_read_replica"] == -1, served
         assert served["high_watermark"] == n, served
         assert [r.value for r in decode_batches(served["records"])][:3] == expected[:3]
+        epoch = c.partition_states(topic, c.node(FOLLOWER))[0]["epoch"]
+        assert follower.fetch(topic, 0, 0, version=11, current_leader_epoch=epoch)["error_code"] == 0
+        ahead = follower.fetch(topic, 0, 0, version=11, current_leader_epoch=epoch + 1)
+        assert ahead["error_code"] == UNKNOWN_LEADER_EPOCH, f"the follower checks the leader epoch: {ahead}"
         old = follower.fetch(topic, 0, 0, version=10)
         assert old["error_code"] == NOT_LEADER_OR_FOLLOWER, f"Fetch v10 stays leader-only: {old}"
         beyond = follower.fetch(topic, 0, n + 10, version=11, rack_id=CLIENT_RACK)
