@@ -305,9 +305,16 @@ class RawConn:
         max_wait_ms: int = 100,
         min_bytes: int = 1,
         partition_max_bytes: int | None = None,
+        version: int | None = None,
+        rack_id: str = "",
+        current_leader_epoch: int = -1,
     ) -> dict:
-        v = self.pick(API_FETCH, 11, 10, 9, 8, 7, 6, 5, 4)
+        """A consumer's Fetch of one partition, at `version` (default: the highest of 4..11 the
+        broker serves); `rack_id` is the client's rack (v11+, KIP-392), `current_leader_epoch`
+        the leader epoch it believes in (v9+, -1: none)."""
+        v = version if version is not None else self.pick(API_FETCH, 11, 10, 9, 8, 7, 6, 5, 4)
         assert v is not None, f"broker supports no Fetch version in 4..11: {self.api_versions().get(1)}"
+        assert 4 <= v <= 11, f"Fetch v{v} is not implemented here (non-flexible versions only)"
         # replica id, max wait, min bytes, max bytes, isolation level
         body = struct.pack(">iiiib", -1, max_wait_ms, min_bytes, max_bytes, 0)
         if v >= 7:
@@ -315,7 +322,7 @@ class RawConn:
         body += struct.pack(">i", 1) + kstring(topic) + struct.pack(">i", 1)
         body += struct.pack(">i", partition)
         if v >= 9:
-            body += struct.pack(">i", -1)  # current leader epoch
+            body += struct.pack(">i", current_leader_epoch)
         body += struct.pack(">q", offset)
         if v >= 5:
             body += struct.pack(">q", -1)  # log start offset (followers only)
@@ -323,7 +330,7 @@ class RawConn:
         if v >= 7:
             body += struct.pack(">i", 0)  # forgotten topics
         if v >= 11:
-            body += kstring("")  # rack id
+            body += kstring(rack_id)
         r = self.call(API_FETCH, v, body)
         r.i32()  # throttle
         if v >= 7:
@@ -340,8 +347,7 @@ class RawConn:
         n_aborted = r.i32()
         for _ in range(max(n_aborted, 0)):
             r.i64(), r.i64()
-        if v >= 11:
-            r.i32()  # preferred read replica
+        res["preferred_read_replica"] = r.i32() if v >= 11 else -1
         res["records"] = r.bytes_() or b""
         return res
 

@@ -50,6 +50,9 @@ pub enum Validator {
     /// A comma-separated list whose items are each one of the listed values.
     ListOf(&'static [&'static str]),
     DoubleBetween(f64, f64),
+    /// A class name Strata implements (it loads no plugins): one of the listed names, or
+    /// empty for Kafka's `null`.
+    KnownClass(&'static [&'static str]),
 }
 
 /// One topic-level config key.
@@ -84,7 +87,15 @@ const fn def(
 }
 
 use ConfigType::{Boolean, Class, Double, Int, List, Long, Password, Short};
-use Validator::{AtLeast, Between, DoubleBetween, ListOf, OneOf};
+use Validator::{AtLeast, Between, DoubleBetween, KnownClass, ListOf, OneOf};
+
+/// `replica.selector.class` of KIP-392: consumers with a `client.rack` are sent to a replica
+/// in their rack.
+pub const RACK_AWARE_REPLICA_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+/// `replica.selector.class` that keeps every consumer on the leader (Kafka's behaviour when the
+/// config is not set).
+pub const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
 
 const COMPRESSION_TYPES: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
 const TIMESTAMP_TYPES: &[&str] = &["CreateTime", "LogAppendTime"];
@@ -470,6 +481,14 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         AtLeast(1),
         &[],
         "bytes a follower fetches per partition per request",
+    ),
+    def(
+        "replica.selector.class",
+        Class,
+        "",
+        KnownClass(&[RACK_AWARE_REPLICA_SELECTOR, LEADER_SELECTOR]),
+        &[],
+        "where consumers read (KIP-392): unset or LeaderSelector, the leader; RackAwareReplicaSelector, a replica in the consumer's client.rack",
     ),
     def(
         "broker.session.timeout.ms",
@@ -870,16 +889,21 @@ impl ConfigDef {
                     }
                 }
             }
-            ConfigType::String | Class | Password => {
-                if let OneOf(allowed) = self.validator {
-                    if !allowed.contains(&value) {
-                        return Err(bad(&format!(
-                            "String must be one of: {}",
-                            allowed.join(", ")
-                        )));
-                    }
+            ConfigType::String | Class | Password => match self.validator {
+                OneOf(allowed) if !allowed.contains(&value) => {
+                    return Err(bad(&format!(
+                        "String must be one of: {}",
+                        allowed.join(", ")
+                    )));
                 }
-            }
+                KnownClass(known) if !value.is_empty() && !known.contains(&value) => {
+                    return Err(bad(&format!(
+                        "Class {value} cannot be found; Strata implements only {} (or leave it unset)",
+                        known.join(" and ")
+                    )));
+                }
+                _ => {}
+            },
             List => {
                 if let ListOf(allowed) = self.validator {
                     let items: Vec<&str> = value.split(',').map(str::trim).collect();
@@ -998,6 +1022,17 @@ mod tests {
             .unwrap()
             .validate("3000000000")
             .is_err());
+        let selector = broker_config("replica.selector.class").unwrap().def();
+        assert!(selector.validate("").is_ok(), "unset, as Kafka's null");
+        assert!(selector.validate(RACK_AWARE_REPLICA_SELECTOR).is_ok());
+        assert!(selector.validate(LEADER_SELECTOR).is_ok());
+        let err = selector
+            .validate("com.example.MySelector")
+            .expect_err("an unknown class");
+        assert!(
+            err.0.contains("com.example.MySelector") && err.0.contains("RackAwareReplicaSelector"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct LeaderAndIsr {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Follower {
     log_end_offset: i64,
+    /// The log start offset the follower reported in its last fetch (-1 before it fetched).
+    log_start_offset: i64,
     /// Last time the follower was caught up (Kafka's `lastCaughtUpTimeMs`).
     last_caught_up_ms: i64,
     /// The leader's log end and the time at the follower's previous fetch.
@@ -66,6 +68,20 @@ impl Follower {
         self.log_end_offset == leader_leo
             || now_ms.saturating_sub(self.last_caught_up_ms) <= lag_max_ms
     }
+}
+
+/// What the leader knows of one follower's log, for choosing where consumers may read
+/// (KIP-392, [`crate::preferred_read_replica`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FollowerProgress {
+    pub replica: i32,
+    /// In the ISR the controller committed (Kafka's `inSyncReplicaIds`).
+    pub in_isr: bool,
+    /// As of the follower's last fetch; -1 before its first.
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+    /// Last time the follower was caught up with the leader's log end.
+    pub last_caught_up_ms: i64,
 }
 
 /// An ISR change this leader asked the controller for (AlterPartition), not yet answered.
@@ -150,6 +166,7 @@ impl LeaderState {
                     *r,
                     Follower {
                         log_end_offset: -1,
+                        log_start_offset: -1,
                         last_caught_up_ms: if isr.contains(r) { now_ms } else { 0 },
                         last_fetch_leader_leo: -1,
                         last_fetch_ms: 0,
@@ -215,6 +232,26 @@ impl LeaderState {
         self.followers.get(&replica).map(|f| f.log_end_offset)
     }
 
+    /// Every follower's progress, by replica id.
+    pub fn follower_progress(&self) -> impl Iterator<Item = FollowerProgress> + '_ {
+        self.followers.iter().map(|(id, f)| FollowerProgress {
+            replica: *id,
+            in_isr: self.isr.contains(id),
+            log_start_offset: f.log_start_offset,
+            log_end_offset: f.log_end_offset,
+            last_caught_up_ms: f.last_caught_up_ms,
+        })
+    }
+
+    /// The log start offset follower `replica` reported with a fetch (Kafka's
+    /// `followerStartOffset`). It only tells where a consumer may be sent; it moves neither
+    /// the high watermark nor the ISR.
+    pub fn on_follower_log_start(&mut self, replica: i32, log_start_offset: i64) {
+        if let Some(f) = self.followers.get_mut(&replica) {
+            f.log_start_offset = log_start_offset;
+        }
+    }
+
     /// The leader's log grew to `log_end_offset` (an append). Returns the new high watermark
     /// if it moved (a single-replica ISR follows the log end).
     pub fn on_append(&mut self, log_end_offset: i64, now_ms: i64) -> Option<i64> {
@@ -274,6 +311,7 @@ impl LeaderState {
         for r in replicas.iter().filter(|r| **r != self.leader) {
             self.followers.entry(*r).or_insert(Follower {
                 log_end_offset: -1,
+                log_start_offset: -1,
                 last_caught_up_ms: 0,
                 last_fetch_leader_leo: -1,
                 last_fetch_ms: 0,

@@ -326,3 +326,28 @@ fn in_sync_of(replicas: &[i32]) -> LeaderState {
     )
     .unwrap()
 }
+
+#[test]
+fn follower_progress_tells_which_followers_could_serve_a_consumer() {
+    let mut p = three_in_sync(1);
+    let progress = |p: &LeaderState, id: i32| {
+        p.follower_progress()
+            .find(|f| f.replica == id)
+            .expect("a follower")
+    };
+    // Before its first fetch a follower covers no offset: log end -1.
+    assert_eq!(progress(&p, 2).log_end_offset, -1);
+    assert!(progress(&p, 2).in_isr);
+    p.on_follower_fetch(2, 100, 10).unwrap();
+    p.on_follower_log_start(2, 40);
+    let f2 = progress(&p, 2);
+    assert_eq!((f2.log_start_offset, f2.log_end_offset), (40, 100));
+    assert_eq!(f2.last_caught_up_ms, 10);
+    // Out of the ISR once the controller commits the shrink.
+    p.on_isr_committed(&[1, 2], 1, 20).unwrap();
+    assert!(!progress(&p, 3).in_isr);
+    assert!(progress(&p, 2).in_isr);
+    // A replica that is not a follower is ignored.
+    p.on_follower_log_start(9, 0);
+    assert_eq!(p.follower_progress().count(), 2);
+}

@@ -101,6 +101,12 @@ pub struct Metrics {
     pub produce_records: Counter,
     pub produce_bytes: Counter,
     pub fetch_bytes: Counter,
+    /// Record bytes this broker returned to consumers as a partition's leader...
+    pub consumer_fetch_bytes_leader: Counter,
+    /// ... and as a follower (KIP-392 fetch from the closest replica).
+    pub consumer_fetch_bytes_follower: Counter,
+    /// Partitions of consumer fetches answered with a preferred read replica (KIP-392).
+    pub preferred_read_replica_answers: Counter,
     pub storage_errors: Counter,
     pub retention_segments_deleted: Counter,
     pub tier_bytes_uploaded: Counter,
@@ -122,6 +128,9 @@ impl Default for Metrics {
             produce_records: Counter::default(),
             produce_bytes: Counter::default(),
             fetch_bytes: Counter::default(),
+            consumer_fetch_bytes_leader: Counter::default(),
+            consumer_fetch_bytes_follower: Counter::default(),
+            preferred_read_replica_answers: Counter::default(),
             storage_errors: Counter::default(),
             retention_segments_deleted: Counter::default(),
             tier_bytes_uploaded: Counter::default(),
@@ -180,6 +189,11 @@ impl Metrics {
             "strata_fetch_bytes_total",
             "Record-batch bytes returned by Fetch.",
             self.fetch_bytes.get(),
+        );
+        counter(
+            "strata_fetch_preferred_read_replica_total",
+            "Partitions of consumer fetches answered with a preferred read replica to fetch from instead (KIP-392).",
+            self.preferred_read_replica_answers.get(),
         );
         counter(
             "strata_storage_errors_total",
@@ -293,6 +307,13 @@ impl Metrics {
         let _ = writeln!(out, "# HELP strata_connections_open Client connections open now.\n# TYPE strata_connections_open gauge\nstrata_connections_open {}", self.connections_open.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP strata_partitions Partitions hosted.\n# TYPE strata_partitions gauge\nstrata_partitions {partitions}");
         let _ = writeln!(out, "# HELP strata_log_size_bytes Bytes in partition logs.\n# TYPE strata_log_size_bytes gauge\nstrata_log_size_bytes {log_bytes}");
+        let name = "strata_consumer_fetch_bytes_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Record-batch bytes returned to consumers, by this broker's role in the partition (follower: KIP-392).\n# TYPE {name} counter\n{name}{{replica=\"leader\"}} {}\n{name}{{replica=\"follower\"}} {}",
+            self.consumer_fetch_bytes_leader.get(),
+            self.consumer_fetch_bytes_follower.get(),
+        );
         for (name, help, counters) in [
             (
                 "strata_requests_total",

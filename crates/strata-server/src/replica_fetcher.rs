@@ -7,8 +7,9 @@
 //!   leader's log (a previous leader wrote records the new one does not have): truncate
 //!   where `strata_partition::truncation_for` says (KIP-101/279/595), then fetch again;
 //! - records are appended as the leader wrote them (`Log::append_as_follower`), and the
-//!   follower's high watermark becomes the leader's, bounded by its own log end, and its log
-//!   start the leader's, bounded by its high watermark;
+//!   follower's high watermark becomes the leader's, bounded by its own log end (consumers
+//!   reading from this follower, KIP-392, are woken when it moves), and its log start the
+//!   leader's, bounded by its high watermark;
 //! - a fetch below the leader's log start (OFFSET_OUT_OF_RANGE: a new replica of a partition
 //!   whose start retention or DeleteRecords moved) starts the log over at the leader's log
 //!   start, or at the base of the leader's first batch when that start is inside it;
@@ -352,8 +353,14 @@ fn apply(
                     append(&mut log, &tp, &records, now)
                 };
                 appended.and_then(|()| {
+                    let hw_before = log.high_watermark();
                     let hw = data.high_watermark.min(log.log_end_offset());
                     log.set_high_watermark(hw);
+                    f.partition.on_leader_high_watermark();
+                    if log.high_watermark() != hw_before {
+                        // Consumers reading from this follower (KIP-392) wait for it.
+                        broker.replicas.notify_appended();
+                    }
                     follow_log_start(&mut log, data.log_start_offset)
                 })
             };

@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use strata_log::{Log, LogError};
 use strata_meta::{MetadataImage, PartitionImage};
 use strata_partition::{
-    AckState, IsrChange, LeaderAndIsr, LeaderConfig, LeaderState, PartitionError,
+    preferred_read_replica, AckState, FollowerProgress, FollowerView, IsrChange, LeaderAndIsr,
+    LeaderConfig, LeaderState, PartitionError,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -42,6 +43,12 @@ pub struct Partition {
     leader_state: Mutex<Option<LeaderState>>,
     /// Woken when the high watermark moves: `acks=all` produces wait on it.
     hw_advanced: Notify,
+    /// Whether the log's high watermark is one a leader published, so that consumers may read
+    /// below it here while this broker follows (KIP-392). False from opening the log until a
+    /// leader's fetch response sets it, or this broker leads: the high watermark is not
+    /// checkpointed, and a reopened replicated log starts with its log end, which may hold
+    /// records the leader never committed.
+    high_watermark_known: AtomicBool,
     dir: PathBuf,
     log: Mutex<Log>,
     /// Set when the image no longer has the partition and its directory is deleted: a task
@@ -95,6 +102,9 @@ impl Partition {
             .store(assigned.leader_epoch, Ordering::Release);
         self.leading.store(leading, Ordering::Release);
         log.set_replicated(replicated);
+        if leading {
+            self.high_watermark_known.store(true, Ordering::Release);
+        }
         if !(leading && replicated) {
             if state.take().is_some() {
                 // Produces waiting for the ISR learn at once that leadership moved.
@@ -217,12 +227,14 @@ impl Partition {
     }
 
     /// A follower fetched at `fetch_offset`: its progress moves the high watermark and may
-    /// add it to the ISR (the change to propose is returned).
+    /// add it to the ISR (the change to propose is returned). `log_start_offset` is the one
+    /// it reported, which tells whether consumers can be sent to it.
     pub fn on_follower_fetch(
         &self,
         log: &mut Log,
         replica: i32,
         fetch_offset: i64,
+        log_start_offset: i64,
         now_ms: i64,
     ) -> Result<Option<IsrChange>, PartitionError> {
         let mut state = self.leader_state();
@@ -231,9 +243,52 @@ impl Partition {
         };
         let _ = s.on_append(log.log_end_offset(), now_ms);
         let (moved, change) = s.on_follower_fetch(replica, fetch_offset, now_ms)?;
+        s.on_follower_log_start(replica, log_start_offset);
         drop(state);
         self.publish_high_watermark(log, moved);
         Ok(change)
+    }
+
+    /// Where a consumer in `client_rack` fetching at `fetch_offset` should read instead of
+    /// here (KIP-392 with the rack-aware selector): a follower in its rack that is alive in
+    /// `image`, in the ISR and whose log covers the offset. `None`: read from this leader
+    /// (also for a partition without followers, or not led here).
+    pub fn preferred_read_replica(
+        &self,
+        image: &MetadataImage,
+        node_id: i32,
+        client_rack: &str,
+        fetch_offset: i64,
+        now_ms: i64,
+    ) -> Option<i32> {
+        let state = self.leader_state();
+        let s = state.as_ref()?;
+        let rack_of = |id: i32| image.broker(id).and_then(|b| b.rack.as_deref());
+        let views: Vec<FollowerView<'_>> = s
+            .follower_progress()
+            .map(|f: FollowerProgress| FollowerView {
+                broker_id: f.replica,
+                rack: rack_of(f.replica),
+                alive: image.broker(f.replica).is_some_and(|b| !b.fenced),
+                in_isr: f.in_isr,
+                log_start_offset: f.log_start_offset,
+                log_end_offset: f.log_end_offset,
+                time_since_last_caught_up_ms: now_ms.saturating_sub(f.last_caught_up_ms),
+            })
+            .collect();
+        preferred_read_replica(client_rack, fetch_offset, rack_of(node_id), &views)
+    }
+
+    /// Whether consumers may read below this log's high watermark while this broker follows
+    /// (see `high_watermark_known`).
+    pub fn is_high_watermark_known(&self) -> bool {
+        self.high_watermark_known.load(Ordering::Acquire)
+    }
+
+    /// A leader's fetch response set the high watermark of the log (the fetcher holds its
+    /// lock).
+    pub fn on_leader_high_watermark(&self) {
+        self.high_watermark_known.store(true, Ordering::Release);
     }
 
     /// The periodic ISR check: catches the leader state up with the log end (appends by
@@ -477,6 +532,7 @@ impl ReplicaManager {
                         leading: AtomicBool::new(false),
                         leader_state: Mutex::new(None),
                         hw_advanced: Notify::new(),
+                        high_watermark_known: AtomicBool::new(false),
                         dir,
                         log: Mutex::new(log),
                         removed: AtomicBool::new(false),

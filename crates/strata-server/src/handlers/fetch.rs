@@ -6,6 +6,21 @@
 //! rule: the first partition with data returns its first batch whole even if that batch is
 //! larger, so a consumer can always make progress.
 //!
+//! Consumers may read from followers (KIP-392, Kafka's `fetchOnlyFromLeader` false): a
+//! consumer fetch of v11+ is served by any replica, a follower reading below its own high
+//! watermark (read_uncommitted) or last stable offset (read_committed, with the aborted
+//! transactions), as the leader does. With `replica.selector.class` set to Kafka's
+//! `RackAwareReplicaSelector`, the leader answers a consumer that gives its `client.rack` with
+//! a *preferred read replica* in that rack and no records
+//! ([`crate::replica_manager::Partition::preferred_read_replica`]); only the leader does.
+//! A follower answers an offset between its high watermark and its log end with no records
+//! (its high watermark catches up with its next fetch from the leader), and one outside its
+//! log with OFFSET_OUT_OF_RANGE without offsets, as Kafka does: clients then go back to the
+//! leader instead of resetting (librdkafka reverts when the fetch offset is above the
+//! answered high watermark, -1). Until a leader's fetch response has given it a high
+//! watermark (after a restart), a follower answers OFFSET_NOT_AVAILABLE: its log end may hold
+//! records the leader never committed.
+//!
 //! Fetch sessions (KIP-227) are not kept: a full fetch gets session id 0, which tells the client
 //! that no session was created, and an incremental fetch for an unknown session gets
 //! FETCH_SESSION_ID_NOT_FOUND, after which clients fall back to full fetches.
@@ -20,13 +35,17 @@ use kafka_protocol::messages::fetch_response::{
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use strata_log::{LogError, ReadResult};
+use strata_meta::config::RACK_AWARE_REPLICA_SELECTOR;
 use uuid::Uuid;
 
-use super::{blocking, code, hosted, log_error, str_bytes};
+use super::{blocking, code, hosted, hosted_replica, log_error, str_bytes};
 use crate::broker::Broker;
 
 /// Kafka's isolation level code for read_committed.
 const READ_COMMITTED: i8 = 1;
+/// The first Fetch version with client metadata (`rack_id`, `preferred_read_replica`):
+/// consumers' fetches from it on may be served by followers (KIP-392).
+const FOLLOWER_FETCH_MIN_VERSION: i16 = 11;
 /// Upper bound on how long a fetch may be parked, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
@@ -41,8 +60,26 @@ struct Target {
     current_leader_epoch: i32,
     /// The epoch of the last batch a follower has (-1 from consumers).
     last_fetched_epoch: i32,
+    /// A follower's log start offset (-1 from consumers).
+    log_start_offset: i64,
     /// Set when the partition cannot be read at all (unknown topic, ...).
     error: Option<ResponseError>,
+}
+
+/// What applies to every partition of one fetch (Kafka's `FetchParams`).
+#[derive(Clone)]
+struct FetchParams {
+    /// Bound on the response's record bytes (but for the at-least-one-batch rule).
+    max_bytes: usize,
+    read_committed: bool,
+    /// The follower fetching (replica id >= 0); `None` for a consumer.
+    replica: Option<i32>,
+    /// Kafka's `fetchOnlyFromLeader` false: a consumer's fetch with client metadata (v11+),
+    /// which any replica may serve.
+    from_follower_allowed: bool,
+    /// The consumer's `client.rack`, when it gave one (v11+) and the rack-aware replica
+    /// selector is configured: the leader may then send it to a follower in its rack.
+    client_rack: Option<String>,
 }
 
 pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
@@ -80,6 +117,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 partition_max_bytes: p.partition_max_bytes,
                 current_leader_epoch: p.current_leader_epoch,
                 last_fetched_epoch: p.last_fetched_epoch,
+                log_start_offset: p.log_start_offset,
                 error,
             });
         }
@@ -92,7 +130,6 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     } else {
         request.max_bytes as usize
     };
-    let read_committed = request.isolation_level == READ_COMMITTED;
     // A follower (replica id >= 0) reads up to the log end and reports its progress.
     let replica_id = if version >= 15 {
         request.replica_state.replica_id.0
@@ -100,6 +137,21 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         request.replica_id.0
     };
     let replica = (replica_id >= 0).then_some(replica_id);
+    let from_follower_allowed = replica.is_none() && version >= FOLLOWER_FETCH_MIN_VERSION;
+    let rack_aware = broker
+        .config
+        .broker_value::<String>("replica.selector.class")
+        == RACK_AWARE_REPLICA_SELECTOR;
+    let client_rack = (from_follower_allowed && rack_aware)
+        .then(|| request.rack_id.to_string())
+        .filter(|rack| !rack.is_empty());
+    let params = FetchParams {
+        max_bytes,
+        read_committed: request.isolation_level == READ_COMMITTED,
+        replica,
+        from_follower_allowed,
+        client_rack,
+    };
     let mut partitions = loop {
         // Register interest before reading, so an append between the read and the wait
         // is not missed.
@@ -108,14 +160,21 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         notified.as_mut().enable();
         let b = broker.clone();
         let t = targets.clone();
-        let partitions =
-            blocking(move || read_all(&b, &t, max_bytes, read_committed, replica)).await;
+        let p = params.clone();
+        let partitions = blocking(move || read_all(&b, &t, &p)).await;
         let total: usize = partitions
             .iter()
             .map(|p| p.records.as_ref().map_or(0, Bytes::len))
             .sum();
         let any_error = partitions.iter().any(|p| p.error_code != 0);
-        if total >= min_bytes || any_error || Instant::now() >= deadline || !broker.is_serving() {
+        // As Kafka: a consumer sent elsewhere learns it at once.
+        let any_redirect = partitions.iter().any(|p| p.preferred_read_replica.0 >= 0);
+        if total >= min_bytes
+            || any_error
+            || any_redirect
+            || Instant::now() >= deadline
+            || !broker.is_serving()
+        {
             break partitions;
         }
         if tokio::time::timeout_at(deadline.into(), notified)
@@ -124,7 +183,8 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         {
             let b = broker.clone();
             let t = targets.clone();
-            break blocking(move || read_all(&b, &t, max_bytes, read_committed, replica)).await;
+            let p = params.clone();
+            break blocking(move || read_all(&b, &t, &p)).await;
         }
     };
     let fetched: usize = partitions
@@ -194,18 +254,14 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
 }
 
 /// Reads every target once, within the response byte budget. Blocking. For a follower
-/// (`replica`), records its progress: the high watermark may move (consumers waiting for
-/// records are woken) and the follower may join the ISR (proposed to the controller).
-fn read_all(
-    broker: &Arc<Broker>,
-    targets: &[Target],
-    max_bytes: usize,
-    read_committed: bool,
-    replica: Option<i32>,
-) -> Vec<PartitionData> {
-    let mut remaining = max_bytes;
+/// (`params.replica`), records its progress: the high watermark may move (consumers waiting
+/// for records are woken) and the follower may join the ISR (proposed to the controller).
+fn read_all(broker: &Arc<Broker>, targets: &[Target], params: &FetchParams) -> Vec<PartitionData> {
+    let mut remaining = params.max_bytes;
     let mut first_with_data = true;
     let mut tier_read_done = false;
+    let read_committed = params.read_committed;
+    let image = broker.image();
     targets
         .iter()
         .map(|t| {
@@ -223,7 +279,12 @@ fn read_all(
             if let Some(error) = t.error {
                 return base.with_error_code(code(error));
             }
-            let partition = match hosted(broker, t.topic.as_str(), t.partition) {
+            let hosted = if params.from_follower_allowed {
+                hosted_replica(broker, t.topic.as_str(), t.partition)
+            } else {
+                hosted(broker, t.topic.as_str(), t.partition)
+            };
+            let partition = match hosted {
                 Ok(p) => p,
                 Err(e) => return base.with_error_code(code(e)),
             };
@@ -237,12 +298,42 @@ fn read_all(
             }
             let budget = remaining.min(t.partition_max_bytes.max(0) as usize);
             let mut log = partition.log();
-            if let Some(replica) = replica {
+            if let Some(replica) = params.replica {
                 return follower_read(broker, &partition, &mut log, t, replica, budget, base);
+            }
+            // Leadership is set under the log's lock: this is the role the read below has.
+            let leading = partition.is_leader();
+            if !leading {
+                if !params.from_follower_allowed {
+                    return base.with_error_code(code(ResponseError::NotLeaderOrFollower));
+                }
+                if !partition.is_high_watermark_known() {
+                    return base.with_error_code(code(ResponseError::OffsetNotAvailable));
+                }
+            }
+            if let (true, Some(rack)) = (leading, params.client_rack.as_deref()) {
+                let preferred = partition.preferred_read_replica(
+                    &image,
+                    broker.config.node_id,
+                    rack,
+                    t.fetch_offset,
+                    crate::replica_manager::now_ms(),
+                );
+                if let Some(id) = preferred {
+                    // Kafka skips the read and tells where to read instead.
+                    broker.metrics.preferred_read_replica_answers.add(1);
+                    return base
+                        .with_high_watermark(log.high_watermark())
+                        .with_last_stable_offset(log.last_stable_offset())
+                        .with_log_start_offset(log.log_start_offset())
+                        .with_preferred_read_replica(BrokerId(id))
+                        .with_records(Some(Bytes::new()));
+                }
             }
             // Consumers read below the high watermark; read_committed only below the last
             // stable offset (Kafka's FetchIsolation.TXN_COMMITTED), and gets the aborted
-            // transactions overlapping what it returns, so it can drop their records.
+            // transactions overlapping what it returns, so it can drop their records. On a
+            // follower both are its own, the last stable offset bounded by its high watermark.
             let bound = if read_committed {
                 log.last_stable_offset()
             } else {
@@ -250,7 +341,7 @@ fn read_all(
             };
             let result = log.read_bounded(t.fetch_offset, budget, first_with_data, bound);
             let (log, result) = match result {
-                Err(LogError::NotLocal { offset, .. }) => {
+                Err(LogError::NotLocal { offset, .. }) if leading => {
                     // Below the local log start: from the tier, without holding the log's
                     // lock (producers keep appending meanwhile). Everything in the tier is
                     // below the last stable offset, so read_committed needs no bound here.
@@ -294,6 +385,12 @@ fn read_all(
                     if !read.records.is_empty() {
                         first_with_data = false;
                         remaining = remaining.saturating_sub(read.records.len());
+                        let served = if leading {
+                            &broker.metrics.consumer_fetch_bytes_leader
+                        } else {
+                            &broker.metrics.consumer_fetch_bytes_follower
+                        };
+                        served.add(read.records.len() as u64);
                     }
                     let mut data = base
                         .with_high_watermark(read.high_watermark)
@@ -323,6 +420,13 @@ fn read_all(
                         data = data.with_aborted_transactions(Some(aborted));
                     }
                     data.with_records(Some(read.records))
+                }
+                // A follower does not know whether an offset outside its log is outside the
+                // leader's too (its retention runs on its own, and it may lag): as Kafka, it
+                // answers without offsets, and the client asks the leader. Offsets below its
+                // local log start (a former leader of a tiered topic) go to the leader too.
+                Err(LogError::OffsetOutOfRange { .. } | LogError::NotLocal { .. }) if !leading => {
+                    base.with_error_code(code(ResponseError::OffsetOutOfRange))
                 }
                 Err(e) => {
                     let error = log_error(broker, &partition, &e);
@@ -384,6 +488,7 @@ fn follower_read(
         log,
         replica,
         t.fetch_offset,
+        t.log_start_offset,
         crate::replica_manager::now_ms(),
     ) {
         Ok(Some(change)) => crate::replication::propose_isr_change(

@@ -223,9 +223,21 @@ pub(crate) fn hosted(
     topic: &str,
     index: i32,
 ) -> Result<Arc<Partition>, ResponseError> {
+    match hosted_replica(broker, topic, index)? {
+        p if p.is_leader() => Ok(p),
+        _ => Err(ResponseError::NotLeaderOrFollower),
+    }
+}
+
+/// The partition if this broker holds a replica of it, leader or follower (consumers may
+/// read from followers, KIP-392); otherwise the errors of [`hosted`].
+pub(crate) fn hosted_replica(
+    broker: &Broker,
+    topic: &str,
+    index: i32,
+) -> Result<Arc<Partition>, ResponseError> {
     match broker.replicas.partition(topic, index) {
-        Some(p) if p.is_leader() => Ok(p),
-        Some(_) => Err(ResponseError::NotLeaderOrFollower),
+        Some(p) => Ok(p),
         None if broker.replicas.is_offline(topic, index) => Err(ResponseError::KafkaStorageError),
         None if broker
             .image()
