@@ -227,6 +227,14 @@ fn collision_key(name: &str) -> String {
     name.replace('.', "_")
 }
 
+/// Whether a topic's partitions may take a leader from outside their ISR
+/// (`unclean.leader.election.enable`), resolved per topic by the caller: a topic override,
+/// else the broker's setting.
+pub type UncleanElection<'a> = &'a dyn Fn(&str) -> bool;
+
+/// An [`UncleanElection`] that never allows it (Kafka's default).
+pub const NO_UNCLEAN_ELECTION: UncleanElection<'static> = &|_| false;
+
 pub struct Controller {
     pub node_id: i32,
 }
@@ -272,7 +280,7 @@ impl Controller {
         &self,
         image: &MetadataImage,
         request: &BrokerRegistrationRequest,
-        unclean: bool,
+        unclean: UncleanElection,
     ) -> (i64, Vec<MetadataRecord>) {
         if let Some(existing) = image.broker(request.broker_id) {
             if existing.incarnation_id == request.incarnation_id {
@@ -290,8 +298,8 @@ impl Controller {
         }];
         let mut live = image.live_brokers();
         live.remove(&request.broker_id);
-        records.extend(partition_changes(image, |p| {
-            p.on_broker_fenced(request.broker_id, &live, unclean)
+        records.extend(partition_changes(image, |topic, p| {
+            p.on_broker_fenced(request.broker_id, &live, unclean(topic))
         }));
         (broker_epoch, records)
     }
@@ -304,7 +312,7 @@ impl Controller {
         image: &MetadataImage,
         broker_id: i32,
         broker_epoch: i64,
-        unclean: bool,
+        unclean: UncleanElection,
     ) -> Vec<MetadataRecord> {
         match image.broker(broker_id) {
             Some(b) if b.broker_epoch == broker_epoch && !b.fenced => {}
@@ -316,8 +324,8 @@ impl Controller {
             broker_id,
             broker_epoch,
         }];
-        records.extend(partition_changes(image, |p| {
-            p.on_broker_fenced(broker_id, &live, unclean)
+        records.extend(partition_changes(image, |topic, p| {
+            p.on_broker_fenced(broker_id, &live, unclean(topic))
         }));
         records
     }
@@ -495,7 +503,7 @@ impl Controller {
         image: &MetadataImage,
         targets: &[(String, Vec<ReassignmentTarget>)],
         allow_replication_factor_change: bool,
-        unclean: bool,
+        unclean: UncleanElection,
     ) -> (Vec<Vec<Result<(), ControllerError>>>, Vec<MetadataRecord>) {
         let live = image.live_brokers();
         // Partitions changed by this request so far, so that one named twice builds on the
@@ -540,7 +548,7 @@ impl Controller {
         target: &ReassignmentTarget,
         allow_replication_factor_change: bool,
         live: &BTreeSet<i32>,
-        unclean: bool,
+        unclean: UncleanElection,
     ) -> Result<Option<(PartitionKey, PartitionRegistration)>, ControllerError> {
         let t = image
             .topic(topic)
@@ -555,7 +563,9 @@ impl Controller {
                 .registration(),
         };
         let next = match &target.replicas {
-            None => current.cancel_reassignment(live, unclean).map_err(|e| match e {
+            None => current
+                .cancel_reassignment(live, unclean(topic))
+                .map_err(|e| match e {
                 ReassignmentError::NoReassignmentInProgress => {
                     ControllerError::NoReassignmentInProgress(e.to_string())
                 }
@@ -683,7 +693,7 @@ impl Controller {
         image: &MetadataImage,
         broker_id: i32,
         broker_epoch: i64,
-        unclean: bool,
+        unclean: UncleanElection,
     ) -> Vec<MetadataRecord> {
         match image.broker(broker_id) {
             Some(b) if b.broker_epoch == broker_epoch && b.fenced => {}
@@ -695,9 +705,9 @@ impl Controller {
             broker_id,
             broker_epoch,
         }];
-        records.extend(partition_changes(image, |p| {
+        records.extend(partition_changes(image, |topic, p| {
             if p.replicas.contains(&broker_id) {
-                p.on_broker_unfenced(&live, unclean)
+                p.on_broker_unfenced(&live, unclean(topic))
             } else {
                 None
             }
@@ -1121,13 +1131,14 @@ fn rack_alternated(image: &MetadataImage) -> Vec<i32> {
 fn partition_changes(
     image: &MetadataImage,
     change: impl Fn(
+        &str,
         &crate::partition_change::PartitionRegistration,
     ) -> Option<crate::partition_change::PartitionRegistration>,
 ) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics() {
         for p in &topic.partitions {
-            if let Some(next) = change(&p.registration()) {
+            if let Some(next) = change(&topic.name, &p.registration()) {
                 records.push(partition_record(topic.topic_id, p.partition, &next));
             }
         }
@@ -1200,9 +1211,15 @@ mod tests {
                 port: 9092 + broker_id,
                 rack: Some(format!("r{}", broker_id % 2)),
             };
-            let (epoch, records) = controller.register_broker(&image, &request, false);
+            let (epoch, records) =
+                controller.register_broker(&image, &request, NO_UNCLEAN_ELECTION);
             image = image.apply(&records);
-            image = image.apply(&controller.unfence_broker(&image, broker_id, epoch, false));
+            image = image.apply(&controller.unfence_broker(
+                &image,
+                broker_id,
+                epoch,
+                NO_UNCLEAN_ELECTION,
+            ));
         }
         image
     }
@@ -1431,7 +1448,8 @@ mod tests {
         assert!(order.windows(2).all(|w| w[0] % 2 != w[1] % 2), "{order:?}");
         // A fenced broker takes no new replicas.
         let epoch = image.broker(2).unwrap().broker_epoch;
-        let image = image.apply(&Controller::new(1).fence_broker(&image, 2, epoch, false));
+        let image =
+            image.apply(&Controller::new(1).fence_broker(&image, 2, epoch, NO_UNCLEAN_ELECTION));
         let (_, records) = Controller::new(1)
             .create_topic(&image, &spec("u", 6), (1, 1))
             .unwrap();
@@ -1533,16 +1551,18 @@ mod tests {
         let epoch = image.broker(2).unwrap().broker_epoch;
         // A stale epoch changes nothing.
         assert!(controller
-            .fence_broker(&image, 2, epoch - 1, false)
+            .fence_broker(&image, 2, epoch - 1, NO_UNCLEAN_ELECTION)
             .is_empty());
-        let image = image.apply(&controller.fence_broker(&image, 2, epoch, false));
+        let image = image.apply(&controller.fence_broker(&image, 2, epoch, NO_UNCLEAN_ELECTION));
         assert!(image.broker(2).unwrap().fenced);
         let fenced = on(&image, 2);
         assert_eq!(fenced[0].leader, crate::partition_change::NO_LEADER);
         assert_eq!(fenced[0].isr, vec![2], "the last ISR member stays");
         assert!(fenced[0].leader_epoch > before[0].leader_epoch);
-        assert!(controller.fence_broker(&image, 2, epoch, false).is_empty());
-        let image = image.apply(&controller.unfence_broker(&image, 2, epoch, false));
+        assert!(controller
+            .fence_broker(&image, 2, epoch, NO_UNCLEAN_ELECTION)
+            .is_empty());
+        let image = image.apply(&controller.unfence_broker(&image, 2, epoch, NO_UNCLEAN_ELECTION));
         let back = on(&image, 2);
         assert_eq!(back[0].leader, 2);
         assert!(back[0].leader_epoch > fenced[0].leader_epoch);
@@ -1566,14 +1586,14 @@ mod tests {
             rack: old.rack.clone(),
         };
         assert_eq!(
-            controller.register_broker(&image, &retry, false),
+            controller.register_broker(&image, &retry, NO_UNCLEAN_ELECTION),
             (old.broker_epoch, vec![])
         );
         let restarted = BrokerRegistrationRequest {
             incarnation_id: Uuid::new_v4(),
             ..retry
         };
-        let (epoch, records) = controller.register_broker(&image, &restarted, false);
+        let (epoch, records) = controller.register_broker(&image, &restarted, NO_UNCLEAN_ELECTION);
         assert!(epoch > old.broker_epoch);
         let image = image.apply(&records);
         let b = image.broker(2).unwrap();
@@ -1608,12 +1628,12 @@ mod tests {
 
     fn fence(image: &MetadataImage, b: i32) -> MetadataImage {
         let epoch = image.broker(b).unwrap().broker_epoch;
-        image.apply(&Controller::new(1).fence_broker(image, b, epoch, false))
+        image.apply(&Controller::new(1).fence_broker(image, b, epoch, NO_UNCLEAN_ELECTION))
     }
 
     fn unfence(image: &MetadataImage, b: i32) -> MetadataImage {
         let epoch = image.broker(b).unwrap().broker_epoch;
-        image.apply(&Controller::new(1).unfence_broker(image, b, epoch, false))
+        image.apply(&Controller::new(1).unfence_broker(image, b, epoch, NO_UNCLEAN_ELECTION))
     }
 
     /// The leader of partition `p` takes `b` back into the ISR (AlterPartition).
@@ -1779,6 +1799,38 @@ mod tests {
     }
 
     #[test]
+    fn unclean_election_is_decided_per_topic() {
+        // Topics "t" and "u", one partition each on 1, 2, 3. Fence every replica, then bring
+        // back one that was not the last in sync: only the topic that allows an unclean
+        // election gets a leader.
+        let mut image = replicated(1);
+        let mut s = spec("u", 1);
+        s.replication_factor = 3;
+        let (_, records) = Controller::new(1).create_topic(&image, &s, (1, 1)).unwrap();
+        image = image.apply(&records);
+        for b in [1, 2, 3] {
+            image = fence(&image, b);
+        }
+        let last_in_sync =
+            |image: &MetadataImage, topic: &str| image.topic(topic).unwrap().partitions[0].isr[0];
+        assert_eq!(last_in_sync(&image, "t"), last_in_sync(&image, "u"));
+        let other = [1, 2, 3]
+            .into_iter()
+            .find(|b| *b != last_in_sync(&image, "t"))
+            .unwrap();
+        let epoch = image.broker(other).unwrap().broker_epoch;
+        let only_u: UncleanElection = &|topic| topic == "u";
+        let image = image.apply(&Controller::new(1).unfence_broker(&image, other, epoch, only_u));
+        let leader = |topic: &str| image.topic(topic).unwrap().partitions[0].leader;
+        assert_eq!(
+            leader("t"),
+            NO_LEADER,
+            "clean: waits for its last ISR member"
+        );
+        assert_eq!(leader("u"), other, "unclean: takes the live replica");
+    }
+
+    #[test]
     fn preferred_election_of_a_leaderless_partition_takes_a_live_isr_member() {
         let controller = Controller::new(1);
         let image = replicated(1);
@@ -1877,7 +1929,7 @@ mod tests {
             image,
             &request,
             allow_replication_factor_change,
-            false,
+            NO_UNCLEAN_ELECTION,
         );
         let codes = outcomes[0]
             .iter()
@@ -1937,8 +1989,12 @@ mod tests {
                 replicas: None,
             }],
         )];
-        let (outcomes, records) =
-            Controller::new(1).alter_partition_reassignments(&image, &request, true, false);
+        let (outcomes, records) = Controller::new(1).alter_partition_reassignments(
+            &image,
+            &request,
+            true,
+            NO_UNCLEAN_ELECTION,
+        );
         assert_eq!(
             outcomes[0],
             vec![Err(ControllerError::UnknownTopicOrPartition)]

@@ -14,7 +14,9 @@ pub mod partition_change;
 pub mod records;
 pub mod store;
 
-pub use controller::{Controller, ControllerError, CreateTopicSpec};
+pub use controller::{
+    Controller, ControllerError, CreateTopicSpec, UncleanElection, NO_UNCLEAN_ELECTION,
+};
 pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
 pub use log::{FileMetadataLog, MetadataLog};
 pub use records::{ConfigResource, MetadataRecord};

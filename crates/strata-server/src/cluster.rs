@@ -25,7 +25,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use strata_meta::controller::{BrokerRegistrationRequest, MAX_ELECTIONS_PER_BALANCE};
-use strata_meta::{Controller, MetaError, MetadataImage};
+use strata_meta::{Controller, MetaError, MetadataImage, NO_UNCLEAN_ELECTION};
 use strata_quorum::Quorum;
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -71,7 +71,8 @@ pub struct ControllerService {
     quorum: OnceLock<Arc<Quorum>>,
     controller: Controller,
     session_timeout: Duration,
-    unclean: bool,
+    /// Resolves `unclean.leader.election.enable` per topic.
+    config: ServerConfig,
     /// Broker id -> (epoch, last heartbeat), as seen by this node while it leads.
     sessions: Mutex<HashMap<i32, (i64, Instant)>>,
     balance: LeaderBalance,
@@ -99,7 +100,7 @@ impl ControllerService {
                     .broker_value::<i64>("broker.session.timeout.ms")
                     .max(1) as u64,
             ),
-            unclean: config.unclean_leader_election(),
+            config: config.clone(),
             sessions: Mutex::new(HashMap::new()),
             balance: LeaderBalance {
                 enabled: config.broker_value("auto.leader.rebalance.enable"),
@@ -188,9 +189,10 @@ impl ControllerService {
                     "broker session expired; fencing it"
                 );
                 let fenced = commit_to_quorum(&quorum, |image| {
+                    let unclean = |topic: &str| self.config.unclean_leader_election(image, topic);
                     let records =
                         self.controller
-                            .fence_broker(image, broker_id, broker_epoch, self.unclean);
+                            .fence_broker(image, broker_id, broker_epoch, &unclean);
                     (records, ())
                 })
                 .await;
@@ -277,9 +279,10 @@ async fn register(
 ) -> Result<Json<RegisterResponse>, RpcError> {
     let quorum = service.leading()?.clone();
     let (broker_epoch, _) = commit_to_quorum(&quorum, |image| {
+        let unclean = |topic: &str| service.config.unclean_leader_election(image, topic);
         let (epoch, records) = service
             .controller
-            .register_broker(image, &request, service.unclean);
+            .register_broker(image, &request, &unclean);
         (records, epoch)
     })
     .await
@@ -312,13 +315,14 @@ async fn heartbeat(
         }));
     };
     service.touch(request.broker_id, request.broker_epoch);
-    let (id, epoch, unclean) = (request.broker_id, request.broker_epoch, service.unclean);
+    let (id, epoch) = (request.broker_id, request.broker_epoch);
     let fenced = if request.want_shutdown {
         if !registered.fenced {
             tracing::info!(broker_id = id, "controlled shutdown: fencing broker");
             commit_to_quorum(&quorum, |image| {
+                let unclean = |topic: &str| service.config.unclean_leader_election(image, topic);
                 (
-                    service.controller.fence_broker(image, id, epoch, unclean),
+                    service.controller.fence_broker(image, id, epoch, &unclean),
                     (),
                 )
             })
@@ -329,8 +333,11 @@ async fn heartbeat(
     } else if registered.fenced && request.metadata_offset >= epoch as u64 {
         // The broker's image holds its own registration: it has caught up.
         commit_to_quorum(&quorum, |image| {
+            let unclean = |topic: &str| service.config.unclean_leader_election(image, topic);
             (
-                service.controller.unfence_broker(image, id, epoch, unclean),
+                service
+                    .controller
+                    .unfence_broker(image, id, epoch, &unclean),
                 (),
             )
         })
@@ -414,15 +421,17 @@ pub fn register_single_node(broker: &Broker) -> Result<(), MetaError> {
         if unchanged {
             return (Vec::new(), ());
         }
-        let unclean = false;
+        // A single node leads every partition it has: there is no one else to elect.
         let (broker_epoch, mut records) =
-            broker.controller.register_broker(image, &request, unclean);
+            broker
+                .controller
+                .register_broker(image, &request, NO_UNCLEAN_ELECTION);
         let registered = image.apply(&records);
         records.extend(broker.controller.unfence_broker(
             &registered,
             request.broker_id,
             broker_epoch,
-            unclean,
+            NO_UNCLEAN_ELECTION,
         ));
         (records, ())
     })

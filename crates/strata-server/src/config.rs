@@ -74,12 +74,15 @@ impl ServerConfig {
         self.props.broker_value(name).unwrap_or_default()
     }
 
-    /// `unclean.leader.election.enable` as the controller applies it: the broker default as
-    /// set (per-topic overrides are not consulted yet; it applies to every topic).
-    pub fn unclean_leader_election(&self) -> bool {
-        self.props
-            .get("unclean.leader.election.enable")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    /// `unclean.leader.election.enable` for `topic` as the controller applies it: the topic's
+    /// override, else this broker's dynamic or static setting, else false (Kafka's
+    /// precedence).
+    pub fn unclean_leader_election(&self, image: &MetadataImage, topic: &str) -> bool {
+        strata_meta::config::topic_config("unclean.leader.election.enable").is_some_and(|def| {
+            self.topic_config_value(image, topic, def)
+                .trim()
+                .eq_ignore_ascii_case("true")
+        })
     }
 
     /// All levels at which topic config `def` is set for `topic`, most specific first; the first

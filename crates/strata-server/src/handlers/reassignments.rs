@@ -56,14 +56,14 @@ pub async fn handle_alter(
         .collect();
     // v0 has no such field: changing the replication factor is allowed (KIP-860).
     let allow_rf_change = version < 1 || request.allow_replication_factor_change;
-    let unclean = broker.config.unclean_leader_election();
     let outcome = tokio::task::block_in_place(|| {
         broker.commit(|image| {
+            let unclean = |topic: &str| broker.config.unclean_leader_election(image, topic);
             let (outcomes, records) = broker.controller.alter_partition_reassignments(
                 image,
                 &targets,
                 allow_rf_change,
-                unclean,
+                &unclean,
             );
             (records, outcomes)
         })
