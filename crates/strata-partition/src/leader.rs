@@ -197,6 +197,13 @@ impl LeaderState {
         self.high_watermark
     }
 
+    /// Applies changed settings (an altered `min.insync.replicas`) at once, as Kafka reads
+    /// them on every produce: the next append and every acknowledgement still waiting are
+    /// judged by them.
+    pub fn set_config(&mut self, config: LeaderConfig) {
+        self.config = config;
+    }
+
     /// The log end offset when this leader's epoch began (Kafka's
     /// `leaderEpochStartOffsetOpt`). Until the high watermark reaches it, the leader cannot
     /// tell where the committed log ends: a record it holds from the previous epoch may be

@@ -351,3 +351,24 @@ fn follower_progress_tells_which_followers_could_serve_a_consumer() {
     p.on_follower_log_start(9, 0);
     assert_eq!(p.follower_progress().count(), 2);
 }
+
+#[test]
+fn an_altered_min_insync_replicas_applies_at_once() {
+    let mut p = three_in_sync(2);
+    assert_eq!(p.check_enough_replicas(), Ok(()));
+    assert_eq!(p.on_append(110, 1), None);
+    p.set_config(config(4));
+    assert_eq!(
+        p.check_enough_replicas(),
+        Err(PartitionError::NotEnoughReplicas {
+            isr: 3,
+            min_insync_replicas: 4
+        })
+    );
+    // A produce appended before the change is judged by the new value when it completes.
+    p.on_follower_fetch(2, 110, 2).unwrap();
+    p.on_follower_fetch(3, 110, 2).unwrap();
+    assert_eq!(p.ack_state(110), AckState::DoneWithTooFewReplicas);
+    p.set_config(config(3));
+    assert_eq!(p.ack_state(110), AckState::Done);
+}

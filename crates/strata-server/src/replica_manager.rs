@@ -114,6 +114,7 @@ impl Partition {
         }
         match state.as_mut() {
             Some(current) if current.leader_epoch() == assigned.leader_epoch => {
+                current.set_config(config);
                 if assigned.partition_epoch > current.partition_epoch() {
                     // Replicas a reassignment adds in this epoch: their fetches count from now.
                     let committed = current.set_replicas(&assigned.replicas).and_then(|()| {
