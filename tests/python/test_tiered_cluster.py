@@ -3,7 +3,9 @@
 Only a partition's leader uploads; followers read the leader's manifest and drop their own
 copies of uploaded segments by local retention, so no node's disk holds the whole log. After
 the leader is killed, the new leader serves the tiered records from the shared store and
-goes on uploading.
+goes on uploading. A follower that was away while the leader dropped segments, and a replica
+a reassignment adds, start after the tier (OFFSET_MOVED_TO_TIERED_STORAGE) instead of copying
+the whole log.
 
 Run just these with `python -m pytest -q tests/python/test_tiered_cluster.py`.
 """
@@ -32,9 +34,17 @@ def local_segments(node, topic: str) -> int:
     return len(segment_files(node.partition_dir(topic, 0)))
 
 
-def tiered_cluster(cluster_factory, tmp_path, topic: str):
-    """Three nodes sharing one object store, and `topic`: one partition on all three, tiered,
-    small segments, every uploaded segment dropped locally as soon as it may be."""
+TIERED_TOPIC = {
+    "remote.storage.enable": "true",
+    "segment.bytes": str(SEGMENT_BYTES),
+    "local.retention.bytes": "1",  # every uploaded segment goes locally as soon as it may
+    "min.insync.replicas": "2",
+}
+
+
+def tiered_cluster(cluster_factory, tmp_path, topic: str | None):
+    """Three nodes sharing one object store, and (unless None) `topic`: one partition on all
+    three, tiered as TIERED_TOPIC."""
     c = cluster_factory(
         3,
         overrides={
@@ -44,19 +54,9 @@ def tiered_cluster(cluster_factory, tmp_path, topic: str):
         },
         extra_args=("--object-store", f"file://{tmp_path / 'shared-tier'}"),
     )
-    create_topic(
-        make_admin(c.bootstrap),
-        topic,
-        partitions=1,
-        replication_factor=3,
-        config={
-            "remote.storage.enable": "true",
-            "segment.bytes": str(SEGMENT_BYTES),
-            "local.retention.bytes": "1",
-            "min.insync.replicas": "2",
-        },
-    )
-    c.wait_in_sync(topic, 1)
+    if topic is not None:
+        create_topic(make_admin(c.bootstrap), topic, partitions=1, replication_factor=3, config=TIERED_TOPIC)
+        c.wait_in_sync(topic, 1)
     return c
 
 
@@ -121,6 +121,38 @@ def test_follower_behind_the_leaders_local_log_starts_after_the_tier(cluster_fac
     follower.start()
     c.wait_in_sync(topic, 1, timeout=60)
     assert local_segments(follower, topic) <= 3, local_segments(follower, topic)
+    verify_replicas(c, [topic])
+    recs = consume_all(c.bootstrap, topic, [0], timeout=60)[0]
+    assert [int(r.key) for r in recs] == list(range(RECORDS))
+
+
+@pytest.mark.timeout(180)
+def test_reassignment_of_a_tiered_partition_completes(cluster_factory, tmp_path, topic):
+    """A replica a reassignment adds to a tiered partition whose leader already dropped its
+    uploaded segments starts after the tier, catches up and completes the move."""
+    from confluent_kafka.admin import NewTopic
+
+    from test_reassignments import alter, replicas_settled
+
+    c = tiered_cluster(cluster_factory, tmp_path, None)
+    leader, kept, added = c.nodes
+    admin = make_admin(c.bootstrap)
+    admin.create_topics(
+        [NewTopic(topic, num_partitions=1, replica_assignment=[[leader.node_id, kept.node_id]], config=TIERED_TOPIC)]
+    )[topic].result(timeout=20)
+    c.wait_in_sync(topic, 1)
+    produce(c, topic, 0, RECORDS)
+    wait_until(
+        lambda: local_segments(leader, topic) <= 2 and local_segments(kept, topic) <= 2,
+        timeout=60,
+        interval=0.5,
+        msg=lambda: f"uploaded segments dropped ({local_segments(leader, topic)}, {local_segments(kept, topic)} local)",
+    )
+    target = [leader.node_id, added.node_id]
+    error, codes = alter(leader.port, {topic: {0: target}})
+    assert (error, codes) == (0, {topic: {0: 0}})
+    replicas_settled(c, topic, target, timeout=60)
+    assert local_segments(added, topic) <= 3, local_segments(added, topic)
     verify_replicas(c, [topic])
     recs = consume_all(c.bootstrap, topic, [0], timeout=60)[0]
     assert [int(r.key) for r in recs] == list(range(RECORDS))
