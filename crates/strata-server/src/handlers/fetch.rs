@@ -233,17 +233,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         }
     }
     let node_endpoints = if version >= 16 {
-        leaders
-            .into_iter()
-            .filter_map(|id| image.broker(id).filter(|b| !b.fenced))
-            .map(|b| {
-                NodeEndpoint::default()
-                    .with_node_id(BrokerId(b.broker_id))
-                    .with_host(str_bytes(b.host.clone()))
-                    .with_port(b.port)
-                    .with_rack(b.rack.clone().map(str_bytes))
-            })
-            .collect()
+        super::leader_endpoints!(image, leaders, NodeEndpoint)
     } else {
         Vec::new()
     };

@@ -178,6 +178,26 @@ pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
 
+/// KIP-951: the `node_endpoints` of a Produce or Fetch response (each its own generated
+/// `$endpoint` type of the same shape): the live brokers among `$leaders`, the leaders that
+/// NOT_LEADER_OR_FOLLOWER answers named.
+macro_rules! leader_endpoints {
+    ($image:expr, $leaders:expr, $endpoint:ty) => {
+        $leaders
+            .into_iter()
+            .filter_map(|id| $image.broker(id).filter(|b| !b.fenced))
+            .map(|b| {
+                <$endpoint>::default()
+                    .with_node_id(kafka_protocol::messages::BrokerId(b.broker_id))
+                    .with_host($crate::handlers::str_bytes(b.host.clone()))
+                    .with_port(b.port)
+                    .with_rack(b.rack.clone().map($crate::handlers::str_bytes))
+            })
+            .collect::<Vec<$endpoint>>()
+    };
+}
+pub(crate) use leader_endpoints;
+
 /// Kafka error code and message for a refused metadata change.
 pub(crate) fn controller_error(e: &ControllerError) -> (i16, Option<StrBytes>) {
     let error = match e {

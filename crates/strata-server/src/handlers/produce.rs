@@ -259,17 +259,7 @@ pub async fn handle(
                 )
         })
         .collect();
-    let node_endpoints = leaders
-        .into_iter()
-        .filter_map(|id| image.broker(id).filter(|b| !b.fenced))
-        .map(|b| {
-            NodeEndpoint::default()
-                .with_node_id(BrokerId(b.broker_id))
-                .with_host(str_bytes(b.host.clone()))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(str_bytes))
-        })
-        .collect();
+    let node_endpoints = super::leader_endpoints!(image, leaders, NodeEndpoint);
     Some(
         ProduceResponse::default()
             .with_responses(responses)
