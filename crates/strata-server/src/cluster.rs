@@ -90,6 +90,49 @@ struct LeaderBalance {
 
 type RpcError = (StatusCode, String);
 
+/// What a periodic duty of the active controller does on one tick.
+enum Duty {
+    /// The node is stopping.
+    Stop,
+    /// This node does not lead the quorum: nothing to do.
+    Idle,
+    /// This node has just become the active controller (it did not lead at the last tick).
+    NewlyLeading(Arc<Quorum>),
+    /// This node has led since at least the last tick.
+    Leading(Arc<Quorum>),
+}
+
+/// The ticks of one duty of the active controller, telling a new term from a going one.
+struct DutyTicker {
+    ticker: crate::broker::Ticker,
+    was_leading: bool,
+}
+
+impl DutyTicker {
+    fn new(interval: Duration, stop: watch::Receiver<bool>) -> Self {
+        DutyTicker {
+            ticker: crate::broker::Ticker::new(interval, stop),
+            was_leading: false,
+        }
+    }
+
+    async fn tick(&mut self, service: &ControllerService) -> Duty {
+        if !self.ticker.tick().await {
+            return Duty::Stop;
+        }
+        let Ok(quorum) = service.leading() else {
+            self.was_leading = false;
+            return Duty::Idle;
+        };
+        let quorum = quorum.clone();
+        if std::mem::replace(&mut self.was_leading, true) {
+            Duty::Leading(quorum)
+        } else {
+            Duty::NewlyLeading(quorum)
+        }
+    }
+}
+
 impl ControllerService {
     pub fn new(config: &ServerConfig) -> Arc<Self> {
         Arc::new(ControllerService {
@@ -158,29 +201,24 @@ impl ControllerService {
     /// Fences every unfenced broker whose session expired. Runs while this node leads; a
     /// node that just became leader first gives every broker a fresh session.
     async fn check_sessions(self: Arc<Self>, stop: watch::Receiver<bool>) {
-        let mut ticker = crate::broker::Ticker::new(SESSION_CHECK_INTERVAL, stop);
-        let mut was_leading = false;
+        let mut ticker = DutyTicker::new(SESSION_CHECK_INTERVAL, stop);
         loop {
-            if !ticker.tick().await {
-                return;
-            }
-            let Ok(quorum) = self.leading() else {
-                was_leading = false;
-                continue;
-            };
-            let quorum = quorum.clone();
-            let image = quorum.image();
-            if !was_leading {
-                was_leading = true;
-                let now = Instant::now();
-                let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-                sessions.clear();
-                for b in image.brokers() {
-                    sessions.insert(b.broker_id, (b.broker_epoch, now));
+            let quorum = match ticker.tick(&self).await {
+                Duty::Stop => return,
+                Duty::Idle => continue,
+                Duty::NewlyLeading(quorum) => {
+                    let now = Instant::now();
+                    let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                    sessions.clear();
+                    for b in quorum.image().brokers() {
+                        sessions.insert(b.broker_id, (b.broker_epoch, now));
+                    }
+                    tracing::info!(brokers = sessions.len(), "became the active controller");
+                    continue;
                 }
-                tracing::info!(brokers = sessions.len(), "became the active controller");
-                continue;
-            }
+                Duty::Leading(quorum) => quorum,
+            };
+            let image = quorum.image();
             for (broker_id, broker_epoch) in self.expired(&image) {
                 tracing::warn!(
                     broker_id,
@@ -211,21 +249,13 @@ impl ControllerService {
         if !self.balance.enabled {
             return;
         }
-        let mut ticker = crate::broker::Ticker::new(self.balance.interval, stop);
-        let mut was_leading = false;
+        let mut ticker = DutyTicker::new(self.balance.interval, stop);
         loop {
-            if !ticker.tick().await {
-                return;
-            }
-            let Ok(quorum) = self.leading() else {
-                was_leading = false;
-                continue;
+            let quorum = match ticker.tick(&self).await {
+                Duty::Stop => return,
+                Duty::Idle | Duty::NewlyLeading(_) => continue,
+                Duty::Leading(quorum) => quorum,
             };
-            if !was_leading {
-                was_leading = true;
-                continue;
-            }
-            let quorum = quorum.clone();
             // A full round leaves more to do: go on at once rather than an interval later.
             loop {
                 let balanced = commit_to_quorum(&quorum, |image| {
