@@ -119,6 +119,11 @@ pub struct FaultConfig {
     pub metadata_stall_ms: (i64, i64),
     /// `kafka-leader-election --election-type PREFERRED`.
     pub preferred_election_per_million: u32,
+    /// The active controller dies: no controller answers for `controller_failover_ms` (the
+    /// quorum's election), then a new one takes over with the durable registration and
+    /// grants every broker a fresh session (sessions are in the old controller's memory).
+    pub controller_failover_per_million: u32,
+    pub controller_failover_ms: (i64, i64),
     /// How long a broker waits between flushes (`flush.ms`-like).
     pub flush_interval_ms: (i64, i64),
 }
@@ -209,6 +214,8 @@ impl SimConfig {
                 metadata_stall_per_million: 1_500,
                 metadata_stall_ms: (50, 3_000),
                 preferred_election_per_million: 1_500,
+                controller_failover_per_million: 500,
+                controller_failover_ms: (50, 1_000),
                 flush_interval_ms: (20, 400),
             },
             bug: None,
@@ -224,6 +231,7 @@ impl SimConfig {
             faults.pause_ms = (100, config.session_timeout_ms - 10);
             faults.cut_per_million = 6_000;
             faults.metadata_stall_per_million = 6_000;
+            faults.controller_failover_per_million = 2_000;
             faults.flush_interval_ms = (200, 2_000);
         }
         config

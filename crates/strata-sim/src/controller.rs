@@ -2,10 +2,12 @@
 //! fencing when they stop, unfencing once a broker has caught up with the metadata) around
 //! `PartitionRegistration`, which decides every change of the partition.
 //!
-//! One controller that never fails: the KRaft quorum is not modelled, only the controller's
-//! decisions and the network between it and the brokers. It pushes every committed change to
-//! every broker and answers heartbeats with the current registration, so a broker that
-//! missed a push catches up with its next heartbeat.
+//! The KRaft quorum is not modelled, only the controller's decisions and the network between
+//! it and the brokers; the registration and the fenced flags are durable (in the metadata
+//! log), sessions are not. A failover ([`Controller::fail_over`]) therefore keeps the first
+//! and starts the second afresh, as a newly elected Kafka controller does. The controller
+//! pushes every committed change to every broker and answers heartbeats with the current
+//! registration, so a broker that missed a push catches up with its next heartbeat.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -154,6 +156,15 @@ impl Controller {
                 out.push((from, Body::AlterPartitionResponse { request_id, result }));
             }
             _ => {}
+        }
+    }
+
+    /// A new active controller takes over at `takeover_ms`: it knows the registration and
+    /// which brokers are fenced (the metadata log) but not when they last sent a heartbeat,
+    /// so every broker gets a full session from the takeover.
+    pub fn fail_over(&mut self, takeover_ms: i64) {
+        for session in self.sessions.values_mut() {
+            session.deadline_ms = takeover_ms + self.session_timeout_ms;
         }
     }
 

@@ -13,8 +13,11 @@
 //! - **Replicas** (3 by default, 5 for one seed in eight): each broker hosts one replica of
 //!   the partition, a log of `(leader epoch, record id)` with Kafka's leader-epoch cache, a
 //!   high watermark and a flush point ([`replica_log`]).
-//! - **Controller** ([`controller`]): one process that never fails, holding the
-//!   `PartitionRegistration` and the broker sessions. A broker whose heartbeats stop for
+//! - **Controller** ([`controller`]): the active controller, holding the
+//!   `PartitionRegistration` and the broker sessions. It fails over at random: for a while
+//!   (the quorum's election) no controller answers and messages to it are lost, then a new
+//!   one takes over with the durable registration and fenced flags and gives every broker
+//!   a fresh session, as a newly elected KRaft controller does. A broker whose heartbeats stop for
 //!   `session_timeout_ms` is fenced (`on_broker_fenced`: out of the ISR, a new leader from
 //!   the ISR). A restarted broker registers as a new process, refused while the old
 //!   process's session lives (KRaft's DUPLICATE_BROKER_REGISTRATION), so the old one is
@@ -112,8 +115,9 @@
 //!
 //! # Not modelled
 //!
-//! - The KRaft quorum: one controller that never fails or loses state; metadata is pushed
-//!   and pulled, not replicated as a log (brokers only learn newer partition epochs).
+//! - The KRaft quorum itself: a failover never loses committed metadata (Raft's promise,
+//!   tested in `strata-quorum`); metadata is pushed and pulled, not replicated as a log
+//!   (brokers only learn newer partition epochs).
 //! - Broker epochs (KIP-903): the model drops the unread messages of a dead process instead
 //!   (see above for what happens without either).
 //! - Machine crashes of replicas an ISR relies on (see above), disk failures, JBOD.

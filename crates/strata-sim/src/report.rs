@@ -85,6 +85,9 @@ pub struct Stats {
     pub records_lost_in_crashes: u64,
     pub pauses: u64,
     pub metadata_stalls: u64,
+    pub controller_failovers: u64,
+    /// Messages to the controller while none was active.
+    pub messages_to_no_controller: u64,
     pub cuts: u64,
     pub controller_changes: u64,
     pub leaderships: u64,
@@ -122,6 +125,8 @@ impl Stats {
             records_lost_in_crashes,
             pauses,
             metadata_stalls,
+            controller_failovers,
+            messages_to_no_controller,
             cuts,
             controller_changes,
             leaderships,
@@ -153,6 +158,8 @@ impl Stats {
         *records_lost_in_crashes += o.records_lost_in_crashes;
         *pauses += o.pauses;
         *metadata_stalls += o.metadata_stalls;
+        *controller_failovers += o.controller_failovers;
+        *messages_to_no_controller += o.messages_to_no_controller;
         *cuts += o.cuts;
         *controller_changes += o.controller_changes;
         *leaderships += o.leaderships;

@@ -52,6 +52,8 @@ struct Simulation {
     queue: BTreeMap<(i64, u64), Event>,
     next_seq: u64,
     controller: Controller,
+    /// No controller is active before this time (a failover's election).
+    controller_down_until_ms: i64,
     /// Broker `id` is at index `id - 1`.
     brokers: Vec<Broker>,
     /// Links that drop everything, as `(lower id, higher id)`.
@@ -75,6 +77,7 @@ impl Simulation {
             queue: BTreeMap::new(),
             next_seq: 0,
             controller: Controller::new(&ids, config.session_timeout_ms, unclean, 0),
+            controller_down_until_ms: 0,
             brokers: ids.iter().map(|id| Broker::new(*id)).collect(),
             cut: BTreeSet::new(),
             checker: Checker::new(!unclean),
@@ -306,8 +309,10 @@ impl Simulation {
                 self.schedule(next, Event::BrokerTick { node, incarnation });
             }
             Event::ControllerTick => {
-                self.controller.tick(self.now_ms, &mut self.out);
-                self.send_all(CONTROLLER);
+                if self.controller_active() {
+                    self.controller.tick(self.now_ms, &mut self.out);
+                    self.send_all(CONTROLLER);
+                }
                 self.schedule(CONTROLLER_TICK_MS, Event::ControllerTick);
             }
             Event::Produce => self.produce(),
@@ -344,6 +349,18 @@ impl Simulation {
             }
         }
         if m.to == CONTROLLER {
+            if !self.controller_active() {
+                self.stats.messages_to_no_controller += 1;
+                self.trace(|| {
+                    format!(
+                        "no controller for {}->{} {}",
+                        m.from,
+                        m.to,
+                        m.body.describe()
+                    )
+                });
+                return;
+            }
             self.trace(|| format!("{}->{} {}", m.from, m.to, m.body.describe()));
             self.controller.handle(
                 self.now_ms,
@@ -455,11 +472,24 @@ impl Simulation {
                 self.broker_mut(node).metadata_stalled_until_ms = now_ms + stall;
             }
         }
-        if self.rng.chance(faults.preferred_election_per_million) {
+        if self.rng.chance(faults.controller_failover_per_million) && self.controller_active() {
+            let (low, high) = faults.controller_failover_ms;
+            let takeover = self.now_ms + self.rng.between(low, high);
+            self.stats.controller_failovers += 1;
+            self.trace(|| format!("the controller fails; a new one takes over at {takeover} ms"));
+            self.controller_down_until_ms = takeover;
+            self.controller.fail_over(takeover);
+        }
+        if self.rng.chance(faults.preferred_election_per_million) && self.controller_active() {
             self.trace(|| "preferred leader election".into());
             self.controller.elect_preferred(&mut self.out);
             self.send_all(CONTROLLER);
         }
+    }
+
+    /// Whether a controller is active (none during a failover's election).
+    fn controller_active(&self) -> bool {
+        self.now_ms >= self.controller_down_until_ms
     }
 
     /// A broker process dies; sometimes the machine, losing the unflushed tail when no ISR

@@ -89,6 +89,11 @@ fn every_default_seed_keeps_the_invariants_and_exercises_the_protocol() {
         ),
         ("pauses", s.pauses),
         ("metadata stalls", s.metadata_stalls),
+        ("controller failovers", s.controller_failovers),
+        (
+            "messages while no controller was active",
+            s.messages_to_no_controller,
+        ),
         ("cut links", s.cuts),
         ("NOT_ENOUGH_REPLICAS", s.not_enough_replicas),
         (
