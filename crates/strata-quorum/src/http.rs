@@ -1,5 +1,5 @@
-//! The server side of the controller listener: Raft RPCs, forwarded proposals, learner joins
-//! and status under `/raft/`, merged with the server's own routes.
+//! The server side of the controller listener: Raft RPCs, forwarded proposals, learner joins,
+//! the leader's quorum description and status under `/raft/`, merged with the server's own routes.
 //!
 //! Bodies of the `/raft/` routes are bounded by [`MAX_BODY_BYTES`] (axum refuses larger ones
 //! with 413 before buffering them); the extra routes keep axum's default limit unless they set
@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::network::{paths, LEADER_ONLY_HEADER, MAX_BODY_BYTES};
-use crate::quorum::{JoinRequest, JoinResponse, LeaderFailure};
+use crate::quorum::{DescribeRequest, JoinRequest, JoinResponse, LeaderFailure};
 use crate::types::{NodeId, ProposalData, TypeConfig};
 use crate::Quorum;
 
@@ -37,6 +37,7 @@ pub(crate) fn router(quorum: Arc<Quorum>, extra_routes: Router) -> Router {
         .route(paths::PROPOSE, post(propose))
         .route(paths::JOIN, post(join))
         .route(paths::STATUS, get(status))
+        .route(paths::DESCRIBE, post(describe))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(quorum.clone());
     raft_routes
@@ -154,4 +155,15 @@ async fn join(State(quorum): State<Arc<Quorum>>, body: Bytes) -> Response {
 
 async fn status(State(quorum): State<Arc<Quorum>>) -> Response {
     json(&quorum.status())
+}
+
+/// The leader's [`crate::QuorumDescription`] for a node asked DescribeQuorum.
+async fn describe(State(quorum): State<Arc<Quorum>>, body: Bytes) -> Response {
+    if let Err(message) = decode::<DescribeRequest>(&body) {
+        return bad_request(message);
+    }
+    match quorum.describe_as_leader() {
+        Some(description) if quorum.is_leader() => json(&description),
+        _ => not_leader(&quorum),
+    }
 }

@@ -11,7 +11,8 @@
 //! `strata-meta`'s controller) or about the broker's duties as active controller (the server
 //! watches [`Quorum::leader_watch`]).
 //!
-//! Modules: `config` (what a node is told), `quorum` (the public handle), `log_store` and
+//! Modules: `config` (what a node is told), `quorum` (the public handle), `describe` (the
+//! leader's view for Kafka's DescribeQuorum), `log_store` and
 //! `state_machine` (openraft storage on files), `network` and `http` (the transport: JSON over
 //! HTTP/1.1 on the controller listener), `durable_file` (atomic small-file replacement).
 //!
@@ -20,6 +21,7 @@
 //! vote and log are fsynced before it answers a Raft RPC.
 
 mod config;
+mod describe;
 mod durable_file;
 mod http;
 mod log_store;
@@ -32,6 +34,7 @@ pub use config::{
     QuorumConfig, DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_INTERVAL_MS,
     DEFAULT_SNAPSHOT_EVERY,
 };
+pub use describe::{wall_clock_ms, QuorumDescription, ReplicaDescription};
 pub use http::MAX_SNAPSHOT_BYTES;
 pub use network::MAX_BODY_BYTES;
 pub use quorum::{Proposal, Quorum, QuorumStatus, MAX_PROPOSAL_BYTES};

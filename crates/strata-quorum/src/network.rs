@@ -48,6 +48,7 @@ pub(crate) mod paths {
     pub const PROPOSE: &str = "/raft/propose";
     pub const JOIN: &str = "/raft/join";
     pub const STATUS: &str = "/raft/status";
+    pub const DESCRIBE: &str = "/raft/describe";
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{QuorumConfig, Timing};
+use crate::describe::{self, QuorumDescription};
 use crate::log_store::{LogStore, SharedCommitted};
 use crate::network::{paths, NetworkFactory, PeerClient, SNAPSHOT_CHUNK_BYTES};
 use crate::state_machine::StateMachine;
@@ -88,6 +89,10 @@ pub(crate) struct JoinRequest {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct JoinResponse {}
+
+/// Asks the leader for its [`QuorumDescription`] (no parameters: there is one quorum).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DescribeRequest {}
 
 /// Why the leader side of a request did not complete.
 pub(crate) enum LeaderFailure {
@@ -659,6 +664,26 @@ impl Quorum {
 
     pub(crate) fn timing(&self) -> Timing {
         self.timing
+    }
+
+    /// The leader's view of the quorum, for Kafka's DescribeQuorum: asked of the leader over
+    /// HTTP unless this node leads (Kafka's brokers forward DescribeQuorum to the controller
+    /// the same way). Retries across leader changes for a few election timeouts, then fails
+    /// with [`QuorumError::NoLeader`].
+    pub async fn describe(&self) -> Result<QuorumDescription, QuorumError> {
+        if self.is_leader() {
+            if let Some(description) = self.describe_as_leader() {
+                return Ok(description);
+            }
+        }
+        self.call_leader(paths::DESCRIBE, &DescribeRequest {}).await
+    }
+
+    /// The description from this node's replication progress; `None` unless it leads.
+    pub(crate) fn describe_as_leader(&self) -> Option<QuorumDescription> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        describe::describe(&metrics, committed, describe::wall_clock_ms())
     }
 
     /// Voter ids and their addresses, the current term, last applied / committed log index.

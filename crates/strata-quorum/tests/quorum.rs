@@ -11,7 +11,9 @@ use axum::body::Bytes;
 use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use strata_meta::MetadataRecord;
-use strata_quorum::{Proposal, Quorum, QuorumConfig, QuorumError};
+use strata_quorum::{
+    Proposal, Quorum, QuorumConfig, QuorumDescription, QuorumError, ReplicaDescription,
+};
 use tokio::net::TcpListener;
 
 /// Long enough for an election or two plus catch-up on a loaded machine.
@@ -484,5 +486,82 @@ async fn call_leader_reaches_the_leaders_extra_route() {
         matches!(error, QuorumError::Remote { status: 404, .. }),
         "{error}"
     );
+    cluster.shutdown().await;
+}
+
+/// Asks every running node for the quorum's description until all give the leader's view
+/// with `leader` (and its voters), and returns one of them.
+async fn describe_everywhere(cluster: &Cluster, leader: i32) -> Vec<(i32, QuorumDescription)> {
+    let mut answers = Vec::new();
+    for (id, quorum) in &cluster.nodes {
+        let description = quorum.describe().await.unwrap();
+        assert_eq!(description.leader_id, leader, "node {id} asked");
+        answers.push((*id, description));
+    }
+    answers
+}
+
+fn ids(replicas: &[ReplicaDescription]) -> Vec<i32> {
+    replicas.iter().map(|r| r.node_id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_node_describes_the_leaders_quorum_and_failover_raises_the_epoch() {
+    let mut cluster = Cluster::start(3, 1, 1000).await;
+    let leader = cluster.leader().await;
+    cluster.start_node(4).await;
+    create_topic(cluster.node(leader), "described").await;
+    cluster.all_reach(1).await;
+    let leader_quorum = cluster.node(leader).clone();
+    eventually("the leader lists node 4 as an observer", || {
+        let d = leader_quorum.status();
+        d.learners.contains_key(&4).then_some(())
+    })
+    .await;
+
+    let answers = describe_everywhere(&cluster, leader).await;
+    for (asked, d) in &answers {
+        assert_eq!(ids(&d.voters), vec![1, 2, 3], "node {asked} asked");
+        assert_eq!(ids(&d.observers), vec![4], "node {asked} asked");
+        assert_eq!(d.voter_addresses, cluster.voters, "node {asked} asked");
+        assert_eq!(d.leader_epoch, answers[0].1.leader_epoch);
+        let leader_end = d
+            .voters
+            .iter()
+            .find(|r| r.node_id == leader)
+            .map(|r| r.log_end_offset)
+            .unwrap();
+        // The membership entry, a blank entry and the topic at least.
+        assert!(d.high_watermark >= 3, "{d:?}");
+        assert!(d.high_watermark <= leader_end, "{d:?}");
+        for replica in d.voters.iter().chain(&d.observers) {
+            assert!(replica.log_end_offset <= leader_end, "{d:?}");
+        }
+        // A majority holds everything below the high watermark.
+        let holding = d
+            .voters
+            .iter()
+            .filter(|r| r.log_end_offset >= d.high_watermark)
+            .count();
+        assert!(holding >= 2, "{d:?}");
+    }
+    let epoch = answers[0].1.leader_epoch;
+    let high_watermark = answers[0].1.high_watermark;
+
+    cluster.stop_node(leader).await;
+    let new = cluster.leader().await;
+    assert_ne!(new, leader);
+    for (asked, d) in describe_everywhere(&cluster, new).await {
+        assert!(d.leader_epoch > epoch, "node {asked} asked: {d:?}");
+        assert!(
+            d.high_watermark > high_watermark,
+            "the new leader's blank entry: {d:?}"
+        );
+        assert_eq!(
+            ids(&d.voters),
+            vec![1, 2, 3],
+            "the stopped node is still a voter"
+        );
+    }
     cluster.shutdown().await;
 }
