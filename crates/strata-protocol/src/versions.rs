@@ -66,6 +66,8 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::AlterPartitionReassignments, 0, 1),
     served(ApiKey::ListPartitionReassignments, 0, 0),
     served(ApiKey::OffsetDelete, 0, 0),
+    // Kafka's brokers forward it to the controller; any Strata node asks the Raft leader.
+    served(ApiKey::DescribeQuorum, 0, 2),
     served(ApiKey::DescribeCluster, 0, 2),
     served(ApiKey::DescribeProducers, 0, 0),
     served(ApiKey::DescribeTransactions, 0, 0),

@@ -13,6 +13,7 @@ mod metadata;
 mod offsets;
 mod produce;
 mod producer_id;
+mod quorum;
 mod reassignments;
 mod topics;
 mod txn;
@@ -157,6 +158,9 @@ pub async fn handle(
         ),
         RequestKind::ConsumerGroupDescribe(r) => {
             ResponseKind::ConsumerGroupDescribe(groups::handle_consumer_group_describe(broker, &r))
+        }
+        RequestKind::DescribeQuorum(r) => {
+            ResponseKind::DescribeQuorum(quorum::handle(broker, &r).await)
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(groups::handle_offset_delete(broker, &r))

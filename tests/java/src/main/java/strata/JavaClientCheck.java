@@ -27,6 +27,7 @@ import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.NewPartitions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.admin.QuorumInfo;
 import org.apache.kafka.clients.admin.RecordsToDelete;
 import org.apache.kafka.clients.admin.ReplicaInfo;
 import org.apache.kafka.clients.admin.TopicDescription;
@@ -242,6 +243,18 @@ public final class JavaClientCheck {
         check(nodes.size() == 1, "expected exactly one node, got %s", nodes);
         Node node = nodes.iterator().next();
         ok("describeCluster: clusterId=%s nodes=%s controller=%s", clusterId, nodes, controller);
+
+        // A single node is a quorum of one (KIP-595 DescribeQuorum, as kafka-metadata-quorum.sh).
+        step = "admin.describeMetadataQuorum";
+        QuorumInfo quorum = admin.describeMetadataQuorum().quorumInfo().get();
+        check(quorum.leaderId() == node.id(), "quorum leader %d is not the node %d", quorum.leaderId(), node.id());
+        check(quorum.voters().size() == 1 && quorum.voters().get(0).replicaId() == node.id(),
+            "expected the node as the only voter, got %s", quorum.voters());
+        check(quorum.observers().isEmpty(), "expected no observers, got %s", quorum.observers());
+        check(quorum.highWatermark() >= 0 && quorum.voters().get(0).logEndOffset() == quorum.highWatermark(),
+            "high watermark %d, voter %s", quorum.highWatermark(), quorum.voters().get(0));
+        ok("describeMetadataQuorum: leader=%d epoch=%d highWatermark=%d", quorum.leaderId(), quorum.leaderEpoch(),
+            quorum.highWatermark());
 
         step = "admin.createTopics";
         String topic = "jcc-admin-" + suffix;
