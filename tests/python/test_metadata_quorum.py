@@ -98,12 +98,17 @@ def test_every_node_reports_the_leaders_quorum_and_failover_raises_the_epoch(clu
         assert sorted(r.replica_id for r in p.current_voters) == [1, 2, 3], (asked, p)
         assert [r.replica_id for r in p.observers] == [4], (asked, p)
         check_offsets(p)
-        for r in p.current_voters:
-            if r.replica_id == leader.node_id:
-                # KIP-836: the leader reports the time of the answer for itself.
-                assert r.last_fetch_timestamp > 0 and r.last_caught_up_timestamp > 0, p
-            else:
-                assert r.last_fetch_timestamp == -1 and r.last_caught_up_timestamp == -1, p
+
+    # KIP-836: every replica answers the leader's heartbeats, so each has fetch and caught-up
+    # times (the leader's own are the time of the answer).
+    def heard_from_all():
+        p = quorum_partition(c.node(4).port)
+        return all(
+            r.last_fetch_timestamp > 0 and r.last_caught_up_timestamp > 0
+            for r in list(p.current_voters) + list(p.observers)
+        )
+
+    wait_until(heard_from_all, timeout=20, interval=0.2, msg="every replica has fetch and caught-up times")
 
     # The high watermark is /cluster's committed index + 1 (read after, so at least as far).
     hw = quorum_partition(leader.port).high_watermark
@@ -133,6 +138,8 @@ def test_every_node_reports_the_leaders_quorum_and_failover_raises_the_epoch(clu
         assert p.leader_epoch > old_epoch, (asked, p)
         assert sorted(r.replica_id for r in p.current_voters) == [1, 2, 3], "a dead voter is still a voter"
         check_offsets(p)
+        [dead] = [r for r in p.current_voters if r.replica_id == leader.node_id]
+        assert (dead.last_fetch_timestamp, dead.last_caught_up_timestamp) == (-1, -1), (asked, p)
 
 
 @pytest.mark.cluster

@@ -8,15 +8,21 @@
 //! as Kafka's control records do; these are not the image's metadata offsets, which count
 //! only the batches that applied.
 //!
-//! Timestamps (KIP-836): openraft 0.9 reports no per-replica fetch times, so a follower's
-//! `last_fetch_timestamp_ms` and `last_caught_up_timestamp_ms` are `-1` (unknown), as Kafka
-//! sends for a replica it has not heard from. The leader's own are the time of the answer, as
-//! in Kafka's `RaftUtil.toReplicaState`.
+//! Timestamps (KIP-836): openraft 0.9 reports no per-replica times, so the transport keeps
+//! them ([`ReplicaContacts`]): a replica "fetches" when it answers one of the leader's
+//! AppendEntries (heartbeats included; Raft pushes where Kafka's followers pull), at the time
+//! the answer arrives; it is "caught up" as of the time the leader sent an AppendEntries it
+//! accepted that reached the leader's last log index. Both are per leadership: a new term
+//! starts at `-1` (unknown), as Kafka's `LeaderState` does. The leader's own are the time of
+//! the answer, as in Kafka's `RaftUtil.toReplicaState`. The leader's last index is the one of
+//! its latest metrics, which may trail an append by one iteration of openraft's loop.
 //!
 //! Cost: built from the leader's metrics snapshot, O(voters + learners); no I/O. A follower
 //! or learner asks the leader over one HTTP round trip (`Quorum::describe`).
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use openraft::{BasicNode, RaftMetrics};
 use serde::{Deserialize, Serialize};
@@ -51,6 +57,76 @@ pub struct ReplicaDescription {
     pub last_caught_up_timestamp_ms: i64,
 }
 
+/// When the leader last heard from a replica, in one term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Contact {
+    pub term: u64,
+    pub last_fetch_ms: i64,
+    pub last_caught_up_ms: i64,
+}
+
+/// The leader's [`Contact`]s with the replicas, written by the transport as AppendEntries are
+/// answered, and the leader's last log index they are compared with. One entry per node id
+/// the leader has replicated to since start (bounded by the nodes ever in the membership).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ReplicaContacts(Arc<Mutex<ContactsInner>>);
+
+#[derive(Debug, Default)]
+struct ContactsInner {
+    contacts: BTreeMap<NodeId, Contact>,
+    last_log_index: Option<u64>,
+}
+
+impl ReplicaContacts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ContactsInner> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// This node's last log index, from its latest metrics.
+    pub fn set_last_log_index(&self, index: Option<u64>) {
+        self.lock().last_log_index = index;
+    }
+
+    /// Whether a replica that accepts entries up to `end` (the request's last entry, or the
+    /// entry before it when it carries none) then holds everything this node has.
+    pub fn reaches_leader_end(&self, end: Option<u64>) -> bool {
+        end >= self.lock().last_log_index
+    }
+
+    /// `target` answered an AppendEntries of `term`, sent at `sent_ms`, at `answered_ms`;
+    /// `caught_up` if it accepted one that reached the leader's end when sent. An answer from
+    /// an earlier term than the last recorded is late and ignored; a later term starts over.
+    pub fn record(
+        &self,
+        target: NodeId,
+        term: u64,
+        sent_ms: i64,
+        answered_ms: i64,
+        caught_up: bool,
+    ) {
+        let fresh = Contact {
+            term,
+            last_fetch_ms: UNKNOWN,
+            last_caught_up_ms: UNKNOWN,
+        };
+        let mut inner = self.lock();
+        let contact = inner.contacts.entry(target).or_insert(fresh);
+        match term.cmp(&contact.term) {
+            Ordering::Less => return,
+            Ordering::Greater => *contact = fresh,
+            Ordering::Equal => {}
+        }
+        contact.last_fetch_ms = contact.last_fetch_ms.max(answered_ms);
+        if caught_up {
+            contact.last_caught_up_ms = contact.last_caught_up_ms.max(sent_ms);
+        }
+    }
+
+    pub fn snapshot(&self) -> BTreeMap<NodeId, Contact> {
+        self.lock().contacts.clone()
+    }
+}
+
 /// Kafka's exclusive end offset after the entry `log_id`, or -1 for none.
 fn end_offset(log_id: Option<u64>) -> i64 {
     log_id.map_or(UNKNOWN, |index| {
@@ -58,11 +134,13 @@ fn end_offset(log_id: Option<u64>) -> i64 {
     })
 }
 
-/// The description from the leader's own `metrics` and committed log id, at wall-clock
-/// `now_ms`. `None` unless `metrics` are a leader's (only a leader has replication progress).
+/// The description from the leader's own `metrics`, committed log id and `contacts` with
+/// the replicas, at wall-clock `now_ms`. `None` unless `metrics` are a leader's (only a leader
+/// has replication progress).
 pub(crate) fn describe(
     metrics: &RaftMetrics<NodeId, BasicNode>,
     committed: Option<LogId>,
+    contacts: &BTreeMap<NodeId, Contact>,
     now_ms: i64,
 ) -> Option<QuorumDescription> {
     let progress = metrics.replication.as_ref()?;
@@ -93,12 +171,13 @@ pub(crate) fn describe(
                 last_caught_up_timestamp_ms: now_ms,
             };
         }
+        let contact = contacts.get(&id).filter(|c| c.term == metrics.current_term);
         ReplicaDescription {
             node_id: id,
             // A follower holds at most what the leader has.
             log_end_offset: end_offset(matched(id)).min(leader_end),
-            last_fetch_timestamp_ms: UNKNOWN,
-            last_caught_up_timestamp_ms: UNKNOWN,
+            last_fetch_timestamp_ms: contact.map_or(UNKNOWN, |c| c.last_fetch_ms),
+            last_caught_up_timestamp_ms: contact.map_or(UNKNOWN, |c| c.last_caught_up_ms),
         }
     };
     let voters: Vec<ReplicaDescription> = membership.voter_ids().map(replica).collect();
@@ -189,7 +268,8 @@ mod tests {
     #[test]
     fn offsets_are_exclusive_ends_of_raft_indexes() {
         let metrics = leader_metrics(&[(1, Some(9)), (2, Some(9)), (3, Some(5)), (4, None)]);
-        let d = describe(&metrics, Some(log_id(3, 8)), 1_000).expect("a leader's view");
+        let d = describe(&metrics, Some(log_id(3, 8)), &BTreeMap::new(), 1_000)
+            .expect("a leader's view");
         assert_eq!((d.leader_id, d.leader_epoch, d.high_watermark), (1, 3, 9));
         let ends: Vec<(i32, i64)> = d
             .voters
@@ -211,22 +291,63 @@ mod tests {
     }
 
     #[test]
-    fn only_the_leader_knows_its_timestamps() {
+    fn timestamps_are_the_leaders_contacts_in_its_term() {
         let metrics = leader_metrics(&[(1, Some(9)), (2, Some(9)), (3, Some(9))]);
-        let d = describe(&metrics, Some(log_id(3, 9)), 1_000).expect("a leader's view");
-        assert_eq!(d.voters[0].last_fetch_timestamp_ms, 1_000);
-        assert_eq!(d.voters[0].last_caught_up_timestamp_ms, 1_000);
-        assert!(d.voters[1..]
+        let contacts = ReplicaContacts::default();
+        contacts.record(2, 3, 900, 950, true);
+        contacts.record(3, 2, 500, 550, true); // from an earlier leadership
+        let d = describe(&metrics, Some(log_id(3, 9)), &contacts.snapshot(), 1_000)
+            .expect("a leader's view");
+        let times: Vec<(i64, i64)> = d
+            .voters
             .iter()
-            .all(|r| r.last_fetch_timestamp_ms == UNKNOWN
-                && r.last_caught_up_timestamp_ms == UNKNOWN));
+            .map(|r| (r.last_fetch_timestamp_ms, r.last_caught_up_timestamp_ms))
+            .collect();
+        assert_eq!(times, vec![(1_000, 1_000), (950, 900), (UNKNOWN, UNKNOWN)]);
+    }
+
+    #[test]
+    fn contacts_only_move_forward_within_a_term() {
+        let contacts = ReplicaContacts::default();
+        contacts.record(2, 3, 100, 110, true);
+        contacts.record(2, 3, 200, 210, false); // answered, but behind the leader's end
+        contacts.record(2, 3, 90, 95, true); // a slow answer arriving late
+        let expect = |fetch, caught_up| Contact {
+            term: 3,
+            last_fetch_ms: fetch,
+            last_caught_up_ms: caught_up,
+        };
+        assert_eq!(contacts.snapshot()[&2], expect(210, 100));
+        contacts.record(2, 2, 300, 310, true); // a late answer from an earlier term
+        assert_eq!(contacts.snapshot()[&2], expect(210, 100));
+        contacts.record(2, 4, 400, 410, false); // a new leadership starts over
+        let got = contacts.snapshot()[&2];
+        assert_eq!(
+            (got.term, got.last_fetch_ms, got.last_caught_up_ms),
+            (4, 410, UNKNOWN)
+        );
+    }
+
+    #[test]
+    fn reaching_the_leaders_end() {
+        let contacts = ReplicaContacts::default();
+        assert!(
+            contacts.reaches_leader_end(None),
+            "an empty log is reached by anyone"
+        );
+        contacts.set_last_log_index(Some(7));
+        assert!(contacts.reaches_leader_end(Some(7)));
+        assert!(contacts.reaches_leader_end(Some(8)));
+        assert!(!contacts.reaches_leader_end(Some(6)));
+        assert!(!contacts.reaches_leader_end(None));
     }
 
     #[test]
     fn the_high_watermark_is_no_more_than_the_snapshot_shows_a_majority_holding() {
         // Metrics taken a loop iteration before the commit of index 10 was read.
         let metrics = leader_metrics(&[(1, Some(9)), (2, Some(10)), (3, Some(9))]);
-        let d = describe(&metrics, Some(log_id(3, 10)), 1_000).expect("a leader's view");
+        let d = describe(&metrics, Some(log_id(3, 10)), &BTreeMap::new(), 1_000)
+            .expect("a leader's view");
         assert_eq!(d.high_watermark, 10);
         assert_eq!(
             d.voters[0].log_end_offset, 10,
@@ -235,7 +356,8 @@ mod tests {
         assert!(d.voters.iter().all(|r| r.log_end_offset <= 10));
         // A majority not heard from: nothing is known to be held by a majority.
         let metrics = leader_metrics(&[(1, Some(9)), (2, None), (3, None)]);
-        let d = describe(&metrics, Some(log_id(3, 9)), 1_000).expect("a leader's view");
+        let d = describe(&metrics, Some(log_id(3, 9)), &BTreeMap::new(), 1_000)
+            .expect("a leader's view");
         assert_eq!(d.high_watermark, UNKNOWN);
     }
 
@@ -261,13 +383,13 @@ mod tests {
     #[test]
     fn a_follower_has_no_view_and_nothing_committed_is_unknown() {
         let mut metrics = leader_metrics(&[(1, Some(0))]);
-        let d = describe(&metrics, None, 1_000).expect("a leader's view");
+        let d = describe(&metrics, None, &BTreeMap::new(), 1_000).expect("a leader's view");
         assert_eq!(d.high_watermark, UNKNOWN);
         metrics.current_leader = Some(2);
         metrics.state = ServerState::Follower;
-        assert!(describe(&metrics, None, 1_000).is_none());
+        assert!(describe(&metrics, None, &BTreeMap::new(), 1_000).is_none());
         metrics.replication = None;
         metrics.current_leader = Some(1);
-        assert!(describe(&metrics, None, 1_000).is_none());
+        assert!(describe(&metrics, None, &BTreeMap::new(), 1_000).is_none());
     }
 }

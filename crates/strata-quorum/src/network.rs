@@ -25,6 +25,7 @@ use openraft::raft::{
 use openraft::BasicNode;
 use serde::de::DeserializeOwned;
 
+use crate::describe::{wall_clock_ms, ReplicaContacts};
 use crate::types::{NodeId, TypeConfig};
 use crate::QuorumError;
 
@@ -175,13 +176,19 @@ pub(crate) struct NetworkFactory {
     client: PeerClient,
     /// First pause before retrying a node that refused the connection (it is probably down).
     unreachable_backoff: Duration,
+    contacts: ReplicaContacts,
 }
 
 impl NetworkFactory {
-    pub fn new(client: PeerClient, unreachable_backoff: Duration) -> Self {
+    pub fn new(
+        client: PeerClient,
+        unreachable_backoff: Duration,
+        contacts: ReplicaContacts,
+    ) -> Self {
         Self {
             client,
             unreachable_backoff,
+            contacts,
         }
     }
 }
@@ -195,6 +202,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             node: node.clone(),
             unreachable_backoff: self.unreachable_backoff,
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -205,6 +213,7 @@ pub(crate) struct PeerNetwork {
     target: NodeId,
     node: BasicNode,
     unreachable_backoff: Duration,
+    contacts: ReplicaContacts,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -264,8 +273,33 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 PayloadTooLarge::new_entries_hint(entries_hint),
             ));
         }
-        self.call(paths::APPEND_ENTRIES, body, option.hard_ttl())
-            .await
+        // KIP-836's timestamps: the answer is the replica's "fetch"; accepting everything the
+        // leader had when this was sent makes it caught up as of then.
+        let term = rpc.vote.leader_id().get_term();
+        let end = rpc
+            .entries
+            .last()
+            .map(|entry| entry.log_id.index)
+            .or(rpc.prev_log_id.map(|log_id| log_id.index));
+        let reaches_end = self.contacts.reaches_leader_end(end);
+        let sent_ms = wall_clock_ms();
+        let result = self
+            .call(paths::APPEND_ENTRIES, body, option.hard_ttl())
+            .await;
+        match &result {
+            Ok(AppendEntriesResponse::Success) => {
+                let answered_ms = wall_clock_ms();
+                self.contacts
+                    .record(self.target, term, sent_ms, answered_ms, reaches_end);
+            }
+            Ok(AppendEntriesResponse::Conflict) => {
+                let answered_ms = wall_clock_ms();
+                self.contacts
+                    .record(self.target, term, sent_ms, answered_ms, false);
+            }
+            _ => {}
+        }
+        result
     }
 
     async fn install_snapshot(

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::config::{QuorumConfig, Timing};
-use crate::describe::{self, QuorumDescription};
+use crate::describe::{self, QuorumDescription, ReplicaContacts};
 use crate::log_store::{LogStore, SharedCommitted};
 use crate::network::{paths, NetworkFactory, PeerClient, SNAPSHOT_CHUNK_BYTES};
 use crate::state_machine::StateMachine;
@@ -116,6 +116,8 @@ pub struct Quorum {
     image_rx: watch::Receiver<Arc<MetadataImage>>,
     leader_rx: watch::Receiver<Option<NodeId>>,
     committed: SharedCommitted,
+    /// When the replicas last answered this node as leader (KIP-836's timestamps).
+    contacts: ReplicaContacts,
     peers: PeerClient,
     shutdown_tx: watch::Sender<bool>,
     server: Mutex<Option<JoinHandle<()>>>,
@@ -172,7 +174,9 @@ impl Quorum {
         .validate()
         .map_err(|e| QuorumError::Config(e.to_string()))?;
         let peers = PeerClient::new(timing.connect_timeout)?;
-        let network = NetworkFactory::new(peers.clone(), timing.unreachable_backoff);
+        let contacts = ReplicaContacts::default();
+        let network =
+            NetworkFactory::new(peers.clone(), timing.unreachable_backoff, contacts.clone());
         // Replays the log up to the persisted committed index into the state machine.
         let raft = Raft::new(
             config.node_id,
@@ -203,6 +207,7 @@ impl Quorum {
             image_rx,
             leader_rx,
             committed,
+            contacts: contacts.clone(),
             peers,
             shutdown_tx,
             server: Mutex::new(None),
@@ -212,6 +217,7 @@ impl Quorum {
         let tracker = tokio::spawn(track_leader(
             raft.metrics(),
             config.node_id,
+            contacts,
             leader_tx,
             quorum.shutdown_tx.subscribe(),
         ));
@@ -683,7 +689,8 @@ impl Quorum {
     pub(crate) fn describe_as_leader(&self) -> Option<QuorumDescription> {
         let metrics = self.raft.metrics().borrow().clone();
         let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
-        describe::describe(&metrics, committed, describe::wall_clock_ms())
+        let contacts = self.contacts.snapshot();
+        describe::describe(&metrics, committed, &contacts, describe::wall_clock_ms())
     }
 
     /// Voter ids and their addresses, the current term, last applied / committed log index.
@@ -755,15 +762,21 @@ impl Quorum {
     }
 }
 
-/// Publishes the leader as this node sees it whenever openraft's metrics change.
+/// Publishes the leader as this node sees it whenever openraft's metrics change, and the
+/// last log index the transport's [`ReplicaContacts`] compare replicas with.
 async fn track_leader(
     mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
     node_id: NodeId,
+    contacts: ReplicaContacts,
     leader_tx: watch::Sender<Option<NodeId>>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let leader = effective_leader(&metrics.borrow_and_update(), node_id);
+        let leader = {
+            let metrics = metrics.borrow_and_update();
+            contacts.set_last_log_index(metrics.last_log_index);
+            effective_leader(&metrics, node_id)
+        };
         leader_tx.send_if_modified(|current| {
             if *current == leader {
                 return false;

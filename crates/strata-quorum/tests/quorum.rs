@@ -501,6 +501,30 @@ async fn describe_everywhere(cluster: &Cluster, leader: i32) -> Vec<(i32, Quorum
     answers
 }
 
+/// Asks `quorum` for the description until `check` holds of it, failing after `DEADLINE`.
+async fn describe_until(
+    quorum: &Quorum,
+    what: &str,
+    check: impl Fn(&QuorumDescription) -> bool,
+) -> QuorumDescription {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let description = quorum.describe().await.unwrap();
+        if check(&description) {
+            return description;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}: {description:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn heard_from(replica: &ReplicaDescription) -> bool {
+    replica.last_fetch_timestamp_ms > 0 && replica.last_caught_up_timestamp_ms > 0
+}
+
 fn ids(replicas: &[ReplicaDescription]) -> Vec<i32> {
     replicas.iter().map(|r| r.node_id).collect()
 }
@@ -547,6 +571,12 @@ async fn every_node_describes_the_leaders_quorum_and_failover_raises_the_epoch()
     }
     let epoch = answers[0].1.leader_epoch;
     let high_watermark = answers[0].1.high_watermark;
+    // KIP-836: every replica answers the leader's heartbeats, so each has fetch and
+    // caught-up times of this leadership.
+    describe_until(&leader_quorum, "every replica has been heard from", |d| {
+        d.voters.iter().chain(&d.observers).all(heard_from)
+    })
+    .await;
 
     cluster.stop_node(leader).await;
     let new = cluster.leader().await;
@@ -561,6 +591,15 @@ async fn every_node_describes_the_leaders_quorum_and_failover_raises_the_epoch()
             ids(&d.voters),
             vec![1, 2, 3],
             "the stopped node is still a voter"
+        );
+        let stopped = d.voters.iter().find(|r| r.node_id == leader).unwrap();
+        assert_eq!(
+            (
+                stopped.last_fetch_timestamp_ms,
+                stopped.last_caught_up_timestamp_ms
+            ),
+            (-1, -1),
+            "never heard from in this leadership: {d:?}"
         );
     }
     cluster.shutdown().await;
