@@ -79,6 +79,9 @@ pub struct Broker {
     broker_epoch: AtomicI64,
     /// Fetchers that copy the partitions this broker follows from their leaders.
     pub fetchers: crate::replica_fetcher::ReplicaFetchers,
+    /// `replica.selector.class` is Kafka's rack-aware selector (KIP-392): a static setting,
+    /// read once here rather than on every fetch.
+    pub rack_aware_reads: bool,
 }
 
 /// The unhanded-out part of the current producer-id block.
@@ -141,6 +144,8 @@ impl Broker {
             controller_service,
             groups: GroupService::new(&config),
             txns: TxnService::new(&config),
+            rack_aware_reads: config.broker_value::<String>("replica.selector.class")
+                == strata_meta::config::RACK_AWARE_REPLICA_SELECTOR,
             config,
             cluster_id,
             store,

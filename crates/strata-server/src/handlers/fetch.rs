@@ -35,7 +35,6 @@ use kafka_protocol::messages::fetch_response::{
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use strata_log::{LogError, ReadResult};
-use strata_meta::config::RACK_AWARE_REPLICA_SELECTOR;
 use uuid::Uuid;
 
 use super::{blocking, code, hosted, hosted_replica, log_error, str_bytes};
@@ -138,11 +137,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     };
     let replica = (replica_id >= 0).then_some(replica_id);
     let from_follower_allowed = replica.is_none() && version >= FOLLOWER_FETCH_MIN_VERSION;
-    let rack_aware = broker
-        .config
-        .broker_value::<String>("replica.selector.class")
-        == RACK_AWARE_REPLICA_SELECTOR;
-    let client_rack = (from_follower_allowed && rack_aware)
+    let client_rack = (from_follower_allowed && broker.rack_aware_reads)
         .then(|| request.rack_id.to_string())
         .filter(|rack| !rack.is_empty());
     let params = FetchParams {
