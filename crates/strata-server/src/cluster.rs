@@ -227,7 +227,7 @@ impl ControllerService {
                     "broker session expired; fencing it"
                 );
                 let fenced = commit_to_quorum(&quorum, |image| {
-                    let unclean = |topic: &str| self.config.unclean_leader_election(image, topic);
+                    let unclean = self.config.unclean_leader_election(image);
                     let records =
                         self.controller
                             .fence_broker(image, broker_id, broker_epoch, &unclean);
@@ -309,7 +309,7 @@ async fn register(
 ) -> Result<Json<RegisterResponse>, RpcError> {
     let quorum = service.leading()?.clone();
     let (broker_epoch, _) = commit_to_quorum(&quorum, |image| {
-        let unclean = |topic: &str| service.config.unclean_leader_election(image, topic);
+        let unclean = service.config.unclean_leader_election(image);
         let (epoch, records) = service
             .controller
             .register_broker(image, &request, &unclean);
@@ -350,7 +350,7 @@ async fn heartbeat(
         if !registered.fenced {
             tracing::info!(broker_id = id, "controlled shutdown: fencing broker");
             commit_to_quorum(&quorum, |image| {
-                let unclean = |topic: &str| service.config.unclean_leader_election(image, topic);
+                let unclean = service.config.unclean_leader_election(image);
                 (
                     service.controller.fence_broker(image, id, epoch, &unclean),
                     (),
@@ -363,7 +363,7 @@ async fn heartbeat(
     } else if registered.fenced && request.metadata_offset >= epoch as u64 {
         // The broker's image holds its own registration: it has caught up.
         commit_to_quorum(&quorum, |image| {
-            let unclean = |topic: &str| service.config.unclean_leader_election(image, topic);
+            let unclean = service.config.unclean_leader_election(image);
             (
                 service
                     .controller

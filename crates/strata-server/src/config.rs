@@ -74,15 +74,20 @@ impl ServerConfig {
         self.props.broker_value(name).unwrap_or_default()
     }
 
-    /// `unclean.leader.election.enable` for `topic` as the controller applies it: the topic's
-    /// override, else this broker's dynamic or static setting, else false (Kafka's
-    /// precedence).
-    pub fn unclean_leader_election(&self, image: &MetadataImage, topic: &str) -> bool {
-        strata_meta::config::topic_config("unclean.leader.election.enable").is_some_and(|def| {
-            self.topic_config_value(image, topic, def)
-                .trim()
-                .eq_ignore_ascii_case("true")
-        })
+    /// `unclean.leader.election.enable` per topic as the controller applies it, for the
+    /// controller's elections ([`strata_meta::UncleanElection`]): the topic's override, else
+    /// this broker's dynamic or static setting, else false (Kafka's precedence).
+    pub fn unclean_leader_election<'a>(
+        &'a self,
+        image: &'a MetadataImage,
+    ) -> impl Fn(&str) -> bool + 'a {
+        move |topic| {
+            strata_meta::config::topic_config("unclean.leader.election.enable").is_some_and(|def| {
+                self.topic_config_value(image, topic, def)
+                    .trim()
+                    .eq_ignore_ascii_case("true")
+            })
+        }
     }
 
     /// All levels at which topic config `def` is set for `topic`, most specific first; the first

@@ -58,7 +58,7 @@ pub async fn handle_alter(
     let allow_rf_change = version < 1 || request.allow_replication_factor_change;
     let outcome = tokio::task::block_in_place(|| {
         broker.commit(|image| {
-            let unclean = |topic: &str| broker.config.unclean_leader_election(image, topic);
+            let unclean = broker.config.unclean_leader_election(image);
             let (outcomes, records) = broker.controller.alter_partition_reassignments(
                 image,
                 &targets,
