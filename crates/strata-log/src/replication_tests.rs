@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::fsutil;
 use crate::replication::{Truncation, TRUNCATION_FILE};
-use crate::test_util::{headers, put_varint, BatchBuilder};
+use crate::test_util::{headers, keyed_batch, BatchBuilder};
 use crate::{Log, LogConfig, LogError};
 
 const NOW_MS: i64 = 1_700_000_000_000;
@@ -873,37 +873,9 @@ fn retention_and_the_tier_stay_below_the_high_watermark() {
     assert_eq!(log.highest_offset_in_remote(), bases[1] - 1);
 }
 
-/// A magic-v2 batch of one record with a key, for compacted topics.
+/// A batch of one keyed record, for compacted topics.
 fn keyed(key: &str, value: &str) -> Vec<u8> {
-    let mut r = vec![0u8];
-    put_varint(&mut r, 0);
-    put_varint(&mut r, 0);
-    put_varint(&mut r, key.len() as i64);
-    r.extend_from_slice(key.as_bytes());
-    put_varint(&mut r, value.len() as i64);
-    r.extend_from_slice(value.as_bytes());
-    put_varint(&mut r, 0);
-    let mut body = Vec::new();
-    put_varint(&mut body, r.len() as i64);
-    body.extend_from_slice(&r);
-    let mut out = Vec::new();
-    out.extend_from_slice(&0i64.to_be_bytes());
-    out.extend_from_slice(&((49 + body.len()) as i32).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-    out.push(2);
-    out.extend_from_slice(&0u32.to_be_bytes());
-    out.extend_from_slice(&0i16.to_be_bytes());
-    out.extend_from_slice(&0i32.to_be_bytes());
-    out.extend_from_slice(&NOW_MS.to_be_bytes());
-    out.extend_from_slice(&NOW_MS.to_be_bytes());
-    out.extend_from_slice(&(-1i64).to_be_bytes());
-    out.extend_from_slice(&(-1i16).to_be_bytes());
-    out.extend_from_slice(&(-1i32).to_be_bytes());
-    out.extend_from_slice(&1i32.to_be_bytes());
-    out.extend_from_slice(&body);
-    let crc = crc32c::crc32c(&out[21..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    out
+    keyed_batch(&[(Some(key), Some(value))], NOW_MS, 0, None)
 }
 
 fn compacted() -> LogConfig {

@@ -125,3 +125,60 @@ pub(crate) fn headers(bytes: &[u8]) -> Vec<crate::batch::RecordBatchHeader> {
     }
     out
 }
+
+/// One v2 batch of `(key, value)` records with timestamps `ts, ts+1, ...`.
+pub(crate) fn keyed_batch(
+    records: &[(Option<&str>, Option<&str>)],
+    ts: i64,
+    codec: u8,
+    producer: Option<(i64, i16, i32)>,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (i, (k, v)) in records.iter().enumerate() {
+        let mut r = vec![0u8];
+        put_varint(&mut r, i as i64);
+        put_varint(&mut r, i as i64);
+        match k {
+            Some(k) => {
+                put_varint(&mut r, k.len() as i64);
+                r.extend_from_slice(k.as_bytes());
+            }
+            None => put_varint(&mut r, -1),
+        }
+        match v {
+            Some(v) => {
+                put_varint(&mut r, v.len() as i64);
+                r.extend_from_slice(v.as_bytes());
+            }
+            None => put_varint(&mut r, -1),
+        }
+        put_varint(&mut r, 1); // one header
+        put_varint(&mut r, 1);
+        r.push(b'h');
+        put_varint(&mut r, 1);
+        r.push(b'x');
+        put_varint(&mut body, r.len() as i64);
+        body.extend_from_slice(&r);
+    }
+    let body = crate::records::compress(codec, &body).expect("compress");
+    let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
+    let n = records.len() as i32;
+    let mut out = Vec::new();
+    out.extend_from_slice(&0i64.to_be_bytes());
+    out.extend_from_slice(&((49 + body.len()) as i32).to_be_bytes());
+    out.extend_from_slice(&(-1i32).to_be_bytes());
+    out.push(2);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&(codec as i16).to_be_bytes());
+    out.extend_from_slice(&(n - 1).to_be_bytes());
+    out.extend_from_slice(&ts.to_be_bytes());
+    out.extend_from_slice(&(ts + n as i64 - 1).to_be_bytes());
+    out.extend_from_slice(&pid.to_be_bytes());
+    out.extend_from_slice(&epoch.to_be_bytes());
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.extend_from_slice(&n.to_be_bytes());
+    out.extend_from_slice(&body);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
