@@ -4,6 +4,27 @@ use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 
 const SESSION_MS: i32 = 10_000;
 
+/// A commit to group "g" from outside any generation (Kafka's "simple" group: an admin, or a
+/// consumer using `assign()`).
+const SIMPLE: CommitIdentity<'static> = CommitIdentity {
+    group_id: "g",
+    generation_id: -1,
+    member_id: "",
+    group_instance_id: None,
+    api_version: 8,
+};
+
+/// Offset `offset` of partition 0 of `topic`, without leader epoch or metadata.
+fn commit_at(topic: &str, offset: i64) -> OffsetCommit {
+    OffsetCommit {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        leader_epoch: -1,
+        metadata: None,
+    }
+}
+
 fn coordinator(initial_delay_ms: i64) -> GroupCoordinator {
     GroupCoordinator::new(
         GroupConfig {
@@ -268,21 +289,8 @@ fn leave_and_join_errors() {
 #[test]
 fn offset_commits_follow_kafka_validation() {
     let mut c = coordinator(0);
-    let commit = |topic: &str| OffsetCommit {
-        topic: topic.into(),
-        partition: 0,
-        offset: 5,
-        leader_epoch: -1,
-        metadata: None,
-    };
-    let simple = CommitIdentity {
-        group_id: "g",
-        generation_id: -1,
-        member_id: "",
-        group_instance_id: None,
-        api_version: 8,
-    };
-    assert_eq!(c.commit_offsets(&simple, &[commit("t")], 0), vec![0]);
+    let commit = |topic: &str| commit_at(topic, 5);
+    assert_eq!(c.commit_offsets(&SIMPLE, &[commit("t")], 0), vec![0]);
     let fetched = c.fetch_offsets("g", Some(&[("t".into(), vec![0, 1])]));
     assert_eq!(fetched[0].1[0].1.as_ref().map(|o| o.offset), Some(5));
     assert_eq!(fetched[0].1[1].1, None);
@@ -423,21 +431,10 @@ fn offsets_of_empty_groups_expire_after_retention() {
         },
         Default::default(),
     );
-    let simple = CommitIdentity {
-        group_id: "g",
-        generation_id: -1,
-        member_id: "",
-        group_instance_id: None,
-        api_version: 8,
-    };
-    let offset = OffsetCommit {
-        topic: "t".into(),
-        partition: 0,
-        offset: 1,
-        leader_epoch: -1,
-        metadata: None,
-    };
-    assert_eq!(c.commit_offsets(&simple, &[offset], 100), vec![0]);
+    assert_eq!(
+        c.commit_offsets(&SIMPLE, &[commit_at("t", 1)], 100),
+        vec![0]
+    );
     c.take_output();
     assert_eq!(c.expire_offsets(1099), 0);
     assert_eq!(c.expire_offsets(1100), 1);
@@ -542,21 +539,7 @@ fn consumer_groups_survive_a_reload() {
 fn unloading_a_group_answers_its_waiting_members_and_forgets_it() {
     // initial delay: the first member's JoinGroup waits for more members.
     let mut c = coordinator(60_000);
-    let commit = OffsetCommit {
-        topic: "t".into(),
-        partition: 0,
-        offset: 5,
-        leader_epoch: -1,
-        metadata: None,
-    };
-    let simple = CommitIdentity {
-        group_id: "g",
-        generation_id: -1,
-        member_id: "",
-        group_instance_id: None,
-        api_version: 8,
-    };
-    assert_eq!(c.commit_offsets(&simple, &[commit], 0), vec![0]);
+    assert_eq!(c.commit_offsets(&SIMPLE, &[commit_at("t", 5)], 0), vec![0]);
     let _ = c.take_output();
     join_new(&mut c, 7, 0);
     assert!(
