@@ -373,12 +373,7 @@ impl RemoteLogManager {
                 let cleaned = state.remote.clean_orphans(&manifest).await;
                 report_orphan_cleanup(partition, cleaned);
             }
-            // Where the partition's records end in the tier: after its last segment, or at
-            // its log start if retention emptied it.
-            let tier_end = manifest
-                .next_offset()
-                .unwrap_or(0)
-                .max(manifest.log_start_offset);
+            let tier_end = manifest.records_end();
             if tier_end > 0 && partition.log().is_behind_tier(tier_end) {
                 let tail = tier_tail(&state.remote, &manifest, tier_end).await?;
                 let p = partition.clone();
@@ -566,10 +561,7 @@ impl RemoteLogManager {
     ) -> Result<bool, TierError> {
         let remote = self.remote_of(partition);
         let manifest = remote.load_manifest().await?;
-        let tier_end = manifest
-            .next_offset()
-            .unwrap_or(0)
-            .max(manifest.log_start_offset);
+        let tier_end = manifest.records_end();
         if tier_end <= partition.log().log_end_offset() {
             return Ok(false);
         }

@@ -74,6 +74,12 @@ impl RemoteManifest {
         self.segments.last().map(|s| s.end_offset + 1)
     }
 
+    /// Where the partition's records end in the tier: after its last segment, or at its log
+    /// start if retention emptied it (0 for a partition that never uploaded).
+    pub fn records_end(&self) -> i64 {
+        self.next_offset().unwrap_or(0).max(self.log_start_offset)
+    }
+
     /// The segment holding `offset`, or the first one after it (offsets removed by
     /// compaction fall in a gap).
     pub fn segment_for(&self, offset: i64) -> Option<&RemoteSegment> {
@@ -154,11 +160,18 @@ mod tests {
     fn finds_segments_and_refuses_overlaps() {
         let mut m = RemoteManifest::new();
         assert_eq!(m.next_offset(), None);
+        assert_eq!(m.records_end(), 0);
         for s in [seg(0, 9), seg(10, 19), seg(25, 30)] {
             m.check_append(&s).unwrap();
             m.segments.push(s);
         }
         assert_eq!(m.next_offset(), Some(31));
+        assert_eq!(m.records_end(), 31);
+        let emptied = RemoteManifest {
+            log_start_offset: 40,
+            ..RemoteManifest::new()
+        };
+        assert_eq!(emptied.records_end(), 40, "retention emptied it");
         assert_eq!(m.segment_for(0).unwrap().base_offset, 0);
         assert_eq!(m.segment_for(19).unwrap().base_offset, 10);
         assert_eq!(
