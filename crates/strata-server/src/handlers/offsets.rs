@@ -81,10 +81,16 @@ pub async fn handle_list_offsets(
                             Err(e) => return base.with_error_code(code(e)),
                         };
                         match list_offset(&b, &partition, p.timestamp, read_committed, version) {
+                            // The leader epoch is in the answer from v4 (KIP-320); older
+                            // versions have no field for it.
                             Ok(Some((timestamp, offset))) => base
                                 .with_timestamp(timestamp)
                                 .with_offset(offset)
-                                .with_leader_epoch(partition.leader_epoch()),
+                                .with_leader_epoch(if version >= 4 {
+                                    partition.leader_epoch()
+                                } else {
+                                    -1
+                                }),
                             Ok(None) => base,
                             Err(error) => base.with_error_code(error),
                         }
