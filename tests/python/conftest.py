@@ -52,6 +52,38 @@ def pytest_runtest_makereport(item, call):
 
 
 # --------------------------------------------------------------------------
+# responses the broker could not encode fail the test that caused them
+# --------------------------------------------------------------------------
+
+# How much of each broker log has been checked already (a module's shared broker serves many
+# tests; each is held to the lines written while it ran).
+_LOG_CHECKED: dict[Path, int] = {}
+
+
+def _unencodable_lines(log_path: Path) -> list[str]:
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(_LOG_CHECKED.get(log_path, 0))
+            new = f.read()
+            _LOG_CHECKED[log_path] = f.tell()
+    except FileNotFoundError:
+        return []
+    return [line for line in new.decode("utf-8", "replace").splitlines() if "cannot encode" in line]
+
+
+@pytest.fixture(autouse=True)
+def _no_unencodable_responses(request):
+    """Every response a broker builds must be encodable for the version the client asked; a
+    broker that cannot encode one closes the client's connection and logs `cannot encode`. Such a
+    line in any broker log of the test fails the test, whether or not the client noticed."""
+    yield
+    bad = []
+    for b in request.node.stash.get(BROKERS_KEY, []):
+        bad += _unencodable_lines(Path(b.log_path))
+    assert not bad, "the broker could not encode responses:\n" + "\n".join(bad)
+
+
+# --------------------------------------------------------------------------
 # per-test timeout (SIGALRM; no extra plugin needed)
 # --------------------------------------------------------------------------
 

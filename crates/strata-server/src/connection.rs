@@ -85,6 +85,10 @@ async fn serve(
             broker.metrics.connections_closed_bad_input.add(1);
             tracing::warn!(%peer, %reason, "closing connection");
         }
+        Err(Closed::Unencodable(reason)) => {
+            broker.metrics.responses_unencodable.add(1);
+            tracing::error!(%peer, %reason, "closing connection: broker bug, a response that its version cannot carry");
+        }
     }
     broker
         .metrics
@@ -98,6 +102,11 @@ enum Closed {
     BadInput(String),
     /// The socket failed (reset, broken pipe): the peer went away.
     Io(String),
+    /// A handler built a response that the version asked for cannot carry (a field the version
+    /// lacks set, a required one missing): a bug in the broker, not the client's doing. The
+    /// connection closes, as Kafka's does when a response fails to serialize, since the client
+    /// waits for an answer that cannot come.
+    Unencodable(String),
 }
 
 /// Serves requests until the peer closes, the broker stops, bad input or a socket error.
@@ -153,7 +162,7 @@ async fn serve_requests(
                 match handlers::handle(broker, request, peer).await {
                     Some(body) => Some(
                         encode_response(correlation_id, api_key, version, &body).map_err(|e| {
-                            bad(format!(
+                            Closed::Unencodable(format!(
                                 "cannot encode {api_key:?} v{version} response: {e:#}"
                             ))
                         })?,

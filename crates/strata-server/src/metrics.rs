@@ -97,6 +97,8 @@ pub struct Metrics {
     request_errors: [Counter; MAX_API_KEYS],
     pub connections_accepted: Counter,
     pub connections_closed_bad_input: Counter,
+    /// Responses the broker built but could not encode for the version asked (a broker bug).
+    pub responses_unencodable: Counter,
     pub connections_open: AtomicI64,
     pub produce_records: Counter,
     pub produce_bytes: Counter,
@@ -124,6 +126,7 @@ impl Default for Metrics {
             request_errors: std::array::from_fn(|_| Counter::default()),
             connections_accepted: Counter::default(),
             connections_closed_bad_input: Counter::default(),
+            responses_unencodable: Counter::default(),
             connections_open: AtomicI64::new(0),
             produce_records: Counter::default(),
             produce_bytes: Counter::default(),
@@ -174,6 +177,11 @@ impl Metrics {
             "strata_connections_closed_bad_input_total",
             "Connections closed for malformed or oversized requests.",
             self.connections_closed_bad_input.get(),
+        );
+        counter(
+            "strata_responses_unencodable_total",
+            "Responses that could not be encoded for the version asked (a broker bug; the connection was closed).",
+            self.responses_unencodable.get(),
         );
         counter(
             "strata_produce_records_total",
