@@ -32,6 +32,7 @@ UNKNOWN_TOPIC_OR_PARTITION = 3
 MEMBER_ID_REQUIRED = 79
 ELECTION_NOT_NEEDED = 84
 TRANSACTIONAL_ID_NOT_FOUND = 105
+INVALID_REGULAR_EXPRESSION = 128
 
 TOPIC = "sweep"
 PARTITIONS = 3
@@ -671,6 +672,13 @@ def list_transactions(s: Sweep, v: int) -> None:
     resp = s.call(66, v, {"state_filters": [], "producer_id_filters": [], "duration_filter": -1,
                           "transactional_id_pattern": None})
     assert t.transactional_id in {x.transactional_id for x in resp.transaction_states}, resp
+    if v >= 2:
+        # KIP-1152: the whole id must match the pattern.
+        listed = s.call(66, v, {"transactional_id_pattern": "sweep-list-txn-v2-.*"})
+        assert {x.transactional_id for x in listed.transaction_states} == {t.transactional_id}, listed
+        assert not s.call(66, v, {"transactional_id_pattern": "list-txn"}).transaction_states
+        bad = s.call(66, v, {"transactional_id_pattern": "("}, allow=(INVALID_REGULAR_EXPRESSION,))
+        assert bad.error_code == INVALID_REGULAR_EXPRESSION, bad
 
 
 def consumer_group_heartbeat(s: Sweep, v: int) -> None:
@@ -700,6 +708,16 @@ def consumer_group_describe(s: Sweep, v: int) -> None:
     assert [m.member_id for m in g.members] == [joined.member_id], resp
     s.latest(68, {"group_id": group, "member_id": joined.member_id, "member_epoch": -1,
                   "subscribed_topic_names": None, "topic_partitions": None})
+
+
+def list_config_resources(s: Sweep, v: int) -> None:
+    resp = s.call(74, v, {"resource_types": []})
+    if v >= 1:
+        listed = {(r.resource_type, r.resource_name) for r in resp.config_resources}
+        assert (TOPIC_RESOURCE, s.topic) in listed or not s.strict, resp
+        assert (BROKER_RESOURCE, "1") in listed, resp
+        only_topics = s.call(74, v, {"resource_types": [TOPIC_RESOURCE]})
+        assert {r.resource_type for r in only_topics.config_resources} == {TOPIC_RESOURCE}, only_topics
 
 
 def describe_topic_partitions(s: Sweep, v: int) -> None:
@@ -749,6 +767,7 @@ BUILDERS: dict[int, Callable[[Sweep, int], None]] = {
     66: list_transactions,
     68: consumer_group_heartbeat,
     69: consumer_group_describe,
+    74: list_config_resources,
     75: describe_topic_partitions,
 }
 

@@ -71,9 +71,11 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::DescribeCluster, 0, 2),
     served(ApiKey::DescribeProducers, 0, 0),
     served(ApiKey::DescribeTransactions, 0, 0),
-    served(ApiKey::ListTransactions, 0, 1),
+    served(ApiKey::ListTransactions, 0, 2),
     served(ApiKey::ConsumerGroupHeartbeat, 0, 1),
     served(ApiKey::ConsumerGroupDescribe, 0, 1),
+    // v0 was ListClientMetricsResources (KIP-714); v1 lists every config resource (KIP-1142).
+    served(ApiKey::ListConfigResources, 0, 1),
     served(ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 

@@ -14,11 +14,12 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::describe_log_dirs_response::{
     DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
 };
+use kafka_protocol::messages::list_config_resources_response;
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse, DescribeLogDirsRequest,
     DescribeLogDirsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    TopicName,
+    ListConfigResourcesRequest, ListConfigResourcesResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use strata_meta::config::{broker_config, BrokerKey, ConfigDef, BROKER_CONFIGS, TOPIC_CONFIGS};
@@ -402,4 +403,64 @@ pub fn handle_describe_log_dirs(
         .with_topics(topics)
         .with_total_bytes(-1)
         .with_usable_bytes(-1)])
+}
+
+/// Kafka's `ConfigResource.Type` codes that ListConfigResources v1 knows (KIP-1142); v0 (the
+/// former ListClientMetricsResources, KIP-714) lists client-metrics resources only.
+const RESOURCE_BROKER_LOGGER: i8 = 8;
+const RESOURCE_CLIENT_METRICS: i8 = 16;
+const RESOURCE_GROUP: i8 = 32;
+const LIST_CONFIG_RESOURCE_TYPES: [i8; 5] = [
+    RESOURCE_TOPIC,
+    RESOURCE_BROKER,
+    RESOURCE_BROKER_LOGGER,
+    RESOURCE_CLIENT_METRICS,
+    RESOURCE_GROUP,
+];
+
+/// ListConfigResources (74): the resources DescribeConfigs can describe, by type. An empty
+/// type list means every type the version knows; a type it does not know is UNSUPPORTED_VERSION,
+/// as in Kafka. Strata has topic and broker configs; it has no broker loggers, client-metrics
+/// subscriptions or group configs, so those types list nothing.
+pub fn handle_list_config_resources(
+    broker: &Broker,
+    request: &ListConfigResourcesRequest,
+    version: i16,
+) -> ListConfigResourcesResponse {
+    let supported: &[i8] = if version == 0 {
+        &[RESOURCE_CLIENT_METRICS]
+    } else {
+        &LIST_CONFIG_RESOURCE_TYPES
+    };
+    let wanted: Vec<i8> = if version == 0 || request.resource_types.is_empty() {
+        supported.to_vec()
+    } else {
+        request.resource_types.clone()
+    };
+    if wanted.iter().any(|t| !supported.contains(t)) {
+        return ListConfigResourcesResponse::default()
+            .with_error_code(code(ResponseError::UnsupportedVersion));
+    }
+    let image = broker.image();
+    let listed = |name: String, resource_type: i8| {
+        list_config_resources_response::ConfigResource::default()
+            .with_resource_name(str_bytes(name))
+            .with_resource_type(resource_type)
+    };
+    let mut resources = Vec::new();
+    if wanted.contains(&RESOURCE_BROKER) {
+        resources.extend(
+            image
+                .brokers()
+                .map(|b| listed(b.broker_id.to_string(), RESOURCE_BROKER)),
+        );
+    }
+    if wanted.contains(&RESOURCE_TOPIC) {
+        resources.extend(
+            image
+                .topics()
+                .map(|t| listed(t.name.clone(), RESOURCE_TOPIC)),
+        );
+    }
+    ListConfigResourcesResponse::default().with_config_resources(resources)
 }

@@ -169,16 +169,22 @@ pub fn handle_describe_cluster(
             .with_error_message(Some(str_bytes("The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER")));
     }
     let image = broker.image();
+    // v2 (KIP-1073): fenced brokers too when asked, marked as such. Older versions cannot ask
+    // (the field decodes as false), so `is_fenced`, a v2 field, stays false for them.
+    let include_fenced = request.include_fenced_brokers;
     response
         .with_controller_id(BrokerId(controller_id(broker, &image)))
         .with_brokers(
-            live_brokers(&image)
+            image
+                .brokers()
+                .filter(|b| include_fenced || !b.fenced)
                 .map(|b| {
                     DescribeClusterBroker::default()
                         .with_broker_id(BrokerId(b.broker_id))
                         .with_host(str_bytes(b.host.clone()))
                         .with_port(b.port)
                         .with_rack(b.rack.clone().map(str_bytes))
+                        .with_is_fenced(b.fenced)
                 })
                 .collect(),
         )

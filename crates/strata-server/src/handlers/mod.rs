@@ -97,6 +97,9 @@ pub async fn handle(
         RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
             configs::handle_incremental_alter(broker, r).await,
         ),
+        RequestKind::ListConfigResources(r) => ResponseKind::ListConfigResources(
+            configs::handle_list_config_resources(broker, &r, version),
+        ),
         RequestKind::DescribeLogDirs(r) => {
             ResponseKind::DescribeLogDirs(configs::handle_describe_log_dirs(broker, &r))
         }

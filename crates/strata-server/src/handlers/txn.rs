@@ -429,6 +429,19 @@ pub fn handle_list(
         .filter(|s| !STATES.contains(&s.as_str()))
         .cloned()
         .collect();
+    // KIP-1152 (v2): a regular expression the whole transactional id must match; null or empty
+    // lists every transaction.
+    let pattern = match request.transactional_id_pattern.as_deref() {
+        None | Some("") => None,
+        Some(p) => match regex::Regex::new(&format!("^(?:{p})$")) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                tracing::debug!(pattern = p, error = %e, "ListTransactions: invalid pattern");
+                return ListTransactionsResponse::default()
+                    .with_error_code(code(ResponseError::InvalidRegularExpression));
+            }
+        },
+    };
     let now = now_ms();
     let listed = run_txn(broker, None, |c| {
         Ok(c.list()
@@ -449,6 +462,11 @@ pub fn handle_list(
             .filter(|t| {
                 request.duration_filter < 0
                     || (t.start_ms >= 0 && now - t.start_ms >= request.duration_filter)
+            })
+            .filter(|t| {
+                pattern
+                    .as_ref()
+                    .is_none_or(|re| re.is_match(&t.transactional_id))
             })
             .map(|t| {
                 list_transactions_response::TransactionState::default()
