@@ -39,6 +39,7 @@ PARTITIONS = 3
 GROUP = "sweep-group"
 RECORDS_PER_PARTITION = 5
 ZERO_UUID = uuid.UUID(int=0)
+FAST_GROUPS = {"group.initial.rebalance.delay.ms": 0}
 
 
 def record_batch(
@@ -173,6 +174,10 @@ def fetch(s: Sweep, v: int) -> None:
     )
     parts = resp.responses[0].partitions
     assert len(parts) == PARTITIONS, resp
+    if v >= 13:
+        assert resp.responses[0].topic_id == s.topic_id, resp
+    else:
+        assert resp.responses[0].topic == s.topic, resp
     for p in parts:
         assert p.high_watermark >= RECORDS_PER_PARTITION, resp
         assert p.records is not None and len(bytes(p.records)) > 0, f"no records in {p}"
@@ -217,6 +222,10 @@ def metadata(s: Sweep, v: int) -> None:
     assert len(resp.brokers) == 1, resp
     (topic,) = resp.topics
     assert topic.name == s.topic and len(topic.partitions) == PARTITIONS, resp
+    if v >= 10:
+        assert topic.topic_id == s.topic_id, resp
+    if v >= 2:
+        assert resp.cluster_id, resp
 
 
 def offset_commit(s: Sweep, v: int) -> None:
@@ -379,6 +388,8 @@ def create_topics(s: Sweep, v: int) -> None:
     )
     (topic,) = resp.topics
     assert topic.name == name, resp
+    if v >= 7:
+        assert topic.topic_id != ZERO_UUID, resp
     if v >= 5:
         assert topic.num_partitions == 2 and topic.replication_factor == 1, resp
         assert any(c.name == "retention.ms" and c.value == "3600000" for c in topic.configs), resp
@@ -723,6 +734,7 @@ def list_config_resources(s: Sweep, v: int) -> None:
 def describe_topic_partitions(s: Sweep, v: int) -> None:
     resp = s.call(75, v, {"topics": [{"name": s.topic}], "response_partition_limit": 2000, "cursor": None})
     assert len(resp.topics[0].partitions) == PARTITIONS, resp
+    assert resp.topics[0].topic_id == s.topic_id, resp
 
 
 BUILDERS: dict[int, Callable[[Sweep, int], None]] = {
@@ -777,19 +789,18 @@ BUILDERS: dict[int, Callable[[Sweep, int], None]] = {
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def sweep(broker_factory) -> Sweep:
-    broker = broker_factory(overrides={"group.initial.rebalance.delay.ms": 0})
-    admin = make_admin(broker.bootstrap)
+def populate(broker, bootstrap: str) -> Sweep:
+    """The sweep's world on a running broker or cluster: a topic with records on every
+    partition, and an empty classic group with committed offsets. Requests go to `broker`."""
+    admin = make_admin(bootstrap)
     create_topic(admin, TOPIC, partitions=PARTITIONS)
     first_ts = int(time.time() * 1000) - 60_000
-    p = make_producer(broker.bootstrap, linger_ms=0)
+    p = make_producer(bootstrap, linger_ms=0)
     for part in range(PARTITIONS):
         for i in range(RECORDS_PER_PARTITION):
             p.produce(TOPIC, value=b"v%d" % i, partition=part, timestamp=first_ts + i)
     assert p.flush(30) == 0
-    # An empty classic group with committed offsets on every partition.
-    c = make_consumer(broker.bootstrap, group_id=GROUP)
+    c = make_consumer(bootstrap, group_id=GROUP)
     c.commit(offsets=[TopicPartition(TOPIC, part, 1) for part in range(PARTITIONS)], asynchronous=False)
     c.close()
     with VersionedClient("127.0.0.1", broker.port) as client:
@@ -798,9 +809,15 @@ def sweep(broker_factory) -> Sweep:
         md = client.call(3, 12, {"topics": [{"name": TOPIC, "topic_id": ZERO_UUID}],
                                  "allow_auto_topic_creation": False,
                                  "include_topic_authorized_operations": False})
-    s = Sweep(broker=broker, topic=TOPIC, group=GROUP, topic_id=md.topics[0].topic_id,
-              first_timestamp=first_ts,
-              ranges={k.api_key: (k.min_version, k.max_version) for k in versions.api_keys})
+    return Sweep(broker=broker, topic=TOPIC, group=GROUP, topic_id=md.topics[0].topic_id,
+                 first_timestamp=first_ts,
+                 ranges={k.api_key: (k.min_version, k.max_version) for k in versions.api_keys})
+
+
+@pytest.fixture
+def sweep(broker_factory) -> Sweep:
+    broker = broker_factory(overrides=FAST_GROUPS)
+    s = populate(broker, broker.bootstrap)
     yield s
     s.reconnect()
 
@@ -858,4 +875,23 @@ def test_every_advertised_api_version_error_answers(sweep: Sweep) -> None:
     sweep.topic_id = uuid.uuid4()
     swept, failures = sweep_all(sweep)
     failures += encode_failures(sweep.broker)
+    assert not failures, f"{len(failures)} failures in {swept} versions:\n" + "\n".join(failures)
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(300)
+def test_every_advertised_api_version_on_a_cluster(cluster_factory) -> None:
+    """The sweep against one node of three, which leads only some partitions and coordinates only
+    some groups and transactions: the answers it gives for the others (NOT_LEADER_OR_FOLLOWER
+    with the leader's endpoint, NOT_COORDINATOR, ...) must encode for every version too."""
+    cluster = cluster_factory(n=3, overrides=FAST_GROUPS)
+    node = cluster.node(1)
+    s = populate(node, cluster.bootstrap)
+    s.strict = False
+    try:
+        swept, failures = sweep_all(s)
+    finally:
+        s.reconnect()
+    for n in cluster.nodes:
+        failures += encode_failures(n)
     assert not failures, f"{len(failures)} failures in {swept} versions:\n" + "\n".join(failures)
