@@ -141,7 +141,12 @@ def produce(s: Sweep, v: int) -> None:
             ],
         },
     )
-    part = resp.responses[0].partition_responses[0]
+    (topic,) = resp.responses
+    if v >= 13:
+        assert topic.topic_id == s.topic_id, resp
+    else:
+        assert topic.name == s.topic, resp
+    part = topic.partition_responses[0]
     assert part.base_offset >= RECORDS_PER_PARTITION, resp
 
 
@@ -421,9 +426,9 @@ def delete_topics(s: Sweep, v: int) -> None:
 
 def delete_records(s: Sweep, v: int) -> None:
     name = s.unique(f"sweep-delete-records-v{v}")
-    create_one(s, name)
+    topic_id = create_one(s, name)
     s.latest(0, {"transactional_id": None, "acks": -1, "timeout_ms": 10000,
-                 "topic_data": [{"name": name, "topic_id": ZERO_UUID,
+                 "topic_data": [{"name": name, "topic_id": topic_id,
                                  "partition_data": [{"index": 0, "records": record_batch([b"a", b"b", b"c"])}]}]})
     resp = s.call(21, v, {"topics": [{"name": name, "partitions": [{"partition_index": 0, "offset": 2}]}],
                           "timeout_ms": 10000})

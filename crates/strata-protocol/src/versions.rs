@@ -1,15 +1,15 @@
 //! The API keys and version ranges Strata serves: the single source for ApiVersions and for the
 //! request decoder's version check.
 //!
-//! Ranges follow Apache Kafka 4.x. The floors are Kafka 4's (it removed Produce v0-2, Fetch v0-3
-//! and the other pre-2.1 versions, see KIP-896). A ceiling sits below the `kafka-protocol`
-//! crate's newest version where that version is newer than what Kafka 4.1 marks stable
-//! (Produce v13 and Fetch v18 name topics by id only and carry fields no released client sends;
-//! InitProducerId v6 is the unreleased two-phase-commit extension; OffsetCommit v10 and
-//! OffsetFetch v10 name topics by id, which Kafka 4.1 does not serve yet). Transactional APIs
-//! stop below the versions that signal transaction protocol v2 (KIP-890 part 2:
-//! AddPartitionsToTxn v5, AddOffsetsToTxn v4, EndTxn v5, TxnOffsetCommit v5), which Strata
-//! does not implement; AddPartitionsToTxn v4 is the batched (broker-to-broker) form.
+//! Ranges follow Apache Kafka 4.1's broker. The floors are Kafka 4's (it removed Produce v0-2,
+//! Fetch v0-3 and the other pre-2.1 versions, see KIP-896); the ceilings are the newest versions
+//! Kafka 4.1 marks stable, where Strata implements what they add. Below Kafka 4.1: Fetch v18
+//! (KIP-1166, a follower's high watermark in its fetch); InitProducerId v6 is the unreleased
+//! two-phase-commit extension and OffsetCommit/OffsetFetch v10 (topic ids) are not stable in
+//! Kafka 4.1 either. Transactional APIs stop below the versions that signal transaction protocol
+//! v2 (KIP-890 part 2: AddPartitionsToTxn v5, AddOffsetsToTxn v4, EndTxn v5, TxnOffsetCommit v5),
+//! which Strata does not implement yet; AddPartitionsToTxn v4 is the batched
+//! (broker-to-broker) form.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -30,7 +30,7 @@ const fn served(api_key: ApiKey, min_version: i16, max_version: i16) -> Supporte
 }
 
 const SUPPORTED: &[SupportedVersions] = &[
-    served(ApiKey::Produce, 3, 12),
+    served(ApiKey::Produce, 3, 13),
     served(ApiKey::Fetch, 4, 17),
     served(ApiKey::ListOffsets, 1, 10),
     served(ApiKey::Metadata, 0, 13),

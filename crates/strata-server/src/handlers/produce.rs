@@ -35,6 +35,12 @@ struct PartitionOutcome {
     replication: Option<(Arc<Partition>, i64)>,
 }
 
+/// A topic of the request: its name (resolved from the id for v13+) and the id it was sent with.
+struct TopicRef {
+    name: TopicName,
+    topic_id: uuid::Uuid,
+}
+
 /// Longest an `acks=all` produce waits for the ISR, whatever the client's timeout.
 const MAX_ACK_WAIT_MS: i32 = 120_000;
 
@@ -42,7 +48,7 @@ const MAX_ACK_WAIT_MS: i32 = 120_000;
 /// whole ISR (Kafka's delayed produce). Then: done; NOT_ENOUGH_REPLICAS_AFTER_APPEND when the
 /// ISR shrank below `min.insync.replicas` meanwhile; NOT_LEADER_OR_FOLLOWER when leadership
 /// moved; REQUEST_TIMED_OUT when the followers did not catch up in time.
-async fn await_replication(results: &mut [(TopicName, Vec<PartitionOutcome>)], timeout: Duration) {
+async fn await_replication(results: &mut [(TopicRef, Vec<PartitionOutcome>)], timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     for outcome in results.iter_mut().flat_map(|(_, o)| o.iter_mut()) {
         let Some((partition, required)) = outcome.replication.take() else {
@@ -87,22 +93,42 @@ pub async fn handle(
     let request_timeout_ms = request.timeout_ms;
     let image = broker.image();
     let valid_acks = matches!(acks, -1..=1);
-    // Resolve topics and min.insync.replicas up front, on the async side (no I/O).
+    // Resolve topics and min.insync.replicas up front, on the async side (no I/O). Produce v13
+    // names topics by id (KIP-516): an id the image does not know is UNKNOWN_TOPIC_ID.
     let work: Vec<_> = request
         .topic_data
         .into_iter()
         .map(|topic| {
-            let name = topic.name.to_string();
-            let known = image.topic(&name).is_some();
+            let (name, unknown) = if version >= 13 {
+                match image.topic_by_id(&topic.topic_id) {
+                    Some(t) => (TopicName(str_bytes(t.name.clone())), None),
+                    None => (topic.name, Some(ResponseError::UnknownTopicId)),
+                }
+            } else {
+                let unknown = image
+                    .topic(topic.name.as_str())
+                    .is_none()
+                    .then_some(ResponseError::UnknownTopicOrPartition);
+                (topic.name, unknown)
+            };
+            let known = unknown.is_none();
             let min_isr: i64 = if known {
                 topic_config("min.insync.replicas")
-                    .map(|def| broker.config.topic_config_value(&image, &name, def))
+                    .map(|def| broker.config.topic_config_value(&image, name.as_str(), def))
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(1)
             } else {
                 1
             };
-            (topic.name, known, min_isr, topic.partition_data)
+            (
+                TopicRef {
+                    name,
+                    topic_id: topic.topic_id,
+                },
+                unknown,
+                min_isr,
+                topic.partition_data,
+            )
         })
         .collect();
     let b = broker.clone();
@@ -112,7 +138,8 @@ pub async fn handle(
         let mut appended_any = false;
         let results: Vec<_> = work
             .into_iter()
-            .map(|(name, known, min_isr, partitions)| {
+            .map(|(topic, unknown, min_isr, partitions)| {
+                let name = topic.name.as_str();
                 let outcomes: Vec<PartitionOutcome> = partitions
                     .into_iter()
                     .map(|p| {
@@ -124,10 +151,9 @@ pub async fn handle(
                             log_start_offset: -1,
                             replication: None,
                         };
-                        let partition = if known {
-                            hosted(&b, &name, p.index)
-                        } else {
-                            Err(ResponseError::UnknownTopicOrPartition)
+                        let partition = match unknown {
+                            None => hosted(&b, name, p.index),
+                            Some(e) => Err(e),
                         };
                         if !valid_acks {
                             outcome.error = Some((code(ResponseError::InvalidRequiredAcks), "acks must be -1, 0 or 1".into()));
@@ -190,7 +216,7 @@ pub async fn handle(
                         outcome
                     })
                     .collect();
-                (name, outcomes)
+                (topic, outcomes)
             })
             .collect();
         if appended_any {
@@ -210,53 +236,56 @@ pub async fn handle(
     let mut leaders = std::collections::BTreeSet::new();
     let responses = results
         .into_iter()
-        .map(|(name, outcomes)| {
-            let topic = image.topic(name.as_str()).cloned();
-            TopicProduceResponse::default()
-                .with_name(name)
-                .with_partition_responses(
-                    outcomes
-                        .into_iter()
-                        .map(|o| {
-                            let mut r = PartitionProduceResponse::default()
-                                .with_index(o.index)
-                                .with_base_offset(o.base_offset)
-                                .with_log_append_time_ms(o.log_append_time_ms)
-                                .with_log_start_offset(o.log_start_offset);
-                            if let Some((error, message)) = o.error {
-                                r = r.with_error_code(error);
-                                let current = topic
-                                    .as_ref()
-                                    .and_then(|t| t.partitions.get(o.index as usize));
-                                if let (true, Some(p)) = (
-                                    version >= 10
-                                        && error == code(ResponseError::NotLeaderOrFollower),
-                                    current,
-                                ) {
-                                    r = r.with_current_leader(
-                                        LeaderIdAndEpoch::default()
-                                            .with_leader_id(BrokerId(p.leader))
-                                            .with_leader_epoch(p.leader_epoch),
-                                    );
-                                    leaders.insert(p.leader);
-                                }
-                                if version >= 8 {
-                                    if is_record_error(error) {
-                                        r = r.with_record_errors(vec![
-                                            BatchIndexAndErrorMessage::default()
-                                                .with_batch_index(0)
-                                                .with_batch_index_error_message(Some(str_bytes(
-                                                    message.clone(),
-                                                ))),
-                                        ]);
-                                    }
-                                    r = r.with_error_message(Some(str_bytes(message)));
-                                }
+        .map(|(topic_ref, outcomes)| {
+            let topic = image.topic(topic_ref.name.as_str()).cloned();
+            // v13 answers by id only; older versions by name only.
+            let response = if version >= 13 {
+                TopicProduceResponse::default().with_topic_id(topic_ref.topic_id)
+            } else {
+                TopicProduceResponse::default().with_name(topic_ref.name)
+            };
+            response.with_partition_responses(
+                outcomes
+                    .into_iter()
+                    .map(|o| {
+                        let mut r = PartitionProduceResponse::default()
+                            .with_index(o.index)
+                            .with_base_offset(o.base_offset)
+                            .with_log_append_time_ms(o.log_append_time_ms)
+                            .with_log_start_offset(o.log_start_offset);
+                        if let Some((error, message)) = o.error {
+                            r = r.with_error_code(error);
+                            let current = topic
+                                .as_ref()
+                                .and_then(|t| t.partitions.get(o.index as usize));
+                            if let (true, Some(p)) = (
+                                version >= 10 && error == code(ResponseError::NotLeaderOrFollower),
+                                current,
+                            ) {
+                                r = r.with_current_leader(
+                                    LeaderIdAndEpoch::default()
+                                        .with_leader_id(BrokerId(p.leader))
+                                        .with_leader_epoch(p.leader_epoch),
+                                );
+                                leaders.insert(p.leader);
                             }
-                            r
-                        })
-                        .collect(),
-                )
+                            if version >= 8 {
+                                if is_record_error(error) {
+                                    r = r.with_record_errors(vec![
+                                        BatchIndexAndErrorMessage::default()
+                                            .with_batch_index(0)
+                                            .with_batch_index_error_message(Some(str_bytes(
+                                                message.clone(),
+                                            ))),
+                                    ]);
+                                }
+                                r = r.with_error_message(Some(str_bytes(message)));
+                            }
+                        }
+                        r
+                    })
+                    .collect(),
+            )
         })
         .collect();
     let node_endpoints = super::leader_endpoints!(image, leaders, NodeEndpoint);
