@@ -68,6 +68,8 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::OffsetDelete, 0, 0),
     // Kafka's brokers forward it to the controller; any Strata node asks the Raft leader.
     served(ApiKey::DescribeQuorum, 0, 2),
+    // Kafka's brokers forward it to the active controller; any Strata node commits it.
+    served(ApiKey::UpdateFeatures, 0, 2),
     served(ApiKey::DescribeCluster, 0, 2),
     served(ApiKey::DescribeProducers, 0, 0),
     served(ApiKey::DescribeTransactions, 0, 0),
