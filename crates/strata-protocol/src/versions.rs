@@ -6,10 +6,11 @@
 //! crate's newest version where that version is newer than what Kafka 4.1 marks stable
 //! (Produce v13 and Fetch v18 name topics by id only and carry fields no released client sends;
 //! InitProducerId v6 is the unreleased two-phase-commit extension; OffsetCommit v10 and
-//! OffsetFetch v10 name topics by id, which Kafka 4.1 does not serve yet). Transactional APIs
-//! stop below the versions that signal transaction protocol v2 (KIP-890 part 2:
-//! AddPartitionsToTxn v5, AddOffsetsToTxn v4, EndTxn v5, TxnOffsetCommit v5), which Strata
-//! does not implement; AddPartitionsToTxn v4 is the batched (broker-to-broker) form.
+//! OffsetFetch v10 name topics by id, which Kafka 4.1 does not serve yet). The transactional
+//! APIs reach the versions of transaction protocol v2 (KIP-890 part 2: AddOffsetsToTxn v4,
+//! EndTxn v5, TxnOffsetCommit v5), which clients use once `transaction.version` 2 is
+//! finalized; AddPartitionsToTxn v4+ is the batched (broker-to-broker) form, v5 adding
+//! TRANSACTION_ABORTABLE.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -49,12 +50,12 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::DeleteRecords, 0, 2),
     served(ApiKey::InitProducerId, 0, 5),
     served(ApiKey::OffsetForLeaderEpoch, 2, 4),
-    served(ApiKey::AddPartitionsToTxn, 0, 4),
-    served(ApiKey::AddOffsetsToTxn, 0, 3),
-    served(ApiKey::EndTxn, 0, 4),
+    served(ApiKey::AddPartitionsToTxn, 0, 5),
+    served(ApiKey::AddOffsetsToTxn, 0, 4),
+    served(ApiKey::EndTxn, 0, 5),
     // Broker to broker: a transaction coordinator writes markers to partitions led elsewhere.
     served(ApiKey::WriteTxnMarkers, 1, 1),
-    served(ApiKey::TxnOffsetCommit, 0, 4),
+    served(ApiKey::TxnOffsetCommit, 0, 5),
     served(ApiKey::DescribeConfigs, 1, 4),
     served(ApiKey::AlterConfigs, 0, 2),
     served(ApiKey::DescribeLogDirs, 1, 4),

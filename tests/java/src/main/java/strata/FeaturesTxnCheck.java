@@ -179,6 +179,7 @@ public final class FeaturesTxnCheck {
     private void txn(String topic) throws Exception {
         String txnId = "java-txn-" + UUID.randomUUID().toString().substring(0, 8);
         String group = "java-txn-group-" + UUID.randomUUID().toString().substring(0, 8);
+        System.out.println("transactional id: " + txnId);
         try (Admin admin = Admin.create(common())) {
             boolean tv2 = finalizedLevel(describe(admin), "transaction.version") >= 2;
             ok("transaction.version " + (tv2 ? ">= 2: the client uses transactions v2" : "< 2: transactions v1"));
@@ -274,5 +275,8 @@ public final class FeaturesTxnCheck {
         check(new java.util.HashSet<>(seen).equals(new java.util.HashSet<>(committed)) && seen.size() == committed.size(),
                 "read_committed sees exactly the committed records: saw " + seen + ", committed " + committed);
         ok("read_committed consumer saw exactly the " + committed.size() + " committed records");
+        for (String v : committed) {
+            System.out.println("committed: " + v);
+        }
     }
 }
