@@ -151,6 +151,25 @@ def run_java_check(classpath: str, *args: str) -> str:
     return r.stdout
 
 
+def test_kafka_python_admin_describes_and_updates_features(broker):
+    from kafka import KafkaAdminClient
+    from kafka.errors import InvalidUpdateVersionError
+
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap, client_id="strata-features")
+    try:
+        described = admin.describe_features()
+        assert described["transaction.version"]["supported"] == (0, 2), described
+        assert described["transaction.version"]["finalized"] == (2, 2), described
+        assert described["metadata.version"]["finalized"] == (27, 27), described
+        assert described["group.version"]["finalized_epoch"] > 0, described
+        with pytest.raises(InvalidUpdateVersionError):
+            admin.update_features({"transaction.version": 3})
+        assert admin.update_features({"transaction.version": ("safe_downgrade", 1)}) == {"transaction.version": "OK"}
+        assert admin.describe_features()["transaction.version"]["finalized"] == (1, 1)
+    finally:
+        admin.close()
+
+
 @pytest.mark.timeout(240)
 def test_java_admin_describes_and_updates_features(java_check_classpath, broker):
     run_java_check(java_check_classpath, broker.bootstrap, "features")

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import uuid
 
@@ -156,17 +155,32 @@ def test_without_verification_the_unadded_write_is_taken(broker_factory):
 
 @pytest.mark.cluster
 @pytest.mark.timeout(240)
-def test_java_v2_transactions_across_brokers(java_check_classpath, cluster):
-    """The leaders of the topic's partitions are on other brokers than the transaction
-    coordinator for some of them: they add partitions with AddPartitionsToTxn v5."""
-    cluster.wait_all_unfenced()
-    bs = cluster.bootstrap
+def test_java_v2_transactions_across_brokers_and_a_coordinator_failover(java_check_classpath, cluster_factory):
+    """The partitions are led by several brokers, which add them to the transaction with
+    AddPartitionsToTxn v5 on the coordinator's broker; the transaction state (with the epochs
+    protocol v2 bumped) survives the coordinator's death."""
+    from test_cluster import TRANSACTION_KEY, replicated_internal_topic_cluster, wait_coordinator
+
     topic = f"tv2c-{uuid.uuid4().hex[:8]}"
-    create_topic(make_admin(bs), topic, partitions=PARTITIONS)
-    leaders = cluster.wait_leaders(topic, lambda ls: len(ls) == PARTITIONS and all(l >= 0 for l in ls.values()))
-    assert len(set(leaders.values())) > 1, leaders
-    out = run_java_check(java_check_classpath, bs, "txn", topic)
+    c = replicated_internal_topic_cluster(cluster_factory, "transaction.state.log", topic)
+    out = run_java_check(java_check_classpath, c.bootstrap, "txn", topic)
     assert "the client uses transactions v2" in out, out
     java_committed = sorted(line.split(": ", 1)[1].encode() for line in out.splitlines()
                             if line.startswith("committed: "))
-    assert sorted(read_values(bs, topic, range(PARTITIONS), "read_committed")) == java_committed
+    assert sorted(read_values(c.bootstrap, topic, range(PARTITIONS), "read_committed")) == java_committed
+    (txn_id,) = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("transactional id: ")]
+
+    old = c.node(wait_coordinator(c.nodes, txn_id, TRANSACTION_KEY))
+    before = describe_txn(old.port, txn_id)
+    assert (before.transaction_state, before.producer_epoch) == ("CompleteCommit", 8), before
+    old.kill()
+    survivors = [n for n in c.nodes if n is not old]
+    new = c.node(wait_coordinator(survivors, txn_id, TRANSACTION_KEY, not_on=old.node_id))
+    after = wait_until(lambda: describe_txn(new.port, txn_id), timeout=30, ignore=(AssertionError, OSError))
+    assert (after.producer_id, after.producer_epoch, after.transaction_state) == (
+        before.producer_id, 8, "CompleteCommit"), after
+    # The next incarnation goes on from the epoch the records kept.
+    with VersionedClient("127.0.0.1", new.port) as client:
+        init = client.call(22, 5, {"transactional_id": txn_id, "transaction_timeout_ms": 60000,
+                                   "producer_id": -1, "producer_epoch": -1})
+    assert (init.error_code, init.producer_id, init.producer_epoch) == (0, before.producer_id, 9), init
