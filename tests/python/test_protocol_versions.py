@@ -560,6 +560,16 @@ def txn_offset_commit(s: Sweep, v: int) -> None:
     end_txn(s, t, commit=True)
 
 
+def update_features(s: Sweep, v: int) -> None:
+    # Finalizes transaction.version at the level a new cluster has: a change that changes
+    # nothing, so that the sweep leaves the cluster as it found it (v0 has no validate_only).
+    resp = s.call(57, v, {"timeout_ms": 10000, "validate_only": v >= 1,
+                          "feature_updates": [{"feature": "transaction.version", "max_version_level": 2,
+                                               "upgrade_type": 1, "allow_downgrade": False}]})
+    if v <= 1:
+        assert [r.feature for r in resp.results] == ["transaction.version"], resp
+
+
 TOPIC_RESOURCE = 2
 BROKER_RESOURCE = 4
 
@@ -778,6 +788,7 @@ BUILDERS: dict[int, Callable[[Sweep, int], None]] = {
     46: list_partition_reassignments,
     47: offset_delete,
     55: describe_quorum,
+    57: update_features,
     60: describe_cluster,
     61: describe_producers,
     65: describe_transactions,

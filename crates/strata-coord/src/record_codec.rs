@@ -104,6 +104,60 @@ impl Reader<'_> {
         }
         Ok(a)
     }
+    /// An unsigned varint of at most 5 bytes (every length and count of the flexible
+    /// formats fits an i32).
+    pub(crate) fn uvarint(&mut self) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        for i in 0..5 {
+            let b = self.take(1)?[0];
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError {
+            what: self.what,
+            reason: "varint longer than 5 bytes".into(),
+        })
+    }
+    /// A compact array's element count (a null array counts 0), bounded like [`Self::count`].
+    pub(crate) fn compact_count(&mut self) -> Result<usize, DecodeError> {
+        let n = self.uvarint()?.saturating_sub(1) as usize;
+        if n > self.buf.len() {
+            return Err(self.short());
+        }
+        Ok(n)
+    }
+    pub(crate) fn compact_string(&mut self) -> Result<String, DecodeError> {
+        let len = self.uvarint()?.saturating_sub(1) as usize;
+        let raw = self.take(len)?;
+        String::from_utf8(raw.to_vec()).map_err(|e| DecodeError {
+            what: self.what,
+            reason: e.to_string(),
+        })
+    }
+    /// Reads a tagged-field section, handing each field's tag and bytes to `field`.
+    pub(crate) fn skip_tagged_fields(
+        &mut self,
+        mut field: impl FnMut(u64, &[u8]) -> Result<(), String>,
+    ) -> Result<(), DecodeError> {
+        for _ in 0..self.compact_count_raw()? {
+            let tag = self.uvarint()?;
+            let len = self.uvarint()? as usize;
+            let what = self.what;
+            let data = self.take(len)?;
+            field(tag, data).map_err(|reason| DecodeError { what, reason })?;
+        }
+        Ok(())
+    }
+    /// A count written as a plain uvarint (tagged-field sections), bounded by the bytes left.
+    fn compact_count_raw(&mut self) -> Result<usize, DecodeError> {
+        let n = self.uvarint()? as usize;
+        if n > self.buf.len() {
+            return Err(self.short());
+        }
+        Ok(n)
+    }
     pub(crate) fn bytes(&mut self) -> Result<Bytes, DecodeError> {
         let len = self.i32()?;
         if len < 0 {

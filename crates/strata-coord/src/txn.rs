@@ -1,5 +1,5 @@
-//! The transaction coordinator (Kafka's `TransactionCoordinator` / `TransactionStateManager`,
-//! transaction protocol version 1) as a sans-IO state machine.
+//! The transaction coordinator (Kafka's `TransactionCoordinator` / `TransactionStateManager`)
+//! as a sans-IO state machine, for transaction protocol versions 1 and 2.
 //!
 //! A transactional id maps to a producer id and epoch. `InitProducerId` bumps the epoch,
 //! which fences any older incarnation of the producer, and aborts a transaction the old
@@ -10,16 +10,22 @@
 //! [`TransactionCoordinator::complete_markers`]. Transactions older than their timeout are
 //! aborted by [`TransactionCoordinator::tick`].
 //!
-//! Every state change produces a [`TxnRecord`] for `__transaction_state`, in Kafka's format;
-//! the caller persists it before answering. Replaying the records rebuilds the state, and a
-//! transaction found in a Prepare state is completed again (markers are idempotent).
+//! Transactions v2 (KIP-890 part 2) are chosen per request by the client's version of the
+//! protocol ([`TV2`]: EndTxn v5, AddOffsetsToTxn v4, the implicit adds of Produce v12 and
+//! TxnOffsetCommit v5). With it the coordinator bumps the producer epoch on every transaction
+//! end, so the markers carry the new epoch and fence any late write of the ended transaction;
+//! the client learns the new epoch (or, once the epoch is exhausted, a new producer id) from
+//! the EndTxn answer, and a retried EndTxn is recognised by the epoch it replaced. A client of
+//! protocol v2 may also abort a transaction the coordinator never saw start.
 //!
-//! Status: the state machine and its record format are complete and tested here; the broker
-//! does not serve the transactional APIs yet (see the server's `handlers`).
+//! Every state change produces a [`TxnRecord`] for `__transaction_state`, in Kafka's format
+//! (`TransactionLogValue` v0, or v1 with the producer ids and client version of v2); the
+//! caller persists it before answering. Replaying the records rebuilds the state, and a
+//! transaction found in a Prepare state is completed again (markers are idempotent).
 
 use std::collections::{BTreeSet, HashMap};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::record_codec::{put_string, DecodeError, Reader};
 use kafka_protocol::error::ResponseError;
@@ -85,6 +91,10 @@ impl Default for TxnConfig {
     }
 }
 
+/// The client's transaction protocol version from which the coordinator bumps the epoch on
+/// every transaction end (Kafka's `TransactionVersion.TV_2`).
+pub const TV2: i16 = 2;
+
 /// One transactional id's state (Kafka's `TransactionMetadata`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransactionMetadata {
@@ -96,6 +106,31 @@ pub struct TransactionMetadata {
     pub partitions: BTreeSet<(String, i32)>,
     pub start_ms: i64,
     pub last_update_ms: i64,
+    /// The transaction protocol version of the client's last request that changed the state
+    /// (0 for protocol v1 clients, [`TV2`] for v2).
+    pub client_transaction_version: i16,
+    /// The producer id before the last move to a new one (-1 if none): a retried EndTxn of
+    /// the transaction that exhausted the old id's epochs names it.
+    pub previous_producer_id: i64,
+    /// The producer id the client moves to once the ending transaction is complete (-1 if
+    /// none): allocated when a v2 transaction end exhausts the epochs of the current one.
+    pub next_producer_id: i64,
+    /// The epoch a client's v2 EndTxn replaced (-1 when the last bump was not the client's):
+    /// an EndTxn retried with it is answered as the one that bumped. Not persisted, as in
+    /// Kafka: after a coordinator failover a retry is fenced.
+    pub last_producer_epoch: i16,
+}
+
+impl TransactionMetadata {
+    /// The producer id and epoch the client continues with: after a v2 end that exhausted
+    /// the epochs, the next producer id at epoch 0.
+    pub fn client_producer(&self) -> (i64, i16) {
+        if self.next_producer_id >= 0 {
+            (self.next_producer_id, 0)
+        } else {
+            (self.producer_id, self.producer_epoch)
+        }
+    }
 }
 
 /// Markers the caller must write, then confirm with `complete_markers`.
@@ -165,6 +200,10 @@ impl TransactionCoordinator {
             .txns
             .get_mut(transactional_id)
             .expect("known transaction");
+        assert!(
+            txn.producer_epoch >= 0,
+            "markers of {transactional_id} need a valid epoch"
+        );
         txn.state = if commit {
             TxnState::PrepareCommit
         } else {
@@ -209,13 +248,20 @@ impl TransactionCoordinator {
                     partitions: BTreeSet::new(),
                     start_ms: -1,
                     last_update_ms: now_ms,
+                    client_transaction_version: 0,
+                    previous_producer_id: -1,
+                    next_producer_id: -1,
+                    last_producer_epoch: -1,
                 },
             );
             self.persist(transactional_id, now_ms);
             return Ok((producer_id, 0));
         };
         if let Some((pid, epoch)) = expected {
-            if pid >= 0 && (pid != txn.producer_id || epoch != txn.producer_epoch) {
+            // A v2 client whose EndTxn answer was lost still holds the epoch it replaced.
+            let current = (txn.producer_id, txn.producer_epoch);
+            let replaced = (txn.producer_id, txn.last_producer_epoch);
+            if pid >= 0 && (pid, epoch) != current && (epoch < 0 || (pid, epoch) != replaced) {
                 return Err(ResponseError::ProducerFenced);
             }
         }
@@ -228,16 +274,20 @@ impl TransactionCoordinator {
                 // Fence the old incarnation and abort what it left open; the client retries and
                 // gets a second epoch bump once the abort is complete.
                 txn.producer_epoch += 1;
+                txn.last_producer_epoch = -1;
                 self.prepare_end(transactional_id, false, now_ms);
                 Err(ResponseError::ConcurrentTransactions)
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
                 if txn.producer_epoch >= MAX_EPOCH {
+                    txn.previous_producer_id = txn.producer_id;
                     txn.producer_id = allocate()?;
                     txn.producer_epoch = 0;
                 } else {
                     txn.producer_epoch += 1;
                 }
+                txn.last_producer_epoch = -1;
+                txn.next_producer_id = -1;
                 txn.timeout_ms = timeout_ms;
                 txn.state = TxnState::Empty;
                 txn.partitions.clear();
@@ -269,13 +319,16 @@ impl TransactionCoordinator {
         Ok(txn)
     }
 
-    /// AddPartitionsToTxn (also used for AddOffsetsToTxn with the group's offsets partition).
+    /// AddPartitionsToTxn (also used for AddOffsetsToTxn with the group's offsets partition,
+    /// and by partition leaders for the first write of a v2 client's transaction).
+    /// `client_transaction_version` is the client's protocol version ([`TV2`] for v2).
     pub fn add_partitions(
         &mut self,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
         partitions: &[(String, i32)],
+        client_transaction_version: i16,
         now_ms: i64,
     ) -> Result<(), ResponseError> {
         let txn = self.validate(transactional_id, producer_id, producer_epoch)?;
@@ -295,6 +348,7 @@ impl TransactionCoordinator {
             txn.start_ms = now_ms;
             txn.partitions.clear();
         }
+        txn.client_transaction_version = client_transaction_version;
         txn.partitions.extend(partitions.iter().cloned());
         self.persist(transactional_id, now_ms);
         Ok(())
@@ -316,28 +370,70 @@ impl TransactionCoordinator {
             .collect())
     }
 
-    /// EndTxn: commit or abort the ongoing transaction.
+    /// EndTxn: commit or abort the ongoing transaction. Returns the producer id and epoch the
+    /// client continues with (EndTxn v5 answers them). `client_transaction_version` [`TV2`]
+    /// bumps the epoch (a new producer id once it is exhausted, from `allocate`), and lets
+    /// the client abort a transaction that never started here.
+    #[allow(clippy::too_many_arguments)]
     pub fn end_txn(
         &mut self,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
         commit: bool,
+        client_transaction_version: i16,
         now_ms: i64,
-    ) -> Result<(), ResponseError> {
-        let txn = self.validate(transactional_id, producer_id, producer_epoch)?;
-        match (txn.state, commit) {
-            (TxnState::Ongoing, _) => {
-                self.prepare_end(transactional_id, commit, now_ms);
-                Ok(())
-            }
-            // A retry of an EndTxn that already completed.
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
-            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                Err(ResponseError::ConcurrentTransactions)
-            }
-            _ => Err(ResponseError::InvalidTxnState),
+        allocate: impl FnOnce() -> Result<i64, ResponseError>,
+    ) -> Result<(i64, i16), ResponseError> {
+        let tv2 = client_transaction_version >= TV2;
+        let txn = self
+            .txns
+            .get(transactional_id)
+            .ok_or(ResponseError::InvalidProducerIdMapping)?;
+        // A v2 retry names the epoch this end replaced (and, after an exhausted epoch, the
+        // producer id it replaced).
+        let retry = tv2
+            && txn.last_producer_epoch >= 0
+            && producer_epoch == txn.last_producer_epoch
+            && (producer_id == txn.producer_id || producer_id == txn.previous_producer_id);
+        if !retry {
+            self.validate(transactional_id, producer_id, producer_epoch)?;
         }
+        let txn = self.txns.get(transactional_id).expect("validated");
+        let current = txn.client_producer();
+        use TxnState::*;
+        match (txn.state, commit) {
+            (Ongoing, _) if !retry => {}
+            (CompleteCommit, true) | (CompleteAbort, false) if retry || !tv2 => {
+                // A retry of an EndTxn that already completed.
+                return Ok(current);
+            }
+            // Protocol v2: an abort needs no transaction the coordinator saw start; it bumps
+            // the epoch all the same, fencing whatever the client may still have in flight.
+            (Empty | CompleteCommit | CompleteAbort, false) if tv2 && !retry => {}
+            (PrepareCommit, true) | (PrepareAbort, false) | (PrepareEpochFence, _) => {
+                return Err(ResponseError::ConcurrentTransactions)
+            }
+            _ => return Err(ResponseError::InvalidTxnState),
+        }
+        let next_producer_id = if tv2 && txn.producer_epoch >= MAX_EPOCH {
+            allocate()?
+        } else {
+            -1
+        };
+        let txn = self.txns.get_mut(transactional_id).expect("validated");
+        if txn.state != Ongoing {
+            txn.partitions.clear();
+            txn.start_ms = now_ms;
+        }
+        txn.client_transaction_version = client_transaction_version;
+        if tv2 {
+            txn.last_producer_epoch = txn.producer_epoch;
+            txn.producer_epoch += 1;
+            txn.next_producer_id = next_producer_id;
+        }
+        self.prepare_end(transactional_id, commit, now_ms);
+        Ok(self.txns[transactional_id].client_producer())
     }
 
     /// The markers of `work` are written: the transaction is complete.
@@ -363,6 +459,13 @@ impl TransactionCoordinator {
         };
         txn.partitions.clear();
         txn.start_ms = -1;
+        if txn.next_producer_id >= 0 {
+            // The ended transaction exhausted its producer id's epochs: move to the next one.
+            txn.previous_producer_id = txn.producer_id;
+            txn.producer_id = txn.next_producer_id;
+            txn.producer_epoch = 0;
+            txn.next_producer_id = -1;
+        }
         self.persist(&work.transactional_id, now_ms);
     }
 
@@ -378,6 +481,7 @@ impl TransactionCoordinator {
             tracing::info!(transactional_id = %id, "transaction timed out; aborting");
             let txn = self.txns.get_mut(&id).expect("listed");
             txn.producer_epoch += 1;
+            txn.last_producer_epoch = -1;
             self.prepare_end(&id, false, now_ms);
         }
     }
@@ -417,15 +521,23 @@ impl TransactionCoordinator {
     }
 }
 
+/// The `TransactionLogValue` version that carries protocol v2's fields (flexible: tagged
+/// previous and next producer ids and the client's protocol version). Kafka writes it once
+/// `transaction.version` is at least 1.
+pub const TXN_LOG_VALUE_FLEXIBLE: i16 = 1;
+
 impl TxnRecord {
-    /// Encodes as Kafka's `TransactionLogKey` v0 and `TransactionLogValue` v0.
-    pub fn encode(&self) -> (Bytes, Bytes) {
+    /// Encodes as Kafka's `TransactionLogKey` v0 and `TransactionLogValue` of `version` (0,
+    /// or [`TXN_LOG_VALUE_FLEXIBLE`], whose tagged fields are written only when not at their
+    /// defaults, as Kafka's generated code does).
+    pub fn encode(&self, version: i16) -> (Bytes, Bytes) {
         let t = &self.0;
+        let flexible = version >= TXN_LOG_VALUE_FLEXIBLE;
         let mut key = BytesMut::new();
         key.put_i16(0);
         put_string(&mut key, &t.transactional_id);
         let mut value = BytesMut::new();
-        value.put_i16(0);
+        value.put_i16(if flexible { TXN_LOG_VALUE_FLEXIBLE } else { 0 });
         value.put_i64(t.producer_id);
         value.put_i16(t.producer_epoch);
         value.put_i32(t.timeout_ms);
@@ -437,20 +549,52 @@ impl TxnRecord {
                 _ => by_topic.push((topic, vec![*p])),
             }
         }
-        value.put_i32(by_topic.len() as i32);
-        for (topic, ps) in by_topic {
-            put_string(&mut value, topic);
-            value.put_i32(ps.len() as i32);
-            for p in ps {
-                value.put_i32(p);
+        if flexible {
+            put_uvarint(&mut value, by_topic.len() as u64 + 1);
+            for (topic, ps) in by_topic {
+                put_uvarint(&mut value, topic.len() as u64 + 1);
+                value.put_slice(topic.as_bytes());
+                put_uvarint(&mut value, ps.len() as u64 + 1);
+                for p in ps {
+                    value.put_i32(p);
+                }
+                put_uvarint(&mut value, 0); // the entry's tagged fields
+            }
+        } else {
+            value.put_i32(by_topic.len() as i32);
+            for (topic, ps) in by_topic {
+                put_string(&mut value, topic);
+                value.put_i32(ps.len() as i32);
+                for p in ps {
+                    value.put_i32(p);
+                }
             }
         }
         value.put_i64(t.last_update_ms);
         value.put_i64(t.start_ms);
+        if flexible {
+            let mut tagged: Vec<(u64, Vec<u8>)> = Vec::new();
+            if t.previous_producer_id != -1 {
+                tagged.push((0, t.previous_producer_id.to_be_bytes().to_vec()));
+            }
+            if t.next_producer_id != -1 {
+                tagged.push((1, t.next_producer_id.to_be_bytes().to_vec()));
+            }
+            if t.client_transaction_version != 0 {
+                tagged.push((2, t.client_transaction_version.to_be_bytes().to_vec()));
+            }
+            put_uvarint(&mut value, tagged.len() as u64);
+            for (tag, data) in tagged {
+                put_uvarint(&mut value, tag);
+                put_uvarint(&mut value, data.len() as u64);
+                value.put_slice(&data);
+            }
+        }
         (key.freeze(), value.freeze())
     }
 
-    /// Decodes a record; `None` for a tombstone or a key of another kind.
+    /// Decodes a record of either value version; `None` for a tombstone or a key of another
+    /// kind. Unknown tagged fields are skipped, as Kafka's readers do.
     pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<Self>, DecodeError> {
         let mut k = Reader {
             buf: key,
@@ -467,21 +611,31 @@ impl TxnRecord {
             buf: v,
             what: "transaction state",
         };
-        let _version = r.i16()?;
+        let flexible = r.i16()? >= TXN_LOG_VALUE_FLEXIBLE;
         let producer_id = r.i64()?;
         let producer_epoch = r.i16()?;
         let timeout_ms = r.i32()?;
         let state = TxnState::from_code(r.i8()?).ok_or_else(|| r.short())?;
         let mut partitions = BTreeSet::new();
-        for _ in 0..r.count()? {
-            let topic = r.string()?;
+        if flexible {
+            for _ in 0..r.compact_count()? {
+                let topic = r.compact_string()?;
+                for _ in 0..r.compact_count()? {
+                    partitions.insert((topic.clone(), r.i32()?));
+                }
+                r.skip_tagged_fields(|_, _| Ok(()))?;
+            }
+        } else {
             for _ in 0..r.count()? {
-                partitions.insert((topic.clone(), r.i32()?));
+                let topic = r.string()?;
+                for _ in 0..r.count()? {
+                    partitions.insert((topic.clone(), r.i32()?));
+                }
             }
         }
         let last_update_ms = r.i64()?;
         let start_ms = r.i64()?;
-        Ok(Some(TxnRecord(TransactionMetadata {
+        let mut txn = TransactionMetadata {
             transactional_id,
             producer_id,
             producer_epoch,
@@ -490,8 +644,33 @@ impl TxnRecord {
             partitions,
             start_ms,
             last_update_ms,
-        })))
+            client_transaction_version: 0,
+            previous_producer_id: -1,
+            next_producer_id: -1,
+            last_producer_epoch: -1,
+        };
+        if flexible {
+            r.skip_tagged_fields(|tag, mut data| {
+                match tag {
+                    0 if data.len() == 8 => txn.previous_producer_id = data.get_i64(),
+                    1 if data.len() == 8 => txn.next_producer_id = data.get_i64(),
+                    2 if data.len() == 2 => txn.client_transaction_version = data.get_i16(),
+                    0..=2 => return Err(format!("tagged field {tag} of {} bytes", data.len())),
+                    _ => {}
+                }
+                Ok(())
+            })?;
+        }
+        Ok(Some(TxnRecord(txn)))
     }
+}
+
+fn put_uvarint(b: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        b.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    b.put_u8(v as u8);
 }
 
 #[cfg(test)]
@@ -509,6 +688,21 @@ mod tests {
         (t.to_string(), p)
     }
 
+    /// EndTxn from a client of transaction protocol v1 (no epoch bump, no new producer id).
+    fn end_v1(
+        c: &mut TransactionCoordinator,
+        id: &str,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+        now_ms: i64,
+    ) -> Result<(), ResponseError> {
+        c.end_txn(id, pid, epoch, commit, 0, now_ms, || {
+            panic!("protocol v1 never moves to a new producer id")
+        })
+        .map(|answer| assert_eq!(answer, (pid, epoch)))
+    }
+
     #[test]
     fn commit_cycle_writes_markers_and_completes() {
         let mut ids = 0;
@@ -517,29 +711,29 @@ mod tests {
             .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
             .unwrap();
         assert_eq!((pid, epoch), (1, 0));
-        c.add_partitions("tx", pid, epoch, &[tp("a", 0), tp("b", 1)], 10)
+        c.add_partitions("tx", pid, epoch, &[tp("a", 0), tp("b", 1)], 0, 10)
             .unwrap();
         assert_eq!(c.describe("tx").unwrap().state, TxnState::Ongoing);
         c.take_output();
-        c.end_txn("tx", pid, epoch, true, 20).unwrap();
+        end_v1(&mut c, "tx", pid, epoch, true, 20).unwrap();
         let (records, markers) = c.take_output();
         assert_eq!(records.last().unwrap().0.state, TxnState::PrepareCommit);
         assert_eq!(markers.len(), 1);
         assert!(markers[0].commit);
         assert_eq!(markers[0].partitions, vec![tp("a", 0), tp("b", 1)]);
         assert_eq!(
-            c.end_txn("tx", pid, epoch, true, 21),
+            end_v1(&mut c, "tx", pid, epoch, true, 21),
             Err(ResponseError::ConcurrentTransactions)
         );
         c.complete_markers(&markers[0], 30);
         assert_eq!(c.describe("tx").unwrap().state, TxnState::CompleteCommit);
         assert_eq!(
-            c.end_txn("tx", pid, epoch, true, 31),
+            end_v1(&mut c, "tx", pid, epoch, true, 31),
             Ok(()),
             "retried EndTxn succeeds"
         );
         assert_eq!(
-            c.end_txn("tx", pid, epoch, false, 31),
+            end_v1(&mut c, "tx", pid, epoch, false, 31),
             Err(ResponseError::InvalidTxnState)
         );
     }
@@ -556,7 +750,8 @@ mod tests {
             c.verify_partitions("tx", pid, epoch, &both),
             Ok(vec![false, false])
         );
-        c.add_partitions("tx", pid, epoch, &both[..1], 1).unwrap();
+        c.add_partitions("tx", pid, epoch, &both[..1], 0, 1)
+            .unwrap();
         assert_eq!(
             c.verify_partitions("tx", pid, epoch, &both),
             Ok(vec![true, false])
@@ -579,7 +774,8 @@ mod tests {
         let (pid, e0) = c
             .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
             .unwrap();
-        c.add_partitions("tx", pid, e0, &[tp("a", 0)], 1).unwrap();
+        c.add_partitions("tx", pid, e0, &[tp("a", 0)], 0, 1)
+            .unwrap();
         c.take_output();
         // A restarted producer: the open transaction is aborted first.
         assert_eq!(
@@ -594,7 +790,7 @@ mod tests {
             "markers carry the fencing epoch"
         );
         assert_eq!(
-            c.add_partitions("tx", pid, e0, &[tp("a", 0)], 3),
+            c.add_partitions("tx", pid, e0, &[tp("a", 0)], 0, 3),
             Err(ResponseError::ProducerFenced)
         );
         c.complete_markers(&markers[0], 4);
@@ -603,16 +799,16 @@ mod tests {
             .unwrap();
         assert_eq!((pid2, e2), (pid, e0 + 2));
         assert_eq!(
-            c.end_txn("tx", pid, e0, true, 6),
+            end_v1(&mut c, "tx", pid, e0, true, 6),
             Err(ResponseError::ProducerFenced)
         );
         assert_eq!(
-            c.end_txn("tx", pid, e2, true, 6),
+            end_v1(&mut c, "tx", pid, e2, true, 6),
             Err(ResponseError::InvalidTxnState),
             "nothing ongoing"
         );
         assert_eq!(
-            c.add_partitions("nope", pid, e2, &[tp("a", 0)], 7),
+            c.add_partitions("nope", pid, e2, &[tp("a", 0)], 0, 7),
             Err(ResponseError::InvalidProducerIdMapping)
         );
     }
@@ -632,7 +828,7 @@ mod tests {
         let (pid, epoch) = c
             .init_producer_id("tx", 1000, None, 0, alloc(&mut ids))
             .unwrap();
-        c.add_partitions("tx", pid, epoch, &[tp("a", 0)], 100)
+        c.add_partitions("tx", pid, epoch, &[tp("a", 0)], 0, 100)
             .unwrap();
         c.take_output();
         c.tick(1100);
@@ -642,7 +838,7 @@ mod tests {
         assert_eq!(markers.len(), 1);
         assert_eq!(c.describe("tx").unwrap().state, TxnState::PrepareAbort);
         assert_eq!(
-            c.end_txn("tx", pid, epoch, true, 1102),
+            end_v1(&mut c, "tx", pid, epoch, true, 1102),
             Err(ResponseError::ProducerFenced)
         );
     }
@@ -654,13 +850,20 @@ mod tests {
         let (pid, epoch) = c
             .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
             .unwrap();
-        c.add_partitions("tx", pid, epoch, &[tp("a", 0), tp("a", 2), tp("b", 1)], 1)
-            .unwrap();
-        c.end_txn("tx", pid, epoch, false, 2).unwrap();
+        c.add_partitions(
+            "tx",
+            pid,
+            epoch,
+            &[tp("a", 0), tp("a", 2), tp("b", 1)],
+            0,
+            1,
+        )
+        .unwrap();
+        end_v1(&mut c, "tx", pid, epoch, false, 2).unwrap();
         let (records, _) = c.take_output();
         let mut reloaded = TransactionCoordinator::default();
         for r in records {
-            let (k, v) = r.encode();
+            let (k, v) = r.encode(0);
             reloaded.load(TxnRecord::decode(&k, Some(&v)).unwrap().unwrap());
         }
         let t = reloaded.describe("tx").unwrap();
@@ -679,8 +882,9 @@ mod tests {
             let (pid, epoch) = c
                 .init_producer_id(id, 60_000, None, 0, alloc(&mut ids))
                 .unwrap();
-            c.add_partitions(id, pid, epoch, &[tp("a", 0)], 1).unwrap();
-            c.end_txn(id, pid, epoch, true, 2).unwrap();
+            c.add_partitions(id, pid, epoch, &[tp("a", 0)], 0, 1)
+                .unwrap();
+            end_v1(&mut c, id, pid, epoch, true, 2).unwrap();
         }
         assert_eq!(c.unload(|id| id == "moved"), 1);
         assert!(c.describe("moved").is_none());
@@ -690,5 +894,175 @@ mod tests {
         assert_eq!(markers.len(), 1);
         assert_eq!(markers[0].transactional_id, "kept");
         assert_eq!(c.unload(|_| false), 0);
+    }
+
+    fn end_v2(
+        c: &mut TransactionCoordinator,
+        pid: i64,
+        epoch: i16,
+        commit: bool,
+        ids: &mut i64,
+    ) -> Result<(i64, i16), ResponseError> {
+        c.end_txn("tx", pid, epoch, commit, TV2, 0, alloc(ids))
+    }
+
+    /// Writes the markers of everything pending and completes it, as the broker does.
+    fn complete_all(c: &mut TransactionCoordinator) -> Vec<MarkerWork> {
+        let (_, markers) = c.take_output();
+        for m in &markers {
+            c.complete_markers(m, 0);
+        }
+        markers
+    }
+
+    #[test]
+    fn v2_bumps_the_epoch_on_every_end_and_answers_retries() {
+        let mut ids = 0;
+        let mut c = TransactionCoordinator::default();
+        let (pid, e0) = c
+            .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
+            .unwrap();
+        c.add_partitions("tx", pid, e0, &[tp("a", 0)], TV2, 1)
+            .unwrap();
+        assert_eq!(end_v2(&mut c, pid, e0, true, &mut ids), Ok((pid, e0 + 1)));
+        let markers = complete_all(&mut c);
+        assert_eq!(
+            markers[0].producer_epoch,
+            e0 + 1,
+            "markers carry the new epoch"
+        );
+        let t = c.describe("tx").unwrap();
+        assert_eq!(
+            (t.state, t.client_transaction_version),
+            (TxnState::CompleteCommit, TV2)
+        );
+        // The answer was lost: the retry names the old epoch and gets the same answer.
+        assert_eq!(end_v2(&mut c, pid, e0, true, &mut ids), Ok((pid, e0 + 1)));
+        assert_eq!(
+            end_v2(&mut c, pid, e0, false, &mut ids),
+            Err(ResponseError::InvalidTxnState)
+        );
+        // A late write of the ended transaction is fenced; the next one uses the new epoch.
+        assert_eq!(
+            c.add_partitions("tx", pid, e0, &[tp("a", 0)], TV2, 2),
+            Err(ResponseError::ProducerFenced)
+        );
+        c.add_partitions("tx", pid, e0 + 1, &[tp("b", 0)], TV2, 3)
+            .unwrap();
+        assert_eq!(
+            end_v2(&mut c, pid, e0 + 1, false, &mut ids),
+            Ok((pid, e0 + 2))
+        );
+        complete_all(&mut c);
+        // v2 may abort what the coordinator never saw start (it bumps all the same), but
+        // not commit it.
+        assert_eq!(
+            end_v2(&mut c, pid, e0 + 2, true, &mut ids),
+            Err(ResponseError::InvalidTxnState)
+        );
+        assert_eq!(
+            end_v2(&mut c, pid, e0 + 2, false, &mut ids),
+            Ok((pid, e0 + 3))
+        );
+        let markers = complete_all(&mut c);
+        assert!(markers[0].partitions.is_empty() && !markers[0].commit);
+        // InitProducerId from a client whose EndTxn answer was lost (KIP-360) is no zombie.
+        assert_eq!(
+            c.init_producer_id("tx", 60_000, Some((pid, e0 + 2)), 4, alloc(&mut ids)),
+            Ok((pid, e0 + 4))
+        );
+        assert_eq!(
+            c.init_producer_id("tx", 60_000, Some((pid, e0 + 2)), 5, alloc(&mut ids)),
+            Err(ResponseError::ProducerFenced),
+            "only the epoch the last client end replaced"
+        );
+    }
+
+    #[test]
+    fn v2_moves_to_a_new_producer_id_when_the_epochs_run_out() {
+        let mut ids = 100;
+        let mut c = TransactionCoordinator::default();
+        let (pid, _) = c
+            .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
+            .unwrap();
+        let mut exhausted = c.describe("tx").unwrap().clone();
+        exhausted.producer_epoch = MAX_EPOCH;
+        c.load(TxnRecord(exhausted));
+        c.add_partitions("tx", pid, MAX_EPOCH, &[tp("a", 0)], TV2, 1)
+            .unwrap();
+        let (next_pid, epoch) = end_v2(&mut c, pid, MAX_EPOCH, true, &mut ids).unwrap();
+        assert_eq!((next_pid != pid, epoch), (true, 0));
+        let markers = complete_all(&mut c);
+        assert_eq!(
+            (markers[0].producer_id, markers[0].producer_epoch),
+            (pid, i16::MAX),
+            "the old id's last epoch ends the transaction"
+        );
+        let t = c.describe("tx").unwrap();
+        assert_eq!(
+            (
+                t.producer_id,
+                t.producer_epoch,
+                t.previous_producer_id,
+                t.next_producer_id
+            ),
+            (next_pid, 0, pid, -1)
+        );
+        assert_eq!(
+            end_v2(&mut c, pid, MAX_EPOCH, true, &mut ids),
+            Ok((next_pid, 0)),
+            "a retry names the old id"
+        );
+        c.add_partitions("tx", next_pid, 0, &[tp("a", 0)], TV2, 2)
+            .unwrap();
+    }
+
+    #[test]
+    fn records_of_both_value_versions_round_trip() {
+        let mut ids = 0;
+        let mut c = TransactionCoordinator::default();
+        let (pid, e) = c
+            .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
+            .unwrap();
+        c.add_partitions("tx", pid, e, &[tp("a", 0), tp("a", 3), tp("bb", 1)], TV2, 1)
+            .unwrap();
+        let mut txn = c.describe("tx").unwrap().clone();
+        txn.previous_producer_id = 7;
+        txn.next_producer_id = 9;
+        let record = TxnRecord(txn.clone());
+        let (k, v1) = record.encode(TXN_LOG_VALUE_FLEXIBLE);
+        assert_eq!(&v1[..2], &[0, 1], "value version 1");
+        assert_eq!(
+            TxnRecord::decode(&k, Some(&v1)).unwrap(),
+            Some(record.clone())
+        );
+        // Version 0 has no place for protocol v2's fields.
+        let (_, v0) = record.encode(0);
+        let back = TxnRecord::decode(&k, Some(&v0)).unwrap().unwrap().0;
+        assert_eq!(back.partitions, txn.partitions);
+        assert_eq!(
+            (
+                back.previous_producer_id,
+                back.next_producer_id,
+                back.client_transaction_version
+            ),
+            (-1, -1, 0)
+        );
+        // Defaults are not written as tagged fields, and unknown tags are skipped.
+        let mut plain = txn.clone();
+        (
+            plain.previous_producer_id,
+            plain.next_producer_id,
+            plain.client_transaction_version,
+        ) = (-1, -1, 0);
+        let (_, v) = TxnRecord(plain.clone()).encode(TXN_LOG_VALUE_FLEXIBLE);
+        assert_eq!(*v.last().unwrap(), 0, "an empty tagged-field section");
+        let mut unknown = v[..v.len() - 1].to_vec();
+        unknown.extend_from_slice(&[1, 9, 2, 0xAB, 0xCD]);
+        assert_eq!(
+            TxnRecord::decode(&k, Some(&unknown)).unwrap(),
+            Some(TxnRecord(plain))
+        );
+        assert!(TxnRecord::decode(&k, Some(&v1[..v1.len() - 3])).is_err());
     }
 }

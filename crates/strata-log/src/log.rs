@@ -218,6 +218,10 @@ pub struct Log {
     /// and further truncations are refused until the log is reopened, which completes it
     /// (see [`crate::replication`]).
     pub(crate) failed_truncation: Option<i64>,
+    /// Transaction markers this log has appended since it was opened (in memory only): a
+    /// partition leader notes it before asking the transaction coordinator about a write
+    /// and appends only if no marker came in meanwhile (Kafka's `VerificationGuard`).
+    txn_markers_appended: u64,
     /// Aborted transactions (Kafka's `.txnindex`, one file per log here). Kept from the log
     /// start offset, so it also answers for the part of the log that is only in the tier.
     pub(crate) aborted: TxnIndex,
@@ -333,6 +337,7 @@ impl Log {
             high_watermark_checkpoint: state.and_then(|s| s.high_watermark),
             generation: next_generation(),
             failed_truncation: None,
+            txn_markers_appended: 0,
         };
 
         match state
@@ -896,6 +901,7 @@ impl Log {
         };
         self.write_batches(&[&buf], &[placement], &[(leader_epoch, offset)], now_ms)?;
         self.producers.commit(staging);
+        self.txn_markers_appended += 1;
         if let Some(txn) = completed.and_then(|done| aborted_txn_entry(&self.producers, done)) {
             self.aborted.append(txn)?;
         }
@@ -924,6 +930,22 @@ impl Log {
     /// Open transactions `(producer_id, producer_epoch, first_offset)`, by first offset.
     pub fn open_transactions(&self) -> Vec<(i64, i16, i64)> {
         self.producers.open_transactions()
+    }
+
+    /// Whether `producer_id` has a transaction open here at `producer_epoch` (Kafka's
+    /// `UnifiedLog.hasOngoingTransaction`): a write to it needs no check with the
+    /// transaction coordinator, since the first write of the transaction had one.
+    pub fn has_ongoing_transaction(&self, producer_id: i64, producer_epoch: i16) -> bool {
+        self.producers
+            .entry(producer_id)
+            .is_some_and(|e| e.epoch == producer_epoch && e.current_txn_first_offset.is_some())
+    }
+
+    /// How many transaction markers were appended since the log was opened: a write checked
+    /// with the transaction coordinator while this stayed the same was not overtaken by the
+    /// end of its transaction.
+    pub fn txn_markers_appended(&self) -> u64 {
+        self.txn_markers_appended
     }
 
     fn maybe_roll(

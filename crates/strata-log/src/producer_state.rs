@@ -481,7 +481,6 @@ impl ProducerStateManager {
         v
     }
 
-    #[cfg(test)]
     pub(crate) fn entry(&self, pid: i64) -> Option<&ProducerStateEntry> {
         self.producers.get(&pid)
     }

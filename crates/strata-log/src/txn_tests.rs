@@ -519,3 +519,29 @@ fn delete_records_and_retention_trim_the_aborted_index() {
         0
     );
 }
+
+#[test]
+fn ongoing_transactions_and_markers_guard_transactional_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), LogConfig::default(), false);
+    assert!(!log.has_ongoing_transaction(1, 0));
+    assert_eq!(log.txn_markers_appended(), 0);
+    log.append_as_leader(&txn_batch(1, 0, 0, 2), 0, NOW_MS)
+        .expect("append");
+    assert!(log.has_ongoing_transaction(1, 0));
+    assert!(!log.has_ongoing_transaction(1, 1), "another epoch");
+    assert!(!log.has_ongoing_transaction(2, 0), "another producer");
+    // Transactions v2: the marker carries the bumped epoch and ends the transaction.
+    marker(&mut log, 1, 1, true);
+    assert_eq!(log.txn_markers_appended(), 1);
+    assert!(!log.has_ongoing_transaction(1, 0) && !log.has_ongoing_transaction(1, 1));
+    // The next transaction, at the new epoch, starts again at sequence 0.
+    log.append_as_leader(&txn_batch(1, 1, 0, 1), 0, NOW_MS)
+        .expect("append at the bumped epoch");
+    assert!(log.has_ongoing_transaction(1, 1));
+    let late = log.append_as_leader(&txn_batch(1, 0, 2, 1), 0, NOW_MS);
+    assert!(
+        matches!(late, Err(LogError::InvalidProducerEpoch(_))),
+        "a late write of the ended transaction is fenced: {late:?}"
+    );
+}

@@ -716,6 +716,14 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "largest transaction timeout a producer may ask for",
     ),
     def(
+        "transaction.partition.verification.enable",
+        Boolean,
+        "true",
+        Validator::None,
+        &[],
+        "partition leaders check with the transaction coordinator that a transactional write belongs to an ongoing transaction (KIP-890)",
+    ),
+    def(
         "transaction.state.log.num.partitions",
         Int,
         "50",

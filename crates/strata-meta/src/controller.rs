@@ -29,6 +29,10 @@ pub struct BrokerRegistrationRequest {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// The feature levels the broker can serve (KIP-584); absent from software older than
+    /// feature versions.
+    #[serde(default)]
+    pub supported_features: BTreeMap<String, crate::features::VersionRange>,
 }
 
 /// Why the controller refuses an AlterPartition.
@@ -295,6 +299,7 @@ impl Controller {
             host: request.host.clone(),
             port: request.port,
             rack: request.rack.clone(),
+            supported_features: request.supported_features.clone(),
         }];
         let mut live = image.live_brokers();
         live.remove(&request.broker_id);
@@ -1210,6 +1215,7 @@ mod tests {
                 host: "localhost".into(),
                 port: 9092 + broker_id,
                 rack: Some(format!("r{}", broker_id % 2)),
+                supported_features: crate::features::supported(),
             };
             let (epoch, records) =
                 controller.register_broker(&image, &request, NO_UNCLEAN_ELECTION);
@@ -1584,6 +1590,7 @@ mod tests {
             host: old.host.clone(),
             port: old.port,
             rack: old.rack.clone(),
+            supported_features: old.supported_features.clone(),
         };
         assert_eq!(
             controller.register_broker(&image, &retry, NO_UNCLEAN_ELECTION),

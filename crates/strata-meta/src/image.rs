@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::features::VersionRange;
 use crate::records::{ConfigResource, MetadataRecord};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +72,9 @@ pub struct BrokerRegistration {
     pub rack: Option<String>,
     /// A fenced broker leads nothing and is in no ISR it could be elected from.
     pub fenced: bool,
+    /// The feature levels it can serve; empty for software older than feature versions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub supported_features: BTreeMap<String, VersionRange>,
 }
 
 /// The image is serialised (as a Raft snapshot) through this flat form, because JSON maps
@@ -86,6 +90,8 @@ struct ImageSnapshot {
     brokers: Vec<BrokerRegistration>,
     #[serde(default)]
     cluster_id: Option<String>,
+    #[serde(default)]
+    features: BTreeMap<String, i16>,
 }
 
 impl From<MetadataImage> for ImageSnapshot {
@@ -98,6 +104,7 @@ impl From<MetadataImage> for ImageSnapshot {
             deleted_topics: image.deleted_topics.iter().copied().collect(),
             brokers: image.brokers.into_values().collect(),
             cluster_id: image.cluster_id,
+            features: image.features,
         }
     }
 }
@@ -125,6 +132,7 @@ impl From<ImageSnapshot> for MetadataImage {
                 .map(|b| (b.broker_id, b))
                 .collect(),
             cluster_id: snapshot.cluster_id,
+            features: snapshot.features,
         }
     }
 }
@@ -147,6 +155,8 @@ pub struct MetadataImage {
     /// Registered brokers by id, fenced or not.
     brokers: BTreeMap<i32, BrokerRegistration>,
     cluster_id: Option<String>,
+    /// Finalized feature levels (KIP-584), none at level 0.
+    features: BTreeMap<String, i16>,
 }
 
 impl MetadataImage {
@@ -190,6 +200,16 @@ impl MetadataImage {
             .filter(|b| !b.fenced)
             .map(|b| b.broker_id)
             .collect()
+    }
+
+    /// Finalized feature levels by name; a feature at level 0 is absent.
+    pub fn finalized_features(&self) -> &BTreeMap<String, i16> {
+        &self.features
+    }
+
+    /// A feature's finalized level, 0 when it is not finalized.
+    pub fn feature_level(&self, name: &str) -> i16 {
+        self.features.get(name).copied().unwrap_or(0)
     }
 
     pub fn deleted_topic_count(&self) -> usize {
@@ -319,6 +339,7 @@ impl MetadataImage {
                 host,
                 port,
                 rack,
+                supported_features,
             } => {
                 self.brokers.insert(
                     *broker_id,
@@ -330,6 +351,7 @@ impl MetadataImage {
                         port: *port,
                         rack: rack.clone(),
                         fenced: true,
+                        supported_features: supported_features.clone(),
                     },
                 );
             }
@@ -354,6 +376,13 @@ impl MetadataImage {
             MetadataRecord::ClusterId { cluster_id } => {
                 assert!(self.cluster_id.is_none(), "the cluster id is written once");
                 self.cluster_id = Some(cluster_id.clone());
+            }
+            MetadataRecord::FeatureLevel { name, level } => {
+                if *level == 0 {
+                    self.features.remove(name);
+                } else {
+                    self.features.insert(name.clone(), *level);
+                }
             }
         }
     }

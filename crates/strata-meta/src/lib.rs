@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod features;
 pub mod image;
 pub mod log;
 pub mod partition_change;

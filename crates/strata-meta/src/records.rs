@@ -1,8 +1,12 @@
 //! Metadata records: the only way cluster metadata changes. As in KRaft, every change is a
 //! record appended to the metadata log, and the image is the fold of all records in order.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::features::VersionRange;
 
 /// What a config record applies to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -61,6 +65,10 @@ pub enum MetadataRecord {
         port: i32,
         #[serde(default)]
         rack: Option<String>,
+        /// The feature levels the broker can serve (KIP-584); empty in records written
+        /// before feature versions existed.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        supported_features: BTreeMap<String, VersionRange>,
     },
     /// The broker stopped heartbeating or is shutting down: it leads nothing and leaves ISRs.
     FenceBroker { broker_id: i32, broker_epoch: i64 },
@@ -69,4 +77,6 @@ pub enum MetadataRecord {
     /// The cluster's id, written once by the first node of a quorum (a single node keeps its
     /// id in `meta.properties` only).
     ClusterId { cluster_id: String },
+    /// Finalizes a feature at a level (Kafka's FeatureLevelRecord); level 0 removes it.
+    FeatureLevel { name: String, level: i16 },
 }

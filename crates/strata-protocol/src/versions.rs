@@ -4,12 +4,12 @@
 //! Ranges follow Apache Kafka 4.1's broker. The floors are Kafka 4's (it removed Produce v0-2,
 //! Fetch v0-3 and the other pre-2.1 versions, see KIP-896); the ceilings are the newest versions
 //! Kafka 4.1 marks stable, where Strata implements what they add. Below Kafka 4.1: Fetch v18
-//! (KIP-1166, a follower's high watermark in its fetch); InitProducerId v6 is the unreleased
+//! (KIP-1166, a follower's high watermark in its fetch). InitProducerId v6 is the unreleased
 //! two-phase-commit extension and OffsetCommit/OffsetFetch v10 (topic ids) are not stable in
-//! Kafka 4.1 either. Transactional APIs stop below the versions that signal transaction protocol
-//! v2 (KIP-890 part 2: AddPartitionsToTxn v5, AddOffsetsToTxn v4, EndTxn v5, TxnOffsetCommit v5),
-//! which Strata does not implement yet; AddPartitionsToTxn v4 is the batched
-//! (broker-to-broker) form.
+//! Kafka 4.1 either. The transactional APIs reach the versions of transaction protocol v2
+//! (KIP-890 part 2: AddOffsetsToTxn v4, EndTxn v5, TxnOffsetCommit v5), which clients use once
+//! `transaction.version` 2 is finalized; AddPartitionsToTxn v4+ is the batched
+//! (broker-to-broker) form, v5 adding TRANSACTION_ABORTABLE.
 
 use kafka_protocol::messages::ApiKey;
 
@@ -49,12 +49,12 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::DeleteRecords, 0, 2),
     served(ApiKey::InitProducerId, 0, 5),
     served(ApiKey::OffsetForLeaderEpoch, 2, 4),
-    served(ApiKey::AddPartitionsToTxn, 0, 4),
-    served(ApiKey::AddOffsetsToTxn, 0, 3),
-    served(ApiKey::EndTxn, 0, 4),
+    served(ApiKey::AddPartitionsToTxn, 0, 5),
+    served(ApiKey::AddOffsetsToTxn, 0, 4),
+    served(ApiKey::EndTxn, 0, 5),
     // Broker to broker: a transaction coordinator writes markers to partitions led elsewhere.
     served(ApiKey::WriteTxnMarkers, 1, 1),
-    served(ApiKey::TxnOffsetCommit, 0, 4),
+    served(ApiKey::TxnOffsetCommit, 0, 5),
     served(ApiKey::DescribeConfigs, 1, 4),
     served(ApiKey::AlterConfigs, 0, 2),
     served(ApiKey::DescribeLogDirs, 1, 4),
@@ -68,6 +68,8 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::OffsetDelete, 0, 0),
     // Kafka's brokers forward it to the controller; any Strata node asks the Raft leader.
     served(ApiKey::DescribeQuorum, 0, 2),
+    // Kafka's brokers forward it to the active controller; any Strata node commits it.
+    served(ApiKey::UpdateFeatures, 0, 2),
     served(ApiKey::DescribeCluster, 0, 2),
     served(ApiKey::DescribeProducers, 0, 0),
     served(ApiKey::DescribeTransactions, 0, 0),

@@ -48,6 +48,9 @@ pub enum StartError {
     },
     #[error("{0}")]
     MetaProperties(String),
+    /// This software cannot serve a feature level the metadata log has finalized.
+    #[error("feature versions: {0}")]
+    Features(String),
     #[error("metadata log: {0}")]
     Metadata(#[from] strata_meta::MetaError),
     #[error("tiered storage: {0}")]
@@ -346,7 +349,9 @@ async fn follow_images(broker: Arc<Broker>, quorum: Arc<Quorum>, mut stop: watch
 }
 
 /// The cluster id of a node in a cluster is the quorum's: the first node to start proposes
-/// its own (from `meta.properties`), and a data directory of another cluster is refused.
+/// its own (from `meta.properties`), and a data directory of another cluster is refused. The
+/// first node also finalizes the feature levels: the latest ones for a new cluster, or, for a
+/// quorum log written before feature versions existed, the levels that software served.
 fn agree_on_cluster_id(
     quorum: &Arc<Quorum>,
     data_dir: &Path,
@@ -354,14 +359,23 @@ fn agree_on_cluster_id(
     local: &str,
 ) -> Result<String, StartError> {
     let source = MetadataSource::Quorum(quorum.clone());
-    let (agreed, _) = source.commit_with(|image| match image.cluster_id() {
-        Some(id) => (Vec::new(), id.to_string()),
-        None => (
-            vec![MetadataRecord::ClusterId {
-                cluster_id: local.to_string(),
-            }],
-            local.to_string(),
-        ),
+    let (agreed, _) = source.commit_with(|image| {
+        let mut records = Vec::new();
+        let agreed = match image.cluster_id() {
+            Some(id) => id.to_string(),
+            None => {
+                records.push(MetadataRecord::ClusterId {
+                    cluster_id: local.to_string(),
+                });
+                local.to_string()
+            }
+        };
+        if image.feature_level(strata_meta::features::METADATA_VERSION) == 0 {
+            records.extend(strata_meta::features::bootstrap_records(
+                image.cluster_id().is_none(),
+            ));
+        }
+        (records, agreed)
     })?;
     if agreed != local {
         let props = data_dir.join(META_PROPERTIES);

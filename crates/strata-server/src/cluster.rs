@@ -308,15 +308,28 @@ async fn register(
     Json(request): Json<BrokerRegistrationRequest>,
 ) -> Result<Json<RegisterResponse>, RpcError> {
     let quorum = service.leading()?.clone();
-    let (broker_epoch, _) = commit_to_quorum(&quorum, |image| {
+    let (registered, _) = commit_to_quorum(&quorum, |image| {
+        // A broker that cannot serve a finalized feature level may not join (Kafka answers
+        // UNSUPPORTED_VERSION to its registration).
+        if let Err(why) = strata_meta::features::check_registration(
+            image,
+            request.broker_id,
+            &request.supported_features,
+        ) {
+            return (Vec::new(), Err(why));
+        }
         let unclean = service.config.unclean_leader_election(image);
         let (epoch, records) = service
             .controller
             .register_broker(image, &request, &unclean);
-        (records, epoch)
+        (records, Ok(epoch))
     })
     .await
     .map_err(unavailable)?;
+    let broker_epoch = registered.map_err(|why| {
+        tracing::warn!(broker_id = request.broker_id, reason = %why, "broker registration refused");
+        (StatusCode::CONFLICT, why)
+    })?;
     service.touch(request.broker_id, broker_epoch);
     tracing::info!(
         broker_id = request.broker_id,
@@ -435,36 +448,64 @@ fn registration_request(config: &ServerConfig, incarnation_id: Uuid) -> BrokerRe
         host: config.advertised_host.clone(),
         port: config.advertised_port,
         rack: config.rack.clone(),
+        supported_features: strata_meta::features::supported(),
     }
 }
 
 /// A single node registers itself (and is unfenced at once: it is the whole cluster) when
 /// its image does not already list it as it is now. The partitions it leads keep it as
-/// leader, with leader epochs bumped as for any re-registration. Blocking.
-pub fn register_single_node(broker: &Broker) -> Result<(), MetaError> {
+/// leader, with leader epochs bumped as for any re-registration. A new metadata log first
+/// finalizes the feature levels ([`strata_meta::features::bootstrap_records`]); a node that
+/// cannot serve the levels its log has finalized refuses to start. Blocking.
+pub fn register_single_node(broker: &Broker) -> Result<(), crate::broker::StartError> {
     let request = registration_request(&broker.config, Uuid::new_v4());
-    broker.commit(|image| {
+    let refused = broker.commit(|image| {
+        let mut records = Vec::new();
+        let bootstrapped;
+        let image = if image.feature_level(strata_meta::features::METADATA_VERSION) == 0 {
+            records = strata_meta::features::bootstrap_records(image.offset == 0);
+            bootstrapped = image.apply(&records);
+            &bootstrapped
+        } else {
+            image
+        };
+        if let Err(why) = strata_meta::features::check_registration(
+            image,
+            request.broker_id,
+            &request.supported_features,
+        ) {
+            return (Vec::new(), Some(why));
+        }
         let current = image.broker(request.broker_id);
         let unchanged = current.is_some_and(|b| {
-            !b.fenced && b.host == request.host && b.port == request.port && b.rack == request.rack
+            !b.fenced
+                && b.host == request.host
+                && b.port == request.port
+                && b.rack == request.rack
+                && b.supported_features == request.supported_features
         });
         if unchanged {
-            return (Vec::new(), ());
+            return (records, None);
         }
         // A single node leads every partition it has: there is no one else to elect.
-        let (broker_epoch, mut records) =
+        let (broker_epoch, registration) =
             broker
                 .controller
                 .register_broker(image, &request, NO_UNCLEAN_ELECTION);
-        let registered = image.apply(&records);
+        let registered = image.apply(&registration);
+        records.extend(registration);
         records.extend(broker.controller.unfence_broker(
             &registered,
             request.broker_id,
             broker_epoch,
             NO_UNCLEAN_ELECTION,
         ));
-        (records, ())
-    })
+        (records, None)
+    })?;
+    match refused {
+        Some(why) => Err(crate::broker::StartError::Features(why)),
+        None => Ok(()),
+    }
 }
 
 /// The broker's side in a cluster: register, then heartbeat every

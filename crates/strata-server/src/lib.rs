@@ -22,6 +22,7 @@ mod replica_fetcher;
 pub mod replica_manager;
 pub mod replication;
 pub mod txn_service;
+mod txn_verification;
 
 pub use broker::{Broker, StartError};
 pub use config::ServerConfig;

@@ -31,6 +31,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use strata_coord::txn::{
     MarkerWork, TransactionCoordinator, TxnConfig, TxnRecord, TRANSACTION_STATE_TOPIC,
+    TXN_LOG_VALUE_FLEXIBLE,
 };
 use strata_coord::{partition_for, OFFSETS_TOPIC};
 
@@ -267,10 +268,21 @@ impl TxnService {
         records: &[TxnRecord],
     ) -> Result<Vec<(Arc<Partition>, i64)>, PersistError> {
         let now = now_ms();
+        // Kafka writes the flexible value (with protocol v2's fields) from
+        // transaction.version 1 on, and the old one below, which older software reads.
+        let value_version = if broker
+            .image()
+            .feature_level(strata_meta::features::TRANSACTION_VERSION)
+            >= 1
+        {
+            TXN_LOG_VALUE_FLEXIBLE
+        } else {
+            0
+        };
         let mut by_partition: BTreeMap<i32, Vec<_>> = BTreeMap::new();
         for r in records {
             let partition = self.partition_of(&r.0.transactional_id);
-            let (key, value) = r.encode();
+            let (key, value) = r.encode(value_version);
             by_partition
                 .entry(partition)
                 .or_default()

@@ -7,6 +7,7 @@
 pub mod api_versions;
 mod configs;
 mod elect_leaders;
+mod features;
 mod fetch;
 mod groups;
 mod metadata;
@@ -45,7 +46,12 @@ pub async fn handle(
         .map(|c| c.to_string())
         .unwrap_or_default();
     let response = match request.body {
-        RequestKind::ApiVersions(r) => ResponseKind::ApiVersions(api_versions::handle(&r, version)),
+        RequestKind::ApiVersions(r) => {
+            ResponseKind::ApiVersions(api_versions::handle(&r, version, &broker.image()))
+        }
+        RequestKind::UpdateFeatures(r) => {
+            ResponseKind::UpdateFeatures(features::handle_update(broker, &r, version))
+        }
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(metadata::handle_metadata(broker, r, version).await)
         }
@@ -157,7 +163,21 @@ pub async fn handle(
             ResponseKind::DescribeProducers(producer_id::handle_describe(broker, r).await)
         }
         RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
-            groups::handle_consumer_group_heartbeat(broker, &r, version, &client_id, peer),
+            if broker
+                .image()
+                .feature_level(strata_meta::features::GROUP_VERSION)
+                < 1
+            {
+                // Kafka answers so while group.version has not enabled the consumer group
+                // protocol (KIP-848).
+                kafka_protocol::messages::ConsumerGroupHeartbeatResponse::default()
+                    .with_error_code(code(ResponseError::UnsupportedVersion))
+                    .with_error_message(Some(str_bytes(
+                        "The new group coordinator is not enabled: group.version is 0",
+                    )))
+            } else {
+                groups::handle_consumer_group_heartbeat(broker, &r, version, &client_id, peer)
+            },
         ),
         RequestKind::ConsumerGroupDescribe(r) => {
             ResponseKind::ConsumerGroupDescribe(groups::handle_consumer_group_describe(broker, &r))

@@ -23,6 +23,7 @@ use super::{blocking, code, hosted, log_error, str_bytes};
 use crate::broker::Broker;
 use crate::replica_manager::now_ms;
 use crate::replica_manager::Partition;
+use crate::txn_verification::{guard_produce, ProducedBatch, WriteGuard};
 
 /// Outcome of one partition's append, computed on the blocking thread.
 struct PartitionOutcome {
@@ -91,6 +92,16 @@ pub async fn handle(
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let request_timeout_ms = request.timeout_ms;
+    // KIP-890: transactional writes are checked with the transaction coordinator first.
+    let verify_transactional = request
+        .transactional_id
+        .as_ref()
+        .map(|t| t.to_string())
+        .filter(|_| {
+            broker
+                .config
+                .broker_value::<bool>("transaction.partition.verification.enable")
+        });
     let image = broker.image();
     let valid_acks = matches!(acks, -1..=1);
     // Resolve topics and min.insync.replicas up front, on the async side (no I/O). Produce v13
@@ -134,6 +145,10 @@ pub async fn handle(
     let b = broker.clone();
     let disk_limit_reached = broker.remote.disk_limit_reached();
     let results = blocking(move || {
+        let guards = match &verify_transactional {
+            Some(transactional_id) => transactional_guards(&b, transactional_id, version, &work),
+            None => std::collections::HashMap::new(),
+        };
         let now = now_ms();
         let mut appended_any = false;
         let results: Vec<_> = work
@@ -188,6 +203,13 @@ pub async fn handle(
                                     outcome.log_start_offset = log.log_start_offset();
                                     outcome.error = Some((code(ResponseError::KafkaStorageError), why.into()));
                                     return outcome;
+                                }
+                                if let Some(guard) = guards.get(&(name.to_string(), p.index)) {
+                                    if let Err(refused) = guard.admit(&log) {
+                                        outcome.log_start_offset = log.log_start_offset();
+                                        outcome.error = Some(refused);
+                                        return outcome;
+                                    }
                                 }
                                 match single_batch(&records).and_then(|()| log.append_as_leader(&records, partition.leader_epoch(), now)) {
                                     Ok(info) => {
@@ -294,6 +316,44 @@ pub async fn handle(
             .with_responses(responses)
             .with_node_endpoints(node_endpoints),
     )
+}
+
+/// The guards of a request's transactional batches (see `txn_verification`), by partition.
+fn transactional_guards(
+    broker: &Broker,
+    transactional_id: &str,
+    version: i16,
+    work: &[(
+        TopicRef,
+        Option<ResponseError>,
+        i64,
+        Vec<kafka_protocol::messages::produce_request::PartitionProduceData>,
+    )],
+) -> std::collections::HashMap<(String, i32), WriteGuard> {
+    let batches: Vec<ProducedBatch> = work
+        .iter()
+        .filter(|(_, unknown, _, _)| unknown.is_none())
+        .flat_map(|(topic, _, _, partitions)| {
+            partitions.iter().filter_map(move |p| {
+                let header = RecordBatchHeader::parse(p.records.as_deref()?).ok()?;
+                (header.is_transactional() && header.producer_id >= 0).then(|| ProducedBatch {
+                    topic: topic.name.to_string(),
+                    partition: p.index,
+                    producer_id: header.producer_id,
+                    producer_epoch: header.producer_epoch,
+                })
+            })
+        })
+        .collect();
+    if batches.is_empty() {
+        return std::collections::HashMap::new();
+    }
+    let guards = guard_produce(broker, transactional_id, version, &batches);
+    batches
+        .into_iter()
+        .map(|b| (b.topic, b.partition))
+        .zip(guards)
+        .collect()
 }
 
 /// Kafka 4 accepts exactly one record batch per partition in Produce v3+

@@ -1,7 +1,14 @@
-//! Transactional APIs (transaction protocol v1): InitProducerId with a transactional id,
-//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn, TxnOffsetCommit, DescribeTransactions and
-//! ListTransactions. The state machine is `strata_coord::txn`; `TxnService` persists it and
-//! writes the markers.
+//! Transactional APIs: InitProducerId with a transactional id, AddPartitionsToTxn,
+//! AddOffsetsToTxn, EndTxn, TxnOffsetCommit, DescribeTransactions and ListTransactions. The
+//! state machine is `strata_coord::txn`; `TxnService` persists it and writes the markers.
+//!
+//! The request version says which transaction protocol the client speaks, as in Kafka:
+//! EndTxn v5, AddOffsetsToTxn v4 and TxnOffsetCommit v5 are protocol v2 (KIP-890 part 2),
+//! which a client uses once the cluster finalizes `transaction.version` 2. EndTxn v5 then
+//! bumps the epoch and answers the producer id and epoch to go on with; TxnOffsetCommit v5
+//! adds the group's offsets partition to the transaction itself (the client sends no
+//! AddOffsetsToTxn). AddPartitionsToTxn v4+ is the brokers' batched form: `verify_only`
+//! checks a partition is in the transaction, otherwise it adds for a v2 client's write.
 
 use std::sync::Arc;
 
@@ -26,6 +33,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use strata_coord::group::{CommitIdentity, OffsetCommit};
+use strata_coord::txn::TV2;
 use strata_coord::OFFSETS_TOPIC;
 
 use super::groups::{commit_durably, commit_results, requested_commits};
@@ -197,12 +205,15 @@ fn add_partitions(
             Err(e) => vec![code(fenced_for(version, 2, e)); requested.len()],
         }
     } else {
+        // v4+ adds come from partition leaders, for the writes of protocol v2 clients.
+        let client_transaction_version = if version >= 4 { TV2 } else { 0 };
         let result = run_txn(broker, Some(transactional_id), |c| {
             c.add_partitions(
                 transactional_id,
                 producer_id,
                 producer_epoch,
                 &requested,
+                client_transaction_version,
                 now_ms(),
             )
         });
@@ -247,6 +258,7 @@ pub fn handle_add_offsets(
                     request.producer_id.0,
                     request.producer_epoch,
                     &[(OFFSETS_TOPIC.to_string(), partition)],
+                    if version >= 4 { TV2 } else { 0 },
                     now_ms(),
                 )
             })
@@ -268,13 +280,24 @@ pub fn handle_end_txn(
             request.producer_id.0,
             request.producer_epoch,
             request.committed,
+            if version >= 5 { TV2 } else { 0 },
             now_ms(),
+            || {
+                broker.next_producer_id().map_err(|e| {
+                    tracing::error!(error = %e, "cannot allocate producer id");
+                    ResponseError::KafkaStorageError
+                })
+            },
         )
     });
-    EndTxnResponse::default().with_error_code(match result {
-        Ok(()) => 0,
-        Err(e) => code(fenced_for(version, 2, e)),
-    })
+    match result {
+        // v5 (protocol v2) answers the producer id and epoch the client goes on with.
+        Ok((producer_id, producer_epoch)) if version >= 5 => EndTxnResponse::default()
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(producer_epoch),
+        Ok(_) => EndTxnResponse::default(),
+        Err(e) => EndTxnResponse::default().with_error_code(code(fenced_for(version, 2, e))),
+    }
 }
 
 /// WriteTxnMarkers from another broker's transaction coordinator: appends each marker to the
@@ -345,9 +368,45 @@ pub fn handle_txn_offset_commit(
         api_version: version,
     };
     let producer = (request.producer_id.0, request.producer_epoch);
-    let errors = commit_durably(broker, &request.group_id, commits.len(), |c| {
-        c.txn_commit_offsets(&who, producer, &commits, now_ms())
-    });
+    // Protocol v2: the offsets partition joins the transaction here, not by AddOffsetsToTxn.
+    let added = if version >= 5 {
+        tokio::task::block_in_place(|| {
+            broker
+                .groups
+                .ensure_offsets_topic(broker)
+                .map_err(|_| code(ResponseError::CoordinatorNotAvailable))
+                .and_then(|()| {
+                    let partition = (
+                        OFFSETS_TOPIC.to_string(),
+                        broker.groups.partition_of(&request.group_id),
+                    );
+                    let write = crate::txn_verification::TxnWrite {
+                        transactional_id: &request.transactional_id,
+                        producer_id: producer.0,
+                        producer_epoch: producer.1,
+                        partitions: std::slice::from_ref(&partition),
+                    };
+                    match crate::txn_verification::check(
+                        broker,
+                        &write,
+                        crate::txn_verification::TxnCheck::Add,
+                    )[..]
+                    {
+                        [0] => Ok(()),
+                        [error, ..] => Err(error),
+                        [] => Err(code(ResponseError::CoordinatorNotAvailable)),
+                    }
+                })
+        })
+    } else {
+        Ok(())
+    };
+    let errors = match added {
+        Ok(()) => commit_durably(broker, &request.group_id, commits.len(), |c| {
+            c.txn_commit_offsets(&who, producer, &commits, now_ms())
+        }),
+        Err(error) => vec![error; commits.len()],
+    };
     TxnOffsetCommitResponse::default().with_topics(commit_results!(
         request.topics,
         errors,
