@@ -23,7 +23,16 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from helpers import create_topic, make_admin, make_consumer, make_producer, wait_until
+from helpers import (
+    consume_all,
+    create_topic,
+    make_admin,
+    make_consumer,
+    make_producer,
+    produce_acked,
+    wait_until,
+)
+from replica_verifier import verify_replicas
 from versioned_wire import VersionedClient
 
 FETCH = 1
@@ -339,6 +348,51 @@ def test_a_full_cache_answers_without_a_session_and_followers_evict_consumers(br
     seen: dict = {}
     drain(consumer, 20, seen)
     consumer.close()
+
+
+# ---------------------------------------------------------------------------
+# followers
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(150)
+def test_followers_replicate_through_sessions(cluster_factory, topic):
+    c = cluster_factory(3)
+    n = 30
+    create_topic(make_admin(c.bootstrap), topic, partitions=n, replication_factor=3,
+                 config={"min.insync.replicas": "2"})
+    states = c.wait_in_sync(topic, n, timeout=45)
+    first = [(p, b"a-%d-%d" % (p, i)) for p in range(n) for i in range(20)]
+    produce_acked(c.bootstrap, topic, first)
+    verify_replicas(c, [topic], full_isr=True, partitions={topic: n})
+    # Each node fetches from every other node that leads something it follows: one
+    # privileged session per (follower, leader) pair, holding the partitions it follows there.
+    leaders = {s["leader"] for s in states.values()}
+    pairs = sum(len(leaders - {node.node_id}) for node in c.nodes)
+    followed = sum(len(s["replicas"]) - 1 for s in states.values())
+    # (__consumer_offsets and other internal topics are not created: no groups here.)
+    wait_until(
+        lambda: [sum(x) for x in zip(*(sessions(node)[:2] for node in c.nodes))] == [pairs, followed],
+        timeout=20,
+        msg=f"{pairs} follower sessions holding {followed} partitions",
+    )
+    # Idle followers ask with incremental requests, a few dozen bytes each.
+    before = [fetch_wire(node) for node in c.nodes]
+    time.sleep(2)  # measuring idle traffic over a time span, not waiting for a condition
+    after = [fetch_wire(node) for node in c.nodes]
+    requests = sum(a[0] - b[0] for a, b in zip(after, before))
+    request_bytes = sum(a[1] - b[1] for a, b in zip(after, before))
+    assert requests >= 6, f"only {requests} follower fetches in 2 s"
+    assert request_bytes / requests < 150, f"{request_bytes / requests:.0f} bytes per follower fetch"
+    # Records keep flowing to every replica through the sessions.
+    second = [(p, b"b-%d-%d" % (p, i)) for p in range(n) for i in range(10)]
+    produce_acked(c.bootstrap, topic, second)
+    verify_replicas(c, [topic], full_isr=True, partitions={topic: n})
+    got = consume_all(c.bootstrap, topic, range(n))
+    for p in range(n):
+        want = [v for q, v in first + second if q == p]
+        assert [r.value for r in got[p]] == want, f"partition {p}"
 
 
 # ---------------------------------------------------------------------------
