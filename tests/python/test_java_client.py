@@ -188,3 +188,10 @@ def test_java_client(java_check_classpath, broker):
         f"Java client check failed (rc={r.returncode})\n--- stdout\n{r.stdout}\n--- stderr\n{_tail(r.stderr, 80)}"
     )
     assert "all checks passed" in r.stdout, r.stdout
+    # The Java consumer fetches through incremental fetch sessions (KIP-227) by default: its
+    # checks above read every record through one.
+    created = [
+        line for line in broker.metrics().splitlines()
+        if line.startswith("strata_fetch_sessions_created_total ")
+    ]
+    assert created and float(created[0].split()[1]) >= 1, created

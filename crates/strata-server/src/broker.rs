@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use crate::cluster::ControllerService;
 use crate::config::ServerConfig;
 use crate::connection;
+use crate::fetch_session::{FetchSessionCache, FetchSessionConfig};
 use crate::group_service::GroupService;
 use crate::metadata_source::MetadataSource;
 use crate::metrics::Metrics;
@@ -85,6 +86,9 @@ pub struct Broker {
     /// `replica.selector.class` is Kafka's rack-aware selector (KIP-392): a static setting,
     /// read once here rather than on every fetch.
     pub rack_aware_reads: bool,
+    /// Incremental fetch sessions (KIP-227) of consumers and followers. The lock is held only
+    /// for a request's session bookkeeping, never across a read of the logs.
+    fetch_sessions: Mutex<FetchSessionCache>,
 }
 
 /// The unhanded-out part of the current producer-id block.
@@ -142,6 +146,10 @@ impl Broker {
             &cluster_id,
             metrics.tier_reads.clone(),
         )?);
+        let fetch_sessions = FetchSessionCache::new(
+            fetch_session_config(&config),
+            uuid::Uuid::new_v4().as_u128() as u64,
+        );
         let broker = Arc::new(Broker {
             controller: Controller::new(config.node_id),
             controller_service,
@@ -159,6 +167,7 @@ impl Broker {
             serving: AtomicBool::new(true),
             broker_epoch: AtomicI64::new(-1),
             fetchers: crate::replica_fetcher::ReplicaFetchers::default(),
+            fetch_sessions: Mutex::new(fetch_sessions),
         });
         let started = std::time::Instant::now();
         let failures = broker
@@ -203,6 +212,14 @@ impl Broker {
         self.fetchers.update(self, image);
         self.groups.sync_leadership(self);
         self.txns.sync_leadership(self);
+    }
+
+    /// The fetch session cache, locked. Poisoning is not recovered from: a panic inside the
+    /// bookkeeping leaves it in an unknown state (crash, don't limp).
+    pub fn fetch_sessions(&self) -> std::sync::MutexGuard<'_, FetchSessionCache> {
+        self.fetch_sessions
+            .lock()
+            .expect("fetch session cache poisoned by an earlier panic")
     }
 
     pub fn is_serving(&self) -> bool {
@@ -330,6 +347,18 @@ impl Broker {
             tracing::warn!("shutdown left logs to recover at next start");
         }
         Ok(())
+    }
+}
+
+/// The fetch session cache's limits from the broker properties.
+fn fetch_session_config(config: &ServerConfig) -> FetchSessionConfig {
+    let int = |name: &str| config.broker_value::<i64>(name).max(0);
+    FetchSessionConfig {
+        max_sessions: int("max.incremental.fetch.session.cache.slots") as usize,
+        eviction_ms: int("min.incremental.fetch.session.eviction.ms"),
+        max_session_partitions: int("max.incremental.fetch.session.partitions") as usize,
+        max_cached_partitions: int("max.incremental.fetch.session.cache.partitions") as usize,
+        expiry_ms: int("incremental.fetch.session.expiry.ms"),
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
+use strata_protocol::frame::LENGTH_PREFIX_BYTES;
 use strata_protocol::{decode_request, encode_response, FrameDecoder, RequestError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -153,13 +154,14 @@ async fn serve_requests(
                 Ok(Err(e)) => return Err(Closed::Io(format!("read failed: {e}"))),
             }
         };
+        let frame_bytes = LENGTH_PREFIX_BYTES + frame.len();
         let response = match decode_request(frame) {
             Ok(request) => {
                 let api_key = request.api_key;
                 let version = request.api_version();
                 let correlation_id = request.correlation_id();
                 broker.metrics.request(api_key);
-                match handlers::handle(broker, request, peer).await {
+                let response = match handlers::handle(broker, request, peer).await {
                     Some(body) => Some(
                         encode_response(correlation_id, api_key, version, &body).map_err(|e| {
                             Closed::Unencodable(format!(
@@ -168,7 +170,14 @@ async fn serve_requests(
                         })?,
                     ),
                     None => None,
-                }
+                };
+                let response_bytes = response
+                    .as_ref()
+                    .map(|chunks: &Vec<Bytes>| chunks.iter().map(Bytes::len).sum());
+                broker
+                    .metrics
+                    .request_bytes(api_key, frame_bytes, response_bytes);
+                response
             }
             Err(RequestError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,

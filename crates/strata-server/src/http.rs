@@ -110,6 +110,7 @@ async fn partitions(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     let mut gauges = Gauges {
         tier_cache: broker.remote.cache_stats(),
+        fetch_sessions: broker.fetch_sessions().stats(),
         ..Gauges::default()
     };
     for p in broker.replicas.all() {

@@ -10,6 +10,7 @@ mod broker_client;
 pub mod cluster;
 pub mod config;
 mod connection;
+pub mod fetch_session;
 pub mod group_service;
 pub mod handlers;
 mod http;

@@ -90,11 +90,17 @@ pub struct Gauges {
     pub upload_lag_bytes: u64,
     pub upload_lag_segments: u64,
     pub tier_cache: strata_tier::CacheStats,
+    /// Incremental fetch sessions (KIP-227).
+    pub fetch_sessions: crate::fetch_session::FetchSessionStats,
 }
 
 pub struct Metrics {
     requests: [Counter; MAX_API_KEYS],
     request_errors: [Counter; MAX_API_KEYS],
+    /// Bytes of request frames received, by API, length prefix included (as on the wire).
+    request_bytes: [Counter; MAX_API_KEYS],
+    /// Bytes of response frames sent, by API, length prefix included.
+    response_bytes: [Counter; MAX_API_KEYS],
     pub connections_accepted: Counter,
     pub connections_closed_bad_input: Counter,
     /// Responses the broker built but could not encode for the version asked (a broker bug).
@@ -124,6 +130,8 @@ impl Default for Metrics {
         Self {
             requests: std::array::from_fn(|_| Counter::default()),
             request_errors: std::array::from_fn(|_| Counter::default()),
+            request_bytes: std::array::from_fn(|_| Counter::default()),
+            response_bytes: std::array::from_fn(|_| Counter::default()),
             connections_accepted: Counter::default(),
             connections_closed_bad_input: Counter::default(),
             responses_unencodable: Counter::default(),
@@ -150,6 +158,23 @@ impl Metrics {
     pub fn request(&self, api_key: ApiKey) {
         if let Some(c) = self.requests.get(api_key as i16 as usize) {
             c.add(1);
+        }
+    }
+
+    /// A request frame of `frame_bytes` (length prefix included) and the response frame
+    /// sent for it (`None` when none is, as for Produce with acks=0).
+    pub fn request_bytes(
+        &self,
+        api_key: ApiKey,
+        frame_bytes: usize,
+        response_bytes: Option<usize>,
+    ) {
+        let index = api_key as i16 as usize;
+        if let Some(c) = self.request_bytes.get(index) {
+            c.add(frame_bytes as u64);
+        }
+        if let (Some(c), Some(n)) = (self.response_bytes.get(index), response_bytes) {
+            c.add(n as u64);
         }
     }
 
@@ -273,6 +298,21 @@ impl Metrics {
         ] {
             counter(name, help, value);
         }
+        counter(
+            "strata_fetch_sessions_created_total",
+            "Incremental fetch sessions created (KIP-227).",
+            gauges.fetch_sessions.created,
+        );
+        counter(
+            "strata_fetch_session_evictions_total",
+            "Incremental fetch sessions evicted to make room for another (Kafka's IncrementalFetchSessionEvictionsPerSec).",
+            gauges.fetch_sessions.evictions,
+        );
+        counter(
+            "strata_fetch_session_expirations_total",
+            "Incremental fetch sessions dropped after incremental.fetch.session.expiry.ms unused.",
+            gauges.fetch_sessions.expirations,
+        );
         self.tier_reads.latency.render(
             &mut out,
             "strata_tier_read_seconds",
@@ -295,6 +335,16 @@ impl Metrics {
                 "strata_tier_upload_lag_segments",
                 "Rolled segments not yet in the tier.",
                 gauges.upload_lag_segments as f64,
+            ),
+            (
+                "strata_fetch_sessions",
+                "Incremental fetch sessions cached (Kafka's NumIncrementalFetchSessions).",
+                gauges.fetch_sessions.sessions as f64,
+            ),
+            (
+                "strata_fetch_session_partitions",
+                "Partitions cached in all incremental fetch sessions (Kafka's NumIncrementalFetchPartitionsCached).",
+                gauges.fetch_sessions.partitions as f64,
             ),
             (
                 "strata_tier_cache_bytes",
@@ -332,6 +382,16 @@ impl Metrics {
                 "strata_request_errors_total",
                 "Requests that failed as a whole, by API.",
                 &self.request_errors,
+            ),
+            (
+                "strata_request_bytes_total",
+                "Bytes of request frames received, by API (length prefix included).",
+                &self.request_bytes,
+            ),
+            (
+                "strata_response_bytes_total",
+                "Bytes of response frames sent, by API (length prefix included).",
+                &self.response_bytes,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");

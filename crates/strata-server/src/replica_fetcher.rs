@@ -17,6 +17,12 @@
 //!   starts the log over where the tier ends (`RemoteLogManager::start_follower_after_tier`);
 //! - the next fetch offset is the log end, which tells the leader how far this follower is.
 //!
+//! Fetches go through an incremental fetch session (KIP-227, [`FollowerSession`]): after the
+//! first full fetch, a request carries only partitions whose position moved and the leader
+//! answers only partitions with news, so an idle follower of N partitions costs a few bytes
+//! per round trip instead of O(N). The leader's cache treats followers' sessions as
+//! privileged (they may evict consumers' sessions).
+//!
 //! [`ReplicaFetchers::update`] runs after every metadata image: it starts a fetcher for each
 //! leader that has partitions to give here, hands each its partitions with the leader epoch
 //! they follow, and stops fetchers that have nothing left. A partition whose leader epoch
@@ -27,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use strata_meta::MetadataImage;
@@ -141,6 +147,7 @@ impl ReplicaFetchers {
 }
 
 /// What one partition's next fetch asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct FetchPosition {
     tp: TopicPartition,
     leader_epoch: i32,
@@ -158,6 +165,7 @@ async fn run_fetcher(
     let wait_ms: i32 = broker.config.broker_value("replica.fetch.wait.max.ms");
     let partition_max_bytes: i32 = broker.config.broker_value("replica.fetch.max.bytes");
     let mut connection: Option<BrokerConnection> = None;
+    let mut session = FollowerSession::default();
     loop {
         let followed = partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if followed.is_empty() {
@@ -199,11 +207,14 @@ async fn run_fetcher(
                 Err(_) => return,
             }
         };
+        let (to_send, forgotten) = session.next_request(&positions);
         let request = fetch_request(
             broker.config.node_id,
             wait_ms,
             partition_max_bytes,
-            &positions,
+            &to_send,
+            &forgotten,
+            (session.id, session.epoch),
         );
         let timeout = Duration::from_millis(wait_ms.max(0) as u64) + RESPONSE_SLACK;
         let fetch = conn.send::<_, FetchResponse>(ApiKey::Fetch, FETCH_VERSION, &request);
@@ -212,15 +223,18 @@ async fn run_fetcher(
             Ok(Err(e)) => {
                 tracing::warn!(leader, error = %e, "replica fetch failed; reconnecting");
                 connection = None;
+                session.start_over();
                 tokio::time::sleep(BACKOFF).await;
                 continue;
             }
             Err(_) => {
                 tracing::warn!(leader, "replica fetch timed out; reconnecting");
                 connection = None;
+                session.start_over();
                 continue;
             }
         };
+        session.on_response(&response);
         let b = broker.clone();
         let applied =
             match tokio::task::spawn_blocking(move || apply(&b, &followed, response)).await {
@@ -232,9 +246,91 @@ async fn run_fetcher(
                 tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot start the follower after the tier; will retry");
             }
         }
+        if applied.dropped {
+            // The leader's session now thinks this follower has what it did not apply.
+            session.start_over();
+        }
         if applied.any_error {
             tokio::time::sleep(BACKOFF).await;
         }
+    }
+}
+
+/// This follower's side of an incremental fetch session (KIP-227) at one leader (Kafka's
+/// `FetchSessionHandler`): after a full fetch opens the session, a request carries only the
+/// partitions whose position changed since it was last sent, and the ones no longer
+/// followed as forgotten; the leader answers only partitions with news. A session error,
+/// a lost connection or an answer this follower could not apply makes the next request a
+/// full one that closes the session and opens another.
+#[derive(Default)]
+struct FollowerSession {
+    /// The leader's session id; 0 without a session.
+    id: i32,
+    /// The next request's epoch: 0 for a full fetch, otherwise the session's next epoch.
+    epoch: i32,
+    /// The position last sent of each partition in the leader's session.
+    sent: HashMap<TopicPartition, FetchPosition>,
+}
+
+impl FollowerSession {
+    /// The partitions the next request carries, and those it forgets.
+    fn next_request(
+        &mut self,
+        positions: &[FetchPosition],
+    ) -> (Vec<FetchPosition>, Vec<TopicPartition>) {
+        if self.epoch == crate::fetch_session::INITIAL_EPOCH {
+            self.sent = positions
+                .iter()
+                .map(|p| (p.tp.clone(), p.clone()))
+                .collect();
+            return (positions.to_vec(), Vec::new());
+        }
+        let wanted: std::collections::HashSet<&TopicPartition> =
+            positions.iter().map(|p| &p.tp).collect();
+        let forgotten: Vec<TopicPartition> = self
+            .sent
+            .keys()
+            .filter(|tp| !wanted.contains(tp))
+            .cloned()
+            .collect();
+        for tp in &forgotten {
+            self.sent.remove(tp);
+        }
+        let mut changed = Vec::new();
+        for p in positions {
+            if self.sent.get(&p.tp) != Some(p) {
+                self.sent.insert(p.tp.clone(), p.clone());
+                changed.push(p.clone());
+            }
+        }
+        (changed, forgotten)
+    }
+
+    /// Moves to the next request's session and epoch after a response (as the Java client).
+    fn on_response(&mut self, response: &FetchResponse) {
+        use crate::fetch_session::{next_epoch, INITIAL_EPOCH, INVALID_SESSION_ID};
+        if response.error_code == ResponseError::FetchSessionIdNotFound.code() {
+            // The leader has no such session: ask for a new one.
+            self.id = INVALID_SESSION_ID;
+            self.epoch = INITIAL_EPOCH;
+        } else if response.error_code != 0 {
+            // Another session error: close ours and ask for a new one.
+            self.epoch = INITIAL_EPOCH;
+        } else if response.session_id == INVALID_SESSION_ID {
+            // No session was created (the leader's cache is full) or the leader closed ours.
+            self.id = INVALID_SESSION_ID;
+            self.epoch = INITIAL_EPOCH;
+        } else if self.epoch == INITIAL_EPOCH {
+            self.id = response.session_id;
+            self.epoch = next_epoch(INITIAL_EPOCH);
+        } else {
+            self.epoch = next_epoch(self.epoch);
+        }
+    }
+
+    /// The next request is a full fetch that closes the current session.
+    fn start_over(&mut self) {
+        self.epoch = crate::fetch_session::INITIAL_EPOCH;
     }
 }
 
@@ -260,6 +356,8 @@ fn fetch_request(
     wait_ms: i32,
     partition_max_bytes: i32,
     positions: &[FetchPosition],
+    forgotten: &[TopicPartition],
+    (session_id, session_epoch): (i32, i32),
 ) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
     for p in positions {
@@ -279,15 +377,27 @@ fn fetch_request(
             ),
         }
     }
+    let mut forgotten_topics: Vec<ForgottenTopic> = Vec::new();
+    for (topic, partition) in forgotten {
+        match forgotten_topics.last_mut() {
+            Some(t) if t.topic.as_str() == topic => t.partitions.push(*partition),
+            _ => forgotten_topics.push(
+                ForgottenTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(topic.clone())))
+                    .with_partitions(vec![*partition]),
+            ),
+        }
+    }
     FetchRequest::default()
         .with_replica_id(BrokerId(replica_id))
         .with_max_wait_ms(wait_ms)
         .with_min_bytes(1)
         .with_max_bytes(FETCH_RESPONSE_MAX_BYTES)
         .with_isolation_level(0)
-        .with_session_id(0)
-        .with_session_epoch(-1)
+        .with_session_id(session_id)
+        .with_session_epoch(session_epoch)
         .with_topics(topics)
+        .with_forgotten_topics_data(forgotten_topics)
 }
 
 /// What applying a fetch response leaves the fetcher to do.
@@ -296,6 +406,8 @@ struct Applied {
     any_error: bool,
     /// Partitions whose fetch offset the leader has only in the tier.
     behind_tier: Vec<Arc<Partition>>,
+    /// Some partition's answer was not applied (leadership moved on, or the log failed).
+    dropped: bool,
 }
 
 /// Applies a fetch response to the followed logs. Blocking.
@@ -306,6 +418,7 @@ fn apply(
 ) -> Applied {
     let mut any_error = response.error_code != 0;
     let mut behind_tier = Vec::new();
+    let mut dropped = false;
     let now = now_ms();
     for topic in response.responses {
         for data in topic.partitions {
@@ -315,6 +428,7 @@ fn apply(
             };
             // Leadership moved on since the request: the next request uses the new epoch.
             if f.partition.leader_epoch() != f.leader_epoch || f.partition.is_leader() {
+                dropped = true;
                 continue;
             }
             if data.error_code != 0 {
@@ -366,6 +480,7 @@ fn apply(
             };
             if let Err(e) = result {
                 any_error = true;
+                dropped = true;
                 broker.metrics.storage_errors.add(1);
                 tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "cannot apply fetched records");
             }
@@ -374,6 +489,7 @@ fn apply(
     Applied {
         any_error,
         behind_tier,
+        dropped,
     }
 }
 
@@ -429,5 +545,78 @@ fn out_of_range(partition: &Partition, leader_log_start: i64) {
         if let Err(e) = log.truncate_fully_and_start_at(leader_log_start) {
             tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "cannot restart the log");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(partition: i32, fetch_offset: i64) -> FetchPosition {
+        FetchPosition {
+            tp: ("t".to_string(), partition),
+            leader_epoch: 3,
+            fetch_offset,
+            last_fetched_epoch: 3,
+            log_start_offset: 0,
+        }
+    }
+
+    fn answer(error_code: i16, session_id: i32) -> FetchResponse {
+        FetchResponse::default()
+            .with_error_code(error_code)
+            .with_session_id(session_id)
+    }
+
+    const NONE: i16 = 0;
+
+    #[test]
+    fn a_follower_sends_everything_once_then_only_changes() {
+        let mut s = FollowerSession::default();
+        let all = vec![position(0, 10), position(1, 20), position(2, 30)];
+        let (sent, forgotten) = s.next_request(&all);
+        assert_eq!((sent.len(), forgotten.len(), s.id, s.epoch), (3, 0, 0, 0));
+        s.on_response(&answer(NONE, 77));
+        assert_eq!((s.id, s.epoch), (77, 1));
+        // Nothing moved: an empty incremental request.
+        let (sent, forgotten) = s.next_request(&all);
+        assert!(sent.is_empty() && forgotten.is_empty());
+        s.on_response(&answer(NONE, 77));
+        assert_eq!(s.epoch, 2);
+        // Partition 1 advanced, partition 2 is no longer followed, partition 3 is new.
+        let next = vec![position(0, 10), position(1, 25), position(3, 0)];
+        let (sent, forgotten) = s.next_request(&next);
+        assert_eq!(sent, vec![position(1, 25), position(3, 0)]);
+        assert_eq!(forgotten, vec![("t".to_string(), 2)]);
+        let (sent, _) = s.next_request(&next);
+        assert!(sent.is_empty(), "sent once is enough");
+    }
+
+    #[test]
+    fn session_errors_and_lost_answers_start_over() {
+        let mut s = FollowerSession::default();
+        let all = vec![position(0, 10)];
+        s.next_request(&all);
+        s.on_response(&answer(NONE, 77));
+        // An error other than "not found": close session 77 with the next (full) request.
+        s.on_response(&answer(ResponseError::InvalidFetchSessionEpoch.code(), 0));
+        assert_eq!((s.id, s.epoch), (77, 0));
+        let (sent, _) = s.next_request(&all);
+        assert_eq!(sent.len(), 1, "a full request carries every partition");
+        s.on_response(&answer(NONE, 78));
+        assert_eq!((s.id, s.epoch), (78, 1));
+        // Not found: a new session, closing none.
+        s.on_response(&answer(ResponseError::FetchSessionIdNotFound.code(), 0));
+        assert_eq!((s.id, s.epoch), (0, 0));
+        // The leader's cache is full: full requests each time, asking again.
+        s.next_request(&all);
+        s.on_response(&answer(NONE, 0));
+        assert_eq!((s.id, s.epoch), (0, 0));
+        // A lost connection or a dropped answer.
+        s.next_request(&all);
+        s.on_response(&answer(NONE, 90));
+        s.start_over();
+        assert_eq!((s.id, s.epoch), (90, 0));
+        assert_eq!(s.next_request(&all).0.len(), 1);
     }
 }

@@ -21,9 +21,12 @@
 //! watermark (after a restart), a follower answers OFFSET_NOT_AVAILABLE: its log end may hold
 //! records the leader never committed.
 //!
-//! Fetch sessions (KIP-227) are not kept: a full fetch gets session id 0, which tells the client
-//! that no session was created, and an incremental fetch for an unknown session gets
-//! FETCH_SESSION_ID_NOT_FOUND, after which clients fall back to full fetches.
+//! Fetch sessions (KIP-227, [`crate::fetch_session`]): the session cache says what a request
+//! is before anything is read. A full fetch reads and answers the partitions it names and
+//! may get a session id; an incremental fetch reads *every* partition of its session (those
+//! it does not name at their cached fetch offsets, which for a follower also count as its
+//! progress) and answers only those with news; a session error is answered alone, reading
+//! nothing. The long poll waits on the session's partitions like on a full fetch's.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,8 +40,15 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName}
 use strata_log::{LogError, ReadResult};
 use uuid::Uuid;
 
+use strata_meta::MetadataImage;
+
 use super::{blocking, code, hosted, hosted_replica, log_error, str_bytes};
 use crate::broker::Broker;
+use crate::fetch_session::{
+    FetchContext, FetchMetadata, PartitionKey, PartitionRequest, PartitionResult, SessionError,
+    TopicKey, INVALID_SESSION_ID, TOPIC_ID_MIN_VERSION,
+};
+use crate::replica_manager::now_ms;
 
 /// Kafka's isolation level code for read_committed.
 const READ_COMMITTED: i8 = 1;
@@ -82,45 +92,37 @@ struct FetchParams {
 }
 
 pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
-    // KIP-227: session id 0 with epoch 0 (new) or -1 (sessionless) is a full fetch; anything
-    // else names a session we never created.
-    if request.session_id != 0 {
-        return FetchResponse::default()
-            .with_error_code(code(ResponseError::FetchSessionIdNotFound))
-            .with_session_id(0);
-    }
     let image = broker.image();
-    let mut targets = Vec::new();
-    for topic in &request.topics {
-        let resolved = if version >= 13 {
-            image.topic_by_id(&topic.topic_id)
-        } else {
-            image.topic(&topic.topic)
-        };
-        for p in &topic.partitions {
-            let error = match resolved {
-                None if version >= 13 => Some(ResponseError::UnknownTopicId),
-                None => Some(ResponseError::UnknownTopicOrPartition),
-                Some(t) if p.partition < 0 || p.partition as usize >= t.partitions.len() => {
-                    Some(ResponseError::UnknownTopicOrPartition)
-                }
-                Some(_) => None,
-            };
-            targets.push(Target {
-                topic: resolved.map_or(topic.topic.clone(), |t| {
-                    TopicName(str_bytes(t.name.clone()))
-                }),
-                topic_id: topic.topic_id,
-                partition: p.partition,
-                fetch_offset: p.fetch_offset,
-                partition_max_bytes: p.partition_max_bytes,
-                current_leader_epoch: p.current_leader_epoch,
-                last_fetched_epoch: p.last_fetched_epoch,
-                log_start_offset: p.log_start_offset,
-                error,
-            });
-        }
-    }
+    // A follower (replica id >= 0) reads up to the log end and reports its progress.
+    let replica_id = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let replica = (replica_id >= 0).then_some(replica_id);
+    // KIP-227: the session decides which partitions this fetch reads, and which it answers.
+    let fetch_data = requested_partitions(&request, version);
+    let forgotten = forgotten_partitions(&request, version);
+    let context = broker.fetch_sessions().new_context(
+        now_ms(),
+        version,
+        FetchMetadata {
+            session_id: request.session_id,
+            epoch: request.session_epoch,
+        },
+        replica.is_some(),
+        &fetch_data,
+        &forgotten,
+    );
+    let to_read = match &context {
+        FetchContext::Error(e) => return session_error(*e),
+        FetchContext::Sessionless | FetchContext::Full { .. } => &fetch_data,
+        FetchContext::Incremental { partitions, .. } => partitions,
+    };
+    let targets: Vec<Target> = to_read
+        .iter()
+        .map(|(key, wanted)| resolve(&image, key, wanted))
+        .collect();
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -129,13 +131,6 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     } else {
         request.max_bytes as usize
     };
-    // A follower (replica id >= 0) reads up to the log end and reports its progress.
-    let replica_id = if version >= 15 {
-        request.replica_state.replica_id.0
-    } else {
-        request.replica_id.0
-    };
-    let replica = (replica_id >= 0).then_some(replica_id);
     let from_follower_allowed = replica.is_none() && version >= FOLLOWER_FETCH_MIN_VERSION;
     let client_rack = (from_follower_allowed && broker.rack_aware_reads)
         .then(|| request.rack_id.to_string())
@@ -187,9 +182,49 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         .map(|p| p.records.as_ref().map_or(0, Bytes::len))
         .sum();
     broker.metrics.fetch_bytes.add(fetched as u64);
-    // Group the partitions back under their topics, in request order.
+    // Which partitions the answer carries, under which session id.
+    let (session_id, include) = match context {
+        FetchContext::Error(e) => return session_error(e),
+        FetchContext::Sessionless => (INVALID_SESSION_ID, vec![true; partitions.len()]),
+        FetchContext::Full {
+            privileged,
+            uses_topic_ids,
+        } => {
+            let cached = fetch_data
+                .into_iter()
+                .zip(&partitions)
+                .map(|((key, wanted), data)| (key, wanted, result_of(data)));
+            let id = broker.fetch_sessions().create_session(
+                now_ms(),
+                privileged,
+                uses_topic_ids,
+                cached,
+            );
+            (id, vec![true; partitions.len()])
+        }
+        FetchContext::Incremental {
+            session_id,
+            next_epoch,
+            ..
+        } => {
+            let results: Vec<PartitionResult> = partitions.iter().map(result_of).collect();
+            match broker
+                .fetch_sessions()
+                .complete_incremental(session_id, next_epoch, &results)
+            {
+                Ok(include) => (session_id, include),
+                Err(e) => return session_error(e),
+            }
+        }
+    };
+    // Group the partitions answered back under their topics, in the order read.
     let mut responses: Vec<FetchableTopicResponse> = Vec::new();
-    for (target, data) in targets.iter().zip(partitions.drain(..)) {
+    let answered = targets
+        .iter()
+        .zip(partitions.drain(..))
+        .zip(include)
+        .filter_map(|(answer, include)| include.then_some(answer));
+    for (target, data) in answered {
         match responses.last_mut() {
             Some(last) if last.topic == target.topic && last.topic_id == target.topic_id => {
                 last.partitions.push(data)
@@ -233,9 +268,116 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         Vec::new()
     };
     FetchResponse::default()
-        .with_session_id(0)
+        .with_session_id(session_id)
         .with_responses(responses)
         .with_node_endpoints(node_endpoints)
+}
+
+/// The answer to a request that cannot use its session: the error alone, no session.
+fn session_error(error: SessionError) -> FetchResponse {
+    FetchResponse::default()
+        .with_error_code(code(error.response_error()))
+        .with_session_id(INVALID_SESSION_ID)
+}
+
+/// The request's partitions as a session keys them: by topic id from v13, by name before.
+fn requested_partitions(
+    request: &FetchRequest,
+    version: i16,
+) -> Vec<(PartitionKey, PartitionRequest)> {
+    let mut partitions = Vec::new();
+    for topic in &request.topics {
+        let key = topic_key(version, &topic.topic, topic.topic_id);
+        for p in &topic.partitions {
+            partitions.push((
+                PartitionKey {
+                    topic: key.clone(),
+                    partition: p.partition,
+                },
+                PartitionRequest {
+                    fetch_offset: p.fetch_offset,
+                    partition_max_bytes: p.partition_max_bytes,
+                    current_leader_epoch: p.current_leader_epoch,
+                    last_fetched_epoch: p.last_fetched_epoch,
+                    log_start_offset: p.log_start_offset,
+                },
+            ));
+        }
+    }
+    partitions
+}
+
+/// The partitions an incremental fetch drops from its session (v7+).
+fn forgotten_partitions(request: &FetchRequest, version: i16) -> Vec<PartitionKey> {
+    let mut forgotten = Vec::new();
+    for topic in &request.forgotten_topics_data {
+        let key = topic_key(version, &topic.topic, topic.topic_id);
+        for &partition in &topic.partitions {
+            forgotten.push(PartitionKey {
+                topic: key.clone(),
+                partition,
+            });
+        }
+    }
+    forgotten
+}
+
+fn topic_key(version: i16, name: &TopicName, id: Uuid) -> TopicKey {
+    if version >= TOPIC_ID_MIN_VERSION {
+        TopicKey::Id(id)
+    } else {
+        TopicKey::Name(Arc::from(name.as_str()))
+    }
+}
+
+/// One partition to read, resolved against the image: a topic id or name the cluster does
+/// not know is UNKNOWN_TOPIC_ID (v13+) or UNKNOWN_TOPIC_OR_PARTITION.
+fn resolve(image: &MetadataImage, key: &PartitionKey, wanted: &PartitionRequest) -> Target {
+    let (resolved, unknown, topic_id) = match &key.topic {
+        TopicKey::Id(id) => (image.topic_by_id(id), ResponseError::UnknownTopicId, *id),
+        TopicKey::Name(name) => (
+            image.topic(name),
+            ResponseError::UnknownTopicOrPartition,
+            Uuid::nil(),
+        ),
+    };
+    let partition = key.partition;
+    let error = match resolved {
+        None => Some(unknown),
+        Some(t) if partition < 0 || partition as usize >= t.partitions.len() => {
+            Some(ResponseError::UnknownTopicOrPartition)
+        }
+        Some(_) => None,
+    };
+    let topic = match (resolved, &key.topic) {
+        (Some(t), _) => TopicName(str_bytes(t.name.clone())),
+        (None, TopicKey::Name(name)) => TopicName(str_bytes(name.to_string())),
+        (None, TopicKey::Id(_)) => TopicName::default(),
+    };
+    Target {
+        topic,
+        topic_id,
+        partition,
+        fetch_offset: wanted.fetch_offset,
+        partition_max_bytes: wanted.partition_max_bytes,
+        current_leader_epoch: wanted.current_leader_epoch,
+        last_fetched_epoch: wanted.last_fetched_epoch,
+        log_start_offset: wanted.log_start_offset,
+        error,
+    }
+}
+
+/// What a session compares with its cache to decide whether the answer carries a partition.
+fn result_of(data: &PartitionData) -> PartitionResult {
+    PartitionResult {
+        high_watermark: data.high_watermark,
+        last_stable_offset: data.last_stable_offset,
+        log_start_offset: data.log_start_offset,
+        records_bytes: data.records.as_ref().map_or(0, Bytes::len),
+        error: data.error_code != 0,
+        preferred_read_replica: data.preferred_read_replica.0 >= 0,
+        diverging_epoch: data.diverging_epoch.epoch >= 0 || data.diverging_epoch.end_offset >= 0,
+    }
 }
 
 /// Reads every target once, within the response byte budget. Blocking. For a follower
