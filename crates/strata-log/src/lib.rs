@@ -36,7 +36,7 @@ mod txn_tests;
 pub use batch::{check_crc, RecordBatchHeader, TimestampType};
 pub use cleaner::{CompactedOutput, CompactionPlan, CompactionStats, OFFSET_MAP_MEMORY_BYTES};
 pub use config::LogConfig;
-pub use error::LogError;
+pub use error::{LogError, RecordError, MAX_RECORD_ERRORS};
 pub use fsutil::write_atomic;
 pub use log::{AppendInfo, Log, LogOffsetSnapshot, ReadResult, DEFAULT_PRODUCER_ID_EXPIRATION_MS};
 pub use tiered::{SegmentForUpload, TierTail};

@@ -43,7 +43,6 @@ use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state::{
     AppendOrigin, CompletedTxn, ProducerAppendStaging, ProducerStateManager, TxnMarker,
 };
-use crate::records;
 use crate::segment::{BatchPlacement, LogSegment};
 use crate::txn::{self, AbortedTxn, ControlRecord, TxnIndex, CONTROL_PREFIX_BYTES};
 
@@ -593,8 +592,14 @@ impl Log {
                 max_bytes: self.config.max_message_bytes,
             });
         }
-        // Pass 1: validate every batch. At most records.len() / 61 headers.
-        let mut headers: Vec<(usize, RecordBatchHeader)> = Vec::new();
+        // Pass 1: validate every batch. At most records.len() / 61 headers. Each keeps the
+        // largest record timestamp when validation read its records.
+        let mut headers: Vec<(usize, RecordBatchHeader, Option<i64>)> = Vec::new();
+        let topic_partition = || {
+            self.dir
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        };
         let mut pos = 0usize;
         while pos < records.len() {
             let rest = &records[pos..];
@@ -614,11 +619,15 @@ impl Log {
             }
             let batch_bytes = &rest[..size];
             batch::check_crc(batch_bytes, &h)?;
-            batch::validate_client_batch(batch_bytes, &h, &self.config, now_ms, origin)?;
-            if self.config.compact {
-                records::check_records_have_keys(batch_bytes, &h)?;
-            }
-            headers.push((pos, h));
+            let max_record_timestamp = batch::validate_client_batch(
+                batch_bytes,
+                &h,
+                &self.config,
+                now_ms,
+                origin,
+                &topic_partition,
+            )?;
+            headers.push((pos, h, max_record_timestamp));
             pos += size;
         }
 
@@ -627,13 +636,13 @@ impl Log {
         let mut staging = ProducerAppendStaging::default();
         let mut placements = Vec::with_capacity(headers.len());
         let mut next_offset = self.log_end_offset;
-        for (_, h) in &headers {
+        for (_, h, max_record_timestamp) in &headers {
             let first = next_offset;
             let last = first + h.last_offset_delta as i64;
             let max_timestamp_ms = if log_append_time {
                 now_ms
             } else {
-                h.max_timestamp
+                max_record_timestamp.unwrap_or(h.max_timestamp)
             };
             if h.producer_id >= 0 {
                 if let Some(dup) = self.producers.check_and_stage(
@@ -673,7 +682,7 @@ impl Log {
         // Only the headers change: patch copies of them and write the records from the
         // request buffer, so the produced bytes are not copied again before the write.
         let mut patched = Vec::with_capacity(headers.len());
-        for ((pos, h), p) in headers.iter().zip(&placements) {
+        for ((pos, h, _), p) in headers.iter().zip(&placements) {
             let (original, rest) =
                 records[*pos..*pos + h.size_bytes()].split_at(BATCH_HEADER_SIZE_BYTES);
             let mut header = [0u8; BATCH_HEADER_SIZE_BYTES];
@@ -682,13 +691,17 @@ impl Log {
             batch::set_partition_leader_epoch(&mut header, leader_epoch);
             if log_append_time {
                 batch::set_timestamp(&mut header, rest, TimestampType::LogAppendTime, now_ms);
-            } else if h.timestamp_type() == TimestampType::LogAppendTime {
-                // CreateTime topic: keep the producer's timestamps, clear the bit.
+            } else if h.timestamp_type() == TimestampType::LogAppendTime
+                || p.max_timestamp_ms != h.max_timestamp
+            {
+                // CreateTime topic: keep the producer's timestamps, clear the bit, and make
+                // the max timestamp the records' (Kafka's `setMaxTimestamp`), which the time
+                // index and ListOffsets rely on.
                 batch::set_timestamp(
                     &mut header,
                     rest,
                     TimestampType::CreateTime,
-                    h.max_timestamp,
+                    p.max_timestamp_ms,
                 );
             }
             patched.push((header, rest));

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::test_util::{headers, BatchBuilder};
+use crate::test_util::{edited, headers, timed_batch, BatchBuilder};
 use crate::{Log, LogConfig, LogError, TimestampType};
 
 const NOW_MS: i64 = 1_700_000_000_000;
@@ -150,7 +150,10 @@ fn invalid_batches_are_rejected_and_nothing_written() {
     let future = BatchBuilder::new(1).timestamp(NOW_MS + 3_600_001).build();
     assert!(matches!(
         log.append_as_leader(&future, 0, NOW_MS),
-        Err(LogError::InvalidTimestamp(_))
+        Err(LogError::InvalidRecords {
+            invalid_timestamp: true,
+            ..
+        })
     ));
 
     // Truncated batch / trailing partial batch.
@@ -641,6 +644,53 @@ fn offset_for_timestamp_and_max_timestamp() {
     log.close().expect("close");
     let log = open(dir.path(), cfg, true);
     check(&log);
+}
+
+#[test]
+fn a_batch_is_stored_with_its_records_max_timestamp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), small_segments(), false);
+    // The producer's header says NOW - 100; the records' max is NOW - 3.
+    for codec in [0u8, 4] {
+        let lying = edited(
+            timed_batch(
+                &[(None, NOW_MS - 7), (None, NOW_MS - 3), (None, NOW_MS - 9)],
+                codec,
+            ),
+            |b| b[35..43].copy_from_slice(&(NOW_MS - 100).to_be_bytes()),
+        );
+        let first = log
+            .append_as_leader(&lying, 0, NOW_MS)
+            .expect("append")
+            .first_offset;
+        let stored = log.read(first, 1 << 20, false).expect("read").records;
+        let h = &headers(&stored)[0];
+        assert_eq!(h.max_timestamp, NOW_MS - 3, "codec {codec}");
+        assert_eq!(h.timestamp_type(), TimestampType::CreateTime);
+    }
+}
+
+#[test]
+fn refused_records_leave_the_log_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        timestamp_after_max_ms: 1_000,
+        ..LogConfig::default()
+    };
+    let mut log = open(dir.path(), cfg, false);
+    let future = timed_batch(&[(None, NOW_MS), (None, NOW_MS + 5_000), (None, NOW_MS)], 4);
+    let refused = log
+        .append_as_leader(&future, 0, NOW_MS)
+        .expect_err("refused");
+    assert_eq!(refused.kafka_error_code(), 32);
+    let named: Vec<_> = refused
+        .record_errors()
+        .iter()
+        .map(|r| r.batch_index)
+        .collect();
+    assert_eq!(named, vec![1]);
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.snapshot().size_bytes, 0);
 }
 
 #[test]
