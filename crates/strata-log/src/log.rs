@@ -1209,12 +1209,13 @@ impl Log {
         }
     }
 
-    /// ListOffsets by timestamp at batch granularity: the first batch (at or
-    /// after the log start) whose max timestamp is >= `timestamp_ms`, answered
-    /// as `(batch max timestamp, max(batch base offset, log start offset))`.
-    /// Kafka answers with the exact record; fetching from the batch base offset
-    /// still delivers that record, but the returned timestamp is the batch's
-    /// max, not the record's.
+    /// ListOffsets by timestamp (Kafka's `UnifiedLog.fetchOffsetByTimestamp`): the first
+    /// record at or after the local log start whose timestamp is >= `timestamp_ms`, as
+    /// `(its timestamp, its offset)`; in a LogAppendTime batch a record's timestamp is the
+    /// batch's. Segments whose max timestamp is below the target are skipped; in the first
+    /// other one, the time index says where to start, batch headers are walked, and the records
+    /// of the first batch whose max timestamp reaches the target are read (inflated if
+    /// compressed, bounded) — usually one batch.
     ///
     /// Local segments only: a tiered log's caller looks in the tier below
     /// [`Log::local_log_start_offset`] first.
@@ -1237,16 +1238,17 @@ impl Log {
         Ok(None)
     }
 
-    /// ListOffsets MAX_TIMESTAMP: `(max timestamp, base offset of the first
-    /// batch holding it)`; `None` if the log holds no data. Segments whose
-    /// index cannot be read are skipped (and logged).
-    pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
-        let mut best: Option<(i64, i64)> = None;
+    /// ListOffsets MAX_TIMESTAMP (KIP-734): `(max timestamp, offset of the first record
+    /// holding it)`, in the first segment with the largest max timestamp; never below the log
+    /// start offset. `None` if the log holds no timestamps. Segments whose index cannot be read
+    /// are skipped (and logged); a batch whose records cannot be read is an error.
+    pub fn max_timestamp_and_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let mut best: Option<(i64, &LogSegment)> = None;
         for seg in self.segments.values().filter(|s| s.size_bytes() > 0) {
             match seg.max_timestamp(&self.config) {
                 Ok(t) => {
                     if best.is_none_or(|(ts, _)| t.timestamp_ms > ts) {
-                        best = Some((t.timestamp_ms, t.offset));
+                        best = Some((t.timestamp_ms, seg));
                     }
                 }
                 Err(e) => {
@@ -1254,7 +1256,12 @@ impl Log {
                 }
             }
         }
-        best.map(|(ts, offset)| (ts, offset.max(self.log_start_offset)))
+        let Some((_, seg)) = best else {
+            return Ok(None);
+        };
+        Ok(seg
+            .max_timestamp_record(&self.config)?
+            .map(|(ts, offset)| (ts, offset.max(self.log_start_offset))))
     }
 
     /// OffsetForLeaderEpoch with Kafka's `LeaderEpochFileCache.endOffsetFor` semantics.

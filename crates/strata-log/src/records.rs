@@ -1,6 +1,7 @@
 //! Record-level access to magic-v2 batches, used only where Kafka also looks
 //! inside batches: produce validation of each record (keys on compacted topics,
-//! timestamps) and the log cleaner.
+//! timestamps), ListOffsets by timestamp (the record, not its batch), and the
+//! log cleaner.
 //!
 //! Two ways in. [`walk_records`] streams a batch's records and hands out what
 //! validation and lookups need of each (timestamp and offset deltas, key and
@@ -311,6 +312,52 @@ pub(crate) fn walk_records(
     }
     let input = BufReader::with_capacity(WALK_BUFFER_BYTES, inflating_reader(raw, h)?);
     RecordStream { input, h }.walk(f)
+}
+
+/// ListOffsets by timestamp inside one batch, once its max timestamp says it may hold the
+/// answer (Kafka's `FileRecords.searchForTimestamp`): the first record at or above
+/// `start_offset` whose timestamp is at least `target_ms`, as `(timestamp, offset)`. In a
+/// LogAppendTime batch every record has the batch's timestamp. `batch` is one whole batch;
+/// a compressed one is inflated as it is read ([`walk_records`], bounded), up to the record
+/// found.
+pub fn find_record_by_timestamp(
+    batch: &[u8],
+    h: &RecordBatchHeader,
+    target_ms: i64,
+    start_offset: i64,
+) -> Result<Option<(i64, i64)>, LogError> {
+    if h.max_timestamp < target_ms || h.last_offset() < start_offset {
+        return Ok(None);
+    }
+    let mut found = None;
+    walk_records(batch, h, |_, record| {
+        let timestamp = h.record_timestamp(record.timestamp_delta);
+        let offset = h.base_offset.saturating_add(i64::from(record.offset_delta));
+        if timestamp >= target_ms && offset >= start_offset {
+            found = Some((timestamp, offset));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(found)
+}
+
+/// Kafka's `RecordBatch.offsetOfMaxTimestamp` (ListOffsets MAX_TIMESTAMP, KIP-734): the
+/// offset of the first record of `batch` whose timestamp is the batch's max timestamp;
+/// `None` if no record has it (a header that does not describe its records).
+pub fn offset_of_max_timestamp(
+    batch: &[u8],
+    h: &RecordBatchHeader,
+) -> Result<Option<i64>, LogError> {
+    let mut found = None;
+    walk_records(batch, h, |_, record| {
+        if h.record_timestamp(record.timestamp_delta) == h.max_timestamp {
+            found = Some(h.base_offset.saturating_add(i64::from(record.offset_delta)));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(found)
 }
 
 /// A records section read as a stream, for [`walk_records`].
@@ -669,6 +716,33 @@ mod tests {
         match walk_records(&batch, &h, |_, _| ControlFlow::Continue(())) {
             Err(LogError::CorruptRecord(m)) => assert!(m.contains("inflates beyond"), "{m}"),
             other => panic!("expected the bound, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lookups_name_records() {
+        let records = [(None, 50), (None, 10), (None, 70), (None, 70), (None, 60)];
+        for codec in [0u8, 2, 3] {
+            let batch = edited(timed_batch(&records, codec), |b| {
+                b[0..8].copy_from_slice(&100i64.to_be_bytes()); // base offset 100
+            });
+            let h = RecordBatchHeader::parse(&batch).unwrap();
+            let find = |target, start| find_record_by_timestamp(&batch, &h, target, start).unwrap();
+            assert_eq!(find(0, 0), Some((50, 100)));
+            assert_eq!(find(51, 0), Some((70, 102)));
+            assert_eq!(find(60, 103), Some((70, 103)));
+            assert_eq!(find(65, 104), None);
+            assert_eq!(find(60, 104), Some((60, 104)));
+            assert_eq!(find(71, 0), None);
+            assert_eq!(offset_of_max_timestamp(&batch, &h).unwrap(), Some(102));
+            // LogAppendTime: every record has the batch's timestamp.
+            let lat = edited(batch.clone(), |b| b[22] |= 0x08);
+            let h = RecordBatchHeader::parse(&lat).unwrap();
+            assert_eq!(
+                find_record_by_timestamp(&lat, &h, 65, 101).unwrap(),
+                Some((70, 101))
+            );
+            assert_eq!(offset_of_max_timestamp(&lat, &h).unwrap(), Some(100));
         }
     }
 
