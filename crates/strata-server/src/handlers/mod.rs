@@ -97,9 +97,9 @@ pub async fn handle(
         RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
             configs::handle_incremental_alter(broker, r).await,
         ),
-        RequestKind::DescribeLogDirs(r) => {
-            ResponseKind::DescribeLogDirs(configs::handle_describe_log_dirs(broker, &r))
-        }
+        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(
+            configs::handle_describe_log_dirs(broker, r, version).await,
+        ),
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(producer_id::handle(broker, &r, version).await)
         }
