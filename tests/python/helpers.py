@@ -501,6 +501,21 @@ def produce_acked(
     return t.acked
 
 
+def kafka_python_batch_outcomes(bootstrap: str, sends: list[dict[str, Any]], **conf: Any) -> list[Exception | None]:
+    """Sends `sends` (keyword arguments of kafka-python's `KafkaProducer.send`) in one batch
+    (a long linger, no retries) and returns what became of each: None when acknowledged,
+    else its exception."""
+    from kafka import KafkaProducer
+
+    prod = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=500, retries=0, request_timeout_ms=10000, **conf)
+    try:
+        futures = [prod.send(**send) for send in sends]
+        prod.flush(timeout=20)
+    finally:
+        prod.close(timeout=5)
+    return [f.exception for f in futures]
+
+
 def watermarks(bootstrap: str, topic: str, partitions: Iterable[int], timeout: float = 10.0) -> dict[int, tuple[int, int]]:
     c = make_consumer(bootstrap)
     try:

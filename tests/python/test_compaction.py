@@ -16,6 +16,7 @@ from helpers import (
     DeliveryTracker,
     create_topic,
     flush_all,
+    kafka_python_batch_outcomes,
     make_admin,
     make_consumer,
     make_producer,
@@ -179,3 +180,47 @@ def test_compacted_topic_refuses_records_without_key(broker_factory, topic):
     flush_all(p)
     assert tracker.acked["keyed"][1] == 0
     assert _read_all(bs, topic) == [(0, b"k", b"with key")]
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd"])
+def test_only_the_keyless_records_of_a_batch_fail(shared_broker, topic, codec):
+    """KIP-467: a batch refused for some of its records names them (`record_errors`), so that
+    librdkafka fails those with INVALID_RECORD and the others of the batch with
+    _INVALID_DIFFERENT_RECORD; nothing of the batch is written. (confluent-kafka does not
+    surface the per-record message; the kafka-python test below checks it.)"""
+    bs = shared_broker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=1, config={"cleanup.policy": "compact"})
+    # A long linger: the five records go in one batch.
+    p = make_producer(bs, **{"retries": 0, "linger.ms": 500, "compression.type": codec})
+    tracker = DeliveryTracker()
+    keys = [b"a", None, b"c", None, b"e"]
+    for i, key in enumerate(keys):
+        p.produce(topic, key=key, value=b"v%d" % i, partition=0, on_delivery=tracker.cb(i))
+    flush_all(p)
+    assert not tracker.acked, tracker.acked
+    codes = {i: e.code() for i, e in tracker.failed.items()}
+    other = KafkaError._INVALID_DIFFERENT_RECORD
+    assert codes == {0: other, 1: KafkaError.INVALID_RECORD, 2: other, 3: KafkaError.INVALID_RECORD, 4: other}
+    assert watermarks(bs, topic, [0])[0] == (0, 0)
+    # The keyed records go through on their own.
+    for i in (0, 2, 4):
+        p.produce(topic, key=keys[i], value=b"v%d" % i, partition=0, on_delivery=tracker.cb(("again", i)))
+    flush_all(p)
+    assert [tracker.acked[("again", i)][1] for i in (0, 2, 4)] == [0, 1, 2]
+
+
+def test_kafka_python_fails_only_the_keyless_record(shared_broker, topic):
+    """kafka-python reads `record_errors` too: the keyless record fails with INVALID_RECORD and
+    the broker's message, its batch mates with the generic 'part of a batch' error."""
+    from kafka.errors import InvalidRecordError, KafkaError as KpError
+
+    bs = shared_broker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=1, config={"cleanup.policy": "compact"})
+    sends = [dict(topic=topic, key=key, value=b"v", partition=0) for key in (b"a", None, b"c")]
+    errors = kafka_python_batch_outcomes(bs, sends)
+    assert isinstance(errors[1], InvalidRecordError), errors
+    assert "Compacted topic cannot accept message without key" in str(errors[1]), errors[1]
+    for e in (errors[0], errors[2]):
+        assert isinstance(e, KpError) and not isinstance(e, InvalidRecordError), errors
+        assert "part of a batch which had one more more invalid records" in str(e), e
+    assert watermarks(bs, topic, [0])[0] == (0, 0)

@@ -142,3 +142,30 @@ def test_describe_log_dirs(shared_broker, topic):
     }
     assert sizes == on_disk
     assert sizes[0] > 50 * 200 and sizes[1] == 0
+    # v4+: the data directory's file system, as statvfs counts it (Kafka's FileStore
+    # getTotalSpace / getUsableSpace), not -1.
+    fs = os.statvfs(log_dir["log_dir"])
+    assert log_dir["total_bytes"] == fs.f_blocks * fs.f_frsize, log_dir
+    usable = fs.f_bavail * fs.f_frsize
+    assert 0 < log_dir["usable_bytes"] <= log_dir["total_bytes"], log_dir
+    assert abs(log_dir["usable_bytes"] - usable) < 1 << 30, (log_dir["usable_bytes"], usable)
+
+
+def test_describe_log_dirs_before_v4_keeps_the_disk_fields_out(shared_broker, topic):
+    """kafka-python pinned to Kafka 2.0 asks DescribeLogDirs v1, which has no disk-space
+    fields: the answer must still encode (the connection stays up) and list the partition."""
+    from kafka.admin import KafkaAdminClient
+
+    create_topic(make_admin(shared_broker.bootstrap), topic, partitions=1)
+    _produce(shared_broker.bootstrap, topic, 5)
+    ka = KafkaAdminClient(
+        bootstrap_servers=shared_broker.bootstrap, api_version=(2, 0), request_timeout_ms=10000
+    )
+    try:
+        [per_broker] = ka.describe_log_dirs(topic_partitions={topic: [0]})
+    finally:
+        ka.close()
+    [log_dir] = per_broker["log_dirs"]
+    assert log_dir["error_code"] == 0
+    assert "total_bytes" not in log_dir or log_dir["total_bytes"] == -1, log_dir
+    assert [t["name"] for t in log_dir["topics"]] == [topic]

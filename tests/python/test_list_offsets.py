@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
@@ -88,6 +89,52 @@ def test_admin_list_offsets(shared_broker, topic):
     assert list(res.values())[0].result(timeout=10).offset == 0
     res = admin.list_offsets({tp1: OffsetSpec.for_timestamp(now - 10_000)}, request_timeout=10)
     assert list(res.values())[0].result(timeout=10).offset == -1
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd"])
+def test_lookups_name_the_record_inside_a_batch(shared_broker, topic, codec):
+    """ListOffsets by timestamp answers the first *record* at or after the target, and
+    MAX_TIMESTAMP the record holding the max (KIP-734), not the base offset of their batch
+    (Kafka's `LogSegment.findOffsetByTimestamp`), compressed batches included."""
+    bs = shared_broker.bootstrap
+    admin = make_admin(bs)
+    create_topic(admin, topic, partitions=1)
+    now = int(time.time() * 1000)
+    # One batch (a long linger), offsets 0..3.
+    timestamps = [now - 3000, now - 2000, now - 500, now - 1000]
+    p = make_producer(bs, **{"linger.ms": 500, "compression.type": codec})
+    for i, ts in enumerate(timestamps):
+        p.produce(topic, value=b"r%d" % i, partition=0, timestamp=ts)
+    flush_all(p)
+    tp = TopicPartition(topic, 0)
+
+    def lo(spec):
+        [(_, fut)] = admin.list_offsets({tp: spec}, request_timeout=10).items()
+        r = fut.result(timeout=10)
+        return (r.offset, r.timestamp)
+
+    assert lo(OffsetSpec.for_timestamp(now - 3000)) == (0, now - 3000)
+    assert lo(OffsetSpec.for_timestamp(now - 2500)) == (1, now - 2000)
+    assert lo(OffsetSpec.for_timestamp(now - 1500)) == (2, now - 500)
+    assert lo(OffsetSpec.for_timestamp(now - 499)) == (-1, -1)
+    assert lo(OffsetSpec.max_timestamp()) == (2, now - 500)
+
+    c = make_consumer(bs)
+    try:
+        [r] = c.offsets_for_times([TopicPartition(topic, 0, now - 2500)], timeout=10)
+        assert (r.error, r.offset) == (None, 1)
+    finally:
+        c.close()
+
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTP
+
+    kc = KafkaConsumer(bootstrap_servers=bs, request_timeout_ms=10000)
+    try:
+        found = kc.offsets_for_times({KTP(topic, 0): now - 1500})[KTP(topic, 0)]
+        assert (found.offset, found.timestamp) == (2, now - 500)
+    finally:
+        kc.close()
 
 
 def test_log_append_time(shared_broker, topic):

@@ -178,9 +178,9 @@ def test_kafka_python_pinned_api_version(old_broker, api_version) -> None:
         assert ends == {tps[0]: 5, tps[1]: 5}, ends
         consumer.close()
 
-        groups = [g[0] if isinstance(g, tuple) else g.group_id for g in admin.list_consumer_groups()]
+        groups = {g["group_id"] for g in admin.list_groups()}
         assert group in groups, groups
-        committed = admin.list_consumer_group_offsets(group)
+        committed = admin.list_group_offsets([group])[group]
         assert {tp.partition: o.offset for tp, o in committed.items()} == {0: 5, 1: 5}, committed
         admin.delete_topics([topic])
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
@@ -17,6 +18,7 @@ from helpers import (
     create_topic,
     expect_kafka_error,
     flush_all,
+    kafka_python_batch_outcomes,
     make_admin,
     make_producer,
     wait_until,
@@ -215,6 +217,68 @@ def test_topic_max_message_bytes(shared_broker, topic):
     p.flush(15)
     assert "big" in tracker.failed, "topic max.message.bytes not enforced"
     assert tracker.failed["big"].code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+
+WINDOW_MS = 3_600_000
+
+
+def _timestamp_window_topic(bs, topic):
+    create_topic(
+        make_admin(bs),
+        topic,
+        partitions=1,
+        config={"message.timestamp.before.max.ms": str(WINDOW_MS), "message.timestamp.after.max.ms": str(WINDOW_MS)},
+    )
+
+
+@pytest.mark.parametrize("codec", ["none", "lz4"])
+def test_out_of_range_timestamps_fail_only_their_records(shared_broker, topic, codec):
+    """Every record's timestamp is checked, not only the batch's first and max (Kafka's
+    LogValidator); the refused ones are named (KIP-467) and the rest of their batch fails with
+    _INVALID_DIFFERENT_RECORD. That is librdkafka's reading of several named records (each
+    INVALID_RECORD); with a single one it fails the whole batch with the partition's error,
+    INVALID_TIMESTAMP (`rd_kafka_dr_msgq0`), as against Kafka."""
+    bs = shared_broker.bootstrap
+    _timestamp_window_topic(bs, topic)
+    now = int(time.time() * 1000)
+    other = KafkaError._INVALID_DIFFERENT_RECORD
+    p = make_producer(bs, **{"retries": 0, "linger.ms": 500, "compression.type": codec})
+    tracker = DeliveryTracker()
+
+    def produce_batch(name, timestamps):
+        for i, ts in enumerate(timestamps):
+            p.produce(topic, value=b"v%d" % i, partition=0, timestamp=ts, on_delivery=tracker.cb((name, i)))
+        flush_all(p)
+        return {i: tracker.failed[(name, i)].code() for i in range(len(timestamps)) if (name, i) in tracker.failed}
+
+    # The first and the largest timestamps are fine: only looking at each record finds 1 (and 3).
+    one_bad = [now, now - 2 * WINDOW_MS, now - 1000, now + 1000]
+    assert produce_batch("one", one_bad) == {i: KafkaError.INVALID_TIMESTAMP for i in range(4)}
+    two_bad = [now, now - 2 * WINDOW_MS, now - 1000, now - 3 * WINDOW_MS, now + 1000]
+    codes = produce_batch("two", two_bad)
+    assert codes == {0: other, 1: KafkaError.INVALID_RECORD, 2: other, 3: KafkaError.INVALID_RECORD, 4: other}
+    assert not tracker.acked, tracker.acked
+    assert watermarks(bs, topic, [0])[0] == (0, 0)
+    # In range, the same records are taken.
+    for i in (0, 2, 4):
+        p.produce(topic, value=b"v%d" % i, partition=0, timestamp=two_bad[i], on_delivery=tracker.cb(("ok", i)))
+    flush_all(p)
+    assert [tracker.acked[("ok", i)][1] for i in (0, 2, 4)] == [0, 1, 2]
+
+
+def test_kafka_python_fails_only_the_out_of_range_timestamp(shared_broker, topic):
+    from kafka.errors import InvalidTimestampError, KafkaError as KpError
+
+    bs = shared_broker.bootstrap
+    _timestamp_window_topic(bs, topic)
+    now = int(time.time() * 1000)
+    sends = [dict(topic=topic, value=b"v", partition=0, timestamp_ms=ts) for ts in (now, now + 2 * WINDOW_MS, now)]
+    errors = kafka_python_batch_outcomes(bs, sends, compression_type="gzip")
+    assert isinstance(errors[1], InvalidTimestampError), errors
+    assert "of message with offset 1 is out of range" in str(errors[1]), errors[1]
+    for e in (errors[0], errors[2]):
+        assert isinstance(e, KpError) and not isinstance(e, InvalidTimestampError), errors
+    assert watermarks(bs, topic, [0])[0] == (0, 0)
 
 
 def test_produce_to_nonexistent_partition(shared_broker, topic):

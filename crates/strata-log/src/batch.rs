@@ -11,9 +11,12 @@
 //! The CRC-32C covers bytes 21.. (attributes to end), so base offset and
 //! partition leader epoch can be rewritten without recomputing it.
 
+use std::ops::ControlFlow;
+
 use crate::config::LogConfig;
-use crate::error::LogError;
+use crate::error::{LogError, RecordError, MAX_RECORD_ERRORS};
 use crate::producer_state::AppendOrigin;
+use crate::records;
 
 /// Size of the fixed v2 batch header.
 pub const BATCH_HEADER_SIZE_BYTES: usize = 61;
@@ -34,7 +37,7 @@ const CONTROL_BIT: i16 = 0x20;
 const MAX_COMPRESSION_CODEC: u8 = 4;
 /// Smallest possible record body: attributes, timestampDelta, offsetDelta,
 /// keyLength, valueLength, headerCount, each at least one byte.
-const MIN_RECORD_BODY_BYTES: i64 = 6;
+pub(crate) const MIN_RECORD_BODY_BYTES: i64 = 6;
 
 /// Kafka's "no timestamp" sentinel.
 pub const NO_TIMESTAMP: i64 = -1;
@@ -175,6 +178,15 @@ impl RecordBatchHeader {
         }
     }
 
+    /// A record's timestamp: the batch's max timestamp in a LogAppendTime batch, else the base
+    /// timestamp plus the record's delta (Kafka's `DefaultRecord.readFrom`, Java arithmetic).
+    pub(crate) fn record_timestamp(&self, timestamp_delta: i64) -> i64 {
+        match self.timestamp_type() {
+            TimestampType::LogAppendTime => self.max_timestamp,
+            TimestampType::CreateTime => self.base_timestamp.wrapping_add(timestamp_delta),
+        }
+    }
+
     /// Last sequence number of the batch, wrapping past `i32::MAX` to 0 like
     /// Kafka's `DefaultRecordBatch.incrementSequence`.
     pub fn last_sequence(&self) -> i32 {
@@ -217,13 +229,30 @@ pub fn check_crc(batch: &[u8], header: &RecordBatchHeader) -> Result<(), LogErro
 /// refused from every origin: markers are written only by
 /// `Log::append_txn_marker`, which keeps the transaction index in step.
 /// A coordinator may write producer batches without a sequence (-1).
+///
+/// Then every record is checked as Kafka's `LogValidator.validateRecord` does: a compacted
+/// topic refuses records without a key; a CreateTime topic refuses timestamps outside
+/// `message.timestamp.before.max.ms` / `message.timestamp.after.max.ms` of `now_ms`; a batch
+/// a producer marked LogAppendTime is refused unless its records' timestamp passes the
+/// CreateTime check. Refused records are answered together ([`LogError::InvalidRecords`]),
+/// each with its index; `topic_partition` names the partition in their messages.
+///
+/// Returns the largest record timestamp (Kafka's `maxBatchTimestamp`, -1 if none) when the
+/// records were read, for the caller to store in the header as Kafka does; `None` when they
+/// were not. An uncompressed batch is always read (in place: a few varints per record). A
+/// compressed one is inflated only when a record-level check can refuse something: on a
+/// compacted topic, on a CreateTime topic whose window is not unbounded both ways, or for a
+/// batch marked LogAppendTime. Kafka inflates every compressed batch it validates; with
+/// `message.timestamp.after.max.ms` at its default (one hour) Strata does too, through a
+/// fixed buffer and bounded ([`records::walk_records`]).
 pub(crate) fn validate_client_batch(
     batch: &[u8],
     header: &RecordBatchHeader,
     config: &LogConfig,
     now_ms: i64,
     origin: AppendOrigin,
-) -> Result<(), LogError> {
+    topic_partition: &dyn Fn() -> String,
+) -> Result<Option<i64>, LogError> {
     if header.records_count <= 0 {
         return Err(LogError::InvalidRecord(format!(
             "record batch has records count {}",
@@ -263,24 +292,153 @@ pub(crate) fn validate_client_batch(
             "transactional batch without a producer id".into(),
         ));
     }
-    if header.compression() == 0 {
-        walk_uncompressed_records(&batch[BATCH_HEADER_SIZE_BYTES..], header.records_count)?;
+    let rules = RecordRules::new(header, config, now_ms);
+    if header.compression() != 0 && !rules.can_refuse() {
+        return Ok(None);
     }
-    if config.timestamp_type == TimestampType::CreateTime {
-        let lower_ms = now_ms.saturating_sub(config.timestamp_before_max_ms);
-        let upper_ms = now_ms.saturating_add(config.timestamp_after_max_ms);
-        for (name, ts) in [
-            ("base", header.base_timestamp),
-            ("max", header.max_timestamp),
-        ] {
-            if ts != NO_TIMESTAMP && (ts < lower_ms || ts > upper_ms) {
-                return Err(LogError::InvalidTimestamp(format!(
-                    "{name} timestamp {ts} of batch is outside [{lower_ms}, {upper_ms}]"
-                )));
-            }
+    let mut refused = RefusedRecords::default();
+    let mut max_timestamp = NO_TIMESTAMP;
+    records::walk_records(batch, header, |index, record| {
+        let timestamp = header.record_timestamp(record.timestamp_delta);
+        max_timestamp = max_timestamp.max(timestamp);
+        if let Some((invalid_timestamp, why)) = rules.check(header, &record, topic_partition) {
+            refused.add(index, invalid_timestamp, why);
+        }
+        ControlFlow::Continue(())
+    })?;
+    refused.into_result()?;
+    Ok(Some(max_timestamp))
+}
+
+/// The record-level rules of `LogValidator.validateRecord` for one batch on one topic.
+struct RecordRules {
+    keys_required: bool,
+    /// CreateTime topic: the allowed distances of a timestamp from now.
+    window: Option<TimestampWindow>,
+    /// The producer marked the batch LogAppendTime.
+    batch_log_append_time: bool,
+}
+
+#[derive(Clone, Copy)]
+struct TimestampWindow {
+    now_ms: i64,
+    before_max_ms: i64,
+    after_max_ms: i64,
+}
+
+impl TimestampWindow {
+    /// Kafka's `recordHasInvalidTimestamp`, in Java's wrapping arithmetic.
+    fn refuses(&self, timestamp_ms: i64) -> bool {
+        let diff = self.now_ms.wrapping_sub(timestamp_ms);
+        diff > self.before_max_ms || diff.wrapping_neg() > self.after_max_ms
+    }
+
+    /// Whether any timestamp at all is refused.
+    fn is_bounded(&self) -> bool {
+        self.before_max_ms != i64::MAX || self.after_max_ms != i64::MAX
+    }
+}
+
+impl RecordRules {
+    fn new(header: &RecordBatchHeader, config: &LogConfig, now_ms: i64) -> Self {
+        RecordRules {
+            keys_required: config.compact,
+            window: (config.timestamp_type == TimestampType::CreateTime).then_some(
+                TimestampWindow {
+                    now_ms,
+                    before_max_ms: config.timestamp_before_max_ms,
+                    after_max_ms: config.timestamp_after_max_ms,
+                },
+            ),
+            batch_log_append_time: header.timestamp_type() == TimestampType::LogAppendTime,
         }
     }
-    Ok(())
+
+    /// Whether some record of the batch could be refused, whatever it holds.
+    fn can_refuse(&self) -> bool {
+        self.keys_required
+            || self.batch_log_append_time
+            || self.window.is_some_and(|w| w.is_bounded())
+    }
+
+    /// Why `record` is refused, if it is: `(is a timestamp error, message)`. Kafka's order:
+    /// the key first, then the timestamp; one error per record.
+    fn check(
+        &self,
+        header: &RecordBatchHeader,
+        record: &records::RecordSummary,
+        topic_partition: &dyn Fn() -> String,
+    ) -> Option<(bool, String)> {
+        if self.keys_required && record.key_len < 0 {
+            return Some((
+                false,
+                format!(
+                    "Compacted topic cannot accept message without key in topic partition {}",
+                    topic_partition()
+                ),
+            ));
+        }
+        let timestamp = header.record_timestamp(record.timestamp_delta);
+        let offset = header
+            .base_offset
+            .wrapping_add(i64::from(record.offset_delta));
+        match self.window {
+            Some(w) if timestamp != NO_TIMESTAMP => w.refuses(timestamp).then(|| {
+                (
+                    true,
+                    format!(
+                        "Timestamp {timestamp} of message with offset {offset} is out of range. \
+                         The timestamp should be within [{}, {}]",
+                        w.now_ms.wrapping_sub(w.before_max_ms),
+                        w.now_ms.wrapping_add(w.after_max_ms)
+                    ),
+                )
+            }),
+            _ if self.batch_log_append_time => Some((
+                true,
+                format!(
+                    "Invalid timestamp type in message DefaultRecord(offset={offset}, \
+                     timestamp={timestamp}, key={} bytes, value={} bytes). Producer should not \
+                     set timestamp type to LogAppendTime.",
+                    record.key_len.max(0),
+                    record.value_len.max(0)
+                ),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// The records of one batch refused so far, named up to [`MAX_RECORD_ERRORS`].
+#[derive(Default)]
+struct RefusedRecords {
+    records: Vec<RecordError>,
+    total: usize,
+    invalid_timestamp: bool,
+}
+
+impl RefusedRecords {
+    fn add(&mut self, batch_index: i32, invalid_timestamp: bool, message: String) {
+        self.total += 1;
+        self.invalid_timestamp |= invalid_timestamp;
+        if self.records.len() < MAX_RECORD_ERRORS {
+            self.records.push(RecordError {
+                batch_index,
+                message,
+            });
+        }
+    }
+
+    fn into_result(self) -> Result<(), LogError> {
+        if self.total == 0 {
+            return Ok(());
+        }
+        Err(LogError::InvalidRecords {
+            invalid_timestamp: self.invalid_timestamp,
+            records: self.records,
+            total: self.total,
+        })
+    }
 }
 
 /// Structural checks of a batch another broker already validated and stored, before a
@@ -408,7 +566,252 @@ pub(crate) fn set_timestamp(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::BatchBuilder;
+    use crate::test_util::{edited, timed_batch, BatchBuilder};
+
+    /// [`validate_client_batch`] of a client's `batch` on partition `t-0`.
+    fn validate(batch: &[u8], config: &LogConfig, now_ms: i64) -> Result<Option<i64>, LogError> {
+        let h = RecordBatchHeader::parse(batch).expect("parse");
+        check_crc(batch, &h).expect("crc");
+        validate_client_batch(batch, &h, config, now_ms, AppendOrigin::Client, &|| {
+            "t-0".into()
+        })
+    }
+
+    /// The refused records' `(index, message)` and whether the error is INVALID_TIMESTAMP.
+    fn refused(result: Result<Option<i64>, LogError>) -> (bool, Vec<(i32, String)>, usize) {
+        match result {
+            Err(LogError::InvalidRecords {
+                invalid_timestamp,
+                records,
+                total,
+            }) => (
+                invalid_timestamp,
+                records
+                    .into_iter()
+                    .map(|r| (r.batch_index, r.message))
+                    .collect(),
+                total,
+            ),
+            other => panic!("expected refused records, got {other:?}"),
+        }
+    }
+
+    const NOW: i64 = 1_000_000;
+    const CODECS: [u8; 5] = [0, 1, 2, 3, 4];
+
+    fn window(before_max_ms: i64, after_max_ms: i64) -> LogConfig {
+        LogConfig {
+            timestamp_before_max_ms: before_max_ms,
+            timestamp_after_max_ms: after_max_ms,
+            ..LogConfig::default()
+        }
+    }
+
+    #[test]
+    fn keyless_records_on_a_compacted_topic_are_named() {
+        let compact = LogConfig {
+            compact: true,
+            ..LogConfig::default()
+        };
+        let no_key = "Compacted topic cannot accept message without key in topic partition t-0";
+        for codec in CODECS {
+            let batch = timed_batch(
+                &[(Some("a"), NOW), (None, NOW), (Some("c"), NOW), (None, NOW)],
+                codec,
+            );
+            let (invalid_timestamp, records, total) = refused(validate(&batch, &compact, NOW));
+            assert!(!invalid_timestamp, "codec {codec}");
+            assert_eq!(
+                records,
+                vec![(1, no_key.into()), (3, no_key.into())],
+                "codec {codec}"
+            );
+            assert_eq!(total, 2);
+            let keyed = timed_batch(&[(Some("a"), NOW), (Some("b"), NOW)], codec);
+            assert_eq!(validate(&keyed, &compact, NOW).expect("keys"), Some(NOW));
+            // Keys are not required elsewhere.
+            assert!(validate(&batch, &LogConfig::default(), NOW).is_ok());
+        }
+    }
+
+    #[test]
+    fn every_record_timestamp_is_checked() {
+        let cfg = window(10_000, 1_000);
+        for codec in CODECS {
+            // The batch's base and max timestamps are inside the window; records 1 and 3 are
+            // not, and record 4 has no timestamp (never refused).
+            let batch = timed_batch(
+                &[
+                    (None, NOW),
+                    (None, NOW - 20_000),
+                    (None, NOW + 500),
+                    (None, NOW + 2_000),
+                    (None, -1),
+                    (None, NOW - 10_000),
+                ],
+                codec,
+            );
+            let batch = edited(batch, |b| b[35..43].copy_from_slice(&NOW.to_be_bytes()));
+            let (invalid_timestamp, records, total) = refused(validate(&batch, &cfg, NOW));
+            assert!(invalid_timestamp, "codec {codec}");
+            assert_eq!(total, 2);
+            assert_eq!(
+                records,
+                vec![
+                    (
+                        1,
+                        "Timestamp 980000 of message with offset 1 is out of range. The \
+                         timestamp should be within [990000, 1001000]"
+                            .into()
+                    ),
+                    (
+                        3,
+                        "Timestamp 1002000 of message with offset 3 is out of range. The \
+                         timestamp should be within [990000, 1001000]"
+                            .into()
+                    ),
+                ],
+                "codec {codec}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_at_the_window_edges_pass_and_the_defaults_refuse_only_the_future() {
+        let batch = timed_batch(&[(None, NOW - 10_000), (None, NOW + 1_000)], 0);
+        assert_eq!(
+            validate(&batch, &window(10_000, 1_000), NOW).expect("edges"),
+            Some(NOW + 1_000)
+        );
+        // Kafka 4's defaults: any past, at most an hour ahead.
+        let cfg = LogConfig::default();
+        let old = timed_batch(&[(None, 0), (None, 1)], 4);
+        assert!(validate(&old, &cfg, NOW).is_ok());
+        let future = timed_batch(&[(None, NOW), (None, NOW + 3_600_001)], 4);
+        let (_, records, _) = refused(validate(&future, &cfg, NOW));
+        assert_eq!(records.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn a_record_gets_one_error_and_a_timestamp_error_makes_the_batch_invalid_timestamp() {
+        let cfg = LogConfig {
+            compact: true,
+            ..window(10_000, 1_000)
+        };
+        // Record 0: no key and too old: the key error only. Record 1: too old.
+        let batch = timed_batch(&[(None, NOW - 20_000), (Some("k"), NOW - 20_000)], 3);
+        let (invalid_timestamp, records, total) = refused(validate(&batch, &cfg, NOW));
+        assert!(invalid_timestamp);
+        assert_eq!(total, 2);
+        assert!(records[0].1.starts_with("Compacted topic cannot accept"));
+        assert!(records[1].1.starts_with("Timestamp 980000 of message"));
+    }
+
+    #[test]
+    fn a_producer_may_not_send_log_append_time() {
+        let lat = |b: &mut Vec<u8>| b[22] |= 0x08;
+        let batch = edited(timed_batch(&[(Some("k"), NOW), (None, NOW)], 0), lat);
+        let log_append_time = LogConfig {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..LogConfig::default()
+        };
+        let (invalid_timestamp, records, total) = refused(validate(&batch, &log_append_time, NOW));
+        assert!(invalid_timestamp);
+        assert_eq!(total, 2);
+        assert_eq!(
+            records[1],
+            (
+                1,
+                "Invalid timestamp type in message DefaultRecord(offset=1, timestamp=1000000, \
+                 key=0 bytes, value=3 bytes). Producer should not set timestamp type to \
+                 LogAppendTime."
+                    .into()
+            )
+        );
+        // On a CreateTime topic the records take the batch's timestamp, which is checked.
+        assert_eq!(
+            validate(&batch, &LogConfig::default(), NOW).expect("ok"),
+            Some(NOW)
+        );
+        let no_timestamp = edited(batch, |b| b[35..43].copy_from_slice(&(-1i64).to_be_bytes()));
+        let (invalid_timestamp, _, total) =
+            refused(validate(&no_timestamp, &LogConfig::default(), NOW));
+        assert!(invalid_timestamp);
+        assert_eq!(total, 2);
+    }
+
+    #[test]
+    fn compressed_batches_are_inflated_only_when_a_record_can_be_refused() {
+        // A zstd batch whose body is not zstd at all: only inflating it finds out.
+        let garbage = edited(timed_batch(&[(None, NOW)], 4), |b| {
+            let len = b.len();
+            b[61..len].fill(0xAB);
+        });
+        let unbounded = window(i64::MAX, i64::MAX);
+        assert_eq!(
+            validate(&garbage, &unbounded, NOW).expect("not inflated"),
+            None
+        );
+        let log_append_time = LogConfig {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..LogConfig::default()
+        };
+        assert_eq!(
+            validate(&garbage, &log_append_time, NOW).expect("not inflated"),
+            None
+        );
+        for cfg in [
+            LogConfig::default(),
+            LogConfig {
+                compact: true,
+                ..unbounded.clone()
+            },
+        ] {
+            assert!(matches!(
+                validate(&garbage, &cfg, NOW),
+                Err(LogError::CorruptRecord(_))
+            ));
+        }
+        // Uncompressed batches are always walked: the records' max timestamp comes back.
+        let plain = timed_batch(&[(None, NOW), (None, NOW - 5)], 0);
+        assert_eq!(
+            validate(&plain, &unbounded, NOW).expect("walked"),
+            Some(NOW)
+        );
+    }
+
+    #[test]
+    fn the_records_max_timestamp_is_returned_whatever_the_header_says() {
+        for codec in CODECS {
+            let batch = timed_batch(&[(None, NOW - 7), (None, NOW - 3), (None, NOW - 9)], codec);
+            let lying = edited(batch, |b| {
+                b[35..43].copy_from_slice(&(NOW - 100).to_be_bytes())
+            });
+            assert_eq!(
+                validate(&lying, &LogConfig::default(), NOW).expect("valid"),
+                Some(NOW - 3),
+                "codec {codec}"
+            );
+        }
+    }
+
+    #[test]
+    fn refused_records_are_named_up_to_the_bound() {
+        let n = MAX_RECORD_ERRORS + 5;
+        let records: Vec<(Option<&str>, i64)> = vec![(None, NOW); n];
+        let batch = timed_batch(&records, 0);
+        let compact = LogConfig {
+            compact: true,
+            ..LogConfig::default()
+        };
+        let (_, named, total) = refused(validate(&batch, &compact, NOW));
+        assert_eq!(total, n);
+        assert_eq!(named.len(), MAX_RECORD_ERRORS);
+        assert_eq!(
+            named.last().map(|r| r.0),
+            Some(MAX_RECORD_ERRORS as i32 - 1)
+        );
+    }
 
     #[test]
     fn parse_roundtrip_of_builder() {
@@ -430,14 +833,8 @@ mod tests {
         assert!(!h.is_control() && !h.is_transactional());
         assert_eq!(h.compression(), 0);
         check_crc(&bytes, &h).expect("crc");
-        validate_client_batch(
-            &bytes,
-            &h,
-            &LogConfig::default(),
-            1000,
-            AppendOrigin::Client,
-        )
-        .expect("valid");
+        let max = validate(&bytes, &LogConfig::default(), 1000).expect("valid");
+        assert_eq!(max, Some(1002));
     }
 
     #[test]
@@ -501,22 +898,21 @@ mod tests {
         let h = RecordBatchHeader::parse(&bytes).expect("parse");
         check_crc(&bytes, &h).expect("crc");
         assert!(matches!(
-            validate_client_batch(&bytes, &h, &cfg, 0, AppendOrigin::Client),
+            validate(&bytes, &cfg, 0),
             Err(LogError::InvalidRecord(_))
         ));
         // Trailing bytes after the declared records.
         let bytes = BatchBuilder::new(2).trailing_garbage(3).build();
-        let h = RecordBatchHeader::parse(&bytes).expect("parse");
         assert!(matches!(
-            validate_client_batch(&bytes, &h, &cfg, 0, AppendOrigin::Client),
+            validate(&bytes, &cfg, 0),
             Err(LogError::InvalidRecord(_))
         ));
         // A record length running past the end of the batch.
-        let mut bytes = BatchBuilder::new(2).build();
-        bytes[61] = 0x7e; // zigzag 63: longer than the records section
-        let h = RecordBatchHeader::parse(&bytes).expect("parse");
+        let bytes = edited(BatchBuilder::new(2).build(), |b| {
+            b[61] = 0x7e; // zigzag 63: longer than the records section
+        });
         assert!(matches!(
-            validate_client_batch(&bytes, &h, &cfg, 0, AppendOrigin::Client),
+            validate(&bytes, &cfg, 0),
             Err(LogError::CorruptRecord(_))
         ));
     }

@@ -310,8 +310,14 @@ fn keyless_records_refused_in_compacted_topic() {
             codec,
             None,
         );
+        // Only the keyless record is named (KIP-467); the batch is refused whole.
         match log.append_as_leader(&b, 0, NOW_MS) {
-            Err(LogError::InvalidRecord(m)) => assert!(m.contains("without key"), "{m}"),
+            Err(e @ LogError::InvalidRecords { .. }) => {
+                assert_eq!(e.kafka_error_code(), 87);
+                let named: Vec<_> = e.record_errors().iter().map(|r| r.batch_index).collect();
+                assert_eq!(named, vec![1], "codec {codec}");
+                assert!(e.record_errors()[0].message.contains("without key"));
+            }
             other => panic!("expected INVALID_RECORD, got {other:?}"),
         }
     }

@@ -1,6 +1,52 @@
 //! Typed errors of the partition log, each mapped to the Kafka error code a
 //! broker must return for it.
 
+/// Most refused records one [`LogError::InvalidRecords`] names. A batch holds at most a few
+/// hundred thousand records (`max.message.bytes` over the 7 bytes of the smallest record),
+/// and each named one costs its message in the produce response; this covers a full batch of
+/// librdkafka's default `batch.num.messages` (10 000). Records refused beyond it are counted
+/// but not named: clients fail them as part of a batch with invalid records.
+pub const MAX_RECORD_ERRORS: usize = 10_000;
+
+/// One record of a batch refused by produce validation (Kafka's `ProduceResponse.RecordError`,
+/// KIP-467): its index in the batch, from 0, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordError {
+    /// Index of the record in its batch.
+    pub batch_index: i32,
+    /// Why it was refused, in Kafka's words.
+    pub message: String,
+}
+
+impl std::fmt::Display for RecordError {
+    /// Kafka's `RecordError.toString`, which the partition's error message quotes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RecordError(batchIndex={}, message='{}')",
+            self.batch_index, self.message
+        )
+    }
+}
+
+/// The partition's error message when some records were refused, as Kafka's
+/// `LogValidator.processRecordErrors` words it.
+fn invalid_records_message(
+    invalid_timestamp: bool,
+    records: &[RecordError],
+    total: usize,
+) -> String {
+    if invalid_timestamp {
+        return "One or more records have been rejected due to invalid timestamp".into();
+    }
+    let shown: Vec<String> = records.iter().take(3).map(RecordError::to_string).collect();
+    format!(
+        "One or more records have been rejected due to {total} record errors in total, and only \
+         showing the first three errors at most: [{}]",
+        shown.join(", ")
+    )
+}
+
 /// Everything that can go wrong in the partition log.
 ///
 /// Variants that come from a client request (`CorruptRecord` .. `OffsetOutOfRange`)
@@ -27,9 +73,20 @@ pub enum LogError {
         /// The configured limit.
         max_bytes: u32,
     },
-    /// CreateTime timestamp outside the allowed window around broker time.
-    #[error("invalid timestamp: {0}")]
-    InvalidTimestamp(String),
+    /// Some records of a batch refused one by one (Kafka's `RecordValidationException`): a
+    /// keyless record on a compacted topic, a CreateTime timestamp outside
+    /// `message.timestamp.before.max.ms` / `message.timestamp.after.max.ms`, a LogAppendTime
+    /// batch from a producer. Nothing of the batch is appended; the produce answer names the
+    /// records (`record_errors`, Produce v8+) so that clients fail only those.
+    #[error("{}", invalid_records_message(*.invalid_timestamp, .records, *.total))]
+    InvalidRecords {
+        /// A timestamp was refused: INVALID_TIMESTAMP, else INVALID_RECORD (Kafka's rule).
+        invalid_timestamp: bool,
+        /// The refused records in batch order, at most [`MAX_RECORD_ERRORS`].
+        records: Vec<RecordError>,
+        /// How many records were refused; more than `records.len()` past the bound.
+        total: usize,
+    },
     /// Idempotent producer sequence gap or reset.
     #[error("out of order sequence: {0}")]
     OutOfOrderSequence(String),
@@ -112,7 +169,11 @@ impl LogError {
             // Kafka 4: ProduceRequest.validateRecords -> InvalidRecordException.
             LogError::UnsupportedMagic(_) => 87,
             LogError::RecordTooLarge { .. } => 10,
-            LogError::InvalidTimestamp(_) => 32,
+            LogError::InvalidRecords {
+                invalid_timestamp: true,
+                ..
+            } => 32,
+            LogError::InvalidRecords { .. } => 87,
             LogError::OutOfOrderSequence(_) => 45,
             LogError::InvalidProducerEpoch(_) => 47,
             LogError::InvalidTxnState(_) => 48,
@@ -122,6 +183,14 @@ impl LogError {
             LogError::UnexpectedAppendOffset { .. } => -1,
             LogError::Io { .. } => 56,
             LogError::StorageCorruption(_) => 56,
+        }
+    }
+
+    /// The refused records of [`LogError::InvalidRecords`]; empty for every other error.
+    pub fn record_errors(&self) -> &[RecordError] {
+        match self {
+            LogError::InvalidRecords { records, .. } => records,
+            _ => &[],
         }
     }
 
@@ -149,10 +218,13 @@ mod tests {
             max_bytes: 1,
         };
         assert_eq!(too_large.kafka_error_code(), 10);
-        assert_eq!(
-            LogError::InvalidTimestamp(String::new()).kafka_error_code(),
-            32
-        );
+        let refused = |invalid_timestamp| LogError::InvalidRecords {
+            invalid_timestamp,
+            records: vec![],
+            total: 1,
+        };
+        assert_eq!(refused(true).kafka_error_code(), 32);
+        assert_eq!(refused(false).kafka_error_code(), 87);
         assert_eq!(
             LogError::OutOfOrderSequence(String::new()).kafka_error_code(),
             45
@@ -177,5 +249,38 @@ mod tests {
         assert_eq!(oor.kafka_error_code(), 1);
         let io = LogError::io("x")(std::io::Error::other("boom"));
         assert_eq!(io.kafka_error_code(), 56);
+    }
+
+    #[test]
+    fn invalid_records_read_as_kafka_words_them() {
+        let record = |i| RecordError {
+            batch_index: i,
+            message: format!("no key {i}"),
+        };
+        let e = LogError::InvalidRecords {
+            invalid_timestamp: false,
+            records: (0..5).map(record).collect(),
+            total: 7,
+        };
+        assert_eq!(
+            e.to_string(),
+            "One or more records have been rejected due to 7 record errors in total, and only \
+             showing the first three errors at most: [RecordError(batchIndex=0, message='no key \
+             0'), RecordError(batchIndex=1, message='no key 1'), RecordError(batchIndex=2, \
+             message='no key 2')]"
+        );
+        assert_eq!(e.record_errors().len(), 5);
+        let e = LogError::InvalidRecords {
+            invalid_timestamp: true,
+            records: vec![record(0)],
+            total: 1,
+        };
+        assert_eq!(
+            e.to_string(),
+            "One or more records have been rejected due to invalid timestamp"
+        );
+        assert!(LogError::InvalidRecord("x".into())
+            .record_errors()
+            .is_empty());
     }
 }

@@ -43,7 +43,6 @@ use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state::{
     AppendOrigin, CompletedTxn, ProducerAppendStaging, ProducerStateManager, TxnMarker,
 };
-use crate::records;
 use crate::segment::{BatchPlacement, LogSegment};
 use crate::txn::{self, AbortedTxn, ControlRecord, TxnIndex, CONTROL_PREFIX_BYTES};
 
@@ -598,8 +597,14 @@ impl Log {
                 max_bytes: self.config.max_message_bytes,
             });
         }
-        // Pass 1: validate every batch. At most records.len() / 61 headers.
-        let mut headers: Vec<(usize, RecordBatchHeader)> = Vec::new();
+        // Pass 1: validate every batch. At most records.len() / 61 headers. Each keeps the
+        // largest record timestamp when validation read its records.
+        let mut headers: Vec<(usize, RecordBatchHeader, Option<i64>)> = Vec::new();
+        let topic_partition = || {
+            self.dir
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+        };
         let mut pos = 0usize;
         while pos < records.len() {
             let rest = &records[pos..];
@@ -619,11 +624,15 @@ impl Log {
             }
             let batch_bytes = &rest[..size];
             batch::check_crc(batch_bytes, &h)?;
-            batch::validate_client_batch(batch_bytes, &h, &self.config, now_ms, origin)?;
-            if self.config.compact {
-                records::check_records_have_keys(batch_bytes, &h)?;
-            }
-            headers.push((pos, h));
+            let max_record_timestamp = batch::validate_client_batch(
+                batch_bytes,
+                &h,
+                &self.config,
+                now_ms,
+                origin,
+                &topic_partition,
+            )?;
+            headers.push((pos, h, max_record_timestamp));
             pos += size;
         }
 
@@ -632,13 +641,13 @@ impl Log {
         let mut staging = ProducerAppendStaging::default();
         let mut placements = Vec::with_capacity(headers.len());
         let mut next_offset = self.log_end_offset;
-        for (_, h) in &headers {
+        for (_, h, max_record_timestamp) in &headers {
             let first = next_offset;
             let last = first + h.last_offset_delta as i64;
             let max_timestamp_ms = if log_append_time {
                 now_ms
             } else {
-                h.max_timestamp
+                max_record_timestamp.unwrap_or(h.max_timestamp)
             };
             if h.producer_id >= 0 {
                 if let Some(dup) = self.producers.check_and_stage(
@@ -678,7 +687,7 @@ impl Log {
         // Only the headers change: patch copies of them and write the records from the
         // request buffer, so the produced bytes are not copied again before the write.
         let mut patched = Vec::with_capacity(headers.len());
-        for ((pos, h), p) in headers.iter().zip(&placements) {
+        for ((pos, h, _), p) in headers.iter().zip(&placements) {
             let (original, rest) =
                 records[*pos..*pos + h.size_bytes()].split_at(BATCH_HEADER_SIZE_BYTES);
             let mut header = [0u8; BATCH_HEADER_SIZE_BYTES];
@@ -687,13 +696,17 @@ impl Log {
             batch::set_partition_leader_epoch(&mut header, leader_epoch);
             if log_append_time {
                 batch::set_timestamp(&mut header, rest, TimestampType::LogAppendTime, now_ms);
-            } else if h.timestamp_type() == TimestampType::LogAppendTime {
-                // CreateTime topic: keep the producer's timestamps, clear the bit.
+            } else if h.timestamp_type() == TimestampType::LogAppendTime
+                || p.max_timestamp_ms != h.max_timestamp
+            {
+                // CreateTime topic: keep the producer's timestamps, clear the bit, and make
+                // the max timestamp the records' (Kafka's `setMaxTimestamp`), which the time
+                // index and ListOffsets rely on.
                 batch::set_timestamp(
                     &mut header,
                     rest,
                     TimestampType::CreateTime,
-                    h.max_timestamp,
+                    p.max_timestamp_ms,
                 );
             }
             patched.push((header, rest));
@@ -1218,12 +1231,13 @@ impl Log {
         }
     }
 
-    /// ListOffsets by timestamp at batch granularity: the first batch (at or
-    /// after the log start) whose max timestamp is >= `timestamp_ms`, answered
-    /// as `(batch max timestamp, max(batch base offset, log start offset))`.
-    /// Kafka answers with the exact record; fetching from the batch base offset
-    /// still delivers that record, but the returned timestamp is the batch's
-    /// max, not the record's.
+    /// ListOffsets by timestamp (Kafka's `UnifiedLog.fetchOffsetByTimestamp`): the first
+    /// record at or after the local log start whose timestamp is >= `timestamp_ms`, as
+    /// `(its timestamp, its offset)`; in a LogAppendTime batch a record's timestamp is the
+    /// batch's. Segments whose max timestamp is below the target are skipped; in the first
+    /// other one, the time index says where to start, batch headers are walked, and the records
+    /// of the first batch whose max timestamp reaches the target are read (inflated if
+    /// compressed, bounded) — usually one batch.
     ///
     /// Local segments only: a tiered log's caller looks in the tier below
     /// [`Log::local_log_start_offset`] first.
@@ -1246,16 +1260,17 @@ impl Log {
         Ok(None)
     }
 
-    /// ListOffsets MAX_TIMESTAMP: `(max timestamp, base offset of the first
-    /// batch holding it)`; `None` if the log holds no data. Segments whose
-    /// index cannot be read are skipped (and logged).
-    pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
-        let mut best: Option<(i64, i64)> = None;
+    /// ListOffsets MAX_TIMESTAMP (KIP-734): `(max timestamp, offset of the first record
+    /// holding it)`, in the first segment with the largest max timestamp; never below the log
+    /// start offset. `None` if the log holds no timestamps. Segments whose index cannot be read
+    /// are skipped (and logged); a batch whose records cannot be read is an error.
+    pub fn max_timestamp_and_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let mut best: Option<(i64, &LogSegment)> = None;
         for seg in self.segments.values().filter(|s| s.size_bytes() > 0) {
             match seg.max_timestamp(&self.config) {
                 Ok(t) => {
                     if best.is_none_or(|(ts, _)| t.timestamp_ms > ts) {
-                        best = Some((t.timestamp_ms, t.offset));
+                        best = Some((t.timestamp_ms, seg));
                     }
                 }
                 Err(e) => {
@@ -1263,7 +1278,12 @@ impl Log {
                 }
             }
         }
-        best.map(|(ts, offset)| (ts, offset.max(self.log_start_offset)))
+        let Some((_, seg)) = best else {
+            return Ok(None);
+        };
+        Ok(seg
+            .max_timestamp_record(&self.config)?
+            .map(|(ts, offset)| (ts, offset.max(self.log_start_offset))))
     }
 
     /// OffsetForLeaderEpoch with Kafka's `LeaderEpochFileCache.endOffsetFor` semantics.

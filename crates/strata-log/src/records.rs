@@ -1,21 +1,34 @@
 //! Record-level access to magic-v2 batches, used only where Kafka also looks
-//! inside batches: the "records need keys" check of compacted topics and the
+//! inside batches: produce validation of each record (keys on compacted topics,
+//! timestamps), ListOffsets by timestamp (the record, not its batch), and the
 //! log cleaner.
 //!
-//! Compressed record sections are inflated with the codecs of the
-//! `kafka-protocol` crate (`kafka_protocol::compression`). Records are never
-//! re-encoded field by field: a surviving record is copied byte for byte
-//! (its offset and timestamp deltas stay valid because a rebuilt batch keeps
-//! the original base offset and base timestamp), so headers, attributes and
-//! any unusual-but-valid encodings are preserved exactly.
+//! Two ways in. [`walk_records`] streams a batch's records and hands out what
+//! validation and lookups need of each (timestamp and offset deltas, key and
+//! value lengths), skipping keys, values and headers without copying them, as
+//! Kafka's `skipKeyValueIterator` does: an uncompressed batch is read in place,
+//! a compressed one through its codec into a fixed [`WALK_BUFFER_BYTES`] buffer,
+//! so memory does not grow with the inflated size. [`records_section`] inflates a
+//! whole records section, for the cleaner, which keeps records byte for byte.
+//!
+//! Compressed record sections are inflated with `flate2`, `lz4`, `zstd` and the
+//! snappy codec of the `kafka-protocol` crate, never past
+//! [`MAX_INFLATED_BATCH_BYTES`]. Records are never re-encoded field by field: a
+//! surviving record is copied byte for byte (its offset and timestamp deltas stay
+//! valid because a rebuilt batch keeps the original base offset and base
+//! timestamp), so headers, attributes and any unusual-but-valid encodings are
+//! preserved exactly.
 
 use std::borrow::Cow;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
+use std::ops::ControlFlow;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
 
-use crate::batch::{self, read_varint, RecordBatchHeader, BATCH_HEADER_SIZE_BYTES};
+use crate::batch::{
+    self, read_varint, RecordBatchHeader, BATCH_HEADER_SIZE_BYTES, MIN_RECORD_BODY_BYTES,
+};
 use crate::error::LogError;
 
 /// Upper bound on the inflated size of one batch's records. Streaming codecs (gzip, lz4,
@@ -155,68 +168,358 @@ fn snappy_declared_len(raw: &[u8]) -> Option<u64> {
     }
 }
 
-/// The records section of a whole batch, inflated if compressed.
-pub(crate) fn records_section<'a>(
-    batch: &'a [u8],
+/// Reads through `inner` and fails once more than `limit_bytes` come out of it, so that a small
+/// batch that inflates to gigabytes (a decompression bomb) is refused after `limit_bytes` of
+/// work instead of exhausting memory or CPU.
+struct InflateLimit<R> {
+    inner: R,
+    left_bytes: u64,
+}
+
+impl<R: Read> Read for InflateLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left_bytes == 0 {
+            // At the limit: only the end of the stream is acceptable.
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(std::io::Error::other(format!(
+                    "inflates beyond {MAX_INFLATED_BATCH_BYTES} bytes"
+                ))),
+            };
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left_bytes).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left_bytes -= n as u64;
+        Ok(n)
+    }
+}
+
+fn decompress_error(h: &RecordBatchHeader, e: impl std::fmt::Display) -> LogError {
+    LogError::CorruptRecord(format!(
+        "cannot decompress batch at offset {}: {e}",
+        h.base_offset
+    ))
+}
+
+/// The inflated records section of a compressed batch as a stream, at most
+/// [`MAX_INFLATED_BATCH_BYTES`] long. `raw` is the batch after its header.
+fn inflating_reader<'a>(
+    raw: &'a [u8],
     h: &RecordBatchHeader,
-) -> Result<Cow<'a, [u8]>, LogError> {
-    let raw = batch
-        .get(BATCH_HEADER_SIZE_BYTES..h.size_bytes())
-        .ok_or_else(|| corrupt("batch shorter than its header says"))?;
-    let codec = h.compression();
-    if codec == 0 {
-        return Ok(Cow::Borrowed(raw));
-    }
-    let bad = |e: String| {
-        LogError::CorruptRecord(format!(
-            "cannot decompress batch at offset {}: {e}",
-            h.base_offset
-        ))
+) -> Result<Box<dyn Read + 'a>, LogError> {
+    let limit = |inner: Box<dyn Read + 'a>| -> Box<dyn Read + 'a> {
+        Box::new(InflateLimit {
+            inner,
+            left_bytes: MAX_INFLATED_BATCH_BYTES,
+        })
     };
-    if codec == 2 {
-        match snappy_declared_len(raw) {
-            Some(n) if n <= MAX_INFLATED_BATCH_BYTES => {}
-            _ => {
-                return Err(LogError::CorruptRecord(format!(
-                    "snappy batch at offset {} declares an invalid or oversized length",
-                    h.base_offset
-                )))
-            }
-        }
-    }
-    // Streaming codecs are read through a limit, so a small batch that inflates to gigabytes
-    // (a decompression bomb) is refused instead of exhausting memory.
-    let capped = |reader: &mut dyn Read| -> Result<Vec<u8>, LogError> {
-        let mut out = Vec::new();
-        reader
-            .take(MAX_INFLATED_BATCH_BYTES + 1)
-            .read_to_end(&mut out)
-            .map_err(|e| bad(e.to_string()))?;
-        if out.len() as u64 > MAX_INFLATED_BATCH_BYTES {
-            return Err(bad(format!(
-                "inflates beyond {MAX_INFLATED_BATCH_BYTES} bytes"
-            )));
-        }
-        Ok(out)
-    };
-    let out = match codec {
-        1 => capped(&mut flate2::read::GzDecoder::new(raw))?,
+    Ok(match h.compression() {
+        1 => limit(Box::new(flate2::read::GzDecoder::new(raw))),
         2 => {
+            // The snappy codec inflates whole blocks; the length it declares up front is
+            // checked against the bound before it allocates.
+            match snappy_declared_len(raw) {
+                Some(n) if n <= MAX_INFLATED_BATCH_BYTES => {}
+                _ => {
+                    return Err(LogError::CorruptRecord(format!(
+                        "snappy batch at offset {} declares an invalid or oversized length",
+                        h.base_offset
+                    )))
+                }
+            }
             let mut input = Bytes::copy_from_slice(raw);
             let take = |b: &mut Bytes| Ok(std::mem::take(b));
-            Snappy::decompress(&mut input, take)
-                .map_err(|e| bad(e.to_string()))?
-                .to_vec()
+            let out = Snappy::decompress(&mut input, take).map_err(|e| decompress_error(h, e))?;
+            Box::new(std::io::Cursor::new(out))
         }
-        3 => capped(&mut lz4::Decoder::new(raw).map_err(|e| bad(e.to_string()))?)?,
-        4 => capped(&mut zstd::stream::read::Decoder::new(raw).map_err(|e| bad(e.to_string()))?)?,
+        3 => limit(Box::new(
+            lz4::Decoder::new(raw).map_err(|e| decompress_error(h, e))?,
+        )),
+        4 => limit(Box::new(
+            zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| decompress_error(h, e))?,
+        )),
         other => {
             return Err(LogError::InvalidRecord(format!(
                 "unknown compression codec {other}"
             )))
         }
-    };
+    })
+}
+
+/// The records section of a whole batch (after its header), as stored.
+fn raw_section<'a>(batch: &'a [u8], h: &RecordBatchHeader) -> Result<&'a [u8], LogError> {
+    batch
+        .get(BATCH_HEADER_SIZE_BYTES..h.size_bytes())
+        .ok_or_else(|| corrupt("batch shorter than its header says"))
+}
+
+/// The records section of a whole batch, inflated if compressed.
+pub(crate) fn records_section<'a>(
+    batch: &'a [u8],
+    h: &RecordBatchHeader,
+) -> Result<Cow<'a, [u8]>, LogError> {
+    let raw = raw_section(batch, h)?;
+    if h.compression() == 0 {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let mut out = Vec::new();
+    inflating_reader(raw, h)?
+        .read_to_end(&mut out)
+        .map_err(|e| decompress_error(h, e))?;
     Ok(Cow::Owned(out))
+}
+
+/// Bytes of inflated records read at a time when [`walk_records`] walks a compressed batch:
+/// the walk's whole buffer, whatever the batch inflates to.
+pub(crate) const WALK_BUFFER_BYTES: usize = 16 << 10;
+
+/// What produce validation and timestamp lookups need of one record (its fields up to the
+/// value's length); key, value and headers are skipped, not read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecordSummary {
+    pub(crate) timestamp_delta: i64,
+    pub(crate) offset_delta: i32,
+    /// -1 for a null key.
+    pub(crate) key_len: i32,
+    /// -1 for a null value.
+    pub(crate) value_len: i32,
+}
+
+/// Calls `f(index, record)` for the records of a whole batch in order, `index` counting from
+/// 0, until `f` breaks. The batch must hold exactly `records_count` records filling its
+/// records section, each long enough for the fields read; anything else is
+/// [`LogError::InvalidRecord`] (a count that does not match) or [`LogError::CorruptRecord`]
+/// (a record that runs past its length or the batch, a section that does not inflate). Once
+/// `f` breaks, the rest is not read.
+///
+/// Cost: no allocation for an uncompressed batch, which is read in place; a compressed one is
+/// inflated as it is read, through one [`WALK_BUFFER_BYTES`] buffer, and refused past
+/// [`MAX_INFLATED_BATCH_BYTES`]. CPU: a few varints per record, plus the codec.
+pub(crate) fn walk_records(
+    batch: &[u8],
+    h: &RecordBatchHeader,
+    f: impl FnMut(i32, RecordSummary) -> ControlFlow<()>,
+) -> Result<(), LogError> {
+    let raw = raw_section(batch, h)?;
+    if h.compression() == 0 {
+        return RecordStream { input: raw, h }.walk(f);
+    }
+    let input = BufReader::with_capacity(WALK_BUFFER_BYTES, inflating_reader(raw, h)?);
+    RecordStream { input, h }.walk(f)
+}
+
+/// ListOffsets by timestamp inside one batch, once its max timestamp says it may hold the
+/// answer (Kafka's `FileRecords.searchForTimestamp`): the first record at or above
+/// `start_offset` whose timestamp is at least `target_ms`, as `(timestamp, offset)`. In a
+/// LogAppendTime batch every record has the batch's timestamp. `batch` is one whole batch;
+/// a compressed one is inflated as it is read ([`walk_records`], bounded), up to the record
+/// found.
+pub fn find_record_by_timestamp(
+    batch: &[u8],
+    h: &RecordBatchHeader,
+    target_ms: i64,
+    start_offset: i64,
+) -> Result<Option<(i64, i64)>, LogError> {
+    if h.max_timestamp < target_ms || h.last_offset() < start_offset {
+        return Ok(None);
+    }
+    let mut found = None;
+    walk_records(batch, h, |_, record| {
+        let timestamp = h.record_timestamp(record.timestamp_delta);
+        let offset = h.base_offset.saturating_add(i64::from(record.offset_delta));
+        if timestamp >= target_ms && offset >= start_offset {
+            found = Some((timestamp, offset));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(found)
+}
+
+/// Kafka's `RecordBatch.offsetOfMaxTimestamp` (ListOffsets MAX_TIMESTAMP, KIP-734): the
+/// offset of the first record of `batch` whose timestamp is the batch's max timestamp;
+/// `None` if no record has it (a header that does not describe its records).
+pub fn offset_of_max_timestamp(
+    batch: &[u8],
+    h: &RecordBatchHeader,
+) -> Result<Option<i64>, LogError> {
+    let mut found = None;
+    walk_records(batch, h, |_, record| {
+        if h.record_timestamp(record.timestamp_delta) == h.max_timestamp {
+            found = Some(h.base_offset.saturating_add(i64::from(record.offset_delta)));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(found)
+}
+
+/// A records section read as a stream, for [`walk_records`].
+struct RecordStream<'h, R> {
+    input: R,
+    h: &'h RecordBatchHeader,
+}
+
+impl<R: BufRead> RecordStream<'_, R> {
+    fn walk(
+        &mut self,
+        mut f: impl FnMut(i32, RecordSummary) -> ControlFlow<()>,
+    ) -> Result<(), LogError> {
+        let expected = self.h.records_count.max(0);
+        for index in 0..expected {
+            if self.at_end()? {
+                return Err(LogError::InvalidRecord(format!(
+                    "record batch declares {expected} records but holds {index}"
+                )));
+            }
+            let record = self.next_record(index)?;
+            if f(index, record).is_break() {
+                return Ok(());
+            }
+        }
+        if !self.at_end()? {
+            return Err(LogError::InvalidRecord(format!(
+                "record batch holds more records than its count {expected}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn at_end(&mut self) -> Result<bool, LogError> {
+        let h = self.h;
+        Ok(self
+            .input
+            .fill_buf()
+            .map_err(|e| decompress_error(h, e))?
+            .is_empty())
+    }
+
+    /// The next byte; `None` at the end of the section.
+    fn byte(&mut self) -> Result<Option<u8>, LogError> {
+        let h = self.h;
+        let b = match self.input.fill_buf().map_err(|e| decompress_error(h, e))? {
+            [] => return Ok(None),
+            [b, ..] => *b,
+        };
+        self.input.consume(1);
+        Ok(Some(b))
+    }
+
+    /// Reads one record, its length prefix included, leaving the stream at the next one.
+    fn next_record(&mut self, index: i32) -> Result<RecordSummary, LogError> {
+        let past_end =
+            || LogError::CorruptRecord(format!("record {index} runs past the end of the batch"));
+        let len = self.varint(None, 5, index)?.ok_or_else(past_end)?;
+        if len < MIN_RECORD_BODY_BYTES {
+            return Err(LogError::CorruptRecord(format!(
+                "record {index} has length {len}, less than a record's {MIN_RECORD_BODY_BYTES} bytes"
+            )));
+        }
+        let mut left = len as u64;
+        // attributes (unused in v2)
+        self.take_in_record(&mut left, 1, index)?;
+        let timestamp_delta = self
+            .varint(Some(&mut left), 10, index)?
+            .ok_or_else(past_end)?;
+        let offset_delta = self
+            .varint(Some(&mut left), 5, index)?
+            .ok_or_else(past_end)?;
+        let key_len = self
+            .varint(Some(&mut left), 5, index)?
+            .ok_or_else(past_end)?;
+        if key_len > 0 {
+            self.take_in_record(&mut left, key_len as u64, index)?;
+        }
+        let value_len = self
+            .varint(Some(&mut left), 5, index)?
+            .ok_or_else(past_end)?;
+        // The value and the headers.
+        let rest = left;
+        self.take_in_record(&mut left, rest, index)?;
+        Ok(RecordSummary {
+            timestamp_delta,
+            offset_delta: offset_delta as i32,
+            key_len: key_len.max(-1) as i32,
+            value_len: value_len.max(-1) as i32,
+        })
+    }
+
+    /// Skips `n` bytes of the current record, whose unread part is `left` bytes long.
+    fn take_in_record(&mut self, left: &mut u64, n: u64, index: i32) -> Result<(), LogError> {
+        if n > *left {
+            return Err(LogError::CorruptRecord(format!(
+                "record {index} has fields running past its length"
+            )));
+        }
+        *left -= n;
+        let mut to_skip = n;
+        while to_skip > 0 {
+            let h = self.h;
+            let available = self
+                .input
+                .fill_buf()
+                .map_err(|e| decompress_error(h, e))?
+                .len();
+            if available == 0 {
+                return Err(LogError::CorruptRecord(format!(
+                    "record {index} runs past the end of the batch"
+                )));
+            }
+            let step = available.min(usize::try_from(to_skip).unwrap_or(usize::MAX));
+            self.input.consume(step);
+            to_skip -= step as u64;
+        }
+        Ok(())
+    }
+
+    /// A zigzag varint of at most `max_bytes` bytes (5 for an int, 10 for a long), counted
+    /// against the record's unread `left` bytes when given. `None` at the end of the section
+    /// before its first byte.
+    fn varint(
+        &mut self,
+        mut left: Option<&mut u64>,
+        max_bytes: usize,
+        index: i32,
+    ) -> Result<Option<i64>, LogError> {
+        let mut raw: u64 = 0;
+        for i in 0..max_bytes {
+            if let Some(left) = left.as_deref_mut() {
+                if *left == 0 {
+                    return Err(LogError::CorruptRecord(format!(
+                        "record {index} has fields running past its length"
+                    )));
+                }
+                *left -= 1;
+            }
+            let Some(b) = self.byte()? else {
+                return if i == 0 {
+                    Ok(None)
+                } else {
+                    Err(LogError::CorruptRecord(format!(
+                        "record {index} runs past the end of the batch"
+                    )))
+                };
+            };
+            raw |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                let value = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+                // A 5-byte varint must fit an int, as Kafka's `ByteUtils.readVarint` demands.
+                if max_bytes == 5 && i32::try_from(value).is_err() {
+                    break;
+                }
+                return Ok(Some(value));
+            }
+        }
+        Err(LogError::CorruptRecord(format!(
+            "record {index} has a malformed varint"
+        )))
+    }
 }
 
 /// Compresses `records` with `codec` (0..=4).
@@ -243,20 +546,6 @@ pub(crate) fn compress(codec: u8, records: &[u8]) -> Result<Vec<u8>, LogError> {
     };
     res.map_err(|e| LogError::StorageCorruption(format!("cannot compress batch: {e}")))?;
     Ok(out.to_vec())
-}
-
-/// Kafka's check for compacted topics: every record must have a key
-/// (`InvalidRecordException: Compacted topic cannot accept message without key`).
-pub(crate) fn check_records_have_keys(batch: &[u8], h: &RecordBatchHeader) -> Result<(), LogError> {
-    let section = records_section(batch, h)?;
-    for_each_record(&section, |r| {
-        if r.key.is_none() {
-            return Err(LogError::InvalidRecord(
-                "Compacted topic cannot accept message without key".into(),
-            ));
-        }
-        Ok(())
-    })
 }
 
 /// Builds a copy of `original` holding only `survivors` (raw records of that
@@ -318,6 +607,143 @@ mod tests {
         assert_eq!(b.len(), BATCH_HEADER_SIZE_BYTES);
         b.extend_from_slice(payload);
         b
+    }
+
+    use crate::test_util::{edited, put_varint, timed_batch};
+
+    fn summaries(batch: &[u8]) -> Result<Vec<(i32, RecordSummary)>, LogError> {
+        let h = RecordBatchHeader::parse(batch).unwrap();
+        let mut out = Vec::new();
+        walk_records(batch, &h, |i, r| {
+            out.push((i, r));
+            ControlFlow::Continue(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn walk_reads_every_codec_alike() {
+        let records = [(Some("key"), 100), (None, 90), (Some(""), 130)];
+        let plain = summaries(&timed_batch(&records, 0)).unwrap();
+        assert_eq!(
+            plain
+                .iter()
+                .map(|(i, r)| (
+                    *i,
+                    r.timestamp_delta,
+                    r.offset_delta,
+                    r.key_len,
+                    r.value_len
+                ))
+                .collect::<Vec<_>>(),
+            vec![(0, 0, 0, 3, 3), (1, -10, 1, -1, 3), (2, 30, 2, 0, 3)]
+        );
+        for codec in 1..=4 {
+            assert_eq!(
+                summaries(&timed_batch(&records, codec)).unwrap(),
+                plain,
+                "codec {codec}"
+            );
+        }
+    }
+
+    #[test]
+    fn walk_refuses_what_does_not_hold_its_records() {
+        for codec in [0u8, 4] {
+            let batch = timed_batch(&[(None, 1), (None, 2)], codec);
+            // One record more declared than held, then one fewer.
+            let more = edited(batch.clone(), |b| {
+                b[57..61].copy_from_slice(&3i32.to_be_bytes())
+            });
+            assert!(
+                matches!(summaries(&more), Err(LogError::InvalidRecord(_))),
+                "codec {codec}"
+            );
+            let fewer = edited(batch, |b| b[57..61].copy_from_slice(&1i32.to_be_bytes()));
+            assert!(
+                matches!(summaries(&fewer), Err(LogError::InvalidRecord(_))),
+                "codec {codec}"
+            );
+        }
+        // A key longer than its record.
+        let mut record = vec![0u8];
+        put_varint(&mut record, 0);
+        put_varint(&mut record, 0);
+        put_varint(&mut record, 50); // key length
+        record.extend_from_slice(b"abcdef");
+        let batch = edited(timed_batch(&[(None, 1)], 0), |b| {
+            b.truncate(BATCH_HEADER_SIZE_BYTES);
+            put_varint(b, record.len() as i64);
+            b.extend_from_slice(&record);
+            let len = (b.len() - 12) as i32;
+            b[8..12].copy_from_slice(&len.to_be_bytes());
+        });
+        assert!(matches!(summaries(&batch), Err(LogError::CorruptRecord(_))));
+    }
+
+    #[test]
+    fn walk_stops_when_asked() {
+        let batch = timed_batch(&[(None, 1), (None, 2), (None, 3)], 1);
+        let h = RecordBatchHeader::parse(&batch).unwrap();
+        let mut seen = 0;
+        walk_records(&batch, &h, |i, _| {
+            seen += 1;
+            if i == 1 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert_eq!(seen, 2);
+    }
+
+    #[test]
+    fn the_walk_refuses_a_bomb_through_its_fixed_buffer() {
+        // One record that claims (and, inflated, has) more bytes than the bound.
+        let len = MAX_INFLATED_BATCH_BYTES + (1 << 20);
+        let mut head = Vec::new();
+        put_varint(&mut head, len as i64);
+        head.push(0); // attributes
+        put_varint(&mut head, 0);
+        put_varint(&mut head, 0);
+        put_varint(&mut head, -1); // no key
+        let mut compressed = Vec::new();
+        let stream = std::io::Read::chain(&head[..], std::io::repeat(0).take(len));
+        zstd::stream::copy_encode(stream, &mut compressed, 1).unwrap();
+        let batch = zstd_batch(&compressed);
+        let h = RecordBatchHeader::parse(&batch).unwrap();
+        match walk_records(&batch, &h, |_, _| ControlFlow::Continue(())) {
+            Err(LogError::CorruptRecord(m)) => assert!(m.contains("inflates beyond"), "{m}"),
+            other => panic!("expected the bound, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lookups_name_records() {
+        let records = [(None, 50), (None, 10), (None, 70), (None, 70), (None, 60)];
+        for codec in [0u8, 2, 3] {
+            let batch = edited(timed_batch(&records, codec), |b| {
+                b[0..8].copy_from_slice(&100i64.to_be_bytes()); // base offset 100
+            });
+            let h = RecordBatchHeader::parse(&batch).unwrap();
+            let find = |target, start| find_record_by_timestamp(&batch, &h, target, start).unwrap();
+            assert_eq!(find(0, 0), Some((50, 100)));
+            assert_eq!(find(51, 0), Some((70, 102)));
+            assert_eq!(find(60, 103), Some((70, 103)));
+            assert_eq!(find(65, 104), None);
+            assert_eq!(find(60, 104), Some((60, 104)));
+            assert_eq!(find(71, 0), None);
+            assert_eq!(offset_of_max_timestamp(&batch, &h).unwrap(), Some(102));
+            // LogAppendTime: every record has the batch's timestamp.
+            let lat = edited(batch.clone(), |b| b[22] |= 0x08);
+            let h = RecordBatchHeader::parse(&lat).unwrap();
+            assert_eq!(
+                find_record_by_timestamp(&lat, &h, 65, 101).unwrap(),
+                Some((70, 101))
+            );
+            assert_eq!(offset_of_max_timestamp(&lat, &h).unwrap(), Some(100));
+        }
     }
 
     #[test]

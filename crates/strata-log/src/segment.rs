@@ -24,6 +24,7 @@ use crate::index::{
     read_last_time_entry, OffsetIndex, TimeIndex, TimestampOffset, TIME_ENTRY_BYTES,
 };
 use crate::read_buffers;
+use crate::records;
 
 /// Chunk size for streaming CRC checks during recovery; bounds the
 /// allocation regardless of the batch length found on disk.
@@ -508,8 +509,11 @@ impl LogSegment {
             .map_or(0, |d| d.as_millis() as i64))
     }
 
-    /// First batch with max timestamp >= `timestamp_ms` and last offset >=
-    /// `start_offset`: `(its max timestamp, max(its base offset, start_offset))`.
+    /// Kafka's `LogSegment.findOffsetByTimestamp`: the first record at or above
+    /// `start_offset` whose timestamp is >= `timestamp_ms`, as `(its timestamp, its offset)`.
+    /// The time index gives where to start; batch headers are walked from there, and the
+    /// records of each batch whose max timestamp reaches the target are read (inflated if
+    /// compressed, bounded) until one answers.
     pub(crate) fn find_offset_by_timestamp(
         &self,
         timestamp_ms: i64,
@@ -528,11 +532,55 @@ impl LogSegment {
         while pos < self.size_bytes {
             let h = self.read_header(pos)?;
             if h.max_timestamp >= timestamp_ms && h.last_offset() >= start_offset {
-                return Ok(Some((h.max_timestamp, h.base_offset.max(start_offset))));
+                let batch = self.read_bytes(pos, h.size_bytes())?;
+                let found =
+                    records::find_record_by_timestamp(&batch, &h, timestamp_ms, start_offset)
+                        .map_err(|e| self.corrupt_batch(pos, e))?;
+                if found.is_some() {
+                    return Ok(found);
+                }
             }
             pos += h.size_bytes() as u64;
         }
         Ok(None)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP in this segment (Kafka's `UnifiedLog.fetchOffsetByTimestamp`,
+    /// KIP-734): the first batch from the one holding the segment's max timestamp whose max
+    /// timestamp it is, and in it the first record with that timestamp, as `(timestamp,
+    /// offset)`. When no record of that batch carries its header's max timestamp, the batch's
+    /// base offset (validation makes the header the records' max, so only batches appended
+    /// without reading their records can be so). `None` when the segment has no timestamps.
+    pub(crate) fn max_timestamp_record(
+        &self,
+        cfg: &LogConfig,
+    ) -> Result<Option<(i64, i64)>, LogError> {
+        let max = self.max_timestamp(cfg)?;
+        if max.timestamp_ms == NO_TIMESTAMP {
+            return Ok(None);
+        }
+        let Some((mut pos, _)) = self.find_batch(max.offset, cfg)? else {
+            return Ok(None);
+        };
+        while pos < self.size_bytes {
+            let h = self.read_header(pos)?;
+            if h.max_timestamp == max.timestamp_ms {
+                let batch = self.read_bytes(pos, h.size_bytes())?;
+                let offset = records::offset_of_max_timestamp(&batch, &h)
+                    .map_err(|e| self.corrupt_batch(pos, e))?;
+                return Ok(Some((h.max_timestamp, offset.unwrap_or(h.base_offset))));
+            }
+            pos += h.size_bytes() as u64;
+        }
+        Ok(Some((max.timestamp_ms, max.offset)))
+    }
+
+    /// A batch of this segment whose records do not read: on-disk corruption.
+    fn corrupt_batch(&self, position: u64, e: LogError) -> LogError {
+        LogError::StorageCorruption(format!(
+            "segment {} position {position}: {e}",
+            self.base_offset
+        ))
     }
 
     /// Full recovery: validates every batch (header, offsets, CRC), rebuilds

@@ -160,9 +160,21 @@ pub(crate) fn keyed_batch(
         put_varint(&mut body, r.len() as i64);
         body.extend_from_slice(&r);
     }
-    let body = crate::records::compress(codec, &body).expect("compress");
-    let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
     let n = records.len() as i32;
+    let producer = producer.unwrap_or((-1, -1, -1));
+    wrap_records(&body, n, codec, (ts, ts + n as i64 - 1), producer)
+}
+
+/// A v2 batch at base offset 0 around `n` encoded records (`body`), compressed with `codec`,
+/// with `(base, max)` timestamps and `(producer id, epoch, base sequence)`; CRC set.
+fn wrap_records(
+    body: &[u8],
+    n: i32,
+    codec: u8,
+    (base_ts, max_ts): (i64, i64),
+    (pid, epoch, seq): (i64, i16, i32),
+) -> Vec<u8> {
+    let body = crate::records::compress(codec, body).expect("compress");
     let mut out = Vec::new();
     out.extend_from_slice(&0i64.to_be_bytes());
     out.extend_from_slice(&((49 + body.len()) as i32).to_be_bytes());
@@ -171,8 +183,8 @@ pub(crate) fn keyed_batch(
     out.extend_from_slice(&0u32.to_be_bytes());
     out.extend_from_slice(&(codec as i16).to_be_bytes());
     out.extend_from_slice(&(n - 1).to_be_bytes());
-    out.extend_from_slice(&ts.to_be_bytes());
-    out.extend_from_slice(&(ts + n as i64 - 1).to_be_bytes());
+    out.extend_from_slice(&base_ts.to_be_bytes());
+    out.extend_from_slice(&max_ts.to_be_bytes());
     out.extend_from_slice(&pid.to_be_bytes());
     out.extend_from_slice(&epoch.to_be_bytes());
     out.extend_from_slice(&seq.to_be_bytes());
@@ -181,4 +193,44 @@ pub(crate) fn keyed_batch(
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     out
+}
+
+/// One v2 batch (base offset 0) of `(key, timestamp)` records with short values, compressed
+/// with `codec`: base timestamp the first record's, max timestamp the largest.
+pub(crate) fn timed_batch(records: &[(Option<&str>, i64)], codec: u8) -> Vec<u8> {
+    let base_ts = records.first().map_or(0, |r| r.1);
+    let mut body = Vec::new();
+    for (i, (key, ts)) in records.iter().enumerate() {
+        let mut r = vec![0u8];
+        put_varint(&mut r, ts - base_ts);
+        put_varint(&mut r, i as i64);
+        match key {
+            Some(k) => {
+                put_varint(&mut r, k.len() as i64);
+                r.extend_from_slice(k.as_bytes());
+            }
+            None => put_varint(&mut r, -1),
+        }
+        put_varint(&mut r, 3);
+        r.extend_from_slice(b"val");
+        put_varint(&mut r, 0); // no headers
+        put_varint(&mut body, r.len() as i64);
+        body.extend_from_slice(&r);
+    }
+    let max_ts = records.iter().map(|r| r.1).max().unwrap_or(-1);
+    wrap_records(
+        &body,
+        records.len() as i32,
+        codec,
+        (base_ts, max_ts),
+        (-1, -1, -1),
+    )
+}
+
+/// Lets `edit` change a whole batch's bytes, then makes its CRC valid again.
+pub(crate) fn edited(mut batch: Vec<u8>, edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    edit(&mut batch);
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    batch
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::test_util::{headers, BatchBuilder};
+use crate::test_util::{edited, headers, timed_batch, BatchBuilder};
 use crate::{Log, LogConfig, LogError, TimestampType};
 
 const NOW_MS: i64 = 1_700_000_000_000;
@@ -150,7 +150,10 @@ fn invalid_batches_are_rejected_and_nothing_written() {
     let future = BatchBuilder::new(1).timestamp(NOW_MS + 3_600_001).build();
     assert!(matches!(
         log.append_as_leader(&future, 0, NOW_MS),
-        Err(LogError::InvalidTimestamp(_))
+        Err(LogError::InvalidRecords {
+            invalid_timestamp: true,
+            ..
+        })
     ));
 
     // Truncated batch / trailing partial batch.
@@ -446,7 +449,7 @@ fn clean_open_detects_broken_index_and_recovers() {
     }
     assert_eq!(
         log.offset_for_timestamp(NOW_MS).expect("lookup"),
-        Some((NOW_MS + 1, 0))
+        Some((NOW_MS, 0))
     );
     log.append_as_leader(&batch(1), 0, NOW_MS).expect("append");
 }
@@ -599,7 +602,7 @@ fn offset_for_timestamp_and_max_timestamp() {
         ..small_segments()
     };
     let mut log = open(dir.path(), cfg.clone(), false);
-    assert_eq!(log.max_timestamp_and_offset(), None);
+    assert_eq!(log.max_timestamp_and_offset().expect("max"), None);
     assert_eq!(log.offset_for_timestamp(0).expect("lookup"), None);
     // Batch i (2 records) has timestamps NOW+10i, NOW+10i+1; batch 7 is the max.
     let order = [0i64, 1, 2, 3, 4, 5, 6, 9, 7, 8];
@@ -610,37 +613,133 @@ fn offset_for_timestamp_and_max_timestamp() {
         log.append_as_leader(&b, 0, NOW_MS).expect("append");
     }
     assert!(log.snapshot().segments > 1);
+    // Answers name the record, not its batch (Kafka's `LogSegment.findOffsetByTimestamp`).
     let check = |log: &Log| {
+        let at = |ts| log.offset_for_timestamp(ts).expect("lookup");
+        let t = |delta| NOW_MS - 1000 + delta;
+        // The second record of batch "9" (offsets 14, 15) holds the max timestamp.
         assert_eq!(
-            log.max_timestamp_and_offset(),
-            Some((NOW_MS - 1000 + 91, 14))
+            log.max_timestamp_and_offset().expect("max"),
+            Some((t(91), 15))
         );
-        assert_eq!(
-            log.offset_for_timestamp(0).expect("lookup"),
-            Some((NOW_MS - 1000 + 1, 0))
-        );
-        assert_eq!(
-            log.offset_for_timestamp(NOW_MS - 1000 + 31)
-                .expect("lookup"),
-            Some((NOW_MS - 1000 + 31, 6))
-        );
-        assert_eq!(
-            log.offset_for_timestamp(NOW_MS - 1000 + 32)
-                .expect("lookup"),
-            Some((NOW_MS - 1000 + 41, 8))
-        );
+        assert_eq!(at(0), Some((t(0), 0)));
+        // Inside a batch: its second record.
+        assert_eq!(at(t(1)), Some((t(1), 1)));
+        assert_eq!(at(t(31)), Some((t(31), 7)));
+        assert_eq!(at(t(32)), Some((t(40), 8)));
         // 75 first reached by batch "9" at offset 14.
-        assert_eq!(
-            log.offset_for_timestamp(NOW_MS - 1000 + 75)
-                .expect("lookup"),
-            Some((NOW_MS - 1000 + 91, 14))
-        );
+        assert_eq!(at(t(75)), Some((t(90), 14)));
+        assert_eq!(at(t(91)), Some((t(91), 15)));
         assert_eq!(log.offset_for_timestamp(NOW_MS).expect("lookup"), None);
     };
     check(&log);
     log.close().expect("close");
     let log = open(dir.path(), cfg, true);
     check(&log);
+}
+
+#[test]
+fn lookups_by_timestamp_read_compressed_batches_and_log_append_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), small_segments(), false);
+    let t = |delta| NOW_MS - 1000 + delta;
+    // Offsets 0..=2 gzip, 3..=5 zstd; the max (t(40)) is at offset 4.
+    log.append_as_leader(
+        &timed_batch(&[(None, t(0)), (None, t(20)), (None, t(10))], 1),
+        0,
+        NOW_MS,
+    )
+    .expect("append");
+    log.append_as_leader(
+        &timed_batch(&[(None, t(30)), (None, t(40)), (None, t(35))], 4),
+        0,
+        NOW_MS,
+    )
+    .expect("append");
+    assert_eq!(
+        log.offset_for_timestamp(t(15)).expect("lookup"),
+        Some((t(20), 1))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(t(36)).expect("lookup"),
+        Some((t(40), 4))
+    );
+    assert_eq!(
+        log.max_timestamp_and_offset().expect("max"),
+        Some((t(40), 4))
+    );
+
+    // LogAppendTime: every record of a batch has its append time; the first one answers.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        timestamp_type: TimestampType::LogAppendTime,
+        ..small_segments()
+    };
+    let mut log = open(dir.path(), cfg, false);
+    log.append_as_leader(&timed_batch(&[(None, 1), (None, 2)], 0), 0, NOW_MS)
+        .expect("append");
+    log.append_as_leader(&timed_batch(&[(None, 1), (None, 2)], 3), 0, NOW_MS + 5)
+        .expect("append");
+    assert_eq!(
+        log.offset_for_timestamp(NOW_MS + 1).expect("lookup"),
+        Some((NOW_MS + 5, 2))
+    );
+    assert_eq!(
+        log.max_timestamp_and_offset().expect("max"),
+        Some((NOW_MS + 5, 2))
+    );
+}
+
+#[test]
+fn a_batch_is_stored_with_its_records_max_timestamp() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), small_segments(), false);
+    // The producer's header says NOW - 100; the records' max is NOW - 3.
+    for codec in [0u8, 4] {
+        let lying = edited(
+            timed_batch(
+                &[(None, NOW_MS - 7), (None, NOW_MS - 3), (None, NOW_MS - 9)],
+                codec,
+            ),
+            |b| b[35..43].copy_from_slice(&(NOW_MS - 100).to_be_bytes()),
+        );
+        let first = log
+            .append_as_leader(&lying, 0, NOW_MS)
+            .expect("append")
+            .first_offset;
+        let stored = log.read(first, 1 << 20, false).expect("read").records;
+        let h = &headers(&stored)[0];
+        assert_eq!(h.max_timestamp, NOW_MS - 3, "codec {codec}");
+        assert_eq!(h.timestamp_type(), TimestampType::CreateTime);
+        // The time index agrees: the lookup finds the record.
+        assert_eq!(
+            log.offset_for_timestamp(NOW_MS - 4).expect("lookup"),
+            Some((NOW_MS - 3, 1))
+        );
+    }
+}
+
+#[test]
+fn refused_records_leave_the_log_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = LogConfig {
+        timestamp_after_max_ms: 1_000,
+        ..LogConfig::default()
+    };
+    let mut log = open(dir.path(), cfg, false);
+    let future = timed_batch(&[(None, NOW_MS), (None, NOW_MS + 5_000), (None, NOW_MS)], 4);
+    let refused = log
+        .append_as_leader(&future, 0, NOW_MS)
+        .expect_err("refused");
+    assert_eq!(refused.kafka_error_code(), 32);
+    let named: Vec<_> = refused
+        .record_errors()
+        .iter()
+        .map(|r| r.batch_index)
+        .collect();
+    assert_eq!(named, vec![1]);
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.snapshot().size_bytes, 0);
 }
 
 #[test]

@@ -307,8 +307,8 @@ impl RemoteLogManager {
         }
     }
 
-    /// ListOffsets by timestamp in the tier: the first batch at or after `log_start_offset`
-    /// with max timestamp >= `timestamp_ms`, as (its max timestamp, its base offset).
+    /// ListOffsets by timestamp in the tier: the first record at or after `log_start_offset`
+    /// with timestamp >= `timestamp_ms`, as (its timestamp, its offset).
     pub async fn offset_for_timestamp(
         &self,
         partition: &Arc<Partition>,
@@ -334,27 +334,21 @@ impl RemoteLogManager {
         Ok(manifest.next_offset().map(|next| next - 1))
     }
 
-    /// ListOffsets MAX_TIMESTAMP over the tier: the largest segment max timestamp there, with
-    /// the offset of its batch.
+    /// ListOffsets MAX_TIMESTAMP over the tier: the largest max timestamp there, with the
+    /// offset of the first record holding it (see `RemotePartition::max_timestamp`).
     pub async fn max_timestamp(
         &self,
         partition: &Arc<Partition>,
         log_start_offset: i64,
     ) -> Result<Option<(i64, i64)>, TierLookupError> {
-        let (_, manifest) = self.bounded(self.manifest(partition)).await?;
-        Ok(manifest
-            .segments
-            .iter()
-            .filter(|s| s.end_offset >= log_start_offset && s.max_timestamp_ms >= 0)
-            .fold(None, |best: Option<(i64, i64)>, s| match best {
-                Some((ts, _)) if ts >= s.max_timestamp_ms => best,
-                _ => Some((
-                    s.max_timestamp_ms,
-                    s.max_timestamp_offset
-                        .max(s.base_offset)
-                        .max(log_start_offset),
-                )),
-            }))
+        self.bounded(async {
+            let (state, manifest) = self.manifest(partition).await?;
+            state
+                .remote
+                .max_timestamp(&manifest, log_start_offset)
+                .await
+        })
+        .await
     }
 
     /// Loads the manifest into `writer` if it is not there yet: orphans of interrupted uploads

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
-use strata_log::{check_crc, RecordBatchHeader};
+use strata_log::{check_crc, find_record_by_timestamp, offset_of_max_timestamp, RecordBatchHeader};
 use tokio::io::AsyncReadExt;
 
 use crate::cache::{LogObject, RemoteReadCache};
@@ -351,11 +351,10 @@ impl RemotePartition {
         }
     }
 
-    /// Kafka's ListOffsets by timestamp over the tier, at batch granularity: the first batch
-    /// ending at or after `log_start_offset` whose max timestamp is at least `timestamp_ms`,
-    /// answered as (its max timestamp, max(its base offset, `log_start_offset`)). `None` when
-    /// no uploaded batch qualifies. The max timestamp is the header's as stored (for
-    /// LogAppendTime topics, the broker's append time). The manifest's own
+    /// Kafka's ListOffsets by timestamp over the tier (`RemoteLogManager.findOffsetByTimestamp`):
+    /// the first record at or after `log_start_offset` whose timestamp is at least
+    /// `timestamp_ms`, as (its timestamp, its offset); in a LogAppendTime batch every record
+    /// has the batch's timestamp. `None` when no uploaded record qualifies. The manifest's own
     /// `log_start_offset` is honoured too: records below it are deleted.
     ///
     /// Segments whose max timestamp is below `timestamp_ms` or which end below the log start
@@ -363,7 +362,9 @@ impl RemotePartition {
     /// where to start: after the last entry whose timestamp is below `timestamp_ms`, since
     /// no batch up to that entry's offset can qualify. Batch headers are then walked from the
     /// offset index's position, in bounded reads, their offsets checked as
-    /// [`RemotePartition::read`] checks them, and the answering batch's CRC is checked.
+    /// [`RemotePartition::read`] checks them; a batch whose max timestamp reaches the target
+    /// is read whole, its CRC checked and its records read (inflated if compressed, bounded
+    /// by `strata-log`) until one answers — usually in the first such batch.
     pub async fn offset_for_timestamp(
         &self,
         manifest: &RemoteManifest,
@@ -380,6 +381,47 @@ impl RemotePartition {
             }
         }
         Ok(None)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP over the tier (KIP-734): the segment ending at or after
+    /// `log_start_offset` with the largest max timestamp (the first on a tie), and in it the
+    /// first record holding that timestamp, as (timestamp, offset), never below
+    /// `log_start_offset`. The manifest names the batch holding it; that batch is read (CRC
+    /// checked) and its records walked. When the manifest does not know the batch (older
+    /// manifests) or no record of it carries the timestamp, the answer falls back to the
+    /// batch's (or segment's) base offset. `None` when the tier holds no timestamps.
+    pub async fn max_timestamp(
+        &self,
+        manifest: &RemoteManifest,
+        log_start_offset: i64,
+    ) -> Result<Option<(i64, i64)>, TierError> {
+        let start = log_start_offset.max(manifest.log_start_offset);
+        let best = manifest
+            .segments
+            .iter()
+            .filter(|s| s.end_offset >= start && s.max_timestamp_ms >= 0)
+            .fold(None, |best: Option<&RemoteSegment>, s| match best {
+                Some(b) if b.max_timestamp_ms >= s.max_timestamp_ms => best,
+                _ => Some(s),
+            });
+        let Some(seg) = best else {
+            return Ok(None);
+        };
+        let batch_offset = seg.max_timestamp_offset.max(seg.base_offset);
+        let mut offset = batch_offset;
+        if seg.max_timestamp_offset >= 0 {
+            let batches = self.read(manifest, batch_offset, 1, true).await?;
+            if let Ok(h) = RecordBatchHeader::parse(&batches) {
+                if h.max_timestamp == seg.max_timestamp_ms && h.size_bytes() <= batches.len() {
+                    let found =
+                        offset_of_max_timestamp(&batches[..h.size_bytes()], &h).map_err(|e| {
+                            self.corrupt(seg, format!("batch at offset {batch_offset}: {e}"))
+                        })?;
+                    offset = found.unwrap_or(offset);
+                }
+            }
+        }
+        Ok(Some((seg.max_timestamp_ms, offset.max(start))))
     }
 
     async fn timestamp_in_segment(
@@ -447,7 +489,11 @@ impl RemotePartition {
                     return Err(corrupt(format!("batch at {pos} is torn")));
                 }
                 check_crc(&batch, &h).map_err(|e| corrupt(e.to_string()))?;
-                return Ok(Some((h.max_timestamp, h.base_offset.max(start))));
+                let found = find_record_by_timestamp(&batch, &h, timestamp_ms, start)
+                    .map_err(|e| corrupt(format!("batch at {pos}: {e}")))?;
+                if found.is_some() {
+                    return Ok(found);
+                }
             }
             pos += size as u64;
             chain.advance(&h);

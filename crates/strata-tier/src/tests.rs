@@ -37,6 +37,27 @@ fn write_segment_with(
     value_bytes: usize,
     ts: impl Fn(i64) -> i64,
 ) -> (SegmentUpload, Vec<u8>) {
+    write_segment_compressed(
+        dir,
+        base,
+        batches,
+        per_batch,
+        value_bytes,
+        ts,
+        Compression::None,
+    )
+}
+
+/// [`write_segment_with`] with batches compressed by `compression`.
+fn write_segment_compressed(
+    dir: &FsPath,
+    base: i64,
+    batches: i64,
+    per_batch: i64,
+    value_bytes: usize,
+    ts: impl Fn(i64) -> i64,
+    compression: Compression,
+) -> (SegmentUpload, Vec<u8>) {
     let mut log = Vec::new();
     let mut index = Vec::new();
     let (mut max_ts, mut max_ts_offset) = (-1, -1);
@@ -70,7 +91,7 @@ fn write_segment_with(
             &records,
             &RecordEncodeOptions {
                 version: 2,
-                compression: Compression::None,
+                compression,
             },
         )
         .unwrap();
@@ -754,52 +775,97 @@ async fn timestamp_segments(
     (part, manifest)
 }
 
+/// [`RemotePartition::offset_for_timestamp`], which must not fail.
+async fn timestamp_lookup(
+    part: &RemotePartition,
+    manifest: &RemoteManifest,
+    ts: i64,
+    start: i64,
+) -> Option<(i64, i64)> {
+    part.offset_for_timestamp(manifest, ts, start)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn timestamps_are_found_across_segments() {
     for cache in [None, Some(RemoteReadCache::new(1 << 20, 4096))] {
         let (part, manifest) = timestamp_segments(cache).await;
-        let find = |ts: i64, start: i64| {
-            let (part, manifest) = (part.clone(), manifest.clone());
-            async move {
-                part.offset_for_timestamp(&manifest, ts, start)
-                    .await
-                    .unwrap()
-            }
-        };
-        // Before everything: the first batch.
-        assert_eq!(find(0, 0).await, Some((1_090, 0)));
-        assert_eq!(find(-1_000, 0).await, Some((1_090, 0)));
+        let find = |ts, start| timestamp_lookup(&part, &manifest, ts, start);
+        // Answers name the record, not its batch (batches hold offsets 10k..10k+9).
+        // Before everything: the first record.
+        assert_eq!(find(0, 0).await, Some((1_000, 0)));
+        assert_eq!(find(-1_000, 0).await, Some((1_000, 0)));
         // Inside the first segment, past its time index's entries, and its last batch.
-        assert_eq!(find(1_500, 0).await, Some((1_590, 50)));
-        assert_eq!(find(1_590, 0).await, Some((1_590, 50)));
-        assert_eq!(find(1_591, 0).await, Some((1_690, 60)));
-        assert_eq!(find(1_990, 0).await, Some((1_990, 90)));
+        assert_eq!(find(1_500, 0).await, Some((1_500, 50)));
+        assert_eq!(find(1_545, 0).await, Some((1_550, 55)));
+        assert_eq!(find(1_590, 0).await, Some((1_590, 59)));
+        assert_eq!(find(1_591, 0).await, Some((1_600, 60)));
+        assert_eq!(find(1_990, 0).await, Some((1_990, 99)));
         // The second segment (no index at all).
-        assert_eq!(find(1_991, 0).await, Some((2_090, 100)));
-        assert_eq!(find(2_550, 0).await, Some((2_590, 150)));
-        // Between segments (offsets 200..300 are not in the tier): the next batch after.
-        assert_eq!(find(3_500, 0).await, Some((4_090, 300)));
-        assert_eq!(find(4_990, 0).await, Some((4_990, 390)));
+        assert_eq!(find(1_991, 0).await, Some((2_000, 100)));
+        assert_eq!(find(2_550, 0).await, Some((2_550, 155)));
+        // Between segments (offsets 200..300 are not in the tier): the next record after.
+        assert_eq!(find(3_500, 0).await, Some((4_000, 300)));
+        assert_eq!(find(4_990, 0).await, Some((4_990, 399)));
         // After everything.
         assert_eq!(find(4_991, 0).await, None);
         assert_eq!(find(i64::MAX, 0).await, None);
-        // A log start in the middle of a segment: earlier batches do not count, and the
-        // batch holding the log start answers with the log start.
-        assert_eq!(find(0, 55).await, Some((1_590, 55)));
-        assert_eq!(find(1_700, 55).await, Some((1_790, 70)));
-        assert_eq!(find(0, 155).await, Some((2_590, 155)));
-        assert_eq!(find(2_550, 155).await, Some((2_590, 155)));
-        assert_eq!(find(2_700, 155).await, Some((2_790, 170)));
-        assert_eq!(find(0, 250).await, Some((4_090, 300)));
+        // A log start in the middle of a batch: earlier records do not count.
+        assert_eq!(find(0, 55).await, Some((1_550, 55)));
+        assert_eq!(find(1_700, 55).await, Some((1_700, 70)));
+        assert_eq!(find(0, 155).await, Some((2_550, 155)));
+        assert_eq!(find(2_550, 155).await, Some((2_550, 155)));
+        assert_eq!(find(2_705, 155).await, Some((2_710, 171)));
+        assert_eq!(find(0, 250).await, Some((4_000, 300)));
         assert_eq!(find(0, 400).await, None);
         // The manifest's own log start counts too.
         let mut trimmed = manifest.clone();
         trimmed.log_start_offset = 120;
         assert_eq!(
             part.offset_for_timestamp(&trimmed, 0, 0).await.unwrap(),
-            Some((2_290, 120))
+            Some((2_200, 120))
         );
     }
+}
+
+/// Compressed batches are read record by record too, and MAX_TIMESTAMP names the record.
+#[tokio::test]
+async fn compressed_batches_answer_by_record_and_max_timestamp_names_the_record() {
+    let store = TierStore::open("memory://", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let part = RemotePartition::new(&store, "ts", "id", 2);
+    let mut manifest = part.load_manifest().await.unwrap();
+    // Offsets 0..=49 in 5 zstd batches; timestamps rise but for a peak at offset 23.
+    let ts = |o: i64| if o == 23 { 9_000 } else { 1_000 + o };
+    for (base, compression) in [(0, Compression::Zstd), (50, Compression::Lz4)] {
+        let (upload, _) = write_segment_compressed(dir.path(), base, 5, 10, 50, ts, compression);
+        part.upload_segment(&mut manifest, upload).await.unwrap();
+    }
+    let find = |ts, start| timestamp_lookup(&part, &manifest, ts, start);
+    assert_eq!(find(1_012, 0).await, Some((1_012, 12)));
+    assert_eq!(find(1_030, 0).await, Some((9_000, 23)));
+    // The first record at or after the target in offset order, as in Kafka.
+    assert_eq!(find(1_077, 0).await, Some((9_000, 23)));
+    assert_eq!(find(1_077, 24).await, Some((1_077, 77)));
+    assert_eq!(find(9_001, 0).await, None);
+    assert_eq!(
+        part.max_timestamp(&manifest, 0).await.unwrap(),
+        Some((9_000, 23))
+    );
+    // A log start past the record: it is not returned below the log start.
+    assert_eq!(
+        part.max_timestamp(&manifest, 30).await.unwrap(),
+        Some((9_000, 30))
+    );
+    // Without the manifest's batch offset (older manifests): the segment's base.
+    let mut old = manifest.clone();
+    old.segments[0].max_timestamp_offset = -1;
+    assert_eq!(part.max_timestamp(&old, 0).await.unwrap(), Some((9_000, 0)));
+    assert_eq!(
+        part.max_timestamp(&RemoteManifest::new(), 0).await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -820,14 +886,14 @@ async fn the_time_index_is_used_to_skip_ahead() {
         part.offset_for_timestamp(&manifest, 1_500, 0)
             .await
             .unwrap(),
-        Some((1_890, 80))
+        Some((1_800, 80))
     );
     // Entries at or above the target are not used.
     assert_eq!(
         part.offset_for_timestamp(&manifest, 1_400, 0)
             .await
             .unwrap(),
-        Some((1_490, 40))
+        Some((1_400, 40))
     );
 }
 
@@ -844,7 +910,7 @@ async fn timestamp_lookup_of_a_corrupted_batch_is_an_error() {
     replace_log(&store, &None, &seg, bytes).await;
     assert_eq!(
         part.offset_for_timestamp(&manifest, 0, 0).await.unwrap(),
-        Some((1_009, 0))
+        Some((1_000, 0))
     );
     let err = part
         .offset_for_timestamp(&manifest, 1_015, 0)
@@ -1287,7 +1353,7 @@ async fn reads_across_many_index_entries_pass_the_offset_checks() {
                         part.offset_for_timestamp(&manifest, 1_000 + offset, 0)
                             .await
                             .unwrap(),
-                        Some((1_000 + base + batch * 3 + 2, base + batch * 3)),
+                        Some((1_000 + offset, offset)),
                         "{what}: {offset}"
                     );
                 }

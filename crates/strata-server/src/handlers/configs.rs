@@ -369,9 +369,22 @@ pub async fn handle_incremental_alter(
     )
 }
 
-pub fn handle_describe_log_dirs(
+/// DescribeLogDirs: the one log directory (`<data dir>/logs`), the size of each partition
+/// hosted here, and (v4+) the file system's total and usable bytes. Runs on a blocking thread:
+/// it takes each partition's log lock and asks the file system.
+pub async fn handle_describe_log_dirs(
     broker: &Arc<Broker>,
+    request: DescribeLogDirsRequest,
+    version: i16,
+) -> DescribeLogDirsResponse {
+    let broker = broker.clone();
+    super::blocking(move || describe_log_dirs(&broker, &request, version)).await
+}
+
+fn describe_log_dirs(
+    broker: &Broker,
     request: &DescribeLogDirsRequest,
+    version: i16,
 ) -> DescribeLogDirsResponse {
     let mut partitions = broker.replicas.all();
     partitions.sort_by(|a, b| (&a.topic, a.index).cmp(&(&b.topic, b.index)));
@@ -398,11 +411,35 @@ pub fn handle_describe_log_dirs(
         }
     }
     let log_dir = broker.config.data_dir.join("logs");
-    DescribeLogDirsResponse::default().with_results(vec![DescribeLogDirsResult::default()
+    let mut result = DescribeLogDirsResult::default()
         .with_log_dir(str_bytes(log_dir.display().to_string()))
-        .with_topics(topics)
-        .with_total_bytes(-1)
-        .with_usable_bytes(-1)])
+        .with_topics(topics);
+    // The fields exist from v4 (KIP-827); older versions must leave them at -1.
+    if version >= 4 {
+        let (total_bytes, usable_bytes) = disk_space(&log_dir);
+        result = result
+            .with_total_bytes(total_bytes)
+            .with_usable_bytes(usable_bytes);
+    }
+    DescribeLogDirsResponse::default().with_results(vec![result])
+}
+
+/// Total and usable bytes of the file system holding `dir`, as Kafka's `FileStore`
+/// `getTotalSpace` / `getUsableSpace` count them: all blocks, and the blocks available to an
+/// unprivileged user, times the fragment size. (-1, -1), Kafka's "unknown", when the file
+/// system cannot be asked; a size past `i64::MAX` is `i64::MAX`, as Kafka caps it.
+fn disk_space(dir: &std::path::Path) -> (i64, i64) {
+    match rustix::fs::statvfs(dir) {
+        Ok(fs) => {
+            let bytes =
+                |blocks: u64| i64::try_from(blocks.saturating_mul(fs.f_frsize)).unwrap_or(i64::MAX);
+            (bytes(fs.f_blocks), bytes(fs.f_bavail))
+        }
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot read the log directory's disk space");
+            (-1, -1)
+        }
+    }
 }
 
 /// Kafka's `ConfigResource.Type` codes that ListConfigResources v1 knows (KIP-1142); v0 (the
@@ -463,4 +500,21 @@ pub fn handle_list_config_resources(
         );
     }
     ListConfigResourcesResponse::default().with_config_resources(resources)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_space_is_the_file_system_s_or_unknown() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (total_bytes, usable_bytes) = disk_space(dir.path());
+        assert!(total_bytes > 0, "{total_bytes}");
+        assert!(
+            (0..=total_bytes).contains(&usable_bytes),
+            "{usable_bytes} of {total_bytes}"
+        );
+        assert_eq!(disk_space(&dir.path().join("missing")), (-1, -1));
+    }
 }

@@ -106,9 +106,9 @@ pub async fn handle(
         RequestKind::ListConfigResources(r) => ResponseKind::ListConfigResources(
             configs::handle_list_config_resources(broker, &r, version),
         ),
-        RequestKind::DescribeLogDirs(r) => {
-            ResponseKind::DescribeLogDirs(configs::handle_describe_log_dirs(broker, &r))
-        }
+        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(
+            configs::handle_describe_log_dirs(broker, r, version).await,
+        ),
         RequestKind::InitProducerId(r) => {
             ResponseKind::InitProducerId(producer_id::handle(broker, &r, version).await)
         }

@@ -176,7 +176,9 @@ fn lookup(
                 .map(|offset| (-1, offset))
         }
         MAX_TIMESTAMP => {
-            let local = log.max_timestamp_and_offset();
+            let local = log
+                .max_timestamp_and_offset()
+                .map_err(|e| log_error(broker, partition, &e))?;
             drop(log);
             let remote = if tiered {
                 runtime
@@ -185,7 +187,7 @@ fn lookup(
             } else {
                 None
             };
-            // The earliest batch holding the largest timestamp: the tier's on a tie.
+            // The earliest record holding the largest timestamp: the tier's on a tie.
             match (remote, local) {
                 (Some(r), Some(l)) if l.0 > r.0 => Some(l),
                 (Some(r), _) => Some(r),

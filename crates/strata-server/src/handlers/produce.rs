@@ -1,7 +1,10 @@
 //! Produce: validate and append record batches as the partition leader.
 //!
 //! Per request: one hop to a blocking thread, which appends each partition's batches under
-//! that partition's lock (one buffer copy per partition, no per-record work, see `strata-log`).
+//! that partition's lock (one buffer copy per partition; validation reads each record's
+//! key and timestamp, in place or, for a compressed batch on a topic whose rules can refuse a
+//! record, through a bounded inflater, see `strata-log`). A batch refused because of some of
+//! its records answers with those records' indexes (`record_errors`, KIP-467).
 //! On a single node the in-sync replica set is this broker, so `acks=all` is acknowledged once
 //! the local append is done, after `min.insync.replicas` is checked against that set.
 
@@ -15,7 +18,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
-use strata_log::{LogError, RecordBatchHeader};
+use strata_log::{LogError, RecordBatchHeader, RecordError};
 use strata_meta::config::topic_config;
 use strata_partition::AckState;
 
@@ -29,6 +32,8 @@ use crate::txn_verification::{guard_produce, ProducedBatch, WriteGuard};
 struct PartitionOutcome {
     index: i32,
     error: Option<(i16, String)>,
+    /// The records the error names (KIP-467), answered from Produce v8.
+    record_errors: Vec<RecordError>,
     base_offset: i64,
     log_append_time_ms: i64,
     log_start_offset: i64,
@@ -161,6 +166,7 @@ pub async fn handle(
                         let mut outcome = PartitionOutcome {
                             index: p.index,
                             error: None,
+                            record_errors: Vec::new(),
                             base_offset: -1,
                             log_append_time_ms: -1,
                             log_start_offset: -1,
@@ -229,6 +235,9 @@ pub async fn handle(
                                     Err(e) => {
                                         outcome.log_start_offset = log.log_start_offset();
                                         outcome.error = Some((log_error(&b, partition, &e), e.to_string()));
+                                        if let LogError::InvalidRecords { records, .. } = e {
+                                            outcome.record_errors = records;
+                                        }
                                     }
                                 }
                             }
@@ -292,16 +301,22 @@ pub async fn handle(
                                 leaders.insert(p.leader);
                             }
                             if version >= 8 {
-                                if is_record_error(error) {
-                                    r = r.with_record_errors(vec![
-                                        BatchIndexAndErrorMessage::default()
-                                            .with_batch_index(0)
-                                            .with_batch_index_error_message(Some(str_bytes(
-                                                message.clone(),
-                                            ))),
-                                    ]);
-                                }
-                                r = r.with_error_message(Some(str_bytes(message)));
+                                // KIP-467: the refused records by index, so that clients fail
+                                // only those (the others of the batch as collateral).
+                                r = r
+                                    .with_record_errors(
+                                        o.record_errors
+                                            .into_iter()
+                                            .map(|e| {
+                                                BatchIndexAndErrorMessage::default()
+                                                    .with_batch_index(e.batch_index)
+                                                    .with_batch_index_error_message(Some(
+                                                        str_bytes(e.message),
+                                                    ))
+                                            })
+                                            .collect(),
+                                    )
+                                    .with_error_message(Some(str_bytes(message)));
                             }
                         }
                         r
@@ -366,11 +381,4 @@ fn single_batch(records: &[u8]) -> Result<(), LogError> {
         ));
     }
     Ok(())
-}
-
-/// Errors that Kafka reports per record (`record_errors`, Produce v8+).
-fn is_record_error(error: i16) -> bool {
-    let invalid_record = LogError::InvalidRecord(String::new()).kafka_error_code();
-    let invalid_timestamp = LogError::InvalidTimestamp(String::new()).kafka_error_code();
-    error == invalid_record || error == invalid_timestamp
 }
