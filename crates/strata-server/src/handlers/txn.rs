@@ -345,8 +345,8 @@ pub fn handle_txn_offset_commit(
         api_version: version,
     };
     let producer = (request.producer_id.0, request.producer_epoch);
-    let errors = commit_durably(broker, &request.group_id, commits.len(), |c| {
-        c.txn_commit_offsets(&who, producer, &commits, now_ms())
+    let errors = commit_durably(broker, &request.group_id, &commits, |c, commits| {
+        c.txn_commit_offsets(&who, producer, commits, now_ms())
     });
     TxnOffsetCommitResponse::default().with_topics(commit_results!(
         request.topics,
