@@ -9,7 +9,9 @@ import uuid
 import pytest
 from confluent_kafka import ConsumerGroupType, KafkaError, TopicPartition
 
+from group_helpers import ILLEGAL_GENERATION, STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID, UNSUPPORTED_VERSION
 from helpers import create_topic, flush_all, make_admin, make_consumer, make_producer, wait_until
+from versioned_wire import VersionedClient
 
 # The broker tells members how often to heartbeat; keep rebalances quick in tests.
 FAST = {"group.consumer.heartbeat.interval.ms": 200}
@@ -187,3 +189,81 @@ def test_group_survives_broker_restart_without_rejoining(cbroker, topic):
     # lost and assigned again.
     assert a.rebalance_events == events_before, a.rebalance_events[len(events_before):]
     a.c.close()
+
+
+@pytest.mark.timeout(60)
+def test_commits_after_a_revocation_need_the_new_epoch(cbroker, topic):
+    """Kafka 4's ConsumerGroup.validateOffsetCommit, over raw frames: a member commits with
+    its member epoch; while it still holds partitions it must release, its epoch stays and
+    its commits go through; once it released them and its epoch moved on, a commit with the
+    old epoch is STALE_MEMBER_EPOCH (ILLEGAL_GENERATION in TxnOffsetCommit, which has no
+    STALE_MEMBER_EPOCH), and OffsetCommit before v9 (no member epoch) is UNSUPPORTED_VERSION."""
+    bs = cbroker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=4)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    topic_id = None
+
+    with VersionedClient("127.0.0.1", cbroker.port) as c:
+
+        def heartbeat(member_id, epoch, owned, join=False):
+            resp = c.call(68, 1, {
+                "group_id": group, "member_id": member_id, "member_epoch": epoch, "instance_id": None,
+                "rack_id": None, "rebalance_timeout_ms": 30000 if join else -1,
+                "subscribed_topic_names": [topic] if join else None, "subscribed_topic_regex": None,
+                "server_assignor": None,
+                "topic_partitions": [{"topic_id": topic_id, "partitions": sorted(owned)}] if owned else [],
+            })
+            assert resp.error_code == 0, resp
+            return resp
+
+        def partitions(resp):
+            nonlocal topic_id
+            if resp.assignment is None:
+                return None
+            tps = resp.assignment.topic_partitions
+            for t in tps:
+                topic_id = t.topic_id
+            return {p for t in tps for p in t.partitions}
+
+        def commit(member_id, epoch, version=9, partition=0):
+            resp = c.call(8, version, {
+                "group_id": group, "generation_id_or_member_epoch": epoch, "member_id": member_id,
+                "group_instance_id": None, "retention_time_ms": -1,
+                "topics": [{"name": topic, "partitions": [{"partition_index": partition, "committed_offset": 3,
+                                                           "committed_leader_epoch": -1,
+                                                           "committed_metadata": ""}]}],
+            })
+            return resp.topics[0].partitions[0].error_code
+
+        def txn_commit(member_id, epoch):
+            resp = c.call(28, 4, {
+                "transactional_id": f"txn-{group}", "group_id": group, "producer_id": 4343, "producer_epoch": 0,
+                "generation_id": epoch, "member_id": member_id, "group_instance_id": None,
+                "topics": [{"name": topic, "partitions": [{"partition_index": 0, "committed_offset": 3,
+                                                           "committed_leader_epoch": -1,
+                                                           "committed_metadata": ""}]}],
+            })
+            return resp.topics[0].partitions[0].error_code
+
+        a_id, b_id = str(uuid.uuid4()), str(uuid.uuid4())
+        a = heartbeat(a_id, 0, set(), join=True)
+        a_owned, epoch = partitions(a), a.member_epoch
+        assert a_owned == {0, 1, 2, 3}, a
+        assert commit(a_id, epoch) == 0
+        assert commit(a_id, epoch, version=8) == UNSUPPORTED_VERSION
+
+        # b joins: a must release two partitions; it keeps its epoch until it has.
+        heartbeat(b_id, 0, set(), join=True)
+        revoking = heartbeat(a_id, epoch, a_owned)
+        kept = partitions(revoking)
+        assert revoking.member_epoch == epoch and len(kept) == 2, revoking
+        (moving,) = sorted(a_owned - kept)[:1]
+        assert commit(a_id, epoch, partition=moving) == 0, "a commits before it releases"
+
+        released = heartbeat(a_id, epoch, kept)
+        assert released.member_epoch > epoch, released
+        assert commit(a_id, epoch, partition=moving) == STALE_MEMBER_EPOCH
+        assert commit(a_id, released.member_epoch + 1) == STALE_MEMBER_EPOCH
+        assert txn_commit(a_id, epoch) == ILLEGAL_GENERATION
+        assert commit(a_id, released.member_epoch, partition=min(kept)) == 0
+        assert commit("not-a-member", released.member_epoch) == UNKNOWN_MEMBER_ID

@@ -57,6 +57,9 @@ pub const JOIN_EPOCH: i32 = 0;
 pub const LEAVE_EPOCH: i32 = -1;
 pub const STATIC_LEAVE_EPOCH: i32 = -2;
 
+/// The first OffsetCommit version whose generation field carries a KIP-848 member epoch.
+pub const FIRST_MEMBER_EPOCH_COMMIT_VERSION: i16 = 9;
+
 #[derive(Debug, Clone)]
 pub struct ConsumerMember {
     pub id: String,
@@ -107,6 +110,47 @@ impl ConsumerGroup {
         } else {
             "Stable"
         }
+    }
+
+    /// Whether an (Txn)OffsetCommit may write to this group, as Kafka 4's
+    /// `ConsumerGroup.validateOffsetCommit` decides:
+    ///
+    /// - a negative epoch commits to a group without members (an admin, or a consumer that
+    ///   assigns its partitions itself);
+    /// - a TxnOffsetCommit without member id, instance id and generation (a producer that
+    ///   sent no group metadata) commits;
+    /// - otherwise the member must exist (UNKNOWN_MEMBER_ID), an OffsetCommit must be v9+
+    ///   (UNSUPPORTED_VERSION: older versions cannot carry a member epoch), and the epoch
+    ///   must be the member's current one (STALE_MEMBER_EPOCH, older or newer alike). A
+    ///   member whose partitions were revoked and whose epoch moved on therefore cannot
+    ///   commit them with the epoch it owned them in.
+    ///
+    /// The TxnOffsetCommit API has no STALE_MEMBER_EPOCH; the caller maps it.
+    pub fn validate_offset_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        member_epoch: i32,
+        transactional: bool,
+        api_version: i16,
+    ) -> Result<(), ResponseError> {
+        if member_epoch < 0 && self.members.is_empty() {
+            return Ok(());
+        }
+        if transactional && member_epoch == -1 && member_id.is_empty() && instance_id.is_none() {
+            return Ok(());
+        }
+        let member = self
+            .members
+            .get(member_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
+        if !transactional && api_version < FIRST_MEMBER_EPOCH_COMMIT_VERSION {
+            return Err(ResponseError::UnsupportedVersion);
+        }
+        if member_epoch != member.epoch {
+            return Err(ResponseError::StaleMemberEpoch);
+        }
+        Ok(())
     }
 
     fn owned_by_others(&self, member_id: &str) -> BTreeSet<(Uuid, i32)> {

@@ -1089,7 +1089,29 @@ impl GroupCoordinator {
 
     // ------------------------------------------------------------------ offsets
 
-    /// Validates an OffsetCommit's group membership as Kafka's `ClassicGroup.validateOffsetCommit`.
+    /// Validates the group membership of an OffsetCommit (or, `transactional`, a
+    /// TxnOffsetCommit) as Kafka 4's `OffsetMetadataManager` and the group's
+    /// `validateOffsetCommit` do:
+    ///
+    /// - unknown group: a negative generation creates a simple group (an admin, or a consumer
+    ///   that assigns its partitions itself); otherwise GROUP_ID_NOT_FOUND for OffsetCommit
+    ///   v9+, ILLEGAL_GENERATION before, and always for TxnOffsetCommit;
+    /// - KIP-848 group: [`ConsumerGroup::validate_offset_commit`]; a TxnOffsetCommit gets
+    ///   ILLEGAL_GENERATION where an OffsetCommit gets STALE_MEMBER_EPOCH;
+    /// - classic group: a negative generation commits to an Empty group; a request naming a
+    ///   member (or a generation, or an instance) must come from a current member
+    ///   (UNKNOWN_MEMBER_ID / FENCED_INSTANCE_ID) of the current generation
+    ///   (ILLEGAL_GENERATION); an OffsetCommit naming none is refused while the group has
+    ///   members (UNKNOWN_MEMBER_ID), a TxnOffsetCommit is not (old producers send no group
+    ///   metadata); an OffsetCommit during CompletingRebalance is REBALANCE_IN_PROGRESS (the
+    ///   member has the new generation but not its assignment yet).
+    ///
+    /// So a member whose partitions were revoked in a rebalance that has moved on cannot
+    /// commit: its generation (or member epoch) is no longer the group's. During
+    /// PreparingRebalance the old generation is still current and commits go through, so
+    /// an eager consumer can commit what it processed before it rejoins. An OffsetCommit
+    /// from a member of a classic group in Stable or PreparingRebalance counts as a sign of
+    /// life for its session, as in Kafka.
     fn validate_commit(
         &mut self,
         who: &CommitIdentity<'_>,
@@ -1100,30 +1122,32 @@ impl GroupCoordinator {
             return Err(ResponseError::InvalidGroupId);
         }
         if let Some(cg) = self.consumer.groups.get(who.group_id) {
-            // KIP-848 group: the member id and member epoch must match (Kafka's
-            // `ConsumerGroup.validateOffsetCommit`); an admin may commit to an empty group.
-            if !(who.generation_id < 0 && cg.members.is_empty()) {
-                let member = cg
-                    .members
-                    .get(who.member_id)
-                    .ok_or(ResponseError::UnknownMemberId)?;
-                if who.generation_id != member.epoch {
-                    return Err(ResponseError::StaleMemberEpoch);
+            cg.validate_offset_commit(
+                who.member_id,
+                who.group_instance_id,
+                who.generation_id,
+                transactional,
+                who.api_version,
+            )
+            .map_err(|e| match e {
+                ResponseError::StaleMemberEpoch if transactional => {
+                    ResponseError::IllegalGeneration
                 }
-            }
+                e => e,
+            })?;
+            // The group's committed offsets live in its classic-group entry.
             self.groups
                 .entry(who.group_id.to_string())
                 .or_insert_with(|| Group::new(who.group_id, now_ms));
             return Ok(());
         }
-        let Some(group) = self.groups.get(who.group_id) else {
-            if who.generation_id < 0 || transactional {
-                // A consumer without group management (or an admin) commits for a new group.
+        let Some(group) = self.groups.get_mut(who.group_id) else {
+            if who.generation_id < 0 {
                 self.groups
                     .insert(who.group_id.to_string(), Group::new(who.group_id, now_ms));
                 return Ok(());
             }
-            return Err(if who.api_version >= 9 {
+            return Err(if !transactional && who.api_version >= 9 {
                 ResponseError::GroupIdNotFound
             } else {
                 ResponseError::IllegalGeneration
@@ -1139,11 +1163,21 @@ impl GroupCoordinator {
             if who.generation_id != group.generation {
                 return Err(ResponseError::IllegalGeneration);
             }
-        } else if group.state != GroupState::Empty {
+        } else if !transactional && group.state != GroupState::Empty {
             return Err(ResponseError::UnknownMemberId);
         }
         if !transactional && group.state == GroupState::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress);
+        }
+        if !transactional
+            && matches!(
+                group.state,
+                GroupState::Stable | GroupState::PreparingRebalance
+            )
+        {
+            if let Some(m) = group.members.get_mut(who.member_id) {
+                m.heartbeat_deadline_ms = now_ms + m.session_timeout_ms as i64;
+            }
         }
         Ok(())
     }
@@ -1233,9 +1267,6 @@ impl GroupCoordinator {
         }
         let max_metadata = self.config.max_metadata_bytes;
         let group = self.groups.get_mut(who.group_id).expect("validated");
-        if let Some(m) = group.members.get_mut(who.member_id) {
-            m.heartbeat_deadline_ms = now_ms + m.session_timeout_ms as i64;
-        }
         let mut results = Vec::with_capacity(offsets.len());
         for o in offsets {
             let metadata = o.metadata.clone().unwrap_or_default();

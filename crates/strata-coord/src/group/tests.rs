@@ -556,3 +556,236 @@ fn unloading_a_group_answers_its_waiting_members_and_forgets_it() {
     let fetched = c.fetch_offsets("g", Some(&[("t".into(), vec![0])]));
     assert_eq!(fetched[0].1[0].1, None, "offsets went with the group");
 }
+
+/// A commit to group "g" by `member` of `generation`, as OffsetCommit `api_version`.
+fn by<'a>(member: &'a str, generation: i32, api_version: i16) -> CommitIdentity<'a> {
+    CommitIdentity {
+        group_id: "g",
+        generation_id: generation,
+        member_id: member,
+        group_instance_id: None,
+        api_version,
+    }
+}
+
+const PRODUCER: (i64, i16) = (7, 0);
+
+#[test]
+fn classic_commits_from_a_generation_that_moved_on_are_refused() {
+    let mut c = coordinator(0);
+    let commit = [commit_at("t", 1)];
+    let err = |e: ResponseError| vec![code(e)];
+    let a = join_new(&mut c, 1, 0);
+    let gen1 = joins(&mut c)[&1].generation_id;
+    sync(&mut c, 2, &a, gen1, &[(a.as_str(), b"a:0,1")], 0);
+    syncs(&mut c);
+    assert_eq!(c.commit_offsets(&by(&a, gen1, 8), &commit, 1), vec![0]);
+
+    // b joins: PreparingRebalance. Generation 1 is still current, so a may commit what it
+    // processed before it rejoins (the eager protocol's commit in onPartitionsRevoked).
+    let b = join_new(&mut c, 3, 2);
+    assert!(joins(&mut c).is_empty(), "b waits for a to rejoin");
+    assert_eq!(c.commit_offsets(&by(&a, gen1, 8), &commit, 3), vec![0]);
+
+    // a rejoins: generation 2, CompletingRebalance; a's partitions are about to move.
+    c.join(4, 9, &join_request(&a, None), "client", "/127.0.0.1", 4);
+    let answers = joins(&mut c);
+    let gen2 = answers[&4].generation_id;
+    assert_eq!(gen2, gen1 + 1);
+    assert_eq!(
+        c.commit_offsets(&by(&a, gen1, 8), &commit, 5),
+        err(ResponseError::IllegalGeneration),
+        "the generation a owned its partitions in is over"
+    );
+    assert_eq!(
+        c.commit_offsets(&by(&a, gen2, 8), &commit, 5),
+        err(ResponseError::RebalanceInProgress),
+        "a has the new generation but not its assignment"
+    );
+    // TxnOffsetCommit does not depend on the group's state, only on the generation.
+    assert_eq!(
+        c.txn_commit_offsets(&by(&a, gen2, 3), PRODUCER, &commit, 5),
+        vec![0]
+    );
+    assert_eq!(
+        c.txn_commit_offsets(&by(&a, gen1, 3), PRODUCER, &commit, 5),
+        err(ResponseError::IllegalGeneration)
+    );
+
+    sync(&mut c, 5, &b, gen2, &[], 6);
+    sync(
+        &mut c,
+        6,
+        &a,
+        gen2,
+        &[(a.as_str(), b"a:0"), (b.as_str(), b"b:1")],
+        6,
+    );
+    assert_eq!(syncs(&mut c).len(), 2);
+    assert_eq!(c.commit_offsets(&by(&a, gen2, 8), &commit, 7), vec![0]);
+    assert_eq!(c.commit_offsets(&by(&b, gen2, 8), &commit, 7), vec![0]);
+
+    // Without member or generation: an OffsetCommit is refused while the group has
+    // members; a TxnOffsetCommit (old producers send no group metadata) is not.
+    assert_eq!(
+        c.commit_offsets(&by("", -1, 8), &commit, 8),
+        err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        c.txn_commit_offsets(&by("", -1, 3), PRODUCER, &commit, 8),
+        vec![0]
+    );
+
+    // b leaves: its partitions go back to the group and its commits are refused.
+    c.leave("g", &[(b.clone(), None)], 9).unwrap();
+    assert_eq!(
+        c.commit_offsets(&by(&b, gen2, 8), &commit, 10),
+        err(ResponseError::UnknownMemberId)
+    );
+}
+
+#[test]
+fn commits_to_an_unknown_group() {
+    let mut c = coordinator(0);
+    let commit = [commit_at("t", 1)];
+    let err = |e: ResponseError| vec![code(e)];
+    assert_eq!(
+        c.commit_offsets(&by("m", 3, 9), &commit, 0),
+        err(ResponseError::GroupIdNotFound)
+    );
+    assert_eq!(
+        c.commit_offsets(&by("m", 3, 8), &commit, 0),
+        err(ResponseError::IllegalGeneration)
+    );
+    // TxnOffsetCommit has no GROUP_ID_NOT_FOUND: ILLEGAL_GENERATION at every version.
+    assert_eq!(
+        c.txn_commit_offsets(&by("m", 3, 4), PRODUCER, &commit, 0),
+        err(ResponseError::IllegalGeneration)
+    );
+    assert!(c.fetch_offsets("g", None).is_empty(), "nothing was stored");
+    // Without a generation, the group is created (a simple group).
+    assert_eq!(
+        c.txn_commit_offsets(&by("", -1, 4), PRODUCER, &commit, 0),
+        vec![0]
+    );
+    assert!(c.has_pending_txn_offset("g", "t", 0));
+}
+
+#[test]
+fn only_an_offset_commit_in_stable_or_preparing_keeps_the_session() {
+    let mut c = coordinator(0);
+    let commit = [commit_at("t", 1)];
+    let a = join_new(&mut c, 1, 0);
+    let generation = joins(&mut c)[&1].generation_id;
+    sync(&mut c, 2, &a, generation, &[(a.as_str(), b"a")], 0);
+    syncs(&mut c);
+    let late = i64::from(SESSION_MS) - 1;
+    // A TxnOffsetCommit is no sign of life for the member's session...
+    assert_eq!(
+        c.txn_commit_offsets(&by(&a, generation, 3), PRODUCER, &commit, late),
+        vec![0]
+    );
+    c.tick(&[], late + 2);
+    assert_eq!(
+        c.describe_group("g").unwrap().state,
+        GroupState::Empty,
+        "the member expired"
+    );
+    // ...an OffsetCommit is.
+    let b = join_new(&mut c, 3, 100_000);
+    let generation = joins(&mut c)[&3].generation_id;
+    sync(&mut c, 4, &b, generation, &[(b.as_str(), b"b")], 100_000);
+    syncs(&mut c);
+    assert_eq!(
+        c.commit_offsets(&by(&b, generation, 8), &commit, 100_000 + late),
+        vec![0]
+    );
+    c.tick(&[], 100_000 + late + 2);
+    assert_eq!(c.describe_group("g").unwrap().state, GroupState::Stable);
+}
+
+#[test]
+fn consumer_group_commits_need_the_current_member_epoch() {
+    use crate::consumer_group::{Assignment, Heartbeat, TopicView};
+    let topics = [TopicView {
+        name: "t".into(),
+        id: uuid::Uuid::new_v4(),
+        partitions: 4,
+    }];
+    let mut c = coordinator(0);
+    let beat = |c: &mut GroupCoordinator, member: &str, epoch: i32, owned: &Assignment| {
+        c.consumer_heartbeat(
+            Heartbeat {
+                group_id: "g".into(),
+                member_id: member.into(),
+                member_epoch: epoch,
+                rebalance_timeout_ms: 10_000,
+                subscribed_topic_names: Some(vec!["t".into()]),
+                owned: Some(owned.clone()),
+                api_version: 1,
+                ..Default::default()
+            },
+            &topics,
+            0,
+        )
+        .unwrap()
+    };
+    let commit = [commit_at("t", 5)];
+    let err = |e: ResponseError| vec![code(e)];
+    let a = beat(&mut c, "a", 0, &Assignment::new());
+    let a_owned = a.assignment.clone().unwrap();
+    let epoch_a = a.member_epoch;
+    assert_eq!(c.commit_offsets(&by("a", epoch_a, 9), &commit, 1), vec![0]);
+    assert_eq!(
+        c.commit_offsets(&by("a", epoch_a, 8), &commit, 1),
+        err(ResponseError::UnsupportedVersion),
+        "OffsetCommit before v9 cannot carry a member epoch"
+    );
+
+    // b joins; a must give up half of its partitions, and keeps its epoch until it has.
+    beat(&mut c, "b", 0, &Assignment::new());
+    let revoking = beat(&mut c, "a", epoch_a, &a_owned);
+    assert_eq!(revoking.member_epoch, epoch_a);
+    assert_eq!(
+        c.commit_offsets(&by("a", epoch_a, 9), &commit, 2),
+        vec![0],
+        "a commits what it processed before it releases the partitions"
+    );
+    let kept = revoking.assignment.unwrap();
+    let released = beat(&mut c, "a", epoch_a, &kept);
+    assert!(released.member_epoch > epoch_a);
+
+    // The rebalance moved on: the epoch a owned the revoked partitions in is stale.
+    assert_eq!(
+        c.commit_offsets(&by("a", epoch_a, 9), &commit, 3),
+        err(ResponseError::StaleMemberEpoch)
+    );
+    assert_eq!(
+        c.commit_offsets(&by("a", released.member_epoch + 1, 9), &commit, 3),
+        err(ResponseError::StaleMemberEpoch),
+        "an epoch from the future is refused too"
+    );
+    // TxnOffsetCommit has no STALE_MEMBER_EPOCH.
+    assert_eq!(
+        c.txn_commit_offsets(&by("a", epoch_a, 4), PRODUCER, &commit, 3),
+        err(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        c.commit_offsets(&by("a", released.member_epoch, 9), &commit, 3),
+        vec![0]
+    );
+    assert_eq!(
+        c.commit_offsets(&by("zz", released.member_epoch, 9), &commit, 3),
+        err(ResponseError::UnknownMemberId)
+    );
+    // Without member metadata: refused for an OffsetCommit while the group has members,
+    // accepted for a TxnOffsetCommit.
+    assert_eq!(
+        c.commit_offsets(&by("", -1, 9), &commit, 3),
+        err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        c.txn_commit_offsets(&by("", -1, 4), PRODUCER, &commit, 3),
+        vec![0]
+    );
+}
