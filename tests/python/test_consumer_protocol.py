@@ -267,3 +267,48 @@ def test_commits_after_a_revocation_need_the_new_epoch(cbroker, topic):
         assert txn_commit(a_id, epoch) == ILLEGAL_GENERATION
         assert commit(a_id, released.member_epoch, partition=min(kept)) == 0
         assert commit("not-a-member", released.member_epoch) == UNKNOWN_MEMBER_ID
+
+
+def group_epochs(port: int, group: str):
+    """ConsumerGroupDescribe over raw frames (librdkafka's admin view has no epochs):
+    (group epoch, {instance id or member id: member epoch})."""
+    with VersionedClient("127.0.0.1", port) as c:
+        (g,) = c.call(69, 0, {"group_ids": [group], "include_authorized_operations": False}).groups
+    assert g.error_code == 0, g
+    return g.group_epoch, {m.instance_id or m.member_id: m.member_epoch for m in g.members}
+
+
+@pytest.mark.timeout(90)
+def test_static_member_restart_keeps_its_partitions(cbroker, topic):
+    """KIP-848 static membership: a consumer with group.instance.id that closes leaves with
+    epoch -2; its partitions stay its own for the session (no rebalance, the other member
+    gets none of them), and its next incarnation takes them back without a rebalance."""
+    bs = cbroker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=PARTITIONS)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    conf = {"group.instance.id": "static-a"}  # the session (45 s) is the broker's
+    a = ConsumerMember(bs, group, [topic], **conf)
+    b = ConsumerMember(bs, group, [topic])
+    poll_until([a, b], lambda: len(a.partitions()) == 3 and len(b.partitions()) == 3,
+               msg=lambda: f"3/3 split, got {a.partitions()} / {b.partitions()}")
+    a_parts, b_parts = a.partitions(), b.partitions()
+    epoch, _ = group_epochs(cbroker.port, group)
+    a.c.close()
+    wait_until(lambda: group_epochs(cbroker.port, group)[1].get("static-a") == -2, timeout=15,
+               msg=lambda: f"the static member kept with epoch -2: {group_epochs(cbroker.port, group)}")
+
+    # b heartbeats on; a's partitions stay a's and the group does not rebalance.
+    b_events = len(b.rebalance_events)
+    for _ in range(20):  # about a second of b's heartbeats
+        b.poll()
+    assert b.partitions() == b_parts, "b took partitions of the static member that left"
+    assert group_epochs(cbroker.port, group)[0] == epoch
+
+    a2 = ConsumerMember(bs, group, [topic], **conf)
+    poll_until([a2, b], lambda: a2.partitions() == a_parts, msg=lambda: f"a2 got {a2.partitions()}, a had {a_parts}")
+    assert b.partitions() == b_parts and len(b.rebalance_events) == b_events, b.rebalance_events
+    epoch_after, members = group_epochs(cbroker.port, group)
+    assert epoch_after == epoch, "the new incarnation took over without a rebalance"
+    assert "static-a" in members and len(members) == 2, members
+    a2.c.close()
+    b.c.close()

@@ -432,15 +432,30 @@ impl ConsumerGroups {
                     ),
                 ));
             }
-            // A static member replacing its previous incarnation takes over its assignment.
-            let replaced = hb.instance_id.as_ref().and_then(|i| {
+            // KIP-345 for consumer groups: an instance id belongs to one member at a time. A
+            // new incarnation may take it over only once the holder left with the static
+            // leave epoch (-2); it then carries on with the holder's assignment and target
+            // from epoch 0, without a rebalance (Kafka's
+            // `getOrMaybeSubscribeStaticConsumerGroupMember`).
+            let holder = hb.instance_id.as_ref().and_then(|i| {
                 group
                     .members
                     .values()
-                    .find(|m| m.instance_id.as_ref() == Some(i) && m.id != member_id)
-                    .map(|m| m.id.clone())
+                    .find(|m| m.instance_id.as_ref() == Some(i))
+                    .map(|m| (m.id.clone(), m.epoch))
             });
-            let previous = replaced.and_then(|old| {
+            if let Some((holder_id, holder_epoch)) = &holder {
+                if *holder_epoch != STATIC_LEAVE_EPOCH {
+                    return Err(refuse(
+                        ResponseError::UnreleasedInstanceId,
+                        format!(
+                            "Static member {member_id} with instance id {} cannot join the group because the instance id is owned by {holder_id} member.",
+                            hb.instance_id.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+            let previous = holder.and_then(|(old, _)| {
                 let m = group.members.remove(&old)?;
                 let target = group.target.remove(&old);
                 Some((m, target))
@@ -468,9 +483,15 @@ impl ConsumerGroups {
                 });
             match previous {
                 Some((old, target)) => {
-                    member.epoch = old.epoch;
-                    member.previous_epoch = old.previous_epoch;
+                    member.epoch = 0;
+                    member.previous_epoch = 0;
+                    member.rack_id = old.rack_id;
+                    member.rebalance_timeout_ms = old.rebalance_timeout_ms;
+                    member.subscribed_names = old.subscribed_names;
+                    member.subscribed_regex = old.subscribed_regex;
+                    member.server_assignor = old.server_assignor;
                     member.assigned = old.assigned;
+                    member.pending_revocation = old.pending_revocation;
                     if let Some(t) = target {
                         group.target.insert(member_id.clone(), t);
                     }
@@ -485,6 +506,11 @@ impl ConsumerGroups {
             }
             member.last_sent = None;
         }
+        if hb.member_epoch != JOIN_EPOCH {
+            if let Some(instance) = &hb.instance_id {
+                check_static_member(group, &member_id, instance)?;
+            }
+        }
         let Some(member) = group.members.get_mut(&member_id) else {
             return Err(refuse(
                 ResponseError::UnknownMemberId,
@@ -494,14 +520,8 @@ impl ConsumerGroups {
                 ),
             ));
         };
-        if hb.member_epoch != JOIN_EPOCH && hb.member_epoch != member.epoch {
-            let owned_subset = hb
-                .owned
-                .as_ref()
-                .is_some_and(|o| flatten(o).all(|tp| flatten(&member.assigned).any(|x| x == tp)));
-            if !(hb.member_epoch == member.previous_epoch && owned_subset) {
-                return Err(refuse(ResponseError::FencedMemberEpoch, format!("The consumer group member has a member epoch ({}) different from the one known by the group coordinator ({}).", hb.member_epoch, member.epoch)));
-            }
+        if hb.member_epoch != JOIN_EPOCH {
+            check_member_epoch(member, hb.member_epoch, hb.owned.as_ref())?;
         }
         member.session_deadline_ms = now_ms + config.session_timeout_ms as i64;
         member.client_id = hb.client_id.clone();
@@ -552,6 +572,12 @@ impl ConsumerGroups {
         })
     }
 
+    /// A heartbeat with a leave epoch (Kafka's `consumerGroupLeave`). A dynamic member, or a
+    /// static one leaving with -1, is removed and the group rebalances. A static member
+    /// leaving with -2 (KIP-848's static leave: the consumer restarts and will be back
+    /// within its session) keeps its partitions and target: no other member gets them, the
+    /// group epoch stays, and the instance's next incarnation takes them over when it joins.
+    /// Its session goes on running; if it expires first, the member is removed then.
     fn leave(
         &mut self,
         hb: &Heartbeat,
@@ -564,20 +590,24 @@ impl ConsumerGroups {
                 format!("Group {} does not exist.", hb.group_id),
             ));
         };
-        let id = if hb.member_id.is_empty() {
-            hb.instance_id
-                .as_ref()
-                .and_then(|i| {
-                    group
-                        .members
-                        .values()
-                        .find(|m| m.instance_id.as_ref() == Some(i))
-                        .map(|m| m.id.clone())
-                })
-                .unwrap_or_default()
-        } else {
-            hb.member_id.clone()
-        };
+        if let Some(instance) = &hb.instance_id {
+            check_static_member(group, &hb.member_id, instance)?;
+            if hb.member_epoch == STATIC_LEAVE_EPOCH {
+                let member = group.members.get_mut(&hb.member_id).expect("checked");
+                member.epoch = STATIC_LEAVE_EPOCH;
+                member.pending_revocation.clear();
+                member.revocation_deadline_ms = None;
+                member.last_sent = None;
+                tracing::info!(group = %hb.group_id, member = %hb.member_id, instance = %instance, "static member temporarily left the consumer group");
+                return Ok(HeartbeatResult {
+                    member_id: hb.member_id.clone(),
+                    member_epoch: STATIC_LEAVE_EPOCH,
+                    heartbeat_interval_ms: 0,
+                    assignment: None,
+                });
+            }
+        }
+        let id = hb.member_id.clone();
         if group.members.remove(&id).is_none() {
             return Err(refuse(
                 ResponseError::UnknownMemberId,
@@ -632,6 +662,68 @@ impl ConsumerGroups {
         }
         changed
     }
+}
+
+/// The static member holding `instance` must be `member_id` (Kafka's
+/// `throwIfStaticMemberIsUnknown` and `throwIfInstanceIdIsFenced`).
+fn check_static_member(
+    group: &ConsumerGroup,
+    member_id: &str,
+    instance: &str,
+) -> Result<(), HeartbeatError> {
+    let holder = group
+        .members
+        .values()
+        .find(|m| m.instance_id.as_deref() == Some(instance))
+        .ok_or_else(|| {
+            refuse(
+                ResponseError::UnknownMemberId,
+                format!("Instance id {instance} is unknown."),
+            )
+        })?;
+    if holder.id != member_id {
+        return Err(refuse(
+            ResponseError::FencedInstanceId,
+            format!(
+                "Static member {member_id} with instance id {instance} was fenced by member {}.",
+                holder.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Kafka's `throwIfConsumerGroupMemberEpochIsInvalid`: an epoch ahead of the member's is
+/// fenced; one behind is accepted only if it is the member's previous epoch and the member
+/// owns no partition beyond its assignment (the answer that moved it on may have been lost).
+fn check_member_epoch(
+    member: &ConsumerMember,
+    received: i32,
+    owned: Option<&Assignment>,
+) -> Result<(), HeartbeatError> {
+    if received > member.epoch {
+        return Err(refuse(
+            ResponseError::FencedMemberEpoch,
+            format!(
+                "The consumer group member has a greater member epoch ({received}) than the one known by the group coordinator ({}). The member must abandon all its partitions and rejoin.",
+                member.epoch
+            ),
+        ));
+    }
+    if received < member.epoch {
+        let owned_subset =
+            owned.is_some_and(|o| flatten(o).all(|tp| flatten(&member.assigned).any(|x| x == tp)));
+        if received != member.previous_epoch || !owned_subset {
+            return Err(refuse(
+                ResponseError::FencedMemberEpoch,
+                format!(
+                    "The consumer group member has a smaller member epoch ({received}) than the one known by the group coordinator ({}). The member must abandon all its partitions and rejoin.",
+                    member.epoch
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn compile(regex: &str) -> Option<regex::Regex> {
@@ -988,6 +1080,144 @@ mod tests {
             g.heartbeat(bad, &topics, 2).unwrap_err().error,
             ResponseError::InvalidRegularExpression
         );
+    }
+
+    fn static_beat(
+        groups: &mut ConsumerGroups,
+        member: &str,
+        instance: &str,
+        epoch: i32,
+        owned: &Assignment,
+        topics: &[TopicView],
+        now: i64,
+    ) -> Result<HeartbeatResult, HeartbeatError> {
+        groups.heartbeat(
+            Heartbeat {
+                group_id: "g".into(),
+                member_id: member.into(),
+                member_epoch: epoch,
+                instance_id: Some(instance.into()),
+                rebalance_timeout_ms: if epoch == JOIN_EPOCH { 10_000 } else { -1 },
+                subscribed_topic_names: (epoch == JOIN_EPOCH).then(|| vec!["t".into()]),
+                owned: Some(owned.clone()),
+                api_version: 1,
+                ..Default::default()
+            },
+            topics,
+            now,
+        )
+    }
+
+    #[test]
+    fn a_static_member_that_leaves_for_a_while_keeps_its_partitions() {
+        let topics = [topic("t", 4)];
+        let mut g = ConsumerGroups::default();
+        let a = static_beat(&mut g, "a1", "ia", 0, &Assignment::new(), &topics, 0).unwrap();
+        let b = join(&mut g, "b", &topics, 0);
+        // settle: a releases half to b
+        let a = static_beat(
+            &mut g,
+            "a1",
+            "ia",
+            a.member_epoch,
+            &a.assignment.unwrap(),
+            &topics,
+            1,
+        )
+        .unwrap();
+        let a_kept = a.assignment.clone().unwrap();
+        let a = static_beat(&mut g, "a1", "ia", a.member_epoch, &a_kept, &topics, 2).unwrap();
+        let b = beat(&mut g, "b", b.member_epoch, &Assignment::new(), &topics, 3).unwrap();
+        let b_owned = b.assignment.clone().unwrap();
+        assert_eq!((count(&a_kept), count(&b_owned)), (2, 2));
+        let group_epoch = g.groups["g"].group_epoch;
+
+        // a restarts: static leave. Its partitions stay its own, nobody rebalances.
+        let left =
+            static_beat(&mut g, "a1", "ia", STATIC_LEAVE_EPOCH, &a_kept, &topics, 4).unwrap();
+        assert_eq!(left.member_epoch, STATIC_LEAVE_EPOCH);
+        assert_eq!(g.groups["g"].members["a1"].assigned, a_kept);
+        assert_eq!(g.groups["g"].group_epoch, group_epoch);
+        let b2 = beat(&mut g, "b", b.member_epoch, &b_owned, &topics, 5).unwrap();
+        assert!(b2.assignment.is_none(), "b gets none of a's partitions");
+
+        // The old incarnation cannot come back under its old id and epoch.
+        assert_eq!(
+            static_beat(&mut g, "a1", "ia", a.member_epoch, &a_kept, &topics, 6)
+                .unwrap_err()
+                .error,
+            ResponseError::FencedMemberEpoch
+        );
+        // The new incarnation takes over the instance id and a's partitions, from epoch 0.
+        let a2 = static_beat(&mut g, "a2", "ia", 0, &Assignment::new(), &topics, 7).unwrap();
+        assert_eq!(a2.assignment, Some(a_kept.clone()));
+        assert_eq!(a2.member_epoch, a.member_epoch);
+        assert_eq!(g.groups["g"].group_epoch, group_epoch, "no rebalance");
+        assert!(!g.groups["g"].members.contains_key("a1"));
+        // ...and the old member id is fenced by it.
+        assert_eq!(
+            static_beat(&mut g, "a1", "ia", a.member_epoch, &a_kept, &topics, 8)
+                .unwrap_err()
+                .error,
+            ResponseError::FencedInstanceId
+        );
+        // While a2 holds the instance id, another incarnation cannot join with it.
+        assert_eq!(
+            static_beat(&mut g, "a3", "ia", 0, &Assignment::new(), &topics, 9)
+                .unwrap_err()
+                .error,
+            ResponseError::UnreleasedInstanceId
+        );
+        assert_eq!(
+            static_beat(&mut g, "a3", "other", 5, &Assignment::new(), &topics, 9)
+                .unwrap_err()
+                .error,
+            ResponseError::UnknownMemberId
+        );
+    }
+
+    #[test]
+    fn a_static_member_that_does_not_come_back_expires_with_its_session() {
+        let topics = [topic("t", 2)];
+        let mut g = ConsumerGroups::default();
+        let a = static_beat(&mut g, "a1", "ia", 0, &Assignment::new(), &topics, 0).unwrap();
+        let owned = a.assignment.unwrap();
+        static_beat(&mut g, "a1", "ia", STATIC_LEAVE_EPOCH, &owned, &topics, 1).unwrap();
+        let b = join(&mut g, "b", &topics, 2);
+        assert_eq!(
+            b.assignment.as_ref().map(count),
+            Some(0),
+            "a still holds both"
+        );
+        // a's session (from its last heartbeat) runs out: it goes, and b gets everything.
+        g.tick(&topics, 45_001);
+        assert!(!g.groups["g"].members.contains_key("a1"));
+        let b = beat(
+            &mut g,
+            "b",
+            b.member_epoch,
+            &Assignment::new(),
+            &topics,
+            45_002,
+        )
+        .unwrap();
+        assert_eq!(b.assignment.as_ref().map(count), Some(2));
+        // A static member leaving with -1 leaves for good at once.
+        let c = static_beat(&mut g, "c1", "ic", 0, &Assignment::new(), &topics, 45_003).unwrap();
+        let epoch = g.groups["g"].group_epoch;
+        static_beat(
+            &mut g,
+            "c1",
+            "ic",
+            LEAVE_EPOCH,
+            &Assignment::new(),
+            &topics,
+            45_004,
+        )
+        .unwrap();
+        assert!(!g.groups["g"].members.contains_key("c1"));
+        assert!(g.groups["g"].group_epoch > epoch);
+        let _ = c;
     }
 
     #[test]
