@@ -312,3 +312,117 @@ def test_static_member_restart_keeps_its_partitions(cbroker, topic):
     assert "static-a" in members and len(members) == 2, members
     a2.c.close()
     b.c.close()
+
+
+def kafka_python_member(bs: str, group: str, topic: str, client_id: str):
+    """A classic-protocol group member (kafka-python, eager range assignor)."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bs,
+        group_id=group,
+        client_id=client_id,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        heartbeat_interval_ms=200,
+        session_timeout_ms=10000,
+        request_timeout_ms=30000,
+    )
+    # See test_groups.test_kafka_python_group_and_admin: without the topic's metadata before
+    # the first join, kafka-python 3.0.12 can stall in its second rebalance.
+    c.partitions_for_topic(topic)
+    return c
+
+
+def list_group_type(port: int, group: str):
+    with VersionedClient("127.0.0.1", port) as c:
+        resp = c.call(16, 5, {"states_filter": [], "types_filter": []})
+    return {g.group_id: (g.group_type, g.group_state) for g in resp.groups}.get(group)
+
+
+@pytest.mark.timeout(120)
+def test_classic_and_consumer_members_share_a_group_across_upgrade_and_downgrade(cbroker, topic):
+    """Kafka 4's online migration with real clients: a kafka-python (classic protocol) group
+    is upgraded when a librdkafka member of the consumer protocol joins; both then share the
+    partitions, the kafka-python member still speaking JoinGroup/SyncGroup/Heartbeat; when
+    the librdkafka member leaves, the group is a classic group again and kafka-python gets
+    every partition back. Every record is read, none by two members at once."""
+    bs = cbroker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=PARTITIONS)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    produce(bs, topic, 60)  # 10 a partition
+    kp = kafka_python_member(bs, group, topic, "kp-classic")
+    kp_seen: set[tuple[int, int]] = set()
+
+    def kp_poll():
+        for tp, records in kp.poll(timeout_ms=50).items():
+            kp_seen.update((tp.partition, r.offset) for r in records)
+
+    def kp_parts():
+        return {tp.partition for tp in kp.assignment()}
+
+    try:
+        wait_until(lambda: kp_poll() or len(kp_seen) == 60, timeout=30, interval=0,
+                   msg=lambda: f"kafka-python alone reads all 60 (got {len(kp_seen)})")
+        assert kp_parts() == set(range(PARTITIONS))
+        assert list_group_type(cbroker.port, group) == ("classic", "Stable")
+        kp.commit()
+
+        # Upgrade: a consumer-protocol member joins the classic group.
+        lk = ConsumerMember(bs, group, [topic])
+
+        def split():
+            kp_poll()
+            lk.poll()
+            return len(kp_parts()) == 3 and len(lk.partitions()) == 3 and not (kp_parts() & lk.partitions())
+
+        wait_until(split, timeout=45, interval=0,
+                   msg=lambda: f"a 3/3 split, got kafka-python {kp_parts()} / librdkafka {lk.partitions()}")
+        assert list_group_type(cbroker.port, group)[0] == "consumer"
+        with VersionedClient("127.0.0.1", cbroker.port) as c:
+            (g,) = c.call(69, 1, {"group_ids": [group], "include_authorized_operations": False}).groups
+        # KIP-1099 member types: 0 classic protocol, 1 consumer protocol
+        types = sorted((m.member_type, m.client_id) for m in g.members)
+        assert [t for t, _ in types] == [0, 1] and types[0][1] == "kp-classic", types
+
+        # Both read what is produced now, each from its own partitions, resuming at the commit.
+        produce(bs, topic, 60, start=60)
+        wait_until(lambda: split() and len({o for o in kp_seen if o[1] >= 10}) + len(lk.seen) >= 60,
+                   timeout=30, interval=0,
+                   msg=lambda: f"new records: kafka-python {len(kp_seen) - 60}, librdkafka {len(lk.seen)}")
+        assert {part for part, offset in kp_seen if offset >= 10} <= kp_parts()
+        assert {p for _, p, _ in lk.seen} == lk.partitions()
+        assert all(off >= 10 for _, _, off in lk.seen), "librdkafka did not resume at the committed offsets"
+
+        # Downgrade: the last consumer-protocol member leaves; kafka-python has it all again.
+        lk.c.close()
+        wait_until(lambda: kp_poll() or kp_parts() == set(range(PARTITIONS)), timeout=45, interval=0,
+                   msg=lambda: f"kafka-python owns every partition again (has {kp_parts()})")
+        assert list_group_type(cbroker.port, group) == ("classic", "Stable")
+    finally:
+        kp.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_migration_policy_can_forbid_an_upgrade(broker_factory, topic):
+    b = broker_factory(overrides={**FAST, "group.consumer.migration.policy": "downgrade"})
+    create_topic(make_admin(b.bootstrap), topic, partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    kp = kafka_python_member(b.bootstrap, group, topic, "kp")
+    try:
+        wait_until(lambda: kp.poll(timeout_ms=50) is not None and len(kp.assignment()) == 2, timeout=30,
+                   interval=0, msg="kafka-python joins")
+        with VersionedClient("127.0.0.1", b.port) as c:
+            resp = c.call(68, 1, {
+                "group_id": group, "member_id": str(uuid.uuid4()), "member_epoch": 0, "instance_id": None,
+                "rack_id": None, "rebalance_timeout_ms": 30000, "subscribed_topic_names": [topic],
+                "subscribed_topic_regex": None, "server_assignor": None, "topic_partitions": [],
+            })
+        assert resp.error_code == 69, resp  # GROUP_ID_NOT_FOUND
+        assert resp.error_message == (
+            f"Cannot upgrade classic group {group} to consumer group because online upgrade is disabled."
+        )
+        assert list_group_type(b.port, group)[0] == "classic"
+    finally:
+        kp.close()

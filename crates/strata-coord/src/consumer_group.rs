@@ -14,8 +14,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use uuid::Uuid;
+
+mod classic;
+pub(crate) use classic::encode_assignment;
+pub use classic::{ClassicJoin, ClassicJoinOutcome, ClassicMemberState, DowngradedMember};
 
 /// A topic as the assignor sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +42,10 @@ pub struct ConsumerGroupConfig {
     pub heartbeat_interval_ms: i32,
     /// `group.consumer.max.size`.
     pub max_size: usize,
+    /// `group.consumer.migration.policy`.
+    pub migration_policy: MigrationPolicy,
+    /// `group.max.size`: a group downgraded to the classic protocol must fit in it.
+    pub classic_max_size: usize,
 }
 
 impl Default for ConsumerGroupConfig {
@@ -45,7 +54,66 @@ impl Default for ConsumerGroupConfig {
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 5_000,
             max_size: i32::MAX as usize,
+            migration_policy: MigrationPolicy::default(),
+            classic_max_size: i32::MAX as usize,
         }
+    }
+}
+
+/// `group.consumer.migration.policy` (Kafka 4's default: bidirectional): which online
+/// conversions of a group with members between the classic and the consumer protocol are
+/// allowed. Upgrade: a classic group whose members use the `consumer` embedded protocol
+/// becomes a consumer group when a ConsumerGroupHeartbeat joins it. Downgrade: a consumer
+/// group becomes a classic group when its last member of the consumer protocol leaves
+/// while members of the classic protocol remain. Empty groups are replaced whatever the
+/// policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MigrationPolicy {
+    Disabled,
+    Upgrade,
+    Downgrade,
+    #[default]
+    Bidirectional,
+}
+
+impl MigrationPolicy {
+    /// Kafka's names, case-insensitive.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "disabled" => Some(Self::Disabled),
+            "upgrade" => Some(Self::Upgrade),
+            "downgrade" => Some(Self::Downgrade),
+            "bidirectional" => Some(Self::Bidirectional),
+            _ => None,
+        }
+    }
+
+    pub fn upgrade_enabled(self) -> bool {
+        matches!(self, Self::Upgrade | Self::Bidirectional)
+    }
+
+    pub fn downgrade_enabled(self) -> bool {
+        matches!(self, Self::Downgrade | Self::Bidirectional)
+    }
+}
+
+/// What a member of the classic protocol inside a consumer group joined with (Kafka's
+/// `ClassicMemberMetadata`): it is still driven by JoinGroup, SyncGroup and Heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicMetadata {
+    pub session_timeout_ms: i32,
+    /// (name, metadata) in the member's order of preference; all carry the same
+    /// `ConsumerProtocolSubscription`.
+    pub protocols: Vec<(String, Bytes)>,
+}
+
+impl ClassicMetadata {
+    /// The protocol the member is told in its JoinGroup answer (Kafka: its first one).
+    pub fn protocol_name(&self) -> &str {
+        self.protocols
+            .first()
+            .map(|(n, _)| n.as_str())
+            .unwrap_or("")
     }
 }
 
@@ -81,6 +149,12 @@ pub struct ConsumerMember {
     revocation_deadline_ms: Option<i64>,
     /// The assignment last sent, so unchanged ones are not sent again.
     last_sent: Option<Assignment>,
+    /// `Some` for a member of the classic protocol (JoinGroup/SyncGroup/Heartbeat).
+    pub classic: Option<ClassicMetadata>,
+    /// A classic member's sync deadline (after its JoinGroup answer) or join deadline
+    /// (after a Heartbeat told it to rejoin): Kafka's sync and join timeouts, both the
+    /// member's rebalance timeout. Past it, the member is removed.
+    classic_deadline_ms: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -121,7 +195,9 @@ impl ConsumerGroup {
     ///   sent no group metadata) commits;
     /// - otherwise the member must exist (UNKNOWN_MEMBER_ID), an OffsetCommit must be v9+
     ///   (UNSUPPORTED_VERSION: older versions cannot carry a member epoch), and the epoch
-    ///   must be the member's current one (STALE_MEMBER_EPOCH, older or newer alike). A
+    ///   must be the member's current one (STALE_MEMBER_EPOCH, older or newer alike;
+    ///   ILLEGAL_GENERATION for a member of the classic protocol, whose commits carry its
+    ///   generation and may use any version). A
     ///   member whose partitions were revoked and whose epoch moved on therefore cannot
     ///   commit them with the epoch it owned them in.
     ///
@@ -144,11 +220,17 @@ impl ConsumerGroup {
             .members
             .get(member_id)
             .ok_or(ResponseError::UnknownMemberId)?;
-        if !transactional && api_version < FIRST_MEMBER_EPOCH_COMMIT_VERSION {
+        let classic = member.classic.is_some();
+        if !transactional && !classic && api_version < FIRST_MEMBER_EPOCH_COMMIT_VERSION {
             return Err(ResponseError::UnsupportedVersion);
         }
         if member_epoch != member.epoch {
-            return Err(ResponseError::StaleMemberEpoch);
+            // A classic member sends its generation, which is its member epoch.
+            return Err(if classic {
+                ResponseError::IllegalGeneration
+            } else {
+                ResponseError::StaleMemberEpoch
+            });
         }
         Ok(())
     }
@@ -202,6 +284,7 @@ pub struct MemberSnapshot {
     pub assigned: Assignment,
     pub pending_revocation: Assignment,
     pub target: Assignment,
+    pub classic: Option<ClassicMetadata>,
 }
 
 /// One ConsumerGroupHeartbeat, decoded.
@@ -287,6 +370,7 @@ impl ConsumerGroups {
                     assigned: m.assigned.clone(),
                     pending_revocation: m.pending_revocation.clone(),
                     target: g.target.get(&m.id).cloned().unwrap_or_default(),
+                    classic: m.classic.clone(),
                 })
                 .collect(),
         })
@@ -304,7 +388,6 @@ impl ConsumerGroups {
             self.groups.remove(group_id);
             return;
         };
-        let session_ms = self.config.session_timeout_ms as i64;
         let mut group = ConsumerGroup {
             group_epoch: snap.group_epoch,
             assignment_epoch: snap.assignment_epoch,
@@ -314,6 +397,11 @@ impl ConsumerGroups {
         };
         for m in snap.members {
             group.target.insert(m.id.clone(), m.target);
+            let session_ms = m
+                .classic
+                .as_ref()
+                .map_or(self.config.session_timeout_ms, |c| c.session_timeout_ms)
+                as i64;
             group.members.insert(
                 m.id.clone(),
                 ConsumerMember {
@@ -333,6 +421,8 @@ impl ConsumerGroups {
                     session_deadline_ms: now_ms + session_ms,
                     revocation_deadline_ms: None,
                     last_sent: None,
+                    classic: m.classic,
+                    classic_deadline_ms: None,
                 },
             );
         }
@@ -480,6 +570,8 @@ impl ConsumerGroups {
                     session_deadline_ms: 0,
                     revocation_deadline_ms: None,
                     last_sent: None,
+                    classic: None,
+                    classic_deadline_ms: None,
                 });
             match previous {
                 Some((old, target)) => {
@@ -627,40 +719,116 @@ impl ConsumerGroups {
         })
     }
 
-    /// Expires members whose session or revocation deadline passed. Returns the groups that
-    /// changed, with their state before the change.
+    /// Members whose session, revocation deadline or (classic members) join/sync deadline
+    /// passed, by group.
+    pub fn expired_members(&self, now_ms: i64) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = self
+            .groups
+            .iter()
+            .map(|(group_id, g)| {
+                let expired = g
+                    .members
+                    .values()
+                    .filter(|m| {
+                        m.session_deadline_ms <= now_ms
+                            || m.revocation_deadline_ms.is_some_and(|d| d <= now_ms)
+                            || m.classic_deadline_ms.is_some_and(|d| d <= now_ms)
+                    })
+                    .map(|m| m.id.clone())
+                    .collect::<Vec<_>>();
+                (group_id.clone(), expired)
+            })
+            .filter(|(_, expired)| !expired.is_empty())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Fences members (Kafka's `consumerGroupFenceMembers` without the downgrade, which is
+    /// the caller's): they are removed, the group epoch moves and a new target is computed.
+    pub fn remove_members(&mut self, group_id: &str, ids: &[String], topics: &[TopicView]) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        let mut removed = false;
+        for id in ids {
+            if group.members.remove(id).is_some() {
+                tracing::info!(group = %group_id, member = %id, "consumer group member removed");
+                removed = true;
+            }
+            group.target.remove(id);
+        }
+        if removed {
+            group.group_epoch += 1;
+            refresh_target(group, topics);
+        }
+    }
+
+    /// Expires members whose deadlines passed (see [`ConsumerGroups::expired_members`]).
+    /// Returns the groups that changed, with their state before the change.
     pub fn tick(
         &mut self,
         topics: &[TopicView],
         now_ms: i64,
     ) -> Vec<(String, ConsumerGroupSnapshot)> {
         let mut changed = Vec::new();
-        let ids: Vec<String> = self.groups.keys().cloned().collect();
-        for group_id in ids {
-            let expired: Vec<String> = self.groups[&group_id]
-                .members
-                .values()
-                .filter(|m| {
-                    m.session_deadline_ms <= now_ms
-                        || m.revocation_deadline_ms.is_some_and(|d| d <= now_ms)
-                })
-                .map(|m| m.id.clone())
-                .collect();
-            if expired.is_empty() {
-                continue;
-            }
+        for (group_id, expired) in self.expired_members(now_ms) {
             let before = self.snapshot(&group_id).expect("listed");
-            let group = self.groups.get_mut(&group_id).expect("listed");
-            for id in &expired {
-                tracing::info!(group = %group_id, member = %id, "consumer group member expired");
-                group.members.remove(id);
-                group.target.remove(id);
-            }
-            group.group_epoch += 1;
-            refresh_target(group, topics);
+            self.remove_members(&group_id, &expired, topics);
             changed.push((group_id, before));
         }
         changed
+    }
+
+    /// Whether fencing `leaving` should turn the group into a classic group instead (Kafka's
+    /// `validateOnlineDowngradeWithFencedMembers`): every other member uses the classic
+    /// protocol, at least one remains, the policy allows a downgrade, and the rest fit in
+    /// `group.max.size`.
+    pub fn downgrades_without(&self, group_id: &str, leaving: &[String]) -> bool {
+        let Some(group) = self.groups.get(group_id) else {
+            return false;
+        };
+        let remaining: Vec<&ConsumerMember> = group
+            .members
+            .values()
+            .filter(|m| !leaving.contains(&m.id))
+            .collect();
+        if remaining.is_empty() || remaining.len() == group.members.len() {
+            return false;
+        }
+        if !remaining.iter().all(|m| m.classic.is_some()) {
+            return false;
+        }
+        if !self.config.migration_policy.downgrade_enabled() {
+            tracing::info!(group = %group_id, "cannot downgrade the consumer group to a classic group: online downgrade is disabled");
+            return false;
+        }
+        if remaining.len() > self.config.classic_max_size {
+            tracing::info!(group = %group_id, "cannot downgrade the consumer group to a classic group: it is larger than group.max.size");
+            return false;
+        }
+        true
+    }
+
+    /// The member a leave heartbeat would remove, if it is a valid leave that removes one
+    /// (a static member leaving with -2 stays).
+    pub fn leaving_member(&self, hb: &Heartbeat) -> Option<String> {
+        if hb.member_epoch != LEAVE_EPOCH {
+            return None;
+        }
+        let group = self.groups.get(&hb.group_id)?;
+        match &hb.instance_id {
+            Some(instance) => group
+                .members
+                .values()
+                .find(|m| m.instance_id.as_deref() == Some(instance.as_str()))
+                .filter(|m| m.id == hb.member_id)
+                .map(|m| m.id.clone()),
+            None => group
+                .members
+                .contains_key(&hb.member_id)
+                .then(|| hb.member_id.clone()),
+        }
     }
 }
 
@@ -751,15 +919,20 @@ fn resolve(group: &ConsumerGroup, topics: &[TopicView]) -> BTreeMap<String, BTre
     out
 }
 
-/// Recomputes the target assignment when the group epoch moved or subscribed topics changed.
-fn refresh_target(group: &mut ConsumerGroup, topics: &[TopicView]) {
-    let subscriptions = resolve(group, topics);
-    let wanted: BTreeSet<Uuid> = subscriptions.values().flatten().copied().collect();
-    let subscribed: Vec<(Uuid, i32)> = topics
+/// The topics the members subscribe to, with their partition counts, as they are now.
+fn subscribed_partitions(group: &ConsumerGroup, topics: &[TopicView]) -> Vec<(Uuid, i32)> {
+    let wanted: BTreeSet<Uuid> = resolve(group, topics).into_values().flatten().collect();
+    topics
         .iter()
         .filter(|t| wanted.contains(&t.id))
         .map(|t| (t.id, t.partitions))
-        .collect();
+        .collect()
+}
+
+/// Recomputes the target assignment when the group epoch moved or subscribed topics changed.
+fn refresh_target(group: &mut ConsumerGroup, topics: &[TopicView]) {
+    let subscriptions = resolve(group, topics);
+    let subscribed = subscribed_partitions(group, topics);
     if subscribed != group.subscribed {
         group.subscribed = subscribed;
         // One bump per change, whether membership or metadata caused it.
@@ -912,7 +1085,11 @@ fn reconcile(group: &mut ConsumerGroup, member_id: &str, owned: Option<&Assignme
     if !revoke.is_empty() {
         member.assigned = unflatten(current.intersection(&wanted).copied());
         member.pending_revocation = unflatten(revoke);
-        member.revocation_deadline_ms = Some(now_ms + member.rebalance_timeout_ms.max(1) as i64);
+        // A classic member revokes by rejoining; its join and sync deadlines bound it.
+        if member.classic.is_none() {
+            member.revocation_deadline_ms =
+                Some(now_ms + member.rebalance_timeout_ms.max(1) as i64);
+        }
         return;
     }
     if member.epoch != assignment_epoch {

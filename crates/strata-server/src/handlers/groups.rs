@@ -177,9 +177,18 @@ pub async fn handle_join(
     }
     let (id, answer) = broker.groups.register();
     let client_host = format!("/{}", peer.ip());
+    let topics = crate::group_service::topic_views(&broker.image());
     tokio::task::block_in_place(|| {
         broker.groups.run(broker, |c| {
-            c.join(id, version, &request, client_id, &client_host, now_ms())
+            c.join(
+                id,
+                version,
+                &request,
+                client_id,
+                &client_host,
+                &topics,
+                now_ms(),
+            )
         })
     });
     match answer.await {
@@ -197,10 +206,11 @@ pub async fn handle_sync(
         return SyncGroupResponse::default().with_error_code(code(e));
     }
     let (id, answer) = broker.groups.register();
+    let topics = crate::group_service::topic_views(&broker.image());
     tokio::task::block_in_place(|| {
         broker
             .groups
-            .run(broker, |c| c.sync(id, version, &request, now_ms()))
+            .run(broker, |c| c.sync(id, version, &request, &topics, now_ms()))
     });
     match answer.await {
         Ok(PendingReply::Sync(_, response)) => response,
@@ -246,11 +256,12 @@ pub fn handle_leave(
     } else {
         vec![(request.member_id.to_string(), None)]
     };
+    let topics = crate::group_service::topic_views(&broker.image());
     let result = tokio::task::block_in_place(|| {
         coordinator_of(broker, &request.group_id).map_err(code)?;
-        broker
-            .groups
-            .run(broker, |c| c.leave(&request.group_id, &members, now_ms()))
+        broker.groups.run(broker, |c| {
+            c.leave(&request.group_id, &members, &topics, now_ms())
+        })
     });
     match result {
         Err(error) => LeaveGroupResponse::default().with_error_code(error),
@@ -842,7 +853,8 @@ pub fn handle_consumer_group_describe(
                                         .with_target_assignment(describe_assignment(
                                             g.target.get(&m.id).unwrap_or(&Assignment::new()),
                                         ))
-                                        .with_member_type(1)
+                                        // KIP-1099: 0 classic, 1 consumer protocol.
+                                        .with_member_type(if m.classic.is_some() { 0 } else { 1 })
                                 })
                                 .collect(),
                         )
