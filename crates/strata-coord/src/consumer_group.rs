@@ -950,7 +950,7 @@ fn refresh_target(group: &mut ConsumerGroup, topics: &[TopicView]) {
         .unwrap_or_else(|| ASSIGNORS[0].to_string());
     let partitions: BTreeMap<Uuid, i32> = group.subscribed.iter().copied().collect();
     group.target = if assignor == "range" {
-        assign_range(&subscriptions, &partitions)
+        assign_range(&subscriptions, &partitions, &group.target)
     } else {
         assign_uniform(&subscriptions, &partitions, &group.target)
     };
@@ -958,10 +958,16 @@ fn refresh_target(group: &mut ConsumerGroup, topics: &[TopicView]) {
     group.assignment_epoch = group.group_epoch;
 }
 
-/// Range: per topic, the subscribed members in id order get contiguous ranges.
+/// Range, as Kafka 4's server-side `RangeAssignor`: per topic, each subscribed member (in
+/// id order) gets `partitions / members` partitions and the first `partitions % members`
+/// get one more; a member keeps as many of its current partitions of the topic as its
+/// quota allows (lowest first, so co-partitioned topics stay together), and the partitions
+/// left over are handed out in ranges, in order. From scratch that is the classic range
+/// layout; afterwards it moves as few partitions as the balance allows (sticky).
 fn assign_range(
     subscriptions: &BTreeMap<String, BTreeSet<Uuid>>,
     partitions: &BTreeMap<Uuid, i32>,
+    previous: &BTreeMap<String, Assignment>,
 ) -> BTreeMap<String, Assignment> {
     let mut target: BTreeMap<String, Assignment> = subscriptions
         .keys()
@@ -976,20 +982,53 @@ fn assign_range(
         if members.is_empty() {
             continue;
         }
-        let per = *count as usize / members.len();
-        let extra = *count as usize % members.len();
-        let mut next = 0i32;
-        for (i, m) in members.iter().enumerate() {
-            let n = per + usize::from(i < extra);
+        let min_quota = *count as usize / members.len();
+        let mut with_extra = *count as usize % members.len();
+        let mut retained: BTreeSet<i32> = BTreeSet::new();
+        // (member, partitions it still needs to reach the minimum quota; may be negative)
+        let mut unfilled: Vec<(&String, i64)> = Vec::new();
+        for m in &members {
+            let current: Vec<i32> = previous
+                .get(*m)
+                .and_then(|a| a.get(topic))
+                .map(|ps| ps.iter().copied().filter(|p| *p < *count).collect())
+                .unwrap_or_default();
+            let keep = current.len().min(min_quota);
             let set = target
                 .entry((*m).clone())
                 .or_default()
                 .entry(*topic)
                 .or_default();
-            for p in next..next + n as i32 {
-                set.insert(p);
+            for p in &current[..keep] {
+                set.insert(*p);
+                retained.insert(*p);
             }
-            next += n as i32;
+            let remaining = min_quota as i64 - current.len() as i64;
+            if remaining < 0 && with_extra > 0 {
+                with_extra -= 1;
+                let extra = current[min_quota];
+                set.insert(extra);
+                retained.insert(extra);
+            } else {
+                unfilled.push((m, remaining));
+            }
+        }
+        let mut free = (0..*count).filter(|p| !retained.contains(p));
+        for (m, mut remaining) in unfilled {
+            if with_extra > 0 {
+                remaining += 1;
+                with_extra -= 1;
+            }
+            let set = target
+                .entry(m.clone())
+                .or_default()
+                .entry(*topic)
+                .or_default();
+            for _ in 0..remaining.max(0) {
+                if let Some(p) = free.next() {
+                    set.insert(p);
+                }
+            }
         }
     }
     prune(target)
@@ -1397,6 +1436,10 @@ mod tests {
         let _ = c;
     }
 
+    fn t_id(partitions: &BTreeMap<Uuid, i32>) -> Uuid {
+        *partitions.keys().next().expect("one topic")
+    }
+
     #[test]
     fn assignors_balance() {
         let t = topic("t", 7);
@@ -1406,13 +1449,29 @@ mod tests {
             .map(|m| (m.to_string(), BTreeSet::from([t.id])))
             .collect();
         for target in [
-            assign_range(&subs, &partitions),
+            assign_range(&subs, &partitions, &BTreeMap::new()),
             assign_uniform(&subs, &partitions, &BTreeMap::new()),
         ] {
             let mut counts: Vec<usize> = target.values().map(count).collect();
             counts.sort();
             assert_eq!(counts, vec![2, 2, 3]);
         }
+        // Range keeps what it can too (Kafka's server-side range assignor is sticky): from
+        // scratch the classic ranges; when c leaves, a and b keep theirs and share c's.
+        let ranges = assign_range(&subs, &partitions, &BTreeMap::new());
+        let range_of = |t: &BTreeMap<String, Assignment>, m: &str| -> Vec<i32> {
+            t[m].get(&t_id(&partitions))
+                .map(|ps| ps.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(range_of(&ranges, "a"), vec![0, 1, 2]);
+        assert_eq!(range_of(&ranges, "b"), vec![3, 4]);
+        assert_eq!(range_of(&ranges, "c"), vec![5, 6]);
+        let mut two = subs.clone();
+        two.remove("c");
+        let after = assign_range(&two, &partitions, &ranges);
+        assert_eq!(range_of(&after, "a"), vec![0, 1, 2, 5]);
+        assert_eq!(range_of(&after, "b"), vec![3, 4, 6]);
         // Uniform is sticky: removing one member moves only its partitions.
         let before = assign_uniform(&subs, &partitions, &BTreeMap::new());
         let mut fewer = subs.clone();
