@@ -46,6 +46,7 @@ from helpers import make_consumer, raw_connect, read_frame, wait_until
 
 # Kafka error codes used by the group tests
 NONE = 0
+UNKNOWN_TOPIC_OR_PARTITION = 3
 COORDINATOR_NOT_AVAILABLE = 15
 NOT_COORDINATOR = 16
 ILLEGAL_GENERATION = 22
@@ -58,6 +59,8 @@ GROUP_ID_NOT_FOUND = 69
 MEMBER_ID_REQUIRED = 79
 FENCED_INSTANCE_ID = 82
 GROUP_SUBSCRIBED_TO_TOPIC = 86
+STALE_MEMBER_EPOCH = 113
+UNSUPPORTED_VERSION = 35
 
 
 # --------------------------------------------------------------------------

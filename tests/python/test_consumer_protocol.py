@@ -9,7 +9,9 @@ import uuid
 import pytest
 from confluent_kafka import ConsumerGroupType, KafkaError, TopicPartition
 
+from group_helpers import ILLEGAL_GENERATION, STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID, UNSUPPORTED_VERSION
 from helpers import create_topic, flush_all, make_admin, make_consumer, make_producer, wait_until
+from versioned_wire import VersionedClient
 
 # The broker tells members how often to heartbeat; keep rebalances quick in tests.
 FAST = {"group.consumer.heartbeat.interval.ms": 200}
@@ -187,3 +189,240 @@ def test_group_survives_broker_restart_without_rejoining(cbroker, topic):
     # lost and assigned again.
     assert a.rebalance_events == events_before, a.rebalance_events[len(events_before):]
     a.c.close()
+
+
+@pytest.mark.timeout(60)
+def test_commits_after_a_revocation_need_the_new_epoch(cbroker, topic):
+    """Kafka 4's ConsumerGroup.validateOffsetCommit, over raw frames: a member commits with
+    its member epoch; while it still holds partitions it must release, its epoch stays and
+    its commits go through; once it released them and its epoch moved on, a commit with the
+    old epoch is STALE_MEMBER_EPOCH (ILLEGAL_GENERATION in TxnOffsetCommit, which has no
+    STALE_MEMBER_EPOCH), and OffsetCommit before v9 (no member epoch) is UNSUPPORTED_VERSION."""
+    bs = cbroker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=4)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    topic_id = None
+
+    with VersionedClient("127.0.0.1", cbroker.port) as c:
+
+        def heartbeat(member_id, epoch, owned, join=False):
+            resp = c.call(68, 1, {
+                "group_id": group, "member_id": member_id, "member_epoch": epoch, "instance_id": None,
+                "rack_id": None, "rebalance_timeout_ms": 30000 if join else -1,
+                "subscribed_topic_names": [topic] if join else None, "subscribed_topic_regex": None,
+                "server_assignor": None,
+                "topic_partitions": [{"topic_id": topic_id, "partitions": sorted(owned)}] if owned else [],
+            })
+            assert resp.error_code == 0, resp
+            return resp
+
+        def partitions(resp):
+            nonlocal topic_id
+            if resp.assignment is None:
+                return None
+            tps = resp.assignment.topic_partitions
+            for t in tps:
+                topic_id = t.topic_id
+            return {p for t in tps for p in t.partitions}
+
+        def commit(member_id, epoch, version=9, partition=0):
+            resp = c.call(8, version, {
+                "group_id": group, "generation_id_or_member_epoch": epoch, "member_id": member_id,
+                "group_instance_id": None, "retention_time_ms": -1,
+                "topics": [{"name": topic, "partitions": [{"partition_index": partition, "committed_offset": 3,
+                                                           "committed_leader_epoch": -1,
+                                                           "committed_metadata": ""}]}],
+            })
+            return resp.topics[0].partitions[0].error_code
+
+        def txn_commit(member_id, epoch):
+            resp = c.call(28, 4, {
+                "transactional_id": f"txn-{group}", "group_id": group, "producer_id": 4343, "producer_epoch": 0,
+                "generation_id": epoch, "member_id": member_id, "group_instance_id": None,
+                "topics": [{"name": topic, "partitions": [{"partition_index": 0, "committed_offset": 3,
+                                                           "committed_leader_epoch": -1,
+                                                           "committed_metadata": ""}]}],
+            })
+            return resp.topics[0].partitions[0].error_code
+
+        a_id, b_id = str(uuid.uuid4()), str(uuid.uuid4())
+        a = heartbeat(a_id, 0, set(), join=True)
+        a_owned, epoch = partitions(a), a.member_epoch
+        assert a_owned == {0, 1, 2, 3}, a
+        assert commit(a_id, epoch) == 0
+        assert commit(a_id, epoch, version=8) == UNSUPPORTED_VERSION
+
+        # b joins: a must release two partitions; it keeps its epoch until it has.
+        heartbeat(b_id, 0, set(), join=True)
+        revoking = heartbeat(a_id, epoch, a_owned)
+        kept = partitions(revoking)
+        assert revoking.member_epoch == epoch and len(kept) == 2, revoking
+        (moving,) = sorted(a_owned - kept)[:1]
+        assert commit(a_id, epoch, partition=moving) == 0, "a commits before it releases"
+
+        released = heartbeat(a_id, epoch, kept)
+        assert released.member_epoch > epoch, released
+        assert commit(a_id, epoch, partition=moving) == STALE_MEMBER_EPOCH
+        assert commit(a_id, released.member_epoch + 1) == STALE_MEMBER_EPOCH
+        assert txn_commit(a_id, epoch) == ILLEGAL_GENERATION
+        assert commit(a_id, released.member_epoch, partition=min(kept)) == 0
+        assert commit("not-a-member", released.member_epoch) == UNKNOWN_MEMBER_ID
+
+
+def group_epochs(port: int, group: str):
+    """ConsumerGroupDescribe over raw frames (librdkafka's admin view has no epochs):
+    (group epoch, {instance id or member id: member epoch})."""
+    with VersionedClient("127.0.0.1", port) as c:
+        (g,) = c.call(69, 0, {"group_ids": [group], "include_authorized_operations": False}).groups
+    assert g.error_code == 0, g
+    return g.group_epoch, {m.instance_id or m.member_id: m.member_epoch for m in g.members}
+
+
+@pytest.mark.timeout(90)
+def test_static_member_restart_keeps_its_partitions(cbroker, topic):
+    """KIP-848 static membership: a consumer with group.instance.id that closes leaves with
+    epoch -2; its partitions stay its own for the session (no rebalance, the other member
+    gets none of them), and its next incarnation takes them back without a rebalance."""
+    bs = cbroker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=PARTITIONS)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    conf = {"group.instance.id": "static-a"}  # the session (45 s) is the broker's
+    a = ConsumerMember(bs, group, [topic], **conf)
+    b = ConsumerMember(bs, group, [topic])
+    poll_until([a, b], lambda: len(a.partitions()) == 3 and len(b.partitions()) == 3,
+               msg=lambda: f"3/3 split, got {a.partitions()} / {b.partitions()}")
+    a_parts, b_parts = a.partitions(), b.partitions()
+    epoch, _ = group_epochs(cbroker.port, group)
+    a.c.close()
+    wait_until(lambda: group_epochs(cbroker.port, group)[1].get("static-a") == -2, timeout=15,
+               msg=lambda: f"the static member kept with epoch -2: {group_epochs(cbroker.port, group)}")
+
+    # b heartbeats on; a's partitions stay a's and the group does not rebalance.
+    b_events = len(b.rebalance_events)
+    for _ in range(20):  # about a second of b's heartbeats
+        b.poll()
+    assert b.partitions() == b_parts, "b took partitions of the static member that left"
+    assert group_epochs(cbroker.port, group)[0] == epoch
+
+    a2 = ConsumerMember(bs, group, [topic], **conf)
+    poll_until([a2, b], lambda: a2.partitions() == a_parts, msg=lambda: f"a2 got {a2.partitions()}, a had {a_parts}")
+    assert b.partitions() == b_parts and len(b.rebalance_events) == b_events, b.rebalance_events
+    epoch_after, members = group_epochs(cbroker.port, group)
+    assert epoch_after == epoch, "the new incarnation took over without a rebalance"
+    assert "static-a" in members and len(members) == 2, members
+    a2.c.close()
+    b.c.close()
+
+
+def kafka_python_member(bs: str, group: str, topic: str, client_id: str):
+    """A classic-protocol group member (kafka-python, eager range assignor)."""
+    from kafka import KafkaConsumer
+
+    c = KafkaConsumer(
+        topic,
+        bootstrap_servers=bs,
+        group_id=group,
+        client_id=client_id,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        heartbeat_interval_ms=200,
+        session_timeout_ms=10000,
+        request_timeout_ms=30000,
+    )
+    # See test_groups.test_kafka_python_group_and_admin: without the topic's metadata before
+    # the first join, kafka-python 3.0.12 can stall in its second rebalance.
+    c.partitions_for_topic(topic)
+    return c
+
+
+def list_group_type(port: int, group: str):
+    with VersionedClient("127.0.0.1", port) as c:
+        resp = c.call(16, 5, {"states_filter": [], "types_filter": []})
+    return {g.group_id: (g.group_type, g.group_state) for g in resp.groups}.get(group)
+
+
+@pytest.mark.timeout(120)
+def test_classic_and_consumer_members_share_a_group_across_upgrade_and_downgrade(cbroker, topic):
+    """Kafka 4's online migration with real clients: a kafka-python (classic protocol) group
+    is upgraded when a librdkafka member of the consumer protocol joins; both then share the
+    partitions, the kafka-python member still speaking JoinGroup/SyncGroup/Heartbeat; when
+    the librdkafka member leaves, the group is a classic group again and kafka-python gets
+    every partition back. Every record is read, none by two members at once."""
+    bs = cbroker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=PARTITIONS)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    produce(bs, topic, 60)  # 10 a partition
+    kp = kafka_python_member(bs, group, topic, "kp-classic")
+    kp_seen: set[tuple[int, int]] = set()
+
+    def kp_poll():
+        for tp, records in kp.poll(timeout_ms=50).items():
+            kp_seen.update((tp.partition, r.offset) for r in records)
+
+    def kp_parts():
+        return {tp.partition for tp in kp.assignment()}
+
+    try:
+        wait_until(lambda: kp_poll() or len(kp_seen) == 60, timeout=30, interval=0,
+                   msg=lambda: f"kafka-python alone reads all 60 (got {len(kp_seen)})")
+        assert kp_parts() == set(range(PARTITIONS))
+        assert list_group_type(cbroker.port, group) == ("classic", "Stable")
+        kp.commit()
+
+        # Upgrade: a consumer-protocol member joins the classic group.
+        lk = ConsumerMember(bs, group, [topic])
+
+        def split():
+            kp_poll()
+            lk.poll()
+            return len(kp_parts()) == 3 and len(lk.partitions()) == 3 and not (kp_parts() & lk.partitions())
+
+        wait_until(split, timeout=45, interval=0,
+                   msg=lambda: f"a 3/3 split, got kafka-python {kp_parts()} / librdkafka {lk.partitions()}")
+        assert list_group_type(cbroker.port, group)[0] == "consumer"
+        with VersionedClient("127.0.0.1", cbroker.port) as c:
+            (g,) = c.call(69, 1, {"group_ids": [group], "include_authorized_operations": False}).groups
+        # KIP-1099 member types: 0 classic protocol, 1 consumer protocol
+        types = sorted((m.member_type, m.client_id) for m in g.members)
+        assert [t for t, _ in types] == [0, 1] and types[0][1] == "kp-classic", types
+
+        # Both read what is produced now, each from its own partitions, resuming at the commit.
+        produce(bs, topic, 60, start=60)
+        wait_until(lambda: split() and len({o for o in kp_seen if o[1] >= 10}) + len(lk.seen) >= 60,
+                   timeout=30, interval=0,
+                   msg=lambda: f"new records: kafka-python {len(kp_seen) - 60}, librdkafka {len(lk.seen)}")
+        assert {part for part, offset in kp_seen if offset >= 10} <= kp_parts()
+        assert {p for _, p, _ in lk.seen} == lk.partitions()
+        assert all(off >= 10 for _, _, off in lk.seen), "librdkafka did not resume at the committed offsets"
+
+        # Downgrade: the last consumer-protocol member leaves; kafka-python has it all again.
+        lk.c.close()
+        wait_until(lambda: kp_poll() or kp_parts() == set(range(PARTITIONS)), timeout=45, interval=0,
+                   msg=lambda: f"kafka-python owns every partition again (has {kp_parts()})")
+        assert list_group_type(cbroker.port, group) == ("classic", "Stable")
+    finally:
+        kp.close()
+
+
+@pytest.mark.timeout(60)
+def test_the_migration_policy_can_forbid_an_upgrade(broker_factory, topic):
+    b = broker_factory(overrides={**FAST, "group.consumer.migration.policy": "downgrade"})
+    create_topic(make_admin(b.bootstrap), topic, partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    kp = kafka_python_member(b.bootstrap, group, topic, "kp")
+    try:
+        wait_until(lambda: kp.poll(timeout_ms=50) is not None and len(kp.assignment()) == 2, timeout=30,
+                   interval=0, msg="kafka-python joins")
+        with VersionedClient("127.0.0.1", b.port) as c:
+            resp = c.call(68, 1, {
+                "group_id": group, "member_id": str(uuid.uuid4()), "member_epoch": 0, "instance_id": None,
+                "rack_id": None, "rebalance_timeout_ms": 30000, "subscribed_topic_names": [topic],
+                "subscribed_topic_regex": None, "server_assignor": None, "topic_partitions": [],
+            })
+        assert resp.error_code == 69, resp  # GROUP_ID_NOT_FOUND
+        assert resp.error_message == (
+            f"Cannot upgrade classic group {group} to consumer group because online upgrade is disabled."
+        )
+        assert list_group_type(b.port, group)[0] == "classic"
+    finally:
+        kp.close()

@@ -35,6 +35,7 @@ from group_helpers import (
     MEMBER_ID_REQUIRED,
     REBALANCE_IN_PROGRESS,
     UNKNOWN_MEMBER_ID,
+    UNKNOWN_TOPIC_OR_PARTITION,
     Member,
     RawGroupClient,
     assignment_bytes,
@@ -48,9 +49,11 @@ from helpers import (
     expect_kafka_error,
     flush_all,
     make_admin,
+    make_consumer,
     make_producer,
     wait_until,
 )
+from versioned_wire import VersionedClient
 
 # Kafka's default is 3000 ms; every first join of a group would wait that long.
 FAST = {"group.initial.rebalance.delay.ms": 0}
@@ -529,7 +532,7 @@ def test_kafka_python_group_and_admin(gbroker, topic):
     produce(bs, topic, range(20), 2)
 
     def consumer(client_id):
-        return KafkaConsumer(
+        c = KafkaConsumer(
             topic,
             bootstrap_servers=bs,
             group_id=group,
@@ -540,6 +543,17 @@ def test_kafka_python_group_and_admin(gbroker, topic):
             session_timeout_ms=10000,
             request_timeout_ms=30000,
         )
+        # kafka-python 3.0.12 can stall for good in a rejoin (a client bug, not the broker's):
+        # when the leader's first assignment ran before it had the topic's metadata, the
+        # metadata that arrives next makes it rejoin; the leader's own assignment in that
+        # rejoin makes `need_rejoin()` false again, so if `poll()` returned on its timeout
+        # while the JoinGroup/SyncGroup task was in flight, the finished task is never
+        # collected: the member stays REBALANCING with heartbeats off and no partitions
+        # until the broker expires its session. With the initial rebalance delay at 0 the
+        # first join can beat the metadata fetch. Fetching the topic's metadata before the
+        # first poll makes the first assignment final (no second rebalance).
+        assert c.partitions_for_topic(topic) == {0, 1}
+        return c
 
     def drain(c, got, n):
         def step():
@@ -900,3 +914,67 @@ def test_static_member_fenced_by_same_instance_id(gbroker, topic):
         assert [(x.client_id, x.group_instance_id) for x in d.members] == [("second", "dup")]
     finally:
         close_all([m for m in (first, second) if m is not None])
+
+
+def test_commits_to_unknown_topics_and_partitions(gbroker, topic):
+    """As Kafka's KafkaApis: an offset for a topic the cluster does not have, or for a
+    partition index beyond the topic's count, answers UNKNOWN_TOPIC_OR_PARTITION and is not
+    stored; the other offsets of the same request are committed. When every offset is
+    unknown, the coordinator is not asked: not even the group's generation is checked."""
+    bs = gbroker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=2)
+    group, missing = f"g-{topic}", f"missing-{topic}"
+    raw = RawGroupClient(gbroker)
+    try:
+        r = raw.commit(group, -1, "", {(topic, 0): 5, (topic, 2): 6, (topic, -1): 6, (missing, 0): 7})
+        assert r == {
+            (topic, 0): 0,
+            (topic, 2): UNKNOWN_TOPIC_OR_PARTITION,
+            (topic, -1): UNKNOWN_TOPIC_OR_PARTITION,
+            (missing, 0): UNKNOWN_TOPIC_OR_PARTITION,
+        }, r
+        err, offsets = raw.fetch_offsets({group: None})[group]
+        assert err == 0 and {k: v[0] for k, v in offsets.items()} == {(topic, 0): 5}, offsets
+        # no known partition left: answered before the coordinator, whose answer for this
+        # unknown group and generation would be GROUP_ID_NOT_FOUND / ILLEGAL_GENERATION
+        r = raw.commit(f"nobody-{topic}", 3, "m", {(missing, 0): 1, (topic, 9): 1})
+        assert r == {(missing, 0): UNKNOWN_TOPIC_OR_PARTITION, (topic, 9): UNKNOWN_TOPIC_OR_PARTITION}, r
+        assert raw.commit(f"nobody-{topic}", 3, "m", {(topic, 1): 1}) == {(topic, 1): ILLEGAL_GENERATION}
+        assert f"nobody-{topic}" not in {g.group_id for g in raw.list_groups().groups}
+    finally:
+        raw.close()
+
+    # TxnOffsetCommit (v0 and the newest served) answers the same way per partition. (Its
+    # own group: the offsets it stores stay pending, as this producer never ends a
+    # transaction, and read_committed consumers would wait on them.)
+    with VersionedClient("127.0.0.1", gbroker.port) as c:
+        for v in (0, 4):
+            resp = c.call(28, v, {
+                "transactional_id": f"txn-{topic}", "group_id": f"txn-{group}", "producer_id": 4242,
+                "producer_epoch": 0,
+                "generation_id": -1, "member_id": "", "group_instance_id": None,
+                "topics": [
+                    {"name": missing, "partitions": [{"partition_index": 0, "committed_offset": 1,
+                                                      "committed_leader_epoch": -1, "committed_metadata": ""}]},
+                    {"name": topic, "partitions": [{"partition_index": p, "committed_offset": 1,
+                                                    "committed_leader_epoch": -1, "committed_metadata": ""}
+                                                   for p in (1, 5)]},
+                ],
+            })
+            got = {(t.name, p.partition_index): p.error_code for t in resp.topics for p in t.partitions}
+            assert got == {
+                (missing, 0): UNKNOWN_TOPIC_OR_PARTITION,
+                (topic, 1): 0,
+                (topic, 5): UNKNOWN_TOPIC_OR_PARTITION,
+            }, f"TxnOffsetCommit v{v}: {got}"
+
+    # librdkafka fails the commit with the partitions' error; the known partition is stored
+    c = make_consumer(bs, **{"group.id": group, "enable.auto.commit": False})
+    try:
+        offsets = [TopicPartition(topic, 1, 8), TopicPartition(topic, 4, 8), TopicPartition(missing, 0, 8)]
+        with pytest.raises(KafkaException) as failed:
+            c.commit(offsets=offsets, asynchronous=False)
+        assert failed.value.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, failed.value
+        assert committed_map(c, topic, [1]) == {1: 8}
+    finally:
+        c.close()

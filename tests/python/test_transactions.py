@@ -141,7 +141,9 @@ def test_transactional_offsets_are_unstable_until_commit(tbroker):
         return resp_cls.decode(read_frame(sock), version=version, header=True)
 
     tag = uuid.uuid4().hex[:8]
-    txn, group = f"tx-{tag}", f"g-{tag}"
+    txn, group, topic = f"tx-{tag}", f"g-{tag}", f"t-{tag}"
+    # Offsets of a topic the cluster does not have are refused (UNKNOWN_TOPIC_OR_PARTITION).
+    create_topic(make_admin(tbroker.bootstrap), topic, partitions=1)
     init = call(InitProducerIdRequest, InitProducerIdResponse, 1, transactional_id=txn, transaction_timeout_ms=60000)
     assert init.error_code == 0
     ids = dict(transactional_id=txn, producer_id=init.producer_id, producer_epoch=init.producer_epoch)
@@ -153,20 +155,20 @@ def test_transactional_offsets_are_unstable_until_commit(tbroker):
         TxnOffsetCommitResponse,
         2,
         group_id=group,
-        topics=[T(name="t", partitions=[P(partition_index=0, committed_offset=5, committed_leader_epoch=-1, committed_metadata="")])],
+        topics=[T(name=topic, partitions=[P(partition_index=0, committed_offset=5, committed_leader_epoch=-1, committed_metadata="")])],
         **ids,
     )
     assert [p.error_code for t in commit.topics for p in t.partitions] == [0]
 
     groups = RawGroupClient(tbroker)
     try:
-        _, stable = groups.fetch_offsets({group: [("t", 0)]}, require_stable=True)[group]
-        assert stable[("t", 0)][2] == 88  # UNSTABLE_OFFSET_COMMIT
-        _, plain = groups.fetch_offsets({group: [("t", 0)]})[group]
-        assert plain[("t", 0)][0] == -1
+        _, stable = groups.fetch_offsets({group: [(topic, 0)]}, require_stable=True)[group]
+        assert stable[(topic, 0)][2] == 88  # UNSTABLE_OFFSET_COMMIT
+        _, plain = groups.fetch_offsets({group: [(topic, 0)]})[group]
+        assert plain[(topic, 0)][0] == -1
         assert call(EndTxnRequest, EndTxnResponse, 1, committed=True, **ids).error_code == 0
-        _, after = groups.fetch_offsets({group: [("t", 0)]}, require_stable=True)[group]
-        assert after[("t", 0)][0] == 5 and after[("t", 0)][2] == 0
+        _, after = groups.fetch_offsets({group: [(topic, 0)]}, require_stable=True)[group]
+        assert after[(topic, 0)][0] == 5 and after[(topic, 0)][2] == 0
     finally:
         groups.close()
         sock.close()

@@ -14,8 +14,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use uuid::Uuid;
+
+mod classic;
+pub(crate) use classic::encode_assignment;
+pub use classic::{ClassicJoin, ClassicJoinOutcome, ClassicMemberState, DowngradedMember};
 
 /// A topic as the assignor sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +42,10 @@ pub struct ConsumerGroupConfig {
     pub heartbeat_interval_ms: i32,
     /// `group.consumer.max.size`.
     pub max_size: usize,
+    /// `group.consumer.migration.policy`.
+    pub migration_policy: MigrationPolicy,
+    /// `group.max.size`: a group downgraded to the classic protocol must fit in it.
+    pub classic_max_size: usize,
 }
 
 impl Default for ConsumerGroupConfig {
@@ -45,7 +54,66 @@ impl Default for ConsumerGroupConfig {
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 5_000,
             max_size: i32::MAX as usize,
+            migration_policy: MigrationPolicy::default(),
+            classic_max_size: i32::MAX as usize,
         }
+    }
+}
+
+/// `group.consumer.migration.policy` (Kafka 4's default: bidirectional): which online
+/// conversions of a group with members between the classic and the consumer protocol are
+/// allowed. Upgrade: a classic group whose members use the `consumer` embedded protocol
+/// becomes a consumer group when a ConsumerGroupHeartbeat joins it. Downgrade: a consumer
+/// group becomes a classic group when its last member of the consumer protocol leaves
+/// while members of the classic protocol remain. Empty groups are replaced whatever the
+/// policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MigrationPolicy {
+    Disabled,
+    Upgrade,
+    Downgrade,
+    #[default]
+    Bidirectional,
+}
+
+impl MigrationPolicy {
+    /// Kafka's names, case-insensitive.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "disabled" => Some(Self::Disabled),
+            "upgrade" => Some(Self::Upgrade),
+            "downgrade" => Some(Self::Downgrade),
+            "bidirectional" => Some(Self::Bidirectional),
+            _ => None,
+        }
+    }
+
+    pub fn upgrade_enabled(self) -> bool {
+        matches!(self, Self::Upgrade | Self::Bidirectional)
+    }
+
+    pub fn downgrade_enabled(self) -> bool {
+        matches!(self, Self::Downgrade | Self::Bidirectional)
+    }
+}
+
+/// What a member of the classic protocol inside a consumer group joined with (Kafka's
+/// `ClassicMemberMetadata`): it is still driven by JoinGroup, SyncGroup and Heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicMetadata {
+    pub session_timeout_ms: i32,
+    /// (name, metadata) in the member's order of preference; all carry the same
+    /// `ConsumerProtocolSubscription`.
+    pub protocols: Vec<(String, Bytes)>,
+}
+
+impl ClassicMetadata {
+    /// The protocol the member is told in its JoinGroup answer (Kafka: its first one).
+    pub fn protocol_name(&self) -> &str {
+        self.protocols
+            .first()
+            .map(|(n, _)| n.as_str())
+            .unwrap_or("")
     }
 }
 
@@ -56,6 +124,9 @@ pub const ASSIGNORS: [&str; 2] = ["uniform", "range"];
 pub const JOIN_EPOCH: i32 = 0;
 pub const LEAVE_EPOCH: i32 = -1;
 pub const STATIC_LEAVE_EPOCH: i32 = -2;
+
+/// The first OffsetCommit version whose generation field carries a KIP-848 member epoch.
+pub const FIRST_MEMBER_EPOCH_COMMIT_VERSION: i16 = 9;
 
 #[derive(Debug, Clone)]
 pub struct ConsumerMember {
@@ -78,6 +149,12 @@ pub struct ConsumerMember {
     revocation_deadline_ms: Option<i64>,
     /// The assignment last sent, so unchanged ones are not sent again.
     last_sent: Option<Assignment>,
+    /// `Some` for a member of the classic protocol (JoinGroup/SyncGroup/Heartbeat).
+    pub classic: Option<ClassicMetadata>,
+    /// A classic member's sync deadline (after its JoinGroup answer) or join deadline
+    /// (after a Heartbeat told it to rejoin): Kafka's sync and join timeouts, both the
+    /// member's rebalance timeout. Past it, the member is removed.
+    classic_deadline_ms: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -107,6 +184,55 @@ impl ConsumerGroup {
         } else {
             "Stable"
         }
+    }
+
+    /// Whether an (Txn)OffsetCommit may write to this group, as Kafka 4's
+    /// `ConsumerGroup.validateOffsetCommit` decides:
+    ///
+    /// - a negative epoch commits to a group without members (an admin, or a consumer that
+    ///   assigns its partitions itself);
+    /// - a TxnOffsetCommit without member id, instance id and generation (a producer that
+    ///   sent no group metadata) commits;
+    /// - otherwise the member must exist (UNKNOWN_MEMBER_ID), an OffsetCommit must be v9+
+    ///   (UNSUPPORTED_VERSION: older versions cannot carry a member epoch), and the epoch
+    ///   must be the member's current one (STALE_MEMBER_EPOCH, older or newer alike;
+    ///   ILLEGAL_GENERATION for a member of the classic protocol, whose commits carry its
+    ///   generation and may use any version). A
+    ///   member whose partitions were revoked and whose epoch moved on therefore cannot
+    ///   commit them with the epoch it owned them in.
+    ///
+    /// The TxnOffsetCommit API has no STALE_MEMBER_EPOCH; the caller maps it.
+    pub fn validate_offset_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        member_epoch: i32,
+        transactional: bool,
+        api_version: i16,
+    ) -> Result<(), ResponseError> {
+        if member_epoch < 0 && self.members.is_empty() {
+            return Ok(());
+        }
+        if transactional && member_epoch == -1 && member_id.is_empty() && instance_id.is_none() {
+            return Ok(());
+        }
+        let member = self
+            .members
+            .get(member_id)
+            .ok_or(ResponseError::UnknownMemberId)?;
+        let classic = member.classic.is_some();
+        if !transactional && !classic && api_version < FIRST_MEMBER_EPOCH_COMMIT_VERSION {
+            return Err(ResponseError::UnsupportedVersion);
+        }
+        if member_epoch != member.epoch {
+            // A classic member sends its generation, which is its member epoch.
+            return Err(if classic {
+                ResponseError::IllegalGeneration
+            } else {
+                ResponseError::StaleMemberEpoch
+            });
+        }
+        Ok(())
     }
 
     fn owned_by_others(&self, member_id: &str) -> BTreeSet<(Uuid, i32)> {
@@ -158,6 +284,7 @@ pub struct MemberSnapshot {
     pub assigned: Assignment,
     pub pending_revocation: Assignment,
     pub target: Assignment,
+    pub classic: Option<ClassicMetadata>,
 }
 
 /// One ConsumerGroupHeartbeat, decoded.
@@ -243,6 +370,7 @@ impl ConsumerGroups {
                     assigned: m.assigned.clone(),
                     pending_revocation: m.pending_revocation.clone(),
                     target: g.target.get(&m.id).cloned().unwrap_or_default(),
+                    classic: m.classic.clone(),
                 })
                 .collect(),
         })
@@ -260,7 +388,6 @@ impl ConsumerGroups {
             self.groups.remove(group_id);
             return;
         };
-        let session_ms = self.config.session_timeout_ms as i64;
         let mut group = ConsumerGroup {
             group_epoch: snap.group_epoch,
             assignment_epoch: snap.assignment_epoch,
@@ -270,6 +397,11 @@ impl ConsumerGroups {
         };
         for m in snap.members {
             group.target.insert(m.id.clone(), m.target);
+            let session_ms = m
+                .classic
+                .as_ref()
+                .map_or(self.config.session_timeout_ms, |c| c.session_timeout_ms)
+                as i64;
             group.members.insert(
                 m.id.clone(),
                 ConsumerMember {
@@ -289,6 +421,8 @@ impl ConsumerGroups {
                     session_deadline_ms: now_ms + session_ms,
                     revocation_deadline_ms: None,
                     last_sent: None,
+                    classic: m.classic,
+                    classic_deadline_ms: None,
                 },
             );
         }
@@ -388,15 +522,30 @@ impl ConsumerGroups {
                     ),
                 ));
             }
-            // A static member replacing its previous incarnation takes over its assignment.
-            let replaced = hb.instance_id.as_ref().and_then(|i| {
+            // KIP-345 for consumer groups: an instance id belongs to one member at a time. A
+            // new incarnation may take it over only once the holder left with the static
+            // leave epoch (-2); it then carries on with the holder's assignment and target
+            // from epoch 0, without a rebalance (Kafka's
+            // `getOrMaybeSubscribeStaticConsumerGroupMember`).
+            let holder = hb.instance_id.as_ref().and_then(|i| {
                 group
                     .members
                     .values()
-                    .find(|m| m.instance_id.as_ref() == Some(i) && m.id != member_id)
-                    .map(|m| m.id.clone())
+                    .find(|m| m.instance_id.as_ref() == Some(i))
+                    .map(|m| (m.id.clone(), m.epoch))
             });
-            let previous = replaced.and_then(|old| {
+            if let Some((holder_id, holder_epoch)) = &holder {
+                if *holder_epoch != STATIC_LEAVE_EPOCH {
+                    return Err(refuse(
+                        ResponseError::UnreleasedInstanceId,
+                        format!(
+                            "Static member {member_id} with instance id {} cannot join the group because the instance id is owned by {holder_id} member.",
+                            hb.instance_id.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+            let previous = holder.and_then(|(old, _)| {
                 let m = group.members.remove(&old)?;
                 let target = group.target.remove(&old);
                 Some((m, target))
@@ -421,12 +570,20 @@ impl ConsumerGroups {
                     session_deadline_ms: 0,
                     revocation_deadline_ms: None,
                     last_sent: None,
+                    classic: None,
+                    classic_deadline_ms: None,
                 });
             match previous {
                 Some((old, target)) => {
-                    member.epoch = old.epoch;
-                    member.previous_epoch = old.previous_epoch;
+                    member.epoch = 0;
+                    member.previous_epoch = 0;
+                    member.rack_id = old.rack_id;
+                    member.rebalance_timeout_ms = old.rebalance_timeout_ms;
+                    member.subscribed_names = old.subscribed_names;
+                    member.subscribed_regex = old.subscribed_regex;
+                    member.server_assignor = old.server_assignor;
                     member.assigned = old.assigned;
+                    member.pending_revocation = old.pending_revocation;
                     if let Some(t) = target {
                         group.target.insert(member_id.clone(), t);
                     }
@@ -441,6 +598,11 @@ impl ConsumerGroups {
             }
             member.last_sent = None;
         }
+        if hb.member_epoch != JOIN_EPOCH {
+            if let Some(instance) = &hb.instance_id {
+                check_static_member(group, &member_id, instance)?;
+            }
+        }
         let Some(member) = group.members.get_mut(&member_id) else {
             return Err(refuse(
                 ResponseError::UnknownMemberId,
@@ -450,14 +612,8 @@ impl ConsumerGroups {
                 ),
             ));
         };
-        if hb.member_epoch != JOIN_EPOCH && hb.member_epoch != member.epoch {
-            let owned_subset = hb
-                .owned
-                .as_ref()
-                .is_some_and(|o| flatten(o).all(|tp| flatten(&member.assigned).any(|x| x == tp)));
-            if !(hb.member_epoch == member.previous_epoch && owned_subset) {
-                return Err(refuse(ResponseError::FencedMemberEpoch, format!("The consumer group member has a member epoch ({}) different from the one known by the group coordinator ({}).", hb.member_epoch, member.epoch)));
-            }
+        if hb.member_epoch != JOIN_EPOCH {
+            check_member_epoch(member, hb.member_epoch, hb.owned.as_ref())?;
         }
         member.session_deadline_ms = now_ms + config.session_timeout_ms as i64;
         member.client_id = hb.client_id.clone();
@@ -508,6 +664,12 @@ impl ConsumerGroups {
         })
     }
 
+    /// A heartbeat with a leave epoch (Kafka's `consumerGroupLeave`). A dynamic member, or a
+    /// static one leaving with -1, is removed and the group rebalances. A static member
+    /// leaving with -2 (KIP-848's static leave: the consumer restarts and will be back
+    /// within its session) keeps its partitions and target: no other member gets them, the
+    /// group epoch stays, and the instance's next incarnation takes them over when it joins.
+    /// Its session goes on running; if it expires first, the member is removed then.
     fn leave(
         &mut self,
         hb: &Heartbeat,
@@ -520,20 +682,24 @@ impl ConsumerGroups {
                 format!("Group {} does not exist.", hb.group_id),
             ));
         };
-        let id = if hb.member_id.is_empty() {
-            hb.instance_id
-                .as_ref()
-                .and_then(|i| {
-                    group
-                        .members
-                        .values()
-                        .find(|m| m.instance_id.as_ref() == Some(i))
-                        .map(|m| m.id.clone())
-                })
-                .unwrap_or_default()
-        } else {
-            hb.member_id.clone()
-        };
+        if let Some(instance) = &hb.instance_id {
+            check_static_member(group, &hb.member_id, instance)?;
+            if hb.member_epoch == STATIC_LEAVE_EPOCH {
+                let member = group.members.get_mut(&hb.member_id).expect("checked");
+                member.epoch = STATIC_LEAVE_EPOCH;
+                member.pending_revocation.clear();
+                member.revocation_deadline_ms = None;
+                member.last_sent = None;
+                tracing::info!(group = %hb.group_id, member = %hb.member_id, instance = %instance, "static member temporarily left the consumer group");
+                return Ok(HeartbeatResult {
+                    member_id: hb.member_id.clone(),
+                    member_epoch: STATIC_LEAVE_EPOCH,
+                    heartbeat_interval_ms: 0,
+                    assignment: None,
+                });
+            }
+        }
+        let id = hb.member_id.clone();
         if group.members.remove(&id).is_none() {
             return Err(refuse(
                 ResponseError::UnknownMemberId,
@@ -553,41 +719,179 @@ impl ConsumerGroups {
         })
     }
 
-    /// Expires members whose session or revocation deadline passed. Returns the groups that
-    /// changed, with their state before the change.
+    /// Members whose session, revocation deadline or (classic members) join/sync deadline
+    /// passed, by group.
+    pub fn expired_members(&self, now_ms: i64) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = self
+            .groups
+            .iter()
+            .map(|(group_id, g)| {
+                let expired = g
+                    .members
+                    .values()
+                    .filter(|m| {
+                        m.session_deadline_ms <= now_ms
+                            || m.revocation_deadline_ms.is_some_and(|d| d <= now_ms)
+                            || m.classic_deadline_ms.is_some_and(|d| d <= now_ms)
+                    })
+                    .map(|m| m.id.clone())
+                    .collect::<Vec<_>>();
+                (group_id.clone(), expired)
+            })
+            .filter(|(_, expired)| !expired.is_empty())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Fences members (Kafka's `consumerGroupFenceMembers` without the downgrade, which is
+    /// the caller's): they are removed, the group epoch moves and a new target is computed.
+    pub fn remove_members(&mut self, group_id: &str, ids: &[String], topics: &[TopicView]) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        let mut removed = false;
+        for id in ids {
+            if group.members.remove(id).is_some() {
+                tracing::info!(group = %group_id, member = %id, "consumer group member removed");
+                removed = true;
+            }
+            group.target.remove(id);
+        }
+        if removed {
+            group.group_epoch += 1;
+            refresh_target(group, topics);
+        }
+    }
+
+    /// Expires members whose deadlines passed (see [`ConsumerGroups::expired_members`]).
+    /// Returns the groups that changed, with their state before the change.
     pub fn tick(
         &mut self,
         topics: &[TopicView],
         now_ms: i64,
     ) -> Vec<(String, ConsumerGroupSnapshot)> {
         let mut changed = Vec::new();
-        let ids: Vec<String> = self.groups.keys().cloned().collect();
-        for group_id in ids {
-            let expired: Vec<String> = self.groups[&group_id]
-                .members
-                .values()
-                .filter(|m| {
-                    m.session_deadline_ms <= now_ms
-                        || m.revocation_deadline_ms.is_some_and(|d| d <= now_ms)
-                })
-                .map(|m| m.id.clone())
-                .collect();
-            if expired.is_empty() {
-                continue;
-            }
+        for (group_id, expired) in self.expired_members(now_ms) {
             let before = self.snapshot(&group_id).expect("listed");
-            let group = self.groups.get_mut(&group_id).expect("listed");
-            for id in &expired {
-                tracing::info!(group = %group_id, member = %id, "consumer group member expired");
-                group.members.remove(id);
-                group.target.remove(id);
-            }
-            group.group_epoch += 1;
-            refresh_target(group, topics);
+            self.remove_members(&group_id, &expired, topics);
             changed.push((group_id, before));
         }
         changed
     }
+
+    /// Whether fencing `leaving` should turn the group into a classic group instead (Kafka's
+    /// `validateOnlineDowngradeWithFencedMembers`): every other member uses the classic
+    /// protocol, at least one remains, the policy allows a downgrade, and the rest fit in
+    /// `group.max.size`.
+    pub fn downgrades_without(&self, group_id: &str, leaving: &[String]) -> bool {
+        let Some(group) = self.groups.get(group_id) else {
+            return false;
+        };
+        let remaining: Vec<&ConsumerMember> = group
+            .members
+            .values()
+            .filter(|m| !leaving.contains(&m.id))
+            .collect();
+        if remaining.is_empty() || remaining.len() == group.members.len() {
+            return false;
+        }
+        if !remaining.iter().all(|m| m.classic.is_some()) {
+            return false;
+        }
+        if !self.config.migration_policy.downgrade_enabled() {
+            tracing::info!(group = %group_id, "cannot downgrade the consumer group to a classic group: online downgrade is disabled");
+            return false;
+        }
+        if remaining.len() > self.config.classic_max_size {
+            tracing::info!(group = %group_id, "cannot downgrade the consumer group to a classic group: it is larger than group.max.size");
+            return false;
+        }
+        true
+    }
+
+    /// The member a leave heartbeat would remove, if it is a valid leave that removes one
+    /// (a static member leaving with -2 stays).
+    pub fn leaving_member(&self, hb: &Heartbeat) -> Option<String> {
+        if hb.member_epoch != LEAVE_EPOCH {
+            return None;
+        }
+        let group = self.groups.get(&hb.group_id)?;
+        match &hb.instance_id {
+            Some(instance) => group
+                .members
+                .values()
+                .find(|m| m.instance_id.as_deref() == Some(instance.as_str()))
+                .filter(|m| m.id == hb.member_id)
+                .map(|m| m.id.clone()),
+            None => group
+                .members
+                .contains_key(&hb.member_id)
+                .then(|| hb.member_id.clone()),
+        }
+    }
+}
+
+/// The static member holding `instance` must be `member_id` (Kafka's
+/// `throwIfStaticMemberIsUnknown` and `throwIfInstanceIdIsFenced`).
+fn check_static_member(
+    group: &ConsumerGroup,
+    member_id: &str,
+    instance: &str,
+) -> Result<(), HeartbeatError> {
+    let holder = group
+        .members
+        .values()
+        .find(|m| m.instance_id.as_deref() == Some(instance))
+        .ok_or_else(|| {
+            refuse(
+                ResponseError::UnknownMemberId,
+                format!("Instance id {instance} is unknown."),
+            )
+        })?;
+    if holder.id != member_id {
+        return Err(refuse(
+            ResponseError::FencedInstanceId,
+            format!(
+                "Static member {member_id} with instance id {instance} was fenced by member {}.",
+                holder.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Kafka's `throwIfConsumerGroupMemberEpochIsInvalid`: an epoch ahead of the member's is
+/// fenced; one behind is accepted only if it is the member's previous epoch and the member
+/// owns no partition beyond its assignment (the answer that moved it on may have been lost).
+fn check_member_epoch(
+    member: &ConsumerMember,
+    received: i32,
+    owned: Option<&Assignment>,
+) -> Result<(), HeartbeatError> {
+    if received > member.epoch {
+        return Err(refuse(
+            ResponseError::FencedMemberEpoch,
+            format!(
+                "The consumer group member has a greater member epoch ({received}) than the one known by the group coordinator ({}). The member must abandon all its partitions and rejoin.",
+                member.epoch
+            ),
+        ));
+    }
+    if received < member.epoch {
+        let owned_subset =
+            owned.is_some_and(|o| flatten(o).all(|tp| flatten(&member.assigned).any(|x| x == tp)));
+        if received != member.previous_epoch || !owned_subset {
+            return Err(refuse(
+                ResponseError::FencedMemberEpoch,
+                format!(
+                    "The consumer group member has a smaller member epoch ({received}) than the one known by the group coordinator ({}). The member must abandon all its partitions and rejoin.",
+                    member.epoch
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn compile(regex: &str) -> Option<regex::Regex> {
@@ -615,15 +919,20 @@ fn resolve(group: &ConsumerGroup, topics: &[TopicView]) -> BTreeMap<String, BTre
     out
 }
 
-/// Recomputes the target assignment when the group epoch moved or subscribed topics changed.
-fn refresh_target(group: &mut ConsumerGroup, topics: &[TopicView]) {
-    let subscriptions = resolve(group, topics);
-    let wanted: BTreeSet<Uuid> = subscriptions.values().flatten().copied().collect();
-    let subscribed: Vec<(Uuid, i32)> = topics
+/// The topics the members subscribe to, with their partition counts, as they are now.
+fn subscribed_partitions(group: &ConsumerGroup, topics: &[TopicView]) -> Vec<(Uuid, i32)> {
+    let wanted: BTreeSet<Uuid> = resolve(group, topics).into_values().flatten().collect();
+    topics
         .iter()
         .filter(|t| wanted.contains(&t.id))
         .map(|t| (t.id, t.partitions))
-        .collect();
+        .collect()
+}
+
+/// Recomputes the target assignment when the group epoch moved or subscribed topics changed.
+fn refresh_target(group: &mut ConsumerGroup, topics: &[TopicView]) {
+    let subscriptions = resolve(group, topics);
+    let subscribed = subscribed_partitions(group, topics);
     if subscribed != group.subscribed {
         group.subscribed = subscribed;
         // One bump per change, whether membership or metadata caused it.
@@ -641,7 +950,7 @@ fn refresh_target(group: &mut ConsumerGroup, topics: &[TopicView]) {
         .unwrap_or_else(|| ASSIGNORS[0].to_string());
     let partitions: BTreeMap<Uuid, i32> = group.subscribed.iter().copied().collect();
     group.target = if assignor == "range" {
-        assign_range(&subscriptions, &partitions)
+        assign_range(&subscriptions, &partitions, &group.target)
     } else {
         assign_uniform(&subscriptions, &partitions, &group.target)
     };
@@ -649,10 +958,16 @@ fn refresh_target(group: &mut ConsumerGroup, topics: &[TopicView]) {
     group.assignment_epoch = group.group_epoch;
 }
 
-/// Range: per topic, the subscribed members in id order get contiguous ranges.
+/// Range, as Kafka 4's server-side `RangeAssignor`: per topic, each subscribed member (in
+/// id order) gets `partitions / members` partitions and the first `partitions % members`
+/// get one more; a member keeps as many of its current partitions of the topic as its
+/// quota allows (lowest first, so co-partitioned topics stay together), and the partitions
+/// left over are handed out in ranges, in order. From scratch that is the classic range
+/// layout; afterwards it moves as few partitions as the balance allows (sticky).
 fn assign_range(
     subscriptions: &BTreeMap<String, BTreeSet<Uuid>>,
     partitions: &BTreeMap<Uuid, i32>,
+    previous: &BTreeMap<String, Assignment>,
 ) -> BTreeMap<String, Assignment> {
     let mut target: BTreeMap<String, Assignment> = subscriptions
         .keys()
@@ -667,20 +982,53 @@ fn assign_range(
         if members.is_empty() {
             continue;
         }
-        let per = *count as usize / members.len();
-        let extra = *count as usize % members.len();
-        let mut next = 0i32;
-        for (i, m) in members.iter().enumerate() {
-            let n = per + usize::from(i < extra);
+        let min_quota = *count as usize / members.len();
+        let mut with_extra = *count as usize % members.len();
+        let mut retained: BTreeSet<i32> = BTreeSet::new();
+        // (member, partitions it still needs to reach the minimum quota; may be negative)
+        let mut unfilled: Vec<(&String, i64)> = Vec::new();
+        for m in &members {
+            let current: Vec<i32> = previous
+                .get(*m)
+                .and_then(|a| a.get(topic))
+                .map(|ps| ps.iter().copied().filter(|p| *p < *count).collect())
+                .unwrap_or_default();
+            let keep = current.len().min(min_quota);
             let set = target
                 .entry((*m).clone())
                 .or_default()
                 .entry(*topic)
                 .or_default();
-            for p in next..next + n as i32 {
-                set.insert(p);
+            for p in &current[..keep] {
+                set.insert(*p);
+                retained.insert(*p);
             }
-            next += n as i32;
+            let remaining = min_quota as i64 - current.len() as i64;
+            if remaining < 0 && with_extra > 0 {
+                with_extra -= 1;
+                let extra = current[min_quota];
+                set.insert(extra);
+                retained.insert(extra);
+            } else {
+                unfilled.push((m, remaining));
+            }
+        }
+        let mut free = (0..*count).filter(|p| !retained.contains(p));
+        for (m, mut remaining) in unfilled {
+            if with_extra > 0 {
+                remaining += 1;
+                with_extra -= 1;
+            }
+            let set = target
+                .entry(m.clone())
+                .or_default()
+                .entry(*topic)
+                .or_default();
+            for _ in 0..remaining.max(0) {
+                if let Some(p) = free.next() {
+                    set.insert(p);
+                }
+            }
         }
     }
     prune(target)
@@ -776,7 +1124,11 @@ fn reconcile(group: &mut ConsumerGroup, member_id: &str, owned: Option<&Assignme
     if !revoke.is_empty() {
         member.assigned = unflatten(current.intersection(&wanted).copied());
         member.pending_revocation = unflatten(revoke);
-        member.revocation_deadline_ms = Some(now_ms + member.rebalance_timeout_ms.max(1) as i64);
+        // A classic member revokes by rejoining; its join and sync deadlines bound it.
+        if member.classic.is_none() {
+            member.revocation_deadline_ms =
+                Some(now_ms + member.rebalance_timeout_ms.max(1) as i64);
+        }
         return;
     }
     if member.epoch != assignment_epoch {
@@ -946,6 +1298,148 @@ mod tests {
         );
     }
 
+    fn static_beat(
+        groups: &mut ConsumerGroups,
+        member: &str,
+        instance: &str,
+        epoch: i32,
+        owned: &Assignment,
+        topics: &[TopicView],
+        now: i64,
+    ) -> Result<HeartbeatResult, HeartbeatError> {
+        groups.heartbeat(
+            Heartbeat {
+                group_id: "g".into(),
+                member_id: member.into(),
+                member_epoch: epoch,
+                instance_id: Some(instance.into()),
+                rebalance_timeout_ms: if epoch == JOIN_EPOCH { 10_000 } else { -1 },
+                subscribed_topic_names: (epoch == JOIN_EPOCH).then(|| vec!["t".into()]),
+                owned: Some(owned.clone()),
+                api_version: 1,
+                ..Default::default()
+            },
+            topics,
+            now,
+        )
+    }
+
+    #[test]
+    fn a_static_member_that_leaves_for_a_while_keeps_its_partitions() {
+        let topics = [topic("t", 4)];
+        let mut g = ConsumerGroups::default();
+        let a = static_beat(&mut g, "a1", "ia", 0, &Assignment::new(), &topics, 0).unwrap();
+        let b = join(&mut g, "b", &topics, 0);
+        // settle: a releases half to b
+        let a = static_beat(
+            &mut g,
+            "a1",
+            "ia",
+            a.member_epoch,
+            &a.assignment.unwrap(),
+            &topics,
+            1,
+        )
+        .unwrap();
+        let a_kept = a.assignment.clone().unwrap();
+        let a = static_beat(&mut g, "a1", "ia", a.member_epoch, &a_kept, &topics, 2).unwrap();
+        let b = beat(&mut g, "b", b.member_epoch, &Assignment::new(), &topics, 3).unwrap();
+        let b_owned = b.assignment.clone().unwrap();
+        assert_eq!((count(&a_kept), count(&b_owned)), (2, 2));
+        let group_epoch = g.groups["g"].group_epoch;
+
+        // a restarts: static leave. Its partitions stay its own, nobody rebalances.
+        let left =
+            static_beat(&mut g, "a1", "ia", STATIC_LEAVE_EPOCH, &a_kept, &topics, 4).unwrap();
+        assert_eq!(left.member_epoch, STATIC_LEAVE_EPOCH);
+        assert_eq!(g.groups["g"].members["a1"].assigned, a_kept);
+        assert_eq!(g.groups["g"].group_epoch, group_epoch);
+        let b2 = beat(&mut g, "b", b.member_epoch, &b_owned, &topics, 5).unwrap();
+        assert!(b2.assignment.is_none(), "b gets none of a's partitions");
+
+        // The old incarnation cannot come back under its old id and epoch.
+        assert_eq!(
+            static_beat(&mut g, "a1", "ia", a.member_epoch, &a_kept, &topics, 6)
+                .unwrap_err()
+                .error,
+            ResponseError::FencedMemberEpoch
+        );
+        // The new incarnation takes over the instance id and a's partitions, from epoch 0.
+        let a2 = static_beat(&mut g, "a2", "ia", 0, &Assignment::new(), &topics, 7).unwrap();
+        assert_eq!(a2.assignment, Some(a_kept.clone()));
+        assert_eq!(a2.member_epoch, a.member_epoch);
+        assert_eq!(g.groups["g"].group_epoch, group_epoch, "no rebalance");
+        assert!(!g.groups["g"].members.contains_key("a1"));
+        // ...and the old member id is fenced by it.
+        assert_eq!(
+            static_beat(&mut g, "a1", "ia", a.member_epoch, &a_kept, &topics, 8)
+                .unwrap_err()
+                .error,
+            ResponseError::FencedInstanceId
+        );
+        // While a2 holds the instance id, another incarnation cannot join with it.
+        assert_eq!(
+            static_beat(&mut g, "a3", "ia", 0, &Assignment::new(), &topics, 9)
+                .unwrap_err()
+                .error,
+            ResponseError::UnreleasedInstanceId
+        );
+        assert_eq!(
+            static_beat(&mut g, "a3", "other", 5, &Assignment::new(), &topics, 9)
+                .unwrap_err()
+                .error,
+            ResponseError::UnknownMemberId
+        );
+    }
+
+    #[test]
+    fn a_static_member_that_does_not_come_back_expires_with_its_session() {
+        let topics = [topic("t", 2)];
+        let mut g = ConsumerGroups::default();
+        let a = static_beat(&mut g, "a1", "ia", 0, &Assignment::new(), &topics, 0).unwrap();
+        let owned = a.assignment.unwrap();
+        static_beat(&mut g, "a1", "ia", STATIC_LEAVE_EPOCH, &owned, &topics, 1).unwrap();
+        let b = join(&mut g, "b", &topics, 2);
+        assert_eq!(
+            b.assignment.as_ref().map(count),
+            Some(0),
+            "a still holds both"
+        );
+        // a's session (from its last heartbeat) runs out: it goes, and b gets everything.
+        g.tick(&topics, 45_001);
+        assert!(!g.groups["g"].members.contains_key("a1"));
+        let b = beat(
+            &mut g,
+            "b",
+            b.member_epoch,
+            &Assignment::new(),
+            &topics,
+            45_002,
+        )
+        .unwrap();
+        assert_eq!(b.assignment.as_ref().map(count), Some(2));
+        // A static member leaving with -1 leaves for good at once.
+        let c = static_beat(&mut g, "c1", "ic", 0, &Assignment::new(), &topics, 45_003).unwrap();
+        let epoch = g.groups["g"].group_epoch;
+        static_beat(
+            &mut g,
+            "c1",
+            "ic",
+            LEAVE_EPOCH,
+            &Assignment::new(),
+            &topics,
+            45_004,
+        )
+        .unwrap();
+        assert!(!g.groups["g"].members.contains_key("c1"));
+        assert!(g.groups["g"].group_epoch > epoch);
+        let _ = c;
+    }
+
+    fn t_id(partitions: &BTreeMap<Uuid, i32>) -> Uuid {
+        *partitions.keys().next().expect("one topic")
+    }
+
     #[test]
     fn assignors_balance() {
         let t = topic("t", 7);
@@ -955,13 +1449,29 @@ mod tests {
             .map(|m| (m.to_string(), BTreeSet::from([t.id])))
             .collect();
         for target in [
-            assign_range(&subs, &partitions),
+            assign_range(&subs, &partitions, &BTreeMap::new()),
             assign_uniform(&subs, &partitions, &BTreeMap::new()),
         ] {
             let mut counts: Vec<usize> = target.values().map(count).collect();
             counts.sort();
             assert_eq!(counts, vec![2, 2, 3]);
         }
+        // Range keeps what it can too (Kafka's server-side range assignor is sticky): from
+        // scratch the classic ranges; when c leaves, a and b keep theirs and share c's.
+        let ranges = assign_range(&subs, &partitions, &BTreeMap::new());
+        let range_of = |t: &BTreeMap<String, Assignment>, m: &str| -> Vec<i32> {
+            t[m].get(&t_id(&partitions))
+                .map(|ps| ps.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        assert_eq!(range_of(&ranges, "a"), vec![0, 1, 2]);
+        assert_eq!(range_of(&ranges, "b"), vec![3, 4]);
+        assert_eq!(range_of(&ranges, "c"), vec![5, 6]);
+        let mut two = subs.clone();
+        two.remove("c");
+        let after = assign_range(&two, &partitions, &ranges);
+        assert_eq!(range_of(&after, "a"), vec![0, 1, 2, 5]);
+        assert_eq!(range_of(&after, "b"), vec![3, 4, 6]);
         // Uniform is sticky: removing one member moves only its partitions.
         let before = assign_uniform(&subs, &partitions, &BTreeMap::new());
         let mut fewer = subs.clone();

@@ -25,9 +25,14 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::consumer_group::{
-    ConsumerGroup, ConsumerGroupConfig, ConsumerGroupSnapshot, ConsumerGroups, Heartbeat,
-    HeartbeatError, HeartbeatResult, TopicView,
+    ClassicJoin, ClassicJoinOutcome, ConsumerGroup, ConsumerGroupConfig, ConsumerGroupSnapshot,
+    ConsumerGroups, Heartbeat, HeartbeatError, HeartbeatResult, TopicView, JOIN_EPOCH,
 };
+
+mod migration;
+
+/// The protocol type of consumers (the `consumer` embedded protocol).
+const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
 use crate::offsets_topic::{CommittedOffset, OffsetsRecord, StoredGroup, StoredMember};
 
 /// Identifies a waiting JoinGroup or SyncGroup request of the caller.
@@ -166,6 +171,20 @@ impl Group {
             pending_txn_offsets: HashMap::new(),
             state_timestamp_ms: now_ms,
         }
+    }
+
+    /// Forgets the members and the generation's protocol; committed offsets stay.
+    fn reset_membership(&mut self, now_ms: i64) {
+        self.members.clear();
+        self.static_members.clear();
+        self.pending_members.clear();
+        self.leader = None;
+        self.protocol = None;
+        self.protocol_type = None;
+        self.initial_delay = None;
+        self.join_deadline_ms = i64::MAX;
+        self.sync_deadline_ms = i64::MAX;
+        self.transition(GroupState::Empty, now_ms);
     }
 
     fn transition(&mut self, state: GroupState, now_ms: i64) {
@@ -357,29 +376,76 @@ impl GroupCoordinator {
         }
     }
 
-    /// ConsumerGroupHeartbeat (KIP-848). A group id held by a classic group with members
-    /// cannot be used by the new protocol, and the other way round.
+    /// ConsumerGroupHeartbeat (KIP-848). A joining heartbeat to a classic group with members
+    /// upgrades it to a consumer group when `group.consumer.migration.policy` allows it
+    /// (Kafka's `validateOnlineUpgrade` and `convertToConsumerGroup`); the conversion and the
+    /// join are applied together or not at all. Any other heartbeat to a classic group gets
+    /// GROUP_ID_NOT_FOUND. A member leaving with -1 whose departure leaves only members of
+    /// the classic protocol turns the group back into a classic group (the downgrade).
     pub fn consumer_heartbeat(
         &mut self,
         heartbeat: Heartbeat,
         topics: &[TopicView],
         now_ms: i64,
     ) -> Result<HeartbeatResult, HeartbeatError> {
+        let group_id = heartbeat.group_id.clone();
         if self
             .groups
-            .get(&heartbeat.group_id)
+            .get(&group_id)
             .is_some_and(|g| !g.members.is_empty())
         {
-            return Err(HeartbeatError {
-                error: ResponseError::GroupIdNotFound,
-                message: format!("Group {} is not a consumer group.", heartbeat.group_id),
-            });
+            if heartbeat.member_epoch != JOIN_EPOCH {
+                return Err(HeartbeatError {
+                    error: ResponseError::GroupIdNotFound,
+                    message: format!("Group {group_id} is not a consumer group."),
+                });
+            }
+            let converted = self.consumer_group_from_classic(&group_id, topics, now_ms)?;
+            self.consumer.groups.insert(group_id.clone(), converted);
+            let result = self.consumer.heartbeat(heartbeat, topics, now_ms);
+            if result.is_err() {
+                // Kafka writes the conversion and the join in one batch: neither happened.
+                self.consumer.groups.remove(&group_id);
+                return result;
+            }
+            self.retire_classic_group(&group_id, now_ms);
+            self.persist_consumer_group(&group_id, None);
+            return result;
         }
-        let group_id = heartbeat.group_id.clone();
+        if let Some(leaving) = self.consumer.leaving_member(&heartbeat) {
+            let leaving = vec![leaving];
+            if self.consumer.downgrades_without(&group_id, &leaving) {
+                self.downgrade_to_classic(&group_id, &leaving, topics, now_ms);
+                return Ok(HeartbeatResult {
+                    member_id: heartbeat.member_id,
+                    member_epoch: heartbeat.member_epoch,
+                    heartbeat_interval_ms: 0,
+                    assignment: None,
+                });
+            }
+        }
         let before = self.consumer.snapshot(&group_id);
         let result = self.consumer.heartbeat(heartbeat, topics, now_ms);
         self.persist_consumer_group(&group_id, before);
         result
+    }
+
+    /// Removes `ids` from a consumer group (leave, expiry), or, when that leaves only members
+    /// of the classic protocol, converts the group into a classic group without them.
+    fn fence_consumer_members(
+        &mut self,
+        group_id: &str,
+        ids: &[String],
+        topics: &[TopicView],
+        now_ms: i64,
+    ) {
+        if self.consumer.downgrades_without(group_id, ids) {
+            self.downgrade_to_classic(group_id, ids, topics, now_ms);
+            return;
+        }
+        let before = self.consumer.snapshot(group_id);
+        self.consumer.remove_members(group_id, ids, topics);
+        self.persist_consumer_group(group_id, before);
     }
 
     /// Writes the group's snapshot if it differs from `before`.
@@ -429,6 +495,8 @@ impl GroupCoordinator {
 
     // ------------------------------------------------------------------ JoinGroup
 
+    /// JoinGroup. `topics` are the cluster's topics, for a consumer group that members of
+    /// the classic protocol join (online migration).
     #[allow(clippy::too_many_arguments)]
     pub fn join(
         &mut self,
@@ -437,6 +505,7 @@ impl GroupCoordinator {
         request: &JoinGroupRequest,
         client_id: &str,
         client_host: &str,
+        topics: &[TopicView],
         now_ms: i64,
     ) {
         let member_id = request.member_id.to_string();
@@ -467,6 +536,49 @@ impl GroupCoordinator {
         } else {
             request.rebalance_timeout_ms
         };
+        if self.consumer.has_members(&group_id) {
+            let join = ClassicJoin {
+                group_id: &group_id,
+                member_id: &member_id,
+                instance_id: instance_id.as_deref(),
+                protocol_type: &request.protocol_type,
+                protocols: &protocols,
+                session_timeout_ms: request.session_timeout_ms,
+                rebalance_timeout_ms,
+                client_id,
+                client_host,
+                api_version: version,
+            };
+            let before = self.consumer.snapshot(&group_id);
+            let outcome = self.consumer.classic_join(join, topics, now_ms);
+            self.persist_consumer_group(&group_id, before);
+            let response = match outcome {
+                Ok(ClassicJoinOutcome::Joined {
+                    member_id,
+                    generation,
+                    protocol_name,
+                }) => JoinGroupResponse::default()
+                    .with_generation_id(generation)
+                    .with_protocol_type(Some(s(CONSUMER_PROTOCOL_TYPE)))
+                    .with_protocol_name(Some(s(&protocol_name)))
+                    .with_member_id(s(&member_id)),
+                Ok(ClassicJoinOutcome::MemberIdRequired(id)) => {
+                    join_error(version, &id, ResponseError::MemberIdRequired)
+                }
+                Err(e) => join_error(version, &member_id, e),
+            };
+            self.replies.push(PendingReply::Join(reply, response));
+            return;
+        }
+        if self.consumer.groups.remove(&group_id).is_some() {
+            // An empty consumer group gives its id to the classic group (Kafka's
+            // `maybeDeleteEmptyConsumerGroup`); its offsets stay.
+            tracing::info!(group = %group_id, "converted the empty consumer group to a classic group");
+            self.records.push(OffsetsRecord::ConsumerGroup {
+                group: group_id.clone(),
+                value: None,
+            });
+        }
         if !self.groups.contains_key(&group_id) {
             if !member_id.is_empty() {
                 return fail(self, ResponseError::UnknownMemberId);
@@ -477,9 +589,6 @@ impl GroupCoordinator {
         let group = self.groups.get(&group_id).expect("inserted above");
         if group.state == GroupState::Dead {
             return fail(self, ResponseError::CoordinatorNotAvailable);
-        }
-        if self.consumer.has_members(&group_id) {
-            return fail(self, ResponseError::InconsistentGroupProtocol);
         }
         if !group.supports(&request.protocol_type, &protocols) {
             return fail(self, ResponseError::InconsistentGroupProtocol);
@@ -773,10 +882,42 @@ impl GroupCoordinator {
 
     // ------------------------------------------------------------------ SyncGroup
 
-    pub fn sync(&mut self, reply: ReplyId, version: i16, request: &SyncGroupRequest, now_ms: i64) {
+    pub fn sync(
+        &mut self,
+        reply: ReplyId,
+        version: i16,
+        request: &SyncGroupRequest,
+        topics: &[TopicView],
+        now_ms: i64,
+    ) {
         let group_id = request.group_id.to_string();
         let member_id = request.member_id.to_string();
         let fail = |this: &mut Self, e| this.replies.push(PendingReply::Sync(reply, sync_error(e)));
+        if self.consumer.has_members(&group_id) {
+            let response = match self.consumer.classic_sync(
+                &group_id,
+                &member_id,
+                request.group_instance_id.as_deref(),
+                request.generation_id,
+                request.protocol_type.as_deref(),
+                request.protocol_name.as_deref(),
+                topics,
+                now_ms,
+            ) {
+                Ok(assignment) => {
+                    let r = SyncGroupResponse::default().with_assignment(assignment);
+                    if version >= 5 {
+                        r.with_protocol_type(request.protocol_type.clone())
+                            .with_protocol_name(request.protocol_name.clone())
+                    } else {
+                        r
+                    }
+                }
+                Err(e) => sync_error(e),
+            };
+            self.replies.push(PendingReply::Sync(reply, response));
+            return;
+        }
         let Some(group) = self.groups.get_mut(&group_id) else {
             return fail(self, ResponseError::UnknownMemberId);
         };
@@ -867,6 +1008,18 @@ impl GroupCoordinator {
         generation: i32,
         now_ms: i64,
     ) -> i16 {
+        if self.consumer.has_members(group_id) {
+            return match self.consumer.classic_heartbeat(
+                group_id,
+                member_id,
+                instance_id,
+                generation,
+                now_ms,
+            ) {
+                Ok(()) => 0,
+                Err(e) => code(e),
+            };
+        }
         let Some(group) = self.groups.get_mut(group_id) else {
             return code(ResponseError::UnknownMemberId);
         };
@@ -897,8 +1050,21 @@ impl GroupCoordinator {
         &mut self,
         group_id: &str,
         members: &[(String, Option<String>)],
+        topics: &[TopicView],
         now_ms: i64,
     ) -> Result<Vec<i16>, i16> {
+        if self.consumer.has_members(group_id) {
+            let resolved = self.consumer.classic_leaving(group_id, members);
+            let mut leaving: Vec<String> = resolved.iter().flatten().cloned().collect();
+            leaving.dedup();
+            if !leaving.is_empty() {
+                self.fence_consumer_members(group_id, &leaving, topics, now_ms);
+            }
+            return Ok(resolved
+                .into_iter()
+                .map(|r| r.map_or_else(code, |_| 0))
+                .collect());
+        }
         let Some(group) = self.groups.get_mut(group_id) else {
             return Err(code(ResponseError::UnknownMemberId));
         };
@@ -1024,8 +1190,11 @@ impl GroupCoordinator {
     }
 
     pub fn tick(&mut self, topics: &[TopicView], now_ms: i64) {
-        for (group_id, before) in self.consumer.tick(topics, now_ms) {
-            self.persist_consumer_group(&group_id, Some(before));
+        for (group_id, expired) in self.consumer.expired_members(now_ms) {
+            for member in &expired {
+                tracing::info!(group = %group_id, member = %member, "consumer group member expired");
+            }
+            self.fence_consumer_members(&group_id, &expired, topics, now_ms);
         }
         let ids: Vec<String> = self.groups.keys().cloned().collect();
         for id in ids {
@@ -1089,7 +1258,29 @@ impl GroupCoordinator {
 
     // ------------------------------------------------------------------ offsets
 
-    /// Validates an OffsetCommit's group membership as Kafka's `ClassicGroup.validateOffsetCommit`.
+    /// Validates the group membership of an OffsetCommit (or, `transactional`, a
+    /// TxnOffsetCommit) as Kafka 4's `OffsetMetadataManager` and the group's
+    /// `validateOffsetCommit` do:
+    ///
+    /// - unknown group: a negative generation creates a simple group (an admin, or a consumer
+    ///   that assigns its partitions itself); otherwise GROUP_ID_NOT_FOUND for OffsetCommit
+    ///   v9+, ILLEGAL_GENERATION before, and always for TxnOffsetCommit;
+    /// - KIP-848 group: [`ConsumerGroup::validate_offset_commit`]; a TxnOffsetCommit gets
+    ///   ILLEGAL_GENERATION where an OffsetCommit gets STALE_MEMBER_EPOCH;
+    /// - classic group: a negative generation commits to an Empty group; a request naming a
+    ///   member (or a generation, or an instance) must come from a current member
+    ///   (UNKNOWN_MEMBER_ID / FENCED_INSTANCE_ID) of the current generation
+    ///   (ILLEGAL_GENERATION); an OffsetCommit naming none is refused while the group has
+    ///   members (UNKNOWN_MEMBER_ID), a TxnOffsetCommit is not (old producers send no group
+    ///   metadata); an OffsetCommit during CompletingRebalance is REBALANCE_IN_PROGRESS (the
+    ///   member has the new generation but not its assignment yet).
+    ///
+    /// So a member whose partitions were revoked in a rebalance that has moved on cannot
+    /// commit: its generation (or member epoch) is no longer the group's. During
+    /// PreparingRebalance the old generation is still current and commits go through, so
+    /// an eager consumer can commit what it processed before it rejoins. An OffsetCommit
+    /// from a member of a classic group in Stable or PreparingRebalance counts as a sign of
+    /// life for its session, as in Kafka.
     fn validate_commit(
         &mut self,
         who: &CommitIdentity<'_>,
@@ -1100,30 +1291,32 @@ impl GroupCoordinator {
             return Err(ResponseError::InvalidGroupId);
         }
         if let Some(cg) = self.consumer.groups.get(who.group_id) {
-            // KIP-848 group: the member id and member epoch must match (Kafka's
-            // `ConsumerGroup.validateOffsetCommit`); an admin may commit to an empty group.
-            if !(who.generation_id < 0 && cg.members.is_empty()) {
-                let member = cg
-                    .members
-                    .get(who.member_id)
-                    .ok_or(ResponseError::UnknownMemberId)?;
-                if who.generation_id != member.epoch {
-                    return Err(ResponseError::StaleMemberEpoch);
+            cg.validate_offset_commit(
+                who.member_id,
+                who.group_instance_id,
+                who.generation_id,
+                transactional,
+                who.api_version,
+            )
+            .map_err(|e| match e {
+                ResponseError::StaleMemberEpoch if transactional => {
+                    ResponseError::IllegalGeneration
                 }
-            }
+                e => e,
+            })?;
+            // The group's committed offsets live in its classic-group entry.
             self.groups
                 .entry(who.group_id.to_string())
                 .or_insert_with(|| Group::new(who.group_id, now_ms));
             return Ok(());
         }
-        let Some(group) = self.groups.get(who.group_id) else {
-            if who.generation_id < 0 || transactional {
-                // A consumer without group management (or an admin) commits for a new group.
+        let Some(group) = self.groups.get_mut(who.group_id) else {
+            if who.generation_id < 0 {
                 self.groups
                     .insert(who.group_id.to_string(), Group::new(who.group_id, now_ms));
                 return Ok(());
             }
-            return Err(if who.api_version >= 9 {
+            return Err(if !transactional && who.api_version >= 9 {
                 ResponseError::GroupIdNotFound
             } else {
                 ResponseError::IllegalGeneration
@@ -1139,11 +1332,21 @@ impl GroupCoordinator {
             if who.generation_id != group.generation {
                 return Err(ResponseError::IllegalGeneration);
             }
-        } else if group.state != GroupState::Empty {
+        } else if !transactional && group.state != GroupState::Empty {
             return Err(ResponseError::UnknownMemberId);
         }
         if !transactional && group.state == GroupState::CompletingRebalance {
             return Err(ResponseError::RebalanceInProgress);
+        }
+        if !transactional
+            && matches!(
+                group.state,
+                GroupState::Stable | GroupState::PreparingRebalance
+            )
+        {
+            if let Some(m) = group.members.get_mut(who.member_id) {
+                m.heartbeat_deadline_ms = now_ms + m.session_timeout_ms as i64;
+            }
         }
         Ok(())
     }
@@ -1233,9 +1436,6 @@ impl GroupCoordinator {
         }
         let max_metadata = self.config.max_metadata_bytes;
         let group = self.groups.get_mut(who.group_id).expect("validated");
-        if let Some(m) = group.members.get_mut(who.member_id) {
-            m.heartbeat_deadline_ms = now_ms + m.session_timeout_ms as i64;
-        }
         let mut results = Vec::with_capacity(offsets.len());
         for o in offsets {
             let metadata = o.metadata.clone().unwrap_or_default();
@@ -1508,7 +1708,19 @@ impl GroupCoordinator {
                 }
             }
             OffsetsRecord::Group { group, value: None } => {
-                self.groups.remove(&group);
+                // The group's metadata is gone (deleted, or converted to a consumer group);
+                // offsets committed to it are their own records and stay.
+                let keep_offsets = self
+                    .groups
+                    .get(&group)
+                    .is_some_and(|g| !g.offsets.is_empty() || !g.pending_txn_offsets.is_empty());
+                if keep_offsets {
+                    if let Some(g) = self.groups.get_mut(&group) {
+                        g.reset_membership(now_ms);
+                    }
+                } else {
+                    self.groups.remove(&group);
+                }
             }
             OffsetsRecord::Group {
                 group,

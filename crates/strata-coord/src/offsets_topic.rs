@@ -9,7 +9,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
-use crate::consumer_group::{Assignment, ConsumerGroupSnapshot, MemberSnapshot};
+use crate::consumer_group::{Assignment, ClassicMetadata, ConsumerGroupSnapshot, MemberSnapshot};
 
 /// Name of the internal topic holding group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -238,9 +238,13 @@ fn put_assignment(b: &mut BytesMut, a: &Assignment) {
     }
 }
 
+/// Version of Strata's consumer-group snapshot value. v1 adds, per member, the metadata of
+/// a member of the classic protocol (online migration); v0 members are all consumer-protocol.
+const CONSUMER_GROUP_VALUE_VERSION: i16 = 1;
+
 fn encode_consumer_group(g: &ConsumerGroupSnapshot) -> Bytes {
     let mut b = BytesMut::new();
-    b.put_i16(0);
+    b.put_i16(CONSUMER_GROUP_VALUE_VERSION);
     b.put_i32(g.group_epoch);
     b.put_i32(g.assignment_epoch);
     put_string(&mut b, &g.assignor);
@@ -268,6 +272,18 @@ fn encode_consumer_group(g: &ConsumerGroupSnapshot) -> Bytes {
         put_assignment(&mut b, &m.assigned);
         put_assignment(&mut b, &m.pending_revocation);
         put_assignment(&mut b, &m.target);
+        match &m.classic {
+            None => b.put_i8(0),
+            Some(c) => {
+                b.put_i8(1);
+                b.put_i32(c.session_timeout_ms);
+                b.put_i32(c.protocols.len() as i32);
+                for (name, metadata) in &c.protocols {
+                    put_string(&mut b, name);
+                    put_bytes(&mut b, metadata);
+                }
+            }
+        }
     }
     b.freeze()
 }
@@ -277,7 +293,7 @@ fn decode_consumer_group(v: &[u8]) -> Result<ConsumerGroupSnapshot, DecodeError>
         buf: v,
         what: "consumer group snapshot",
     };
-    let _version = r.i16()?;
+    let version = r.i16()?;
     let group_epoch = r.i32()?;
     let assignment_epoch = r.i32()?;
     let assignor = r.string()?;
@@ -312,6 +328,19 @@ fn decode_consumer_group(v: &[u8]) -> Result<ConsumerGroupSnapshot, DecodeError>
             assigned: r.assignment()?,
             pending_revocation: r.assignment()?,
             target: r.assignment()?,
+            classic: if version >= 1 && r.i8()? != 0 {
+                let session_timeout_ms = r.i32()?;
+                let mut protocols = Vec::new();
+                for _ in 0..r.count()? {
+                    protocols.push((r.string()?, r.bytes()?));
+                }
+                Some(ClassicMetadata {
+                    session_timeout_ms,
+                    protocols,
+                })
+            } else {
+                None
+            },
         });
     }
     Ok(ConsumerGroupSnapshot {

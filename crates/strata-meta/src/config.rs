@@ -803,6 +803,14 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         &[],
         "largest number of members in a consumer-protocol group",
     ),
+    def(
+        "group.consumer.migration.policy",
+        ConfigType::String,
+        "bidirectional",
+        OneOf(&["disabled", "upgrade", "downgrade", "bidirectional"]),
+        &[],
+        "online conversion of groups with members between the classic and the consumer protocol",
+    ),
 ];
 
 /// Looks up a topic config by name.

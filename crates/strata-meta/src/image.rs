@@ -164,6 +164,12 @@ impl MetadataImage {
         self.topics.get(name)
     }
 
+    /// Whether the cluster has partition `index` of `topic` (a negative index never exists).
+    pub fn has_partition(&self, topic: &str, index: i32) -> bool {
+        self.topic(topic)
+            .is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()))
+    }
+
     pub fn topic_by_id(&self, topic_id: &Uuid) -> Option<&Arc<TopicImage>> {
         self.topic_names_by_id
             .get(topic_id)

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use strata_coord::consumer_group::{ConsumerGroupConfig, TopicView};
+use strata_coord::consumer_group::{ConsumerGroupConfig, MigrationPolicy, TopicView};
 use strata_coord::{
     partition_for, GroupConfig, GroupCoordinator, OffsetsRecord, PendingReply, ReplyId,
     OFFSETS_TOPIC,
@@ -76,6 +76,12 @@ impl GroupService {
             session_timeout_ms: value("group.consumer.session.timeout.ms") as i32,
             heartbeat_interval_ms: value("group.consumer.heartbeat.interval.ms") as i32,
             max_size: value("group.consumer.max.size").max(1) as usize,
+            // The config's validator admits only Kafka's names.
+            migration_policy: MigrationPolicy::parse(
+                &broker_config.broker_value::<String>("group.consumer.migration.policy"),
+            )
+            .unwrap_or_default(),
+            classic_max_size: value("group.max.size").max(1) as usize,
         };
         Self {
             coordinator: Mutex::new(GroupCoordinator::new(config, consumer)),

@@ -85,6 +85,7 @@ fn join_new(c: &mut GroupCoordinator, reply: ReplyId, now: i64) -> String {
         &join_request("", None),
         "client",
         "/127.0.0.1",
+        &[],
         now,
     );
     let first = joins(c).remove(&reply).expect("immediate answer");
@@ -96,6 +97,7 @@ fn join_new(c: &mut GroupCoordinator, reply: ReplyId, now: i64) -> String {
         &join_request(&id, None),
         "client",
         "/127.0.0.1",
+        &[],
         now,
     );
     id
@@ -123,7 +125,7 @@ fn sync(
                 })
                 .collect(),
         );
-    c.sync(reply, 5, &request, now);
+    c.sync(reply, 5, &request, &[], now);
 }
 
 #[test]
@@ -146,7 +148,15 @@ fn two_members_rebalance_and_sync() {
         c.heartbeat("g", &a, None, 1, 20),
         code(ResponseError::RebalanceInProgress)
     );
-    c.join(3, 9, &join_request(&a, None), "client", "/127.0.0.1", 30);
+    c.join(
+        3,
+        9,
+        &join_request(&a, None),
+        "client",
+        "/127.0.0.1",
+        &[],
+        30,
+    );
     let answers = joins(&mut c);
     assert_eq!(answers[&3].generation_id, 2);
     assert_eq!(answers[&3].members.len(), 2, "the leader gets the members");
@@ -186,14 +196,22 @@ fn expired_session_triggers_rebalance_and_removal() {
 #[test]
 fn static_member_rejoins_without_rebalance() {
     let mut c = coordinator(0);
-    c.join(1, 9, &join_request("", Some("i1")), "client", "/h", 0);
+    c.join(1, 9, &join_request("", Some("i1")), "client", "/h", &[], 0);
     let a = joins(&mut c).remove(&1).unwrap();
     assert_eq!(a.error_code, 0, "static members skip MEMBER_ID_REQUIRED");
     let a_id = a.member_id.to_string();
     sync(&mut c, 1, &a_id, 1, &[(&a_id, b"mine")], 0);
     syncs(&mut c);
     // Restart: same instance id, no member id.
-    c.join(2, 9, &join_request("", Some("i1")), "client", "/h", 100);
+    c.join(
+        2,
+        9,
+        &join_request("", Some("i1")),
+        "client",
+        "/h",
+        &[],
+        100,
+    );
     let again = joins(&mut c).remove(&2).unwrap();
     assert_eq!(again.error_code, 0);
     assert_eq!(again.generation_id, 1, "no new generation");
@@ -259,18 +277,18 @@ fn leave_and_join_errors() {
     let a = join_new(&mut c, 1, 0);
     joins(&mut c);
     assert_eq!(
-        c.leave("g", &[(a.clone(), None), ("nobody".into(), None)], 0),
+        c.leave("g", &[(a.clone(), None), ("nobody".into(), None)], &[], 0),
         Ok(vec![0, code(ResponseError::UnknownMemberId)])
     );
     assert_eq!(c.describe_group("g").unwrap().state, GroupState::Empty);
-    c.join(5, 9, &join_request("ghost", None), "c", "h", 0);
+    c.join(5, 9, &join_request("ghost", None), "c", "h", &[], 0);
     assert_eq!(
         joins(&mut c)[&5].error_code,
         code(ResponseError::UnknownMemberId)
     );
     let mut bad = join_request("", None);
     bad.session_timeout_ms = 1;
-    c.join(6, 9, &bad, "c", "h", 0);
+    c.join(6, 9, &bad, "c", "h", &[], 0);
     assert_eq!(
         joins(&mut c)[&6].error_code,
         code(ResponseError::InvalidSessionTimeout)
@@ -279,7 +297,7 @@ fn leave_and_join_errors() {
     other.protocol_type = s("connect");
     let _ = join_new(&mut c, 7, 0);
     joins(&mut c);
-    c.join(8, 9, &other, "c", "h", 0);
+    c.join(8, 9, &other, "c", "h", &[], 0);
     assert_eq!(
         joins(&mut c)[&8].error_code,
         code(ResponseError::InconsistentGroupProtocol)
@@ -320,7 +338,7 @@ fn offset_commits_follow_kafka_validation() {
         vec![code(ResponseError::GroupIdNotFound)]
     );
     assert_eq!(c.delete_group("g"), code(ResponseError::NonEmptyGroup));
-    c.leave("g", &[(a, None)], 0).unwrap();
+    c.leave("g", &[(a, None)], &[], 0).unwrap();
     assert_eq!(c.delete_group("g"), 0);
     assert!(c.fetch_offsets("g", None).is_empty());
     assert_eq!(c.delete_group("g"), code(ResponseError::GroupIdNotFound));
@@ -555,4 +573,662 @@ fn unloading_a_group_answers_its_waiting_members_and_forgets_it() {
     );
     let fetched = c.fetch_offsets("g", Some(&[("t".into(), vec![0])]));
     assert_eq!(fetched[0].1[0].1, None, "offsets went with the group");
+}
+
+/// A commit to group "g" by `member` of `generation`, as OffsetCommit `api_version`.
+fn by<'a>(member: &'a str, generation: i32, api_version: i16) -> CommitIdentity<'a> {
+    CommitIdentity {
+        group_id: "g",
+        generation_id: generation,
+        member_id: member,
+        group_instance_id: None,
+        api_version,
+    }
+}
+
+const PRODUCER: (i64, i16) = (7, 0);
+
+#[test]
+fn classic_commits_from_a_generation_that_moved_on_are_refused() {
+    let mut c = coordinator(0);
+    let commit = [commit_at("t", 1)];
+    let err = |e: ResponseError| vec![code(e)];
+    let a = join_new(&mut c, 1, 0);
+    let gen1 = joins(&mut c)[&1].generation_id;
+    sync(&mut c, 2, &a, gen1, &[(a.as_str(), b"a:0,1")], 0);
+    syncs(&mut c);
+    assert_eq!(c.commit_offsets(&by(&a, gen1, 8), &commit, 1), vec![0]);
+
+    // b joins: PreparingRebalance. Generation 1 is still current, so a may commit what it
+    // processed before it rejoins (the eager protocol's commit in onPartitionsRevoked).
+    let b = join_new(&mut c, 3, 2);
+    assert!(joins(&mut c).is_empty(), "b waits for a to rejoin");
+    assert_eq!(c.commit_offsets(&by(&a, gen1, 8), &commit, 3), vec![0]);
+
+    // a rejoins: generation 2, CompletingRebalance; a's partitions are about to move.
+    c.join(
+        4,
+        9,
+        &join_request(&a, None),
+        "client",
+        "/127.0.0.1",
+        &[],
+        4,
+    );
+    let answers = joins(&mut c);
+    let gen2 = answers[&4].generation_id;
+    assert_eq!(gen2, gen1 + 1);
+    assert_eq!(
+        c.commit_offsets(&by(&a, gen1, 8), &commit, 5),
+        err(ResponseError::IllegalGeneration),
+        "the generation a owned its partitions in is over"
+    );
+    assert_eq!(
+        c.commit_offsets(&by(&a, gen2, 8), &commit, 5),
+        err(ResponseError::RebalanceInProgress),
+        "a has the new generation but not its assignment"
+    );
+    // TxnOffsetCommit does not depend on the group's state, only on the generation.
+    assert_eq!(
+        c.txn_commit_offsets(&by(&a, gen2, 3), PRODUCER, &commit, 5),
+        vec![0]
+    );
+    assert_eq!(
+        c.txn_commit_offsets(&by(&a, gen1, 3), PRODUCER, &commit, 5),
+        err(ResponseError::IllegalGeneration)
+    );
+
+    sync(&mut c, 5, &b, gen2, &[], 6);
+    sync(
+        &mut c,
+        6,
+        &a,
+        gen2,
+        &[(a.as_str(), b"a:0"), (b.as_str(), b"b:1")],
+        6,
+    );
+    assert_eq!(syncs(&mut c).len(), 2);
+    assert_eq!(c.commit_offsets(&by(&a, gen2, 8), &commit, 7), vec![0]);
+    assert_eq!(c.commit_offsets(&by(&b, gen2, 8), &commit, 7), vec![0]);
+
+    // Without member or generation: an OffsetCommit is refused while the group has
+    // members; a TxnOffsetCommit (old producers send no group metadata) is not.
+    assert_eq!(
+        c.commit_offsets(&by("", -1, 8), &commit, 8),
+        err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        c.txn_commit_offsets(&by("", -1, 3), PRODUCER, &commit, 8),
+        vec![0]
+    );
+
+    // b leaves: its partitions go back to the group and its commits are refused.
+    c.leave("g", &[(b.clone(), None)], &[], 9).unwrap();
+    assert_eq!(
+        c.commit_offsets(&by(&b, gen2, 8), &commit, 10),
+        err(ResponseError::UnknownMemberId)
+    );
+}
+
+#[test]
+fn commits_to_an_unknown_group() {
+    let mut c = coordinator(0);
+    let commit = [commit_at("t", 1)];
+    let err = |e: ResponseError| vec![code(e)];
+    assert_eq!(
+        c.commit_offsets(&by("m", 3, 9), &commit, 0),
+        err(ResponseError::GroupIdNotFound)
+    );
+    assert_eq!(
+        c.commit_offsets(&by("m", 3, 8), &commit, 0),
+        err(ResponseError::IllegalGeneration)
+    );
+    // TxnOffsetCommit has no GROUP_ID_NOT_FOUND: ILLEGAL_GENERATION at every version.
+    assert_eq!(
+        c.txn_commit_offsets(&by("m", 3, 4), PRODUCER, &commit, 0),
+        err(ResponseError::IllegalGeneration)
+    );
+    assert!(c.fetch_offsets("g", None).is_empty(), "nothing was stored");
+    // Without a generation, the group is created (a simple group).
+    assert_eq!(
+        c.txn_commit_offsets(&by("", -1, 4), PRODUCER, &commit, 0),
+        vec![0]
+    );
+    assert!(c.has_pending_txn_offset("g", "t", 0));
+}
+
+#[test]
+fn only_an_offset_commit_in_stable_or_preparing_keeps_the_session() {
+    let mut c = coordinator(0);
+    let commit = [commit_at("t", 1)];
+    let a = join_new(&mut c, 1, 0);
+    let generation = joins(&mut c)[&1].generation_id;
+    sync(&mut c, 2, &a, generation, &[(a.as_str(), b"a")], 0);
+    syncs(&mut c);
+    let late = i64::from(SESSION_MS) - 1;
+    // A TxnOffsetCommit is no sign of life for the member's session...
+    assert_eq!(
+        c.txn_commit_offsets(&by(&a, generation, 3), PRODUCER, &commit, late),
+        vec![0]
+    );
+    c.tick(&[], late + 2);
+    assert_eq!(
+        c.describe_group("g").unwrap().state,
+        GroupState::Empty,
+        "the member expired"
+    );
+    // ...an OffsetCommit is.
+    let b = join_new(&mut c, 3, 100_000);
+    let generation = joins(&mut c)[&3].generation_id;
+    sync(&mut c, 4, &b, generation, &[(b.as_str(), b"b")], 100_000);
+    syncs(&mut c);
+    assert_eq!(
+        c.commit_offsets(&by(&b, generation, 8), &commit, 100_000 + late),
+        vec![0]
+    );
+    c.tick(&[], 100_000 + late + 2);
+    assert_eq!(c.describe_group("g").unwrap().state, GroupState::Stable);
+}
+
+#[test]
+fn consumer_group_commits_need_the_current_member_epoch() {
+    use crate::consumer_group::{Assignment, Heartbeat, TopicView};
+    let topics = [TopicView {
+        name: "t".into(),
+        id: uuid::Uuid::new_v4(),
+        partitions: 4,
+    }];
+    let mut c = coordinator(0);
+    let beat = |c: &mut GroupCoordinator, member: &str, epoch: i32, owned: &Assignment| {
+        c.consumer_heartbeat(
+            Heartbeat {
+                group_id: "g".into(),
+                member_id: member.into(),
+                member_epoch: epoch,
+                rebalance_timeout_ms: 10_000,
+                subscribed_topic_names: Some(vec!["t".into()]),
+                owned: Some(owned.clone()),
+                api_version: 1,
+                ..Default::default()
+            },
+            &topics,
+            0,
+        )
+        .unwrap()
+    };
+    let commit = [commit_at("t", 5)];
+    let err = |e: ResponseError| vec![code(e)];
+    let a = beat(&mut c, "a", 0, &Assignment::new());
+    let a_owned = a.assignment.clone().unwrap();
+    let epoch_a = a.member_epoch;
+    assert_eq!(c.commit_offsets(&by("a", epoch_a, 9), &commit, 1), vec![0]);
+    assert_eq!(
+        c.commit_offsets(&by("a", epoch_a, 8), &commit, 1),
+        err(ResponseError::UnsupportedVersion),
+        "OffsetCommit before v9 cannot carry a member epoch"
+    );
+
+    // b joins; a must give up half of its partitions, and keeps its epoch until it has.
+    beat(&mut c, "b", 0, &Assignment::new());
+    let revoking = beat(&mut c, "a", epoch_a, &a_owned);
+    assert_eq!(revoking.member_epoch, epoch_a);
+    assert_eq!(
+        c.commit_offsets(&by("a", epoch_a, 9), &commit, 2),
+        vec![0],
+        "a commits what it processed before it releases the partitions"
+    );
+    let kept = revoking.assignment.unwrap();
+    let released = beat(&mut c, "a", epoch_a, &kept);
+    assert!(released.member_epoch > epoch_a);
+
+    // The rebalance moved on: the epoch a owned the revoked partitions in is stale.
+    assert_eq!(
+        c.commit_offsets(&by("a", epoch_a, 9), &commit, 3),
+        err(ResponseError::StaleMemberEpoch)
+    );
+    assert_eq!(
+        c.commit_offsets(&by("a", released.member_epoch + 1, 9), &commit, 3),
+        err(ResponseError::StaleMemberEpoch),
+        "an epoch from the future is refused too"
+    );
+    // TxnOffsetCommit has no STALE_MEMBER_EPOCH.
+    assert_eq!(
+        c.txn_commit_offsets(&by("a", epoch_a, 4), PRODUCER, &commit, 3),
+        err(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        c.commit_offsets(&by("a", released.member_epoch, 9), &commit, 3),
+        vec![0]
+    );
+    assert_eq!(
+        c.commit_offsets(&by("zz", released.member_epoch, 9), &commit, 3),
+        err(ResponseError::UnknownMemberId)
+    );
+    // Without member metadata: refused for an OffsetCommit while the group has members,
+    // accepted for a TxnOffsetCommit.
+    assert_eq!(
+        c.commit_offsets(&by("", -1, 9), &commit, 3),
+        err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        c.txn_commit_offsets(&by("", -1, 4), PRODUCER, &commit, 3),
+        vec![0]
+    );
+}
+
+// ------------------------------------------------------------------ online migration
+
+mod migration {
+    use super::*;
+    use crate::consumer_group::{
+        Heartbeat, HeartbeatResult, MigrationPolicy, TopicView, LEAVE_EPOCH,
+    };
+    use bytes::{Buf, BufMut};
+    use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as Assigned;
+    use kafka_protocol::messages::{
+        ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
+    };
+    use kafka_protocol::protocol::Encodable;
+
+    fn topics() -> Vec<TopicView> {
+        vec![TopicView {
+            name: "t".into(),
+            id: uuid::Uuid::from_u128(7),
+            partitions: 4,
+        }]
+    }
+
+    /// A `consumer` protocol subscription to "t", version 0 (as eager clients send).
+    fn subscription() -> Bytes {
+        let mut b = bytes::BytesMut::new();
+        b.put_i16(0);
+        ConsumerProtocolSubscription::default()
+            .with_topics(vec![s("t")])
+            .encode(&mut b, 0)
+            .unwrap();
+        b.freeze()
+    }
+
+    fn assignment(partitions: &[i32]) -> Bytes {
+        let mut b = bytes::BytesMut::new();
+        b.put_i16(0);
+        ConsumerProtocolAssignment::default()
+            .with_assigned_partitions(vec![Assigned::default()
+                .with_topic(TopicName(s("t")))
+                .with_partitions(partitions.to_vec())])
+            .encode(&mut b, 0)
+            .unwrap();
+        b.freeze()
+    }
+
+    fn partitions_of(raw: &Bytes) -> Vec<i32> {
+        let mut b = raw.clone();
+        let version = b.get_i16();
+        let a = <ConsumerProtocolAssignment as kafka_protocol::protocol::Decodable>::decode(
+            &mut b, version,
+        )
+        .unwrap();
+        let mut ps: Vec<i32> = a
+            .assigned_partitions
+            .iter()
+            .flat_map(|t| t.partitions.clone())
+            .collect();
+        ps.sort();
+        ps
+    }
+
+    fn classic_join_request(member_id: &str) -> JoinGroupRequest {
+        join_request(member_id, None).with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(s("range"))
+            .with_metadata(subscription())])
+    }
+
+    fn coordinator_with(policy: MigrationPolicy) -> GroupCoordinator {
+        GroupCoordinator::new(
+            GroupConfig {
+                initial_rebalance_delay_ms: 0,
+                ..GroupConfig::default()
+            },
+            crate::consumer_group::ConsumerGroupConfig {
+                migration_policy: policy,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A classic group "g" whose one member `a` owns all of "t" at generation 1.
+    fn stable_classic_group(c: &mut GroupCoordinator) -> String {
+        c.join(1, 7, &classic_join_request(""), "kp", "/h", &topics(), 0);
+        let first = joins(c).remove(&1).unwrap();
+        let a = first.member_id.to_string();
+        c.join(2, 7, &classic_join_request(&a), "kp", "/h", &topics(), 0);
+        let joined = joins(c).remove(&2).unwrap();
+        assert_eq!(joined.generation_id, 1);
+        let all = assignment(&[0, 1, 2, 3]);
+        let request = SyncGroupRequest::default()
+            .with_group_id(s("g").into())
+            .with_generation_id(1)
+            .with_member_id(s(&a))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(s(&a))
+                .with_assignment(all)]);
+        c.sync(3, 5, &request, &topics(), 0);
+        assert_eq!(syncs(c)[&3].error_code, 0);
+        a
+    }
+
+    fn consumer_join(
+        c: &mut GroupCoordinator,
+        member: &str,
+        now: i64,
+    ) -> Result<HeartbeatResult, crate::consumer_group::HeartbeatError> {
+        c.consumer_heartbeat(
+            Heartbeat {
+                group_id: "g".into(),
+                member_id: member.into(),
+                member_epoch: 0,
+                rebalance_timeout_ms: 30_000,
+                subscribed_topic_names: Some(vec!["t".into()]),
+                owned: Some(Default::default()),
+                api_version: 1,
+                ..Default::default()
+            },
+            &topics(),
+            now,
+        )
+    }
+
+    fn classic_sync(
+        c: &mut GroupCoordinator,
+        reply: ReplyId,
+        a: &str,
+        generation: i32,
+    ) -> SyncGroupResponse {
+        let request = SyncGroupRequest::default()
+            .with_group_id(s("g").into())
+            .with_generation_id(generation)
+            .with_member_id(s(a))
+            .with_protocol_type(Some(s("consumer")))
+            .with_protocol_name(Some(s("range")));
+        c.sync(reply, 5, &request, &topics(), 10);
+        syncs(c).remove(&reply).unwrap()
+    }
+
+    fn group_type(c: &GroupCoordinator) -> &'static str {
+        c.list_groups()
+            .into_iter()
+            .find(|g| g.group_id == "g")
+            .map(|g| g.group_type)
+            .unwrap_or("none")
+    }
+
+    #[test]
+    fn a_classic_group_upgrades_when_a_consumer_member_joins_and_downgrades_when_it_leaves() {
+        let mut c = coordinator_with(MigrationPolicy::Bidirectional);
+        let a = stable_classic_group(&mut c);
+        c.take_output();
+
+        // Upgrade: the consumer-protocol member joins; a keeps its partitions for now.
+        let c1 = consumer_join(&mut c, "c1", 5).unwrap();
+        assert_eq!(group_type(&c), "consumer");
+        assert_eq!(
+            c1.member_epoch, 2,
+            "the classic generation 1, then the join"
+        );
+        assert_eq!(c1.assignment.as_ref().map(|a| a.len()), Some(0));
+        let (records, _) = c.take_output();
+        assert!(
+            matches!(records[0], OffsetsRecord::Group { value: None, .. }),
+            "{records:?}"
+        );
+        assert!(matches!(
+            records[1],
+            OffsetsRecord::ConsumerGroup { value: Some(_), .. }
+        ));
+
+        // a learns of the rebalance from its heartbeat and rejoins (eager: it owns nothing).
+        assert_eq!(
+            c.heartbeat("g", &a, None, 1, 6),
+            code(ResponseError::RebalanceInProgress)
+        );
+        c.join(10, 7, &classic_join_request(&a), "kp", "/h", &topics(), 7);
+        let j = joins(&mut c).remove(&10).unwrap();
+        assert_eq!(
+            (j.error_code, j.generation_id),
+            (0, 1),
+            "epoch held until a gives up two"
+        );
+        assert!(
+            j.leader.is_empty() && j.members.is_empty(),
+            "the broker assigns"
+        );
+        let kept = partitions_of(&classic_sync(&mut c, 11, &a, 1).assignment);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            c.heartbeat("g", &a, None, 1, 8),
+            code(ResponseError::RebalanceInProgress)
+        );
+        c.join(12, 7, &classic_join_request(&a), "kp", "/h", &topics(), 9);
+        let j = joins(&mut c).remove(&12).unwrap();
+        assert_eq!(j.generation_id, 2);
+        assert_eq!(
+            partitions_of(&classic_sync(&mut c, 13, &a, 2).assignment),
+            kept
+        );
+        assert_eq!(c.heartbeat("g", &a, None, 2, 10), 0);
+        // c1 now gets the two a released.
+        let c1 = c
+            .consumer_heartbeat(
+                Heartbeat {
+                    group_id: "g".into(),
+                    member_id: "c1".into(),
+                    member_epoch: 2,
+                    owned: Some(Default::default()),
+                    api_version: 1,
+                    ..Default::default()
+                },
+                &topics(),
+                11,
+            )
+            .unwrap();
+        let c1_parts: usize = c1.assignment.unwrap().values().map(|p| p.len()).sum();
+        assert_eq!(c1_parts, 2);
+        // a commits with its generation (its member epoch), in any OffsetCommit version.
+        let commit = [commit_at("t", 9)];
+        let a_at = |generation| CommitIdentity {
+            group_id: "g",
+            generation_id: generation,
+            member_id: &a,
+            group_instance_id: None,
+            api_version: 8,
+        };
+        assert_eq!(c.commit_offsets(&a_at(2), &commit, 12), vec![0]);
+        assert_eq!(
+            c.commit_offsets(&a_at(1), &commit, 12),
+            vec![code(ResponseError::IllegalGeneration)]
+        );
+        c.take_output();
+
+        // Downgrade: c1 leaves; a is the last member, of the classic protocol.
+        let left = c
+            .consumer_heartbeat(
+                Heartbeat {
+                    group_id: "g".into(),
+                    member_id: "c1".into(),
+                    member_epoch: LEAVE_EPOCH,
+                    api_version: 1,
+                    ..Default::default()
+                },
+                &topics(),
+                20,
+            )
+            .unwrap();
+        assert_eq!(left.member_epoch, LEAVE_EPOCH);
+        assert_eq!(group_type(&c), "classic");
+        assert_eq!(
+            c.describe_group("g").unwrap().state,
+            GroupState::PreparingRebalance
+        );
+        let (records, _) = c.take_output();
+        assert!(matches!(
+            records[0],
+            OffsetsRecord::ConsumerGroup { value: None, .. }
+        ));
+        let stored = records.iter().find_map(|r| match r {
+            OffsetsRecord::Group { value: Some(g), .. } => Some(g.clone()),
+            _ => None,
+        });
+        let stored = stored.expect("the classic group is written");
+        assert_eq!(stored.generation, 2);
+        assert_eq!(partitions_of(&stored.members[0].assignment), kept);
+        // a's generation is still the group's: its heartbeat asks it to rejoin.
+        assert_eq!(
+            c.heartbeat("g", &a, None, 2, 21),
+            code(ResponseError::RebalanceInProgress)
+        );
+        c.join(30, 7, &classic_join_request(&a), "kp", "/h", &topics(), 22);
+        let j = joins(&mut c).remove(&30).unwrap();
+        assert_eq!((j.generation_id, j.leader.to_string()), (3, a.clone()));
+        // The committed offset survived both conversions.
+        let fetched = c.fetch_offsets("g", Some(&[("t".into(), vec![0])]));
+        assert_eq!(fetched[0].1[0].1.as_ref().map(|o| o.offset), Some(9));
+    }
+
+    #[test]
+    fn the_migration_policy_and_the_protocol_type_can_refuse_an_upgrade() {
+        for policy in [MigrationPolicy::Disabled, MigrationPolicy::Downgrade] {
+            let mut c = coordinator_with(policy);
+            stable_classic_group(&mut c);
+            let err = consumer_join(&mut c, "c1", 5).unwrap_err();
+            assert_eq!(err.error, ResponseError::GroupIdNotFound);
+            assert_eq!(
+                err.message,
+                "Cannot upgrade classic group g to consumer group because online upgrade is disabled."
+            );
+            assert_eq!(group_type(&c), "classic");
+        }
+        // A connect group (another embedded protocol) is never upgraded.
+        let mut c = coordinator_with(MigrationPolicy::Bidirectional);
+        let connect = join_request("", None).with_protocol_type(s("connect"));
+        c.join(1, 9, &connect, "w", "/h", &topics(), 0);
+        let id = joins(&mut c).remove(&1).unwrap().member_id.to_string();
+        c.join(
+            2,
+            9,
+            &join_request(&id, None).with_protocol_type(s("connect")),
+            "w",
+            "/h",
+            &topics(),
+            0,
+        );
+        let err = consumer_join(&mut c, "c1", 5).unwrap_err();
+        assert!(
+            err.message
+                .contains("does not use the consumer embedded protocol"),
+            "{}",
+            err.message
+        );
+        // Without the policy for it, the last consumer member leaving empties the group.
+        let mut c = coordinator_with(MigrationPolicy::Upgrade);
+        let a = stable_classic_group(&mut c);
+        consumer_join(&mut c, "c1", 5).unwrap();
+        c.consumer_heartbeat(
+            Heartbeat {
+                group_id: "g".into(),
+                member_id: "c1".into(),
+                member_epoch: LEAVE_EPOCH,
+                api_version: 1,
+                ..Default::default()
+            },
+            &topics(),
+            6,
+        )
+        .unwrap();
+        assert_eq!(group_type(&c), "consumer", "no downgrade");
+        assert_eq!(
+            c.heartbeat("g", &a, None, 1, 7),
+            code(ResponseError::RebalanceInProgress)
+        );
+    }
+
+    #[test]
+    fn a_classic_member_joins_a_consumer_group_and_a_failed_join_changes_nothing() {
+        let mut c = coordinator_with(MigrationPolicy::Bidirectional);
+        let c1 = consumer_join(&mut c, "c1", 0).unwrap();
+        assert_eq!(
+            c1.assignment
+                .as_ref()
+                .map(|a| a.values().map(|p| p.len()).sum::<usize>()),
+            Some(4)
+        );
+        // KIP-394 first, then the member is in, with nothing until c1 releases.
+        c.join(1, 7, &classic_join_request(""), "kp", "/h", &topics(), 1);
+        let first = joins(&mut c).remove(&1).unwrap();
+        assert_eq!(first.error_code, code(ResponseError::MemberIdRequired));
+        let a = first.member_id.to_string();
+        c.join(2, 7, &classic_join_request(&a), "kp", "/h", &topics(), 1);
+        let j = joins(&mut c).remove(&2).unwrap();
+        assert_eq!(j.error_code, 0);
+        assert!(partitions_of(&classic_sync(&mut c, 3, &a, j.generation_id).assignment).is_empty());
+        let member = &c.consumer_group("g").unwrap().members[&a];
+        assert!(member.classic.is_some());
+        // Another embedded protocol cannot join.
+        c.join(
+            4,
+            9,
+            &join_request("", None).with_protocol_type(s("connect")),
+            "w",
+            "/h",
+            &topics(),
+            2,
+        );
+        assert_eq!(
+            joins(&mut c)[&4].error_code,
+            code(ResponseError::InconsistentGroupProtocol)
+        );
+        // The group's snapshot, classic member included, survives a reload.
+        let mut records = Vec::new();
+        c.persist_consumer_group("g", None);
+        records.extend(c.take_output().0);
+        let mut reloaded = coordinator_with(MigrationPolicy::Bidirectional);
+        for r in records {
+            let (k, v) = r.encode();
+            reloaded.load(OffsetsRecord::decode(&k, v.as_deref()).unwrap().unwrap(), 5);
+        }
+        assert_eq!(
+            reloaded.consumer_group("g").unwrap().members[&a].classic,
+            c.consumer_group("g").unwrap().members[&a].classic
+        );
+    }
+
+    #[test]
+    fn empty_groups_change_protocol_whatever_the_policy() {
+        let mut c = coordinator_with(MigrationPolicy::Disabled);
+        consumer_join(&mut c, "c1", 0).unwrap();
+        c.consumer_heartbeat(
+            Heartbeat {
+                group_id: "g".into(),
+                member_id: "c1".into(),
+                member_epoch: LEAVE_EPOCH,
+                api_version: 1,
+                ..Default::default()
+            },
+            &topics(),
+            1,
+        )
+        .unwrap();
+        c.take_output();
+        // A classic member takes the empty consumer group's id.
+        c.join(1, 9, &classic_join_request(""), "kp", "/h", &topics(), 2);
+        let (records, replies) = c.take_output();
+        assert!(matches!(
+            records[0],
+            OffsetsRecord::ConsumerGroup { value: None, .. }
+        ));
+        assert!(
+            matches!(&replies[0], PendingReply::Join(_, r) if r.error_code == code(ResponseError::MemberIdRequired))
+        );
+        assert!(c.consumer_group("g").is_none());
+        assert_eq!(group_type(&c), "classic");
+    }
 }

@@ -177,9 +177,18 @@ pub async fn handle_join(
     }
     let (id, answer) = broker.groups.register();
     let client_host = format!("/{}", peer.ip());
+    let topics = crate::group_service::topic_views(&broker.image());
     tokio::task::block_in_place(|| {
         broker.groups.run(broker, |c| {
-            c.join(id, version, &request, client_id, &client_host, now_ms())
+            c.join(
+                id,
+                version,
+                &request,
+                client_id,
+                &client_host,
+                &topics,
+                now_ms(),
+            )
         })
     });
     match answer.await {
@@ -197,10 +206,11 @@ pub async fn handle_sync(
         return SyncGroupResponse::default().with_error_code(code(e));
     }
     let (id, answer) = broker.groups.register();
+    let topics = crate::group_service::topic_views(&broker.image());
     tokio::task::block_in_place(|| {
         broker
             .groups
-            .run(broker, |c| c.sync(id, version, &request, now_ms()))
+            .run(broker, |c| c.sync(id, version, &request, &topics, now_ms()))
     });
     match answer.await {
         Ok(PendingReply::Sync(_, response)) => response,
@@ -246,11 +256,12 @@ pub fn handle_leave(
     } else {
         vec![(request.member_id.to_string(), None)]
     };
+    let topics = crate::group_service::topic_views(&broker.image());
     let result = tokio::task::block_in_place(|| {
         coordinator_of(broker, &request.group_id).map_err(code)?;
-        broker
-            .groups
-            .run(broker, |c| c.leave(&request.group_id, &members, now_ms()))
+        broker.groups.run(broker, |c| {
+            c.leave(&request.group_id, &members, &topics, now_ms())
+        })
     });
     match result {
         Err(error) => LeaveGroupResponse::default().with_error_code(error),
@@ -317,23 +328,57 @@ macro_rules! commit_results {
 }
 pub(super) use commit_results;
 
-/// Runs a commit on the group coordinator and reports one error per offset: Kafka answers
+/// Runs a commit on the group coordinator and reports one error per offset, in request
+/// order. As Kafka's `KafkaApis` does before the coordinator sees the request, an offset for
+/// a topic the cluster does not have, or for a partition index the topic does not have,
+/// answers UNKNOWN_TOPIC_OR_PARTITION and is not stored; when no offset is left, the
+/// coordinator is not asked at all (no group is created or checked). Kafka answers
 /// NOT_COORDINATOR when the offsets log cannot be written (the client looks the coordinator
 /// up again and retries), and never acknowledges a commit that is not in the log.
 pub(super) fn commit_durably(
     broker: &Broker,
     group: &str,
-    count: usize,
-    commit: impl FnOnce(&mut strata_coord::GroupCoordinator) -> Vec<i16>,
+    commits: &[OffsetCommit],
+    commit: impl FnOnce(&mut strata_coord::GroupCoordinator, &[OffsetCommit]) -> Vec<i16>,
 ) -> Vec<i16> {
+    let image = broker.image();
+    let known: Vec<bool> = commits
+        .iter()
+        .map(|c| image.has_partition(&c.topic, c.partition))
+        .collect();
+    let to_commit: Vec<OffsetCommit> = commits
+        .iter()
+        .zip(&known)
+        .filter(|(_, known)| **known)
+        .map(|(c, _)| c.clone())
+        .collect();
+    if to_commit.is_empty() {
+        return merge_commit_errors(&known, Vec::new());
+    }
+    let count = to_commit.len();
     let ready = || coordinator_ready(broker).and_then(|()| coordinator_of(broker, group));
-    tokio::task::block_in_place(|| match ready() {
-        Ok(()) => match broker.groups.run_durable(broker, commit) {
+    let errors = tokio::task::block_in_place(|| match ready() {
+        Ok(()) => match broker.groups.run_durable(broker, |c| commit(c, &to_commit)) {
             (errors, Ok(())) => errors,
             (_, Err(_)) => vec![code(ResponseError::NotCoordinator); count],
         },
         Err(e) => vec![code(e); count],
-    })
+    });
+    merge_commit_errors(&known, errors)
+}
+
+/// One error per requested offset: UNKNOWN_TOPIC_OR_PARTITION where `known` is false, the
+/// coordinator's `errors` (one per known offset, in order) elsewhere.
+fn merge_commit_errors(known: &[bool], errors: Vec<i16>) -> Vec<i16> {
+    debug_assert_eq!(errors.len(), known.iter().filter(|k| **k).count());
+    let mut errors = errors.into_iter();
+    known
+        .iter()
+        .map(|known| match known {
+            true => errors.next().unwrap_or(0),
+            false => code(ResponseError::UnknownTopicOrPartition),
+        })
+        .collect()
 }
 
 pub fn handle_offset_commit(
@@ -349,8 +394,8 @@ pub fn handle_offset_commit(
         group_instance_id: request.group_instance_id.as_ref().map(|i| i.as_str()),
         api_version: version,
     };
-    let errors = commit_durably(broker, &request.group_id, commits.len(), |c| {
-        c.commit_offsets(&who, &commits, now_ms())
+    let errors = commit_durably(broker, &request.group_id, &commits, |c, commits| {
+        c.commit_offsets(&who, commits, now_ms())
     });
     OffsetCommitResponse::default().with_topics(commit_results!(
         request.topics,
@@ -808,7 +853,8 @@ pub fn handle_consumer_group_describe(
                                         .with_target_assignment(describe_assignment(
                                             g.target.get(&m.id).unwrap_or(&Assignment::new()),
                                         ))
-                                        .with_member_type(1)
+                                        // KIP-1099: 0 classic, 1 consumer protocol.
+                                        .with_member_type(if m.classic.is_some() { 0 } else { 1 })
                                 })
                                 .collect(),
                         )
@@ -817,4 +863,24 @@ pub fn handle_consumer_group_describe(
         })
     });
     ConsumerGroupDescribeResponse::default().with_groups(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_partitions_keep_their_place_among_the_coordinators_answers() {
+        let unknown = code(ResponseError::UnknownTopicOrPartition);
+        let stale = code(ResponseError::IllegalGeneration);
+        assert_eq!(
+            merge_commit_errors(&[false, true, false, true], vec![0, stale]),
+            vec![unknown, 0, unknown, stale]
+        );
+        assert_eq!(
+            merge_commit_errors(&[false, false], Vec::new()),
+            vec![unknown; 2]
+        );
+        assert!(merge_commit_errors(&[], Vec::new()).is_empty());
+    }
 }

@@ -286,11 +286,7 @@ pub(crate) fn hosted_replica(
     match broker.replicas.partition(topic, index) {
         Some(p) => Ok(p),
         None if broker.replicas.is_offline(topic, index) => Err(ResponseError::KafkaStorageError),
-        None if broker
-            .image()
-            .topic(topic)
-            .is_some_and(|t| index >= 0 && (index as usize) < t.partitions.len()) =>
-        {
+        None if broker.image().has_partition(topic, index) => {
             Err(ResponseError::NotLeaderOrFollower)
         }
         None => Err(ResponseError::UnknownTopicOrPartition),

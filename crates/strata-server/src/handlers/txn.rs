@@ -402,8 +402,8 @@ pub fn handle_txn_offset_commit(
         Ok(())
     };
     let errors = match added {
-        Ok(()) => commit_durably(broker, &request.group_id, commits.len(), |c| {
-            c.txn_commit_offsets(&who, producer, &commits, now_ms())
+        Ok(()) => commit_durably(broker, &request.group_id, &commits, |c, commits| {
+            c.txn_commit_offsets(&who, producer, commits, now_ms())
         }),
         Err(error) => vec![error; commits.len()],
     };
