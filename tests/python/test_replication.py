@@ -792,3 +792,48 @@ def test_isr_shrinking_during_acks_all_wait_gives_after_append(cluster_factory, 
     assert res["error_code"] == 0, res
     verify_replicas(c, [topic], full_isr=True, partitions={topic: 1})
     assert values(consume_all(c.bootstrap, topic, [0])[0]) == before + [b"after-append", b"ok"]
+
+
+def test_a_follower_behind_on_the_high_watermark_is_answered_at_once(cluster_factory, topic):
+    """KIP-1166 (Fetch v18): a follower reports its high watermark; when it is behind the
+    leader's, the leader answers at once instead of holding the fetch for `max_wait_ms`, so the
+    follower (and the consumers that read from it) learns the new high watermark sooner."""
+    import uuid
+
+    from versioned_wire import VersionedClient
+
+    c = cluster_factory(n=3, overrides=REPLICATION_OVERRIDES)
+    states = create_replicated(c, topic, partitions=1)
+    leader_id = states[0]["leader"]
+    follower_id = next(r for r in states[0]["replicas"] if r != leader_id)
+    produce_acked(c.bootstrap, topic, [(0, b"a"), (0, b"b"), (0, b"c")])
+    leader = c.node(leader_id)
+    with VersionedClient("127.0.0.1", leader.port) as conn:
+        md = conn.call(3, 12, {"topics": [{"name": topic, "topic_id": uuid.UUID(int=0)}]})
+        topic_id = md.topics[0].topic_id
+        epoch = md.topics[0].partitions[0].leader_epoch
+
+        def replica_fetch(follower_hw: int) -> float:
+            request = {
+                "replica_state": {"replica_id": follower_id, "replica_epoch": -1},
+                "max_wait_ms": 2000,
+                "min_bytes": 1,
+                "max_bytes": 1 << 20,
+                "session_id": 0,
+                "session_epoch": -1,
+                "topics": [{"topic_id": topic_id, "partitions": [
+                    {"partition": 0, "current_leader_epoch": epoch, "fetch_offset": 3,
+                     "last_fetched_epoch": epoch, "log_start_offset": 0,
+                     "partition_max_bytes": 1 << 20, "high_watermark": follower_hw}]}],
+            }
+            start = time.monotonic()
+            resp = conn.call(1, 18, request)
+            elapsed = time.monotonic() - start
+            (part,) = resp.responses[0].partitions
+            assert part.error_code == 0 and part.high_watermark == 3, resp
+            return elapsed
+
+        # Caught up (its high watermark is the leader's): nothing to send, the fetch waits.
+        assert replica_fetch(3) >= 1.5
+        # Behind on the high watermark: answered at once with the leader's.
+        assert replica_fetch(1) < 1.0

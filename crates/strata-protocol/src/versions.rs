@@ -3,10 +3,9 @@
 //!
 //! Ranges follow Apache Kafka 4.1's broker. The floors are Kafka 4's (it removed Produce v0-2,
 //! Fetch v0-3 and the other pre-2.1 versions, see KIP-896); the ceilings are the newest versions
-//! Kafka 4.1 marks stable, where Strata implements what they add. Below Kafka 4.1: Fetch v18
-//! (KIP-1166, a follower's high watermark in its fetch). InitProducerId v6 is the unreleased
-//! two-phase-commit extension and OffsetCommit/OffsetFetch v10 (topic ids) are not stable in
-//! Kafka 4.1 either. The transactional APIs reach the versions of transaction protocol v2
+//! Kafka 4.1 marks stable, where Strata implements what they add. Above them: InitProducerId v6
+//! is the unreleased two-phase-commit extension and OffsetCommit/OffsetFetch v10 (topic ids)
+//! are not stable in Kafka 4.1 either. The transactional APIs reach the versions of transaction protocol v2
 //! (KIP-890 part 2: AddOffsetsToTxn v4, EndTxn v5, TxnOffsetCommit v5), which clients use once
 //! `transaction.version` 2 is finalized; AddPartitionsToTxn v4+ is the batched
 //! (broker-to-broker) form, v5 adding TRANSACTION_ABORTABLE.
@@ -31,7 +30,7 @@ const fn served(api_key: ApiKey, min_version: i16, max_version: i16) -> Supporte
 
 const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::Produce, 3, 13),
-    served(ApiKey::Fetch, 4, 17),
+    served(ApiKey::Fetch, 4, 18),
     served(ApiKey::ListOffsets, 1, 10),
     served(ApiKey::Metadata, 0, 13),
     served(ApiKey::OffsetCommit, 2, 9),

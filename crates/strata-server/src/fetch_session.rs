@@ -111,6 +111,9 @@ pub struct PartitionRequest {
     pub last_fetched_epoch: i32,
     /// A follower's log start offset (-1 from consumers).
     pub log_start_offset: i64,
+    /// A follower's high watermark (Fetch v18, KIP-1166); `i64::MAX` when not known (consumers,
+    /// older versions), which never makes the leader answer early.
+    pub replica_high_watermark: i64,
 }
 
 /// What the answer said of one partition: the parts that decide whether an incremental
@@ -696,6 +699,7 @@ mod tests {
 
     fn req(fetch_offset: i64) -> PartitionRequest {
         PartitionRequest {
+            replica_high_watermark: i64::MAX,
             fetch_offset,
             partition_max_bytes: 1 << 20,
             current_leader_epoch: 0,

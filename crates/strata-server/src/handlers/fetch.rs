@@ -71,6 +71,8 @@ struct Target {
     last_fetched_epoch: i32,
     /// A follower's log start offset (-1 from consumers).
     log_start_offset: i64,
+    /// A follower's high watermark (Fetch v18, KIP-1166; `i64::MAX` when not known).
+    replica_high_watermark: i64,
     /// Set when the partition cannot be read at all (unknown topic, ...).
     error: Option<ResponseError>,
 }
@@ -159,9 +161,17 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         let any_error = partitions.iter().any(|p| p.error_code != 0);
         // As Kafka: a consumer sent elsewhere learns it at once.
         let any_redirect = partitions.iter().any(|p| p.preferred_read_replica.0 >= 0);
+        // KIP-1166: a follower whose high watermark is behind ours learns the new one at once,
+        // not after the wait (it bounds how soon its consumers see new records).
+        let follower_behind = replica.is_some()
+            && targets
+                .iter()
+                .zip(&partitions)
+                .any(|(t, p)| p.error_code == 0 && t.replica_high_watermark < p.high_watermark);
         if total >= min_bytes
             || any_error
             || any_redirect
+            || follower_behind
             || Instant::now() >= deadline
             || !broker.is_serving()
         {
@@ -300,6 +310,8 @@ fn requested_partitions(
                     current_leader_epoch: p.current_leader_epoch,
                     last_fetched_epoch: p.last_fetched_epoch,
                     log_start_offset: p.log_start_offset,
+                    // Decoded as i64::MAX (its default) below v18.
+                    replica_high_watermark: p.high_watermark,
                 },
             ));
         }
@@ -363,6 +375,7 @@ fn resolve(image: &MetadataImage, key: &PartitionKey, wanted: &PartitionRequest)
         current_leader_epoch: wanted.current_leader_epoch,
         last_fetched_epoch: wanted.last_fetched_epoch,
         log_start_offset: wanted.log_start_offset,
+        replica_high_watermark: wanted.replica_high_watermark,
         error,
     }
 }
