@@ -111,6 +111,31 @@ mod tests {
         }
     }
 
+    /// docs/protocol.md lists what is served next to Kafka 4.1; it must say what this table says.
+    #[test]
+    fn the_protocol_document_lists_every_served_range() {
+        let doc = include_str!("../../../docs/protocol.md");
+        let documented: Vec<(i16, String)> = doc
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let key = cells.get(1)?.parse::<i16>().ok()?;
+                Some((key, cells.get(3)?.to_string()))
+            })
+            .filter(|(_, served)| served != "—")
+            .collect();
+        let served: Vec<(i16, String)> = supported_versions()
+            .iter()
+            .map(|v| {
+                (
+                    v.api_key as i16,
+                    format!("{}-{}", v.min_version, v.max_version),
+                )
+            })
+            .collect();
+        assert_eq!(documented, served, "docs/protocol.md is out of date");
+    }
+
     #[test]
     fn table_is_in_api_key_order_without_duplicates() {
         let keys: Vec<i16> = supported_versions()
