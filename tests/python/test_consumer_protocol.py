@@ -406,7 +406,8 @@ def test_classic_and_consumer_members_share_a_group_across_upgrade_and_downgrade
 
 @pytest.mark.timeout(60)
 def test_the_migration_policy_can_forbid_an_upgrade(broker_factory, topic):
-    b = broker_factory(overrides={**FAST, "group.consumer.migration.policy": "downgrade"})
+    # Kafka's names, in any case (CaseInsensitiveValidString): this is "downgrade".
+    b = broker_factory(overrides={**FAST, "group.consumer.migration.policy": "DownGrade"})
     create_topic(make_admin(b.bootstrap), topic, partitions=2)
     group = f"g-{uuid.uuid4().hex[:8]}"
     kp = kafka_python_member(b.bootstrap, group, topic, "kp")
