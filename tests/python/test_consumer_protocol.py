@@ -9,7 +9,16 @@ import uuid
 import pytest
 from confluent_kafka import ConsumerGroupType, KafkaError, TopicPartition
 
-from group_helpers import ILLEGAL_GENERATION, STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID, UNSUPPORTED_VERSION
+from group_helpers import (
+    GROUP_ID_NOT_FOUND,
+    ILLEGAL_GENERATION,
+    REBALANCE_IN_PROGRESS,
+    STALE_MEMBER_EPOCH,
+    UNKNOWN_MEMBER_ID,
+    UNSUPPORTED_VERSION,
+    RawGroupClient,
+    assignment_bytes,
+)
 from helpers import create_topic, flush_all, make_admin, make_consumer, make_producer, wait_until
 from versioned_wire import VersionedClient
 
@@ -427,3 +436,75 @@ def test_the_migration_policy_can_forbid_an_upgrade(broker_factory, topic):
         assert list_group_type(b.port, group)[0] == "classic"
     finally:
         kp.close()
+
+
+# --------------------------------------------------------------------------
+# Kafka 4.1's answers at the edges, over raw frames
+# --------------------------------------------------------------------------
+
+FENCED_MEMBER_EPOCH = 110
+# Classic members get their JoinGroup answer at once.
+EDGES = {**FAST, "group.initial.rebalance.delay.ms": 0}
+
+
+class RawConsumerMember:
+    """ConsumerGroupHeartbeat v1 frames for one member of `group`."""
+
+    def __init__(self, client: VersionedClient, group: str, topic: str, member_id: str | None = None,
+                 instance_id: str | None = None):
+        self.c, self.group, self.topic = client, group, topic
+        self.member_id = member_id or str(uuid.uuid4())
+        self.instance_id = instance_id
+        self.topic_id = None
+
+    def beat(self, epoch: int, owned: set[int] | None = None, join: bool = False):
+        return self.c.call(68, 1, {
+            "group_id": self.group, "member_id": self.member_id, "member_epoch": epoch,
+            "instance_id": self.instance_id, "rack_id": None,
+            "rebalance_timeout_ms": 30000 if join else -1,
+            "subscribed_topic_names": [self.topic] if join else None, "subscribed_topic_regex": None,
+            "server_assignor": None,
+            "topic_partitions": [{"topic_id": self.topic_id, "partitions": sorted(owned)}] if owned else [],
+        })
+
+    def join(self):
+        return self.beat(0, join=True)
+
+    def partitions(self, resp) -> set[int] | None:
+        if resp.assignment is None:
+            return None
+        for t in resp.assignment.topic_partitions:
+            self.topic_id = t.topic_id
+        return {p for t in resp.assignment.topic_partitions for p in t.partitions}
+
+
+@pytest.mark.timeout(60)
+def test_heartbeats_to_unknown_groups_and_rejoins_with_epoch_zero(broker_factory, topic):
+    """A heartbeat that is not a join, to a group that does not exist: GROUP_ID_NOT_FOUND.
+    A member still in the group that rejoins with epoch 0: accepted as a retry of its first
+    join, FENCED_MEMBER_EPOCH once it has moved past it (Kafka 4.1)."""
+    b = broker_factory(overrides=EDGES)
+    create_topic(make_admin(b.bootstrap), topic, partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    with VersionedClient("127.0.0.1", b.port) as c:
+        a = RawConsumerMember(c, group, topic)
+        r = a.beat(3)
+        assert (r.error_code, r.error_message) == (GROUP_ID_NOT_FOUND, f"Consumer group {group} not found."), r
+        r = a.beat(-1)
+        assert (r.error_code, r.error_message) == (GROUP_ID_NOT_FOUND, f"Group {group} not found."), r
+
+        first = a.join()
+        assert (first.error_code, first.member_epoch, a.partitions(first)) == (0, 1, {0, 1}), first
+        again = a.join()  # as if the first answer had been lost
+        assert (again.error_code, again.member_epoch, a.partitions(again)) == (0, 1, {0, 1}), again
+
+        other = RawConsumerMember(c, group, topic)
+        assert other.join().error_code == 0
+        kept = a.partitions(a.beat(1, {0, 1}))
+        assert len(kept) == 1
+        moved = a.beat(1, kept)
+        assert (moved.error_code, moved.member_epoch) == (0, 2), moved
+        fenced = a.join()
+        assert fenced.error_code == FENCED_MEMBER_EPOCH, fenced
+        # The member is still there, with its epoch and partition.
+        assert a.beat(2, kept).error_code == 0

@@ -25,8 +25,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::consumer_group::{
-    ClassicJoin, ClassicJoinOutcome, ConsumerGroup, ConsumerGroupConfig, ConsumerGroupSnapshot,
-    ConsumerGroups, Heartbeat, HeartbeatError, HeartbeatResult, TopicView, JOIN_EPOCH,
+    validate_heartbeat, ClassicJoin, ClassicJoinOutcome, ConsumerGroup, ConsumerGroupConfig,
+    ConsumerGroupSnapshot, ConsumerGroups, Heartbeat, HeartbeatError, HeartbeatResult, TopicView,
+    JOIN_EPOCH,
 };
 
 mod migration;
@@ -388,18 +389,21 @@ impl GroupCoordinator {
         topics: &[TopicView],
         now_ms: i64,
     ) -> Result<HeartbeatResult, HeartbeatError> {
+        validate_heartbeat(&heartbeat)?;
         let group_id = heartbeat.group_id.clone();
-        if self
-            .groups
-            .get(&group_id)
-            .is_some_and(|g| !g.members.is_empty())
-        {
-            if heartbeat.member_epoch != JOIN_EPOCH {
-                return Err(HeartbeatError {
-                    error: ResponseError::GroupIdNotFound,
-                    message: format!("Group {group_id} is not a consumer group."),
-                });
-            }
+        // A classic group (with members, or only committed offsets) answers any heartbeat
+        // but a join as Kafka's `getOrMaybeCreateConsumerGroup` / `consumerGroup` do.
+        let classic_members = match self.groups.get(&group_id) {
+            Some(g) if !self.consumer.groups.contains_key(&group_id) => Some(g.members.len()),
+            _ => None,
+        };
+        if classic_members.is_some() && heartbeat.member_epoch != JOIN_EPOCH {
+            return Err(HeartbeatError {
+                error: ResponseError::GroupIdNotFound,
+                message: format!("Group {group_id} is not a consumer group."),
+            });
+        }
+        if classic_members.is_some_and(|n| n > 0) {
             let converted = self.consumer_group_from_classic(&group_id, topics, now_ms)?;
             self.consumer.groups.insert(group_id.clone(), converted);
             let result = self.consumer.heartbeat(heartbeat, topics, now_ms);
