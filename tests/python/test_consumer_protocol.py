@@ -4,6 +4,7 @@ commits validated against member epochs, and the admin view of the group."""
 
 from __future__ import annotations
 
+import struct
 import uuid
 
 import pytest
@@ -478,6 +479,25 @@ class RawConsumerMember:
         return {p for t in resp.assignment.topic_partitions for p in t.partitions}
 
 
+def assigned_partitions(raw: bytes) -> set[int]:
+    """The partitions of a ConsumerProtocolAssignment (any version: they come first)."""
+    (n_topics,) = struct.unpack_from(">i", raw, 2)
+    at, out = 6, set()
+    for _ in range(n_topics):
+        (name_len,) = struct.unpack_from(">h", raw, at)
+        at += 2 + name_len
+        (n,) = struct.unpack_from(">i", raw, at)
+        out.update(struct.unpack_from(f">{n}i", raw, at + 4))
+        at += 4 + 4 * n
+    return out
+
+
+def listed(port: int, states=(), types=()):
+    with VersionedClient("127.0.0.1", port) as c:
+        resp = c.call(16, 5, {"states_filter": list(states), "types_filter": list(types)})
+    return {g.group_id: (g.group_type, g.group_state, g.protocol_type) for g in resp.groups}
+
+
 @pytest.mark.timeout(60)
 def test_heartbeats_to_unknown_groups_and_rejoins_with_epoch_zero(broker_factory, topic):
     """A heartbeat that is not a join, to a group that does not exist: GROUP_ID_NOT_FOUND.
@@ -508,3 +528,36 @@ def test_heartbeats_to_unknown_groups_and_rejoins_with_epoch_zero(broker_factory
         assert fenced.error_code == FENCED_MEMBER_EPOCH, fenced
         # The member is still there, with its epoch and partition.
         assert a.beat(2, kept).error_code == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_classic_static_member_replacing_the_last_consumer_member_downgrades(broker_factory, topic):
+    """Kafka's validateOnlineDowngradeWithReplacedMember: a static member that comes back with
+    the classic protocol under the instance id of the group's last consumer-protocol member
+    turns the group into a classic group and takes that member's partitions, without a
+    rebalance when it subscribes to the same topics."""
+    b = broker_factory(overrides=EDGES)
+    create_topic(make_admin(b.bootstrap), topic, partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    raw = RawGroupClient(b, client_id="classic-incarnation")
+    try:
+        with VersionedClient("127.0.0.1", b.port) as c:
+            c1 = RawConsumerMember(c, group, topic, instance_id="i1")
+            joined = c1.join()
+            assert (joined.member_epoch, c1.partitions(joined)) == (1, {0, 1}), joined
+            assert listed(b.port)[group][0] == "consumer"
+
+            j = raw.join(group, topics=[topic], instance_id="i1")
+            assert (j.error_code, j.generation_id, j.protocol_name) == (0, 1, "range"), j
+            assert j.member_id != c1.member_id
+            assert listed(b.port)[group] == ("classic", "Stable", "consumer")
+            s = raw.sync(group, 1, j.member_id, instance_id="i1")
+            assert s.error_code == 0 and assigned_partitions(bytes(s.assignment)) == {0, 1}, s
+            assert raw.heartbeat(group, 1, j.member_id, instance_id="i1") == 0
+            d = raw.describe([group])[group]
+            assert [(m.member_id, m.group_instance_id) for m in d.members] == [(j.member_id, "i1")], d
+            # The consumer-protocol incarnation has no group to heartbeat to any more.
+            r = c1.beat(1, {0, 1})
+            assert (r.error_code, r.error_message) == (GROUP_ID_NOT_FOUND, f"Group {group} is not a consumer group.")
+    finally:
+        raw.close()

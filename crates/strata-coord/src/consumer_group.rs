@@ -20,7 +20,9 @@ use uuid::Uuid;
 
 mod classic;
 pub(crate) use classic::encode_assignment;
-pub use classic::{ClassicJoin, ClassicJoinOutcome, ClassicMemberState, DowngradedMember};
+pub use classic::{
+    ClassicJoin, ClassicJoinOutcome, ClassicMemberState, DowngradeOnJoin, DowngradedMember,
+};
 
 /// A topic as the assignor sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -767,15 +769,12 @@ impl ConsumerGroups {
         if !remaining.iter().all(|m| m.classic.is_some()) {
             return false;
         }
-        if !self.config.migration_policy.downgrade_enabled() {
-            tracing::info!(group = %group_id, "cannot downgrade the consumer group to a classic group: online downgrade is disabled");
-            return false;
-        }
-        if remaining.len() > self.config.classic_max_size {
-            tracing::info!(group = %group_id, "cannot downgrade the consumer group to a classic group: it is larger than group.max.size");
-            return false;
-        }
-        true
+        downgrade_allowed(
+            group_id,
+            self.config.migration_policy,
+            remaining.len(),
+            self.config.classic_max_size,
+        )
     }
 
     /// The member a leave heartbeat would remove, if it is a valid leave that removes one
@@ -849,6 +848,26 @@ pub fn validate_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
         }
     }
     Ok(())
+}
+
+/// The part of Kafka's `validateOnlineDowngrade*` that does not depend on why the group
+/// would downgrade: the policy must allow it and the classic group of `members` must fit in
+/// `group.max.size`. Says why in the log when it refuses.
+pub(crate) fn downgrade_allowed(
+    group_id: &str,
+    policy: MigrationPolicy,
+    members: usize,
+    classic_max_size: usize,
+) -> bool {
+    if !policy.downgrade_enabled() {
+        tracing::info!(group = %group_id, "cannot downgrade the consumer group to a classic group: online downgrade is disabled");
+        return false;
+    }
+    if members > classic_max_size {
+        tracing::info!(group = %group_id, "cannot downgrade the consumer group to a classic group: it is larger than group.max.size");
+        return false;
+    }
+    true
 }
 
 /// The static member holding `instance` must be `member_id` (Kafka's

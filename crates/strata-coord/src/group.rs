@@ -419,7 +419,7 @@ impl GroupCoordinator {
         if let Some(leaving) = self.consumer.leaving_member(&heartbeat) {
             let leaving = vec![leaving];
             if self.consumer.downgrades_without(&group_id, &leaving) {
-                self.downgrade_to_classic(&group_id, &leaving, topics, now_ms);
+                self.downgrade_to_classic(&group_id, &leaving, topics, now_ms, true);
                 return Ok(HeartbeatResult {
                     member_id: heartbeat.member_id,
                     member_epoch: heartbeat.member_epoch,
@@ -444,7 +444,7 @@ impl GroupCoordinator {
         now_ms: i64,
     ) {
         if self.consumer.downgrades_without(group_id, ids) {
-            self.downgrade_to_classic(group_id, ids, topics, now_ms);
+            self.downgrade_to_classic(group_id, ids, topics, now_ms, true);
             return;
         }
         let before = self.consumer.snapshot(group_id);
@@ -555,12 +555,18 @@ impl GroupCoordinator {
             };
             let before = self.consumer.snapshot(&group_id);
             let outcome = self.consumer.classic_join(join, topics, now_ms);
-            self.persist_consumer_group(&group_id, before);
+            match &outcome {
+                Ok(ClassicJoinOutcome::Joined {
+                    downgrade: Some(d), ..
+                }) => self.downgrade_to_classic(&group_id, &[], topics, now_ms, d.rebalance),
+                _ => self.persist_consumer_group(&group_id, before),
+            }
             let response = match outcome {
                 Ok(ClassicJoinOutcome::Joined {
                     member_id,
                     generation,
                     protocol_name,
+                    ..
                 }) => JoinGroupResponse::default()
                     .with_generation_id(generation)
                     .with_protocol_type(Some(s(CONSUMER_PROTOCOL_TYPE)))

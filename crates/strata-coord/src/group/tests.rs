@@ -1231,4 +1231,237 @@ mod migration {
         assert!(c.consumer_group("g").is_none());
         assert_eq!(group_type(&c), "classic");
     }
+
+    /// A `consumer` protocol subscription to `names`, version 0.
+    fn subscription_to(names: &[&str]) -> Bytes {
+        let mut b = bytes::BytesMut::new();
+        b.put_i16(0);
+        ConsumerProtocolSubscription::default()
+            .with_topics(names.iter().map(|n| s(n)).collect())
+            .encode(&mut b, 0)
+            .unwrap();
+        b.freeze()
+    }
+
+    fn classic_static_join_request(
+        member_id: &str,
+        instance: &str,
+        names: &[&str],
+    ) -> JoinGroupRequest {
+        join_request(member_id, Some(instance)).with_protocols(vec![
+            JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(subscription_to(names)),
+        ])
+    }
+
+    fn owned(partitions: &[i32]) -> crate::consumer_group::Assignment {
+        let mut a = crate::consumer_group::Assignment::new();
+        if !partitions.is_empty() {
+            a.insert(topics()[0].id, partitions.iter().copied().collect());
+        }
+        a
+    }
+
+    fn parts(a: &crate::consumer_group::Assignment) -> Vec<i32> {
+        a.values().flatten().copied().collect()
+    }
+
+    /// A ConsumerGroupHeartbeat of the static member `member` (instance "i1") to "g".
+    fn static_consumer_beat(
+        c: &mut GroupCoordinator,
+        member: &str,
+        epoch: i32,
+        owned_now: &[i32],
+        now: i64,
+    ) -> Result<HeartbeatResult, crate::consumer_group::HeartbeatError> {
+        c.consumer_heartbeat(
+            Heartbeat {
+                group_id: "g".into(),
+                member_id: member.into(),
+                member_epoch: epoch,
+                instance_id: Some("i1".into()),
+                rebalance_timeout_ms: 30_000,
+                subscribed_topic_names: (epoch == 0).then(|| vec!["t".into()]),
+                owned: Some(owned(owned_now)),
+                api_version: 1,
+                ..Default::default()
+            },
+            &topics(),
+            now,
+        )
+    }
+
+    /// A consumer group "g" at epoch 2, reconciled: the static consumer-protocol member c1
+    /// (instance "i1") and the classic member `a` own two partitions each. Returns a's id
+    /// and c1's partitions.
+    fn reconciled_mixed_group(c: &mut GroupCoordinator) -> (String, Vec<i32>) {
+        let c1 = static_consumer_beat(c, "c1", 0, &[], 0).unwrap();
+        assert_eq!(parts(c1.assignment.as_ref().unwrap()), vec![0, 1, 2, 3]);
+        c.join(1, 7, &classic_join_request(""), "kp", "/h", &topics(), 1);
+        let a = joins(c).remove(&1).unwrap().member_id.to_string();
+        c.join(2, 7, &classic_join_request(&a), "kp", "/h", &topics(), 1);
+        assert_eq!(joins(c).remove(&2).unwrap().generation_id, 2);
+        let kept = static_consumer_beat(c, "c1", 1, &[0, 1, 2, 3], 2).unwrap();
+        let kept = parts(kept.assignment.as_ref().unwrap());
+        assert_eq!(kept.len(), 2);
+        assert_eq!(
+            static_consumer_beat(c, "c1", 1, &kept, 3)
+                .unwrap()
+                .member_epoch,
+            2
+        );
+        assert_eq!(
+            c.heartbeat("g", &a, None, 2, 4),
+            code(ResponseError::RebalanceInProgress),
+            "a's partitions were released"
+        );
+        c.join(3, 7, &classic_join_request(&a), "kp", "/h", &topics(), 5);
+        assert_eq!(joins(c).remove(&3).unwrap().generation_id, 2);
+        assert_eq!(
+            partitions_of(&classic_sync(c, 4, &a, 2).assignment).len(),
+            2
+        );
+        assert_eq!(c.consumer_group("g").unwrap().state(), "Stable");
+        c.take_output();
+        (a, kept)
+    }
+
+    #[test]
+    fn a_classic_static_member_replacing_the_last_consumer_member_downgrades_the_group() {
+        let mut c = coordinator_with(MigrationPolicy::Bidirectional);
+        let (a, c1_parts) = reconciled_mixed_group(&mut c);
+
+        // c1's next incarnation uses the classic protocol, with the same subscription.
+        c.join(
+            10,
+            9,
+            &classic_static_join_request("", "i1", &["t"]),
+            "kp2",
+            "/h",
+            &topics(),
+            10,
+        );
+        let (records, replies) = c.take_output();
+        let j = split_replies(replies).0.remove(&10).unwrap();
+        let new_id = j.member_id.to_string();
+        assert_eq!(j.error_code, 0);
+        assert_ne!(new_id, "c1");
+        assert_eq!(
+            (
+                j.generation_id,
+                j.protocol_name.as_deref().map(|p| p.to_string())
+            ),
+            (2, Some("range".to_string())),
+            "reconciled to c1's target at the group's epoch"
+        );
+        assert_eq!(group_type(&c), "classic");
+        assert!(
+            matches!(records[0], OffsetsRecord::ConsumerGroup { value: None, .. }),
+            "{records:?}"
+        );
+        let stored = records
+            .iter()
+            .find_map(|r| match r {
+                OffsetsRecord::Group { value: Some(g), .. } => Some(g.clone()),
+                _ => None,
+            })
+            .expect("the classic group is written");
+        assert_eq!(stored.generation, 2);
+        let assigned: HashMap<String, Vec<i32>> = stored
+            .members
+            .iter()
+            .map(|m| (m.member_id.clone(), partitions_of(&m.assignment)))
+            .collect();
+        assert_eq!(
+            assigned[&new_id], c1_parts,
+            "the new incarnation has c1's partitions"
+        );
+        assert_eq!(assigned[&a].len(), 2);
+        // Same subscription: no rebalance. Both collect their assignment at generation 2.
+        assert_eq!(c.describe_group("g").unwrap().state, GroupState::Stable);
+        assert_eq!(c.heartbeat("g", &a, None, 2, 11), 0);
+        let request = SyncGroupRequest::default()
+            .with_group_id(s("g").into())
+            .with_generation_id(2)
+            .with_member_id(s(&new_id))
+            .with_group_instance_id(Some(s("i1")));
+        c.sync(11, 5, &request, &topics(), 12);
+        let synced = syncs(&mut c).remove(&11).unwrap();
+        assert_eq!(
+            (synced.error_code, partitions_of(&synced.assignment)),
+            (0, c1_parts)
+        );
+        // The old incarnation's heartbeats now reach a classic group.
+        assert_eq!(
+            static_consumer_beat(&mut c, "c1", 2, &[], 13)
+                .unwrap_err()
+                .error,
+            ResponseError::GroupIdNotFound
+        );
+    }
+
+    #[test]
+    fn a_replacement_with_another_subscription_downgrades_and_rebalances() {
+        let mut c = coordinator_with(MigrationPolicy::Bidirectional);
+        let (a, _) = reconciled_mixed_group(&mut c);
+        let epoch = c.consumer_group("g").unwrap().group_epoch;
+        c.join(
+            10,
+            9,
+            &classic_static_join_request("", "i1", &["t", "u"]),
+            "kp2",
+            "/h",
+            &topics(),
+            10,
+        );
+        let (records, replies) = c.take_output();
+        let j = split_replies(replies).0.remove(&10).unwrap();
+        assert_eq!(j.error_code, 0);
+        // Kafka answers with the member's epoch as it was copied from c1 (0): it was not
+        // reconciled, the classic group rebalances.
+        assert_eq!(j.generation_id, 0);
+        assert_eq!(group_type(&c), "classic");
+        assert_eq!(
+            c.describe_group("g").unwrap().state,
+            GroupState::PreparingRebalance
+        );
+        let stored = records.into_iter().find_map(|r| match r {
+            OffsetsRecord::Group { value: Some(g), .. } => Some(g),
+            _ => None,
+        });
+        assert_eq!(
+            stored.map(|g| g.generation),
+            Some(epoch),
+            "at the epoch before the join"
+        );
+        assert_eq!(
+            c.heartbeat("g", &a, None, epoch, 11),
+            code(ResponseError::RebalanceInProgress)
+        );
+    }
+
+    #[test]
+    fn a_replacement_downgrades_only_if_the_policy_allows_it() {
+        let mut c = coordinator_with(MigrationPolicy::Upgrade);
+        reconciled_mixed_group(&mut c);
+        c.join(
+            10,
+            9,
+            &classic_static_join_request("", "i1", &["t"]),
+            "kp2",
+            "/h",
+            &topics(),
+            10,
+        );
+        let j = joins(&mut c).remove(&10).unwrap();
+        assert_eq!((j.error_code, j.generation_id), (0, 2));
+        assert_eq!(group_type(&c), "consumer");
+        let g = c.consumer_group("g").unwrap();
+        assert!(
+            g.members.values().all(|m| m.classic.is_some()),
+            "two classic members"
+        );
+        assert!(!g.members.contains_key("c1"));
+    }
 }
