@@ -561,3 +561,27 @@ def test_a_classic_static_member_replacing_the_last_consumer_member_downgrades(b
             assert (r.error_code, r.error_message) == (GROUP_ID_NOT_FOUND, f"Group {group} is not a consumer group.")
     finally:
         raw.close()
+
+
+@pytest.mark.timeout(60)
+def test_leave_group_removes_a_consumer_protocol_member(broker_factory, topic):
+    """Kafka's classicGroupLeaveToConsumerGroup does not ask which protocol the named member
+    uses: LeaveGroup removes a member of the consumer protocol too."""
+    b = broker_factory(overrides=EDGES)
+    create_topic(make_admin(b.bootstrap), topic, partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    raw = RawGroupClient(b)
+    try:
+        with VersionedClient("127.0.0.1", b.port) as c:
+            c1 = RawConsumerMember(c, group, topic)
+            owned = c1.partitions(c1.join())
+            lv = raw.leave(group, [(c1.member_id, None), ("nobody", None)])
+            assert lv.error_code == 0
+            assert [x.error_code for x in lv.members] == [0, UNKNOWN_MEMBER_ID], lv
+            assert c1.beat(1, owned).error_code == UNKNOWN_MEMBER_ID
+            assert listed(b.port)[group] == ("consumer", "Empty", "consumer")
+            # A LeaveGroup to the empty consumer group answers each member.
+            lv = raw.leave(group, [(c1.member_id, None)])
+            assert (lv.error_code, [x.error_code for x in lv.members]) == (0, [UNKNOWN_MEMBER_ID]), lv
+    finally:
+        raw.close()

@@ -1063,7 +1063,11 @@ impl GroupCoordinator {
         topics: &[TopicView],
         now_ms: i64,
     ) -> Result<Vec<i16>, i16> {
-        if self.consumer.has_members(group_id) {
+        // Kafka's `classicGroupLeaveToConsumerGroup`, for a consumer group with or without
+        // members: each named member is removed whatever protocol it uses (a member of the
+        // consumer protocol too; if it was the last one, the group downgrades), or gets its
+        // own error.
+        if self.consumer.groups.contains_key(group_id) {
             let resolved = self.consumer.classic_leaving(group_id, members);
             let mut leaving: Vec<String> = resolved.iter().flatten().cloned().collect();
             leaving.dedup();

@@ -1464,4 +1464,39 @@ mod migration {
         );
         assert!(!g.members.contains_key("c1"));
     }
+
+    #[test]
+    fn leave_group_removes_a_member_of_either_protocol() {
+        let mut c = coordinator_with(MigrationPolicy::Bidirectional);
+        let (a, _) = reconciled_mixed_group(&mut c);
+        // Kafka does not ask which protocol the named member uses: c1 (consumer protocol)
+        // leaves through LeaveGroup, and as the last of its protocol it downgrades the group.
+        let left = c.leave(
+            "g",
+            &[("c1".into(), None), ("nobody".into(), None)],
+            &topics(),
+            10,
+        );
+        assert_eq!(left, Ok(vec![0, code(ResponseError::UnknownMemberId)]));
+        assert_eq!(group_type(&c), "classic");
+        assert_eq!(
+            c.describe_group("g").unwrap().state,
+            GroupState::PreparingRebalance
+        );
+        assert_eq!(c.describe_group("g").unwrap().members.len(), 1);
+        assert_eq!(
+            c.heartbeat("g", &a, None, 2, 11),
+            code(ResponseError::RebalanceInProgress)
+        );
+
+        // An empty consumer group answers each member, not the whole request.
+        let mut c = coordinator_with(MigrationPolicy::Bidirectional);
+        consumer_join(&mut c, "c1", 0).unwrap();
+        c.leave("g", &[("c1".into(), None)], &topics(), 1).unwrap();
+        assert!(c.consumer_group("g").unwrap().members.is_empty());
+        assert_eq!(
+            c.leave("g", &[("c1".into(), None)], &topics(), 2),
+            Ok(vec![code(ResponseError::UnknownMemberId)])
+        );
+    }
 }
