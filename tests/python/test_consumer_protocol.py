@@ -585,3 +585,26 @@ def test_leave_group_removes_a_consumer_protocol_member(broker_factory, topic):
             assert (lv.error_code, [x.error_code for x in lv.members]) == (0, [UNKNOWN_MEMBER_ID]), lv
     finally:
         raw.close()
+
+
+@pytest.mark.timeout(60)
+def test_an_upgrade_takes_a_classic_member_that_never_synced(broker_factory, topic):
+    """A classic member that joined but never sent SyncGroup has no assignment: Kafka upgrades
+    the group anyway, the member starting with no partitions."""
+    b = broker_factory(overrides=EDGES)
+    create_topic(make_admin(b.bootstrap), topic, partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    raw = RawGroupClient(b)
+    try:
+        j = raw.join_new_member(group, topics=[topic])
+        assert (j.error_code, j.generation_id) == (0, 1), j
+        with VersionedClient("127.0.0.1", b.port) as c:
+            c1 = RawConsumerMember(c, group, topic)
+            r = c1.join()
+            # The classic member owns nothing, so c1 gets its share at once.
+            assert (r.error_code, r.member_epoch, len(c1.partitions(r))) == (0, 2, 1), r
+        assert listed(b.port)[group][0] == "consumer"
+        # The classic member learns of the new epoch when it syncs, and rejoins.
+        assert raw.sync(group, 1, j.member_id).error_code == REBALANCE_IN_PROGRESS
+    finally:
+        raw.close()

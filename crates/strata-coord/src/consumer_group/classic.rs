@@ -198,8 +198,10 @@ fn subscribed_names(subscription: &ConsumerProtocolSubscription) -> Vec<String> 
 impl ConsumerGroup {
     /// Kafka's `ConsumerGroup.fromClassicGroup`: the classic group's members become members
     /// of the classic protocol in a consumer group at epoch `generation`, each keeping the
-    /// partitions of its last assignment, which is also the target. A member whose
-    /// subscription cannot be read makes the upgrade fail (the message says why).
+    /// partitions of its last assignment (none for a member that never synced), which is
+    /// also the target. A member whose subscription or assignment cannot be read, or whose
+    /// assignment carries user data of a custom assignor, makes the upgrade fail (the
+    /// message says why).
     pub fn from_classic(
         generation: i32,
         protocol: &str,
@@ -220,9 +222,16 @@ impl ConsumerGroup {
                 .find(|(n, _)| n == protocol)
                 .map(|(_, md)| md.clone())
                 .unwrap_or_default();
-            let subscription = decode_subscription(&metadata)
-                .ok_or("the embedded consumer protocol is malformed")?;
+            // A member that joined but never synced has no assignment yet: it starts with no
+            // partitions (Kafka accepts it too).
             let assignment = decode_assignment(&m.assignment)
+                .ok_or("the embedded consumer protocol is malformed")?;
+            // The server-side assignors cannot carry a custom assignor's user data on: Kafka
+            // refuses the upgrade rather than lose it (KAFKA-18134).
+            if assignment.user_data.as_ref().is_some_and(|d| !d.is_empty()) {
+                return Err("an unsupported custom assignor is in use. Please refer to the documentation or switch to a default assignor before re-attempting the upgrade");
+            }
+            let subscription = decode_subscription(&metadata)
                 .ok_or("the embedded consumer protocol is malformed")?;
             let assigned = by_id(
                 assignment

@@ -1499,4 +1499,67 @@ mod migration {
             Ok(vec![code(ResponseError::UnknownMemberId)])
         );
     }
+
+    #[test]
+    fn an_upgrade_takes_a_member_that_never_synced_with_no_partitions() {
+        let mut c = coordinator_with(MigrationPolicy::Bidirectional);
+        let a = stable_classic_group(&mut c);
+        // b joins; the rebalance completes, and nobody has synced generation 2 yet.
+        c.join(5, 7, &classic_join_request(""), "kp", "/h", &topics(), 1);
+        let b = joins(&mut c).remove(&5).unwrap().member_id.to_string();
+        c.join(6, 7, &classic_join_request(&b), "kp", "/h", &topics(), 1);
+        c.join(7, 7, &classic_join_request(&a), "kp", "/h", &topics(), 2);
+        let answers = joins(&mut c);
+        assert_eq!(answers[&7].generation_id, 2);
+        assert_eq!(
+            c.describe_group("g").unwrap().state,
+            GroupState::CompletingRebalance
+        );
+
+        // Kafka accepts the empty assignment of a member that never synced.
+        let c1 = consumer_join(&mut c, "c1", 3).unwrap();
+        assert_eq!(group_type(&c), "consumer");
+        assert_eq!(c1.member_epoch, 3);
+        let g = c.consumer_group("g").unwrap();
+        assert!(g.members[&b].assigned.is_empty());
+        assert_eq!(
+            parts(&g.members[&a].assigned),
+            vec![0, 1, 2, 3],
+            "its generation-1 assignment"
+        );
+    }
+
+    #[test]
+    fn an_upgrade_is_refused_when_a_custom_assignor_left_user_data() {
+        let mut c = coordinator_with(MigrationPolicy::Bidirectional);
+        c.join(1, 7, &classic_join_request(""), "kp", "/h", &topics(), 0);
+        let a = joins(&mut c).remove(&1).unwrap().member_id.to_string();
+        c.join(2, 7, &classic_join_request(&a), "kp", "/h", &topics(), 0);
+        joins(&mut c);
+        let mut raw = bytes::BytesMut::new();
+        raw.put_i16(0);
+        ConsumerProtocolAssignment::default()
+            .with_assigned_partitions(vec![Assigned::default()
+                .with_topic(TopicName(s("t")))
+                .with_partitions(vec![0, 1, 2, 3])])
+            .with_user_data(Some(Bytes::from_static(b"sticky-state")))
+            .encode(&mut raw, 0)
+            .unwrap();
+        let request = SyncGroupRequest::default()
+            .with_group_id(s("g").into())
+            .with_generation_id(1)
+            .with_member_id(s(&a))
+            .with_assignments(vec![SyncGroupRequestAssignment::default()
+                .with_member_id(s(&a))
+                .with_assignment(raw.freeze())]);
+        c.sync(3, 5, &request, &topics(), 0);
+        assert_eq!(syncs(&mut c)[&3].error_code, 0);
+        let err = consumer_join(&mut c, "c1", 1).unwrap_err();
+        assert_eq!(err.error, ResponseError::GroupIdNotFound);
+        assert_eq!(
+            err.message,
+            "Cannot upgrade classic group g to consumer group because an unsupported custom assignor is in use. Please refer to the documentation or switch to a default assignor before re-attempting the upgrade."
+        );
+        assert_eq!(group_type(&c), "classic");
+    }
 }
