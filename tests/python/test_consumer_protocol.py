@@ -395,6 +395,21 @@ def test_classic_and_consumer_members_share_a_group_across_upgrade_and_downgrade
         # KIP-1099 member types: 0 classic protocol, 1 consumer protocol
         types = sorted((m.member_type, m.client_id) for m in g.members)
         assert [t for t, _ in types] == [0, 1] and types[0][1] == "kp-classic", types
+        assert g.group_state in ("Assigning", "Reconciling", "Stable"), g  # Kafka's spelling
+        # Kafka 4: the classic DescribeGroups does not describe the consumer group, its classic
+        # member notwithstanding; ListGroups v5 lists it once, as a consumer group.
+        with VersionedClient("127.0.0.1", cbroker.port) as c:
+            (d,) = c.call(15, 6, {"groups": [group], "include_authorized_operations": False}).groups
+        assert (d.error_code, d.group_state, list(d.members)) == (GROUP_ID_NOT_FOUND, "Dead", []), d
+        assert listed(cbroker.port, types=["Consumer"])[group][0] == "consumer"
+        assert group not in listed(cbroker.port, types=["classic"])
+
+
+        def found_by_its_state():  # the state may move between the two calls: ask again
+            state = listed(cbroker.port)[group][1]
+            return group in listed(cbroker.port, states=[f" {state.upper()} "], types=["consumer"])
+
+        wait_until(found_by_its_state, timeout=10, msg="ListGroups filters by state in any case")
 
         # Both read what is produced now, each from its own partitions, resuming at the commit.
         produce(bs, topic, 60, start=60)
@@ -528,6 +543,38 @@ def test_heartbeats_to_unknown_groups_and_rejoins_with_epoch_zero(broker_factory
         assert fenced.error_code == FENCED_MEMBER_EPOCH, fenced
         # The member is still there, with its epoch and partition.
         assert a.beat(2, kept).error_code == 0
+
+
+@pytest.mark.timeout(60)
+def test_describe_apis_answer_for_their_own_kind_of_group(broker_factory, topic):
+    """Kafka 4: DescribeGroups describes classic groups only (a consumer group is Dead, and
+    GROUP_ID_NOT_FOUND from v6); ConsumerGroupDescribe consumer groups only; its states are
+    spelt as Kafka spells them."""
+    b = broker_factory(overrides=EDGES)
+    create_topic(make_admin(b.bootstrap), topic, partitions=2)
+    group, classic = f"g-{uuid.uuid4().hex[:8]}", f"k-{uuid.uuid4().hex[:8]}"
+    raw = RawGroupClient(b)
+    try:
+        with VersionedClient("127.0.0.1", b.port) as c:
+            assert RawConsumerMember(c, group, topic).join().error_code == 0
+            k = raw.join(classic, topics=[topic], instance_id="k1")
+            both = assignment_bytes({topic: [0, 1]})
+            assert raw.sync(classic, k.generation_id, k.member_id, {k.member_id: both}, instance_id="k1").error_code == 0
+            for v in (5, 6):
+                (d,) = c.call(15, v, {"groups": [group], "include_authorized_operations": False}).groups
+                assert (d.group_state, d.protocol_type, list(d.members)) == ("Dead", "", []), d
+                assert (d.error_code, getattr(d, "error_message", None)) == (
+                    (GROUP_ID_NOT_FOUND, f"Group {group} is not a classic group.") if v >= 6 else (0, None)
+                ), d
+            (d,) = c.call(15, 6, {"groups": [classic], "include_authorized_operations": False}).groups
+            assert (d.error_code, d.group_state, len(d.members)) == (0, "Stable", 1), d
+            groups = c.call(69, 1, {"group_ids": [group, classic], "include_authorized_operations": False}).groups
+            by_id = {g.group_id: g for g in groups}
+            assert by_id[group].error_code == 0 and by_id[group].group_state == "Stable", by_id[group]
+            assert (by_id[classic].error_code, by_id[classic].error_message) == (
+                GROUP_ID_NOT_FOUND, f"Group {classic} is not a consumer group."), by_id[classic]
+    finally:
+        raw.close()
 
 
 @pytest.mark.timeout(60)

@@ -464,7 +464,7 @@ fn offsets_of_empty_groups_expire_after_retention() {
         .iter()
         .any(|r| matches!(r, OffsetsRecord::Group { value: None, .. })));
     assert!(
-        c.describe_group("g").is_none(),
+        c.describe_group("g").is_err(),
         "an empty group without offsets is removed"
     );
     // A group with members keeps its offsets however old.
@@ -955,7 +955,7 @@ mod migration {
     }
 
     fn group_type(c: &GroupCoordinator) -> &'static str {
-        c.list_groups()
+        c.list_groups(&[], &[])
             .into_iter()
             .find(|g| g.group_id == "g")
             .map(|g| g.group_type)
@@ -1561,5 +1561,158 @@ mod migration {
             "Cannot upgrade classic group g to consumer group because an unsupported custom assignor is in use. Please refer to the documentation or switch to a default assignor before re-attempting the upgrade."
         );
         assert_eq!(group_type(&c), "classic");
+    }
+
+    #[test]
+    fn describe_and_list_groups_of_both_kinds() {
+        let mut c = coordinator_with(MigrationPolicy::Bidirectional);
+        reconciled_mixed_group(&mut c); // "g": consumer group with a classic member
+        c.consumer_heartbeat(
+            Heartbeat {
+                group_id: "cg".into(),
+                member_id: "x".into(),
+                rebalance_timeout_ms: 30_000,
+                subscribed_topic_names: Some(vec!["t".into()]),
+                owned: Some(Default::default()),
+                api_version: 1,
+                ..Default::default()
+            },
+            &topics(),
+            6,
+        )
+        .unwrap();
+        c.commit_offsets(
+            &CommitIdentity {
+                group_id: "k",
+                ..SIMPLE
+            },
+            &[commit_at("t", 1)],
+            7,
+        );
+
+        // DescribeGroups describes classic groups only; ConsumerGroupDescribe the others.
+        for id in ["g", "cg"] {
+            assert_eq!(
+                c.describe_group(id).unwrap_err(),
+                format!("Group {id} is not a classic group.")
+            );
+            assert!(c.describe_consumer_group(id).is_ok());
+        }
+        assert_eq!(c.describe_group("k").unwrap().state, GroupState::Empty);
+        assert_eq!(
+            c.describe_consumer_group("k").unwrap_err(),
+            "Group k is not a consumer group."
+        );
+        assert_eq!(
+            c.describe_group("nope").unwrap_err(),
+            "Group nope not found."
+        );
+        assert_eq!(
+            c.describe_consumer_group("nope").unwrap_err(),
+            "Group nope not found."
+        );
+
+        // A consumer-protocol heartbeat to the classic group "k" (offsets only).
+        let err = c
+            .consumer_heartbeat(
+                Heartbeat {
+                    group_id: "k".into(),
+                    member_id: "x".into(),
+                    member_epoch: 5,
+                    api_version: 1,
+                    ..Default::default()
+                },
+                &topics(),
+                8,
+            )
+            .unwrap_err();
+        assert_eq!(
+            (err.error, err.message.as_str()),
+            (
+                ResponseError::GroupIdNotFound,
+                "Group k is not a consumer group."
+            )
+        );
+
+        // ListGroups v5 filters, as Kafka: states trimmed and in any case, types in any case.
+        let listed =
+            |states: &[&str], types: &[&str]| -> Vec<(String, &'static str, &'static str)> {
+                let owned = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+                c.list_groups(&owned(states), &owned(types))
+                    .into_iter()
+                    .map(|g| (g.group_id, g.group_type, g.state))
+                    .collect()
+            };
+        assert_eq!(
+            listed(&[], &[]),
+            vec![
+                ("cg".into(), "consumer", "Stable"),
+                ("g".into(), "consumer", "Stable"),
+                ("k".into(), "classic", "Empty"),
+            ]
+        );
+        assert_eq!(listed(&[" STABLE "], &[]).len(), 2);
+        assert_eq!(
+            listed(&["empty"], &["Classic"]),
+            vec![("k".into(), "classic", "Empty")]
+        );
+        assert_eq!(listed(&[], &["CONSUMER", "bogus"]).len(), 2);
+        assert!(listed(&[], &["share"]).is_empty());
+        assert!(listed(&["Stable"], &["classic"]).is_empty());
+        assert!(listed(&["PreparingRebalance"], &[]).is_empty());
+    }
+
+    #[test]
+    fn describe_groups_shows_assignments_in_every_state() {
+        let mut c = coordinator_with(MigrationPolicy::Bidirectional);
+        let a = stable_classic_group(&mut c);
+        // b joins: while the group prepares the rebalance, a's assignment of generation 1 is
+        // still described (Kafka's `describeNoMetadata`), without metadata or protocol.
+        c.join(5, 7, &classic_join_request(""), "kp", "/h", &topics(), 1);
+        let b = joins(&mut c).remove(&5).unwrap().member_id.to_string();
+        c.join(6, 7, &classic_join_request(&b), "kp", "/h", &topics(), 1);
+        let d = c.describe_group("g").unwrap();
+        assert_eq!(
+            (d.state, d.protocol.as_str()),
+            (GroupState::PreparingRebalance, "")
+        );
+        let of = |d: &GroupDescription, id: &str| {
+            let m = d.members.iter().find(|m| m.member_id == id).unwrap();
+            (partitions_of_or_none(&m.assignment), m.metadata.is_empty())
+        };
+        assert_eq!(of(&d, &a), (vec![0, 1, 2, 3], true));
+        // a rejoins: generation 2 waits for its assignment. A third member joins before the
+        // leader synced: the generation is given up, and every assignment with it.
+        c.join(7, 7, &classic_join_request(&a), "kp", "/h", &topics(), 2);
+        assert_eq!(
+            c.describe_group("g").unwrap().state,
+            GroupState::CompletingRebalance
+        );
+        c.join(8, 7, &classic_join_request(""), "kp", "/h", &topics(), 3);
+        let third = joins(&mut c).remove(&8).unwrap().member_id.to_string();
+        c.join(
+            9,
+            7,
+            &classic_join_request(&third),
+            "kp",
+            "/h",
+            &topics(),
+            3,
+        );
+        let d = c.describe_group("g").unwrap();
+        assert_eq!(d.state, GroupState::PreparingRebalance);
+        assert!(
+            d.members.iter().all(|m| m.assignment.is_empty()),
+            "{:?}",
+            d.members
+        );
+    }
+
+    fn partitions_of_or_none(raw: &Bytes) -> Vec<i32> {
+        if raw.is_empty() {
+            Vec::new()
+        } else {
+            partitions_of(raw)
+        }
     }
 }
