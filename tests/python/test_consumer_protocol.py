@@ -4,12 +4,22 @@ commits validated against member epochs, and the admin view of the group."""
 
 from __future__ import annotations
 
+import struct
 import uuid
 
 import pytest
 from confluent_kafka import ConsumerGroupType, KafkaError, TopicPartition
 
-from group_helpers import ILLEGAL_GENERATION, STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID, UNSUPPORTED_VERSION
+from group_helpers import (
+    GROUP_ID_NOT_FOUND,
+    ILLEGAL_GENERATION,
+    REBALANCE_IN_PROGRESS,
+    STALE_MEMBER_EPOCH,
+    UNKNOWN_MEMBER_ID,
+    UNSUPPORTED_VERSION,
+    RawGroupClient,
+    assignment_bytes,
+)
 from helpers import create_topic, flush_all, make_admin, make_consumer, make_producer, wait_until
 from versioned_wire import VersionedClient
 
@@ -385,6 +395,21 @@ def test_classic_and_consumer_members_share_a_group_across_upgrade_and_downgrade
         # KIP-1099 member types: 0 classic protocol, 1 consumer protocol
         types = sorted((m.member_type, m.client_id) for m in g.members)
         assert [t for t, _ in types] == [0, 1] and types[0][1] == "kp-classic", types
+        assert g.group_state in ("Assigning", "Reconciling", "Stable"), g  # Kafka's spelling
+        # Kafka 4: the classic DescribeGroups does not describe the consumer group, its classic
+        # member notwithstanding; ListGroups v5 lists it once, as a consumer group.
+        with VersionedClient("127.0.0.1", cbroker.port) as c:
+            (d,) = c.call(15, 6, {"groups": [group], "include_authorized_operations": False}).groups
+        assert (d.error_code, d.group_state, list(d.members)) == (GROUP_ID_NOT_FOUND, "Dead", []), d
+        assert listed(cbroker.port, types=["Consumer"])[group][0] == "consumer"
+        assert group not in listed(cbroker.port, types=["classic"])
+
+
+        def found_by_its_state():  # the state may move between the two calls: ask again
+            state = listed(cbroker.port)[group][1]
+            return group in listed(cbroker.port, states=[f" {state.upper()} "], types=["consumer"])
+
+        wait_until(found_by_its_state, timeout=10, msg="ListGroups filters by state in any case")
 
         # Both read what is produced now, each from its own partitions, resuming at the commit.
         produce(bs, topic, 60, start=60)
@@ -406,7 +431,8 @@ def test_classic_and_consumer_members_share_a_group_across_upgrade_and_downgrade
 
 @pytest.mark.timeout(60)
 def test_the_migration_policy_can_forbid_an_upgrade(broker_factory, topic):
-    b = broker_factory(overrides={**FAST, "group.consumer.migration.policy": "downgrade"})
+    # Kafka's names, in any case (CaseInsensitiveValidString): this is "downgrade".
+    b = broker_factory(overrides={**FAST, "group.consumer.migration.policy": "DownGrade"})
     create_topic(make_admin(b.bootstrap), topic, partitions=2)
     group = f"g-{uuid.uuid4().hex[:8]}"
     kp = kafka_python_member(b.bootstrap, group, topic, "kp")
@@ -426,3 +452,206 @@ def test_the_migration_policy_can_forbid_an_upgrade(broker_factory, topic):
         assert list_group_type(b.port, group)[0] == "classic"
     finally:
         kp.close()
+
+
+# --------------------------------------------------------------------------
+# Kafka 4.1's answers at the edges, over raw frames
+# --------------------------------------------------------------------------
+
+FENCED_MEMBER_EPOCH = 110
+# Classic members get their JoinGroup answer at once.
+EDGES = {**FAST, "group.initial.rebalance.delay.ms": 0}
+
+
+class RawConsumerMember:
+    """ConsumerGroupHeartbeat v1 frames for one member of `group`."""
+
+    def __init__(self, client: VersionedClient, group: str, topic: str, member_id: str | None = None,
+                 instance_id: str | None = None):
+        self.c, self.group, self.topic = client, group, topic
+        self.member_id = member_id or str(uuid.uuid4())
+        self.instance_id = instance_id
+        self.topic_id = None
+
+    def beat(self, epoch: int, owned: set[int] | None = None, join: bool = False):
+        return self.c.call(68, 1, {
+            "group_id": self.group, "member_id": self.member_id, "member_epoch": epoch,
+            "instance_id": self.instance_id, "rack_id": None,
+            "rebalance_timeout_ms": 30000 if join else -1,
+            "subscribed_topic_names": [self.topic] if join else None, "subscribed_topic_regex": None,
+            "server_assignor": None,
+            "topic_partitions": [{"topic_id": self.topic_id, "partitions": sorted(owned)}] if owned else [],
+        })
+
+    def join(self):
+        return self.beat(0, join=True)
+
+    def partitions(self, resp) -> set[int] | None:
+        if resp.assignment is None:
+            return None
+        for t in resp.assignment.topic_partitions:
+            self.topic_id = t.topic_id
+        return {p for t in resp.assignment.topic_partitions for p in t.partitions}
+
+
+def assigned_partitions(raw: bytes) -> set[int]:
+    """The partitions of a ConsumerProtocolAssignment (any version: they come first)."""
+    (n_topics,) = struct.unpack_from(">i", raw, 2)
+    at, out = 6, set()
+    for _ in range(n_topics):
+        (name_len,) = struct.unpack_from(">h", raw, at)
+        at += 2 + name_len
+        (n,) = struct.unpack_from(">i", raw, at)
+        out.update(struct.unpack_from(f">{n}i", raw, at + 4))
+        at += 4 + 4 * n
+    return out
+
+
+def listed(port: int, states=(), types=()):
+    with VersionedClient("127.0.0.1", port) as c:
+        resp = c.call(16, 5, {"states_filter": list(states), "types_filter": list(types)})
+    return {g.group_id: (g.group_type, g.group_state, g.protocol_type) for g in resp.groups}
+
+
+@pytest.mark.timeout(60)
+def test_heartbeats_to_unknown_groups_and_rejoins_with_epoch_zero(broker_factory, topic):
+    """A heartbeat that is not a join, to a group that does not exist: GROUP_ID_NOT_FOUND.
+    A member still in the group that rejoins with epoch 0: accepted as a retry of its first
+    join, FENCED_MEMBER_EPOCH once it has moved past it (Kafka 4.1)."""
+    b = broker_factory(overrides=EDGES)
+    create_topic(make_admin(b.bootstrap), topic, partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    with VersionedClient("127.0.0.1", b.port) as c:
+        a = RawConsumerMember(c, group, topic)
+        r = a.beat(3)
+        assert (r.error_code, r.error_message) == (GROUP_ID_NOT_FOUND, f"Consumer group {group} not found."), r
+        r = a.beat(-1)
+        assert (r.error_code, r.error_message) == (GROUP_ID_NOT_FOUND, f"Group {group} not found."), r
+
+        first = a.join()
+        assert (first.error_code, first.member_epoch, a.partitions(first)) == (0, 1, {0, 1}), first
+        again = a.join()  # as if the first answer had been lost
+        assert (again.error_code, again.member_epoch, a.partitions(again)) == (0, 1, {0, 1}), again
+
+        other = RawConsumerMember(c, group, topic)
+        assert other.join().error_code == 0
+        kept = a.partitions(a.beat(1, {0, 1}))
+        assert len(kept) == 1
+        moved = a.beat(1, kept)
+        assert (moved.error_code, moved.member_epoch) == (0, 2), moved
+        fenced = a.join()
+        assert fenced.error_code == FENCED_MEMBER_EPOCH, fenced
+        # The member is still there, with its epoch and partition.
+        assert a.beat(2, kept).error_code == 0
+
+
+@pytest.mark.timeout(60)
+def test_describe_apis_answer_for_their_own_kind_of_group(broker_factory, topic):
+    """Kafka 4: DescribeGroups describes classic groups only (a consumer group is Dead, and
+    GROUP_ID_NOT_FOUND from v6); ConsumerGroupDescribe consumer groups only; its states are
+    spelt as Kafka spells them."""
+    b = broker_factory(overrides=EDGES)
+    create_topic(make_admin(b.bootstrap), topic, partitions=2)
+    group, classic = f"g-{uuid.uuid4().hex[:8]}", f"k-{uuid.uuid4().hex[:8]}"
+    raw = RawGroupClient(b)
+    try:
+        with VersionedClient("127.0.0.1", b.port) as c:
+            assert RawConsumerMember(c, group, topic).join().error_code == 0
+            k = raw.join(classic, topics=[topic], instance_id="k1")
+            both = assignment_bytes({topic: [0, 1]})
+            assert raw.sync(classic, k.generation_id, k.member_id, {k.member_id: both}, instance_id="k1").error_code == 0
+            for v in (5, 6):
+                (d,) = c.call(15, v, {"groups": [group], "include_authorized_operations": False}).groups
+                assert (d.group_state, d.protocol_type, list(d.members)) == ("Dead", "", []), d
+                assert (d.error_code, getattr(d, "error_message", None)) == (
+                    (GROUP_ID_NOT_FOUND, f"Group {group} is not a classic group.") if v >= 6 else (0, None)
+                ), d
+            (d,) = c.call(15, 6, {"groups": [classic], "include_authorized_operations": False}).groups
+            assert (d.error_code, d.group_state, len(d.members)) == (0, "Stable", 1), d
+            groups = c.call(69, 1, {"group_ids": [group, classic], "include_authorized_operations": False}).groups
+            by_id = {g.group_id: g for g in groups}
+            assert by_id[group].error_code == 0 and by_id[group].group_state == "Stable", by_id[group]
+            assert (by_id[classic].error_code, by_id[classic].error_message) == (
+                GROUP_ID_NOT_FOUND, f"Group {classic} is not a consumer group."), by_id[classic]
+    finally:
+        raw.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_classic_static_member_replacing_the_last_consumer_member_downgrades(broker_factory, topic):
+    """Kafka's validateOnlineDowngradeWithReplacedMember: a static member that comes back with
+    the classic protocol under the instance id of the group's last consumer-protocol member
+    turns the group into a classic group and takes that member's partitions, without a
+    rebalance when it subscribes to the same topics."""
+    b = broker_factory(overrides=EDGES)
+    create_topic(make_admin(b.bootstrap), topic, partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    raw = RawGroupClient(b, client_id="classic-incarnation")
+    try:
+        with VersionedClient("127.0.0.1", b.port) as c:
+            c1 = RawConsumerMember(c, group, topic, instance_id="i1")
+            joined = c1.join()
+            assert (joined.member_epoch, c1.partitions(joined)) == (1, {0, 1}), joined
+            assert listed(b.port)[group][0] == "consumer"
+
+            j = raw.join(group, topics=[topic], instance_id="i1")
+            assert (j.error_code, j.generation_id, j.protocol_name) == (0, 1, "range"), j
+            assert j.member_id != c1.member_id
+            assert listed(b.port)[group] == ("classic", "Stable", "consumer")
+            s = raw.sync(group, 1, j.member_id, instance_id="i1")
+            assert s.error_code == 0 and assigned_partitions(bytes(s.assignment)) == {0, 1}, s
+            assert raw.heartbeat(group, 1, j.member_id, instance_id="i1") == 0
+            d = raw.describe([group])[group]
+            assert [(m.member_id, m.group_instance_id) for m in d.members] == [(j.member_id, "i1")], d
+            # The consumer-protocol incarnation has no group to heartbeat to any more.
+            r = c1.beat(1, {0, 1})
+            assert (r.error_code, r.error_message) == (GROUP_ID_NOT_FOUND, f"Group {group} is not a consumer group.")
+    finally:
+        raw.close()
+
+
+@pytest.mark.timeout(60)
+def test_leave_group_removes_a_consumer_protocol_member(broker_factory, topic):
+    """Kafka's classicGroupLeaveToConsumerGroup does not ask which protocol the named member
+    uses: LeaveGroup removes a member of the consumer protocol too."""
+    b = broker_factory(overrides=EDGES)
+    create_topic(make_admin(b.bootstrap), topic, partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    raw = RawGroupClient(b)
+    try:
+        with VersionedClient("127.0.0.1", b.port) as c:
+            c1 = RawConsumerMember(c, group, topic)
+            owned = c1.partitions(c1.join())
+            lv = raw.leave(group, [(c1.member_id, None), ("nobody", None)])
+            assert lv.error_code == 0
+            assert [x.error_code for x in lv.members] == [0, UNKNOWN_MEMBER_ID], lv
+            assert c1.beat(1, owned).error_code == UNKNOWN_MEMBER_ID
+            assert listed(b.port)[group] == ("consumer", "Empty", "consumer")
+            # A LeaveGroup to the empty consumer group answers each member.
+            lv = raw.leave(group, [(c1.member_id, None)])
+            assert (lv.error_code, [x.error_code for x in lv.members]) == (0, [UNKNOWN_MEMBER_ID]), lv
+    finally:
+        raw.close()
+
+
+@pytest.mark.timeout(60)
+def test_an_upgrade_takes_a_classic_member_that_never_synced(broker_factory, topic):
+    """A classic member that joined but never sent SyncGroup has no assignment: Kafka upgrades
+    the group anyway, the member starting with no partitions."""
+    b = broker_factory(overrides=EDGES)
+    create_topic(make_admin(b.bootstrap), topic, partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    raw = RawGroupClient(b)
+    try:
+        j = raw.join_new_member(group, topics=[topic])
+        assert (j.error_code, j.generation_id) == (0, 1), j
+        with VersionedClient("127.0.0.1", b.port) as c:
+            c1 = RawConsumerMember(c, group, topic)
+            r = c1.join()
+            # The classic member owns nothing, so c1 gets its share at once.
+            assert (r.error_code, r.member_epoch, len(c1.partitions(r))) == (0, 2, 1), r
+        assert listed(b.port)[group][0] == "consumer"
+        # The classic member learns of the new epoch when it syncs, and rejoins.
+        assert raw.sync(group, 1, j.member_id).error_code == REBALANCE_IN_PROGRESS
+    finally:
+        raw.close()

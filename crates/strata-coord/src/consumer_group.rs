@@ -20,7 +20,9 @@ use uuid::Uuid;
 
 mod classic;
 pub(crate) use classic::encode_assignment;
-pub use classic::{ClassicJoin, ClassicJoinOutcome, ClassicMemberState, DowngradedMember};
+pub use classic::{
+    ClassicJoin, ClassicJoinOutcome, ClassicMemberState, DowngradeOnJoin, DowngradedMember,
+};
 
 /// A topic as the assignor sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -442,52 +444,9 @@ impl ConsumerGroups {
         topics: &[TopicView],
         now_ms: i64,
     ) -> Result<HeartbeatResult, HeartbeatError> {
-        if hb.group_id.is_empty() {
-            return Err(refuse(
-                ResponseError::InvalidRequest,
-                "GroupId can't be empty.",
-            ));
-        }
-        if hb.api_version >= 1 && hb.member_id.is_empty() {
-            return Err(refuse(
-                ResponseError::InvalidRequest,
-                "MemberId can't be empty.",
-            ));
-        }
-        if let Some(regex) = &hb.subscribed_topic_regex {
-            if !regex.is_empty() && compile(regex).is_none() {
-                return Err(refuse(
-                    ResponseError::InvalidRegularExpression,
-                    format!("SubscribedTopicRegex `{regex}` is not a valid regular expression."),
-                ));
-            }
-        }
-        if let Some(a) = &hb.server_assignor {
-            if !ASSIGNORS.contains(&a.as_str()) {
-                return Err(refuse(
-                    ResponseError::UnsupportedAssignor,
-                    format!(
-                        "ServerAssignor {a} is not supported. Supported assignors: uniform, range."
-                    ),
-                ));
-            }
-        }
+        validate_heartbeat(&hb)?;
         if hb.member_epoch == LEAVE_EPOCH || hb.member_epoch == STATIC_LEAVE_EPOCH {
             return self.leave(&hb, topics, now_ms);
-        }
-        if hb.member_epoch == JOIN_EPOCH {
-            if hb.rebalance_timeout_ms <= 0 && hb.rebalance_timeout_ms != -1 {
-                return Err(refuse(
-                    ResponseError::InvalidRequest,
-                    "RebalanceTimeoutMs must be provided in first request.",
-                ));
-            }
-            if hb.subscribed_topic_names.is_none() && hb.subscribed_topic_regex.is_none() {
-                return Err(refuse(
-                    ResponseError::InvalidRequest,
-                    "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
-                ));
-            }
         }
         let config = self.config.clone();
         let group = match self.groups.get_mut(&hb.group_id) {
@@ -499,10 +458,11 @@ impl ConsumerGroups {
                     assignor: ASSIGNORS[0].to_string(),
                     ..Default::default()
                 }),
+            // Kafka's `getOrMaybeCreateConsumerGroup` with `createIfNotExists` false.
             None => {
                 return Err(refuse(
-                    ResponseError::UnknownMemberId,
-                    format!("Group {} does not exist.", hb.group_id),
+                    ResponseError::GroupIdNotFound,
+                    format!("Consumer group {} not found.", hb.group_id),
                 ))
             }
         };
@@ -545,11 +505,23 @@ impl ConsumerGroups {
                     ));
                 }
             }
+            // A dynamic member still in the group rejoins under its epoch rules: Kafka 4.1's
+            // `getOrMaybeSubscribeDynamicConsumerGroupMember` checks epoch 0 like any other
+            // (`throwIfConsumerGroupMemberEpochIsInvalid`), so the join is accepted only as a
+            // retry of the member's first join (its previous epoch is 0: the answer that moved
+            // it on was lost) and then keeps the member as it is; otherwise it is fenced until
+            // its session expires. (Kafka 4.3 lets any epoch-0 rejoin through, KAFKA-19233.)
+            if hb.instance_id.is_none() {
+                if let Some(existing) = group.members.get(&member_id) {
+                    check_member_epoch(existing, JOIN_EPOCH, hb.owned.as_ref())?;
+                }
+            }
             let previous = holder.and_then(|(old, _)| {
                 let m = group.members.remove(&old)?;
                 let target = group.target.remove(&old);
                 Some((m, target))
             });
+            let rejoining = previous.is_none() && group.members.contains_key(&member_id);
             let member = group
                 .members
                 .entry(member_id.clone())
@@ -588,14 +560,11 @@ impl ConsumerGroups {
                         group.target.insert(member_id.clone(), t);
                     }
                 }
-                None => {
-                    // A (re)joining member owns nothing yet.
-                    member.epoch = 0;
-                    member.assigned.clear();
-                    member.pending_revocation.clear();
-                    changed = true;
-                }
+                // Accepted above: it carries on with its epoch and partitions.
+                None if rejoining => {}
+                None => changed = true,
             }
+            // An epoch-0 answer always carries the full assignment.
             member.last_sent = None;
         }
         if hb.member_epoch != JOIN_EPOCH {
@@ -676,10 +645,11 @@ impl ConsumerGroups {
         topics: &[TopicView],
         now_ms: i64,
     ) -> Result<HeartbeatResult, HeartbeatError> {
+        // Kafka's `consumerGroupLeave` looks the group up with `consumerGroup(groupId)`.
         let Some(group) = self.groups.get_mut(&hb.group_id) else {
             return Err(refuse(
-                ResponseError::UnknownMemberId,
-                format!("Group {} does not exist.", hb.group_id),
+                ResponseError::GroupIdNotFound,
+                format!("Group {} not found.", hb.group_id),
             ));
         };
         if let Some(instance) = &hb.instance_id {
@@ -799,15 +769,12 @@ impl ConsumerGroups {
         if !remaining.iter().all(|m| m.classic.is_some()) {
             return false;
         }
-        if !self.config.migration_policy.downgrade_enabled() {
-            tracing::info!(group = %group_id, "cannot downgrade the consumer group to a classic group: online downgrade is disabled");
-            return false;
-        }
-        if remaining.len() > self.config.classic_max_size {
-            tracing::info!(group = %group_id, "cannot downgrade the consumer group to a classic group: it is larger than group.max.size");
-            return false;
-        }
-        true
+        downgrade_allowed(
+            group_id,
+            self.config.migration_policy,
+            remaining.len(),
+            self.config.classic_max_size,
+        )
     }
 
     /// The member a leave heartbeat would remove, if it is a valid leave that removes one
@@ -830,6 +797,77 @@ impl ConsumerGroups {
                 .then(|| hb.member_id.clone()),
         }
     }
+}
+
+/// The checks of a ConsumerGroupHeartbeat that need no group (Kafka's
+/// `throwIfConsumerGroupHeartbeatRequestIsInvalid`, which Kafka runs before it looks the group
+/// up): a request failing them gets their error whatever the group is.
+pub fn validate_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
+    if hb.group_id.is_empty() {
+        return Err(refuse(
+            ResponseError::InvalidRequest,
+            "GroupId can't be empty.",
+        ));
+    }
+    if hb.api_version >= 1 && hb.member_id.is_empty() {
+        return Err(refuse(
+            ResponseError::InvalidRequest,
+            "MemberId can't be empty.",
+        ));
+    }
+    if let Some(regex) = &hb.subscribed_topic_regex {
+        if !regex.is_empty() && compile(regex).is_none() {
+            return Err(refuse(
+                ResponseError::InvalidRegularExpression,
+                format!("SubscribedTopicRegex `{regex}` is not a valid regular expression."),
+            ));
+        }
+    }
+    if let Some(a) = &hb.server_assignor {
+        if !ASSIGNORS.contains(&a.as_str()) {
+            return Err(refuse(
+                ResponseError::UnsupportedAssignor,
+                format!(
+                    "ServerAssignor {a} is not supported. Supported assignors: uniform, range."
+                ),
+            ));
+        }
+    }
+    if hb.member_epoch == JOIN_EPOCH {
+        if hb.rebalance_timeout_ms <= 0 && hb.rebalance_timeout_ms != -1 {
+            return Err(refuse(
+                ResponseError::InvalidRequest,
+                "RebalanceTimeoutMs must be provided in first request.",
+            ));
+        }
+        if hb.subscribed_topic_names.is_none() && hb.subscribed_topic_regex.is_none() {
+            return Err(refuse(
+                ResponseError::InvalidRequest,
+                "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The part of Kafka's `validateOnlineDowngrade*` that does not depend on why the group
+/// would downgrade: the policy must allow it and the classic group of `members` must fit in
+/// `group.max.size`. Says why in the log when it refuses.
+pub(crate) fn downgrade_allowed(
+    group_id: &str,
+    policy: MigrationPolicy,
+    members: usize,
+    classic_max_size: usize,
+) -> bool {
+    if !policy.downgrade_enabled() {
+        tracing::info!(group = %group_id, "cannot downgrade the consumer group to a classic group: online downgrade is disabled");
+        return false;
+    }
+    if members > classic_max_size {
+        tracing::info!(group = %group_id, "cannot downgrade the consumer group to a classic group: it is larger than group.max.size");
+        return false;
+    }
+    true
 }
 
 /// The static member holding `instance` must be `member_id` (Kafka's
@@ -1256,6 +1294,77 @@ mod tests {
         g.tick(&topics, 45_001);
         assert!(g.groups["g"].members.is_empty());
         assert_eq!(g.groups["g"].state(), "Empty");
+    }
+
+    #[test]
+    fn a_dynamic_member_rejoining_with_epoch_zero_keeps_its_place_only_as_a_retry() {
+        let topics = [topic("t", 4)];
+        let mut g = ConsumerGroups::default();
+        let a = join(&mut g, "a", &topics, 0);
+        let a_owned = a.assignment.clone().unwrap();
+        assert_eq!(a.member_epoch, 1);
+        // Its first answer was lost: the same join again (previous epoch 0) is accepted and
+        // changes nothing but resending the whole assignment.
+        let epoch = g.groups["g"].group_epoch;
+        let again = join(&mut g, "a", &topics, 1);
+        assert_eq!(again.member_epoch, 1);
+        assert_eq!(again.assignment, Some(a_owned.clone()));
+        assert_eq!(g.groups["g"].group_epoch, epoch, "no rebalance");
+        // Once past that epoch, a rejoin with 0 is fenced (Kafka 4.1) and the member keeps
+        // its epoch and partitions until its session runs out.
+        join(&mut g, "b", &topics, 2);
+        let a2 = beat(&mut g, "a", 1, &a_owned, &topics, 3).unwrap();
+        let a3 = beat(&mut g, "a", 1, &a2.assignment.unwrap(), &topics, 4).unwrap();
+        assert_eq!(a3.member_epoch, 2);
+        let err = g
+            .heartbeat(
+                Heartbeat {
+                    group_id: "g".into(),
+                    member_id: "a".into(),
+                    member_epoch: JOIN_EPOCH,
+                    rebalance_timeout_ms: 10_000,
+                    subscribed_topic_names: Some(vec!["t".into()]),
+                    owned: Some(Assignment::new()),
+                    api_version: 1,
+                    ..Default::default()
+                },
+                &topics,
+                5,
+            )
+            .unwrap_err();
+        assert_eq!(err.error, ResponseError::FencedMemberEpoch);
+        assert!(
+            err.message.contains("smaller member epoch (0)"),
+            "{}",
+            err.message
+        );
+        assert_eq!(g.groups["g"].members["a"].epoch, 2);
+        assert_eq!(count(&g.groups["g"].members["a"].assigned), 2);
+        // Expired, it is gone, and the same join then makes it a new member.
+        g.tick(&topics, 45_004);
+        assert!(!g.groups["g"].members.contains_key("a"));
+        assert!(join(&mut g, "a", &topics, 45_005).member_epoch > 2);
+    }
+
+    #[test]
+    fn heartbeats_to_a_group_that_does_not_exist() {
+        let topics = [topic("t", 1)];
+        let mut g = ConsumerGroups::default();
+        let err = beat(&mut g, "a", 3, &Assignment::new(), &topics, 0).unwrap_err();
+        assert_eq!(err.error, ResponseError::GroupIdNotFound);
+        assert_eq!(err.message, "Consumer group g not found.");
+        for epoch in [LEAVE_EPOCH, STATIC_LEAVE_EPOCH] {
+            let err =
+                static_beat(&mut g, "a", "i", epoch, &Assignment::new(), &topics, 0).unwrap_err();
+            assert_eq!(
+                (err.error, err.message.as_str()),
+                (ResponseError::GroupIdNotFound, "Group g not found.")
+            );
+        }
+        assert!(g.groups.is_empty(), "nothing was created");
+        // Requests that are invalid in themselves say so first.
+        let err = beat(&mut g, "", 3, &Assignment::new(), &topics, 0).unwrap_err();
+        assert_eq!(err.error, ResponseError::InvalidRequest);
     }
 
     #[test]

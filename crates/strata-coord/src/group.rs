@@ -25,8 +25,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::consumer_group::{
-    ClassicJoin, ClassicJoinOutcome, ConsumerGroup, ConsumerGroupConfig, ConsumerGroupSnapshot,
-    ConsumerGroups, Heartbeat, HeartbeatError, HeartbeatResult, TopicView, JOIN_EPOCH,
+    validate_heartbeat, ClassicJoin, ClassicJoinOutcome, ConsumerGroup, ConsumerGroupConfig,
+    ConsumerGroupSnapshot, ConsumerGroups, Heartbeat, HeartbeatError, HeartbeatResult, TopicView,
+    JOIN_EPOCH,
 };
 
 mod migration;
@@ -388,18 +389,21 @@ impl GroupCoordinator {
         topics: &[TopicView],
         now_ms: i64,
     ) -> Result<HeartbeatResult, HeartbeatError> {
+        validate_heartbeat(&heartbeat)?;
         let group_id = heartbeat.group_id.clone();
-        if self
-            .groups
-            .get(&group_id)
-            .is_some_and(|g| !g.members.is_empty())
-        {
-            if heartbeat.member_epoch != JOIN_EPOCH {
-                return Err(HeartbeatError {
-                    error: ResponseError::GroupIdNotFound,
-                    message: format!("Group {group_id} is not a consumer group."),
-                });
-            }
+        // A classic group (with members, or only committed offsets) answers any heartbeat
+        // but a join as Kafka's `getOrMaybeCreateConsumerGroup` / `consumerGroup` do.
+        let classic_members = match self.groups.get(&group_id) {
+            Some(g) if !self.consumer.groups.contains_key(&group_id) => Some(g.members.len()),
+            _ => None,
+        };
+        if classic_members.is_some() && heartbeat.member_epoch != JOIN_EPOCH {
+            return Err(HeartbeatError {
+                error: ResponseError::GroupIdNotFound,
+                message: format!("Group {group_id} is not a consumer group."),
+            });
+        }
+        if classic_members.is_some_and(|n| n > 0) {
             let converted = self.consumer_group_from_classic(&group_id, topics, now_ms)?;
             self.consumer.groups.insert(group_id.clone(), converted);
             let result = self.consumer.heartbeat(heartbeat, topics, now_ms);
@@ -415,7 +419,7 @@ impl GroupCoordinator {
         if let Some(leaving) = self.consumer.leaving_member(&heartbeat) {
             let leaving = vec![leaving];
             if self.consumer.downgrades_without(&group_id, &leaving) {
-                self.downgrade_to_classic(&group_id, &leaving, topics, now_ms);
+                self.downgrade_to_classic(&group_id, &leaving, topics, now_ms, true);
                 return Ok(HeartbeatResult {
                     member_id: heartbeat.member_id,
                     member_epoch: heartbeat.member_epoch,
@@ -440,7 +444,7 @@ impl GroupCoordinator {
         now_ms: i64,
     ) {
         if self.consumer.downgrades_without(group_id, ids) {
-            self.downgrade_to_classic(group_id, ids, topics, now_ms);
+            self.downgrade_to_classic(group_id, ids, topics, now_ms, true);
             return;
         }
         let before = self.consumer.snapshot(group_id);
@@ -551,12 +555,18 @@ impl GroupCoordinator {
             };
             let before = self.consumer.snapshot(&group_id);
             let outcome = self.consumer.classic_join(join, topics, now_ms);
-            self.persist_consumer_group(&group_id, before);
+            match &outcome {
+                Ok(ClassicJoinOutcome::Joined {
+                    downgrade: Some(d), ..
+                }) => self.downgrade_to_classic(&group_id, &[], topics, now_ms, d.rebalance),
+                _ => self.persist_consumer_group(&group_id, before),
+            }
             let response = match outcome {
                 Ok(ClassicJoinOutcome::Joined {
                     member_id,
                     generation,
                     protocol_name,
+                    ..
                 }) => JoinGroupResponse::default()
                     .with_generation_id(generation)
                     .with_protocol_type(Some(s(CONSUMER_PROTOCOL_TYPE)))
@@ -799,7 +809,10 @@ impl GroupCoordinator {
         let initial_delay_ms = self.config.initial_rebalance_delay_ms;
         let group = self.groups.get_mut(group_id).expect("exists");
         if group.state == GroupState::CompletingRebalance {
+            // Kafka's `resetAndPropagateAssignmentWithError`: the generation that is given up
+            // never had its assignment, and the previous one's is no longer anybody's.
             for m in group.members.values_mut() {
+                m.assignment = Bytes::new();
                 if let Some((r, _)) = m.awaiting_sync.take() {
                     self.replies.push(PendingReply::Sync(
                         r,
@@ -1053,7 +1066,11 @@ impl GroupCoordinator {
         topics: &[TopicView],
         now_ms: i64,
     ) -> Result<Vec<i16>, i16> {
-        if self.consumer.has_members(group_id) {
+        // Kafka's `classicGroupLeaveToConsumerGroup`, for a consumer group with or without
+        // members: each named member is removed whatever protocol it uses (a member of the
+        // consumer protocol too; if it was the last one, the group downgrades), or gets its
+        // own error.
+        if self.consumer.groups.contains_key(group_id) {
             let resolved = self.consumer.classic_leaving(group_id, members);
             let mut leaving: Vec<String> = resolved.iter().flatten().cloned().collect();
             leaving.dedup();
@@ -1555,8 +1572,21 @@ impl GroupCoordinator {
 
     // ------------------------------------------------------------------ admin
 
-    /// (group id, protocol type, state) of every group, for ListGroups.
-    pub fn list_groups(&self) -> Vec<ListedGroup> {
+    /// ListGroups: every group (classic and KIP-848), or those in one of `states_filter`
+    /// (Kafka's state names, any case, trimmed) and of one of `types_filter` (`classic`,
+    /// `consumer`, any case; an unknown type matches no group), as Kafka's
+    /// `GroupMetadataManager.listGroups` filters them. A consumer group is listed once, as
+    /// a consumer group, whatever protocol its members use.
+    pub fn list_groups(
+        &self,
+        states_filter: &[String],
+        types_filter: &[String],
+    ) -> Vec<ListedGroup> {
+        let states: Vec<String> = states_filter
+            .iter()
+            .map(|s| s.to_lowercase().trim().to_string())
+            .collect();
+        let types: Vec<String> = types_filter.iter().map(|t| t.to_lowercase()).collect();
         let mut groups: Vec<ListedGroup> = self
             .groups
             .values()
@@ -1573,16 +1603,30 @@ impl GroupCoordinator {
                 state: g.state(),
                 group_type: "consumer",
             }))
+            .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+            .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
             .collect();
         groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
         groups
     }
 
-    pub fn describe_group(&self, group_id: &str) -> Option<GroupDescription> {
-        let g = self.groups.get(group_id)?;
+    /// DescribeGroups for one group, as Kafka's `GroupMetadataManager.describeGroups`: only
+    /// a classic group is described; anything else is Kafka's `GroupIdNotFoundException`
+    /// message (the caller answers GROUP_ID_NOT_FOUND with it from v6, state `Dead`). A
+    /// KIP-848 group is not described here, whatever protocol its members use: its members
+    /// are in ConsumerGroupDescribe. Members carry their assignment in every state, their
+    /// metadata (and the group its protocol) only when Stable.
+    pub fn describe_group(&self, group_id: &str) -> Result<GroupDescription, String> {
+        if self.consumer.groups.contains_key(group_id) {
+            return Err(format!("Group {group_id} is not a classic group."));
+        }
+        let g = self
+            .groups
+            .get(group_id)
+            .ok_or_else(|| format!("Group {group_id} not found."))?;
         let protocol = g.protocol.clone().unwrap_or_default();
         let stable = g.state == GroupState::Stable;
-        Some(GroupDescription {
+        Ok(GroupDescription {
             state: g.state,
             protocol_type: g.protocol_type.clone().unwrap_or_default(),
             protocol: if stable {
@@ -1603,14 +1647,22 @@ impl GroupCoordinator {
                     } else {
                         Bytes::new()
                     },
-                    assignment: if stable {
-                        m.assignment.clone()
-                    } else {
-                        Bytes::new()
-                    },
+                    assignment: m.assignment.clone(),
                 })
                 .collect(),
         })
+    }
+
+    /// A KIP-848 group for ConsumerGroupDescribe, or Kafka's `GroupIdNotFoundException`
+    /// message: the group is unknown, or it is a classic group.
+    pub fn describe_consumer_group(&self, group_id: &str) -> Result<&ConsumerGroup, String> {
+        match self.consumer.groups.get(group_id) {
+            Some(g) => Ok(g),
+            None if self.groups.contains_key(group_id) => {
+                Err(format!("Group {group_id} is not a consumer group."))
+            }
+            None => Err(format!("Group {group_id} not found.")),
+        }
     }
 
     /// DeleteGroups for one group: the error code.

@@ -47,6 +47,10 @@ pub enum Validator {
     Between(i64, i64),
     /// One of the listed values.
     OneOf(&'static [&'static str]),
+    /// One of the listed values, in any case (Kafka's `CaseInsensitiveValidString`, used for
+    /// enum-valued settings such as `group.consumer.migration.policy`). The names are listed
+    /// in upper case in the error, as Kafka lists them.
+    OneOfIgnoreCase(&'static [&'static str]),
     /// A comma-separated list whose items are each one of the listed values.
     ListOf(&'static [&'static str]),
     DoubleBetween(f64, f64),
@@ -87,7 +91,7 @@ const fn def(
 }
 
 use ConfigType::{Boolean, Class, Double, Int, List, Long, Password, Short};
-use Validator::{AtLeast, Between, DoubleBetween, KnownClass, ListOf, OneOf};
+use Validator::{AtLeast, Between, DoubleBetween, KnownClass, ListOf, OneOf, OneOfIgnoreCase};
 
 /// `replica.selector.class` of KIP-392: consumers with a `client.rack` are sent to a replica
 /// in their rack.
@@ -807,7 +811,8 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "group.consumer.migration.policy",
         ConfigType::String,
         "bidirectional",
-        OneOf(&["disabled", "upgrade", "downgrade", "bidirectional"]),
+        // Kafka's order in its error message.
+        OneOfIgnoreCase(&["disabled", "downgrade", "upgrade", "bidirectional"]),
         &[],
         "online conversion of groups with members between the classic and the consumer protocol",
     ),
@@ -950,6 +955,16 @@ impl ConfigDef {
                     return Err(bad(&format!(
                         "String must be one of: {}",
                         allowed.join(", ")
+                    )));
+                }
+                OneOfIgnoreCase(allowed)
+                    if !allowed.iter().any(|a| a.eq_ignore_ascii_case(value)) =>
+                {
+                    let upper: Vec<String> =
+                        allowed.iter().map(|a| a.to_ascii_uppercase()).collect();
+                    return Err(bad(&format!(
+                        "String must be one of (case insensitive): {}",
+                        upper.join(", ")
                     )));
                 }
                 KnownClass(known) if !value.is_empty() && !known.contains(&value) => {
@@ -1116,6 +1131,19 @@ mod tests {
             Some("7200000")
         );
         assert!(props.set("no.such.key", "1").is_err());
+        // Enum-valued settings take Kafka's names in any case.
+        for policy in ["downgrade", "DownGrade", "BIDIRECTIONAL", " upgrade "] {
+            props
+                .set("group.consumer.migration.policy", policy)
+                .unwrap_or_else(|e| panic!("{policy}: {e}"));
+        }
+        assert_eq!(
+            props
+                .set("group.consumer.migration.policy", "foobar")
+                .unwrap_err()
+                .0,
+            "Invalid value foobar for configuration group.consumer.migration.policy: String must be one of (case insensitive): DISABLED, DOWNGRADE, UPGRADE, BIDIRECTIONAL"
+        );
         assert!(props.set("log.retention.ms", "x").is_err());
         assert!(BrokerProperties::parse_properties("just words").is_err());
     }

@@ -76,7 +76,7 @@ impl GroupService {
             session_timeout_ms: value("group.consumer.session.timeout.ms") as i32,
             heartbeat_interval_ms: value("group.consumer.heartbeat.interval.ms") as i32,
             max_size: value("group.consumer.max.size").max(1) as usize,
-            // The config's validator admits only Kafka's names.
+            // The config's validator admits only Kafka's names, in any case.
             migration_policy: MigrationPolicy::parse(
                 &broker_config.broker_value::<String>("group.consumer.migration.policy"),
             )

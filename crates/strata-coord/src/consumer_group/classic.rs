@@ -25,8 +25,9 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use uuid::Uuid;
 
 use super::{
-    check_static_member, flatten, reconcile, refresh_target, unflatten, Assignment,
-    ClassicMetadata, ConsumerGroup, ConsumerGroups, ConsumerMember, TopicView, ASSIGNORS,
+    check_static_member, downgrade_allowed, flatten, reconcile, refresh_target, unflatten,
+    Assignment, ClassicMetadata, ConsumerGroup, ConsumerGroups, ConsumerMember, TopicView,
+    ASSIGNORS,
 };
 
 /// The embedded protocol type a consumer group's classic members must use.
@@ -61,7 +62,23 @@ pub enum ClassicJoinOutcome {
         /// The member epoch.
         generation: i32,
         protocol_name: String,
+        /// `Some` when the join turns the group back into a classic group.
+        downgrade: Option<DowngradeOnJoin>,
     },
+}
+
+/// A classic member's join that turns the consumer group back into a classic group (Kafka's
+/// `validateOnlineDowngradeWithReplacedMember`): the static member it replaced was the
+/// group's last member of the consumer protocol, the policy allows a downgrade and the group
+/// fits in `group.max.size`. The joining member takes the replaced member's place, target
+/// included; the caller converts the group (at generation = group epoch, which the join left
+/// as it was).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DowngradeOnJoin {
+    /// The joining member subscribes to other topics than the member it replaced: the
+    /// classic group rebalances at once (Kafka 4.1.1, KAFKA-19546). Otherwise the group stays
+    /// stable and every member keeps its target assignment.
+    pub rebalance: bool,
 }
 
 /// A classic group's member as an upgrade to a consumer group takes it over.
@@ -181,8 +198,10 @@ fn subscribed_names(subscription: &ConsumerProtocolSubscription) -> Vec<String> 
 impl ConsumerGroup {
     /// Kafka's `ConsumerGroup.fromClassicGroup`: the classic group's members become members
     /// of the classic protocol in a consumer group at epoch `generation`, each keeping the
-    /// partitions of its last assignment, which is also the target. A member whose
-    /// subscription cannot be read makes the upgrade fail (the message says why).
+    /// partitions of its last assignment (none for a member that never synced), which is
+    /// also the target. A member whose subscription or assignment cannot be read, or whose
+    /// assignment carries user data of a custom assignor, makes the upgrade fail (the
+    /// message says why).
     pub fn from_classic(
         generation: i32,
         protocol: &str,
@@ -203,9 +222,16 @@ impl ConsumerGroup {
                 .find(|(n, _)| n == protocol)
                 .map(|(_, md)| md.clone())
                 .unwrap_or_default();
-            let subscription = decode_subscription(&metadata)
-                .ok_or("the embedded consumer protocol is malformed")?;
+            // A member that joined but never synced has no assignment yet: it starts with no
+            // partitions (Kafka accepts it too).
             let assignment = decode_assignment(&m.assignment)
+                .ok_or("the embedded consumer protocol is malformed")?;
+            // The server-side assignors cannot carry a custom assignor's user data on: Kafka
+            // refuses the upgrade rather than lose it (KAFKA-18134).
+            if assignment.user_data.as_ref().is_some_and(|d| !d.is_empty()) {
+                return Err("an unsupported custom assignor is in use. Please refer to the documentation or switch to a default assignor before re-attempting the upgrade");
+            }
+            let subscription = decode_subscription(&metadata)
                 .ok_or("the embedded consumer protocol is malformed")?;
             let assigned = by_id(
                 assignment
@@ -354,6 +380,22 @@ impl ConsumerGroups {
             .first()
             .and_then(|(_, metadata)| decode_subscription(metadata))
             .ok_or(ResponseError::UnknownServerError)?;
+        // Kafka looks at the member holding the instance id before this join (the one it
+        // replaces, or the joining member itself): if it is the last member of the consumer
+        // protocol, the join may downgrade the group.
+        let replaces_last_consumer_member = join.instance_id.is_some_and(|instance| {
+            group
+                .members
+                .values()
+                .find(|m| m.instance_id.as_deref() == Some(instance))
+                .is_some_and(|holder| {
+                    holder.classic.is_none()
+                        && group
+                            .members
+                            .values()
+                            .all(|m| m.id == holder.id || m.classic.is_some())
+                })
+        });
         match join.instance_id {
             // A static member with a known id must still hold its instance id.
             Some(instance) if !unknown_member => {
@@ -427,10 +469,6 @@ impl ConsumerGroups {
         let names = subscribed_names(&subscription);
         let changed = names != member.subscribed_names;
         member.subscribed_names = names;
-        if changed {
-            group.group_epoch += 1;
-        }
-        refresh_target(group, topics);
         let owned = by_id(
             subscription
                 .owned_partitions
@@ -438,6 +476,37 @@ impl ConsumerGroups {
                 .map(|t| (t.topic.0.as_str(), t.partitions.as_slice())),
             topics,
         );
+        let downgrade = replaces_last_consumer_member
+            && downgrade_allowed(
+                join.group_id,
+                self.config.migration_policy,
+                group.members.len(),
+                self.config.classic_max_size,
+            );
+        if downgrade {
+            // Kafka 4.1.1 (KAFKA-19546): with the same subscription the member is reconciled
+            // against the target as it stands; with another one the group epoch is not moved
+            // and no target computed, since the classic group rebalances anyway.
+            if !changed {
+                reconcile(group, &member_id, Some(&owned), now_ms);
+            }
+            let member = &group.members[&member_id];
+            tracing::info!(group = %join.group_id, member = %member_id, rebalance = changed, "a classic static member replaced the last member of the consumer protocol; downgrading the group");
+            return Ok(ClassicJoinOutcome::Joined {
+                member_id: member_id.clone(),
+                generation: member.epoch,
+                protocol_name: member
+                    .classic
+                    .as_ref()
+                    .map(|c| c.protocol_name().to_string())
+                    .unwrap_or_default(),
+                downgrade: Some(DowngradeOnJoin { rebalance: changed }),
+            });
+        }
+        if changed {
+            group.group_epoch += 1;
+        }
+        refresh_target(group, topics);
         reconcile(group, &member_id, Some(&owned), now_ms);
         let member = group.members.get_mut(&member_id).expect("joined");
         let classic = member.classic.as_ref().expect("set above");
@@ -449,6 +518,7 @@ impl ConsumerGroups {
             member_id: member_id.clone(),
             generation: member.epoch,
             protocol_name: classic.protocol_name().to_string(),
+            downgrade: None,
         })
     }
 

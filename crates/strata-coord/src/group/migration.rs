@@ -6,10 +6,16 @@
 //!   generation, keeping their last assignment as their target; members waiting for a
 //!   JoinGroup or SyncGroup answer are told REBALANCE_IN_PROGRESS. The classic group's
 //!   metadata is tombstoned; its committed offsets stay.
-//! - downgrade: the last member of the consumer protocol leaves (or expires) while members
-//!   of the classic protocol remain. They become the members of a classic group at
-//!   generation = group epoch, each with its target assignment, and the group rebalances,
-//!   which their next heartbeat tells them. The consumer group is tombstoned.
+//! - downgrade: the last member of the consumer protocol leaves (heartbeat with -1, expiry,
+//!   or a LeaveGroup naming it) while members of the classic protocol remain. They become
+//!   the members of a classic group at generation = group epoch, each with its target
+//!   assignment, and the group rebalances, which their next heartbeat tells them. The
+//!   consumer group is tombstoned.
+//! - downgrade by replacement: a static member joins with the classic protocol under the
+//!   instance id of the last member of the consumer protocol (Kafka's
+//!   `validateOnlineDowngradeWithReplacedMember`). It takes that member's place and target;
+//!   the classic group stays Stable, unless the joining member subscribes to other topics,
+//!   when it rebalances (Kafka 4.1.1, KAFKA-19546).
 //!
 //! Kafka's `convertToConsumerGroup` / `convertToClassicGroup`.
 
@@ -124,13 +130,17 @@ impl GroupCoordinator {
 
     /// Kafka's `convertToClassicGroup`: the consumer group `group_id` becomes a classic
     /// group of its members but `leaving` (all of the classic protocol), at generation =
-    /// group epoch, each with its target assignment; the group then rebalances.
+    /// group epoch, each with its target assignment, its first member the leader. With
+    /// `rebalance` the group then rebalances (always when members left; after a static
+    /// member's replacement only if it changed the subscription), otherwise it stays Stable
+    /// and members collect their assignment with SyncGroup at that generation.
     pub(super) fn downgrade_to_classic(
         &mut self,
         group_id: &str,
         leaving: &[String],
         topics: &[TopicView],
         now_ms: i64,
+        rebalance: bool,
     ) {
         let Some(consumer_group) = self.consumer.groups.remove(group_id) else {
             return;
@@ -169,6 +179,8 @@ impl GroupCoordinator {
             );
         }
         group.protocol = group.select_protocol();
+        // Kafka's `ClassicGroup.add` makes the first member the leader.
+        group.leader = group.members.keys().next().cloned();
         let protocol = group.protocol.clone().unwrap_or_default();
         for m in &downgraded {
             let member = group.members.get_mut(&m.id).expect("inserted");
@@ -178,6 +190,8 @@ impl GroupCoordinator {
         group.transition(GroupState::Stable, now_ms);
         tracing::info!(group = %group_id, generation = group.generation, members = group.members.len(), "converted the consumer group to a classic group");
         self.persist_group(group_id);
-        self.prepare_rebalance(group_id, now_ms);
+        if rebalance {
+            self.prepare_rebalance(group_id, now_ms);
+        }
     }
 }

@@ -524,22 +524,20 @@ pub fn handle_offset_fetch(
 }
 
 pub fn handle_list_groups(broker: &Arc<Broker>, request: &ListGroupsRequest) -> ListGroupsResponse {
-    let groups = tokio::task::block_in_place(|| broker.groups.run(broker, |c| c.list_groups()));
     let states: Vec<String> = request
         .states_filter
         .iter()
-        .map(|s| s.to_lowercase())
+        .map(|s| s.to_string())
         .collect();
-    let types: Vec<String> = request
-        .types_filter
-        .iter()
-        .map(|s| s.to_lowercase())
-        .collect();
+    let types: Vec<String> = request.types_filter.iter().map(|t| t.to_string()).collect();
+    let groups = tokio::task::block_in_place(|| {
+        broker
+            .groups
+            .run(broker, |c| c.list_groups(&states, &types))
+    });
     ListGroupsResponse::default().with_groups(
         groups
             .into_iter()
-            .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
-            .filter(|g| types.is_empty() || types.iter().any(|t| t == g.group_type))
             .map(|g| {
                 ListedGroup::default()
                     .with_group_id(GroupId(str_bytes(g.group_id)))
@@ -569,15 +567,14 @@ pub fn handle_describe_groups(
             .map(|(id, d)| {
                 let base = DescribedGroup::default().with_group_id(id.clone());
                 match d {
-                    None if version >= 6 => base
+                    // Kafka's `describeGroups`: an unknown group, or one that is not a
+                    // classic group, is Dead; v6 (KIP-1043) also says why.
+                    Err(message) if version >= 6 => base
                         .with_error_code(code(ResponseError::GroupIdNotFound))
-                        .with_error_message(Some(str_bytes(format!(
-                            "Group {} not found.",
-                            id.as_str()
-                        ))))
+                        .with_error_message(Some(str_bytes(message)))
                         .with_group_state(str_bytes("Dead")),
-                    None => base.with_group_state(str_bytes("Dead")),
-                    Some(d) => base
+                    Err(_) => base.with_group_state(str_bytes("Dead")),
+                    Ok(d) => base
                         .with_group_state(str_bytes(d.state.name()))
                         .with_protocol_type(str_bytes(d.protocol_type))
                         .with_protocol_data(str_bytes(d.protocol))
@@ -792,19 +789,19 @@ pub fn handle_consumer_group_describe(
     request: &ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
     let image = broker.image();
+    // Kafka's `topicPartitionsFromMap`: partitions of topics no longer in the metadata are
+    // left out.
     let describe_assignment = |a: &Assignment| {
         consumer_group_describe_response::Assignment::default().with_topic_partitions(
             a.iter()
-                .map(|(id, ps)| {
-                    consumer_group_describe_response::TopicPartitions::default()
-                        .with_topic_id(*id)
-                        .with_topic_name(TopicName(str_bytes(
-                            image
-                                .topic_by_id(id)
-                                .map(|t| t.name.clone())
-                                .unwrap_or_default(),
-                        )))
-                        .with_partitions(ps.iter().copied().collect())
+                .filter_map(|(id, ps)| {
+                    let topic = image.topic_by_id(id)?;
+                    Some(
+                        consumer_group_describe_response::TopicPartitions::default()
+                            .with_topic_id(*id)
+                            .with_topic_name(TopicName(str_bytes(topic.name.clone())))
+                            .with_partitions(ps.iter().copied().collect()),
+                    )
                 })
                 .collect(),
         )
@@ -817,15 +814,16 @@ pub fn handle_consumer_group_describe(
                 .map(|id| {
                     let base = consumer_group_describe_response::DescribedGroup::default()
                         .with_group_id(id.clone());
-                    let Some(g) = c.consumer_group(id) else {
-                        return base
-                            .with_error_code(code(ResponseError::GroupIdNotFound))
-                            .with_error_message(Some(str_bytes(format!(
-                                "Group {} not found.",
-                                id.as_str()
-                            ))));
+                    let g = match c.describe_consumer_group(id) {
+                        Ok(g) => g,
+                        Err(message) => {
+                            return base
+                                .with_error_code(code(ResponseError::GroupIdNotFound))
+                                .with_error_message(Some(str_bytes(message)))
+                        }
                     };
-                    base.with_group_state(str_bytes(g.state().to_lowercase()))
+                    // Kafka's `ConsumerGroupState.toString()`: `Stable`, `Reconciling`, ...
+                    base.with_group_state(str_bytes(g.state()))
                         .with_group_epoch(g.group_epoch)
                         .with_assignment_epoch(g.assignment_epoch)
                         .with_assignor_name(str_bytes(g.assignor.clone()))
