@@ -547,7 +547,8 @@ pub async fn tick_loop(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<b
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || {
             b.txns.sync_leadership(&b);
-            b.txns.run(&b, |c| c.tick(now_ms()))
+            let transaction_version = crate::handlers::txn::transaction_version(&b);
+            b.txns.run(&b, |c| c.tick(now_ms(), transaction_version))
         })
         .await;
     }
