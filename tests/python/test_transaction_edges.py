@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
@@ -207,6 +208,74 @@ def test_librdkafka_v1_producer_is_fenced_by_a_timeout_and_a_new_one_carries_on(
     expected = sorted([b"rdk-first"] + [b"rdk-next-%d" % i for i in range(PARTITIONS)])
     assert sorted(read_values(bs, topic, range(PARTITIONS), "read_committed")) == expected
     assert len(read_values(bs, topic, range(PARTITIONS), "read_uncommitted")) == len(expected) + PARTITIONS
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(180)
+def test_another_producers_marker_during_a_check_does_not_send_the_write_back(cluster_factory):
+    """Producer A's write to partition P is checked with A's coordinator on another broker,
+    which is paused meanwhile; producer B commits a transaction on P, whose marker lands
+    while A's check is in flight. A's write is taken: the check is per producer."""
+    from test_cluster import TRANSACTION_KEY, all_led, find_coordinator
+
+    c = cluster_factory(3, overrides={"transaction.state.log.num.partitions": 6})
+    topic = f"il-{uuid.uuid4().hex[:8]}"
+    create_topic(make_admin(c.bootstrap), topic, partitions=PARTITIONS)
+    leaders = c.wait_leaders(topic, all_led(PARTITIONS), what="3 partitions led")
+    partition, leader = next(iter(leaders.items()))
+
+    def txn_id_coordinated_by(node_ids: set[int], prefix: str) -> tuple[str, int]:
+        for _ in range(200):
+            tid = f"{prefix}-{uuid.uuid4().hex[:8]}"
+            coord = wait_until(lambda t=tid: find_coordinator(c.node(leader), t, TRANSACTION_KEY),
+                               timeout=30, interval=0.1, msg=f"a coordinator for {tid}", ignore=(OSError,))
+            if coord in node_ids:
+                return tid, coord
+        raise AssertionError(f"no transactional id coordinated by {node_ids}")
+
+    others = c.broker_ids - {leader}
+    a_txn, a_coord = txn_id_coordinated_by(others, "a")
+    b_txn, b_coord = txn_id_coordinated_by(c.broker_ids - {a_coord}, "b")
+    ports = {n.node_id: n.port for n in c.nodes}
+
+    def begin(txn: str, coord: int) -> tuple[int, int]:
+        with VersionedClient("127.0.0.1", ports[coord]) as cl:
+            init = init_pid(cl, txn, version=4, timeout_ms=60000)
+            assert init.error_code == 0, init
+            assert add_partitions(cl, txn, init.producer_id, init.producer_epoch, topic, [partition]) == 0
+        return init.producer_id, init.producer_epoch
+
+    a_pid, a_epoch = begin(a_txn, a_coord)
+    b_pid, b_epoch = begin(b_txn, b_coord)
+    assert produce(ports[leader], 10, b_txn, b_pid, b_epoch, partition, topic).error_code == 0
+
+    def connects(node_id: int) -> float:
+        (line,) = [m for m in c.node(node_id).metrics().splitlines()
+                   if m.startswith("strata_broker_client_connects_total ")]
+        return float(line.split()[1])
+
+    connects_before = connects(leader)
+    paused = c.node(a_coord)
+    paused.pause()
+    answer: list = []
+    try:
+        writer = threading.Thread(
+            target=lambda: answer.append(produce(ports[leader], 10, a_txn, a_pid, a_epoch, partition, topic)))
+        writer.start()
+        # A's write reached the leader once it connects to the paused broker for the check.
+        wait_until(lambda: connects(leader) > connects_before, timeout=10, interval=0.01,
+                   msg="the leader asks A's coordinator")
+        assert not answer, "the check should be waiting on A's coordinator"
+        with VersionedClient("127.0.0.1", ports[b_coord]) as cl:
+            assert end_txn(cl, 3, b_txn, b_pid, b_epoch, True).error_code == 0
+        wait_until(lambda: describe_txn(ports[b_coord], b_txn).transaction_state == "CompleteCommit",
+                   timeout=10, interval=0.02, msg="B's marker written")
+    finally:
+        paused.resume()
+    writer.join(30)
+    assert answer and answer[0].error_code == 0, answer
+    with VersionedClient("127.0.0.1", ports[a_coord]) as cl:
+        assert end_txn(cl, 3, a_txn, a_pid, a_epoch, True).error_code == 0
 
 
 @pytest.mark.timeout(60)

@@ -7,7 +7,8 @@
 //!
 //! The coordinator is the leader of the transactional id's `__transaction_state` partition:
 //! this broker's own [`crate::txn_service::TxnService`] when it leads it, otherwise another
-//! broker asked with AddPartitionsToTxn v5 in its batched (broker-to-broker) form. Cost per call: one
+//! broker asked with AddPartitionsToTxn v5 in its batched (broker-to-broker) form, over the
+//! broker's pooled connections ([`crate::broker_client::BrokerPool`]). Cost per call: one
 //! coordinator round trip (local: a lock and, for an add, one state record appended and
 //! replicated), for the first write of a transaction to a partition only; the callers skip
 //! partitions whose log already has the producer's transaction open.
@@ -33,7 +34,6 @@ use strata_coord::txn::{TRANSACTION_STATE_TOPIC, TV2};
 use strata_log::VerificationGuard;
 
 use crate::broker::Broker;
-use crate::broker_client::BrokerConnection;
 use crate::replica_manager::now_ms;
 
 /// The AddPartitionsToTxn version a broker sends (the batched form, with
@@ -290,11 +290,16 @@ fn ask_remote(
         .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
     // Kafka's manager answers a disconnection or a timeout with NETWORK_EXCEPTION.
     let response: AddPartitionsToTxnResponse = runtime
-        .block_on(tokio::time::timeout(REQUEST_TIMEOUT, async {
-            let mut conn = BrokerConnection::connect(&address, "strata-partition-leader").await?;
-            conn.send(ApiKey::AddPartitionsToTxn, BROKER_REQUEST_VERSION, &request)
-                .await
-        }))
+        .block_on(tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            broker.peers.send(
+                &broker.metrics,
+                &address,
+                ApiKey::AddPartitionsToTxn,
+                BROKER_REQUEST_VERSION,
+                &request,
+            ),
+        ))
         .map_err(|_| ResponseError::NetworkException)?
         .map_err(|e| {
             tracing::warn!(coordinator = leader, error = %e, "cannot ask the transaction coordinator");
