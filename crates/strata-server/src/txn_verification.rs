@@ -370,21 +370,25 @@ pub enum WriteGuard {
 impl WriteGuard {
     /// Checks the verdict against the log about to be appended to (its lock held). A write
     /// whose transaction ended meanwhile is INVALID_TXN_STATE, as Kafka's
-    /// `UnifiedLog.batchMissingRequiredVerification` answers, unless its epoch is already
-    /// stale: then the append refuses it with INVALID_PRODUCER_EPOCH (Kafka checks the epoch
-    /// first).
+    /// `UnifiedLog.batchMissingRequiredVerification` answers, or INVALID_PRODUCER_EPOCH when
+    /// the marker that ended it also fenced its epoch (Kafka checks the epoch first). Refused
+    /// here rather than by the append, so that a caller that changes state before appending
+    /// (the group coordinator's TxnOffsetCommit) does not.
     pub fn admit(&self, log: &strata_log::Log) -> Result<(), (i16, String)> {
         let ended = |producer_id: i64, producer_epoch: i16| {
-            if log
-                .producer_epoch(producer_id)
-                .is_some_and(|e| e > producer_epoch)
-            {
-                return Ok(());
-            }
-            Err((
+            match log.producer_epoch(producer_id)
+        {
+            Some(current) if current > producer_epoch => Err((
+                ResponseError::InvalidProducerEpoch.code(),
+                format!(
+                    "Epoch of producer {producer_id} is {producer_epoch}, which is smaller than the last seen epoch {current}"
+                ),
+            )),
+            _ => Err((
                 ResponseError::InvalidTxnState.code(),
                 "Record was not part of an ongoing transaction".to_string(),
-            ))
+            )),
+        }
         };
         match self {
             WriteGuard::Ongoing {
@@ -522,6 +526,42 @@ pub fn guard_writes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verified_write_is_admitted_unless_its_own_transaction_ended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = now_ms();
+        let mut log =
+            strata_log::Log::open(dir.path(), strata_log::LogConfig::default(), false, now)
+                .expect("log");
+        let verified =
+            |log: &mut strata_log::Log, producer_id, producer_epoch, v2| WriteGuard::Verified {
+                producer_id,
+                producer_epoch,
+                guard: log.start_txn_verification(producer_id, producer_epoch, v2, now),
+            };
+        let one = verified(&mut log, 1, 0, false);
+        let three = verified(&mut log, 3, 0, true);
+        log.append_txn_marker(2, 0, true, 0, 0, now)
+            .expect("marker");
+        assert_eq!(one.admit(&log), Ok(()), "another producer's marker");
+        assert_eq!(three.admit(&log), Ok(()));
+        log.append_txn_marker(1, 0, false, 0, 0, now)
+            .expect("marker");
+        assert_eq!(
+            one.admit(&log).map_err(|e| e.0),
+            Err(ResponseError::InvalidTxnState.code()),
+            "its own transaction ended"
+        );
+        // A fencing marker (a timeout at protocol v2): the write's epoch is stale.
+        log.append_txn_marker(3, 1, false, 0, 0, now)
+            .expect("marker");
+        assert_eq!(
+            three.admit(&log).map_err(|e| e.0),
+            Err(ResponseError::InvalidProducerEpoch.code())
+        );
+        assert_eq!(WriteGuard::NotHosted.admit(&log), Ok(()));
+    }
 
     #[test]
     fn the_request_version_decides_what_is_asked_and_answered() {
