@@ -156,6 +156,10 @@ def test_without_verification_the_unadded_write_is_taken(broker_factory):
     assert [t.partitions for t in describe_txn(broker.port, txn_id).topics] == [[0]], (
         "the coordinator does not know the write: its transaction would hang on partition 1"
     )
+    # Protocol v2 has no other way into the transaction: the leader adds the partition all
+    # the same, as Kafka's does.
+    assert produce(broker.port, 12, txn_id, pid, epoch, 2, topic).error_code == 0
+    assert [sorted(t.partitions) for t in describe_txn(broker.port, txn_id).topics] == [[0, 2]]
 
 
 @pytest.mark.cluster
