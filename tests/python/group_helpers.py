@@ -391,3 +391,17 @@ class RawGroupClient:
 
     def find_coordinators(self, keys: list[str], key_type: int = 0):
         return self.call(FindCoordinatorRequest, FIND_V, key_type=key_type, coordinator_keys=keys)
+
+
+def open_offsets_transaction(client, transactional_id: str, group: str) -> tuple[int, int]:
+    """Starts a transaction that will commit offsets for `group`, as a transactional producer of
+    protocol v1 does (InitProducerId, then AddOffsetsToTxn v3), over a `VersionedClient`; returns
+    its producer id and epoch. Leaders check a TxnOffsetCommit against the transaction
+    (KIP-890 part 1), so a commit needs a real one."""
+    init = client.call(22, 5, {"transactional_id": transactional_id, "transaction_timeout_ms": 60000,
+                               "producer_id": -1, "producer_epoch": -1})
+    assert init.error_code == 0, init
+    added = client.call(25, 3, {"transactional_id": transactional_id, "producer_id": init.producer_id,
+                                "producer_epoch": init.producer_epoch, "group_id": group})
+    assert added.error_code == 0, added
+    return init.producer_id, init.producer_epoch

@@ -19,6 +19,7 @@ from group_helpers import (
     UNSUPPORTED_VERSION,
     RawGroupClient,
     assignment_bytes,
+    open_offsets_transaction,
 )
 from helpers import create_topic, flush_all, make_admin, make_consumer, make_producer, wait_until
 from versioned_wire import VersionedClient
@@ -245,9 +246,12 @@ def test_commits_after_a_revocation_need_the_new_epoch(cbroker, topic):
             })
             return resp.topics[0].partitions[0].error_code
 
+        pid, producer_epoch = open_offsets_transaction(c, f"txn-{group}", group)
+
         def txn_commit(member_id, epoch):
             resp = c.call(28, 4, {
-                "transactional_id": f"txn-{group}", "group_id": group, "producer_id": 4343, "producer_epoch": 0,
+                "transactional_id": f"txn-{group}", "group_id": group, "producer_id": pid,
+                "producer_epoch": producer_epoch,
                 "generation_id": epoch, "member_id": member_id, "group_instance_id": None,
                 "topics": [{"name": topic, "partitions": [{"partition_index": 0, "committed_offset": 3,
                                                            "committed_leader_epoch": -1,

@@ -39,6 +39,7 @@ from group_helpers import (
     Member,
     RawGroupClient,
     assignment_bytes,
+    open_offsets_transaction,
     poll_for,
     poll_until,
     subscription_bytes,
@@ -948,10 +949,11 @@ def test_commits_to_unknown_topics_and_partitions(gbroker, topic):
     # own group: the offsets it stores stay pending, as this producer never ends a
     # transaction, and read_committed consumers would wait on them.)
     with VersionedClient("127.0.0.1", gbroker.port) as c:
+        pid, epoch = open_offsets_transaction(c, f"txn-{topic}", f"txn-{group}")
         for v in (0, 4):
             resp = c.call(28, v, {
-                "transactional_id": f"txn-{topic}", "group_id": f"txn-{group}", "producer_id": 4242,
-                "producer_epoch": 0,
+                "transactional_id": f"txn-{topic}", "group_id": f"txn-{group}", "producer_id": pid,
+                "producer_epoch": epoch,
                 "generation_id": -1, "member_id": "", "group_instance_id": None,
                 "topics": [
                     {"name": missing, "partitions": [{"partition_index": 0, "committed_offset": 1,

@@ -7,7 +7,8 @@
   runs its transactions against the same broker at the same time; read_committed consumers
   see exactly the committed records of both.
 - A transactional write to a partition the transaction never added is refused with
-  INVALID_TXN_STATE (Produce up to v11), or added by the leader (Produce v12); with
+  TRANSACTION_ABORTABLE (Produce v11; INVALID_TXN_STATE before), or added by the leader
+  (Produce v12); with
   `transaction.partition.verification.enable=false` it is taken as it is, the hanging
   transaction KIP-890 closes.
 """
@@ -28,6 +29,7 @@ from test_transactions import read_values
 from versioned_wire import VersionedClient
 
 INVALID_TXN_STATE = 48
+TRANSACTION_ABORTABLE = 120
 PARTITIONS = 3
 
 
@@ -127,9 +129,12 @@ def test_a_write_to_a_partition_the_transaction_never_added_is_refused(broker):
     create_topic(make_admin(broker.bootstrap), topic, partitions=PARTITIONS)
     txn_id = f"verify-{topic}"
     pid, epoch = begin(broker.port, txn_id, topic, [0])
-    # Protocol v1 (Produce v11): partition 0 was added, partition 1 was not.
+    # Protocol v1 (Produce v11): partition 0 was added, partition 1 was not. A client that
+    # knows TRANSACTION_ABORTABLE (v11) gets it, an older one INVALID_TXN_STATE (Kafka 4).
     assert produce(broker.port, 11, txn_id, pid, epoch, 0, topic).error_code == 0
     refused = produce(broker.port, 11, txn_id, pid, epoch, 1, topic)
+    assert refused.error_code == TRANSACTION_ABORTABLE, refused
+    refused = produce(broker.port, 10, txn_id, pid, epoch, 1, topic)
     assert refused.error_code == INVALID_TXN_STATE, refused
     assert [t.partitions for t in describe_txn(broker.port, txn_id).topics] == [[0]]
     # Protocol v2 (Produce v12): the leader adds the partition to the transaction.
@@ -151,6 +156,10 @@ def test_without_verification_the_unadded_write_is_taken(broker_factory):
     assert [t.partitions for t in describe_txn(broker.port, txn_id).topics] == [[0]], (
         "the coordinator does not know the write: its transaction would hang on partition 1"
     )
+    # Protocol v2 has no other way into the transaction: the leader adds the partition all
+    # the same, as Kafka's does.
+    assert produce(broker.port, 12, txn_id, pid, epoch, 2, topic).error_code == 0
+    assert [sorted(t.partitions) for t in describe_txn(broker.port, txn_id).topics] == [[0, 2]]
 
 
 @pytest.mark.cluster

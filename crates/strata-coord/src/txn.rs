@@ -219,13 +219,24 @@ impl TransactionCoordinator {
         self.persist(transactional_id, now_ms);
     }
 
-    /// InitProducerId for a transactional id. `expected` is the producer id and epoch a
-    /// KIP-360 client (v3+) believes it has; `allocate` hands out a fresh producer id.
+    /// InitProducerId for a transactional id (Kafka's `handleInitProducerId`). `expected` is
+    /// the producer id and epoch a KIP-360 client (v3+) believes it has; `transaction_version`
+    /// is the cluster's finalized `transaction.version` (it decides how an ongoing transaction
+    /// is aborted, see [`TransactionCoordinator::tick`]); `allocate` hands out a fresh producer
+    /// id.
+    ///
+    /// As Kafka's `prepareIncrementProducerEpoch`: with no expected epoch, or the current one,
+    /// the epoch is bumped (a new producer id once it is exhausted); with the epoch the last
+    /// bump replaced (`last_producer_epoch`: the answer of a successful call was lost, or the
+    /// coordinator's own abort bumped it) the current epoch is answered as it is; any other is
+    /// PRODUCER_FENCED.
+    #[allow(clippy::too_many_arguments)]
     pub fn init_producer_id(
         &mut self,
         transactional_id: &str,
         timeout_ms: i32,
         expected: Option<(i64, i16)>,
+        transaction_version: i16,
         now_ms: i64,
         mut allocate: impl FnMut() -> Result<i64, ResponseError>,
     ) -> InitResult {
@@ -257,11 +268,16 @@ impl TransactionCoordinator {
             self.persist(transactional_id, now_ms);
             return Ok((producer_id, 0));
         };
+        // Markers being written: Kafka's pending transition, answered before anything else.
+        if matches!(txn.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return Err(ResponseError::ConcurrentTransactions);
+        }
         if let Some((pid, epoch)) = expected {
-            // A v2 client whose EndTxn answer was lost still holds the epoch it replaced.
-            let current = (txn.producer_id, txn.producer_epoch);
-            let replaced = (txn.producer_id, txn.last_producer_epoch);
-            if pid >= 0 && (pid, epoch) != current && (epoch < 0 || (pid, epoch) != replaced) {
+            // The producer id decides here; the epoch below. A client that moved to a new
+            // producer id may retry with the exhausted epoch of the previous one.
+            let valid =
+                pid == txn.producer_id || (pid == txn.previous_producer_id && epoch >= MAX_EPOCH);
+            if !valid {
                 return Err(ResponseError::ProducerFenced);
             }
         }
@@ -272,21 +288,37 @@ impl TransactionCoordinator {
             | TxnState::Dead => Err(ResponseError::ConcurrentTransactions),
             TxnState::Ongoing => {
                 // Fence the old incarnation and abort what it left open; the client retries and
-                // gets a second epoch bump once the abort is complete.
-                txn.producer_epoch += 1;
-                txn.last_producer_epoch = -1;
-                self.prepare_end(transactional_id, false, now_ms);
+                // gets another epoch bump once the abort is complete.
+                self.fence_and_abort(transactional_id, transaction_version, now_ms);
                 Err(ResponseError::ConcurrentTransactions)
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
-                if txn.producer_epoch >= MAX_EPOCH {
+                let exhausted = txn.producer_epoch >= MAX_EPOCH;
+                if exhausted && expected.is_none_or(|(_, e)| e == txn.producer_epoch) {
+                    txn.last_producer_epoch = if expected.is_some() {
+                        txn.producer_epoch
+                    } else {
+                        -1
+                    };
                     txn.previous_producer_id = txn.producer_id;
                     txn.producer_id = allocate()?;
                     txn.producer_epoch = 0;
                 } else {
-                    txn.producer_epoch += 1;
+                    match expected {
+                        None => {
+                            txn.producer_epoch += 1;
+                            txn.last_producer_epoch = -1;
+                        }
+                        Some((_, e)) if e == txn.producer_epoch && !exhausted => {
+                            txn.last_producer_epoch = txn.producer_epoch;
+                            txn.producer_epoch += 1;
+                        }
+                        // A retry of a call that succeeded (or the epoch the coordinator's own
+                        // abort replaced): the current epoch, not bumped again.
+                        Some((_, e)) if e == txn.last_producer_epoch => {}
+                        Some(_) => return Err(ResponseError::ProducerFenced),
+                    }
                 }
-                txn.last_producer_epoch = -1;
                 txn.next_producer_id = -1;
                 txn.timeout_ms = timeout_ms;
                 txn.state = TxnState::Empty;
@@ -297,6 +329,36 @@ impl TransactionCoordinator {
                 Ok(result)
             }
         }
+    }
+
+    /// Aborts the ongoing transaction of `transactional_id` on the coordinator's own initiative
+    /// (its timeout, or a new incarnation's InitProducerId), fencing its producer with one
+    /// epoch bump: Kafka's `prepareFenceProducerEpoch` and `endTransaction(isFromClient =
+    /// false)` at the cluster's `transaction_version`.
+    ///
+    /// With protocol v2 (`transaction_version` >= 2) the abort is a v2 transaction end: the
+    /// epoch it replaced is remembered (`last_producer_epoch`), so that the fenced client's
+    /// EndTxn(abort) v5 is answered as a retry of the abort, with the new epoch, and its
+    /// InitProducerId with the old epoch gets the new one; the abort bumps only once (Kafka
+    /// 4.1, KAFKA-19367). With v1 the client keeps nothing: every later call of its
+    /// incarnation is fenced.
+    fn fence_and_abort(&mut self, transactional_id: &str, transaction_version: i16, now_ms: i64) {
+        let txn = self
+            .txns
+            .get_mut(transactional_id)
+            .expect("aborting a known transaction");
+        debug_assert_eq!(txn.state, TxnState::Ongoing);
+        let v2 = transaction_version >= TV2;
+        txn.last_producer_epoch = if v2 { txn.producer_epoch } else { -1 };
+        if txn.producer_epoch < i16::MAX {
+            txn.producer_epoch += 1;
+        } else {
+            // Kafka lets the abort through at the last epoch rather than overflow it.
+            tracing::error!(%transactional_id, "aborting at the last producer epoch");
+        }
+        txn.client_transaction_version = if v2 { TV2 } else { 0 };
+        txn.next_producer_id = -1;
+        self.prepare_end(transactional_id, false, now_ms);
     }
 
     /// Checks that the caller is the current incarnation of the transactional id.
@@ -331,6 +393,16 @@ impl TransactionCoordinator {
         client_transaction_version: i16,
         now_ms: i64,
     ) -> Result<(), ResponseError> {
+        // Markers being written (Kafka's pending transition) come before the identity check
+        // (KAFKA-18660): a protocol v2 client's next transaction waits for them with the new
+        // epoch.
+        if self
+            .txns
+            .get(transactional_id)
+            .is_some_and(|t| matches!(t.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+        {
+            return Err(ResponseError::ConcurrentTransactions);
+        }
         let txn = self.validate(transactional_id, producer_id, producer_epoch)?;
         match txn.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort | TxnState::PrepareEpochFence => {
@@ -354,8 +426,11 @@ impl TransactionCoordinator {
         Ok(())
     }
 
-    /// AddPartitionsToTxn with `verify_only` (KIP-890): for each partition, whether the
-    /// ongoing transaction of this producer already contains it.
+    /// AddPartitionsToTxn with `verify_only` (KIP-890, Kafka's
+    /// `handleVerifyPartitionsInTransaction`): for each partition, whether the ongoing
+    /// transaction of this producer already contains it (Kafka answers TRANSACTION_ABORTABLE
+    /// for one it does not). A transaction whose markers are being written answers
+    /// CONCURRENT_TRANSACTIONS.
     pub fn verify_partitions(
         &self,
         transactional_id: &str,
@@ -364,6 +439,9 @@ impl TransactionCoordinator {
         partitions: &[(String, i32)],
     ) -> Result<Vec<bool>, ResponseError> {
         let txn = self.validate(transactional_id, producer_id, producer_epoch)?;
+        if matches!(txn.state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
+            return Err(ResponseError::ConcurrentTransactions);
+        }
         Ok(partitions
             .iter()
             .map(|p| txn.state == TxnState::Ongoing && txn.partitions.contains(p))
@@ -374,6 +452,21 @@ impl TransactionCoordinator {
     /// client continues with (EndTxn v5 answers them). `client_transaction_version` [`TV2`]
     /// bumps the epoch (a new producer id once it is exhausted, from `allocate`), and lets
     /// the client abort a transaction that never started here.
+    ///
+    /// Protocol v1 (Kafka's `endTransactionWithTV1`): the epoch must be the current one; a
+    /// repeated end of a completed transaction succeeds. Protocol v2 (Kafka's TV2
+    /// `endTransaction`): an EndTxn whose epoch is one below the current one is a retry of the
+    /// end that bumped it — or of the coordinator's own abort, for a client whose transaction
+    /// timed out — and is answered with the current producer id and epoch:
+    ///
+    /// | state          | abort, retry | abort, current | commit, retry | commit, current |
+    /// |----------------|--------------|----------------|---------------|-----------------|
+    /// | Empty          | FENCED       | bump           | FENCED        | INVALID_TXN_STATE |
+    /// | CompleteAbort  | ok           | bump           | INVALID_TXN_STATE | INVALID_TXN_STATE |
+    /// | CompleteCommit | INVALID_TXN_STATE | bump      | ok            | INVALID_TXN_STATE |
+    ///
+    /// While markers are being written (PrepareCommit/PrepareAbort) the answer is
+    /// CONCURRENT_TRANSACTIONS, the client retries.
     #[allow(clippy::too_many_arguments)]
     pub fn end_txn(
         &mut self,
@@ -385,37 +478,59 @@ impl TransactionCoordinator {
         now_ms: i64,
         allocate: impl FnOnce() -> Result<i64, ResponseError>,
     ) -> Result<(i64, i16), ResponseError> {
+        use TxnState::*;
         let tv2 = client_transaction_version >= TV2;
         let txn = self
             .txns
             .get(transactional_id)
             .ok_or(ResponseError::InvalidProducerIdMapping)?;
-        // A v2 retry names the epoch this end replaced (and, after an exhausted epoch, the
-        // producer id it replaced).
-        let retry = tv2
-            && txn.last_producer_epoch >= 0
-            && producer_epoch == txn.last_producer_epoch
-            && (producer_id == txn.producer_id || producer_id == txn.previous_producer_id);
-        if !retry {
+        let current = txn.client_producer();
+        if !tv2 {
             self.validate(transactional_id, producer_id, producer_epoch)?;
+            match (txn.state, commit) {
+                (Ongoing, _) => {}
+                (CompleteCommit, true) | (CompleteAbort, false) => return Ok(current),
+                // Markers being written (Kafka's pending transition), whichever end is asked.
+                (PrepareCommit | PrepareAbort | PrepareEpochFence, _) => {
+                    return Err(ResponseError::ConcurrentTransactions)
+                }
+                _ => return Err(ResponseError::InvalidTxnState),
+            }
+        } else {
+            // A retry of an end that moved to a new producer id (the old one's epochs ran out).
+            let retry_on_overflow = txn.previous_producer_id == producer_id
+                && producer_epoch == MAX_EPOCH
+                && txn.producer_epoch == 0;
+            // A retry of an end that bumped the epoch.
+            let retry_on_bump = i32::from(txn.producer_epoch) == i32::from(producer_epoch) + 1;
+            if txn.producer_id != producer_id && !retry_on_overflow {
+                return Err(ResponseError::InvalidProducerIdMapping);
+            }
+            if matches!(txn.state, PrepareCommit | PrepareAbort) {
+                // Kafka's pending transition, checked before the epoch (KAFKA-18464).
+                return Err(ResponseError::ConcurrentTransactions);
+            }
+            let valid_epoch = match txn.state {
+                Ongoing | Empty | Dead | PrepareEpochFence => producer_epoch == txn.producer_epoch,
+                PrepareCommit | PrepareAbort => retry_on_bump,
+                CompleteCommit | CompleteAbort => {
+                    retry_on_bump || retry_on_overflow || producer_epoch == txn.producer_epoch
+                }
+            };
+            if !valid_epoch {
+                return Err(ResponseError::ProducerFenced);
+            }
+            let retry = retry_on_bump || retry_on_overflow;
+            match (txn.state, commit) {
+                (Ongoing, _) => {}
+                (CompleteCommit, true) | (CompleteAbort, false) if retry => return Ok(current),
+                // An abort needs no transaction the coordinator saw start; it bumps the epoch
+                // all the same, fencing whatever the client may still have in flight.
+                (Empty | CompleteCommit | CompleteAbort, false) if !retry => {}
+                _ => return Err(ResponseError::InvalidTxnState),
+            }
         }
         let txn = self.txns.get(transactional_id).expect("validated");
-        let current = txn.client_producer();
-        use TxnState::*;
-        match (txn.state, commit) {
-            (Ongoing, _) if !retry => {}
-            (CompleteCommit, true) | (CompleteAbort, false) if retry || !tv2 => {
-                // A retry of an EndTxn that already completed.
-                return Ok(current);
-            }
-            // Protocol v2: an abort needs no transaction the coordinator saw start; it bumps
-            // the epoch all the same, fencing whatever the client may still have in flight.
-            (Empty | CompleteCommit | CompleteAbort, false) if tv2 && !retry => {}
-            (PrepareCommit, true) | (PrepareAbort, false) | (PrepareEpochFence, _) => {
-                return Err(ResponseError::ConcurrentTransactions)
-            }
-            _ => return Err(ResponseError::InvalidTxnState),
-        }
         let next_producer_id = if tv2 && txn.producer_epoch >= MAX_EPOCH {
             allocate()?
         } else {
@@ -469,8 +584,10 @@ impl TransactionCoordinator {
         self.persist(&work.transactional_id, now_ms);
     }
 
-    /// Aborts transactions open longer than their timeout, fencing their producer.
-    pub fn tick(&mut self, now_ms: i64) {
+    /// Aborts transactions open longer than their timeout, fencing their producer with one
+    /// epoch bump (Kafka's `abortTimedOutTransactions`, at the cluster's finalized
+    /// `transaction_version`, not the client's; see `fence_and_abort`).
+    pub fn tick(&mut self, now_ms: i64, transaction_version: i16) {
         let expired: Vec<String> = self
             .txns
             .values()
@@ -479,10 +596,7 @@ impl TransactionCoordinator {
             .collect();
         for id in expired {
             tracing::info!(transactional_id = %id, "transaction timed out; aborting");
-            let txn = self.txns.get_mut(&id).expect("listed");
-            txn.producer_epoch += 1;
-            txn.last_producer_epoch = -1;
-            self.prepare_end(&id, false, now_ms);
+            self.fence_and_abort(&id, transaction_version, now_ms);
         }
     }
 
@@ -708,7 +822,7 @@ mod tests {
         let mut ids = 0;
         let mut c = TransactionCoordinator::default();
         let (pid, epoch) = c
-            .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
+            .init_producer_id("tx", 60_000, None, 0, 0, alloc(&mut ids))
             .unwrap();
         assert_eq!((pid, epoch), (1, 0));
         c.add_partitions("tx", pid, epoch, &[tp("a", 0), tp("b", 1)], 0, 10)
@@ -743,7 +857,7 @@ mod tests {
         let mut ids = 0;
         let mut c = TransactionCoordinator::default();
         let (pid, epoch) = c
-            .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
+            .init_producer_id("tx", 60_000, None, 0, 0, alloc(&mut ids))
             .unwrap();
         let both = [tp("a", 0), tp("b", 0)];
         assert_eq!(
@@ -772,14 +886,14 @@ mod tests {
         let mut ids = 0;
         let mut c = TransactionCoordinator::default();
         let (pid, e0) = c
-            .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
+            .init_producer_id("tx", 60_000, None, 0, 0, alloc(&mut ids))
             .unwrap();
         c.add_partitions("tx", pid, e0, &[tp("a", 0)], 0, 1)
             .unwrap();
         c.take_output();
         // A restarted producer: the open transaction is aborted first.
         assert_eq!(
-            c.init_producer_id("tx", 60_000, None, 2, alloc(&mut ids)),
+            c.init_producer_id("tx", 60_000, None, 0, 2, alloc(&mut ids)),
             Err(ResponseError::ConcurrentTransactions)
         );
         let (_, markers) = c.take_output();
@@ -791,11 +905,16 @@ mod tests {
         );
         assert_eq!(
             c.add_partitions("tx", pid, e0, &[tp("a", 0)], 0, 3),
-            Err(ResponseError::ProducerFenced)
+            Err(ResponseError::ConcurrentTransactions),
+            "markers being written come first (KAFKA-18660)"
         );
         c.complete_markers(&markers[0], 4);
+        assert_eq!(
+            c.add_partitions("tx", pid, e0, &[tp("a", 0)], 0, 4),
+            Err(ResponseError::ProducerFenced)
+        );
         let (pid2, e2) = c
-            .init_producer_id("tx", 60_000, None, 5, alloc(&mut ids))
+            .init_producer_id("tx", 60_000, None, 0, 5, alloc(&mut ids))
             .unwrap();
         assert_eq!((pid2, e2), (pid, e0 + 2));
         assert_eq!(
@@ -818,22 +937,22 @@ mod tests {
         let mut ids = 0;
         let mut c = TransactionCoordinator::default();
         assert_eq!(
-            c.init_producer_id("tx", 0, None, 0, alloc(&mut ids)),
+            c.init_producer_id("tx", 0, None, 0, 0, alloc(&mut ids)),
             Err(ResponseError::InvalidTransactionTimeout)
         );
         assert_eq!(
-            c.init_producer_id("tx", 1_000_000, None, 0, alloc(&mut ids)),
+            c.init_producer_id("tx", 1_000_000, None, 0, 0, alloc(&mut ids)),
             Err(ResponseError::InvalidTransactionTimeout)
         );
         let (pid, epoch) = c
-            .init_producer_id("tx", 1000, None, 0, alloc(&mut ids))
+            .init_producer_id("tx", 1000, None, 0, 0, alloc(&mut ids))
             .unwrap();
         c.add_partitions("tx", pid, epoch, &[tp("a", 0)], 0, 100)
             .unwrap();
         c.take_output();
-        c.tick(1100);
+        c.tick(1100, 0);
         assert_eq!(c.describe("tx").unwrap().state, TxnState::Ongoing);
-        c.tick(1101);
+        c.tick(1101, 0);
         let (_, markers) = c.take_output();
         assert_eq!(markers.len(), 1);
         assert_eq!(c.describe("tx").unwrap().state, TxnState::PrepareAbort);
@@ -848,7 +967,7 @@ mod tests {
         let mut ids = 0;
         let mut c = TransactionCoordinator::default();
         let (pid, epoch) = c
-            .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
+            .init_producer_id("tx", 60_000, None, 0, 0, alloc(&mut ids))
             .unwrap();
         c.add_partitions(
             "tx",
@@ -880,7 +999,7 @@ mod tests {
         let mut c = TransactionCoordinator::default();
         for id in ["moved", "kept"] {
             let (pid, epoch) = c
-                .init_producer_id(id, 60_000, None, 0, alloc(&mut ids))
+                .init_producer_id(id, 60_000, None, 0, 0, alloc(&mut ids))
                 .unwrap();
             c.add_partitions(id, pid, epoch, &[tp("a", 0)], 0, 1)
                 .unwrap();
@@ -920,7 +1039,7 @@ mod tests {
         let mut ids = 0;
         let mut c = TransactionCoordinator::default();
         let (pid, e0) = c
-            .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
+            .init_producer_id("tx", 60_000, None, 0, 0, alloc(&mut ids))
             .unwrap();
         c.add_partitions("tx", pid, e0, &[tp("a", 0)], TV2, 1)
             .unwrap();
@@ -966,16 +1085,193 @@ mod tests {
         );
         let markers = complete_all(&mut c);
         assert!(markers[0].partitions.is_empty() && !markers[0].commit);
-        // InitProducerId from a client whose EndTxn answer was lost (KIP-360) is no zombie.
+        // InitProducerId from a client whose EndTxn answer was lost (KIP-360) is no zombie:
+        // it is answered the current epoch, not bumped again (Kafka's
+        // `prepareIncrementProducerEpoch`), as often as it asks.
+        for now in [4, 5] {
+            assert_eq!(
+                c.init_producer_id("tx", 60_000, Some((pid, e0 + 2)), TV2, now, alloc(&mut ids)),
+                Ok((pid, e0 + 3))
+            );
+        }
         assert_eq!(
-            c.init_producer_id("tx", 60_000, Some((pid, e0 + 2)), 4, alloc(&mut ids)),
+            c.init_producer_id("tx", 60_000, Some((pid, e0 + 1)), TV2, 5, alloc(&mut ids)),
+            Err(ResponseError::ProducerFenced),
+            "only the epoch the last end replaced"
+        );
+        // With the current epoch it bumps, and remembers the one it replaced.
+        assert_eq!(
+            c.init_producer_id("tx", 60_000, Some((pid, e0 + 3)), TV2, 6, alloc(&mut ids)),
             Ok((pid, e0 + 4))
         );
         assert_eq!(
-            c.init_producer_id("tx", 60_000, Some((pid, e0 + 2)), 5, alloc(&mut ids)),
-            Err(ResponseError::ProducerFenced),
-            "only the epoch the last client end replaced"
+            c.init_producer_id("tx", 60_000, Some((pid, e0 + 3)), TV2, 7, alloc(&mut ids)),
+            Ok((pid, e0 + 4))
         );
+        assert_eq!(
+            c.init_producer_id(
+                "tx",
+                60_000,
+                Some((pid + 1, e0 + 4)),
+                TV2,
+                8,
+                alloc(&mut ids)
+            ),
+            Err(ResponseError::ProducerFenced),
+            "another producer id"
+        );
+    }
+
+    /// A transaction left open past its timeout, on a cluster at `transaction.version` 2: the
+    /// coordinator aborts it with one epoch bump, and the client (whatever its protocol) is
+    /// answered so that it can abort and carry on, as Kafka 4.1 answers it.
+    #[test]
+    fn a_timed_out_transaction_at_v2_is_aborted_and_its_client_carries_on() {
+        let mut ids = 0;
+        let mut c = TransactionCoordinator::default();
+        let (pid, e) = c
+            .init_producer_id("tx", 1000, None, TV2, 0, alloc(&mut ids))
+            .unwrap();
+        c.add_partitions("tx", pid, e, &[tp("a", 0), tp("b", 1)], TV2, 100)
+            .unwrap();
+        c.take_output();
+        c.tick(1101, TV2);
+        let (records, markers) = c.take_output();
+        assert_eq!(markers.len(), 1);
+        assert_eq!(
+            (markers[0].producer_epoch, markers[0].commit),
+            (e + 1, false),
+            "one bump: the abort's markers fence the old epoch"
+        );
+        let t = &records.last().unwrap().0;
+        assert_eq!(
+            (t.state, t.producer_epoch, t.client_transaction_version),
+            (TxnState::PrepareAbort, e + 1, TV2)
+        );
+        // While the markers are written everything waits.
+        assert_eq!(
+            end_v2(&mut c, pid, e, false, &mut ids),
+            Err(ResponseError::ConcurrentTransactions)
+        );
+        assert_eq!(
+            end_v2(&mut c, pid, e, true, &mut ids),
+            Err(ResponseError::ConcurrentTransactions)
+        );
+        assert_eq!(
+            c.add_partitions("tx", pid, e, &[tp("a", 0)], TV2, 1102),
+            Err(ResponseError::ConcurrentTransactions)
+        );
+        assert_eq!(
+            c.verify_partitions("tx", pid, e, &[tp("a", 0)]),
+            Err(ResponseError::ProducerFenced)
+        );
+        c.complete_markers(&markers[0], 1103);
+        c.take_output();
+        // Protocol v2: the client's EndTxn(abort) with its old epoch is a retry of the abort;
+        // a commit is refused; protocol v1 calls with the old epoch are fenced.
+        assert_eq!(
+            end_v2(&mut c, pid, e, true, &mut ids),
+            Err(ResponseError::InvalidTxnState)
+        );
+        assert_eq!(
+            end_v1(&mut c, "tx", pid, e, false, 1104),
+            Err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(
+            c.add_partitions("tx", pid, e, &[tp("a", 0)], 0, 1104),
+            Err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(
+            c.verify_partitions("tx", pid, e, &[tp("a", 0)]),
+            Err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(end_v2(&mut c, pid, e, false, &mut ids), Ok((pid, e + 1)));
+        assert_eq!(
+            c.describe("tx").unwrap().state,
+            TxnState::CompleteAbort,
+            "the retry wrote nothing"
+        );
+        assert!(c.take_output().0.is_empty());
+        // A KIP-360 InitProducerId with the old epoch gets the new one, unbumped.
+        assert_eq!(
+            c.init_producer_id("tx", 1000, Some((pid, e)), TV2, 1105, alloc(&mut ids)),
+            Ok((pid, e + 1))
+        );
+        // The next transaction goes through at the new epoch.
+        c.add_partitions("tx", pid, e + 1, &[tp("a", 0)], TV2, 1106)
+            .unwrap();
+        assert_eq!(end_v2(&mut c, pid, e + 1, true, &mut ids), Ok((pid, e + 2)));
+        let markers = complete_all(&mut c);
+        assert_eq!(
+            (markers[0].producer_epoch, markers[0].commit),
+            (e + 2, true)
+        );
+    }
+
+    /// At `transaction.version` below 2 the coordinator's abort leaves its client nothing to
+    /// carry on with (Kafka's protocol v1: the timeout fences it).
+    #[test]
+    fn a_timed_out_transaction_below_v2_fences_its_client() {
+        let mut ids = 0;
+        let mut c = TransactionCoordinator::default();
+        let (pid, e) = c
+            .init_producer_id("tx", 1000, None, 0, 0, alloc(&mut ids))
+            .unwrap();
+        c.add_partitions("tx", pid, e, &[tp("a", 0)], 0, 100)
+            .unwrap();
+        c.take_output();
+        c.tick(1101, 0);
+        let markers = complete_all(&mut c);
+        assert_eq!(markers[0].producer_epoch, e + 1);
+        let t = c.describe("tx").unwrap();
+        assert_eq!(
+            (t.state, t.client_transaction_version),
+            (TxnState::CompleteAbort, 0)
+        );
+        assert_eq!(
+            end_v1(&mut c, "tx", pid, e, false, 1104),
+            Err(ResponseError::ProducerFenced)
+        );
+        assert_eq!(
+            c.init_producer_id("tx", 1000, Some((pid, e)), 0, 1105, alloc(&mut ids)),
+            Err(ResponseError::ProducerFenced)
+        );
+        // A new incarnation goes on.
+        assert_eq!(
+            c.init_producer_id("tx", 1000, None, 0, 1106, alloc(&mut ids)),
+            Ok((pid, e + 2))
+        );
+    }
+
+    /// A new incarnation's InitProducerId aborts the open transaction of the old one with one
+    /// epoch bump at v2 as at v1 (Kafka 4.1, KAFKA-19367), and its retry bumps again.
+    #[test]
+    fn fencing_an_open_transaction_bumps_once() {
+        for tv in [0, TV2] {
+            let mut ids = 0;
+            let mut c = TransactionCoordinator::default();
+            let (pid, e) = c
+                .init_producer_id("tx", 60_000, None, tv, 0, alloc(&mut ids))
+                .unwrap();
+            c.add_partitions("tx", pid, e, &[tp("a", 0)], tv, 1)
+                .unwrap();
+            c.take_output();
+            assert_eq!(
+                c.init_producer_id("tx", 60_000, None, tv, 2, alloc(&mut ids)),
+                Err(ResponseError::ConcurrentTransactions)
+            );
+            assert_eq!(
+                c.init_producer_id("tx", 60_000, None, tv, 3, alloc(&mut ids)),
+                Err(ResponseError::ConcurrentTransactions),
+                "the abort's markers are being written"
+            );
+            let markers = complete_all(&mut c);
+            assert_eq!(markers[0].producer_epoch, e + 1, "protocol {tv}");
+            assert_eq!(
+                c.init_producer_id("tx", 60_000, None, tv, 4, alloc(&mut ids)),
+                Ok((pid, e + 2))
+            );
+        }
     }
 
     #[test]
@@ -983,7 +1279,7 @@ mod tests {
         let mut ids = 100;
         let mut c = TransactionCoordinator::default();
         let (pid, _) = c
-            .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
+            .init_producer_id("tx", 60_000, None, 0, 0, alloc(&mut ids))
             .unwrap();
         let mut exhausted = c.describe("tx").unwrap().clone();
         exhausted.producer_epoch = MAX_EPOCH;
@@ -1022,7 +1318,7 @@ mod tests {
         let mut ids = 0;
         let mut c = TransactionCoordinator::default();
         let (pid, e) = c
-            .init_producer_id("tx", 60_000, None, 0, alloc(&mut ids))
+            .init_producer_id("tx", 60_000, None, 0, 0, alloc(&mut ids))
             .unwrap();
         c.add_partitions("tx", pid, e, &[tp("a", 0), tp("a", 3), tp("bb", 1)], TV2, 1)
             .unwrap();

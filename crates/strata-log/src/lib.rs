@@ -32,6 +32,7 @@ mod tiered_tests;
 mod txn;
 #[cfg(test)]
 mod txn_tests;
+mod verification;
 
 pub use batch::{check_crc, RecordBatchHeader, TimestampType};
 pub use cleaner::{CompactedOutput, CompactionPlan, CompactionStats, OFFSET_MAP_MEMORY_BYTES};
@@ -41,3 +42,4 @@ pub use fsutil::write_atomic;
 pub use log::{AppendInfo, Log, LogOffsetSnapshot, ReadResult, DEFAULT_PRODUCER_ID_EXPIRATION_MS};
 pub use records::{find_record_by_timestamp, offset_of_max_timestamp};
 pub use tiered::{SegmentForUpload, TierTail};
+pub use verification::{VerificationGuard, MAX_VERIFICATIONS, VERIFICATION_MAX_AGE_MS};

@@ -45,6 +45,7 @@ use crate::producer_state::{
 };
 use crate::segment::{BatchPlacement, LogSegment};
 use crate::txn::{self, AbortedTxn, ControlRecord, TxnIndex, CONTROL_PREFIX_BYTES};
+use crate::verification::{VerificationGuard, Verifications};
 
 /// Name of the file holding log start offset, recovery point and the
 /// clean-shutdown marker.
@@ -217,10 +218,9 @@ pub struct Log {
     /// and further truncations are refused until the log is reopened, which completes it
     /// (see [`crate::replication`]).
     pub(crate) failed_truncation: Option<i64>,
-    /// Transaction markers this log has appended since it was opened (in memory only): a
-    /// partition leader notes it before asking the transaction coordinator about a write
-    /// and appends only if no marker came in meanwhile (Kafka's `VerificationGuard`).
-    txn_markers_appended: u64,
+    /// Producers whose transactional write the leader is checking with the transaction
+    /// coordinator (Kafka's `VerificationStateEntry`; in memory, leader only).
+    pub(crate) verifications: Verifications,
     /// Aborted transactions (Kafka's `.txnindex`, one file per log here). Kept from the log
     /// start offset, so it also answers for the part of the log that is only in the tier.
     pub(crate) aborted: TxnIndex,
@@ -336,7 +336,7 @@ impl Log {
             high_watermark_checkpoint: state.and_then(|s| s.high_watermark),
             generation: next_generation(),
             failed_truncation: None,
-            txn_markers_appended: 0,
+            verifications: Verifications::default(),
         };
 
         match state
@@ -914,7 +914,7 @@ impl Log {
         };
         self.write_batches(&[&buf], &[placement], &[(leader_epoch, offset)], now_ms)?;
         self.producers.commit(staging);
-        self.txn_markers_appended += 1;
+        self.verifications.on_marker(producer_id, producer_epoch);
         if let Some(txn) = completed.and_then(|done| aborted_txn_entry(&self.producers, done)) {
             self.aborted.append(txn)?;
         }
@@ -954,11 +954,37 @@ impl Log {
             .is_some_and(|e| e.epoch == producer_epoch && e.current_txn_first_offset.is_some())
     }
 
-    /// How many transaction markers were appended since the log was opened: a write checked
-    /// with the transaction coordinator while this stayed the same was not overtaken by the
-    /// end of its transaction.
-    pub fn txn_markers_appended(&self) -> u64 {
-        self.txn_markers_appended
+    /// Starts the check of a transactional write of `producer_id` with the transaction
+    /// coordinator (Kafka's `UnifiedLog.maybeStartTransactionVerification`): the append that
+    /// follows the coordinator's answer presents the returned guard to
+    /// [`Log::txn_verification_valid`]. `supports_epoch_bump` is protocol v2 (the partition
+    /// is added, and the transaction's marker will carry a bumped epoch).
+    pub fn start_txn_verification(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        supports_epoch_bump: bool,
+        now_ms: i64,
+    ) -> VerificationGuard {
+        self.verifications
+            .start(producer_id, producer_epoch, supports_epoch_bump, now_ms)
+    }
+
+    /// Whether the check `guard` of `producer_id` still stands: no marker of that producer
+    /// ended the checked transaction since it started. Other producers' markers do not
+    /// matter.
+    pub fn txn_verification_valid(
+        &self,
+        producer_id: i64,
+        guard: VerificationGuard,
+        now_ms: i64,
+    ) -> bool {
+        self.verifications.is_valid(producer_id, guard, now_ms)
+    }
+
+    /// The epoch this log last saw from `producer_id`, if it knows the producer.
+    pub fn producer_epoch(&self, producer_id: i64) -> Option<i16> {
+        self.producers.entry(producer_id).map(|e| e.epoch)
     }
 
     fn maybe_roll(

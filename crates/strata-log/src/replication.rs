@@ -147,6 +147,8 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         self.check_writable()?;
+        // Checks of transactional writes belong to a leader (its markers end them).
+        self.verifications.clear();
         let (batches, whole_bytes) = self.validate_follower_batches(records)?;
         let leo = self.log_end_offset;
         let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
@@ -352,6 +354,7 @@ impl Log {
 
     /// Marker file, truncation, marker removal; see the module docs.
     fn run_truncation(&mut self, truncation: Truncation) -> Result<(), LogError> {
+        self.verifications.clear();
         fsutil::write_atomic(self.dir(), TRUNCATION_FILE, &truncation.encode())?;
         self.failed_truncation = Some(truncation.offset());
         self.apply_truncation(truncation)?;

@@ -525,15 +525,19 @@ fn ongoing_transactions_and_markers_guard_transactional_writes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut log = open(dir.path(), LogConfig::default(), false);
     assert!(!log.has_ongoing_transaction(1, 0));
-    assert_eq!(log.txn_markers_appended(), 0);
+    let guard = log.start_txn_verification(1, 0, false, NOW_MS);
     log.append_as_leader(&txn_batch(1, 0, 0, 2), 0, NOW_MS)
         .expect("append");
     assert!(log.has_ongoing_transaction(1, 0));
     assert!(!log.has_ongoing_transaction(1, 1), "another epoch");
     assert!(!log.has_ongoing_transaction(2, 0), "another producer");
+    assert_eq!(log.producer_epoch(1), Some(0));
     // Transactions v2: the marker carries the bumped epoch and ends the transaction.
     marker(&mut log, 1, 1, true);
-    assert_eq!(log.txn_markers_appended(), 1);
+    assert!(
+        !log.txn_verification_valid(1, guard, NOW_MS),
+        "the producer's marker ended the checked transaction"
+    );
     assert!(!log.has_ongoing_transaction(1, 0) && !log.has_ongoing_transaction(1, 1));
     // The next transaction, at the new epoch, starts again at sequence 0.
     log.append_as_leader(&txn_batch(1, 1, 0, 1), 0, NOW_MS)
@@ -544,4 +548,35 @@ fn ongoing_transactions_and_markers_guard_transactional_writes() {
         matches!(late, Err(LogError::InvalidProducerEpoch(_))),
         "a late write of the ended transaction is fenced: {late:?}"
     );
+}
+
+#[test]
+fn a_check_survives_other_producers_markers_but_not_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), LogConfig::default(), false);
+    log.append_as_leader(&txn_batch(2, 0, 0, 1), 0, NOW_MS)
+        .expect("producer 2's transaction");
+    let one = log.start_txn_verification(1, 0, false, NOW_MS);
+    let three = log.start_txn_verification(3, 4, true, NOW_MS);
+    marker(&mut log, 2, 0, true);
+    assert!(
+        log.txn_verification_valid(1, one, NOW_MS),
+        "another producer's marker"
+    );
+    marker(&mut log, 3, 4, false);
+    assert!(
+        log.txn_verification_valid(3, three, NOW_MS),
+        "protocol v2: the marker of the transaction before"
+    );
+    marker(&mut log, 1, 0, false);
+    assert!(!log.txn_verification_valid(1, one, NOW_MS));
+    marker(&mut log, 3, 5, false);
+    assert!(!log.txn_verification_valid(3, three, NOW_MS));
+    // A follower holds no checks.
+    let again = log.start_txn_verification(1, 1, false, NOW_MS);
+    log.truncate_to(log.log_end_offset())
+        .expect("no-op truncation");
+    assert!(log.txn_verification_valid(1, again, NOW_MS));
+    log.truncate_to(1).expect("truncation");
+    assert!(!log.txn_verification_valid(1, again, NOW_MS));
 }

@@ -818,6 +818,19 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
     ),
 ];
 
+/// Broker-only properties that AlterConfigs / IncrementalAlterConfigs may change at run time
+/// on the broker resource (per broker, or the cluster-wide default), as Kafka's
+/// `DynamicBrokerConfig` allows for them; the others are read-only until a restart.
+/// `transaction.partition.verification.enable` is one of Kafka's
+/// `DynamicProducerStateManagerConfigs`: the partition leaders read it on every transactional
+/// write.
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &["transaction.partition.verification.enable"];
+
+/// Whether a broker-only property can be changed at run time (see [`DYNAMIC_BROKER_CONFIGS`]).
+pub fn is_dynamic_broker_config(name: &str) -> bool {
+    DYNAMIC_BROKER_CONFIGS.contains(&name)
+}
+
 /// Looks up a topic config by name.
 pub fn topic_config(name: &str) -> Option<&'static ConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)

@@ -89,6 +89,8 @@ pub struct Broker {
     /// Incremental fetch sessions (KIP-227) of consumers and followers. The lock is held only
     /// for a request's session bookkeeping, never across a read of the logs.
     fetch_sessions: Mutex<FetchSessionCache>,
+    /// Connections to other brokers for transaction markers and transactional write checks.
+    pub peers: crate::broker_client::BrokerPool,
 }
 
 /// The unhanded-out part of the current producer-id block.
@@ -168,6 +170,7 @@ impl Broker {
             broker_epoch: AtomicI64::new(-1),
             fetchers: crate::replica_fetcher::ReplicaFetchers::default(),
             fetch_sessions: Mutex::new(fetch_sessions),
+            peers: crate::broker_client::BrokerPool::new("strata-broker"),
         });
         let started = std::time::Instant::now();
         let failures = broker

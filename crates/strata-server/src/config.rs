@@ -74,6 +74,39 @@ impl ServerConfig {
         self.props.broker_value(name).unwrap_or_default()
     }
 
+    /// A broker-only property that can change at run time
+    /// ([`strata_meta::config::DYNAMIC_BROKER_CONFIGS`]): this broker's dynamic value, else the
+    /// cluster-wide dynamic default, else the static setting or the built-in default (Kafka's
+    /// precedence). Values are compared without case, as Kafka's booleans are.
+    pub fn dynamic_broker_value<T: std::str::FromStr + Default>(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+    ) -> T {
+        debug_assert!(strata_meta::config::is_dynamic_broker_config(name));
+        for resource in [
+            ConfigResource::Broker(Some(self.node_id)),
+            ConfigResource::Broker(None),
+        ] {
+            if let Some(v) = image.config(&resource, name) {
+                if let Ok(value) = v.trim().to_ascii_lowercase().parse() {
+                    return value;
+                }
+            }
+        }
+        self.props
+            .get(name)
+            .and_then(|v| v.trim().to_ascii_lowercase().parse().ok())
+            .unwrap_or_else(|| self.broker_value(name))
+    }
+
+    /// `transaction.partition.verification.enable` as it is now (dynamic, KIP-890): whether
+    /// partition leaders check transactional writes of protocol v1 clients with the
+    /// coordinator.
+    pub fn transaction_verification_enabled(&self, image: &MetadataImage) -> bool {
+        self.dynamic_broker_value(image, "transaction.partition.verification.enable")
+    }
+
     /// `unclean.leader.election.enable` per topic as the controller applies it, for the
     /// controller's elections ([`strata_meta::UncleanElection`]): the topic's override, else
     /// this broker's dynamic or static setting, else false (Kafka's precedence).

@@ -123,6 +123,10 @@ pub struct Metrics {
     pub tier_segments_deleted: Counter,
     pub tier_reads: std::sync::Arc<TierReadMetrics>,
     pub produce_rejected_disk_limit: Counter,
+    /// TCP connections opened to other brokers for transaction markers and transactional
+    /// write checks ([`crate::broker_client::BrokerPool`]), and requests sent on a reused one.
+    pub broker_client_connects: Counter,
+    pub broker_client_reuses: Counter,
 }
 
 impl Default for Metrics {
@@ -150,6 +154,8 @@ impl Default for Metrics {
             tier_segments_deleted: Counter::default(),
             tier_reads: Default::default(),
             produce_rejected_disk_limit: Counter::default(),
+            broker_client_connects: Counter::default(),
+            broker_client_reuses: Counter::default(),
         }
     }
 }
@@ -232,6 +238,16 @@ impl Metrics {
             "strata_storage_errors_total",
             "Log I/O errors reported as KAFKA_STORAGE_ERROR.",
             self.storage_errors.get(),
+        );
+        counter(
+            "strata_broker_client_connects_total",
+            "TCP connections opened to other brokers for transaction markers and transactional write checks.",
+            self.broker_client_connects.get(),
+        );
+        counter(
+            "strata_broker_client_reuses_total",
+            "Transaction markers and transactional write checks sent to another broker on a pooled connection.",
+            self.broker_client_reuses.get(),
         );
         counter(
             "strata_retention_segments_deleted_total",

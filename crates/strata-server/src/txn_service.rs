@@ -36,7 +36,6 @@ use strata_coord::txn::{
 use strata_coord::{partition_for, OFFSETS_TOPIC};
 
 use crate::broker::Broker;
-use crate::broker_client::BrokerConnection;
 use crate::internal_topics::{self, Replayed};
 use crate::replica_manager::{now_ms, wait_all_replicated, Partition};
 
@@ -472,8 +471,9 @@ pub(crate) fn append_marker(
     Ok(())
 }
 
-/// WriteTxnMarkers to `leader` for `partitions` of one transaction. Blocking (waits on the
-/// runtime, at most [`MARKER_REQUEST_TIMEOUT`]).
+/// WriteTxnMarkers to `leader` for `partitions` of one transaction, on the broker's pooled
+/// connections (markers are idempotent, so a resend after a failed pooled connection is
+/// safe). Blocking (waits on the runtime, at most [`MARKER_REQUEST_TIMEOUT`]).
 fn send_markers(
     broker: &Broker,
     leader: i32,
@@ -509,14 +509,16 @@ fn send_markers(
             )]);
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
     let response: WriteTxnMarkersResponse = runtime
-        .block_on(async {
-            tokio::time::timeout(MARKER_REQUEST_TIMEOUT, async {
-                let mut conn =
-                    BrokerConnection::connect(&address, "strata-txn-coordinator").await?;
-                conn.send(ApiKey::WriteTxnMarkers, 1, &request).await
-            })
-            .await
-        })
+        .block_on(tokio::time::timeout(
+            MARKER_REQUEST_TIMEOUT,
+            broker.peers.send(
+                &broker.metrics,
+                &address,
+                ApiKey::WriteTxnMarkers,
+                1,
+                &request,
+            ),
+        ))
         .map_err(|_| format!("WriteTxnMarkers to broker {leader} timed out"))?
         .map_err(|e| format!("WriteTxnMarkers to broker {leader}: {e}"))?;
     for marker in response.markers {
@@ -547,7 +549,8 @@ pub async fn tick_loop(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<b
         let b = broker.clone();
         let _ = tokio::task::spawn_blocking(move || {
             b.txns.sync_leadership(&b);
-            b.txns.run(&b, |c| c.tick(now_ms()))
+            let transaction_version = crate::handlers::txn::transaction_version(&b);
+            b.txns.run(&b, |c| c.tick(now_ms(), transaction_version))
         })
         .await;
     }

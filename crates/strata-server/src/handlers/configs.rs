@@ -2,7 +2,9 @@
 //!
 //! Topic configs and the broker's dynamic defaults are metadata records; a change is validated
 //! by the controller and committed, after which the replica manager hands the new settings to
-//! the affected logs. Static broker properties are read-only at run time, as in Kafka.
+//! the affected logs. Static broker properties are read-only at run time, as in Kafka, but for
+//! the few Strata reads afresh on every use (`DYNAMIC_BROKER_CONFIGS`, e.g.
+//! `transaction.partition.verification.enable`).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,7 +24,9 @@ use kafka_protocol::messages::{
     ListConfigResourcesRequest, ListConfigResourcesResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use strata_meta::config::{broker_config, BrokerKey, ConfigDef, BROKER_CONFIGS, TOPIC_CONFIGS};
+use strata_meta::config::{
+    broker_config, is_dynamic_broker_config, BrokerKey, ConfigDef, BROKER_CONFIGS, TOPIC_CONFIGS,
+};
 use strata_meta::controller::ConfigOp;
 use strata_meta::{ConfigResource, ControllerError};
 
@@ -149,13 +153,15 @@ pub fn handle_describe(
                     let mut entries = Vec::new();
                     let synonyms = TOPIC_CONFIGS
                         .iter()
-                        .flat_map(|d| d.broker_synonyms.iter().map(move |s| (*s, d, false)));
-                    let broker_only = BROKER_CONFIGS.iter().map(|d| (d.name, d, true));
-                    for (name, def, read_only) in broker_only.chain(synonyms) {
+                        .flat_map(|d| d.broker_synonyms.iter().map(move |s| (*s, d, false, false)));
+                    let broker_only = BROKER_CONFIGS
+                        .iter()
+                        .map(|d| (d.name, d, !is_dynamic_broker_config(d.name), true));
+                    for (name, def, read_only, only_broker) in broker_only.chain(synonyms) {
                         if !wanted(name) {
                             continue;
                         }
-                        let default = if read_only || def.broker_synonyms.first() == Some(&name) {
+                        let default = if only_broker || def.broker_synonyms.first() == Some(&name) {
                             def.default
                         } else {
                             ""
@@ -214,7 +220,10 @@ async fn alter(
                 let static_only: Vec<&str> = ops
                     .iter()
                     .map(op_name)
-                    .filter(|n| !matches!(broker_config(n), Some(BrokerKey::TopicSynonym(_))))
+                    .filter(|n| {
+                        !matches!(broker_config(n), Some(BrokerKey::TopicSynonym(_)))
+                            && !is_dynamic_broker_config(n)
+                    })
                     .collect();
                 if !static_only.is_empty() {
                     return Err((

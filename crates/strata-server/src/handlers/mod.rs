@@ -17,7 +17,7 @@ mod producer_id;
 mod quorum;
 mod reassignments;
 mod topics;
-mod txn;
+pub(crate) mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

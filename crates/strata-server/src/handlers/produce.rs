@@ -26,7 +26,9 @@ use super::{blocking, code, hosted, log_error, str_bytes};
 use crate::broker::Broker;
 use crate::replica_manager::now_ms;
 use crate::replica_manager::Partition;
-use crate::txn_verification::{guard_produce, ProducedBatch, WriteGuard};
+use crate::txn_verification::{
+    guard_writes, produce_error, ProducedBatch, TxnOperation, WriteGuard,
+};
 
 /// Outcome of one partition's append, computed on the blocking thread.
 struct PartitionOutcome {
@@ -97,17 +99,18 @@ pub async fn handle(
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let request_timeout_ms = request.timeout_ms;
-    // KIP-890: transactional writes are checked with the transaction coordinator first.
+    let image = broker.image();
+    // KIP-890: transactional writes are checked with the transaction coordinator first:
+    // verified for protocol v1 clients while `transaction.partition.verification.enable`
+    // holds (a dynamic config), added for protocol v2 clients always.
+    let txn_operation = TxnOperation::for_produce(version);
     let verify_transactional = request
         .transactional_id
         .as_ref()
         .map(|t| t.to_string())
         .filter(|_| {
-            broker
-                .config
-                .broker_value::<bool>("transaction.partition.verification.enable")
+            txn_operation.asks_coordinator(broker.config.transaction_verification_enabled(&image))
         });
-    let image = broker.image();
     let valid_acks = matches!(acks, -1..=1);
     // Resolve topics and min.insync.replicas up front, on the async side (no I/O). Produce v13
     // names topics by id (KIP-516): an id the image does not know is UNKNOWN_TOPIC_ID.
@@ -151,7 +154,9 @@ pub async fn handle(
     let disk_limit_reached = broker.remote.disk_limit_reached();
     let results = blocking(move || {
         let guards = match &verify_transactional {
-            Some(transactional_id) => transactional_guards(&b, transactional_id, version, &work),
+            Some(transactional_id) => {
+                transactional_guards(&b, transactional_id, txn_operation, &work)
+            }
             None => std::collections::HashMap::new(),
         };
         let now = now_ms();
@@ -337,7 +342,7 @@ pub async fn handle(
 fn transactional_guards(
     broker: &Broker,
     transactional_id: &str,
-    version: i16,
+    op: TxnOperation,
     work: &[(
         TopicRef,
         Option<ResponseError>,
@@ -363,7 +368,7 @@ fn transactional_guards(
     if batches.is_empty() {
         return std::collections::HashMap::new();
     }
-    let guards = guard_produce(broker, transactional_id, version, &batches);
+    let guards = guard_writes(broker, transactional_id, op, &batches, produce_error);
     batches
         .into_iter()
         .map(|b| (b.topic, b.partition))

@@ -55,6 +55,14 @@ fn fenced_for(
     }
 }
 
+/// The cluster's finalized `transaction.version`: the protocol of the coordinator's own
+/// transaction ends (timeouts, fencing), as Kafka's `TransactionStateManager.transactionVersionLevel`.
+pub(crate) fn transaction_version(broker: &Broker) -> i16 {
+    broker
+        .image()
+        .feature_level(strata_meta::features::TRANSACTION_VERSION)
+}
+
 /// Runs a transaction-coordinator call in a blocking context, with the topic in place.
 /// With a transactional id, only if this broker coordinates it (NOT_COORDINATOR otherwise);
 /// without, on the transactions coordinated here.
@@ -93,6 +101,7 @@ pub fn handle_init_producer_id(
             &transactional_id,
             request.transaction_timeout_ms,
             expected,
+            transaction_version(broker),
             now_ms(),
             || {
                 broker.next_producer_id().map_err(|e| {
@@ -198,7 +207,9 @@ fn add_partitions(
                     if p {
                         0
                     } else {
-                        code(ResponseError::InvalidTxnState)
+                        // KIP-890: the partition leader turns it into INVALID_TXN_STATE for
+                        // clients that predate it.
+                        code(ResponseError::TransactionAbortable)
                     }
                 })
                 .collect(),
@@ -354,11 +365,20 @@ pub fn handle_write_txn_markers(
     WriteTxnMarkersResponse::default().with_markers(markers)
 }
 
+/// TxnOffsetCommit. As Kafka 4's group coordinator, the group's offsets partition is first
+/// checked with the transaction coordinator (KIP-890): added for a protocol v2 client (v5),
+/// verified for older ones while `transaction.partition.verification.enable` holds — so a
+/// commit of a transaction the coordinator already ended (a timeout, a fencing) is refused
+/// (INVALID_PRODUCER_EPOCH) rather than left pending. The check's guard is admitted again
+/// under the group coordinator's lock, just before the commit.
 pub fn handle_txn_offset_commit(
     broker: &Arc<Broker>,
     request: &TxnOffsetCommitRequest,
     version: i16,
 ) -> TxnOffsetCommitResponse {
+    use crate::txn_verification::{
+        guard_writes, txn_offset_commit_error, ProducedBatch, TxnOperation, WriteGuard,
+    };
     let commits = requested_commits!(request.topics);
     let who = CommitIdentity {
         group_id: &request.group_id,
@@ -368,44 +388,56 @@ pub fn handle_txn_offset_commit(
         api_version: version,
     };
     let producer = (request.producer_id.0, request.producer_epoch);
-    // Protocol v2: the offsets partition joins the transaction here, not by AddOffsetsToTxn.
-    let added = if version >= 5 {
+    let op = TxnOperation::for_txn_offset_commit(version);
+    let checked = op.asks_coordinator(
+        broker
+            .config
+            .transaction_verification_enabled(&broker.image()),
+    );
+    let guard = if checked {
         tokio::task::block_in_place(|| {
             broker
                 .groups
                 .ensure_offsets_topic(broker)
                 .map_err(|_| code(ResponseError::CoordinatorNotAvailable))
-                .and_then(|()| {
-                    let partition = (
-                        OFFSETS_TOPIC.to_string(),
-                        broker.groups.partition_of(&request.group_id),
-                    );
-                    let write = crate::txn_verification::TxnWrite {
-                        transactional_id: &request.transactional_id,
+                .map(|()| {
+                    let partition = broker.groups.partition_of(&request.group_id);
+                    let batch = ProducedBatch {
+                        topic: OFFSETS_TOPIC.to_string(),
+                        partition,
                         producer_id: producer.0,
                         producer_epoch: producer.1,
-                        partitions: std::slice::from_ref(&partition),
                     };
-                    match crate::txn_verification::check(
+                    let guard = guard_writes(
                         broker,
-                        &write,
-                        crate::txn_verification::TxnCheck::Add,
-                    )[..]
-                    {
-                        [0] => Ok(()),
-                        [error, ..] => Err(error),
-                        [] => Err(code(ResponseError::CoordinatorNotAvailable)),
-                    }
+                        &request.transactional_id,
+                        op,
+                        std::slice::from_ref(&batch),
+                        txn_offset_commit_error,
+                    );
+                    (partition, guard.into_iter().next())
                 })
         })
     } else {
-        Ok(())
+        Ok((-1, None))
     };
-    let errors = match added {
-        Ok(()) => commit_durably(broker, &request.group_id, &commits, |c, commits| {
-            c.txn_commit_offsets(&who, producer, commits, now_ms())
-        }),
+    let errors = match guard {
+        Ok((_, Some(WriteGuard::Refused(error, _)))) => vec![error; commits.len()],
         Err(error) => vec![error; commits.len()],
+        Ok((partition, guard)) => {
+            commit_durably(broker, &request.group_id, &commits, |c, commits| {
+                // The check still stands: no marker of this producer ended the transaction
+                // since (lock order: group coordinator, then the partition's log).
+                let admitted = match (&guard, broker.replicas.partition(OFFSETS_TOPIC, partition)) {
+                    (Some(guard), Some(hosted)) => guard.admit(&hosted.log()),
+                    _ => Ok(()),
+                };
+                match admitted {
+                    Ok(()) => c.txn_commit_offsets(&who, producer, commits, now_ms()),
+                    Err((error, _)) => vec![error; commits.len()],
+                }
+            })
+        }
     };
     TxnOffsetCommitResponse::default().with_topics(commit_results!(
         request.topics,

@@ -39,6 +39,11 @@ import org.apache.kafka.common.serialization.StringSerializer;
  *                                         committed and aborted transactions, offsets sent to
  *                                         the transaction, a zombie fenced; prints what it
  *                                         committed for the caller to compare
+ *   FeaturesTxnCheck BOOTSTRAP timeout TOPIC
+ *                                         transactions left open past transaction.timeout.ms,
+ *                                         which the coordinator aborts: the producer aborts
+ *                                         and carries on (transactions v2); prints what it
+ *                                         committed
  * </pre>
  * Prints one "ok: ..." line per check and exits non-zero on the first failure.
  */
@@ -61,6 +66,7 @@ public final class FeaturesTxnCheck {
             switch (args[1]) {
                 case "features" -> c.features();
                 case "txn" -> c.txn(args[2]);
+                case "timeout" -> c.timeout(args[2]);
                 default -> throw new IllegalArgumentException("unknown mode " + args[1]);
             }
         } catch (Throwable t) {
@@ -166,7 +172,12 @@ public final class FeaturesTxnCheck {
     // ------------------------------------------------------------------------------------
 
     private KafkaProducer<String, String> producer(String transactionalId) {
+        return producer(transactionalId, 60000);
+    }
+
+    private KafkaProducer<String, String> producer(String transactionalId, int transactionTimeoutMs) {
         Properties p = common();
+        p.put(ProducerConfig.TRANSACTION_TIMEOUT_CONFIG, Integer.toString(transactionTimeoutMs));
         p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
         p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
         p.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, transactionalId);
@@ -278,5 +289,120 @@ public final class FeaturesTxnCheck {
         for (String v : committed) {
             System.out.println("committed: " + v);
         }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // transactions the coordinator times out
+    // ------------------------------------------------------------------------------------
+
+    /** Waits (bounded) until the coordinator has aborted the transaction on its own. */
+    private void waitAborted(Admin admin, String txnId) throws Exception {
+        long deadline = System.currentTimeMillis() + TIMEOUT.toMillis();
+        while (true) {
+            org.apache.kafka.clients.admin.TransactionDescription d =
+                    admin.describeTransactions(List.of(txnId)).description(txnId).get();
+            if (d.state() == org.apache.kafka.clients.admin.TransactionState.COMPLETE_ABORT) {
+                return;
+            }
+            if (System.currentTimeMillis() > deadline) {
+                throw new AssertionError("the coordinator never aborted " + txnId + ": " + d);
+            }
+            Thread.sleep(50);
+        }
+    }
+
+    private void timeout(String topic) throws Exception {
+        String txnId = "java-timeout-" + UUID.randomUUID().toString().substring(0, 8);
+        System.out.println("transactional id: " + txnId);
+        List<String> committed = new ArrayList<>();
+        try (Admin admin = Admin.create(common())) {
+            boolean tv2 = finalizedLevel(describe(admin), "transaction.version") >= 2;
+            check(tv2, "the cluster finalizes transaction.version 2");
+            ok("transaction.version >= 2: the client uses transactions v2");
+            KafkaProducer<String, String> p = producer(txnId, 2000);
+            p.initTransactions();
+
+            // 1. Left open past its timeout, then written to: the write fails (abortable), the
+            //    producer aborts and commits the next transaction.
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(topic, 0, null, "java-timed-out-0")).get();
+            waitAborted(admin, txnId);
+            try {
+                p.send(new ProducerRecord<>(topic, 1, null, "java-late")).get();
+                throw new AssertionError("a write of the aborted transaction was taken");
+            } catch (ExecutionException e) {
+                check(e.getCause() instanceof org.apache.kafka.common.errors.InvalidProducerEpochException,
+                        "the late write is refused with an abortable error: " + e.getCause());
+                ok("a write after the timeout is refused: " + e.getCause().getClass().getSimpleName());
+            }
+            p.abortTransaction();
+            ok("the producer aborts");
+            committed.addAll(commitOne(p, topic, "java-after-late-write"));
+            ok("the next transaction commits");
+
+            // 2. Left open past its timeout, then aborted: the abort with the old epoch is the
+            //    coordinator's abort retried (EndTxn v5), answered with the new epoch.
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(topic, 2, null, "java-timed-out-1")).get();
+            waitAborted(admin, txnId);
+            p.abortTransaction();
+            ok("the producer aborts a transaction the coordinator already aborted");
+            committed.addAll(commitOne(p, topic, "java-after-abort"));
+            ok("the next transaction commits");
+            p.close();
+        }
+        readCommitted(topic, committed, "java-");
+        for (String v : committed) {
+            System.out.println("committed: " + v);
+        }
+    }
+
+    private static List<String> commitOne(KafkaProducer<String, String> p, String topic, String prefix)
+            throws Exception {
+        List<String> values = new ArrayList<>();
+        p.beginTransaction();
+        for (int i = 0; i < 3; i++) {
+            String v = prefix + "-" + i;
+            p.send(new ProducerRecord<>(topic, i % 3, null, v)).get();
+            values.add(v);
+        }
+        p.commitTransaction();
+        return values;
+    }
+
+    /** A read_committed consumer sees exactly `committed` among the records starting with `prefix`. */
+    private void readCommitted(String topic, List<String> committed, String prefix) {
+        Properties c = common();
+        c.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        c.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, StringDeserializer.class.getName());
+        c.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+        c.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+        c.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
+        List<String> seen = new ArrayList<>();
+        try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(c)) {
+            List<TopicPartition> tps = List.of(new TopicPartition(topic, 0), new TopicPartition(topic, 1),
+                    new TopicPartition(topic, 2));
+            consumer.assign(tps);
+            consumer.seekToBeginning(tps);
+            long deadline = System.currentTimeMillis() + TIMEOUT.toMillis();
+            while (System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(200))) {
+                    if (r.value().startsWith(prefix)) {
+                        seen.add(r.value());
+                    }
+                }
+                if (seen.size() >= committed.size()) {
+                    for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(500))) {
+                        if (r.value().startsWith(prefix)) {
+                            seen.add(r.value());
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        check(new java.util.HashSet<>(seen).equals(new java.util.HashSet<>(committed)) && seen.size() == committed.size(),
+                "read_committed sees exactly the committed records: saw " + seen + ", committed " + committed);
+        ok("read_committed consumer saw exactly the " + committed.size() + " committed records");
     }
 }
