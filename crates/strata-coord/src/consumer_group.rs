@@ -159,6 +159,33 @@ pub struct ConsumerMember {
     classic_deadline_ms: Option<i64>,
 }
 
+impl ConsumerMember {
+    /// A member that has just joined (epoch 0): nothing assigned, nothing subscribed yet; the
+    /// join that creates it fills in the rest.
+    pub(crate) fn joining(id: &str, instance_id: Option<String>) -> Self {
+        Self {
+            id: id.to_string(),
+            instance_id,
+            rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            rebalance_timeout_ms: 0,
+            subscribed_names: Vec::new(),
+            subscribed_regex: None,
+            server_assignor: None,
+            epoch: 0,
+            previous_epoch: -1,
+            assigned: Assignment::new(),
+            pending_revocation: Assignment::new(),
+            session_deadline_ms: 0,
+            revocation_deadline_ms: None,
+            last_sent: None,
+            classic: None,
+            classic_deadline_ms: None,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ConsumerGroup {
     pub group_epoch: i32,
@@ -525,26 +552,7 @@ impl ConsumerGroups {
             let member = group
                 .members
                 .entry(member_id.clone())
-                .or_insert_with(|| ConsumerMember {
-                    id: member_id.clone(),
-                    instance_id: hb.instance_id.clone(),
-                    rack_id: None,
-                    client_id: String::new(),
-                    client_host: String::new(),
-                    rebalance_timeout_ms: 0,
-                    subscribed_names: Vec::new(),
-                    subscribed_regex: None,
-                    server_assignor: None,
-                    epoch: 0,
-                    previous_epoch: -1,
-                    assigned: Assignment::new(),
-                    pending_revocation: Assignment::new(),
-                    session_deadline_ms: 0,
-                    revocation_deadline_ms: None,
-                    last_sent: None,
-                    classic: None,
-                    classic_deadline_ms: None,
-                });
+                .or_insert_with(|| ConsumerMember::joining(&member_id, hb.instance_id.clone()));
             match previous {
                 Some((old, target)) => {
                     member.epoch = 0;
@@ -803,25 +811,42 @@ impl ConsumerGroups {
 /// `throwIfConsumerGroupHeartbeatRequestIsInvalid`, which Kafka runs before it looks the group
 /// up): a request failing them gets their error whatever the group is.
 pub fn validate_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
-    if hb.group_id.is_empty() {
-        return Err(refuse(
-            ResponseError::InvalidRequest,
-            "GroupId can't be empty.",
-        ));
+    let invalid = |why: &str| Err(refuse(ResponseError::InvalidRequest, why));
+    // Kafka's `throwIfEmptyString`: null passes, a blank string does not.
+    let blank = |s: &Option<String>| s.as_ref().is_some_and(|s| s.trim().is_empty());
+    if (hb.api_version >= 1 || hb.member_epoch > 0 || hb.member_epoch == LEAVE_EPOCH)
+        && hb.member_id.trim().is_empty()
+    {
+        return invalid("MemberId can't be empty.");
     }
-    if hb.api_version >= 1 && hb.member_id.is_empty() {
-        return Err(refuse(
-            ResponseError::InvalidRequest,
-            "MemberId can't be empty.",
-        ));
+    if hb.group_id.trim().is_empty() {
+        return invalid("GroupId can't be empty.");
     }
-    if let Some(regex) = &hb.subscribed_topic_regex {
-        if !regex.is_empty() && compile(regex).is_none() {
-            return Err(refuse(
-                ResponseError::InvalidRegularExpression,
-                format!("SubscribedTopicRegex `{regex}` is not a valid regular expression."),
-            ));
+    if blank(&hb.instance_id) {
+        return invalid("InstanceId can't be empty.");
+    }
+    if blank(&hb.rack_id) {
+        return invalid("RackId can't be empty.");
+    }
+    if hb.member_epoch == JOIN_EPOCH {
+        if hb.rebalance_timeout_ms == -1 {
+            return invalid("RebalanceTimeoutMs must be provided in first request.");
         }
+        if !hb.owned.as_ref().is_some_and(|owned| owned.is_empty()) {
+            return invalid("TopicPartitions must be empty when (re-)joining.");
+        }
+        // An empty list of names (or an empty regex) joins without a subscription.
+        if hb.subscribed_topic_names.is_none() && hb.subscribed_topic_regex.is_none() {
+            return invalid(
+                "Either SubscribedTopicNames or SubscribedTopicRegex must be non-null when (re-)joining.",
+            );
+        }
+    } else if hb.member_epoch == STATIC_LEAVE_EPOCH {
+        if hb.instance_id.is_none() {
+            return invalid("InstanceId can't be null.");
+        }
+    } else if hb.member_epoch < STATIC_LEAVE_EPOCH {
+        return invalid("MemberEpoch is invalid.");
     }
     if let Some(a) = &hb.server_assignor {
         if !ASSIGNORS.contains(&a.as_str()) {
@@ -833,17 +858,11 @@ pub fn validate_heartbeat(hb: &Heartbeat) -> Result<(), HeartbeatError> {
             ));
         }
     }
-    if hb.member_epoch == JOIN_EPOCH {
-        if hb.rebalance_timeout_ms <= 0 && hb.rebalance_timeout_ms != -1 {
+    if let Some(regex) = &hb.subscribed_topic_regex {
+        if !regex.is_empty() && compile(regex).is_none() {
             return Err(refuse(
-                ResponseError::InvalidRequest,
-                "RebalanceTimeoutMs must be provided in first request.",
-            ));
-        }
-        if hb.subscribed_topic_names.is_none() && hb.subscribed_topic_regex.is_none() {
-            return Err(refuse(
-                ResponseError::InvalidRequest,
-                "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+                ResponseError::InvalidRegularExpression,
+                format!("SubscribedTopicRegex `{regex}` is not a valid regular expression."),
             ));
         }
     }
@@ -1184,6 +1203,68 @@ fn reconcile(group: &mut ConsumerGroup, member_id: &str, owned: Option<&Assignme
 mod tests {
     use super::*;
 
+    /// Kafka's `throwIfConsumerGroupHeartbeatRequestIsInvalid`, rule by rule.
+    #[test]
+    fn heartbeats_are_checked_as_kafka_checks_them() {
+        let join = Heartbeat {
+            group_id: "g".into(),
+            member_id: "m".into(),
+            member_epoch: JOIN_EPOCH,
+            rebalance_timeout_ms: 5000,
+            subscribed_topic_names: Some(vec!["t".into()]),
+            owned: Some(Assignment::new()),
+            api_version: 1,
+            ..Default::default()
+        };
+        assert!(validate_heartbeat(&join).is_ok());
+        // An empty subscription joins without topics; 0 is a valid rebalance timeout.
+        let empty = Heartbeat {
+            subscribed_topic_names: Some(Vec::new()),
+            rebalance_timeout_ms: 0,
+            ..join.clone()
+        };
+        assert!(validate_heartbeat(&empty).is_ok());
+        let one_partition: Assignment = [(Uuid::new_v4(), BTreeSet::from([0]))].into();
+        let cases = [
+            (Heartbeat { member_id: " ".into(), ..join.clone() }, "MemberId can't be empty."),
+            (Heartbeat { group_id: "".into(), ..join.clone() }, "GroupId can't be empty."),
+            (Heartbeat { instance_id: Some(" ".into()), ..join.clone() }, "InstanceId can't be empty."),
+            (Heartbeat { rack_id: Some("".into()), ..join.clone() }, "RackId can't be empty."),
+            (
+                Heartbeat { rebalance_timeout_ms: -1, ..join.clone() },
+                "RebalanceTimeoutMs must be provided in first request.",
+            ),
+            (Heartbeat { owned: None, ..join.clone() }, "TopicPartitions must be empty when (re-)joining."),
+            (
+                Heartbeat { owned: Some(one_partition), ..join.clone() },
+                "TopicPartitions must be empty when (re-)joining.",
+            ),
+            (
+                Heartbeat { subscribed_topic_names: None, ..join.clone() },
+                "Either SubscribedTopicNames or SubscribedTopicRegex must be non-null when (re-)joining.",
+            ),
+            (
+                Heartbeat { member_epoch: STATIC_LEAVE_EPOCH, ..join.clone() },
+                "InstanceId can't be null.",
+            ),
+            (Heartbeat { member_epoch: -3, ..join.clone() }, "MemberEpoch is invalid."),
+        ];
+        for (hb, message) in cases {
+            let err = validate_heartbeat(&hb).unwrap_err();
+            assert_eq!(
+                (err.error, err.message.as_str()),
+                (ResponseError::InvalidRequest, message)
+            );
+        }
+        // v0: the coordinator names a joining member.
+        let v0 = Heartbeat {
+            member_id: String::new(),
+            api_version: 0,
+            ..join
+        };
+        assert!(validate_heartbeat(&v0).is_ok());
+    }
+
     fn topic(name: &str, partitions: i32) -> TopicView {
         TopicView {
             name: name.into(),
@@ -1379,6 +1460,7 @@ mod tests {
                     member_epoch: 0,
                     rebalance_timeout_ms: 1000,
                     subscribed_topic_regex: Some("orders-.*".into()),
+                    owned: Some(Assignment::new()),
                     api_version: 1,
                     ..Default::default()
                 },
@@ -1398,6 +1480,7 @@ mod tests {
             member_epoch: 0,
             rebalance_timeout_ms: 1000,
             subscribed_topic_regex: Some("(".into()),
+            owned: Some(Assignment::new()),
             api_version: 1,
             ..Default::default()
         };

@@ -430,26 +430,7 @@ impl ConsumerGroups {
             .entry(member_id.clone())
             .or_insert_with(|| {
                 tracing::info!(group = %join.group_id, member = %member_id, "member joins the consumer group with the classic protocol");
-                ConsumerMember {
-                    id: member_id.clone(),
-                    instance_id: None,
-                    rack_id: None,
-                    client_id: String::new(),
-                    client_host: String::new(),
-                    rebalance_timeout_ms: 0,
-                    subscribed_names: Vec::new(),
-                    subscribed_regex: None,
-                    server_assignor: None,
-                    epoch: 0,
-                    previous_epoch: -1,
-                    assigned: Assignment::new(),
-                    pending_revocation: Assignment::new(),
-                    session_deadline_ms: 0,
-                    revocation_deadline_ms: None,
-                    last_sent: None,
-                    classic: None,
-                    classic_deadline_ms: None,
-                }
+                ConsumerMember::joining(&member_id, None)
             });
         if let Some(instance) = join.instance_id {
             member.instance_id = Some(instance.to_string());

@@ -506,6 +506,7 @@ fn consumer_groups_survive_a_reload() {
                 member_epoch: 0,
                 rebalance_timeout_ms: 1000,
                 subscribed_topic_names: Some(vec!["t".into()]),
+                owned: Some(Default::default()),
                 api_version: 1,
                 ..Default::default()
             },
