@@ -154,6 +154,12 @@ impl RecordBatchHeader {
             .saturating_add(self.last_offset_delta as i64)
     }
 
+    /// The leader epoch the batch was appended in; `None` for a batch that carries none (-1,
+    /// Kafka's `NO_PARTITION_LEADER_EPOCH`, as producers send it).
+    pub fn leader_epoch(&self) -> Option<i32> {
+        (self.partition_leader_epoch >= 0).then_some(self.partition_leader_epoch)
+    }
+
     /// Whether the batch belongs to a transaction.
     pub fn is_transactional(&self) -> bool {
         self.attributes & TRANSACTIONAL_BIT != 0

@@ -314,10 +314,33 @@ pub(crate) fn walk_records(
     RecordStream { input, h }.walk(f)
 }
 
+/// A ListOffsets answer naming one record (Kafka's `FileRecords.TimestampAndOffset`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimestampAndOffset {
+    /// The record's timestamp (-1 for the special lookups that do not name one).
+    pub timestamp_ms: i64,
+    pub offset: i64,
+    /// The leader epoch the record was written in, which clients keep with the offset to
+    /// detect a truncated log (KIP-320): for a record found in a batch, the batch's partition
+    /// leader epoch, `None` when the batch carries none (-1), as Kafka answers.
+    pub leader_epoch: Option<i32>,
+}
+
+impl TimestampAndOffset {
+    /// The record at `offset` with `timestamp_ms`, in the batch of `h`.
+    pub fn in_batch(h: &RecordBatchHeader, timestamp_ms: i64, offset: i64) -> Self {
+        TimestampAndOffset {
+            timestamp_ms,
+            offset,
+            leader_epoch: h.leader_epoch(),
+        }
+    }
+}
+
 /// ListOffsets by timestamp inside one batch, once its max timestamp says it may hold the
 /// answer (Kafka's `FileRecords.searchForTimestamp`): the first record at or above
-/// `start_offset` whose timestamp is at least `target_ms`, as `(timestamp, offset)`. In a
-/// LogAppendTime batch every record has the batch's timestamp. `batch` is one whole batch;
+/// `start_offset` whose timestamp is at least `target_ms`, with the batch's leader epoch. In
+/// a LogAppendTime batch every record has the batch's timestamp. `batch` is one whole batch;
 /// a compressed one is inflated as it is read ([`walk_records`], bounded), up to the record
 /// found.
 pub fn find_record_by_timestamp(
@@ -325,7 +348,7 @@ pub fn find_record_by_timestamp(
     h: &RecordBatchHeader,
     target_ms: i64,
     start_offset: i64,
-) -> Result<Option<(i64, i64)>, LogError> {
+) -> Result<Option<TimestampAndOffset>, LogError> {
     if h.max_timestamp < target_ms || h.last_offset() < start_offset {
         return Ok(None);
     }
@@ -334,7 +357,7 @@ pub fn find_record_by_timestamp(
         let timestamp = h.record_timestamp(record.timestamp_delta);
         let offset = h.base_offset.saturating_add(i64::from(record.offset_delta));
         if timestamp >= target_ms && offset >= start_offset {
-            found = Some((timestamp, offset));
+            found = Some(TimestampAndOffset::in_batch(h, timestamp, offset));
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
@@ -727,7 +750,11 @@ mod tests {
                 b[0..8].copy_from_slice(&100i64.to_be_bytes()); // base offset 100
             });
             let h = RecordBatchHeader::parse(&batch).unwrap();
-            let find = |target, start| find_record_by_timestamp(&batch, &h, target, start).unwrap();
+            let find = |target, start| {
+                find_record_by_timestamp(&batch, &h, target, start)
+                    .unwrap()
+                    .map(|f| (f.timestamp_ms, f.offset))
+            };
             assert_eq!(find(0, 0), Some((50, 100)));
             assert_eq!(find(51, 0), Some((70, 102)));
             assert_eq!(find(60, 103), Some((70, 103)));
@@ -740,7 +767,11 @@ mod tests {
             let h = RecordBatchHeader::parse(&lat).unwrap();
             assert_eq!(
                 find_record_by_timestamp(&lat, &h, 65, 101).unwrap(),
-                Some((70, 101))
+                Some(TimestampAndOffset {
+                    timestamp_ms: 70,
+                    offset: 101,
+                    leader_epoch: None
+                })
             );
             assert_eq!(offset_of_max_timestamp(&lat, &h).unwrap(), Some(100));
         }
