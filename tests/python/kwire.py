@@ -293,6 +293,9 @@ class RawConn:
         res = {"partition": r.i32(), "error_code": r.i16(), "base_offset": r.i64(), "log_append_time": r.i64()}
         if v >= 5:
             res["log_start_offset"] = r.i64()
+        if v >= 8:  # KIP-467
+            res["record_errors"] = [(r.i32(), r.string()) for _ in range(r.i32())]
+            res["error_message"] = r.string()
         return res
 
     # -- Fetch v4..v11 (non-flexible) ----------------------------------------

@@ -24,6 +24,7 @@ from helpers import (
     wait_until,
     watermarks,
 )
+from kwire import RawConn, record_batch
 
 PARTITIONS = 3
 
@@ -279,6 +280,38 @@ def test_kafka_python_fails_only_the_out_of_range_timestamp(shared_broker, topic
     for e in (errors[0], errors[2]):
         assert isinstance(e, KpError) and not isinstance(e, InvalidTimestampError), errors
     assert watermarks(bs, topic, [0])[0] == (0, 0)
+
+
+MESSAGE_TOO_LARGE = 10
+INVALID_RECORD = 87
+
+
+def test_only_refused_records_get_an_error_message(shared_broker, topic):
+    """Kafka sets a Produce answer's error_message only when its LogValidator refused records
+    one by one (KIP-467, `RecordValidationException`); every other error comes with its code
+    alone. kafka-python builds its exception from that message."""
+    from kafka.errors import MessageSizeTooLargeError
+
+    bs = shared_broker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=1, config={"max.message.bytes": "2000"})
+    [error] = kafka_python_batch_outcomes(bs, [dict(topic=topic, value=b"x" * 5000, partition=0)])
+    assert isinstance(error, MessageSizeTooLargeError), error
+    assert error.args == (None,), f"the broker sent a message Kafka does not: {error.args}"
+    with RawConn("127.0.0.1", shared_broker.port) as c:
+        r = c.produce(topic, 0, record_batch([(None, b"x" * 5000)]))
+        assert (r["error_code"], r["error_message"], r["record_errors"]) == (MESSAGE_TOO_LARGE, None, []), r
+        r = c.produce(topic, 7, record_batch([(None, b"v")]))
+        assert (r["error_code"], r["error_message"]) == (3, None), r  # UNKNOWN_TOPIC_OR_PARTITION
+    # Refused records keep theirs (and name the records).
+    compacted = topic + "-compacted"
+    create_topic(make_admin(bs), compacted, partitions=1, config={"cleanup.policy": "compact"})
+    with RawConn("127.0.0.1", shared_broker.port) as c:
+        r = c.produce(compacted, 0, record_batch([(b"k", b"v"), (None, b"v")]))
+        assert r["error_code"] == INVALID_RECORD, r
+        assert r["record_errors"] == [
+            (1, f"Compacted topic cannot accept message without key in topic partition {compacted}-0")
+        ], r
+        assert r["error_message"].startswith("One or more records have been rejected due to 1 record errors"), r
 
 
 def test_produce_to_nonexistent_partition(shared_broker, topic):

@@ -98,6 +98,41 @@ pub fn produce_error(code: i16) -> i16 {
     }
 }
 
+/// The partition's error message of a write the coordinator refused with `code`, as Kafka's
+/// `ReplicaManager` words it: only for INVALID_TXN_STATE and for the coordinator errors it
+/// turns into NOT_ENOUGH_REPLICAS (see [`produce_error`]); the others carry none.
+fn refusal_message(code: i16) -> Option<String> {
+    if code == ResponseError::InvalidTxnState.code() {
+        Some("Partition was not added to the transaction".into())
+    } else if produce_error(code) == ResponseError::NotEnoughReplicas.code()
+        && code != ResponseError::NotEnoughReplicas.code()
+    {
+        Some(format!(
+            "Unable to verify the partition has been added to the transaction. Underlying \
+             error: {}",
+            kafka_error_name(code)
+        ))
+    } else {
+        None
+    }
+}
+
+/// Kafka's name of an error code (`Errors.name()`, e.g. `COORDINATOR_NOT_AVAILABLE`).
+fn kafka_error_name(code: i16) -> String {
+    let Some(error) = ResponseError::try_from_code(code) else {
+        return "NONE".into();
+    };
+    let camel = error.to_string();
+    let mut name = String::with_capacity(camel.len() + 8);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
 fn ask(broker: &Broker, write: &TxnWrite<'_>, what: TxnCheck) -> Result<Vec<i16>, ResponseError> {
     let partition = broker.txns.partition_of(write.transactional_id);
     let image = broker.image();
@@ -254,19 +289,18 @@ pub enum WriteGuard {
     /// The coordinator confirmed (or made) the partition part of the transaction while the
     /// log had appended this many markers: no marker may have come in since.
     Verified { markers_appended: u64 },
-    /// Refused: the Produce error code and message.
-    Refused(i16, String),
+    /// Refused: the Produce error code, and the partition's error message where Kafka
+    /// words one (see [`refusal_message`]).
+    Refused(i16, Option<String>),
 }
 
 impl WriteGuard {
     /// Checks the verdict against the log about to be appended to (its lock held).
-    pub fn admit(&self, log: &strata_log::Log) -> Result<(), (i16, String)> {
-        let overtaken = || {
-            Err((
-                ResponseError::NotEnoughReplicas.code(),
-                "The transaction ended while the write was checked; retry".to_string(),
-            ))
-        };
+    /// Refused writes carry the partition's error message where Kafka sets one.
+    pub fn admit(&self, log: &strata_log::Log) -> Result<(), (i16, Option<String>)> {
+        // The transaction ended while the write was checked: the client retries. (Kafka's
+        // log refuses such a write with INVALID_TXN_STATE, without a message.)
+        let overtaken = || Err((ResponseError::NotEnoughReplicas.code(), None));
         match self {
             WriteGuard::Ongoing {
                 producer_id,
@@ -354,12 +388,10 @@ pub fn guard_produce(
         };
         for (&i, code) in indexes.iter().zip(check(broker, &write, what)) {
             if code != 0 {
-                let message = if code == ResponseError::InvalidTxnState.code() {
-                    "Records were not added to the transaction: the partition is not part of the producer's ongoing transaction".to_string()
-                } else {
-                    format!("The transaction coordinator refused the write (error {code})")
-                };
-                guards[i] = Some(WriteGuard::Refused(produce_error(code), message));
+                guards[i] = Some(WriteGuard::Refused(
+                    produce_error(code),
+                    refusal_message(code),
+                ));
             }
         }
     }
@@ -372,4 +404,52 @@ pub fn guard_produce(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_carry_kafkas_messages_only_where_kafka_sets_them() {
+        assert_eq!(
+            refusal_message(ResponseError::InvalidTxnState.code()).as_deref(),
+            Some("Partition was not added to the transaction")
+        );
+        for (error, name) in [
+            (
+                ResponseError::CoordinatorNotAvailable,
+                "COORDINATOR_NOT_AVAILABLE",
+            ),
+            (
+                ResponseError::CoordinatorLoadInProgress,
+                "COORDINATOR_LOAD_IN_PROGRESS",
+            ),
+            (ResponseError::NotCoordinator, "NOT_COORDINATOR"),
+            (
+                ResponseError::ConcurrentTransactions,
+                "CONCURRENT_TRANSACTIONS",
+            ),
+        ] {
+            assert_eq!(
+                produce_error(error.code()),
+                ResponseError::NotEnoughReplicas.code()
+            );
+            assert_eq!(
+                refusal_message(error.code()),
+                Some(format!(
+                    "Unable to verify the partition has been added to the transaction. \
+                     Underlying error: {name}"
+                ))
+            );
+        }
+        // Errors answered as they are carry no message (Kafka's `hasCustomErrorMessage`).
+        for error in [
+            ResponseError::ProducerFenced,
+            ResponseError::InvalidProducerEpoch,
+            ResponseError::TransactionalIdAuthorizationFailed,
+        ] {
+            assert_eq!(refusal_message(error.code()), None, "{error}");
+        }
+    }
 }
