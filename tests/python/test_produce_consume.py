@@ -282,6 +282,7 @@ def test_kafka_python_fails_only_the_out_of_range_timestamp(shared_broker, topic
     assert watermarks(bs, topic, [0])[0] == (0, 0)
 
 
+UNKNOWN_SERVER_ERROR = -1
 MESSAGE_TOO_LARGE = 10
 INVALID_RECORD = 87
 
@@ -312,6 +313,28 @@ def test_only_refused_records_get_an_error_message(shared_broker, topic):
             (1, f"Compacted topic cannot accept message without key in topic partition {compacted}-0")
         ], r
         assert r["error_message"].startswith("One or more records have been rejected due to 1 record errors"), r
+
+
+def test_compressed_batches_are_read_whatever_the_topic_rules(shared_broker, topic):
+    """Kafka's LogValidator reads the records of every batch, compressed ones too, even on a
+    topic where no rule could refuse a record (here: no timestamp window at all). That is
+    what refuses a batch whose section does not inflate (UNKNOWN_SERVER_ERROR, from Kafka's
+    bare KafkaException) and one whose records do not match its count (INVALID_RECORD), both
+    without an error message. Strata stored them unread: a batch every consumer would then
+    fail on."""
+    bs = shared_broker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=1, config={"message.timestamp.after.max.ms": str(2**63 - 1)})
+    records = [(b"k", b"v0"), (b"k", b"v1")]
+    with RawConn("127.0.0.1", shared_broker.port) as c:
+        garbage = record_batch(records, compression=4, records_section=b"\xab" * 40)  # not zstd
+        r = c.produce(topic, 0, garbage)
+        assert (r["error_code"], r["error_message"], r["record_errors"]) == (UNKNOWN_SERVER_ERROR, None, []), r
+        for count in (1, 3):
+            r = c.produce(topic, 0, record_batch(records, compression=1, records_count=count))
+            assert (r["error_code"], r["error_message"]) == (INVALID_RECORD, None), (count, r)
+        r = c.produce(topic, 0, record_batch(records, compression=1))
+        assert (r["error_code"], r["base_offset"]) == (0, 0), r
+    assert [m.value for m in consume_all(bs, topic, [0])[0]] == [b"v0", b"v1"]
 
 
 def test_produce_to_nonexistent_partition(shared_broker, topic):

@@ -598,9 +598,9 @@ impl Log {
                 max_bytes: self.config.max_message_bytes,
             });
         }
-        // Pass 1: validate every batch. At most records.len() / 61 headers. Each keeps the
-        // largest record timestamp when validation read its records.
-        let mut headers: Vec<(usize, RecordBatchHeader, Option<i64>)> = Vec::new();
+        // Pass 1: validate every batch, reading its records. At most records.len() / 61
+        // headers. Each keeps the largest timestamp of its records.
+        let mut headers: Vec<(usize, RecordBatchHeader, i64)> = Vec::new();
         let topic_partition = || {
             self.dir
                 .file_name()
@@ -648,7 +648,7 @@ impl Log {
             let max_timestamp_ms = if log_append_time {
                 now_ms
             } else {
-                max_record_timestamp.unwrap_or(h.max_timestamp)
+                *max_record_timestamp
             };
             if h.producer_id >= 0 {
                 if let Some(dup) = self.producers.check_and_stage(

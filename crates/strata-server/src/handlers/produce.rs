@@ -414,6 +414,7 @@ mod tests {
         for e in [
             LogError::CorruptRecord("crc".into()),
             LogError::InvalidRecord("count".into()),
+            LogError::Decompression("zstd".into()),
             LogError::RecordTooLarge {
                 size_bytes: 2,
                 max_bytes: 1,
