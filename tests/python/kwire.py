@@ -5,6 +5,7 @@ requests). Only non-flexible request versions are implemented.
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import socket
 import struct
@@ -104,21 +105,34 @@ def record_batch(
     base_sequence: int = -1,
     base_offset: int = 0,
     corrupt_crc: bool = False,
+    compression: int = 0,
+    records_count: int | None = None,
+    records_section: bytes | None = None,
 ) -> bytes:
+    """One magic-v2 batch of `records`, CRC computed. `compression` sets the codec bits (1:
+    the section is gzipped here; other codecs need `records_section`, the section as sent);
+    `records_count` overrides the declared count (and last offset delta)."""
     if base_timestamp is None:
         base_timestamp = int(time.time() * 1000)
     recs = b"".join(encode_record(i, 0, k, v) for i, (k, v) in enumerate(records))
+    if records_section is not None:
+        recs = records_section
+    elif compression == 1:
+        recs = gzip.compress(recs)
+    elif compression != 0:
+        raise ValueError(f"codec {compression} needs records_section")
+    count = len(records) if records_count is None else records_count
     after_crc = (
         struct.pack(
             ">hiqqqhii",
-            0,  # attributes: no compression, CreateTime, not transactional
-            len(records) - 1,  # lastOffsetDelta
+            compression,  # attributes: the codec, CreateTime, not transactional
+            count - 1,  # lastOffsetDelta
             base_timestamp,
             base_timestamp,  # maxTimestamp
             producer_id,
             producer_epoch,
             base_sequence,
-            len(records),
+            count,
         )
         + recs
     )
@@ -293,6 +307,9 @@ class RawConn:
         res = {"partition": r.i32(), "error_code": r.i16(), "base_offset": r.i64(), "log_append_time": r.i64()}
         if v >= 5:
             res["log_start_offset"] = r.i64()
+        if v >= 8:  # KIP-467
+            res["record_errors"] = [(r.i32(), r.string()) for _ in range(r.i32())]
+            res["error_message"] = r.string()
         return res
 
     # -- Fetch v4..v11 (non-flexible) ----------------------------------------

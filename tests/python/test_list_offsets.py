@@ -9,7 +9,16 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
-from helpers import consume_all, create_topic, flush_all, make_admin, make_consumer, make_producer
+from helpers import (
+    consume_all,
+    create_topic,
+    flush_all,
+    free_ports,
+    make_admin,
+    make_consumer,
+    make_producer,
+    wait_until,
+)
 
 
 def _produce_with_timestamps(bs, topic, timestamps):
@@ -135,6 +144,68 @@ def test_lookups_name_the_record_inside_a_batch(shared_broker, topic, codec):
         assert (found.offset, found.timestamp) == (2, now - 500)
     finally:
         kc.close()
+
+
+def _restart_on_new_ports(b):
+    """Restarts a single node on other ports: it registers again, which bumps the leader epoch
+    of the partitions it leads, as a broker's re-registration does in Kafka."""
+    b.stop()
+    b.port, b.http_port = free_ports(2)
+    b.start()
+
+
+def test_answers_carry_the_leader_epoch_of_the_record(broker_factory, topic):
+    """Kafka answers a lookup by timestamp or MAX_TIMESTAMP with the leader epoch of the batch
+    holding the record found, EARLIEST with the earliest epoch of its leader-epoch cache (when
+    that starts at the log start) and LATEST with the current epoch: clients keep the epoch
+    with the offset to detect a truncated log (KIP-320). Strata answered the current epoch
+    for all of them."""
+    b = broker_factory()
+    create_topic(make_admin(b.bootstrap), topic, partitions=1)
+    now = int(time.time() * 1000)
+    tp = TopicPartition(topic, 0)
+
+    def lo(admin, spec):
+        [(_, fut)] = admin.list_offsets({tp: spec}, request_timeout=10).items()
+        r = fut.result(timeout=10)
+        return (r.offset, r.leader_epoch)
+
+    # Offsets 0 and 1 (the max timestamp) in the first epoch, 2 in the next.
+    _produce_with_timestamps(b.bootstrap, topic, [now - 3000, now - 100])
+    first = lo(make_admin(b.bootstrap), OffsetSpec.latest())[1]
+    _restart_on_new_ports(b)
+    admin = make_admin(b.bootstrap)
+    wait_until(lambda: lo(admin, OffsetSpec.latest())[1] > first, 20, msg="a new leader epoch")
+    _produce_with_timestamps(b.bootstrap, topic, [now - 2000])
+    current = lo(admin, OffsetSpec.latest())
+    assert current[0] == 3 and current[1] > first, (first, current)
+
+    assert lo(admin, OffsetSpec.for_timestamp(now - 3500)) == (0, first)
+    assert lo(admin, OffsetSpec.for_timestamp(now - 2500)) == (1, first)
+    assert lo(admin, OffsetSpec.max_timestamp()) == (1, first)
+    assert lo(admin, OffsetSpec.earliest()) == (0, first)
+    c = make_consumer(b.bootstrap)
+    try:
+        [r] = c.offsets_for_times([TopicPartition(topic, 0, now - 3500)], timeout=10)
+        assert (r.error, r.offset, r.leader_epoch) == (None, 0, first), r
+    finally:
+        c.close()
+
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTP
+
+    kc = KafkaConsumer(bootstrap_servers=b.bootstrap, request_timeout_ms=10000)
+    try:
+        found = kc.offsets_for_times({KTP(topic, 0): now - 2500})[KTP(topic, 0)]
+        assert (found.offset, found.leader_epoch) == (1, first), found
+    finally:
+        kc.close()
+
+    # Once the log starts in the new epoch, EARLIEST and the lookups answer it.
+    [(_, fut)] = admin.delete_records([TopicPartition(topic, 0, 2)]).items()
+    fut.result(timeout=10)
+    assert lo(admin, OffsetSpec.earliest()) == (2, current[1])
+    assert lo(admin, OffsetSpec.for_timestamp(now - 3500)) == (2, current[1])
 
 
 def test_log_append_time(shared_broker, topic):

@@ -24,6 +24,7 @@ from helpers import (
     wait_until,
     watermarks,
 )
+from kwire import RawConn, record_batch
 
 PARTITIONS = 3
 
@@ -279,6 +280,61 @@ def test_kafka_python_fails_only_the_out_of_range_timestamp(shared_broker, topic
     for e in (errors[0], errors[2]):
         assert isinstance(e, KpError) and not isinstance(e, InvalidTimestampError), errors
     assert watermarks(bs, topic, [0])[0] == (0, 0)
+
+
+UNKNOWN_SERVER_ERROR = -1
+MESSAGE_TOO_LARGE = 10
+INVALID_RECORD = 87
+
+
+def test_only_refused_records_get_an_error_message(shared_broker, topic):
+    """Kafka sets a Produce answer's error_message only when its LogValidator refused records
+    one by one (KIP-467, `RecordValidationException`); every other error comes with its code
+    alone. kafka-python builds its exception from that message."""
+    from kafka.errors import MessageSizeTooLargeError
+
+    bs = shared_broker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=1, config={"max.message.bytes": "2000"})
+    [error] = kafka_python_batch_outcomes(bs, [dict(topic=topic, value=b"x" * 5000, partition=0)])
+    assert isinstance(error, MessageSizeTooLargeError), error
+    assert error.args == (None,), f"the broker sent a message Kafka does not: {error.args}"
+    with RawConn("127.0.0.1", shared_broker.port) as c:
+        r = c.produce(topic, 0, record_batch([(None, b"x" * 5000)]))
+        assert (r["error_code"], r["error_message"], r["record_errors"]) == (MESSAGE_TOO_LARGE, None, []), r
+        r = c.produce(topic, 7, record_batch([(None, b"v")]))
+        assert (r["error_code"], r["error_message"]) == (3, None), r  # UNKNOWN_TOPIC_OR_PARTITION
+    # Refused records keep theirs (and name the records).
+    compacted = topic + "-compacted"
+    create_topic(make_admin(bs), compacted, partitions=1, config={"cleanup.policy": "compact"})
+    with RawConn("127.0.0.1", shared_broker.port) as c:
+        r = c.produce(compacted, 0, record_batch([(b"k", b"v"), (None, b"v")]))
+        assert r["error_code"] == INVALID_RECORD, r
+        assert r["record_errors"] == [
+            (1, f"Compacted topic cannot accept message without key in topic partition {compacted}-0")
+        ], r
+        assert r["error_message"].startswith("One or more records have been rejected due to 1 record errors"), r
+
+
+def test_compressed_batches_are_read_whatever_the_topic_rules(shared_broker, topic):
+    """Kafka's LogValidator reads the records of every batch, compressed ones too, even on a
+    topic where no rule could refuse a record (here: no timestamp window at all). That is
+    what refuses a batch whose section does not inflate (UNKNOWN_SERVER_ERROR, from Kafka's
+    bare KafkaException) and one whose records do not match its count (INVALID_RECORD), both
+    without an error message. Strata stored them unread: a batch every consumer would then
+    fail on."""
+    bs = shared_broker.bootstrap
+    create_topic(make_admin(bs), topic, partitions=1, config={"message.timestamp.after.max.ms": str(2**63 - 1)})
+    records = [(b"k", b"v0"), (b"k", b"v1")]
+    with RawConn("127.0.0.1", shared_broker.port) as c:
+        garbage = record_batch(records, compression=4, records_section=b"\xab" * 40)  # not zstd
+        r = c.produce(topic, 0, garbage)
+        assert (r["error_code"], r["error_message"], r["record_errors"]) == (UNKNOWN_SERVER_ERROR, None, []), r
+        for count in (1, 3):
+            r = c.produce(topic, 0, record_batch(records, compression=1, records_count=count))
+            assert (r["error_code"], r["error_message"]) == (INVALID_RECORD, None), (count, r)
+        r = c.produce(topic, 0, record_batch(records, compression=1))
+        assert (r["error_code"], r["base_offset"]) == (0, 0), r
+    assert [m.value for m in consume_all(bs, topic, [0])[0]] == [b"v0", b"v1"]
 
 
 def test_produce_to_nonexistent_partition(shared_broker, topic):

@@ -608,8 +608,10 @@ def _skip_tags(buf: bytes, pos: int) -> int:
     return pos
 
 
-def list_offsets_raw(broker, topic: str, partition: int, timestamp: int, timeout: float = 10) -> tuple[int, int, int]:
-    """ListOffsets v9 for one partition: (error code, timestamp, offset)."""
+def list_offsets_raw(
+    broker, topic: str, partition: int, timestamp: int, timeout: float = 10
+) -> tuple[int, int, int, int]:
+    """ListOffsets v9 for one partition: (error code, timestamp, offset, leader epoch)."""
     body = struct.pack(">ib", -1, 0)  # replica id, isolation level
     body += uvarint(2) + compact_string(topic)  # one topic
     body += uvarint(2) + struct.pack(">iiq", partition, -1, timestamp) + b"\x00"  # one partition
@@ -629,15 +631,19 @@ def list_offsets_raw(broker, topic: str, partition: int, timestamp: int, timeout
     pos += name_len - 1
     n_parts, pos = _read_uvarint(resp, pos)
     assert n_parts - 1 == 1
-    p, err, ts, off, _epoch = struct.unpack_from(">ihqqi", resp, pos)
+    p, err, ts, off, epoch = struct.unpack_from(">ihqqi", resp, pos)
     assert p == partition
-    return err, ts, off
+    return err, ts, off, epoch
 
 
 def raw_offset(broker, topic, partition, spec) -> int:
-    err, _, off = list_offsets_raw(broker, topic, partition, spec)
+    return raw_offset_and_epoch(broker, topic, partition, spec)[0]
+
+
+def raw_offset_and_epoch(broker, topic, partition, spec) -> tuple[int, int]:
+    err, _, off, epoch = list_offsets_raw(broker, topic, partition, spec)
     assert err == 0, f"ListOffsets {spec} on {topic}-{partition}: error {err}"
-    return off
+    return off, epoch
 
 
 def admin_offset(admin, topic, partition, spec):
@@ -1131,6 +1137,71 @@ def test_list_offsets_across_tiers(tier, broker_factory, topic):
     r = admin_offset(admin, topic, 1, OffsetSpec.for_timestamp(t0 + 10_000))
     assert (r.offset, r.timestamp) == (3 * per, spike)
     assert tier_caught_up(b, tier, topic, 0)["segments"][0]["base_offset"] == 0
+
+
+def restart_on_new_ports(b) -> None:
+    """Restarts a single node on other ports: it registers again, which bumps the leader
+    epoch of the partitions it leads (as a broker's re-registration does in Kafka)."""
+    b.stop()
+    b.port, b.http_port = free_ports(2)
+    b.start()
+
+
+@tier_param("local")
+@pytest.mark.timeout(120)
+def test_list_offsets_answer_leader_epochs_across_tiers(tier, broker_factory, topic):
+    """The leader epoch of a ListOffsets answer is Kafka's for every special timestamp and in
+    the tier: the batch's for a record found by timestamp or MAX_TIMESTAMP (in the tier:
+    `RemoteLogManager.lookupTimestamp`), the leader-epoch cache's for EARLIEST,
+    EARLIEST_LOCAL and LATEST_TIERED (`epochForOffset`), the current one for LATEST."""
+    b = tier.start_broker(broker_factory)
+    create_topic(make_admin(b.bootstrap), topic, config=tiered_topic_config(tier, local_retention_bytes=SEGMENT))
+    per = 50
+    t0 = int(time.time() * 1000) - 6 * 3600 * 1000
+    spike = t0 + 3 * 3600 * 1000
+    ts = lambda k: spike if k == 50 else t0 + k * 1000  # noqa: E731
+
+    def produce(batches):
+        with kwire.RawConn("127.0.0.1", b.port) as c:
+            for k in batches:
+                vals = [value_for(k * per + r) for r in range(per)]
+                res = c.produce(topic, 0, kwire.record_batch([(None, v) for v in vals], base_timestamp=ts(k)))
+                assert (res["error_code"], res["base_offset"]) == (0, k * per), res
+
+    def epoch_now():
+        return raw_offset_and_epoch(b, topic, 0, LATEST)[1]
+
+    # Epoch A: batches 0..59 (the max timestamp at 50), epoch B: 60..119, epoch C: 120..121.
+    epochs = []
+    for batches in (range(0, 60), range(60, 120), range(120, 122)):
+        if epochs:
+            restart_on_new_ports(b)
+            wait_until(lambda: epoch_now() > epochs[-1], 20, msg="a new leader epoch")
+        epochs.append(epoch_now())
+        produce(batches)
+        if len(epochs) == 2:
+            wait_tiered(b, tier, topic, 0, local_max=2 * SEGMENT + 64 * 1024)
+    a, b_epoch, c_epoch = epochs
+    m = tier.manifest(topic, 0)
+    tier_end = m["segments"][-1]["end_offset"]
+    local_start = local_segments(b, topic, 0)[0]
+    assert 120 * per > tier_end and tier_end + 1 >= local_start > 60 * per, (local_start, tier_end)
+
+    assert raw_offset_and_epoch(b, topic, 0, EARLIEST) == (0, a)
+    assert raw_offset_and_epoch(b, topic, 0, EARLIEST_LOCAL) == (local_start, b_epoch)
+    wait_until(lambda: raw_offset(b, topic, 0, LATEST_TIERED) == tier_end, 10, msg="LATEST_TIERED after the restart")
+    assert raw_offset_and_epoch(b, topic, 0, LATEST_TIERED) == (tier_end, b_epoch)
+    assert raw_offset_and_epoch(b, topic, 0, LATEST) == (122 * per, c_epoch)
+    admin = make_admin(b.bootstrap)
+    tp = TopicPartition(topic, 0)
+    # In the tier only (lookups past batch 50 find it first: it holds the max).
+    for spec, offset, epoch in [
+        (OffsetSpec.for_timestamp(t0 + 10 * 1000), 10 * per, a),
+        (OffsetSpec.for_timestamp(t0 + 40 * 1000 - 1), 40 * per, a),
+        (OffsetSpec.max_timestamp(), 50 * per, a),
+    ]:
+        r = admin.list_offsets({tp: spec}, request_timeout=10)[tp].result(timeout=10)
+        assert (r.offset, r.leader_epoch) == (offset, epoch), (spec, r, epochs)
 
 
 # --------------------------------------------------------------------------

@@ -154,6 +154,12 @@ impl RecordBatchHeader {
             .saturating_add(self.last_offset_delta as i64)
     }
 
+    /// The leader epoch the batch was appended in; `None` for a batch that carries none (-1,
+    /// Kafka's `NO_PARTITION_LEADER_EPOCH`, as producers send it).
+    pub fn leader_epoch(&self) -> Option<i32> {
+        (self.partition_leader_epoch >= 0).then_some(self.partition_leader_epoch)
+    }
+
     /// Whether the batch belongs to a transaction.
     pub fn is_transactional(&self) -> bool {
         self.attributes & TRANSACTIONAL_BIT != 0
@@ -230,21 +236,24 @@ pub fn check_crc(batch: &[u8], header: &RecordBatchHeader) -> Result<(), LogErro
 /// `Log::append_txn_marker`, which keeps the transaction index in step.
 /// A coordinator may write producer batches without a sequence (-1).
 ///
-/// Then every record is checked as Kafka's `LogValidator.validateRecord` does: a compacted
-/// topic refuses records without a key; a CreateTime topic refuses timestamps outside
-/// `message.timestamp.before.max.ms` / `message.timestamp.after.max.ms` of `now_ms`; a batch
-/// a producer marked LogAppendTime is refused unless its records' timestamp passes the
-/// CreateTime check. Refused records are answered together ([`LogError::InvalidRecords`]),
+/// Then every record is read and checked as Kafka's `LogValidator.validateRecord` does: a
+/// compacted topic refuses records without a key; a CreateTime topic refuses timestamps
+/// outside `message.timestamp.before.max.ms` / `message.timestamp.after.max.ms` of `now_ms`;
+/// a batch a producer marked LogAppendTime is refused unless its records' timestamp passes
+/// the CreateTime check. Refused records are answered together ([`LogError::InvalidRecords`]),
 /// each with its index; `topic_partition` names the partition in their messages.
 ///
-/// Returns the largest record timestamp (Kafka's `maxBatchTimestamp`, -1 if none) when the
-/// records were read, for the caller to store in the header as Kafka does; `None` when they
-/// were not. An uncompressed batch is always read (in place: a few varints per record). A
-/// compressed one is inflated only when a record-level check can refuse something: on a
-/// compacted topic, on a CreateTime topic whose window is not unbounded both ways, or for a
-/// batch marked LogAppendTime. Kafka inflates every compressed batch it validates; with
-/// `message.timestamp.after.max.ms` at its default (one hour) Strata does too, through a
-/// fixed buffer and bounded ([`records::walk_records`]).
+/// Returns the largest record timestamp (Kafka's `maxBatchTimestamp`, -1 if none), for the
+/// caller to store in the header as Kafka does.
+///
+/// Every batch is read to its last record, compressed ones too, whatever the topic's rules:
+/// Kafka's validator iterates the records of every batch it appends, and that is what refuses
+/// a batch whose records do not match its count or do not parse (INVALID_RECORD) or whose
+/// section does not inflate (UNKNOWN_SERVER_ERROR, Kafka's bare `KafkaException`), and what
+/// makes the stored max timestamp the records' own. A batch let through unread would be
+/// served to every consumer, which would fail on it at the same offset every time. The cost
+/// is the codec's inflation, streamed through a fixed buffer and a reused per-thread context
+/// ([`records::walk_records`]).
 pub(crate) fn validate_client_batch(
     batch: &[u8],
     header: &RecordBatchHeader,
@@ -252,7 +261,7 @@ pub(crate) fn validate_client_batch(
     now_ms: i64,
     origin: AppendOrigin,
     topic_partition: &dyn Fn() -> String,
-) -> Result<Option<i64>, LogError> {
+) -> Result<i64, LogError> {
     if header.records_count <= 0 {
         return Err(LogError::InvalidRecord(format!(
             "record batch has records count {}",
@@ -293,9 +302,6 @@ pub(crate) fn validate_client_batch(
         ));
     }
     let rules = RecordRules::new(header, config, now_ms);
-    if header.compression() != 0 && !rules.can_refuse() {
-        return Ok(None);
-    }
     let mut refused = RefusedRecords::default();
     let mut max_timestamp = NO_TIMESTAMP;
     records::walk_records(batch, header, |index, record| {
@@ -305,9 +311,15 @@ pub(crate) fn validate_client_batch(
             refused.add(index, invalid_timestamp, why);
         }
         ControlFlow::Continue(())
+    })
+    .map_err(|e| match e {
+        // Kafka's record reader throws `InvalidRecordException` for a record that does not
+        // parse; CORRUPT_MESSAGE is for a batch whose CRC does not match, checked before.
+        LogError::CorruptRecord(why) => LogError::InvalidRecord(why),
+        other => other,
     })?;
     refused.into_result()?;
-    Ok(Some(max_timestamp))
+    Ok(max_timestamp)
 }
 
 /// The record-level rules of `LogValidator.validateRecord` for one batch on one topic.
@@ -332,11 +344,6 @@ impl TimestampWindow {
         let diff = self.now_ms.wrapping_sub(timestamp_ms);
         diff > self.before_max_ms || diff.wrapping_neg() > self.after_max_ms
     }
-
-    /// Whether any timestamp at all is refused.
-    fn is_bounded(&self) -> bool {
-        self.before_max_ms != i64::MAX || self.after_max_ms != i64::MAX
-    }
 }
 
 impl RecordRules {
@@ -352,13 +359,6 @@ impl RecordRules {
             ),
             batch_log_append_time: header.timestamp_type() == TimestampType::LogAppendTime,
         }
-    }
-
-    /// Whether some record of the batch could be refused, whatever it holds.
-    fn can_refuse(&self) -> bool {
-        self.keys_required
-            || self.batch_log_append_time
-            || self.window.is_some_and(|w| w.is_bounded())
     }
 
     /// Why `record` is refused, if it is: `(is a timestamp error, message)`. Kafka's order:
@@ -566,10 +566,10 @@ pub(crate) fn set_timestamp(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::{edited, timed_batch, BatchBuilder};
+    use crate::test_util::{edited, put_varint, timed_batch, BatchBuilder};
 
     /// [`validate_client_batch`] of a client's `batch` on partition `t-0`.
-    fn validate(batch: &[u8], config: &LogConfig, now_ms: i64) -> Result<Option<i64>, LogError> {
+    fn validate(batch: &[u8], config: &LogConfig, now_ms: i64) -> Result<i64, LogError> {
         let h = RecordBatchHeader::parse(batch).expect("parse");
         check_crc(batch, &h).expect("crc");
         validate_client_batch(batch, &h, config, now_ms, AppendOrigin::Client, &|| {
@@ -578,7 +578,7 @@ mod tests {
     }
 
     /// The refused records' `(index, message)` and whether the error is INVALID_TIMESTAMP.
-    fn refused(result: Result<Option<i64>, LogError>) -> (bool, Vec<(i32, String)>, usize) {
+    fn refused(result: Result<i64, LogError>) -> (bool, Vec<(i32, String)>, usize) {
         match result {
             Err(LogError::InvalidRecords {
                 invalid_timestamp,
@@ -628,7 +628,7 @@ mod tests {
             );
             assert_eq!(total, 2);
             let keyed = timed_batch(&[(Some("a"), NOW), (Some("b"), NOW)], codec);
-            assert_eq!(validate(&keyed, &compact, NOW).expect("keys"), Some(NOW));
+            assert_eq!(validate(&keyed, &compact, NOW).expect("keys"), NOW);
             // Keys are not required elsewhere.
             assert!(validate(&batch, &LogConfig::default(), NOW).is_ok());
         }
@@ -681,7 +681,7 @@ mod tests {
         let batch = timed_batch(&[(None, NOW - 10_000), (None, NOW + 1_000)], 0);
         assert_eq!(
             validate(&batch, &window(10_000, 1_000), NOW).expect("edges"),
-            Some(NOW + 1_000)
+            NOW + 1_000
         );
         // Kafka 4's defaults: any past, at most an hour ahead.
         let cfg = LogConfig::default();
@@ -731,7 +731,7 @@ mod tests {
         // On a CreateTime topic the records take the batch's timestamp, which is checked.
         assert_eq!(
             validate(&batch, &LogConfig::default(), NOW).expect("ok"),
-            Some(NOW)
+            NOW
         );
         let no_timestamp = edited(batch, |b| b[35..43].copy_from_slice(&(-1i64).to_be_bytes()));
         let (invalid_timestamp, _, total) =
@@ -741,43 +741,59 @@ mod tests {
     }
 
     #[test]
-    fn compressed_batches_are_inflated_only_when_a_record_can_be_refused() {
-        // A zstd batch whose body is not zstd at all: only inflating it finds out.
-        let garbage = edited(timed_batch(&[(None, NOW)], 4), |b| {
-            let len = b.len();
-            b[61..len].fill(0xAB);
-        });
+    fn every_compressed_batch_is_read_whatever_the_rules() {
+        // Topics where no rule can refuse a record: Kafka reads their batches all the same.
         let unbounded = window(i64::MAX, i64::MAX);
-        assert_eq!(
-            validate(&garbage, &unbounded, NOW).expect("not inflated"),
-            None
-        );
         let log_append_time = LogConfig {
             timestamp_type: TimestampType::LogAppendTime,
-            ..LogConfig::default()
+            ..unbounded.clone()
         };
-        assert_eq!(
-            validate(&garbage, &log_append_time, NOW).expect("not inflated"),
-            None
-        );
-        for cfg in [
-            LogConfig::default(),
-            LogConfig {
-                compact: true,
-                ..unbounded.clone()
-            },
-        ] {
-            assert!(matches!(
-                validate(&garbage, &cfg, NOW),
-                Err(LogError::CorruptRecord(_))
-            ));
+        for cfg in [&unbounded, &log_append_time, &LogConfig::default()] {
+            for codec in 1..=4u8 {
+                // A body its codec cannot inflate: UNKNOWN_SERVER_ERROR, as Kafka answers.
+                let garbage = edited(timed_batch(&[(None, NOW)], codec), |b| {
+                    let len = b.len();
+                    b[61..len].fill(0xAB);
+                });
+                let e = validate(&garbage, cfg, NOW).expect_err("garbage");
+                assert!(
+                    matches!(e, LogError::Decompression(_)),
+                    "codec {codec}: {e:?}"
+                );
+                assert_eq!(e.kafka_error_code(), -1);
+                // A count that does not match the records: INVALID_RECORD.
+                let batch = timed_batch(&[(None, NOW), (None, NOW)], codec);
+                for count in [1i32, 3] {
+                    let wrong_count = edited(batch.clone(), |b| {
+                        b[57..61].copy_from_slice(&count.to_be_bytes());
+                        b[23..27].copy_from_slice(&(count - 1).to_be_bytes());
+                    });
+                    let e = validate(&wrong_count, cfg, NOW).expect_err("count");
+                    assert!(
+                        matches!(e, LogError::InvalidRecord(_)),
+                        "codec {codec}, count {count}: {e:?}"
+                    );
+                }
+                // Records that do not parse: INVALID_RECORD too (Kafka's record reader).
+                let mut bad_record = Vec::new();
+                put_varint(&mut bad_record, 40); // longer than what follows
+                bad_record.extend_from_slice(&[0, 0, 0, 1]);
+                let unparsable = edited(batch.clone(), |b| {
+                    b.truncate(BATCH_HEADER_SIZE_BYTES);
+                    b.extend_from_slice(&records::compress(codec, &bad_record).expect("compress"));
+                    b[57..61].copy_from_slice(&1i32.to_be_bytes());
+                    b[23..27].copy_from_slice(&0i32.to_be_bytes());
+                    let len = (b.len() - LOG_OVERHEAD_BYTES) as i32;
+                    b[8..12].copy_from_slice(&len.to_be_bytes());
+                });
+                let e = validate(&unparsable, cfg, NOW).expect_err("unparsable");
+                assert!(
+                    matches!(e, LogError::InvalidRecord(_)),
+                    "codec {codec}: {e:?}"
+                );
+                assert_eq!(validate(&batch, cfg, NOW).expect("valid"), NOW);
+            }
         }
-        // Uncompressed batches are always walked: the records' max timestamp comes back.
-        let plain = timed_batch(&[(None, NOW), (None, NOW - 5)], 0);
-        assert_eq!(
-            validate(&plain, &unbounded, NOW).expect("walked"),
-            Some(NOW)
-        );
     }
 
     #[test]
@@ -789,7 +805,7 @@ mod tests {
             });
             assert_eq!(
                 validate(&lying, &LogConfig::default(), NOW).expect("valid"),
-                Some(NOW - 3),
+                NOW - 3,
                 "codec {codec}"
             );
         }
@@ -834,7 +850,7 @@ mod tests {
         assert_eq!(h.compression(), 0);
         check_crc(&bytes, &h).expect("crc");
         let max = validate(&bytes, &LogConfig::default(), 1000).expect("valid");
-        assert_eq!(max, Some(1002));
+        assert_eq!(max, 1002);
     }
 
     #[test]
@@ -911,9 +927,10 @@ mod tests {
         let bytes = edited(BatchBuilder::new(2).build(), |b| {
             b[61] = 0x7e; // zigzag 63: longer than the records section
         });
+        // INVALID_RECORD, as Kafka's record reader answers; CORRUPT_MESSAGE is the CRC's.
         assert!(matches!(
             validate(&bytes, &cfg, 0),
-            Err(LogError::CorruptRecord(_))
+            Err(LogError::InvalidRecord(_))
         ));
     }
 

@@ -58,9 +58,16 @@ pub enum LogError {
     #[error("corrupt record: {0}")]
     CorruptRecord(String),
     /// Structurally valid batch that Kafka's LogValidator refuses (count
-    /// mismatch, control batch from a client, bad sequence, ...).
+    /// mismatch, control batch from a client, bad sequence, ...), or, in a produced batch,
+    /// records that do not parse (Kafka's `InvalidRecordException` from its record reader).
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// A compressed batch whose codec cannot inflate its records section, or whose section
+    /// inflates past the bound on one batch. Kafka's record reader fails such a batch with a
+    /// plain `KafkaException` ("Failed to decompress record stream"), which a produce answers
+    /// as UNKNOWN_SERVER_ERROR.
+    #[error("{0}")]
+    Decompression(String),
     /// A batch with a magic other than 2. Kafka 4 only accepts magic v2 and its
     /// `ProduceRequest.validateRecords` raises `InvalidRecordException` for others.
     #[error("unsupported record batch magic {0}")]
@@ -166,6 +173,7 @@ impl LogError {
         match self {
             LogError::CorruptRecord(_) => 2,
             LogError::InvalidRecord(_) => 87,
+            LogError::Decompression(_) => -1,
             // Kafka 4: ProduceRequest.validateRecords -> InvalidRecordException.
             LogError::UnsupportedMagic(_) => 87,
             LogError::RecordTooLarge { .. } => 10,
@@ -213,6 +221,10 @@ mod tests {
             87
         );
         assert_eq!(LogError::UnsupportedMagic(1).kafka_error_code(), 87);
+        assert_eq!(
+            LogError::Decompression(String::new()).kafka_error_code(),
+            -1
+        );
         let too_large = LogError::RecordTooLarge {
             size_bytes: 2,
             max_bytes: 1,

@@ -101,6 +101,19 @@ impl LeaderEpochCache {
         &self.entries
     }
 
+    /// The first entry: the epoch the log's first records were written in (once the log start
+    /// moved, re-based to it by [`Self::truncate_from_start`]).
+    pub(crate) fn earliest_entry(&self) -> Option<(i32, i64)> {
+        self.entries.first().copied()
+    }
+
+    /// Kafka's `epochForOffset`: the epoch `offset` was written in, the last epoch starting at
+    /// or before it; `None` when the cache knows no epoch that early.
+    pub(crate) fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        let after = self.entries.partition_point(|&(_, start)| start <= offset);
+        after.checked_sub(1).map(|i| self.entries[i].0)
+    }
+
     /// Kafka `assign`: records that `epoch` starts at `start_offset` if that is
     /// news, first removing entries it contradicts (same/higher epoch or
     /// same/higher start offset). Persists on change.
@@ -195,10 +208,23 @@ mod tests {
         assert_eq!(c.end_offset_for(-1, 30), (-1, -1));
         let reloaded = LeaderEpochCache::load(dir.path()).expect("reload");
         assert_eq!(reloaded.entries(), c.entries());
+        assert_eq!(c.earliest_entry(), Some((1, 0)));
+        // Kafka's epochForOffset: the epoch in effect at the offset.
+        let epochs: Vec<Option<i32>> = [0, 9, 10, 19, 20, 1_000]
+            .iter()
+            .map(|&o| c.epoch_for_offset(o))
+            .collect();
+        assert_eq!(
+            epochs,
+            [Some(1), Some(1), Some(3), Some(3), Some(5), Some(5)]
+        );
         assert_eq!(
             std::fs::read_to_string(dir.path().join(CHECKPOINT_FILE)).expect("read"),
             "0\n3\n1 0\n3 10\n5 20\n"
         );
+        c.truncate_from_start(12).expect("truncate");
+        assert_eq!(c.epoch_for_offset(11), None, "below the first entry");
+        assert_eq!(c.epoch_for_offset(12), Some(3));
     }
 
     #[test]

@@ -40,6 +40,6 @@ pub use config::LogConfig;
 pub use error::{LogError, RecordError, MAX_RECORD_ERRORS};
 pub use fsutil::write_atomic;
 pub use log::{AppendInfo, Log, LogOffsetSnapshot, ReadResult, DEFAULT_PRODUCER_ID_EXPIRATION_MS};
-pub use records::{find_record_by_timestamp, offset_of_max_timestamp};
+pub use records::{find_record_by_timestamp, offset_of_max_timestamp, TimestampAndOffset};
 pub use tiered::{SegmentForUpload, TierTail};
 pub use verification::{VerificationGuard, MAX_VERIFICATIONS, VERIFICATION_MAX_AGE_MS};

@@ -43,6 +43,7 @@ use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state::{
     AppendOrigin, CompletedTxn, ProducerAppendStaging, ProducerStateManager, TxnMarker,
 };
+use crate::records::TimestampAndOffset;
 use crate::segment::{BatchPlacement, LogSegment};
 use crate::txn::{self, AbortedTxn, ControlRecord, TxnIndex, CONTROL_PREFIX_BYTES};
 use crate::verification::{VerificationGuard, Verifications};
@@ -597,9 +598,9 @@ impl Log {
                 max_bytes: self.config.max_message_bytes,
             });
         }
-        // Pass 1: validate every batch. At most records.len() / 61 headers. Each keeps the
-        // largest record timestamp when validation read its records.
-        let mut headers: Vec<(usize, RecordBatchHeader, Option<i64>)> = Vec::new();
+        // Pass 1: validate every batch, reading its records. At most records.len() / 61
+        // headers. Each keeps the largest timestamp of its records.
+        let mut headers: Vec<(usize, RecordBatchHeader, i64)> = Vec::new();
         let topic_partition = || {
             self.dir
                 .file_name()
@@ -647,7 +648,7 @@ impl Log {
             let max_timestamp_ms = if log_append_time {
                 now_ms
             } else {
-                max_record_timestamp.unwrap_or(h.max_timestamp)
+                *max_record_timestamp
             };
             if h.producer_id >= 0 {
                 if let Some(dup) = self.producers.check_and_stage(
@@ -1258,16 +1259,19 @@ impl Log {
     }
 
     /// ListOffsets by timestamp (Kafka's `UnifiedLog.fetchOffsetByTimestamp`): the first
-    /// record at or after the local log start whose timestamp is >= `timestamp_ms`, as
-    /// `(its timestamp, its offset)`; in a LogAppendTime batch a record's timestamp is the
-    /// batch's. Segments whose max timestamp is below the target are skipped; in the first
+    /// record at or after the local log start whose timestamp is >= `timestamp_ms`, with its
+    /// timestamp and its batch's leader epoch; in a LogAppendTime batch a record's timestamp
+    /// is the batch's. Segments whose max timestamp is below the target are skipped; in the first
     /// other one, the time index says where to start, batch headers are walked, and the records
     /// of the first batch whose max timestamp reaches the target are read (inflated if
     /// compressed, bounded) — usually one batch.
     ///
     /// Local segments only: a tiered log's caller looks in the tier below
     /// [`Log::local_log_start_offset`] first.
-    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>, LogError> {
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<TimestampAndOffset>, LogError> {
         let start = self.local_log_start_offset();
         let start_base = self
             .segments
@@ -1286,11 +1290,14 @@ impl Log {
         Ok(None)
     }
 
-    /// ListOffsets MAX_TIMESTAMP (KIP-734): `(max timestamp, offset of the first record
-    /// holding it)`, in the first segment with the largest max timestamp; never below the log
-    /// start offset. `None` if the log holds no timestamps. Segments whose index cannot be read
-    /// are skipped (and logged); a batch whose records cannot be read is an error.
-    pub fn max_timestamp_and_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+    /// ListOffsets MAX_TIMESTAMP (KIP-734): the max timestamp and the first record holding it,
+    /// in the first segment with the largest max timestamp, with its batch's leader epoch
+    /// (Kafka's answer). Never below the log start offset: a record DeleteRecords put below it
+    /// is answered with the log start offset and the epoch it was written in, where Kafka
+    /// would name a record a consumer can no longer fetch. `None` if the log holds no
+    /// timestamps. Segments whose index cannot be read are skipped (and logged); a batch whose
+    /// records cannot be read is an error.
+    pub fn max_timestamp_and_offset(&self) -> Result<Option<TimestampAndOffset>, LogError> {
         let mut best: Option<(i64, &LogSegment)> = None;
         for seg in self.segments.values().filter(|s| s.size_bytes() > 0) {
             match seg.max_timestamp(&self.config) {
@@ -1307,9 +1314,44 @@ impl Log {
         let Some((_, seg)) = best else {
             return Ok(None);
         };
-        Ok(seg
-            .max_timestamp_record(&self.config)?
-            .map(|(ts, offset)| (ts, offset.max(self.log_start_offset))))
+        Ok(seg.max_timestamp_record(&self.config)?.map(|found| {
+            let mut found = self.with_epoch(found);
+            if found.offset < self.log_start_offset {
+                found.offset = self.log_start_offset;
+                found.leader_epoch = self.leader_epochs.epoch_for_offset(found.offset);
+            }
+            found
+        }))
+    }
+
+    /// `found` with the leader epoch of its offset from the leader-epoch cache when its batch
+    /// gave none: answers that could not name their batch (see
+    /// [`LogSegment::max_timestamp_record`]). Every batch this log appends carries an epoch.
+    fn with_epoch(&self, found: TimestampAndOffset) -> TimestampAndOffset {
+        TimestampAndOffset {
+            leader_epoch: found
+                .leader_epoch
+                .or_else(|| self.leader_epochs.epoch_for_offset(found.offset)),
+            ..found
+        }
+    }
+
+    /// Kafka's `LeaderEpochFileCache.epochForOffset`: the leader epoch `offset` was written in,
+    /// from the leader-epoch cache (which, as Kafka's, covers the log from its start offset,
+    /// tiered part included); `None` below what it knows. ListOffsets answers it with
+    /// EARLIEST_LOCAL and LATEST_TIERED offsets.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.leader_epochs.epoch_for_offset(offset)
+    }
+
+    /// The leader epoch of the log start offset as ListOffsets EARLIEST answers it (Kafka's
+    /// `UnifiedLog.fetchOffsetByTimestamp`): the earliest cached epoch if it starts at or below
+    /// the log start offset, else `None`.
+    pub fn log_start_epoch(&self) -> Option<i32> {
+        self.leader_epochs
+            .earliest_entry()
+            .filter(|&(_, start)| start <= self.log_start_offset)
+            .map(|(epoch, _)| epoch)
     }
 
     /// OffsetForLeaderEpoch with Kafka's `LeaderEpochFileCache.endOffsetFor` semantics.

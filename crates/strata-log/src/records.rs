@@ -11,20 +11,26 @@
 //! so memory does not grow with the inflated size. [`records_section`] inflates a
 //! whole records section, for the cleaner, which keeps records byte for byte.
 //!
-//! Compressed record sections are inflated with `flate2`, `lz4`, `zstd` and the
-//! snappy codec of the `kafka-protocol` crate, never past
-//! [`MAX_INFLATED_BATCH_BYTES`]. Records are never re-encoded field by field: a
+//! Compressed record sections are inflated with `flate2`, `lz4`, `zstd` (a decompression
+//! context kept per thread) and `snap` (snappy-java's framing one block at a time), never
+//! past [`MAX_INFLATED_BATCH_BYTES`]; the compressed bytes are read where they are. Cost per
+//! inflated GB on one core of the development VM, 1 KiB records of random letters (the
+//! bench's), measured through [`walk_records`]: zstd 0.53-0.57 s (a context per batch cost
+//! 1.38 s for 16 KiB batches, 0.65-0.70 s for 128 KiB ones), lz4 0.6-0.8 s, snappy
+//! 0.06-0.09 s. Records are never re-encoded field by field: a
 //! surviving record is copied byte for byte (its offset and timestamp deltas stay
 //! valid because a rebuilt batch keeps the original base offset and base
 //! timestamp), so headers, attributes and any unusual-but-valid encodings are
 //! preserved exactly.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Read};
 use std::ops::ControlFlow;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use bytes::BytesMut;
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
+use zstd::zstd_safe::DCtx;
 
 use crate::batch::{
     self, read_varint, RecordBatchHeader, BATCH_HEADER_SIZE_BYTES, MIN_RECORD_BODY_BYTES,
@@ -32,11 +38,9 @@ use crate::batch::{
 use crate::error::LogError;
 
 /// Upper bound on the inflated size of one batch's records. Streaming codecs (gzip, lz4,
-/// zstd) are read through it; Snappy declares the inflated length up front and its codec
-/// allocates that much, so the declared length is checked against it before inflating.
+/// zstd) are read through it; a snappy block declares its inflated length up front and is
+/// inflated whole, so the declared length is checked against it before allocating.
 pub(crate) const MAX_INFLATED_BATCH_BYTES: u64 = 256 << 20;
-
-const XERIAL_SNAPPY_MAGIC: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
 
 /// One record of a batch, borrowed from the (inflated) records section.
 #[derive(Clone, Copy, Debug)]
@@ -137,43 +141,21 @@ pub(crate) fn for_each_record<'a>(
     Ok(())
 }
 
-/// Reads an unsigned varint (snappy's length preamble).
-fn read_uvarint32(buf: &[u8]) -> Option<u64> {
-    let mut v: u64 = 0;
-    for (i, b) in buf.iter().take(5).enumerate() {
-        v |= ((b & 0x7f) as u64) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// Sum of the inflated lengths a snappy stream declares (raw or xerial-framed).
-fn snappy_declared_len(raw: &[u8]) -> Option<u64> {
-    if raw.len() >= XERIAL_SNAPPY_MAGIC.len() && raw[..16] == XERIAL_SNAPPY_MAGIC[..] {
-        let mut pos = 16usize;
-        let mut total = 0u64;
-        while pos < raw.len() {
-            let len_bytes = raw.get(pos..pos + 4)?;
-            let len = u32::from_be_bytes([len_bytes[0], len_bytes[1], len_bytes[2], len_bytes[3]]);
-            pos += 4;
-            let block = raw.get(pos..pos.checked_add(len as usize)?)?;
-            total += read_uvarint32(block)?;
-            pos += len as usize;
-        }
-        Some(total)
-    } else {
-        read_uvarint32(raw)
-    }
-}
-
 /// Reads through `inner` and fails once more than `limit_bytes` come out of it, so that a small
 /// batch that inflates to gigabytes (a decompression bomb) is refused after `limit_bytes` of
 /// work instead of exhausting memory or CPU.
 struct InflateLimit<R> {
     inner: R,
     left_bytes: u64,
+}
+
+impl<R: Read> InflateLimit<R> {
+    fn new(inner: R) -> Self {
+        InflateLimit {
+            inner,
+            left_bytes: MAX_INFLATED_BATCH_BYTES,
+        }
+    }
 }
 
 impl<R: Read> Read for InflateLimit<R> {
@@ -201,55 +183,169 @@ impl<R: Read> Read for InflateLimit<R> {
 }
 
 fn decompress_error(h: &RecordBatchHeader, e: impl std::fmt::Display) -> LogError {
-    LogError::CorruptRecord(format!(
+    LogError::Decompression(format!(
         "cannot decompress batch at offset {}: {e}",
         h.base_offset
     ))
 }
 
-/// The inflated records section of a compressed batch as a stream, at most
-/// [`MAX_INFLATED_BATCH_BYTES`] long. `raw` is the batch after its header.
-fn inflating_reader<'a>(
-    raw: &'a [u8],
-    h: &RecordBatchHeader,
-) -> Result<Box<dyn Read + 'a>, LogError> {
-    let limit = |inner: Box<dyn Read + 'a>| -> Box<dyn Read + 'a> {
-        Box::new(InflateLimit {
-            inner,
-            left_bytes: MAX_INFLATED_BATCH_BYTES,
-        })
-    };
-    Ok(match h.compression() {
-        1 => limit(Box::new(flate2::read::GzDecoder::new(raw))),
-        2 => {
-            // The snappy codec inflates whole blocks; the length it declares up front is
-            // checked against the bound before it allocates.
-            match snappy_declared_len(raw) {
-                Some(n) if n <= MAX_INFLATED_BATCH_BYTES => {}
-                _ => {
-                    return Err(LogError::CorruptRecord(format!(
-                        "snappy batch at offset {} declares an invalid or oversized length",
-                        h.base_offset
-                    )))
-                }
+/// A zstd decompression context kept by a thread once it grew past this (its window buffer
+/// follows the largest window a frame asked for, up to zstd's default limit of 128 MiB) is
+/// dropped after use rather than kept: the next batch on that thread allocates a fresh one.
+/// librdkafka's and the Java client's frames use windows of at most a few MiB.
+pub(crate) const MAX_KEPT_ZSTD_CONTEXT_BYTES: usize = 8 << 20;
+
+thread_local! {
+    /// This thread's zstd decompression context, reused from batch to batch: creating one and
+    /// its window buffer (hundreds of KiB, through `mmap` past glibc's threshold) for every
+    /// batch cost more than inflating a small batch. Blocking-pool threads that go idle exit,
+    /// and their context with them.
+    static ZSTD_CONTEXT: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's zstd context (see [`ZSTD_CONTEXT`]), or a fresh one if `f`
+/// is already using it further up the stack.
+fn with_zstd_context<T>(f: impl FnOnce(&mut DCtx<'static>) -> T) -> T {
+    ZSTD_CONTEXT.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut kept) => {
+            let context = kept.get_or_insert_with(DCtx::create);
+            let out = f(context);
+            if context.sizeof() > MAX_KEPT_ZSTD_CONTEXT_BYTES {
+                *kept = None;
             }
-            let mut input = Bytes::copy_from_slice(raw);
-            let take = |b: &mut Bytes| Ok(std::mem::take(b));
-            let out = Snappy::decompress(&mut input, take).map_err(|e| decompress_error(h, e))?;
-            Box::new(std::io::Cursor::new(out))
+            out
         }
-        3 => limit(Box::new(
+        Err(_) => f(&mut DCtx::create()),
+    })
+}
+
+/// Runs `read` with the inflated records section of a compressed batch as a stream, at most
+/// [`MAX_INFLATED_BATCH_BYTES`] long. `raw` is the batch after its header. The compressed
+/// bytes are read in place, never copied.
+///
+/// Per codec: gzip and lz4 stream through their decoders (lz4's copies the input through a
+/// 32 KiB buffer); zstd through this thread's reused context ([`ZSTD_CONTEXT`]); snappy as
+/// [`SnappySection`] says. lz4 is left so: its decoding of the short sequences real records
+/// compress to is most of its cost, and an LZ4F context reused per thread, fed in place,
+/// saved under a tenth of it (measured) for unsafe code of its own.
+fn with_inflated<T>(
+    raw: &[u8],
+    h: &RecordBatchHeader,
+    read: impl FnOnce(&mut dyn Read) -> Result<T, LogError>,
+) -> Result<T, LogError> {
+    match h.compression() {
+        1 => read(&mut InflateLimit::new(flate2::read::GzDecoder::new(raw))),
+        2 => read(&mut InflateLimit::new(SnappySection::new(raw, h)?)),
+        3 => read(&mut InflateLimit::new(
             lz4::Decoder::new(raw).map_err(|e| decompress_error(h, e))?,
         )),
-        4 => limit(Box::new(
-            zstd::stream::read::Decoder::with_buffer(raw).map_err(|e| decompress_error(h, e))?,
-        )),
-        other => {
-            return Err(LogError::InvalidRecord(format!(
-                "unknown compression codec {other}"
-            )))
+        4 => with_zstd_context(|context| {
+            let decoder = zstd::stream::read::Decoder::with_context(raw, context);
+            read(&mut InflateLimit::new(decoder))
+        }),
+        other => Err(LogError::InvalidRecord(format!(
+            "unknown compression codec {other}"
+        ))),
+    }
+}
+
+/// Header of snappy-java's framing (`SnappyOutputStream`): magic, version 1, compatible 1.
+const XERIAL_SNAPPY_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+
+/// The records section of a snappy batch, inflated as it is read. Two encodings reach a
+/// broker, and Kafka's reader takes both:
+///
+/// - snappy-java's framing, which Kafka's Java producer writes: the 16-byte
+///   [`XERIAL_SNAPPY_HEADER`], then blocks of a 4-byte big-endian length and a raw snappy
+///   block, each compressing at most 32 KiB on its own. They are inflated one at a time, so
+///   memory follows the largest block, not the section.
+/// - one raw snappy block for the whole section, which librdkafka writes. A raw block's
+///   copies may reach back anywhere in its output, so it cannot be inflated piecewise: it is
+///   inflated whole, into the length it declares, which is checked against
+///   [`MAX_INFLATED_BATCH_BYTES`] first.
+struct SnappySection<'a> {
+    /// What is left to inflate: framed blocks, or nothing once the raw block is out.
+    input: &'a [u8],
+    framed: bool,
+    /// The current block, inflated, and how much of it was read.
+    block: Vec<u8>,
+    read_bytes: usize,
+    decoder: snap::raw::Decoder,
+    base_offset: i64,
+}
+
+impl<'a> SnappySection<'a> {
+    fn new(raw: &'a [u8], h: &RecordBatchHeader) -> Result<Self, LogError> {
+        let framed = raw.starts_with(XERIAL_SNAPPY_HEADER);
+        let mut section = SnappySection {
+            input: raw,
+            framed,
+            block: Vec::new(),
+            read_bytes: 0,
+            decoder: snap::raw::Decoder::new(),
+            base_offset: h.base_offset,
+        };
+        if framed {
+            section.input = &raw[XERIAL_SNAPPY_HEADER.len()..];
+        } else {
+            section.inflate(raw).map_err(|e| decompress_error(h, e))?;
+            section.input = &[];
         }
-    })
+        Ok(section)
+    }
+
+    /// Inflates one raw snappy block into `self.block`, refusing a declared length past the
+    /// bound before allocating for it.
+    fn inflate(&mut self, compressed: &[u8]) -> std::io::Result<()> {
+        let len = snap::raw::decompress_len(compressed).map_err(std::io::Error::other)?;
+        if len as u64 > MAX_INFLATED_BATCH_BYTES {
+            return Err(std::io::Error::other(format!(
+                "a snappy block declares {len} bytes, more than {MAX_INFLATED_BATCH_BYTES}"
+            )));
+        }
+        self.block.clear();
+        self.block.resize(len, 0);
+        let n = self
+            .decoder
+            .decompress(compressed, &mut self.block)
+            .map_err(std::io::Error::other)?;
+        self.block.truncate(n);
+        self.read_bytes = 0;
+        Ok(())
+    }
+
+    /// Inflates the next framed block; false at the end of the section.
+    fn next_block(&mut self) -> std::io::Result<bool> {
+        if self.input.is_empty() {
+            return Ok(false);
+        }
+        let torn = || {
+            std::io::Error::other(format!(
+                "torn snappy-java block in batch at offset {}",
+                self.base_offset
+            ))
+        };
+        let (len, rest) = self.input.split_first_chunk::<4>().ok_or_else(torn)?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let block = rest.get(..len).ok_or_else(torn)?;
+        self.input = &rest[len..];
+        self.inflate(block)?;
+        Ok(true)
+    }
+}
+
+impl Read for SnappySection<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.read_bytes == self.block.len() {
+            if !self.framed || !self.next_block()? {
+                return Ok(0);
+            }
+        }
+        let n = buf.len().min(self.block.len() - self.read_bytes);
+        buf[..n].copy_from_slice(&self.block[self.read_bytes..self.read_bytes + n]);
+        self.read_bytes += n;
+        Ok(n)
+    }
 }
 
 /// The records section of a whole batch (after its header), as stored.
@@ -269,9 +365,11 @@ pub(crate) fn records_section<'a>(
         return Ok(Cow::Borrowed(raw));
     }
     let mut out = Vec::new();
-    inflating_reader(raw, h)?
-        .read_to_end(&mut out)
-        .map_err(|e| decompress_error(h, e))?;
+    with_inflated(raw, h, |section| {
+        section
+            .read_to_end(&mut out)
+            .map_err(|e| decompress_error(h, e))
+    })?;
     Ok(Cow::Owned(out))
 }
 
@@ -294,9 +392,10 @@ pub(crate) struct RecordSummary {
 /// Calls `f(index, record)` for the records of a whole batch in order, `index` counting from
 /// 0, until `f` breaks. The batch must hold exactly `records_count` records filling its
 /// records section, each long enough for the fields read; anything else is
-/// [`LogError::InvalidRecord`] (a count that does not match) or [`LogError::CorruptRecord`]
-/// (a record that runs past its length or the batch, a section that does not inflate). Once
-/// `f` breaks, the rest is not read.
+/// [`LogError::InvalidRecord`] (a count that does not match), [`LogError::CorruptRecord`] (a
+/// record that runs past its length or the batch) or [`LogError::Decompression`] (a section
+/// its codec cannot inflate, or that inflates past the bound). Once `f` breaks, the rest is
+/// not read.
 ///
 /// Cost: no allocation for an uncompressed batch, which is read in place; a compressed one is
 /// inflated as it is read, through one [`WALK_BUFFER_BYTES`] buffer, and refused past
@@ -310,14 +409,39 @@ pub(crate) fn walk_records(
     if h.compression() == 0 {
         return RecordStream { input: raw, h }.walk(f);
     }
-    let input = BufReader::with_capacity(WALK_BUFFER_BYTES, inflating_reader(raw, h)?);
-    RecordStream { input, h }.walk(f)
+    with_inflated(raw, h, |section| {
+        let input = BufReader::with_capacity(WALK_BUFFER_BYTES, section);
+        RecordStream { input, h }.walk(f)
+    })
+}
+
+/// A ListOffsets answer naming one record (Kafka's `FileRecords.TimestampAndOffset`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimestampAndOffset {
+    /// The record's timestamp (-1 for the special lookups that do not name one).
+    pub timestamp_ms: i64,
+    pub offset: i64,
+    /// The leader epoch the record was written in, which clients keep with the offset to
+    /// detect a truncated log (KIP-320): for a record found in a batch, the batch's partition
+    /// leader epoch, `None` when the batch carries none (-1), as Kafka answers.
+    pub leader_epoch: Option<i32>,
+}
+
+impl TimestampAndOffset {
+    /// The record at `offset` with `timestamp_ms`, in the batch of `h`.
+    pub fn in_batch(h: &RecordBatchHeader, timestamp_ms: i64, offset: i64) -> Self {
+        TimestampAndOffset {
+            timestamp_ms,
+            offset,
+            leader_epoch: h.leader_epoch(),
+        }
+    }
 }
 
 /// ListOffsets by timestamp inside one batch, once its max timestamp says it may hold the
 /// answer (Kafka's `FileRecords.searchForTimestamp`): the first record at or above
-/// `start_offset` whose timestamp is at least `target_ms`, as `(timestamp, offset)`. In a
-/// LogAppendTime batch every record has the batch's timestamp. `batch` is one whole batch;
+/// `start_offset` whose timestamp is at least `target_ms`, with the batch's leader epoch. In
+/// a LogAppendTime batch every record has the batch's timestamp. `batch` is one whole batch;
 /// a compressed one is inflated as it is read ([`walk_records`], bounded), up to the record
 /// found.
 pub fn find_record_by_timestamp(
@@ -325,7 +449,7 @@ pub fn find_record_by_timestamp(
     h: &RecordBatchHeader,
     target_ms: i64,
     start_offset: i64,
-) -> Result<Option<(i64, i64)>, LogError> {
+) -> Result<Option<TimestampAndOffset>, LogError> {
     if h.max_timestamp < target_ms || h.last_offset() < start_offset {
         return Ok(None);
     }
@@ -334,7 +458,7 @@ pub fn find_record_by_timestamp(
         let timestamp = h.record_timestamp(record.timestamp_delta);
         let offset = h.base_offset.saturating_add(i64::from(record.offset_delta));
         if timestamp >= target_ms && offset >= start_offset {
-            found = Some((timestamp, offset));
+            found = Some(TimestampAndOffset::in_batch(h, timestamp, offset));
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
@@ -714,7 +838,7 @@ mod tests {
         let batch = zstd_batch(&compressed);
         let h = RecordBatchHeader::parse(&batch).unwrap();
         match walk_records(&batch, &h, |_, _| ControlFlow::Continue(())) {
-            Err(LogError::CorruptRecord(m)) => assert!(m.contains("inflates beyond"), "{m}"),
+            Err(LogError::Decompression(m)) => assert!(m.contains("inflates beyond"), "{m}"),
             other => panic!("expected the bound, got {other:?}"),
         }
     }
@@ -727,7 +851,11 @@ mod tests {
                 b[0..8].copy_from_slice(&100i64.to_be_bytes()); // base offset 100
             });
             let h = RecordBatchHeader::parse(&batch).unwrap();
-            let find = |target, start| find_record_by_timestamp(&batch, &h, target, start).unwrap();
+            let find = |target, start| {
+                find_record_by_timestamp(&batch, &h, target, start)
+                    .unwrap()
+                    .map(|f| (f.timestamp_ms, f.offset))
+            };
             assert_eq!(find(0, 0), Some((50, 100)));
             assert_eq!(find(51, 0), Some((70, 102)));
             assert_eq!(find(60, 103), Some((70, 103)));
@@ -740,7 +868,11 @@ mod tests {
             let h = RecordBatchHeader::parse(&lat).unwrap();
             assert_eq!(
                 find_record_by_timestamp(&lat, &h, 65, 101).unwrap(),
-                Some((70, 101))
+                Some(TimestampAndOffset {
+                    timestamp_ms: 70,
+                    offset: 101,
+                    leader_epoch: None
+                })
             );
             assert_eq!(offset_of_max_timestamp(&lat, &h).unwrap(), Some(100));
         }
@@ -757,7 +889,7 @@ mod tests {
         let h = RecordBatchHeader::parse(&batch).unwrap();
         assert!(matches!(
             records_section(&batch, &h),
-            Err(LogError::CorruptRecord(_))
+            Err(LogError::Decompression(_))
         ));
 
         let mut small = Vec::new();
@@ -765,5 +897,135 @@ mod tests {
         let batch = zstd_batch(&small);
         let h = RecordBatchHeader::parse(&batch).unwrap();
         assert_eq!(&*records_section(&batch, &h).unwrap(), b"abc");
+    }
+
+    /// A batch of `n` records of `value_bytes` each, its records section as `encode` makes it
+    /// (attributes set to `codec`).
+    fn batch_with_section(
+        n: usize,
+        value_bytes: usize,
+        codec: u8,
+        encode: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> (Vec<u8>, Vec<(i32, RecordSummary)>) {
+        let records: Vec<(Option<&str>, i64)> = (0..n).map(|i| (None, i as i64)).collect();
+        let plain = timed_batch(&records, 0);
+        let mut section = Vec::new();
+        for i in 0..n {
+            let mut body = vec![0u8];
+            put_varint(&mut body, i as i64);
+            put_varint(&mut body, i as i64);
+            put_varint(&mut body, -1);
+            put_varint(&mut body, value_bytes as i64);
+            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (i as u64 + 1);
+            body.extend((0..value_bytes).map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                b'A' + (state % 26) as u8
+            }));
+            put_varint(&mut body, 0); // no headers
+            put_varint(&mut section, body.len() as i64);
+            section.extend_from_slice(&body);
+        }
+        let expected = {
+            let uncompressed = edited(plain.clone(), |b| {
+                b.truncate(BATCH_HEADER_SIZE_BYTES);
+                b.extend_from_slice(&section);
+                let len = (b.len() - 12) as i32;
+                b[8..12].copy_from_slice(&len.to_be_bytes());
+            });
+            summaries(&uncompressed).unwrap()
+        };
+        let batch = edited(plain, |b| {
+            b.truncate(BATCH_HEADER_SIZE_BYTES);
+            b.extend_from_slice(&encode(&section));
+            let len = (b.len() - 12) as i32;
+            b[8..12].copy_from_slice(&len.to_be_bytes());
+            b[22] = (b[22] & !0x07) | codec;
+        });
+        (batch, expected)
+    }
+
+    #[test]
+    fn snappy_reads_snappy_java_blocks_one_by_one_and_raw_blocks_whole() {
+        // 40 records of 2 KiB: several of snappy-java's 32 KiB blocks.
+        let (framed, expected) = batch_with_section(40, 2048, 2, |s| compress(2, s).unwrap());
+        assert!(framed[BATCH_HEADER_SIZE_BYTES..].starts_with(XERIAL_SNAPPY_HEADER));
+        assert_eq!(summaries(&framed).unwrap(), expected);
+        // librdkafka's encoding: one raw block.
+        let raw_block = |s: &[u8]| snap::raw::Encoder::new().compress_vec(s).unwrap();
+        let (raw, expected) = batch_with_section(40, 2048, 2, raw_block);
+        assert_eq!(summaries(&raw).unwrap(), expected);
+        // The blocks stream: at most one block is inflated at a time.
+        let h = RecordBatchHeader::parse(&framed).unwrap();
+        let mut section = SnappySection::new(&framed[BATCH_HEADER_SIZE_BYTES..], &h).unwrap();
+        let mut out = Vec::new();
+        let mut largest_block = 0;
+        let mut buf = [0u8; 1000];
+        loop {
+            let n = section.read(&mut buf).unwrap();
+            largest_block = largest_block.max(section.block.capacity());
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert!(out.len() > 80_000, "{}", out.len());
+        assert!(largest_block <= 32 << 10, "{largest_block}");
+        // A torn block and a raw block declaring more than the bound fail as the codec's.
+        let torn = edited(framed.clone(), |b| {
+            let len = b.len();
+            b.truncate(len - 10);
+            let len = (b.len() - 12) as i32;
+            b[8..12].copy_from_slice(&len.to_be_bytes());
+        });
+        assert!(matches!(summaries(&torn), Err(LogError::Decompression(_))));
+        let mut huge = Vec::new();
+        let mut declared = MAX_INFLATED_BATCH_BYTES + 1;
+        while declared >= 0x80 {
+            huge.push((declared as u8 & 0x7f) | 0x80);
+            declared >>= 7;
+        }
+        huge.push(declared as u8);
+        huge.extend_from_slice(&[0u8; 8]);
+        let (bomb, _) = batch_with_section(1, 1, 2, |_| huge.clone());
+        match summaries(&bomb) {
+            Err(LogError::Decompression(m)) => assert!(m.contains("declares"), "{m}"),
+            other => panic!("expected the bound, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_thread_reuses_its_zstd_context_and_drops_a_large_one() {
+        let kept = || ZSTD_CONTEXT.with(|c| c.borrow().as_ref().map(|c| c.sizeof()));
+        let batch = timed_batch(&[(None, 1), (None, 2)], 4);
+        let expected = summaries(&timed_batch(&[(None, 1), (None, 2)], 0)).unwrap();
+        assert_eq!(summaries(&batch).unwrap(), expected);
+        let size = kept().expect("kept after use");
+        assert!(size <= MAX_KEPT_ZSTD_CONTEXT_BYTES, "{size}");
+        // A frame left unfinished by garbage does not leak into the next batch.
+        let torn = edited(batch.clone(), |b| {
+            let len = b.len();
+            b.truncate(len - 3);
+            let len = (b.len() - 12) as i32;
+            b[8..12].copy_from_slice(&len.to_be_bytes());
+        });
+        assert!(matches!(summaries(&torn), Err(LogError::Decompression(_))));
+        assert_eq!(summaries(&batch).unwrap(), expected);
+        // A frame with a 16 MiB window grows the context past what a thread keeps.
+        let big_value = 12 << 20;
+        let (large, expected) = batch_with_section(1, big_value, 4, |s| {
+            let mut encoder = zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+            encoder.window_log(24).unwrap();
+            std::io::Write::write_all(&mut encoder, s).unwrap();
+            encoder.finish().unwrap()
+        });
+        assert_eq!(summaries(&large).unwrap(), expected);
+        assert_eq!(kept(), None, "a large context is not kept");
+        assert_eq!(
+            summaries(&batch).unwrap(),
+            summaries(&timed_batch(&[(None, 1), (None, 2)], 0)).unwrap()
+        );
+        assert!(kept().is_some());
     }
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::fsutil;
 use crate::replication::{Truncation, TRUNCATION_FILE};
-use crate::test_util::{headers, keyed_batch, BatchBuilder};
+use crate::test_util::{headers, keyed_batch, BatchBuilder, TimestampOffsetPair};
 use crate::{Log, LogConfig, LogError};
 
 const NOW_MS: i64 = 1_700_000_000_000;
@@ -184,8 +184,8 @@ fn assert_same_state(a: &Log, b: &Log) {
         "epochs"
     );
     assert_eq!(
-        a.max_timestamp_and_offset().expect("max"),
-        b.max_timestamp_and_offset().expect("max")
+        a.max_timestamp_and_offset().expect("max").pair(),
+        b.max_timestamp_and_offset().expect("max").pair()
     );
     assert_eq!(all_batches(a), all_batches(b), "records");
 }
@@ -987,17 +987,20 @@ fn truncation_cuts_both_indexes_to_the_kept_batches() {
         let last_ts = NOW_MS + 10 * (offset / 2 - 1) + 1;
         // The last batch's second record holds the max timestamp.
         assert_eq!(
-            f.max_timestamp_and_offset().expect("max"),
+            f.max_timestamp_and_offset().expect("max").pair(),
             Some((last_ts, offset - 1))
         );
         for ts in [NOW_MS, last_ts - 15, last_ts, last_ts + 1] {
             assert_eq!(
-                f.offset_for_timestamp(ts).expect("lookup"),
-                r.offset_for_timestamp(ts).expect("lookup"),
+                f.offset_for_timestamp(ts).expect("lookup").pair(),
+                r.offset_for_timestamp(ts).expect("lookup").pair(),
                 "offset {offset} timestamp {ts}"
             );
         }
-        assert_eq!(f.offset_for_timestamp(last_ts + 1).expect("lookup"), None);
+        assert_eq!(
+            f.offset_for_timestamp(last_ts + 1).expect("lookup").pair(),
+            None
+        );
         // The indexes are what a clean open trusts.
         f.close().expect("close");
         let f = open(&f_dir, small_segments(), true);

@@ -24,7 +24,7 @@ use crate::index::{
     read_last_time_entry, OffsetIndex, TimeIndex, TimestampOffset, TIME_ENTRY_BYTES,
 };
 use crate::read_buffers;
-use crate::records;
+use crate::records::{self, TimestampAndOffset};
 
 /// Chunk size for streaming CRC checks during recovery; bounds the
 /// allocation regardless of the batch length found on disk.
@@ -510,7 +510,7 @@ impl LogSegment {
     }
 
     /// Kafka's `LogSegment.findOffsetByTimestamp`: the first record at or above
-    /// `start_offset` whose timestamp is >= `timestamp_ms`, as `(its timestamp, its offset)`.
+    /// `start_offset` whose timestamp is >= `timestamp_ms`, with its batch's leader epoch.
     /// The time index gives where to start; batch headers are walked from there, and the
     /// records of each batch whose max timestamp reaches the target are read (inflated if
     /// compressed, bounded) until one answers.
@@ -519,7 +519,7 @@ impl LogSegment {
         timestamp_ms: i64,
         start_offset: i64,
         cfg: &LogConfig,
-    ) -> Result<Option<(i64, i64)>, LogError> {
+    ) -> Result<Option<TimestampAndOffset>, LogError> {
         let from = self
             .indexes(cfg)?
             .time
@@ -547,14 +547,16 @@ impl LogSegment {
 
     /// ListOffsets MAX_TIMESTAMP in this segment (Kafka's `UnifiedLog.fetchOffsetByTimestamp`,
     /// KIP-734): the first batch from the one holding the segment's max timestamp whose max
-    /// timestamp it is, and in it the first record with that timestamp, as `(timestamp,
-    /// offset)`. When no record of that batch carries its header's max timestamp, the batch's
-    /// base offset (validation makes the header the records' max, so only batches appended
-    /// without reading their records can be so). `None` when the segment has no timestamps.
+    /// timestamp it is, and in it the first record with that timestamp, with the batch's
+    /// leader epoch. When no record of that batch carries its header's max timestamp, the
+    /// batch's base offset (validation makes the header the records' max, so only batches
+    /// appended without reading their records, by an older Strata, can be so); when no batch
+    /// does, the time index's entry, without an epoch. `None` when the segment has no
+    /// timestamps.
     pub(crate) fn max_timestamp_record(
         &self,
         cfg: &LogConfig,
-    ) -> Result<Option<(i64, i64)>, LogError> {
+    ) -> Result<Option<TimestampAndOffset>, LogError> {
         let max = self.max_timestamp(cfg)?;
         if max.timestamp_ms == NO_TIMESTAMP {
             return Ok(None);
@@ -568,11 +570,19 @@ impl LogSegment {
                 let batch = self.read_bytes(pos, h.size_bytes())?;
                 let offset = records::offset_of_max_timestamp(&batch, &h)
                     .map_err(|e| self.corrupt_batch(pos, e))?;
-                return Ok(Some((h.max_timestamp, offset.unwrap_or(h.base_offset))));
+                return Ok(Some(TimestampAndOffset::in_batch(
+                    &h,
+                    h.max_timestamp,
+                    offset.unwrap_or(h.base_offset),
+                )));
             }
             pos += h.size_bytes() as u64;
         }
-        Ok(Some((max.timestamp_ms, max.offset)))
+        Ok(Some(TimestampAndOffset {
+            timestamp_ms: max.timestamp_ms,
+            offset: max.offset,
+            leader_epoch: None,
+        }))
     }
 
     /// A batch of this segment whose records do not read: on-disk corruption.

@@ -234,3 +234,14 @@ pub(crate) fn edited(mut batch: Vec<u8>, edit: impl FnOnce(&mut Vec<u8>)) -> Vec
     batch[17..21].copy_from_slice(&crc.to_be_bytes());
     batch
 }
+
+/// `(timestamp, offset)` of a ListOffsets answer, for tests that are not about its epoch.
+pub(crate) trait TimestampOffsetPair {
+    fn pair(self) -> Option<(i64, i64)>;
+}
+
+impl TimestampOffsetPair for Option<crate::records::TimestampAndOffset> {
+    fn pair(self) -> Option<(i64, i64)> {
+        self.map(|f| (f.timestamp_ms, f.offset))
+    }
+}

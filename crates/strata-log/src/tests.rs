@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use crate::test_util::{edited, headers, timed_batch, BatchBuilder};
-use crate::{Log, LogConfig, LogError, TimestampType};
+use crate::test_util::{edited, headers, timed_batch, BatchBuilder, TimestampOffsetPair};
+use crate::{Log, LogConfig, LogError, TimestampAndOffset, TimestampType};
 
 const NOW_MS: i64 = 1_700_000_000_000;
 
@@ -448,7 +448,7 @@ fn clean_open_detects_broken_index_and_recovers() {
         assert!(h.base_offset <= o && o <= h.last_offset());
     }
     assert_eq!(
-        log.offset_for_timestamp(NOW_MS).expect("lookup"),
+        log.offset_for_timestamp(NOW_MS).expect("lookup").pair(),
         Some((NOW_MS, 0))
     );
     log.append_as_leader(&batch(1), 0, NOW_MS).expect("append");
@@ -602,8 +602,8 @@ fn offset_for_timestamp_and_max_timestamp() {
         ..small_segments()
     };
     let mut log = open(dir.path(), cfg.clone(), false);
-    assert_eq!(log.max_timestamp_and_offset().expect("max"), None);
-    assert_eq!(log.offset_for_timestamp(0).expect("lookup"), None);
+    assert_eq!(log.max_timestamp_and_offset().expect("max").pair(), None);
+    assert_eq!(log.offset_for_timestamp(0).expect("lookup").pair(), None);
     // Batch i (2 records) has timestamps NOW+10i, NOW+10i+1; batch 7 is the max.
     let order = [0i64, 1, 2, 3, 4, 5, 6, 9, 7, 8];
     for i in order {
@@ -615,11 +615,11 @@ fn offset_for_timestamp_and_max_timestamp() {
     assert!(log.snapshot().segments > 1);
     // Answers name the record, not its batch (Kafka's `LogSegment.findOffsetByTimestamp`).
     let check = |log: &Log| {
-        let at = |ts| log.offset_for_timestamp(ts).expect("lookup");
+        let at = |ts| log.offset_for_timestamp(ts).expect("lookup").pair();
         let t = |delta| NOW_MS - 1000 + delta;
         // The second record of batch "9" (offsets 14, 15) holds the max timestamp.
         assert_eq!(
-            log.max_timestamp_and_offset().expect("max"),
+            log.max_timestamp_and_offset().expect("max").pair(),
             Some((t(91), 15))
         );
         assert_eq!(at(0), Some((t(0), 0)));
@@ -630,7 +630,10 @@ fn offset_for_timestamp_and_max_timestamp() {
         // 75 first reached by batch "9" at offset 14.
         assert_eq!(at(t(75)), Some((t(90), 14)));
         assert_eq!(at(t(91)), Some((t(91), 15)));
-        assert_eq!(log.offset_for_timestamp(NOW_MS).expect("lookup"), None);
+        assert_eq!(
+            log.offset_for_timestamp(NOW_MS).expect("lookup").pair(),
+            None
+        );
     };
     check(&log);
     log.close().expect("close");
@@ -657,15 +660,15 @@ fn lookups_by_timestamp_read_compressed_batches_and_log_append_time() {
     )
     .expect("append");
     assert_eq!(
-        log.offset_for_timestamp(t(15)).expect("lookup"),
+        log.offset_for_timestamp(t(15)).expect("lookup").pair(),
         Some((t(20), 1))
     );
     assert_eq!(
-        log.offset_for_timestamp(t(36)).expect("lookup"),
+        log.offset_for_timestamp(t(36)).expect("lookup").pair(),
         Some((t(40), 4))
     );
     assert_eq!(
-        log.max_timestamp_and_offset().expect("max"),
+        log.max_timestamp_and_offset().expect("max").pair(),
         Some((t(40), 4))
     );
 
@@ -681,12 +684,93 @@ fn lookups_by_timestamp_read_compressed_batches_and_log_append_time() {
     log.append_as_leader(&timed_batch(&[(None, 1), (None, 2)], 3), 0, NOW_MS + 5)
         .expect("append");
     assert_eq!(
-        log.offset_for_timestamp(NOW_MS + 1).expect("lookup"),
+        log.offset_for_timestamp(NOW_MS + 1).expect("lookup").pair(),
         Some((NOW_MS + 5, 2))
     );
     assert_eq!(
-        log.max_timestamp_and_offset().expect("max"),
+        log.max_timestamp_and_offset().expect("max").pair(),
         Some((NOW_MS + 5, 2))
+    );
+}
+
+#[test]
+fn lookups_answer_the_leader_epoch_of_the_record_found() {
+    // Kafka answers the epoch of the batch holding the record (`FileRecords.searchForTimestamp`,
+    // `batch.partitionLeaderEpoch`), not the partition's current one: clients keep it with the
+    // offset to detect truncation (KIP-320).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = open(dir.path(), small_segments(), false);
+    let t = |delta| NOW_MS - 1000 + delta;
+    // Offsets 0..=1 in epoch 2, 2..=3 in epoch 5 (zstd), 4..=5 in epoch 7.
+    for (epoch, codec, timestamps) in [
+        (2, 0u8, [t(0), t(10)]),
+        (5, 4, [t(40), t(20)]),
+        (7, 0, [t(30), t(35)]),
+    ] {
+        let records: Vec<(Option<&str>, i64)> = timestamps.iter().map(|&ts| (None, ts)).collect();
+        log.append_as_leader(&timed_batch(&records, codec), epoch, NOW_MS)
+            .expect("append");
+    }
+    let found = |ts| {
+        log.offset_for_timestamp(ts)
+            .expect("lookup")
+            .expect("found")
+    };
+    assert_eq!(
+        found(t(5)),
+        TimestampAndOffset {
+            timestamp_ms: t(10),
+            offset: 1,
+            leader_epoch: Some(2)
+        }
+    );
+    assert_eq!(found(t(15)).leader_epoch, Some(5));
+    assert_eq!(
+        (found(t(31)).offset, found(t(31)).leader_epoch),
+        (2, Some(5))
+    );
+    assert_eq!(
+        log.max_timestamp_and_offset().expect("max"),
+        Some(TimestampAndOffset {
+            timestamp_ms: t(40),
+            offset: 2,
+            leader_epoch: Some(5)
+        })
+    );
+    // The cache's answers for EARLIEST, EARLIEST_LOCAL and LATEST_TIERED (Kafka's
+    // `epochForOffset`, the earliest entry at or below the log start).
+    assert_eq!(log.log_start_epoch(), Some(2));
+    let epochs: Vec<Option<i32>> = (0..7).map(|o| log.epoch_for_offset(o)).collect();
+    assert_eq!(
+        epochs,
+        [
+            Some(2),
+            Some(2),
+            Some(5),
+            Some(5),
+            Some(7),
+            Some(7),
+            Some(7)
+        ]
+    );
+    // DeleteRecords past the max record: the answer moves to the log start, in its epoch.
+    log.set_high_watermark(log.log_end_offset());
+    log.delete_records_before(3).expect("delete");
+    assert_eq!(log.log_start_epoch(), Some(5));
+    assert_eq!(
+        log.max_timestamp_and_offset().expect("max"),
+        Some(TimestampAndOffset {
+            timestamp_ms: t(40),
+            offset: 3,
+            leader_epoch: Some(5)
+        })
+    );
+    log.delete_records_before(4).expect("delete");
+    assert_eq!(
+        log.max_timestamp_and_offset()
+            .expect("max")
+            .map(|f| (f.offset, f.leader_epoch)),
+        Some((4, Some(7)))
     );
 }
 
@@ -713,7 +797,7 @@ fn a_batch_is_stored_with_its_records_max_timestamp() {
         assert_eq!(h.timestamp_type(), TimestampType::CreateTime);
         // The time index agrees: the lookup finds the record.
         assert_eq!(
-            log.offset_for_timestamp(NOW_MS - 4).expect("lookup"),
+            log.offset_for_timestamp(NOW_MS - 4).expect("lookup").pair(),
             Some((NOW_MS - 3, 1))
         );
     }

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use strata_log::{SegmentForUpload, TierTail};
+use strata_log::{SegmentForUpload, TierTail, TimestampAndOffset};
 use strata_tier::{
     AuxData, CacheStats, RemoteManifest, RemotePartition, RemoteReadCache, SegmentUpload,
     TierError, TierStore,
@@ -308,13 +308,13 @@ impl RemoteLogManager {
     }
 
     /// ListOffsets by timestamp in the tier: the first record at or after `log_start_offset`
-    /// with timestamp >= `timestamp_ms`, as (its timestamp, its offset).
+    /// with timestamp >= `timestamp_ms`, with its timestamp and its batch's leader epoch.
     pub async fn offset_for_timestamp(
         &self,
         partition: &Arc<Partition>,
         timestamp_ms: i64,
         log_start_offset: i64,
-    ) -> Result<Option<(i64, i64)>, TierLookupError> {
+    ) -> Result<Option<TimestampAndOffset>, TierLookupError> {
         self.bounded(async {
             let (state, manifest) = self.manifest(partition).await?;
             state
@@ -335,12 +335,13 @@ impl RemoteLogManager {
     }
 
     /// ListOffsets MAX_TIMESTAMP over the tier: the largest max timestamp there, with the
-    /// offset of the first record holding it (see `RemotePartition::max_timestamp`).
+    /// offset of the first record holding it and its leader epoch (see
+    /// `RemotePartition::max_timestamp`).
     pub async fn max_timestamp(
         &self,
         partition: &Arc<Partition>,
         log_start_offset: i64,
-    ) -> Result<Option<(i64, i64)>, TierLookupError> {
+    ) -> Result<Option<TimestampAndOffset>, TierLookupError> {
         self.bounded(async {
             let (state, manifest) = self.manifest(partition).await?;
             state

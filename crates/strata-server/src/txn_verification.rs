@@ -141,8 +141,9 @@ fn error_name(code: i16) -> String {
     }
 }
 
-/// How a Produce answers the coordinator's refusal (Kafka's `ReplicaManager`): a partition
-/// not in the transaction is INVALID_TXN_STATE with Kafka's message; a coordinator that is
+/// How a Produce answers the coordinator's refusal (Kafka's `ReplicaManager`), with Kafka's
+/// message where it gives one (empty where it gives none): a partition not in the transaction
+/// is INVALID_TXN_STATE; a coordinator that is
 /// busy, moving or unreachable is NOT_ENOUGH_REPLICAS, which every client retries without a
 /// metadata refresh, but for a protocol v2 client CONCURRENT_TRANSACTIONS, which it knows.
 pub fn produce_error(code: i16, op: TxnOperation) -> (i16, String) {
@@ -166,13 +167,8 @@ pub fn produce_error(code: i16, op: TxnOperation) -> (i16, String) {
             code,
             "The partition is not part of the producer's ongoing transaction; abort it".into(),
         ),
-        _ => (
-            code,
-            format!(
-                "The transaction coordinator refused the write: {}",
-                error_name(code)
-            ),
-        ),
+        // Kafka's answer carries no message for the rest.
+        _ => (code, String::new()),
     }
 }
 

@@ -87,6 +87,19 @@ impl RemoteManifest {
         self.segments.get(i)
     }
 
+    /// The leader epoch `offset` was written in, as far as the manifest's segments tell
+    /// (Kafka's `epochForOffset` over the epochs they record): the last epoch starting at or
+    /// before `offset`; `None` when none does.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.segments
+            .iter()
+            .take_while(|s| s.base_offset <= offset)
+            .flat_map(|s| s.leader_epochs.iter())
+            .take_while(|&&(_, start)| start <= offset)
+            .last()
+            .map(|&(epoch, _)| epoch)
+    }
+
     /// Checks that `segment` can follow the manifest's last segment.
     pub(crate) fn check_append(&self, segment: &RemoteSegment) -> Result<(), TierError> {
         if segment.end_offset < segment.base_offset {

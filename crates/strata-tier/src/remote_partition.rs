@@ -17,7 +17,10 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
-use strata_log::{check_crc, find_record_by_timestamp, offset_of_max_timestamp, RecordBatchHeader};
+use strata_log::{
+    check_crc, find_record_by_timestamp, offset_of_max_timestamp, RecordBatchHeader,
+    TimestampAndOffset,
+};
 use tokio::io::AsyncReadExt;
 
 use crate::cache::{LogObject, RemoteReadCache};
@@ -353,8 +356,8 @@ impl RemotePartition {
 
     /// Kafka's ListOffsets by timestamp over the tier (`RemoteLogManager.findOffsetByTimestamp`):
     /// the first record at or after `log_start_offset` whose timestamp is at least
-    /// `timestamp_ms`, as (its timestamp, its offset); in a LogAppendTime batch every record
-    /// has the batch's timestamp. `None` when no uploaded record qualifies. The manifest's own
+    /// `timestamp_ms`, with its timestamp and its batch's leader epoch; in a LogAppendTime
+    /// batch every record has the batch's timestamp. `None` when no uploaded record qualifies. The manifest's own
     /// `log_start_offset` is honoured too: records below it are deleted.
     ///
     /// Segments whose max timestamp is below `timestamp_ms` or which end below the log start
@@ -370,7 +373,7 @@ impl RemotePartition {
         manifest: &RemoteManifest,
         timestamp_ms: i64,
         log_start_offset: i64,
-    ) -> Result<Option<(i64, i64)>, TierError> {
+    ) -> Result<Option<TimestampAndOffset>, TierError> {
         let start = log_start_offset.max(manifest.log_start_offset);
         for seg in &manifest.segments {
             if seg.end_offset < start || seg.max_timestamp_ms < timestamp_ms {
@@ -385,16 +388,18 @@ impl RemotePartition {
 
     /// ListOffsets MAX_TIMESTAMP over the tier (KIP-734): the segment ending at or after
     /// `log_start_offset` with the largest max timestamp (the first on a tie), and in it the
-    /// first record holding that timestamp, as (timestamp, offset), never below
-    /// `log_start_offset`. The manifest names the batch holding it; that batch is read (CRC
+    /// first record holding that timestamp, never below `log_start_offset`, with the leader
+    /// epoch of its batch. The manifest names the batch holding it; that batch is read (CRC
     /// checked) and its records walked. When the manifest does not know the batch (older
     /// manifests) or no record of it carries the timestamp, the answer falls back to the
-    /// batch's (or segment's) base offset. `None` when the tier holds no timestamps.
+    /// batch's (or segment's) base offset, and its epoch to the manifest's for that offset;
+    /// so does an answer moved up to `log_start_offset`. `None` when the tier holds no
+    /// timestamps.
     pub async fn max_timestamp(
         &self,
         manifest: &RemoteManifest,
         log_start_offset: i64,
-    ) -> Result<Option<(i64, i64)>, TierError> {
+    ) -> Result<Option<TimestampAndOffset>, TierError> {
         let start = log_start_offset.max(manifest.log_start_offset);
         let best = manifest
             .segments
@@ -409,6 +414,7 @@ impl RemotePartition {
         };
         let batch_offset = seg.max_timestamp_offset.max(seg.base_offset);
         let mut offset = batch_offset;
+        let mut leader_epoch = None;
         if seg.max_timestamp_offset >= 0 {
             let batches = self.read(manifest, batch_offset, 1, true).await?;
             if let Ok(h) = RecordBatchHeader::parse(&batches) {
@@ -418,10 +424,19 @@ impl RemotePartition {
                             self.corrupt(seg, format!("batch at offset {batch_offset}: {e}"))
                         })?;
                     offset = found.unwrap_or(offset);
+                    leader_epoch = h.leader_epoch();
                 }
             }
         }
-        Ok(Some((seg.max_timestamp_ms, offset.max(start))))
+        if offset < start {
+            offset = start;
+            leader_epoch = None;
+        }
+        Ok(Some(TimestampAndOffset {
+            timestamp_ms: seg.max_timestamp_ms,
+            offset,
+            leader_epoch: leader_epoch.or_else(|| manifest.epoch_for_offset(offset)),
+        }))
     }
 
     async fn timestamp_in_segment(
@@ -429,7 +444,7 @@ impl RemotePartition {
         seg: &RemoteSegment,
         timestamp_ms: i64,
         start: i64,
-    ) -> Result<Option<(i64, i64)>, TierError> {
+    ) -> Result<Option<TimestampAndOffset>, TierError> {
         let corrupt = |why: String| self.corrupt(seg, why);
         let mut from = start.max(seg.base_offset);
         if let Some(index) = self.read_aux(seg, "timeindex").await? {

@@ -12,7 +12,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use object_store::{ObjectStoreExt, PutPayload};
-use strata_log::RecordBatchHeader;
+use strata_log::{RecordBatchHeader, TimestampAndOffset};
 
 use crate::*;
 
@@ -58,6 +58,38 @@ fn write_segment_compressed(
     ts: impl Fn(i64) -> i64,
     compression: Compression,
 ) -> (SegmentUpload, Vec<u8>) {
+    write_segment_in_epochs(
+        dir,
+        base,
+        batches,
+        per_batch,
+        value_bytes,
+        ts,
+        compression,
+        &[(0, base)],
+    )
+}
+
+/// [`write_segment_compressed`] with each batch appended in the leader epoch `epochs` (as
+/// `(epoch, start offset)`, the segment's leader-epoch entries) gives its base offset.
+#[allow(clippy::too_many_arguments)]
+fn write_segment_in_epochs(
+    dir: &FsPath,
+    base: i64,
+    batches: i64,
+    per_batch: i64,
+    value_bytes: usize,
+    ts: impl Fn(i64) -> i64,
+    compression: Compression,
+    epochs: &[(i32, i64)],
+) -> (SegmentUpload, Vec<u8>) {
+    let epoch_at = |offset: i64| {
+        epochs
+            .iter()
+            .take_while(|(_, start)| *start <= offset)
+            .last()
+            .map_or(-1, |(epoch, _)| *epoch)
+    };
     let mut log = Vec::new();
     let mut index = Vec::new();
     let (mut max_ts, mut max_ts_offset) = (-1, -1);
@@ -68,7 +100,7 @@ fn write_segment_compressed(
                 transactional: false,
                 control: false,
                 delete_horizon: false,
-                partition_leader_epoch: 0,
+                partition_leader_epoch: epoch_at(first),
                 producer_id: -1,
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
@@ -110,7 +142,7 @@ fn write_segment_compressed(
         max_timestamp_ms: max_ts,
         max_timestamp_offset: max_ts_offset,
         compacted: false,
-        leader_epochs: vec![(0, base)],
+        leader_epochs: epochs.to_vec(),
         log: log_path,
         aux: vec![("index".into(), AuxData::File(index_path))],
     };
@@ -782,9 +814,16 @@ async fn timestamp_lookup(
     ts: i64,
     start: i64,
 ) -> Option<(i64, i64)> {
-    part.offset_for_timestamp(manifest, ts, start)
-        .await
-        .unwrap()
+    pair(
+        part.offset_for_timestamp(manifest, ts, start)
+            .await
+            .unwrap(),
+    )
+}
+
+/// `(timestamp, offset)` of a lookup's answer, for tests not about its leader epoch.
+fn pair(found: Option<TimestampAndOffset>) -> Option<(i64, i64)> {
+    found.map(|f| (f.timestamp_ms, f.offset))
 }
 
 #[tokio::test]
@@ -823,7 +862,7 @@ async fn timestamps_are_found_across_segments() {
         let mut trimmed = manifest.clone();
         trimmed.log_start_offset = 120;
         assert_eq!(
-            part.offset_for_timestamp(&trimmed, 0, 0).await.unwrap(),
+            pair(part.offset_for_timestamp(&trimmed, 0, 0).await.unwrap()),
             Some((2_200, 120))
         );
     }
@@ -850,21 +889,85 @@ async fn compressed_batches_answer_by_record_and_max_timestamp_names_the_record(
     assert_eq!(find(1_077, 24).await, Some((1_077, 77)));
     assert_eq!(find(9_001, 0).await, None);
     assert_eq!(
-        part.max_timestamp(&manifest, 0).await.unwrap(),
+        pair(part.max_timestamp(&manifest, 0).await.unwrap()),
         Some((9_000, 23))
     );
     // A log start past the record: it is not returned below the log start.
     assert_eq!(
-        part.max_timestamp(&manifest, 30).await.unwrap(),
+        pair(part.max_timestamp(&manifest, 30).await.unwrap()),
         Some((9_000, 30))
     );
     // Without the manifest's batch offset (older manifests): the segment's base.
     let mut old = manifest.clone();
     old.segments[0].max_timestamp_offset = -1;
-    assert_eq!(part.max_timestamp(&old, 0).await.unwrap(), Some((9_000, 0)));
+    assert_eq!(
+        pair(part.max_timestamp(&old, 0).await.unwrap()),
+        Some((9_000, 0))
+    );
     assert_eq!(
         part.max_timestamp(&RemoteManifest::new(), 0).await.unwrap(),
         None
+    );
+}
+
+/// Lookups answer the leader epoch of the batch holding the record, as Kafka's
+/// `RemoteLogManager.lookupTimestamp` does; answers that cannot name a batch take the
+/// manifest's epoch for their offset.
+#[tokio::test]
+async fn lookups_answer_the_leader_epoch_of_the_batch() {
+    let store = TierStore::open("memory://", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let part = RemotePartition::new(&store, "ts", "id", 3);
+    let mut manifest = part.load_manifest().await.unwrap();
+    // Offsets 0..=19 in epoch 3, 20..=49 in epoch 4, 50..=99 in epoch 6; the peak at 23.
+    let ts = |o: i64| if o == 23 { 9_000 } else { 1_000 + o };
+    for (base, epochs) in [(0, vec![(3, 0), (4, 20)]), (50, vec![(6, 50)])] {
+        let (upload, _) =
+            write_segment_in_epochs(dir.path(), base, 5, 10, 50, ts, Compression::Zstd, &epochs);
+        part.upload_segment(&mut manifest, upload).await.unwrap();
+    }
+    // (Record 23 comes first for any target up to 9 000 from offset 0.)
+    for (ts, start, offset, epoch) in [(1_005, 0, 5, 3), (1_021, 0, 21, 4), (1_060, 24, 60, 6)] {
+        let found = part
+            .offset_for_timestamp(&manifest, ts, start)
+            .await
+            .unwrap();
+        assert_eq!(
+            found.map(|f| (f.offset, f.leader_epoch)),
+            Some((offset, Some(epoch))),
+            "{ts}"
+        );
+    }
+    assert_eq!(
+        part.max_timestamp(&manifest, 0).await.unwrap(),
+        Some(TimestampAndOffset {
+            timestamp_ms: 9_000,
+            offset: 23,
+            leader_epoch: Some(4)
+        })
+    );
+    // Moved up to the log start, or without the batch: the manifest's epoch of the offset.
+    let found = part.max_timestamp(&manifest, 24).await.unwrap();
+    assert_eq!(
+        found.map(|f| (f.offset, f.leader_epoch)),
+        Some((24, Some(4)))
+    );
+    let mut old = manifest.clone();
+    old.segments[0].max_timestamp_offset = -1;
+    let found = part.max_timestamp(&old, 0).await.unwrap();
+    assert_eq!(
+        found.map(|f| (f.offset, f.leader_epoch)),
+        Some((0, Some(3)))
+    );
+    assert_eq!(manifest.epoch_for_offset(19), Some(3));
+    assert_eq!(manifest.epoch_for_offset(20), Some(4));
+    assert_eq!(manifest.epoch_for_offset(1_000), Some(6));
+    let mut trimmed = manifest.clone();
+    trimmed.segments.remove(0);
+    assert_eq!(
+        trimmed.epoch_for_offset(49),
+        None,
+        "no epoch starts that early"
     );
 }
 
@@ -883,16 +986,20 @@ async fn the_time_index_is_used_to_skip_ahead() {
         .push(("timeindex".into(), AuxData::Bytes(Bytes::from(entry))));
     part.upload_segment(&mut manifest, upload).await.unwrap();
     assert_eq!(
-        part.offset_for_timestamp(&manifest, 1_500, 0)
-            .await
-            .unwrap(),
+        pair(
+            part.offset_for_timestamp(&manifest, 1_500, 0)
+                .await
+                .unwrap()
+        ),
         Some((1_800, 80))
     );
     // Entries at or above the target are not used.
     assert_eq!(
-        part.offset_for_timestamp(&manifest, 1_400, 0)
-            .await
-            .unwrap(),
+        pair(
+            part.offset_for_timestamp(&manifest, 1_400, 0)
+                .await
+                .unwrap()
+        ),
         Some((1_400, 40))
     );
 }
@@ -909,7 +1016,7 @@ async fn timestamp_lookup_of_a_corrupted_batch_is_an_error() {
     bytes[second + 100] ^= 0xFF;
     replace_log(&store, &None, &seg, bytes).await;
     assert_eq!(
-        part.offset_for_timestamp(&manifest, 0, 0).await.unwrap(),
+        pair(part.offset_for_timestamp(&manifest, 0, 0).await.unwrap()),
         Some((1_000, 0))
     );
     let err = part
@@ -1350,9 +1457,11 @@ async fn reads_across_many_index_entries_pass_the_offset_checks() {
                 assert_eq!(&got[..], &log[from..], "{what}: {offset}");
                 if offset % 17 == 0 {
                     assert_eq!(
-                        part.offset_for_timestamp(&manifest, 1_000 + offset, 0)
-                            .await
-                            .unwrap(),
+                        pair(
+                            part.offset_for_timestamp(&manifest, 1_000 + offset, 0)
+                                .await
+                                .unwrap()
+                        ),
                         Some((1_000 + offset, offset)),
                         "{what}: {offset}"
                     );

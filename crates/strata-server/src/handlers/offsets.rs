@@ -17,6 +17,8 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
 };
 
+use strata_log::TimestampAndOffset;
+
 use super::{blocking, code, hosted, log_error};
 use crate::broker::Broker;
 use crate::remote_log::TierLookupError;
@@ -28,6 +30,8 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const LATEST_TIERED: i64 = -5;
+/// Kafka's `RecordBatch.NO_TIMESTAMP`: the timestamp of answers that name no record.
+const NO_TIMESTAMP: i64 = -1;
 /// ListOffsets `isolation_level` of read_committed consumers.
 const READ_COMMITTED: i8 = 1;
 
@@ -83,13 +87,12 @@ pub async fn handle_list_offsets(
                         match list_offset(&b, &partition, p.timestamp, read_committed, version) {
                             // The leader epoch is in the answer from v4 (KIP-320); older
                             // versions have no field for it.
-                            Ok(Some((timestamp, offset))) => base
-                                .with_timestamp(timestamp)
-                                .with_offset(offset)
-                                .with_leader_epoch(if version >= 4 {
-                                    partition.leader_epoch()
-                                } else {
-                                    -1
+                            Ok(Some(found)) => base
+                                .with_timestamp(found.timestamp_ms)
+                                .with_offset(found.offset)
+                                .with_leader_epoch(match found.leader_epoch {
+                                    Some(epoch) if version >= 4 => epoch,
+                                    _ => -1,
                                 }),
                             Ok(None) => base,
                             Err(error) => base.with_error_code(error),
@@ -106,21 +109,23 @@ pub async fn handle_list_offsets(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// One ListOffsets lookup across the tier and the local log: `(timestamp, offset)`, `None`
-/// when nothing matches, or an error code. Blocking (tier lookups wait on the runtime).
+/// One ListOffsets lookup across the tier and the local log: the timestamp, offset and leader
+/// epoch to answer, `None` when nothing matches, or an error code. Blocking (tier lookups wait
+/// on the runtime).
 ///
 /// As in Kafka, what a consumer may fetch bounds the answer: LATEST is the high watermark
-/// (the last stable offset for `read_committed`), and a lookup that lands at or above it
-/// finds nothing. A new leader whose high watermark has not reached the start of its epoch
-/// answers those with OFFSET_NOT_AVAILABLE (LEADER_NOT_AVAILABLE before v5), so that a
-/// client never sees the end of the log move back.
+/// (the last stable offset for `read_committed`), in the partition's current leader epoch,
+/// and a lookup that lands at or above it finds nothing. A new leader whose high watermark
+/// has not reached the start of its epoch answers those with OFFSET_NOT_AVAILABLE
+/// (LEADER_NOT_AVAILABLE before v5), so that a client never sees the end of the log move
+/// back.
 fn list_offset(
     broker: &Broker,
     partition: &Arc<Partition>,
     timestamp: i64,
     read_committed: bool,
     version: i16,
-) -> Result<Option<(i64, i64)>, i16> {
+) -> Result<Option<TimestampAndOffset>, i16> {
     let (fetchable, lagging) = {
         let log = partition.log();
         let hw = log.high_watermark();
@@ -141,21 +146,29 @@ fn list_offset(
     match timestamp {
         EARLIEST | EARLIEST_LOCAL => lookup(broker, partition, timestamp),
         LATEST if lagging => Err(not_available()),
-        LATEST => Ok(Some((-1, fetchable))),
+        LATEST => Ok(Some(TimestampAndOffset {
+            timestamp_ms: NO_TIMESTAMP,
+            offset: fetchable,
+            leader_epoch: Some(partition.leader_epoch()),
+        })),
         _ => match lookup(broker, partition, timestamp)? {
-            Some((_, offset)) if offset >= fetchable && lagging => Err(not_available()),
-            Some((_, offset)) if offset >= fetchable => Ok(None),
+            Some(found) if found.offset >= fetchable && lagging => Err(not_available()),
+            Some(found) if found.offset >= fetchable => Ok(None),
             found => Ok(found),
         },
     }
 }
 
-/// [`list_offset`] before the bound of what a consumer may fetch.
+/// [`list_offset`] before the bound of what a consumer may fetch. The leader epoch answered
+/// is Kafka's (`UnifiedLog.fetchOffsetByTimestamp`): for a record found by timestamp or
+/// MAX_TIMESTAMP, locally or in the tier, the epoch of the batch holding it; for EARLIEST,
+/// the leader-epoch cache's earliest epoch if it starts at or below the log start; for
+/// EARLIEST_LOCAL (tiered) and LATEST_TIERED, the cache's epoch for the offset answered.
 fn lookup(
     broker: &Broker,
     partition: &Arc<Partition>,
     timestamp: i64,
-) -> Result<Option<(i64, i64)>, i16> {
+) -> Result<Option<TimestampAndOffset>, i16> {
     let tier_error = |e| match e {
         TierLookupError::TimedOut => code(ResponseError::RequestTimedOut),
         TierLookupError::Tier(_) => code(ResponseError::KafkaStorageError),
@@ -164,16 +177,26 @@ fn lookup(
     let log = partition.log();
     let log_start = log.log_start_offset();
     let tiered = log.config().remote_storage_enable;
+    let special = |offset, leader_epoch| TimestampAndOffset {
+        timestamp_ms: NO_TIMESTAMP,
+        offset,
+        leader_epoch,
+    };
     let found = match timestamp {
-        EARLIEST => Some((-1, log_start)),
-        EARLIEST_LOCAL => Some((-1, log.local_log_start_offset())),
+        EARLIEST => Some(special(log_start, log.log_start_epoch())),
+        // Without a tier Kafka answers EARLIEST_LOCAL as EARLIEST.
+        EARLIEST_LOCAL if !tiered => Some(special(log_start, log.log_start_epoch())),
+        EARLIEST_LOCAL => {
+            let local_start = log.local_log_start_offset();
+            Some(special(local_start, log.epoch_for_offset(local_start)))
+        }
         // Nothing tiered (or no tier): offset -1 with leader epoch -1, as Kafka answers.
         LATEST_TIERED if tiered => {
             drop(log);
-            runtime
+            let highest = runtime
                 .block_on(broker.remote.highest_offset(partition))
-                .map_err(tier_error)?
-                .map(|offset| (-1, offset))
+                .map_err(tier_error)?;
+            highest.map(|offset| special(offset, partition.log().epoch_for_offset(offset)))
         }
         MAX_TIMESTAMP => {
             let local = log
@@ -189,7 +212,7 @@ fn lookup(
             };
             // The earliest record holding the largest timestamp: the tier's on a tie.
             match (remote, local) {
-                (Some(r), Some(l)) if l.0 > r.0 => Some(l),
+                (Some(r), Some(l)) if l.timestamp_ms > r.timestamp_ms => Some(l),
                 (Some(r), _) => Some(r),
                 (None, l) => l,
             }

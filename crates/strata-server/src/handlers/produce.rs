@@ -2,9 +2,10 @@
 //!
 //! Per request: one hop to a blocking thread, which appends each partition's batches under
 //! that partition's lock (one buffer copy per partition; validation reads each record's
-//! key and timestamp, in place or, for a compressed batch on a topic whose rules can refuse a
-//! record, through a bounded inflater, see `strata-log`). A batch refused because of some of
-//! its records answers with those records' indexes (`record_errors`, KIP-467).
+//! key and timestamp, in place or, for a compressed batch, through a bounded inflater, see
+//! `strata-log`). A batch refused because of some of its records answers with those records'
+//! indexes (`record_errors`, KIP-467) and Kafka's message for the partition; other errors are
+//! answered with their code alone, as Kafka answers them.
 //! On a single node the in-sync replica set is this broker, so `acks=all` is acknowledged once
 //! the local append is done, after `min.insync.replicas` is checked against that set.
 
@@ -33,7 +34,9 @@ use crate::txn_verification::{
 /// Outcome of one partition's append, computed on the blocking thread.
 struct PartitionOutcome {
     index: i32,
-    error: Option<(i16, String)>,
+    /// The error code, and the partition's error message where Kafka sets one (see
+    /// [`error_message`]).
+    error: Option<(i16, Option<String>)>,
     /// The records the error names (KIP-467), answered from Produce v8.
     record_errors: Vec<RecordError>,
     base_offset: i64,
@@ -74,21 +77,21 @@ async fn await_replication(results: &mut [(TopicRef, Vec<PartitionOutcome>)], ti
                 break partition.ack_state(required);
             }
         };
-        outcome.error = match state {
+        // Kafka's delayed produce answers these without a message.
+        let error = match state {
             Some(AckState::Done) => None,
-            Some(AckState::DoneWithTooFewReplicas) => Some((
-                code(ResponseError::NotEnoughReplicasAfterAppend),
-                "The ISR shrank below min.insync.replicas while the records were replicated".into(),
-            )),
-            Some(AckState::Waiting) if partition.is_leader() => Some((
-                code(ResponseError::RequestTimedOut),
-                "The in-sync replicas did not acknowledge the records in time".into(),
-            )),
-            _ => Some((
-                code(ResponseError::NotLeaderOrFollower),
-                "Leadership moved before the records were replicated".into(),
-            )),
+            // The ISR shrank below min.insync.replicas while the records were replicated.
+            Some(AckState::DoneWithTooFewReplicas) => {
+                Some(ResponseError::NotEnoughReplicasAfterAppend)
+            }
+            // The in-sync replicas did not acknowledge the records in time.
+            Some(AckState::Waiting) if partition.is_leader() => {
+                Some(ResponseError::RequestTimedOut)
+            }
+            // Leadership moved before the records were replicated.
+            _ => Some(ResponseError::NotLeaderOrFollower),
         };
+        outcome.error = error.map(|e| (code(e), None));
     }
 }
 
@@ -182,7 +185,7 @@ pub async fn handle(
                             Some(e) => Err(e),
                         };
                         if !valid_acks {
-                            outcome.error = Some((code(ResponseError::InvalidRequiredAcks), "acks must be -1, 0 or 1".into()));
+                            outcome.error = Some((code(ResponseError::InvalidRequiredAcks), None));
                         } else if let Ok(partition) = &partition {
                             let enough = if acks == -1 {
                                 partition.check_enough_replicas(min_isr.max(1) as usize)
@@ -190,10 +193,8 @@ pub async fn handle(
                                 Ok(())
                             };
                             if let Err(isr_size) = enough {
-                                outcome.error = Some((
-                                    code(ResponseError::NotEnoughReplicas),
-                                    format!("The size of the current ISR {isr_size} is insufficient to satisfy the min.isr requirement of {min_isr}"),
-                                ));
+                                tracing::debug!(topic = name, partition = p.index, isr_size, min_isr, "produce refused: the ISR is smaller than min.insync.replicas");
+                                outcome.error = Some((code(ResponseError::NotEnoughReplicas), None));
                             } else {
                                 let records = p.records.unwrap_or_default();
                                 let mut log = partition.log();
@@ -211,14 +212,16 @@ pub async fn handle(
                                     None
                                 };
                                 if let Some(why) = wait_for_tier {
+                                    tracing::debug!(topic = name, partition = p.index, why, "produce refused");
                                     outcome.log_start_offset = log.log_start_offset();
-                                    outcome.error = Some((code(ResponseError::KafkaStorageError), why.into()));
+                                    outcome.error = Some((code(ResponseError::KafkaStorageError), None));
                                     return outcome;
                                 }
                                 if let Some(guard) = guards.get(&(name.to_string(), p.index)) {
-                                    if let Err(refused) = guard.admit(&log) {
+                                    if let Err((error, message)) = guard.admit(&log) {
                                         outcome.log_start_offset = log.log_start_offset();
-                                        outcome.error = Some(refused);
+                                        // Kafka words only some refusals (`produce_error`).
+                                        outcome.error = Some((error, Some(message).filter(|m| !m.is_empty())));
                                         return outcome;
                                     }
                                 }
@@ -239,7 +242,7 @@ pub async fn handle(
                                     }
                                     Err(e) => {
                                         outcome.log_start_offset = log.log_start_offset();
-                                        outcome.error = Some((log_error(&b, partition, &e), e.to_string()));
+                                        outcome.error = Some((log_error(&b, partition, &e), error_message(&e)));
                                         if let LogError::InvalidRecords { records, .. } = e {
                                             outcome.record_errors = records;
                                         }
@@ -247,7 +250,7 @@ pub async fn handle(
                                 }
                             }
                         } else if let Err(e) = partition {
-                            outcome.error = Some((code(e), e.to_string()));
+                            outcome.error = Some((code(e), None));
                         }
                         outcome
                     })
@@ -321,7 +324,7 @@ pub async fn handle(
                                             })
                                             .collect(),
                                     )
-                                    .with_error_message(Some(str_bytes(message)));
+                                    .with_error_message(message.map(str_bytes));
                             }
                         }
                         r
@@ -336,6 +339,14 @@ pub async fn handle(
             .with_responses(responses)
             .with_node_endpoints(node_endpoints),
     )
+}
+
+/// The partition's error message for a refused append, as Kafka's `ReplicaManager` sets it:
+/// only for records its `LogValidator` refused one by one (`RecordValidationException`,
+/// KIP-467), in its words. Every other error is answered with its code alone
+/// (`LogAppendResult.hasCustomErrorMessage`).
+fn error_message(e: &LogError) -> Option<String> {
+    matches!(e, LogError::InvalidRecords { .. }).then(|| e.to_string())
 }
 
 /// The guards of a request's transactional batches (see `txn_verification`), by partition.
@@ -386,4 +397,39 @@ fn single_batch(records: &[u8]) -> Result<(), LogError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_refused_records_carry_an_error_message() {
+        let refused = LogError::InvalidRecords {
+            invalid_timestamp: true,
+            records: vec![RecordError {
+                batch_index: 0,
+                message: "too old".into(),
+            }],
+            total: 1,
+        };
+        assert_eq!(
+            error_message(&refused).as_deref(),
+            Some("One or more records have been rejected due to invalid timestamp")
+        );
+        for e in [
+            LogError::CorruptRecord("crc".into()),
+            LogError::InvalidRecord("count".into()),
+            LogError::Decompression("zstd".into()),
+            LogError::RecordTooLarge {
+                size_bytes: 2,
+                max_bytes: 1,
+            },
+            LogError::OutOfOrderSequence("gap".into()),
+            LogError::InvalidProducerEpoch("old".into()),
+            LogError::InvalidTxnState("open".into()),
+        ] {
+            assert_eq!(error_message(&e), None, "{e:?}");
+        }
+    }
 }
