@@ -284,7 +284,7 @@ impl Broker {
         let mut http_stop = stop_rx.clone();
         let http_broker = self.clone();
         tasks.spawn(async move {
-            let stop = async move { stopped(&mut http_stop).await };
+            let stop = async move { crate::task::stopped(&mut http_stop).await };
             if let Err(e) = crate::http::serve(http_broker, http_listener, stop).await {
                 tracing::error!(error = %e, "admin HTTP server failed");
             }
@@ -372,7 +372,7 @@ async fn follow_images(broker: Arc<Broker>, quorum: Arc<Quorum>, mut stop: watch
     loop {
         tokio::select! {
             changed = images.changed() => if changed.is_err() { return },
-            _ = stopped(&mut stop) => return,
+            _ = crate::task::stopped(&mut stop) => return,
         }
         let image = images.borrow_and_update().clone();
         let b = broker.clone();
@@ -426,35 +426,6 @@ fn agree_on_cluster_id(
     Ok(agreed)
 }
 
-/// A periodic task's clock: ticks every `period` (a late tick delays the next instead of
-/// bunching up), until the broker stops.
-pub(crate) struct Ticker {
-    interval: tokio::time::Interval,
-    stop: watch::Receiver<bool>,
-}
-
-impl Ticker {
-    pub(crate) fn new(period: Duration, stop: watch::Receiver<bool>) -> Self {
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ticker { interval, stop }
-    }
-
-    /// Waits for the next tick; `false` once the broker is stopping.
-    pub(crate) async fn tick(&mut self) -> bool {
-        tokio::select! {
-            _ = self.interval.tick() => true,
-            _ = stopped(&mut self.stop) => false,
-        }
-    }
-}
-
-/// Resolves once the broker is stopping. (The guard `wait_for` returns is not `Send`, so it
-/// is dropped here rather than held across an `await` by the caller.)
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
 /// Retention, time-based flush, high watermark checkpoints and the local-disk limit, on
 /// blocking threads, at the configured intervals (at least once a second).
 async fn background_tasks(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
@@ -467,7 +438,7 @@ async fn background_tasks(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
     // The flush scheduler defaults to "never" in Kafka; check flush.ms at least once a second
     // so that a topic's flush.ms is honoured even then.
     let tick_ms = retention_ms.min(flush_ms).clamp(10, 1000) as u64;
-    let mut ticker = crate::broker::Ticker::new(Duration::from_millis(tick_ms), stop);
+    let mut ticker = crate::task::Ticker::new(Duration::from_millis(tick_ms), stop);
     let checkpoint_ms: i64 = broker
         .config
         .broker_value("replica.high.watermark.checkpoint.interval.ms");

@@ -104,14 +104,14 @@ enum Duty {
 
 /// The ticks of one duty of the active controller, telling a new term from a going one.
 struct DutyTicker {
-    ticker: crate::broker::Ticker,
+    ticker: crate::task::Ticker,
     was_leading: bool,
 }
 
 impl DutyTicker {
     fn new(interval: Duration, stop: watch::Receiver<bool>) -> Self {
         DutyTicker {
-            ticker: crate::broker::Ticker::new(interval, stop),
+            ticker: crate::task::Ticker::new(interval, stop),
             was_leading: false,
         }
     }
@@ -524,7 +524,7 @@ pub async fn run_broker_lifecycle(
     );
     let request = registration_request(&broker.config, Uuid::new_v4());
     let mut epoch: Option<i64> = None;
-    let mut ticker = crate::broker::Ticker::new(interval, stop);
+    let mut ticker = crate::task::Ticker::new(interval, stop);
     loop {
         if !ticker.tick().await {
             break;

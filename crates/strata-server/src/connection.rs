@@ -61,7 +61,7 @@ pub async fn accept_loop(
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = crate::broker::stopped(&mut stop) => break,
+            _ = crate::task::stopped(&mut stop) => break,
         }
     }
     drop(listener);
@@ -133,7 +133,7 @@ async fn serve_requests(
             let read = tokio::select! {
                 read = tokio::time::timeout(CONNECTION_MAX_IDLE, stream.read_buf(&mut buf)) => read,
                 // Stop between requests only: a partly received request is still served.
-                _ = crate::broker::stopped(&mut stop), if buf.is_empty() => return Ok(()),
+                _ = crate::task::stopped(&mut stop), if buf.is_empty() => return Ok(()),
             };
             match read {
                 Err(_) => {

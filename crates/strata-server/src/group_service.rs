@@ -339,7 +339,7 @@ pub fn topic_views(image: &MetadataImage) -> Vec<TopicView> {
 /// Spawned once: advances the coordinator's clock (sessions, rebalance deadlines) and
 /// expires offsets every `offsets.retention.check.interval.ms`.
 pub async fn tick_loop(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
-    let mut ticker = crate::broker::Ticker::new(std::time::Duration::from_millis(100), stop);
+    let mut ticker = crate::task::Ticker::new(std::time::Duration::from_millis(100), stop);
     let retention_check_ms: i64 = broker
         .config
         .broker_value("offsets.retention.check.interval.ms");

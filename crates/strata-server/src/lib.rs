@@ -22,6 +22,7 @@ pub mod remote_log;
 mod replica_fetcher;
 pub mod replica_manager;
 pub mod replication;
+mod task;
 pub mod txn_service;
 mod txn_verification;
 

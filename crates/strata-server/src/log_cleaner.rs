@@ -50,7 +50,7 @@ pub(crate) async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = crate::broker::stopped(&mut stop) => return,
+            _ = crate::task::stopped(&mut stop) => return,
         }
     }
 }

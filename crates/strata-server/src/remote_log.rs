@@ -43,9 +43,9 @@ use uuid::Uuid;
 
 use crate::broker::Broker;
 use crate::config::ServerConfig;
-use crate::handlers::blocking;
 use crate::metrics::TierReadMetrics;
 use crate::replica_manager::{now_ms, Partition};
+use crate::task::blocking;
 
 /// Segments one partition uploads per pass before the pass moves on (fairness).
 const UPLOADS_PER_PASS: usize = 2;
@@ -920,7 +920,7 @@ pub(crate) async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         if !more {
             tokio::select! {
                 _ = ticker.tick() => {}
-                _ = crate::broker::stopped(&mut stop) => return,
+                _ = crate::task::stopped(&mut stop) => return,
             }
         }
         let (rlm, b) = (broker.remote.clone(), broker.clone());
@@ -929,7 +929,7 @@ pub(crate) async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             again = pass => more = again,
             // An upload in flight is abandoned at shutdown: its objects are orphans that the
             // next start deletes, and the manifest never named them.
-            _ = crate::broker::stopped(&mut stop) => return,
+            _ = crate::task::stopped(&mut stop) => return,
         }
     }
 }

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
+use kafka_protocol::error::ResponseError;
 use strata_log::{Log, LogError};
 use strata_meta::{MetadataImage, PartitionImage};
 use strata_partition::{
@@ -402,6 +403,38 @@ impl ReplicaManager {
             offline: RwLock::new(HashSet::new()),
             data_arrived: Notify::new(),
         })
+    }
+
+    /// The partition this broker leads, or the error a client gets for it (Kafka's
+    /// `getPartitionOrError` for a leader): KAFKA_STORAGE_ERROR when its log is offline,
+    /// NOT_LEADER_OR_FOLLOWER when another broker leads it (or none does, for now),
+    /// UNKNOWN_TOPIC_OR_PARTITION when `image` has no such partition.
+    pub fn leader_or_error(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        index: i32,
+    ) -> Result<Arc<Partition>, ResponseError> {
+        match self.replica_or_error(image, topic, index)? {
+            p if p.is_leader() => Ok(p),
+            _ => Err(ResponseError::NotLeaderOrFollower),
+        }
+    }
+
+    /// The partition if this broker holds a replica of it, leader or follower (consumers may
+    /// read from followers, KIP-392); otherwise the errors of [`Self::leader_or_error`].
+    pub fn replica_or_error(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        index: i32,
+    ) -> Result<Arc<Partition>, ResponseError> {
+        match self.partition(topic, index) {
+            Some(p) => Ok(p),
+            None if self.is_offline(topic, index) => Err(ResponseError::KafkaStorageError),
+            None if image.has_partition(topic, index) => Err(ResponseError::NotLeaderOrFollower),
+            None => Err(ResponseError::UnknownTopicOrPartition),
+        }
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {

@@ -103,7 +103,7 @@ pub fn propose_isr_change(
 pub async fn run_isr_checks(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
     let lag_ms: i64 = broker.config.broker_value("replica.lag.time.max.ms");
     let period = Duration::from_millis((lag_ms / 2).clamp(10, 30_000) as u64);
-    let mut ticker = crate::broker::Ticker::new(period, stop);
+    let mut ticker = crate::task::Ticker::new(period, stop);
     loop {
         if !ticker.tick().await {
             return;

@@ -365,7 +365,9 @@ impl TxnService {
                     .push((topic.clone(), *index));
                 continue;
             }
-            let partition = crate::handlers::hosted(broker, topic, *index)
+            let partition = broker
+                .replicas
+                .leader_or_error(&broker.image(), topic, *index)
                 .map_err(|e| format!("{topic}-{index}: {e:?}"))?;
             append_marker(
                 broker,
@@ -541,7 +543,7 @@ fn send_markers(
 /// Spawned once: follows leadership, aborts timed-out transactions and writes pending
 /// markers (those of loaded prepared transactions, and failed ones again).
 pub async fn tick_loop(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
-    let mut ticker = crate::broker::Ticker::new(std::time::Duration::from_millis(100), stop);
+    let mut ticker = crate::task::Ticker::new(std::time::Duration::from_millis(100), stop);
     loop {
         if !ticker.tick().await {
             return;

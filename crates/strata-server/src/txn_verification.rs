@@ -431,7 +431,10 @@ pub fn guard_writes(
     let mut guards: Vec<Option<WriteGuard>> = Vec::with_capacity(batches.len());
     let mut hosted = Vec::with_capacity(batches.len());
     for b in batches {
-        let partition = crate::handlers::hosted(broker, &b.topic, b.partition).ok();
+        let partition = broker
+            .replicas
+            .leader_or_error(&broker.image(), &b.topic, b.partition)
+            .ok();
         let ongoing = partition.as_ref().map(|p| {
             p.log()
                 .has_ongoing_transaction(b.producer_id, b.producer_epoch)

@@ -387,7 +387,7 @@ pub async fn handle_describe_log_dirs(
     version: i16,
 ) -> DescribeLogDirsResponse {
     let broker = broker.clone();
-    super::blocking(move || describe_log_dirs(&broker, &request, version)).await
+    crate::task::blocking(move || describe_log_dirs(&broker, &request, version)).await
 }
 
 fn describe_log_dirs(

@@ -42,13 +42,14 @@ use uuid::Uuid;
 
 use strata_meta::MetadataImage;
 
-use super::{blocking, code, hosted, hosted_replica, log_error, str_bytes};
+use super::{code, log_error, str_bytes};
 use crate::broker::Broker;
 use crate::fetch_session::{
     FetchContext, FetchMetadata, PartitionKey, PartitionRequest, PartitionResult, SessionError,
     TopicKey, INVALID_SESSION_ID, TOPIC_ID_MIN_VERSION,
 };
 use crate::replica_manager::now_ms;
+use crate::task::blocking;
 
 /// Kafka's isolation level code for read_committed.
 const READ_COMMITTED: i8 = 1;
@@ -420,9 +421,9 @@ fn read_all(broker: &Arc<Broker>, targets: &[Target], params: &FetchParams) -> V
                 return base.with_error_code(code(error));
             }
             let hosted = if params.from_follower_allowed {
-                hosted_replica(broker, t.topic.as_str(), t.partition)
+                broker.replicas.replica_or_error(&broker.image(),  t.topic.as_str(), t.partition)
             } else {
-                hosted(broker, t.topic.as_str(), t.partition)
+                broker.replicas.leader_or_error(&broker.image(),  t.topic.as_str(), t.partition)
             };
             let partition = match hosted {
                 Ok(p) => p,

@@ -19,10 +19,11 @@ use kafka_protocol::messages::{
 
 use strata_log::TimestampAndOffset;
 
-use super::{blocking, code, hosted, log_error};
+use super::{code, log_error};
 use crate::broker::Broker;
 use crate::remote_log::TierLookupError;
 use crate::replica_manager::Partition;
+use crate::task::blocking;
 
 /// ListOffsets special timestamps (Kafka's `ListOffsetsRequest`).
 const LATEST: i64 = -1;
@@ -42,7 +43,9 @@ fn leader_partition(
     index: i32,
     current_leader_epoch: i32,
 ) -> Result<Arc<Partition>, ResponseError> {
-    let partition = hosted(broker, topic, index)?;
+    let partition = broker
+        .replicas
+        .leader_or_error(&broker.image(), topic, index)?;
     if current_leader_epoch >= 0 {
         if current_leader_epoch < partition.leader_epoch() {
             return Err(ResponseError::FencedLeaderEpoch);

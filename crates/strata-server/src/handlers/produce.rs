@@ -23,10 +23,11 @@ use strata_log::{LogError, RecordBatchHeader, RecordError};
 use strata_meta::config::topic_config;
 use strata_partition::AckState;
 
-use super::{blocking, code, hosted, log_error, str_bytes};
+use super::{code, log_error, str_bytes};
 use crate::broker::Broker;
 use crate::replica_manager::now_ms;
 use crate::replica_manager::Partition;
+use crate::task::blocking;
 use crate::txn_verification::{
     guard_writes, produce_error, ProducedBatch, TxnOperation, WriteGuard,
 };
@@ -181,7 +182,7 @@ pub async fn handle(
                             replication: None,
                         };
                         let partition = match unknown {
-                            None => hosted(&b, name, p.index),
+                            None => b.replicas.leader_or_error(&b.image(),  name, p.index),
                             Some(e) => Err(e),
                         };
                         if !valid_acks {

@@ -11,8 +11,9 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, ProducerId,
 };
 
-use super::{blocking, code, hosted};
+use super::code;
 use crate::broker::Broker;
+use crate::task::blocking;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -59,7 +60,7 @@ pub async fn handle_describe(
                             .iter()
                             .map(|&index| {
                                 let base = PartitionResponse::default().with_partition_index(index);
-                                match hosted(&b, &t.name, index) {
+                                match b.replicas.leader_or_error(&b.image(), &t.name, index) {
                                     Err(e) => base.with_error_code(code(e)),
                                     Ok(partition) => {
                                         let log = partition.log();

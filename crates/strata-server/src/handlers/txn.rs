@@ -331,7 +331,11 @@ pub fn handle_write_txn_markers(
                             .partition_indexes
                             .iter()
                             .map(|&index| {
-                                let error = match super::hosted(broker, t.name.as_str(), index) {
+                                let error = match broker.replicas.leader_or_error(
+                                    &broker.image(),
+                                    t.name.as_str(),
+                                    index,
+                                ) {
                                     Ok(partition) => match crate::txn_service::append_marker(
                                         broker,
                                         &partition,
