@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata_meta::{Controller, FileMetadataLog, MetadataImage, MetadataRecord, MetadataStore};
+use strata_meta::{FileMetadataLog, MetadataImage, MetadataRecord, MetadataStore};
 use strata_quorum::Quorum;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,6 +23,7 @@ use crate::config::ServerConfig;
 use crate::connection;
 use crate::fetch_session::{FetchSessionCache, FetchSessionConfig};
 use crate::group_service::GroupService;
+use crate::metadata_changes::MetadataChanges;
 use crate::metadata_source::MetadataSource;
 use crate::metrics::Metrics;
 use crate::remote_log::RemoteLogManager;
@@ -65,17 +66,19 @@ pub enum StartError {
 }
 
 pub struct Broker {
-    pub config: ServerConfig,
+    pub config: Arc<ServerConfig>,
     pub cluster_id: String,
-    pub store: MetadataSource,
-    pub controller: Controller,
+    pub store: Arc<MetadataSource>,
+    /// Metadata changes: the controller's validation, the commit, and the hosted logs brought
+    /// in line.
+    pub meta: Arc<MetadataChanges>,
     /// The active-controller duties (broker sessions), on nodes that can be elected.
     pub controller_service: Option<Arc<ControllerService>>,
-    pub replicas: ReplicaManager,
+    pub replicas: Arc<ReplicaManager>,
     pub remote: Arc<RemoteLogManager>,
-    pub metrics: Metrics,
-    pub groups: GroupService,
-    pub txns: TxnService,
+    pub metrics: Arc<Metrics>,
+    pub groups: Arc<GroupService>,
+    pub txns: Arc<TxnService>,
     producer_ids: Mutex<ProducerIdBlock>,
     serving: AtomicBool,
     /// The epoch the controller gave this process's registration (-1 before it registered):
@@ -90,7 +93,7 @@ pub struct Broker {
     /// for a request's session bookkeeping, never across a read of the logs.
     fetch_sessions: Mutex<FetchSessionCache>,
     /// Connections to other brokers for transaction markers and transactional write checks.
-    pub peers: crate::broker_client::BrokerPool,
+    pub peers: Arc<crate::broker_client::BrokerPool>,
 }
 
 /// The unhanded-out part of the current producer-id block.
@@ -141,8 +144,15 @@ impl Broker {
                 )
             }
         };
-        let replicas = ReplicaManager::new(&data_dir, clean_shutdown).map_err(dir_err)?;
-        let metrics = Metrics::default();
+        let replicas = Arc::new(ReplicaManager::new(&data_dir, clean_shutdown).map_err(dir_err)?);
+        let config = Arc::new(config);
+        let store = Arc::new(store);
+        let meta = Arc::new(MetadataChanges::new(
+            store.clone(),
+            replicas.clone(),
+            config.clone(),
+        ));
+        let metrics = Arc::new(Metrics::default());
         let remote = Arc::new(RemoteLogManager::open(
             &config,
             &cluster_id,
@@ -152,11 +162,25 @@ impl Broker {
             fetch_session_config(&config),
             uuid::Uuid::new_v4().as_u128() as u64,
         );
+        let peers = Arc::new(crate::broker_client::BrokerPool::new("strata-broker"));
+        let groups = Arc::new(GroupService::new(
+            config.clone(),
+            replicas.clone(),
+            meta.clone(),
+            metrics.clone(),
+        ));
         let broker = Arc::new(Broker {
-            controller: Controller::new(config.node_id),
+            meta: meta.clone(),
             controller_service,
-            groups: GroupService::new(&config),
-            txns: TxnService::new(&config),
+            groups: groups.clone(),
+            txns: Arc::new(TxnService::new(
+                config.clone(),
+                replicas.clone(),
+                meta.clone(),
+                metrics.clone(),
+                peers.clone(),
+                groups.clone(),
+            )),
             rack_aware_reads: config.broker_value::<String>("replica.selector.class")
                 == strata_meta::config::RACK_AWARE_REPLICA_SELECTOR,
             config,
@@ -170,7 +194,7 @@ impl Broker {
             broker_epoch: AtomicI64::new(-1),
             fetchers: crate::replica_fetcher::ReplicaFetchers::default(),
             fetch_sessions: Mutex::new(fetch_sessions),
-            peers: crate::broker_client::BrokerPool::new("strata-broker"),
+            peers,
         });
         let started = std::time::Instant::now();
         let failures = broker
@@ -195,8 +219,8 @@ impl Broker {
         );
         // The groups and transactions of the internal partitions led here (a partition that
         // cannot be read is tried again on its next request or tick).
-        broker.groups.sync_leadership(&broker);
-        broker.txns.sync_leadership(&broker);
+        broker.groups.sync_leadership();
+        broker.txns.sync_leadership();
         Ok(broker)
     }
 
@@ -213,8 +237,8 @@ impl Broker {
     pub fn reconcile(self: &Arc<Self>, image: &MetadataImage) {
         self.replicas.reconcile(image, &self.config);
         self.fetchers.update(self, image);
-        self.groups.sync_leadership(self);
-        self.txns.sync_leadership(self);
+        self.groups.sync_leadership();
+        self.txns.sync_leadership();
     }
 
     /// The fetch session cache, locked. Poisoning is not recovered from: a panic inside the
@@ -241,9 +265,7 @@ impl Broker {
         &self,
         build: impl FnMut(&MetadataImage) -> (Vec<MetadataRecord>, T),
     ) -> Result<T, strata_meta::MetaError> {
-        let (value, image) = self.store.commit_with(build)?;
-        self.replicas.reconcile(&image, &self.config);
-        Ok(value)
+        self.meta.commit(build)
     }
 
     /// Hands out a producer id, reserving a new block in the metadata log when the current
@@ -253,7 +275,8 @@ impl Broker {
         if block.next >= block.end {
             let start = self.commit(|image| {
                 let (start, records) = self
-                    .controller
+                    .meta
+                    .controller()
                     .allocate_producer_ids(image, PRODUCER_ID_BLOCK_SIZE);
                 (records, start)
             })?;
@@ -290,11 +313,24 @@ impl Broker {
             }
         });
         tasks.spawn(background_tasks(self.clone(), stop_rx.clone()));
-        tasks.spawn(crate::log_cleaner::run(self.clone(), stop_rx.clone()));
+        {
+            let (config, replicas, metrics) = (
+                self.config.clone(),
+                self.replicas.clone(),
+                self.metrics.clone(),
+            );
+            let stop = stop_rx.clone();
+            tasks.spawn(
+                async move { crate::log_cleaner::run(&config, replicas, metrics, stop).await },
+            );
+        }
         tasks.spawn(crate::remote_log::run(self.clone(), stop_rx.clone()));
-        tasks.spawn(crate::txn_service::tick_loop(self.clone(), stop_rx.clone()));
+        tasks.spawn(crate::txn_service::tick_loop(
+            self.txns.clone(),
+            stop_rx.clone(),
+        ));
         tasks.spawn(crate::group_service::tick_loop(
-            self.clone(),
+            self.groups.clone(),
             stop_rx.clone(),
         ));
         if let Some(quorum) = self.store.quorum() {

@@ -490,11 +490,12 @@ pub fn register_single_node(broker: &Broker) -> Result<(), crate::broker::StartE
         // A single node leads every partition it has: there is no one else to elect.
         let (broker_epoch, registration) =
             broker
-                .controller
+                .meta
+                .controller()
                 .register_broker(image, &request, NO_UNCLEAN_ELECTION);
         let registered = image.apply(&registration);
         records.extend(registration);
-        records.extend(broker.controller.unfence_broker(
+        records.extend(broker.meta.controller().unfence_broker(
             &registered,
             request.broker_id,
             broker_epoch,

@@ -24,14 +24,20 @@ use strata_coord::{
 use strata_meta::MetadataImage;
 use tokio::sync::oneshot;
 
-use crate::broker::Broker;
+use crate::config::ServerConfig;
 use crate::internal_topics::{self, Replayed};
-use crate::replica_manager::{now_ms, wait_all_replicated, Partition};
+use crate::metadata_changes::MetadataChanges;
+use crate::metrics::Metrics;
+use crate::replica_manager::{now_ms, wait_all_replicated, Partition, ReplicaManager};
 
 /// A transactional producer: id and epoch.
 type Producer = (i64, i16);
 
 pub struct GroupService {
+    replicas: Arc<ReplicaManager>,
+    meta: Arc<MetadataChanges>,
+    metrics: Arc<Metrics>,
+    config: Arc<ServerConfig>,
     coordinator: Mutex<GroupCoordinator>,
     waiting: Mutex<HashMap<ReplyId, oneshot::Sender<PendingReply>>>,
     next_reply: AtomicU64,
@@ -62,7 +68,12 @@ pub enum GroupServiceError {
 const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl GroupService {
-    pub fn new(broker_config: &crate::config::ServerConfig) -> Self {
+    pub fn new(
+        broker_config: Arc<ServerConfig>,
+        replicas: Arc<ReplicaManager>,
+        meta: Arc<MetadataChanges>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let value = |name: &str| broker_config.broker_value::<i64>(name);
         let config = GroupConfig {
             min_session_timeout_ms: value("group.min.session.timeout.ms") as i32,
@@ -83,11 +94,16 @@ impl GroupService {
             .unwrap_or_default(),
             classic_max_size: value("group.max.size").max(1) as usize,
         };
+        let partitions = value("offsets.topic.num.partitions").max(1) as i32;
         Self {
+            replicas,
+            meta,
+            metrics,
+            config: broker_config.clone(),
             coordinator: Mutex::new(GroupCoordinator::new(config, consumer)),
             waiting: Mutex::new(HashMap::new()),
             next_reply: AtomicU64::new(1),
-            partitions: value("offsets.topic.num.partitions").max(1) as i32,
+            partitions,
             loaded: Mutex::new(BTreeSet::new()),
         }
     }
@@ -105,15 +121,14 @@ impl GroupService {
 
     /// Runs `f` on the coordinator, persists the records it produced, delivers its replies.
     /// Blocking (appends to the offsets topic): call from a blocking context.
-    pub fn run<T>(&self, broker: &Broker, f: impl FnOnce(&mut GroupCoordinator) -> T) -> T {
-        self.run_durable(broker, f).0
+    pub fn run<T>(&self, f: impl FnOnce(&mut GroupCoordinator) -> T) -> T {
+        self.run_durable(f).0
     }
 
     /// [`GroupService::run`], also saying whether the call's records reached the log. Callers
     /// that acknowledge durability (OffsetCommit) must not report success when they did not.
     pub fn run_durable<T>(
         &self,
-        broker: &Broker,
         f: impl FnOnce(&mut GroupCoordinator) -> T,
     ) -> (T, Result<(), GroupServiceError>) {
         let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
@@ -123,7 +138,7 @@ impl GroupService {
         let mut persisted = if records.is_empty() && txn_records.is_empty() {
             Ok(Vec::new())
         } else {
-            self.persist(broker, &records, &txn_records)
+            self.persist(&records, &txn_records)
         };
         drop(coordinator);
         // Outside the coordinator lock: other groups go on while these records replicate.
@@ -135,7 +150,7 @@ impl GroupService {
         if let Err(e) = &persisted {
             // The in-memory state is ahead of the log until the next successful write of the
             // same group; a restart reloads the last durable state.
-            broker.metrics.storage_errors.add(1);
+            self.metrics.storage_errors.add(1);
             tracing::error!(error = %e, "cannot write group coordinator records");
         }
         self.deliver(replies);
@@ -145,24 +160,24 @@ impl GroupService {
     /// Whether this broker coordinates `group`: it leads the group's offsets-topic partition.
     /// Loads the partition's groups on first use after this broker became its leader, and
     /// forgets them once another broker leads it. Blocking.
-    pub fn coordinates(&self, broker: &Broker, group: &str) -> bool {
+    pub fn coordinates(&self, group: &str) -> bool {
         let partition = self.partition_of(group);
-        self.sync_partition(broker, partition)
+        self.sync_partition(partition)
     }
 
     /// Loads or forgets the groups of every offsets-topic partition to match leadership
     /// (after each metadata image, so that members waiting on a moved group hear of it).
     /// Blocking.
-    pub fn sync_leadership(&self, broker: &Broker) {
+    pub fn sync_leadership(&self) {
         for partition in 0..self.partitions {
-            self.sync_partition(broker, partition);
+            self.sync_partition(partition);
         }
     }
 
     /// Brings one partition's groups in line with its leadership; returns whether it is led
     /// (and loaded) here.
-    fn sync_partition(&self, broker: &Broker, partition: i32) -> bool {
-        let leads = broker
+    fn sync_partition(&self, partition: i32) -> bool {
+        let leads = self
             .replicas
             .partition(OFFSETS_TOPIC, partition)
             .is_some_and(|p| p.is_leader());
@@ -178,7 +193,7 @@ impl GroupService {
         let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         if leads && !loaded.contains(&partition) {
-            match load_partition(broker, &mut coordinator, partition, partitions) {
+            match load_partition(&self.replicas, &mut coordinator, partition, partitions) {
                 Ok(records) => {
                     tracing::info!(
                         partition,
@@ -221,15 +236,13 @@ impl GroupService {
     }
 
     /// Creates `__consumer_offsets` if it does not exist yet.
-    pub fn ensure_offsets_topic(&self, broker: &Broker) -> Result<(), GroupServiceError> {
+    pub fn ensure_offsets_topic(&self) -> Result<(), GroupServiceError> {
         internal_topics::ensure_topic(
-            broker,
+            &self.meta,
             OFFSETS_TOPIC,
             self.partitions,
-            broker
-                .config
-                .broker_value("offsets.topic.replication.factor"),
-            broker.config.broker_value("offsets.topic.segment.bytes"),
+            self.config.broker_value("offsets.topic.replication.factor"),
+            self.config.broker_value("offsets.topic.segment.bytes"),
         )
         .map_err(GroupServiceError::CreateTopic)
     }
@@ -239,7 +252,6 @@ impl GroupService {
     /// Returns, for replicated partitions, where the high watermark must reach.
     fn persist(
         &self,
-        broker: &Broker,
         records: &[OffsetsRecord],
         txn_records: &[(i64, i16, OffsetsRecord)],
     ) -> Result<Vec<(Arc<Partition>, i64)>, GroupServiceError> {
@@ -257,7 +269,7 @@ impl GroupService {
                 .push(r.encode());
         }
         for ((partition, producer), records) in batches {
-            let hosted = broker
+            let hosted = self
                 .replicas
                 .partition(OFFSETS_TOPIC, partition)
                 .ok_or(GroupServiceError::NotHosted(partition))?;
@@ -274,7 +286,7 @@ impl GroupService {
                 appended.push((hosted, info.last_offset + 1));
             }
         }
-        broker.replicas.notify_appended();
+        self.replicas.notify_appended();
         Ok(appended)
     }
 
@@ -291,14 +303,14 @@ impl GroupService {
 
 /// Replays one offsets-topic partition into the coordinator. Blocking.
 fn load_partition(
-    broker: &Broker,
+    replicas: &ReplicaManager,
     coordinator: &mut GroupCoordinator,
     partition: i32,
     partitions: i32,
 ) -> Result<usize, GroupServiceError> {
     let now = now_ms();
     let mut loaded = 0usize;
-    internal_topics::replay(broker, OFFSETS_TOPIC, partition, |r| match r {
+    internal_topics::replay(replicas, OFFSETS_TOPIC, partition, |r| match r {
         Replayed::Marker(m) => {
             coordinator.complete_transaction(m.producer_id, m.commit, partition, |g| {
                 partition_for(g, partitions)
@@ -338,9 +350,9 @@ pub fn topic_views(image: &MetadataImage) -> Vec<TopicView> {
 
 /// Spawned once: advances the coordinator's clock (sessions, rebalance deadlines) and
 /// expires offsets every `offsets.retention.check.interval.ms`.
-pub async fn tick_loop(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn tick_loop(groups: Arc<GroupService>, stop: tokio::sync::watch::Receiver<bool>) {
     let mut ticker = crate::task::Ticker::new(std::time::Duration::from_millis(100), stop);
-    let retention_check_ms: i64 = broker
+    let retention_check_ms: i64 = groups
         .config
         .broker_value("offsets.retention.check.interval.ms");
     let mut last_retention_check = now_ms();
@@ -353,10 +365,10 @@ pub async fn tick_loop(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<b
         if check_retention {
             last_retention_check = now;
         }
-        let b = broker.clone();
+        let g = groups.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            let topics = topic_views(&b.image());
-            b.groups.run(&b, |c| {
+            let topics = topic_views(&g.meta.image());
+            g.run(|c| {
                 c.tick(&topics, now);
                 if check_retention {
                     let expired = c.expire_offsets(now);

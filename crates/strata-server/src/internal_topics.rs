@@ -9,7 +9,8 @@ use kafka_protocol::records::{
 };
 use strata_meta::{ControllerError, CreateTopicSpec};
 
-use crate::broker::Broker;
+use crate::metadata_changes::MetadataChanges;
+use crate::replica_manager::ReplicaManager;
 
 /// Bytes read per step while replaying an internal topic.
 const REPLAY_READ_BYTES: usize = 1024 * 1024;
@@ -17,13 +18,13 @@ const REPLAY_READ_BYTES: usize = 1024 * 1024;
 /// Creates a compacted internal topic if it does not exist yet (Kafka creates them on the
 /// first FindCoordinator that needs them).
 pub fn ensure_topic(
-    broker: &Broker,
+    meta: &MetadataChanges,
     name: &str,
     partitions: i32,
     replication_factor: i16,
     segment_bytes: i64,
 ) -> Result<(), String> {
-    if broker.image().topic(name).is_some() {
+    if meta.image().topic(name).is_some() {
         return Ok(());
     }
     let spec = CreateTopicSpec {
@@ -37,10 +38,10 @@ pub fn ensure_topic(
             ("segment.bytes".into(), Some(segment_bytes.to_string())),
         ],
     };
-    let created = broker
+    let created = meta
         .commit(|image| {
-            match broker
-                .controller
+            match meta
+                .controller()
                 .create_topic(image, &spec, (partitions, 1))
             {
                 Ok((_, records)) => (records, Ok(())),
@@ -113,12 +114,12 @@ pub enum Replayed {
 
 /// Reads every record of `topic`/`partition` from the log start. Blocking.
 pub fn replay(
-    broker: &Broker,
+    replicas: &ReplicaManager,
     topic: &str,
     partition: i32,
     mut each: impl FnMut(Replayed),
 ) -> Result<(), String> {
-    let Some(hosted) = broker.replicas.partition(topic, partition) else {
+    let Some(hosted) = replicas.partition(topic, partition) else {
         return Ok(());
     };
     let log = hosted.log();

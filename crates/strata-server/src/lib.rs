@@ -16,6 +16,7 @@ pub mod handlers;
 mod http;
 mod internal_topics;
 mod log_cleaner;
+pub mod metadata_changes;
 pub mod metadata_source;
 pub mod metrics;
 pub mod remote_log;

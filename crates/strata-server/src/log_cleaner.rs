@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::broker::Broker;
-use crate::replica_manager::{now_ms, Partition};
+use crate::config::ServerConfig;
+use crate::metrics::Metrics;
+use crate::replica_manager::{now_ms, Partition, ReplicaManager};
 
 /// Kafka's default `log.cleaner.backoff.ms`.
 pub const DEFAULT_BACKOFF_MS: i64 = 15_000;
@@ -22,9 +23,8 @@ pub const DEFAULT_BACKOFF_MS: i64 = 15_000;
 const MIN_BACKOFF_MS: i64 = 10;
 
 /// `log.cleaner.backoff.ms` from the static broker properties, if it is set and valid.
-fn backoff_ms(broker: &Broker) -> i64 {
-    broker
-        .config
+fn backoff_ms(config: &ServerConfig) -> i64 {
+    config
         .props
         .get("log.cleaner.backoff.ms")
         .and_then(|v| v.trim().parse::<i64>().ok())
@@ -34,15 +34,20 @@ fn backoff_ms(broker: &Broker) -> i64 {
 }
 
 /// Runs until `stop` turns true.
-pub(crate) async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let backoff = Duration::from_millis(backoff_ms(&broker) as u64);
+pub(crate) async fn run(
+    config: &ServerConfig,
+    replicas: Arc<ReplicaManager>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let backoff = Duration::from_millis(backoff_ms(config) as u64);
     loop {
         if *stop.borrow() {
             return;
         }
-        let b = broker.clone();
+        let (r, m) = (replicas.clone(), metrics.clone());
         let stop_flag = stop.clone();
-        let cleaned = tokio::task::spawn_blocking(move || clean_pass(&b, &stop_flag))
+        let cleaned = tokio::task::spawn_blocking(move || clean_pass(&r, &m, &stop_flag))
             .await
             .unwrap_or(0);
         if cleaned > 0 {
@@ -56,9 +61,9 @@ pub(crate) async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
 }
 
 /// One pass over all partitions; returns how many were compacted. Blocking.
-fn clean_pass(broker: &Broker, stop: &watch::Receiver<bool>) -> usize {
+fn clean_pass(replicas: &ReplicaManager, metrics: &Metrics, stop: &watch::Receiver<bool>) -> usize {
     let mut cleaned = 0;
-    for partition in broker.replicas.all() {
+    for partition in replicas.all() {
         if *stop.borrow() {
             break;
         }
@@ -66,7 +71,7 @@ fn clean_pass(broker: &Broker, stop: &watch::Receiver<bool>) -> usize {
             Ok(true) => cleaned += 1,
             Ok(false) => {}
             Err(e) => {
-                broker.metrics.storage_errors.add(1);
+                metrics.storage_errors.add(1);
                 tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "log compaction failed");
             }
         }

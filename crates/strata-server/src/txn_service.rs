@@ -35,9 +35,13 @@ use strata_coord::txn::{
 };
 use strata_coord::{partition_for, OFFSETS_TOPIC};
 
-use crate::broker::Broker;
+use crate::broker_client::BrokerPool;
+use crate::config::ServerConfig;
+use crate::group_service::GroupService;
 use crate::internal_topics::{self, Replayed};
-use crate::replica_manager::{now_ms, wait_all_replicated, Partition};
+use crate::metadata_changes::MetadataChanges;
+use crate::metrics::Metrics;
+use crate::replica_manager::{now_ms, wait_all_replicated, Partition, ReplicaManager};
 
 /// Longest wait for another broker to write a transaction's markers.
 const MARKER_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -46,6 +50,14 @@ const MARKER_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 const REPLICATION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct TxnService {
+    config: Arc<ServerConfig>,
+    replicas: Arc<ReplicaManager>,
+    meta: Arc<MetadataChanges>,
+    metrics: Arc<Metrics>,
+    /// Connections to the leaders of partitions markers go to.
+    peers: Arc<BrokerPool>,
+    /// Markers to `__consumer_offsets` complete the transaction's offsets there.
+    groups: Arc<GroupService>,
     coordinator: Mutex<TransactionCoordinator>,
     /// Marker work that failed and is tried again on the next tick.
     retry: Mutex<Vec<MarkerWork>>,
@@ -57,7 +69,14 @@ pub struct TxnService {
 }
 
 impl TxnService {
-    pub fn new(config: &crate::config::ServerConfig) -> Self {
+    pub fn new(
+        config: Arc<ServerConfig>,
+        replicas: Arc<ReplicaManager>,
+        meta: Arc<MetadataChanges>,
+        metrics: Arc<Metrics>,
+        peers: Arc<BrokerPool>,
+        groups: Arc<GroupService>,
+    ) -> Self {
         Self {
             coordinator: Mutex::new(TransactionCoordinator::new(TxnConfig {
                 max_timeout_ms: config.broker_value::<i64>("transaction.max.timeout.ms") as i32,
@@ -67,7 +86,22 @@ impl TxnService {
                 .broker_value::<i64>("transaction.state.log.num.partitions")
                 .max(1) as i32,
             loaded: Mutex::new(BTreeMap::new()),
+            config,
+            replicas,
+            meta,
+            metrics,
+            peers,
+            groups,
         }
+    }
+
+    /// The cluster's finalized `transaction.version`: the protocol of the coordinator's own
+    /// transaction ends (timeouts, fencing), as Kafka's
+    /// `TransactionStateManager.transactionVersionLevel`.
+    pub fn transaction_version(&self) -> i16 {
+        self.meta
+            .image()
+            .feature_level(strata_meta::features::TRANSACTION_VERSION)
     }
 
     /// The `__transaction_state` partition of a transactional id.
@@ -76,16 +110,14 @@ impl TxnService {
     }
 
     /// Creates `__transaction_state` if it does not exist yet. Blocking.
-    pub fn ensure_topic(&self, broker: &Broker) -> Result<(), ResponseError> {
+    pub fn ensure_topic(&self) -> Result<(), ResponseError> {
         internal_topics::ensure_topic(
-            broker,
+            &self.meta,
             TRANSACTION_STATE_TOPIC,
             self.partitions,
-            broker
-                .config
+            self.config
                 .broker_value("transaction.state.log.replication.factor"),
-            broker
-                .config
+            self.config
                 .broker_value("transaction.state.log.segment.bytes"),
         )
         .map_err(|e| {
@@ -96,25 +128,25 @@ impl TxnService {
 
     /// Whether this broker coordinates `transactional_id` (leads its partition, whose
     /// transactions are then loaded if they were not). Blocking.
-    pub fn coordinates(&self, broker: &Broker, transactional_id: &str) -> bool {
-        self.sync_partition(broker, self.partition_of(transactional_id))
+    pub fn coordinates(&self, transactional_id: &str) -> bool {
+        self.sync_partition(self.partition_of(transactional_id))
             .is_some()
     }
 
     /// Loads or forgets the transactions of every partition to match leadership (after each
     /// metadata image). The markers of loaded prepared transactions go out on the next tick.
     /// Blocking.
-    pub fn sync_leadership(&self, broker: &Broker) {
+    pub fn sync_leadership(&self) {
         for partition in 0..self.partitions {
-            self.sync_partition(broker, partition);
+            self.sync_partition(partition);
         }
     }
 
     /// Brings one partition's transactions in line with its leadership; returns the
     /// coordinator epoch when it is led (and loaded) here. A partition led again at a newer
     /// epoch is read again: another coordinator may have written to it meanwhile.
-    fn sync_partition(&self, broker: &Broker, partition: i32) -> Option<i32> {
-        let leading = broker
+    fn sync_partition(&self, partition: i32) -> Option<i32> {
+        let leading = self
             .replicas
             .partition(TRANSACTION_STATE_TOPIC, partition)
             .filter(|p| p.is_leader())
@@ -143,7 +175,7 @@ impl TxnService {
             );
         }
         let epoch = leading?;
-        match load_partition(broker, &mut coordinator, partition) {
+        match load_partition(&self.replicas, &mut coordinator, partition) {
             Ok(records) => {
                 tracing::info!(
                     partition,
@@ -183,18 +215,17 @@ impl TxnService {
     /// later call's records reaching the ISR implies this call's did, since they come after.
     pub fn run<T>(
         &self,
-        broker: &Broker,
         f: impl FnOnce(&mut TransactionCoordinator) -> T,
     ) -> Result<T, ResponseError> {
         let (value, appended, mut markers) = {
             let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
             let value = f(&mut coordinator);
             let (records, markers) = coordinator.take_output();
-            match self.append(broker, &records) {
+            match self.append(&records) {
                 Ok(appended) => (value, appended, markers),
                 Err(e) => {
                     self.retry_later(markers);
-                    return Err(self.failed(broker, e));
+                    return Err(self.failed(e));
                 }
             }
         };
@@ -204,7 +235,7 @@ impl TxnService {
         let replicated = wait_replicated(&appended);
         let written: Vec<MarkerWork> = markers
             .into_iter()
-            .filter_map(|work| self.write_markers_of(broker, work))
+            .filter_map(|work| self.write_markers_of(work))
             .collect();
         if !written.is_empty() {
             let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
@@ -215,16 +246,16 @@ impl TxnService {
             self.retry_later(markers);
             // Not waited for: a coordinator that loses these finds the transactions
             // prepared and writes their (idempotent) markers again.
-            if let Err(e) = self.append(broker, &records) {
-                self.failed(broker, e);
+            if let Err(e) = self.append(&records) {
+                self.failed(e);
             }
         }
-        replicated.map_err(|e| self.failed(broker, e))?;
+        replicated.map_err(|e| self.failed(e))?;
         Ok(value)
     }
 
-    fn failed(&self, broker: &Broker, e: PersistError) -> ResponseError {
-        broker.metrics.storage_errors.add(1);
+    fn failed(&self, e: PersistError) -> ResponseError {
+        self.metrics.storage_errors.add(1);
         tracing::error!(error = %e, "cannot write transaction state");
         e.response_error()
     }
@@ -241,16 +272,16 @@ impl TxnService {
     /// Writes one transaction's markers once its state partition's records are in the ISR;
     /// returns the work when done. On failure the work is retried on the next tick; when the
     /// partition moved away, the new coordinator completes it.
-    fn write_markers_of(&self, broker: &Broker, work: MarkerWork) -> Option<MarkerWork> {
+    fn write_markers_of(&self, work: MarkerWork) -> Option<MarkerWork> {
         let partition = self.partition_of(&work.transactional_id);
         let coordinator_epoch = self.loaded_epoch(partition)?;
         let written = self
-            .state_replicated(broker, partition)
-            .and_then(|()| self.write_markers(broker, &work, coordinator_epoch));
+            .state_replicated(partition)
+            .and_then(|()| self.write_markers(&work, coordinator_epoch));
         match written {
             Ok(()) => Some(work),
             Err(e) => {
-                broker.metrics.storage_errors.add(1);
+                self.metrics.storage_errors.add(1);
                 tracing::error!(transactional_id = %work.transactional_id, error = %e, "cannot write transaction markers; will retry");
                 self.retry_later(vec![work]);
                 None
@@ -261,19 +292,11 @@ impl TxnService {
     /// Appends the state records to their partitions, which must be led here at the epoch
     /// their transactions were loaded at. Returns where the high watermark of each
     /// replicated partition must reach for the records to be in its ISR.
-    fn append(
-        &self,
-        broker: &Broker,
-        records: &[TxnRecord],
-    ) -> Result<Vec<(Arc<Partition>, i64)>, PersistError> {
+    fn append(&self, records: &[TxnRecord]) -> Result<Vec<(Arc<Partition>, i64)>, PersistError> {
         let now = now_ms();
         // Kafka writes the flexible value (with protocol v2's fields) from
         // transaction.version 1 on, and the old one below, which older software reads.
-        let value_version = if broker
-            .image()
-            .feature_level(strata_meta::features::TRANSACTION_VERSION)
-            >= 1
-        {
+        let value_version = if self.transaction_version() >= 1 {
             TXN_LOG_VALUE_FLEXIBLE
         } else {
             0
@@ -289,7 +312,7 @@ impl TxnService {
         }
         let mut appended = Vec::new();
         for (partition, records) in by_partition {
-            let hosted = self.led_partition(broker, partition)?;
+            let hosted = self.led_partition(partition)?;
             let buf = internal_topics::encode_batch(records, None, now)
                 .map_err(PersistError::Unavailable)?;
             let mut log = hosted.log();
@@ -303,20 +326,15 @@ impl TxnService {
             }
         }
         if !records.is_empty() {
-            broker.replicas.notify_appended();
+            self.replicas.notify_appended();
         }
         Ok(appended)
     }
 
     /// The `__transaction_state` partition, if it is still led here at the epoch its
     /// transactions were loaded at.
-    fn led_partition(
-        &self,
-        broker: &Broker,
-        partition: i32,
-    ) -> Result<Arc<Partition>, PersistError> {
-        broker
-            .replicas
+    fn led_partition(&self, partition: i32) -> Result<Arc<Partition>, PersistError> {
+        self.replicas
             .partition(TRANSACTION_STATE_TOPIC, partition)
             .filter(|p| p.is_leader() && Some(p.leader_epoch()) == self.loaded_epoch(partition))
             .ok_or(PersistError::NotCoordinator(partition))
@@ -325,10 +343,8 @@ impl TxnService {
     /// Waits until everything in a state partition is in its in-sync replicas: the prepare
     /// record of a transaction whose markers are about to go out may have been appended by a
     /// call whose wait timed out.
-    fn state_replicated(&self, broker: &Broker, partition: i32) -> Result<(), String> {
-        let hosted = self
-            .led_partition(broker, partition)
-            .map_err(|e| e.to_string())?;
+    fn state_replicated(&self, partition: i32) -> Result<(), String> {
+        let hosted = self.led_partition(partition).map_err(|e| e.to_string())?;
         if !hosted.is_replicated_leader() {
             return Ok(());
         }
@@ -339,13 +355,8 @@ impl TxnService {
     /// directly, the others with WriteTxnMarkers to their leaders. Partitions that no longer
     /// exist (deleted topics) are skipped, as Kafka does. An error leaves the work to be
     /// retried (markers are idempotent for a partition whose transaction already ended).
-    fn write_markers(
-        &self,
-        broker: &Broker,
-        work: &MarkerWork,
-        coordinator_epoch: i32,
-    ) -> Result<(), String> {
-        let image = broker.image();
+    fn write_markers(&self, work: &MarkerWork, coordinator_epoch: i32) -> Result<(), String> {
+        let image = self.meta.image();
         let mut remote: BTreeMap<i32, Vec<(String, i32)>> = BTreeMap::new();
         for (topic, index) in &work.partitions {
             let Some(assigned) = image
@@ -355,7 +366,7 @@ impl TxnService {
                 tracing::warn!(%topic, partition = index, "transaction partition is gone; skipping its marker");
                 continue;
             };
-            if assigned.leader != broker.config.node_id {
+            if assigned.leader != self.config.node_id {
                 if assigned.leader < 0 {
                     return Err(format!("{topic}-{index} has no leader"));
                 }
@@ -365,12 +376,11 @@ impl TxnService {
                     .push((topic.clone(), *index));
                 continue;
             }
-            let partition = broker
+            let partition = self
                 .replicas
-                .leader_or_error(&broker.image(), topic, *index)
+                .leader_or_error(&self.meta.image(), topic, *index)
                 .map_err(|e| format!("{topic}-{index}: {e:?}"))?;
-            append_marker(
-                broker,
+            self.append_marker(
                 &partition,
                 work.producer_id,
                 work.producer_epoch,
@@ -379,9 +389,9 @@ impl TxnService {
             )
             .map_err(|e| format!("{topic}-{index}: {e}"))?;
         }
-        broker.replicas.notify_appended();
+        self.replicas.notify_appended();
         for (leader, partitions) in remote {
-            send_markers(broker, leader, work, coordinator_epoch, &partitions)?;
+            self.send_markers(leader, work, coordinator_epoch, &partitions)?;
         }
         tracing::info!(transactional_id = %work.transactional_id, commit = work.commit, partitions = work.partitions.len(), "transaction markers written");
         Ok(())
@@ -409,12 +419,12 @@ impl PersistError {
 /// Replays one `__transaction_state` partition into the coordinator; prepared transactions
 /// are queued for their markers again. Blocking.
 fn load_partition(
-    broker: &Broker,
+    replicas: &ReplicaManager,
     coordinator: &mut TransactionCoordinator,
     partition: i32,
 ) -> Result<usize, String> {
     let mut loaded = 0usize;
-    internal_topics::replay(broker, TRANSACTION_STATE_TOPIC, partition, |r| {
+    internal_topics::replay(replicas, TRANSACTION_STATE_TOPIC, partition, |r| {
         if let Replayed::Data { key, value, .. } = r {
             match TxnRecord::decode(&key, value.as_deref()) {
                 Ok(Some(record)) => {
@@ -438,121 +448,124 @@ fn wait_replicated(appended: &[(Arc<Partition>, i64)]) -> Result<(), PersistErro
     })
 }
 
-/// Appends one transaction marker to a partition led here, as the coordinator's
-/// WriteTxnMarkers does, and completes the transaction's offsets when the partition is an
-/// offsets-topic one. Blocking.
-pub(crate) fn append_marker(
-    broker: &Broker,
-    partition: &crate::replica_manager::Partition,
-    producer_id: i64,
-    producer_epoch: i16,
-    commit: bool,
-    coordinator_epoch: i32,
-) -> Result<(), strata_log::LogError> {
-    let now = now_ms();
-    {
-        let mut log = partition.log();
-        log.append_txn_marker(
-            producer_id,
-            producer_epoch,
-            commit,
-            coordinator_epoch,
-            partition.leader_epoch(),
-            now,
-        )?;
-        partition.after_leader_append(&mut log, now);
+/// Marker writing: to partitions led here and through other leaders.
+impl TxnService {
+    /// Appends one transaction marker to a partition led here, as the coordinator's
+    /// WriteTxnMarkers does, and completes the transaction's offsets when the partition is an
+    /// offsets-topic one. Blocking.
+    pub(crate) fn append_marker(
+        &self,
+        partition: &crate::replica_manager::Partition,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+    ) -> Result<(), strata_log::LogError> {
+        let now = now_ms();
+        {
+            let mut log = partition.log();
+            log.append_txn_marker(
+                producer_id,
+                producer_epoch,
+                commit,
+                coordinator_epoch,
+                partition.leader_epoch(),
+                now,
+            )?;
+            partition.after_leader_append(&mut log, now);
+        }
+        if partition.topic == OFFSETS_TOPIC {
+            let offsets_partitions = self.groups.partitions();
+            self.groups.run(|g| {
+                g.complete_transaction(producer_id, commit, partition.index, |group| {
+                    partition_for(group, offsets_partitions)
+                })
+            });
+        }
+        Ok(())
     }
-    if partition.topic == OFFSETS_TOPIC {
-        let offsets_partitions = broker.groups.partitions();
-        broker.groups.run(broker, |g| {
-            g.complete_transaction(producer_id, commit, partition.index, |group| {
-                partition_for(group, offsets_partitions)
-            })
-        });
-    }
-    Ok(())
-}
 
-/// WriteTxnMarkers to `leader` for `partitions` of one transaction, on the broker's pooled
-/// connections (markers are idempotent, so a resend after a failed pooled connection is
-/// safe). Blocking (waits on the runtime, at most [`MARKER_REQUEST_TIMEOUT`]).
-fn send_markers(
-    broker: &Broker,
-    leader: i32,
-    work: &MarkerWork,
-    coordinator_epoch: i32,
-    partitions: &[(String, i32)],
-) -> Result<(), String> {
-    let image = broker.image();
-    let address = image
-        .broker(leader)
-        .filter(|b| !b.fenced)
-        .map(|b| format!("{}:{}", b.host, b.port))
-        .ok_or_else(|| format!("leader {leader} is not available"))?;
-    let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-    for (topic, index) in partitions {
-        topics.entry(topic).or_default().push(*index);
-    }
-    let request =
-        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
-            .with_producer_id(ProducerId(work.producer_id))
-            .with_producer_epoch(work.producer_epoch)
-            .with_transaction_result(work.commit)
-            .with_coordinator_epoch(coordinator_epoch)
-            .with_topics(
-                topics
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        WritableTxnMarkerTopic::default()
-                            .with_name(TopicName(StrBytes::from_string(t.to_string())))
-                            .with_partition_indexes(ps)
-                    })
-                    .collect(),
-            )]);
-    let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
-    let response: WriteTxnMarkersResponse = runtime
-        .block_on(tokio::time::timeout(
-            MARKER_REQUEST_TIMEOUT,
-            broker.peers.send(
-                &broker.metrics,
-                &address,
-                ApiKey::WriteTxnMarkers,
-                1,
-                &request,
-            ),
-        ))
-        .map_err(|_| format!("WriteTxnMarkers to broker {leader} timed out"))?
-        .map_err(|e| format!("WriteTxnMarkers to broker {leader}: {e}"))?;
-    for marker in response.markers {
-        for topic in marker.topics {
-            for p in topic.partitions {
-                if p.error_code != 0 {
-                    return Err(format!(
-                        "broker {leader} refused the marker for {}-{}: error {}",
-                        topic.name.as_str(),
-                        p.partition_index,
-                        p.error_code
-                    ));
+    /// WriteTxnMarkers to `leader` for `partitions` of one transaction, on the broker's pooled
+    /// connections (markers are idempotent, so a resend after a failed pooled connection is
+    /// safe). Blocking (waits on the runtime, at most [`MARKER_REQUEST_TIMEOUT`]).
+    fn send_markers(
+        &self,
+        leader: i32,
+        work: &MarkerWork,
+        coordinator_epoch: i32,
+        partitions: &[(String, i32)],
+    ) -> Result<(), String> {
+        let image = self.meta.image();
+        let address = image
+            .broker(leader)
+            .filter(|b| !b.fenced)
+            .map(|b| format!("{}:{}", b.host, b.port))
+            .ok_or_else(|| format!("leader {leader} is not available"))?;
+        let mut topics: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for (topic, index) in partitions {
+            topics.entry(topic).or_default().push(*index);
+        }
+        let request =
+            WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                .with_producer_id(ProducerId(work.producer_id))
+                .with_producer_epoch(work.producer_epoch)
+                .with_transaction_result(work.commit)
+                .with_coordinator_epoch(coordinator_epoch)
+                .with_topics(
+                    topics
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            WritableTxnMarkerTopic::default()
+                                .with_name(TopicName(StrBytes::from_string(t.to_string())))
+                                .with_partition_indexes(ps)
+                        })
+                        .collect(),
+                )]);
+        let runtime = tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?;
+        let response: WriteTxnMarkersResponse = runtime
+            .block_on(tokio::time::timeout(
+                MARKER_REQUEST_TIMEOUT,
+                self.peers.send(
+                    &self.metrics,
+                    &address,
+                    ApiKey::WriteTxnMarkers,
+                    1,
+                    &request,
+                ),
+            ))
+            .map_err(|_| format!("WriteTxnMarkers to broker {leader} timed out"))?
+            .map_err(|e| format!("WriteTxnMarkers to broker {leader}: {e}"))?;
+        for marker in response.markers {
+            for topic in marker.topics {
+                for p in topic.partitions {
+                    if p.error_code != 0 {
+                        return Err(format!(
+                            "broker {leader} refused the marker for {}-{}: error {}",
+                            topic.name.as_str(),
+                            p.partition_index,
+                            p.error_code
+                        ));
+                    }
                 }
             }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Spawned once: follows leadership, aborts timed-out transactions and writes pending
 /// markers (those of loaded prepared transactions, and failed ones again).
-pub async fn tick_loop(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
+pub async fn tick_loop(txns: Arc<TxnService>, stop: tokio::sync::watch::Receiver<bool>) {
     let mut ticker = crate::task::Ticker::new(std::time::Duration::from_millis(100), stop);
     loop {
         if !ticker.tick().await {
             return;
         }
-        let b = broker.clone();
+        let t = txns.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            b.txns.sync_leadership(&b);
-            let transaction_version = crate::handlers::txn::transaction_version(&b);
-            b.txns.run(&b, |c| c.tick(now_ms(), transaction_version))
+            t.sync_leadership();
+            let transaction_version = t.transaction_version();
+            t.run(|c| c.tick(now_ms(), transaction_version))
         })
         .await;
     }

@@ -210,11 +210,11 @@ fn ask_local(
     write: &TxnWrite<'_>,
     op: TxnOperation,
 ) -> Result<Vec<i16>, ResponseError> {
-    if !broker.txns.coordinates(broker, write.transactional_id) {
+    if !broker.txns.coordinates(write.transactional_id) {
         return Err(ResponseError::NotCoordinator);
     }
     let n = write.partitions.len();
-    let answer = broker.txns.run(broker, |c| {
+    let answer = broker.txns.run(|c| {
         if op.supports_epoch_bump() {
             c.add_partitions(
                 write.transactional_id,

@@ -246,7 +246,8 @@ async fn alter(
             .map(|plan| {
                 let (resource, ops) = plan.as_ref().map_err(Clone::clone)?;
                 let new_records = broker
-                    .controller
+                    .meta
+                    .controller()
                     .alter_configs(&working, resource, ops, replace_all)
                     .map_err(|e: ControllerError| {
                         let (error, message) = controller_error(&e);

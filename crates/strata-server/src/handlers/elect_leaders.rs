@@ -39,7 +39,8 @@ pub async fn handle(
         broker.commit(|image| {
             let (results, records) =
                 broker
-                    .controller
+                    .meta
+                    .controller()
                     .elect_leaders(image, election, targets.as_deref());
             (records, results)
         })

@@ -55,7 +55,7 @@ const NO_METADATA: &str = "";
 
 /// Makes sure the offsets topic exists, so the coordinator can persist. Blocking.
 fn coordinator_ready(broker: &Broker) -> Result<(), ResponseError> {
-    broker.groups.ensure_offsets_topic(broker).map_err(|e| {
+    broker.groups.ensure_offsets_topic().map_err(|e| {
         tracing::error!(error = %e, "group coordinator unavailable");
         ResponseError::CoordinatorNotAvailable
     })
@@ -64,7 +64,7 @@ fn coordinator_ready(broker: &Broker) -> Result<(), ResponseError> {
 /// NOT_COORDINATOR unless this broker leads `group`'s offsets partition (then its groups are
 /// loaded). Blocking.
 fn coordinator_of(broker: &Broker, group: &str) -> Result<(), ResponseError> {
-    if broker.groups.coordinates(broker, group) {
+    if broker.groups.coordinates(group) {
         Ok(())
     } else {
         Err(ResponseError::NotCoordinator)
@@ -89,7 +89,7 @@ pub async fn handle_find_coordinator(
     let b = broker.clone();
     let ready = tokio::task::block_in_place(|| match key_type {
         KEY_TYPE_GROUP => coordinator_ready(&b),
-        KEY_TYPE_TRANSACTION => b.txns.ensure_topic(&b),
+        KEY_TYPE_TRANSACTION => b.txns.ensure_topic(),
         _ => Err(ResponseError::InvalidRequest),
     });
     let image = broker.image();
@@ -179,7 +179,7 @@ pub async fn handle_join(
     let client_host = format!("/{}", peer.ip());
     let topics = crate::group_service::topic_views(&broker.image());
     tokio::task::block_in_place(|| {
-        broker.groups.run(broker, |c| {
+        broker.groups.run(|c| {
             c.join(
                 id,
                 version,
@@ -210,7 +210,7 @@ pub async fn handle_sync(
     tokio::task::block_in_place(|| {
         broker
             .groups
-            .run(broker, |c| c.sync(id, version, &request, &topics, now_ms()))
+            .run(|c| c.sync(id, version, &request, &topics, now_ms()))
     });
     match answer.await {
         Ok(PendingReply::Sync(_, response)) => response,
@@ -224,7 +224,7 @@ pub fn handle_heartbeat(broker: &Arc<Broker>, request: &HeartbeatRequest) -> Hea
         return HeartbeatResponse::default().with_error_code(code(e));
     }
     let error = tokio::task::block_in_place(|| {
-        broker.groups.run(broker, |c| {
+        broker.groups.run(|c| {
             c.heartbeat(
                 &request.group_id,
                 &request.member_id,
@@ -259,9 +259,9 @@ pub fn handle_leave(
     let topics = crate::group_service::topic_views(&broker.image());
     let result = tokio::task::block_in_place(|| {
         coordinator_of(broker, &request.group_id).map_err(code)?;
-        broker.groups.run(broker, |c| {
-            c.leave(&request.group_id, &members, &topics, now_ms())
-        })
+        broker
+            .groups
+            .run(|c| c.leave(&request.group_id, &members, &topics, now_ms()))
     });
     match result {
         Err(error) => LeaveGroupResponse::default().with_error_code(error),
@@ -358,7 +358,7 @@ pub(super) fn commit_durably(
     let count = to_commit.len();
     let ready = || coordinator_ready(broker).and_then(|()| coordinator_of(broker, group));
     let errors = tokio::task::block_in_place(|| match ready() {
-        Ok(()) => match broker.groups.run_durable(broker, |c| commit(c, &to_commit)) {
+        Ok(()) => match broker.groups.run_durable(|c| commit(c, &to_commit)) {
             (errors, Ok(())) => errors,
             (_, Err(_)) => vec![code(ResponseError::NotCoordinator); count],
         },
@@ -434,7 +434,7 @@ fn fetch_group(
                 })
                 .collect();
         }
-        broker.groups.run(broker, |c| {
+        broker.groups.run(|c| {
             c.fetch_offsets(group, topics.as_deref())
                 .into_iter()
                 .map(|(t, parts)| {
@@ -530,11 +530,8 @@ pub fn handle_list_groups(broker: &Arc<Broker>, request: &ListGroupsRequest) -> 
         .map(|s| s.to_string())
         .collect();
     let types: Vec<String> = request.types_filter.iter().map(|t| t.to_string()).collect();
-    let groups = tokio::task::block_in_place(|| {
-        broker
-            .groups
-            .run(broker, |c| c.list_groups(&states, &types))
-    });
+    let groups =
+        tokio::task::block_in_place(|| broker.groups.run(|c| c.list_groups(&states, &types)));
     ListGroupsResponse::default().with_groups(
         groups
             .into_iter()
@@ -555,9 +552,9 @@ pub fn handle_describe_groups(
     version: i16,
 ) -> DescribeGroupsResponse {
     let described: Vec<_> = tokio::task::block_in_place(|| {
-        broker.groups.run(broker, |c| {
-            request.groups.iter().map(|g| c.describe_group(g)).collect()
-        })
+        broker
+            .groups
+            .run(|c| request.groups.iter().map(|g| c.describe_group(g)).collect())
     });
     DescribeGroupsResponse::default().with_groups(
         request
@@ -603,7 +600,7 @@ pub fn handle_delete_groups(
     request: &DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
     let errors: Vec<i16> = tokio::task::block_in_place(|| {
-        broker.groups.run(broker, |c| {
+        broker.groups.run(|c| {
             request
                 .groups_names
                 .iter()
@@ -653,9 +650,9 @@ pub fn handle_offset_delete(
         })
         .collect();
     let result = tokio::task::block_in_place(|| {
-        broker.groups.run(broker, |c| {
-            c.delete_offsets(&request.group_id, &partitions, subscribed)
-        })
+        broker
+            .groups
+            .run(|c| c.delete_offsets(&request.group_id, &partitions, subscribed))
     });
     match result {
         Err(error) => OffsetDeleteResponse::default().with_error_code(error),
@@ -761,9 +758,9 @@ pub fn handle_consumer_group_heartbeat(
     let ready =
         || coordinator_ready(broker).and_then(|()| coordinator_of(broker, &request.group_id));
     let result = tokio::task::block_in_place(|| match ready() {
-        Ok(()) => broker.groups.run(broker, |c| {
-            c.consumer_heartbeat(heartbeat, &topics, now_ms())
-        }),
+        Ok(()) => broker
+            .groups
+            .run(|c| c.consumer_heartbeat(heartbeat, &topics, now_ms())),
         Err(error) => Err(HeartbeatError {
             error,
             message: format!("{error:?}: this broker cannot coordinate the group now."),
@@ -807,7 +804,7 @@ pub fn handle_consumer_group_describe(
         )
     };
     let groups = tokio::task::block_in_place(|| {
-        broker.groups.run(broker, |c| {
+        broker.groups.run(|c| {
             request
                 .group_ids
                 .iter()

@@ -59,7 +59,7 @@ pub async fn handle_alter(
     let outcome = tokio::task::block_in_place(|| {
         broker.commit(|image| {
             let unclean = broker.config.unclean_leader_election(image);
-            let (outcomes, records) = broker.controller.alter_partition_reassignments(
+            let (outcomes, records) = broker.meta.controller().alter_partition_reassignments(
                 image,
                 &targets,
                 allow_rf_change,
@@ -149,7 +149,8 @@ pub fn handle_list(
     });
     let image = broker.image();
     let listed = broker
-        .controller
+        .meta
+        .controller()
         .list_partition_reassignments(&image, named.as_deref());
     let ids = |ids: Vec<i32>| ids.into_iter().map(BrokerId).collect();
     let topics = listed

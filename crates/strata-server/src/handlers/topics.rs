@@ -50,7 +50,11 @@ fn plan_topics(
     let mut results = Vec::with_capacity(specs.len());
     for spec in specs {
         let spec = &with_tier_default(broker, &working, spec);
-        match broker.controller.create_topic(&working, spec, defaults) {
+        match broker
+            .meta
+            .controller()
+            .create_topic(&working, spec, defaults)
+        {
             Ok((created, new_records)) => {
                 working = working.apply(&new_records);
                 records.extend(new_records);
@@ -320,7 +324,7 @@ pub async fn handle_delete(
                         .topic_by_id(&topic_id)
                         .map(|t| t.name.clone())
                         .unwrap_or_default();
-                    let new_records = broker.controller.delete_topic(&working, topic_id)?;
+                    let new_records = broker.meta.controller().delete_topic(&working, topic_id)?;
                     working = working.apply(&new_records);
                     records.extend(new_records);
                     Ok((name, topic_id))
@@ -387,7 +391,7 @@ pub async fn handle_create_partitions(
                     .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
                     .collect()
             });
-            match broker.controller.create_partitions(
+            match broker.meta.controller().create_partitions(
                 &working,
                 &t.name,
                 t.count,

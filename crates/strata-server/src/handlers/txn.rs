@@ -55,14 +55,6 @@ fn fenced_for(
     }
 }
 
-/// The cluster's finalized `transaction.version`: the protocol of the coordinator's own
-/// transaction ends (timeouts, fencing), as Kafka's `TransactionStateManager.transactionVersionLevel`.
-pub(crate) fn transaction_version(broker: &Broker) -> i16 {
-    broker
-        .image()
-        .feature_level(strata_meta::features::TRANSACTION_VERSION)
-}
-
 /// Runs a transaction-coordinator call in a blocking context, with the topic in place.
 /// With a transactional id, only if this broker coordinates it (NOT_COORDINATOR otherwise);
 /// without, on the transactions coordinated here.
@@ -72,15 +64,13 @@ fn run_txn<T>(
     f: impl FnOnce(&mut strata_coord::txn::TransactionCoordinator) -> Result<T, ResponseError>,
 ) -> Result<T, ResponseError> {
     tokio::task::block_in_place(|| {
-        broker.txns.ensure_topic(broker)?;
+        broker.txns.ensure_topic()?;
         match transactional_id {
-            Some(id) if !broker.txns.coordinates(broker, id) => {
-                return Err(ResponseError::NotCoordinator)
-            }
+            Some(id) if !broker.txns.coordinates(id) => return Err(ResponseError::NotCoordinator),
             Some(_) => {}
-            None => broker.txns.sync_leadership(broker),
+            None => broker.txns.sync_leadership(),
         }
-        broker.txns.run(broker, f)?
+        broker.txns.run(f)?
     })
 }
 
@@ -101,7 +91,7 @@ pub fn handle_init_producer_id(
             &transactional_id,
             request.transaction_timeout_ms,
             expected,
-            transaction_version(broker),
+            broker.txns.transaction_version(),
             now_ms(),
             || {
                 broker.next_producer_id().map_err(|e| {
@@ -259,7 +249,7 @@ pub fn handle_add_offsets(
     request: &AddOffsetsToTxnRequest,
     version: i16,
 ) -> AddOffsetsToTxnResponse {
-    let result = tokio::task::block_in_place(|| broker.groups.ensure_offsets_topic(broker))
+    let result = tokio::task::block_in_place(|| broker.groups.ensure_offsets_topic())
         .map_err(|_| ResponseError::CoordinatorNotAvailable)
         .and_then(|()| {
             let partition = broker.groups.partition_of(&request.group_id);
@@ -336,8 +326,7 @@ pub fn handle_write_txn_markers(
                                     t.name.as_str(),
                                     index,
                                 ) {
-                                    Ok(partition) => match crate::txn_service::append_marker(
-                                        broker,
+                                    Ok(partition) => match broker.txns.append_marker(
                                         &partition,
                                         m.producer_id.0,
                                         m.producer_epoch,
@@ -402,7 +391,7 @@ pub fn handle_txn_offset_commit(
         tokio::task::block_in_place(|| {
             broker
                 .groups
-                .ensure_offsets_topic(broker)
+                .ensure_offsets_topic()
                 .map_err(|_| code(ResponseError::CoordinatorNotAvailable))
                 .map(|()| {
                     let partition = broker.groups.partition_of(&request.group_id);
@@ -457,11 +446,11 @@ pub fn handle_describe(
 ) -> DescribeTransactionsResponse {
     // Which of the ids this broker coordinates (NOT_COORDINATOR for the others).
     let here: Vec<bool> = tokio::task::block_in_place(|| {
-        let topic = broker.txns.ensure_topic(broker);
+        let topic = broker.txns.ensure_topic();
         request
             .transactional_ids
             .iter()
-            .map(|id| topic.is_ok() && broker.txns.coordinates(broker, id))
+            .map(|id| topic.is_ok() && broker.txns.coordinates(id))
             .collect()
     });
     let states = run_txn(broker, None, |c| {
