@@ -8,7 +8,7 @@
 //! skips recovery.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -81,9 +81,8 @@ pub struct Broker {
     pub txns: Arc<TxnService>,
     producer_ids: Mutex<ProducerIdBlock>,
     serving: AtomicBool,
-    /// The epoch the controller gave this process's registration (-1 before it registered):
-    /// sent with AlterPartition, so that a stale process cannot change ISRs.
-    broker_epoch: AtomicI64,
+    /// ISR changes to the controller (AlterPartition), with this process's broker epoch.
+    pub isr: Arc<crate::replication::AlterPartitionManager>,
     /// Fetchers that copy the partitions this broker follows from their leaders.
     pub fetchers: crate::replica_fetcher::ReplicaFetchers,
     /// `replica.selector.class` is Kafka's rack-aware selector (KIP-392): a static setting,
@@ -156,7 +155,9 @@ impl Broker {
         let remote = Arc::new(RemoteLogManager::open(
             &config,
             &cluster_id,
-            metrics.tier_reads.clone(),
+            replicas.clone(),
+            store.clone(),
+            metrics.clone(),
         )?);
         let fetch_sessions = FetchSessionCache::new(
             fetch_session_config(&config),
@@ -168,6 +169,11 @@ impl Broker {
             replicas.clone(),
             meta.clone(),
             metrics.clone(),
+        ));
+        let isr = Arc::new(crate::replication::AlterPartitionManager::new(
+            store.quorum().cloned(),
+            replicas.clone(),
+            config.node_id,
         ));
         let broker = Arc::new(Broker {
             meta: meta.clone(),
@@ -183,18 +189,26 @@ impl Broker {
             )),
             rack_aware_reads: config.broker_value::<String>("replica.selector.class")
                 == strata_meta::config::RACK_AWARE_REPLICA_SELECTOR,
-            config,
+            config: config.clone(),
             cluster_id,
-            store,
-            replicas,
-            remote,
-            metrics,
+            store: store.clone(),
+            replicas: replicas.clone(),
+            remote: remote.clone(),
+            metrics: metrics.clone(),
             producer_ids: Mutex::new(ProducerIdBlock::default()),
             serving: AtomicBool::new(true),
-            broker_epoch: AtomicI64::new(-1),
-            fetchers: crate::replica_fetcher::ReplicaFetchers::default(),
+            isr,
+            fetchers: crate::replica_fetcher::ReplicaFetchers::new(
+                crate::replica_fetcher::FetcherParts {
+                    config: config.clone(),
+                    metadata: store.clone(),
+                    replicas: replicas.clone(),
+                    remote: remote.clone(),
+                    metrics: metrics.clone(),
+                },
+            ),
             fetch_sessions: Mutex::new(fetch_sessions),
-            peers,
+            peers: peers.clone(),
         });
         let started = std::time::Instant::now();
         let failures = broker
@@ -205,11 +219,7 @@ impl Broker {
             crate::cluster::register_single_node(&broker)?;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.block_on(
-                broker
-                    .remote
-                    .load_empty_partitions(&broker, TIER_STARTUP_WAIT),
-            );
+            runtime.block_on(broker.remote.load_empty_partitions(TIER_STARTUP_WAIT));
         }
         tracing::info!(
             partitions = broker.replicas.all().len(),
@@ -224,19 +234,11 @@ impl Broker {
         Ok(broker)
     }
 
-    pub fn broker_epoch(&self) -> i64 {
-        self.broker_epoch.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn set_broker_epoch(&self, epoch: i64) {
-        self.broker_epoch.store(epoch, Ordering::Release);
-    }
-
     /// Brings the hosted logs, their leadership and the follower fetchers in line with
     /// `image`. Blocking.
     pub fn reconcile(self: &Arc<Self>, image: &MetadataImage) {
         self.replicas.reconcile(image, &self.config);
-        self.fetchers.update(self, image);
+        self.fetchers.update(image);
         self.groups.sync_leadership();
         self.txns.sync_leadership();
     }
@@ -324,7 +326,10 @@ impl Broker {
                 async move { crate::log_cleaner::run(&config, replicas, metrics, stop).await },
             );
         }
-        tasks.spawn(crate::remote_log::run(self.clone(), stop_rx.clone()));
+        {
+            let (rlm, config, stop) = (self.remote.clone(), self.config.clone(), stop_rx.clone());
+            tasks.spawn(async move { crate::remote_log::run(rlm, &config, stop).await });
+        }
         tasks.spawn(crate::txn_service::tick_loop(
             self.txns.clone(),
             stop_rx.clone(),
@@ -343,8 +348,8 @@ impl Broker {
                 stop_rx.clone(),
             ));
             tasks.spawn(follow_images(self.clone(), quorum.clone(), stop_rx.clone()));
-            tasks.spawn(crate::replication::run_isr_checks(
-                self.clone(),
+            tasks.spawn(self.isr.clone().run_isr_checks(
+                self.config.broker_value("replica.lag.time.max.ms"),
                 stop_rx.clone(),
             ));
         }

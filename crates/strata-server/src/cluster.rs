@@ -541,7 +541,7 @@ pub async fn run_broker_lifecycle(
                         "registered with the controller"
                     );
                     epoch = Some(r.broker_epoch);
-                    broker.set_broker_epoch(r.broker_epoch);
+                    broker.isr.set_broker_epoch(r.broker_epoch);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot register with the controller; retrying")

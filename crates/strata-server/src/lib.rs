@@ -25,7 +25,6 @@ pub mod replica_manager;
 pub mod replication;
 mod task;
 pub mod txn_service;
-mod txn_verification;
 
 pub use broker::{Broker, StartError};
 pub use config::ServerConfig;

@@ -41,9 +41,11 @@ use strata_tier::{
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::broker::Broker;
 use crate::config::ServerConfig;
+use crate::metadata_source::MetadataSource;
+use crate::metrics::Metrics;
 use crate::metrics::TierReadMetrics;
+use crate::replica_manager::ReplicaManager;
 use crate::replica_manager::{now_ms, Partition};
 use crate::task::blocking;
 
@@ -121,6 +123,10 @@ pub enum TierLookupError {
 }
 
 pub struct RemoteLogManager {
+    replicas: Arc<ReplicaManager>,
+    /// The image: which topics exist (and were deleted), who leads.
+    metadata: Arc<MetadataSource>,
+    metrics: Arc<Metrics>,
     store: TierStore,
     cache: Arc<RemoteReadCache>,
     partitions: Mutex<HashMap<(Uuid, i32), Arc<RemoteLogPartition>>>,
@@ -151,8 +157,11 @@ impl RemoteLogManager {
     pub fn open(
         config: &ServerConfig,
         cluster_id: &str,
-        read_metrics: Arc<TierReadMetrics>,
+        replicas: Arc<ReplicaManager>,
+        metadata: Arc<MetadataSource>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, TierError> {
+        let read_metrics = metrics.tier_reads.clone();
         let url = match &config.object_store {
             Some(url) => url.clone(),
             None => {
@@ -169,6 +178,9 @@ impl RemoteLogManager {
             .max(1);
         tracing::info!(url = %store.url(), cache_bytes, "tiered storage");
         Ok(Self {
+            replicas,
+            metadata,
+            metrics,
             store,
             cache: RemoteReadCache::new(cache_bytes.max(0) as usize, chunk_bytes as usize),
             partitions: Mutex::new(HashMap::new()),
@@ -405,8 +417,8 @@ impl RemoteLogManager {
     /// whose local log is empty, so that one whose local data was lost starts after the tier
     /// before a producer can write over offsets the tier holds. Waits at most `limit`; a
     /// store that does not answer by then is tried again by the passes.
-    pub async fn load_empty_partitions(&self, broker: &Broker, limit: Duration) {
-        let empty: Vec<Arc<Partition>> = broker
+    pub async fn load_empty_partitions(&self, limit: Duration) {
+        let empty: Vec<Arc<Partition>> = self
             .replicas
             .all()
             .into_iter()
@@ -438,20 +450,17 @@ impl RemoteLogManager {
 
     /// One pass over every tiered partition, and the sweep of deleted topics when due.
     /// Returns whether a partition has more segments to upload than one pass takes.
-    async fn pass(self: &Arc<Self>, broker: &Arc<Broker>, concurrency: usize) -> bool {
+    async fn pass(self: &Arc<Self>, concurrency: usize) -> bool {
         // Only a partition's leader uploads and applies tier retention; a manifest loaded while
         // leading is dropped when leadership moves, since the next leader writes it.
-        let (partitions, followed): (Vec<_>, Vec<_>) = broker
-            .replicas
-            .all()
-            .into_iter()
-            .partition(|p| p.is_leader());
+        let (partitions, followed): (Vec<_>, Vec<_>) =
+            self.replicas.all().into_iter().partition(|p| p.is_leader());
         if self
             .passes
             .fetch_add(1, Ordering::Relaxed)
             .is_multiple_of(FOLLOWER_PASS_EVERY)
         {
-            self.follow_tier(broker, followed).await;
+            self.follow_tier(followed).await;
         }
         let hosted: HashSet<(Uuid, i32)> =
             partitions.iter().map(|p| (p.topic_id, p.index)).collect();
@@ -472,12 +481,12 @@ impl RemoteLogManager {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
-            let (rlm, broker) = (self.clone(), broker.clone());
+            let rlm = self.clone();
             tasks.spawn(async move {
-                let result = rlm.sync_partition(&broker, &partition, &state).await;
+                let result = rlm.sync_partition(&partition, &state).await;
                 match &result {
                     Err(e) => {
-                        broker.metrics.tier_upload_errors.add(1);
+                        rlm.metrics.tier_upload_errors.add(1);
                         state.orphans_possible.store(true, Ordering::Relaxed);
                         tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "tiered storage pass failed; retrying with backoff");
                     }
@@ -495,8 +504,8 @@ impl RemoteLogManager {
         while let Some(done) = tasks.join_next().await {
             more |= done.unwrap_or(false);
         }
-        if let Err(e) = self.sweep_deleted_topics(broker).await {
-            broker.metrics.tier_upload_errors.add(1);
+        if let Err(e) = self.sweep_deleted_topics().await {
+            self.metrics.tier_upload_errors.add(1);
             tracing::warn!(error = %e, "cannot delete tier data of deleted topics; will retry");
         }
         more
@@ -504,7 +513,7 @@ impl RemoteLogManager {
 
     /// The followers' side of the tier (module docs): for each tiered partition followed
     /// here, reads the leader's manifest and lets local retention and the log start follow it.
-    async fn follow_tier(&self, broker: &Broker, followed: Vec<Arc<Partition>>) {
+    async fn follow_tier(&self, followed: Vec<Arc<Partition>>) {
         for partition in followed {
             if !partition.log().config().remote_storage_enable {
                 continue;
@@ -526,7 +535,7 @@ impl RemoteLogManager {
             })
             .await;
             if let Err(e) = followed {
-                broker.metrics.storage_errors.add(1);
+                self.metrics.storage_errors.add(1);
                 tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "follower cannot apply the tier's retention");
             }
         }
@@ -613,7 +622,6 @@ impl RemoteLogManager {
     /// whether segments are left to upload after [`UPLOADS_PER_PASS`].
     async fn sync_partition(
         &self,
-        broker: &Broker,
         partition: &Arc<Partition>,
         state: &RemoteLogPartition,
     ) -> Result<bool, TierError> {
@@ -671,7 +679,7 @@ impl RemoteLogManager {
             // Readers get the new manifest before the objects go.
             state.publish(manifest);
             state.remote.delete_segments(&gone).await?;
-            broker.metrics.tier_segments_deleted.add(gone.len() as u64);
+            self.metrics.tier_segments_deleted.add(gone.len() as u64);
         }
 
         for _ in 0..UPLOADS_PER_PASS {
@@ -687,8 +695,8 @@ impl RemoteLogManager {
                 .remote
                 .upload_segment(manifest, upload_of(segment))
                 .await?;
-            broker.metrics.tier_segments_uploaded.add(1);
-            broker.metrics.tier_bytes_uploaded.add(uploaded.size_bytes);
+            self.metrics.tier_segments_uploaded.add(1);
+            self.metrics.tier_bytes_uploaded.add(uploaded.size_bytes);
             state.publish(manifest);
             tracing::debug!(topic = %partition.topic, partition = partition.index, base = uploaded.base_offset, end, size, "segment uploaded to the tier");
             let p = partition.clone();
@@ -711,8 +719,8 @@ impl RemoteLogManager {
     /// Deletes the tier directories of deleted topics, when topics were deleted since the last
     /// complete sweep (and once after start-up). Only ids the image records as deleted go: a
     /// directory of an id the image never knew (a lost or foreign metadata log) is kept.
-    async fn sweep_deleted_topics(&self, broker: &Broker) -> Result<(), TierError> {
-        let deletions = broker.image().deleted_topic_count();
+    async fn sweep_deleted_topics(&self) -> Result<(), TierError> {
+        let deletions = self.metadata.image().deleted_topic_count();
         if *self
             .swept_deletions
             .lock()
@@ -721,7 +729,7 @@ impl RemoteLogManager {
         {
             return Ok(());
         }
-        let image = broker.image();
+        let image = self.metadata.image();
         for (topic, topic_id) in self.store.list_topic_dirs().await? {
             let Ok(id) = Uuid::parse_str(&topic_id) else {
                 continue;
@@ -905,13 +913,13 @@ fn retention_target(
 }
 
 /// Runs passes until `stop` turns true.
-pub(crate) async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
-    let interval: i64 = broker
-        .config
-        .broker_value("remote.log.manager.task.interval.ms");
-    let concurrency: i32 = broker
-        .config
-        .broker_value("remote.log.manager.thread.pool.size");
+pub(crate) async fn run(
+    rlm: Arc<RemoteLogManager>,
+    config: &ServerConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let interval: i64 = config.broker_value("remote.log.manager.task.interval.ms");
+    let concurrency: i32 = config.broker_value("remote.log.manager.thread.pool.size");
     let mut ticker = tokio::time::interval(Duration::from_millis(interval.max(10) as u64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut more = false;
@@ -923,64 +931,13 @@ pub(crate) async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 _ = crate::task::stopped(&mut stop) => return,
             }
         }
-        let (rlm, b) = (broker.remote.clone(), broker.clone());
-        let pass = async move { rlm.pass(&b, concurrency.max(1) as usize).await };
+        let rlm = rlm.clone();
+        let pass = async move { rlm.pass(concurrency.max(1) as usize).await };
         tokio::select! {
             again = pass => more = again,
             // An upload in flight is abandoned at shutdown: its objects are orphans that the
             // next start deletes, and the manifest never named them.
             _ = crate::task::stopped(&mut stop) => return,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use strata_tier::RemoteSegment;
-
-    fn manifest(segments: &[(i64, i64, i64, u64)]) -> RemoteManifest {
-        let mut m = RemoteManifest::new();
-        for (base, end, ts, size) in segments {
-            m.segments.push(RemoteSegment {
-                id: format!("s{base}"),
-                base_offset: *base,
-                end_offset: *end,
-                max_timestamp_ms: *ts,
-                max_timestamp_offset: *base,
-                compacted: false,
-                size_bytes: *size,
-                crc32c: 0,
-                leader_epochs: vec![],
-                files: vec![],
-            });
-        }
-        m
-    }
-
-    #[test]
-    fn retention_over_the_tier() {
-        let m = manifest(&[(0, 9, 100, 10), (10, 19, 200, 10), (20, 29, 300, 10)]);
-        // Nothing configured, or nothing old enough.
-        assert_eq!(retention_target(&m, 0, -1, -1, 5, 1000), None);
-        assert_eq!(retention_target(&m, 0, 1000, -1, 5, 1000), None);
-        // By time: segments whose max timestamp is older than now - retention.
-        assert_eq!(retention_target(&m, 0, 850, -1, 5, 1000), Some(10));
-        assert_eq!(retention_target(&m, 0, 750, -1, 5, 1000), Some(20));
-        // Everything in the tier expired: the log starts after it.
-        assert_eq!(retention_target(&m, 0, 10, -1, 5, 1000), Some(30));
-        // By size: 30 in the tier + 5 local = 35. As Kafka does, a segment goes only if the
-        // log stays at or above retention.bytes without it.
-        assert_eq!(retention_target(&m, 0, -1, 15, 5, 1000), Some(20));
-        assert_eq!(retention_target(&m, 0, -1, 20, 5, 1000), Some(10));
-        assert_eq!(retention_target(&m, 0, -1, 25, 5, 1000), Some(10));
-        assert_eq!(retention_target(&m, 0, -1, 35, 5, 1000), None);
-        // Segments below the log start no longer count.
-        assert_eq!(retention_target(&m, 10, -1, 15, 5, 1000), Some(20));
-        assert_eq!(retention_target(&m, 10, -1, 16, 5, 1000), None);
-        // A segment without timestamps does not expire by time (nor do those after it).
-        let untimed = manifest(&[(0, 9, -1, 10), (10, 19, 200, 10)]);
-        assert_eq!(retention_target(&untimed, 0, 10, -1, 5, 1000), None);
-        assert_eq!(retention_target(&m, 10, 850, -1, 5, 1000), None);
     }
 }

@@ -41,8 +41,12 @@ use strata_partition::{truncation_for, EpochEndOffset, Truncation};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::broker::Broker;
 use crate::broker_client::BrokerConnection;
+use crate::config::ServerConfig;
+use crate::metadata_source::MetadataSource;
+use crate::metrics::Metrics;
+use crate::remote_log::RemoteLogManager;
+use crate::replica_manager::ReplicaManager;
 use crate::replica_manager::{now_ms, Partition, TopicPartition};
 
 /// Fetch v12 is the first with `last_fetched_epoch` and diverging epochs, and still names
@@ -69,24 +73,42 @@ struct Fetcher {
     task: JoinHandle<()>,
 }
 
+/// What the fetchers use: where leaders are, the logs they copy into, the tier a follower may
+/// have to start after.
+pub struct FetcherParts {
+    pub config: Arc<ServerConfig>,
+    pub metadata: Arc<MetadataSource>,
+    pub replicas: Arc<ReplicaManager>,
+    pub remote: Arc<RemoteLogManager>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// The running fetchers, by leader broker id.
-#[derive(Default)]
 pub struct ReplicaFetchers {
+    parts: Arc<FetcherParts>,
     fetchers: Mutex<HashMap<i32, Fetcher>>,
 }
 
 impl ReplicaFetchers {
+    pub fn new(parts: FetcherParts) -> Self {
+        ReplicaFetchers {
+            parts: Arc::new(parts),
+            fetchers: Mutex::new(HashMap::new()),
+        }
+    }
+
     /// Starts, re-targets and stops fetchers to match `image`. Must run inside the runtime
     /// (a blocking thread of it is fine).
-    pub fn update(&self, broker: &Arc<Broker>, image: &MetadataImage) {
-        let me = broker.config.node_id;
+    pub fn update(&self, image: &MetadataImage) {
+        let me = self.parts.config.node_id;
         let mut wanted: HashMap<i32, BTreeMap<TopicPartition, Followed>> = HashMap::new();
         for topic in image.topics() {
             for p in &topic.partitions {
                 if p.leader == me || p.leader < 0 || !p.replicas.contains(&me) {
                     continue;
                 }
-                let Some(partition) = broker.replicas.partition(&topic.name, p.partition) else {
+                let Some(partition) = self.parts.replicas.partition(&topic.name, p.partition)
+                else {
                     continue; // offline here: nothing to copy into
                 };
                 wanted.entry(p.leader).or_default().insert(
@@ -114,7 +136,7 @@ impl ReplicaFetchers {
                 let shared = Arc::new(Mutex::new(BTreeMap::new()));
                 let changed = Arc::new(Notify::new());
                 let task = runtime.spawn(run_fetcher(
-                    broker.clone(),
+                    self.parts.clone(),
                     leader,
                     shared.clone(),
                     changed.clone(),
@@ -157,13 +179,13 @@ struct FetchPosition {
 }
 
 async fn run_fetcher(
-    broker: Arc<Broker>,
+    parts: Arc<FetcherParts>,
     leader: i32,
     partitions: Arc<Mutex<BTreeMap<TopicPartition, Followed>>>,
     changed: Arc<Notify>,
 ) {
-    let wait_ms: i32 = broker.config.broker_value("replica.fetch.wait.max.ms");
-    let partition_max_bytes: i32 = broker.config.broker_value("replica.fetch.max.bytes");
+    let wait_ms: i32 = parts.config.broker_value("replica.fetch.wait.max.ms");
+    let partition_max_bytes: i32 = parts.config.broker_value("replica.fetch.max.bytes");
     let mut connection: Option<BrokerConnection> = None;
     let mut session = FollowerSession::default();
     loop {
@@ -173,7 +195,7 @@ async fn run_fetcher(
             continue;
         }
         if connection.is_none() {
-            let image = broker.image();
+            let image = parts.metadata.image();
             let address = image
                 .broker(leader)
                 .map(|b| format!("{}:{}", b.host, b.port));
@@ -209,7 +231,7 @@ async fn run_fetcher(
         };
         let (to_send, forgotten) = session.next_request(&positions);
         let request = fetch_request(
-            broker.config.node_id,
+            parts.config.node_id,
             wait_ms,
             partition_max_bytes,
             &to_send,
@@ -235,14 +257,14 @@ async fn run_fetcher(
             }
         };
         session.on_response(&response);
-        let b = broker.clone();
+        let p = parts.clone();
         let applied =
-            match tokio::task::spawn_blocking(move || apply(&b, &followed, response)).await {
+            match tokio::task::spawn_blocking(move || apply(&p, &followed, response)).await {
                 Ok(applied) => applied,
                 Err(_) => return,
             };
         for partition in &applied.behind_tier {
-            if let Err(e) = broker.remote.start_follower_after_tier(partition).await {
+            if let Err(e) = parts.remote.start_follower_after_tier(partition).await {
                 tracing::warn!(topic = %partition.topic, partition = partition.index, error = %e, "cannot start the follower after the tier; will retry");
             }
         }
@@ -412,7 +434,7 @@ struct Applied {
 
 /// Applies a fetch response to the followed logs. Blocking.
 fn apply(
-    broker: &Broker,
+    parts: &FetcherParts,
     followed: &BTreeMap<TopicPartition, Followed>,
     response: FetchResponse,
 ) -> Applied {
@@ -473,7 +495,7 @@ fn apply(
                     f.partition.on_leader_high_watermark();
                     if log.high_watermark() != hw_before {
                         // Consumers reading from this follower (KIP-392) wait for it.
-                        broker.replicas.notify_appended();
+                        parts.replicas.notify_appended();
                     }
                     follow_log_start(&mut log, data.log_start_offset)
                 })
@@ -481,7 +503,7 @@ fn apply(
             if let Err(e) = result {
                 any_error = true;
                 dropped = true;
-                broker.metrics.storage_errors.add(1);
+                parts.metrics.storage_errors.add(1);
                 tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "cannot apply fetched records");
             }
         }

@@ -35,6 +35,8 @@ use strata_coord::txn::{
 };
 use strata_coord::{partition_for, OFFSETS_TOPIC};
 
+pub mod verification;
+
 use crate::broker_client::BrokerPool;
 use crate::config::ServerConfig;
 use crate::group_service::GroupService;

@@ -632,12 +632,9 @@ fn follower_read(
         t.log_start_offset,
         crate::replica_manager::now_ms(),
     ) {
-        Ok(Some(change)) => crate::replication::propose_isr_change(
-            broker.clone(),
-            partition.clone(),
-            change,
-            partition.leader_epoch(),
-        ),
+        Ok(Some(change)) => broker
+            .isr
+            .propose(partition.clone(), change, partition.leader_epoch()),
         Ok(None) => {}
         Err(e) => {
             tracing::warn!(topic = %partition.topic, partition = partition.index, replica, error = %e, "refused a follower fetch");

@@ -28,7 +28,7 @@ use crate::broker::Broker;
 use crate::replica_manager::now_ms;
 use crate::replica_manager::Partition;
 use crate::task::blocking;
-use crate::txn_verification::{
+use crate::txn_service::verification::{
     guard_writes, produce_error, ProducedBatch, TxnOperation, WriteGuard,
 };
 
@@ -380,7 +380,7 @@ fn transactional_guards(
     if batches.is_empty() {
         return std::collections::HashMap::new();
     }
-    let guards = guard_writes(broker, transactional_id, op, &batches, produce_error);
+    let guards = guard_writes(&broker.txns, transactional_id, op, &batches, produce_error);
     batches
         .into_iter()
         .map(|b| (b.topic, b.partition))

@@ -369,7 +369,7 @@ pub fn handle_txn_offset_commit(
     request: &TxnOffsetCommitRequest,
     version: i16,
 ) -> TxnOffsetCommitResponse {
-    use crate::txn_verification::{
+    use crate::txn_service::verification::{
         guard_writes, txn_offset_commit_error, ProducedBatch, TxnOperation, WriteGuard,
     };
     let commits = requested_commits!(request.topics);
@@ -402,7 +402,7 @@ pub fn handle_txn_offset_commit(
                         producer_epoch: producer.1,
                     };
                     let guard = guard_writes(
-                        broker,
+                        &broker.txns,
                         &request.transactional_id,
                         op,
                         std::slice::from_ref(&batch),

@@ -33,7 +33,7 @@ use kafka_protocol::protocol::StrBytes;
 use strata_coord::txn::{TRANSACTION_STATE_TOPIC, TV2};
 use strata_log::VerificationGuard;
 
-use crate::broker::Broker;
+use super::TxnService;
 use crate::replica_manager::now_ms;
 
 /// The AddPartitionsToTxn version a broker sends (the batched form, with
@@ -107,8 +107,8 @@ pub struct TxnWrite<'a> {
 /// INVALID_PRODUCER_EPOCH, TRANSACTION_ABORTABLE is INVALID_TXN_STATE for clients that
 /// predate it); NETWORK_EXCEPTION when another broker could not be asked. Blocking: call
 /// from a blocking thread (it waits on the coordinator's lock, or on another broker).
-fn check(broker: &Broker, write: &TxnWrite<'_>, op: TxnOperation) -> Vec<i16> {
-    let codes = match ask(broker, write, op) {
+fn check(txns: &TxnService, write: &TxnWrite<'_>, op: TxnOperation) -> Vec<i16> {
+    let codes = match ask(txns, write, op) {
         Ok(codes) => codes,
         Err(e) => vec![e.code(); write.partitions.len()],
     };
@@ -188,33 +188,37 @@ pub fn txn_offset_commit_error(code: i16, _op: TxnOperation) -> (i16, String) {
     (mapped, error_name(code))
 }
 
-fn ask(broker: &Broker, write: &TxnWrite<'_>, op: TxnOperation) -> Result<Vec<i16>, ResponseError> {
-    let partition = broker.txns.partition_of(write.transactional_id);
-    let image = broker.image();
+fn ask(
+    txns: &TxnService,
+    write: &TxnWrite<'_>,
+    op: TxnOperation,
+) -> Result<Vec<i16>, ResponseError> {
+    let partition = txns.partition_of(write.transactional_id);
+    let image = txns.meta.image();
     let leader = image
         .topic(TRANSACTION_STATE_TOPIC)
         .and_then(|t| t.partitions.get(partition as usize))
         .map(|p| p.leader)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    if leader == broker.config.node_id {
-        ask_local(broker, write, op)
+    if leader == txns.config.node_id {
+        ask_local(txns, write, op)
     } else if leader >= 0 {
-        ask_remote(broker, leader, write, op)
+        ask_remote(txns, leader, write, op)
     } else {
         Err(ResponseError::CoordinatorNotAvailable)
     }
 }
 
 fn ask_local(
-    broker: &Broker,
+    txns: &TxnService,
     write: &TxnWrite<'_>,
     op: TxnOperation,
 ) -> Result<Vec<i16>, ResponseError> {
-    if !broker.txns.coordinates(write.transactional_id) {
+    if !txns.coordinates(write.transactional_id) {
         return Err(ResponseError::NotCoordinator);
     }
     let n = write.partitions.len();
-    let answer = broker.txns.run(|c| {
+    let answer = txns.run(|c| {
         if op.supports_epoch_bump() {
             c.add_partitions(
                 write.transactional_id,
@@ -250,12 +254,12 @@ fn ask_local(
 }
 
 fn ask_remote(
-    broker: &Broker,
+    txns: &TxnService,
     leader: i32,
     write: &TxnWrite<'_>,
     op: TxnOperation,
 ) -> Result<Vec<i16>, ResponseError> {
-    let image = broker.image();
+    let image = txns.meta.image();
     let address = image
         .broker(leader)
         .filter(|b| !b.fenced)
@@ -288,8 +292,8 @@ fn ask_remote(
     let response: AddPartitionsToTxnResponse = runtime
         .block_on(tokio::time::timeout(
             REQUEST_TIMEOUT,
-            broker.peers.send(
-                &broker.metrics,
+            txns.peers.send(
+                &txns.metrics,
                 &address,
                 ApiKey::AddPartitionsToTxn,
                 BROKER_REQUEST_VERSION,
@@ -422,7 +426,7 @@ impl WriteGuard {
 /// Returns a guard per batch, in order. Blocking; holds no log lock while it asks the
 /// coordinator (lock order: coordinator, then log).
 pub fn guard_writes(
-    broker: &Broker,
+    txns: &TxnService,
     transactional_id: &str,
     op: TxnOperation,
     batches: &[ProducedBatch],
@@ -431,9 +435,9 @@ pub fn guard_writes(
     let mut guards: Vec<Option<WriteGuard>> = Vec::with_capacity(batches.len());
     let mut hosted = Vec::with_capacity(batches.len());
     for b in batches {
-        let partition = broker
+        let partition = txns
             .replicas
-            .leader_or_error(&broker.image(), &b.topic, b.partition)
+            .leader_or_error(&txns.meta.image(), &b.topic, b.partition)
             .ok();
         let ongoing = partition.as_ref().map(|p| {
             p.log()
@@ -499,7 +503,7 @@ pub fn guard_writes(
                 producer_epoch,
                 partitions: &partitions,
             };
-            for (&(i, guard), code) in of_producer.iter().zip(check(broker, &write, op)) {
+            for (&(i, guard), code) in of_producer.iter().zip(check(txns, &write, op)) {
                 let concurrent = code == ResponseError::ConcurrentTransactions.code();
                 guards[i] = if code == 0 {
                     Some(WriteGuard::Verified {
