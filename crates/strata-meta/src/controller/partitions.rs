@@ -1,39 +1,22 @@
-//! The controller: validates metadata changes against the image and turns them into records,
-//! with Kafka's rules and error cases (Kafka's `ReplicationControlManager` and
-//! `ConfigurationControlManager`).
+//! Partitions (the partition half of Kafka's `ReplicationControlManager`): leader elections
+//! (when a broker is fenced or unfenced, ElectLeaders (KIP-460) and the automatic
+//! preferred-leader balance), AlterPartition (ISR changes, KIP-497) and reassignments
+//! (KIP-455).
 //!
-//! Sans-IO: every method reads an image and returns records; [`MetadataStore::commit_with`]
-//! runs it under the commit lock and makes the records durable.
+//! The rules for one partition are the pure functions of [`crate::partition_change`]; this
+//! module applies them across the image and turns each change into a `Partition` record.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use uuid::Uuid;
 
-use crate::config::{broker_config, check_topic_config_set, topic_config};
+use super::brokers::BrokerControl;
+use super::ControllerError;
 use crate::image::MetadataImage;
 use crate::partition_change::{
     AlterPartitionError, PartitionRegistration, ReassignmentError, NO_LEADER,
 };
-use crate::records::{ConfigResource, MetadataRecord};
-
-/// Kafka's limit on topic name length.
-pub const MAX_TOPIC_NAME_LEN: usize = 249;
-
-/// What a broker tells the controller when it registers (Kafka's BrokerRegistrationRequest).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct BrokerRegistrationRequest {
-    pub broker_id: i32,
-    /// New on every start of the broker process, so that a retried registration of the same
-    /// process is recognised and a restarted process gets a new epoch.
-    pub incarnation_id: Uuid,
-    pub host: String,
-    pub port: i32,
-    pub rack: Option<String>,
-    /// The feature levels the broker can serve (KIP-584); absent from software older than
-    /// feature versions.
-    #[serde(default)]
-    pub supported_features: BTreeMap<String, crate::features::VersionRange>,
-}
+use crate::records::MetadataRecord;
 
 /// Why the controller refuses an AlterPartition.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,33 +103,13 @@ pub struct TopicElection {
 /// another round at once when a round is full.
 pub const MAX_ELECTIONS_PER_BALANCE: usize = 1000;
 
-/// A refused change, one variant per Kafka error code the controller can return.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ControllerError {
-    #[error("{0}")]
-    TopicAlreadyExists(String),
-    #[error("{0}")]
-    InvalidTopic(String),
-    #[error("{0}")]
-    InvalidPartitions(String),
-    #[error("{0}")]
-    InvalidReplicationFactor(String),
-    #[error("{0}")]
-    InvalidReplicaAssignment(String),
-    #[error("{0}")]
-    InvalidConfig(String),
-    #[error("{0}")]
-    InvalidRequest(String),
-    #[error("This server does not host this topic-partition.")]
-    UnknownTopicOrPartition,
-    #[error("This server does not host this topic ID.")]
-    UnknownTopicId,
-    #[error("{0}")]
-    TopicDeletionDisabled(String),
-    /// NO_REASSIGNMENT_IN_PROGRESS (85).
-    #[error("{0}")]
-    NoReassignmentInProgress(String),
-}
+/// Whether a topic's partitions may take a leader from outside their ISR
+/// (`unclean.leader.election.enable`), resolved per topic by the caller: a topic override,
+/// else the broker's setting.
+pub type UncleanElection<'a> = &'a dyn Fn(&str) -> bool;
+
+/// An [`UncleanElection`] that never allows it (Kafka's default).
+pub const NO_UNCLEAN_ELECTION: UncleanElection<'static> = &|_| false;
 
 /// One partition of an AlterPartitionReassignments request: its target replicas, or `None`
 /// to cancel its ongoing reassignment.
@@ -169,170 +132,43 @@ pub struct OngoingReassignment {
     pub removing_replicas: Vec<i32>,
 }
 
-/// One topic of a CreateTopics request, with Kafka's `-1` meaning "broker default".
-#[derive(Debug, Clone, Default)]
-pub struct CreateTopicSpec {
-    pub name: String,
-    pub num_partitions: i32,
-    pub replication_factor: i16,
-    /// Manual assignment: (partition, broker ids). Exclusive with the two counts above.
-    pub assignments: Vec<(i32, Vec<i32>)>,
-    pub configs: Vec<(String, Option<String>)>,
-}
+/// Leader elections, ISR changes and reassignments as records.
+#[derive(Debug, Default)]
+pub struct PartitionControl;
 
-/// A topic the controller created (or would create, for `validate_only`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreatedTopic {
-    pub topic_id: Uuid,
-    pub num_partitions: i32,
-    pub replication_factor: i16,
-}
-
-/// One config change of AlterConfigs / IncrementalAlterConfigs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigOp {
-    Set(String, String),
-    Delete(String),
-    Append(String, String),
-    Subtract(String, String),
-}
-
-/// Checks a topic name with Kafka's rules (`org.apache.kafka.common.internals.Topic`).
-pub fn validate_topic_name(name: &str) -> Result<(), ControllerError> {
-    if name.is_empty() {
-        return Err(ControllerError::InvalidTopic(
-            "Topic name is illegal, it can't be empty".into(),
-        ));
-    }
-    if name == "." || name == ".." {
-        return Err(ControllerError::InvalidTopic(
-            "Topic name cannot be \".\" or \"..\"".into(),
-        ));
-    }
-    if name.len() > MAX_TOPIC_NAME_LEN {
-        return Err(ControllerError::InvalidTopic(format!(
-            "Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LEN} characters, topic name: {name}"
-        )));
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
-    {
-        return Err(ControllerError::InvalidTopic(format!(
-            "Topic name {name} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
-        )));
-    }
-    Ok(())
-}
-
-/// Kafka treats `.` and `_` as the same character in metric names, so topics differing only
-/// there collide.
-fn collision_key(name: &str) -> String {
-    name.replace('.', "_")
-}
-
-/// Whether a topic's partitions may take a leader from outside their ISR
-/// (`unclean.leader.election.enable`), resolved per topic by the caller: a topic override,
-/// else the broker's setting.
-pub type UncleanElection<'a> = &'a dyn Fn(&str) -> bool;
-
-/// An [`UncleanElection`] that never allows it (Kafka's default).
-pub const NO_UNCLEAN_ELECTION: UncleanElection<'static> = &|_| false;
-
-pub struct Controller {
-    pub node_id: i32,
-}
-
-impl Controller {
-    pub fn new(node_id: i32) -> Self {
-        Self { node_id }
-    }
-
-    /// The brokers that take new replicas: the unfenced registered ones.
-    fn brokers(image: &MetadataImage) -> BTreeSet<i32> {
-        image.live_brokers()
-    }
-
-    /// Replica sets for partitions `first..first + count` of a topic (Kafka's rack-aware
-    /// assignment): live brokers ordered so that consecutive ones are in different racks,
-    /// replicas of a partition taken consecutively from that order, each partition starting
-    /// one further on, from a start derived from the topic id so that topics spread out.
-    fn place(
-        image: &MetadataImage,
-        topic_id: Uuid,
-        first: i32,
-        count: i32,
-        replication_factor: usize,
-    ) -> Vec<Vec<i32>> {
-        let order = rack_alternated(image);
-        assert!(replication_factor <= order.len() && !order.is_empty());
-        let start = (topic_id.as_u128() % order.len() as u128) as usize;
-        (first..first + count)
-            .map(|p| {
-                (0..replication_factor)
-                    .map(|r| order[(start + p as usize + r) % order.len()])
-                    .collect()
-            })
-            .collect()
-    }
-
-    /// Records registering a broker. A new registration (a restarted process) gets a new
-    /// epoch and starts fenced, which also takes away the leadership and ISR memberships of
-    /// the broker's previous incarnation; a retry from the same process changes nothing.
-    /// Returns the broker epoch.
-    pub fn register_broker(
-        &self,
-        image: &MetadataImage,
-        request: &BrokerRegistrationRequest,
-        unclean: UncleanElection,
-    ) -> (i64, Vec<MetadataRecord>) {
-        if let Some(existing) = image.broker(request.broker_id) {
-            if existing.incarnation_id == request.incarnation_id {
-                return (existing.broker_epoch, Vec::new());
-            }
-        }
-        let broker_epoch = image.offset as i64 + 1;
-        let mut records = vec![MetadataRecord::RegisterBroker {
-            broker_id: request.broker_id,
-            broker_epoch,
-            incarnation_id: request.incarnation_id,
-            host: request.host.clone(),
-            port: request.port,
-            rack: request.rack.clone(),
-            supported_features: request.supported_features.clone(),
-        }];
-        let mut live = image.live_brokers();
-        live.remove(&request.broker_id);
-        records.extend(partition_changes(image, |topic, p| {
-            p.on_broker_fenced(request.broker_id, &live, unclean(topic))
-        }));
-        (broker_epoch, records)
-    }
-
-    /// Records fencing a broker (its session expired, or it is shutting down): partitions it
-    /// led get new leaders from their ISRs, and it leaves the ISRs it was in. Nothing when the
-    /// broker is already fenced or `broker_epoch` is not its current registration.
-    pub fn fence_broker(
+impl PartitionControl {
+    /// The partition changes of fencing `broker_id` (Kafka's `handleBrokerFenced`):
+    /// partitions it led get new leaders from their ISRs, and it leaves the ISRs it was in.
+    pub fn handle_broker_fenced(
         &self,
         image: &MetadataImage,
         broker_id: i32,
-        broker_epoch: i64,
         unclean: UncleanElection,
     ) -> Vec<MetadataRecord> {
-        match image.broker(broker_id) {
-            Some(b) if b.broker_epoch == broker_epoch && !b.fenced => {}
-            _ => return Vec::new(),
-        }
         let mut live = image.live_brokers();
         live.remove(&broker_id);
-        let mut records = vec![MetadataRecord::FenceBroker {
-            broker_id,
-            broker_epoch,
-        }];
-        records.extend(partition_changes(image, |topic, p| {
+        partition_changes(image, |topic, p| {
             p.on_broker_fenced(broker_id, &live, unclean(topic))
-        }));
-        records
+        })
+    }
+
+    /// The partition changes of unfencing `broker_id` (Kafka's `handleBrokerUnfenced`):
+    /// partitions without a leader that it can lead get it back.
+    pub fn handle_broker_unfenced(
+        &self,
+        image: &MetadataImage,
+        broker_id: i32,
+        unclean: UncleanElection,
+    ) -> Vec<MetadataRecord> {
+        let mut live = image.live_brokers();
+        live.insert(broker_id);
+        partition_changes(image, |topic, p| {
+            if p.replicas.contains(&broker_id) {
+                p.on_broker_unfenced(&live, unclean(topic))
+            } else {
+                None
+            }
+        })
     }
 
     /// AlterPartition from a partition's leader (KIP-497): a new ISR built on
@@ -351,10 +187,7 @@ impl Controller {
         partition_epoch: i32,
         new_isr: &[i32],
     ) -> Result<(PartitionRegistration, Vec<MetadataRecord>), AlterPartitionFailure> {
-        if image
-            .broker(broker_id)
-            .is_none_or(|b| b.broker_epoch != broker_epoch || b.fenced)
-        {
+        if !BrokerControl::is_unfenced_in_epoch(image, broker_id, broker_epoch) {
             return Err(AlterPartitionFailure::StaleBrokerEpoch);
         }
         let topic = image
@@ -542,7 +375,7 @@ impl Controller {
         (outcomes, records)
     }
 
-    /// One partition of [`Controller::alter_partition_reassignments`]: its next
+    /// One partition of [`Self::alter_partition_reassignments`]: its next
     /// registration (`None` when nothing changes) or why it is refused.
     #[allow(clippy::too_many_arguments)]
     fn reassign_partition(
@@ -690,400 +523,6 @@ impl Controller {
         }
         records
     }
-
-    /// Records unfencing a broker that caught up with the metadata log: partitions without a
-    /// leader that it can lead get it back. Nothing when it is not fenced in `broker_epoch`.
-    pub fn unfence_broker(
-        &self,
-        image: &MetadataImage,
-        broker_id: i32,
-        broker_epoch: i64,
-        unclean: UncleanElection,
-    ) -> Vec<MetadataRecord> {
-        match image.broker(broker_id) {
-            Some(b) if b.broker_epoch == broker_epoch && b.fenced => {}
-            _ => return Vec::new(),
-        }
-        let mut live = image.live_brokers();
-        live.insert(broker_id);
-        let mut records = vec![MetadataRecord::UnfenceBroker {
-            broker_id,
-            broker_epoch,
-        }];
-        records.extend(partition_changes(image, |topic, p| {
-            if p.replicas.contains(&broker_id) {
-                p.on_broker_unfenced(&live, unclean(topic))
-            } else {
-                None
-            }
-        }));
-        records
-    }
-
-    /// Validates topic configs of a create request or an alter.
-    pub fn validate_topic_configs<'a>(
-        configs: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
-    ) -> Result<(), ControllerError> {
-        let mut set = BTreeMap::new();
-        for (name, value) in configs {
-            let Some(def) = topic_config(name) else {
-                return Err(ControllerError::InvalidConfig(format!(
-                    "Unknown topic config name: {name}"
-                )));
-            };
-            let Some(value) = value else {
-                return Err(ControllerError::InvalidConfig(format!(
-                    "Null value not supported for topic configs: {name}"
-                )));
-            };
-            def.validate(value)
-                .map_err(|e| ControllerError::InvalidConfig(e.0))?;
-            set.insert(name.to_string(), value.to_string());
-        }
-        check_topic_config_set(&set).map_err(|e| ControllerError::InvalidConfig(e.0))
-    }
-
-    /// Records for one CreateTopics entry. `defaults` are `num.partitions` and
-    /// `default.replication.factor`.
-    pub fn create_topic(
-        &self,
-        image: &MetadataImage,
-        spec: &CreateTopicSpec,
-        defaults: (i32, i16),
-    ) -> Result<(CreatedTopic, Vec<MetadataRecord>), ControllerError> {
-        validate_topic_name(&spec.name)?;
-        if image.topic(&spec.name).is_some() {
-            return Err(ControllerError::TopicAlreadyExists(format!(
-                "Topic '{}' already exists.",
-                spec.name
-            )));
-        }
-        let key = collision_key(&spec.name);
-        if let Some(other) = image.topics().find(|t| collision_key(&t.name) == key) {
-            return Err(ControllerError::InvalidTopic(format!(
-                "Topic '{}' collides with existing topic: {}",
-                spec.name, other.name
-            )));
-        }
-        let brokers = Self::brokers(image);
-        let topic_id = Uuid::new_v4();
-        let assignments: Vec<Vec<i32>> = if spec.assignments.is_empty() {
-            let partitions = match spec.num_partitions {
-                -1 => defaults.0,
-                n if n <= 0 => {
-                    return Err(ControllerError::InvalidPartitions(
-                        "Number of partitions was set to an invalid non-positive value.".into(),
-                    ))
-                }
-                n => n,
-            };
-            let replication_factor =
-                match spec.replication_factor {
-                    -1 => defaults.1,
-                    n if n <= 0 => return Err(ControllerError::InvalidReplicationFactor(
-                        "Replication factor must be larger than 0, or -1 to use the default value."
-                            .into(),
-                    )),
-                    n => n,
-                };
-            if replication_factor as usize > brokers.len() {
-                return Err(ControllerError::InvalidReplicationFactor(format!(
-                    "Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only {} broker(s) are registered.",
-                    brokers.len()
-                )));
-            }
-            Self::place(image, topic_id, 0, partitions, replication_factor as usize)
-        } else {
-            if spec.num_partitions != -1 || spec.replication_factor != -1 {
-                return Err(ControllerError::InvalidRequest(
-                    "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
-                ));
-            }
-            self.validate_assignments(&spec.assignments, 0, &brokers)?
-        };
-        Self::validate_topic_configs(spec.configs.iter().map(|(k, v)| (k.as_str(), v.as_deref())))?;
-        let mut records = vec![MetadataRecord::Topic {
-            name: spec.name.clone(),
-            topic_id,
-        }];
-        records.extend(partition_records(topic_id, 0, &assignments));
-        for (name, value) in &spec.configs {
-            records.push(MetadataRecord::Config {
-                resource: ConfigResource::Topic(spec.name.clone()),
-                name: name.clone(),
-                value: value.clone(),
-            });
-        }
-        Ok((
-            CreatedTopic {
-                topic_id,
-                num_partitions: assignments.len() as i32,
-                replication_factor: assignments.first().map_or(0, |r| r.len() as i16),
-            },
-            records,
-        ))
-    }
-
-    /// Checks a manual assignment: partitions numbered consecutively from `first_partition`,
-    /// each with distinct, registered brokers and the same replica count.
-    fn validate_assignments(
-        &self,
-        assignments: &[(i32, Vec<i32>)],
-        first_partition: i32,
-        brokers: &BTreeSet<i32>,
-    ) -> Result<Vec<Vec<i32>>, ControllerError> {
-        let by_partition: BTreeMap<i32, &Vec<i32>> =
-            assignments.iter().map(|(p, r)| (*p, r)).collect();
-        let bad = |m: String| Err(ControllerError::InvalidReplicaAssignment(m));
-        if by_partition.len() != assignments.len() {
-            return bad("Duplicate partition index in the replica assignment.".into());
-        }
-        let mut out = Vec::with_capacity(assignments.len());
-        for (i, (partition, replicas)) in by_partition.into_iter().enumerate() {
-            if partition != first_partition + i as i32 {
-                return bad(format!(
-                    "Partitions should be consecutive and start at {first_partition}, found {partition}."
-                ));
-            }
-            if replicas.is_empty() {
-                return bad(format!("The manual partition assignment includes an empty replica list for partition {partition}."));
-            }
-            let distinct: BTreeSet<i32> = replicas.iter().copied().collect();
-            if distinct.len() != replicas.len() {
-                return bad(format!(
-                    "The manual partition assignment includes the broker {:?} more than once.",
-                    replicas
-                ));
-            }
-            if let Some(missing) = distinct.iter().find(|b| !brokers.contains(b)) {
-                return bad(format!("The manual partition assignment includes broker {missing}, but no such broker is registered."));
-            }
-            if let Some(first) = out.first() {
-                let first: &Vec<i32> = first;
-                if first.len() != replicas.len() {
-                    return bad("All partitions in the manual partition assignment must have the same number of replicas.".into());
-                }
-            }
-            out.push(replicas.clone());
-        }
-        Ok(out)
-    }
-
-    pub fn delete_topic(
-        &self,
-        image: &MetadataImage,
-        topic_id: Uuid,
-    ) -> Result<Vec<MetadataRecord>, ControllerError> {
-        if image.topic_by_id(&topic_id).is_none() {
-            return Err(ControllerError::UnknownTopicId);
-        }
-        Ok(vec![MetadataRecord::RemoveTopic { topic_id }])
-    }
-
-    /// CreatePartitions: grows `name` to `count` partitions.
-    pub fn create_partitions(
-        &self,
-        image: &MetadataImage,
-        name: &str,
-        count: i32,
-        assignments: Option<&[Vec<i32>]>,
-    ) -> Result<Vec<MetadataRecord>, ControllerError> {
-        let topic = image
-            .topic(name)
-            .ok_or(ControllerError::UnknownTopicOrPartition)?;
-        let current = topic.partitions.len() as i32;
-        if count < current {
-            return Err(ControllerError::InvalidPartitions(format!(
-                "Topic currently has {current} partitions, which is higher than the requested {count}."
-            )));
-        }
-        if count == current {
-            return Err(ControllerError::InvalidPartitions(format!(
-                "Topic already has {current} partitions."
-            )));
-        }
-        let brokers = Self::brokers(image);
-        let new_assignments = match assignments {
-            Some(a) => {
-                if a.len() as i32 != count - current {
-                    return Err(ControllerError::InvalidReplicaAssignment(format!(
-                        "Increasing the number of partitions by {} but {} assignments provided.",
-                        count - current,
-                        a.len()
-                    )));
-                }
-                let numbered: Vec<(i32, Vec<i32>)> = a
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| (current + i as i32, r.clone()))
-                    .collect();
-                self.validate_assignments(&numbered, current, &brokers)?
-            }
-            None => {
-                // The first partition's replication factor; while it is being reassigned,
-                // that of its target (its replica set holds the leaving replicas too).
-                let rf = topic
-                    .partitions
-                    .first()
-                    .map_or(1, |p| p.replicas.len() - p.removing_replicas.len());
-                if rf > brokers.len() {
-                    return Err(ControllerError::InvalidReplicationFactor(format!(
-                        "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
-                        brokers.len()
-                    )));
-                }
-                Self::place(image, topic.topic_id, current, count - current, rf)
-            }
-        };
-        Ok(partition_records(topic.topic_id, current, &new_assignments).collect())
-    }
-
-    /// Records for config changes on one resource, validated as a whole: either every change
-    /// is valid or none is written.
-    pub fn alter_configs(
-        &self,
-        image: &MetadataImage,
-        resource: &ConfigResource,
-        ops: &[ConfigOp],
-        replace_all: bool,
-    ) -> Result<Vec<MetadataRecord>, ControllerError> {
-        let current = image.configs(resource).cloned().unwrap_or_default();
-        match resource {
-            ConfigResource::Topic(name) => {
-                if image.topic(name).is_none() {
-                    return Err(ControllerError::UnknownTopicOrPartition);
-                }
-            }
-            ConfigResource::Broker(Some(id))
-                if *id != self.node_id && image.broker(*id).is_none() =>
-            {
-                return Err(ControllerError::InvalidRequest(format!(
-                    "Unexpected broker id, expected {} but received {id}",
-                    self.node_id
-                )));
-            }
-            ConfigResource::Broker(_) => {}
-        }
-        let mut next = if replace_all {
-            BTreeMap::new()
-        } else {
-            current.clone()
-        };
-        for op in ops {
-            let name = match op {
-                ConfigOp::Set(n, _)
-                | ConfigOp::Delete(n)
-                | ConfigOp::Append(n, _)
-                | ConfigOp::Subtract(n, _) => n,
-            };
-            let def = match resource {
-                ConfigResource::Topic(_) => topic_config(name),
-                ConfigResource::Broker(_) => broker_config(name).map(|k| k.def()),
-            }
-            .ok_or_else(|| {
-                ControllerError::InvalidConfig(format!("Unknown config name: {name}"))
-            })?;
-            match op {
-                ConfigOp::Set(n, v) => {
-                    next.insert(n.clone(), v.clone());
-                }
-                ConfigOp::Delete(n) => {
-                    next.remove(n);
-                }
-                ConfigOp::Append(n, v) | ConfigOp::Subtract(n, v) => {
-                    if def.config_type != crate::config::ConfigType::List {
-                        return Err(ControllerError::InvalidConfig(format!(
-                            "Config value append/subtract is not allowed for config key {n} which is not a list"
-                        )));
-                    }
-                    let base = next
-                        .get(n)
-                        .cloned()
-                        .unwrap_or_else(|| def.default.to_string());
-                    let mut items: Vec<String> = base
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect();
-                    for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                        if matches!(op, ConfigOp::Append(..)) {
-                            if !items.iter().any(|i| i == item) {
-                                items.push(item.to_string());
-                            }
-                        } else {
-                            items.retain(|i| i != item);
-                        }
-                    }
-                    next.insert(n.clone(), items.join(","));
-                }
-            }
-        }
-        for (name, value) in &next {
-            if current.get(name) == Some(value) {
-                continue;
-            }
-            let checked = match resource {
-                ConfigResource::Topic(_) => topic_config(name).map(|d| d.validate(value)),
-                ConfigResource::Broker(_) => broker_config(name).map(|k| {
-                    let converted = crate::config::broker_value_for_topic(name, value)
-                        .unwrap_or_else(|| value.clone());
-                    k.def().validate(&converted)
-                }),
-            };
-            if let Some(Err(e)) = checked {
-                return Err(ControllerError::InvalidConfig(e.0));
-            }
-        }
-        if let ConfigResource::Topic(_) = resource {
-            check_topic_config_set(&next).map_err(|e| ControllerError::InvalidConfig(e.0))?;
-            // Kafka refuses this too (without remote.log.delete.on.disable, which Strata does
-            // not have): the tier's data would stay, unreachable and never deleted.
-            let enabled = |c: &BTreeMap<String, String>| {
-                c.get("remote.storage.enable")
-                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
-            };
-            if enabled(&current) && !enabled(&next) {
-                return Err(ControllerError::InvalidConfig(
-                    "It is invalid to disable remote storage without deleting remote data: delete and re-create the topic instead".into(),
-                ));
-            }
-        }
-        let mut records = Vec::new();
-        for (name, value) in &next {
-            if current.get(name) != Some(value) {
-                records.push(MetadataRecord::Config {
-                    resource: resource.clone(),
-                    name: name.clone(),
-                    value: Some(value.clone()),
-                });
-            }
-        }
-        for name in current.keys().filter(|n| !next.contains_key(*n)) {
-            records.push(MetadataRecord::Config {
-                resource: resource.clone(),
-                name: name.clone(),
-                value: None,
-            });
-        }
-        Ok(records)
-    }
-
-    /// Reserves the next block of `block_size` producer ids; returns its first id.
-    pub fn allocate_producer_ids(
-        &self,
-        image: &MetadataImage,
-        block_size: i64,
-    ) -> (i64, Vec<MetadataRecord>) {
-        assert!(block_size > 0);
-        let start = image.next_producer_id_block;
-        (
-            start,
-            vec![MetadataRecord::ProducerIds {
-                next_block_start: start + block_size,
-            }],
-        )
-    }
 }
 
 /// Kafka's `validateManualPartitionAssignment` for a reassignment target: non-empty, every
@@ -1110,35 +549,10 @@ fn validate_reassignment_target(
     Ok(())
 }
 
-/// Live brokers ordered so that consecutive ones are in different racks where possible
-/// (Kafka's `getRackAlternatedBrokerList`): racks in name order, brokers without a rack as
-/// one more rack, then one broker of each rack in turn.
-fn rack_alternated(image: &MetadataImage) -> Vec<i32> {
-    let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
-    for b in image.brokers().filter(|b| !b.fenced) {
-        by_rack
-            .entry(b.rack.as_deref())
-            .or_default()
-            .push(b.broker_id);
-    }
-    let total: usize = by_rack.values().map(Vec::len).sum();
-    let mut order = Vec::with_capacity(total);
-    for round in 0.. {
-        if order.len() == total {
-            break;
-        }
-        order.extend(by_rack.values().filter_map(|ids| ids.get(round).copied()));
-    }
-    order
-}
-
 /// Partition records for every partition that `change` changes.
 fn partition_changes(
     image: &MetadataImage,
-    change: impl Fn(
-        &str,
-        &crate::partition_change::PartitionRegistration,
-    ) -> Option<crate::partition_change::PartitionRegistration>,
+    change: impl Fn(&str, &PartitionRegistration) -> Option<PartitionRegistration>,
 ) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics() {
@@ -1151,6 +565,7 @@ fn partition_changes(
     records
 }
 
+/// The record of a partition's next registration, which must hold its invariants.
 fn partition_record(
     topic_id: Uuid,
     partition: i32,
@@ -1170,303 +585,11 @@ fn partition_record(
     }
 }
 
-fn partition_records(
-    topic_id: Uuid,
-    first_partition: i32,
-    assignments: &[Vec<i32>],
-) -> impl Iterator<Item = MetadataRecord> + '_ {
-    assignments
-        .iter()
-        .enumerate()
-        .map(move |(i, replicas)| MetadataRecord::Partition {
-            topic_id,
-            partition: first_partition + i as i32,
-            replicas: replicas.clone(),
-            leader: replicas[0],
-            leader_epoch: 0,
-            isr: replicas.clone(),
-            partition_epoch: 0,
-            adding_replicas: Vec::new(),
-            removing_replicas: Vec::new(),
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn spec(name: &str, partitions: i32) -> CreateTopicSpec {
-        CreateTopicSpec {
-            name: name.into(),
-            num_partitions: partitions,
-            replication_factor: -1,
-            ..Default::default()
-        }
-    }
-
-    /// An image with brokers `ids` registered and unfenced, racks "r<id % 2>".
-    fn cluster(ids: &[i32]) -> MetadataImage {
-        let controller = Controller::new(1);
-        let mut image = MetadataImage::default();
-        for &broker_id in ids {
-            let request = BrokerRegistrationRequest {
-                broker_id,
-                incarnation_id: Uuid::new_v4(),
-                host: "localhost".into(),
-                port: 9092 + broker_id,
-                rack: Some(format!("r{}", broker_id % 2)),
-                supported_features: crate::features::supported(),
-            };
-            let (epoch, records) =
-                controller.register_broker(&image, &request, NO_UNCLEAN_ELECTION);
-            image = image.apply(&records);
-            image = image.apply(&controller.unfence_broker(
-                &image,
-                broker_id,
-                epoch,
-                NO_UNCLEAN_ELECTION,
-            ));
-        }
-        image
-    }
-
-    fn single() -> MetadataImage {
-        cluster(&[1])
-    }
-
-    fn create(
-        image: &MetadataImage,
-        s: &CreateTopicSpec,
-    ) -> Result<MetadataImage, ControllerError> {
-        let (_, records) = Controller::new(1).create_topic(image, s, (1, 1))?;
-        Ok(image.apply(&records))
-    }
-
-    #[test]
-    fn topic_names_follow_kafka_rules() {
-        for bad in ["", ".", "..", "a/b", "a b", "ü", &"x".repeat(250)] {
-            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
-        }
-        for good in ["a", "A.b_c-9", &"x".repeat(249)] {
-            assert!(validate_topic_name(good).is_ok(), "{good:?}");
-        }
-    }
-
-    #[test]
-    fn create_validates_and_applies() {
-        let image = single();
-        let image = create(&image, &spec("a.b", 3)).unwrap();
-        let topic = image.topic("a.b").unwrap();
-        assert_eq!(topic.partitions.len(), 3);
-        assert_eq!(image.topic_by_id(&topic.topic_id).unwrap().name, "a.b");
-        assert!(matches!(
-            create(&image, &spec("a.b", 1)),
-            Err(ControllerError::TopicAlreadyExists(_))
-        ));
-        assert!(matches!(
-            create(&image, &spec("a_b", 1)),
-            Err(ControllerError::InvalidTopic(_))
-        ));
-        assert!(matches!(
-            create(&image, &spec("c", 0)),
-            Err(ControllerError::InvalidPartitions(_))
-        ));
-        let mut rf3 = spec("d", 1);
-        rf3.replication_factor = 3;
-        assert!(matches!(
-            create(&image, &rf3),
-            Err(ControllerError::InvalidReplicationFactor(_))
-        ));
-        let mut bad_config = spec("e", 1);
-        bad_config.configs = vec![("retention.ms".into(), Some("soon".into()))];
-        assert!(matches!(
-            create(&image, &bad_config),
-            Err(ControllerError::InvalidConfig(_))
-        ));
-        let mut manual = spec("f", -1);
-        manual.assignments = vec![(0, vec![1]), (1, vec![1])];
-        assert_eq!(
-            create(&image, &manual)
-                .unwrap()
-                .topic("f")
-                .unwrap()
-                .partitions
-                .len(),
-            2
-        );
-        manual.assignments = vec![(0, vec![2])];
-        assert!(matches!(
-            create(&image, &manual),
-            Err(ControllerError::InvalidReplicaAssignment(_))
-        ));
-    }
-
-    #[test]
-    fn tiered_config_rules_and_deleted_topics_are_remembered() {
-        let image = single();
-        let mut compact_remote = spec("t", 1);
-        compact_remote.configs = vec![
-            ("cleanup.policy".into(), Some("compact".into())),
-            ("remote.storage.enable".into(), Some("true".into())),
-        ];
-        assert!(matches!(
-            create(&image, &compact_remote),
-            Err(ControllerError::InvalidConfig(_))
-        ));
-        let mut local_over_total = spec("t", 1);
-        local_over_total.configs = vec![
-            ("retention.ms".into(), Some("1000".into())),
-            ("local.retention.ms".into(), Some("2000".into())),
-        ];
-        assert!(matches!(
-            create(&image, &local_over_total),
-            Err(ControllerError::InvalidConfig(_))
-        ));
-        local_over_total.configs[1].1 = Some("500".into());
-        local_over_total
-            .configs
-            .push(("remote.storage.enable".into(), Some("true".into())));
-        let image = create(&image, &local_over_total).unwrap();
-        let id = image.topic("t").unwrap().topic_id;
-        // A tiered topic stays tiered: turning it off, by value or by deleting the key, and
-        // switching it to compaction are refused.
-        let topic = ConfigResource::Topic("t".into());
-        for ops in [
-            vec![ConfigOp::Set(
-                "remote.storage.enable".into(),
-                "false".into(),
-            )],
-            vec![ConfigOp::Delete("remote.storage.enable".into())],
-            vec![ConfigOp::Set("cleanup.policy".into(), "compact".into())],
-        ] {
-            assert!(matches!(
-                Controller::new(1).alter_configs(&image, &topic, &ops, false),
-                Err(ControllerError::InvalidConfig(_))
-            ));
-        }
-        assert!(!image.was_deleted(&id));
-        let records = Controller::new(1).delete_topic(&image, id).unwrap();
-        let image = image.apply(&records);
-        assert!(image.topic_by_id(&id).is_none());
-        assert!(image.was_deleted(&id));
-        assert_eq!(image.deleted_topic_count(), 1);
-    }
-
-    #[test]
-    fn partition_records_carry_the_isr_and_old_ones_still_load() {
-        let image = create(&single(), &spec("t", 2)).unwrap();
-        let p = &image.topic("t").unwrap().partitions[1];
-        assert_eq!((p.isr.clone(), p.partition_epoch), (vec![1], 0));
-        assert_eq!(p.registration().check(), Ok(()));
-        // A record written before ISRs were tracked: the ISR is every replica.
-        let id = image.topic("t").unwrap().topic_id;
-        let old = format!(
-            r#"{{"type":"Partition","topic_id":"{id}","partition":1,"replicas":[1],"leader":1,"leader_epoch":3}}"#
-        );
-        let record: MetadataRecord = serde_json::from_str(&old).unwrap();
-        let image = image.apply(&[record]);
-        let p = &image.topic("t").unwrap().partitions[1];
-        assert_eq!(
-            (p.isr.clone(), p.leader_epoch, p.partition_epoch),
-            (vec![1], 3, 0)
-        );
-    }
-
-    #[test]
-    fn partitions_grow_only() {
-        let controller = Controller::new(1);
-        let image = create(&single(), &spec("t", 2)).unwrap();
-        assert!(controller.create_partitions(&image, "t", 1, None).is_err());
-        assert!(controller.create_partitions(&image, "t", 2, None).is_err());
-        let records = controller.create_partitions(&image, "t", 4, None).unwrap();
-        assert_eq!(
-            image.apply(&records).topic("t").unwrap().partitions.len(),
-            4
-        );
-        assert_eq!(
-            controller.create_partitions(&image, "nope", 4, None),
-            Err(ControllerError::UnknownTopicOrPartition)
-        );
-    }
-
-    #[test]
-    fn config_changes_are_validated_together() {
-        let controller = Controller::new(1);
-        let image = create(&single(), &spec("t", 1)).unwrap();
-        let topic = ConfigResource::Topic("t".into());
-        let ops = [
-            ConfigOp::Set("retention.ms".into(), "1000".into()),
-            ConfigOp::Append("cleanup.policy".into(), "compact".into()),
-        ];
-        let image = image.apply(
-            &controller
-                .alter_configs(&image, &topic, &ops, false)
-                .unwrap(),
-        );
-        assert_eq!(image.config(&topic, "retention.ms"), Some("1000"));
-        assert_eq!(
-            image.config(&topic, "cleanup.policy"),
-            Some("delete,compact")
-        );
-        let bad = [
-            ConfigOp::Set("retention.ms".into(), "5".into()),
-            ConfigOp::Set("segment.bytes".into(), "x".into()),
-        ];
-        assert!(controller
-            .alter_configs(&image, &topic, &bad, false)
-            .is_err());
-        let delete = [ConfigOp::Delete("retention.ms".into())];
-        let image = image.apply(
-            &controller
-                .alter_configs(&image, &topic, &delete, false)
-                .unwrap(),
-        );
-        assert_eq!(image.config(&topic, "retention.ms"), None);
-        let unknown = [ConfigOp::Set("nope".into(), "1".into())];
-        assert!(controller
-            .alter_configs(&image, &topic, &unknown, false)
-            .is_err());
-    }
-
-    #[test]
-    fn replicas_spread_over_live_brokers_and_racks() {
-        let image = cluster(&[1, 2, 3, 4]);
-        let (_, records) = Controller::new(1)
-            .create_topic(&image, &spec("t", 8), (1, 1))
-            .unwrap();
-        let image = image.apply(&records);
-        let leaders: Vec<i32> = image
-            .topic("t")
-            .unwrap()
-            .partitions
-            .iter()
-            .map(|p| p.leader)
-            .collect();
-        for b in 1..=4 {
-            assert_eq!(
-                leaders.iter().filter(|l| **l == b).count(),
-                2,
-                "{leaders:?}"
-            );
-        }
-        // Consecutive brokers of the placement order alternate racks.
-        let order = rack_alternated(&image);
-        assert!(order.windows(2).all(|w| w[0] % 2 != w[1] % 2), "{order:?}");
-        // A fenced broker takes no new replicas.
-        let epoch = image.broker(2).unwrap().broker_epoch;
-        let image =
-            image.apply(&Controller::new(1).fence_broker(&image, 2, epoch, NO_UNCLEAN_ELECTION));
-        let (_, records) = Controller::new(1)
-            .create_topic(&image, &spec("u", 6), (1, 1))
-            .unwrap();
-        let image = image.apply(&records);
-        assert!(image
-            .topic("u")
-            .unwrap()
-            .partitions
-            .iter()
-            .all(|p| p.replicas != vec![2]));
-    }
+    use crate::controller::test_support::{cluster, spec};
+    use crate::controller::{Controller, CreateTopicSpec};
 
     #[test]
     fn replicas_span_racks_and_the_leader_alters_the_isr() {
@@ -1532,91 +655,6 @@ mod tests {
                 .kafka_error_code(),
             108
         );
-    }
-
-    #[test]
-    fn fencing_takes_leadership_away_and_unfencing_gives_it_back() {
-        let controller = Controller::new(1);
-        let image = cluster(&[1, 2]);
-        let (_, records) = controller
-            .create_topic(&image, &spec("t", 2), (1, 1))
-            .unwrap();
-        let image = image.apply(&records);
-        let on = |image: &MetadataImage, b: i32| -> Vec<crate::PartitionImage> {
-            image
-                .topic("t")
-                .unwrap()
-                .partitions
-                .iter()
-                .filter(|p| p.replicas == vec![b])
-                .cloned()
-                .collect()
-        };
-        let before = on(&image, 2);
-        assert_eq!(before.len(), 1);
-        let epoch = image.broker(2).unwrap().broker_epoch;
-        // A stale epoch changes nothing.
-        assert!(controller
-            .fence_broker(&image, 2, epoch - 1, NO_UNCLEAN_ELECTION)
-            .is_empty());
-        let image = image.apply(&controller.fence_broker(&image, 2, epoch, NO_UNCLEAN_ELECTION));
-        assert!(image.broker(2).unwrap().fenced);
-        let fenced = on(&image, 2);
-        assert_eq!(fenced[0].leader, crate::partition_change::NO_LEADER);
-        assert_eq!(fenced[0].isr, vec![2], "the last ISR member stays");
-        assert!(fenced[0].leader_epoch > before[0].leader_epoch);
-        assert!(controller
-            .fence_broker(&image, 2, epoch, NO_UNCLEAN_ELECTION)
-            .is_empty());
-        let image = image.apply(&controller.unfence_broker(&image, 2, epoch, NO_UNCLEAN_ELECTION));
-        let back = on(&image, 2);
-        assert_eq!(back[0].leader, 2);
-        assert!(back[0].leader_epoch > fenced[0].leader_epoch);
-        assert_eq!(image.live_brokers(), BTreeSet::from([1, 2]));
-    }
-
-    #[test]
-    fn a_new_incarnation_is_fenced_and_a_retry_is_not() {
-        let controller = Controller::new(1);
-        let image = cluster(&[1, 2]);
-        let (_, records) = controller
-            .create_topic(&image, &spec("t", 2), (1, 1))
-            .unwrap();
-        let image = image.apply(&records);
-        let old = image.broker(2).unwrap().clone();
-        let retry = BrokerRegistrationRequest {
-            broker_id: 2,
-            incarnation_id: old.incarnation_id,
-            host: old.host.clone(),
-            port: old.port,
-            rack: old.rack.clone(),
-            supported_features: old.supported_features.clone(),
-        };
-        assert_eq!(
-            controller.register_broker(&image, &retry, NO_UNCLEAN_ELECTION),
-            (old.broker_epoch, vec![])
-        );
-        let restarted = BrokerRegistrationRequest {
-            incarnation_id: Uuid::new_v4(),
-            ..retry
-        };
-        let (epoch, records) = controller.register_broker(&image, &restarted, NO_UNCLEAN_ELECTION);
-        assert!(epoch > old.broker_epoch);
-        let image = image.apply(&records);
-        let b = image.broker(2).unwrap();
-        assert!(b.fenced && b.broker_epoch == epoch);
-        let led_by_2 = image
-            .topic("t")
-            .unwrap()
-            .partitions
-            .iter()
-            .filter(|p| p.leader == 2)
-            .count();
-        assert_eq!(led_by_2, 0);
-        // The image survives a snapshot round trip.
-        let json = serde_json::to_string(&image).unwrap();
-        let back: MetadataImage = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, image);
     }
 
     /// A cluster of brokers 1..=3 with topic "t" (replication factor 3, `partitions`
