@@ -18,9 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::cluster::ControllerService;
 use crate::config::ServerConfig;
 use crate::connection;
+use crate::controller_service::ControllerService;
 use crate::fetch_session::{FetchSessionCache, FetchSessionConfig};
 use crate::group_service::GroupService;
 use crate::metadata_changes::MetadataChanges;
@@ -216,7 +216,7 @@ impl Broker {
             .reconcile(&broker.store.image(), &broker.config);
         broker.replicas.set_aside_stray_dirs();
         if broker.store.quorum().is_none() {
-            crate::cluster::register_single_node(&broker)?;
+            crate::broker_lifecycle::register_single_node(&broker.meta, &broker.config)?;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.block_on(broker.remote.load_empty_partitions(TIER_STARTUP_WAIT));
@@ -342,8 +342,9 @@ impl Broker {
             let b = self.clone();
             let image = self.image();
             tokio::task::spawn_blocking(move || b.reconcile(&image)).await?;
-            tasks.spawn(crate::cluster::run_broker_lifecycle(
-                self.clone(),
+            tasks.spawn(crate::broker_lifecycle::run_broker_lifecycle(
+                self.config.clone(),
+                self.isr.clone(),
                 quorum.clone(),
                 stop_rx.clone(),
             ));

@@ -7,9 +7,11 @@
 
 pub mod broker;
 mod broker_client;
-pub mod cluster;
+pub mod broker_lifecycle;
 pub mod config;
 mod connection;
+pub mod controller_rpc;
+pub mod controller_service;
 pub mod fetch_session;
 pub mod group_service;
 pub mod handlers;

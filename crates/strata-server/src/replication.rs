@@ -7,41 +7,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use strata_partition::IsrChange;
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use strata_quorum::Quorum;
 
+use crate::controller_rpc::{AlterPartitionRequest, AlterPartitionResponse, ALTER_PARTITION_PATH};
 use crate::replica_manager::{now_ms, Partition, ReplicaManager};
 
-pub const ALTER_PARTITION_PATH: &str = "/controller/v1/alter-partition";
 /// Pause between attempts to deliver an ISR change the controller did not answer.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// Attempts to deliver one ISR change before leaving it to the next periodic check.
 const MAX_ATTEMPTS: usize = 25;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AlterPartitionRequest {
-    pub broker_id: i32,
-    pub broker_epoch: i64,
-    pub topic_id: Uuid,
-    pub partition: i32,
-    pub leader_epoch: i32,
-    pub partition_epoch: i32,
-    pub new_isr: Vec<i32>,
-}
-
-/// The committed ISR and partition epoch, or a Kafka error code.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AlterPartitionResponse {
-    pub error_code: i16,
-    pub isr: Vec<i32>,
-    pub partition_epoch: i32,
-}
 
 /// Kafka's `AlterPartitionManager`: delivers the ISR changes this broker's leaders propose
 /// to the active controller, with this process's registration epoch, so that a stale process

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use strata_meta::config::BrokerProperties;
-use strata_server::cluster::ControllerService;
 use strata_server::config::QuorumSettings;
+use strata_server::controller_service::ControllerService;
 use strata_server::{Broker, ServerConfig};
 
 mod dev_cluster;

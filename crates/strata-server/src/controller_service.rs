@@ -1,19 +1,14 @@
-//! Brokers in a cluster (KRaft's broker lifecycle): a broker registers with the active
-//! controller and heartbeats to it; the active controller keeps each broker's session, fences
-//! a broker whose heartbeats stop for `broker.session.timeout.ms` (its partitions get new
-//! leaders from their ISRs), and unfences a registered broker once its metadata has caught up
-//! with its registration, so that it never leads from a stale image.
+//! The active controller's duties (Kafka's `QuorumController` as it serves brokers): it keeps
+//! each broker's session from its heartbeats, fences a broker whose heartbeats stop for
+//! `broker.session.timeout.ms` (its partitions get new leaders from their ISRs), and unfences
+//! a registered broker once its metadata has caught up with its registration, so that it
+//! never leads from a stale image. Sessions live in the active controller's memory only, as
+//! in Kafka: a new active controller gives every broker a full session before fencing it.
 //!
-//! The RPCs travel as JSON over the controller listener, to whichever node leads the quorum
-//! (`Quorum::call_leader`). Sessions live in the active controller's memory only, as in
-//! Kafka: a new active controller gives every broker a full session before fencing it.
-//!
-//! The active controller also moves leadership back to preferred replicas every
+//! It also moves leadership back to preferred replicas every
 //! `leader.imbalance.check.interval.seconds` (Kafka's `auto.leader.rebalance.enable`), so
 //! that a broker that restarted leads its share of partitions again once it is back in sync.
-//!
-//! A single node without a quorum registers itself in its own metadata log at start-up
-//! ([`register_single_node`]), so that the image always lists the brokers that serve.
+//! The broker's side of registration is [`crate::broker_lifecycle`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -23,47 +18,20 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
 use strata_meta::controller::{BrokerRegistrationRequest, MAX_ELECTIONS_PER_BALANCE};
-use strata_meta::{Controller, MetaError, MetadataImage, NO_UNCLEAN_ELECTION};
+use strata_meta::{Controller, MetaError, MetadataImage};
 use strata_quorum::Quorum;
 use tokio::sync::watch;
-use uuid::Uuid;
 
-use crate::broker::Broker;
 use crate::config::ServerConfig;
+use crate::controller_rpc::{
+    AlterPartitionRequest, AlterPartitionResponse, HeartbeatRequest, HeartbeatResponse,
+    RegisterResponse, ALTER_PARTITION_PATH, HEARTBEAT_PATH, REGISTER_PATH,
+};
 use crate::metadata_source::commit_to_quorum;
-use crate::replication::{AlterPartitionRequest, AlterPartitionResponse, ALTER_PARTITION_PATH};
 
-pub const REGISTER_PATH: &str = "/controller/v1/register";
-pub const HEARTBEAT_PATH: &str = "/controller/v1/heartbeat";
 /// How often the active controller looks for expired sessions.
 const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(200);
-/// How long a stopping broker waits for the controller to fence it.
-const SHUTDOWN_HEARTBEAT_WAIT: Duration = Duration::from_secs(3);
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RegisterResponse {
-    pub broker_epoch: i64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HeartbeatRequest {
-    pub broker_id: i32,
-    pub broker_epoch: i64,
-    /// The offset of the broker's metadata image: it is unfenced only once this reaches its
-    /// registration.
-    pub metadata_offset: u64,
-    /// Controlled shutdown: fence me now rather than after the session timeout.
-    pub want_shutdown: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HeartbeatResponse {
-    pub fenced: bool,
-    /// The controller does not know this epoch (a newer registration, or none): register again.
-    pub register_again: bool,
-}
 
 /// The active controller's side. Every node that can be elected runs it; only the quorum
 /// leader acts, the others answer 503 so that callers go to the leader.
@@ -438,150 +406,4 @@ async fn alter_partition(
 
 fn unavailable(e: MetaError) -> RpcError {
     (StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-}
-
-/// What this broker registers as.
-fn registration_request(config: &ServerConfig, incarnation_id: Uuid) -> BrokerRegistrationRequest {
-    BrokerRegistrationRequest {
-        broker_id: config.node_id,
-        incarnation_id,
-        host: config.advertised_host.clone(),
-        port: config.advertised_port,
-        rack: config.rack.clone(),
-        supported_features: strata_meta::features::supported(),
-    }
-}
-
-/// A single node registers itself (and is unfenced at once: it is the whole cluster) when
-/// its image does not already list it as it is now. The partitions it leads keep it as
-/// leader, with leader epochs bumped as for any re-registration. A new metadata log first
-/// finalizes the feature levels ([`strata_meta::features::bootstrap_records`]); a node that
-/// cannot serve the levels its log has finalized refuses to start. Blocking.
-pub fn register_single_node(broker: &Broker) -> Result<(), crate::broker::StartError> {
-    let request = registration_request(&broker.config, Uuid::new_v4());
-    let refused = broker.commit(|image| {
-        let mut records = Vec::new();
-        let bootstrapped;
-        let image = if image.feature_level(strata_meta::features::METADATA_VERSION) == 0 {
-            records = strata_meta::features::bootstrap_records(image.offset == 0);
-            bootstrapped = image.apply(&records);
-            &bootstrapped
-        } else {
-            image
-        };
-        if let Err(why) = strata_meta::features::check_registration(
-            image,
-            request.broker_id,
-            &request.supported_features,
-        ) {
-            return (Vec::new(), Some(why));
-        }
-        let current = image.broker(request.broker_id);
-        let unchanged = current.is_some_and(|b| {
-            !b.fenced
-                && b.host == request.host
-                && b.port == request.port
-                && b.rack == request.rack
-                && b.supported_features == request.supported_features
-        });
-        if unchanged {
-            return (records, None);
-        }
-        // A single node leads every partition it has: there is no one else to elect.
-        let (broker_epoch, registration) =
-            broker
-                .meta
-                .controller()
-                .register_broker(image, &request, NO_UNCLEAN_ELECTION);
-        let registered = image.apply(&registration);
-        records.extend(registration);
-        records.extend(broker.meta.controller().unfence_broker(
-            &registered,
-            request.broker_id,
-            broker_epoch,
-            NO_UNCLEAN_ELECTION,
-        ));
-        (records, None)
-    })?;
-    match refused {
-        Some(why) => Err(crate::broker::StartError::Features(why)),
-        None => Ok(()),
-    }
-}
-
-/// The broker's side in a cluster: register, then heartbeat every
-/// `broker.heartbeat.interval.ms` until stopped, registering again when the controller asks;
-/// on stop, ask to be fenced (controlled shutdown) so that clients move on at once.
-pub async fn run_broker_lifecycle(
-    broker: Arc<Broker>,
-    quorum: Arc<Quorum>,
-    stop: watch::Receiver<bool>,
-) {
-    let interval = Duration::from_millis(
-        broker
-            .config
-            .broker_value::<i64>("broker.heartbeat.interval.ms")
-            .max(10) as u64,
-    );
-    let request = registration_request(&broker.config, Uuid::new_v4());
-    let mut epoch: Option<i64> = None;
-    let mut ticker = crate::task::Ticker::new(interval, stop);
-    loop {
-        if !ticker.tick().await {
-            break;
-        }
-        let Some(broker_epoch) = epoch else {
-            match quorum
-                .call_leader::<_, RegisterResponse>(REGISTER_PATH, &request)
-                .await
-            {
-                Ok(r) => {
-                    tracing::info!(
-                        broker_epoch = r.broker_epoch,
-                        "registered with the controller"
-                    );
-                    epoch = Some(r.broker_epoch);
-                    broker.isr.set_broker_epoch(r.broker_epoch);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot register with the controller; retrying")
-                }
-            }
-            continue;
-        };
-        let beat = HeartbeatRequest {
-            broker_id: request.broker_id,
-            broker_epoch,
-            metadata_offset: quorum.image().offset,
-            want_shutdown: false,
-        };
-        match quorum
-            .call_leader::<_, HeartbeatResponse>(HEARTBEAT_PATH, &beat)
-            .await
-        {
-            Ok(r) if r.register_again => {
-                tracing::warn!(
-                    broker_epoch,
-                    "the controller asks this broker to register again"
-                );
-                epoch = None;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "heartbeat to the controller failed"),
-        }
-    }
-    // Without a known leader (the whole cluster stopping, say) nobody would answer.
-    if let (Some(broker_epoch), Some(_)) = (epoch, quorum.leader_id()) {
-        let beat = HeartbeatRequest {
-            broker_id: request.broker_id,
-            broker_epoch,
-            metadata_offset: quorum.image().offset,
-            want_shutdown: true,
-        };
-        let call = quorum.call_leader::<_, HeartbeatResponse>(HEARTBEAT_PATH, &beat);
-        match tokio::time::timeout(SHUTDOWN_HEARTBEAT_WAIT, call).await {
-            Ok(Ok(_)) => tracing::info!("fenced for controlled shutdown"),
-            _ => tracing::warn!("controlled shutdown not acknowledged; the session will expire"),
-        }
-    }
 }
