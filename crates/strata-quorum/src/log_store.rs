@@ -34,7 +34,6 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-use crate::durable_file;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::QuorumError;
 
@@ -140,7 +139,7 @@ impl LogFile {
             let body = serde_json::to_vec(&LogHeader { last_purged: None })
                 .map_err(|e| QuorumError::Corrupt(format!("encode log header: {e}")))?;
             encode_frame(&body, &mut header);
-            durable_file::replace(dir, LOG_FILE, &header).map_err(|e| io("create", e))?;
+            strata_durable::replace(dir, LOG_FILE, &header).map_err(|e| io("create", e))?;
         }
         let mut file = Self::open_append(&path).map_err(|e| io("open", e))?;
         let mut data = Vec::new();
@@ -243,7 +242,7 @@ impl LogFile {
         encode_frame(&header, &mut content);
         let header_len = content.len() as u64;
         content.extend_from_slice(&tail);
-        durable_file::replace(&self.dir, LOG_FILE, &content)?;
+        strata_durable::replace(&self.dir, LOG_FILE, &content)?;
         self.file = Self::open_append(&self.path())?;
         let kept = self.positions.split_off(&(upto.index + 1));
         self.positions = kept
@@ -260,7 +259,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(
     name: &str,
 ) -> Result<Option<T>, QuorumError> {
     let path = dir.join(name);
-    let Some(bytes) = durable_file::read_if_exists(dir, name)
+    let Some(bytes) = strata_durable::read_if_exists(dir, name)
         .map_err(|e| QuorumError::io(format!("read {}", path.display()), e))?
     else {
         return Ok(None);
@@ -306,7 +305,7 @@ impl LogStore {
         op: impl FnOnce(&mut LogFile) -> std::io::Result<T> + Send + 'static,
     ) -> std::io::Result<T> {
         let file = self.file.clone();
-        durable_file::run_blocking(move || {
+        crate::run_blocking(move || {
             let mut file = file
                 .lock()
                 .map_err(|_| std::io::Error::other("raft log file lock poisoned"))?;
@@ -317,7 +316,7 @@ impl LogStore {
 
     async fn write_small_file(&self, name: &'static str, bytes: Vec<u8>) -> std::io::Result<()> {
         let dir = self.dir.clone();
-        durable_file::run_blocking(move || durable_file::replace(&dir, name, &bytes)).await
+        crate::run_blocking(move || strata_durable::replace(&dir, name, &bytes)).await
     }
 
     fn mem_read(&self) -> std::sync::RwLockReadGuard<'_, LogMem> {

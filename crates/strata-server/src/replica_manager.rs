@@ -657,7 +657,8 @@ fn open_partition_log(
         .as_deref()
         != Some(expected.as_str())
     {
-        strata_log::write_atomic(dir, PARTITION_METADATA_FILE, expected.as_bytes())?;
+        strata_durable::replace(dir, PARTITION_METADATA_FILE, expected.as_bytes())
+            .map_err(|e| io("write partition.metadata in", e))?;
     }
     Log::open(dir, config, clean_shutdown, now_ms)
 }
