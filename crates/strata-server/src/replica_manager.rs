@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use strata_log::{Log, LogError};
 use strata_meta::{MetadataImage, PartitionImage};
 use strata_partition::{
-    preferred_read_replica, AckState, FollowerProgress, FollowerView, IsrChange, LeaderAndIsr,
-    LeaderConfig, LeaderState, PartitionError,
+    preferred_read_replica, AckState, FollowerProgress, FollowerView, IsrChange, IsrChangeRefusal,
+    LeaderAndIsr, LeaderConfig, LeaderState, PartitionError,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -309,7 +309,7 @@ impl Partition {
     pub fn on_isr_answer(
         &self,
         leader_epoch: i32,
-        answer: Result<(Vec<i32>, i32), i16>,
+        answer: Result<(Vec<i32>, i32), IsrChangeRefusal>,
         now_ms: i64,
     ) {
         let mut log = self.log();
@@ -322,14 +322,11 @@ impl Partition {
             Ok((isr, partition_epoch)) => s
                 .on_isr_committed(&isr, partition_epoch, now_ms)
                 .unwrap_or_default(),
-            // INELIGIBLE_REPLICA, INVALID_REQUEST: refused for good. Anything else (a stale
-            // partition epoch, a fenced leader epoch) may mean the change committed with its
-            // answer lost: keep it pending until the metadata says (strata-sim found this).
-            Err(107) | Err(42) => {
-                s.on_isr_change_failed();
+            // Dropped or kept pending by the rule strata-sim tests (`on_isr_change_refused`).
+            Err(refusal) => {
+                s.on_isr_change_refused(refusal);
                 None
             }
-            Err(_) => None,
         };
         drop(state);
         self.publish_high_watermark(&mut log, moved);

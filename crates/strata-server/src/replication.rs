@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strata_partition::IsrChange;
+use strata_partition::{IsrChange, IsrChangeRefusal};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -78,7 +78,7 @@ pub fn propose_isr_change(
                         Ok((r.isr, r.partition_epoch))
                     } else {
                         tracing::warn!(topic = %partition.topic, partition = partition.index, error_code = r.error_code, "the controller refused an ISR change");
-                        Err(r.error_code)
+                        Err(IsrChangeRefusal::from_error_code(r.error_code))
                     };
                     let b = broker.clone();
                     let p = partition.clone();
