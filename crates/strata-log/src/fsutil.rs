@@ -1,6 +1,10 @@
-//! File-name conventions and crash-safe small-file writes.
+//! File-name conventions, and the log's error context around the crash-safe small-file
+//! writes of `strata-durable` (the one implementation, shared with the Raft store and the
+//! broker).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
+#[cfg(test)]
+use std::fs::OpenOptions;
 use std::io::{IoSlice, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -10,7 +14,8 @@ pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const OFFSET_INDEX_SUFFIX: &str = "index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
 pub(crate) const SNAPSHOT_SUFFIX: &str = "snapshot";
-pub(crate) const TMP_SUFFIX: &str = ".tmp";
+/// What a write interrupted by a crash leaves behind; deleted when the log opens.
+pub(crate) const TMP_SUFFIX: &str = strata_durable::TMP_SUFFIX;
 
 /// Kafka file name: the offset zero-padded to 20 digits plus a suffix.
 pub(crate) fn offset_file_path(dir: &Path, offset: i64, suffix: &str) -> PathBuf {
@@ -29,28 +34,17 @@ pub(crate) fn parse_offset_file_name(name: &str) -> Option<(i64, &str)> {
 
 /// fsyncs a directory so created/renamed/deleted entries are durable.
 pub(crate) fn fsync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    strata_durable::sync_dir(dir)
         .map_err(LogError::io(format!("syncing directory {}", dir.display())))
 }
 
-/// Replaces `dir/name` atomically: write `name.tmp`, fsync, rename, fsync dir.
-/// A crash leaves either the old or the new content, never a mix.
-pub fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), LogError> {
-    let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let target = dir.join(name);
-    let ctx = || format!("writing {}", target.display());
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(LogError::io(ctx()))?;
-    file.write_all(contents).map_err(LogError::io(ctx()))?;
-    file.sync_all().map_err(LogError::io(ctx()))?;
-    drop(file);
-    std::fs::rename(&tmp, &target).map_err(LogError::io(ctx()))?;
-    fsync_dir(dir)
+/// Replaces `dir/name` atomically ([`strata_durable::replace`]): a crash leaves either the
+/// old or the new content, never a mix.
+pub(crate) fn write_atomic(dir: &Path, name: &str, contents: &[u8]) -> Result<(), LogError> {
+    strata_durable::replace(dir, name, contents).map_err(LogError::io(format!(
+        "writing {}",
+        dir.join(name).display()
+    )))
 }
 
 /// Most slices one `writev` takes (Linux's `IOV_MAX`); longer lists take several calls.

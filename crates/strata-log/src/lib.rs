@@ -38,7 +38,6 @@ pub use batch::{check_crc, RecordBatchHeader, TimestampType};
 pub use cleaner::{CompactedOutput, CompactionPlan, CompactionStats, OFFSET_MAP_MEMORY_BYTES};
 pub use config::LogConfig;
 pub use error::{LogError, RecordError, MAX_RECORD_ERRORS};
-pub use fsutil::write_atomic;
 pub use log::{AppendInfo, Log, LogOffsetSnapshot, ReadResult, DEFAULT_PRODUCER_ID_EXPIRATION_MS};
 pub use records::{find_record_by_timestamp, offset_of_max_timestamp, TimestampAndOffset};
 pub use tiered::{SegmentForUpload, TierTail};

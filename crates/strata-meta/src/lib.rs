@@ -9,6 +9,7 @@
 pub mod config;
 pub mod controller;
 pub mod features;
+pub mod frame;
 pub mod image;
 pub mod log;
 pub mod partition_change;

@@ -2,19 +2,22 @@
 //!
 //! [`MetadataLog`] is the seam where a Raft-replicated log (openraft) will plug in: the store
 //! only appends batches and replays them. [`FileMetadataLog`] is the single-node implementation:
-//! one append-only file of frames `[u32 length][u32 crc32c][json batch]`, each append fsynced
-//! before it returns, so a committed change survives a crash. A torn last frame (crash mid-write)
-//! is cut off at open; a bad frame in the middle is an error, never skipped.
+//! one append-only file of frames ([`crate::frame`]: `[u32 length][u32 crc32c][json batch]`),
+//! each append fsynced before it returns, so a committed change survives a crash. A torn last
+//! frame (crash mid-write) is cut off at open; a bad frame in the middle is an error, never
+//! skipped.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use crate::frame::{self, FRAME_HEADER_BYTES};
 use crate::records::MetadataRecord;
 use crate::MetaError;
 
-/// Largest batch accepted in the log: bounds the allocation a corrupt length can cause at replay.
-pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// Largest batch accepted in the log: a frame's body, whose bound the replay also applies to
+/// the allocation a corrupt length could cause.
+pub const MAX_BATCH_BYTES: usize = frame::MAX_FRAME_BODY_BYTES;
 
 /// An ordered, durable log of metadata record batches.
 pub trait MetadataLog: Send {
@@ -29,8 +32,6 @@ pub struct FileMetadataLog {
     file: File,
     next_offset: u64,
 }
-
-const FRAME_HEADER_BYTES: usize = 8;
 
 impl FileMetadataLog {
     pub fn open(path: &Path) -> Result<Self, MetaError> {
@@ -70,32 +71,18 @@ impl FileMetadataLog {
             .seek(SeekFrom::Start(0))
             .and_then(|_| self.file.read_to_end(&mut data))
             .map_err(|e| MetaError::io(format!("read metadata log {path}"), e))?;
-        let mut batches = Vec::new();
-        let mut pos = 0usize;
-        while data.len() - pos >= FRAME_HEADER_BYTES {
-            let len = u32::from_be_bytes(data[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-            let crc = u32::from_be_bytes(data[pos + 4..pos + 8].try_into().expect("4 bytes"));
-            let body_start = pos + FRAME_HEADER_BYTES;
-            if len > MAX_BATCH_BYTES || data.len() - body_start < len {
-                break; // torn (or garbage) tail: the last write did not complete
-            }
-            let body = &data[body_start..body_start + len];
-            if crc32c::crc32c(body) != crc {
-                if body_start + len == data.len() {
-                    break; // torn last frame
-                }
-                return Err(MetaError::Corrupt(format!(
-                    "{path}: CRC mismatch in metadata batch {} at byte {pos}",
-                    batches.len()
-                )));
-            }
-            let batch: Vec<MetadataRecord> = serde_json::from_slice(body).map_err(|e| {
-                MetaError::Corrupt(format!("{path}: undecodable batch at byte {pos}: {e}"))
+        let scan = frame::scan(&data).map_err(|e| MetaError::Corrupt(format!("{path}: {e}")))?;
+        let mut batches = Vec::with_capacity(scan.frames.len());
+        for f in &scan.frames {
+            let batch: Vec<MetadataRecord> = serde_json::from_slice(f.body).map_err(|e| {
+                MetaError::Corrupt(format!(
+                    "{path}: undecodable batch at byte {}: {e}",
+                    f.position
+                ))
             })?;
             batches.push(batch);
-            pos = body_start + len;
         }
-        Ok((batches, pos as u64))
+        Ok((batches, scan.valid_len))
     }
 }
 
@@ -108,13 +95,11 @@ impl MetadataLog for FileMetadataLog {
                 size_bytes: body.len(),
             });
         }
-        let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
-        frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&crc32c::crc32c(&body).to_be_bytes());
-        frame.extend_from_slice(&body);
+        let mut framed = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
+        frame::encode(&body, &mut framed);
         let path = self.path.display().to_string();
         self.file
-            .write_all(&frame)
+            .write_all(&framed)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| MetaError::io(format!("append to metadata log {path}"), e))?;
         let offset = self.next_offset;

@@ -5,7 +5,9 @@
 //! leader's log. Records past that point were written by a leader whose epoch the new
 //! leader's log does not continue: they are cut off. When the leader answers with an epoch
 //! the follower's log does not have, the follower truncates to where its own earlier epoch
-//! ends and asks again (KIP-279), until both agree.
+//! ends and asks again (KIP-279), until both agree. With truncation on fetch (KIP-595) the
+//! leader finds the divergence itself ([`diverging_epoch`]) and answers the fetch with the
+//! same information.
 
 /// Kafka's unknown epoch and offset (-1).
 pub const UNDEFINED: i64 = -1;
@@ -26,6 +28,26 @@ pub enum Truncation {
     /// Truncate to `offset`, then ask the leader again about `epoch`, the follower's latest
     /// epoch after the truncation.
     AskAgain { offset: i64, epoch: i32 },
+}
+
+/// The leader's half of the exchange (KIP-595, Kafka's `Partition.readRecords`): a follower
+/// that fetches at `fetch_offset` after writing `last_fetched_epoch` (`None` for an empty log)
+/// has diverged from the leader's log when the leader's largest epoch at or below it is older,
+/// or ends before the fetch offset. Then the leader answers with where that epoch ends
+/// (`leader_end_offset_for(epoch)`: the leader log's own OffsetForLeaderEpoch answer, `(-1,
+/// -1)` when it has none) instead of records, and the follower truncates with
+/// [`truncation_for`]. `None`: serve the fetch.
+pub fn diverging_epoch(
+    last_fetched_epoch: Option<i32>,
+    fetch_offset: i64,
+    leader_end_offset_for: impl FnOnce(i32) -> (i32, i64),
+) -> Option<EpochEndOffset> {
+    let last = last_fetched_epoch?;
+    let (leader_epoch, end_offset) = leader_end_offset_for(last);
+    (leader_epoch < last || end_offset < fetch_offset).then_some(EpochEndOffset {
+        leader_epoch,
+        end_offset,
+    })
 }
 
 /// Kafka's `getOffsetTruncationState`. `local_end_offset_for(epoch)` is the follower log's
@@ -159,6 +181,41 @@ mod tests {
                 95
             ),
             40
+        );
+    }
+
+    #[test]
+    fn the_leader_finds_a_diverging_follower() {
+        let leader = [(0, 0), (2, 60)];
+        let leader_end = 90;
+        let answer = |epoch| end_offset_for(&leader, leader_end, epoch);
+        // An empty follower log, or one in step with the leader's epochs: serve the fetch.
+        assert_eq!(diverging_epoch(None, 0, answer), None);
+        assert_eq!(diverging_epoch(Some(2), 75, answer), None);
+        assert_eq!(diverging_epoch(Some(0), 60, answer), None);
+        // Epoch 0 ends at 60 here: a follower past it in epoch 0 has a tail to cut.
+        assert_eq!(
+            diverging_epoch(Some(0), 70, answer),
+            Some(EpochEndOffset {
+                leader_epoch: 0,
+                end_offset: 60
+            })
+        );
+        // Epoch 1 was never the leader's: its floor is 0, which ends at 60.
+        assert_eq!(
+            diverging_epoch(Some(1), 55, answer),
+            Some(EpochEndOffset {
+                leader_epoch: 0,
+                end_offset: 60
+            })
+        );
+        // An epoch the leader's cache does not know at all.
+        assert_eq!(
+            diverging_epoch(Some(3), 10, |_| (-1, -1)),
+            Some(EpochEndOffset {
+                leader_epoch: -1,
+                end_offset: -1
+            })
         );
     }
 

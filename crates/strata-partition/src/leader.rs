@@ -93,6 +93,74 @@ pub struct IsrChange {
     pub partition_epoch: i32,
 }
 
+/// The controller's refusal of an ISR change (AlterPartition's error, KIP-497), sorted by what
+/// it tells the leader about its pending change. The broker gets a code on the wire and the
+/// simulation a typed error from `strata-meta`; both go through [`Self::from_error_code`] and
+/// [`LeaderState::on_isr_change_refused`], so the simulation tests the decision the broker
+/// makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IsrChangeRefusal {
+    /// INELIGIBLE_REPLICA (107): a proposed member is not a replica, or is fenced. Not applied.
+    IneligibleReplica,
+    /// INVALID_REQUEST (42): the proposed ISR does not hold the leader. Not applied.
+    InvalidRequest,
+    /// FENCED_LEADER_EPOCH (74): the controller has a newer leader epoch.
+    FencedLeaderEpoch,
+    /// INVALID_UPDATE_VERSION (108): the controller has a newer partition epoch, possibly
+    /// because it committed this very change and its answer was lost.
+    InvalidUpdateVersion,
+    /// NOT_LEADER_OR_FOLLOWER (6): the controller has another leader.
+    NotLeaderOrFollower,
+    /// Any other code (STALE_BROKER_EPOCH, UNKNOWN_TOPIC_OR_PARTITION, ...): the leader cannot
+    /// tell whether the change was applied.
+    Other(i16),
+}
+
+impl IsrChangeRefusal {
+    pub fn from_error_code(error_code: i16) -> Self {
+        match error_code {
+            107 => IsrChangeRefusal::IneligibleReplica,
+            42 => IsrChangeRefusal::InvalidRequest,
+            74 => IsrChangeRefusal::FencedLeaderEpoch,
+            108 => IsrChangeRefusal::InvalidUpdateVersion,
+            6 => IsrChangeRefusal::NotLeaderOrFollower,
+            other => IsrChangeRefusal::Other(other),
+        }
+    }
+
+    pub fn error_code(self) -> i16 {
+        match self {
+            IsrChangeRefusal::IneligibleReplica => 107,
+            IsrChangeRefusal::InvalidRequest => 42,
+            IsrChangeRefusal::FencedLeaderEpoch => 74,
+            IsrChangeRefusal::InvalidUpdateVersion => 108,
+            IsrChangeRefusal::NotLeaderOrFollower => 6,
+            IsrChangeRefusal::Other(code) => code,
+        }
+    }
+
+    /// Whether the controller says it did not apply the change (Kafka's
+    /// `Partition.handleAlterPartitionError` resets to the committed state only then). Every
+    /// other refusal says the leader is out of date, which it may be because the change
+    /// committed.
+    pub fn change_not_applied(self) -> bool {
+        matches!(
+            self,
+            IsrChangeRefusal::IneligibleReplica | IsrChangeRefusal::InvalidRequest
+        )
+    }
+}
+
+/// What [`LeaderState::on_isr_change_refused`] did with the pending change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusedIsrChange {
+    /// Dropped: the next fetch or shrink check proposes again from the committed ISR.
+    Dropped,
+    /// Kept pending (the maximal ISR still holds it) until metadata with a newer partition
+    /// epoch arrives ([`LeaderState::on_isr_committed`]).
+    KeptUntilMetadata,
+}
+
 /// Outcome of a produce with `acks=all` once its last offset is known.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AckState {
@@ -424,18 +492,24 @@ impl LeaderState {
         Ok(self.maybe_advance_high_watermark(now_ms))
     }
 
-    /// The controller refused the pending change for good (INELIGIBLE_REPLICA, INVALID_REQUEST):
-    /// drop it; the next fetch or shrink check proposes again from the committed ISR.
+    /// The controller refused the pending change. Only a refusal that says the change was not
+    /// applied (INELIGIBLE_REPLICA, INVALID_REQUEST) drops it; the next fetch or shrink check
+    /// proposes again from the committed ISR.
     ///
-    /// Not for INVALID_UPDATE_VERSION or FENCED_LEADER_EPOCH: those mean the controller's state
-    /// moved on, possibly by committing this very change whose answer was lost. Dropping the
-    /// pending change then would let the high watermark stop waiting for a replica the
+    /// The others (INVALID_UPDATE_VERSION, FENCED_LEADER_EPOCH, ...) mean the controller's
+    /// state moved on, possibly by committing this very change whose answer was lost. Dropping
+    /// the pending change then would let the high watermark stop waiting for a replica the
     /// controller already counts in the ISR, and an acknowledged record could be lost (found by
     /// strata-sim, `STRATA_SIM_BUG=drop-pending-isr STRATA_SIM_PROFILE=harsh
-    /// STRATA_SIM_SEED=347`). Keep it until new metadata arrives ([`Self::on_isr_committed`]),
-    /// as Kafka does.
-    pub fn on_isr_change_failed(&mut self) {
-        self.pending = None;
+    /// STRATA_SIM_SEED=347`). It is kept until new metadata arrives
+    /// ([`Self::on_isr_committed`]), as Kafka does.
+    pub fn on_isr_change_refused(&mut self, refusal: IsrChangeRefusal) -> RefusedIsrChange {
+        if refusal.change_not_applied() {
+            self.pending = None;
+            RefusedIsrChange::Dropped
+        } else {
+            RefusedIsrChange::KeptUntilMetadata
+        }
     }
 
     fn maybe_advance_high_watermark(&mut self, now_ms: i64) -> Option<i64> {

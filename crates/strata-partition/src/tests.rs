@@ -194,9 +194,29 @@ fn a_new_leader_waits_for_its_followers_and_for_its_epoch_start() {
         p.on_follower_fetch(9, 0, 1_005),
         Err(PartitionError::NotAReplica(9))
     );
-    // A refused change is dropped; a stale commit is refused.
-    p.on_isr_change_failed();
+    // A refusal that says the controller moved on (it may have committed the change and the
+    // answer was lost) keeps the change pending; one that says it was not applied drops it.
+    let maximal = p.maximal_isr();
+    assert!(p.pending_isr_change().is_some());
+    for code in [74, 108, 6, 77, 3] {
+        assert_eq!(
+            p.on_isr_change_refused(IsrChangeRefusal::from_error_code(code)),
+            RefusedIsrChange::KeptUntilMetadata,
+            "error code {code}"
+        );
+        assert!(p.pending_isr_change().is_some(), "error code {code}");
+        assert_eq!(
+            p.maximal_isr(),
+            maximal,
+            "the high watermark still waits for it"
+        );
+    }
+    assert_eq!(
+        p.on_isr_change_refused(IsrChangeRefusal::from_error_code(107)),
+        RefusedIsrChange::Dropped
+    );
     assert!(p.pending_isr_change().is_none());
+    // A stale commit is refused.
     assert!(matches!(
         p.on_isr_committed(&[2], 2, 1_006),
         Err(PartitionError::StalePartitionEpoch { got: 2, current: 3 })
@@ -215,11 +235,15 @@ fn a_single_replica_follows_its_log_end() {
 #[derive(Clone, Debug)]
 enum Event {
     Append(i64),
-    Fetch { replica: i32, behind: i64 },
+    Fetch {
+        replica: i32,
+        behind: i64,
+    },
     Tick(i64),
     Shrink,
     CommitPending,
-    RefusePending,
+    /// The controller refuses the pending change with this error code.
+    RefusePending(i16),
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -229,7 +253,7 @@ fn event() -> impl Strategy<Value = Event> {
         (1i64..8_000).prop_map(Event::Tick),
         Just(Event::Shrink),
         Just(Event::CommitPending),
-        Just(Event::RefusePending),
+        prop::sample::select(vec![107i16, 42, 74, 108, 6, 77, 3]).prop_map(Event::RefusePending),
     ]
 }
 
@@ -272,7 +296,17 @@ proptest! {
                         p.on_isr_committed(&isr, epoch, now).unwrap();
                     }
                 }
-                Event::RefusePending => p.on_isr_change_failed(),
+                Event::RefusePending(code) => {
+                    let refusal = IsrChangeRefusal::from_error_code(code);
+                    let pending = p.pending_isr_change().cloned();
+                    let outcome = p.on_isr_change_refused(refusal);
+                    prop_assert_eq!(outcome == RefusedIsrChange::Dropped, [107, 42].contains(&code));
+                    if outcome == RefusedIsrChange::KeptUntilMetadata {
+                        prop_assert_eq!(p.pending_isr_change().cloned(), pending);
+                    } else {
+                        prop_assert!(p.pending_isr_change().is_none());
+                    }
+                }
             }
             let hw = p.high_watermark();
             prop_assert!(hw >= hw_before, "high watermark moved back");
@@ -371,4 +405,16 @@ fn an_altered_min_insync_replicas_applies_at_once() {
     assert_eq!(p.ack_state(110), AckState::DoneWithTooFewReplicas);
     p.set_config(config(3));
     assert_eq!(p.ack_state(110), AckState::Done);
+}
+
+#[test]
+fn isr_change_refusals_keep_their_kafka_error_codes() {
+    for code in [107i16, 42, 74, 108, 6, 77, 3, -1, 0] {
+        assert_eq!(IsrChangeRefusal::from_error_code(code).error_code(), code);
+    }
+    assert!(IsrChangeRefusal::IneligibleReplica.change_not_applied());
+    assert!(IsrChangeRefusal::InvalidRequest.change_not_applied());
+    assert!(!IsrChangeRefusal::InvalidUpdateVersion.change_not_applied());
+    assert!(!IsrChangeRefusal::FencedLeaderEpoch.change_not_applied());
+    assert!(!IsrChangeRefusal::Other(77).change_not_applied());
 }

@@ -14,7 +14,8 @@
 //! Modules: `config` (what a node is told), `quorum` (the public handle), `describe` (the
 //! leader's view for Kafka's DescribeQuorum), `log_store` and
 //! `state_machine` (openraft storage on files), `network` and `http` (the transport: JSON over
-//! HTTP/1.1 on the controller listener), `durable_file` (atomic small-file replacement).
+//! HTTP/1.1 on the controller listener). Small files (vote, committed index, snapshot) are
+//! replaced with `strata-durable`, the crash-safe write the partition log and the broker use too.
 //!
 //! Invariants: an image's offset only grows, on every node; the image at offset `n` is the
 //! same on every node; a batch is in the image only once its entry is committed; a voter's
@@ -22,7 +23,6 @@
 
 mod config;
 mod describe;
-mod durable_file;
 mod http;
 mod log_store;
 mod network;
@@ -38,6 +38,16 @@ pub use describe::{wall_clock_ms, QuorumDescription, ReplicaDescription};
 pub use http::MAX_SNAPSHOT_BYTES;
 pub use network::MAX_BODY_BYTES;
 pub use quorum::{Proposal, Quorum, QuorumStatus, MAX_PROPOSAL_BYTES};
+
+/// Runs blocking file work on tokio's blocking pool, so that an fsync never stalls an async
+/// worker thread (and with it every task scheduled there).
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
+}
 
 /// Errors of the metadata quorum. Storage errors at start name the file; errors of a
 /// proposal say whether retrying can help (`NoLeader`, `NotApplied`) or not (`InvalidBatch`,

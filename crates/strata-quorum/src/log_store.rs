@@ -3,7 +3,8 @@
 //! Files in the quorum directory:
 //!
 //! - `raft.log`: a header frame (`{"last_purged": <log id>}`) followed by one frame per entry,
-//!   each `[u32 length][u32 crc32c][json]`. Appends are written and fsynced before openraft is
+//!   each `[u32 length][u32 crc32c][json]` (`strata_meta::frame`, the single node's metadata
+//!   log's format and recovery rule). Appends are written and fsynced before openraft is
 //!   told they are durable. A torn last frame (crash mid-append) is cut off at open; a bad frame
 //!   anywhere else is an error, never skipped, because skipping would leave a hole in the log.
 //!   Truncation (a follower dropping a conflicting suffix) cuts the file at a frame boundary and
@@ -33,19 +34,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
 use serde::{Deserialize, Serialize};
+use strata_meta::frame::{self, FRAME_HEADER_BYTES};
 
-use crate::durable_file;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::QuorumError;
 
 const LOG_FILE: &str = "raft.log";
 const VOTE_FILE: &str = "vote.json";
 const COMMITTED_FILE: &str = "committed.json";
-const FRAME_HEADER_BYTES: usize = 8;
-
-/// Largest frame accepted at open: bounds the allocation a corrupt length can cause. An entry
-/// holds at most one proposal (`MAX_PROPOSAL_BYTES`) or a membership config, far below this.
-pub(crate) const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct LogHeader {
@@ -83,45 +79,6 @@ struct LogFile {
     len_bytes: u64,
 }
 
-fn encode_frame(body: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&crc32c::crc32c(body).to_be_bytes());
-    out.extend_from_slice(body);
-}
-
-/// Splits `data` into frames: returns `(position, body)` of each valid frame and the length of
-/// the valid prefix. A torn last frame ends the scan; a CRC mismatch before the end is an error.
-/// Frames as `(byte position, body)`.
-type Frames<'a> = Vec<(u64, &'a [u8])>;
-
-fn scan_frames<'a>(data: &'a [u8], path: &Path) -> Result<(Frames<'a>, u64), QuorumError> {
-    let mut frames = Vec::new();
-    let mut pos = 0usize;
-    while data.len() - pos >= FRAME_HEADER_BYTES {
-        let len = u32::from_be_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]);
-        let crc = u32::from_be_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
-        let len = len as usize;
-        let body_start = pos + FRAME_HEADER_BYTES;
-        if len > MAX_FRAME_BYTES || data.len() - body_start < len {
-            break; // torn (or garbage) tail: the last append did not complete
-        }
-        let body = &data[body_start..body_start + len];
-        if crc32c::crc32c(body) != crc {
-            if body_start + len == data.len() {
-                break; // torn last frame
-            }
-            return Err(QuorumError::Corrupt(format!(
-                "{}: CRC mismatch in frame {} at byte {pos}",
-                path.display(),
-                frames.len()
-            )));
-        }
-        frames.push((pos as u64, body));
-        pos = body_start + len;
-    }
-    Ok((frames, pos as u64))
-}
-
 impl LogFile {
     fn path(&self) -> PathBuf {
         self.dir.join(LOG_FILE)
@@ -139,18 +96,20 @@ impl LogFile {
             let mut header = Vec::new();
             let body = serde_json::to_vec(&LogHeader { last_purged: None })
                 .map_err(|e| QuorumError::Corrupt(format!("encode log header: {e}")))?;
-            encode_frame(&body, &mut header);
-            durable_file::replace(dir, LOG_FILE, &header).map_err(|e| io("create", e))?;
+            frame::encode(&body, &mut header);
+            strata_durable::replace(dir, LOG_FILE, &header).map_err(|e| io("create", e))?;
         }
         let mut file = Self::open_append(&path).map_err(|e| io("open", e))?;
         let mut data = Vec::new();
         file.read_to_end(&mut data).map_err(|e| io("read", e))?;
-        let (frames, valid_len) = scan_frames(&data, &path)?;
-        let mut frames = frames.into_iter();
-        let (_, header) = frames
+        let scan = frame::scan(&data)
+            .map_err(|e| QuorumError::Corrupt(format!("{}: {e}", path.display())))?;
+        let valid_len = scan.valid_len;
+        let mut frames = scan.frames.into_iter();
+        let header = frames
             .next()
             .ok_or_else(|| QuorumError::Corrupt(format!("{}: no header frame", path.display())))?;
-        let header: LogHeader = serde_json::from_slice(header).map_err(|e| {
+        let header: LogHeader = serde_json::from_slice(header.body).map_err(|e| {
             QuorumError::Corrupt(format!("{}: undecodable header: {e}", path.display()))
         })?;
         let mut mem = LogMem {
@@ -158,7 +117,11 @@ impl LogFile {
             last_purged: header.last_purged,
         };
         let mut positions = BTreeMap::new();
-        for (pos, body) in frames {
+        for frame::Frame {
+            position: pos,
+            body,
+        } in frames
+        {
             let entry: Entry = serde_json::from_slice(body).map_err(|e| {
                 QuorumError::Corrupt(format!(
                     "{}: undecodable entry at byte {pos}: {e}",
@@ -201,7 +164,7 @@ impl LogFile {
         let mut positions = Vec::with_capacity(entries.len());
         for (index, body) in entries {
             positions.push((*index, self.len_bytes + buf.len() as u64));
-            encode_frame(body, &mut buf);
+            frame::encode(body, &mut buf);
         }
         self.file.write_all(&buf)?;
         self.file.sync_data()?;
@@ -240,10 +203,10 @@ impl LogFile {
         })
         .map_err(std::io::Error::other)?;
         let mut content = Vec::with_capacity(FRAME_HEADER_BYTES + header.len() + tail.len());
-        encode_frame(&header, &mut content);
+        frame::encode(&header, &mut content);
         let header_len = content.len() as u64;
         content.extend_from_slice(&tail);
-        durable_file::replace(&self.dir, LOG_FILE, &content)?;
+        strata_durable::replace(&self.dir, LOG_FILE, &content)?;
         self.file = Self::open_append(&self.path())?;
         let kept = self.positions.split_off(&(upto.index + 1));
         self.positions = kept
@@ -260,7 +223,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(
     name: &str,
 ) -> Result<Option<T>, QuorumError> {
     let path = dir.join(name);
-    let Some(bytes) = durable_file::read_if_exists(dir, name)
+    let Some(bytes) = strata_durable::read_if_exists(dir, name)
         .map_err(|e| QuorumError::io(format!("read {}", path.display()), e))?
     else {
         return Ok(None);
@@ -306,7 +269,7 @@ impl LogStore {
         op: impl FnOnce(&mut LogFile) -> std::io::Result<T> + Send + 'static,
     ) -> std::io::Result<T> {
         let file = self.file.clone();
-        durable_file::run_blocking(move || {
+        crate::run_blocking(move || {
             let mut file = file
                 .lock()
                 .map_err(|_| std::io::Error::other("raft log file lock poisoned"))?;
@@ -317,7 +280,7 @@ impl LogStore {
 
     async fn write_small_file(&self, name: &'static str, bytes: Vec<u8>) -> std::io::Result<()> {
         let dir = self.dir.clone();
-        durable_file::run_blocking(move || durable_file::replace(&dir, name, &bytes)).await
+        crate::run_blocking(move || strata_durable::replace(&dir, name, &bytes)).await
     }
 
     fn mem_read(&self) -> std::sync::RwLockReadGuard<'_, LogMem> {

@@ -26,7 +26,6 @@ use openraft::{
 use strata_meta::MetadataImage;
 use tokio::sync::watch;
 
-use crate::durable_file;
 use crate::types::{
     ApplyOutcome, Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
@@ -120,7 +119,7 @@ impl SnapshotStore {
             }
         }
         let bytes = snapshot.encode().map_err(std::io::Error::other)?;
-        durable_file::replace(&self.dir, SNAPSHOT_FILE, &bytes)?;
+        strata_durable::replace(&self.dir, SNAPSHOT_FILE, &bytes)?;
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
         Ok(())
     }
@@ -141,7 +140,7 @@ impl StateMachine {
         dir: &Path,
     ) -> Result<(Self, watch::Receiver<Arc<MetadataImage>>), QuorumError> {
         let path = dir.join(SNAPSHOT_FILE);
-        let snapshot = durable_file::read_if_exists(dir, SNAPSHOT_FILE)
+        let snapshot = strata_durable::read_if_exists(dir, SNAPSHOT_FILE)
             .map_err(|e| QuorumError::io(format!("read {}", path.display()), e))?
             .map(|bytes| StoredSnapshot::decode(bytes, &path))
             .transpose()?;
@@ -271,7 +270,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let store = self.snapshots.clone();
         let to_save = stored.clone();
-        durable_file::run_blocking(move || store.save(&to_save))
+        crate::run_blocking(move || store.save(&to_save))
             .await
             .map_err(|e| snapshot_error(Some(meta), e))?;
         tracing::info!(
@@ -314,7 +313,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let image = self.image.clone();
         let store = self.snapshots.clone();
         let build_meta = meta.clone();
-        let stored = durable_file::run_blocking(move || {
+        let stored = crate::run_blocking(move || {
             let image_json = serde_json::to_vec(&*image).map_err(std::io::Error::other)?;
             let stored = StoredSnapshot {
                 meta: build_meta,

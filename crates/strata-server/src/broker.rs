@@ -121,7 +121,7 @@ impl Broker {
         let clean_shutdown = marker.exists();
         if clean_shutdown {
             std::fs::remove_file(&marker).map_err(dir_err)?;
-            sync_dir(&data_dir).map_err(dir_err)?;
+            strata_durable::sync_dir(&data_dir).map_err(dir_err)?;
         }
         tracing::info!(
             data_dir = %data_dir.display(),
@@ -384,9 +384,7 @@ impl Broker {
             tracing::error!(topic = %tp.0, partition = tp.1, error = %e, "log did not close cleanly");
         }
         if failures.is_empty() {
-            let marker = self.config.data_dir.join(CLEAN_SHUTDOWN_MARKER);
-            std::fs::write(&marker, b"")?;
-            sync_dir(&self.config.data_dir)?;
+            strata_durable::replace(&self.config.data_dir, CLEAN_SHUTDOWN_MARKER, b"")?;
             tracing::info!("clean shutdown complete");
         } else {
             tracing::warn!("shutdown left logs to recover at next start");
@@ -585,16 +583,13 @@ fn write_meta_properties(
     cluster_id: &str,
     node_id: i32,
 ) -> Result<(), StartError> {
-    let path = data_dir.join(META_PROPERTIES);
     let text = format!("version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
-    let tmp = path.with_extension("tmp");
-    let io = |source| StartError::DataDir {
-        path: path.display().to_string(),
-        source,
-    };
-    std::fs::write(&tmp, text).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    sync_dir(data_dir).map_err(io)
+    strata_durable::replace(data_dir, META_PROPERTIES, text.as_bytes()).map_err(|source| {
+        StartError::DataDir {
+            path: data_dir.join(META_PROPERTIES).display().to_string(),
+            source,
+        }
+    })
 }
 
 /// A Kafka-style cluster id: a random UUID in URL-safe base64 without padding (22 chars).
@@ -612,8 +607,4 @@ fn new_cluster_id() -> String {
             ALPHABET[(v & 63) as usize] as char
         })
         .collect()
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }

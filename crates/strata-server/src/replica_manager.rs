@@ -19,8 +19,8 @@ use kafka_protocol::error::ResponseError;
 use strata_log::{Log, LogError};
 use strata_meta::{MetadataImage, PartitionImage};
 use strata_partition::{
-    preferred_read_replica, AckState, FollowerProgress, FollowerView, IsrChange, LeaderAndIsr,
-    LeaderConfig, LeaderState, PartitionError,
+    preferred_read_replica, AckState, FollowerProgress, FollowerView, IsrChange, IsrChangeRefusal,
+    LeaderAndIsr, LeaderConfig, LeaderState, PartitionError,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -310,7 +310,7 @@ impl Partition {
     pub fn on_isr_answer(
         &self,
         leader_epoch: i32,
-        answer: Result<(Vec<i32>, i32), i16>,
+        answer: Result<(Vec<i32>, i32), IsrChangeRefusal>,
         now_ms: i64,
     ) {
         let mut log = self.log();
@@ -323,14 +323,11 @@ impl Partition {
             Ok((isr, partition_epoch)) => s
                 .on_isr_committed(&isr, partition_epoch, now_ms)
                 .unwrap_or_default(),
-            // INELIGIBLE_REPLICA, INVALID_REQUEST: refused for good. Anything else (a stale
-            // partition epoch, a fenced leader epoch) may mean the change committed with its
-            // answer lost: keep it pending until the metadata says (strata-sim found this).
-            Err(107) | Err(42) => {
-                s.on_isr_change_failed();
+            // Dropped or kept pending by the rule strata-sim tests (`on_isr_change_refused`).
+            Err(refusal) => {
+                s.on_isr_change_refused(refusal);
                 None
             }
-            Err(_) => None,
         };
         drop(state);
         self.publish_high_watermark(&mut log, moved);
@@ -362,17 +359,22 @@ const STRAY_SUFFIX: &str = "-stray";
 
 /// Waits until each partition's high watermark reaches its offset (the records are in every
 /// in-sync replica), up to `timeout` in all. The partitions were led here with replication
-/// when their records were appended. Blocking. `Err` names the first partition that did not
-/// get there: the wait timed out, or this broker stopped leading it.
+/// when their records were appended. Blocking: call it on a blocking thread of the broker's
+/// runtime. `Err` names the first partition that did not get there: the wait timed out, this
+/// broker stopped leading it, or there was no runtime to wait on.
+///
+/// Fails closed: a coordinator acknowledges a commit only on `Ok`, so `Ok` is never an answer
+/// this function could not check.
 pub fn wait_all_replicated(
     appended: &[(Arc<Partition>, i64)],
     timeout: std::time::Duration,
 ) -> Result<(), i32> {
-    if appended.is_empty() {
+    let Some((first, _)) = appended.first() else {
         return Ok(());
-    }
+    };
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return Ok(());
+        tracing::error!(topic = %first.topic, partition = first.index, "no runtime to wait for the in-sync replicas on; answering not replicated");
+        return Err(first.index);
     };
     runtime.block_on(async {
         let deadline = tokio::time::Instant::now() + timeout;
@@ -690,7 +692,8 @@ fn open_partition_log(
         .as_deref()
         != Some(expected.as_str())
     {
-        strata_log::write_atomic(dir, PARTITION_METADATA_FILE, expected.as_bytes())?;
+        strata_durable::replace(dir, PARTITION_METADATA_FILE, expected.as_bytes())
+            .map_err(|e| io("write partition.metadata in", e))?;
     }
     Log::open(dir, config, clean_shutdown, now_ms)
 }
@@ -720,5 +723,72 @@ fn remove_dir(dir: &Path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::error!(dir = %dir.display(), error = %e, "cannot delete partition directory");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Partition 7 of "t", led here (broker 1) in epoch 0 with replicas [1, 2], both in the
+    /// ISR, over an empty log: its high watermark is 0 until broker 2 fetches.
+    fn replicated_leader(dir: &Path) -> Arc<Partition> {
+        let log = Log::open(dir, strata_log::LogConfig::default(), true, 0).expect("open log");
+        let assignment = LeaderAndIsr {
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+        };
+        let state =
+            LeaderState::new(&assignment, 0, 0, 0, LeaderConfig::default()).expect("leader state");
+        Arc::new(Partition {
+            topic: "t".into(),
+            index: 7,
+            topic_id: Uuid::new_v4(),
+            leader_epoch: AtomicI32::new(0),
+            leading: AtomicBool::new(true),
+            leader_state: Mutex::new(Some(state)),
+            hw_advanced: Notify::new(),
+            high_watermark_known: AtomicBool::new(true),
+            dir: dir.to_path_buf(),
+            log: Mutex::new(log),
+            removed: AtomicBool::new(false),
+        })
+    }
+
+    #[test]
+    fn without_a_runtime_nothing_counts_as_replicated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = replicated_leader(dir.path());
+        assert!(tokio::runtime::Handle::try_current().is_err());
+        let wait = Duration::from_millis(50);
+        assert_eq!(wait_all_replicated(&[(p.clone(), 1)], wait), Err(7));
+        assert_eq!(wait_all_replicated(&[(p, 0)], wait), Err(7));
+        assert_eq!(wait_all_replicated(&[], wait), Ok(()));
+    }
+
+    #[test]
+    fn on_the_runtime_only_what_the_isr_has_counts_as_replicated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = replicated_leader(dir.path());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_time()
+            .build()
+            .expect("runtime");
+        let wait = |required: i64| {
+            let p = p.clone();
+            runtime
+                .block_on(runtime.spawn_blocking(move || {
+                    wait_all_replicated(&[(p, required)], Duration::from_millis(50))
+                }))
+                .expect("join")
+        };
+        assert_eq!(wait(0), Ok(()), "below the high watermark");
+        assert_eq!(wait(1), Err(7), "broker 2 has not fetched offset 0");
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_partition::IsrChange;
+use strata_partition::{IsrChange, IsrChangeRefusal};
 use tokio::sync::watch;
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -92,7 +92,7 @@ impl AlterPartitionManager {
                             Ok((r.isr, r.partition_epoch))
                         } else {
                             tracing::warn!(topic = %partition.topic, partition = partition.index, error_code = r.error_code, "the controller refused an ISR change");
-                            Err(r.error_code)
+                            Err(IsrChangeRefusal::from_error_code(r.error_code))
                         };
                         let (replicas, p) = (replicas.clone(), partition.clone());
                         let _ = tokio::task::spawn_blocking(move || {

@@ -4,14 +4,15 @@
 //! - As leader it owns a [`LeaderState`]: produces are appended only after
 //!   `check_enough_replicas`, and acknowledged only when `ack_state` says `Done`; follower
 //!   fetches go through `on_follower_fetch`; ISR changes it proposes go to the controller one
-//!   at a time and come back through `on_isr_committed` / `on_isr_change_failed`.
+//!   at a time and come back through `on_isr_committed` / `on_isr_change_refused`.
 //! - As follower it reconciles with a new leader through [`truncation_for`], fed by
 //!   OffsetForLeaderEpoch answers or a fetch's diverging epoch, then fetches.
 //! - It learns leadership only from the controller, and only newer partition epochs: an
 //!   equal one says nothing new (and applying it could clear a pending ISR change the
 //!   controller may still commit).
 //!
-//! AlterPartition errors are handled as Kafka's `Partition.handleAlterPartitionError`:
+//! AlterPartition errors are handled as Kafka's `Partition.handleAlterPartitionError`, by the
+//! broker's own code (`LeaderState::on_isr_change_refused`, fed the error's Kafka code):
 //! INELIGIBLE_REPLICA and INVALID_REQUEST mean "not applied", so the pending change is
 //! dropped; FENCED_LEADER_EPOCH, INVALID_UPDATE_VERSION and NOT_LEADER mean "you are out of
 //! date", so it stays pending until the metadata brings the controller's state. Dropping it
@@ -19,8 +20,8 @@
 
 use strata_meta::partition_change::{AlterPartitionError, PartitionRegistration, NO_LEADER};
 use strata_partition::{
-    truncation_for, AckState, EpochEndOffset, IsrChange, LeaderAndIsr, LeaderConfig, LeaderState,
-    PartitionError, Truncation,
+    diverging_epoch, truncation_for, AckState, EpochEndOffset, IsrChange, IsrChangeRefusal,
+    LeaderAndIsr, LeaderConfig, LeaderState, PartitionError, RefusedIsrChange, Truncation,
 };
 
 use crate::config::{Bug, SimConfig, TruncationMode};
@@ -595,23 +596,25 @@ impl Broker {
             }
             Err(error) => {
                 ctx.stats.alter_partition_refused += 1;
-                let not_applied = matches!(
-                    error,
-                    AlterPartitionError::IneligibleReplica(_) | AlterPartitionError::LeaderNotInIsr
-                );
-                if not_applied || ctx.config.bug == Some(Bug::DropPendingIsrOnAnyRefusal) {
-                    l.state.on_isr_change_failed();
-                    l.alter = None;
+                // The broker receives the error as a code: decide from the code, as it does.
+                let refusal = if ctx.config.bug == Some(Bug::DropPendingIsrOnAnyRefusal) {
+                    // The bug: every refusal taken for one that was not applied.
+                    IsrChangeRefusal::IneligibleReplica
                 } else {
-                    alter.awaiting_metadata = true;
+                    IsrChangeRefusal::from_error_code(error.kafka_error_code())
+                };
+                match l.state.on_isr_change_refused(refusal) {
+                    RefusedIsrChange::Dropped => l.alter = None,
+                    RefusedIsrChange::KeptUntilMetadata => alter.awaiting_metadata = true,
                 }
             }
         }
         self.settle(ctx);
     }
 
-    /// The leader's side of a fetch: epoch checks, the diverging-epoch check (before the
-    /// follower's progress is recorded, as Kafka does), then `on_follower_fetch`.
+    /// The leader's side of a fetch: epoch checks, the diverging-epoch check (`diverging_epoch`,
+    /// as the broker's, before the follower's progress is recorded, as Kafka does), then
+    /// `on_follower_fetch`.
     fn serve_fetch(
         &mut self,
         from: NodeId,
@@ -625,15 +628,12 @@ impl Broker {
         };
         check_leader_epoch(l, current_leader_epoch)?;
         if ctx.config.bug != Some(Bug::SkipTruncation) {
-            if let Some(last) = last_fetched_epoch {
-                let (leader_epoch, end_offset) = self.log.end_offset_for(last);
-                if end_offset < fetch_offset || leader_epoch < last {
-                    ctx.stats.diverging_epoch_answers += 1;
-                    return Ok(FetchData::Diverging(EpochEndOffset {
-                        leader_epoch,
-                        end_offset,
-                    }));
-                }
+            let log = &self.log;
+            if let Some(answer) =
+                diverging_epoch(last_fetched_epoch, fetch_offset, |e| log.end_offset_for(e))
+            {
+                ctx.stats.diverging_epoch_answers += 1;
+                return Ok(FetchData::Diverging(answer));
             }
         }
         match l.state.on_follower_fetch(from, fetch_offset, ctx.now_ms) {

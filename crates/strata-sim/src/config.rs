@@ -23,8 +23,9 @@ pub enum Bug {
     /// even the truncation to the high watermark).
     SkipTruncation,
     /// The leader drops its pending ISR change on every AlterPartition refusal, including
-    /// FENCED_LEADER_EPOCH and INVALID_UPDATE_VERSION, as `LeaderState::on_isr_change_failed`'s
-    /// documentation suggests ("stale epoch"); Kafka keeps it until the metadata tells.
+    /// FENCED_LEADER_EPOCH and INVALID_UPDATE_VERSION, as the first documentation of
+    /// `LeaderState`'s refusal handling suggested ("stale epoch"); Kafka keeps it until the
+    /// metadata tells. Injected by feeding `on_isr_change_refused` a not-applied refusal.
     DropPendingIsrOnAnyRefusal,
     /// Messages a process sent that the receiver had not read yet are still read after the
     /// sender crashed (as TCP allows: they sit in the receiver's socket buffer), and nothing

@@ -102,12 +102,13 @@
 //! Two contracts the broker must keep around the state machines, each shown by a bug the
 //! tests inject (they print the first seed that breaks an invariant, and its replay):
 //!
-//! - `LeaderState::on_isr_change_failed` must only follow a refusal that says the change was
-//!   not applied (INELIGIBLE_REPLICA, INVALID_REQUEST). Its documentation says "stale epoch"
-//!   too; following it on INVALID_UPDATE_VERSION, after a lost response to an AlterPartition
+//! - A leader may drop its pending ISR change only on a refusal that says the change was not
+//!   applied (INELIGIBLE_REPLICA, INVALID_REQUEST). Its first documentation said "stale epoch"
+//!   too; dropping it on INVALID_UPDATE_VERSION, after a lost response to an AlterPartition
 //!   the controller did commit, leaves the controller's ISR with a replica the leader's high
 //!   watermark no longer waits for, and acknowledged records are lost
-//!   ([`config::Bug::DropPendingIsrOnAnyRefusal`]).
+//!   ([`config::Bug::DropPendingIsrOnAnyRefusal`]). The decision is now
+//!   `LeaderState::on_isr_change_refused`, from the error code, which the broker calls too.
 //! - Neither `LeaderState::on_follower_fetch` nor `PartitionRegistration::alter_isr` knows
 //!   broker epochs (KIP-903): a fetch of a replica's previous process, read by a paused leader
 //!   after the replica restarted without its unflushed tail, puts it back in the ISR with a

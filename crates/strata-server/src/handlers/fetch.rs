@@ -607,15 +607,17 @@ fn follower_read(
         .with_high_watermark(log.high_watermark())
         .with_last_stable_offset(log.last_stable_offset())
         .with_log_start_offset(log.log_start_offset());
-    if t.last_fetched_epoch >= 0 {
-        let (epoch, end_offset) = log.end_offset_for_epoch(t.last_fetched_epoch);
-        if epoch != t.last_fetched_epoch || end_offset < t.fetch_offset {
-            return base.with_diverging_epoch(
-                EpochEndOffset::default()
-                    .with_epoch(epoch)
-                    .with_end_offset(end_offset),
-            );
-        }
+    let last_fetched_epoch = (t.last_fetched_epoch >= 0).then_some(t.last_fetched_epoch);
+    if let Some(diverging) =
+        strata_partition::diverging_epoch(last_fetched_epoch, t.fetch_offset, |epoch| {
+            log.end_offset_for_epoch(epoch)
+        })
+    {
+        return base.with_diverging_epoch(
+            EpochEndOffset::default()
+                .with_epoch(diverging.leader_epoch)
+                .with_end_offset(diverging.end_offset),
+        );
     }
     let read = match log.read(t.fetch_offset, budget, true) {
         Ok(read) => read,
