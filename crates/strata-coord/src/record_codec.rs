@@ -44,6 +44,21 @@ impl Reader<'_> {
             reason: "truncated".into(),
         }
     }
+    /// An element count `n`, refused when more elements than bytes remain (each takes at
+    /// least one), so a corrupt count cannot drive a huge loop.
+    fn bounded_count(&self, n: usize) -> Result<usize, DecodeError> {
+        if n > self.buf.len() {
+            return Err(self.short());
+        }
+        Ok(n)
+    }
+    /// `raw` as UTF-8 text.
+    fn text(&self, raw: Vec<u8>) -> Result<String, DecodeError> {
+        String::from_utf8(raw).map_err(|e| DecodeError {
+            what: self.what,
+            reason: e.to_string(),
+        })
+    }
     pub(crate) fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
         if self.buf.len() < n {
             return Err(self.short());
@@ -69,25 +84,16 @@ impl Reader<'_> {
         if len < 0 {
             return Ok(None);
         }
-        let raw = self.take(len as usize)?;
-        String::from_utf8(raw.to_vec())
-            .map(Some)
-            .map_err(|e| DecodeError {
-                what: self.what,
-                reason: e.to_string(),
-            })
+        let raw = self.take(len as usize)?.to_vec();
+        self.text(raw).map(Some)
     }
     pub(crate) fn string(&mut self) -> Result<String, DecodeError> {
         Ok(self.nullable_string()?.unwrap_or_default())
     }
-    /// An element count, refused when more elements than bytes remain (each takes at least
-    /// one), so a corrupt count cannot drive a huge loop.
+    /// An element count, bounded by the bytes left ([`Self::bounded_count`]).
     pub(crate) fn count(&mut self) -> Result<usize, DecodeError> {
         let n = self.i32()?.max(0) as usize;
-        if n > self.buf.len() {
-            return Err(self.short());
-        }
-        Ok(n)
+        self.bounded_count(n)
     }
     pub(crate) fn uuid(&mut self) -> Result<Uuid, DecodeError> {
         let raw = self.take(16)?;
@@ -123,18 +129,12 @@ impl Reader<'_> {
     /// A compact array's element count (a null array counts 0), bounded like [`Self::count`].
     pub(crate) fn compact_count(&mut self) -> Result<usize, DecodeError> {
         let n = self.uvarint()?.saturating_sub(1) as usize;
-        if n > self.buf.len() {
-            return Err(self.short());
-        }
-        Ok(n)
+        self.bounded_count(n)
     }
     pub(crate) fn compact_string(&mut self) -> Result<String, DecodeError> {
         let len = self.uvarint()?.saturating_sub(1) as usize;
-        let raw = self.take(len)?;
-        String::from_utf8(raw.to_vec()).map_err(|e| DecodeError {
-            what: self.what,
-            reason: e.to_string(),
-        })
+        let raw = self.take(len)?.to_vec();
+        self.text(raw)
     }
     /// Reads a tagged-field section, handing each field's tag and bytes to `field`.
     pub(crate) fn skip_tagged_fields(
@@ -153,10 +153,7 @@ impl Reader<'_> {
     /// A count written as a plain uvarint (tagged-field sections), bounded by the bytes left.
     fn compact_count_raw(&mut self) -> Result<usize, DecodeError> {
         let n = self.uvarint()? as usize;
-        if n > self.buf.len() {
-            return Err(self.short());
-        }
-        Ok(n)
+        self.bounded_count(n)
     }
     pub(crate) fn bytes(&mut self) -> Result<Bytes, DecodeError> {
         let len = self.i32()?;

@@ -143,6 +143,19 @@ pub struct MarkerWork {
     pub partitions: Vec<(String, i32)>,
 }
 
+impl MarkerWork {
+    /// The markers that end `txn` (commit or abort) on each of its partitions.
+    fn of(txn: &TransactionMetadata, commit: bool) -> Self {
+        Self {
+            transactional_id: txn.transactional_id.clone(),
+            producer_id: txn.producer_id,
+            producer_epoch: txn.producer_epoch,
+            commit,
+            partitions: txn.partitions.iter().cloned().collect(),
+        }
+    }
+}
+
 /// A `__transaction_state` record: the full state of one transactional id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnRecord(pub TransactionMetadata);
@@ -209,13 +222,7 @@ impl TransactionCoordinator {
         } else {
             TxnState::PrepareAbort
         };
-        self.markers.push(MarkerWork {
-            transactional_id: transactional_id.to_string(),
-            producer_id: txn.producer_id,
-            producer_epoch: txn.producer_epoch,
-            commit,
-            partitions: txn.partitions.iter().cloned().collect(),
-        });
+        self.markers.push(MarkerWork::of(txn, commit));
         self.persist(transactional_id, now_ms);
     }
 
@@ -623,13 +630,7 @@ impl TransactionCoordinator {
         };
         self.markers.retain(|m| m.transactional_id != id);
         if let Some(commit) = prepared {
-            self.markers.push(MarkerWork {
-                transactional_id: id.clone(),
-                producer_id: txn.producer_id,
-                producer_epoch: txn.producer_epoch,
-                commit,
-                partitions: txn.partitions.iter().cloned().collect(),
-            });
+            self.markers.push(MarkerWork::of(&txn, commit));
         }
         self.txns.insert(id, txn);
     }
@@ -798,6 +799,16 @@ mod tests {
         }
     }
 
+    /// A coordinator where "tx" has just been initialised (60 s timeout, protocol v1):
+    /// (coordinator, producer id, epoch).
+    fn initialised(ids: &mut i64) -> (TransactionCoordinator, i64, i16) {
+        let mut c = TransactionCoordinator::default();
+        let (pid, epoch) = c
+            .init_producer_id("tx", 60_000, None, 0, 0, alloc(ids))
+            .unwrap();
+        (c, pid, epoch)
+    }
+
     fn tp(t: &str, p: i32) -> (String, i32) {
         (t.to_string(), p)
     }
@@ -820,10 +831,7 @@ mod tests {
     #[test]
     fn commit_cycle_writes_markers_and_completes() {
         let mut ids = 0;
-        let mut c = TransactionCoordinator::default();
-        let (pid, epoch) = c
-            .init_producer_id("tx", 60_000, None, 0, 0, alloc(&mut ids))
-            .unwrap();
+        let (mut c, pid, epoch) = initialised(&mut ids);
         assert_eq!((pid, epoch), (1, 0));
         c.add_partitions("tx", pid, epoch, &[tp("a", 0), tp("b", 1)], 0, 10)
             .unwrap();
@@ -855,10 +863,7 @@ mod tests {
     #[test]
     fn verify_only_checks_membership_without_adding() {
         let mut ids = 0;
-        let mut c = TransactionCoordinator::default();
-        let (pid, epoch) = c
-            .init_producer_id("tx", 60_000, None, 0, 0, alloc(&mut ids))
-            .unwrap();
+        let (mut c, pid, epoch) = initialised(&mut ids);
         let both = [tp("a", 0), tp("b", 0)];
         assert_eq!(
             c.verify_partitions("tx", pid, epoch, &both),
@@ -884,10 +889,7 @@ mod tests {
     #[test]
     fn new_incarnation_fences_and_aborts_the_old_one() {
         let mut ids = 0;
-        let mut c = TransactionCoordinator::default();
-        let (pid, e0) = c
-            .init_producer_id("tx", 60_000, None, 0, 0, alloc(&mut ids))
-            .unwrap();
+        let (mut c, pid, e0) = initialised(&mut ids);
         c.add_partitions("tx", pid, e0, &[tp("a", 0)], 0, 1)
             .unwrap();
         c.take_output();
@@ -965,10 +967,7 @@ mod tests {
     #[test]
     fn state_reloads_and_prepared_transactions_resume() {
         let mut ids = 0;
-        let mut c = TransactionCoordinator::default();
-        let (pid, epoch) = c
-            .init_producer_id("tx", 60_000, None, 0, 0, alloc(&mut ids))
-            .unwrap();
+        let (mut c, pid, epoch) = initialised(&mut ids);
         c.add_partitions(
             "tx",
             pid,
@@ -1037,10 +1036,7 @@ mod tests {
     #[test]
     fn v2_bumps_the_epoch_on_every_end_and_answers_retries() {
         let mut ids = 0;
-        let mut c = TransactionCoordinator::default();
-        let (pid, e0) = c
-            .init_producer_id("tx", 60_000, None, 0, 0, alloc(&mut ids))
-            .unwrap();
+        let (mut c, pid, e0) = initialised(&mut ids);
         c.add_partitions("tx", pid, e0, &[tp("a", 0)], TV2, 1)
             .unwrap();
         assert_eq!(end_v2(&mut c, pid, e0, true, &mut ids), Ok((pid, e0 + 1)));

@@ -108,10 +108,10 @@ pub struct DowngradedMember {
     pub target: Assignment,
 }
 
-/// Decodes a `consumer` protocol subscription (its version first, then the body); a
-/// version above the newest known is read as the newest, as Kafka's `ConsumerProtocol` does.
-pub(crate) fn decode_subscription(metadata: &[u8]) -> Option<ConsumerProtocolSubscription> {
-    let mut buf = Bytes::copy_from_slice(metadata);
+/// Decodes a `consumer` protocol message (its version first, then the body); a version
+/// above the newest known is read as the newest, as Kafka's `ConsumerProtocol` does.
+fn decode_versioned<T: Decodable>(raw: &[u8]) -> Option<T> {
+    let mut buf = Bytes::copy_from_slice(raw);
     if buf.remaining() < 2 {
         return None;
     }
@@ -119,7 +119,12 @@ pub(crate) fn decode_subscription(metadata: &[u8]) -> Option<ConsumerProtocolSub
     if version < 0 {
         return None;
     }
-    ConsumerProtocolSubscription::decode(&mut buf, version.min(CONSUMER_PROTOCOL_MAX_VERSION)).ok()
+    T::decode(&mut buf, version.min(CONSUMER_PROTOCOL_MAX_VERSION)).ok()
+}
+
+/// Decodes a `consumer` protocol subscription.
+pub(crate) fn decode_subscription(metadata: &[u8]) -> Option<ConsumerProtocolSubscription> {
+    decode_versioned(metadata)
 }
 
 /// The version a member's subscription metadata was written in (0 if unreadable).
@@ -136,15 +141,7 @@ fn decode_assignment(raw: &[u8]) -> Option<ConsumerProtocolAssignment> {
     if raw.is_empty() {
         return Some(ConsumerProtocolAssignment::default());
     }
-    let mut buf = Bytes::copy_from_slice(raw);
-    if buf.remaining() < 2 {
-        return None;
-    }
-    let version = buf.get_i16();
-    if version < 0 {
-        return None;
-    }
-    ConsumerProtocolAssignment::decode(&mut buf, version.min(CONSUMER_PROTOCOL_MAX_VERSION)).ok()
+    decode_versioned(raw)
 }
 
 /// Encodes `assignment` (topics by id) as a `ConsumerProtocolAssignment`, with topic names
@@ -329,6 +326,21 @@ impl ConsumerGroup {
         Ok(member)
     }
 
+    /// The classic member `member_id`, found as [`Self::classic_member`] finds it, if it is
+    /// of the generation a SyncGroup or Heartbeat names (ILLEGAL_GENERATION otherwise).
+    fn classic_member_of_generation(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<&mut ConsumerMember, ResponseError> {
+        let member = self.classic_member(member_id, instance_id)?;
+        if generation != member.epoch {
+            return Err(ResponseError::IllegalGeneration);
+        }
+        Ok(member)
+    }
+
     /// Target partitions the member does not have yet, all of them released by their
     /// previous owners: it should rejoin to collect them.
     fn unreleased_now_free(&self, member: &ConsumerMember) -> bool {
@@ -343,6 +355,15 @@ impl ConsumerGroup {
         }
         let owned = self.owned_by_others(&member.id);
         missing.iter().all(|tp| !owned.contains(tp))
+    }
+}
+
+impl ConsumerMember {
+    /// Kafka's join timeout for a classic member told to rejoin: its rebalance timeout,
+    /// counted from the first time it is told.
+    fn await_classic_rejoin(&mut self, now_ms: i64) {
+        self.classic_deadline_ms
+            .get_or_insert(now_ms + self.rebalance_timeout_ms.max(1) as i64);
     }
 }
 
@@ -523,10 +544,7 @@ impl ConsumerGroups {
             .get_mut(group_id)
             .ok_or(ResponseError::UnknownMemberId)?;
         let group_epoch = group.group_epoch;
-        let member = group.classic_member(member_id, instance_id)?;
-        if generation != member.epoch {
-            return Err(ResponseError::IllegalGeneration);
-        }
+        let member = group.classic_member_of_generation(member_id, instance_id, generation)?;
         let classic = member.classic.as_ref().expect("a classic member");
         if protocol_type.is_some_and(|t| t != CONSUMER_PROTOCOL_TYPE)
             || protocol_name.is_some_and(|n| n != classic.protocol_name())
@@ -535,9 +553,7 @@ impl ConsumerGroups {
         }
         if group_epoch > member.epoch && member.pending_revocation.is_empty() {
             // A new rebalance started since this member joined: it must rejoin first.
-            member
-                .classic_deadline_ms
-                .get_or_insert(now_ms + member.rebalance_timeout_ms.max(1) as i64);
+            member.await_classic_rejoin(now_ms);
             return Err(ResponseError::RebalanceInProgress);
         }
         let metadata = classic
@@ -565,10 +581,7 @@ impl ConsumerGroups {
             .get_mut(group_id)
             .ok_or(ResponseError::UnknownMemberId)?;
         let group_epoch = group.group_epoch;
-        let member = group.classic_member(member_id, instance_id)?;
-        if generation != member.epoch {
-            return Err(ResponseError::IllegalGeneration);
-        }
+        let member = group.classic_member_of_generation(member_id, instance_id, generation)?;
         let classic = member.classic.as_ref().expect("a classic member");
         member.session_deadline_ms = now_ms + classic.session_timeout_ms as i64;
         let (epoch, revoking) = (member.epoch, !member.pending_revocation.is_empty());
@@ -576,10 +589,7 @@ impl ConsumerGroups {
         let rejoin = epoch < group_epoch || revoking || group.unreleased_now_free(member);
         if rejoin {
             let member = group.members.get_mut(member_id).expect("found");
-            // Kafka's join timeout: the member must rejoin within its rebalance timeout.
-            member
-                .classic_deadline_ms
-                .get_or_insert(now_ms + member.rebalance_timeout_ms.max(1) as i64);
+            member.await_classic_rejoin(now_ms);
             return Err(ResponseError::RebalanceInProgress);
         }
         Ok(())

@@ -22,10 +22,7 @@
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
-use super::{
-    join_error, sync_error, Group, GroupCoordinator, GroupState, Member, PendingReply,
-    CONSUMER_PROTOCOL_TYPE,
-};
+use super::{Group, GroupMetadataManager, GroupState, Member, CONSUMER_PROTOCOL_TYPE};
 use crate::consumer_group::{
     encode_assignment, ClassicMemberState, ConsumerGroup, HeartbeatError, TopicView,
 };
@@ -41,7 +38,7 @@ fn upgrade_refused(group_id: &str, why: &str) -> HeartbeatError {
     }
 }
 
-impl GroupCoordinator {
+impl GroupMetadataManager {
     /// Kafka's `validateOnlineUpgrade` and `ConsumerGroup.fromClassicGroup`: the consumer
     /// group the classic group `group_id` (with members) becomes. Changes nothing.
     pub(super) fn consumer_group_from_classic(
@@ -106,19 +103,8 @@ impl GroupCoordinator {
         let Some(group) = self.groups.get_mut(group_id) else {
             return;
         };
-        for (member_id, member) in group.members.iter_mut() {
-            if let Some((reply, version)) = member.awaiting_join.take() {
-                self.replies.push(PendingReply::Join(
-                    reply,
-                    join_error(version, member_id, ResponseError::RebalanceInProgress),
-                ));
-            }
-            if let Some((reply, _)) = member.awaiting_sync.take() {
-                self.replies.push(PendingReply::Sync(
-                    reply,
-                    sync_error(ResponseError::RebalanceInProgress),
-                ));
-            }
+        for member in group.members.values_mut() {
+            member.fail_waiting(ResponseError::RebalanceInProgress, &mut self.replies);
         }
         group.reset_membership(now_ms);
         self.records.push(OffsetsRecord::Group {
@@ -195,3 +181,6 @@ impl GroupCoordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
