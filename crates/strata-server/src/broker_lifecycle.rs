@@ -20,6 +20,16 @@ use crate::controller_rpc::{
 use crate::metadata_changes::MetadataChanges;
 use crate::replication::AlterPartitionManager;
 
+/// Why a single node could not register itself.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrationError {
+    /// This software cannot serve a feature level the metadata log has finalized.
+    #[error("{0}")]
+    Features(String),
+    #[error("{0}")]
+    Metadata(#[from] strata_meta::MetaError),
+}
+
 /// How long a stopping broker waits for the controller to fence it.
 const SHUTDOWN_HEARTBEAT_WAIT: Duration = Duration::from_secs(3);
 
@@ -43,7 +53,7 @@ fn registration_request(config: &ServerConfig, incarnation_id: Uuid) -> BrokerRe
 pub fn register_single_node(
     meta: &MetadataChanges,
     config: &ServerConfig,
-) -> Result<(), crate::broker::StartError> {
+) -> Result<(), RegistrationError> {
     let request = registration_request(config, Uuid::new_v4());
     let refused = meta.commit(|image| {
         let mut records = Vec::new();
@@ -88,7 +98,7 @@ pub fn register_single_node(
         (records, None)
     })?;
     match refused {
-        Some(why) => Err(crate::broker::StartError::Features(why)),
+        Some(why) => Err(RegistrationError::Features(why)),
         None => Ok(()),
     }
 }

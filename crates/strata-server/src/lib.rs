@@ -17,6 +17,7 @@ pub mod group_service;
 pub mod handlers;
 mod http;
 mod internal_topics;
+pub mod lifecycle;
 mod log_cleaner;
 pub mod metadata_changes;
 pub mod metadata_source;
@@ -28,8 +29,9 @@ pub mod replication;
 mod task;
 pub mod txn_service;
 
-pub use broker::{Broker, StartError};
+pub use broker::Broker;
 pub use config::ServerConfig;
+pub use lifecycle::StartError;
 
 /// Binds the Kafka and HTTP listeners, so that the caller learns of a busy port before
 /// anything else starts.
