@@ -6,6 +6,10 @@
 //! batches relies on them being appended in the order sent. Reading is bounded by the frame
 //! size limit, which is checked from the length prefix before the body is buffered.
 //!
+//! Each connection has a [`Session`] (who is asking, on which listener); each request is
+//! handled with a [`RequestContext`] after [`Session::admit`], the one gate between decoding
+//! and the handler. The connection is generic over its byte stream so that TLS can wrap TCP.
+//!
 //! Bad input never takes the broker down: an unknown API key, a malformed body, an oversized
 //! frame or an unsupported version of an API other than ApiVersions closes that connection
 //! with a log line, as Kafka does.
@@ -14,19 +18,20 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use strata_protocol::frame::LENGTH_PREFIX_BYTES;
 use strata_protocol::{decode_request, encode_response, FrameDecoder, RequestError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::handlers;
+use crate::session::{RequestContext, Session};
 
 /// Kafka's `connections.max.idle.ms` default: idle connections are closed after this long.
 const CONNECTION_MAX_IDLE: Duration = Duration::from_secs(600);
@@ -79,16 +84,23 @@ async fn serve(
         .connections_open
         .fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
-    match serve_requests(&broker, stream, peer, stop).await {
-        Ok(()) => tracing::debug!(%peer, "connection closed"),
-        Err(Closed::Io(reason)) => tracing::debug!(%peer, %reason, "connection lost"),
+    let mut session = Session::plaintext(peer);
+    let ended = serve_requests(&broker, stream, &mut session, stop).await;
+    let software = session
+        .client_software
+        .as_ref()
+        .map(|s| format!("{} {}", s.name, s.version));
+    let software = software.as_deref().unwrap_or("unknown");
+    match ended {
+        Ok(()) => tracing::debug!(%peer, software, "connection closed"),
+        Err(Closed::Io(reason)) => tracing::debug!(%peer, software, %reason, "connection lost"),
         Err(Closed::BadInput(reason)) => {
             broker.metrics.connections_closed_bad_input.add(1);
-            tracing::warn!(%peer, %reason, "closing connection");
+            tracing::warn!(%peer, software, %reason, "closing connection");
         }
         Err(Closed::Unencodable(reason)) => {
             broker.metrics.responses_unencodable.add(1);
-            tracing::error!(%peer, %reason, "closing connection: broker bug, a response that its version cannot carry");
+            tracing::error!(%peer, software, %reason, "closing connection: broker bug, a response that its version cannot carry");
         }
     }
     broker
@@ -111,12 +123,13 @@ enum Closed {
 }
 
 /// Serves requests until the peer closes, the broker stops, bad input or a socket error.
-async fn serve_requests(
+async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
     broker: &Arc<Broker>,
-    mut stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: S,
+    session: &mut Session,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Closed> {
+    let peer = session.peer;
     let bad = Closed::BadInput;
     let max_frame_bytes: i64 = broker.config.broker_value("socket.request.max.bytes");
     let frames = FrameDecoder::new(max_frame_bytes.max(0) as usize);
@@ -154,6 +167,7 @@ async fn serve_requests(
                 Ok(Err(e)) => return Err(Closed::Io(format!("read failed: {e}"))),
             }
         };
+        let arrived = Instant::now();
         let frame_bytes = LENGTH_PREFIX_BYTES + frame.len();
         let response = match decode_request(frame) {
             Ok(request) => {
@@ -161,7 +175,14 @@ async fn serve_requests(
                 let version = request.api_version();
                 let correlation_id = request.correlation_id();
                 broker.metrics.request(api_key);
-                let response = match handlers::handle(broker, request, peer).await {
+                if let RequestKind::ApiVersions(r) = &request.body {
+                    session.note_api_versions(r, version);
+                }
+                session
+                    .admit(api_key)
+                    .map_err(|refusal| bad(refusal.to_string()))?;
+                let ctx = RequestContext::new(request.header, session, arrived);
+                let response = match handlers::handle(broker, &ctx, request.body).await {
                     Some(body) => Some(
                         encode_response(correlation_id, api_key, version, &body).map_err(|e| {
                             Closed::Unencodable(format!(
@@ -212,7 +233,10 @@ const MAX_WRITE_CHUNKS: usize = 64;
 /// Writes a response frame given as chunks (see `encode_response`): a Fetch response is
 /// its encoded fields interleaved with record sets read from the log, sent with vectored writes
 /// so the record bytes are not gathered into one buffer first.
-async fn write_chunks(stream: &mut TcpStream, chunks: &[Bytes]) -> std::io::Result<()> {
+async fn write_chunks<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    chunks: &[Bytes],
+) -> std::io::Result<()> {
     if let [single] = chunks {
         return stream.write_all(single).await;
     }

@@ -10,6 +10,7 @@ use strata_meta::MetadataImage;
 use strata_protocol::supported_versions;
 
 use super::str_bytes;
+use crate::session::{valid_client_field, RequestContext};
 
 /// The first ApiVersions version whose clients read a supported feature with a minimum of 0
 /// (KAFKA-17011): below it Kafka leaves such features out.
@@ -32,10 +33,11 @@ pub fn response() -> ApiVersionsResponse {
 }
 
 pub fn handle(
+    ctx: &RequestContext<'_>,
     request: &ApiVersionsRequest,
-    version: i16,
     image: &MetadataImage,
 ) -> ApiVersionsResponse {
+    let version = ctx.version();
     if version >= 3
         && !(valid_client_field(&request.client_software_name)
             && valid_client_field(&request.client_software_version))
@@ -85,12 +87,4 @@ fn with_features(
         .with_supported_features(supported)
         .with_finalized_features(finalized)
         .with_finalized_features_epoch(image.offset as i64)
-}
-
-fn valid_client_field(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }

@@ -33,6 +33,7 @@ use strata_meta::{ConfigResource, ControllerError};
 use super::{code, controller_error, str_bytes};
 use crate::broker::Broker;
 use crate::config::ConfigLevel;
+use crate::session::RequestContext;
 
 /// Kafka's `ConfigResource.Type` codes.
 const RESOURCE_TOPIC: i8 = 2;
@@ -99,9 +100,10 @@ fn describe_entry(
 
 pub fn handle_describe(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &DescribeConfigsRequest,
-    version: i16,
 ) -> DescribeConfigsResponse {
+    let version = ctx.version();
     let image = broker.image();
     let include_synonyms = version >= 1 && request.include_synonyms;
     let include_docs = version >= 3 && request.include_documentation;
@@ -293,6 +295,7 @@ fn op_name(op: &ConfigOp) -> &str {
 
 pub async fn handle_alter(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let targets: Vec<AlterTarget> = request
@@ -330,6 +333,7 @@ pub async fn handle_alter(
 
 pub async fn handle_incremental_alter(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let targets: Vec<AlterTarget> = request
@@ -384,9 +388,10 @@ pub async fn handle_incremental_alter(
 /// it takes each partition's log lock and asks the file system.
 pub async fn handle_describe_log_dirs(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: DescribeLogDirsRequest,
-    version: i16,
 ) -> DescribeLogDirsResponse {
+    let version = ctx.version();
     let broker = broker.clone();
     crate::task::blocking(move || describe_log_dirs(&broker, &request, version)).await
 }
@@ -471,9 +476,10 @@ const LIST_CONFIG_RESOURCE_TYPES: [i8; 5] = [
 /// subscriptions or group configs, so those types list nothing.
 pub fn handle_list_config_resources(
     broker: &Broker,
+    ctx: &RequestContext<'_>,
     request: &ListConfigResourcesRequest,
-    version: i16,
 ) -> ListConfigResourcesResponse {
+    let version = ctx.version();
     let supported: &[i8] = if version == 0 {
         &[RESOURCE_CLIENT_METRICS]
     } else {

@@ -15,12 +15,14 @@ use strata_meta::controller::{ElectionType, TopicElection};
 
 use super::{code, str_bytes};
 use crate::broker::Broker;
+use crate::session::RequestContext;
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: ElectLeadersRequest,
-    version: i16,
 ) -> ElectLeadersResponse {
+    let version = ctx.version();
     let targets: Option<Vec<(String, Vec<i32>)>> = request.topic_partitions.as_ref().map(|tps| {
         tps.iter()
             .map(|t| (t.topic.to_string(), t.partitions.clone()))

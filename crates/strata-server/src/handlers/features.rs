@@ -11,12 +11,14 @@ use strata_meta::features::{self, FeatureUpdate, UpgradeType};
 
 use super::{meta_error_code, str_bytes};
 use crate::broker::Broker;
+use crate::session::RequestContext;
 
 pub fn handle_update(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &UpdateFeaturesRequest,
-    version: i16,
 ) -> UpdateFeaturesResponse {
+    let version = ctx.version();
     let updates: Vec<FeatureUpdate> = request
         .feature_updates
         .iter()

@@ -42,6 +42,7 @@ use uuid::Uuid;
 
 use strata_meta::MetadataImage;
 
+use super::partition_walk::{hosted, Role};
 use super::{code, log_error, str_bytes};
 use crate::broker::Broker;
 use crate::fetch_session::{
@@ -49,6 +50,7 @@ use crate::fetch_session::{
     TopicKey, INVALID_SESSION_ID, TOPIC_ID_MIN_VERSION,
 };
 use crate::replica_manager::now_ms;
+use crate::session::RequestContext;
 use crate::task::blocking;
 
 /// Kafka's isolation level code for read_committed.
@@ -94,7 +96,12 @@ struct FetchParams {
     client_rack: Option<String>,
 }
 
-pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
+    request: FetchRequest,
+) -> FetchResponse {
+    let version = ctx.version();
     let image = broker.image();
     // A follower (replica id >= 0) reads up to the log end and reports its progress.
     let replica_id = if version >= 15 {
@@ -420,23 +427,22 @@ fn read_all(broker: &Arc<Broker>, targets: &[Target], params: &FetchParams) -> V
             if let Some(error) = t.error {
                 return base.with_error_code(code(error));
             }
-            let hosted = if params.from_follower_allowed {
-                broker.replicas.replica_or_error(&broker.image(),  t.topic.as_str(), t.partition)
+            let role = if params.from_follower_allowed {
+                Role::AnyReplica
             } else {
-                broker.replicas.leader_or_error(&broker.image(),  t.topic.as_str(), t.partition)
+                Role::Leader
             };
-            let partition = match hosted {
+            let partition = match hosted(
+                &broker.replicas,
+                &image,
+                role,
+                t.topic.as_str(),
+                t.partition,
+                t.current_leader_epoch,
+            ) {
                 Ok(p) => p,
                 Err(e) => return base.with_error_code(code(e)),
             };
-            if t.current_leader_epoch >= 0 && t.current_leader_epoch != partition.leader_epoch() {
-                let error = if t.current_leader_epoch < partition.leader_epoch() {
-                    ResponseError::FencedLeaderEpoch
-                } else {
-                    ResponseError::UnknownLeaderEpoch
-                };
-                return base.with_error_code(code(error));
-            }
             let budget = remaining.min(t.partition_max_bytes.max(0) as usize);
             let mut log = partition.log();
             if let Some(replica) = params.replica {

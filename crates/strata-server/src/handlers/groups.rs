@@ -3,7 +3,6 @@
 //! OffsetDelete. The state machine is `strata_coord::GroupCoordinator`; these handlers
 //! translate requests for it and wait for JoinGroup/SyncGroup answers.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -46,6 +45,7 @@ use strata_coord::OFFSETS_TOPIC;
 use super::{code, str_bytes};
 use crate::broker::Broker;
 use crate::replica_manager::now_ms;
+use crate::session::RequestContext;
 
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -73,9 +73,10 @@ fn coordinator_of(broker: &Broker, group: &str) -> Result<(), ResponseError> {
 
 pub async fn handle_find_coordinator(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: FindCoordinatorRequest,
-    version: i16,
 ) -> FindCoordinatorResponse {
+    let version = ctx.version();
     let keys: Vec<String> = if version >= 4 {
         request
             .coordinator_keys
@@ -153,11 +154,10 @@ pub async fn handle_find_coordinator(
 
 pub async fn handle_join(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: JoinGroupRequest,
-    version: i16,
-    client_id: &str,
-    peer: SocketAddr,
 ) -> JoinGroupResponse {
+    let version = ctx.version();
     let unavailable = || {
         JoinGroupResponse::default()
             .with_error_code(code(ResponseError::CoordinatorNotAvailable))
@@ -176,7 +176,7 @@ pub async fn handle_join(
         return unavailable().with_error_code(code(ResponseError::NotCoordinator));
     }
     let (id, answer) = broker.groups.register();
-    let client_host = format!("/{}", peer.ip());
+    let client_host = ctx.session.client_host();
     let topics = crate::group_service::topic_views(&broker.image());
     tokio::task::block_in_place(|| {
         broker.groups.run(|c| {
@@ -184,7 +184,7 @@ pub async fn handle_join(
                 id,
                 version,
                 &request,
-                client_id,
+                ctx.client_id(),
                 &client_host,
                 &topics,
                 now_ms(),
@@ -199,9 +199,10 @@ pub async fn handle_join(
 
 pub async fn handle_sync(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: SyncGroupRequest,
-    version: i16,
 ) -> SyncGroupResponse {
+    let version = ctx.version();
     if let Err(e) = tokio::task::block_in_place(|| coordinator_of(broker, &request.group_id)) {
         return SyncGroupResponse::default().with_error_code(code(e));
     }
@@ -219,7 +220,11 @@ pub async fn handle_sync(
     }
 }
 
-pub fn handle_heartbeat(broker: &Arc<Broker>, request: &HeartbeatRequest) -> HeartbeatResponse {
+pub fn handle_heartbeat(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
+    request: &HeartbeatRequest,
+) -> HeartbeatResponse {
     if let Err(e) = tokio::task::block_in_place(|| coordinator_of(broker, &request.group_id)) {
         return HeartbeatResponse::default().with_error_code(code(e));
     }
@@ -239,9 +244,10 @@ pub fn handle_heartbeat(broker: &Arc<Broker>, request: &HeartbeatRequest) -> Hea
 
 pub fn handle_leave(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &LeaveGroupRequest,
-    version: i16,
 ) -> LeaveGroupResponse {
+    let version = ctx.version();
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         request
             .members
@@ -383,9 +389,10 @@ fn merge_commit_errors(known: &[bool], errors: Vec<i16>) -> Vec<i16> {
 
 pub fn handle_offset_commit(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &OffsetCommitRequest,
-    version: i16,
 ) -> OffsetCommitResponse {
+    let version = ctx.version();
     let commits = requested_commits!(request.topics);
     let who = CommitIdentity {
         group_id: &request.group_id,
@@ -490,9 +497,10 @@ macro_rules! offset_fetch_topics {
 
 pub fn handle_offset_fetch(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &OffsetFetchRequest,
-    version: i16,
 ) -> OffsetFetchResponse {
+    let version = ctx.version();
     if version >= 8 {
         let groups = request
             .groups
@@ -523,7 +531,11 @@ pub fn handle_offset_fetch(
     ))
 }
 
-pub fn handle_list_groups(broker: &Arc<Broker>, request: &ListGroupsRequest) -> ListGroupsResponse {
+pub fn handle_list_groups(
+    broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
+    request: &ListGroupsRequest,
+) -> ListGroupsResponse {
     let states: Vec<String> = request
         .states_filter
         .iter()
@@ -548,9 +560,10 @@ pub fn handle_list_groups(broker: &Arc<Broker>, request: &ListGroupsRequest) -> 
 
 pub fn handle_describe_groups(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &DescribeGroupsRequest,
-    version: i16,
 ) -> DescribeGroupsResponse {
+    let version = ctx.version();
     let described: Vec<_> = tokio::task::block_in_place(|| {
         broker
             .groups
@@ -597,6 +610,7 @@ pub fn handle_describe_groups(
 
 pub fn handle_delete_groups(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: &DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
     let errors: Vec<i16> = tokio::task::block_in_place(|| {
@@ -638,6 +652,7 @@ fn subscribed(subscriptions: &[Bytes], topic: &str) -> bool {
 
 pub fn handle_offset_delete(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: &OffsetDeleteRequest,
 ) -> OffsetDeleteResponse {
     let partitions: Vec<(String, i32)> = request
@@ -724,11 +739,10 @@ fn heartbeat_topic_partitions(
 
 pub fn handle_consumer_group_heartbeat(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &ConsumerGroupHeartbeatRequest,
-    version: i16,
-    client_id: &str,
-    peer: SocketAddr,
 ) -> ConsumerGroupHeartbeatResponse {
+    let version = ctx.version();
     let heartbeat = Heartbeat {
         group_id: request.group_id.to_string(),
         member_id: request.member_id.to_string(),
@@ -750,8 +764,8 @@ pub fn handle_consumer_group_heartbeat(
                 .map(|tp| (tp.topic_id, tp.partitions.iter().copied().collect()))
                 .collect()
         }),
-        client_id: client_id.to_string(),
-        client_host: format!("/{}", peer.ip()),
+        client_id: ctx.client_id().to_string(),
+        client_host: ctx.session.client_host(),
         api_version: version,
     };
     let topics = crate::group_service::topic_views(&broker.image());
@@ -783,6 +797,7 @@ pub fn handle_consumer_group_heartbeat(
 
 pub fn handle_consumer_group_describe(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: &ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
     let image = broker.image();

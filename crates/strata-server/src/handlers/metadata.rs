@@ -18,12 +18,14 @@ use strata_meta::{BrokerRegistration, MetadataImage, TopicImage};
 
 use super::{code, str_bytes, topics};
 use crate::broker::Broker;
+use crate::session::RequestContext;
 
 pub async fn handle_metadata(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: MetadataRequest,
-    version: i16,
 ) -> MetadataResponse {
+    let version = ctx.version();
     let mut image = broker.image();
     // v0 has no null: an empty list means every topic.
     let all_topics = request.topics.is_none()
@@ -158,6 +160,7 @@ const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub fn handle_describe_cluster(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: &DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let response = DescribeClusterResponse::default()
@@ -194,6 +197,7 @@ pub fn handle_describe_cluster(
 /// per response, resuming from the cursor.
 pub fn handle_describe_topic_partitions(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: &DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
     let image = broker.image();

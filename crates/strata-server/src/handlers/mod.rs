@@ -12,6 +12,7 @@ mod fetch;
 mod groups;
 mod metadata;
 mod offsets;
+mod partition_walk;
 mod produce;
 mod producer_id;
 mod quorum;
@@ -19,7 +20,6 @@ mod reassignments;
 mod topics;
 pub(crate) mod txn;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -27,140 +27,137 @@ use kafka_protocol::messages::{RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 use strata_log::LogError;
 use strata_meta::ControllerError;
-use strata_protocol::Request;
 
 use crate::broker::Broker;
 use crate::replica_manager::Partition;
+use crate::session::RequestContext;
 
-/// Handles one request. `None` means no response is sent (Produce with acks=0).
+/// Handles one request admitted by [`crate::session::Session::admit`]. `None` means no
+/// response is sent (Produce with acks=0). Every handler gets the context: the version to
+/// answer, the client id and the session it came on.
 pub async fn handle(
     broker: &Arc<Broker>,
-    request: Request,
-    peer: SocketAddr,
+    ctx: &RequestContext<'_>,
+    body: RequestKind,
 ) -> Option<ResponseKind> {
-    let version = request.api_version();
-    let client_id = request
-        .header
-        .client_id
-        .as_ref()
-        .map(|c| c.to_string())
-        .unwrap_or_default();
-    let response = match request.body {
+    let response = match body {
         RequestKind::ApiVersions(r) => {
-            ResponseKind::ApiVersions(api_versions::handle(&r, version, &broker.image()))
+            ResponseKind::ApiVersions(api_versions::handle(ctx, &r, &broker.image()))
         }
         RequestKind::UpdateFeatures(r) => {
-            ResponseKind::UpdateFeatures(features::handle_update(broker, &r, version))
+            ResponseKind::UpdateFeatures(features::handle_update(broker, ctx, &r))
         }
         RequestKind::Metadata(r) => {
-            ResponseKind::Metadata(metadata::handle_metadata(broker, r, version).await)
+            ResponseKind::Metadata(metadata::handle_metadata(broker, ctx, r).await)
         }
         RequestKind::DescribeCluster(r) => {
-            ResponseKind::DescribeCluster(metadata::handle_describe_cluster(broker, &r))
+            ResponseKind::DescribeCluster(metadata::handle_describe_cluster(broker, ctx, &r))
         }
         RequestKind::DescribeTopicPartitions(r) => ResponseKind::DescribeTopicPartitions(
-            metadata::handle_describe_topic_partitions(broker, &r),
+            metadata::handle_describe_topic_partitions(broker, ctx, &r),
         ),
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(topics::handle_create(broker, r, version).await)
+            ResponseKind::CreateTopics(topics::handle_create(broker, ctx, r).await)
         }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(topics::handle_delete(broker, r, version).await)
+            ResponseKind::DeleteTopics(topics::handle_delete(broker, ctx, r).await)
         }
         RequestKind::CreatePartitions(r) => {
-            ResponseKind::CreatePartitions(topics::handle_create_partitions(broker, r).await)
+            ResponseKind::CreatePartitions(topics::handle_create_partitions(broker, ctx, r).await)
         }
         RequestKind::ElectLeaders(r) => {
-            ResponseKind::ElectLeaders(elect_leaders::handle(broker, r, version).await)
+            ResponseKind::ElectLeaders(elect_leaders::handle(broker, ctx, r).await)
         }
         RequestKind::AlterPartitionReassignments(r) => ResponseKind::AlterPartitionReassignments(
-            reassignments::handle_alter(broker, r, version).await,
+            reassignments::handle_alter(broker, ctx, r).await,
         ),
         RequestKind::ListPartitionReassignments(r) => {
-            ResponseKind::ListPartitionReassignments(reassignments::handle_list(broker, &r))
+            ResponseKind::ListPartitionReassignments(reassignments::handle_list(broker, ctx, &r))
         }
         RequestKind::Produce(r) => {
-            return produce::handle(broker, r, version)
+            return produce::handle(broker, ctx, r)
                 .await
                 .map(ResponseKind::Produce)
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, r, version).await),
+        RequestKind::Fetch(r) => ResponseKind::Fetch(fetch::handle(broker, ctx, r).await),
         RequestKind::ListOffsets(r) => {
-            ResponseKind::ListOffsets(offsets::handle_list_offsets(broker, r, version).await)
+            ResponseKind::ListOffsets(offsets::handle_list_offsets(broker, ctx, r).await)
         }
-        RequestKind::OffsetForLeaderEpoch(r) => {
-            ResponseKind::OffsetForLeaderEpoch(offsets::handle_offset_for_leader_epoch(broker, &r))
-        }
+        RequestKind::OffsetForLeaderEpoch(r) => ResponseKind::OffsetForLeaderEpoch(
+            offsets::handle_offset_for_leader_epoch(broker, ctx, &r),
+        ),
         RequestKind::DeleteRecords(r) => {
-            ResponseKind::DeleteRecords(offsets::handle_delete_records(broker, r).await)
+            ResponseKind::DeleteRecords(offsets::handle_delete_records(broker, ctx, r).await)
         }
         RequestKind::DescribeConfigs(r) => {
-            ResponseKind::DescribeConfigs(configs::handle_describe(broker, &r, version))
+            ResponseKind::DescribeConfigs(configs::handle_describe(broker, ctx, &r))
         }
         RequestKind::AlterConfigs(r) => {
-            ResponseKind::AlterConfigs(configs::handle_alter(broker, r).await)
+            ResponseKind::AlterConfigs(configs::handle_alter(broker, ctx, r).await)
         }
         RequestKind::IncrementalAlterConfigs(r) => ResponseKind::IncrementalAlterConfigs(
-            configs::handle_incremental_alter(broker, r).await,
+            configs::handle_incremental_alter(broker, ctx, r).await,
         ),
         RequestKind::ListConfigResources(r) => ResponseKind::ListConfigResources(
-            configs::handle_list_config_resources(broker, &r, version),
+            configs::handle_list_config_resources(broker, ctx, &r),
         ),
-        RequestKind::DescribeLogDirs(r) => ResponseKind::DescribeLogDirs(
-            configs::handle_describe_log_dirs(broker, r, version).await,
-        ),
+        RequestKind::DescribeLogDirs(r) => {
+            ResponseKind::DescribeLogDirs(configs::handle_describe_log_dirs(broker, ctx, r).await)
+        }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(producer_id::handle(broker, &r, version).await)
+            ResponseKind::InitProducerId(producer_id::handle(broker, ctx, &r).await)
         }
         RequestKind::FindCoordinator(r) => {
-            ResponseKind::FindCoordinator(groups::handle_find_coordinator(broker, r, version).await)
+            ResponseKind::FindCoordinator(groups::handle_find_coordinator(broker, ctx, r).await)
         }
         RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(groups::handle_join(broker, r, version, &client_id, peer).await)
+            ResponseKind::JoinGroup(groups::handle_join(broker, ctx, r).await)
         }
         RequestKind::SyncGroup(r) => {
-            ResponseKind::SyncGroup(groups::handle_sync(broker, r, version).await)
+            ResponseKind::SyncGroup(groups::handle_sync(broker, ctx, r).await)
         }
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(groups::handle_heartbeat(broker, &r)),
+        RequestKind::Heartbeat(r) => {
+            ResponseKind::Heartbeat(groups::handle_heartbeat(broker, ctx, &r))
+        }
         RequestKind::LeaveGroup(r) => {
-            ResponseKind::LeaveGroup(groups::handle_leave(broker, &r, version))
+            ResponseKind::LeaveGroup(groups::handle_leave(broker, ctx, &r))
         }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(groups::handle_offset_commit(broker, &r, version))
+            ResponseKind::OffsetCommit(groups::handle_offset_commit(broker, ctx, &r))
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(groups::handle_offset_fetch(broker, &r, version))
+            ResponseKind::OffsetFetch(groups::handle_offset_fetch(broker, ctx, &r))
         }
         RequestKind::ListGroups(r) => {
-            ResponseKind::ListGroups(groups::handle_list_groups(broker, &r))
+            ResponseKind::ListGroups(groups::handle_list_groups(broker, ctx, &r))
         }
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(groups::handle_describe_groups(broker, &r, version))
+            ResponseKind::DescribeGroups(groups::handle_describe_groups(broker, ctx, &r))
         }
         RequestKind::DeleteGroups(r) => {
-            ResponseKind::DeleteGroups(groups::handle_delete_groups(broker, &r))
+            ResponseKind::DeleteGroups(groups::handle_delete_groups(broker, ctx, &r))
         }
         RequestKind::AddPartitionsToTxn(r) => {
-            ResponseKind::AddPartitionsToTxn(txn::handle_add_partitions(broker, &r, version))
+            ResponseKind::AddPartitionsToTxn(txn::handle_add_partitions(broker, ctx, &r))
         }
         RequestKind::AddOffsetsToTxn(r) => {
-            ResponseKind::AddOffsetsToTxn(txn::handle_add_offsets(broker, &r, version))
+            ResponseKind::AddOffsetsToTxn(txn::handle_add_offsets(broker, ctx, &r))
         }
-        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::handle_end_txn(broker, &r, version)),
+        RequestKind::EndTxn(r) => ResponseKind::EndTxn(txn::handle_end_txn(broker, ctx, &r)),
         RequestKind::WriteTxnMarkers(r) => {
-            ResponseKind::WriteTxnMarkers(txn::handle_write_txn_markers(broker, &r))
+            ResponseKind::WriteTxnMarkers(txn::handle_write_txn_markers(broker, ctx, &r))
         }
         RequestKind::TxnOffsetCommit(r) => {
-            ResponseKind::TxnOffsetCommit(txn::handle_txn_offset_commit(broker, &r, version))
+            ResponseKind::TxnOffsetCommit(txn::handle_txn_offset_commit(broker, ctx, &r))
         }
         RequestKind::DescribeTransactions(r) => {
-            ResponseKind::DescribeTransactions(txn::handle_describe(broker, &r))
+            ResponseKind::DescribeTransactions(txn::handle_describe(broker, ctx, &r))
         }
         RequestKind::ListTransactions(r) => {
-            ResponseKind::ListTransactions(txn::handle_list(broker, &r))
+            ResponseKind::ListTransactions(txn::handle_list(broker, ctx, &r))
         }
         RequestKind::DescribeProducers(r) => {
-            ResponseKind::DescribeProducers(producer_id::handle_describe(broker, r).await)
+            ResponseKind::DescribeProducers(producer_id::handle_describe(broker, ctx, r).await)
         }
         RequestKind::ConsumerGroupHeartbeat(r) => ResponseKind::ConsumerGroupHeartbeat(
             if broker
@@ -176,17 +173,17 @@ pub async fn handle(
                         "The new group coordinator is not enabled: group.version is 0",
                     )))
             } else {
-                groups::handle_consumer_group_heartbeat(broker, &r, version, &client_id, peer)
+                groups::handle_consumer_group_heartbeat(broker, ctx, &r)
             },
         ),
-        RequestKind::ConsumerGroupDescribe(r) => {
-            ResponseKind::ConsumerGroupDescribe(groups::handle_consumer_group_describe(broker, &r))
-        }
+        RequestKind::ConsumerGroupDescribe(r) => ResponseKind::ConsumerGroupDescribe(
+            groups::handle_consumer_group_describe(broker, ctx, &r),
+        ),
         RequestKind::DescribeQuorum(r) => {
-            ResponseKind::DescribeQuorum(quorum::handle(broker, &r).await)
+            ResponseKind::DescribeQuorum(quorum::handle(broker, ctx, &r).await)
         }
         RequestKind::OffsetDelete(r) => {
-            ResponseKind::OffsetDelete(groups::handle_offset_delete(broker, &r))
+            ResponseKind::OffsetDelete(groups::handle_offset_delete(broker, ctx, &r))
         }
         other => {
             // The decoder only lets through APIs in the served table, and every one of them

@@ -19,11 +19,12 @@ use kafka_protocol::messages::{
 
 use strata_log::TimestampAndOffset;
 
+use super::partition_walk::{PartitionWalk, Role};
 use super::{code, log_error};
 use crate::broker::Broker;
 use crate::remote_log::TierLookupError;
 use crate::replica_manager::Partition;
-use crate::task::blocking;
+use crate::session::{Operation, RequestContext};
 
 /// ListOffsets special timestamps (Kafka's `ListOffsetsRequest`).
 const LATEST: i64 = -1;
@@ -36,79 +37,50 @@ const NO_TIMESTAMP: i64 = -1;
 /// ListOffsets `isolation_level` of read_committed consumers.
 const READ_COMMITTED: i8 = 1;
 
-/// Finds the partition and checks the client's view of the leader epoch.
-fn leader_partition(
-    broker: &Broker,
-    topic: &str,
-    index: i32,
-    current_leader_epoch: i32,
-) -> Result<Arc<Partition>, ResponseError> {
-    let partition = broker
-        .replicas
-        .leader_or_error(&broker.image(), topic, index)?;
-    if current_leader_epoch >= 0 {
-        if current_leader_epoch < partition.leader_epoch() {
-            return Err(ResponseError::FencedLeaderEpoch);
-        }
-        if current_leader_epoch > partition.leader_epoch() {
-            return Err(ResponseError::UnknownLeaderEpoch);
-        }
-    }
-    Ok(partition)
-}
-
 pub async fn handle_list_offsets(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: ListOffsetsRequest,
-    version: i16,
 ) -> ListOffsetsResponse {
-    let b = broker.clone();
+    let version = ctx.version();
     let read_committed = request.isolation_level == READ_COMMITTED;
-    let topics = blocking(move || {
-        request
-            .topics
-            .iter()
-            .map(|topic| {
-                let partitions = topic
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let base = ListOffsetsPartitionResponse::default()
-                            .with_partition_index(p.partition_index)
-                            .with_timestamp(-1)
-                            .with_offset(-1)
-                            .with_leader_epoch(-1);
-                        let partition = match leader_partition(
-                            &b,
-                            &topic.name,
-                            p.partition_index,
-                            p.current_leader_epoch,
-                        ) {
-                            Ok(partition) => partition,
-                            Err(e) => return base.with_error_code(code(e)),
-                        };
-                        match list_offset(&b, &partition, p.timestamp, read_committed, version) {
-                            // The leader epoch is in the answer from v4 (KIP-320); older
-                            // versions have no field for it.
-                            Ok(Some(found)) => base
-                                .with_timestamp(found.timestamp_ms)
-                                .with_offset(found.offset)
-                                .with_leader_epoch(match found.leader_epoch {
-                                    Some(epoch) if version >= 4 => epoch,
-                                    _ => -1,
-                                }),
-                            Ok(None) => base,
-                            Err(error) => base.with_error_code(error),
-                        }
-                    })
-                    .collect();
+    let walk = PartitionWalk::new(broker, ctx, Operation::Describe, Role::Leader);
+    let b = broker.clone();
+    let topics = walk
+        .map_blocking(
+            &request.topics,
+            |p| (p.partition_index, p.timestamp),
+            move |(index, timestamp), partition| {
+                let base = ListOffsetsPartitionResponse::default()
+                    .with_partition_index(index)
+                    .with_timestamp(-1)
+                    .with_offset(-1)
+                    .with_leader_epoch(-1);
+                let partition = match partition {
+                    Ok(partition) => partition,
+                    Err(e) => return base.with_error_code(code(e)),
+                };
+                match list_offset(&b, &partition, timestamp, read_committed, version) {
+                    // The leader epoch is in the answer from v4 (KIP-320); older versions
+                    // have no field for it.
+                    Ok(Some(found)) => base
+                        .with_timestamp(found.timestamp_ms)
+                        .with_offset(found.offset)
+                        .with_leader_epoch(match found.leader_epoch {
+                            Some(epoch) if version >= 4 => epoch,
+                            _ => -1,
+                        }),
+                    Ok(None) => base,
+                    Err(error) => base.with_error_code(error),
+                }
+            },
+            |name, partitions| {
                 ListOffsetsTopicResponse::default()
-                    .with_name(topic.name.clone())
+                    .with_name(name)
                     .with_partitions(partitions)
-            })
-            .collect()
-    })
-    .await;
+            },
+        )
+        .await;
     ListOffsetsResponse::default().with_topics(topics)
 }
 
@@ -247,81 +219,69 @@ fn lookup(
 
 pub fn handle_offset_for_leader_epoch(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
-    let topics = request
-        .topics
-        .iter()
-        .map(|topic| {
-            let partitions = topic
-                .partitions
-                .iter()
-                .map(|p| {
-                    let base = EpochEndOffset::default()
-                        .with_partition(p.partition)
-                        .with_leader_epoch(-1)
-                        .with_end_offset(-1);
-                    match leader_partition(
-                        broker,
-                        &topic.topic,
-                        p.partition,
-                        p.current_leader_epoch,
-                    ) {
-                        Ok(partition) => {
-                            // In-memory lookup in the leader-epoch cache: no I/O.
-                            let (epoch, end_offset) =
-                                partition.log().end_offset_for_epoch(p.leader_epoch);
-                            base.with_leader_epoch(epoch).with_end_offset(end_offset)
-                        }
-                        Err(e) => base.with_error_code(code(e)),
-                    }
-                })
-                .collect();
+    let walk = PartitionWalk::new(broker, ctx, Operation::Describe, Role::Leader);
+    let topics = walk.map(
+        &request.topics,
+        |_, p, partition| {
+            let base = EpochEndOffset::default()
+                .with_partition(p.partition)
+                .with_leader_epoch(-1)
+                .with_end_offset(-1);
+            match partition {
+                Ok(partition) => {
+                    // In-memory lookup in the leader-epoch cache: no I/O.
+                    let (epoch, end_offset) = partition.log().end_offset_for_epoch(p.leader_epoch);
+                    base.with_leader_epoch(epoch).with_end_offset(end_offset)
+                }
+                Err(e) => base.with_error_code(code(e)),
+            }
+        },
+        |topic, partitions| {
             OffsetForLeaderTopicResult::default()
                 .with_topic(topic.topic.clone())
                 .with_partitions(partitions)
-        })
-        .collect();
+        },
+    );
     OffsetForLeaderEpochResponse::default().with_topics(topics)
 }
 
 pub async fn handle_delete_records(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
+    let walk = PartitionWalk::new(broker, ctx, Operation::Delete, Role::Leader);
     let b = broker.clone();
-    let topics = blocking(move || {
-        request
-            .topics
-            .iter()
-            .map(|topic| {
-                let partitions = topic
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        let base = DeleteRecordsPartitionResult::default()
-                            .with_partition_index(p.partition_index)
-                            .with_low_watermark(-1);
-                        let partition = match leader_partition(&b, &topic.name, p.partition_index, -1) {
-                            Ok(partition) => partition,
-                            Err(e) => return base.with_error_code(code(e)),
-                        };
-                        let mut log = partition.log();
-                        match log.delete_records_before(p.offset) {
-                            Ok(low_watermark) => {
-                                tracing::info!(topic = %topic.name.as_str(), partition = p.partition_index, low_watermark, "deleted records");
-                                base.with_low_watermark(low_watermark)
-                            }
-                            Err(e) => base.with_error_code(log_error(&b, &partition, &e)),
-                        }
-                    })
-                    .collect();
+    let topics = walk
+        .map_blocking(
+            &request.topics,
+            |p| (p.partition_index, p.offset),
+            move |(index, offset), partition| {
+                let base = DeleteRecordsPartitionResult::default()
+                    .with_partition_index(index)
+                    .with_low_watermark(-1);
+                let partition = match partition {
+                    Ok(partition) => partition,
+                    Err(e) => return base.with_error_code(code(e)),
+                };
+                let mut log = partition.log();
+                match log.delete_records_before(offset) {
+                    Ok(low_watermark) => {
+                        tracing::info!(topic = %partition.topic, partition = index, low_watermark, "deleted records");
+                        base.with_low_watermark(low_watermark)
+                    }
+                    Err(e) => base.with_error_code(log_error(&b, &partition, &e)),
+                }
+            },
+            |name, partitions| {
                 DeleteRecordsTopicResult::default()
-                    .with_name(topic.name.clone())
+                    .with_name(name)
                     .with_partitions(partitions)
-            })
-            .collect()
-    })
-    .await;
+            },
+        )
+        .await;
     DeleteRecordsResponse::default().with_topics(topics)
 }

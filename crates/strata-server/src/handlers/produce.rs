@@ -27,6 +27,7 @@ use super::{code, log_error, str_bytes};
 use crate::broker::Broker;
 use crate::replica_manager::now_ms;
 use crate::replica_manager::Partition;
+use crate::session::RequestContext;
 use crate::task::blocking;
 use crate::txn_service::verification::{
     guard_writes, produce_error, ProducedBatch, TxnOperation, WriteGuard,
@@ -98,9 +99,10 @@ async fn await_replication(results: &mut [(TopicRef, Vec<PartitionOutcome>)], ti
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: ProduceRequest,
-    version: i16,
 ) -> Option<ProduceResponse> {
+    let version = ctx.version();
     let acks = request.acks;
     let request_timeout_ms = request.timeout_ms;
     let image = broker.image();

@@ -12,14 +12,17 @@ use kafka_protocol::messages::{
 };
 
 use super::code;
+use super::partition_walk::{PartitionWalk, Role};
 use crate::broker::Broker;
-use crate::task::blocking;
+use crate::replica_manager::Partition;
+use crate::session::{Operation, RequestContext};
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &InitProducerIdRequest,
-    version: i16,
 ) -> InitProducerIdResponse {
+    let version = ctx.version();
     let base = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
@@ -46,56 +49,51 @@ pub async fn handle(
 /// DescribeProducers: the idempotent producers each partition keeps state for.
 pub async fn handle_describe(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: DescribeProducersRequest,
 ) -> DescribeProducersResponse {
-    let b = broker.clone();
-    let topics =
-        blocking(move || {
-            request
-                .topics
-                .iter()
-                .map(|t| {
-                    let partitions =
-                        t.partition_indexes
-                            .iter()
-                            .map(|&index| {
-                                let base = PartitionResponse::default().with_partition_index(index);
-                                match b.replicas.leader_or_error(&b.image(), &t.name, index) {
-                                    Err(e) => base.with_error_code(code(e)),
-                                    Ok(partition) => {
-                                        let log = partition.log();
-                                        let open: std::collections::HashMap<i64, i64> = log
-                                            .open_transactions()
-                                            .into_iter()
-                                            .map(|(pid, _, first)| (pid, first))
-                                            .collect();
-                                        base.with_active_producers(
-                                log
-                                    .active_producers()
-                                    .into_iter()
-                                    .map(|(producer_id, epoch, last_sequence, last_timestamp)| {
-                                        ProducerState::default()
-                                            .with_producer_id(ProducerId(producer_id))
-                                            .with_producer_epoch(epoch.into())
-                                            .with_last_sequence(last_sequence)
-                                            .with_last_timestamp(last_timestamp)
-                                            .with_coordinator_epoch(-1)
-                                            .with_current_txn_start_offset(
-                                                open.get(&producer_id).copied().unwrap_or(-1),
-                                            )
-                                    })
-                                    .collect(),
-                            )
-                                    }
-                                }
-                            })
-                            .collect();
-                    TopicResponse::default()
-                        .with_name(t.name.clone())
-                        .with_partitions(partitions)
-                })
-                .collect()
-        })
+    let walk = PartitionWalk::new(broker, ctx, Operation::Read, Role::Leader);
+    // Reading producer state takes each log's lock, which an append may hold.
+    let topics = walk
+        .map_blocking(
+            &request.topics,
+            |&index| index,
+            |index, partition| {
+                let base = PartitionResponse::default().with_partition_index(index);
+                match partition {
+                    Ok(partition) => base.with_active_producers(active_producers(&partition)),
+                    Err(e) => base.with_error_code(code(e)),
+                }
+            },
+            |name, partitions| {
+                TopicResponse::default()
+                    .with_name(name)
+                    .with_partitions(partitions)
+            },
+        )
         .await;
     DescribeProducersResponse::default().with_topics(topics)
+}
+
+/// The idempotent producers `partition` keeps state for, with the first offset of each one's
+/// open transaction.
+fn active_producers(partition: &Partition) -> Vec<ProducerState> {
+    let log = partition.log();
+    let open: std::collections::HashMap<i64, i64> = log
+        .open_transactions()
+        .into_iter()
+        .map(|(pid, _, first)| (pid, first))
+        .collect();
+    log.active_producers()
+        .into_iter()
+        .map(|(producer_id, epoch, last_sequence, last_timestamp)| {
+            ProducerState::default()
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(epoch.into())
+                .with_last_sequence(last_sequence)
+                .with_last_timestamp(last_timestamp)
+                .with_coordinator_epoch(-1)
+                .with_current_txn_start_offset(open.get(&producer_id).copied().unwrap_or(-1))
+        })
+        .collect()
 }

@@ -24,6 +24,7 @@ use strata_quorum::{QuorumDescription, ReplicaDescription};
 
 use super::{code, str_bytes};
 use crate::broker::Broker;
+use crate::session::RequestContext;
 
 /// Kafka's name of the metadata log's topic; it has the one partition 0.
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
@@ -35,6 +36,7 @@ const SINGLE_NODE_EPOCH: i32 = 1;
 
 pub async fn handle(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: &DescribeQuorumRequest,
 ) -> DescribeQuorumResponse {
     if !names_only_the_metadata_partition(request) {

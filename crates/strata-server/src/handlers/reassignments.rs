@@ -33,12 +33,14 @@ use strata_meta::controller::ReassignmentTarget;
 
 use super::{controller_error, str_bytes};
 use crate::broker::Broker;
+use crate::session::RequestContext;
 
 pub async fn handle_alter(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: AlterPartitionReassignmentsRequest,
-    version: i16,
 ) -> AlterPartitionReassignmentsResponse {
+    let version = ctx.version();
     let targets: Vec<(String, Vec<ReassignmentTarget>)> = request
         .topics
         .iter()
@@ -139,6 +141,7 @@ fn topic_response(
 
 pub fn handle_list(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: &ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
     let named: Option<Vec<(String, Vec<i32>)>> = request.topics.as_ref().map(|topics| {

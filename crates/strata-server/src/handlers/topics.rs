@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::{code, controller_error, str_bytes};
 use crate::broker::Broker;
+use crate::session::RequestContext;
 
 fn defaults(broker: &Broker) -> (i32, i16) {
     (
@@ -153,9 +154,10 @@ pub async fn auto_create(
 
 pub async fn handle_create(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: CreateTopicsRequest,
-    version: i16,
 ) -> CreateTopicsResponse {
+    let version = ctx.version();
     let mut seen = HashSet::new();
     let duplicates: HashSet<String> = request
         .topics
@@ -280,9 +282,10 @@ fn effective_configs(
 
 pub async fn handle_delete(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: DeleteTopicsRequest,
-    version: i16,
 ) -> DeleteTopicsResponse {
+    let version = ctx.version();
     // v6 names topics by name or id; older versions by name only.
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         request
@@ -371,6 +374,7 @@ pub async fn handle_delete(
 
 pub async fn handle_create_partitions(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let validate_only = request.validate_only;

@@ -40,6 +40,7 @@ use super::groups::{commit_durably, commit_results, requested_commits};
 use super::{code, str_bytes};
 use crate::broker::Broker;
 use crate::replica_manager::now_ms;
+use crate::session::RequestContext;
 
 /// PRODUCER_FENCED exists from these versions on (KIP-588); older clients know the fencing
 /// only as INVALID_PRODUCER_EPOCH.
@@ -114,9 +115,10 @@ pub fn handle_init_producer_id(
 
 pub fn handle_add_partitions(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &AddPartitionsToTxnRequest,
-    version: i16,
 ) -> AddPartitionsToTxnResponse {
+    let version = ctx.version();
     if version <= 3 {
         let results = add_partitions(
             broker,
@@ -246,9 +248,10 @@ fn add_partitions(
 
 pub fn handle_add_offsets(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &AddOffsetsToTxnRequest,
-    version: i16,
 ) -> AddOffsetsToTxnResponse {
+    let version = ctx.version();
     let result = tokio::task::block_in_place(|| broker.groups.ensure_offsets_topic())
         .map_err(|_| ResponseError::CoordinatorNotAvailable)
         .and_then(|()| {
@@ -272,9 +275,10 @@ pub fn handle_add_offsets(
 
 pub fn handle_end_txn(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &EndTxnRequest,
-    version: i16,
 ) -> EndTxnResponse {
+    let version = ctx.version();
     let result = run_txn(broker, Some(&request.transactional_id), |c| {
         c.end_txn(
             &request.transactional_id,
@@ -306,6 +310,7 @@ pub fn handle_end_txn(
 /// for its own partitions.
 pub fn handle_write_txn_markers(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: &WriteTxnMarkersRequest,
 ) -> WriteTxnMarkersResponse {
     let markers = tokio::task::block_in_place(|| {
@@ -366,9 +371,10 @@ pub fn handle_write_txn_markers(
 /// under the group coordinator's lock, just before the commit.
 pub fn handle_txn_offset_commit(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     request: &TxnOffsetCommitRequest,
-    version: i16,
 ) -> TxnOffsetCommitResponse {
+    let version = ctx.version();
     use crate::txn_service::verification::{
         guard_writes, txn_offset_commit_error, ProducedBatch, TxnOperation, WriteGuard,
     };
@@ -442,6 +448,7 @@ pub fn handle_txn_offset_commit(
 
 pub fn handle_describe(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: &DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
     // Which of the ids this broker coordinates (NOT_COORDINATOR for the others).
@@ -495,6 +502,7 @@ pub fn handle_describe(
 
 pub fn handle_list(
     broker: &Arc<Broker>,
+    _ctx: &RequestContext<'_>,
     request: &ListTransactionsRequest,
 ) -> ListTransactionsResponse {
     const STATES: [&str; 8] = [

@@ -1,0 +1,265 @@
+//! What a handler knows about who is asking: the connection's [`Session`] and, per request, the
+//! [`RequestContext`] (Kafka's `RequestContext`: header, principal, listener, client address,
+//! client software).
+//!
+//! The connection floor owns the session and fills it in; handlers only read it. This module
+//! depends on nothing else in the crate, so both floors can use it without an import circle.
+//!
+//! Today every listener is PLAINTEXT, where Kafka authenticates nobody and every client is
+//! `User:ANONYMOUS`. Security (TLS, SASL) sets [`Session::authentication`] and the principal;
+//! tenancy and quotas hang their per-connection state here as well.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader};
+
+/// Kafka's `KafkaPrincipal`: a type and a name, written `User:alice`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KafkaPrincipal {
+    pub principal_type: String,
+    pub name: String,
+}
+
+impl KafkaPrincipal {
+    pub const USER_TYPE: &'static str = "User";
+
+    /// Kafka's `KafkaPrincipal.ANONYMOUS`: the principal of every client on a PLAINTEXT
+    /// listener.
+    pub fn anonymous() -> Self {
+        Self {
+            principal_type: Self::USER_TYPE.to_string(),
+            name: "ANONYMOUS".to_string(),
+        }
+    }
+}
+
+impl fmt::Display for KafkaPrincipal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.principal_type, self.name)
+    }
+}
+
+/// Kafka's `SecurityProtocol` of a listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecurityProtocol {
+    Plaintext,
+}
+
+impl SecurityProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+        }
+    }
+}
+
+/// Where a session stands in authentication. Only an [`Authentication::Complete`] session may
+/// send requests other than those that authenticate it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authentication {
+    /// Authenticated as [`Session::principal`]; on a PLAINTEXT listener from the first byte,
+    /// as Kafka's `PlaintextChannelBuilder` treats every connection.
+    Complete,
+}
+
+/// The client library that opened the connection, as it names itself in ApiVersions v3+
+/// (KIP-511).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSoftware {
+    pub name: String,
+    pub version: String,
+}
+
+/// One client connection's state, owned by the connection and lent to each request.
+///
+/// Invariant: `principal` is meaningful only while `authentication` is
+/// [`Authentication::Complete`].
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub peer: SocketAddr,
+    /// Kafka's listener name; with one listener it is named after its protocol, as Kafka names
+    /// a listener that `listener.security.protocol.map` does not mention.
+    pub listener: &'static str,
+    pub security_protocol: SecurityProtocol,
+    pub authentication: Authentication,
+    pub principal: KafkaPrincipal,
+    /// Unknown until the client sends ApiVersions v3 or later; kept for the life of the
+    /// connection as Kafka's `ChannelMetadataRegistry` does.
+    pub client_software: Option<ClientSoftware>,
+}
+
+impl Session {
+    /// A session on a PLAINTEXT listener: authenticated, anonymous.
+    pub fn plaintext(peer: SocketAddr) -> Self {
+        let security_protocol = SecurityProtocol::Plaintext;
+        Self {
+            peer,
+            listener: security_protocol.name(),
+            security_protocol,
+            authentication: Authentication::Complete,
+            principal: KafkaPrincipal::anonymous(),
+            client_software: None,
+        }
+    }
+
+    /// Records the client software an ApiVersions v3+ request names, when Kafka's rules
+    /// accept the names (an invalid request is answered INVALID_REQUEST and changes nothing).
+    pub fn note_api_versions(&mut self, request: &ApiVersionsRequest, version: i16) {
+        if version >= 3
+            && valid_client_field(&request.client_software_name)
+            && valid_client_field(&request.client_software_version)
+        {
+            self.client_software = Some(ClientSoftware {
+                name: request.client_software_name.to_string(),
+                version: request.client_software_version.to_string(),
+            });
+        }
+    }
+
+    /// The one gate between decoding a request and handling it: may this session send a
+    /// request of `api_key` now? Authentication decides it (a SASL listener admits only the
+    /// authenticating APIs until it completes, and Kafka closes a connection that sends
+    /// anything else); quotas will hold requests back here too. Authorization is per resource,
+    /// so handlers ask for it while they walk the request's topics and groups.
+    ///
+    /// Every session is [`Authentication::Complete`] until SASL listeners exist, so today every
+    /// request is admitted; `_api_key` is what the SASL states will check.
+    pub fn admit(&self, _api_key: ApiKey) -> Result<(), Refusal> {
+        match self.authentication {
+            Authentication::Complete => Ok(()),
+        }
+    }
+
+    /// Kafka's `clientAddress` as group members report it (`/127.0.0.1`).
+    pub fn client_host(&self) -> String {
+        format!("/{}", self.peer.ip())
+    }
+}
+
+/// Kafka's `AclOperation`s that handlers ask about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Read,
+    Write,
+    Create,
+    Delete,
+    Alter,
+    Describe,
+    ClusterAction,
+    DescribeConfigs,
+    AlterConfigs,
+}
+
+/// Why [`Session::admit`] refused a request; the connection is closed, as Kafka closes one
+/// that sends requests before authenticating.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0:?} request before authentication completed")]
+    NotAuthenticated(ApiKey),
+}
+
+/// Kafka's rule for the client software name and version of ApiVersions v3+ (KIP-511):
+/// not empty, only `[a-zA-Z0-9.-]`, starting and ending with a letter or digit.
+pub(crate) fn valid_client_field(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+}
+
+/// Everything a handler gets besides the request body: the header, the session it came on,
+/// and when it arrived (fully read from the socket).
+#[derive(Debug)]
+pub struct RequestContext<'a> {
+    pub header: RequestHeader,
+    pub session: &'a Session,
+    pub arrived: Instant,
+}
+
+impl<'a> RequestContext<'a> {
+    pub fn new(header: RequestHeader, session: &'a Session, arrived: Instant) -> Self {
+        Self {
+            header,
+            session,
+            arrived,
+        }
+    }
+
+    /// The version of the request, which is the version the response must be built for.
+    pub fn version(&self) -> i16 {
+        self.header.request_api_version
+    }
+
+    /// May this request's principal do `operation` on `topic`? With no authorizer configured
+    /// (`authorizer.class.name` unset, the only mode until ACLs exist) Kafka allows every
+    /// operation, and so does this; the answer for a denial will be
+    /// TOPIC_AUTHORIZATION_FAILED.
+    pub fn authorize_topic(&self, operation: Operation, topic: &str) -> Result<(), ResponseError> {
+        tracing::trace!(principal = %self.session.principal, ?operation, topic, "authorized: no authorizer");
+        Ok(())
+    }
+
+    /// The header's client id; Kafka treats a null one as empty.
+    pub fn client_id(&self) -> &str {
+        self.header.client_id.as_deref().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_sessions_are_anonymous_and_authenticated() {
+        let session = Session::plaintext("127.0.0.1:4000".parse().unwrap());
+        assert_eq!(session.principal.to_string(), "User:ANONYMOUS");
+        assert_eq!(session.authentication, Authentication::Complete);
+        assert_eq!(session.listener, "PLAINTEXT");
+        assert_eq!(session.client_host(), "/127.0.0.1");
+        assert!(session.admit(ApiKey::Produce).is_ok());
+    }
+
+    #[test]
+    fn client_software_is_kept_only_when_valid() {
+        let mut session = Session::plaintext("127.0.0.1:4000".parse().unwrap());
+        let request = |name: &str, version: &str| {
+            ApiVersionsRequest::default()
+                .with_client_software_name(name.to_string().into())
+                .with_client_software_version(version.to_string().into())
+        };
+        session.note_api_versions(&request("librdkafka", "2.0.2"), 2);
+        assert_eq!(session.client_software, None, "v2 carries no software");
+        session.note_api_versions(&request("apache-kafka-java", "4.1.1"), 3);
+        let kept = Some(ClientSoftware {
+            name: "apache-kafka-java".into(),
+            version: "4.1.1".into(),
+        });
+        assert_eq!(session.client_software, kept);
+        session.note_api_versions(&request("bad name", "1"), 4);
+        assert_eq!(
+            session.client_software, kept,
+            "an invalid request changes nothing"
+        );
+        assert!(!valid_client_field("-x"));
+        assert!(!valid_client_field(""));
+        assert!(valid_client_field("a.b-c9"));
+    }
+
+    #[test]
+    fn context_reads_the_header() {
+        let session = Session::plaintext("[::1]:4000".parse().unwrap());
+        let header = RequestHeader::default()
+            .with_request_api_version(7)
+            .with_client_id(Some("app".into()));
+        let ctx = RequestContext::new(header, &session, Instant::now());
+        assert_eq!(ctx.version(), 7);
+        assert_eq!(ctx.client_id(), "app");
+        let anonymous = RequestContext::new(RequestHeader::default(), &session, Instant::now());
+        assert_eq!(anonymous.client_id(), "");
+        assert_eq!(session.client_host(), "/::1");
+    }
+}
