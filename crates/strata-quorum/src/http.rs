@@ -4,7 +4,8 @@
 //! Bodies of the `/raft/` routes are bounded by [`MAX_BODY_BYTES`] (axum refuses larger ones
 //! with 413 before buffering them); the extra routes keep axum's default limit unless they set
 //! their own. Any request carrying `LEADER_ONLY_HEADER` is answered 421 with a
-//! `LeaderHint` unless this node is the leader.
+//! `LeaderHint` unless this node is the leader. Every request, on every route, first passes
+//! `authenticate_peer`.
 
 use std::sync::Arc;
 
@@ -43,6 +44,15 @@ pub(crate) fn router(quorum: Arc<Quorum>, extra_routes: Router) -> Router {
     raft_routes
         .merge(extra_routes)
         .layer(middleware::from_fn_with_state(quorum, leader_only))
+        .layer(middleware::from_fn(authenticate_peer))
+}
+
+/// The one point where the controller listener authenticates its peer (a controller or a
+/// broker), before any route, the server's own included: the outermost layer. The listener
+/// is plaintext, where Kafka authenticates nobody, so every peer passes; TLS client
+/// certificates and SASL will answer 401 here for a peer that does not prove itself.
+async fn authenticate_peer(request: Request, next: Next) -> Response {
+    next.run(request).await
 }
 
 async fn leader_only(State(quorum): State<Arc<Quorum>>, request: Request, next: Next) -> Response {

@@ -1,17 +1,19 @@
 //! The admin HTTP server: `/health` for load balancers and supervisors, `/metrics` for
-//! Prometheus.
+//! Prometheus. Every route is behind `authenticate`, the admin API's one authentication point.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use crate::broker::Broker;
 use crate::metrics::Gauges;
+use crate::session::KafkaPrincipal;
 
 pub async fn serve(
     broker: Arc<Broker>,
@@ -23,10 +25,20 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/cluster", get(cluster))
         .route("/partitions", get(partitions))
+        .layer(middleware::from_fn(authenticate))
         .with_state(broker);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The one point where the admin API authenticates a caller, before any route. Until security
+/// is configured the admin API is open, as Kafka's plaintext listeners are, and every caller
+/// is `User:ANONYMOUS`; HTTP Basic authentication against the SASL credential store will answer
+/// 401 here. The principal is passed to the routes as a request extension.
+async fn authenticate(mut request: Request, next: Next) -> Response {
+    request.extensions_mut().insert(KafkaPrincipal::anonymous());
+    next.run(request).await
 }
 
 pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
