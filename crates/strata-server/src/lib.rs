@@ -27,6 +27,8 @@ mod replica_fetcher;
 pub mod replica_manager;
 pub mod replication;
 mod task;
+#[cfg(test)]
+mod test_fixture;
 pub mod txn_service;
 
 pub use broker::Broker;
