@@ -12,6 +12,7 @@ use strata_meta::{
     ConfigResource, CreateTopicSpec, FileMetadataLog, MetadataImage, MetadataRecord, MetadataStore,
 };
 
+use crate::broker_client::BrokerPool;
 use crate::config::ServerConfig;
 use crate::group_service::GroupService;
 use crate::internal_topics::{self, Replayed};
@@ -19,6 +20,7 @@ use crate::metadata_changes::MetadataChanges;
 use crate::metadata_source::MetadataSource;
 use crate::metrics::Metrics;
 use crate::replica_manager::ReplicaManager;
+use crate::txn_service::TxnService;
 
 /// This node's id.
 pub const NODE: i32 = 1;
@@ -93,6 +95,18 @@ impl Node {
             self.replicas.clone(),
             self.meta.clone(),
             self.metrics.clone(),
+        ))
+    }
+
+    /// A transaction service over these parts and `groups`, as start-up builds it.
+    pub fn txns(&self, groups: Arc<GroupService>) -> Arc<TxnService> {
+        Arc::new(TxnService::new(
+            self.config.clone(),
+            self.replicas.clone(),
+            self.meta.clone(),
+            self.metrics.clone(),
+            Arc::new(BrokerPool::new("strata-test")),
+            groups,
         ))
     }
 
