@@ -11,11 +11,18 @@
 //! it stops; a request for a group whose partition is led elsewhere gets NOT_COORDINATOR.
 //! On a replicated offsets partition, answers wait until the records are in the ISR (as
 //! Kafka's coordinator appends with acks=all).
+//!
+//! When the records of a call cannot be appended, the call did not happen: its replies carry
+//! the error Kafka's group coordinator maps the failure to, and its changes are dropped by
+//! forgetting the groups of the partitions it wrote to, which are read back from the log on
+//! their next request (Kafka 4 reverts the coordinator to its last written snapshot).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::protocol::StrBytes;
 use strata_coord::consumer_group::{ConsumerGroupConfig, MigrationPolicy, TopicView};
 use strata_coord::{
     partition_for, GroupConfig, GroupCoordinator, OffsetsRecord, PendingReply, ReplyId,
@@ -53,6 +60,8 @@ pub enum GroupServiceError {
     CreateTopic(String),
     #[error("{OFFSETS_TOPIC} partition {0} is not hosted here")]
     NotHosted(i32),
+    #[error("{OFFSETS_TOPIC} partition {0} is no longer led here")]
+    NotLeader(i32),
     #[error("{OFFSETS_TOPIC}: {0}")]
     Corrupt(String),
     #[error("{0}")]
@@ -61,6 +70,26 @@ pub enum GroupServiceError {
         "{OFFSETS_TOPIC} partition {0}: the in-sync replicas did not confirm the records in time"
     )]
     NotReplicated(i32),
+}
+
+impl GroupServiceError {
+    /// The error a client gets when its call's records could not be made durable, as Kafka's
+    /// `GroupCoordinatorService` maps append failures: the partition moved or its storage
+    /// failed: NOT_COORDINATOR (the client looks the coordinator up again); the replicas did
+    /// not confirm or the topic is missing: COORDINATOR_NOT_AVAILABLE; records the log refuses
+    /// (too large) or cannot encode: UNKNOWN_SERVER_ERROR.
+    pub fn response_error(&self) -> ResponseError {
+        match self {
+            GroupServiceError::NotHosted(_) | GroupServiceError::NotLeader(_) => {
+                ResponseError::NotCoordinator
+            }
+            GroupServiceError::CreateTopic(_) | GroupServiceError::NotReplicated(_) => {
+                ResponseError::CoordinatorNotAvailable
+            }
+            GroupServiceError::Log(e) => internal_topics::append_error(e),
+            GroupServiceError::Corrupt(_) => ResponseError::UnknownServerError,
+        }
+    }
 }
 
 /// How long an answer waits for its records to reach the ISR (Kafka's
@@ -126,20 +155,32 @@ impl GroupService {
     }
 
     /// [`GroupService::run`], also saying whether the call's records reached the log. Callers
-    /// that acknowledge durability (OffsetCommit) must not report success when they did not.
+    /// that acknowledge durability (OffsetCommit) must not report success when they did not;
+    /// replies to JoinGroup and SyncGroup that the call completed carry the error then.
     pub fn run_durable<T>(
         &self,
         f: impl FnOnce(&mut GroupCoordinator) -> T,
     ) -> (T, Result<(), GroupServiceError>) {
         let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
         let value = f(&mut coordinator);
-        let (records, replies) = coordinator.take_output();
+        let (records, mut replies) = coordinator.take_output();
         let txn_records = coordinator.take_txn_records();
         let mut persisted = if records.is_empty() && txn_records.is_empty() {
             Ok(Vec::new())
         } else {
             self.persist(&records, &txn_records)
         };
+        let mut forgotten = Vec::new();
+        if persisted.is_err() {
+            // The log is the truth: what the call changed is dropped with the groups of the
+            // partitions it wrote to, read back from the log on their next request.
+            let partitions: BTreeSet<i32> = records
+                .iter()
+                .chain(txn_records.iter().map(|(_, _, r)| r))
+                .map(|r| partition_for(r.group(), self.partitions))
+                .collect();
+            forgotten = self.forget_partitions(&mut coordinator, &partitions);
+        }
         drop(coordinator);
         // Outside the coordinator lock: other groups go on while these records replicate.
         if let Ok(appended) = &persisted {
@@ -148,13 +189,33 @@ impl GroupService {
             }
         }
         if let Err(e) = &persisted {
-            // The in-memory state is ahead of the log until the next successful write of the
-            // same group; a restart reloads the last durable state.
             self.metrics.storage_errors.add(1);
             tracing::error!(error = %e, "cannot write group coordinator records");
+            let error = e.response_error();
+            replies = replies.into_iter().map(|r| failed(r, error)).collect();
         }
+        replies.append(&mut forgotten);
         self.deliver(replies);
         (value, persisted.map(|_| ()))
+    }
+
+    /// Forgets the groups of `partitions` (their waiting members get NOT_COORDINATOR, as on
+    /// a move) and marks the partitions unloaded, so that the next request for one of their
+    /// groups reads them back from the log. Returns the replies to the waiting members.
+    fn forget_partitions(
+        &self,
+        coordinator: &mut GroupCoordinator,
+        partitions: &BTreeSet<i32>,
+    ) -> Vec<PendingReply> {
+        let count = self.partitions;
+        coordinator.unload_groups(|g| partitions.contains(&partition_for(g, count)));
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        for partition in partitions {
+            loaded.remove(partition);
+        }
+        let (records, replies) = coordinator.take_output();
+        debug_assert!(records.is_empty(), "unloading writes nothing");
+        replies
     }
 
     /// Whether this broker coordinates `group`: it leads the group's offsets-topic partition.
@@ -273,6 +334,10 @@ impl GroupService {
                 .replicas
                 .partition(OFFSETS_TOPIC, partition)
                 .ok_or(GroupServiceError::NotHosted(partition))?;
+            // Leadership may have moved since the caller checked it (`coordinates`).
+            if !hosted.is_leader() {
+                return Err(GroupServiceError::NotLeader(partition));
+            }
             let buf = internal_topics::encode_batch(records, producer, now)
                 .map_err(GroupServiceError::Corrupt)?;
             let mut log = hosted.log();
@@ -298,6 +363,31 @@ impl GroupService {
     /// The offsets-topic partition of a group.
     pub fn partition_of(&self, group: &str) -> i32 {
         partition_for(group, self.partitions)
+    }
+}
+
+/// A successful JoinGroup or SyncGroup answer of a call whose records were not made durable,
+/// turned into `error`; answers that already carry an error acknowledge nothing and stay. The
+/// response was built for its request's version, and only fields every version has change
+/// (or go back to their defaults), so it still encodes for that version.
+fn failed(reply: PendingReply, error: ResponseError) -> PendingReply {
+    match reply {
+        PendingReply::Join(id, mut r) if r.error_code == 0 => {
+            r.error_code = error.code();
+            r.generation_id = -1;
+            r.leader = StrBytes::default();
+            r.members.clear();
+            r.skip_assignment = false;
+            r.protocol_name = r.protocol_name.map(|_| StrBytes::default());
+            PendingReply::Join(id, r)
+        }
+        PendingReply::Sync(id, r) if r.error_code == 0 => PendingReply::Sync(
+            id,
+            kafka_protocol::messages::SyncGroupResponse::default()
+                .with_throttle_time_ms(r.throttle_time_ms)
+                .with_error_code(error.code()),
+        ),
+        other => other,
     }
 }
 
@@ -381,3 +471,6 @@ pub async fn tick_loop(groups: Arc<GroupService>, stop: tokio::sync::watch::Rece
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests;

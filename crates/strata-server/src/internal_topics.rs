@@ -4,6 +4,7 @@
 
 use bytes::{Bytes, BytesMut};
 use indexmap::IndexMap;
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -11,6 +12,19 @@ use strata_meta::{ControllerError, CreateTopicSpec};
 
 use crate::metadata_changes::MetadataChanges;
 use crate::replica_manager::ReplicaManager;
+
+/// The error a coordinator answers when its log refuses an append, as Kafka's coordinators
+/// map it: a storage failure means this broker cannot coordinate (NOT_COORDINATOR, the
+/// client looks again); records too large, or anything else the log refuses in records the
+/// coordinator built itself, are UNKNOWN_SERVER_ERROR.
+pub fn append_error(e: &strata_log::LogError) -> ResponseError {
+    match e {
+        strata_log::LogError::Io { .. } | strata_log::LogError::StorageCorruption(_) => {
+            ResponseError::NotCoordinator
+        }
+        _ => ResponseError::UnknownServerError,
+    }
+}
 
 /// Bytes read per step while replaying an internal topic.
 const REPLAY_READ_BYTES: usize = 1024 * 1024;

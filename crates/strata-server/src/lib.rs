@@ -28,6 +28,8 @@ pub mod replica_manager;
 pub mod replication;
 pub mod session;
 mod task;
+#[cfg(test)]
+mod test_fixture;
 pub mod txn_service;
 
 pub use broker::Broker;

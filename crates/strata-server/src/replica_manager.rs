@@ -727,6 +727,9 @@ fn remove_dir(dir: &Path) {
 }
 
 #[cfg(test)]
+mod reconcile_tests;
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 

@@ -17,6 +17,10 @@
 //! `__consumer_offsets` partitions, the group coordinator makes the transaction's offsets
 //! visible or drops them). A marker that cannot be written is retried on the next tick; the
 //! transaction stays prepared until then, holding the last stable offset.
+//!
+//! When a call's records cannot be appended, the call did not happen: it answers the error
+//! Kafka maps the failure to, and the transactions of the partitions it wrote to are read
+//! back from the log (no marker goes out for a prepare the log does not have).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -226,7 +230,17 @@ impl TxnService {
             match self.append(&records) {
                 Ok(appended) => (value, appended, markers),
                 Err(e) => {
-                    self.retry_later(markers);
+                    // The call did not happen: its transitions (and the markers of a
+                    // prepare the log does not have) go, and the log is read again.
+                    let forgotten = self.forget(&mut coordinator, &records);
+                    self.retry_later(
+                        markers
+                            .into_iter()
+                            .filter(|w| {
+                                !forgotten.contains(&self.partition_of(&w.transactional_id))
+                            })
+                            .collect(),
+                    );
                     return Err(self.failed(e));
                 }
             }
@@ -249,11 +263,41 @@ impl TxnService {
             // Not waited for: a coordinator that loses these finds the transactions
             // prepared and writes their (idempotent) markers again.
             if let Err(e) = self.append(&records) {
+                // The log keeps them prepared; so does the coordinator once it reads it again
+                // (and writes the idempotent markers once more).
+                self.forget(&mut coordinator, &records);
                 self.failed(e);
             }
         }
         replicated.map_err(|e| self.failed(e))?;
         Ok(value)
+    }
+
+    /// Forgets the transactions of the partitions `records` were to be written to, with
+    /// their pending marker work, and marks the partitions unloaded: the next request or tick
+    /// reads them back from the log, so that the coordinator holds what the log holds
+    /// (Kafka's coordinator drops a pending transition whose append failed). Returns the
+    /// partitions.
+    fn forget(
+        &self,
+        coordinator: &mut TransactionCoordinator,
+        records: &[TxnRecord],
+    ) -> std::collections::BTreeSet<i32> {
+        let partitions: std::collections::BTreeSet<i32> = records
+            .iter()
+            .map(|r| self.partition_of(&r.0.transactional_id))
+            .collect();
+        let belongs = |id: &str| partitions.contains(&self.partition_of(id));
+        coordinator.unload(belongs);
+        self.retry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|w| !belongs(&w.transactional_id));
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        for partition in &partitions {
+            loaded.remove(partition);
+        }
+        partitions
     }
 
     fn failed(&self, e: PersistError) -> ResponseError {
@@ -320,7 +364,7 @@ impl TxnService {
             let mut log = hosted.log();
             let info = log
                 .append_as_leader(&buf, hosted.leader_epoch(), now)
-                .map_err(|e| PersistError::Unavailable(e.to_string()))?;
+                .map_err(PersistError::Log)?;
             hosted.after_leader_append(&mut log, now);
             drop(log);
             if hosted.is_replicated_leader() {
@@ -405,14 +449,21 @@ impl TxnService {
 enum PersistError {
     #[error("{TRANSACTION_STATE_TOPIC} partition {0} is no longer led here")]
     NotCoordinator(i32),
+    /// The log refused the records.
+    #[error("{TRANSACTION_STATE_TOPIC}: {0}")]
+    Log(strata_log::LogError),
     #[error("{0}")]
     Unavailable(String),
 }
 
 impl PersistError {
+    /// As Kafka's `TransactionStateManager` maps append failures: leadership moved or the
+    /// storage failed: NOT_COORDINATOR; the replicas did not confirm: COORDINATOR_NOT_AVAILABLE;
+    /// records too large: UNKNOWN_SERVER_ERROR.
     fn response_error(&self) -> ResponseError {
         match self {
             PersistError::NotCoordinator(_) => ResponseError::NotCoordinator,
+            PersistError::Log(e) => internal_topics::append_error(e),
             PersistError::Unavailable(_) => ResponseError::CoordinatorNotAvailable,
         }
     }
@@ -572,3 +623,6 @@ pub async fn tick_loop(txns: Arc<TxnService>, stop: tokio::sync::watch::Receiver
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests;

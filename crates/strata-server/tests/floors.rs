@@ -40,6 +40,8 @@ const FLOORS: &[(&str, u8)] = &[
     // Start-up, run and shutdown.
     ("lifecycle", 6),
     ("lib", 6),
+    // Tests only: builds a node's parts as start-up does.
+    ("test_fixture", 6),
 ];
 
 /// The modules each top-level module names as `crate::x`, outside comments.
