@@ -366,7 +366,7 @@ pub(super) fn commit_durably(
     let errors = tokio::task::block_in_place(|| match ready() {
         Ok(()) => match broker.groups.run_durable(|c| commit(c, &to_commit)) {
             (errors, Ok(())) => errors,
-            (_, Err(_)) => vec![code(ResponseError::NotCoordinator); count],
+            (_, Err(e)) => vec![code(e.response_error()); count],
         },
         Err(e) => vec![code(e); count],
     });
