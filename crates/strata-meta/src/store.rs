@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
+use strata_durable::{LockExt, RwLockExt};
+
 use crate::image::MetadataImage;
 use crate::log::MetadataLog;
 use crate::records::MetadataRecord;
@@ -33,7 +35,7 @@ impl MetadataStore {
 
     /// The current image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.image.read_locked().clone()
     }
 
     /// Builds records from the current image with `build` and commits them, all under the
@@ -43,7 +45,7 @@ impl MetadataStore {
         &self,
         mut build: impl FnMut(&MetadataImage) -> (Vec<MetadataRecord>, T),
     ) -> Result<(T, Arc<MetadataImage>), MetaError> {
-        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut log = self.log.locked();
         let current = self.image();
         let (records, value) = build(&current);
         if records.is_empty() {
@@ -51,7 +53,7 @@ impl MetadataStore {
         }
         log.append(&records)?;
         let next = Arc::new(current.apply(&records));
-        *self.image.write().unwrap_or_else(|p| p.into_inner()) = next.clone();
+        *self.image.write_locked() = next.clone();
         Ok((value, next))
     }
 }

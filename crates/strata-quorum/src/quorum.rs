@@ -15,6 +15,7 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use strata_durable::LockExt;
 use strata_meta::{MetadataImage, MetadataRecord};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -236,7 +237,7 @@ impl Quorum {
                 tracing::error!(error = %e, "controller listener failed");
             }
         });
-        *quorum.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        *quorum.server.locked() = Some(server);
 
         if config.is_voter() {
             if let Err(e) = quorum.initialize_if_pristine().await {
@@ -688,7 +689,7 @@ impl Quorum {
     /// The description from this node's replication progress; `None` unless it leads.
     pub(crate) fn describe_as_leader(&self) -> Option<QuorumDescription> {
         let metrics = self.raft.metrics().borrow().clone();
-        let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let committed = *self.committed.locked();
         let contacts = self.contacts.snapshot();
         describe::describe(&metrics, committed, &contacts, describe::wall_clock_ms())
     }
@@ -713,7 +714,7 @@ impl Quorum {
             .learner_ids()
             .map(|id| (id, address(id)))
             .collect();
-        let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let committed = *self.committed.locked();
         QuorumStatus {
             node_id: self.node_id,
             role: format!("{:?}", metrics.state),
@@ -739,7 +740,7 @@ impl Quorum {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft core did not stop cleanly");
         }
-        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let server = self.server.locked().take();
         if let Some(mut server) = server {
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
                 .await
@@ -758,7 +759,7 @@ impl Quorum {
     }
 
     fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+        self.tasks.locked()
     }
 }
 

@@ -18,6 +18,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use strata_durable::LockExt;
 use strata_meta::controller::{BrokerRegistrationRequest, MAX_ELECTIONS_PER_BALANCE};
 use strata_meta::{Controller, MetaError, MetadataImage};
 use strata_quorum::Quorum;
@@ -152,8 +153,7 @@ impl ControllerService {
 
     fn touch(&self, broker_id: i32, broker_epoch: i64) {
         self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .insert(broker_id, (broker_epoch, Instant::now()));
     }
 
@@ -176,7 +176,7 @@ impl ControllerService {
                 Duty::Idle => continue,
                 Duty::NewlyLeading(quorum) => {
                     let now = Instant::now();
-                    let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut sessions = self.sessions.locked();
                     sessions.clear();
                     for b in quorum.image().brokers() {
                         sessions.insert(b.broker_id, (b.broker_epoch, now));
@@ -254,7 +254,7 @@ impl ControllerService {
     /// Unfenced brokers without a heartbeat in their current epoch for the session timeout.
     fn expired(&self, image: &MetadataImage) -> Vec<(i32, i64)> {
         let now = Instant::now();
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.sessions.locked();
         image
             .brokers()
             .filter(|b| !b.fenced)

@@ -21,6 +21,7 @@ use strata_coord::{
     partition_for, GroupConfig, GroupCoordinator, OffsetsRecord, PendingReply, ReplyId,
     OFFSETS_TOPIC,
 };
+use strata_durable::LockExt;
 use strata_meta::MetadataImage;
 use tokio::sync::oneshot;
 
@@ -112,10 +113,7 @@ impl GroupService {
     pub fn register(&self) -> (ReplyId, oneshot::Receiver<PendingReply>) {
         let id = self.next_reply.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        self.waiting.locked().insert(id, tx);
         (id, rx)
     }
 
@@ -131,7 +129,7 @@ impl GroupService {
         &self,
         f: impl FnOnce(&mut GroupCoordinator) -> T,
     ) -> (T, Result<(), GroupServiceError>) {
-        let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+        let mut coordinator = self.coordinator.locked();
         let value = f(&mut coordinator);
         let (records, replies) = coordinator.take_output();
         let txn_records = coordinator.take_txn_records();
@@ -181,17 +179,13 @@ impl GroupService {
             .replicas
             .partition(OFFSETS_TOPIC, partition)
             .is_some_and(|p| p.is_leader());
-        let loaded = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&partition);
+        let loaded = self.loaded.locked().contains(&partition);
         if leads == loaded {
             return leads;
         }
         let partitions = self.partitions;
-        let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut coordinator = self.coordinator.locked();
+        let mut loaded = self.loaded.locked();
         if leads && !loaded.contains(&partition) {
             match load_partition(&self.replicas, &mut coordinator, partition, partitions) {
                 Ok(records) => {
@@ -223,7 +217,7 @@ impl GroupService {
     }
 
     fn deliver(&self, replies: Vec<PendingReply>) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waiting = self.waiting.locked();
         for reply in replies {
             let id = match &reply {
                 PendingReply::Join(id, _) | PendingReply::Sync(id, _) => *id,

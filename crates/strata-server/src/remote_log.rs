@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use strata_durable::{LockExt, RwLockExt};
 use strata_log::{SegmentForUpload, TierTail, TimestampAndOffset};
 use strata_tier::{
     AuxData, CacheStats, RemoteManifest, RemotePartition, RemoteReadCache, SegmentUpload,
@@ -83,24 +84,20 @@ struct Backoff {
 
 impl RemoteLogPartition {
     fn published(&self) -> Option<Arc<RemoteManifest>> {
-        self.published
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.published.read_locked().clone()
     }
 
     fn publish(&self, manifest: &RemoteManifest) {
-        *self.published.write().unwrap_or_else(|p| p.into_inner()) =
-            Some(Arc::new(manifest.clone()));
+        *self.published.write_locked() = Some(Arc::new(manifest.clone()));
     }
 
     fn ready(&self) -> bool {
-        let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let b = self.backoff.locked();
         b.next_attempt.is_none_or(|at| Instant::now() >= at)
     }
 
     fn record(&self, ok: bool) {
-        let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = self.backoff.locked();
         if ok {
             *b = Backoff::default();
         } else {
@@ -211,12 +208,12 @@ impl RemoteLogManager {
     /// Whether producers to this partition must wait: it is empty and tiered, and the tier
     /// has not yet said whether it holds the partition's earlier records.
     pub fn awaiting_tier(&self, partition: &Partition) -> bool {
-        let awaiting = self.awaiting_tier.lock().unwrap_or_else(|e| e.into_inner());
+        let awaiting = self.awaiting_tier.locked();
         !awaiting.is_empty() && awaiting.contains(&(partition.topic_id, partition.index))
     }
 
     fn partition_state(&self, p: &Partition) -> Arc<RemoteLogPartition> {
-        let mut map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.partitions.locked();
         map.entry((p.topic_id, p.index))
             .or_insert_with(|| {
                 Arc::new(RemoteLogPartition {
@@ -406,8 +403,7 @@ impl RemoteLogManager {
             state.publish(&manifest);
             *writer = Some(manifest);
             self.awaiting_tier
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .locked()
                 .remove(&(partition.topic_id, partition.index));
         }
         Ok(writer.as_mut().expect("loaded above"))
@@ -431,8 +427,7 @@ impl RemoteLogManager {
             return;
         }
         self.awaiting_tier
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .extend(empty.iter().map(|p| (p.topic_id, p.index)));
         let load = async {
             for partition in &empty {
@@ -465,8 +460,7 @@ impl RemoteLogManager {
         let hosted: HashSet<(Uuid, i32)> =
             partitions.iter().map(|p| (p.topic_id, p.index)).collect();
         self.partitions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .retain(|key, _| hosted.contains(key));
         let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
         let mut tasks = tokio::task::JoinSet::new();
@@ -721,12 +715,7 @@ impl RemoteLogManager {
     /// directory of an id the image never knew (a lost or foreign metadata log) is kept.
     async fn sweep_deleted_topics(&self) -> Result<(), TierError> {
         let deletions = self.metadata.image().deleted_topic_count();
-        if *self
-            .swept_deletions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            == Some(deletions)
-        {
+        if *self.swept_deletions.locked() == Some(deletions) {
             return Ok(());
         }
         let image = self.metadata.image();
@@ -744,10 +733,7 @@ impl RemoteLogManager {
             let deleted = self.store.delete_topic_dir(&topic, &topic_id).await?;
             tracing::info!(%topic, %topic_id, objects = deleted, "deleted tier data of a deleted topic");
         }
-        *self
-            .swept_deletions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(image.deleted_topic_count());
+        *self.swept_deletions.locked() = Some(image.deleted_topic_count());
         Ok(())
     }
 }
