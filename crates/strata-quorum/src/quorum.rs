@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -398,7 +397,7 @@ impl Quorum {
             });
         }
         // Applying a batch that does not fit its image panics (see MetadataImage::apply). Once
-        // in the log it would panic on every node at every replay, so try it here first, on
+        // in the log it would panic on every node at every replay, so check it here first, on
         // the very image it will apply to if it applies at all.
         dry_run(&image, &data.records)
             .map_err(|message| LeaderFailure::Reject(QuorumError::InvalidBatch(message)))?;
@@ -809,19 +808,13 @@ fn effective_leader(metrics: &RaftMetrics<NodeId, BasicNode>, me: NodeId) -> Opt
     }
 }
 
-/// Applies `records` to a copy of `image`, turning a panic into an error message.
+/// Applies `records` to a copy of `image` with [`MetadataImage::try_apply`], which says why
+/// a record does not fit instead of panicking (the process aborts on panic, so a panic could
+/// not be caught here).
 fn dry_run(image: &MetadataImage, records: &[MetadataRecord]) -> Result<(), String> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| {
-        image.apply(records);
-    }))
-    .map_err(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("a record does not fit the image");
+    image.try_apply(records).map(drop).map_err(|e| {
         format!(
-            "batch does not apply to the image at offset {}: {message}",
+            "batch does not apply to the image at offset {}: {e}",
             image.offset
         )
     })
