@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use strata_durable::{LockExt, RwLockExt};
 use strata_log::{SegmentForUpload, TierTail, TimestampAndOffset};
+use strata_meta::config::{props, BrokerProperty};
 use strata_tier::{
     AuxData, CacheStats, RemoteManifest, RemotePartition, RemoteReadCache, SegmentUpload,
     TierError, TierStore,
@@ -169,9 +170,9 @@ impl RemoteLogManager {
             }
         };
         let store = TierStore::open(&url, &config.object_store_options)?.scoped(cluster_id);
-        let cache_bytes: i64 = config.broker_value("remote.log.reader.cache.bytes");
+        let cache_bytes: i64 = config.broker_value(props::REMOTE_LOG_READER_CACHE_BYTES);
         let chunk_bytes = config
-            .broker_value::<i64>("remote.log.reader.chunk.bytes")
+            .broker_value(props::REMOTE_LOG_READER_CHUNK_BYTES)
             .max(1);
         tracing::info!(url = %store.url(), cache_bytes, "tiered storage");
         Ok(Self {
@@ -182,10 +183,10 @@ impl RemoteLogManager {
             cache: RemoteReadCache::new(cache_bytes.max(0) as usize, chunk_bytes as usize),
             partitions: Mutex::new(HashMap::new()),
             swept_deletions: Mutex::new(None),
-            untiered_max_bytes: config.broker_value("log.local.untiered.max.bytes"),
+            untiered_max_bytes: config.broker_value(props::LOG_LOCAL_UNTIERED_MAX_BYTES),
             disk_limit_reached: AtomicBool::new(false),
-            fetch_max_wait: millis(config, "remote.fetch.max.wait.ms"),
-            list_offsets_timeout: millis(config, "remote.list.offsets.request.timeout.ms"),
+            fetch_max_wait: millis(config, props::REMOTE_FETCH_MAX_WAIT_MS),
+            list_offsets_timeout: millis(config, props::REMOTE_LIST_OFFSETS_REQUEST_TIMEOUT_MS),
             read_metrics,
             reads: Arc::new(tokio::sync::Semaphore::new(MAX_TIER_READS)),
             max_read_bytes: chunk_bytes as usize,
@@ -780,8 +781,8 @@ fn io_error(context: &str, e: impl std::fmt::Display) -> TierError {
     }
 }
 
-fn millis(config: &ServerConfig, key: &str) -> Duration {
-    Duration::from_millis(config.broker_value::<i64>(key).max(1) as u64)
+fn millis(config: &ServerConfig, key: BrokerProperty<i64>) -> Duration {
+    Duration::from_millis(config.broker_value(key).max(1) as u64)
 }
 
 /// What a local log that lost its data needs from the tier to start after it.
@@ -904,8 +905,8 @@ pub(crate) async fn run(
     config: &ServerConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let interval: i64 = config.broker_value("remote.log.manager.task.interval.ms");
-    let concurrency: i32 = config.broker_value("remote.log.manager.thread.pool.size");
+    let interval: i64 = config.broker_value(props::REMOTE_LOG_MANAGER_TASK_INTERVAL_MS);
+    let concurrency: i32 = config.broker_value(props::REMOTE_LOG_MANAGER_THREAD_POOL_SIZE);
     let mut ticker = tokio::time::interval(Duration::from_millis(interval.max(10) as u64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut more = false;

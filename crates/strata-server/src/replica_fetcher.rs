@@ -37,6 +37,7 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, Forgot
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use strata_durable::LockExt;
+use strata_meta::config::props;
 use strata_meta::MetadataImage;
 use strata_partition::{truncation_for, EpochEndOffset, Truncation};
 use tokio::sync::Notify;
@@ -179,8 +180,8 @@ async fn run_fetcher(
     partitions: Arc<Mutex<BTreeMap<TopicPartition, Followed>>>,
     changed: Arc<Notify>,
 ) {
-    let wait_ms: i32 = parts.config.broker_value("replica.fetch.wait.max.ms");
-    let partition_max_bytes: i32 = parts.config.broker_value("replica.fetch.max.bytes");
+    let wait_ms: i32 = parts.config.broker_value(props::REPLICA_FETCH_WAIT_MAX_MS);
+    let partition_max_bytes: i32 = parts.config.broker_value(props::REPLICA_FETCH_MAX_BYTES);
     let mut connection: Option<BrokerConnection> = None;
     let mut session = FollowerSession::default();
     loop {

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use kafka_protocol::error::ResponseError;
 use strata_durable::{LockExt, RwLockExt};
 use strata_log::{Log, LogError};
+use strata_meta::config::props;
 use strata_meta::{MetadataImage, PartitionImage};
 use strata_partition::{
     preferred_read_replica, AckState, FollowerProgress, FollowerView, IsrChange, IsrChangeRefusal,
@@ -514,7 +515,7 @@ impl ReplicaManager {
         }
         let now = now_ms();
         let mut log_configs = HashMap::new();
-        let lag_ms: i64 = config.broker_value("replica.lag.time.max.ms");
+        let lag_ms: i64 = config.broker_value(props::REPLICA_LAG_TIME_MAX_MS);
         let live_brokers = image.live_brokers();
         for (tp, (topic_id, assigned)) in &wanted {
             let (log_config, leader_config) = log_configs

@@ -35,6 +35,7 @@ use strata_coord::txn::{
 };
 use strata_coord::{partition_for, OFFSETS_TOPIC};
 use strata_durable::LockExt;
+use strata_meta::config::props;
 
 pub mod verification;
 
@@ -82,11 +83,11 @@ impl TxnService {
     ) -> Self {
         Self {
             coordinator: Mutex::new(TransactionCoordinator::new(TxnConfig {
-                max_timeout_ms: config.broker_value::<i64>("transaction.max.timeout.ms") as i32,
+                max_timeout_ms: config.broker_value(props::TRANSACTION_MAX_TIMEOUT_MS) as i32,
             })),
             retry: Mutex::new(Vec::new()),
             partitions: config
-                .broker_value::<i64>("transaction.state.log.num.partitions")
+                .broker_value(props::TRANSACTION_STATE_LOG_NUM_PARTITIONS)
                 .max(1) as i32,
             loaded: Mutex::new(BTreeMap::new()),
             config,
@@ -119,9 +120,9 @@ impl TxnService {
             TRANSACTION_STATE_TOPIC,
             self.partitions,
             self.config
-                .broker_value("transaction.state.log.replication.factor"),
+                .broker_value(props::TRANSACTION_STATE_LOG_REPLICATION_FACTOR),
             self.config
-                .broker_value("transaction.state.log.segment.bytes"),
+                .broker_value(props::TRANSACTION_STATE_LOG_SEGMENT_BYTES),
         )
         .map_err(|e| {
             tracing::error!(error = %e, "transaction coordinator unavailable");
