@@ -17,6 +17,14 @@
 //!
 //! Cost of one [`replace`]: one file create + write + `fsync`, one `rename`, one `fsync` of the
 //! directory. Meant for files of kilobytes to a few megabytes, written rarely.
+//!
+//! The crate also holds the other half of crash safety, [`LockExt`] / [`RwLockExt`]: a lock
+//! poisoned by a panic is never recovered from (the process aborts on panic; restart recovers
+//! from these files), see `lock.rs`.
+
+mod lock;
+
+pub use lock::{mutex_into_inner, LockExt, RwLockExt, POISONED};
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;

@@ -18,6 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
 use bytes::Bytes;
+use strata_durable::LockExt;
 
 /// Reads below this size use a plain allocation: small allocations come from the allocator's
 /// warm heap anyway.
@@ -52,31 +53,30 @@ impl AsRef<[u8]> for Lent {
 impl Drop for Lent {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.0);
-        if let Ok(mut pool) = POOL.lock() {
-            if pool.bytes + buf.capacity() <= MAX_POOLED_BYTES {
-                pool.bytes += buf.capacity();
-                pool.free.push(buf);
-            }
+        let mut pool = POOL.locked();
+        if pool.bytes + buf.capacity() <= MAX_POOLED_BYTES {
+            pool.bytes += buf.capacity();
+            pool.free.push(buf);
         }
     }
 }
 
 /// The smallest free buffer that fits `len` without too much waste, or a new one.
 fn take(len: usize) -> Vec<u8> {
-    if let Ok(mut pool) = POOL.lock() {
-        let best = pool
-            .free
-            .iter()
-            .enumerate()
-            .filter(|(_, b)| b.len() >= len && b.len() <= len.saturating_mul(MAX_WASTE_FACTOR))
-            .min_by_key(|(_, b)| b.len())
-            .map(|(i, _)| i);
-        if let Some(i) = best {
-            let buf = pool.free.swap_remove(i);
-            pool.bytes -= buf.capacity();
-            return buf;
-        }
+    let mut pool = POOL.locked();
+    let best = pool
+        .free
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.len() >= len && b.len() <= len.saturating_mul(MAX_WASTE_FACTOR))
+        .min_by_key(|(_, b)| b.len())
+        .map(|(i, _)| i);
+    if let Some(i) = best {
+        let buf = pool.free.swap_remove(i);
+        pool.bytes -= buf.capacity();
+        return buf;
     }
+    drop(pool);
     vec![0u8; len.next_power_of_two().min(MAX_POOLED_BUFFER)]
 }
 
@@ -121,7 +121,7 @@ mod tests {
         // Reading past the end is an error, and the pool stays usable.
         assert!(read_at(&file, (3 << 20) - 10, 1 << 20).is_err());
         assert_eq!(read_at(&file, 0, 1 << 17).unwrap().len(), 1 << 17);
-        let pool = POOL.lock().unwrap();
+        let pool = POOL.locked();
         assert!(pool.bytes <= MAX_POOLED_BYTES);
         assert_eq!(
             pool.bytes,

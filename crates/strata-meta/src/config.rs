@@ -831,6 +831,172 @@ pub fn is_dynamic_broker_config(name: &str) -> bool {
     DYNAMIC_BROKER_CONFIGS.contains(&name)
 }
 
+/// A broker-only property of [`BROKER_CONFIGS`] together with the Rust type it is read as, so
+/// that the broker names properties by constant ([`props`]) and a misspelt name does not
+/// compile (a name looked up at run time would silently read as `T::default()`). The test
+/// `every_typed_broker_property_is_defined_with_a_default_of_its_type` holds each constant to
+/// the table: the name is there, its config type fits `T`, its default parses as `T`.
+#[derive(Debug)]
+pub struct BrokerProperty<T> {
+    name: &'static str,
+    value_type: std::marker::PhantomData<fn() -> T>,
+}
+
+// Not derived: a derive would require `T: Clone`, which the key does not need.
+impl<T> Clone for BrokerProperty<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for BrokerProperty<T> {}
+
+impl<T: BrokerValue> BrokerProperty<T> {
+    /// Only for the constants in [`props`].
+    const fn new(name: &'static str) -> Self {
+        BrokerProperty {
+            name,
+            value_type: std::marker::PhantomData,
+        }
+    }
+
+    /// The property's name in `server.properties`, as Kafka spells it.
+    pub const fn name(self) -> &'static str {
+        self.name
+    }
+}
+
+/// A Rust type a broker property's value is read as, and the config types whose every valid
+/// value it holds (an `Int` may be read as `i64`, a `Long` never as `i32`).
+pub trait BrokerValue: std::str::FromStr + Default {
+    fn holds(config_type: ConfigType) -> bool;
+}
+
+impl BrokerValue for bool {
+    fn holds(config_type: ConfigType) -> bool {
+        config_type == Boolean
+    }
+}
+
+impl BrokerValue for i16 {
+    fn holds(config_type: ConfigType) -> bool {
+        config_type == Short
+    }
+}
+
+impl BrokerValue for i32 {
+    fn holds(config_type: ConfigType) -> bool {
+        matches!(config_type, Short | Int)
+    }
+}
+
+impl BrokerValue for i64 {
+    fn holds(config_type: ConfigType) -> bool {
+        matches!(config_type, Short | Int | Long)
+    }
+}
+
+impl BrokerValue for String {
+    fn holds(config_type: ConfigType) -> bool {
+        matches!(config_type, ConfigType::String | List | Class | Password)
+    }
+}
+
+/// Declares the typed keys of [`props`] and, for the test, the list of all of them.
+macro_rules! broker_properties {
+    ($($(#[$doc:meta])* $key:ident: $type:ty = $name:literal;)*) => {
+        $($(#[$doc])* pub const $key: BrokerProperty<$type> = BrokerProperty::new($name);)*
+
+        /// Every key above, with the check of its type against the table.
+        #[cfg(test)]
+        pub(super) const ALL: &[(&str, fn(&super::ConfigDef) -> Result<(), String>)] =
+            &[$(($name, super::check_property_type::<$type>)),*];
+    };
+}
+
+/// The broker-only properties the broker reads, one typed key each (see [`BrokerProperty`]).
+pub mod props {
+    use super::BrokerProperty;
+
+    broker_properties! {
+        AUTO_CREATE_TOPICS_ENABLE: bool = "auto.create.topics.enable";
+        NUM_PARTITIONS: i32 = "num.partitions";
+        DEFAULT_REPLICATION_FACTOR: i16 = "default.replication.factor";
+        DELETE_TOPIC_ENABLE: bool = "delete.topic.enable";
+        SOCKET_REQUEST_MAX_BYTES: i64 = "socket.request.max.bytes";
+        MAX_CONNECTIONS: i64 = "max.connections";
+        LOG_RETENTION_CHECK_INTERVAL_MS: i64 = "log.retention.check.interval.ms";
+        LOG_FLUSH_SCHEDULER_INTERVAL_MS: i64 = "log.flush.scheduler.interval.ms";
+        REMOTE_LOG_MANAGER_TASK_INTERVAL_MS: i64 = "remote.log.manager.task.interval.ms";
+        REMOTE_LOG_MANAGER_THREAD_POOL_SIZE: i32 = "remote.log.manager.thread.pool.size";
+        REMOTE_FETCH_MAX_WAIT_MS: i64 = "remote.fetch.max.wait.ms";
+        REMOTE_LIST_OFFSETS_REQUEST_TIMEOUT_MS: i64 = "remote.list.offsets.request.timeout.ms";
+        REMOTE_LOG_READER_CACHE_BYTES: i64 = "remote.log.reader.cache.bytes";
+        REMOTE_LOG_READER_CHUNK_BYTES: i64 = "remote.log.reader.chunk.bytes";
+        LOG_LOCAL_UNTIERED_MAX_BYTES: i64 = "log.local.untiered.max.bytes";
+        REPLICA_HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS: i64 =
+            "replica.high.watermark.checkpoint.interval.ms";
+        REPLICA_LAG_TIME_MAX_MS: i64 = "replica.lag.time.max.ms";
+        REPLICA_FETCH_WAIT_MAX_MS: i32 = "replica.fetch.wait.max.ms";
+        REPLICA_FETCH_MAX_BYTES: i32 = "replica.fetch.max.bytes";
+        REPLICA_SELECTOR_CLASS: String = "replica.selector.class";
+        MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS: i64 =
+            "max.incremental.fetch.session.cache.slots";
+        MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS: i64 =
+            "min.incremental.fetch.session.eviction.ms";
+        MAX_INCREMENTAL_FETCH_SESSION_PARTITIONS: i64 = "max.incremental.fetch.session.partitions";
+        MAX_INCREMENTAL_FETCH_SESSION_CACHE_PARTITIONS: i64 =
+            "max.incremental.fetch.session.cache.partitions";
+        INCREMENTAL_FETCH_SESSION_EXPIRY_MS: i64 = "incremental.fetch.session.expiry.ms";
+        BROKER_SESSION_TIMEOUT_MS: i64 = "broker.session.timeout.ms";
+        BROKER_HEARTBEAT_INTERVAL_MS: i64 = "broker.heartbeat.interval.ms";
+        AUTO_LEADER_REBALANCE_ENABLE: bool = "auto.leader.rebalance.enable";
+        LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS: i64 = "leader.imbalance.check.interval.seconds";
+        LEADER_IMBALANCE_PER_BROKER_PERCENTAGE: i32 = "leader.imbalance.per.broker.percentage";
+        OFFSETS_TOPIC_NUM_PARTITIONS: i64 = "offsets.topic.num.partitions";
+        OFFSETS_TOPIC_REPLICATION_FACTOR: i16 = "offsets.topic.replication.factor";
+        OFFSETS_TOPIC_SEGMENT_BYTES: i64 = "offsets.topic.segment.bytes";
+        OFFSET_METADATA_MAX_BYTES: i64 = "offset.metadata.max.bytes";
+        OFFSETS_RETENTION_MINUTES: i64 = "offsets.retention.minutes";
+        OFFSETS_RETENTION_CHECK_INTERVAL_MS: i64 = "offsets.retention.check.interval.ms";
+        GROUP_MIN_SESSION_TIMEOUT_MS: i64 = "group.min.session.timeout.ms";
+        GROUP_MAX_SESSION_TIMEOUT_MS: i64 = "group.max.session.timeout.ms";
+        GROUP_INITIAL_REBALANCE_DELAY_MS: i64 = "group.initial.rebalance.delay.ms";
+        GROUP_MAX_SIZE: i64 = "group.max.size";
+        GROUP_CONSUMER_SESSION_TIMEOUT_MS: i64 = "group.consumer.session.timeout.ms";
+        GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS: i64 = "group.consumer.heartbeat.interval.ms";
+        GROUP_CONSUMER_MAX_SIZE: i64 = "group.consumer.max.size";
+        GROUP_CONSUMER_MIGRATION_POLICY: String = "group.consumer.migration.policy";
+        TRANSACTION_MAX_TIMEOUT_MS: i64 = "transaction.max.timeout.ms";
+        /// Dynamic (see [`super::DYNAMIC_BROKER_CONFIGS`]).
+        TRANSACTION_PARTITION_VERIFICATION_ENABLE: bool =
+            "transaction.partition.verification.enable";
+        TRANSACTION_STATE_LOG_NUM_PARTITIONS: i64 = "transaction.state.log.num.partitions";
+        TRANSACTION_STATE_LOG_REPLICATION_FACTOR: i16 = "transaction.state.log.replication.factor";
+        TRANSACTION_STATE_LOG_SEGMENT_BYTES: i64 = "transaction.state.log.segment.bytes";
+    }
+}
+
+/// The test's check of one typed key against its definition: the config type fits `T`, and
+/// the default parses as `T` (as [`BrokerProperties::broker_value`] parses it).
+#[cfg(test)]
+fn check_property_type<T: BrokerValue>(def: &ConfigDef) -> Result<(), String> {
+    let type_name = std::any::type_name::<T>();
+    if !T::holds(def.config_type) {
+        return Err(format!(
+            "{} is a {:?} property, read as {type_name}",
+            def.name, def.config_type
+        ));
+    }
+    if def.default.trim().parse::<T>().is_err() {
+        return Err(format!(
+            "{}'s default {:?} does not parse as {type_name}",
+            def.name, def.default
+        ));
+    }
+    Ok(())
+}
+
 /// Looks up a topic config by name.
 pub fn topic_config(name: &str) -> Option<&'static ConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
@@ -1080,9 +1246,13 @@ impl BrokerProperties {
     }
 
     /// A broker-only property's value (explicit or default) parsed as `T`.
-    pub fn broker_value<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
-        let def = BROKER_CONFIGS.iter().find(|d| d.name == name)?;
-        self.get(name).unwrap_or(def.default).trim().parse().ok()
+    pub fn broker_value<T: BrokerValue>(&self, key: BrokerProperty<T>) -> Option<T> {
+        let def = BROKER_CONFIGS.iter().find(|d| d.name == key.name())?;
+        self.get(key.name())
+            .unwrap_or(def.default)
+            .trim()
+            .parse()
+            .ok()
     }
 }
 
@@ -1120,6 +1290,44 @@ mod tests {
     }
 
     #[test]
+    fn every_typed_broker_property_is_defined_with_a_default_of_its_type() {
+        assert!(!props::ALL.is_empty());
+        for (name, check) in props::ALL {
+            let def = BROKER_CONFIGS
+                .iter()
+                .find(|d| d.name == *name)
+                .unwrap_or_else(|| panic!("{name} is not in BROKER_CONFIGS"));
+            check(def).unwrap_or_else(|e| panic!("{e}"));
+        }
+        for name in DYNAMIC_BROKER_CONFIGS {
+            assert!(
+                props::ALL.iter().any(|(key, _)| key == name),
+                "dynamic property {name} has no typed key"
+            );
+        }
+        // The check itself refuses what it must.
+        let def = |config_type, default| ConfigDef {
+            name: "x",
+            config_type,
+            default,
+            validator: Validator::None,
+            broker_synonyms: &[],
+            doc: "",
+        };
+        assert!(
+            check_property_type::<i32>(&def(Long, "1")).is_err(),
+            "too narrow"
+        );
+        assert!(
+            check_property_type::<i64>(&def(Int, "")).is_err(),
+            "no default"
+        );
+        assert!(check_property_type::<bool>(&def(Boolean, "yes")).is_err());
+        assert!(check_property_type::<String>(&def(Class, "")).is_ok());
+        assert!(check_property_type::<i64>(&def(Int, "7")).is_ok());
+    }
+
+    #[test]
     fn every_default_is_valid() {
         for d in TOPIC_CONFIGS.iter().chain(BROKER_CONFIGS) {
             if !d.default.is_empty() {
@@ -1138,7 +1346,7 @@ mod tests {
         for (k, v) in parsed {
             props.set(&k, &v).unwrap();
         }
-        assert_eq!(props.broker_value::<i32>("num.partitions"), Some(3));
+        assert_eq!(props.broker_value(props::NUM_PARTITIONS), Some(3));
         assert_eq!(
             broker_value_for_topic("log.retention.hours", "2").as_deref(),
             Some("7200000")

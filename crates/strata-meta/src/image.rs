@@ -13,6 +13,30 @@ use uuid::Uuid;
 use crate::features::VersionRange;
 use crate::records::{ConfigResource, MetadataRecord};
 
+/// A record that does not fit the image it is applied to. The controller never builds one;
+/// seeing it means a bug, or a batch built from another image.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("creates topic {0}, which exists")]
+    TopicExists(String),
+    #[error("names unknown topic id {0}")]
+    UnknownTopicId(Uuid),
+    #[error("partition {partition} of {topic} leaves a gap")]
+    PartitionGap { topic: String, partition: i32 },
+    #[error("moves the producer id block back from {current} to {next}")]
+    ProducerIdsBackward { current: i64, next: i64 },
+    #[error("fences or unfences unregistered broker {0}")]
+    UnregisteredBroker(i32),
+    #[error("fences or unfences broker {broker_id} in epoch {record}, registered in {registered}")]
+    BrokerEpoch {
+        broker_id: i32,
+        registered: i64,
+        record: i64,
+    },
+    #[error("writes the cluster id a second time")]
+    ClusterIdRewritten,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartitionImage {
     pub partition: i32,
@@ -235,24 +259,33 @@ impl MetadataImage {
     }
 
     /// The image after `batch`. Records are validated by the controller before they are
-    /// written; a record that does not fit the image here is a bug and panics rather than
-    /// silently diverging from the log.
+    /// written; a record that does not fit the image here is a bug and panics (the process
+    /// aborts) rather than silently diverging from the log. Before a batch is written,
+    /// [`MetadataImage::try_apply`] says whether it fits without panicking.
+    #[track_caller]
     pub fn apply(&self, batch: &[MetadataRecord]) -> MetadataImage {
-        let mut next = self.clone();
-        for record in batch {
-            next.apply_record(record);
-        }
-        next.offset += 1;
-        next
+        self.try_apply(batch)
+            .unwrap_or_else(|e| panic!("metadata batch at offset {}: {e}", self.offset))
     }
 
-    fn apply_record(&mut self, record: &MetadataRecord) {
+    /// The image after `batch`, or why a record of it does not fit this image: the check a
+    /// batch passes before it is written to a metadata log, where it would otherwise fail
+    /// [`MetadataImage::apply`] on every node at every replay. `self` is left unchanged.
+    pub fn try_apply(&self, batch: &[MetadataRecord]) -> Result<MetadataImage, ImageError> {
+        let mut next = self.clone();
+        for record in batch {
+            next.apply_record(record)?;
+        }
+        next.offset += 1;
+        Ok(next)
+    }
+
+    fn apply_record(&mut self, record: &MetadataRecord) -> Result<(), ImageError> {
         match record {
             MetadataRecord::Topic { name, topic_id } => {
-                assert!(
-                    !self.topics.contains_key(name),
-                    "metadata log creates existing topic {name}"
-                );
+                if self.topics.contains_key(name) {
+                    return Err(ImageError::TopicExists(name.clone()));
+                }
                 self.topic_names_by_id.insert(*topic_id, name.clone());
                 self.topics.insert(
                     name.clone(),
@@ -277,7 +310,7 @@ impl MetadataImage {
                 let name = self
                     .topic_names_by_id
                     .get(topic_id)
-                    .unwrap_or_else(|| panic!("partition record for unknown topic id {topic_id}"));
+                    .ok_or(ImageError::UnknownTopicId(*topic_id))?;
                 let topic = Arc::make_mut(self.topics.get_mut(name).expect("id map in sync"));
                 let image = PartitionImage {
                     partition: *partition,
@@ -294,10 +327,12 @@ impl MetadataImage {
                     removing_replicas: removing_replicas.clone(),
                 };
                 let index = *partition as usize;
-                assert!(
-                    index <= topic.partitions.len(),
-                    "partition {partition} of {name} leaves a gap"
-                );
+                if index > topic.partitions.len() {
+                    return Err(ImageError::PartitionGap {
+                        topic: name.clone(),
+                        partition: *partition,
+                    });
+                }
                 if index == topic.partitions.len() {
                     topic.partitions.push(image);
                 } else {
@@ -308,7 +343,7 @@ impl MetadataImage {
                 let name = self
                     .topic_names_by_id
                     .remove(topic_id)
-                    .unwrap_or_else(|| panic!("removal of unknown topic id {topic_id}"));
+                    .ok_or(ImageError::UnknownTopicId(*topic_id))?;
                 Arc::make_mut(&mut self.deleted_topics).insert(*topic_id);
                 self.topics.remove(&name);
                 self.configs.remove(&ConfigResource::Topic(name));
@@ -332,10 +367,12 @@ impl MetadataImage {
                 }
             }
             MetadataRecord::ProducerIds { next_block_start } => {
-                assert!(
-                    *next_block_start > self.next_producer_id_block,
-                    "producer id blocks only move forward"
-                );
+                if *next_block_start <= self.next_producer_id_block {
+                    return Err(ImageError::ProducerIdsBackward {
+                        current: self.next_producer_id_block,
+                        next: *next_block_start,
+                    });
+                }
                 self.next_producer_id_block = *next_block_start;
             }
             MetadataRecord::RegisterBroker {
@@ -372,15 +409,20 @@ impl MetadataImage {
                 let broker = self
                     .brokers
                     .get_mut(broker_id)
-                    .unwrap_or_else(|| panic!("fencing of unregistered broker {broker_id}"));
-                assert_eq!(
-                    broker.broker_epoch, *broker_epoch,
-                    "fencing of broker {broker_id} in another epoch"
-                );
+                    .ok_or(ImageError::UnregisteredBroker(*broker_id))?;
+                if broker.broker_epoch != *broker_epoch {
+                    return Err(ImageError::BrokerEpoch {
+                        broker_id: *broker_id,
+                        registered: broker.broker_epoch,
+                        record: *broker_epoch,
+                    });
+                }
                 broker.fenced = matches!(record, MetadataRecord::FenceBroker { .. });
             }
             MetadataRecord::ClusterId { cluster_id } => {
-                assert!(self.cluster_id.is_none(), "the cluster id is written once");
+                if self.cluster_id.is_some() {
+                    return Err(ImageError::ClusterIdRewritten);
+                }
                 self.cluster_id = Some(cluster_id.clone());
             }
             MetadataRecord::FeatureLevel { name, level } => {
@@ -391,5 +433,78 @@ impl MetadataImage {
                 }
             }
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, topic_id: Uuid) -> MetadataRecord {
+        MetadataRecord::Topic {
+            name: name.into(),
+            topic_id,
+        }
+    }
+
+    #[test]
+    fn try_apply_says_why_a_record_does_not_fit_and_leaves_the_image_alone() {
+        let id = Uuid::new_v4();
+        let image = MetadataImage::default().apply(&[topic("t", id)]);
+        let unknown = Uuid::new_v4();
+        let partition = |topic_id, partition| MetadataRecord::Partition {
+            topic_id,
+            partition,
+            replicas: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            isr: vec![1],
+            partition_epoch: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
+        };
+        let cases = [
+            (
+                topic("t", Uuid::new_v4()),
+                ImageError::TopicExists("t".into()),
+            ),
+            (partition(unknown, 0), ImageError::UnknownTopicId(unknown)),
+            (
+                partition(id, 2),
+                ImageError::PartitionGap {
+                    topic: "t".into(),
+                    partition: 2,
+                },
+            ),
+            (
+                MetadataRecord::RemoveTopic { topic_id: unknown },
+                ImageError::UnknownTopicId(unknown),
+            ),
+            (
+                MetadataRecord::FenceBroker {
+                    broker_id: 7,
+                    broker_epoch: 0,
+                },
+                ImageError::UnregisteredBroker(7),
+            ),
+        ];
+        for (record, expected) in cases {
+            // A fitting record before the bad one must not leak into `image` either.
+            let batch = [partition(id, 0), record];
+            assert_eq!(image.try_apply(&batch), Err(expected));
+            assert_eq!(image.topic("t").map(|t| t.partitions.len()), Some(0));
+            assert_eq!(image.offset, 1);
+        }
+        let next = image.try_apply(&[partition(id, 0)]).expect("fits");
+        assert_eq!(next.offset, 2);
+        assert_eq!(next.topic("t").map(|t| t.partitions.len()), Some(1));
+    }
+
+    #[test]
+    #[should_panic(expected = "metadata batch at offset 1: creates topic t, which exists")]
+    fn apply_panics_on_a_record_that_does_not_fit() {
+        let image = MetadataImage::default().apply(&[topic("t", Uuid::new_v4())]);
+        image.apply(&[topic("t", Uuid::new_v4())]);
     }
 }

@@ -19,7 +19,7 @@ pub mod store;
 pub use controller::{
     Controller, ControllerError, CreateTopicSpec, UncleanElection, NO_UNCLEAN_ELECTION,
 };
-pub use image::{BrokerRegistration, MetadataImage, PartitionImage, TopicImage};
+pub use image::{BrokerRegistration, ImageError, MetadataImage, PartitionImage, TopicImage};
 pub use log::{FileMetadataLog, MetadataLog};
 pub use records::{ConfigResource, MetadataRecord};
 pub use store::MetadataStore;
@@ -40,6 +40,10 @@ pub enum MetaError {
     /// many concurrent changes). Retriable: nothing was written.
     #[error("metadata quorum unavailable: {0}")]
     Unavailable(String),
+    /// A batch that does not fit the image it was built from (a controller bug): refused
+    /// before it is written, since once in the log it would fail every replay.
+    #[error("metadata batch does not apply to the image: {0}")]
+    InvalidBatch(#[from] image::ImageError),
 }
 
 impl MetaError {

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 
 use openraft::{BasicNode, RaftMetrics};
 use serde::{Deserialize, Serialize};
+use strata_durable::LockExt;
 
 use crate::types::{LogId, NodeId};
 
@@ -79,7 +80,7 @@ struct ContactsInner {
 
 impl ReplicaContacts {
     fn lock(&self) -> std::sync::MutexGuard<'_, ContactsInner> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.locked()
     }
 
     /// This node's last log index, from its latest metrics.

@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
 use serde::{Deserialize, Serialize};
+use strata_durable::{LockExt, RwLockExt};
 use strata_meta::frame::{self, FRAME_HEADER_BYTES};
 
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
@@ -253,7 +254,7 @@ impl LogStore {
         let (file, mem) = LogFile::open(dir)?;
         let vote = read_json(dir, VOTE_FILE)?;
         let saved: Option<LogId> = read_json(dir, COMMITTED_FILE)?;
-        *committed.lock().unwrap_or_else(|p| p.into_inner()) = saved;
+        *committed.locked() = saved;
         Ok(Self {
             dir: dir.to_path_buf(),
             mem: Arc::new(RwLock::new(mem)),
@@ -270,9 +271,7 @@ impl LogStore {
     ) -> std::io::Result<T> {
         let file = self.file.clone();
         crate::run_blocking(move || {
-            let mut file = file
-                .lock()
-                .map_err(|_| std::io::Error::other("raft log file lock poisoned"))?;
+            let mut file = file.locked();
             op(&mut file)
         })
         .await
@@ -284,18 +283,16 @@ impl LogStore {
     }
 
     fn mem_read(&self) -> std::sync::RwLockReadGuard<'_, LogMem> {
-        // Nothing panics while holding the lock (map operations only), so poison carries no
-        // half-done state.
-        self.mem.read().unwrap_or_else(|p| p.into_inner())
+        self.mem.read_locked()
     }
 
     fn mem_write(&self) -> std::sync::RwLockWriteGuard<'_, LogMem> {
-        self.mem.write().unwrap_or_else(|p| p.into_inner())
+        self.mem.write_locked()
     }
 }
 
 fn read_range<RB: RangeBounds<u64>>(mem: &RwLock<LogMem>, range: RB) -> Vec<Entry> {
-    let mem = mem.read().unwrap_or_else(|p| p.into_inner());
+    let mem = mem.read_locked();
     mem.entries.range(range).map(|(_, e)| e.clone()).collect()
 }
 
@@ -358,12 +355,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write_small_file(COMMITTED_FILE, bytes)
             .await
             .map_err(write_error)?;
-        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = committed;
+        *self.committed.locked() = committed;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(*self.committed.lock().unwrap_or_else(|p| p.into_inner()))
+        Ok(*self.committed.locked())
     }
 
     async fn append<I>(

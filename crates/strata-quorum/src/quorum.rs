@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, RaftMetrics, ServerState, SnapshotPolicy};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use strata_durable::LockExt;
 use strata_meta::{MetadataImage, MetadataRecord};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -236,7 +236,7 @@ impl Quorum {
                 tracing::error!(error = %e, "controller listener failed");
             }
         });
-        *quorum.server.lock().unwrap_or_else(|p| p.into_inner()) = Some(server);
+        *quorum.server.locked() = Some(server);
 
         if config.is_voter() {
             if let Err(e) = quorum.initialize_if_pristine().await {
@@ -397,7 +397,7 @@ impl Quorum {
             });
         }
         // Applying a batch that does not fit its image panics (see MetadataImage::apply). Once
-        // in the log it would panic on every node at every replay, so try it here first, on
+        // in the log it would panic on every node at every replay, so check it here first, on
         // the very image it will apply to if it applies at all.
         dry_run(&image, &data.records)
             .map_err(|message| LeaderFailure::Reject(QuorumError::InvalidBatch(message)))?;
@@ -688,7 +688,7 @@ impl Quorum {
     /// The description from this node's replication progress; `None` unless it leads.
     pub(crate) fn describe_as_leader(&self) -> Option<QuorumDescription> {
         let metrics = self.raft.metrics().borrow().clone();
-        let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let committed = *self.committed.locked();
         let contacts = self.contacts.snapshot();
         describe::describe(&metrics, committed, &contacts, describe::wall_clock_ms())
     }
@@ -713,7 +713,7 @@ impl Quorum {
             .learner_ids()
             .map(|id| (id, address(id)))
             .collect();
-        let committed = *self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        let committed = *self.committed.locked();
         QuorumStatus {
             node_id: self.node_id,
             role: format!("{:?}", metrics.state),
@@ -739,7 +739,7 @@ impl Quorum {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft core did not stop cleanly");
         }
-        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let server = self.server.locked().take();
         if let Some(mut server) = server {
             if tokio::time::timeout(SHUTDOWN_GRACE, &mut server)
                 .await
@@ -758,7 +758,7 @@ impl Quorum {
     }
 
     fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
+        self.tasks.locked()
     }
 }
 
@@ -808,19 +808,13 @@ fn effective_leader(metrics: &RaftMetrics<NodeId, BasicNode>, me: NodeId) -> Opt
     }
 }
 
-/// Applies `records` to a copy of `image`, turning a panic into an error message.
+/// Applies `records` to a copy of `image` with [`MetadataImage::try_apply`], which says why
+/// a record does not fit instead of panicking (the process aborts on panic, so a panic could
+/// not be caught here).
 fn dry_run(image: &MetadataImage, records: &[MetadataRecord]) -> Result<(), String> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| {
-        image.apply(records);
-    }))
-    .map_err(|panic| {
-        let message = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("a record does not fit the image");
+    image.try_apply(records).map(drop).map_err(|e| {
         format!(
-            "batch does not apply to the image at offset {}: {message}",
+            "batch does not apply to the image at offset {}: {e}",
             image.offset
         )
     })

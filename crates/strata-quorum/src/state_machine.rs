@@ -23,6 +23,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{
     AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, StorageIOError,
 };
+use strata_durable::LockExt;
 use strata_meta::MetadataImage;
 use tokio::sync::watch;
 
@@ -101,18 +102,12 @@ struct SnapshotStore {
 
 impl SnapshotStore {
     fn current(&self) -> Option<StoredSnapshot> {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.current.locked().clone()
     }
 
     /// Makes `snapshot` durable and current, unless a newer one already is. Blocking.
     fn save(&self, snapshot: &StoredSnapshot) -> std::io::Result<()> {
-        let _write = self
-            .write
-            .lock()
-            .map_err(|_| std::io::Error::other("snapshot write lock poisoned"))?;
+        let _write = self.write.locked();
         if let Some(current) = self.current() {
             if current.meta.last_log_id >= snapshot.meta.last_log_id {
                 return Ok(());
@@ -120,7 +115,7 @@ impl SnapshotStore {
         }
         let bytes = snapshot.encode().map_err(std::io::Error::other)?;
         strata_durable::replace(&self.dir, SNAPSHOT_FILE, &bytes)?;
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());
+        *self.current.locked() = Some(snapshot.clone());
         Ok(())
     }
 }

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use strata_durable::LockExt;
 use strata_meta::{MetadataImage, MetadataRecord};
 
 use crate::config::ServerConfig;
@@ -69,12 +70,9 @@ impl Broker {
         self.txns.sync_leadership();
     }
 
-    /// The fetch session cache, locked. Poisoning is not recovered from: a panic inside the
-    /// bookkeeping leaves it in an unknown state (crash, don't limp).
+    /// The fetch session cache, locked.
     pub fn fetch_sessions(&self) -> std::sync::MutexGuard<'_, FetchSessionCache> {
-        self.fetch_sessions
-            .lock()
-            .expect("fetch session cache poisoned by an earlier panic")
+        self.fetch_sessions.locked()
     }
 
     pub fn is_serving(&self) -> bool {
@@ -99,7 +97,7 @@ impl Broker {
     /// Hands out a producer id, reserving a new block in the metadata log when the current
     /// one is used up. Ids are never reused, across restarts too.
     pub fn next_producer_id(&self) -> Result<i64, strata_meta::MetaError> {
-        let mut block = self.producer_ids.lock().unwrap_or_else(|p| p.into_inner());
+        let mut block = self.producer_ids.locked();
         if block.next >= block.end {
             let start = self.commit(|image| {
                 let (start, records) = self

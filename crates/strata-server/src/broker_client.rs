@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+use strata_durable::LockExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -139,15 +140,11 @@ impl BrokerPool {
     }
 
     fn take(&self, address: &str) -> Option<BrokerConnection> {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(address)
-            .and_then(Vec::pop)
+        self.idle.locked().get_mut(address).and_then(Vec::pop)
     }
 
     fn give_back(&self, address: &str, conn: BrokerConnection) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.idle.locked();
         let pooled = idle.entry(address.to_string()).or_default();
         if pooled.len() < MAX_IDLE_PER_BROKER {
             pooled.push(conn);
@@ -157,11 +154,7 @@ impl BrokerPool {
 
     /// Idle connections to `address` (for tests and metrics).
     pub fn idle_to(&self, address: &str) -> usize {
-        self.idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(address)
-            .map_or(0, Vec::len)
+        self.idle.locked().get(address).map_or(0, Vec::len)
     }
 }
 

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata_meta::config::props;
 use strata_meta::controller::BrokerRegistrationRequest;
 use strata_meta::NO_UNCLEAN_ELECTION;
 use strata_quorum::Quorum;
@@ -114,7 +115,7 @@ pub async fn run_broker_lifecycle(
 ) {
     let interval = Duration::from_millis(
         config
-            .broker_value::<i64>("broker.heartbeat.interval.ms")
+            .broker_value(props::BROKER_HEARTBEAT_INTERVAL_MS)
             .max(10) as u64,
     );
     let request = registration_request(&config, Uuid::new_v4());

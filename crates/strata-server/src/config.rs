@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use strata_log::{LogConfig, TimestampType};
-use strata_meta::config::{broker_value_for_topic, BrokerProperties, ConfigDef, TOPIC_CONFIGS};
+use strata_meta::config::{
+    broker_value_for_topic, props, BrokerProperties, BrokerProperty, BrokerValue, ConfigDef,
+    TOPIC_CONFIGS,
+};
 use strata_meta::{ConfigResource, MetadataImage};
 
 /// Kafka's DescribeConfigs `ConfigSource` codes.
@@ -69,20 +72,23 @@ pub struct QuorumSettings {
 }
 
 impl ServerConfig {
-    /// A broker-only property's value, or `T::default()` if unset and without a default.
-    pub fn broker_value<T: std::str::FromStr + Default>(&self, name: &str) -> T {
-        self.props.broker_value(name).unwrap_or_default()
+    /// A broker-only property's value: the static setting, else its default. Keys are the
+    /// typed constants of [`strata_meta::config::props`], so a misspelt name does not compile;
+    /// values were validated at start-up, so the `T::default()` fallback is not reached.
+    pub fn broker_value<T: BrokerValue>(&self, key: BrokerProperty<T>) -> T {
+        self.props.broker_value(key).unwrap_or_default()
     }
 
     /// A broker-only property that can change at run time
     /// ([`strata_meta::config::DYNAMIC_BROKER_CONFIGS`]): this broker's dynamic value, else the
     /// cluster-wide dynamic default, else the static setting or the built-in default (Kafka's
     /// precedence). Values are compared without case, as Kafka's booleans are.
-    pub fn dynamic_broker_value<T: std::str::FromStr + Default>(
+    pub fn dynamic_broker_value<T: BrokerValue>(
         &self,
         image: &MetadataImage,
-        name: &str,
+        key: BrokerProperty<T>,
     ) -> T {
+        let name = key.name();
         debug_assert!(strata_meta::config::is_dynamic_broker_config(name));
         for resource in [
             ConfigResource::Broker(Some(self.node_id)),
@@ -97,14 +103,14 @@ impl ServerConfig {
         self.props
             .get(name)
             .and_then(|v| v.trim().to_ascii_lowercase().parse().ok())
-            .unwrap_or_else(|| self.broker_value(name))
+            .unwrap_or_else(|| self.broker_value(key))
     }
 
     /// `transaction.partition.verification.enable` as it is now (dynamic, KIP-890): whether
     /// partition leaders check transactional writes of protocol v1 clients with the
     /// coordinator.
     pub fn transaction_verification_enabled(&self, image: &MetadataImage) -> bool {
-        self.dynamic_broker_value(image, "transaction.partition.verification.enable")
+        self.dynamic_broker_value(image, props::TRANSACTION_PARTITION_VERIFICATION_ENABLE)
     }
 
     /// `unclean.leader.election.enable` per topic as the controller applies it, for the

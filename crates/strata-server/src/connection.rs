@@ -45,7 +45,9 @@ pub async fn accept_loop(
     listener: TcpListener,
     mut stop: watch::Receiver<bool>,
 ) {
-    let max_connections: i64 = broker.config.broker_value("max.connections");
+    let max_connections: i64 = broker
+        .config
+        .broker_value(strata_meta::config::props::MAX_CONNECTIONS);
     let mut connections = JoinSet::new();
     let conn_stop = stop.clone();
     loop {
@@ -131,7 +133,9 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), Closed> {
     let peer = session.peer;
     let bad = Closed::BadInput;
-    let max_frame_bytes: i64 = broker.config.broker_value("socket.request.max.bytes");
+    let max_frame_bytes: i64 = broker
+        .config
+        .broker_value(strata_meta::config::props::SOCKET_REQUEST_MAX_BYTES);
     let frames = FrameDecoder::new(max_frame_bytes.max(0) as usize);
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {

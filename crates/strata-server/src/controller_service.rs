@@ -18,6 +18,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use strata_durable::LockExt;
+use strata_meta::config::props;
 use strata_meta::controller::{BrokerRegistrationRequest, MAX_ELECTIONS_PER_BALANCE};
 use strata_meta::{Controller, MetaError, MetadataImage};
 use strata_quorum::Quorum;
@@ -107,20 +109,19 @@ impl ControllerService {
             quorum: OnceLock::new(),
             controller: Controller::new(config.node_id),
             session_timeout: Duration::from_millis(
-                config
-                    .broker_value::<i64>("broker.session.timeout.ms")
-                    .max(1) as u64,
+                config.broker_value(props::BROKER_SESSION_TIMEOUT_MS).max(1) as u64,
             ),
             config: config.clone(),
             sessions: Mutex::new(HashMap::new()),
             balance: LeaderBalance {
-                enabled: config.broker_value("auto.leader.rebalance.enable"),
+                enabled: config.broker_value(props::AUTO_LEADER_REBALANCE_ENABLE),
                 interval: Duration::from_secs(
                     config
-                        .broker_value::<i64>("leader.imbalance.check.interval.seconds")
+                        .broker_value(props::LEADER_IMBALANCE_CHECK_INTERVAL_SECONDS)
                         .max(1) as u64,
                 ),
-                imbalance_percentage: config.broker_value("leader.imbalance.per.broker.percentage"),
+                imbalance_percentage: config
+                    .broker_value(props::LEADER_IMBALANCE_PER_BROKER_PERCENTAGE),
             },
         })
     }
@@ -152,8 +153,7 @@ impl ControllerService {
 
     fn touch(&self, broker_id: i32, broker_epoch: i64) {
         self.sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .insert(broker_id, (broker_epoch, Instant::now()));
     }
 
@@ -176,7 +176,7 @@ impl ControllerService {
                 Duty::Idle => continue,
                 Duty::NewlyLeading(quorum) => {
                     let now = Instant::now();
-                    let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut sessions = self.sessions.locked();
                     sessions.clear();
                     for b in quorum.image().brokers() {
                         sessions.insert(b.broker_id, (b.broker_epoch, now));
@@ -254,7 +254,7 @@ impl ControllerService {
     /// Unfenced brokers without a heartbeat in their current epoch for the session timeout.
     fn expired(&self, image: &MetadataImage) -> Vec<(i32, i64)> {
         let now = Instant::now();
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sessions = self.sessions.locked();
         image
             .brokers()
             .filter(|b| !b.fenced)

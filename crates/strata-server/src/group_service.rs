@@ -28,6 +28,8 @@ use strata_coord::{
     partition_for, GroupConfig, GroupCoordinator, OffsetsRecord, PendingReply, ReplyId,
     OFFSETS_TOPIC,
 };
+use strata_durable::LockExt;
+use strata_meta::config::{props, BrokerProperty};
 use strata_meta::MetadataImage;
 use tokio::sync::oneshot;
 
@@ -103,27 +105,27 @@ impl GroupService {
         meta: Arc<MetadataChanges>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let value = |name: &str| broker_config.broker_value::<i64>(name);
+        let value = |key: BrokerProperty<i64>| broker_config.broker_value(key);
         let config = GroupConfig {
-            min_session_timeout_ms: value("group.min.session.timeout.ms") as i32,
-            max_session_timeout_ms: value("group.max.session.timeout.ms") as i32,
-            initial_rebalance_delay_ms: value("group.initial.rebalance.delay.ms"),
-            max_size: value("group.max.size").max(1) as usize,
-            max_metadata_bytes: value("offset.metadata.max.bytes").max(0) as usize,
-            offsets_retention_ms: value("offsets.retention.minutes").saturating_mul(60_000),
+            min_session_timeout_ms: value(props::GROUP_MIN_SESSION_TIMEOUT_MS) as i32,
+            max_session_timeout_ms: value(props::GROUP_MAX_SESSION_TIMEOUT_MS) as i32,
+            initial_rebalance_delay_ms: value(props::GROUP_INITIAL_REBALANCE_DELAY_MS),
+            max_size: value(props::GROUP_MAX_SIZE).max(1) as usize,
+            max_metadata_bytes: value(props::OFFSET_METADATA_MAX_BYTES).max(0) as usize,
+            offsets_retention_ms: value(props::OFFSETS_RETENTION_MINUTES).saturating_mul(60_000),
         };
         let consumer = ConsumerGroupConfig {
-            session_timeout_ms: value("group.consumer.session.timeout.ms") as i32,
-            heartbeat_interval_ms: value("group.consumer.heartbeat.interval.ms") as i32,
-            max_size: value("group.consumer.max.size").max(1) as usize,
+            session_timeout_ms: value(props::GROUP_CONSUMER_SESSION_TIMEOUT_MS) as i32,
+            heartbeat_interval_ms: value(props::GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS) as i32,
+            max_size: value(props::GROUP_CONSUMER_MAX_SIZE).max(1) as usize,
             // The config's validator admits only Kafka's names, in any case.
             migration_policy: MigrationPolicy::parse(
-                &broker_config.broker_value::<String>("group.consumer.migration.policy"),
+                &broker_config.broker_value(props::GROUP_CONSUMER_MIGRATION_POLICY),
             )
             .unwrap_or_default(),
-            classic_max_size: value("group.max.size").max(1) as usize,
+            classic_max_size: value(props::GROUP_MAX_SIZE).max(1) as usize,
         };
-        let partitions = value("offsets.topic.num.partitions").max(1) as i32;
+        let partitions = value(props::OFFSETS_TOPIC_NUM_PARTITIONS).max(1) as i32;
         Self {
             replicas,
             meta,
@@ -141,10 +143,7 @@ impl GroupService {
     pub fn register(&self) -> (ReplyId, oneshot::Receiver<PendingReply>) {
         let id = self.next_reply.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+        self.waiting.locked().insert(id, tx);
         (id, rx)
     }
 
@@ -161,7 +160,7 @@ impl GroupService {
         &self,
         f: impl FnOnce(&mut GroupCoordinator) -> T,
     ) -> (T, Result<(), GroupServiceError>) {
-        let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+        let mut coordinator = self.coordinator.locked();
         let value = f(&mut coordinator);
         let (records, mut replies) = coordinator.take_output();
         let txn_records = coordinator.take_txn_records();
@@ -242,17 +241,13 @@ impl GroupService {
             .replicas
             .partition(OFFSETS_TOPIC, partition)
             .is_some_and(|p| p.is_leader());
-        let loaded = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&partition);
+        let loaded = self.loaded.locked().contains(&partition);
         if leads == loaded {
             return leads;
         }
         let partitions = self.partitions;
-        let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut coordinator = self.coordinator.locked();
+        let mut loaded = self.loaded.locked();
         if leads && !loaded.contains(&partition) {
             match load_partition(&self.replicas, &mut coordinator, partition, partitions) {
                 Ok(records) => {
@@ -284,7 +279,7 @@ impl GroupService {
     }
 
     fn deliver(&self, replies: Vec<PendingReply>) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let mut waiting = self.waiting.locked();
         for reply in replies {
             let id = match &reply {
                 PendingReply::Join(id, _) | PendingReply::Sync(id, _) => *id,
@@ -302,8 +297,9 @@ impl GroupService {
             &self.meta,
             OFFSETS_TOPIC,
             self.partitions,
-            self.config.broker_value("offsets.topic.replication.factor"),
-            self.config.broker_value("offsets.topic.segment.bytes"),
+            self.config
+                .broker_value(props::OFFSETS_TOPIC_REPLICATION_FACTOR),
+            self.config.broker_value(props::OFFSETS_TOPIC_SEGMENT_BYTES),
         )
         .map_err(GroupServiceError::CreateTopic)
     }
@@ -444,7 +440,7 @@ pub async fn tick_loop(groups: Arc<GroupService>, stop: tokio::sync::watch::Rece
     let mut ticker = crate::task::Ticker::new(std::time::Duration::from_millis(100), stop);
     let retention_check_ms: i64 = groups
         .config
-        .broker_value("offsets.retention.check.interval.ms");
+        .broker_value(props::OFFSETS_RETENTION_CHECK_INTERVAL_MS);
     let mut last_retention_check = now_ms();
     loop {
         if !ticker.tick().await {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use strata_meta::config::{props, BrokerProperty};
 use strata_meta::{FileMetadataLog, MetadataRecord, MetadataStore};
 use strata_quorum::Quorum;
 use tokio::net::TcpListener;
@@ -149,7 +150,7 @@ impl Broker {
                 peers.clone(),
                 groups.clone(),
             )),
-            rack_aware_reads: config.broker_value::<String>("replica.selector.class")
+            rack_aware_reads: config.broker_value(props::REPLICA_SELECTOR_CLASS)
                 == strata_meta::config::RACK_AWARE_REPLICA_SELECTOR,
             config: config.clone(),
             cluster_id,
@@ -261,7 +262,7 @@ impl Broker {
             ));
             tasks.spawn(follow_images(self.clone(), quorum.clone(), stop_rx.clone()));
             tasks.spawn(self.isr.clone().run_isr_checks(
-                self.config.broker_value("replica.lag.time.max.ms"),
+                self.config.broker_value(props::REPLICA_LAG_TIME_MAX_MS),
                 stop_rx.clone(),
             ));
         }
@@ -306,13 +307,13 @@ impl Broker {
 
 /// The fetch session cache's limits from the broker properties.
 fn fetch_session_config(config: &ServerConfig) -> FetchSessionConfig {
-    let int = |name: &str| config.broker_value::<i64>(name).max(0);
+    let int = |key: BrokerProperty<i64>| config.broker_value(key).max(0);
     FetchSessionConfig {
-        max_sessions: int("max.incremental.fetch.session.cache.slots") as usize,
-        eviction_ms: int("min.incremental.fetch.session.eviction.ms"),
-        max_session_partitions: int("max.incremental.fetch.session.partitions") as usize,
-        max_cached_partitions: int("max.incremental.fetch.session.cache.partitions") as usize,
-        expiry_ms: int("incremental.fetch.session.expiry.ms"),
+        max_sessions: int(props::MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS) as usize,
+        eviction_ms: int(props::MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS),
+        max_session_partitions: int(props::MAX_INCREMENTAL_FETCH_SESSION_PARTITIONS) as usize,
+        max_cached_partitions: int(props::MAX_INCREMENTAL_FETCH_SESSION_CACHE_PARTITIONS) as usize,
+        expiry_ms: int(props::INCREMENTAL_FETCH_SESSION_EXPIRY_MS),
     }
 }
 
@@ -382,17 +383,17 @@ fn agree_on_cluster_id(
 async fn background_tasks(broker: Arc<Broker>, stop: watch::Receiver<bool>) {
     let retention_ms: i64 = broker
         .config
-        .broker_value("log.retention.check.interval.ms");
+        .broker_value(props::LOG_RETENTION_CHECK_INTERVAL_MS);
     let flush_ms: i64 = broker
         .config
-        .broker_value("log.flush.scheduler.interval.ms");
+        .broker_value(props::LOG_FLUSH_SCHEDULER_INTERVAL_MS);
     // The flush scheduler defaults to "never" in Kafka; check flush.ms at least once a second
     // so that a topic's flush.ms is honoured even then.
     let tick_ms = retention_ms.min(flush_ms).clamp(10, 1000) as u64;
     let mut ticker = crate::task::Ticker::new(Duration::from_millis(tick_ms), stop);
     let checkpoint_ms: i64 = broker
         .config
-        .broker_value("replica.high.watermark.checkpoint.interval.ms");
+        .broker_value(props::REPLICA_HIGH_WATERMARK_CHECKPOINT_INTERVAL_MS);
     let mut last_retention = now_ms();
     let mut last_offline_retry = now_ms();
     let mut last_checkpoint = now_ms();

@@ -33,7 +33,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use strata_durable::{LockExt, RwLockExt};
 use strata_log::{SegmentForUpload, TierTail, TimestampAndOffset};
+use strata_meta::config::{props, BrokerProperty};
 use strata_tier::{
     AuxData, CacheStats, RemoteManifest, RemotePartition, RemoteReadCache, SegmentUpload,
     TierError, TierStore,
@@ -83,24 +85,20 @@ struct Backoff {
 
 impl RemoteLogPartition {
     fn published(&self) -> Option<Arc<RemoteManifest>> {
-        self.published
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.published.read_locked().clone()
     }
 
     fn publish(&self, manifest: &RemoteManifest) {
-        *self.published.write().unwrap_or_else(|p| p.into_inner()) =
-            Some(Arc::new(manifest.clone()));
+        *self.published.write_locked() = Some(Arc::new(manifest.clone()));
     }
 
     fn ready(&self) -> bool {
-        let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let b = self.backoff.locked();
         b.next_attempt.is_none_or(|at| Instant::now() >= at)
     }
 
     fn record(&self, ok: bool) {
-        let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let mut b = self.backoff.locked();
         if ok {
             *b = Backoff::default();
         } else {
@@ -172,9 +170,9 @@ impl RemoteLogManager {
             }
         };
         let store = TierStore::open(&url, &config.object_store_options)?.scoped(cluster_id);
-        let cache_bytes: i64 = config.broker_value("remote.log.reader.cache.bytes");
+        let cache_bytes: i64 = config.broker_value(props::REMOTE_LOG_READER_CACHE_BYTES);
         let chunk_bytes = config
-            .broker_value::<i64>("remote.log.reader.chunk.bytes")
+            .broker_value(props::REMOTE_LOG_READER_CHUNK_BYTES)
             .max(1);
         tracing::info!(url = %store.url(), cache_bytes, "tiered storage");
         Ok(Self {
@@ -185,10 +183,10 @@ impl RemoteLogManager {
             cache: RemoteReadCache::new(cache_bytes.max(0) as usize, chunk_bytes as usize),
             partitions: Mutex::new(HashMap::new()),
             swept_deletions: Mutex::new(None),
-            untiered_max_bytes: config.broker_value("log.local.untiered.max.bytes"),
+            untiered_max_bytes: config.broker_value(props::LOG_LOCAL_UNTIERED_MAX_BYTES),
             disk_limit_reached: AtomicBool::new(false),
-            fetch_max_wait: millis(config, "remote.fetch.max.wait.ms"),
-            list_offsets_timeout: millis(config, "remote.list.offsets.request.timeout.ms"),
+            fetch_max_wait: millis(config, props::REMOTE_FETCH_MAX_WAIT_MS),
+            list_offsets_timeout: millis(config, props::REMOTE_LIST_OFFSETS_REQUEST_TIMEOUT_MS),
             read_metrics,
             reads: Arc::new(tokio::sync::Semaphore::new(MAX_TIER_READS)),
             max_read_bytes: chunk_bytes as usize,
@@ -211,12 +209,12 @@ impl RemoteLogManager {
     /// Whether producers to this partition must wait: it is empty and tiered, and the tier
     /// has not yet said whether it holds the partition's earlier records.
     pub fn awaiting_tier(&self, partition: &Partition) -> bool {
-        let awaiting = self.awaiting_tier.lock().unwrap_or_else(|e| e.into_inner());
+        let awaiting = self.awaiting_tier.locked();
         !awaiting.is_empty() && awaiting.contains(&(partition.topic_id, partition.index))
     }
 
     fn partition_state(&self, p: &Partition) -> Arc<RemoteLogPartition> {
-        let mut map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.partitions.locked();
         map.entry((p.topic_id, p.index))
             .or_insert_with(|| {
                 Arc::new(RemoteLogPartition {
@@ -406,8 +404,7 @@ impl RemoteLogManager {
             state.publish(&manifest);
             *writer = Some(manifest);
             self.awaiting_tier
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .locked()
                 .remove(&(partition.topic_id, partition.index));
         }
         Ok(writer.as_mut().expect("loaded above"))
@@ -431,8 +428,7 @@ impl RemoteLogManager {
             return;
         }
         self.awaiting_tier
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .extend(empty.iter().map(|p| (p.topic_id, p.index)));
         let load = async {
             for partition in &empty {
@@ -465,8 +461,7 @@ impl RemoteLogManager {
         let hosted: HashSet<(Uuid, i32)> =
             partitions.iter().map(|p| (p.topic_id, p.index)).collect();
         self.partitions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .retain(|key, _| hosted.contains(key));
         let permits = Arc::new(tokio::sync::Semaphore::new(concurrency));
         let mut tasks = tokio::task::JoinSet::new();
@@ -721,12 +716,7 @@ impl RemoteLogManager {
     /// directory of an id the image never knew (a lost or foreign metadata log) is kept.
     async fn sweep_deleted_topics(&self) -> Result<(), TierError> {
         let deletions = self.metadata.image().deleted_topic_count();
-        if *self
-            .swept_deletions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            == Some(deletions)
-        {
+        if *self.swept_deletions.locked() == Some(deletions) {
             return Ok(());
         }
         let image = self.metadata.image();
@@ -744,10 +734,7 @@ impl RemoteLogManager {
             let deleted = self.store.delete_topic_dir(&topic, &topic_id).await?;
             tracing::info!(%topic, %topic_id, objects = deleted, "deleted tier data of a deleted topic");
         }
-        *self
-            .swept_deletions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(image.deleted_topic_count());
+        *self.swept_deletions.locked() = Some(image.deleted_topic_count());
         Ok(())
     }
 }
@@ -794,8 +781,8 @@ fn io_error(context: &str, e: impl std::fmt::Display) -> TierError {
     }
 }
 
-fn millis(config: &ServerConfig, key: &str) -> Duration {
-    Duration::from_millis(config.broker_value::<i64>(key).max(1) as u64)
+fn millis(config: &ServerConfig, key: BrokerProperty<i64>) -> Duration {
+    Duration::from_millis(config.broker_value(key).max(1) as u64)
 }
 
 /// What a local log that lost its data needs from the tier to start after it.
@@ -918,8 +905,8 @@ pub(crate) async fn run(
     config: &ServerConfig,
     mut stop: watch::Receiver<bool>,
 ) {
-    let interval: i64 = config.broker_value("remote.log.manager.task.interval.ms");
-    let concurrency: i32 = config.broker_value("remote.log.manager.thread.pool.size");
+    let interval: i64 = config.broker_value(props::REMOTE_LOG_MANAGER_TASK_INTERVAL_MS);
+    let concurrency: i32 = config.broker_value(props::REMOTE_LOG_MANAGER_THREAD_POOL_SIZE);
     let mut ticker = tokio::time::interval(Duration::from_millis(interval.max(10) as u64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut more = false;

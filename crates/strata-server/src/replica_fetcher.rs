@@ -36,6 +36,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
+use strata_durable::LockExt;
+use strata_meta::config::props;
 use strata_meta::MetadataImage;
 use strata_partition::{truncation_for, EpochEndOffset, Truncation};
 use tokio::sync::Notify;
@@ -123,7 +125,7 @@ impl ReplicaFetchers {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut fetchers = self.fetchers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fetchers = self.fetchers.locked();
         fetchers.retain(|leader, f| {
             let keep = wanted.contains_key(leader) && !f.task.is_finished();
             if !keep {
@@ -147,20 +149,14 @@ impl ReplicaFetchers {
                     task,
                 }
             });
-            *fetcher.partitions.lock().unwrap_or_else(|p| p.into_inner()) = partitions;
+            *fetcher.partitions.locked() = partitions;
             fetcher.changed.notify_one();
         }
     }
 
     /// Stops every fetcher and waits for them, so that no fetch holds a log at shutdown.
     pub async fn stop_all(&self) {
-        let fetchers: Vec<Fetcher> = self
-            .fetchers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, f)| f)
-            .collect();
+        let fetchers: Vec<Fetcher> = self.fetchers.locked().drain().map(|(_, f)| f).collect();
         for f in fetchers {
             f.task.abort();
             let _ = f.task.await;
@@ -184,12 +180,12 @@ async fn run_fetcher(
     partitions: Arc<Mutex<BTreeMap<TopicPartition, Followed>>>,
     changed: Arc<Notify>,
 ) {
-    let wait_ms: i32 = parts.config.broker_value("replica.fetch.wait.max.ms");
-    let partition_max_bytes: i32 = parts.config.broker_value("replica.fetch.max.bytes");
+    let wait_ms: i32 = parts.config.broker_value(props::REPLICA_FETCH_WAIT_MAX_MS);
+    let partition_max_bytes: i32 = parts.config.broker_value(props::REPLICA_FETCH_MAX_BYTES);
     let mut connection: Option<BrokerConnection> = None;
     let mut session = FollowerSession::default();
     loop {
-        let followed = partitions.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let followed = partitions.locked().clone();
         if followed.is_empty() {
             changed.notified().await;
             continue;

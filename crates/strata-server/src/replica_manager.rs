@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use kafka_protocol::error::ResponseError;
+use strata_durable::{LockExt, RwLockExt};
 use strata_log::{Log, LogError};
+use strata_meta::config::props;
 use strata_meta::{MetadataImage, PartitionImage};
 use strata_partition::{
     preferred_read_replica, AckState, FollowerProgress, FollowerView, IsrChange, IsrChangeRefusal,
@@ -59,10 +61,10 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Locks the log. A poisoned lock means a panic mid-operation on this partition; the log's
-    /// own state is still consistent on disk (appends validate before writing), so continue.
+    /// Locks the log. A panic mid-operation on this partition has ended the process (crash
+    /// policy: `strata_durable::LockExt`); its log is recovered from disk on restart.
     pub fn log(&self) -> MutexGuard<'_, Log> {
-        self.log.lock().unwrap_or_else(|p| p.into_inner())
+        self.log.locked()
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -74,7 +76,7 @@ impl Partition {
     }
 
     fn leader_state(&self) -> MutexGuard<'_, Option<LeaderState>> {
-        self.leader_state.lock().unwrap_or_else(|p| p.into_inner())
+        self.leader_state.locked()
     }
 
     pub fn hw_advanced(&self) -> &Notify {
@@ -441,8 +443,7 @@ impl ReplicaManager {
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         self.partitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_locked()
             .get(&(topic.to_string(), index))
             .cloned()
     }
@@ -450,26 +451,16 @@ impl ReplicaManager {
     /// Whether `topic`/`index` is assigned here but its log could not be opened.
     pub fn is_offline(&self, topic: &str, index: i32) -> bool {
         self.offline
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_locked()
             .contains(&(topic.to_string(), index))
     }
 
     pub fn has_offline(&self) -> bool {
-        !self
-            .offline
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
+        !self.offline.read_locked().is_empty()
     }
 
     pub fn all(&self) -> Vec<Arc<Partition>> {
-        self.partitions
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.partitions.read_locked().values().cloned().collect()
     }
 
     pub fn data_arrived(&self) -> &Notify {
@@ -497,7 +488,7 @@ impl ReplicaManager {
                 }
             }
         }
-        let mut partitions = self.partitions.write().unwrap_or_else(|p| p.into_inner());
+        let mut partitions = self.partitions.write_locked();
         // Removed or replaced partitions.
         let gone: Vec<TopicPartition> = partitions
             .iter()
@@ -524,7 +515,7 @@ impl ReplicaManager {
         }
         let now = now_ms();
         let mut log_configs = HashMap::new();
-        let lag_ms: i64 = config.broker_value("replica.lag.time.max.ms");
+        let lag_ms: i64 = config.broker_value(props::REPLICA_LAG_TIME_MAX_MS);
         let live_brokers = image.live_brokers();
         for (tp, (topic_id, assigned)) in &wanted {
             let (log_config, leader_config) = log_configs
@@ -589,8 +580,7 @@ impl ReplicaManager {
             }
         }
         drop(partitions);
-        *self.offline.write().unwrap_or_else(|p| p.into_inner()) =
-            failures.iter().map(|(tp, _)| tp.clone()).collect();
+        *self.offline.write_locked() = failures.iter().map(|(tp, _)| tp.clone()).collect();
         failures
     }
 
@@ -603,7 +593,7 @@ impl ReplicaManager {
         let Ok(entries) = std::fs::read_dir(&self.logs_dir) else {
             return;
         };
-        let hosted = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+        let hosted = self.partitions.read_locked();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             if name.ends_with(STRAY_SUFFIX) {
@@ -622,17 +612,13 @@ impl ReplicaManager {
 
     /// Closes every log cleanly (flush, indexes, producer snapshots). Blocking.
     pub fn close_all(&self) -> Vec<(TopicPartition, LogError)> {
-        let partitions: Vec<(TopicPartition, Arc<Partition>)> = self
-            .partitions
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
+        let partitions: Vec<(TopicPartition, Arc<Partition>)> =
+            self.partitions.write_locked().drain().collect();
         let mut failures = Vec::new();
         for (tp, partition) in partitions {
             match Arc::try_unwrap(partition) {
                 Ok(p) => {
-                    let log = p.log.into_inner().unwrap_or_else(|e| e.into_inner());
+                    let log = strata_durable::mutex_into_inner(p.log);
                     if let Err(e) = log.close() {
                         failures.push((tp, e));
                     }

@@ -35,9 +35,15 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Runs blocking work (file I/O, fsync) without stalling the async workers.
+///
+/// A panic in `f` aborts the process where it happens (crash policy, see ARCHITECTURE.md),
+/// so a `JoinError` here is a panic only in tests, where it is passed on to the caller; the
+/// other kind, cancellation, tokio reports only when the runtime shuts down before `f` ran,
+/// and it panics too: the caller has no result to go on with.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(f).await {
         Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => panic!("blocking work did not run: {e}"),
     }
 }

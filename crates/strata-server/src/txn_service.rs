@@ -38,6 +38,8 @@ use strata_coord::txn::{
     TXN_LOG_VALUE_FLEXIBLE,
 };
 use strata_coord::{partition_for, OFFSETS_TOPIC};
+use strata_durable::LockExt;
+use strata_meta::config::props;
 
 pub mod verification;
 
@@ -85,11 +87,11 @@ impl TxnService {
     ) -> Self {
         Self {
             coordinator: Mutex::new(TransactionCoordinator::new(TxnConfig {
-                max_timeout_ms: config.broker_value::<i64>("transaction.max.timeout.ms") as i32,
+                max_timeout_ms: config.broker_value(props::TRANSACTION_MAX_TIMEOUT_MS) as i32,
             })),
             retry: Mutex::new(Vec::new()),
             partitions: config
-                .broker_value::<i64>("transaction.state.log.num.partitions")
+                .broker_value(props::TRANSACTION_STATE_LOG_NUM_PARTITIONS)
                 .max(1) as i32,
             loaded: Mutex::new(BTreeMap::new()),
             config,
@@ -122,9 +124,9 @@ impl TxnService {
             TRANSACTION_STATE_TOPIC,
             self.partitions,
             self.config
-                .broker_value("transaction.state.log.replication.factor"),
+                .broker_value(props::TRANSACTION_STATE_LOG_REPLICATION_FACTOR),
             self.config
-                .broker_value("transaction.state.log.segment.bytes"),
+                .broker_value(props::TRANSACTION_STATE_LOG_SEGMENT_BYTES),
         )
         .map_err(|e| {
             tracing::error!(error = %e, "transaction coordinator unavailable");
@@ -163,16 +165,15 @@ impl TxnService {
         }
         let partitions = self.partitions;
         let belongs = |id: &str| partition_for(id, partitions) == partition;
-        let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut coordinator = self.coordinator.locked();
+        let mut loaded = self.loaded.locked();
         if loaded.get(&partition).copied() == leading {
             return leading; // another thread got here first
         }
         if loaded.remove(&partition).is_some() {
             let forgotten = coordinator.unload(belongs);
             self.retry
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+                .locked()
                 .retain(|w| !belongs(&w.transactional_id));
             tracing::info!(
                 partition,
@@ -202,11 +203,7 @@ impl TxnService {
     }
 
     fn loaded_epoch(&self, partition: i32) -> Option<i32> {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&partition)
-            .copied()
+        self.loaded.locked().get(&partition).copied()
     }
 
     /// Runs `f` on the coordinator, then persists its state and writes the markers it asks
@@ -224,7 +221,7 @@ impl TxnService {
         f: impl FnOnce(&mut TransactionCoordinator) -> T,
     ) -> Result<T, ResponseError> {
         let (value, appended, mut markers) = {
-            let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+            let mut coordinator = self.coordinator.locked();
             let value = f(&mut coordinator);
             let (records, markers) = coordinator.take_output();
             match self.append(&records) {
@@ -245,16 +242,14 @@ impl TxnService {
                 }
             }
         };
-        markers.append(&mut std::mem::take(
-            &mut *self.retry.lock().unwrap_or_else(|p| p.into_inner()),
-        ));
+        markers.append(&mut std::mem::take(&mut *self.retry.locked()));
         let replicated = wait_replicated(&appended);
         let written: Vec<MarkerWork> = markers
             .into_iter()
             .filter_map(|work| self.write_markers_of(work))
             .collect();
         if !written.is_empty() {
-            let mut coordinator = self.coordinator.lock().unwrap_or_else(|p| p.into_inner());
+            let mut coordinator = self.coordinator.locked();
             for work in &written {
                 coordinator.complete_markers(work, now_ms());
             }
@@ -308,10 +303,7 @@ impl TxnService {
 
     fn retry_later(&self, mut markers: Vec<MarkerWork>) {
         if !markers.is_empty() {
-            self.retry
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .append(&mut markers);
+            self.retry.locked().append(&mut markers);
         }
     }
 

@@ -27,12 +27,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
+use strata_durable::LockExt;
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::error::TierError;
@@ -254,11 +255,9 @@ impl RemoteReadCache {
         self.with_lru(|lru| lru.remove_segment(segment_id));
     }
 
-    /// Runs `f` on the LRU under its lock and refreshes the size mirrors. A panic while the
-    /// lock was held cannot leave the LRU inconsistent in a way that matters for a cache
-    /// (at worst the byte count is off), so a poisoned lock is used as is.
+    /// Runs `f` on the LRU under its lock and refreshes the size mirrors.
     fn with_lru<T>(&self, f: impl FnOnce(&mut Lru) -> T) -> T {
-        let mut lru = self.lru.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lru = self.lru.locked();
         let out = f(&mut lru);
         self.bytes_cached.store(lru.bytes as u64, Ordering::Relaxed);
         self.entries
@@ -267,7 +266,7 @@ impl RemoteReadCache {
     }
 
     fn inflight(&self) -> MutexGuard<'_, HashMap<Key, Flight>> {
-        self.inflight.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inflight.locked()
     }
 
     /// The entry `key` from the cache, or from `fetch` (run by at most one caller at a time

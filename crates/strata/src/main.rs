@@ -13,6 +13,7 @@ use strata_server::controller_service::ControllerService;
 use strata_server::{Broker, ServerConfig};
 
 mod dev_cluster;
+mod panic_hook;
 
 #[derive(Parser)]
 #[command(
@@ -95,6 +96,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    panic_hook::install();
     match Cli::parse().command {
         Command::Serve(args) => serve(args),
         Command::Bench(args) => strata_bench::run(args),

@@ -49,7 +49,7 @@ pub async fn handle_metadata(
             && allow_auto_create
             && broker
                 .config
-                .broker_value::<bool>("auto.create.topics.enable")
+                .broker_value(strata_meta::config::props::AUTO_CREATE_TOPICS_ENABLE)
         {
             creation_errors = topics::auto_create(broker, missing).await;
             image = broker.image();

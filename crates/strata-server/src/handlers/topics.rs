@@ -26,10 +26,13 @@ use crate::session::RequestContext;
 
 fn defaults(broker: &Broker) -> (i32, i16) {
     (
-        broker.config.broker_value::<i32>("num.partitions").max(1),
         broker
             .config
-            .broker_value::<i16>("default.replication.factor")
+            .broker_value(strata_meta::config::props::NUM_PARTITIONS)
+            .max(1),
+        broker
+            .config
+            .broker_value(strata_meta::config::props::DEFAULT_REPLICATION_FACTOR)
             .max(1),
     )
 }
@@ -300,7 +303,9 @@ pub async fn handle_delete(
             .map(|n| (Some(n.to_string()), Uuid::nil()))
             .collect()
     };
-    let deletion_enabled = broker.config.broker_value::<bool>("delete.topic.enable");
+    let deletion_enabled = broker
+        .config
+        .broker_value(strata_meta::config::props::DELETE_TOPIC_ENABLE);
     let outcome = tokio::task::block_in_place(|| {
         broker.commit(|image| {
             let mut records = Vec::new();
