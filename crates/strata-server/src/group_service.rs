@@ -208,7 +208,7 @@ impl GroupService {
     ) -> Vec<PendingReply> {
         let count = self.partitions;
         coordinator.unload_groups(|g| partitions.contains(&partition_for(g, count)));
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = self.loaded.locked();
         for partition in partitions {
             loaded.remove(partition);
         }

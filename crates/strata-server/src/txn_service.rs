@@ -285,10 +285,9 @@ impl TxnService {
         let belongs = |id: &str| partitions.contains(&self.partition_of(id));
         coordinator.unload(belongs);
         self.retry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .retain(|w| !belongs(&w.transactional_id));
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = self.loaded.locked();
         for partition in &partitions {
             loaded.remove(partition);
         }

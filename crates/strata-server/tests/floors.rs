@@ -56,7 +56,10 @@ fn dependencies(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
             }
             continue;
         }
-        let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         // Tests stand outside the floors: they may build a node as start-up does.
         if !file_name.ends_with(".rs") || file_name.ends_with("tests.rs") {
             continue;
