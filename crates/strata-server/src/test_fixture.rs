@@ -4,6 +4,7 @@
 //! [`crate::lifecycle`] builds them, minus the listeners and background tasks, so that a test
 //! drives a service the way a handler does and then reads what reached the disk.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,6 +13,7 @@ use strata_meta::{
     ConfigResource, CreateTopicSpec, FileMetadataLog, MetadataImage, MetadataRecord, MetadataStore,
 };
 
+use crate::broker::Broker;
 use crate::broker_client::BrokerPool;
 use crate::config::ServerConfig;
 use crate::group_service::GroupService;
@@ -27,6 +29,75 @@ pub const NODE: i32 = 1;
 /// Another broker the image may name as a partition's leader or replica (never started).
 pub const OTHER: i32 = 2;
 
+/// A single node's configuration over `data_dir`: small internal topics (two partitions
+/// each), no initial rebalance delay (a group's join completes at once), then `extra`.
+pub fn config(data_dir: &Path, extra: &[(&str, &str)]) -> ServerConfig {
+    let mut props = BrokerProperties::default();
+    for (name, value) in [
+        ("offsets.topic.num.partitions", "2"),
+        ("transaction.state.log.num.partitions", "2"),
+        ("group.initial.rebalance.delay.ms", "0"),
+    ]
+    .iter()
+    .chain(extra)
+    {
+        props.set(name, value).expect("known property");
+    }
+    ServerConfig {
+        node_id: NODE,
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        advertised_host: "localhost".into(),
+        advertised_port: 9092,
+        data_dir: data_dir.to_path_buf(),
+        http: "127.0.0.1:0".parse().expect("addr"),
+        props,
+        object_store: None,
+        object_store_options: Vec::new(),
+        rack: None,
+        quorum: None,
+    }
+}
+
+/// A whole single-node [`Broker`] opened as start-up opens it, over a temp dir, without
+/// listeners or background tasks: what handlers are driven against in-process.
+pub struct TestBroker {
+    pub broker: Arc<Broker>,
+    /// Dropped after `broker`, so the directory outlives the logs open in it.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestBroker {
+    /// Opens the broker on a blocking thread (start-up blocks on the runtime it finds).
+    pub async fn open(extra: &[(&str, &str)]) -> TestBroker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = config(dir.path(), extra);
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config, None))
+            .await
+            .expect("open task")
+            .expect("broker opens");
+        TestBroker { broker, dir }
+    }
+
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.broker.image()
+    }
+
+    /// See [`Node::create_topic`].
+    pub fn create_topic(&self, name: &str, partitions: i32) {
+        create_topic(&self.broker.meta, name, partitions)
+    }
+
+    /// See [`Node::register_other`].
+    pub fn register_other(&self) {
+        register_other(&self.broker.meta)
+    }
+
+    /// See [`Node::move_partition`].
+    pub fn move_partition(&self, topic: &str, partition: i32, replicas: Vec<i32>, leader: i32) {
+        move_partition(&self.broker.meta, topic, partition, replicas, leader)
+    }
+}
+
 /// One node's parts over a temp dir (removed when dropped).
 pub struct Node {
     pub dir: tempfile::TempDir,
@@ -41,27 +112,7 @@ impl Node {
     /// initial rebalance delay, so that a group's join completes at once.
     pub fn start() -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut props = BrokerProperties::default();
-        for (name, value) in [
-            ("offsets.topic.num.partitions", "2"),
-            ("transaction.state.log.num.partitions", "2"),
-            ("group.initial.rebalance.delay.ms", "0"),
-        ] {
-            props.set(name, value).expect("known property");
-        }
-        let config = Arc::new(ServerConfig {
-            node_id: NODE,
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            advertised_host: "localhost".into(),
-            advertised_port: 9092,
-            data_dir: dir.path().to_path_buf(),
-            http: "127.0.0.1:0".parse().expect("addr"),
-            props,
-            object_store: None,
-            object_store_options: Vec::new(),
-            rack: None,
-            quorum: None,
-        });
+        let config = Arc::new(config(dir.path(), &[]));
         std::fs::create_dir_all(dir.path().join("meta")).expect("meta dir");
         let log = FileMetadataLog::open(&dir.path().join("meta").join("metadata.log"))
             .expect("metadata log");
@@ -113,79 +164,30 @@ impl Node {
     /// Commits `records` as they are and brings the hosted logs in line (what a metadata
     /// image from the controller does on a broker).
     pub fn commit(&self, records: Vec<MetadataRecord>) {
-        self.meta
-            .commit(|_| (records.clone(), ()))
-            .expect("metadata commit");
+        commit(&self.meta, records)
     }
 
     /// Creates a topic of `partitions` partitions, each with this node as its only replica,
     /// through the controller.
     pub fn create_topic(&self, name: &str, partitions: i32) {
-        let spec = CreateTopicSpec {
-            name: name.to_string(),
-            num_partitions: -1,
-            replication_factor: -1,
-            assignments: (0..partitions).map(|p| (p, vec![NODE])).collect(),
-            configs: Vec::new(),
-        };
-        self.meta
-            .commit(|image| {
-                let (_, records) = self
-                    .meta
-                    .controller()
-                    .create_topic(image, &spec, (partitions, 1))
-                    .expect("create topic");
-                (records, ())
-            })
-            .expect("metadata commit");
+        create_topic(&self.meta, name, partitions)
     }
 
     /// Registers [`OTHER`] as a live broker, so that the image may name it.
     pub fn register_other(&self) {
-        self.commit(vec![
-            MetadataRecord::RegisterBroker {
-                broker_id: OTHER,
-                broker_epoch: 1_000,
-                incarnation_id: uuid::Uuid::new_v4(),
-                host: "localhost".into(),
-                port: 9093,
-                rack: None,
-                supported_features: Default::default(),
-            },
-            MetadataRecord::UnfenceBroker {
-                broker_id: OTHER,
-                broker_epoch: 1_000,
-            },
-        ]);
+        register_other(&self.meta)
     }
 
     /// Reassigns one partition as the controller would: new replicas and leader, its leader
     /// and partition epochs bumped; the ISR is every replica.
     pub fn move_partition(&self, topic: &str, partition: i32, replicas: Vec<i32>, leader: i32) {
-        let image = self.image();
-        let t = image.topic(topic).expect("topic");
-        let current = &t.partitions[partition as usize];
-        self.commit(vec![MetadataRecord::Partition {
-            topic_id: t.topic_id,
-            partition,
-            isr: replicas.clone(),
-            replicas,
-            leader,
-            leader_epoch: current.leader_epoch + 1,
-            partition_epoch: current.partition_epoch + 1,
-            adding_replicas: Vec::new(),
-            removing_replicas: Vec::new(),
-        }]);
+        move_partition(&self.meta, topic, partition, replicas, leader)
     }
 
     /// Sets a topic config (e.g. a `max.message.bytes` so small that the log refuses every
     /// append: a log that refuses the write, on real files).
     pub fn set_topic_config(&self, topic: &str, name: &str, value: Option<&str>) {
-        self.commit(vec![MetadataRecord::Config {
-            resource: ConfigResource::Topic(topic.to_string()),
-            name: name.to_string(),
-            value: value.map(str::to_string),
-        }]);
+        set_topic_config(&self.meta, topic, name, value)
     }
 
     /// Every data record (key, value) in a partition's log, from its start, as a coordinator
@@ -209,4 +211,94 @@ impl Node {
             .log()
             .log_end_offset()
     }
+}
+
+/// Commits `records` as they are and brings the hosted logs in line (what a metadata
+/// image from the controller does on a broker).
+pub fn commit(meta: &MetadataChanges, records: Vec<MetadataRecord>) {
+    meta.commit(|_| (records.clone(), ()))
+        .expect("metadata commit");
+}
+
+/// Creates a topic of `partitions` partitions, each with this node as its only replica,
+/// through the controller.
+pub fn create_topic(meta: &MetadataChanges, name: &str, partitions: i32) {
+    let spec = CreateTopicSpec {
+        name: name.to_string(),
+        num_partitions: -1,
+        replication_factor: -1,
+        assignments: (0..partitions).map(|p| (p, vec![NODE])).collect(),
+        configs: Vec::new(),
+    };
+    meta.commit(|image| {
+        let (_, records) = meta
+            .controller()
+            .create_topic(image, &spec, (partitions, 1))
+            .expect("create topic");
+        (records, ())
+    })
+    .expect("metadata commit");
+}
+
+/// Registers [`OTHER`] as a live broker, so that the image may name it.
+pub fn register_other(meta: &MetadataChanges) {
+    commit(
+        meta,
+        vec![
+            MetadataRecord::RegisterBroker {
+                broker_id: OTHER,
+                broker_epoch: 1_000,
+                incarnation_id: uuid::Uuid::new_v4(),
+                host: "localhost".into(),
+                port: 9093,
+                rack: None,
+                supported_features: Default::default(),
+            },
+            MetadataRecord::UnfenceBroker {
+                broker_id: OTHER,
+                broker_epoch: 1_000,
+            },
+        ],
+    );
+}
+
+/// Reassigns one partition as the controller would: new replicas and leader, its leader
+/// and partition epochs bumped; the ISR is every replica.
+pub fn move_partition(
+    meta: &MetadataChanges,
+    topic: &str,
+    partition: i32,
+    replicas: Vec<i32>,
+    leader: i32,
+) {
+    let image = meta.image();
+    let t = image.topic(topic).expect("topic");
+    let current = &t.partitions[partition as usize];
+    commit(
+        meta,
+        vec![MetadataRecord::Partition {
+            topic_id: t.topic_id,
+            partition,
+            isr: replicas.clone(),
+            replicas,
+            leader,
+            leader_epoch: current.leader_epoch + 1,
+            partition_epoch: current.partition_epoch + 1,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+        }],
+    );
+}
+
+/// Sets a topic config (e.g. a `max.message.bytes` so small that the log refuses every
+/// append: a log that refuses the write, on real files).
+pub fn set_topic_config(meta: &MetadataChanges, topic: &str, name: &str, value: Option<&str>) {
+    commit(
+        meta,
+        vec![MetadataRecord::Config {
+            resource: ConfigResource::Topic(topic.to_string()),
+            name: name.to_string(),
+            value: value.map(str::to_string),
+        }],
+    );
 }

@@ -17,6 +17,8 @@ mod produce;
 mod producer_id;
 mod quorum;
 mod reassignments;
+#[cfg(test)]
+mod tests;
 mod topics;
 pub(crate) mod txn;
 

@@ -1,0 +1,1047 @@
+//! Handlers driven in-process, without a socket, on a whole single-node broker over real files
+//! ([`TestBroker`]). Each request goes the way a client's does, minus the socket: encoded at
+//! its version with a header, decoded by `strata_protocol` as the connection decodes it,
+//! admitted by the session, handled with a [`RequestContext`], and the response encoded at that
+//! version (a field the version lacks, set by mistake, fails the encode as it would close the
+//! connection) and decoded back as the client reads it.
+//!
+//! What is checked: the handlers' error paths with Kafka's codes (unknown topics, partitions
+//! and topic ids; not the leader; the client's leader epoch; Produce's refusals; CreateTopics'
+//! validation) and what the context carries into a handler (the version, the client id, the
+//! peer).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::describe_producers_request::TopicRequest;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest,
+    CreateTopicsResponse, DeleteRecordsRequest, DeleteRecordsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, DescribeProducersRequest, DescribeProducersResponse, FetchRequest,
+    FetchResponse, GroupId, JoinGroupRequest, JoinGroupResponse, ListOffsetsRequest,
+    ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
+    ProduceResponse, RequestHeader, RequestKind, ResponseHeader, TopicName,
+};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use uuid::Uuid;
+
+use crate::session::{RequestContext, Session};
+use crate::test_fixture::{TestBroker, NODE, OTHER};
+
+/// The client's address as the session has it.
+const PEER: &str = "192.0.2.7:40001";
+/// Longest a handler may take to answer before the test fails (none waits on purpose).
+const ANSWER_LIMIT: Duration = Duration::from_secs(10);
+const CORRELATION_ID: i32 = 7;
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn name(v: &str) -> TopicName {
+    TopicName(s(v))
+}
+
+/// A client connection as the handlers see it: a session and the client id of its headers.
+struct Client {
+    session: Session,
+    client_id: String,
+}
+
+impl Client {
+    fn new() -> Client {
+        Client::at(PEER.parse().expect("addr"), "handler-test")
+    }
+
+    fn at(peer: SocketAddr, client_id: &str) -> Client {
+        Client {
+            session: Session::plaintext(peer),
+            client_id: client_id.to_string(),
+        }
+    }
+
+    /// One request/response exchange (see the module doc). `None` when the handler sends no
+    /// response.
+    async fn send<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        broker: &TestBroker,
+        api_key: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Option<Resp> {
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(CORRELATION_ID)
+            .with_client_id(Some(s(&self.client_id)));
+        let mut frame = BytesMut::new();
+        header
+            .encode(&mut frame, api_key.request_header_version(version))
+            .expect("request header encodes");
+        request
+            .encode(&mut frame, version)
+            .unwrap_or_else(|e| panic!("{api_key:?} v{version} request encodes: {e:#}"));
+        let decoded = strata_protocol::decode_request(frame.freeze())
+            .unwrap_or_else(|e| panic!("{api_key:?} v{version} request decodes: {e}"));
+        if let RequestKind::ApiVersions(r) = &decoded.body {
+            self.session.note_api_versions(r, version);
+        }
+        self.session.admit(api_key).expect("plaintext admits all");
+        let ctx = RequestContext::new(decoded.header, &self.session, Instant::now());
+        let response = tokio::time::timeout(
+            ANSWER_LIMIT,
+            super::handle(&broker.broker, &ctx, decoded.body),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{api_key:?} v{version} answered within {ANSWER_LIMIT:?}"))?;
+        let chunks = strata_protocol::encode_response(CORRELATION_ID, api_key, version, &response)
+            .unwrap_or_else(|e| panic!("{api_key:?} v{version} response encodes: {e:#}"));
+        let mut frame = Bytes::from(chunks.concat());
+        let size = frame.get_i32() as usize;
+        assert_eq!(size, frame.len(), "length prefix");
+        let header = ResponseHeader::decode(&mut frame, api_key.response_header_version(version))
+            .expect("response header decodes");
+        assert_eq!(header.correlation_id, CORRELATION_ID);
+        let body = Resp::decode(&mut frame, version)
+            .unwrap_or_else(|e| panic!("{api_key:?} v{version} response decodes: {e:#}"));
+        assert!(frame.is_empty(), "the response fills its frame");
+        Some(body)
+    }
+}
+
+/// One exchange on a fresh connection that must be answered.
+async fn ask<Req: Encodable, Resp: Decodable>(
+    broker: &TestBroker,
+    api_key: ApiKey,
+    version: i16,
+    request: &Req,
+) -> Resp {
+    Client::new()
+        .send(broker, api_key, version, request)
+        .await
+        .unwrap_or_else(|| panic!("{api_key:?} v{version} is answered"))
+}
+
+/// A broker with topic `t` of `partitions` partitions led here.
+async fn broker_with_topic(partitions: i32) -> TestBroker {
+    let broker = TestBroker::open(&[]).await;
+    broker.create_topic("t", partitions);
+    broker
+}
+
+fn topic_id(broker: &TestBroker, topic: &str) -> Uuid {
+    broker.image().topic(topic).expect("topic").topic_id
+}
+
+/// One uncompressed batch of `values`, as a producer without idempotence sends it.
+fn batch(values: &[&[u8]]) -> Bytes {
+    let now = crate::replica_manager::now_ms();
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder keeps records in one batch while offset - sequence holds; the
+            // batch's base sequence is the first record's: -1, none.
+            sequence: i as i32 - 1,
+            timestamp: now,
+            key: None,
+            value: Some(Bytes::copy_from_slice(v)),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("batch encodes");
+    let header = strata_log::RecordBatchHeader::parse(&buf).expect("a batch");
+    assert_eq!(header.records_count as usize, values.len(), "one batch");
+    buf.freeze()
+}
+
+/// The values of every record in a fetched record set.
+fn values(records: Option<Bytes>) -> Vec<Bytes> {
+    let mut records = records.unwrap_or_default();
+    let mut out = Vec::new();
+    while records.has_remaining() {
+        let set = RecordBatchDecoder::decode(&mut records).expect("fetched batch decodes");
+        out.extend(set.records.into_iter().filter_map(|r| r.value));
+    }
+    out
+}
+
+/// A Produce of one batch per (partition, records), to `topic` by name (or by `id` from v13).
+fn produce(
+    version: i16,
+    topic: &str,
+    id: Uuid,
+    acks: i16,
+    partitions: Vec<(i32, Bytes)>,
+) -> ProduceRequest {
+    let data = TopicProduceData::default().with_partition_data(
+        partitions
+            .into_iter()
+            .map(|(index, records)| {
+                PartitionProduceData::default()
+                    .with_index(index)
+                    .with_records(Some(records))
+            })
+            .collect(),
+    );
+    let data = if version >= 13 {
+        data.with_topic_id(id)
+    } else {
+        data.with_name(name(topic))
+    };
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![data])
+}
+
+/// A consumer's Fetch of partitions (index, fetch offset, current leader epoch) of `topic`,
+/// by name (or by `id` from v13), answered at once.
+fn fetch(version: i16, topic: &str, id: Uuid, partitions: &[(i32, i64, i32)]) -> FetchRequest {
+    let wanted = FetchTopic::default().with_partitions(
+        partitions
+            .iter()
+            .map(|&(partition, offset, epoch)| {
+                FetchPartition::default()
+                    .with_partition(partition)
+                    .with_fetch_offset(offset)
+                    .with_current_leader_epoch(if version >= 9 { epoch } else { -1 })
+                    .with_partition_max_bytes(1 << 20)
+            })
+            .collect(),
+    );
+    let wanted = if version >= 13 {
+        wanted.with_topic_id(id)
+    } else {
+        wanted.with_topic(name(topic))
+    };
+    FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_topics(vec![wanted])
+}
+
+/// ListOffsets of partitions (index, timestamp, current leader epoch) of `topic`.
+fn list_offsets(version: i16, topic: &str, partitions: &[(i32, i64, i32)]) -> ListOffsetsRequest {
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&(index, timestamp, epoch)| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(index)
+                            .with_timestamp(timestamp)
+                            .with_current_leader_epoch(if version >= 4 { epoch } else { -1 })
+                    })
+                    .collect(),
+            )])
+}
+
+/// OffsetForLeaderEpoch (v3+, as a consumer) of partitions (index, current leader epoch)
+/// asking for the end of epoch 0.
+fn offset_for_epoch(topic: &str, partitions: &[(i32, i32)]) -> OffsetForLeaderEpochRequest {
+    OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(name(topic))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&(partition, current)| {
+                        OffsetForLeaderPartition::default()
+                            .with_partition(partition)
+                            .with_current_leader_epoch(current)
+                            .with_leader_epoch(0)
+                    })
+                    .collect(),
+            )])
+}
+
+fn delete_records(topic: &str, partitions: &[i32]) -> DeleteRecordsRequest {
+    DeleteRecordsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        DeleteRecordsPartition::default()
+                            .with_partition_index(p)
+                            .with_offset(0)
+                    })
+                    .collect(),
+            )])
+}
+
+fn describe_producers(topic: &str, partitions: &[i32]) -> DescribeProducersRequest {
+    DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+        .with_name(name(topic))
+        .with_partition_indexes(partitions.to_vec())])
+}
+
+/// Every partition error code of each API that walks partitions, for `topic` and
+/// `partitions`, in request order: Produce (v9), Fetch (v10: a consumer's fetch from v11 may be
+/// served by a follower, KIP-392), ListOffsets (v7),
+/// OffsetForLeaderEpoch (v4), DeleteRecords (v2), DescribeProducers (v0).
+async fn partition_errors(
+    broker: &TestBroker,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<(&'static str, Vec<i16>)> {
+    let produced: ProduceResponse = ask(
+        broker,
+        ApiKey::Produce,
+        9,
+        &produce(
+            9,
+            topic,
+            Uuid::nil(),
+            -1,
+            partitions.iter().map(|&p| (p, batch(&[b"v"]))).collect(),
+        ),
+    )
+    .await;
+    let fetched: FetchResponse = ask(
+        broker,
+        ApiKey::Fetch,
+        10,
+        &fetch(
+            10,
+            topic,
+            Uuid::nil(),
+            &partitions.iter().map(|&p| (p, 0, -1)).collect::<Vec<_>>(),
+        ),
+    )
+    .await;
+    let listed: ListOffsetsResponse = ask(
+        broker,
+        ApiKey::ListOffsets,
+        7,
+        &list_offsets(
+            7,
+            topic,
+            &partitions.iter().map(|&p| (p, -1, -1)).collect::<Vec<_>>(),
+        ),
+    )
+    .await;
+    let epochs: OffsetForLeaderEpochResponse = ask(
+        broker,
+        ApiKey::OffsetForLeaderEpoch,
+        4,
+        &offset_for_epoch(
+            topic,
+            &partitions.iter().map(|&p| (p, -1)).collect::<Vec<_>>(),
+        ),
+    )
+    .await;
+    let deleted: DeleteRecordsResponse = ask(
+        broker,
+        ApiKey::DeleteRecords,
+        2,
+        &delete_records(topic, partitions),
+    )
+    .await;
+    let producers: DescribeProducersResponse = ask(
+        broker,
+        ApiKey::DescribeProducers,
+        0,
+        &describe_producers(topic, partitions),
+    )
+    .await;
+    vec![
+        (
+            "Produce",
+            produced.responses[0]
+                .partition_responses
+                .iter()
+                .map(|p| p.error_code)
+                .collect(),
+        ),
+        (
+            "Fetch",
+            fetched.responses[0]
+                .partitions
+                .iter()
+                .map(|p| p.error_code)
+                .collect(),
+        ),
+        (
+            "ListOffsets",
+            listed.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.error_code)
+                .collect(),
+        ),
+        (
+            "OffsetForLeaderEpoch",
+            epochs.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.error_code)
+                .collect(),
+        ),
+        (
+            "DeleteRecords",
+            deleted.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.error_code)
+                .collect(),
+        ),
+        (
+            "DescribeProducers",
+            producers.topics[0]
+                .partitions
+                .iter()
+                .map(|p| p.error_code)
+                .collect(),
+        ),
+    ]
+}
+
+fn assert_all(errors: &[(&'static str, Vec<i16>)], expected: &[i16]) {
+    for (api, codes) in errors {
+        assert_eq!(codes, expected, "{api}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_topics_and_partitions_are_unknown_topic_or_partition() {
+    let broker = broker_with_topic(1).await;
+    let unknown = code(ResponseError::UnknownTopicOrPartition);
+    assert_all(
+        &partition_errors(&broker, "missing", &[0]).await,
+        &[unknown],
+    );
+    // A partition the topic does not have, beside one it has (Produce appended to it).
+    assert_all(
+        &partition_errors(&broker, "t", &[7, -1]).await,
+        &[unknown, unknown],
+    );
+    assert!(
+        broker.image().topic("missing").is_none(),
+        "nothing is auto-created by these APIs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_topic_ids_are_unknown_topic_id_where_the_version_uses_ids() {
+    let broker = broker_with_topic(1).await;
+    let id = topic_id(&broker, "t");
+    let stranger = Uuid::new_v4();
+    // Produce v13 names topics by id only, and so does its answer.
+    let produced: ProduceResponse = ask(
+        &broker,
+        ApiKey::Produce,
+        13,
+        &produce(13, "", stranger, -1, vec![(0, batch(&[b"a"]))]),
+    )
+    .await;
+    assert_eq!(produced.responses[0].topic_id, stranger);
+    assert_eq!(
+        produced.responses[0].partition_responses[0].error_code,
+        code(ResponseError::UnknownTopicId)
+    );
+    let produced: ProduceResponse = ask(
+        &broker,
+        ApiKey::Produce,
+        13,
+        &produce(
+            13,
+            "",
+            id,
+            -1,
+            vec![(0, batch(&[b"a"])), (3, batch(&[b"b"]))],
+        ),
+    )
+    .await;
+    let answers = &produced.responses[0].partition_responses;
+    assert_eq!(produced.responses[0].topic_id, id);
+    assert_eq!((answers[0].error_code, answers[0].base_offset), (0, 0));
+    assert_eq!(
+        answers[1].error_code,
+        code(ResponseError::UnknownTopicOrPartition),
+        "a known id with a partition it lacks"
+    );
+    // Fetch v13+ likewise.
+    for version in [13, 16] {
+        let fetched: FetchResponse = ask(
+            &broker,
+            ApiKey::Fetch,
+            version,
+            &fetch(version, "", stranger, &[(0, 0, -1)]),
+        )
+        .await;
+        assert_eq!(fetched.responses[0].topic_id, stranger);
+        assert_eq!(
+            fetched.responses[0].partitions[0].error_code,
+            code(ResponseError::UnknownTopicId),
+            "v{version}"
+        );
+        let fetched: FetchResponse = ask(
+            &broker,
+            ApiKey::Fetch,
+            version,
+            &fetch(version, "", id, &[(0, 0, -1), (5, 0, -1)]),
+        )
+        .await;
+        let partitions = &fetched.responses[0].partitions;
+        assert_eq!(partitions[0].error_code, 0);
+        assert_eq!(
+            values(partitions[0].records.clone()),
+            vec![Bytes::from("a")]
+        );
+        assert_eq!(
+            partitions[1].error_code,
+            code(ResponseError::UnknownTopicOrPartition)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_led_elsewhere_are_not_leader_or_follower_with_the_leader() {
+    // Partition 0: a follower here; partition 1: not hosted here at all.
+    let broker = broker_with_topic(2).await;
+    broker.register_other();
+    broker.move_partition("t", 0, vec![OTHER, NODE], OTHER);
+    broker.move_partition("t", 1, vec![OTHER], OTHER);
+    assert!(
+        broker.broker.replicas.partition("t", 0).is_some(),
+        "a follower here"
+    );
+    let not_leader = code(ResponseError::NotLeaderOrFollower);
+    assert_all(
+        &partition_errors(&broker, "t", &[0, 1]).await,
+        &[not_leader, not_leader],
+    );
+    // KIP-951: Produce v10+ and Fetch v12+ name the leader, and the newest versions say where
+    // to reach it.
+    let produced: ProduceResponse = ask(
+        &broker,
+        ApiKey::Produce,
+        12,
+        &produce(12, "t", Uuid::nil(), 1, vec![(0, batch(&[b"a"]))]),
+    )
+    .await;
+    let answer = &produced.responses[0].partition_responses[0];
+    assert_eq!(answer.error_code, not_leader);
+    assert_eq!(
+        (
+            answer.current_leader.leader_id,
+            answer.current_leader.leader_epoch
+        ),
+        (BrokerId(OTHER), 1)
+    );
+    let endpoints: Vec<_> = produced
+        .node_endpoints
+        .iter()
+        .map(|e| (e.node_id, e.host.to_string(), e.port))
+        .collect();
+    assert_eq!(
+        endpoints,
+        vec![(BrokerId(OTHER), "localhost".to_string(), 9093)]
+    );
+    // A consumer's Fetch v11+ may read from a follower (KIP-392); v10 may not.
+    let fetched: FetchResponse = ask(
+        &broker,
+        ApiKey::Fetch,
+        10,
+        &fetch(10, "t", Uuid::nil(), &[(0, 0, -1)]),
+    )
+    .await;
+    assert_eq!(fetched.responses[0].partitions[0].error_code, not_leader);
+    let fetched: FetchResponse = ask(
+        &broker,
+        ApiKey::Fetch,
+        16,
+        &fetch(16, "t", topic_id(&broker, "t"), &[(1, 0, -1)]),
+    )
+    .await;
+    let answer = &fetched.responses[0].partitions[0];
+    assert_eq!(answer.error_code, not_leader);
+    assert_eq!(answer.current_leader.leader_id, BrokerId(OTHER));
+    assert_eq!(fetched.node_endpoints.len(), 1);
+}
+
+/// The error codes of ListOffsets (v4+), OffsetForLeaderEpoch and Fetch (v9+) for partition 0
+/// of `t` when the client names `epoch` as the current leader epoch.
+async fn epoch_errors(broker: &TestBroker, epoch: i32) -> [i16; 3] {
+    let listed: ListOffsetsResponse = ask(
+        broker,
+        ApiKey::ListOffsets,
+        7,
+        &list_offsets(7, "t", &[(0, -1, epoch)]),
+    )
+    .await;
+    let epochs: OffsetForLeaderEpochResponse = ask(
+        broker,
+        ApiKey::OffsetForLeaderEpoch,
+        4,
+        &offset_for_epoch("t", &[(0, epoch)]),
+    )
+    .await;
+    let fetched: FetchResponse = ask(
+        broker,
+        ApiKey::Fetch,
+        12,
+        &fetch(12, "t", Uuid::nil(), &[(0, 0, epoch)]),
+    )
+    .await;
+    [
+        listed.topics[0].partitions[0].error_code,
+        epochs.topics[0].partitions[0].error_code,
+        fetched.responses[0].partitions[0].error_code,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_checks_the_clients_leader_epoch() {
+    let broker = broker_with_topic(1).await;
+    // The leader moves to epoch 1, still here.
+    broker.move_partition("t", 0, vec![NODE], NODE);
+    let fenced = code(ResponseError::FencedLeaderEpoch);
+    let unknown = code(ResponseError::UnknownLeaderEpoch);
+    assert_eq!(
+        epoch_errors(&broker, -1).await,
+        [0; 3],
+        "no epoch: no check"
+    );
+    assert_eq!(epoch_errors(&broker, 1).await, [0; 3], "the current epoch");
+    assert_eq!(
+        epoch_errors(&broker, 0).await,
+        [fenced; 3],
+        "an older epoch"
+    );
+    assert_eq!(
+        epoch_errors(&broker, 2).await,
+        [unknown; 3],
+        "a newer epoch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_appends_and_fetch_reads_what_was_appended() {
+    let broker = broker_with_topic(2).await;
+    let produced: ProduceResponse = ask(
+        &broker,
+        ApiKey::Produce,
+        9,
+        &produce(
+            9,
+            "t",
+            Uuid::nil(),
+            -1,
+            vec![(0, batch(&[b"a", b"b", b"c"])), (1, batch(&[b"x"]))],
+        ),
+    )
+    .await;
+    let offsets: Vec<_> = produced.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| (p.index, p.error_code, p.base_offset, p.log_start_offset))
+        .collect();
+    assert_eq!(offsets, vec![(0, 0, 0, 0), (1, 0, 0, 0)]);
+    let produced: ProduceResponse = ask(
+        &broker,
+        ApiKey::Produce,
+        3,
+        &produce(3, "t", Uuid::nil(), 1, vec![(0, batch(&[b"d"]))]),
+    )
+    .await;
+    assert_eq!(produced.responses[0].partition_responses[0].base_offset, 3);
+    // acks=0: appended, and no response at all.
+    let silent: Option<ProduceResponse> = Client::new()
+        .send(
+            &broker,
+            ApiKey::Produce,
+            9,
+            &produce(9, "t", Uuid::nil(), 0, vec![(0, batch(&[b"e"]))]),
+        )
+        .await;
+    assert!(silent.is_none(), "acks=0 is not answered");
+    for version in [4, 11, 12] {
+        let fetched: FetchResponse = ask(
+            &broker,
+            ApiKey::Fetch,
+            version,
+            &fetch(version, "t", Uuid::nil(), &[(0, 0, -1), (1, 0, -1)]),
+        )
+        .await;
+        let partitions = &fetched.responses[0].partitions;
+        assert_eq!(partitions[0].error_code, 0, "v{version}");
+        assert_eq!(partitions[0].high_watermark, 5, "v{version}");
+        assert_eq!(
+            values(partitions[0].records.clone()),
+            ["a", "b", "c", "d", "e"].map(Bytes::from),
+            "v{version}"
+        );
+        assert_eq!(values(partitions[1].records.clone()), [Bytes::from("x")]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_refusals_are_answered_with_kafkas_codes() {
+    let broker = TestBroker::open(&[]).await;
+    let created: CreateTopicsResponse = ask(
+        &broker,
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+            .with_name(name("small"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)
+            .with_configs(vec![CreatableTopicConfig::default()
+                .with_name(s("max.message.bytes"))
+                .with_value(Some(s("200")))])]),
+    )
+    .await;
+    assert_eq!(created.topics[0].error_code, 0);
+    let one =
+        |acks: i16, records: Bytes| produce(9, "small", Uuid::nil(), acks, vec![(0, records)]);
+    let error_of = |r: ProduceResponse| r.responses[0].partition_responses[0].error_code;
+    for acks in [2, -2, 5] {
+        let r: ProduceResponse = ask(&broker, ApiKey::Produce, 9, &one(acks, batch(&[b"a"]))).await;
+        assert_eq!(
+            error_of(r),
+            code(ResponseError::InvalidRequiredAcks),
+            "acks={acks}"
+        );
+    }
+    // A batch whose bytes no longer match its CRC.
+    let mut corrupt = BytesMut::from(&batch(&[b"intact"])[..]);
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let r: ProduceResponse = ask(&broker, ApiKey::Produce, 9, &one(1, corrupt.freeze())).await;
+    assert_eq!(error_of(r), code(ResponseError::CorruptMessage));
+    // A batch over the topic's max.message.bytes.
+    let r: ProduceResponse = ask(&broker, ApiKey::Produce, 9, &one(1, batch(&[&[7u8; 300]]))).await;
+    assert_eq!(error_of(r), code(ResponseError::MessageTooLarge));
+    let log_end = broker
+        .broker
+        .replicas
+        .partition("small", 0)
+        .expect("hosted")
+        .log()
+        .log_end_offset();
+    assert_eq!(log_end, 0, "nothing refused reached the log");
+    let r: ProduceResponse = ask(&broker, ApiKey::Produce, 9, &one(1, batch(&[b"fits"]))).await;
+    assert_eq!(error_of(r), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_topics_validates_as_kafka_does() {
+    let broker = broker_with_topic(1).await;
+    let topic = |n: &str, partitions: i32, replication: i16| {
+        CreatableTopic::default()
+            .with_name(name(n))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication)
+    };
+    let long = "x".repeat(250);
+    let request = CreateTopicsRequest::default().with_topics(vec![
+        topic("", 1, 1),
+        topic(".", 1, 1),
+        topic("..", 1, 1),
+        topic("has space", 1, 1),
+        topic(&long, 1, 1),
+        topic("zero-partitions", 0, 1),
+        topic("negative-partitions", -2, 1),
+        topic("zero-replicas", 1, 0),
+        topic("three-replicas", 1, 3),
+        topic("t", 1, 1),
+        topic("twice", 1, 1),
+        topic("twice", 2, 1),
+        topic("ok", 3, -1),
+    ]);
+    let created: CreateTopicsResponse = ask(&broker, ApiKey::CreateTopics, 7, &request).await;
+    let answers: std::collections::HashMap<String, (i16, i32, i16)> = created
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.to_string(),
+                (t.error_code, t.num_partitions, t.replication_factor),
+            )
+        })
+        .collect();
+    assert_eq!(answers.len(), 12, "one answer per name: {answers:?}");
+    let error = |n: &str| answers[n].0;
+    for bad in ["", ".", "..", "has space", long.as_str()] {
+        assert_eq!(
+            error(bad),
+            code(ResponseError::InvalidTopicException),
+            "{bad:?}"
+        );
+    }
+    assert_eq!(
+        error("zero-partitions"),
+        code(ResponseError::InvalidPartitions)
+    );
+    assert_eq!(
+        error("negative-partitions"),
+        code(ResponseError::InvalidPartitions)
+    );
+    assert_eq!(
+        error("zero-replicas"),
+        code(ResponseError::InvalidReplicationFactor)
+    );
+    assert_eq!(
+        error("three-replicas"),
+        code(ResponseError::InvalidReplicationFactor),
+        "more replicas than brokers"
+    );
+    assert_eq!(error("t"), code(ResponseError::TopicAlreadyExists));
+    assert_eq!(error("twice"), code(ResponseError::InvalidRequest));
+    assert_eq!(
+        answers["zero-replicas"].1, -1,
+        "a refused topic has no partitions"
+    );
+    assert_eq!(answers["ok"], (0, 3, 1), "defaults fill -1");
+    let image = broker.image();
+    let mut exists: Vec<_> = answers
+        .keys()
+        .filter(|n| image.topic(n).is_some())
+        .cloned()
+        .collect();
+    exists.sort();
+    assert_eq!(exists, ["ok", "t"], "only the valid topic was created");
+    assert!(
+        broker.broker.replicas.partition("ok", 2).is_some(),
+        "its logs are open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_topics_validate_only_creates_nothing() {
+    let broker = TestBroker::open(&[]).await;
+    let request = CreateTopicsRequest::default()
+        .with_validate_only(true)
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name("dry"))
+                .with_num_partitions(2)
+                .with_replication_factor(1),
+            CreatableTopic::default()
+                .with_name(name("bad/name"))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ]);
+    let created: CreateTopicsResponse = ask(&broker, ApiKey::CreateTopics, 5, &request).await;
+    let answers: Vec<_> = created
+        .topics
+        .iter()
+        .map(|t| (t.name.to_string(), t.error_code, t.num_partitions))
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            ("dry".to_string(), 0, 2),
+            (
+                "bad/name".to_string(),
+                code(ResponseError::InvalidTopicException),
+                -1
+            )
+        ]
+    );
+    assert!(
+        created.topics[0]
+            .configs
+            .as_ref()
+            .is_some_and(|c| !c.is_empty()),
+        "v5 answers the configs"
+    );
+    assert!(
+        broker.image().topic("dry").is_none(),
+        "validate_only commits nothing"
+    );
+    assert!(broker.broker.replicas.partition("dry", 0).is_none());
+    assert!(
+        !broker.dir.path().join("logs").join("dry-0").exists(),
+        "and opens no log"
+    );
+    // The same request for real creates it.
+    let created: CreateTopicsResponse = ask(
+        &broker,
+        ApiKey::CreateTopics,
+        5,
+        &request.with_validate_only(false),
+    )
+    .await;
+    assert_eq!(created.topics[0].error_code, 0);
+    assert!(broker.image().topic("dry").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_version_decides_the_shape_of_list_offsets() {
+    let broker = broker_with_topic(1).await;
+    broker.move_partition("t", 0, vec![NODE], NODE);
+    let _: ProduceResponse = ask(
+        &broker,
+        ApiKey::Produce,
+        9,
+        &produce(9, "t", Uuid::nil(), -1, vec![(0, batch(&[b"a", b"b"]))]),
+    )
+    .await;
+    // v1..v3 have no leader epoch field: a handler that set one could not be encoded.
+    for version in 1..=10 {
+        let listed: ListOffsetsResponse = ask(
+            &broker,
+            ApiKey::ListOffsets,
+            version,
+            &list_offsets(version, "t", &[(0, -1, -1), (0, -2, -1)]),
+        )
+        .await;
+        let answers: Vec<_> = listed.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.offset, p.leader_epoch))
+            .collect();
+        let epoch = if version >= 4 { 1 } else { -1 };
+        assert_eq!(answers, [(0, 2, epoch), (0, 0, epoch)], "v{version}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_id_and_peer_of_the_context_reach_the_group_members() {
+    let broker = TestBroker::open(&[]).await;
+    let mut client = Client::at("198.51.100.9:51000".parse().expect("addr"), "app-1");
+    let join = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(s(member))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::from_static(b"meta"))])
+    };
+    // v4+: a first join without a member id is given one to join with (KIP-394).
+    let first: JoinGroupResponse = client
+        .send(&broker, ApiKey::JoinGroup, 5, &join(""))
+        .await
+        .expect("answered");
+    assert_eq!(first.error_code, code(ResponseError::MemberIdRequired));
+    assert!(!first.member_id.is_empty());
+    let joined: JoinGroupResponse = client
+        .send(&broker, ApiKey::JoinGroup, 5, &join(&first.member_id))
+        .await
+        .expect("answered");
+    assert_eq!(joined.error_code, 0);
+    assert_eq!(joined.member_id, first.member_id);
+    let described: DescribeGroupsResponse = ask(
+        &broker,
+        ApiKey::DescribeGroups,
+        5,
+        &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g"))]),
+    )
+    .await;
+    let members: Vec<_> = described.groups[0]
+        .members
+        .iter()
+        .map(|m| {
+            (
+                m.member_id.to_string(),
+                m.client_id.to_string(),
+                m.client_host.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        members,
+        [(
+            first.member_id.to_string(),
+            "app-1".to_string(),
+            "/198.51.100.9".to_string(),
+        )]
+    );
+    // Until the leader syncs, Kafka describes members without their metadata.
+    assert_eq!(
+        described.groups[0].group_state.as_str(),
+        "CompletingRebalance"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_versions_names_the_client_software_on_the_session() {
+    let broker = TestBroker::open(&[]).await;
+    let mut client = Client::new();
+    let request = ApiVersionsRequest::default()
+        .with_client_software_name(s("strata-test"))
+        .with_client_software_version(s("1.0"));
+    let answer: ApiVersionsResponse = client
+        .send(&broker, ApiKey::ApiVersions, 3, &request)
+        .await
+        .expect("answered");
+    assert_eq!(answer.error_code, 0);
+    let produce = answer
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Produce as i16)
+        .expect("Produce is served");
+    assert_eq!((produce.min_version, produce.max_version), (3, 13));
+    let software = client.session.client_software.clone().expect("noted");
+    assert_eq!(
+        (software.name.as_str(), software.version.as_str()),
+        ("strata-test", "1.0")
+    );
+    assert!(client.session.admit(ApiKey::Produce).is_ok());
+    // v3 checks the names as Kafka does: an invalid one is INVALID_REQUEST and is not kept.
+    let mut other = Client::new();
+    let answer: ApiVersionsResponse = other
+        .send(
+            &broker,
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(s("bad name"))
+                .with_client_software_version(s("1")),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(answer.error_code, code(ResponseError::InvalidRequest));
+    assert!(other.session.client_software.is_none());
+}
