@@ -75,9 +75,11 @@ impl<'a> PartitionWalk<'a> {
     }
 
     /// The partition, or the error code to answer for it: the topic's authorization, then
-    /// KAFKA_STORAGE_ERROR / NOT_LEADER_OR_FOLLOWER / UNKNOWN_TOPIC_OR_PARTITION as
-    /// [`ReplicaManager::leader_or_error`] decides, then FENCED_LEADER_EPOCH when the client's
-    /// epoch is older than the leader's and UNKNOWN_LEADER_EPOCH when newer.
+    /// KAFKA_STORAGE_ERROR / NOT_LEADER_OR_FOLLOWER / UNKNOWN_TOPIC_OR_PARTITION when no
+    /// replica is here, as [`ReplicaManager::replica_or_error`] decides, then
+    /// FENCED_LEADER_EPOCH when the client's epoch is older than the replica's and
+    /// UNKNOWN_LEADER_EPOCH when newer, then NOT_LEADER_OR_FOLLOWER when the role needs the
+    /// leader and this replica follows.
     pub fn resolve(
         &self,
         topic: &str,
@@ -170,11 +172,15 @@ pub(crate) fn hosted(
     index: i32,
     current_leader_epoch: i32,
 ) -> Result<Arc<Partition>, ResponseError> {
-    let partition = match role {
-        Role::Leader => replicas.leader_or_error(image, topic, index)?,
-        Role::AnyReplica => replicas.replica_or_error(image, topic, index)?,
-    };
+    // Kafka's `Partition.getLocalLog`: the client's epoch is checked before the role, so a
+    // follower here answers a stale epoch FENCED_LEADER_EPOCH and a newer one
+    // UNKNOWN_LEADER_EPOCH (a client retries those here, where leadership may be arriving),
+    // and NOT_LEADER_OR_FOLLOWER only a client that knows the current epoch.
+    let partition = replicas.replica_or_error(image, topic, index)?;
     check_leader_epoch(&partition, current_leader_epoch)?;
+    if role == Role::Leader && !partition.is_leader() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
     Ok(partition)
 }
 

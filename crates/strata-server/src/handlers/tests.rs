@@ -663,6 +663,36 @@ async fn the_leader_checks_the_clients_leader_epoch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_checks_the_clients_leader_epoch_before_its_role() {
+    // Kafka's `Partition.getLocalLog`: a replica here answers a stale epoch FENCED_LEADER_EPOCH
+    // and a newer one UNKNOWN_LEADER_EPOCH (the client retries here, where leadership may be
+    // about to arrive); a client with the current epoch learns that this is not the leader
+    // (ListOffsets, OffsetForLeaderEpoch) or is served by the follower (Fetch v12, KIP-392).
+    let broker = broker_with_topic(1).await;
+    broker.register_other();
+    broker.move_partition("t", 0, vec![OTHER, NODE], OTHER);
+    let fenced = code(ResponseError::FencedLeaderEpoch);
+    let unknown = code(ResponseError::UnknownLeaderEpoch);
+    let not_leader = code(ResponseError::NotLeaderOrFollower);
+    assert_eq!(
+        epoch_errors(&broker, 0).await,
+        [fenced; 3],
+        "an older epoch"
+    );
+    assert_eq!(
+        epoch_errors(&broker, 2).await,
+        [unknown; 3],
+        "a newer epoch"
+    );
+    assert_eq!(
+        epoch_errors(&broker, 1).await,
+        [not_leader, not_leader, 0],
+        "the current epoch"
+    );
+    assert_eq!(epoch_errors(&broker, -1).await, [not_leader, not_leader, 0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_appends_and_fetch_reads_what_was_appended() {
     let broker = broker_with_topic(2).await;
     let produced: ProduceResponse = ask(
