@@ -255,7 +255,10 @@ impl ByteBufMut for ChunkedBuf<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::messages::{ApiVersionsRequest, MetadataRequest};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        ApiVersionsRequest, MetadataRequest, ProduceRequest, TopicName,
+    };
     use kafka_protocol::protocol::StrBytes;
 
     fn request_frame(api_key: ApiKey, api_version: i16, body: &impl Encodable) -> Bytes {
@@ -307,6 +310,55 @@ mod tests {
         let mut trailing = BytesMut::from(&frame[..]);
         trailing.put_u8(0);
         assert!(decode_request(trailing.freeze()).is_ok());
+    }
+
+    #[test]
+    fn refuses_unserved_apis_old_versions_and_truncated_bodies() {
+        // Known to the protocol, not served by a broker (a controller's Raft RPC).
+        let frame = request_frame(ApiKey::Vote, 0, &ApiVersionsRequest::default());
+        assert!(matches!(
+            decode_request(frame),
+            Err(RequestError::UnsupportedApi {
+                api_key: ApiKey::Vote,
+                correlation_id: 42
+            })
+        ));
+        // Below the served floor (Kafka 4 removed Produce v0-2, KIP-896).
+        let produce = ProduceRequest::default().with_acks(1).with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_static_str("t")))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_records(Some(Bytes::from_static(&[0; 64])))]),
+        ]);
+        // (The codec no longer encodes v2: a v3 frame that says v2.)
+        let mut old = BytesMut::from(&request_frame(ApiKey::Produce, 3, &produce)[..]);
+        old[3] = 2;
+        assert!(matches!(
+            decode_request(old.freeze()),
+            Err(RequestError::UnsupportedVersion {
+                api_key: ApiKey::Produce,
+                api_version: 2,
+                ..
+            })
+        ));
+        // A served version whose body ends early, at every cut past the header.
+        let whole = request_frame(ApiKey::Produce, 9, &produce);
+        assert!(decode_request(whole.clone()).is_ok());
+        let header_bytes = 8 + 2 + "test".len() + 1;
+        for cut in header_bytes..whole.len() {
+            assert!(
+                matches!(
+                    decode_request(whole.slice(..cut)),
+                    Err(RequestError::Malformed {
+                        api_key: ApiKey::Produce,
+                        api_version: 9,
+                        ..
+                    })
+                ),
+                "cut at {cut} of {}",
+                whole.len()
+            );
+        }
     }
 
     #[test]
