@@ -257,3 +257,6 @@ async fn write_chunks<S: AsyncWrite + Unpin>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
