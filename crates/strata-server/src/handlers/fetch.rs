@@ -50,7 +50,7 @@ use crate::fetch_session::{
     TopicKey, INVALID_SESSION_ID, TOPIC_ID_MIN_VERSION,
 };
 use crate::replica_manager::now_ms;
-use crate::session::RequestContext;
+use crate::session::{Operation, RequestContext};
 use crate::task::blocking;
 
 /// Kafka's isolation level code for read_committed.
@@ -131,7 +131,7 @@ pub async fn handle(
     };
     let targets: Vec<Target> = to_read
         .iter()
-        .map(|(key, wanted)| resolve(&image, key, wanted))
+        .map(|(key, wanted)| resolve(ctx, replica.is_some(), &image, key, wanted))
         .collect();
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + max_wait;
@@ -351,8 +351,16 @@ fn topic_key(version: i16, name: &TopicName, id: Uuid) -> TopicKey {
 }
 
 /// One partition to read, resolved against the image: a topic id or name the cluster does
-/// not know is UNKNOWN_TOPIC_ID (v13+) or UNKNOWN_TOPIC_OR_PARTITION.
-fn resolve(image: &MetadataImage, key: &PartitionKey, wanted: &PartitionRequest) -> Target {
+/// not know is UNKNOWN_TOPIC_ID (v13+) or UNKNOWN_TOPIC_OR_PARTITION. As in Kafka, a topic
+/// named by a consumer is authorized (READ) before anyone learns whether it exists; a
+/// follower is authorized for the cluster (CLUSTER_ACTION), not per topic.
+fn resolve(
+    ctx: &RequestContext<'_>,
+    follower: bool,
+    image: &MetadataImage,
+    key: &PartitionKey,
+    wanted: &PartitionRequest,
+) -> Target {
     let (resolved, unknown, topic_id) = match &key.topic {
         TopicKey::Id(id) => (image.topic_by_id(id), ResponseError::UnknownTopicId, *id),
         TopicKey::Name(name) => (
@@ -362,12 +370,18 @@ fn resolve(image: &MetadataImage, key: &PartitionKey, wanted: &PartitionRequest)
         ),
     };
     let partition = key.partition;
-    let error = match resolved {
-        None => Some(unknown),
-        Some(t) if partition < 0 || partition as usize >= t.partitions.len() => {
-            Some(ResponseError::UnknownTopicOrPartition)
-        }
-        Some(_) => None,
+    let refused = |name: &str| {
+        (!follower)
+            .then(|| ctx.authorize_topic(Operation::Read, name).err())
+            .flatten()
+    };
+    let error = match (resolved, &key.topic) {
+        (None, TopicKey::Name(name)) => refused(name).or(Some(unknown)),
+        (None, TopicKey::Id(_)) => Some(unknown),
+        (Some(t), _) => refused(&t.name).or_else(|| {
+            (partition < 0 || partition as usize >= t.partitions.len())
+                .then_some(ResponseError::UnknownTopicOrPartition)
+        }),
     };
     let topic = match (resolved, &key.topic) {
         (Some(t), _) => TopicName(str_bytes(t.name.clone())),

@@ -23,11 +23,12 @@ use strata_log::{LogError, RecordBatchHeader, RecordError};
 use strata_meta::config::topic_config;
 use strata_partition::AckState;
 
+use super::partition_walk::{hosted, Role};
 use super::{code, log_error, str_bytes};
 use crate::broker::Broker;
 use crate::replica_manager::now_ms;
 use crate::replica_manager::Partition;
-use crate::session::RequestContext;
+use crate::session::{Operation, RequestContext};
 use crate::task::blocking;
 use crate::txn_service::verification::{
     guard_writes, produce_error, ProducedBatch, TxnOperation, WriteGuard,
@@ -124,17 +125,28 @@ pub async fn handle(
         .topic_data
         .into_iter()
         .map(|topic| {
+            // As Kafka: an unknown id has no name to authorize; a name is authorized before
+            // anyone learns whether it exists.
             let (name, unknown) = if version >= 13 {
                 match image.topic_by_id(&topic.topic_id) {
-                    Some(t) => (TopicName(str_bytes(t.name.clone())), None),
+                    Some(t) => {
+                        let name = TopicName(str_bytes(t.name.clone()));
+                        let refused = ctx.authorize_topic(Operation::Write, &name).err();
+                        (name, refused)
+                    }
                     None => (topic.name, Some(ResponseError::UnknownTopicId)),
                 }
             } else {
-                let unknown = image
-                    .topic(topic.name.as_str())
-                    .is_none()
-                    .then_some(ResponseError::UnknownTopicOrPartition);
-                (topic.name, unknown)
+                let refused = ctx
+                    .authorize_topic(Operation::Write, &topic.name)
+                    .err()
+                    .or_else(|| {
+                        image
+                            .topic(topic.name.as_str())
+                            .is_none()
+                            .then_some(ResponseError::UnknownTopicOrPartition)
+                    });
+                (topic.name, refused)
             };
             let known = unknown.is_none();
             let min_isr: i64 = if known {
@@ -157,6 +169,7 @@ pub async fn handle(
         })
         .collect();
     let b = broker.clone();
+    let request_image = image.clone();
     let disk_limit_reached = broker.remote.disk_limit_reached();
     let results = blocking(move || {
         let guards = match &verify_transactional {
@@ -184,7 +197,7 @@ pub async fn handle(
                             replication: None,
                         };
                         let partition = match unknown {
-                            None => b.replicas.leader_or_error(&b.image(),  name, p.index),
+                            None => hosted(&b.replicas, &request_image, Role::Leader, name, p.index, -1),
                             Some(e) => Err(e),
                         };
                         if !valid_acks {
