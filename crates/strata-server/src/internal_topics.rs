@@ -89,7 +89,10 @@ pub fn encode_batch(
             producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder starts a new batch wherever offset − sequence changes; sequences
+            // that follow the offsets keep every record in one batch whose base sequence is
+            // -1 (none), as Kafka's coordinators write one batch per append.
+            sequence: i as i32 - 1,
             timestamp: now_ms,
             key: Some(key),
             value,
@@ -177,4 +180,25 @@ pub fn replay(
         offset = next;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::RecordBatchDecoder;
+
+    #[test]
+    fn one_append_is_one_batch_without_a_sequence() {
+        for producer in [None, Some((7, 2))] {
+            let records = (0..5).map(|i| (Bytes::from(format!("k{i}")), Some(Bytes::from("v"))));
+            let mut buf = encode_batch(records, producer, 1_000).unwrap().freeze();
+            let batches = RecordBatchDecoder::decode_batch_info(&mut buf.clone()).unwrap();
+            assert_eq!(batches.len(), 1, "{producer:?}");
+            assert_eq!(batches[0].record_count, 5);
+            assert_eq!(batches[0].base_sequence, -1);
+            let decoded = RecordBatchDecoder::decode_all(&mut buf).unwrap();
+            let keys: Vec<_> = decoded[0].records.iter().map(|r| r.key.clone()).collect();
+            assert_eq!(keys[4], Some(Bytes::from("k4")));
+        }
+    }
 }
