@@ -137,6 +137,7 @@ class Broker:
         extra_args: Iterable[str] = (),
         advertised_listener: str | None = None,
         name: str = "broker",
+        listeners: Iterable[str] = (),
     ):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +147,10 @@ class Broker:
         self.extra_args = list(extra_args)
         self.advertised_listener = advertised_listener
         self.name = name
+        # Named listeners (Kafka's `listeners`), e.g. ["PLAINTEXT", "SSL"]: the first one's
+        # port is `port`; `listener_ports` has every one's. Empty: the `--listen` shorthand.
+        self.listeners = [n.upper() for n in listeners]
+        self.listener_ports: dict[str, int] = {}
         self.port: int | None = None
         self.http_port: int | None = None
         self.proc: subprocess.Popen | None = None
@@ -176,11 +181,15 @@ class Broker:
         return self.proc is not None and self.proc.poll() is None
 
     def command(self) -> list[str]:
+        if self.listeners:
+            spec = ",".join(f"{n}://127.0.0.1:{self.listener_ports[n]}" for n in self.listeners)
+            listen = ["--override", f"listeners={spec}"]
+        else:
+            listen = ["--listen", f"127.0.0.1:{self.port}"]
         cmd = [
             str(strata_bin()),
             "serve",
-            "--listen",
-            f"127.0.0.1:{self.port}",
+            *listen,
             "--data-dir",
             str(self.data_dir),
             "--http",
@@ -207,7 +216,9 @@ class Broker:
         attempts = 3 if first else 1
         for attempt in range(attempts):
             if first:
-                self.port, self.http_port = free_ports(2)
+                ports = free_ports(2 + max(len(self.listeners) - 1, 0))
+                self.port, self.http_port = ports[0], ports[1]
+                self.listener_ports = dict(zip(self.listeners, [ports[0], *ports[2:]]))
             self._spawn()
             try:
                 self._wait_ready(timeout)

@@ -816,7 +816,137 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         &[],
         "online conversion of groups with members between the classic and the consumer protocol",
     ),
+    // Listeners (issue 16). Read once at start-up; `--listen` is the shorthand for one
+    // PLAINTEXT listener when `listeners` is not set.
+    def(
+        "listeners",
+        List,
+        "PLAINTEXT://:9092",
+        Validator::None,
+        &[],
+        "listeners, NAME://host:port, comma-separated; a listener's name maps to its security protocol",
+    ),
+    def(
+        "advertised.listeners",
+        List,
+        "",
+        Validator::None,
+        &[],
+        "the addresses clients are told per listener (default: the listeners' own)",
+    ),
+    def(
+        "listener.security.protocol.map",
+        List,
+        "SASL_SSL:SASL_SSL,PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        Validator::None,
+        &[],
+        "listener name to security protocol, NAME:PROTOCOL, comma-separated",
+    ),
+    def(
+        "inter.broker.listener.name",
+        ConfigType::String,
+        "",
+        Validator::None,
+        &[],
+        "the listener other brokers connect to (default: the first listener)",
+    ),
+    // TLS (KIP-651 PEM stores). Also per listener as `listener.name.<name>.ssl.*`.
+    def(
+        "ssl.keystore.type",
+        ConfigType::String,
+        "JKS",
+        Validator::None,
+        &[],
+        "format of the key store: only PEM is supported",
+    ),
+    def(
+        "ssl.keystore.location",
+        ConfigType::String,
+        "",
+        Validator::None,
+        &[],
+        "PEM file holding the private key and its certificate chain",
+    ),
+    def(
+        "ssl.keystore.key",
+        Password,
+        "",
+        Validator::None,
+        &[],
+        "the private key in PEM, in place of ssl.keystore.location",
+    ),
+    def(
+        "ssl.keystore.certificate.chain",
+        Password,
+        "",
+        Validator::None,
+        &[],
+        "the certificate chain in PEM, with ssl.keystore.key",
+    ),
+    def(
+        "ssl.key.password",
+        Password,
+        "",
+        Validator::None,
+        &[],
+        "password of an encrypted private key: not supported (use an unencrypted PEM key)",
+    ),
+    def(
+        "ssl.truststore.type",
+        ConfigType::String,
+        "JKS",
+        Validator::None,
+        &[],
+        "format of the trust store: only PEM is supported",
+    ),
+    def(
+        "ssl.truststore.location",
+        ConfigType::String,
+        "",
+        Validator::None,
+        &[],
+        "PEM file of the CA certificates client certificates are checked against",
+    ),
+    def(
+        "ssl.truststore.certificates",
+        Password,
+        "",
+        Validator::None,
+        &[],
+        "the trusted CA certificates in PEM, in place of ssl.truststore.location",
+    ),
+    def(
+        "ssl.client.auth",
+        ConfigType::String,
+        "none",
+        OneOf(&["none", "requested", "required"]),
+        &[],
+        "whether TLS clients must present a certificate",
+    ),
+    def(
+        "ssl.enabled.protocols",
+        List,
+        "TLSv1.2,TLSv1.3",
+        ListOf(&["TLSv1.2", "TLSv1.3"]),
+        &[],
+        "TLS versions accepted",
+    ),
 ];
+
+/// Keys that may also be set per listener as `listener.name.<name>.<key>` (Kafka's
+/// listener-prefixed configs); the prefixed value wins over the plain one on that listener.
+pub fn is_per_listener_config(name: &str) -> bool {
+    name.starts_with("ssl.") || name.starts_with("sasl.")
+}
+
+/// Splits `listener.name.<name>.<key>` into the listener name (upper-cased, as listener names
+/// are compared) and the key, when the key may be set per listener.
+pub fn split_listener_prefix(name: &str) -> Option<(String, &str)> {
+    let rest = name.strip_prefix("listener.name.")?;
+    let (listener, key) = rest.split_once('.')?;
+    (!listener.is_empty() && is_per_listener_config(key))
+        .then(|| (listener.to_ascii_uppercase(), key))
+}
 
 /// Broker-only properties that AlterConfigs / IncrementalAlterConfigs may change at run time
 /// on the broker resource (per broker, or the cluster-wide default), as Kafka's
@@ -967,6 +1097,20 @@ pub mod props {
         GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS: i64 = "group.consumer.heartbeat.interval.ms";
         GROUP_CONSUMER_MAX_SIZE: i64 = "group.consumer.max.size";
         GROUP_CONSUMER_MIGRATION_POLICY: String = "group.consumer.migration.policy";
+        LISTENERS: String = "listeners";
+        ADVERTISED_LISTENERS: String = "advertised.listeners";
+        LISTENER_SECURITY_PROTOCOL_MAP: String = "listener.security.protocol.map";
+        INTER_BROKER_LISTENER_NAME: String = "inter.broker.listener.name";
+        SSL_KEYSTORE_TYPE: String = "ssl.keystore.type";
+        SSL_KEYSTORE_LOCATION: String = "ssl.keystore.location";
+        SSL_KEYSTORE_KEY: String = "ssl.keystore.key";
+        SSL_KEYSTORE_CERTIFICATE_CHAIN: String = "ssl.keystore.certificate.chain";
+        SSL_KEY_PASSWORD: String = "ssl.key.password";
+        SSL_TRUSTSTORE_TYPE: String = "ssl.truststore.type";
+        SSL_TRUSTSTORE_LOCATION: String = "ssl.truststore.location";
+        SSL_TRUSTSTORE_CERTIFICATES: String = "ssl.truststore.certificates";
+        SSL_CLIENT_AUTH: String = "ssl.client.auth";
+        SSL_ENABLED_PROTOCOLS: String = "ssl.enabled.protocols";
         TRANSACTION_MAX_TIMEOUT_MS: i64 = "transaction.max.timeout.ms";
         /// Dynamic (see [`super::DYNAMIC_BROKER_CONFIGS`]).
         TRANSACTION_PARTITION_VERIFICATION_ENABLE: bool =
@@ -1005,6 +1149,7 @@ pub fn topic_config(name: &str) -> Option<&'static ConfigDef> {
 /// Looks up a broker property by name: a broker-only key or a topic config's broker synonym.
 /// Returns the definition that governs its value (for a synonym, the topic config's).
 pub fn broker_config(name: &str) -> Option<BrokerKey> {
+    let name = split_listener_prefix(name).map_or(name, |(_, key)| key);
     if let Some(d) = BROKER_CONFIGS.iter().find(|d| d.name == name) {
         return Some(BrokerKey::Broker(d));
     }

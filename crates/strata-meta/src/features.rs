@@ -534,6 +534,7 @@ mod tests {
                 port: 9092,
                 rack: None,
                 supported_features: features,
+                listeners: Vec::new(),
             };
             if broker_id == 2 {
                 // It cannot serve the finalized transaction.version 2: refused.

@@ -99,6 +99,38 @@ pub struct BrokerRegistration {
     /// The feature levels it can serve; empty for software older than feature versions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub supported_features: BTreeMap<String, VersionRange>,
+    /// Every listener's advertised endpoint (Kafka's `BrokerRegistration.listeners`). `host`
+    /// and `port` above are the inter-broker listener's, which other brokers connect to.
+    /// Empty for a registration written before named listeners.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<BrokerEndpoint>,
+}
+
+/// One listener's advertised endpoint in a broker's registration (Kafka's `Endpoint`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    /// The listener name, e.g. `PLAINTEXT`, `SSL`, `INTERNAL`.
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+    /// Kafka's `SecurityProtocol` name: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    pub security_protocol: String,
+}
+
+impl BrokerRegistration {
+    /// The broker's host and port on the listener `name`, which is what a client that came in
+    /// on that listener must be told (Kafka's `MetadataCache.getAliveBrokerNode(id,
+    /// listenerName)`); `None` when the broker has no such listener. A registration without
+    /// named listeners had one, which served every client.
+    pub fn endpoint(&self, name: &str) -> Option<(&str, i32)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 /// The image is serialised (as a Raft snapshot) through this flat form, because JSON maps
@@ -383,6 +415,7 @@ impl MetadataImage {
                 port,
                 rack,
                 supported_features,
+                listeners,
             } => {
                 self.brokers.insert(
                     *broker_id,
@@ -395,6 +428,7 @@ impl MetadataImage {
                         rack: rack.clone(),
                         fenced: true,
                         supported_features: supported_features.clone(),
+                        listeners: listeners.clone(),
                     },
                 );
             }

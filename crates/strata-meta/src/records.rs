@@ -69,6 +69,11 @@ pub enum MetadataRecord {
         /// before feature versions existed.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         supported_features: BTreeMap<String, VersionRange>,
+        /// Every listener's advertised endpoint, by name (Kafka's `BrokerEndpointCollection`);
+        /// empty in records written before named listeners, whose one endpoint is
+        /// `host`/`port`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        listeners: Vec<crate::image::BrokerEndpoint>,
     },
     /// The broker stopped heartbeating or is shutting down: it leads nothing and leaves ISRs.
     FenceBroker { broker_id: i32, broker_epoch: i64 },

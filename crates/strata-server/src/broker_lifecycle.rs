@@ -43,6 +43,16 @@ fn registration_request(config: &ServerConfig, incarnation_id: Uuid) -> BrokerRe
         port: config.advertised_port,
         rack: config.rack.clone(),
         supported_features: strata_meta::features::supported(),
+        listeners: config
+            .listeners
+            .iter()
+            .map(|l| strata_meta::image::BrokerEndpoint {
+                name: l.name.clone(),
+                host: l.advertised_host.clone(),
+                port: l.advertised_port,
+                security_protocol: l.security_protocol.name().to_string(),
+            })
+            .collect(),
     }
 }
 
@@ -80,6 +90,7 @@ pub fn register_single_node(
                 && b.port == request.port
                 && b.rack == request.rack
                 && b.supported_features == request.supported_features
+                && b.listeners == request.listeners
         });
         if unchanged {
             return (records, None);

@@ -9,6 +9,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::session::SecurityProtocol;
+
 use strata_log::{LogConfig, TimestampType};
 use strata_meta::config::{
     broker_value_for_topic, props, BrokerProperties, BrokerProperty, BrokerValue, ConfigDef,
@@ -37,10 +39,17 @@ pub struct ConfigLevel {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub node_id: i32,
+    /// The inter-broker listener's bind address (see [`ServerConfig::listeners`]).
     pub listen: SocketAddr,
-    /// Host and port clients are told to connect to.
+    /// Host and port of the inter-broker listener, which other brokers connect to: the
+    /// registration's `host`/`port`.
     pub advertised_host: String,
     pub advertised_port: i32,
+    /// Every Kafka listener, in the order configured; one accept loop each. The
+    /// inter-broker one is also `listen` / `advertised_*` above.
+    pub listeners: Vec<ListenerConfig>,
+    /// `inter.broker.listener.name`.
+    pub inter_broker_listener: String,
     pub data_dir: PathBuf,
     pub http: SocketAddr,
     pub props: BrokerProperties,
@@ -302,5 +311,327 @@ fn level(name: &str, value: &str, source: ConfigSource) -> ConfigLevel {
 fn set<T>(field: &mut T, value: Option<T>) {
     if let Some(v) = value {
         *field = v;
+    }
+}
+
+/// One Kafka listener (Kafka's `EndPoint` of `listeners` joined with its advertised address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Upper case, as Kafka compares listener names.
+    pub name: String,
+    pub security_protocol: SecurityProtocol,
+    pub bind: SocketAddr,
+    /// Host and port clients of this listener are told (`advertised.listeners`, else the bind
+    /// address).
+    pub advertised_host: String,
+    pub advertised_port: i32,
+}
+
+/// A listener setting that cannot be served; start-up stops with its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ListenerError(pub String);
+
+/// The listeners as `server.properties` and the flags give them. `listeners` (with
+/// `listener.security.protocol.map`, `advertised.listeners`, `inter.broker.listener.name`) is
+/// Kafka's form; without it `listen` (`--listen`, one PLAINTEXT listener, advertised as
+/// `advertised`, `--advertised-listener`) is the shorthand, and the default is
+/// `127.0.0.1:9092`. Returns the listeners and the inter-broker listener's name.
+///
+/// SASL listeners are refused ("not yet supported") rather than served open, and the
+/// inter-broker listener must be PLAINTEXT while broker-to-broker clients speak no TLS.
+pub fn listeners_from(
+    props: &BrokerProperties,
+    listen: Option<SocketAddr>,
+    advertised: Option<&str>,
+) -> Result<(Vec<ListenerConfig>, String), ListenerError> {
+    let err = |m: String| ListenerError(m);
+    let Some(text) = props.get(props::LISTENERS.name()) else {
+        let bind = listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
+        let (host, port) = match advertised {
+            Some(a) => split_host_port(a).ok_or_else(|| {
+                err(format!(
+                    "--advertised-listener expects HOST:PORT, got {a:?}"
+                ))
+            })?,
+            None => (bind.ip().to_string(), bind.port()),
+        };
+        for key in [
+            props::ADVERTISED_LISTENERS.name(),
+            props::INTER_BROKER_LISTENER_NAME.name(),
+        ] {
+            if props.get(key).is_some() {
+                return Err(err(format!("{key} needs listeners")));
+            }
+        }
+        let protocol = SecurityProtocol::Plaintext;
+        let listener = ListenerConfig {
+            name: protocol.name().to_string(),
+            security_protocol: protocol,
+            bind,
+            advertised_host: host,
+            advertised_port: port.into(),
+        };
+        return Ok((vec![listener], protocol.name().to_string()));
+    };
+    if listen.is_some() || advertised.is_some() {
+        return Err(err(
+            "--listen and --advertised-listener are the one-listener shorthand: with listeners \
+             set, use advertised.listeners"
+                .into(),
+        ));
+    }
+    let map_text = props
+        .broker_value(props::LISTENER_SECURITY_PROTOCOL_MAP)
+        .unwrap_or_default();
+    let mut protocols = std::collections::BTreeMap::new();
+    for entry in map_text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, protocol) = entry.split_once(':').ok_or_else(|| {
+            err(format!(
+                "listener.security.protocol.map: expected NAME:PROTOCOL, got {entry:?}"
+            ))
+        })?;
+        let protocol = SecurityProtocol::parse(protocol.trim()).ok_or_else(|| {
+            err(format!(
+                "listener.security.protocol.map: unknown security protocol {protocol:?} \
+                 (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"
+            ))
+        })?;
+        protocols.insert(name.trim().to_ascii_uppercase(), protocol);
+    }
+    let parse_list = |key: &str, text: &str| -> Result<Vec<(String, String, u16)>, ListenerError> {
+        let mut out: Vec<(String, String, u16)> = Vec::new();
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (name, address) = entry
+                .split_once("://")
+                .ok_or_else(|| err(format!("{key}: expected NAME://HOST:PORT, got {entry:?}")))?;
+            let (host, port) = split_host_port(address)
+                .ok_or_else(|| err(format!("{key}: expected NAME://HOST:PORT, got {entry:?}")))?;
+            let name = name.trim().to_ascii_uppercase();
+            if out.iter().any(|(n, _, _)| *n == name) {
+                return Err(err(format!("{key}: listener {name} is named twice")));
+            }
+            if out
+                .iter()
+                .any(|(_, h, p)| *p == port && *h == host && port != 0)
+            {
+                return Err(err(format!("{key}: two listeners on {host}:{port}")));
+            }
+            out.push((name, host, port));
+        }
+        Ok(out)
+    };
+    let bound = parse_list(props::LISTENERS.name(), text)?;
+    if bound.is_empty() {
+        return Err(err("listeners is empty".into()));
+    }
+    let advertised_text = props
+        .broker_value(props::ADVERTISED_LISTENERS)
+        .unwrap_or_default();
+    let advertised = parse_list(props::ADVERTISED_LISTENERS.name(), &advertised_text)?;
+    for (name, _, _) in &advertised {
+        if !bound.iter().any(|(n, _, _)| n == name) {
+            return Err(err(format!(
+                "advertised.listeners names {name}, which is not in listeners"
+            )));
+        }
+    }
+    let mut listeners = Vec::new();
+    for (name, host, port) in bound {
+        let protocol = *protocols.get(&name).ok_or_else(|| {
+            err(format!(
+                "no security protocol for listener {name}: add it to listener.security.protocol.map"
+            ))
+        })?;
+        if matches!(
+            protocol,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        ) {
+            return Err(err(format!(
+                "listener {name} uses {}: SASL is not yet supported",
+                protocol.name()
+            )));
+        }
+        let bind_host = if host.is_empty() { "0.0.0.0" } else { &host };
+        let bind = std::net::ToSocketAddrs::to_socket_addrs(&(bind_host, port))
+            .ok()
+            .and_then(|mut a| a.next())
+            .ok_or_else(|| err(format!("listener {name}: cannot resolve {bind_host:?}")))?;
+        let (advertised_host, advertised_port) = advertised
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, h, p)| (h.clone(), *p))
+            .unwrap_or_else(|| (bind.ip().to_string(), bind.port()));
+        listeners.push(ListenerConfig {
+            name,
+            security_protocol: protocol,
+            bind,
+            advertised_host,
+            advertised_port: advertised_port.into(),
+        });
+    }
+    let inter = props
+        .broker_value(props::INTER_BROKER_LISTENER_NAME)
+        .unwrap_or_default();
+    let inter = if inter.trim().is_empty() {
+        // Kafka's default comes from security.inter.broker.protocol=PLAINTEXT: the listener
+        // named PLAINTEXT; without one, the first listener.
+        listeners
+            .iter()
+            .find(|l| l.name == "PLAINTEXT")
+            .unwrap_or(&listeners[0])
+            .name
+            .clone()
+    } else {
+        inter.trim().to_ascii_uppercase()
+    };
+    let Some(inter_listener) = listeners.iter().find(|l| l.name == inter) else {
+        return Err(err(format!(
+            "inter.broker.listener.name {inter} is not in listeners"
+        )));
+    };
+    if inter_listener.security_protocol != SecurityProtocol::Plaintext {
+        return Err(err(format!(
+            "the inter-broker listener {inter} uses {}: broker-to-broker TLS is not yet \
+             supported; add a PLAINTEXT listener and name it in inter.broker.listener.name",
+            inter_listener.security_protocol.name()
+        )));
+    }
+    Ok((listeners, inter))
+}
+
+/// `host:port`, `[v6]:port` or `:port` (every interface); the host without brackets.
+fn split_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.trim().rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    Some((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+impl ServerConfig {
+    /// The listener this session came in on.
+    pub fn listener(&self, name: &str) -> Option<&ListenerConfig> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// A per-listener setting (`ssl.*`): `listener.name.<listener>.<key>` if set, else the
+    /// plain key, else its default (Kafka's precedence for listener-prefixed configs).
+    pub fn listener_value(&self, listener: &str, key: BrokerProperty<String>) -> String {
+        self.props
+            .iter()
+            .find(|(name, _)| {
+                strata_meta::config::split_listener_prefix(name)
+                    .is_some_and(|(l, k)| l == listener && k == key.name())
+            })
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| self.broker_value(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BrokerProperties {
+        let mut props = BrokerProperties::default();
+        for (k, v) in pairs {
+            props.set(k, v).expect("valid property");
+        }
+        props
+    }
+
+    #[test]
+    fn the_shorthand_is_one_plaintext_listener() {
+        let (listeners, inter) = listeners_from(&props(&[]), None, None).unwrap();
+        assert_eq!(inter, "PLAINTEXT");
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(listeners[0].bind.to_string(), "127.0.0.1:9092");
+        assert_eq!(listeners[0].advertised_host, "127.0.0.1");
+        let (listeners, _) = listeners_from(
+            &props(&[]),
+            Some("0.0.0.0:9000".parse().unwrap()),
+            Some("broker.example:19000"),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                listeners[0].advertised_host.as_str(),
+                listeners[0].advertised_port
+            ),
+            ("broker.example", 19000)
+        );
+    }
+
+    #[test]
+    fn named_listeners_with_map_and_advertised() {
+        let p = props(&[
+            ("listeners", "internal://127.0.0.1:9092,SSL://[::1]:9093"),
+            (
+                "listener.security.protocol.map",
+                "INTERNAL:PLAINTEXT,SSL:SSL",
+            ),
+            ("advertised.listeners", "SSL://kafka.example:443"),
+            ("inter.broker.listener.name", "internal"),
+        ]);
+        let (listeners, inter) = listeners_from(&p, None, None).unwrap();
+        assert_eq!(inter, "INTERNAL");
+        assert_eq!(listeners[0].name, "INTERNAL");
+        assert_eq!(listeners[0].security_protocol, SecurityProtocol::Plaintext);
+        assert_eq!(listeners[0].advertised_host, "127.0.0.1");
+        assert_eq!(listeners[1].security_protocol, SecurityProtocol::Ssl);
+        assert_eq!(listeners[1].bind.to_string(), "[::1]:9093");
+        assert_eq!(
+            (
+                listeners[1].advertised_host.as_str(),
+                listeners[1].advertised_port
+            ),
+            ("kafka.example", 443)
+        );
+    }
+
+    #[test]
+    fn bad_listener_configs_are_refused_with_their_reason() {
+        let refused = |pairs: &[(&str, &str)]| {
+            listeners_from(&props(pairs), None, None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused(&[("listeners", "SASL_SSL://:9093")]).contains("SASL is not yet supported"));
+        assert!(refused(&[("listeners", "X://:9093")]).contains("listener.security.protocol.map"));
+        assert!(refused(&[("listeners", "PLAINTEXT:9092")]).contains("NAME://HOST:PORT"));
+        assert!(refused(&[("listeners", "PLAINTEXT://:1,PLAINTEXT://:2")]).contains("twice"));
+        assert!(refused(&[
+            ("listeners", "PLAINTEXT://:1"),
+            ("advertised.listeners", "SSL://h:2")
+        ])
+        .contains("not in listeners"));
+        assert!(refused(&[("listeners", "SSL://:1")]).contains("broker-to-broker TLS"));
+        assert!(refused(&[("advertised.listeners", "PLAINTEXT://h:1")]).contains("needs listeners"));
+        let both = listeners_from(
+            &props(&[("listeners", "PLAINTEXT://:1")]),
+            Some("127.0.0.1:1".parse().unwrap()),
+            None,
+        );
+        assert!(both.unwrap_err().to_string().contains("shorthand"));
+    }
+
+    #[test]
+    fn a_listener_prefixed_setting_wins_on_its_listener() {
+        let mut config = crate::test_fixture::config(std::path::Path::new("/nonexistent"), &[]);
+        config.props = props(&[
+            ("ssl.client.auth", "requested"),
+            ("listener.name.ssl.ssl.client.auth", "required"),
+        ]);
+        assert_eq!(
+            config.listener_value("SSL", props::SSL_CLIENT_AUTH),
+            "required"
+        );
+        assert_eq!(
+            config.listener_value("OTHER", props::SSL_CLIENT_AUTH),
+            "requested"
+        );
+        assert_eq!(
+            config.listener_value("SSL", props::SSL_ENABLED_PROTOCOLS),
+            "TLSv1.2,TLSv1.3"
+        );
     }
 }

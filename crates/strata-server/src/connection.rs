@@ -25,13 +25,13 @@ use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use strata_protocol::frame::LENGTH_PREFIX_BYTES;
 use strata_protocol::{decode_request, encode_response, FrameDecoder, RequestError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::handlers;
-use crate::session::{RequestContext, Session};
+use crate::session::{RequestContext, SecurityProtocol, Session};
 
 /// Kafka's `connections.max.idle.ms` default: idle connections are closed after this long.
 const CONNECTION_MAX_IDLE: Duration = Duration::from_secs(600);
@@ -40,11 +40,29 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Largest single growth of a connection's read buffer.
 const MAX_READ_STEP_BYTES: usize = 1024 * 1024;
 
+/// Longest a TLS handshake may take; a client that does not finish it (a plaintext client on
+/// an SSL port sends no ClientHello at all) is closed, without holding others up, since each
+/// connection shakes hands in its own task.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every connection of one listener shares.
+struct ListenerRuntime {
+    name: Arc<str>,
+    protocol: SecurityProtocol,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 pub async fn accept_loop(
     broker: Arc<Broker>,
-    listener: TcpListener,
+    bound: crate::BoundListener,
     mut stop: watch::Receiver<bool>,
 ) {
+    let listener = bound.socket;
+    let runtime = Arc::new(ListenerRuntime {
+        name: bound.config.name.as_str().into(),
+        protocol: bound.config.security_protocol,
+        tls: bound.tls,
+    });
     let max_connections: i64 = broker
         .config
         .broker_value(strata_meta::config::props::MAX_CONNECTIONS);
@@ -59,7 +77,13 @@ pub async fn accept_loop(
                         continue;
                     }
                     broker.metrics.connections_accepted.add(1);
-                    connections.spawn(serve(broker.clone(), stream, peer, conn_stop.clone()));
+                    connections.spawn(serve(
+                        broker.clone(),
+                        stream,
+                        peer,
+                        runtime.clone(),
+                        conn_stop.clone(),
+                    ));
                 }
                 Err(e) => {
                     // Typically EMFILE: back off briefly instead of spinning.
@@ -79,6 +103,7 @@ async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<ListenerRuntime>,
     stop: watch::Receiver<bool>,
 ) {
     broker
@@ -86,15 +111,34 @@ async fn serve(
         .connections_open
         .fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
-    let mut session = Session::plaintext(peer);
-    let ended = serve_requests(&broker, stream, &mut session, stop).await;
+    let mut session = Session::on_listener(peer, listener.name.clone(), listener.protocol);
+    let ended = match &listener.tls {
+        None => serve_requests(&broker, stream, &mut session, stop).await,
+        Some(acceptor) => {
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Err(_) => Err(Closed::BadInput("TLS handshake timed out".into())),
+                Ok(Err(e)) => Err(Closed::BadInput(format!("TLS handshake failed: {e}"))),
+                Ok(Ok(tls)) => match crate::tls::principal(tls.get_ref().1.peer_certificates()) {
+                    Some(principal) => {
+                        session.principal = principal;
+                        serve_requests(&broker, tls, &mut session, stop).await
+                    }
+                    None => Err(Closed::BadInput(
+                        "the client certificate's subject cannot be read".into(),
+                    )),
+                },
+            }
+        }
+    };
     let software = session
         .client_software
         .as_ref()
         .map(|s| format!("{} {}", s.name, s.version));
     let software = software.as_deref().unwrap_or("unknown");
     match ended {
-        Ok(()) => tracing::debug!(%peer, software, "connection closed"),
+        Ok(()) => {
+            tracing::debug!(%peer, software, listener = %session.listener, principal = %session.principal, "connection closed")
+        }
         Err(Closed::Io(reason)) => tracing::debug!(%peer, software, %reason, "connection lost"),
         Err(Closed::BadInput(reason)) => {
             broker.metrics.connections_closed_bad_input.add(1);
@@ -225,6 +269,11 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
         };
         if let Some(chunks) = response {
             write_chunks(&mut stream, &chunks)
+                .await
+                .map_err(|e| Closed::Io(format!("write failed: {e}")))?;
+            // A TLS stream holds encrypted records until flushed; TCP's flush does nothing.
+            stream
+                .flush()
                 .await
                 .map_err(|e| Closed::Io(format!("write failed: {e}")))?;
         }

@@ -30,23 +30,43 @@ pub mod session;
 mod task;
 #[cfg(test)]
 mod test_fixture;
+pub mod tls;
 pub mod txn_service;
 
 pub use broker::Broker;
 pub use config::ServerConfig;
 pub use lifecycle::StartError;
 
-/// Binds the Kafka and HTTP listeners, so that the caller learns of a busy port before
-/// anything else starts.
+/// A bound Kafka listener, with its TLS acceptor on an SSL listener.
+pub struct BoundListener {
+    pub config: config::ListenerConfig,
+    pub socket: tokio::net::TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Binds every Kafka listener (building the TLS of SSL ones) and the HTTP listener, so that
+/// the caller learns of a busy port or an unusable key store before anything else starts.
 pub async fn bind(
     config: &ServerConfig,
-) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener), StartError> {
-    let kafka = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen.to_string(),
-            source,
-        })?;
+) -> Result<(Vec<BoundListener>, tokio::net::TcpListener), StartError> {
+    let mut kafka = Vec::new();
+    for listener in &config.listeners {
+        let tls = match listener.security_protocol {
+            session::SecurityProtocol::Ssl => Some(tls::acceptor(config, &listener.name)?),
+            _ => None,
+        };
+        let socket = tokio::net::TcpListener::bind(listener.bind)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: listener.bind.to_string(),
+                source,
+            })?;
+        kafka.push(BoundListener {
+            config: listener.clone(),
+            socket,
+            tls,
+        });
+    }
     let http = http::bind(config.http)
         .await
         .map_err(|source| StartError::Bind {

@@ -63,6 +63,9 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// An SSL listener's key store, trust store or protocols cannot be served.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsConfigError),
 }
 
 impl Broker {
@@ -207,17 +210,20 @@ impl Broker {
     /// Serves until `shutdown` resolves, then shuts down cleanly.
     pub async fn run(
         self: Arc<Self>,
-        listener: TcpListener,
+        listeners: Vec<crate::BoundListener>,
         http_listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        tasks.spawn(connection::accept_loop(
-            self.clone(),
-            listener,
-            stop_rx.clone(),
-        ));
+        // One accept loop per listener; max.connections counts them all together.
+        for listener in listeners {
+            tasks.spawn(connection::accept_loop(
+                self.clone(),
+                listener,
+                stop_rx.clone(),
+            ));
+        }
         let mut http_stop = stop_rx.clone();
         let http_broker = self.clone();
         tasks.spawn(async move {

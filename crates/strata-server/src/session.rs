@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use kafka_protocol::error::ResponseError;
@@ -46,13 +47,33 @@ impl fmt::Display for KafkaPrincipal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SecurityProtocol {
     Plaintext,
+    Ssl,
+    /// Not served until SASL exists: start-up refuses a listener of this protocol.
+    SaslPlaintext,
+    /// Not served until SASL exists: start-up refuses a listener of this protocol.
+    SaslSsl,
 }
 
 impl SecurityProtocol {
     pub fn name(self) -> &'static str {
         match self {
             SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
         }
+    }
+
+    /// The protocol named as Kafka names it, in any case.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            SecurityProtocol::Plaintext,
+            SecurityProtocol::Ssl,
+            SecurityProtocol::SaslPlaintext,
+            SecurityProtocol::SaslSsl,
+        ]
+        .into_iter()
+        .find(|p| p.name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -80,9 +101,9 @@ pub struct ClientSoftware {
 #[derive(Debug, Clone)]
 pub struct Session {
     pub peer: SocketAddr,
-    /// Kafka's listener name; with one listener it is named after its protocol, as Kafka names
-    /// a listener that `listener.security.protocol.map` does not mention.
-    pub listener: &'static str,
+    /// Kafka's listener name (upper case); the `--listen` shorthand's listener is named after
+    /// its protocol, PLAINTEXT. Metadata answers with the brokers' endpoints on this listener.
+    pub listener: Arc<str>,
     pub security_protocol: SecurityProtocol,
     pub authentication: Authentication,
     pub principal: KafkaPrincipal,
@@ -95,9 +116,20 @@ impl Session {
     /// A session on a PLAINTEXT listener: authenticated, anonymous.
     pub fn plaintext(peer: SocketAddr) -> Self {
         let security_protocol = SecurityProtocol::Plaintext;
+        Self::on_listener(peer, security_protocol.name().into(), security_protocol)
+    }
+
+    /// A session on listener `listener`, authenticated as `User:ANONYMOUS` as Kafka's
+    /// PLAINTEXT and SSL channels are before a client certificate says otherwise (TLS sets
+    /// [`Session::principal`] from it after the handshake).
+    pub fn on_listener(
+        peer: SocketAddr,
+        listener: Arc<str>,
+        security_protocol: SecurityProtocol,
+    ) -> Self {
         Self {
             peer,
-            listener: security_protocol.name(),
+            listener,
             security_protocol,
             authentication: Authentication::Complete,
             principal: KafkaPrincipal::anonymous(),
@@ -218,7 +250,7 @@ mod tests {
         let session = Session::plaintext("127.0.0.1:4000".parse().unwrap());
         assert_eq!(session.principal.to_string(), "User:ANONYMOUS");
         assert_eq!(session.authentication, Authentication::Complete);
-        assert_eq!(session.listener, "PLAINTEXT");
+        assert_eq!(&*session.listener, "PLAINTEXT");
         assert_eq!(session.client_host(), "/127.0.0.1");
         assert!(session.admit(ApiKey::Produce).is_ok());
     }

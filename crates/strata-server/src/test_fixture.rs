@@ -48,6 +48,14 @@ pub fn config(data_dir: &Path, extra: &[(&str, &str)]) -> ServerConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertised_host: "localhost".into(),
         advertised_port: 9092,
+        listeners: vec![crate::config::ListenerConfig {
+            name: "PLAINTEXT".into(),
+            security_protocol: crate::session::SecurityProtocol::Plaintext,
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            advertised_host: "localhost".into(),
+            advertised_port: 9092,
+        }],
+        inter_broker_listener: "PLAINTEXT".into(),
         data_dir: data_dir.to_path_buf(),
         http: "127.0.0.1:0".parse().expect("addr"),
         props,
@@ -253,6 +261,7 @@ pub fn register_other(meta: &MetadataChanges) {
                 port: 9093,
                 rack: None,
                 supported_features: Default::default(),
+                listeners: Vec::new(),
             },
             MetadataRecord::UnfenceBroker {
                 broker_id: OTHER,

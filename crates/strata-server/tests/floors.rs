@@ -21,6 +21,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("broker_client", 1),
     ("replica_manager", 1),
     ("metadata_changes", 1),
+    ("tls", 1),
     // Services: each takes the parts it uses.
     ("internal_topics", 2),
     ("group_service", 2),

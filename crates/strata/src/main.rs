@@ -39,10 +39,12 @@ enum Command {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address for Kafka clients.
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    listen: SocketAddr,
-    /// Address clients are told to connect to (default: the listen address).
+    /// Address for Kafka clients: one PLAINTEXT listener (default 127.0.0.1:9092). For
+    /// several listeners, set Kafka's `listeners` property instead.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<SocketAddr>,
+    /// Address clients are told to connect to (default: the listen address); with
+    /// `listeners`, use `advertised.listeners`.
     #[arg(long, value_name = "HOST:PORT")]
     advertised_listener: Option<String>,
     /// Where logs and metadata live.
@@ -157,21 +159,23 @@ fn server_config(args: ServeArgs) -> anyhow::Result<ServerConfig> {
              leader cannot read"
         );
     }
-    let advertised = args
-        .advertised_listener
-        .clone()
-        .unwrap_or_else(|| args.listen.to_string());
-    let (host, port) = advertised
-        .rsplit_once(':')
-        .with_context(|| format!("--advertised-listener expects HOST:PORT, got {advertised:?}"))?;
-    let port: u16 = port
-        .parse()
-        .with_context(|| format!("bad port in --advertised-listener {advertised:?}"))?;
+    let (listeners, inter_broker_listener) = strata_server::config::listeners_from(
+        &props,
+        args.listen,
+        args.advertised_listener.as_deref(),
+    )?;
+    let inter = listeners
+        .iter()
+        .find(|l| l.name == inter_broker_listener)
+        .context("the inter-broker listener is among the listeners")?
+        .clone();
     Ok(ServerConfig {
         node_id,
-        listen: args.listen,
-        advertised_host: host.trim_matches(['[', ']']).to_string(),
-        advertised_port: port.into(),
+        listen: inter.bind,
+        advertised_host: inter.advertised_host,
+        advertised_port: inter.advertised_port,
+        listeners,
+        inter_broker_listener,
         data_dir: args.data_dir,
         http: args.http,
         props,
@@ -274,8 +278,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         let for_shutdown = quorum.as_ref().map(|(q, _)| q.clone());
         let broker = tokio::task::spawn_blocking(move || Broker::open(config, quorum)).await??;
+        let listening: Vec<String> = kafka
+            .iter()
+            .map(|l| {
+                let addr = l
+                    .socket
+                    .local_addr()
+                    .map_or_else(|_| l.config.bind.to_string(), |a| a.to_string());
+                format!("{}://{addr}", l.config.name)
+            })
+            .collect();
         tracing::info!(
-            listen = %kafka.local_addr()?,
+            listen = %listening.join(","),
             http = %http.local_addr()?,
             "serving Kafka clients"
         );

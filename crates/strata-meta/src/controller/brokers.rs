@@ -26,6 +26,10 @@ pub struct BrokerRegistrationRequest {
     /// feature versions.
     #[serde(default)]
     pub supported_features: BTreeMap<String, crate::features::VersionRange>,
+    /// Every listener's advertised endpoint; `host`/`port` are the inter-broker listener's.
+    /// Absent from software older than named listeners.
+    #[serde(default)]
+    pub listeners: Vec<crate::image::BrokerEndpoint>,
 }
 
 /// Brokers' registrations and sessions as records. Each method returns the broker's own
@@ -56,6 +60,7 @@ impl BrokerControl {
             port: request.port,
             rack: request.rack.clone(),
             supported_features: request.supported_features.clone(),
+            listeners: request.listeners.clone(),
         };
         (broker_epoch, Some(record))
     }
@@ -259,6 +264,7 @@ mod tests {
             port: old.port,
             rack: old.rack.clone(),
             supported_features: old.supported_features.clone(),
+            listeners: old.listeners.clone(),
         };
         assert_eq!(
             controller.register_broker(&image, &retry, NO_UNCLEAN_ELECTION),

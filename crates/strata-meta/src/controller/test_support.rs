@@ -29,6 +29,7 @@ pub(super) fn cluster(ids: &[i32]) -> MetadataImage {
             port: 9092 + broker_id,
             rack: Some(format!("r{}", broker_id % 2)),
             supported_features: crate::features::supported(),
+            listeners: Vec::new(),
         };
         let (epoch, records) = controller.register_broker(&image, &request, NO_UNCLEAN_ELECTION);
         image = image.apply(&records);

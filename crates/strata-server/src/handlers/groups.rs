@@ -113,7 +113,11 @@ pub async fn handle_find_coordinator(
         image
             .broker(leader)
             .filter(|b| !b.fenced)
-            .map(|b| (b.broker_id, b.host.clone(), b.port))
+            .and_then(|b| {
+                // The coordinator as reached on the listener this client came in on.
+                let (host, port) = b.endpoint(&ctx.session.listener)?;
+                Some((b.broker_id, host.to_string(), port))
+            })
             .ok_or(ResponseError::CoordinatorNotAvailable)
     };
     let answer = |key: &str| match coordinator(key) {

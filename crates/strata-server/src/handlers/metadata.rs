@@ -85,13 +85,18 @@ pub async fn handle_metadata(
     }
     MetadataResponse::default()
         .with_brokers(
+            // Each broker as reached on the listener this client came in on; a broker without
+            // that listener is left out, as Kafka's `getAliveBrokerNodes(listenerName)` does.
             live_brokers(&image)
-                .map(|b| {
-                    MetadataResponseBroker::default()
-                        .with_node_id(BrokerId(b.broker_id))
-                        .with_host(str_bytes(b.host.clone()))
-                        .with_port(b.port)
-                        .with_rack(b.rack.clone().map(str_bytes))
+                .filter_map(|b| {
+                    let (host, port) = b.endpoint(&ctx.session.listener)?;
+                    Some(
+                        MetadataResponseBroker::default()
+                            .with_node_id(BrokerId(b.broker_id))
+                            .with_host(str_bytes(host))
+                            .with_port(port)
+                            .with_rack(b.rack.clone().map(str_bytes)),
+                    )
                 })
                 .collect(),
         )
@@ -160,7 +165,7 @@ const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub fn handle_describe_cluster(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: &DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let response = DescribeClusterResponse::default()
@@ -181,13 +186,16 @@ pub fn handle_describe_cluster(
             image
                 .brokers()
                 .filter(|b| include_fenced || !b.fenced)
-                .map(|b| {
-                    DescribeClusterBroker::default()
-                        .with_broker_id(BrokerId(b.broker_id))
-                        .with_host(str_bytes(b.host.clone()))
-                        .with_port(b.port)
-                        .with_rack(b.rack.clone().map(str_bytes))
-                        .with_is_fenced(b.fenced)
+                .filter_map(|b| {
+                    let (host, port) = b.endpoint(&ctx.session.listener)?;
+                    Some(
+                        DescribeClusterBroker::default()
+                            .with_broker_id(BrokerId(b.broker_id))
+                            .with_host(str_bytes(host))
+                            .with_port(port)
+                            .with_rack(b.rack.clone().map(str_bytes))
+                            .with_is_fenced(b.fenced),
+                    )
                 })
                 .collect(),
         )

@@ -1,0 +1,65 @@
+use super::*;
+
+/// A self-signed certificate for `O=Strata, OU=eng\, test, CN=client` (made with `openssl req
+/// -x509`; test data, its key is not kept).
+const CLIENT_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBwjCCAWegAwIBAgIUf5o4kkzgCP4JZym2kyk2FRJAMxMwCgYIKoZIzj0EAwIw
+NjEPMA0GA1UECgwGU3RyYXRhMRIwEAYDVQQLDAllbmcsIHRlc3QxDzANBgNVBAMM
+BmNsaWVudDAeFw0yNjEyMDcwNTUyMzRaFw0zNjEyMDQwNTUyMzRaMDYxDzANBgNV
+BAoMBlN0cmF0YTESMBAGA1UECwwJZW5nLCB0ZXN0MQ8wDQYDVQQDDAZjbGllbnQw
+WTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAAS+TiBnPZM8IqUk42ffsJQD00Q0EUWc
+ot76sUegHHvfn3GeMc6UoyliT7ljdId1AhTYZ1Tz+kencIk3RWr4DzSOo1MwUTAd
+BgNVHQ4EFgQUzzghhxkjM4jyRfPxrO+fECzbxnQwHwYDVR0jBBgwFoAUzzghhxkj
+M4jyRfPxrO+fECzbxnQwDwYDVR0TAQH/BAUwAwEB/zAKBggqhkjOPQQDAgNJADBG
+AiEAlcgjTfAySG6u3sDExUVjn53hGr7ogdxycE5auO2NkYECIQDLa8LmdHXqUZ8r
+M9xRf2rwMSi+ru2KosjRdaVGrnR6ZQ==
+-----END CERTIFICATE-----
+";
+
+#[test]
+fn principal_is_the_subject_dn_in_rfc_2253_form() {
+    let certs = certificates(CLIENT_CERT.as_bytes()).expect("PEM");
+    // What `openssl x509 -subject -nameopt RFC2253` and Java's X500Principal print.
+    assert_eq!(
+        subject_dn(&certs[0]).as_deref(),
+        Some("CN=client,OU=eng\\, test,O=Strata")
+    );
+    let principal = principal(Some(&certs)).expect("readable");
+    assert_eq!(
+        principal.to_string(),
+        "User:CN=client,OU=eng\\, test,O=Strata"
+    );
+    assert_eq!(super::principal(None), Some(KafkaPrincipal::anonymous()));
+    assert_eq!(
+        super::principal(Some(&[])),
+        Some(KafkaPrincipal::anonymous())
+    );
+}
+
+#[test]
+fn a_malformed_certificate_has_no_subject() {
+    let certs = certificates(CLIENT_CERT.as_bytes()).expect("PEM");
+    let der: &[u8] = &certs[0];
+    for cut in [0, 1, 2, 10, 60, der.len() - 1] {
+        assert_eq!(subject_dn(&der[..cut]), None, "cut at {cut}");
+    }
+    assert_eq!(subject_dn(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+}
+
+#[test]
+fn values_are_escaped_and_unknown_types_are_hex() {
+    assert_eq!(escape_dn_value(" a+b;c "), "\\ a\\+b\\;c\\ ");
+    assert_eq!(escape_dn_value("#x"), "\\#x");
+    assert_eq!(
+        dotted_oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]),
+        "1.2.840.113549"
+    );
+}
+
+#[test]
+fn one_line_pem_gets_its_line_breaks_back() {
+    let one_line = CLIENT_CERT.replace('\n', " ");
+    let certs = certificates(one_line.as_bytes()).expect("PEM from one line");
+    assert_eq!(certs.len(), 1);
+    assert_eq!(pem_newlines(CLIENT_CERT), CLIENT_CERT);
+}

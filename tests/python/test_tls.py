@@ -1,0 +1,286 @@
+"""Listeners and TLS (issue 16, sections 1-2): named listeners with Kafka's
+`listeners` / `listener.security.protocol.map`, Metadata answering with the endpoints of the
+listener a client came in on, SSL listeners with PEM key stores (KIP-651), mutual TLS, and the
+wrong protocol on either port closed without harming other clients.
+
+Certificates come from a throw-away CA made by each test module (python `cryptography`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import socket
+import ssl
+import struct
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from helpers import BrokerStartError
+
+x509 = pytest.importorskip("cryptography.x509")
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import NameOID  # noqa: E402
+
+
+def _name(**parts) -> "x509.Name":
+    oids = {"CN": NameOID.COMMON_NAME, "OU": NameOID.ORGANIZATIONAL_UNIT_NAME, "O": NameOID.ORGANIZATION_NAME}
+    return x509.Name([x509.NameAttribute(oids[k], v) for k, v in parts.items()])
+
+
+def _cert(subject, issuer, key, issuer_key, ca: bool, san: bool):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        b = b.add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+    if san:
+        b = b.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def _pem_key(key) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _pem_cert(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1/localhost and a client certificate."""
+    d = tmp_path_factory.mktemp("pki")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name(CN="Strata Test CA")
+    ca = _cert(ca_name, ca_name, ca_key, ca_key, ca=True, san=False)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = _cert(_name(CN="localhost"), ca_name, server_key, ca_key, ca=False, san=True)
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = _cert(_name(O="Strata", OU="eng", CN="client"), ca_name, client_key, ca_key, ca=False, san=False)
+    files = {
+        "ca": _pem_cert(ca),
+        "server_pem": _pem_key(server_key) + _pem_cert(server) + _pem_cert(ca),
+        "server_key": _pem_key(server_key),
+        "server_chain": _pem_cert(server) + _pem_cert(ca),
+        "client_key": _pem_key(client_key),
+        "client_cert": _pem_cert(client),
+    }
+    out = {}
+    for name, data in files.items():
+        path = d / f"{name}.pem"
+        path.write_bytes(data)
+        out[name] = path
+    return out
+
+
+def _ssl_overrides(pki, **extra) -> dict[str, str]:
+    return {
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(pki["server_pem"]),
+        **extra,
+    }
+
+
+def _addr(broker, listener: str) -> str:
+    return f"127.0.0.1:{broker.listener_ports[listener]}"
+
+
+def _ssl_conf(pki, broker, client_cert: bool = False) -> dict:
+    conf = {
+        "bootstrap.servers": _addr(broker, "SSL"),
+        "security.protocol": "SSL",
+        "ssl.ca.location": str(pki["ca"]),
+    }
+    if client_cert:
+        conf["ssl.certificate.location"] = str(pki["client_cert"])
+        conf["ssl.key.location"] = str(pki["client_key"])
+    return conf
+
+
+def _produce_consume(conf: dict, n: int = 20) -> list[bytes]:
+    topic = f"tls-{uuid.uuid4().hex[:8]}"
+    p = Producer({**conf, "linger.ms": 5})
+    for i in range(n):
+        p.produce(topic, value=f"m{i}".encode())
+    assert p.flush(30) == 0
+    c = Consumer({**conf, "group.id": f"g-{topic}", "auto.offset.reset": "earliest"})
+    c.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < n and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        got.append(m.value())
+    c.close()
+    return got
+
+
+def _brokers_seen(conf: dict) -> set[tuple[str, int]]:
+    md = AdminClient(conf).list_topics(timeout=15)
+    return {(b.host, b.port) for b in md.brokers.values()}
+
+
+def test_ssl_listener_serves_confluent_kafka_and_each_listener_its_own_endpoints(broker_factory, pki):
+    b = broker_factory(overrides=_ssl_overrides(pki), listeners=["PLAINTEXT", "SSL"])
+    assert _produce_consume(_ssl_conf(pki, b)) == [f"m{i}".encode() for i in range(20)]
+    # Metadata names the brokers as reached on the listener the client came in on.
+    assert _brokers_seen(_ssl_conf(pki, b)) == {("127.0.0.1", b.listener_ports["SSL"])}
+    assert _brokers_seen({"bootstrap.servers": _addr(b, "PLAINTEXT")}) == {
+        ("127.0.0.1", b.listener_ports["PLAINTEXT"])
+    }
+
+
+def test_advertised_listeners_per_listener(broker_factory, pki):
+    # Start once to learn the ports, then again advertising the SSL listener as localhost.
+    b = broker_factory(overrides=_ssl_overrides(pki), listeners=["PLAINTEXT", "SSL"])
+    b.stop()
+    b.overrides["advertised.listeners"] = f"SSL://localhost:{b.listener_ports['SSL']}"
+    b.start()
+    assert _brokers_seen(_ssl_conf(pki, b)) == {("localhost", b.listener_ports["SSL"])}
+    assert _brokers_seen({"bootstrap.servers": _addr(b, "PLAINTEXT")}) == {
+        ("127.0.0.1", b.listener_ports["PLAINTEXT"])
+    }
+
+
+def test_kafka_python_over_ssl_with_inline_pem_key_store(broker_factory, pki):
+    from kafka import KafkaConsumer, KafkaProducer
+
+    # KIP-651's inline form: the key and the chain as config values.
+    overrides = {
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.key": pki["server_key"].read_text().replace("\n", " "),
+        "ssl.keystore.certificate.chain": pki["server_chain"].read_text().replace("\n", " "),
+    }
+    b = broker_factory(overrides=overrides, listeners=["PLAINTEXT", "SSL"])
+    topic = f"kp-tls-{uuid.uuid4().hex[:8]}"
+    common = dict(
+        bootstrap_servers=_addr(b, "SSL"), security_protocol="SSL", ssl_cafile=str(pki["ca"])
+    )
+    p = KafkaProducer(**common)
+    for i in range(5):
+        p.send(topic, f"v{i}".encode()).get(timeout=30)
+    p.close()
+    c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=10000, **common)
+    got = [m.value for m in c]
+    c.close()
+    assert got == [f"v{i}".encode() for i in range(5)]
+
+
+def test_ssl_client_auth_required(broker_factory, pki):
+    overrides = _ssl_overrides(
+        pki,
+        **{
+            "listener.name.ssl.ssl.client.auth": "required",
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(pki["ca"]),
+        },
+    )
+    b = broker_factory(overrides=overrides, listeners=["PLAINTEXT", "SSL"])
+    assert len(_produce_consume(_ssl_conf(pki, b, client_cert=True), n=5)) == 5
+    # Without a certificate the handshake is refused; the broker goes on serving.
+    with pytest.raises(KafkaException):
+        AdminClient({**_ssl_conf(pki, b), "socket.timeout.ms": 3000}).list_topics(timeout=5)
+    assert _brokers_seen(_ssl_conf(pki, b, client_cert=True))
+    # The plain ssl.client.auth stays "none" on the PLAINTEXT listener: unaffected.
+    assert _brokers_seen({"bootstrap.servers": _addr(b, "PLAINTEXT")})
+
+
+def _api_versions_request() -> bytes:
+    body = struct.pack(">hhi", 18, 0, 1) + struct.pack(">h", 1) + b"t"
+    return struct.pack(">i", len(body)) + body
+
+
+def test_wrong_protocol_on_either_port_is_closed_without_harming_others(broker_factory, pki):
+    b = broker_factory(overrides=_ssl_overrides(pki), listeners=["PLAINTEXT", "SSL"])
+    ssl_conf = _ssl_conf(pki, b)
+    # A plaintext Kafka request on the SSL port: not a ClientHello, closed.
+    with socket.create_connection(("127.0.0.1", b.listener_ports["SSL"]), timeout=15) as s:
+        s.sendall(_api_versions_request())
+        answer = b""
+        while chunk := s.recv(100):
+            answer += chunk
+        # At most a TLS alert record (content type 21), then the close: no Kafka answer.
+        assert answer == b"" or answer[0] == 0x15, answer
+    # A client that connects to the SSL port and says nothing is closed by the handshake
+    # timeout, and meanwhile others are served.
+    idle = socket.create_connection(("127.0.0.1", b.listener_ports["SSL"]), timeout=30)
+    assert _brokers_seen(ssl_conf)
+    # A TLS client on the PLAINTEXT port: its ClientHello reads as an oversized frame, closed.
+    ctx = ssl.create_default_context(cafile=str(pki["ca"]))
+    with socket.create_connection(("127.0.0.1", b.listener_ports["PLAINTEXT"]), timeout=15) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionResetError, OSError)):
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    assert _brokers_seen({"bootstrap.servers": _addr(b, "PLAINTEXT")})
+    assert _brokers_seen(ssl_conf)
+    assert idle.recv(100) == b"", "a silent client is closed after the handshake timeout"
+    idle.close()
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"listeners": "SASL_PLAINTEXT://127.0.0.1:0"}, "SASL is not yet supported"),
+        (
+            {"listeners": "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0", "ssl.keystore.type": "PEM"},
+            "an SSL listener needs ssl.keystore.location",
+        ),
+        ({"listeners": "INTERNAL://127.0.0.1:0"}, "listener.security.protocol.map"),
+        (
+            {
+                "listeners": "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0",
+                "inter.broker.listener.name": "SSL",
+                "ssl.keystore.type": "PEM",
+            },
+            "broker-to-broker TLS is not yet supported",
+        ),
+        (
+            {"listeners": "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0", "ssl.keystore.location": "/x.pem"},
+            "only PEM stores are supported",
+        ),
+    ],
+)
+def test_bad_listener_configs_fail_start_up_with_a_clear_message(broker_factory, overrides, message):
+    b = broker_factory(start=False)
+    base = b.command
+
+    def command():
+        # The test's `listeners` replaces the --listen shorthand.
+        cmd = base()
+        i = cmd.index("--listen")
+        del cmd[i : i + 2]
+        return cmd + [x for k, v in overrides.items() for x in ("--override", f"{k}={v}")]
+
+    b.command = command
+    with pytest.raises(BrokerStartError):
+        b.start(timeout=15)
+    assert message in b.log_path.read_text()
