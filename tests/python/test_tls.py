@@ -194,6 +194,17 @@ def test_kafka_python_over_ssl_with_inline_pem_key_store(broker_factory, pki):
     got = [m.value for m in c]
     c.close()
     assert got == [f"v{i}".encode() for i in range(5)]
+    # The key is a password-type config: DescribeConfigs shows it as sensitive, value null.
+    from confluent_kafka.admin import ConfigResource
+
+    res = ConfigResource(ConfigResource.Type.BROKER, "1")
+    admin = AdminClient({"bootstrap.servers": _addr(b, "PLAINTEXT")})
+    entries = admin.describe_configs([res])[res].result(timeout=15)
+    key = entries["ssl.keystore.key"]
+    assert key.is_sensitive and key.value is None
+    # Nor does the broker log it (the harness's own line shows the command it ran).
+    logged = [l for l in b.log_path.read_text().splitlines() if not l.startswith("===== start")]
+    assert not any("PRIVATE KEY" in l for l in logged)
 
 
 def test_ssl_client_auth_required(broker_factory, pki):

@@ -45,6 +45,13 @@ const MAX_READ_STEP_BYTES: usize = 1024 * 1024;
 /// connection shakes hands in its own task.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A bound Kafka listener, with its TLS acceptor on an SSL listener.
+pub struct BoundListener {
+    pub config: crate::config::ListenerConfig,
+    pub socket: tokio::net::TcpListener,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
 /// What every connection of one listener shares.
 struct ListenerRuntime {
     name: Arc<str>,
@@ -54,7 +61,7 @@ struct ListenerRuntime {
 
 pub async fn accept_loop(
     broker: Arc<Broker>,
-    bound: crate::BoundListener,
+    bound: BoundListener,
     mut stop: watch::Receiver<bool>,
 ) {
     let listener = bound.socket;

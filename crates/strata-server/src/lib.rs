@@ -35,14 +35,8 @@ pub mod txn_service;
 
 pub use broker::Broker;
 pub use config::ServerConfig;
+pub use connection::BoundListener;
 pub use lifecycle::StartError;
-
-/// A bound Kafka listener, with its TLS acceptor on an SSL listener.
-pub struct BoundListener {
-    pub config: config::ListenerConfig,
-    pub socket: tokio::net::TcpListener,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-}
 
 /// Binds every Kafka listener (building the TLS of SSL ones) and the HTTP listener, so that
 /// the caller learns of a busy port or an unusable key store before anything else starts.

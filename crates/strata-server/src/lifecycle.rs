@@ -210,7 +210,7 @@ impl Broker {
     /// Serves until `shutdown` resolves, then shuts down cleanly.
     pub async fn run(
         self: Arc<Self>,
-        listeners: Vec<crate::BoundListener>,
+        listeners: Vec<crate::connection::BoundListener>,
         http_listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {

@@ -74,13 +74,16 @@ fn describe_entry(
     include_synonyms: bool,
     include_docs: bool,
 ) -> DescribeConfigsResourceResult {
+    // Kafka reports a password's value as null at every level (it is "sensitive").
+    let sensitive = def.config_type == strata_meta::config::ConfigType::Password;
+    let value = value.filter(|_| !sensitive);
     let synonyms = if include_synonyms {
         levels
             .iter()
             .map(|l| {
                 DescribeConfigsSynonym::default()
                     .with_name(str_bytes(l.name.clone()))
-                    .with_value(Some(str_bytes(l.value.clone())))
+                    .with_value((!sensitive).then(|| str_bytes(l.value.clone())))
                     .with_source(l.source as i8)
             })
             .collect()
@@ -92,7 +95,7 @@ fn describe_entry(
         .with_value(value.map(str_bytes))
         .with_read_only(read_only)
         .with_config_source(levels[0].source as i8)
-        .with_is_sensitive(false)
+        .with_is_sensitive(sensitive)
         .with_synonyms(synonyms)
         .with_config_type(def.config_type.describe_code())
         .with_documentation(include_docs.then(|| str_bytes(def.doc)))
