@@ -14,6 +14,7 @@
 //! as Kafka's `DefaultKafkaPrincipalBuilder` gives it from `X500Principal.getName()`
 //! (e.g. `User:CN=client,OU=eng,O=Example`); without one it stays `User:ANONYMOUS`.
 
+use x509_cert::der::Decode;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -279,165 +280,13 @@ pub fn principal(peer_certificates: Option<&[CertificateDer<'_>]>) -> Option<Kaf
     })
 }
 
-/// The subject of a DER certificate in RFC 2253 form, as Java's `X500Principal.getName()`:
-/// relative names last first, joined by `,` (several values of one by `+`), known attribute
-/// types by keyword, others by dotted OID with the value as `#` and its DER in hex.
+/// The subject of a DER certificate in RFC 2253 form, as Java's `X500Principal.getName()`
+/// gives it to Kafka: relative names last first, joined by `,` (several values of one by `+`),
+/// known attribute types by keyword, others by dotted OID with the value's DER in hex. That is
+/// RFC 4514's string form, which `x509-cert` writes. `None` for a certificate that does not parse.
 pub fn subject_dn(certificate: &[u8]) -> Option<String> {
-    let (tag, cert, _) = der(certificate)?;
-    expect(tag, 0x30)?;
-    let (tag, tbs, _) = der(cert)?;
-    expect(tag, 0x30)?;
-    let mut rest = tbs;
-    let (tag, _, after) = der(rest)?;
-    if tag == 0xa0 {
-        rest = after; // [0] EXPLICIT version
-    }
-    // serialNumber, signature, issuer, validity, then subject.
-    for _ in 0..4 {
-        rest = der(rest)?.2;
-    }
-    let (tag, mut name, _) = der(rest)?;
-    expect(tag, 0x30)?;
-    let mut rdns = Vec::new();
-    while !name.is_empty() {
-        let (tag, mut set, after) = der(name)?;
-        expect(tag, 0x31)?;
-        name = after;
-        let mut values = Vec::new();
-        while !set.is_empty() {
-            let (tag, pair, after) = der(set)?;
-            expect(tag, 0x30)?;
-            set = after;
-            let (tag, oid, value) = der(pair)?;
-            expect(tag, 0x06)?;
-            let (value_tag, content, _) = der(value)?;
-            let value_der = &value[..value.len() - der(value)?.2.len()];
-            let text = match (keyword(oid), string_value(value_tag, content)) {
-                (Some(keyword), Some(text)) => format!("{keyword}={}", escape_dn_value(&text)),
-                (known, _) => format!(
-                    "{}=#{}",
-                    known.map_or_else(|| dotted_oid(oid), str::to_string),
-                    value_der
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                ),
-            };
-            values.push(text);
-        }
-        rdns.push(values.join("+"));
-    }
-    rdns.reverse();
-    Some(rdns.join(","))
-}
-
-fn expect(tag: u8, wanted: u8) -> Option<()> {
-    (tag == wanted).then_some(())
-}
-
-/// One DER element: its tag, its content, and the bytes after it. `None` on anything
-/// malformed (long tags, indefinite or overlong lengths, a length past the end).
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    if tag & 0x1f == 0x1f {
-        return None;
-    }
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | b as usize);
-        (len, &rest[n..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-/// The keywords Java's RFC 2253 form uses.
-fn keyword(oid: &[u8]) -> Option<&'static str> {
-    Some(match oid {
-        [0x55, 0x04, 0x03] => "CN",
-        [0x55, 0x04, 0x06] => "C",
-        [0x55, 0x04, 0x07] => "L",
-        [0x55, 0x04, 0x08] => "ST",
-        [0x55, 0x04, 0x09] => "STREET",
-        [0x55, 0x04, 0x0a] => "O",
-        [0x55, 0x04, 0x0b] => "OU",
-        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19] => "DC",
-        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x01] => "UID",
-        _ => return None,
-    })
-}
-
-fn dotted_oid(oid: &[u8]) -> String {
-    let mut parts: Vec<u64> = Vec::new();
-    let mut value: u64 = 0;
-    for &b in oid {
-        value = (value << 7) | (b & 0x7f) as u64;
-        if b & 0x80 == 0 {
-            if parts.is_empty() {
-                let first = (value / 40).min(2);
-                parts.push(first);
-                parts.push(value - first * 40);
-            } else {
-                parts.push(value);
-            }
-            value = 0;
-        }
-    }
-    parts
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(".")
-}
-
-/// A directory string's text: UTF8String, PrintableString, IA5String, T61String (as Latin-1),
-/// BMPString (UTF-16BE), UniversalString (UTF-32BE).
-fn string_value(tag: u8, content: &[u8]) -> Option<String> {
-    match tag {
-        0x0c | 0x13 | 0x16 => String::from_utf8(content.to_vec()).ok(),
-        0x14 => Some(content.iter().map(|&b| b as char).collect()),
-        0x1e => {
-            let units: Vec<u16> = content
-                .chunks(2)
-                .map(|c| Some(u16::from_be_bytes([c[0], *c.get(1)?])))
-                .collect::<Option<_>>()?;
-            String::from_utf16(&units).ok()
-        }
-        0x1c => content
-            .chunks(4)
-            .map(|c| {
-                let bytes: [u8; 4] = c.try_into().ok()?;
-                char::from_u32(u32::from_be_bytes(bytes))
-            })
-            .collect(),
-        _ => None,
-    }
-}
-
-/// RFC 2253 escaping: `,+"\<>;` anywhere, `#` or a space first, a space last.
-fn escape_dn_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    let last = value.chars().count().saturating_sub(1);
-    for (i, c) in value.chars().enumerate() {
-        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
-            || (i == 0 && (c == '#' || c == ' '))
-            || (i == last && c == ' ');
-        if special {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
+    let certificate = x509_cert::Certificate::from_der(certificate).ok()?;
+    Some(certificate.tbs_certificate().subject().to_string())
 }
 
 #[cfg(test)]

@@ -47,16 +47,6 @@ fn a_malformed_certificate_has_no_subject() {
 }
 
 #[test]
-fn values_are_escaped_and_unknown_types_are_hex() {
-    assert_eq!(escape_dn_value(" a+b;c "), "\\ a\\+b\\;c\\ ");
-    assert_eq!(escape_dn_value("#x"), "\\#x");
-    assert_eq!(
-        dotted_oid(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]),
-        "1.2.840.113549"
-    );
-}
-
-#[test]
 fn one_line_pem_gets_its_line_breaks_back() {
     let one_line = CLIENT_CERT.replace('\n', " ");
     let certs = certificates(one_line.as_bytes()).expect("PEM from one line");
