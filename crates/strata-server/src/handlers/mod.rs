@@ -238,6 +238,10 @@ pub(crate) fn controller_error(e: &ControllerError) -> (i16, Option<StrBytes>) {
         ControllerError::UnknownTopicId => ResponseError::UnknownTopicId,
         ControllerError::TopicDeletionDisabled(_) => ResponseError::TopicDeletionDisabled,
         ControllerError::NoReassignmentInProgress(_) => ResponseError::NoReassignmentInProgress,
+        ControllerError::UnsupportedSaslMechanism(_) => ResponseError::UnsupportedSaslMechanism,
+        ControllerError::ResourceNotFound(_) => ResponseError::ResourceNotFound,
+        ControllerError::DuplicateResource(_) => ResponseError::DuplicateResource,
+        ControllerError::UnacceptableCredential(_) => ResponseError::UnacceptableCredential,
     };
     (error.code(), Some(str_bytes(e.to_string())))
 }
