@@ -17,6 +17,7 @@ mod produce;
 mod producer_id;
 mod quorum;
 mod reassignments;
+mod scram;
 #[cfg(test)]
 mod tests;
 mod topics;
@@ -186,6 +187,12 @@ pub async fn handle(
         }
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(groups::handle_offset_delete(broker, ctx, &r))
+        }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(scram::handle_describe(broker, ctx, &r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(scram::handle_alter(broker, ctx, r).await)
         }
         other => {
             // The decoder only lets through APIs in the served table, and every one of them
