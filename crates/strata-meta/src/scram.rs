@@ -178,6 +178,141 @@ impl fmt::Debug for ScramCredential {
     }
 }
 
+/// One `--add-scram` argument, in `kafka-storage format`'s syntax:
+/// `SCRAM-SHA-256=[name=alice,password=alice-secret]`, with optional `iterations=` (default
+/// 4096) and `salt=` (base64; default random), or `saltedpassword=` (base64, with `salt=`)
+/// instead of `password=`. Values may be in double quotes. Its `Debug` hides the secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramBootstrap {
+    pub mechanism: ScramMechanism,
+    pub name: String,
+    salt: Option<Vec<u8>>,
+    pub iterations: i32,
+    secret: BootstrapSecret,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum BootstrapSecret {
+    Password(String),
+    SaltedPassword(Vec<u8>),
+}
+
+/// Why an `--add-scram` argument was refused; never quotes a password.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--add-scram: {0}")]
+pub struct ScramBootstrapError(String);
+
+impl ScramBootstrap {
+    pub fn parse(input: &str) -> Result<Self, ScramBootstrapError> {
+        let err = |m: String| ScramBootstrapError(m);
+        let input = input.trim();
+        let (mechanism, config) = input
+            .split_once('=')
+            .ok_or_else(|| err("failed to find the equals sign after the mechanism".into()))?;
+        let mechanism = ScramMechanism::from_mechanism_name(mechanism)
+            .ok_or_else(|| err(format!("the mechanism {mechanism} is not supported")))?;
+        let config = config
+            .strip_prefix('[')
+            .and_then(|c| c.strip_suffix(']'))
+            .ok_or_else(|| err("expected the configuration in [ ]".into()))?;
+        let mut parts = std::collections::BTreeMap::new();
+        for part in config.split(',') {
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| err(format!("no equals sign in component {:?}", key_only(part))))?;
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            parts.insert(key.trim().to_string(), value.to_string());
+        }
+        let decode = |what: &str, v: String| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .map_err(|_| err(format!("failed to decode the given {what}")))
+        };
+        let name = parts
+            .remove("name")
+            .ok_or_else(|| err("you must supply 'name'".into()))?;
+        let salt = parts
+            .remove("salt")
+            .map(|v| decode("salt", v))
+            .transpose()?;
+        let iterations = match parts.remove("iterations") {
+            None => MIN_ITERATIONS,
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| err(format!("failed to parse the iteration count {v:?}")))?,
+        };
+        if !(MIN_ITERATIONS..=MAX_ITERATIONS).contains(&iterations) {
+            return Err(err(format!(
+                "'iterations' must be between {MIN_ITERATIONS} and {MAX_ITERATIONS} for {mechanism}"
+            )));
+        }
+        let secret = match (parts.remove("password"), parts.remove("saltedpassword")) {
+            (Some(p), _) => BootstrapSecret::Password(p),
+            (None, Some(_)) if salt.is_none() => {
+                return Err(err("you must supply 'salt' with 'saltedpassword'".into()))
+            }
+            (None, Some(sp)) => BootstrapSecret::SaltedPassword(decode("saltedpassword", sp)?),
+            (None, None) => {
+                return Err(err(
+                    "you must supply one of 'password' or 'saltedpassword'".into()
+                ))
+            }
+        };
+        if !parts.is_empty() {
+            let unknown: Vec<&str> = parts.keys().map(String::as_str).collect();
+            return Err(err(format!(
+                "unknown SCRAM configurations: {}",
+                unknown.join(", ")
+            )));
+        }
+        Ok(ScramBootstrap {
+            mechanism,
+            name,
+            salt,
+            iterations,
+            secret,
+        })
+    }
+
+    /// The credential to store, with a fresh random salt unless one was given.
+    pub fn credential(&self) -> ScramCredential {
+        let salt = self.salt.clone().unwrap_or_else(|| random_bytes(32));
+        match &self.secret {
+            BootstrapSecret::Password(p) => {
+                ScramCredential::from_password(self.mechanism, p.as_bytes(), salt, self.iterations)
+            }
+            BootstrapSecret::SaltedPassword(sp) => {
+                ScramCredential::from_salted_password(self.mechanism, salt, sp, self.iterations)
+            }
+        }
+    }
+}
+
+/// The key of a `key=value` component without its value, for error messages (a component
+/// without `=` may be a password cut at a comma).
+fn key_only(part: &str) -> String {
+    if part.len() > 16 {
+        "[hidden]".into()
+    } else {
+        part.to_string()
+    }
+}
+
+impl fmt::Debug for ScramBootstrap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramBootstrap")
+            .field("mechanism", &self.mechanism)
+            .field("name", &self.name)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Random bytes from the system's generator (salts, nonces).
 pub fn random_bytes(len: usize) -> Vec<u8> {
     let mut out = vec![0; len];
@@ -235,6 +370,57 @@ mod tests {
             STANDARD.encode(server_signature),
             "6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
         );
+    }
+
+    #[test]
+    fn add_scram_arguments_parse_as_kafka_storage_format_does() {
+        let b = ScramBootstrap::parse("SCRAM-SHA-256=[name=admin,password=admin-secret]").unwrap();
+        assert_eq!(
+            (b.mechanism, b.name.as_str(), b.iterations),
+            (ScramMechanism::ScramSha256, "admin", 4096)
+        );
+        let c = b.credential();
+        let m = ScramMechanism::ScramSha256;
+        let salted = m.salted_password(b"admin-secret", &c.salt, 4096);
+        assert_eq!(c.stored_key, m.stored_key(&m.client_key(&salted)));
+        assert!(!format!("{b:?}").contains("admin-secret"));
+
+        let b = ScramBootstrap::parse(
+            r#"SCRAM-SHA-512=[name="bob",salt="c2FsdA==",iterations=8192,password="p=w"]"#,
+        )
+        .unwrap();
+        let c = b.credential();
+        assert_eq!((c.salt.as_slice(), c.iterations), (&b"salt"[..], 8192));
+        let m = ScramMechanism::ScramSha512;
+        assert_eq!(
+            c.server_key,
+            m.server_key(&m.salted_password(b"p=w", b"salt", 8192))
+        );
+
+        let salted = m.salted_password(b"pw", b"salt", 4096);
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&salted);
+        let b = ScramBootstrap::parse(&format!(
+            "SCRAM-SHA-512=[name=c,salt=c2FsdA==,saltedpassword={b64}]"
+        ))
+        .unwrap();
+        assert_eq!(b.credential().server_key, m.server_key(&salted));
+
+        for bad in [
+            "SCRAM-SHA-1=[name=a,password=b]",
+            "SCRAM-SHA-256[name=a,password=b]",
+            "SCRAM-SHA-256=name=a,password=b",
+            "SCRAM-SHA-256=[password=b]",
+            "SCRAM-SHA-256=[name=a]",
+            "SCRAM-SHA-256=[name=a,saltedpassword=AAAA]",
+            "SCRAM-SHA-256=[name=a,password=b,iterations=100]",
+            "SCRAM-SHA-256=[name=a,password=b,iterations=20000]",
+            "SCRAM-SHA-256=[name=a,password=b,colour=red]",
+            "SCRAM-SHA-256=[name=a,password=b,salt=!!]",
+        ] {
+            let e = ScramBootstrap::parse(bad).expect_err(bad);
+            assert!(!e.to_string().contains("=b"), "{e}");
+        }
     }
 
     #[test]

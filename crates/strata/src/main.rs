@@ -85,6 +85,16 @@ struct ServeArgs {
     /// This broker's rack (Kafka's broker.rack): replicas are spread across racks.
     #[arg(long, value_name = "RACK")]
     broker_rack: Option<String>,
+    /// A SCRAM credential to create at start-up if that user has none for that mechanism
+    /// (repeatable; `kafka-storage format --add-scram` syntax):
+    /// 'SCRAM-SHA-256=[name=admin,password=admin-secret]', optionally with iterations= and
+    /// salt= (base64), or saltedpassword= (base64, with salt=) instead of password=.
+    #[arg(long = "add-scram", value_name = "MECHANISM=[name=..,password=..]", value_parser = parse_add_scram)]
+    add_scram: Vec<strata_meta::scram::ScramBootstrap>,
+}
+
+fn parse_add_scram(s: &str) -> Result<strata_meta::scram::ScramBootstrap, String> {
+    strata_meta::scram::ScramBootstrap::parse(s).map_err(|e| e.to_string())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -256,7 +266,8 @@ fn parse_voters(text: &str) -> anyhow::Result<BTreeMap<i32, String>> {
     Ok(voters)
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    let add_scram = std::mem::take(&mut args.add_scram);
     let config = server_config(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -265,6 +276,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         if config.quorum.as_ref().is_some_and(|q| !q.broker) {
+            if !add_scram.is_empty() {
+                tracing::warn!("--add-scram is applied by broker nodes; this controller-only node ignores it");
+            }
             return serve_controller_only(config).await;
         }
         let (kafka, http) = strata_server::bind(&config).await?;
@@ -274,6 +288,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         let for_shutdown = quorum.as_ref().map(|(q, _)| q.clone());
         let broker = tokio::task::spawn_blocking(move || Broker::open(config, quorum)).await??;
+        if !add_scram.is_empty() {
+            let b = broker.clone();
+            let created =
+                tokio::task::spawn_blocking(move || b.bootstrap_scram_credentials(&add_scram))
+                    .await??;
+            for (user, mechanism) in created {
+                tracing::info!(user = %user, mechanism = %mechanism, "SCRAM credential created (--add-scram)");
+            }
+        }
         tracing::info!(
             listen = %kafka.local_addr()?,
             http = %http.local_addr()?,

@@ -307,14 +307,9 @@ impl Controller {
     pub fn bootstrap_scram_credential(
         &self,
         image: &MetadataImage,
-        name: &str,
-        mechanism: crate::scram::ScramMechanism,
-        password: &str,
-        salt: Option<Vec<u8>>,
-        iterations: i32,
+        bootstrap: &crate::scram::ScramBootstrap,
     ) -> Result<Option<MetadataRecord>, ControllerError> {
-        self.scram
-            .bootstrap_credential(image, name, mechanism, password, salt, iterations)
+        self.scram.bootstrap_credential(image, bootstrap)
     }
 }
 

@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use super::ControllerError;
 use crate::image::MetadataImage;
 use crate::records::MetadataRecord;
-use crate::scram::{ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
+use crate::scram::{
+    ScramBootstrap, ScramCredential, ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS,
+};
 
 /// A deletion of AlterUserScramCredentials. `mechanism` is Kafka's type code, checked here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,34 +144,26 @@ impl ScramControl {
         (results, records)
     }
 
-    /// The record creating `name`'s credential from a password, unless the user already has
-    /// one for `mechanism` (`--add-scram` at start-up, as `kafka-storage format` bootstraps
-    /// it: an existing credential, perhaps changed since, is never overwritten). A fresh
-    /// random salt is made when `salt` is `None`.
+    /// The record creating a bootstrap credential unless the user already has one for its
+    /// mechanism (`--add-scram` at every start, as `kafka-storage format` bootstraps it once:
+    /// an existing credential, perhaps changed since, is never overwritten).
     pub fn bootstrap_credential(
         &self,
         image: &MetadataImage,
-        name: &str,
-        mechanism: ScramMechanism,
-        password: &str,
-        salt: Option<Vec<u8>>,
-        iterations: i32,
+        bootstrap: &ScramBootstrap,
     ) -> Result<Option<MetadataRecord>, ControllerError> {
-        check_name(name)?;
-        check_iterations(iterations)?;
-        if image.scram_credential(name, mechanism).is_some() {
+        check_name(&bootstrap.name)?;
+        check_iterations(bootstrap.iterations)?;
+        if image
+            .scram_credential(&bootstrap.name, bootstrap.mechanism)
+            .is_some()
+        {
             return Ok(None);
         }
-        let salt = salt.unwrap_or_else(|| crate::scram::random_bytes(32));
         Ok(Some(MetadataRecord::UserScramCredential {
-            name: name.to_string(),
-            mechanism,
-            credential: ScramCredential::from_password(
-                mechanism,
-                password.as_bytes(),
-                salt,
-                iterations,
-            ),
+            name: bootstrap.name.clone(),
+            mechanism: bootstrap.mechanism,
+            credential: bootstrap.credential(),
         }))
     }
 }
@@ -378,9 +372,13 @@ mod tests {
     fn bootstrap_creates_only_a_missing_credential() {
         let control = ScramControl;
         let m = ScramMechanism::ScramSha256;
+        let admin = |password: &str| {
+            ScramBootstrap::parse(&format!("SCRAM-SHA-256=[name=admin,password={password}]"))
+                .unwrap()
+        };
         let image = MetadataImage::default();
         let record = control
-            .bootstrap_credential(&image, "admin", m, "admin-secret", None, 4096)
+            .bootstrap_credential(&image, &admin("admin-secret"))
             .unwrap()
             .expect("created");
         let image = image.apply(&[record]);
@@ -390,23 +388,14 @@ mod tests {
         assert_eq!(c.stored_key, m.stored_key(&m.client_key(&salted)));
         // A second start, even with another password, leaves it alone.
         assert_eq!(
-            control.bootstrap_credential(&image, "admin", m, "other", None, 4096),
+            control.bootstrap_credential(&image, &admin("other")),
             Ok(None)
         );
+        let sha512 = ScramBootstrap::parse("SCRAM-SHA-512=[name=admin,password=x]").unwrap();
         assert!(control
-            .bootstrap_credential(
-                &image,
-                "admin",
-                ScramMechanism::ScramSha512,
-                "x",
-                None,
-                4096
-            )
+            .bootstrap_credential(&image, &sha512)
             .unwrap()
             .is_some());
-        assert!(control
-            .bootstrap_credential(&image, "x", m, "x", None, 100)
-            .is_err());
     }
 
     #[test]
