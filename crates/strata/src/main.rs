@@ -89,12 +89,9 @@ struct ServeArgs {
     /// (repeatable; `kafka-storage format --add-scram` syntax):
     /// 'SCRAM-SHA-256=[name=admin,password=admin-secret]', optionally with iterations= and
     /// salt= (base64), or saltedpassword= (base64, with salt=) instead of password=.
-    #[arg(long = "add-scram", value_name = "MECHANISM=[name=..,password=..]", value_parser = parse_add_scram)]
-    add_scram: Vec<strata_meta::scram::ScramBootstrap>,
-}
-
-fn parse_add_scram(s: &str) -> Result<strata_meta::scram::ScramBootstrap, String> {
-    strata_meta::scram::ScramBootstrap::parse(s).map_err(|e| e.to_string())
+    /// Parsed in `serve`, not by clap, whose error would echo the password.
+    #[arg(long = "add-scram", value_name = "MECHANISM=[name=..,password=..]")]
+    add_scram: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -267,7 +264,10 @@ fn parse_voters(text: &str) -> anyhow::Result<BTreeMap<i32, String>> {
 }
 
 fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
-    let add_scram = std::mem::take(&mut args.add_scram);
+    let add_scram = std::mem::take(&mut args.add_scram)
+        .iter()
+        .map(|a| strata_meta::scram::ScramBootstrap::parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
     let config = server_config(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
