@@ -313,6 +313,12 @@ impl fmt::Debug for ScramBootstrap {
     }
 }
 
+/// Whether `a` and `b` are equal, in time independent of their contents (not of their
+/// lengths): the comparison of proofs and keys, so a timing cannot guess them byte by byte.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
 /// Random bytes from the system's generator (salts, nonces).
 pub fn random_bytes(len: usize) -> Vec<u8> {
     let mut out = vec![0; len];
