@@ -60,7 +60,10 @@ pub fn handle_describe(
     let results = users
         .into_iter()
         .map(|(user, duplicate)| {
-            let result = DescribeUserScramCredentialsResult::default().with_user(str_bytes(&user));
+            // The codec's default message is "", Kafka sends null for success.
+            let result = DescribeUserScramCredentialsResult::default()
+                .with_user(str_bytes(&user))
+                .with_error_message(None);
             if duplicate {
                 return result
                     .with_error_code(code(ResponseError::DuplicateResource))
@@ -93,7 +96,9 @@ pub fn handle_describe(
             }
         })
         .collect();
-    DescribeUserScramCredentialsResponse::default().with_results(results)
+    DescribeUserScramCredentialsResponse::default()
+        .with_error_message(None)
+        .with_results(results)
 }
 
 pub async fn handle_alter(
@@ -134,7 +139,9 @@ pub async fn handle_alter(
         Ok(results) => results
             .into_iter()
             .map(|(user, outcome)| {
-                let result = AlterUserScramCredentialsResult::default().with_user(str_bytes(&user));
+                let result = AlterUserScramCredentialsResult::default()
+                    .with_user(str_bytes(&user))
+                    .with_error_message(None);
                 match outcome {
                     Ok(()) => {
                         tracing::info!(user = %user, "SCRAM credential altered");
