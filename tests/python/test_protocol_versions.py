@@ -13,6 +13,8 @@ A broker that cannot encode a response closes the connection; that shows here as
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +35,9 @@ MEMBER_ID_REQUIRED = 79
 ELECTION_NOT_NEEDED = 84
 TRANSACTIONAL_ID_NOT_FOUND = 105
 INVALID_REGULAR_EXPRESSION = 128
+RESOURCE_NOT_FOUND = 91
+SCRAM_SHA_256 = 1
+SCRAM_SHA_512 = 2
 
 TOPIC = "sweep"
 PARTITIONS = 3
@@ -752,6 +757,34 @@ def describe_topic_partitions(s: Sweep, v: int) -> None:
     assert resp.topics[0].topic_id == s.topic_id, resp
 
 
+def describe_user_scram_credentials(s: Sweep, v: int) -> None:
+    user = s.unique(f"sweep-scram-describe-v{v}")
+    s.latest(51, {"deletions": [], "upsertions": [scram_upsertion(user, SCRAM_SHA_512, 8192)]})
+    resp = s.call(50, v, {"users": [{"name": user}, {"name": "sweep-scram-nobody"}]}, allow=(RESOURCE_NOT_FOUND,))
+    found = {r.user: r for r in resp.results}
+    assert found["sweep-scram-nobody"].error_code == RESOURCE_NOT_FOUND, resp
+    infos = [(c.mechanism, c.iterations) for c in found[user].credential_infos]
+    assert infos == [(SCRAM_SHA_512, 8192)], resp
+    everyone = s.call(50, v, {"users": None})
+    assert user in {r.user for r in everyone.results}, everyone
+
+
+def scram_upsertion(user: str, mechanism: int, iterations: int) -> dict[str, Any]:
+    """A credential as a client sends it: salted by the client, never the password."""
+    salt = os.urandom(16)
+    algorithm = "sha256" if mechanism == SCRAM_SHA_256 else "sha512"
+    return {"name": user, "mechanism": mechanism, "iterations": iterations, "salt": salt,
+            "salted_password": hashlib.pbkdf2_hmac(algorithm, b"sweep-secret", salt, iterations)}
+
+
+def alter_user_scram_credentials(s: Sweep, v: int) -> None:
+    user = s.unique(f"sweep-scram-alter-v{v}")
+    resp = s.call(51, v, {"deletions": [], "upsertions": [scram_upsertion(user, SCRAM_SHA_256, 4096)]})
+    assert [(r.user, r.error_code) for r in resp.results] == [(user, NONE)], resp
+    gone = s.call(51, v, {"deletions": [{"name": user, "mechanism": SCRAM_SHA_256}], "upsertions": []})
+    assert [(r.user, r.error_code) for r in gone.results] == [(user, NONE)], gone
+
+
 BUILDERS: dict[int, Callable[[Sweep, int], None]] = {
     0: produce,
     1: fetch,
@@ -787,6 +820,8 @@ BUILDERS: dict[int, Callable[[Sweep, int], None]] = {
     45: alter_partition_reassignments,
     46: list_partition_reassignments,
     47: offset_delete,
+    50: describe_user_scram_credentials,
+    51: alter_user_scram_credentials,
     55: describe_quorum,
     57: update_features,
     60: describe_cluster,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::features::VersionRange;
 use crate::records::{ConfigResource, MetadataRecord};
+use crate::scram::{ScramCredential, ScramMechanism};
 
 /// A record that does not fit the image it is applied to. The controller never builds one;
 /// seeing it means a bug, or a batch built from another image.
@@ -35,6 +36,11 @@ pub enum ImageError {
     },
     #[error("writes the cluster id a second time")]
     ClusterIdRewritten,
+    #[error("removes SCRAM credential {mechanism} of {name}, which does not exist")]
+    UnknownScramCredential {
+        name: String,
+        mechanism: ScramMechanism,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +154,8 @@ struct ImageSnapshot {
     cluster_id: Option<String>,
     #[serde(default)]
     features: BTreeMap<String, i16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    scram_credentials: Vec<(String, ScramMechanism, ScramCredential)>,
 }
 
 impl From<MetadataImage> for ImageSnapshot {
@@ -161,6 +169,15 @@ impl From<MetadataImage> for ImageSnapshot {
             brokers: image.brokers.into_values().collect(),
             cluster_id: image.cluster_id,
             features: image.features,
+            scram_credentials: image
+                .scram_credentials
+                .iter()
+                .flat_map(|(name, by_mechanism)| {
+                    by_mechanism
+                        .iter()
+                        .map(move |(m, c)| (name.clone(), *m, c.clone()))
+                })
+                .collect(),
         }
     }
 }
@@ -189,6 +206,14 @@ impl From<ImageSnapshot> for MetadataImage {
                 .collect(),
             cluster_id: snapshot.cluster_id,
             features: snapshot.features,
+            scram_credentials: snapshot.scram_credentials.into_iter().fold(
+                BTreeMap::new(),
+                |mut users: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+                 (name, mechanism, credential)| {
+                    users.entry(name).or_default().insert(mechanism, credential);
+                    users
+                },
+            ),
         }
     }
 }
@@ -213,6 +238,9 @@ pub struct MetadataImage {
     cluster_id: Option<String>,
     /// Finalized feature levels (KIP-584), none at level 0.
     features: BTreeMap<String, i16>,
+    /// SCRAM credentials by user, then mechanism (Kafka's `ScramImage`); a user without any
+    /// credential is absent.
+    scram_credentials: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
 }
 
 impl MetadataImage {
@@ -272,6 +300,24 @@ impl MetadataImage {
     /// A feature's finalized level, 0 when it is not finalized.
     pub fn feature_level(&self, name: &str) -> i16 {
         self.features.get(name).copied().unwrap_or(0)
+    }
+
+    /// A user's SCRAM credential for one mechanism: what SCRAM and PLAIN authenticate against.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<&ScramCredential> {
+        self.scram_credentials
+            .get(user)
+            .and_then(|by_mechanism| by_mechanism.get(&mechanism))
+    }
+
+    /// Every user with a SCRAM credential, in name order, with their credentials.
+    pub fn scram_users(
+        &self,
+    ) -> impl Iterator<Item = (&String, &BTreeMap<ScramMechanism, ScramCredential>)> {
+        self.scram_credentials.iter()
     }
 
     pub fn deleted_topic_count(&self) -> usize {
@@ -464,6 +510,27 @@ impl MetadataImage {
                     self.features.remove(name);
                 } else {
                     self.features.insert(name.clone(), *level);
+                }
+            }
+            MetadataRecord::UserScramCredential {
+                name,
+                mechanism,
+                credential,
+            } => {
+                self.scram_credentials
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(*mechanism, credential.clone());
+            }
+            MetadataRecord::RemoveUserScramCredential { name, mechanism } => {
+                let missing = || ImageError::UnknownScramCredential {
+                    name: name.clone(),
+                    mechanism: *mechanism,
+                };
+                let by_mechanism = self.scram_credentials.get_mut(name).ok_or_else(missing)?;
+                by_mechanism.remove(mechanism).ok_or_else(missing)?;
+                if by_mechanism.is_empty() {
+                    self.scram_credentials.remove(name);
                 }
             }
         }

@@ -14,6 +14,7 @@ pub mod image;
 pub mod log;
 pub mod partition_change;
 pub mod records;
+pub mod scram;
 pub mod store;
 
 pub use controller::{

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::features::VersionRange;
+use crate::scram::{ScramCredential, ScramMechanism};
 
 /// What a config record applies to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -84,4 +85,16 @@ pub enum MetadataRecord {
     ClusterId { cluster_id: String },
     /// Finalizes a feature at a level (Kafka's FeatureLevelRecord); level 0 removes it.
     FeatureLevel { name: String, level: i16 },
+    /// Sets one user's credential for one mechanism (Kafka's UserScramCredentialRecord):
+    /// the salt, iterations and derived keys, never the password.
+    UserScramCredential {
+        name: String,
+        mechanism: ScramMechanism,
+        credential: ScramCredential,
+    },
+    /// Removes one user's credential for one mechanism (RemoveUserScramCredentialRecord).
+    RemoveUserScramCredential {
+        name: String,
+        mechanism: ScramMechanism,
+    },
 }

@@ -65,6 +65,9 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::AlterPartitionReassignments, 0, 1),
     served(ApiKey::ListPartitionReassignments, 0, 0),
     served(ApiKey::OffsetDelete, 0, 0),
+    // KIP-554: SCRAM credentials are metadata records; any Strata node commits a change.
+    served(ApiKey::DescribeUserScramCredentials, 0, 0),
+    served(ApiKey::AlterUserScramCredentials, 0, 0),
     // Kafka's brokers forward it to the controller; any Strata node asks the Raft leader.
     served(ApiKey::DescribeQuorum, 0, 2),
     // Kafka's brokers forward it to the active controller; any Strata node commits it.

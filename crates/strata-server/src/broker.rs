@@ -94,6 +94,38 @@ impl Broker {
         self.meta.commit(build)
     }
 
+    /// Creates the `--add-scram` credentials whose user has none for that mechanism yet, in
+    /// one metadata batch, and returns the (user, mechanism) pairs created. Run at every
+    /// start: an existing credential (perhaps changed since with AlterUserScramCredentials)
+    /// is left alone. Blocking.
+    pub fn bootstrap_scram_credentials(
+        &self,
+        bootstraps: &[strata_meta::scram::ScramBootstrap],
+    ) -> Result<Vec<(String, strata_meta::scram::ScramMechanism)>, BootstrapScramError> {
+        let outcome = self.commit(|image| {
+            let mut working = image.clone();
+            let mut records = Vec::new();
+            let mut created = Vec::new();
+            for b in bootstraps {
+                match self
+                    .meta
+                    .controller()
+                    .bootstrap_scram_credential(&working, b)
+                {
+                    Ok(Some(record)) => {
+                        working = working.apply(std::slice::from_ref(&record));
+                        records.push(record);
+                        created.push((b.name.clone(), b.mechanism));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return (Vec::new(), Err(e)),
+                }
+            }
+            (records, Ok(created))
+        })?;
+        Ok(outcome?)
+    }
+
     /// Hands out a producer id, reserving a new block in the metadata log when the current
     /// one is used up. Ids are never reused, across restarts too.
     pub fn next_producer_id(&self) -> Result<i64, strata_meta::MetaError> {
@@ -115,4 +147,13 @@ impl Broker {
         block.next += 1;
         Ok(id)
     }
+}
+
+/// Why the `--add-scram` credentials could not be created at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapScramError {
+    #[error("--add-scram: {0}")]
+    Refused(#[from] strata_meta::ControllerError),
+    #[error("--add-scram: {0}")]
+    Metadata(#[from] strata_meta::MetaError),
 }

@@ -26,6 +26,7 @@ pub mod remote_log;
 mod replica_fetcher;
 pub mod replica_manager;
 pub mod replication;
+pub mod sasl;
 pub mod session;
 mod task;
 #[cfg(test)]

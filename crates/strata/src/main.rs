@@ -87,6 +87,13 @@ struct ServeArgs {
     /// This broker's rack (Kafka's broker.rack): replicas are spread across racks.
     #[arg(long, value_name = "RACK")]
     broker_rack: Option<String>,
+    /// A SCRAM credential to create at start-up if that user has none for that mechanism
+    /// (repeatable; `kafka-storage format --add-scram` syntax):
+    /// 'SCRAM-SHA-256=[name=admin,password=admin-secret]', optionally with iterations= and
+    /// salt= (base64), or saltedpassword= (base64, with salt=) instead of password=.
+    /// Parsed in `serve`, not by clap, whose error would echo the password.
+    #[arg(long = "add-scram", value_name = "MECHANISM=[name=..,password=..]")]
+    add_scram: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -260,7 +267,11 @@ fn parse_voters(text: &str) -> anyhow::Result<BTreeMap<i32, String>> {
     Ok(voters)
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn serve(mut args: ServeArgs) -> anyhow::Result<()> {
+    let add_scram = std::mem::take(&mut args.add_scram)
+        .iter()
+        .map(|a| strata_meta::scram::ScramBootstrap::parse(a))
+        .collect::<Result<Vec<_>, _>>()?;
     let config = server_config(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -269,6 +280,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
         if config.quorum.as_ref().is_some_and(|q| !q.broker) {
+            if !add_scram.is_empty() {
+                tracing::warn!("--add-scram is applied by broker nodes; this controller-only node ignores it");
+            }
             return serve_controller_only(config).await;
         }
         let (kafka, http) = strata_server::bind(&config).await?;
@@ -278,6 +292,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         let for_shutdown = quorum.as_ref().map(|(q, _)| q.clone());
         let broker = tokio::task::spawn_blocking(move || Broker::open(config, quorum)).await??;
+        if !add_scram.is_empty() {
+            let b = broker.clone();
+            let created =
+                tokio::task::spawn_blocking(move || b.bootstrap_scram_credentials(&add_scram))
+                    .await??;
+            for (user, mechanism) in created {
+                tracing::info!(user = %user, mechanism = %mechanism, "SCRAM credential created (--add-scram)");
+            }
+        }
         let listening: Vec<String> = kafka
             .iter()
             .map(|l| {

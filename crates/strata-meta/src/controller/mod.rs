@@ -16,6 +16,7 @@
 //!   [`crate::partition_change`].
 //! - [`ConfigControl`] (`configs.rs`, `ConfigurationControlManager`): topic and broker configs.
 //! - [`ProducerIdControl`] (`producer_ids.rs`, `ProducerIdControlManager`): producer-id blocks.
+//! - [`ScramControl`] (`scram.rs`, `ScramControlManager`): SCRAM credentials.
 //!
 //! Finalized feature levels are [`crate::features`] (`FeatureControlManager`).
 //!
@@ -30,6 +31,7 @@ mod brokers;
 mod configs;
 mod partitions;
 mod producer_ids;
+mod scram;
 #[cfg(test)]
 mod test_support;
 mod topics;
@@ -48,6 +50,7 @@ pub use partitions::{
     NO_UNCLEAN_ELECTION,
 };
 pub use producer_ids::ProducerIdControl;
+pub use scram::{ScramControl, ScramDeletion, ScramResults, ScramUpsertion};
 pub use topics::{
     validate_topic_name, CreateTopicSpec, CreatedTopic, TopicControl, MAX_TOPIC_NAME_LEN,
 };
@@ -78,6 +81,18 @@ pub enum ControllerError {
     /// NO_REASSIGNMENT_IN_PROGRESS (85).
     #[error("{0}")]
     NoReassignmentInProgress(String),
+    /// UNSUPPORTED_SASL_MECHANISM (33).
+    #[error("{0}")]
+    UnsupportedSaslMechanism(String),
+    /// RESOURCE_NOT_FOUND (91).
+    #[error("{0}")]
+    ResourceNotFound(String),
+    /// DUPLICATE_RESOURCE (92).
+    #[error("{0}")]
+    DuplicateResource(String),
+    /// UNACCEPTABLE_CREDENTIAL (93).
+    #[error("{0}")]
+    UnacceptableCredential(String),
 }
 
 /// What the server calls: one method per request, each handed to the manager that owns the
@@ -89,6 +104,7 @@ pub struct Controller {
     partitions: PartitionControl,
     configs: ConfigControl,
     producer_ids: ProducerIdControl,
+    scram: ScramControl,
 }
 
 impl Controller {
@@ -99,6 +115,7 @@ impl Controller {
             partitions: PartitionControl,
             configs: ConfigControl::new(node_id),
             producer_ids: ProducerIdControl,
+            scram: ScramControl,
         }
     }
 
@@ -272,6 +289,27 @@ impl Controller {
         block_size: i64,
     ) -> (i64, Vec<MetadataRecord>) {
         self.producer_ids.allocate_producer_ids(image, block_size)
+    }
+}
+
+impl Controller {
+    /// See [`ScramControl::alter_credentials`].
+    pub fn alter_user_scram_credentials(
+        &self,
+        image: &MetadataImage,
+        deletions: &[ScramDeletion],
+        upsertions: &[ScramUpsertion],
+    ) -> (ScramResults, Vec<MetadataRecord>) {
+        self.scram.alter_credentials(image, deletions, upsertions)
+    }
+
+    /// See [`ScramControl::bootstrap_credential`].
+    pub fn bootstrap_scram_credential(
+        &self,
+        image: &MetadataImage,
+        bootstrap: &crate::scram::ScramBootstrap,
+    ) -> Result<Option<MetadataRecord>, ControllerError> {
+        self.scram.bootstrap_credential(image, bootstrap)
     }
 }
 

@@ -17,6 +17,7 @@ mod produce;
 mod producer_id;
 mod quorum;
 mod reassignments;
+mod scram;
 #[cfg(test)]
 mod tests;
 mod topics;
@@ -187,6 +188,12 @@ pub async fn handle(
         RequestKind::OffsetDelete(r) => {
             ResponseKind::OffsetDelete(groups::handle_offset_delete(broker, ctx, &r))
         }
+        RequestKind::DescribeUserScramCredentials(r) => {
+            ResponseKind::DescribeUserScramCredentials(scram::handle_describe(broker, ctx, &r))
+        }
+        RequestKind::AlterUserScramCredentials(r) => {
+            ResponseKind::AlterUserScramCredentials(scram::handle_alter(broker, ctx, r).await)
+        }
         other => {
             // The decoder only lets through APIs in the served table, and every one of them
             // has an arm above; reaching here is a bug in that table.
@@ -238,6 +245,10 @@ pub(crate) fn controller_error(e: &ControllerError) -> (i16, Option<StrBytes>) {
         ControllerError::UnknownTopicId => ResponseError::UnknownTopicId,
         ControllerError::TopicDeletionDisabled(_) => ResponseError::TopicDeletionDisabled,
         ControllerError::NoReassignmentInProgress(_) => ResponseError::NoReassignmentInProgress,
+        ControllerError::UnsupportedSaslMechanism(_) => ResponseError::UnsupportedSaslMechanism,
+        ControllerError::ResourceNotFound(_) => ResponseError::ResourceNotFound,
+        ControllerError::DuplicateResource(_) => ResponseError::DuplicateResource,
+        ControllerError::UnacceptableCredential(_) => ResponseError::UnacceptableCredential,
     };
     (error.code(), Some(str_bytes(e.to_string())))
 }

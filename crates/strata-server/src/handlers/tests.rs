@@ -1075,3 +1075,122 @@ async fn api_versions_names_the_client_software_on_the_session() {
     assert_eq!(answer.error_code, code(ResponseError::InvalidRequest));
     assert!(other.session.client_software.is_none());
 }
+
+/// AlterUserScramCredentials and DescribeUserScramCredentials v0 through the codec: the
+/// stored credential holds keys derived from the salted password, describe shows only
+/// mechanism and iterations, and refusals carry Kafka's codes and messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_credentials_are_altered_and_described_with_kafkas_codes() {
+    use kafka_protocol::messages::alter_user_scram_credentials_request::{
+        ScramCredentialDeletion, ScramCredentialUpsertion,
+    };
+    use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
+    use kafka_protocol::messages::{
+        AlterUserScramCredentialsRequest, AlterUserScramCredentialsResponse,
+        DescribeUserScramCredentialsRequest, DescribeUserScramCredentialsResponse,
+    };
+    use strata_meta::scram::ScramMechanism;
+
+    let broker = TestBroker::open(&[]).await;
+    let m = ScramMechanism::ScramSha256;
+    let salted = m.salted_password(b"alice-secret", b"salt", 4096);
+    let upsert = |user: &str, iterations: i32| {
+        ScramCredentialUpsertion::default()
+            .with_name(s(user))
+            .with_mechanism(1)
+            .with_iterations(iterations)
+            .with_salt(Bytes::from_static(b"salt"))
+            .with_salted_password(Bytes::from(salted.clone()))
+    };
+    let alter = AlterUserScramCredentialsRequest::default()
+        .with_upsertions(vec![upsert("alice", 4096), upsert("bob", 100)])
+        .with_deletions(vec![ScramCredentialDeletion::default()
+            .with_name(s("nobody"))
+            .with_mechanism(1)]);
+    let resp: AlterUserScramCredentialsResponse =
+        ask(&broker, ApiKey::AlterUserScramCredentials, 0, &alter).await;
+    let outcome: Vec<(String, i16, Option<String>)> = resp
+        .results
+        .iter()
+        .map(|r| {
+            (
+                r.user.to_string(),
+                r.error_code,
+                r.error_message.as_ref().map(|m| m.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcome,
+        vec![
+            ("alice".into(), 0, None),
+            (
+                "bob".into(),
+                code(ResponseError::UnacceptableCredential),
+                Some("Too few iterations".into())
+            ),
+            (
+                "nobody".into(),
+                code(ResponseError::ResourceNotFound),
+                Some("Attempt to delete a user credential that does not exist".into())
+            ),
+        ]
+    );
+    let stored = broker
+        .image()
+        .scram_credential("alice", m)
+        .cloned()
+        .expect("stored");
+    assert_eq!(stored.stored_key, m.stored_key(&m.client_key(&salted)));
+
+    let describe = DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+        UserName::default().with_name(s("alice")),
+        UserName::default().with_name(s("carol")),
+        UserName::default().with_name(s("carol")),
+        UserName::default().with_name(s("dave")),
+    ]));
+    let resp: DescribeUserScramCredentialsResponse =
+        ask(&broker, ApiKey::DescribeUserScramCredentials, 0, &describe).await;
+    assert_eq!(resp.error_code, 0);
+    type Described = (String, i16, Vec<(i8, i32)>);
+    let results: Vec<Described> = resp
+        .results
+        .iter()
+        .map(|r| {
+            (
+                r.user.to_string(),
+                r.error_code,
+                r.credential_infos
+                    .iter()
+                    .map(|c| (c.mechanism, c.iterations))
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            ("alice".into(), 0, vec![(1, 4096)]),
+            (
+                "carol".into(),
+                code(ResponseError::DuplicateResource),
+                vec![]
+            ),
+            ("dave".into(), code(ResponseError::ResourceNotFound), vec![]),
+        ]
+    );
+    let all: DescribeUserScramCredentialsResponse = ask(
+        &broker,
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        &DescribeUserScramCredentialsRequest::default().with_users(None),
+    )
+    .await;
+    assert_eq!(
+        all.results
+            .iter()
+            .map(|r| r.user.to_string())
+            .collect::<Vec<_>>(),
+        vec!["alice".to_string()]
+    );
+}
