@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::acl::{AclBinding, AclSet};
 use crate::features::VersionRange;
 use crate::records::{ConfigResource, MetadataRecord};
 
@@ -35,6 +36,10 @@ pub enum ImageError {
     },
     #[error("writes the cluster id a second time")]
     ClusterIdRewritten,
+    #[error("creates ACL {0}, which exists")]
+    AclExists(Uuid),
+    #[error("removes unknown ACL {0}")]
+    UnknownAcl(Uuid),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +121,8 @@ struct ImageSnapshot {
     cluster_id: Option<String>,
     #[serde(default)]
     features: BTreeMap<String, i16>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    acls: Vec<(Uuid, AclBinding)>,
 }
 
 impl From<MetadataImage> for ImageSnapshot {
@@ -129,6 +136,11 @@ impl From<MetadataImage> for ImageSnapshot {
             brokers: image.brokers.into_values().collect(),
             cluster_id: image.cluster_id,
             features: image.features,
+            acls: image
+                .acls
+                .iter()
+                .map(|(id, acl)| (*id, acl.clone()))
+                .collect(),
         }
     }
 }
@@ -157,6 +169,13 @@ impl From<ImageSnapshot> for MetadataImage {
                 .collect(),
             cluster_id: snapshot.cluster_id,
             features: snapshot.features,
+            acls: Arc::new({
+                let mut acls = AclSet::default();
+                for (id, acl) in snapshot.acls {
+                    acls.insert(id, acl);
+                }
+                acls
+            }),
         }
     }
 }
@@ -181,6 +200,8 @@ pub struct MetadataImage {
     cluster_id: Option<String>,
     /// Finalized feature levels (KIP-584), none at level 0.
     features: BTreeMap<String, i16>,
+    /// ACLs by id, indexed for the authorizer; shared between images, copied on a change.
+    acls: Arc<AclSet>,
 }
 
 impl MetadataImage {
@@ -240,6 +261,11 @@ impl MetadataImage {
     /// A feature's finalized level, 0 when it is not finalized.
     pub fn feature_level(&self, name: &str) -> i16 {
         self.features.get(name).copied().unwrap_or(0)
+    }
+
+    /// The cluster's ACLs.
+    pub fn acls(&self) -> &AclSet {
+        &self.acls
     }
 
     pub fn deleted_topic_count(&self) -> usize {
@@ -431,6 +457,18 @@ impl MetadataImage {
                 } else {
                     self.features.insert(name.clone(), *level);
                 }
+            }
+            MetadataRecord::AccessControlEntry { id, acl } => {
+                if self.acls.get(id).is_some() {
+                    return Err(ImageError::AclExists(*id));
+                }
+                Arc::make_mut(&mut self.acls).insert(*id, acl.clone());
+            }
+            MetadataRecord::RemoveAccessControlEntry { id } => {
+                if self.acls.get(id).is_none() {
+                    return Err(ImageError::UnknownAcl(*id));
+                }
+                Arc::make_mut(&mut self.acls).remove(id);
             }
         }
         Ok(())

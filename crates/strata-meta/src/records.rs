@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::acl::AclBinding;
 use crate::features::VersionRange;
 
 /// What a config record applies to.
@@ -79,4 +80,8 @@ pub enum MetadataRecord {
     ClusterId { cluster_id: String },
     /// Finalizes a feature at a level (Kafka's FeatureLevelRecord); level 0 removes it.
     FeatureLevel { name: String, level: i16 },
+    /// An ACL (Kafka's AccessControlEntryRecord), new under `id`.
+    AccessControlEntry { id: Uuid, acl: AclBinding },
+    /// Deletes the ACL `id` (Kafka's RemoveAccessControlEntryRecord).
+    RemoveAccessControlEntry { id: Uuid },
 }

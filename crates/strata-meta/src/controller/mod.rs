@@ -16,6 +16,7 @@
 //!   [`crate::partition_change`].
 //! - [`ConfigControl`] (`configs.rs`, `ConfigurationControlManager`): topic and broker configs.
 //! - [`ProducerIdControl`] (`producer_ids.rs`, `ProducerIdControlManager`): producer-id blocks.
+//! - [`AclControl`] (`acls.rs`, `AclControlManager`): CreateAcls and DeleteAcls.
 //!
 //! Finalized feature levels are [`crate::features`] (`FeatureControlManager`).
 //!
@@ -26,6 +27,7 @@
 //! commits their records in one batch. A new kind of record (ACLs, SCRAM credentials, quotas,
 //! tenants) gets a manager of this shape and a facade method per request.
 
+mod acls;
 mod brokers;
 mod configs;
 mod partitions;
@@ -36,10 +38,12 @@ mod topics;
 
 use uuid::Uuid;
 
+use crate::acl::{AclBinding, AclBindingFilter};
 use crate::image::MetadataImage;
 use crate::partition_change::PartitionRegistration;
 use crate::records::{ConfigResource, MetadataRecord};
 
+pub use acls::AclControl;
 pub use brokers::{BrokerControl, BrokerRegistrationRequest};
 pub use configs::{ConfigControl, ConfigOp};
 pub use partitions::{
@@ -89,6 +93,7 @@ pub struct Controller {
     partitions: PartitionControl,
     configs: ConfigControl,
     producer_ids: ProducerIdControl,
+    acls: AclControl,
 }
 
 impl Controller {
@@ -99,6 +104,7 @@ impl Controller {
             partitions: PartitionControl,
             configs: ConfigControl::new(node_id),
             producer_ids: ProducerIdControl,
+            acls: AclControl,
         }
     }
 
@@ -272,6 +278,27 @@ impl Controller {
         block_size: i64,
     ) -> (i64, Vec<MetadataRecord>) {
         self.producer_ids.allocate_producer_ids(image, block_size)
+    }
+
+    /// See [`AclControl::create_acls`].
+    pub fn create_acls(
+        &self,
+        image: &MetadataImage,
+        bindings: &[AclBinding],
+    ) -> (Vec<Result<(), ControllerError>>, Vec<MetadataRecord>) {
+        self.acls.create_acls(image, bindings)
+    }
+
+    /// See [`AclControl::delete_acls`].
+    pub fn delete_acls(
+        &self,
+        image: &MetadataImage,
+        filters: &[AclBindingFilter],
+    ) -> (
+        Vec<Result<Vec<AclBinding>, ControllerError>>,
+        Vec<MetadataRecord>,
+    ) {
+        self.acls.delete_acls(image, filters)
     }
 }
 
