@@ -1385,4 +1385,70 @@ mod acls {
         let fetched: FetchResponse = ask(&broker, ApiKey::Fetch, 12, &read).await;
         assert_eq!(fetched.responses[0].partitions[0].error_code, denied_topic);
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn topic_administration_needs_create_alter_and_delete() {
+        use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+        use kafka_protocol::messages::{
+            CreatePartitionsRequest, CreatePartitionsResponse, DeleteTopicsRequest,
+            DeleteTopicsResponse,
+        };
+        let broker = TestBroker::open(&[("authorizer.class.name", STANDARD_AUTHORIZER)]).await;
+        let denied = code(ResponseError::TopicAuthorizationFailed);
+        let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+            .with_name(name("x"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+        let grow = CreatePartitionsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(name("x"))
+                .with_count(2)
+                .with_assignments(None)]);
+        let delete = DeleteTopicsRequest::default().with_topic_names(vec![name("x")]);
+        let created: CreateTopicsResponse = ask(&broker, ApiKey::CreateTopics, 7, &create).await;
+        assert_eq!(created.topics[0].error_code, denied);
+        assert!(broker.image().topic("x").is_none());
+        grant(
+            &broker,
+            "x",
+            "User:ANONYMOUS",
+            AclOperation::Create,
+            AclPermissionType::Allow,
+        );
+        let created: CreateTopicsResponse = ask(&broker, ApiKey::CreateTopics, 7, &create).await;
+        assert_eq!(created.topics[0].error_code, 0);
+
+        let grown: CreatePartitionsResponse =
+            ask(&broker, ApiKey::CreatePartitions, 3, &grow).await;
+        assert_eq!(grown.results[0].error_code, denied);
+        grant(
+            &broker,
+            "x",
+            "User:ANONYMOUS",
+            AclOperation::Alter,
+            AclPermissionType::Allow,
+        );
+        let grown: CreatePartitionsResponse =
+            ask(&broker, ApiKey::CreatePartitions, 3, &grow).await;
+        assert_eq!(grown.results[0].error_code, 0);
+        assert_eq!(
+            broker.image().topic("x").map(|t| t.partitions.len()),
+            Some(2)
+        );
+
+        let deleted: DeleteTopicsResponse = ask(&broker, ApiKey::DeleteTopics, 5, &delete).await;
+        assert_eq!(deleted.responses[0].error_code, denied);
+        assert!(broker.image().topic("x").is_some());
+        grant(
+            &broker,
+            "x",
+            "User:ANONYMOUS",
+            AclOperation::Delete,
+            AclPermissionType::Allow,
+        );
+        let deleted: DeleteTopicsResponse = ask(&broker, ApiKey::DeleteTopics, 5, &delete).await;
+        assert_eq!(deleted.responses[0].error_code, 0);
+        assert!(broker.image().topic("x").is_none());
+    }
 }
