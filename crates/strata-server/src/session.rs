@@ -295,6 +295,16 @@ impl<'a> RequestContext<'a> {
         }
     }
 
+    /// May this request's principal do `operation` on the consumer group `group`? A denial is
+    /// GROUP_AUTHORIZATION_FAILED.
+    pub fn authorize_group(&self, operation: Operation, group: &str) -> Result<(), ResponseError> {
+        if self.authorize(operation.acl(), ResourceType::Group, group) {
+            Ok(())
+        } else {
+            Err(ResponseError::GroupAuthorizationFailed)
+        }
+    }
+
     /// May this request's principal do `operation` on the cluster (`kafka-cluster`)? A denial
     /// is CLUSTER_AUTHORIZATION_FAILED.
     pub fn authorize_cluster(&self, operation: Operation) -> Result<(), ResponseError> {

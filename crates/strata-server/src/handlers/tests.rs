@@ -1126,9 +1126,21 @@ mod acls {
             .with_permission_type(ANY)
     }
 
-    /// An ACL written straight to the metadata, as an administrator's CreateAcls would.
+    /// An ACL on a topic written straight to the metadata, as an administrator's CreateAcls
+    /// would.
     fn grant(
         broker: &TestBroker,
+        name: &str,
+        principal: &str,
+        op: AclOperation,
+        permission: AclPermissionType,
+    ) {
+        grant_on(broker, ResourceType::Topic, name, principal, op, permission)
+    }
+
+    fn grant_on(
+        broker: &TestBroker,
+        resource_type: ResourceType,
         name: &str,
         principal: &str,
         op: AclOperation,
@@ -1142,7 +1154,7 @@ mod acls {
                     vec![MetadataRecord::AccessControlEntry {
                         id: Uuid::new_v4(),
                         acl: AclBinding {
-                            resource_type: ResourceType::Topic,
+                            resource_type,
                             resource_name: name.into(),
                             pattern_type: PatternType::Literal,
                             principal: principal.into(),
@@ -1450,5 +1462,50 @@ mod acls {
         let deleted: DeleteTopicsResponse = ask(&broker, ApiKey::DeleteTopics, 5, &delete).await;
         assert_eq!(deleted.responses[0].error_code, 0);
         assert!(broker.image().topic("x").is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_membership_needs_read_on_the_group() {
+        use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+        let broker = TestBroker::open(&[("authorizer.class.name", STANDARD_AUTHORIZER)]).await;
+        let denied = code(ResponseError::GroupAuthorizationFailed);
+        let join = JoinGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::new())]);
+        let heartbeat = HeartbeatRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_generation_id(1)
+            .with_member_id(s("m"));
+        let joined: JoinGroupResponse = ask(&broker, ApiKey::JoinGroup, 9, &join).await;
+        assert_eq!(joined.error_code, denied);
+        let beat: HeartbeatResponse = ask(&broker, ApiKey::Heartbeat, 4, &heartbeat).await;
+        assert_eq!(beat.error_code, denied);
+        // READ on a topic of the same name is not READ on the group.
+        grant(
+            &broker,
+            "g",
+            "User:ANONYMOUS",
+            AclOperation::Read,
+            AclPermissionType::Allow,
+        );
+        let joined: JoinGroupResponse = ask(&broker, ApiKey::JoinGroup, 9, &join).await;
+        assert_eq!(joined.error_code, denied);
+        grant_on(
+            &broker,
+            ResourceType::Group,
+            "g",
+            "User:ANONYMOUS",
+            AclOperation::Read,
+            AclPermissionType::Allow,
+        );
+        let joined: JoinGroupResponse = ask(&broker, ApiKey::JoinGroup, 9, &join).await;
+        assert_eq!(joined.error_code, code(ResponseError::MemberIdRequired));
+        let beat: HeartbeatResponse = ask(&broker, ApiKey::Heartbeat, 4, &heartbeat).await;
+        assert_ne!(beat.error_code, denied);
     }
 }
