@@ -751,6 +751,30 @@ def list_config_resources(s: Sweep, v: int) -> None:
         assert {r.resource_type for r in only_topics.config_resources} == {TOPIC_RESOURCE}, only_topics
 
 
+# The sweep's broker has no authorizer: the ACL APIs answer SECURITY_DISABLED, as Kafka's do
+# (tests/python/test_acls.py drives them on a broker with the StandardAuthorizer).
+SECURITY_DISABLED = 54
+ANY_ACL_FILTER = {"resource_type_filter": 1, "resource_name_filter": None, "pattern_type_filter": 1,
+                  "principal_filter": None, "host_filter": None, "operation": 1, "permission_type": 1}
+
+
+def describe_acls(s: Sweep, v: int) -> None:
+    resp = s.call(29, v, ANY_ACL_FILTER, allow=(SECURITY_DISABLED,))
+    assert resp.error_code == SECURITY_DISABLED and resp.resources == [], resp
+
+
+def create_acls(s: Sweep, v: int) -> None:
+    resp = s.call(30, v, {"creations": [
+        {"resource_type": 2, "resource_name": s.topic, "resource_pattern_type": 3, "principal": "User:sweep",
+         "host": "*", "operation": 3, "permission_type": 3}]}, allow=(SECURITY_DISABLED,))
+    assert [r.error_code for r in resp.results] == [SECURITY_DISABLED], resp
+
+
+def delete_acls(s: Sweep, v: int) -> None:
+    resp = s.call(31, v, {"filters": [ANY_ACL_FILTER]}, allow=(SECURITY_DISABLED,))
+    assert [r.error_code for r in resp.filter_results] == [SECURITY_DISABLED], resp
+
+
 def describe_topic_partitions(s: Sweep, v: int) -> None:
     resp = s.call(75, v, {"topics": [{"name": s.topic}], "response_partition_limit": 2000, "cursor": None})
     assert len(resp.topics[0].partitions) == PARTITIONS, resp
@@ -810,6 +834,9 @@ BUILDERS: dict[int, Callable[[Sweep, int], None]] = {
     26: end_txn_api,
     27: write_txn_markers,
     28: txn_offset_commit,
+    29: describe_acls,
+    30: create_acls,
+    31: delete_acls,
     32: describe_configs,
     33: alter_configs,
     35: describe_log_dirs,

@@ -97,6 +97,9 @@ use Validator::{AtLeast, Between, DoubleBetween, KnownClass, ListOf, OneOf, OneO
 /// in their rack.
 pub const RACK_AWARE_REPLICA_SELECTOR: &str =
     "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+/// `authorizer.class.name` of Kafka's KRaft authorizer, the one Strata has: ACLs are metadata
+/// records (see [`crate::authorizer`]).
+pub const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
 /// `replica.selector.class` that keeps every consumer on the leader (Kafka's behaviour when the
 /// config is not set).
 pub const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
@@ -533,6 +536,30 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         KnownClass(&[RACK_AWARE_REPLICA_SELECTOR, LEADER_SELECTOR]),
         &[],
         "where consumers read (KIP-392): unset or LeaderSelector, the leader; RackAwareReplicaSelector, a replica in the consumer's client.rack",
+    ),
+    def(
+        "authorizer.class.name",
+        Class,
+        "",
+        KnownClass(&[STANDARD_AUTHORIZER]),
+        &[],
+        "unset: every request is allowed (no ACLs, the ACL APIs answer SECURITY_DISABLED); StandardAuthorizer: requests are authorized with the cluster's ACLs",
+    ),
+    def(
+        "super.users",
+        ConfigType::String,
+        "",
+        Validator::None,
+        &[],
+        "principals the authorizer allows everything, separated by ';' (e.g. User:admin;User:ops)",
+    ),
+    def(
+        "allow.everyone.if.no.acl.found",
+        Boolean,
+        "false",
+        Validator::None,
+        &[],
+        "whether the authorizer allows an action on a resource no ACL applies to",
     ),
     def(
         "broker.session.timeout.ms",
@@ -1070,6 +1097,9 @@ pub mod props {
         REPLICA_FETCH_WAIT_MAX_MS: i32 = "replica.fetch.wait.max.ms";
         REPLICA_FETCH_MAX_BYTES: i32 = "replica.fetch.max.bytes";
         REPLICA_SELECTOR_CLASS: String = "replica.selector.class";
+        AUTHORIZER_CLASS_NAME: String = "authorizer.class.name";
+        SUPER_USERS: String = "super.users";
+        ALLOW_EVERYONE_IF_NO_ACL_FOUND: bool = "allow.everyone.if.no.acl.found";
         MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS: i64 =
             "max.incremental.fetch.session.cache.slots";
         MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS: i64 =

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::acl::{AclBinding, AclSet};
 use crate::features::VersionRange;
 use crate::records::{ConfigResource, MetadataRecord};
 use crate::scram::{ScramCredential, ScramMechanism};
@@ -41,6 +42,10 @@ pub enum ImageError {
         name: String,
         mechanism: ScramMechanism,
     },
+    #[error("creates ACL {0}, which exists")]
+    AclExists(Uuid),
+    #[error("removes unknown ACL {0}")]
+    UnknownAcl(Uuid),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,6 +161,8 @@ struct ImageSnapshot {
     features: BTreeMap<String, i16>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     scram_credentials: Vec<(String, ScramMechanism, ScramCredential)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    acls: Vec<(Uuid, AclBinding)>,
 }
 
 impl From<MetadataImage> for ImageSnapshot {
@@ -177,6 +184,11 @@ impl From<MetadataImage> for ImageSnapshot {
                         .iter()
                         .map(move |(m, c)| (name.clone(), *m, c.clone()))
                 })
+                .collect(),
+            acls: image
+                .acls
+                .iter()
+                .map(|(id, acl)| (*id, acl.clone()))
                 .collect(),
         }
     }
@@ -214,6 +226,13 @@ impl From<ImageSnapshot> for MetadataImage {
                     users
                 },
             ),
+            acls: Arc::new({
+                let mut acls = AclSet::default();
+                for (id, acl) in snapshot.acls {
+                    acls.insert(id, acl);
+                }
+                acls
+            }),
         }
     }
 }
@@ -241,6 +260,8 @@ pub struct MetadataImage {
     /// SCRAM credentials by user, then mechanism (Kafka's `ScramImage`); a user without any
     /// credential is absent.
     scram_credentials: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
+    /// ACLs by id, indexed for the authorizer; shared between images, copied on a change.
+    acls: Arc<AclSet>,
 }
 
 impl MetadataImage {
@@ -318,6 +339,11 @@ impl MetadataImage {
         &self,
     ) -> impl Iterator<Item = (&String, &BTreeMap<ScramMechanism, ScramCredential>)> {
         self.scram_credentials.iter()
+    }
+
+    /// The cluster's ACLs.
+    pub fn acls(&self) -> &AclSet {
+        &self.acls
     }
 
     pub fn deleted_topic_count(&self) -> usize {
@@ -532,6 +558,18 @@ impl MetadataImage {
                 if by_mechanism.is_empty() {
                     self.scram_credentials.remove(name);
                 }
+            }
+            MetadataRecord::AccessControlEntry { id, acl } => {
+                if self.acls.get(id).is_some() {
+                    return Err(ImageError::AclExists(*id));
+                }
+                Arc::make_mut(&mut self.acls).insert(*id, acl.clone());
+            }
+            MetadataRecord::RemoveAccessControlEntry { id } => {
+                if self.acls.get(id).is_none() {
+                    return Err(ImageError::UnknownAcl(*id));
+                }
+                Arc::make_mut(&mut self.acls).remove(id);
             }
         }
         Ok(())

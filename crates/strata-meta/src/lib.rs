@@ -6,6 +6,8 @@
 //! the [`MetadataStore`] makes them durable and publishes the next image. Request handlers only
 //! read images. Replicating the log (openraft) replaces [`FileMetadataLog`] behind the same trait.
 
+pub mod acl;
+pub mod authorizer;
 pub mod config;
 pub mod controller;
 pub mod features;

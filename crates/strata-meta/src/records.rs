@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::acl::AclBinding;
 use crate::features::VersionRange;
 use crate::scram::{ScramCredential, ScramMechanism};
 
@@ -97,4 +98,8 @@ pub enum MetadataRecord {
         name: String,
         mechanism: ScramMechanism,
     },
+    /// An ACL (Kafka's AccessControlEntryRecord), new under `id`.
+    AccessControlEntry { id: Uuid, acl: AclBinding },
+    /// Deletes the ACL `id` (Kafka's RemoveAccessControlEntryRecord).
+    RemoveAccessControlEntry { id: Uuid },
 }

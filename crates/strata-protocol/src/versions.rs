@@ -54,6 +54,10 @@ const SUPPORTED: &[SupportedVersions] = &[
     // Broker to broker: a transaction coordinator writes markers to partitions led elsewhere.
     served(ApiKey::WriteTxnMarkers, 1, 1),
     served(ApiKey::TxnOffsetCommit, 0, 5),
+    // ACLs (Kafka 4 serves CreateAcls and DeleteAcls from v2 on, KIP-896).
+    served(ApiKey::DescribeAcls, 1, 3),
+    served(ApiKey::CreateAcls, 2, 3),
+    served(ApiKey::DeleteAcls, 2, 3),
     served(ApiKey::DescribeConfigs, 1, 4),
     served(ApiKey::AlterConfigs, 0, 2),
     served(ApiKey::DescribeLogDirs, 1, 4),

@@ -51,6 +51,9 @@ pub struct Broker {
     pub(crate) fetch_sessions: Mutex<FetchSessionCache>,
     /// Connections to other brokers for transaction markers and transactional write checks.
     pub peers: Arc<crate::broker_client::BrokerPool>,
+    /// The StandardAuthorizer's settings when `authorizer.class.name` names it; `None`: no
+    /// authorizer, every request allowed and the ACL APIs answer SECURITY_DISABLED.
+    pub authorizer: Option<Arc<strata_meta::authorizer::AuthorizerSettings>>,
 }
 
 /// The unhanded-out part of the current producer-id block.
@@ -81,6 +84,17 @@ impl Broker {
 
     pub fn image(&self) -> Arc<MetadataImage> {
         self.store.image()
+    }
+
+    /// The authorizer a request arriving now is checked against: the settings and the
+    /// current image's ACLs; `None` without an authorizer.
+    pub fn request_authorizer(&self) -> Option<crate::session::Authorizer> {
+        self.authorizer
+            .as_ref()
+            .map(|settings| crate::session::Authorizer {
+                settings: settings.clone(),
+                image: self.image(),
+            })
     }
 
     /// Runs a controller operation under the metadata commit lock (in a cluster: builds it

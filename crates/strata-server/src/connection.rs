@@ -236,7 +236,8 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                 session
                     .admit(api_key)
                     .map_err(|refusal| bad(refusal.to_string()))?;
-                let ctx = RequestContext::new(request.header, session, arrived);
+                let ctx = RequestContext::new(request.header, session, arrived)
+                    .with_authorizer(broker.request_authorizer());
                 let response = match handlers::handle(broker, &ctx, request.body).await {
                     Some(body) => Some(
                         encode_response(correlation_id, api_key, version, &body).map_err(|e| {

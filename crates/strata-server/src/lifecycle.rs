@@ -175,6 +175,17 @@ impl Broker {
             ),
             fetch_sessions: Mutex::new(fetch_sessions),
             peers: peers.clone(),
+            authorizer: (config.broker_value(props::AUTHORIZER_CLASS_NAME)
+                == strata_meta::config::STANDARD_AUTHORIZER)
+                .then(|| {
+                    Arc::new(strata_meta::authorizer::AuthorizerSettings {
+                        super_users: strata_meta::authorizer::AuthorizerSettings::parse_super_users(
+                            &config.broker_value(props::SUPER_USERS),
+                        ),
+                        allow_if_no_acl_found: config
+                            .broker_value(props::ALLOW_EVERYONE_IF_NO_ACL_FOUND),
+                    })
+                }),
         });
         let started = std::time::Instant::now();
         let failures = broker

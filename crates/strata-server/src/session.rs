@@ -10,12 +10,15 @@
 //! tenancy and quotas hang their per-connection state here as well.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader};
+use strata_meta::acl::{AclOperation, ResourceType, CLUSTER_NAME};
+use strata_meta::authorizer::{self, Action, AuthorizerSettings};
+use strata_meta::MetadataImage;
 
 /// Kafka's `KafkaPrincipal`: a type and a name, written `User:alice`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -169,6 +172,30 @@ impl Session {
     pub fn client_host(&self) -> String {
         format!("/{}", self.peer.ip())
     }
+
+    /// The client's address as ACLs name hosts: Java's `InetAddress.getHostAddress()`, which
+    /// Kafka's authorizer compares with an ACL's host (`127.0.0.1`; IPv6 in eight uncompressed
+    /// groups, `0:0:0:0:0:0:0:1`; an IPv4-mapped IPv6 address as its IPv4 form).
+    pub fn acl_host(&self) -> String {
+        match self.peer.ip().to_canonical() {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => ip
+                .segments()
+                .iter()
+                .map(|s| format!("{s:x}"))
+                .collect::<Vec<_>>()
+                .join(":"),
+        }
+    }
+}
+
+/// The authorizer a request is checked against (Kafka's `StandardAuthorizer`): its settings
+/// and the image whose ACLs were current when the request arrived. A [`RequestContext`]
+/// without one allows everything, as Kafka without `authorizer.class.name` does.
+#[derive(Debug, Clone)]
+pub struct Authorizer {
+    pub settings: Arc<AuthorizerSettings>,
+    pub image: Arc<MetadataImage>,
 }
 
 /// Kafka's `AclOperation`s that handlers ask about.
@@ -183,6 +210,23 @@ pub enum Operation {
     ClusterAction,
     DescribeConfigs,
     AlterConfigs,
+}
+
+impl Operation {
+    /// The ACL operation it is checked as.
+    pub fn acl(self) -> AclOperation {
+        match self {
+            Operation::Read => AclOperation::Read,
+            Operation::Write => AclOperation::Write,
+            Operation::Create => AclOperation::Create,
+            Operation::Delete => AclOperation::Delete,
+            Operation::Alter => AclOperation::Alter,
+            Operation::Describe => AclOperation::Describe,
+            Operation::ClusterAction => AclOperation::ClusterAction,
+            Operation::DescribeConfigs => AclOperation::DescribeConfigs,
+            Operation::AlterConfigs => AclOperation::AlterConfigs,
+        }
+    }
 }
 
 /// Why [`Session::admit`] refused a request; the connection is closed, as Kafka closes one
@@ -210,6 +254,8 @@ pub struct RequestContext<'a> {
     pub header: RequestHeader,
     pub session: &'a Session,
     pub arrived: Instant,
+    /// `None` when no authorizer is configured: every action is allowed.
+    pub authorizer: Option<Authorizer>,
 }
 
 impl<'a> RequestContext<'a> {
@@ -218,7 +264,50 @@ impl<'a> RequestContext<'a> {
             header,
             session,
             arrived,
+            authorizer: None,
         }
+    }
+
+    /// The context checked against `authorizer` (none: every action allowed).
+    pub fn with_authorizer(mut self, authorizer: Option<Authorizer>) -> Self {
+        self.authorizer = authorizer;
+        self
+    }
+
+    /// May this request's principal do `operation` on the resource `(resource_type, name)`?
+    /// Always with no authorizer. A denial is logged (principal, client address, operation,
+    /// resource), as Kafka's authorizer logger does.
+    pub fn authorize(
+        &self,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        let Some(authorizer) = &self.authorizer else {
+            return true;
+        };
+        let principal = self.session.principal.to_string();
+        let host = self.session.acl_host();
+        let decision = authorizer::authorize(
+            authorizer.image.acls(),
+            &authorizer.settings,
+            &Action {
+                principal: &principal,
+                host: &host,
+                operation,
+                resource_type,
+                name,
+            },
+        );
+        if !decision.is_allowed() {
+            tracing::info!(%principal, %host, ?operation, ?resource_type, resource = name, ?decision, "authorization denied");
+        }
+        decision.is_allowed()
+    }
+
+    /// Whether the cluster's authorizer is on (`authorizer.class.name` set).
+    pub fn has_authorizer(&self) -> bool {
+        self.authorizer.is_some()
     }
 
     /// The version of the request, which is the version the response must be built for.
@@ -226,13 +315,35 @@ impl<'a> RequestContext<'a> {
         self.header.request_api_version
     }
 
-    /// May this request's principal do `operation` on `topic`? With no authorizer configured
-    /// (`authorizer.class.name` unset, the only mode until ACLs exist) Kafka allows every
-    /// operation, and so does this; the answer for a denial will be
-    /// TOPIC_AUTHORIZATION_FAILED.
+    /// May this request's principal do `operation` on `topic`? A denial is
+    /// TOPIC_AUTHORIZATION_FAILED; with no authorizer configured every operation is allowed,
+    /// as in Kafka.
     pub fn authorize_topic(&self, operation: Operation, topic: &str) -> Result<(), ResponseError> {
-        tracing::trace!(principal = %self.session.principal, ?operation, topic, "authorized: no authorizer");
-        Ok(())
+        if self.authorize(operation.acl(), ResourceType::Topic, topic) {
+            Ok(())
+        } else {
+            Err(ResponseError::TopicAuthorizationFailed)
+        }
+    }
+
+    /// May this request's principal do `operation` on the consumer group `group`? A denial is
+    /// GROUP_AUTHORIZATION_FAILED.
+    pub fn authorize_group(&self, operation: Operation, group: &str) -> Result<(), ResponseError> {
+        if self.authorize(operation.acl(), ResourceType::Group, group) {
+            Ok(())
+        } else {
+            Err(ResponseError::GroupAuthorizationFailed)
+        }
+    }
+
+    /// May this request's principal do `operation` on the cluster (`kafka-cluster`)? A denial
+    /// is CLUSTER_AUTHORIZATION_FAILED.
+    pub fn authorize_cluster(&self, operation: Operation) -> Result<(), ResponseError> {
+        if self.authorize(operation.acl(), ResourceType::Cluster, CLUSTER_NAME) {
+            Ok(())
+        } else {
+            Err(ResponseError::ClusterAuthorizationFailed)
+        }
     }
 
     /// The header's client id; Kafka treats a null one as empty.
@@ -293,5 +404,35 @@ mod tests {
         let anonymous = RequestContext::new(RequestHeader::default(), &session, Instant::now());
         assert_eq!(anonymous.client_id(), "");
         assert_eq!(session.client_host(), "/::1");
+    }
+
+    #[test]
+    fn acl_hosts_are_written_as_java_writes_addresses() {
+        let host = |peer: &str| Session::plaintext(peer.parse().unwrap()).acl_host();
+        assert_eq!(host("127.0.0.1:1"), "127.0.0.1");
+        assert_eq!(host("[::1]:1"), "0:0:0:0:0:0:0:1");
+        assert_eq!(host("[fe80::a:1]:1"), "fe80:0:0:0:0:0:a:1");
+        assert_eq!(host("[::ffff:10.0.0.1]:1"), "10.0.0.1");
+    }
+
+    #[test]
+    fn without_an_authorizer_everything_is_allowed() {
+        let session = Session::plaintext("127.0.0.1:4000".parse().unwrap());
+        let ctx = RequestContext::new(RequestHeader::default(), &session, Instant::now());
+        assert!(!ctx.has_authorizer());
+        assert!(ctx.authorize_topic(Operation::Delete, "t").is_ok());
+        assert!(ctx.authorize_cluster(Operation::Alter).is_ok());
+        let ctx = ctx.with_authorizer(Some(Authorizer {
+            settings: Arc::new(AuthorizerSettings::default()),
+            image: Arc::new(MetadataImage::default()),
+        }));
+        assert_eq!(
+            ctx.authorize_topic(Operation::Describe, "t"),
+            Err(ResponseError::TopicAuthorizationFailed)
+        );
+        assert_eq!(
+            ctx.authorize_cluster(Operation::Alter),
+            Err(ResponseError::ClusterAuthorizationFailed)
+        );
     }
 }

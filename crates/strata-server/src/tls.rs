@@ -14,8 +14,8 @@
 //! as Kafka's `DefaultKafkaPrincipalBuilder` gives it from `X500Principal.getName()`
 //! (e.g. `User:CN=client,OU=eng,O=Example`); without one it stays `User:ANONYMOUS`.
 
-use x509_cert::der::Decode;
 use std::sync::Arc;
+use x509_cert::der::Decode;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

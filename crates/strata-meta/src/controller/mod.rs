@@ -17,6 +17,7 @@
 //! - [`ConfigControl`] (`configs.rs`, `ConfigurationControlManager`): topic and broker configs.
 //! - [`ProducerIdControl`] (`producer_ids.rs`, `ProducerIdControlManager`): producer-id blocks.
 //! - [`ScramControl`] (`scram.rs`, `ScramControlManager`): SCRAM credentials.
+//! - [`AclControl`] (`acls.rs`, `AclControlManager`): CreateAcls and DeleteAcls.
 //!
 //! Finalized feature levels are [`crate::features`] (`FeatureControlManager`).
 //!
@@ -27,6 +28,7 @@
 //! commits their records in one batch. A new kind of record (ACLs, SCRAM credentials, quotas,
 //! tenants) gets a manager of this shape and a facade method per request.
 
+mod acls;
 mod brokers;
 mod configs;
 mod partitions;
@@ -38,10 +40,12 @@ mod topics;
 
 use uuid::Uuid;
 
+use crate::acl::{AclBinding, AclBindingFilter};
 use crate::image::MetadataImage;
 use crate::partition_change::PartitionRegistration;
 use crate::records::{ConfigResource, MetadataRecord};
 
+pub use acls::AclControl;
 pub use brokers::{BrokerControl, BrokerRegistrationRequest};
 pub use configs::{ConfigControl, ConfigOp};
 pub use partitions::{
@@ -105,6 +109,7 @@ pub struct Controller {
     configs: ConfigControl,
     producer_ids: ProducerIdControl,
     scram: ScramControl,
+    acls: AclControl,
 }
 
 impl Controller {
@@ -116,6 +121,7 @@ impl Controller {
             configs: ConfigControl::new(node_id),
             producer_ids: ProducerIdControl,
             scram: ScramControl,
+            acls: AclControl,
         }
     }
 
@@ -289,6 +295,27 @@ impl Controller {
         block_size: i64,
     ) -> (i64, Vec<MetadataRecord>) {
         self.producer_ids.allocate_producer_ids(image, block_size)
+    }
+
+    /// See [`AclControl::create_acls`].
+    pub fn create_acls(
+        &self,
+        image: &MetadataImage,
+        bindings: &[AclBinding],
+    ) -> (Vec<Result<(), ControllerError>>, Vec<MetadataRecord>) {
+        self.acls.create_acls(image, bindings)
+    }
+
+    /// See [`AclControl::delete_acls`].
+    pub fn delete_acls(
+        &self,
+        image: &MetadataImage,
+        filters: &[AclBindingFilter],
+    ) -> (
+        Vec<Result<Vec<AclBinding>, ControllerError>>,
+        Vec<MetadataRecord>,
+    ) {
+        self.acls.delete_acls(image, filters)
     }
 }
 

@@ -370,19 +370,25 @@ fn resolve(
         ),
     };
     let partition = key.partition;
+    // Kafka: a follower needs CLUSTER_ACTION, else every partition is refused; a consumer
+    // needs READ on each topic it names.
+    let follower_refused = follower
+        .then(|| ctx.authorize_cluster(Operation::ClusterAction).err())
+        .flatten()
+        .map(|_| ResponseError::TopicAuthorizationFailed);
     let refused = |name: &str| {
         (!follower)
             .then(|| ctx.authorize_topic(Operation::Read, name).err())
             .flatten()
     };
-    let error = match (resolved, &key.topic) {
+    let error = follower_refused.or_else(|| match (resolved, &key.topic) {
         (None, TopicKey::Name(name)) => refused(name).or(Some(unknown)),
         (None, TopicKey::Id(_)) => Some(unknown),
         (Some(t), _) => refused(&t.name).or_else(|| {
             (partition < 0 || partition as usize >= t.partitions.len())
                 .then_some(ResponseError::UnknownTopicOrPartition)
         }),
-    };
+    });
     let topic = match (resolved, &key.topic) {
         (Some(t), _) => TopicName(str_bytes(t.name.clone())),
         (None, TopicKey::Name(name)) => TopicName(str_bytes(name.to_string())),

@@ -45,7 +45,7 @@ use strata_coord::OFFSETS_TOPIC;
 use super::{code, str_bytes};
 use crate::broker::Broker;
 use crate::replica_manager::now_ms;
-use crate::session::RequestContext;
+use crate::session::{Operation, RequestContext};
 
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -173,6 +173,10 @@ pub async fn handle_join(
                 Some(str_bytes(""))
             })
     };
+    // As Kafka's `handleJoinGroupRequest`: READ on the group before anything else.
+    if let Err(e) = ctx.authorize_group(Operation::Read, &request.group_id) {
+        return unavailable().with_error_code(code(e));
+    }
     if tokio::task::block_in_place(|| coordinator_ready(broker)).is_err() {
         return unavailable();
     }
@@ -207,6 +211,9 @@ pub async fn handle_sync(
     request: SyncGroupRequest,
 ) -> SyncGroupResponse {
     let version = ctx.version();
+    if let Err(e) = ctx.authorize_group(Operation::Read, &request.group_id) {
+        return SyncGroupResponse::default().with_error_code(code(e));
+    }
     if let Err(e) = tokio::task::block_in_place(|| coordinator_of(broker, &request.group_id)) {
         return SyncGroupResponse::default().with_error_code(code(e));
     }
@@ -226,9 +233,12 @@ pub async fn handle_sync(
 
 pub fn handle_heartbeat(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: &HeartbeatRequest,
 ) -> HeartbeatResponse {
+    if let Err(e) = ctx.authorize_group(Operation::Read, &request.group_id) {
+        return HeartbeatResponse::default().with_error_code(code(e));
+    }
     if let Err(e) = tokio::task::block_in_place(|| coordinator_of(broker, &request.group_id)) {
         return HeartbeatResponse::default().with_error_code(code(e));
     }
@@ -266,6 +276,9 @@ pub fn handle_leave(
     } else {
         vec![(request.member_id.to_string(), None)]
     };
+    if let Err(e) = ctx.authorize_group(Operation::Read, &request.group_id) {
+        return LeaveGroupResponse::default().with_error_code(code(e));
+    }
     let topics = crate::group_service::topic_views(&broker.image());
     let result = tokio::task::block_in_place(|| {
         coordinator_of(broker, &request.group_id).map_err(code)?;

@@ -18,7 +18,7 @@ use strata_meta::{BrokerRegistration, MetadataImage, TopicImage};
 
 use super::{code, str_bytes, topics};
 use crate::broker::Broker;
-use crate::session::RequestContext;
+use crate::session::{Operation, RequestContext};
 
 pub async fn handle_metadata(
     broker: &Arc<Broker>,
@@ -32,30 +32,61 @@ pub async fn handle_metadata(
         || (version == 0 && request.topics.as_ref().is_some_and(|t| t.is_empty()));
     let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
     let mut topics = Vec::new();
+    // As Kafka's `handleTopicMetadataRequest`: only topics the principal may DESCRIBE are
+    // listed; a named one it may not is TOPIC_AUTHORIZATION_FAILED, whether it exists or not.
+    let may_describe = |name: &str| ctx.authorize_topic(Operation::Describe, name).is_ok();
     if all_topics {
-        topics.extend(image.topics().map(|t| topic_metadata(&image, t)));
+        topics.extend(
+            image
+                .topics()
+                .filter(|t| may_describe(&t.name))
+                .map(|t| topic_metadata(&image, t)),
+        );
     } else {
         let requested = request.topics.unwrap_or_default();
+        let auto_create = allow_auto_create
+            && broker
+                .config
+                .broker_value(strata_meta::config::props::AUTO_CREATE_TOPICS_ENABLE);
+        // Auto-creation needs CREATE on the cluster or on the topic; a missing topic the
+        // principal may not create is TOPIC_AUTHORIZATION_FAILED.
+        let may_create_any = ctx.authorize_cluster(Operation::Create).is_ok();
         let mut missing = Vec::new();
+        let mut refused_creation = std::collections::HashSet::new();
         for t in &requested {
             if let Some(name) = &t.name {
-                if image.topic(name).is_none() {
-                    missing.push(name.to_string());
+                if image.topic(name).is_none() && may_describe(name) {
+                    if !auto_create
+                        || may_create_any
+                        || ctx.authorize_topic(Operation::Create, name).is_ok()
+                    {
+                        missing.push(name.to_string());
+                    } else {
+                        refused_creation.insert(name.to_string());
+                    }
                 }
             }
         }
         let mut creation_errors = std::collections::HashMap::new();
-        if !missing.is_empty()
-            && allow_auto_create
-            && broker
-                .config
-                .broker_value(strata_meta::config::props::AUTO_CREATE_TOPICS_ENABLE)
-        {
+        if !missing.is_empty() && auto_create {
             creation_errors = topics::auto_create(broker, missing).await;
             image = broker.image();
         }
         for t in requested {
             let response = match &t.name {
+                Some(name) if !may_describe(name) || refused_creation.contains(name.as_str()) => {
+                    MetadataResponseTopic::default()
+                        .with_name(Some(name.clone()))
+                        .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                }
+                None if image
+                    .topic_by_id(&t.topic_id)
+                    .is_some_and(|topic| !may_describe(&topic.name)) =>
+                {
+                    MetadataResponseTopic::default()
+                        .with_topic_id(t.topic_id)
+                        .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+                }
                 Some(name) => match image.topic(name) {
                     Some(topic) => topic_metadata(&image, topic),
                     None => {

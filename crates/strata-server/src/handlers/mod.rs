@@ -4,6 +4,7 @@
 //! Handlers never fail as a whole: per-topic and per-partition problems are error codes inside
 //! the response, as the protocol wants. Work that touches files runs on blocking threads.
 
+mod acls;
 pub mod api_versions;
 mod configs;
 mod elect_leaders;
@@ -193,6 +194,15 @@ pub async fn handle(
         }
         RequestKind::AlterUserScramCredentials(r) => {
             ResponseKind::AlterUserScramCredentials(scram::handle_alter(broker, ctx, r).await)
+        }
+        RequestKind::CreateAcls(r) => {
+            ResponseKind::CreateAcls(acls::handle_create(broker, ctx, r).await)
+        }
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(acls::handle_describe(broker, ctx, &r))
+        }
+        RequestKind::DeleteAcls(r) => {
+            ResponseKind::DeleteAcls(acls::handle_delete(broker, ctx, r).await)
         }
         other => {
             // The decoder only lets through APIs in the served table, and every one of them

@@ -108,7 +108,8 @@ impl Client {
             self.session.note_api_versions(r, version);
         }
         self.session.admit(api_key).expect("plaintext admits all");
-        let ctx = RequestContext::new(decoded.header, &self.session, Instant::now());
+        let ctx = RequestContext::new(decoded.header, &self.session, Instant::now())
+            .with_authorizer(broker.broker.request_authorizer());
         let response = tokio::time::timeout(
             ANSWER_LIMIT,
             super::handle(&broker.broker, &ctx, decoded.body),
@@ -1193,4 +1194,437 @@ async fn scram_credentials_are_altered_and_described_with_kafkas_codes() {
             .collect::<Vec<_>>(),
         vec!["alice".to_string()]
     );
+}
+
+/// CreateAcls / DescribeAcls / DeleteAcls and the authorizer (issue 16, section 4).
+mod acls {
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::delete_acls_request::DeleteAclsFilter;
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
+        DescribeAclsRequest, DescribeAclsResponse, MetadataRequest, MetadataResponse,
+    };
+    use strata_meta::acl::{
+        AclBinding, AclOperation, AclPermissionType, PatternType, ResourceType,
+    };
+    use strata_meta::config::STANDARD_AUTHORIZER;
+    use strata_meta::MetadataRecord;
+
+    use super::*;
+
+    const TOPIC: i8 = 2;
+    const LITERAL: i8 = 3;
+    const PREFIXED: i8 = 4;
+    const ANY: i8 = 1;
+    const READ: i8 = 3;
+    const WRITE: i8 = 4;
+    const ALLOW: i8 = 3;
+    const DENY: i8 = 2;
+
+    fn creation(name: &str, pattern: i8, principal: &str, op: i8, permission: i8) -> AclCreation {
+        AclCreation::default()
+            .with_resource_type(TOPIC)
+            .with_resource_name(s(name))
+            .with_resource_pattern_type(pattern)
+            .with_principal(s(principal))
+            .with_host(s("*"))
+            .with_operation(op)
+            .with_permission_type(permission)
+    }
+
+    /// The filter of every ACL (the generated defaults are empty strings, not nulls).
+    fn describe_all() -> DescribeAclsRequest {
+        DescribeAclsRequest::default()
+            .with_resource_name_filter(None)
+            .with_principal_filter(None)
+            .with_host_filter(None)
+            .with_resource_type_filter(ANY)
+            .with_pattern_type_filter(ANY)
+            .with_operation(ANY)
+            .with_permission_type(ANY)
+    }
+
+    /// An ACL on a topic written straight to the metadata, as an administrator's CreateAcls
+    /// would.
+    fn grant(
+        broker: &TestBroker,
+        name: &str,
+        principal: &str,
+        op: AclOperation,
+        permission: AclPermissionType,
+    ) {
+        grant_on(broker, ResourceType::Topic, name, principal, op, permission)
+    }
+
+    fn grant_on(
+        broker: &TestBroker,
+        resource_type: ResourceType,
+        name: &str,
+        principal: &str,
+        op: AclOperation,
+        permission: AclPermissionType,
+    ) {
+        broker
+            .broker
+            .meta
+            .commit(|_| {
+                (
+                    vec![MetadataRecord::AccessControlEntry {
+                        id: Uuid::new_v4(),
+                        acl: AclBinding {
+                            resource_type,
+                            resource_name: name.into(),
+                            pattern_type: PatternType::Literal,
+                            principal: principal.into(),
+                            host: "*".into(),
+                            operation: op,
+                            permission,
+                        },
+                    }],
+                    (),
+                )
+            })
+            .expect("commit");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acl_apis_are_security_disabled_without_an_authorizer() {
+        let broker = TestBroker::open(&[]).await;
+        let request = CreateAclsRequest::default()
+            .with_creations(vec![creation("t", LITERAL, "User:a", READ, ALLOW)]);
+        let created: CreateAclsResponse = ask(&broker, ApiKey::CreateAcls, 3, &request).await;
+        assert_eq!(
+            created.results[0].error_code,
+            code(ResponseError::SecurityDisabled)
+        );
+        let described: DescribeAclsResponse =
+            ask(&broker, ApiKey::DescribeAcls, 1, &describe_all()).await;
+        assert_eq!(described.error_code, code(ResponseError::SecurityDisabled));
+        let deleted: DeleteAclsResponse = ask(
+            &broker,
+            ApiKey::DeleteAcls,
+            2,
+            &DeleteAclsRequest::default().with_filters(vec![DeleteAclsFilter::default()
+                .with_resource_name_filter(None)
+                .with_principal_filter(None)
+                .with_host_filter(None)
+                .with_resource_type_filter(ANY)
+                .with_pattern_type_filter(ANY)
+                .with_operation(ANY)
+                .with_permission_type(ANY)]),
+        )
+        .await;
+        assert_eq!(
+            deleted.filter_results[0].error_code,
+            code(ResponseError::SecurityDisabled)
+        );
+        assert!(broker.image().acls().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn acls_are_created_described_and_deleted_by_filter() {
+        // The client is User:ANONYMOUS (PLAINTEXT); as a super user it may alter the cluster.
+        let broker = TestBroker::open(&[
+            ("authorizer.class.name", STANDARD_AUTHORIZER),
+            ("super.users", "User:ANONYMOUS"),
+        ])
+        .await;
+        for version in [2, 3] {
+            let request = CreateAclsRequest::default().with_creations(vec![
+                creation("t", LITERAL, "User:alice", READ, ALLOW),
+                creation("t", PREFIXED, "User:bob", WRITE, DENY),
+                creation("", LITERAL, "User:alice", READ, ALLOW),
+                creation("u", LITERAL, "alice", READ, ALLOW),
+                creation("u", 2, "User:alice", READ, ALLOW),
+            ]);
+            let created: CreateAclsResponse =
+                ask(&broker, ApiKey::CreateAcls, version, &request).await;
+            let codes: Vec<i16> = created.results.iter().map(|r| r.error_code).collect();
+            let invalid = code(ResponseError::InvalidRequest);
+            assert_eq!(codes, [0, 0, invalid, invalid, invalid], "v{version}");
+        }
+        assert_eq!(
+            broker.image().acls().len(),
+            2,
+            "a repeated creation is stored once"
+        );
+        for version in 1..=3 {
+            let described: DescribeAclsResponse =
+                ask(&broker, ApiKey::DescribeAcls, version, &describe_all()).await;
+            assert_eq!(described.error_code, 0);
+            let resources: Vec<(String, i8, usize)> = described
+                .resources
+                .iter()
+                .map(|r| (r.resource_name.to_string(), r.pattern_type, r.acls.len()))
+                .collect();
+            assert_eq!(
+                resources,
+                [
+                    ("t".to_string(), LITERAL, 1),
+                    ("t".to_string(), PREFIXED, 1)
+                ]
+            );
+        }
+        // MATCH: the ACLs that apply to topic `tx`: the prefixed one only.
+        let matching = describe_all()
+            .with_resource_type_filter(TOPIC)
+            .with_resource_name_filter(Some(s("tx")))
+            .with_pattern_type_filter(2);
+        let described: DescribeAclsResponse =
+            ask(&broker, ApiKey::DescribeAcls, 3, &matching).await;
+        assert_eq!(described.resources.len(), 1);
+        assert_eq!(
+            described.resources[0].acls[0].principal.as_str(),
+            "User:bob"
+        );
+        let unknown = describe_all().with_operation(0);
+        let described: DescribeAclsResponse = ask(&broker, ApiKey::DescribeAcls, 3, &unknown).await;
+        assert_eq!(described.error_code, code(ResponseError::InvalidRequest));
+
+        let by_principal = DeleteAclsFilter::default()
+            .with_resource_name_filter(None)
+            .with_host_filter(None)
+            .with_resource_type_filter(ANY)
+            .with_pattern_type_filter(ANY)
+            .with_principal_filter(Some(s("User:alice")))
+            .with_operation(ANY)
+            .with_permission_type(ANY);
+        let deleted: DeleteAclsResponse = ask(
+            &broker,
+            ApiKey::DeleteAcls,
+            3,
+            &DeleteAclsRequest::default().with_filters(vec![by_principal.clone(), by_principal]),
+        )
+        .await;
+        for result in &deleted.filter_results {
+            assert_eq!(result.error_code, 0);
+            assert_eq!(result.matching_acls.len(), 1);
+            assert_eq!(result.matching_acls[0].resource_name.as_str(), "t");
+            assert_eq!(result.matching_acls[0].operation, READ);
+        }
+        let image = broker.image();
+        let left: Vec<&str> = image
+            .acls()
+            .iter()
+            .map(|(_, a)| a.principal.as_str())
+            .collect();
+        assert_eq!(left, ["User:bob"]);
+    }
+
+    fn produce_code(response: &ProduceResponse) -> i16 {
+        response.responses[0].partition_responses[0].error_code
+    }
+
+    async fn metadata(broker: &TestBroker, topics: Option<&[&str]>) -> Vec<(String, i16)> {
+        let request = MetadataRequest::default().with_topics(topics.map(|names| {
+            names
+                .iter()
+                .map(|n| MetadataRequestTopic::default().with_name(Some(name(n))))
+                .collect()
+        }));
+        let response: MetadataResponse = ask(broker, ApiKey::Metadata, 12, &request).await;
+        response
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_ref().map(|n| n.to_string()).unwrap_or_default(),
+                    t.error_code,
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_authorizer_checks_topics_and_the_cluster_for_the_principal() {
+        let broker = TestBroker::open(&[
+            ("authorizer.class.name", STANDARD_AUTHORIZER),
+            ("auto.create.topics.enable", "true"),
+        ])
+        .await;
+        broker.create_topic("t", 1);
+        let denied_topic = code(ResponseError::TopicAuthorizationFailed);
+        let denied_cluster = code(ResponseError::ClusterAuthorizationFailed);
+        // No ACLs, no super user, allow.everyone.if.no.acl.found false: nothing is allowed.
+        let request = CreateAclsRequest::default().with_creations(vec![creation(
+            "t",
+            LITERAL,
+            "User:ANONYMOUS",
+            READ,
+            ALLOW,
+        )]);
+        let created: CreateAclsResponse = ask(&broker, ApiKey::CreateAcls, 3, &request).await;
+        assert_eq!(created.results[0].error_code, denied_cluster);
+        let described: DescribeAclsResponse =
+            ask(&broker, ApiKey::DescribeAcls, 3, &describe_all()).await;
+        assert_eq!(described.error_code, denied_cluster);
+        let send = |version| produce(version, "t", Uuid::nil(), -1, vec![(0, batch(&[b"a"]))]);
+        let produced: ProduceResponse = ask(&broker, ApiKey::Produce, 9, &send(9)).await;
+        assert_eq!(produce_code(&produced), denied_topic);
+        let read = fetch(12, "t", Uuid::nil(), &[(0, 0, -1)]);
+        let fetched: FetchResponse = ask(&broker, ApiKey::Fetch, 12, &read).await;
+        assert_eq!(fetched.responses[0].partitions[0].error_code, denied_topic);
+        assert_eq!(metadata(&broker, None).await, []);
+        assert_eq!(
+            metadata(&broker, Some(&["t", "missing"])).await,
+            [
+                ("t".to_string(), denied_topic),
+                ("missing".to_string(), denied_topic)
+            ]
+        );
+        assert!(
+            broker.image().topic("missing").is_none(),
+            "no CREATE, no auto-creation"
+        );
+
+        // WRITE for User:ANONYMOUS: produce is allowed and implies DESCRIBE; READ is not.
+        grant(
+            &broker,
+            "t",
+            "User:ANONYMOUS",
+            AclOperation::Write,
+            AclPermissionType::Allow,
+        );
+        let produced: ProduceResponse = ask(&broker, ApiKey::Produce, 9, &send(9)).await;
+        assert_eq!(produce_code(&produced), 0);
+        let fetched: FetchResponse = ask(&broker, ApiKey::Fetch, 12, &read).await;
+        assert_eq!(fetched.responses[0].partitions[0].error_code, denied_topic);
+        assert_eq!(metadata(&broker, None).await, [("t".to_string(), 0)]);
+
+        // READ for everyone, then a DENY of READ for User:ANONYMOUS: the DENY wins.
+        grant(
+            &broker,
+            "t",
+            "User:*",
+            AclOperation::Read,
+            AclPermissionType::Allow,
+        );
+        let fetched: FetchResponse = ask(&broker, ApiKey::Fetch, 12, &read).await;
+        assert_eq!(fetched.responses[0].partitions[0].error_code, 0);
+        assert_eq!(
+            values(fetched.responses[0].partitions[0].records.clone()),
+            [Bytes::from("a")]
+        );
+        grant(
+            &broker,
+            "t",
+            "User:ANONYMOUS",
+            AclOperation::Read,
+            AclPermissionType::Deny,
+        );
+        let fetched: FetchResponse = ask(&broker, ApiKey::Fetch, 12, &read).await;
+        assert_eq!(fetched.responses[0].partitions[0].error_code, denied_topic);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn topic_administration_needs_create_alter_and_delete() {
+        use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+        use kafka_protocol::messages::{
+            CreatePartitionsRequest, CreatePartitionsResponse, DeleteTopicsRequest,
+            DeleteTopicsResponse,
+        };
+        let broker = TestBroker::open(&[("authorizer.class.name", STANDARD_AUTHORIZER)]).await;
+        let denied = code(ResponseError::TopicAuthorizationFailed);
+        let create = CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default()
+            .with_name(name("x"))
+            .with_num_partitions(1)
+            .with_replication_factor(1)]);
+        let grow = CreatePartitionsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(name("x"))
+                .with_count(2)
+                .with_assignments(None)]);
+        let delete = DeleteTopicsRequest::default().with_topic_names(vec![name("x")]);
+        let created: CreateTopicsResponse = ask(&broker, ApiKey::CreateTopics, 7, &create).await;
+        assert_eq!(created.topics[0].error_code, denied);
+        assert!(broker.image().topic("x").is_none());
+        grant(
+            &broker,
+            "x",
+            "User:ANONYMOUS",
+            AclOperation::Create,
+            AclPermissionType::Allow,
+        );
+        let created: CreateTopicsResponse = ask(&broker, ApiKey::CreateTopics, 7, &create).await;
+        assert_eq!(created.topics[0].error_code, 0);
+
+        let grown: CreatePartitionsResponse =
+            ask(&broker, ApiKey::CreatePartitions, 3, &grow).await;
+        assert_eq!(grown.results[0].error_code, denied);
+        grant(
+            &broker,
+            "x",
+            "User:ANONYMOUS",
+            AclOperation::Alter,
+            AclPermissionType::Allow,
+        );
+        let grown: CreatePartitionsResponse =
+            ask(&broker, ApiKey::CreatePartitions, 3, &grow).await;
+        assert_eq!(grown.results[0].error_code, 0);
+        assert_eq!(
+            broker.image().topic("x").map(|t| t.partitions.len()),
+            Some(2)
+        );
+
+        let deleted: DeleteTopicsResponse = ask(&broker, ApiKey::DeleteTopics, 5, &delete).await;
+        assert_eq!(deleted.responses[0].error_code, denied);
+        assert!(broker.image().topic("x").is_some());
+        grant(
+            &broker,
+            "x",
+            "User:ANONYMOUS",
+            AclOperation::Delete,
+            AclPermissionType::Allow,
+        );
+        let deleted: DeleteTopicsResponse = ask(&broker, ApiKey::DeleteTopics, 5, &delete).await;
+        assert_eq!(deleted.responses[0].error_code, 0);
+        assert!(broker.image().topic("x").is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_membership_needs_read_on_the_group() {
+        use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+        let broker = TestBroker::open(&[("authorizer.class.name", STANDARD_AUTHORIZER)]).await;
+        let denied = code(ResponseError::GroupAuthorizationFailed);
+        let join = JoinGroupRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::new())]);
+        let heartbeat = HeartbeatRequest::default()
+            .with_group_id(GroupId(s("g")))
+            .with_generation_id(1)
+            .with_member_id(s("m"));
+        let joined: JoinGroupResponse = ask(&broker, ApiKey::JoinGroup, 9, &join).await;
+        assert_eq!(joined.error_code, denied);
+        let beat: HeartbeatResponse = ask(&broker, ApiKey::Heartbeat, 4, &heartbeat).await;
+        assert_eq!(beat.error_code, denied);
+        // READ on a topic of the same name is not READ on the group.
+        grant(
+            &broker,
+            "g",
+            "User:ANONYMOUS",
+            AclOperation::Read,
+            AclPermissionType::Allow,
+        );
+        let joined: JoinGroupResponse = ask(&broker, ApiKey::JoinGroup, 9, &join).await;
+        assert_eq!(joined.error_code, denied);
+        grant_on(
+            &broker,
+            ResourceType::Group,
+            "g",
+            "User:ANONYMOUS",
+            AclOperation::Read,
+            AclPermissionType::Allow,
+        );
+        let joined: JoinGroupResponse = ask(&broker, ApiKey::JoinGroup, 9, &join).await;
+        assert_eq!(joined.error_code, code(ResponseError::MemberIdRequired));
+        let beat: HeartbeatResponse = ask(&broker, ApiKey::Heartbeat, 4, &heartbeat).await;
+        assert_ne!(beat.error_code, denied);
+    }
 }

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::{code, controller_error, str_bytes};
 use crate::broker::Broker;
-use crate::session::RequestContext;
+use crate::session::{Operation, RequestContext};
 
 fn defaults(broker: &Broker) -> (i32, i16) {
     (
@@ -168,10 +168,24 @@ pub async fn handle_create(
         .filter(|t| !seen.insert(t.name.to_string()))
         .map(|t| t.name.to_string())
         .collect();
+    // As Kafka: CREATE on the cluster, else on each topic; a topic the principal may not
+    // create is TOPIC_AUTHORIZATION_FAILED.
+    let may_create_any = ctx.authorize_cluster(Operation::Create).is_ok();
+    let unauthorized: Vec<String> = request
+        .topics
+        .iter()
+        .map(|t| t.name.to_string())
+        .filter(|name| {
+            !duplicates.contains(name)
+                && !may_create_any
+                && ctx.authorize_topic(Operation::Create, name).is_err()
+        })
+        .collect();
     let specs: Vec<CreateTopicSpec> = request
         .topics
         .iter()
         .filter(|t| !duplicates.contains(t.name.as_str()))
+        .filter(|t| !unauthorized.iter().any(|n| n == t.name.as_str()))
         .map(|t| CreateTopicSpec {
             name: t.name.to_string(),
             num_partitions: t.num_partitions,
@@ -219,6 +233,13 @@ pub async fn handle_create(
                 ))))
         })
         .collect();
+    responses.extend(unauthorized.into_iter().map(|name| {
+        CreatableTopicResult::default()
+            .with_name(TopicName(str_bytes(name)))
+            .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+    }));
     match outcome {
         Ok((results, image)) => {
             for (spec, result) in specs.iter().zip(results) {
@@ -306,12 +327,31 @@ pub async fn handle_delete(
     let deletion_enabled = broker
         .config
         .broker_value(strata_meta::config::props::DELETE_TOPIC_ENABLE);
+    // As Kafka: DELETE on the topic, checked before its existence is told (a topic named by
+    // an id this broker knows is checked by its name); refused ones are not deleted.
+    let refused: Vec<bool> = {
+        let image = broker.image();
+        targets
+            .iter()
+            .map(|(name, id)| {
+                let name = name
+                    .clone()
+                    .or_else(|| image.topic_by_id(id).map(|t| t.name.clone()));
+                name.is_some_and(|n| ctx.authorize_topic(Operation::Delete, &n).is_err())
+            })
+            .collect()
+    };
     let outcome = tokio::task::block_in_place(|| {
         broker.commit(|image| {
             let mut records = Vec::new();
             let mut results = Vec::new();
             let mut working = image.clone();
-            for (name, id) in &targets {
+            for ((name, id), refused) in targets.iter().zip(&refused) {
+                if *refused {
+                    // Answered TOPIC_AUTHORIZATION_FAILED below; nothing is planned.
+                    results.push(Err(ControllerError::UnknownTopicOrPartition));
+                    continue;
+                }
                 let resolved = match name {
                     Some(n) => working
                         .topic(n)
@@ -346,7 +386,12 @@ pub async fn handle_delete(
         Ok(results) => targets
             .iter()
             .zip(results)
-            .map(|((name, id), result)| match result {
+            .zip(&refused)
+            .map(|(((name, id), result), refused)| match result {
+                _ if *refused => DeletableTopicResult::default()
+                    .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
+                    .with_topic_id(*id)
+                    .with_error_code(code(ResponseError::TopicAuthorizationFailed)),
                 Ok((name, topic_id)) => {
                     tracing::info!(topic = %name, "deleted topic");
                     DeletableTopicResult::default()
@@ -379,16 +424,26 @@ pub async fn handle_delete(
 
 pub async fn handle_create_partitions(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let validate_only = request.validate_only;
+    // As Kafka: ALTER on the topic, else TOPIC_AUTHORIZATION_FAILED and nothing planned.
+    let refused: Vec<bool> = request
+        .topics
+        .iter()
+        .map(|t| ctx.authorize_topic(Operation::Alter, &t.name).is_err())
+        .collect();
     let plan = |image: &MetadataImage| {
         let mut records = Vec::new();
         let mut results = Vec::new();
         let mut working = image.clone();
         let mut seen = HashSet::new();
-        for t in &request.topics {
+        for (t, refused) in request.topics.iter().zip(&refused) {
+            if *refused {
+                results.push(Ok(()));
+                continue;
+            }
             if !seen.insert(t.name.to_string()) {
                 results.push(Err(ControllerError::InvalidRequest(
                     "Duplicate topic in request.".into(),
@@ -429,6 +484,9 @@ pub async fn handle_create_partitions(
         .enumerate()
         .map(|(i, t)| {
             let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            if refused[i] {
+                return base.with_error_code(code(ResponseError::TopicAuthorizationFailed));
+            }
             match &outcome {
                 Ok(results) => match &results[i] {
                     Ok(()) => base,

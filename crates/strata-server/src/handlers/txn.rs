@@ -40,7 +40,7 @@ use super::groups::{commit_durably, commit_results, requested_commits};
 use super::{code, str_bytes};
 use crate::broker::Broker;
 use crate::replica_manager::now_ms;
-use crate::session::RequestContext;
+use crate::session::{Operation, RequestContext};
 
 /// PRODUCER_FENCED exists from these versions on (KIP-588); older clients know the fencing
 /// only as INVALID_PRODUCER_EPOCH.
@@ -310,9 +310,15 @@ pub fn handle_end_txn(
 /// for its own partitions.
 pub fn handle_write_txn_markers(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: &WriteTxnMarkersRequest,
 ) -> WriteTxnMarkersResponse {
+    // Only brokers write markers: Kafka requires CLUSTER_ACTION and refuses every partition
+    // otherwise.
+    let refused = ctx
+        .authorize_cluster(Operation::ClusterAction)
+        .err()
+        .map(code);
     let markers = tokio::task::block_in_place(|| {
         request
             .markers
@@ -326,22 +332,26 @@ pub fn handle_write_txn_markers(
                             .partition_indexes
                             .iter()
                             .map(|&index| {
-                                let error = match broker.replicas.leader_or_error(
-                                    &broker.image(),
-                                    t.name.as_str(),
-                                    index,
-                                ) {
-                                    Ok(partition) => match broker.txns.append_marker(
-                                        &partition,
-                                        m.producer_id.0,
-                                        m.producer_epoch,
-                                        m.transaction_result,
-                                        m.coordinator_epoch,
+                                let error = if let Some(error) = refused {
+                                    error
+                                } else {
+                                    match broker.replicas.leader_or_error(
+                                        &broker.image(),
+                                        t.name.as_str(),
+                                        index,
                                     ) {
-                                        Ok(()) => 0,
-                                        Err(e) => super::log_error(broker, &partition, &e),
-                                    },
-                                    Err(e) => code(e),
+                                        Ok(partition) => match broker.txns.append_marker(
+                                            &partition,
+                                            m.producer_id.0,
+                                            m.producer_epoch,
+                                            m.transaction_result,
+                                            m.coordinator_epoch,
+                                        ) {
+                                            Ok(()) => 0,
+                                            Err(e) => super::log_error(broker, &partition, &e),
+                                        },
+                                        Err(e) => code(e),
+                                    }
                                 };
                                 WritableTxnMarkerPartitionResult::default()
                                     .with_partition_index(index)
