@@ -238,6 +238,8 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                     .map_err(|refusal| bad(refusal.to_string()))?;
                 let ctx = RequestContext::new(request.header, session, arrived)
                     .with_authorizer(broker.request_authorizer());
+                ctx.admit_unchecked_api(api_key)
+                    .map_err(|refusal| bad(refusal.to_string()))?;
                 let response = match handlers::handle(broker, &ctx, request.body).await {
                     Some(body) => Some(
                         encode_response(correlation_id, api_key, version, &body).map_err(|e| {

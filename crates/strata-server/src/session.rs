@@ -235,7 +235,41 @@ impl Operation {
 pub enum Refusal {
     #[error("{0:?} request before authentication completed")]
     NotAuthenticated(ApiKey),
+    #[error(
+        "{api_key:?} is not yet authorized per resource; while an authorizer is on, only \
+         principals with ALTER on the cluster may send it ({principal} may not)"
+    )]
+    NotYetAuthorized {
+        api_key: ApiKey,
+        principal: KafkaPrincipal,
+    },
 }
+
+/// The APIs whose handlers ask the authorizer for each resource they touch, as Kafka's do, or
+/// that Kafka answers before authorization (ApiVersions). The others are not yet authorized
+/// per resource, and an authorizer must not leave them open: see
+/// [`RequestContext::admit_unchecked_api`].
+const AUTHORIZED_APIS: &[ApiKey] = &[
+    ApiKey::ApiVersions,
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::OffsetForLeaderEpoch,
+    ApiKey::DeleteRecords,
+    ApiKey::DescribeProducers,
+    ApiKey::Metadata,
+    ApiKey::CreateTopics,
+    ApiKey::CreatePartitions,
+    ApiKey::DeleteTopics,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::CreateAcls,
+    ApiKey::DescribeAcls,
+    ApiKey::DeleteAcls,
+    ApiKey::WriteTxnMarkers,
+];
 
 /// Kafka's rule for the client software name and version of ApiVersions v3+ (KIP-511):
 /// not empty, only `[a-zA-Z0-9.-]`, starting and ending with a letter or digit.
@@ -344,6 +378,23 @@ impl<'a> RequestContext<'a> {
         } else {
             Err(ResponseError::ClusterAuthorizationFailed)
         }
+    }
+
+    /// Deny by default: with an authorizer on, an API whose handler does not yet check each
+    /// resource is admitted only for principals with ALTER on the cluster (super users and
+    /// administrators), instead of being open to everyone. Without an authorizer everything is
+    /// admitted, as in Kafka.
+    pub fn admit_unchecked_api(&self, api_key: ApiKey) -> Result<(), Refusal> {
+        if self.authorizer.is_none()
+            || AUTHORIZED_APIS.contains(&api_key)
+            || self.authorize_cluster(Operation::Alter).is_ok()
+        {
+            return Ok(());
+        }
+        Err(Refusal::NotYetAuthorized {
+            api_key,
+            principal: self.session.principal.clone(),
+        })
     }
 
     /// The header's client id; Kafka treats a null one as empty.

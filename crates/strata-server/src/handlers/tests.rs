@@ -110,6 +110,8 @@ impl Client {
         self.session.admit(api_key).expect("plaintext admits all");
         let ctx = RequestContext::new(decoded.header, &self.session, Instant::now())
             .with_authorizer(broker.broker.request_authorizer());
+        ctx.admit_unchecked_api(api_key)
+            .expect("an API the test may send");
         let response = tokio::time::timeout(
             ANSWER_LIMIT,
             super::handle(&broker.broker, &ctx, decoded.body),
@@ -1626,5 +1628,43 @@ mod acls {
         assert_eq!(joined.error_code, code(ResponseError::MemberIdRequired));
         let beat: HeartbeatResponse = ask(&broker, ApiKey::Heartbeat, 4, &heartbeat).await;
         assert_ne!(beat.error_code, denied);
+    }
+
+    /// Deny by default: with the authorizer on, an API whose handler does not yet check its
+    /// resources is admitted only for principals with ALTER on the cluster.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn apis_not_yet_authorized_are_closed_to_all_but_cluster_admins() {
+        let session = Session::plaintext("127.0.0.1:4000".parse().unwrap());
+        let header = || RequestHeader::default().with_request_api_version(8);
+        let open = TestBroker::open(&[]).await;
+        let ctx = RequestContext::new(header(), &session, Instant::now())
+            .with_authorizer(open.broker.request_authorizer());
+        assert!(
+            ctx.admit_unchecked_api(ApiKey::OffsetFetch).is_ok(),
+            "no authorizer"
+        );
+
+        let closed = TestBroker::open(&[("authorizer.class.name", STANDARD_AUTHORIZER)]).await;
+        let ctx = RequestContext::new(header(), &session, Instant::now())
+            .with_authorizer(closed.broker.request_authorizer());
+        let refusal = ctx.admit_unchecked_api(ApiKey::OffsetFetch).unwrap_err();
+        assert!(refusal.to_string().contains("User:ANONYMOUS"), "{refusal}");
+        assert!(
+            ctx.admit_unchecked_api(ApiKey::Produce).is_ok(),
+            "checked per topic"
+        );
+        assert!(ctx.admit_unchecked_api(ApiKey::ApiVersions).is_ok());
+
+        let admin = TestBroker::open(&[
+            ("authorizer.class.name", STANDARD_AUTHORIZER),
+            ("super.users", "User:ANONYMOUS"),
+        ])
+        .await;
+        let ctx = RequestContext::new(header(), &session, Instant::now())
+            .with_authorizer(admin.broker.request_authorizer());
+        assert!(
+            ctx.admit_unchecked_api(ApiKey::OffsetFetch).is_ok(),
+            "a super user"
+        );
     }
 }
