@@ -198,36 +198,8 @@ pub struct Authorizer {
     pub image: Arc<MetadataImage>,
 }
 
-/// Kafka's `AclOperation`s that handlers ask about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Read,
-    Write,
-    Create,
-    Delete,
-    Alter,
-    Describe,
-    ClusterAction,
-    DescribeConfigs,
-    AlterConfigs,
-}
-
-impl Operation {
-    /// The ACL operation it is checked as.
-    pub fn acl(self) -> AclOperation {
-        match self {
-            Operation::Read => AclOperation::Read,
-            Operation::Write => AclOperation::Write,
-            Operation::Create => AclOperation::Create,
-            Operation::Delete => AclOperation::Delete,
-            Operation::Alter => AclOperation::Alter,
-            Operation::Describe => AclOperation::Describe,
-            Operation::ClusterAction => AclOperation::ClusterAction,
-            Operation::DescribeConfigs => AclOperation::DescribeConfigs,
-            Operation::AlterConfigs => AclOperation::AlterConfigs,
-        }
-    }
-}
+/// What handlers ask the authorizer about: Kafka's `AclOperation`, the one definition.
+pub use strata_meta::acl::AclOperation as Operation;
 
 /// Why [`Session::admit`] refused a request; the connection is closed, as Kafka closes one
 /// that sends requests before authenticating.
@@ -353,7 +325,7 @@ impl<'a> RequestContext<'a> {
     /// TOPIC_AUTHORIZATION_FAILED; with no authorizer configured every operation is allowed,
     /// as in Kafka.
     pub fn authorize_topic(&self, operation: Operation, topic: &str) -> Result<(), ResponseError> {
-        if self.authorize(operation.acl(), ResourceType::Topic, topic) {
+        if self.authorize(operation, ResourceType::Topic, topic) {
             Ok(())
         } else {
             Err(ResponseError::TopicAuthorizationFailed)
@@ -363,7 +335,7 @@ impl<'a> RequestContext<'a> {
     /// May this request's principal do `operation` on the consumer group `group`? A denial is
     /// GROUP_AUTHORIZATION_FAILED.
     pub fn authorize_group(&self, operation: Operation, group: &str) -> Result<(), ResponseError> {
-        if self.authorize(operation.acl(), ResourceType::Group, group) {
+        if self.authorize(operation, ResourceType::Group, group) {
             Ok(())
         } else {
             Err(ResponseError::GroupAuthorizationFailed)
@@ -373,7 +345,7 @@ impl<'a> RequestContext<'a> {
     /// May this request's principal do `operation` on the cluster (`kafka-cluster`)? A denial
     /// is CLUSTER_AUTHORIZATION_FAILED.
     pub fn authorize_cluster(&self, operation: Operation) -> Result<(), ResponseError> {
-        if self.authorize(operation.acl(), ResourceType::Cluster, CLUSTER_NAME) {
+        if self.authorize(operation, ResourceType::Cluster, CLUSTER_NAME) {
             Ok(())
         } else {
             Err(ResponseError::ClusterAuthorizationFailed)
