@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use strata_protocol::frame::LENGTH_PREFIX_BYTES;
 use strata_protocol::{decode_request, encode_response, FrameDecoder, RequestError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::handlers;
-use crate::session::{RequestContext, SecurityProtocol, Session};
+use crate::session::{Refusal, RequestContext, SecurityProtocol, Session};
 
 /// Kafka's `connections.max.idle.ms` default: idle connections are closed after this long.
 const CONNECTION_MAX_IDLE: Duration = Duration::from_secs(600);
@@ -230,16 +230,15 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                 let version = request.api_version();
                 let correlation_id = request.correlation_id();
                 broker.metrics.request(api_key);
-                if let RequestKind::ApiVersions(r) = &request.body {
-                    session.note_api_versions(r, version);
-                }
-                session
-                    .admit(api_key)
-                    .map_err(|refusal| bad(refusal.to_string()))?;
-                let ctx = RequestContext::new(request.header, session, arrived)
-                    .with_authorizer(broker.request_authorizer());
-                ctx.admit_unchecked_api(api_key)
-                    .map_err(|refusal| bad(refusal.to_string()))?;
+                let ctx = admit(
+                    broker,
+                    session,
+                    api_key,
+                    request.header,
+                    &request.body,
+                    arrived,
+                )
+                .map_err(|refusal| bad(refusal.to_string()))?;
                 let response = match handlers::handle(broker, &ctx, request.body).await {
                     Some(body) => Some(
                         encode_response(correlation_id, api_key, version, &body).map_err(|e| {
@@ -288,6 +287,27 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                 .map_err(|e| Closed::Io(format!("write failed: {e}")))?;
         }
     }
+}
+
+/// The seam between decoding a request and handling it: records what ApiVersions tells
+/// about the client, asks the session whether it may send this API now (authentication), and
+/// builds the context the handler gets, refusing APIs an authorizer does not yet cover.
+pub(crate) fn admit<'s>(
+    broker: &Broker,
+    session: &'s mut Session,
+    api_key: ApiKey,
+    header: RequestHeader,
+    body: &RequestKind,
+    arrived: Instant,
+) -> Result<RequestContext<'s>, Refusal> {
+    if let RequestKind::ApiVersions(r) = body {
+        session.note_api_versions(r, header.request_api_version);
+    }
+    session.admit(api_key)?;
+    let ctx =
+        RequestContext::new(header, session, arrived).with_authorizer(broker.request_authorizer());
+    ctx.admit_unchecked_api(api_key)?;
+    Ok(ctx)
 }
 
 /// Most chunks passed to one vectored write; Linux takes up to `IOV_MAX` (1024).

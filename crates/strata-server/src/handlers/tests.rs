@@ -34,7 +34,7 @@ use kafka_protocol::messages::{
     DescribeGroupsResponse, DescribeProducersRequest, DescribeProducersResponse, FetchRequest,
     FetchResponse, GroupId, JoinGroupRequest, JoinGroupResponse, ListOffsetsRequest,
     ListOffsetsResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, RequestKind, ResponseHeader, TopicName,
+    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -104,14 +104,15 @@ impl Client {
             .unwrap_or_else(|e| panic!("{api_key:?} v{version} request encodes: {e:#}"));
         let decoded = strata_protocol::decode_request(frame.freeze())
             .unwrap_or_else(|e| panic!("{api_key:?} v{version} request decodes: {e}"));
-        if let RequestKind::ApiVersions(r) = &decoded.body {
-            self.session.note_api_versions(r, version);
-        }
-        self.session.admit(api_key).expect("plaintext admits all");
-        let ctx = RequestContext::new(decoded.header, &self.session, Instant::now())
-            .with_authorizer(broker.broker.request_authorizer());
-        ctx.admit_unchecked_api(api_key)
-            .expect("an API the test may send");
+        let ctx = crate::connection::admit(
+            &broker.broker,
+            &mut self.session,
+            api_key,
+            decoded.header,
+            &decoded.body,
+            Instant::now(),
+        )
+        .expect("an API the test may send");
         let response = tokio::time::timeout(
             ANSWER_LIMIT,
             super::handle(&broker.broker, &ctx, decoded.body),
