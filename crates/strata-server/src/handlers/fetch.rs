@@ -28,6 +28,7 @@
 //! progress) and answers only those with news; a session error is answered alone, reading
 //! nothing. The long poll waits on the session's partitions like on a full fetch's.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -129,9 +130,26 @@ pub async fn handle(
         FetchContext::Sessionless | FetchContext::Full { .. } => &fetch_data,
         FetchContext::Incremental { partitions, .. } => partitions,
     };
+    // Kafka authorizes once per request, not per partition: a follower needs CLUSTER_ACTION
+    // (else every partition is refused), a consumer READ on each topic it names.
+    let follower_refused = replica
+        .and_then(|_| ctx.authorize_cluster(Operation::ClusterAction).err())
+        .map(|_| ResponseError::TopicAuthorizationFailed);
+    let mut refusals: HashMap<String, Option<ResponseError>> = HashMap::new();
+    let mut topic_refused = |name: &str| {
+        if replica.is_some() {
+            return None;
+        }
+        if let Some(&refusal) = refusals.get(name) {
+            return refusal;
+        }
+        let refusal = ctx.authorize_topic(Operation::Read, name).err();
+        refusals.insert(name.to_string(), refusal);
+        refusal
+    };
     let targets: Vec<Target> = to_read
         .iter()
-        .map(|(key, wanted)| resolve(ctx, replica.is_some(), &image, key, wanted))
+        .map(|(key, wanted)| resolve(follower_refused, &mut topic_refused, &image, key, wanted))
         .collect();
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + max_wait;
@@ -352,11 +370,11 @@ fn topic_key(version: i16, name: &TopicName, id: Uuid) -> TopicKey {
 
 /// One partition to read, resolved against the image: a topic id or name the cluster does
 /// not know is UNKNOWN_TOPIC_ID (v13+) or UNKNOWN_TOPIC_OR_PARTITION. As in Kafka, a topic
-/// named by a consumer is authorized (READ) before anyone learns whether it exists; a
-/// follower is authorized for the cluster (CLUSTER_ACTION), not per topic.
+/// named by a consumer is authorized (`topic_refused`, READ) before anyone learns whether it
+/// exists; a follower refused CLUSTER_ACTION (`follower_refused`) is refused every partition.
 fn resolve(
-    ctx: &RequestContext<'_>,
-    follower: bool,
+    follower_refused: Option<ResponseError>,
+    topic_refused: &mut impl FnMut(&str) -> Option<ResponseError>,
     image: &MetadataImage,
     key: &PartitionKey,
     wanted: &PartitionRequest,
@@ -370,21 +388,10 @@ fn resolve(
         ),
     };
     let partition = key.partition;
-    // Kafka: a follower needs CLUSTER_ACTION, else every partition is refused; a consumer
-    // needs READ on each topic it names.
-    let follower_refused = follower
-        .then(|| ctx.authorize_cluster(Operation::ClusterAction).err())
-        .flatten()
-        .map(|_| ResponseError::TopicAuthorizationFailed);
-    let refused = |name: &str| {
-        (!follower)
-            .then(|| ctx.authorize_topic(Operation::Read, name).err())
-            .flatten()
-    };
     let error = follower_refused.or_else(|| match (resolved, &key.topic) {
-        (None, TopicKey::Name(name)) => refused(name).or(Some(unknown)),
+        (None, TopicKey::Name(name)) => topic_refused(name).or(Some(unknown)),
         (None, TopicKey::Id(_)) => Some(unknown),
-        (Some(t), _) => refused(&t.name).or_else(|| {
+        (Some(t), _) => topic_refused(&t.name).or_else(|| {
             (partition < 0 || partition as usize >= t.partitions.len())
                 .then_some(ResponseError::UnknownTopicOrPartition)
         }),
