@@ -74,29 +74,6 @@ impl<'a> PartitionWalk<'a> {
         }
     }
 
-    /// The partition, or the error code to answer for it: the topic's authorization, then
-    /// KAFKA_STORAGE_ERROR / NOT_LEADER_OR_FOLLOWER / UNKNOWN_TOPIC_OR_PARTITION when no
-    /// replica is here, as [`ReplicaManager::replica_or_error`] decides, then
-    /// FENCED_LEADER_EPOCH when the client's epoch is older than the replica's and
-    /// UNKNOWN_LEADER_EPOCH when newer, then NOT_LEADER_OR_FOLLOWER when the role needs the
-    /// leader and this replica follows.
-    pub fn resolve(
-        &self,
-        topic: &str,
-        index: i32,
-        current_leader_epoch: i32,
-    ) -> Result<Arc<Partition>, ResponseError> {
-        self.ctx.authorize_topic(self.operation, topic)?;
-        hosted(
-            self.replicas,
-            &self.image,
-            self.role,
-            topic,
-            index,
-            current_leader_epoch,
-        )
-    }
-
     /// Walks `topics`: `answer` builds each partition's response from its resolution, and
     /// `topic_response` each topic's from its partitions' answers, in request order.
     pub fn map<T: TopicEntry, R, TR>(
@@ -108,12 +85,25 @@ impl<'a> PartitionWalk<'a> {
         topics
             .iter()
             .map(|topic| {
+                // The topic is authorized once; each partition then gets, in order,
+                // KAFKA_STORAGE_ERROR / NOT_LEADER_OR_FOLLOWER / UNKNOWN_TOPIC_OR_PARTITION
+                // when no replica is here, the leader-epoch errors, and NOT_LEADER_OR_FOLLOWER
+                // when the role needs the leader ([`hosted`]).
+                let authorized = self.ctx.authorize_topic(self.operation, topic.name());
                 let answers = topic
                     .partitions()
                     .iter()
                     .map(|p| {
-                        let resolved =
-                            self.resolve(topic.name(), T::index(p), T::current_leader_epoch(p));
+                        let resolved = authorized.and_then(|()| {
+                            hosted(
+                                self.replicas,
+                                &self.image,
+                                self.role,
+                                topic.name(),
+                                T::index(p),
+                                T::current_leader_epoch(p),
+                            )
+                        });
                         answer(topic, p, resolved)
                     })
                     .collect();
@@ -162,7 +152,7 @@ impl PartitionWalk<'_> {
 }
 
 /// The partition in `role` on this broker with the client's leader epoch checked, or the error
-/// code to answer: the per-partition half of [`PartitionWalk::resolve`], for callers that
+/// code to answer: the per-partition half of [`PartitionWalk::map`], for callers that
 /// resolve again on a blocking thread (Fetch re-reads its partitions on every long-poll pass).
 pub(crate) fn hosted(
     replicas: &ReplicaManager,
