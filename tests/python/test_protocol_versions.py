@@ -36,6 +36,7 @@ ELECTION_NOT_NEEDED = 84
 TRANSACTIONAL_ID_NOT_FOUND = 105
 INVALID_REGULAR_EXPRESSION = 128
 RESOURCE_NOT_FOUND = 91
+ILLEGAL_SASL_STATE = 34
 SCRAM_SHA_256 = 1
 SCRAM_SHA_512 = 2
 
@@ -793,6 +794,18 @@ def describe_user_scram_credentials(s: Sweep, v: int) -> None:
     assert user in {r.user for r in everyone.results}, everyone
 
 
+def sasl_handshake(s: Sweep, v: int) -> None:
+    # The sweep's listener is PLAINTEXT: nothing to authenticate, and Kafka's KafkaApis
+    # answers ILLEGAL_SASL_STATE. The exchange on SASL listeners is swept in test_sasl.py.
+    resp = s.call(17, v, {"mechanism": "PLAIN"}, allow=(ILLEGAL_SASL_STATE,))
+    assert resp.error_code == ILLEGAL_SASL_STATE, resp
+
+
+def sasl_authenticate(s: Sweep, v: int) -> None:
+    resp = s.call(36, v, {"auth_bytes": b"\0sweep\0sweep-secret"}, allow=(ILLEGAL_SASL_STATE,))
+    assert resp.error_code == ILLEGAL_SASL_STATE, resp
+
+
 def scram_upsertion(user: str, mechanism: int, iterations: int) -> dict[str, Any]:
     """A credential as a client sends it: salted by the client, never the password."""
     salt = os.urandom(16)
@@ -823,6 +836,7 @@ BUILDERS: dict[int, Callable[[Sweep, int], None]] = {
     14: sync_group,
     15: describe_groups,
     16: list_groups,
+    17: sasl_handshake,
     18: api_versions,
     19: create_topics,
     20: delete_topics,
@@ -840,6 +854,7 @@ BUILDERS: dict[int, Callable[[Sweep, int], None]] = {
     32: describe_configs,
     33: alter_configs,
     35: describe_log_dirs,
+    36: sasl_authenticate,
     37: create_partitions,
     42: delete_groups,
     43: elect_leaders,

@@ -958,6 +958,50 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         &[],
         "TLS versions accepted",
     ),
+    // SASL (also per listener as `listener.name.<name>.sasl.*`).
+    def(
+        "sasl.enabled.mechanisms",
+        List,
+        "GSSAPI",
+        Validator::None,
+        &[],
+        "SASL mechanisms served on SASL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 \
+         (Kafka's default, GSSAPI, is not served)",
+    ),
+    def(
+        "sasl.plain.allow.plaintext",
+        Boolean,
+        "false",
+        Validator::None,
+        &[],
+        "whether PLAIN may be enabled on a SASL_PLAINTEXT listener, where the password \
+         crosses the network in the clear (Strata's; Kafka allows it silently)",
+    ),
+    def(
+        "sasl.server.max.receive.size",
+        Int,
+        "524288",
+        AtLeast(1),
+        &[],
+        "largest request accepted before a SASL client has authenticated",
+    ),
+    def(
+        "connections.max.reauth.ms",
+        Long,
+        "0",
+        AtLeast(0),
+        &[],
+        "longest a SASL session lasts before the client must re-authenticate (KIP-368); 0: \
+         sessions do not expire",
+    ),
+    def(
+        "connection.failed.authentication.delay.ms",
+        Int,
+        "100",
+        AtLeast(0),
+        &[],
+        "delay before answering and closing a failed authentication (KIP-306)",
+    ),
 ];
 
 /// Keys that may also be set per listener as `listener.name.<name>.<key>` (Kafka's
@@ -1141,6 +1185,12 @@ pub mod props {
         SSL_TRUSTSTORE_CERTIFICATES: String = "ssl.truststore.certificates";
         SSL_CLIENT_AUTH: String = "ssl.client.auth";
         SSL_ENABLED_PROTOCOLS: String = "ssl.enabled.protocols";
+        SASL_ENABLED_MECHANISMS: String = "sasl.enabled.mechanisms";
+        SASL_PLAIN_ALLOW_PLAINTEXT: bool = "sasl.plain.allow.plaintext";
+        SASL_SERVER_MAX_RECEIVE_SIZE: i64 = "sasl.server.max.receive.size";
+        CONNECTIONS_MAX_REAUTH_MS: i64 = "connections.max.reauth.ms";
+        CONNECTION_FAILED_AUTHENTICATION_DELAY_MS: i64 =
+            "connection.failed.authentication.delay.ms";
         TRANSACTION_MAX_TIMEOUT_MS: i64 = "transaction.max.timeout.ms";
         /// Dynamic (see [`super::DYNAMIC_BROKER_CONFIGS`]).
         TRANSACTION_PARTITION_VERIFICATION_ENABLE: bool =

@@ -42,6 +42,9 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::SyncGroup, 0, 5),
     served(ApiKey::DescribeGroups, 0, 6),
     served(ApiKey::ListGroups, 0, 5),
+    // SASL listeners answer these in the connection's authenticator (v0: bare tokens follow
+    // the handshake); elsewhere, and after authentication, they are ILLEGAL_SASL_STATE.
+    served(ApiKey::SaslHandshake, 0, 1),
     served(ApiKey::ApiVersions, 0, 4),
     served(ApiKey::CreateTopics, 2, 7),
     served(ApiKey::DeleteTopics, 1, 6),
@@ -61,6 +64,8 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::DescribeConfigs, 1, 4),
     served(ApiKey::AlterConfigs, 0, 2),
     served(ApiKey::DescribeLogDirs, 1, 4),
+    // v1 adds the session lifetime (KIP-368), v2 is flexible.
+    served(ApiKey::SaslAuthenticate, 0, 2),
     served(ApiKey::CreatePartitions, 0, 3),
     served(ApiKey::DeleteGroups, 0, 2),
     served(ApiKey::ElectLeaders, 0, 2),

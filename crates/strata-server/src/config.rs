@@ -338,8 +338,9 @@ pub struct ListenerError(pub String);
 /// `advertised`, `--advertised-listener`) is the shorthand, and the default is
 /// `127.0.0.1:9092`. Returns the listeners and the inter-broker listener's name.
 ///
-/// SASL listeners are refused ("not yet supported") rather than served open, and the
-/// inter-broker listener must be PLAINTEXT while broker-to-broker clients speak no TLS.
+/// The inter-broker listener must be PLAINTEXT while broker-to-broker clients speak neither
+/// TLS nor SASL. A SASL listener's mechanisms are checked when it is bound
+/// ([`crate::sasl::listener_mechanisms`]).
 pub fn listeners_from(
     props: &BrokerProperties,
     listen: Option<SocketAddr>,
@@ -443,15 +444,6 @@ pub fn listeners_from(
                 "no security protocol for listener {name}: add it to listener.security.protocol.map"
             ))
         })?;
-        if matches!(
-            protocol,
-            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
-        ) {
-            return Err(err(format!(
-                "listener {name} uses {}: SASL is not yet supported",
-                protocol.name()
-            )));
-        }
         let bind_host = if host.is_empty() { "0.0.0.0" } else { &host };
         let bind = std::net::ToSocketAddrs::to_socket_addrs(&(bind_host, port))
             .ok()
@@ -513,16 +505,21 @@ impl ServerConfig {
         self.listeners.iter().find(|l| l.name == name)
     }
 
-    /// A per-listener setting (`ssl.*`): `listener.name.<listener>.<key>` if set, else the
-    /// plain key, else its default (Kafka's precedence for listener-prefixed configs).
-    pub fn listener_value(&self, listener: &str, key: BrokerProperty<String>) -> String {
+    /// A per-listener setting (`ssl.*`, `sasl.*`): `listener.name.<listener>.<key>` if set,
+    /// else the plain key, else its default (Kafka's precedence for listener-prefixed configs).
+    /// Values were validated when the properties were read.
+    pub fn listener_value<T: strata_meta::config::BrokerValue>(
+        &self,
+        listener: &str,
+        key: BrokerProperty<T>,
+    ) -> T {
         self.props
             .iter()
             .find(|(name, _)| {
                 strata_meta::config::split_listener_prefix(name)
                     .is_some_and(|(l, k)| l == listener && k == key.name())
             })
-            .map(|(_, v)| v.to_string())
+            .and_then(|(_, v)| v.trim().parse().ok())
             .unwrap_or_else(|| self.broker_value(key))
     }
 }
@@ -595,7 +592,7 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(refused(&[("listeners", "SASL_SSL://:9093")]).contains("SASL is not yet supported"));
+        assert!(refused(&[("listeners", "SASL_SSL://:9093")]).contains("broker-to-broker TLS"));
         assert!(refused(&[("listeners", "X://:9093")]).contains("listener.security.protocol.map"));
         assert!(refused(&[("listeners", "PLAINTEXT:9092")]).contains("NAME://HOST:PORT"));
         assert!(refused(&[("listeners", "PLAINTEXT://:1,PLAINTEXT://:2")]).contains("twice"));

@@ -45,11 +45,18 @@ const MAX_READ_STEP_BYTES: usize = 1024 * 1024;
 /// connection shakes hands in its own task.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A bound Kafka listener, with its TLS acceptor on an SSL listener.
+mod sasl_authenticator;
+
+pub use sasl_authenticator::SaslListener;
+use sasl_authenticator::{Answer, Authenticator, Reply};
+
+/// A bound Kafka listener, with its TLS acceptor on an SSL or SASL_SSL listener and its SASL
+/// settings on a SASL one.
 pub struct BoundListener {
     pub config: crate::config::ListenerConfig,
     pub socket: tokio::net::TcpListener,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub sasl: Option<SaslListener>,
 }
 
 /// What every connection of one listener shares.
@@ -57,6 +64,7 @@ struct ListenerRuntime {
     name: Arc<str>,
     protocol: SecurityProtocol,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    sasl: Option<Arc<SaslListener>>,
 }
 
 pub async fn accept_loop(
@@ -69,6 +77,7 @@ pub async fn accept_loop(
         name: bound.config.name.as_str().into(),
         protocol: bound.config.security_protocol,
         tls: bound.tls,
+        sasl: bound.sasl.map(Arc::new),
     });
     let max_connections: i64 = broker
         .config
@@ -119,8 +128,9 @@ async fn serve(
         .fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
     let mut session = Session::on_listener(peer, listener.name.clone(), listener.protocol);
+    let authenticator = listener.sasl.clone().map(Authenticator::new);
     let ended = match &listener.tls {
-        None => serve_requests(&broker, stream, &mut session, stop).await,
+        None => serve_requests(&broker, stream, &mut session, authenticator, stop).await,
         Some(acceptor) => {
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Err(_) => Err(Closed::BadInput("TLS handshake timed out".into())),
@@ -128,7 +138,7 @@ async fn serve(
                 Ok(Ok(tls)) => match crate::tls::principal(tls.get_ref().1.peer_certificates()) {
                     Some(principal) => {
                         session.principal = principal;
-                        serve_requests(&broker, tls, &mut session, stop).await
+                        serve_requests(&broker, tls, &mut session, authenticator, stop).await
                     }
                     None => Err(Closed::BadInput(
                         "the client certificate's subject cannot be read".into(),
@@ -147,6 +157,9 @@ async fn serve(
             tracing::debug!(%peer, software, listener = %session.listener, principal = %session.principal, "connection closed")
         }
         Err(Closed::Io(reason)) => tracing::debug!(%peer, software, %reason, "connection lost"),
+        Err(Closed::Authentication(reason)) => {
+            tracing::info!(%peer, software, listener = %session.listener, %reason, "closing connection: authentication")
+        }
         Err(Closed::BadInput(reason)) => {
             broker.metrics.connections_closed_bad_input.add(1);
             tracing::warn!(%peer, software, %reason, "closing connection");
@@ -168,6 +181,8 @@ enum Closed {
     BadInput(String),
     /// The socket failed (reset, broken pipe): the peer went away.
     Io(String),
+    /// A SASL authentication failed, or a session expired without re-authenticating.
+    Authentication(String),
     /// A handler built a response that the version asked for cannot carry (a field the version
     /// lacks set, a required one missing): a bug in the broker, not the client's doing. The
     /// connection closes, as Kafka's does when a response fails to serialize, since the client
@@ -175,61 +190,65 @@ enum Closed {
     Unencodable(String),
 }
 
-/// Serves requests until the peer closes, the broker stops, bad input or a socket error.
+/// Serves requests until the peer closes, the broker stops, bad input, a failed
+/// authentication or a socket error. `authenticator` is the SASL exchange of a SASL listener.
 async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
     broker: &Arc<Broker>,
     mut stream: S,
     session: &mut Session,
+    mut authenticator: Option<Authenticator>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), Closed> {
-    let peer = session.peer;
     let bad = Closed::BadInput;
     let max_frame_bytes: i64 = broker
         .config
         .broker_value(strata_meta::config::props::SOCKET_REQUEST_MAX_BYTES);
-    let frames = FrameDecoder::new(max_frame_bytes.max(0) as usize);
+    let max_frame_bytes = max_frame_bytes.max(0) as usize;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     loop {
-        let frame = loop {
-            if let Some(frame) = frames.decode(&mut buf).map_err(|e| bad(e.to_string()))? {
-                break frame;
-            }
-            let wanted = frames.bytes_wanted(&buf).map_err(|e| bad(e.to_string()))?;
-            // Grow towards the announced frame size a bounded step at a time, so a client that
-            // announces a large frame and trickles it in does not pin the whole size up front.
-            buf.reserve(wanted.clamp(READ_CHUNK_BYTES, MAX_READ_STEP_BYTES));
-            let read = tokio::select! {
-                read = tokio::time::timeout(CONNECTION_MAX_IDLE, stream.read_buf(&mut buf)) => read,
-                // Stop between requests only: a partly received request is still served.
-                _ = crate::task::stopped(&mut stop), if buf.is_empty() => return Ok(()),
-            };
-            match read {
-                Err(_) => {
-                    tracing::debug!(%peer, "closing idle connection");
-                    return Ok(());
-                }
-                Ok(Ok(0)) => {
-                    return if buf.is_empty() {
-                        Ok(())
-                    } else {
-                        Err(Closed::Io(format!(
-                            "peer closed mid-request with {} bytes buffered",
-                            buf.len()
-                        )))
-                    }
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(Closed::Io(format!("read failed: {e}"))),
-            }
+        let limit = authenticator
+            .as_ref()
+            .map_or(max_frame_bytes, |a| a.frame_limit(session, max_frame_bytes));
+        let Some(frame) = read_frame(&mut stream, &mut buf, limit, session, &mut stop).await?
+        else {
+            return Ok(());
         };
         let arrived = Instant::now();
         let frame_bytes = LENGTH_PREFIX_BYTES + frame.len();
+        if let Some(auth) = authenticator
+            .as_mut()
+            .filter(|a| a.expects_raw_token(session))
+        {
+            // After a v0 SaslHandshake the tokens come bare, without a request header.
+            let answer = auth.authenticate(broker, session, 0, &frame, arrived);
+            send_sasl_answer(broker, &mut stream, auth, answer, None).await?;
+            continue;
+        }
         let response = match decode_request(frame) {
             Ok(request) => {
                 let api_key = request.api_key;
                 let version = request.api_version();
                 let correlation_id = request.correlation_id();
                 broker.metrics.request(api_key);
+                if let Some(auth) = authenticator
+                    .as_mut()
+                    .filter(|a| a.takes(session, api_key, version))
+                {
+                    let answer = match &request.body {
+                        RequestKind::SaslHandshake(r) => {
+                            auth.handshake(session, version, r, broker.image())
+                        }
+                        RequestKind::SaslAuthenticate(r) => {
+                            auth.authenticate(broker, session, version, &r.auth_bytes, arrived)
+                        }
+                        other => unreachable!(
+                            "the authenticator takes only SASL requests, not {other:?}"
+                        ),
+                    };
+                    let header = (correlation_id, api_key, version);
+                    send_sasl_answer(broker, &mut stream, auth, answer, Some(header)).await?;
+                    continue;
+                }
                 let ctx = admit(
                     broker,
                     session,
@@ -238,15 +257,12 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                     &request.body,
                     arrived,
                 )
-                .map_err(|refusal| bad(refusal.to_string()))?;
+                .map_err(|refusal| match refusal {
+                    Refusal::SessionExpired { .. } => Closed::Authentication(refusal.to_string()),
+                    _ => bad(refusal.to_string()),
+                })?;
                 let response = match handlers::handle(broker, &ctx, request.body).await {
-                    Some(body) => Some(
-                        encode_response(correlation_id, api_key, version, &body).map_err(|e| {
-                            Closed::Unencodable(format!(
-                                "cannot encode {api_key:?} v{version} response: {e:#}"
-                            ))
-                        })?,
-                    ),
+                    Some(body) => Some(encode(correlation_id, api_key, version, &body)?),
                     None => None,
                 };
                 let response_bytes = response
@@ -264,7 +280,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
             }) => {
                 // KIP-511: answer a too-new ApiVersions with a v0 response carrying
                 // UNSUPPORTED_VERSION and our ranges, so the client can retry with one we serve.
-                tracing::debug!(%peer, api_version, "ApiVersions version too new; answering with v0");
+                tracing::debug!(peer = %session.peer, api_version, "ApiVersions version too new; answering with v0");
                 let body =
                     ResponseKind::ApiVersions(handlers::api_versions::response().with_error_code(
                         kafka_protocol::error::ResponseError::UnsupportedVersion.code(),
@@ -277,15 +293,108 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
             Err(e) => return Err(bad(e.to_string())),
         };
         if let Some(chunks) = response {
-            write_chunks(&mut stream, &chunks)
-                .await
-                .map_err(|e| Closed::Io(format!("write failed: {e}")))?;
-            // A TLS stream holds encrypted records until flushed; TCP's flush does nothing.
-            stream
-                .flush()
-                .await
-                .map_err(|e| Closed::Io(format!("write failed: {e}")))?;
+            send(&mut stream, &chunks).await?;
         }
+    }
+}
+
+/// Reads the next whole frame (at most `limit` bytes) into `buf` and takes it out; `None`
+/// when the peer closed or the broker stopped between requests.
+async fn read_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    limit: usize,
+    session: &Session,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<Option<Bytes>, Closed> {
+    let bad = |e: strata_protocol::frame::FrameError| Closed::BadInput(e.to_string());
+    let frames = FrameDecoder::new(limit);
+    loop {
+        if let Some(frame) = frames.decode(buf).map_err(bad)? {
+            return Ok(Some(frame));
+        }
+        let wanted = frames.bytes_wanted(buf).map_err(bad)?;
+        // Grow towards the announced frame size a bounded step at a time, so a client that
+        // announces a large frame and trickles it in does not pin the whole size up front.
+        buf.reserve(wanted.clamp(READ_CHUNK_BYTES, MAX_READ_STEP_BYTES));
+        let read = tokio::select! {
+            read = tokio::time::timeout(CONNECTION_MAX_IDLE, stream.read_buf(buf)) => read,
+            // Stop between requests only: a partly received request is still served.
+            _ = crate::task::stopped(stop), if buf.is_empty() => return Ok(None),
+        };
+        match read {
+            Err(_) => {
+                tracing::debug!(peer = %session.peer, "closing idle connection");
+                return Ok(None);
+            }
+            Ok(Ok(0)) if buf.is_empty() => return Ok(None),
+            Ok(Ok(0)) => {
+                return Err(Closed::Io(format!(
+                    "peer closed mid-request with {} bytes buffered",
+                    buf.len()
+                )))
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Closed::Io(format!("read failed: {e}"))),
+        }
+    }
+}
+
+/// Encodes a handler's response for the request's version. A failure is a broker bug: a
+/// response the version cannot carry.
+fn encode(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: &ResponseKind,
+) -> Result<Vec<Bytes>, Closed> {
+    encode_response(correlation_id, api_key, version, body).map_err(|e| {
+        Closed::Unencodable(format!(
+            "cannot encode {api_key:?} v{version} response: {e:#}"
+        ))
+    })
+}
+
+/// Writes one response frame and flushes it: a TLS stream holds encrypted records until
+/// flushed; TCP's flush does nothing.
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, chunks: &[Bytes]) -> Result<(), Closed> {
+    let failed = |e: std::io::Error| Closed::Io(format!("write failed: {e}"));
+    write_chunks(stream, chunks).await.map_err(failed)?;
+    stream.flush().await.map_err(failed)
+}
+
+/// Sends what the authenticator answered: a response to the request `header` (correlation
+/// id, API, version) or a bare token. A failure is answered after the listener's delay, and
+/// then the connection closes.
+async fn send_sasl_answer<S: AsyncWrite + Unpin>(
+    broker: &Broker,
+    stream: &mut S,
+    authenticator: &Authenticator,
+    answer: Answer,
+    header: Option<(i32, ApiKey, i16)>,
+) -> Result<(), Closed> {
+    if answer.failure.is_some() {
+        broker.metrics.failed_authentications.add(1);
+        tokio::time::sleep(authenticator.failure_delay()).await;
+    }
+    let chunks = match (answer.reply, header) {
+        (Reply::Response(body), Some((correlation_id, api_key, version))) => {
+            Some(encode(correlation_id, api_key, version, &body)?)
+        }
+        (Reply::Token(token), _) => {
+            let mut frame = BytesMut::with_capacity(LENGTH_PREFIX_BYTES + token.len());
+            frame.extend_from_slice(&(token.len() as i32).to_be_bytes());
+            frame.extend_from_slice(&token);
+            Some(vec![frame.freeze()])
+        }
+        (Reply::Response(_), None) | (Reply::Nothing, _) => None,
+    };
+    if let Some(chunks) = chunks {
+        send(stream, &chunks).await?;
+    }
+    match answer.failure {
+        Some(reason) => Err(Closed::Authentication(reason)),
+        None => Ok(()),
     }
 }
 
@@ -303,7 +412,7 @@ pub(crate) fn admit<'s>(
     if let RequestKind::ApiVersions(r) = body {
         session.note_api_versions(r, header.request_api_version);
     }
-    session.admit(api_key)?;
+    session.admit(api_key, arrived)?;
     let ctx =
         RequestContext::new(header, session, arrived).with_authorizer(broker.request_authorizer());
     ctx.admit_unchecked_api(api_key)?;

@@ -39,16 +39,24 @@ pub use config::ServerConfig;
 pub use connection::BoundListener;
 pub use lifecycle::StartError;
 
-/// Binds every Kafka listener (building the TLS of SSL ones) and the HTTP listener, so that
-/// the caller learns of a busy port or an unusable key store before anything else starts.
+/// Binds every Kafka listener (building the TLS of SSL ones and the mechanisms of SASL ones)
+/// and the HTTP listener, so that the caller learns of a busy port, an unusable key store or
+/// an unserved mechanism before anything else starts.
 pub async fn bind(
     config: &ServerConfig,
 ) -> Result<(Vec<BoundListener>, tokio::net::TcpListener), StartError> {
     let mut kafka = Vec::new();
     for listener in &config.listeners {
-        let tls = match listener.security_protocol {
-            session::SecurityProtocol::Ssl => Some(tls::acceptor(config, &listener.name)?),
+        let protocol = listener.security_protocol;
+        let tls = match protocol {
+            session::SecurityProtocol::Ssl | session::SecurityProtocol::SaslSsl => {
+                Some(tls::acceptor(config, &listener.name)?)
+            }
             _ => None,
+        };
+        let sasl = match protocol.is_sasl() {
+            true => Some(sasl_listener(config, listener)?),
+            false => None,
         };
         let socket = tokio::net::TcpListener::bind(listener.bind)
             .await
@@ -60,6 +68,7 @@ pub async fn bind(
             config: listener.clone(),
             socket,
             tls,
+            sasl,
         });
     }
     let http = http::bind(config.http)
@@ -69,4 +78,25 @@ pub async fn bind(
             source,
         })?;
     Ok((kafka, http))
+}
+
+/// The SASL settings of SASL listener `listener`, from its (prefixed or plain) `sasl.*` and
+/// the broker's connection settings.
+fn sasl_listener(
+    config: &ServerConfig,
+    listener: &config::ListenerConfig,
+) -> Result<connection::SaslListener, StartError> {
+    use strata_meta::config::props;
+    let millis = |key: strata_meta::config::BrokerProperty<i64>| {
+        std::time::Duration::from_millis(config.broker_value(key).max(0) as u64)
+    };
+    let reauth_after = millis(props::CONNECTIONS_MAX_REAUTH_MS);
+    let max_receive: i64 =
+        config.listener_value(&listener.name, props::SASL_SERVER_MAX_RECEIVE_SIZE);
+    Ok(connection::SaslListener {
+        mechanisms: sasl::listener_mechanisms(config, listener)?,
+        max_receive_bytes: max_receive.max(1) as usize,
+        reauth_after: (!reauth_after.is_zero()).then_some(reauth_after),
+        failure_delay: millis(props::CONNECTION_FAILED_AUTHENTICATION_DELAY_MS),
+    })
 }

@@ -66,6 +66,9 @@ pub enum StartError {
     /// An SSL listener's key store, trust store or protocols cannot be served.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsConfigError),
+    /// A listener's settings cannot be served (a SASL mechanism, say).
+    #[error("{0}")]
+    Listener(#[from] crate::config::ListenerError),
 }
 
 impl Broker {

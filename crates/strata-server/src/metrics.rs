@@ -103,6 +103,10 @@ pub struct Metrics {
     response_bytes: [Counter; MAX_API_KEYS],
     pub connections_accepted: Counter,
     pub connections_closed_bad_input: Counter,
+    /// SASL (Kafka's `successful-authentication-total` and friends).
+    pub successful_authentications: Counter,
+    pub successful_reauthentications: Counter,
+    pub failed_authentications: Counter,
     /// Responses the broker built but could not encode for the version asked (a broker bug).
     pub responses_unencodable: Counter,
     pub connections_open: AtomicI64,
@@ -138,6 +142,9 @@ impl Default for Metrics {
             response_bytes: std::array::from_fn(|_| Counter::default()),
             connections_accepted: Counter::default(),
             connections_closed_bad_input: Counter::default(),
+            successful_authentications: Counter::default(),
+            successful_reauthentications: Counter::default(),
+            failed_authentications: Counter::default(),
             responses_unencodable: Counter::default(),
             connections_open: AtomicI64::new(0),
             produce_records: Counter::default(),
@@ -208,6 +215,21 @@ impl Metrics {
             "strata_connections_closed_bad_input_total",
             "Connections closed for malformed or oversized requests.",
             self.connections_closed_bad_input.get(),
+        );
+        counter(
+            "strata_successful_authentications_total",
+            "SASL authentications that succeeded (not counting re-authentications).",
+            self.successful_authentications.get(),
+        );
+        counter(
+            "strata_successful_reauthentications_total",
+            "SASL re-authentications (KIP-368) that succeeded.",
+            self.successful_reauthentications.get(),
+        );
+        counter(
+            "strata_failed_authentications_total",
+            "SASL authentications that failed; each closed its connection.",
+            self.failed_authentications.get(),
         );
         counter(
             "strata_responses_unencodable_total",

@@ -16,8 +16,12 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use strata_meta::config::props;
 use strata_meta::scram::{constant_time_eq, random_bytes, ScramCredential, ScramMechanism};
 use strata_meta::MetadataImage;
+
+use crate::config::{ListenerConfig, ListenerError, ServerConfig};
+use crate::session::SecurityProtocol;
 
 /// Largest client token accepted. SCRAM and PLAIN tokens are a user name, a nonce and a proof
 /// or password: a few hundred bytes. Kafka bounds the frame (`sasl.server.max.receive.size`);
@@ -32,6 +36,12 @@ pub trait CredentialLookup {
 impl CredentialLookup for MetadataImage {
     fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
         MetadataImage::scram_credential(self, user, mechanism).cloned()
+    }
+}
+
+impl<T: CredentialLookup> CredentialLookup for std::sync::Arc<T> {
+    fn scram_credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
+        T::scram_credential(self, user, mechanism)
     }
 }
 
@@ -97,6 +107,44 @@ impl SaslError {
             SaslError::IllegalState => "other-error",
         }
     }
+}
+
+/// The mechanisms SASL listener `listener` serves: its `sasl.enabled.mechanisms` (prefixed or
+/// plain), each one served here. PLAIN sends the password itself, so on a SASL_PLAINTEXT
+/// listener it also needs `sasl.plain.allow.plaintext=true`.
+pub fn listener_mechanisms(
+    config: &ServerConfig,
+    listener: &ListenerConfig,
+) -> Result<Vec<SaslMechanism>, ListenerError> {
+    let name = &listener.name;
+    let enabled = config.listener_value(name, props::SASL_ENABLED_MECHANISMS);
+    let mut mechanisms = Vec::new();
+    for item in enabled.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+        let mechanism = SaslMechanism::from_name(item).ok_or_else(|| {
+            ListenerError(format!(
+                "listener {name}: SASL mechanism {item} is not supported (sasl.enabled.mechanisms \
+                 may name PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
+            ))
+        })?;
+        if mechanism == SaslMechanism::Plain
+            && listener.security_protocol == SecurityProtocol::SaslPlaintext
+            && !config.listener_value(name, props::SASL_PLAIN_ALLOW_PLAINTEXT)
+        {
+            return Err(ListenerError(format!(
+                "listener {name}: PLAIN on SASL_PLAINTEXT sends passwords in the clear; use \
+                 SASL_SSL, or set sasl.plain.allow.plaintext=true"
+            )));
+        }
+        if !mechanisms.contains(&mechanism) {
+            mechanisms.push(mechanism);
+        }
+    }
+    if mechanisms.is_empty() {
+        return Err(ListenerError(format!(
+            "listener {name}: sasl.enabled.mechanisms is empty"
+        )));
+    }
+    Ok(mechanisms)
 }
 
 fn malformed(why: impl Into<String>) -> SaslError {
@@ -261,7 +309,7 @@ impl<C: CredentialLookup> SaslServer<C> {
             .credentials
             .scram_credential(&user, mechanism)
             .ok_or(SaslError::InvalidCredentials(mechanism.mechanism_name()))?;
-        let nonce = format!("{client_nonce}{}", B64.encode(random_bytes(24)));
+        let nonce = format!("{client_nonce}{}", server_nonce());
         let server_first = format!(
             "r={nonce},s={},i={}",
             B64.encode(&credential.salt),
@@ -277,6 +325,16 @@ impl<C: CredentialLookup> SaslServer<C> {
         };
         Ok(Step::Challenge(server_first.into_bytes()))
     }
+}
+
+/// The server's part of the SCRAM nonce: 32 letters and digits (about 190 random bits),
+/// alphanumeric as Kafka's `ScramFormatter.secureRandomString` makes it.
+fn server_nonce() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    random_bytes(32)
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
 }
 
 /// client-final: `c=<gs2 header>,r=<nonce>,p=<proof>`; the proof is checked against the
@@ -316,7 +374,9 @@ fn scram_client_final(
         .next()
         .and_then(|a| a.strip_prefix("r="))
         .ok_or_else(|| malformed("Invalid SASL/SCRAM client-final message"))?;
-    if final_nonce != nonce {
+    // Kafka's `ScramSaslServer` checks only that the nonce ends with the combined one:
+    // librdkafka before 2.1 (Debian's kcat among them) sends the client's part twice.
+    if !final_nonce.ends_with(nonce.as_str()) {
         return Err(malformed("Invalid SASL/SCRAM client-final message: nonce"));
     }
     if attrs.next().is_some() {
@@ -624,5 +684,53 @@ mod tests {
             assert_eq!(SaslMechanism::from_name(name).map(|m| m.name()), Some(name));
         }
         assert_eq!(SaslMechanism::from_name("GSSAPI"), None);
+    }
+
+    #[test]
+    fn listener_mechanisms_are_checked_at_start_up() {
+        let listener = |protocol: SecurityProtocol| ListenerConfig {
+            name: "CLIENTS".into(),
+            security_protocol: protocol,
+            bind: "127.0.0.1:0".parse().unwrap(),
+            advertised_host: "localhost".into(),
+            advertised_port: 9093,
+        };
+        let dir = std::path::Path::new("/nonexistent");
+        let mechanisms = |pairs: &[(&str, &str)], protocol| {
+            let config = crate::test_fixture::config(dir, pairs);
+            listener_mechanisms(&config, &listener(protocol)).map_err(|e| e.to_string())
+        };
+        let err = mechanisms(&[], SecurityProtocol::SaslSsl).unwrap_err();
+        assert!(err.contains("GSSAPI is not supported"), "{err}");
+        let scram = [("sasl.enabled.mechanisms", "SCRAM-SHA-512, PLAIN")];
+        assert_eq!(
+            mechanisms(&scram, SecurityProtocol::SaslSsl),
+            Ok(vec![
+                SaslMechanism::Scram(ScramMechanism::ScramSha512),
+                SaslMechanism::Plain
+            ])
+        );
+        let err = mechanisms(&scram, SecurityProtocol::SaslPlaintext).unwrap_err();
+        assert!(err.contains("sasl.plain.allow.plaintext"), "{err}");
+        // The listener's own setting wins over the plain one.
+        let prefixed = [
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            (
+                "listener.name.clients.sasl.enabled.mechanisms",
+                "SCRAM-SHA-256",
+            ),
+        ];
+        assert_eq!(
+            mechanisms(&prefixed, SecurityProtocol::SaslPlaintext),
+            Ok(vec![SaslMechanism::Scram(ScramMechanism::ScramSha256)])
+        );
+        let allowed = [
+            ("sasl.enabled.mechanisms", "PLAIN"),
+            ("listener.name.clients.sasl.plain.allow.plaintext", "true"),
+        ];
+        assert_eq!(
+            mechanisms(&allowed, SecurityProtocol::SaslPlaintext),
+            Ok(vec![SaslMechanism::Plain])
+        );
     }
 }

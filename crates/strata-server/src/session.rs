@@ -5,9 +5,10 @@
 //! The connection floor owns the session and fills it in; handlers only read it. This module
 //! depends on nothing else in the crate, so both floors can use it without an import circle.
 //!
-//! Today every listener is PLAINTEXT, where Kafka authenticates nobody and every client is
-//! `User:ANONYMOUS`. Security (TLS, SASL) sets [`Session::authentication`] and the principal;
-//! tenancy and quotas hang their per-connection state here as well.
+//! On PLAINTEXT and SSL listeners a session is authenticated from the start (`User:ANONYMOUS`,
+//! or the client certificate's principal); on SASL listeners the connection's authenticator
+//! moves [`Session::authentication`] through Kafka's states and sets the principal. Tenancy and
+//! quotas hang their per-connection state here as well.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -51,9 +52,7 @@ impl fmt::Display for KafkaPrincipal {
 pub enum SecurityProtocol {
     Plaintext,
     Ssl,
-    /// Not served until SASL exists: start-up refuses a listener of this protocol.
     SaslPlaintext,
-    /// Not served until SASL exists: start-up refuses a listener of this protocol.
     SaslSsl,
 }
 
@@ -65,6 +64,14 @@ impl SecurityProtocol {
             SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
             SecurityProtocol::SaslSsl => "SASL_SSL",
         }
+    }
+
+    /// Whether clients of this protocol authenticate with SASL.
+    pub fn is_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
     }
 
     /// The protocol named as Kafka names it, in any case.
@@ -84,9 +91,16 @@ impl SecurityProtocol {
 /// send requests other than those that authenticate it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Authentication {
-    /// Authenticated as [`Session::principal`]; on a PLAINTEXT listener from the first byte,
-    /// as Kafka's `PlaintextChannelBuilder` treats every connection.
+    /// Authenticated as [`Session::principal`]; on a PLAINTEXT or SSL listener from the first
+    /// byte, as Kafka's `PlaintextChannelBuilder` and `SslChannelBuilder` treat every
+    /// connection.
     Complete,
+    /// A SASL listener's connection before SaslHandshake (Kafka's
+    /// `HANDSHAKE_OR_VERSIONS_REQUEST`): only ApiVersions and SaslHandshake may come.
+    AwaitingHandshake,
+    /// SaslHandshake chose a mechanism (Kafka's `AUTHENTICATE`, also while re-authenticating):
+    /// only the exchange's tokens may come until it ends.
+    Authenticating,
 }
 
 /// The client library that opened the connection, as it names itself in ApiVersions v3+
@@ -110,6 +124,9 @@ pub struct Session {
     pub security_protocol: SecurityProtocol,
     pub authentication: Authentication,
     pub principal: KafkaPrincipal,
+    /// When a SASL session ends unless the client re-authenticates (KIP-368,
+    /// `connections.max.reauth.ms`); `None`: never.
+    pub expires: Option<Instant>,
     /// Unknown until the client sends ApiVersions v3 or later; kept for the life of the
     /// connection as Kafka's `ChannelMetadataRegistry` does.
     pub client_software: Option<ClientSoftware>,
@@ -122,9 +139,10 @@ impl Session {
         Self::on_listener(peer, security_protocol.name().into(), security_protocol)
     }
 
-    /// A session on listener `listener`, authenticated as `User:ANONYMOUS` as Kafka's
-    /// PLAINTEXT and SSL channels are before a client certificate says otherwise (TLS sets
-    /// [`Session::principal`] from it after the handshake).
+    /// A session on listener `listener`. On PLAINTEXT and SSL it is authenticated as
+    /// `User:ANONYMOUS`, as Kafka's channels are before a client certificate says otherwise
+    /// (TLS sets [`Session::principal`] from it after the handshake); on SASL listeners it
+    /// awaits SaslHandshake.
     pub fn on_listener(
         peer: SocketAddr,
         listener: Arc<str>,
@@ -134,7 +152,12 @@ impl Session {
             peer,
             listener,
             security_protocol,
-            authentication: Authentication::Complete,
+            authentication: if security_protocol.is_sasl() {
+                Authentication::AwaitingHandshake
+            } else {
+                Authentication::Complete
+            },
+            expires: None,
             principal: KafkaPrincipal::anonymous(),
             client_software: None,
         }
@@ -155,16 +178,25 @@ impl Session {
     }
 
     /// The one gate between decoding a request and handling it: may this session send a
-    /// request of `api_key` now? Authentication decides it (a SASL listener admits only the
-    /// authenticating APIs until it completes, and Kafka closes a connection that sends
-    /// anything else); quotas will hold requests back here too. Authorization is per resource,
-    /// so handlers ask for it while they walk the request's topics and groups.
-    ///
-    /// Every session is [`Authentication::Complete`] until SASL listeners exist, so today every
-    /// request is admitted; `_api_key` is what the SASL states will check.
-    pub fn admit(&self, _api_key: ApiKey) -> Result<(), Refusal> {
+    /// request of `api_key` at `now`? Authentication decides it: before a SASL exchange
+    /// completes only ApiVersions may reach a handler (the exchange's own requests are the
+    /// authenticator's), and a session past its expiry may send nothing but a new handshake;
+    /// Kafka closes a connection that sends anything else. Quotas will hold requests back
+    /// here too. Authorization is per resource, so handlers ask for it while they walk the
+    /// request's topics and groups.
+    pub fn admit(&self, api_key: ApiKey, now: Instant) -> Result<(), Refusal> {
         match self.authentication {
-            Authentication::Complete => Ok(()),
+            Authentication::Complete => match self.expires {
+                Some(expires) if now >= expires => Err(Refusal::SessionExpired {
+                    api_key,
+                    principal: self.principal.clone(),
+                }),
+                _ => Ok(()),
+            },
+            Authentication::AwaitingHandshake if api_key == ApiKey::ApiVersions => Ok(()),
+            Authentication::AwaitingHandshake | Authentication::Authenticating => {
+                Err(Refusal::NotAuthenticated(api_key))
+            }
         }
     }
 
@@ -205,8 +237,16 @@ pub use strata_meta::acl::AclOperation as Operation;
 /// that sends requests before authenticating.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    #[error("{0:?} request before authentication completed")]
+    #[error("unexpected {0:?} request during SASL authentication")]
     NotAuthenticated(ApiKey),
+    #[error(
+        "{api_key:?} request after the SASL session of {principal} expired \
+         (connections.max.reauth.ms) without re-authentication"
+    )]
+    SessionExpired {
+        api_key: ApiKey,
+        principal: KafkaPrincipal,
+    },
     #[error(
         "{api_key:?} is not yet authorized per resource; while an authorizer is on, only \
          principals with ALTER on the cluster may send it ({principal} may not)"
@@ -223,6 +263,8 @@ pub enum Refusal {
 /// [`RequestContext::admit_unchecked_api`].
 const AUTHORIZED_APIS: &[ApiKey] = &[
     ApiKey::ApiVersions,
+    ApiKey::SaslHandshake,
+    ApiKey::SaslAuthenticate,
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
@@ -386,7 +428,30 @@ mod tests {
         assert_eq!(session.authentication, Authentication::Complete);
         assert_eq!(&*session.listener, "PLAINTEXT");
         assert_eq!(session.client_host(), "/127.0.0.1");
-        assert!(session.admit(ApiKey::Produce).is_ok());
+        assert!(session.admit(ApiKey::Produce, Instant::now()).is_ok());
+    }
+
+    #[test]
+    fn sasl_sessions_admit_only_api_versions_until_authenticated_and_expire() {
+        let now = Instant::now();
+        let mut session = Session::on_listener(
+            "127.0.0.1:4000".parse().unwrap(),
+            "SASL_SSL".into(),
+            SecurityProtocol::SaslSsl,
+        );
+        assert_eq!(session.authentication, Authentication::AwaitingHandshake);
+        assert!(session.admit(ApiKey::ApiVersions, now).is_ok());
+        assert!(session.admit(ApiKey::Metadata, now).is_err());
+        session.authentication = Authentication::Authenticating;
+        assert!(session.admit(ApiKey::ApiVersions, now).is_err());
+        session.authentication = Authentication::Complete;
+        session.expires = Some(now + std::time::Duration::from_secs(1));
+        assert!(session.admit(ApiKey::Metadata, now).is_ok());
+        let later = now + std::time::Duration::from_secs(2);
+        assert!(matches!(
+            session.admit(ApiKey::Metadata, later),
+            Err(Refusal::SessionExpired { .. })
+        ));
     }
 
     #[test]

@@ -12,8 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{serve_requests, Closed};
-use crate::session::Session;
+use std::sync::Arc;
+
+use super::{serve_requests, Authenticator, Closed, SaslListener};
+use crate::session::{SecurityProtocol, Session};
 use crate::test_fixture::TestBroker;
 
 /// Longest a connection may take to answer or close before the test fails.
@@ -30,17 +32,37 @@ struct Connection {
 }
 
 fn connect(broker: &TestBroker) -> Connection {
+    let session = Session::plaintext("203.0.113.5:4242".parse().expect("addr"));
+    serve(broker, session, None)
+}
+
+/// A connection to a SASL_PLAINTEXT listener with `listener`'s settings.
+fn connect_sasl(broker: &TestBroker, listener: SaslListener) -> Connection {
+    let protocol = SecurityProtocol::SaslPlaintext;
+    let session = Session::on_listener(
+        "203.0.113.5:4242".parse().expect("addr"),
+        protocol.name().into(),
+        protocol,
+    );
+    serve(
+        broker,
+        session,
+        Some(Authenticator::new(Arc::new(listener))),
+    )
+}
+
+fn serve(broker: &TestBroker, mut session: Session, auth: Option<Authenticator>) -> Connection {
     let (client, server) = tokio::io::duplex(64 * 1024);
     let (stop, stop_rx) = watch::channel(false);
     let broker = broker.broker.clone();
     let served = tokio::spawn(async move {
-        let mut session = Session::plaintext("203.0.113.5:4242".parse().expect("addr"));
-        let ended = serve_requests(&broker, server, &mut session, stop_rx)
+        let ended = serve_requests(&broker, server, &mut session, auth, stop_rx)
             .await
             .map_err(|closed| match closed {
                 Closed::BadInput(_) => "bad input",
                 Closed::Io(_) => "io",
                 Closed::Unencodable(_) => "unencodable",
+                Closed::Authentication(_) => "authentication",
             });
         (ended, session)
     });
@@ -214,4 +236,190 @@ async fn undecodable_requests_close_the_connection_without_an_answer() {
         let (ended, _) = conn.closed_by_broker().await;
         assert_eq!(ended, Err("bad input"), "{what}");
     }
+}
+
+// ----- SASL listeners ---------------------------------------------------------------------
+
+use kafka_protocol::messages::{
+    MetadataRequest, MetadataResponse, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use std::time::Duration;
+
+use crate::sasl::SaslMechanism;
+
+fn sasl_listener(reauth_after: Option<Duration>) -> SaslListener {
+    SaslListener {
+        mechanisms: vec![
+            SaslMechanism::Scram(strata_meta::scram::ScramMechanism::ScramSha256),
+            SaslMechanism::Plain,
+        ],
+        max_receive_bytes: 4096,
+        reauth_after,
+        failure_delay: Duration::from_millis(30),
+    }
+}
+
+/// A broker with the user `alice` (password `alice-secret`).
+async fn broker_with_alice() -> TestBroker {
+    let broker = TestBroker::open(&[]).await;
+    let alice = strata_meta::scram::ScramBootstrap::parse(
+        "SCRAM-SHA-256=[name=alice,password=alice-secret]",
+    )
+    .expect("valid");
+    let b = broker.broker.clone();
+    tokio::task::spawn_blocking(move || b.bootstrap_scram_credentials(&[alice]))
+        .await
+        .expect("joined")
+        .expect("created");
+    broker
+}
+
+fn body<T: kafka_protocol::protocol::Decodable>(api_key: ApiKey, version: i16, mut f: Bytes) -> T {
+    ResponseHeader::decode(&mut f, api_key.response_header_version(version)).expect("header");
+    let body = T::decode(&mut f, version).expect("body");
+    assert!(!f.has_remaining(), "no bytes left over");
+    body
+}
+
+impl Connection {
+    async fn handshake(&mut self, version: i16, mechanism: &'static str) -> SaslHandshakeResponse {
+        let request =
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism));
+        self.send(&frame(ApiKey::SaslHandshake, version, version, &request))
+            .await;
+        body(ApiKey::SaslHandshake, version, self.response().await)
+    }
+
+    async fn authenticate(&mut self, version: i16, token: &[u8]) -> SaslAuthenticateResponse {
+        let request = SaslAuthenticateRequest::default().with_auth_bytes(token.to_vec().into());
+        self.send(&frame(ApiKey::SaslAuthenticate, version, version, &request))
+            .await;
+        body(ApiKey::SaslAuthenticate, version, self.response().await)
+    }
+
+    /// Sends a Metadata request (v12).
+    async fn send_metadata(&mut self) {
+        let request = MetadataRequest::default();
+        self.send(&frame(ApiKey::Metadata, 12, 12, &request)).await;
+    }
+
+    /// A Metadata request, answered (the session may send it).
+    async fn metadata(&mut self) -> MetadataResponse {
+        self.send_metadata().await;
+        body(ApiKey::Metadata, 12, self.response().await)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_plain_authenticates_and_then_serves_requests() {
+    let broker = broker_with_alice().await;
+    let mut conn = connect_sasl(&broker, sasl_listener(None));
+    // ApiVersions is answered before authentication, as Kafka answers it.
+    conn.send(&frame(
+        ApiKey::ApiVersions,
+        2,
+        2,
+        &ApiVersionsRequest::default(),
+    ))
+    .await;
+    assert_eq!(api_versions(2, conn.response().await).1.error_code, 0);
+    let handshake = conn.handshake(1, "PLAIN").await;
+    assert_eq!(handshake.error_code, 0);
+    let listed: Vec<&str> = handshake.mechanisms.iter().map(|m| m.as_str()).collect();
+    assert_eq!(listed, ["SCRAM-SHA-256", "PLAIN"]);
+    let answer = conn.authenticate(2, b"\0alice\0alice-secret").await;
+    assert_eq!(answer.error_code, 0, "{:?}", answer.error_message);
+    assert_eq!(
+        answer.session_lifetime_ms, 0,
+        "no connections.max.reauth.ms"
+    );
+    conn.metadata().await;
+    // After authentication SaslAuthenticate is a stray: ILLEGAL_SASL_STATE, as in Kafka.
+    let stray = conn.authenticate(2, b"\0alice\0alice-secret").await;
+    assert_eq!(stray.error_code, ResponseError::IllegalSaslState.code());
+    let (ended, session) = conn.end().await;
+    assert_eq!(ended, Ok(()));
+    assert_eq!(session.principal.to_string(), "User:alice");
+    assert_eq!(broker.broker.metrics.successful_authentications.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_failures_are_answered_after_the_delay_and_closed() {
+    let broker = broker_with_alice().await;
+    // A wrong password: SASL_AUTHENTICATION_FAILED after the delay, then the close.
+    let mut conn = connect_sasl(&broker, sasl_listener(None));
+    assert_eq!(conn.handshake(1, "PLAIN").await.error_code, 0);
+    let started = std::time::Instant::now();
+    let answer = conn.authenticate(1, b"\0alice\0wrong").await;
+    assert!(started.elapsed() >= Duration::from_millis(30));
+    assert_eq!(
+        answer.error_code,
+        ResponseError::SaslAuthenticationFailed.code()
+    );
+    let message = answer.error_message.expect("a message");
+    assert!(message.contains("invalid credentials"), "{message}");
+    assert!(!message.contains("wrong"), "the password is not echoed");
+    assert_eq!(conn.closed_by_broker().await.0, Err("authentication"));
+
+    // An unknown mechanism: UNSUPPORTED_SASL_MECHANISM with the enabled ones, then the close.
+    let mut conn = connect_sasl(&broker, sasl_listener(None));
+    let answer = conn.handshake(1, "GSSAPI").await;
+    assert_eq!(
+        answer.error_code,
+        ResponseError::UnsupportedSaslMechanism.code()
+    );
+    assert_eq!(answer.mechanisms.len(), 2);
+    assert_eq!(conn.closed_by_broker().await.0, Err("authentication"));
+    assert_eq!(broker.broker.metrics.failed_authentications.get(), 2);
+
+    // Any other request before authentication is closed unanswered.
+    let mut conn = connect_sasl(&broker, sasl_listener(None));
+    conn.send_metadata().await;
+    let (ended, session) = conn.closed_by_broker().await;
+    assert_eq!(ended, Err("bad input"));
+    assert_eq!(session.principal.to_string(), "User:ANONYMOUS");
+
+    // So is a frame over sasl.server.max.receive.size, before its body arrives.
+    let mut conn = connect_sasl(&broker, sasl_listener(None));
+    conn.send(&8192i32.to_be_bytes()).await;
+    assert_eq!(conn.closed_by_broker().await.0, Err("bad input"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v0_handshake_is_followed_by_bare_tokens() {
+    let broker = broker_with_alice().await;
+    let mut conn = connect_sasl(&broker, sasl_listener(None));
+    assert_eq!(conn.handshake(0, "PLAIN").await.error_code, 0);
+    let token = b"\0alice\0alice-secret";
+    let mut bare = (token.len() as i32).to_be_bytes().to_vec();
+    bare.extend_from_slice(token);
+    conn.send(&bare).await;
+    assert!(
+        conn.response().await.is_empty(),
+        "PLAIN's empty final token"
+    );
+    conn.metadata().await;
+    assert_eq!(conn.end().await.1.principal.to_string(), "User:alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_is_closed_unless_it_reauthenticates() {
+    let broker = broker_with_alice().await;
+    let lifetime = Duration::from_millis(300);
+    let mut conn = connect_sasl(&broker, sasl_listener(Some(lifetime)));
+    assert_eq!(conn.handshake(1, "PLAIN").await.error_code, 0);
+    let answer = conn.authenticate(1, b"\0alice\0alice-secret").await;
+    assert_eq!(answer.session_lifetime_ms, 300);
+    tokio::time::sleep(lifetime).await;
+    // Re-authentication (KIP-368) in place renews the session.
+    assert_eq!(conn.handshake(1, "PLAIN").await.error_code, 0);
+    let again = conn.authenticate(1, b"\0alice\0alice-secret").await;
+    assert_eq!(again.error_code, 0);
+    conn.metadata().await;
+    assert_eq!(broker.broker.metrics.successful_reauthentications.get(), 1);
+    tokio::time::sleep(lifetime).await;
+    // Past the renewed lifetime anything but a new handshake closes the connection.
+    conn.send_metadata().await;
+    assert_eq!(conn.closed_by_broker().await.0, Err("authentication"));
 }

@@ -18,6 +18,7 @@ mod produce;
 mod producer_id;
 mod quorum;
 mod reassignments;
+mod sasl;
 mod scram;
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,10 @@ pub async fn handle(
     let response = match body {
         RequestKind::ApiVersions(r) => {
             ResponseKind::ApiVersions(api_versions::handle(ctx, &r, &broker.image()))
+        }
+        RequestKind::SaslHandshake(_) => ResponseKind::SaslHandshake(sasl::handle_handshake()),
+        RequestKind::SaslAuthenticate(_) => {
+            ResponseKind::SaslAuthenticate(sasl::handle_authenticate())
         }
         RequestKind::UpdateFeatures(r) => {
             ResponseKind::UpdateFeatures(features::handle_update(broker, ctx, &r))

@@ -1062,7 +1062,10 @@ async fn api_versions_names_the_client_software_on_the_session() {
         (software.name.as_str(), software.version.as_str()),
         ("strata-test", "1.0")
     );
-    assert!(client.session.admit(ApiKey::Produce).is_ok());
+    assert!(client
+        .session
+        .admit(ApiKey::Produce, std::time::Instant::now())
+        .is_ok());
     // v3 checks the names as Kafka does: an invalid one is INVALID_REQUEST and is not kept.
     let mut other = Client::new();
     let answer: ApiVersionsResponse = other

@@ -1,0 +1,292 @@
+"""SASL (issue 16, section 3) with real clients: SaslHandshake and SaslAuthenticate (KIP-152)
+on SASL_PLAINTEXT and SASL_SSL listeners, SCRAM-SHA-256/512 and PLAIN checked against the one
+credential store, failed logins, re-authentication (KIP-368), and SASL principals under the
+StandardAuthorizer.
+
+Users come from `strata serve --add-scram`; PLAIN on a SASL_PLAINTEXT listener needs
+`sasl.plain.allow.plaintext=true`, since it sends the password itself.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+from helpers import BrokerStartError, make_admin, make_consumer, make_producer, wait_until
+
+MECHANISMS = "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN"
+USERS = [
+    "SCRAM-SHA-256=[name=alice,password=alice-secret]",
+    "SCRAM-SHA-512=[name=alice,password=alice-secret]",
+    "SCRAM-SHA-256=[name=admin,password=admin-secret]",
+    "SCRAM-SHA-512=[name=bob,password=bob-secret]",
+]
+SECRETS = ["alice-secret", "admin-secret", "bob-secret", "wrong-secret"]
+AUTHORIZER = {"authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer"}
+
+
+def add_scram(users=USERS) -> list[str]:
+    return [arg for user in users for arg in ("--add-scram", user)]
+
+
+def sasl_broker(factory, overrides=None, listeners=("PLAINTEXT", "SASL_PLAINTEXT")):
+    return factory(
+        overrides={
+            "sasl.enabled.mechanisms": MECHANISMS,
+            "sasl.plain.allow.plaintext": "true",
+            **(overrides or {}),
+        },
+        listeners=list(listeners),
+        extra_args=add_scram(),
+    )
+
+
+def sasl_conf(broker, mechanism: str, user: str, password: str, listener="SASL_PLAINTEXT") -> dict:
+    """A client's SASL settings, spelt as kafka-python spells them."""
+    return {
+        "bootstrap_servers": f"127.0.0.1:{broker.listener_ports[listener]}",
+        "security_protocol": listener,
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": user,
+        "sasl_plain_password": password,
+    }
+
+
+def rd(conf: dict) -> dict:
+    """confluent-kafka's spelling of a `sasl_conf` (which is kafka-python's)."""
+    return {k.replace("sasl_plain_", "sasl_").replace("_", "."): v
+            for k, v in conf.items() if k != "bootstrap_servers"}
+
+
+def produce_consume(broker, conf: dict, n: int = 10) -> list[bytes]:
+    topic = f"sasl-{uuid.uuid4().hex[:8]}"
+    bootstrap = conf["bootstrap_servers"]
+    p = make_producer(bootstrap, **rd(conf))
+    for i in range(n):
+        p.produce(topic, value=f"m{i}".encode())
+    assert p.flush(30) == 0
+    c = make_consumer(bootstrap, **rd(conf))
+    c.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < n and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m.value())
+    c.close()
+    return got
+
+
+def metric(broker, name: str) -> float:
+    m = re.search(rf"^{name} (\S+)$", broker.metrics(), re.M)
+    assert m, f"{name} not on /metrics"
+    return float(m.group(1))
+
+
+def own_log(broker) -> str:
+    """The broker's log without the harness's `===== start` lines (which quote the command)."""
+    return "\n".join(
+        l for l in broker.log_path.read_text(errors="replace").splitlines() if not l.startswith("===== start")
+    )
+
+
+def test_confluent_kafka_authenticates_with_each_mechanism(broker_factory):
+    b = sasl_broker(broker_factory)
+    for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]:
+        conf = sasl_conf(b, mechanism, "alice", "alice-secret")
+        assert produce_consume(b, conf) == [f"m{i}".encode() for i in range(10)], mechanism
+    # PLAIN checks against either SCRAM credential: bob has only SHA-512's.
+    assert len(produce_consume(b, sasl_conf(b, "PLAIN", "bob", "bob-secret"), n=2)) == 2
+    assert metric(b, "strata_successful_authentications_total") >= 4
+    assert metric(b, "strata_failed_authentications_total") == 0
+
+
+def test_kafka_python_authenticates_with_scram_and_plain(broker_factory):
+    from kafka import KafkaConsumer, KafkaProducer
+
+    b = sasl_broker(broker_factory)
+    for mechanism in ["SCRAM-SHA-512", "PLAIN"]:
+        topic = f"kp-sasl-{uuid.uuid4().hex[:8]}"
+        conf = sasl_conf(b, mechanism, "alice", "alice-secret")
+        p = KafkaProducer(**conf)
+        for i in range(3):
+            p.send(topic, f"v{i}".encode()).get(timeout=30)
+        p.close()
+        c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=10000, **conf)
+        got = [m.value for m in c]
+        c.close()
+        assert got == [b"v0", b"v1", b"v2"], mechanism
+
+
+def test_wrong_credentials_fail_and_nothing_secret_is_logged(broker_factory):
+    b = sasl_broker(broker_factory, overrides={"connection.failed.authentication.delay.ms": "200"})
+    for mechanism, user in [("SCRAM-SHA-256", "alice"), ("PLAIN", "alice"), ("SCRAM-SHA-256", "nobody")]:
+        errors = []
+        conf = rd(sasl_conf(b, mechanism, user, "wrong-secret"))
+        admin = make_admin(f"127.0.0.1:{b.listener_ports['SASL_PLAINTEXT']}", error_cb=errors.append, **conf)
+        with pytest.raises(KafkaException):
+            admin.list_topics(timeout=5)
+        admin.poll(1)  # serves the error callbacks
+        assert any(e.code() == KafkaError._AUTHENTICATION for e in errors), (mechanism, user, errors)
+        assert any("invalid credentials" in e.str() or "Authentication failed" in e.str() for e in errors), errors
+    assert metric(b, "strata_failed_authentications_total") >= 3
+    log = own_log(b)
+    assert "authentication failed" in log
+    for secret in SECRETS:
+        assert secret not in log
+    # The PLAINTEXT listener and good logins are unaffected.
+    assert make_admin(b.bootstrap).list_topics(timeout=10).brokers
+    assert len(produce_consume(b, sasl_conf(b, "SCRAM-SHA-256", "alice", "alice-secret"), n=1)) == 1
+
+
+def test_sasl_ssl_with_plain(broker_factory, tmp_path):
+    pytest.importorskip("cryptography.x509")
+    from certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    b = sasl_broker(
+        broker_factory,
+        overrides={
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(pki["server_pem"]),
+            "sasl.plain.allow.plaintext": "false",
+        },
+        listeners=("PLAINTEXT", "SASL_SSL"),
+    )
+    conf = sasl_conf(b, "PLAIN", "alice", "alice-secret", listener="SASL_SSL")
+    got = produce_consume(b, {**conf, "ssl_ca_location": str(pki["ca"])}, n=5)
+    assert len(got) == 5
+
+
+def test_plain_on_a_plaintext_listener_needs_consent_and_gssapi_is_refused(broker_factory):
+    b = broker_factory(
+        start=False,
+        overrides={"sasl.enabled.mechanisms": "PLAIN"},
+        listeners=["PLAINTEXT", "SASL_PLAINTEXT"],
+    )
+    with pytest.raises(BrokerStartError):
+        b.start(timeout=15)
+    assert "PLAIN on SASL_PLAINTEXT sends passwords in the clear" in b.log_path.read_text()
+    b.overrides.pop("sasl.enabled.mechanisms")
+    with pytest.raises(BrokerStartError):
+        b.start(timeout=15)
+    assert "SASL mechanism GSSAPI is not supported" in b.log_path.read_text()
+
+
+def test_reauthentication_keeps_clients_connected(broker_factory):
+    b = sasl_broker(broker_factory, overrides={"connections.max.reauth.ms": "1500"})
+    conf = sasl_conf(b, "SCRAM-SHA-256", "alice", "alice-secret")
+    topic = f"reauth-{uuid.uuid4().hex[:8]}"
+    p = make_producer(conf["bootstrap_servers"], **rd(conf))
+    deadline = time.monotonic() + 5
+    sent = 0
+    while time.monotonic() < deadline:
+        p.produce(topic, value=f"m{sent}".encode())
+        sent += 1
+        p.poll(0.05)
+    assert p.flush(30) == 0
+    # librdkafka (2.2+) re-authenticates in place before the 1.5 s lifetime ends.
+    assert metric(b, "strata_successful_reauthentications_total") >= 1
+    got = produce_consume(b, conf, n=3)
+    assert len(got) == 3
+    assert "expired" not in own_log(b), "librdkafka re-authenticated before expiry"
+
+
+def test_sasl_principals_are_authorized_by_acls(broker_factory):
+    from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+
+    b = sasl_broker(broker_factory, overrides={**AUTHORIZER, "super.users": "User:admin"})
+    admin_conf = rd(sasl_conf(b, "SCRAM-SHA-256", "admin", "admin-secret"))
+    bootstrap = f"127.0.0.1:{b.listener_ports['SASL_PLAINTEXT']}"
+    admin = make_admin(bootstrap, **admin_conf)
+    topic = f"acl-{uuid.uuid4().hex[:8]}"
+    bindings = [
+        AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:alice", "*", op,
+                   AclPermissionType.ALLOW)
+        for op in (AclOperation.WRITE, AclOperation.CREATE)
+    ]
+    for f in admin.create_acls(bindings).values():
+        f.result(timeout=15)
+
+    def deliver(user: str, password: str) -> list:
+        outcomes = []
+        conf = rd(sasl_conf(b, "SCRAM-SHA-512", user, password))
+        p = make_producer(bootstrap, message_timeout_ms=8000, **conf)
+        p.produce(topic, value=b"x", on_delivery=lambda err, msg: outcomes.append(err))
+        p.flush(15)
+        return outcomes
+
+    wait_until(lambda: deliver("alice", "alice-secret") == [None], timeout=30,
+               msg="alice, allowed to write, produces")
+    denied = deliver("bob", "bob-secret")
+    assert len(denied) == 1 and denied[0] is not None
+    assert denied[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, denied
+    # On the PLAINTEXT listener the same client is User:ANONYMOUS, denied too.
+    p = make_producer(b.bootstrap, message_timeout_ms=5000)
+    outcomes = []
+    p.produce(topic, value=b"x", on_delivery=lambda err, msg: outcomes.append(err))
+    p.flush(10)
+    assert outcomes and outcomes[0] is not None
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed")
+def test_kcat_from_debian_authenticates_with_scram(broker_factory):
+    """Debian's kcat (librdkafka 2.0, before KIP-368 support) over SCRAM."""
+    b = sasl_broker(broker_factory)
+    addr = f"127.0.0.1:{b.listener_ports['SASL_PLAINTEXT']}"
+    topic = f"kcat-sasl-{uuid.uuid4().hex[:8]}"
+    common = ["kcat", "-b", addr, "-X", "security.protocol=SASL_PLAINTEXT",
+              "-X", "sasl.mechanisms=SCRAM-SHA-256", "-X", "sasl.username=alice",
+              "-X", "sasl.password=alice-secret"]
+    subprocess.run([*common, "-P", "-t", topic], input=b"one\ntwo\n", check=True, timeout=60)
+    out = subprocess.run([*common, "-C", "-t", topic, "-o", "beginning", "-e", "-q"],
+                         capture_output=True, check=True, timeout=60)
+    assert out.stdout.split() == [b"one", b"two"]
+
+
+@pytest.mark.parametrize("handshake_version,authenticate_version", [(1, 0), (1, 1), (1, 2), (0, None)])
+def test_every_sasl_version_on_the_wire(broker_factory, handshake_version, authenticate_version):
+    """SaslHandshake v0-1 and SaslAuthenticate v0-2 encoded and decoded by kafka-python's
+    versioned classes (a codec other than the broker's); after a v0 handshake the PLAIN token
+    goes bare, length-prefixed, as Kafka's oldest clients send it."""
+    import struct
+
+    from versioned_wire import ConnectionClosed, VersionedClient
+
+    b = sasl_broker(broker_factory, overrides={"connections.max.reauth.ms": "60000"})
+    port = b.listener_ports["SASL_PLAINTEXT"]
+    with VersionedClient("127.0.0.1", port) as c:
+        resp = c.call(17, handshake_version, {"mechanism": "PLAIN"})
+        assert resp.error_code == 0
+        assert list(resp.mechanisms) == MECHANISMS.split(",")
+        token = b"\0alice\0alice-secret"
+        if authenticate_version is None:
+            c.sock.sendall(struct.pack(">i", len(token)) + token)
+            assert c._read_frame() == b"", "PLAIN's empty final token, bare"
+        else:
+            resp = c.call(36, authenticate_version, {"auth_bytes": token})
+            assert resp.error_code == 0 and resp.auth_bytes == b""
+            if authenticate_version >= 1:
+                assert resp.session_lifetime_ms == 60000
+        # Authenticated: other requests are served.
+        assert c.call(3, 12, {"topics": [], "allow_auto_topic_creation": False,
+                              "include_topic_authorized_operations": False}).brokers
+
+    with VersionedClient("127.0.0.1", port) as c:
+        resp = c.call(17, handshake_version, {"mechanism": "GSSAPI"})
+        assert resp.error_code == 33, resp  # UNSUPPORTED_SASL_MECHANISM
+        assert list(resp.mechanisms) == MECHANISMS.split(",")
+        with pytest.raises(ConnectionClosed):
+            c.call(18, 3, {"client_software_name": "t", "client_software_version": "1"})
+
+    with VersionedClient("127.0.0.1", port) as c:
+        # Anything but ApiVersions and SaslHandshake before authentication: closed unanswered.
+        with pytest.raises(ConnectionClosed):
+            c.call(3, 12, {"topics": [], "allow_auto_topic_creation": False,
+                           "include_topic_authorized_operations": False})
