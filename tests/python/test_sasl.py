@@ -290,3 +290,56 @@ def test_every_sasl_version_on_the_wire(broker_factory, handshake_version, authe
         with pytest.raises(ConnectionClosed):
             c.call(3, 12, {"topics": [], "allow_auto_topic_creation": False,
                            "include_topic_authorized_operations": False})
+
+
+def test_groups_and_transactions_need_their_acls(broker_factory):
+    """A SASL principal under the StandardAuthorizer: a consumer group needs READ on the group,
+    a transactional producer WRITE on its transactional id, as in Kafka."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
+
+    b = sasl_broker(broker_factory, overrides={**AUTHORIZER, "super.users": "User:admin"})
+    bootstrap = f"127.0.0.1:{b.listener_ports['SASL_PLAINTEXT']}"
+    admin = make_admin(bootstrap, **rd(sasl_conf(b, "SCRAM-SHA-256", "admin", "admin-secret")))
+    alice = rd(sasl_conf(b, "SCRAM-SHA-256", "alice", "alice-secret"))
+    topic, group, txn_id = (f"{kind}-{uuid.uuid4().hex[:8]}" for kind in ("t", "g", "tx"))
+
+    def allow(resource_type, name, *ops):
+        bindings = [AclBinding(resource_type, name, ResourcePatternType.LITERAL, "User:alice", "*", op,
+                               AclPermissionType.ALLOW) for op in ops]
+        for f in admin.create_acls(bindings).values():
+            f.result(timeout=15)
+
+    allow(ResourceType.TOPIC, topic, AclOperation.WRITE, AclOperation.READ, AclOperation.CREATE)
+    p = make_producer(bootstrap, **alice)
+    p.produce(topic, value=b"v")
+    assert p.flush(30) == 0
+
+    def consume_error():
+        c = make_consumer(bootstrap, group_id=group, **alice)
+        c.subscribe([topic])
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                m = c.poll(0.5)
+                if m is None:
+                    continue
+                return m.error().code() if m.error() else None
+            raise AssertionError("neither a record nor an error")
+        finally:
+            c.close()
+
+    assert consume_error() == KafkaError.GROUP_AUTHORIZATION_FAILED
+    allow(ResourceType.GROUP, group, AclOperation.READ)
+    assert consume_error() is None, "with READ on the group the record arrives"
+
+    transactional = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id, **alice})
+    with pytest.raises(KafkaException) as refused:
+        transactional.init_transactions(15)
+    assert refused.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    allow(ResourceType.TRANSACTIONAL_ID, txn_id, AclOperation.WRITE)
+    transactional = Producer({"bootstrap.servers": bootstrap, "transactional.id": txn_id, **alice})
+    transactional.init_transactions(30)
+    transactional.begin_transaction()
+    transactional.produce(topic, value=b"in a transaction")
+    transactional.commit_transaction(30)

@@ -15,7 +15,8 @@
 use std::collections::BTreeSet;
 
 use crate::acl::{
-    AclBinding, AclOperation, AclPermissionType, AclSet, ResourceType, WILDCARD, WILDCARD_PRINCIPAL,
+    AclBinding, AclOperation, AclPermissionType, AclSet, PatternType, ResourceType, WILDCARD,
+    WILDCARD_PRINCIPAL,
 };
 
 /// The settings of the StandardAuthorizer (Kafka's `super.users`,
@@ -99,6 +100,65 @@ pub fn authorize(acls: &AclSet, settings: &AuthorizerSettings, action: &Action<'
     } else {
         Decision::Denied(Reason::NoMatchingAcl)
     }
+}
+
+/// Kafka's `Authorizer.authorizeByResourceType` (KIP-679): may `principal` from `host` do
+/// `operation` on some resource of `resource_type`? Used where Kafka asks for WRITE on any
+/// topic (an idempotent producer's InitProducerId). True for a super user (and, with no ACL on
+/// a resource, as `allow.everyone.if.no.acl.found` says), for an ALLOW on the `*` resource, and
+/// for an ALLOW on a literal or prefixed name that no DENY on the same literal name or on a
+/// prefix of it covers; a DENY on the `*` resource denies. Operations match exactly or through
+/// ALL, without implication, as in Kafka.
+pub fn authorize_by_resource_type(
+    acls: &AclSet,
+    settings: &AuthorizerSettings,
+    principal: &str,
+    host: &str,
+    operation: AclOperation,
+    resource_type: ResourceType,
+) -> bool {
+    let probe = Action {
+        principal,
+        host,
+        operation,
+        resource_type,
+        name: "hardcode",
+    };
+    if authorize(acls, settings, &probe).is_allowed() {
+        return true;
+    }
+    let mut denied_literals = BTreeSet::new();
+    let mut denied_prefixes = BTreeSet::new();
+    let mut allowed = Vec::new();
+    for (_, acl) in acls.iter() {
+        if acl.resource_type != resource_type
+            || (acl.host != WILDCARD && acl.host != host)
+            || (acl.principal != principal && acl.principal != WILDCARD_PRINCIPAL)
+            || (acl.operation != operation && acl.operation != AclOperation::All)
+        {
+            continue;
+        }
+        let name = acl.resource_name.as_str();
+        match (acl.permission, acl.pattern_type) {
+            (AclPermissionType::Deny, PatternType::Literal) if name == WILDCARD => return false,
+            (AclPermissionType::Deny, PatternType::Literal) => {
+                denied_literals.insert(name);
+            }
+            (AclPermissionType::Deny, PatternType::Prefixed) => {
+                denied_prefixes.insert(name);
+            }
+            (AclPermissionType::Allow, PatternType::Literal) if name == WILDCARD => return true,
+            (AclPermissionType::Allow, pattern) => allowed.push((pattern, name)),
+            _ => {}
+        }
+    }
+    allowed.iter().any(|(pattern, name)| {
+        let literal_denied = *pattern == PatternType::Literal && denied_literals.contains(name);
+        let prefix_denied = (1..=name.len())
+            .filter(|end| name.is_char_boundary(*end))
+            .any(|end| denied_prefixes.contains(&name[..end]));
+        !literal_denied && !prefix_denied
+    })
 }
 
 /// Kafka's `StandardAuthorizerData.findResult`: the permission of `acl` if it matches the
@@ -389,5 +449,34 @@ mod tests {
         assert!(!f.allows("User:a", Describe, "t"));
         f.add(Topic, "t", Literal, "User:*", "*", All, Deny);
         assert!(!f.allows("User:a", Read, "t"));
+    }
+
+    #[test]
+    fn by_resource_type_finds_an_allow_not_covered_by_a_deny() {
+        let any_write = |f: &Fixture, principal: &str| {
+            authorize_by_resource_type(&f.acls, &f.settings, principal, "10.0.0.1", Write, Topic)
+        };
+        let mut f = Fixture::new();
+        assert!(!any_write(&f, "User:alice"), "no ACL: denied by default");
+        f.add(Topic, "orders", Literal, "User:alice", "*", Write, Allow);
+        assert!(any_write(&f, "User:alice"));
+        assert!(!any_write(&f, "User:bob"));
+        // A DENY on the same literal, or on a prefix of it, covers the ALLOW.
+        f.add(Topic, "ord", Prefixed, "User:alice", "*", Write, Deny);
+        assert!(!any_write(&f, "User:alice"));
+        f.add(Topic, "pay", Prefixed, "User:alice", "*", All, Allow);
+        assert!(any_write(&f, "User:alice"), "ALL counts as WRITE");
+        // A DENY on `*` denies everything; an ALLOW on `*` allows.
+        let mut g = Fixture::new();
+        g.add(Topic, "*", Literal, "User:*", "*", Write, Allow);
+        assert!(any_write(&g, "User:carol"));
+        g.add(Topic, "*", Literal, "User:carol", "*", Write, Deny);
+        assert!(!any_write(&g, "User:carol"));
+        // Operations are not implied: READ on a topic is not WRITE on any.
+        let mut h = Fixture::new();
+        h.add(Topic, "orders", Literal, "User:dan", "*", Read, Allow);
+        assert!(!any_write(&h, "User:dan"));
+        h.settings.super_users.insert("User:dan".into());
+        assert!(any_write(&h, "User:dan"), "super users may");
     }
 }

@@ -400,7 +400,7 @@ async fn send_sasl_answer<S: AsyncWrite + Unpin>(
 
 /// The seam between decoding a request and handling it: records what ApiVersions tells
 /// about the client, asks the session whether it may send this API now (authentication), and
-/// builds the context the handler gets, refusing APIs an authorizer does not yet cover.
+/// builds the context the handler gets, with the authorizer its handler asks per resource.
 pub(crate) fn admit<'s>(
     broker: &Broker,
     session: &'s mut Session,
@@ -413,10 +413,7 @@ pub(crate) fn admit<'s>(
         session.note_api_versions(r, header.request_api_version);
     }
     session.admit(api_key, arrived)?;
-    let ctx =
-        RequestContext::new(header, session, arrived).with_authorizer(broker.request_authorizer());
-    ctx.admit_unchecked_api(api_key)?;
-    Ok(ctx)
+    Ok(RequestContext::new(header, session, arrived).with_authorizer(broker.request_authorizer()))
 }
 
 /// Most chunks passed to one vectored write; Linux takes up to `IOV_MAX` (1024).

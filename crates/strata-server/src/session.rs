@@ -247,43 +247,7 @@ pub enum Refusal {
         api_key: ApiKey,
         principal: KafkaPrincipal,
     },
-    #[error(
-        "{api_key:?} is not yet authorized per resource; while an authorizer is on, only \
-         principals with ALTER on the cluster may send it ({principal} may not)"
-    )]
-    NotYetAuthorized {
-        api_key: ApiKey,
-        principal: KafkaPrincipal,
-    },
 }
-
-/// The APIs whose handlers ask the authorizer for each resource they touch, as Kafka's do, or
-/// that Kafka answers before authorization (ApiVersions). The others are not yet authorized
-/// per resource, and an authorizer must not leave them open: see
-/// [`RequestContext::admit_unchecked_api`].
-const AUTHORIZED_APIS: &[ApiKey] = &[
-    ApiKey::ApiVersions,
-    ApiKey::SaslHandshake,
-    ApiKey::SaslAuthenticate,
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::OffsetForLeaderEpoch,
-    ApiKey::DeleteRecords,
-    ApiKey::DescribeProducers,
-    ApiKey::Metadata,
-    ApiKey::CreateTopics,
-    ApiKey::CreatePartitions,
-    ApiKey::DeleteTopics,
-    ApiKey::JoinGroup,
-    ApiKey::SyncGroup,
-    ApiKey::Heartbeat,
-    ApiKey::LeaveGroup,
-    ApiKey::CreateAcls,
-    ApiKey::DescribeAcls,
-    ApiKey::DeleteAcls,
-    ApiKey::WriteTxnMarkers,
-];
 
 /// Kafka's rule for the client software name and version of ApiVersions v3+ (KIP-511):
 /// not empty, only `[a-zA-Z0-9.-]`, starting and ending with a letter or digit.
@@ -353,6 +317,22 @@ impl<'a> RequestContext<'a> {
         decision.is_allowed()
     }
 
+    /// May this request's principal do `operation` on some resource of `resource_type`
+    /// (Kafka's `authorizeByResourceType`, KIP-679)? Always with no authorizer.
+    pub fn authorize_any(&self, operation: AclOperation, resource_type: ResourceType) -> bool {
+        let Some(authorizer) = &self.authorizer else {
+            return true;
+        };
+        authorizer::authorize_by_resource_type(
+            authorizer.image.acls(),
+            &authorizer.settings,
+            &self.session.principal.to_string(),
+            &self.session.acl_host(),
+            operation,
+            resource_type,
+        )
+    }
+
     /// Whether the cluster's authorizer is on (`authorizer.class.name` set).
     pub fn has_authorizer(&self) -> bool {
         self.authorizer.is_some()
@@ -384,6 +364,20 @@ impl<'a> RequestContext<'a> {
         }
     }
 
+    /// May this request's principal do `operation` on the transactional id `id`? A denial is
+    /// TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+    pub fn authorize_transactional_id(
+        &self,
+        operation: Operation,
+        id: &str,
+    ) -> Result<(), ResponseError> {
+        if self.authorize(operation, ResourceType::TransactionalId, id) {
+            Ok(())
+        } else {
+            Err(ResponseError::TransactionalIdAuthorizationFailed)
+        }
+    }
+
     /// May this request's principal do `operation` on the cluster (`kafka-cluster`)? A denial
     /// is CLUSTER_AUTHORIZATION_FAILED.
     pub fn authorize_cluster(&self, operation: Operation) -> Result<(), ResponseError> {
@@ -392,23 +386,6 @@ impl<'a> RequestContext<'a> {
         } else {
             Err(ResponseError::ClusterAuthorizationFailed)
         }
-    }
-
-    /// Deny by default: with an authorizer on, an API whose handler does not yet check each
-    /// resource is admitted only for principals with ALTER on the cluster (super users and
-    /// administrators), instead of being open to everyone. Without an authorizer everything is
-    /// admitted, as in Kafka.
-    pub fn admit_unchecked_api(&self, api_key: ApiKey) -> Result<(), Refusal> {
-        if self.authorizer.is_none()
-            || AUTHORIZED_APIS.contains(&api_key)
-            || self.authorize_cluster(Operation::Alter).is_ok()
-        {
-            return Ok(());
-        }
-        Err(Refusal::NotYetAuthorized {
-            api_key,
-            principal: self.session.principal.clone(),
-        })
     }
 
     /// The header's client id; Kafka treats a null one as empty.

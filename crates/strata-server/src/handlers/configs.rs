@@ -33,7 +33,7 @@ use strata_meta::{ConfigResource, ControllerError};
 use super::{code, controller_error, str_bytes};
 use crate::broker::Broker;
 use crate::config::ConfigLevel;
-use crate::session::RequestContext;
+use crate::session::{Operation, RequestContext};
 
 /// Kafka's `ConfigResource.Type` codes.
 const RESOURCE_TOPIC: i8 = 2;
@@ -63,6 +63,21 @@ fn resource(
             format!("Unsupported resource type {other}"),
         )),
     }
+}
+
+/// Kafka authorizes a config resource before it looks at it: a topic against the topic's
+/// ACLs, the broker (and any other type) against the cluster's.
+fn authorize_resource(
+    ctx: &RequestContext<'_>,
+    resource_type: i8,
+    name: &str,
+    operation: Operation,
+) -> Result<(), ResourceError> {
+    let refused = match resource_type {
+        RESOURCE_TOPIC => ctx.authorize_topic(operation, name),
+        _ => ctx.authorize_cluster(operation),
+    };
+    refused.map_err(|e| (code(e), e.to_string()))
 }
 
 fn describe_entry(
@@ -122,7 +137,15 @@ pub fn handle_describe(
                     .as_ref()
                     .is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == name))
             };
-            let configs = match resource(broker, r.resource_type, &r.resource_name) {
+            let authorized = authorize_resource(
+                ctx,
+                r.resource_type,
+                &r.resource_name,
+                Operation::DescribeConfigs,
+            );
+            let resource =
+                authorized.and_then(|()| resource(broker, r.resource_type, &r.resource_name));
+            let configs = match resource {
                 Err((error, message)) => {
                     return base
                         .with_error_code(error)
@@ -205,6 +228,7 @@ type ResourceError = (i16, String);
 /// Validates and commits config changes; returns (error code, message) per resource.
 async fn alter(
     broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
     targets: Vec<AlterTarget>,
     validate_only: bool,
     replace_all: bool,
@@ -219,6 +243,12 @@ async fn alter(
                     "Duplicate resource in request".into(),
                 ));
             }
+            authorize_resource(
+                ctx,
+                t.resource_type,
+                &t.resource_name,
+                Operation::AlterConfigs,
+            )?;
             let ops = t.ops.clone()?;
             let resource = resource(broker, t.resource_type, &t.resource_name)?;
             if matches!(resource, ConfigResource::Broker(_)) {
@@ -298,7 +328,7 @@ fn op_name(op: &ConfigOp) -> &str {
 
 pub async fn handle_alter(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let targets: Vec<AlterTarget> = request
@@ -317,7 +347,7 @@ pub async fn handle_alter(
                 .collect()),
         })
         .collect();
-    let results = alter(broker, targets, request.validate_only, true).await;
+    let results = alter(broker, ctx, targets, request.validate_only, true).await;
     AlterConfigsResponse::default().with_responses(
         request
             .resources
@@ -336,7 +366,7 @@ pub async fn handle_alter(
 
 pub async fn handle_incremental_alter(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let targets: Vec<AlterTarget> = request
@@ -369,7 +399,7 @@ pub async fn handle_incremental_alter(
                 .collect(),
         })
         .collect();
-    let results = alter(broker, targets, request.validate_only, false).await;
+    let results = alter(broker, ctx, targets, request.validate_only, false).await;
     IncrementalAlterConfigsResponse::default().with_responses(
         request
             .resources
@@ -395,6 +425,15 @@ pub async fn handle_describe_log_dirs(
     request: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
     let version = ctx.version();
+    // As Kafka: DESCRIBE on the cluster, else no directories (and, v3+, the error).
+    if let Err(e) = ctx.authorize_cluster(Operation::Describe) {
+        let refused = DescribeLogDirsResponse::default();
+        return if version >= 3 {
+            refused.with_error_code(code(e))
+        } else {
+            refused
+        };
+    }
     let broker = broker.clone();
     crate::task::blocking(move || describe_log_dirs(&broker, &request, version)).await
 }
@@ -483,6 +522,9 @@ pub fn handle_list_config_resources(
     request: &ListConfigResourcesRequest,
 ) -> ListConfigResourcesResponse {
     let version = ctx.version();
+    if let Err(e) = ctx.authorize_cluster(Operation::DescribeConfigs) {
+        return ListConfigResourcesResponse::default().with_error_code(code(e));
+    }
     let supported: &[i8] = if version == 0 {
         &[RESOURCE_CLIENT_METRICS]
     } else {

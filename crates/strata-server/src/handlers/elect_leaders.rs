@@ -15,7 +15,7 @@ use strata_meta::controller::{ElectionType, TopicElection};
 
 use super::{code, str_bytes};
 use crate::broker::Broker;
-use crate::session::RequestContext;
+use crate::session::{Operation, RequestContext};
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -28,6 +28,10 @@ pub async fn handle(
             .map(|t| (t.topic.to_string(), t.partitions.clone()))
             .collect()
     });
+    // As Kafka: ALTER on the cluster.
+    if let Err(e) = ctx.authorize_cluster(Operation::Alter) {
+        return failed(targets.as_deref(), version, code(e), e.to_string());
+    }
     // v0 has no election type: it is always a preferred election (the field decodes as 0).
     let Some(election) = ElectionType::from_code(request.election_type) else {
         return failed(

@@ -11,7 +11,7 @@ use strata_meta::features::{self, FeatureUpdate, UpgradeType};
 
 use super::{meta_error_code, str_bytes};
 use crate::broker::Broker;
-use crate::session::RequestContext;
+use crate::session::{Operation, RequestContext};
 
 pub fn handle_update(
     broker: &Arc<Broker>,
@@ -40,27 +40,33 @@ pub fn handle_update(
     let validate_only = version >= 1 && request.validate_only;
     let local = features::supported();
     let node_id = broker.config.node_id;
-    let committed = tokio::task::block_in_place(|| {
-        broker.commit(
-            |image| match features::update_features(image, node_id, &local, &updates) {
-                Ok(_) if validate_only => (Vec::new(), Ok(())),
-                Ok(records) => (records, Ok(())),
-                Err(e) => (Vec::new(), Err(e)),
-            },
-        )
-    });
-    let (error_code, error_message) = match committed {
-        Ok(Ok(())) => {
-            if !validate_only {
-                tracing::info!(updates = ?updates, "feature levels changed");
+    let commit = || {
+        tokio::task::block_in_place(|| {
+            broker.commit(|image| {
+                match features::update_features(image, node_id, &local, &updates) {
+                    Ok(_) if validate_only => (Vec::new(), Ok(())),
+                    Ok(records) => (records, Ok(())),
+                    Err(e) => (Vec::new(), Err(e)),
+                }
+            })
+        })
+    };
+    // As Kafka: ALTER on the cluster, else nothing changes.
+    let (error_code, error_message) = match ctx.authorize_cluster(Operation::Alter) {
+        Err(e) => (e.code(), Some(e.to_string())),
+        Ok(()) => match commit() {
+            Ok(Ok(())) => {
+                if !validate_only {
+                    tracing::info!(updates = ?updates, "feature levels changed");
+                }
+                (0, None)
             }
-            (0, None)
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "UpdateFeatures refused");
-            (e.kafka_error_code(), Some(e.to_string()))
-        }
-        Err(e) => (meta_error_code(&e), Some(e.to_string())),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "UpdateFeatures refused");
+                (e.kafka_error_code(), Some(e.to_string()))
+            }
+            Err(e) => (meta_error_code(&e), Some(e.to_string())),
+        },
     };
     let mut response = UpdateFeaturesResponse::default()
         .with_error_code(error_code)

@@ -3,6 +3,7 @@
 //! OffsetDelete. The state machine is `strata_coord::GroupCoordinator`; these handlers
 //! translate requests for it and wait for JoinGroup/SyncGroup answers.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -94,8 +95,14 @@ pub async fn handle_find_coordinator(
         _ => Err(ResponseError::InvalidRequest),
     });
     let image = broker.image();
-    // The coordinator of a key is the leader of the key's partition of the internal topic.
+    // The coordinator of a key is the leader of the key's partition of the internal topic;
+    // as Kafka, only for a principal that may DESCRIBE the group or transactional id.
     let coordinator = |key: &str| -> Result<(i32, String, i32), ResponseError> {
+        if key_type == KEY_TYPE_GROUP {
+            ctx.authorize_group(Operation::Describe, key)?;
+        } else if key_type == KEY_TYPE_TRANSACTION {
+            ctx.authorize_transactional_id(Operation::Describe, key)?;
+        }
         ready?;
         let (topic, partition) = if key_type == KEY_TYPE_GROUP {
             (OFFSETS_TOPIC, broker.groups.partition_of(key))
@@ -352,31 +359,46 @@ macro_rules! commit_results {
 pub(super) use commit_results;
 
 /// Runs a commit on the group coordinator and reports one error per offset, in request
-/// order. As Kafka's `KafkaApis` does before the coordinator sees the request, an offset for
-/// a topic the cluster does not have, or for a partition index the topic does not have,
-/// answers UNKNOWN_TOPIC_OR_PARTITION and is not stored; when no offset is left, the
+/// order. As Kafka's `KafkaApis` does before the coordinator sees the request, the principal
+/// needs READ on the group (else every offset answers GROUP_AUTHORIZATION_FAILED) and READ on
+/// each offset's topic (else TOPIC_AUTHORIZATION_FAILED), and an offset for a topic the
+/// cluster does not have, or for a partition index the topic does not have, answers
+/// UNKNOWN_TOPIC_OR_PARTITION; those offsets are not stored, and when no offset is left the
 /// coordinator is not asked at all (no group is created or checked). Kafka answers
 /// NOT_COORDINATOR when the offsets log cannot be written (the client looks the coordinator
 /// up again and retries), and never acknowledges a commit that is not in the log.
 pub(super) fn commit_durably(
     broker: &Broker,
+    ctx: &RequestContext<'_>,
     group: &str,
     commits: &[OffsetCommit],
     commit: impl FnOnce(&mut strata_coord::GroupCoordinator, &[OffsetCommit]) -> Vec<i16>,
 ) -> Vec<i16> {
+    if let Err(e) = ctx.authorize_group(Operation::Read, group) {
+        return vec![code(e); commits.len()];
+    }
     let image = broker.image();
-    let known: Vec<bool> = commits
+    let mut topic_refusals: HashMap<&str, Option<ResponseError>> = HashMap::new();
+    let refused: Vec<Option<ResponseError>> = commits
         .iter()
-        .map(|c| image.has_partition(&c.topic, c.partition))
+        .map(|c| {
+            let refusal = *topic_refusals
+                .entry(&c.topic)
+                .or_insert_with(|| ctx.authorize_topic(Operation::Read, &c.topic).err());
+            refusal.or_else(|| {
+                (!image.has_partition(&c.topic, c.partition))
+                    .then_some(ResponseError::UnknownTopicOrPartition)
+            })
+        })
         .collect();
     let to_commit: Vec<OffsetCommit> = commits
         .iter()
-        .zip(&known)
-        .filter(|(_, known)| **known)
+        .zip(&refused)
+        .filter(|(_, refused)| refused.is_none())
         .map(|(c, _)| c.clone())
         .collect();
     if to_commit.is_empty() {
-        return merge_commit_errors(&known, Vec::new());
+        return merge_commit_errors(&refused, Vec::new());
     }
     let count = to_commit.len();
     let ready = || coordinator_ready(broker).and_then(|()| coordinator_of(broker, group));
@@ -387,19 +409,19 @@ pub(super) fn commit_durably(
         },
         Err(e) => vec![code(e); count],
     });
-    merge_commit_errors(&known, errors)
+    merge_commit_errors(&refused, errors)
 }
 
-/// One error per requested offset: UNKNOWN_TOPIC_OR_PARTITION where `known` is false, the
-/// coordinator's `errors` (one per known offset, in order) elsewhere.
-fn merge_commit_errors(known: &[bool], errors: Vec<i16>) -> Vec<i16> {
-    debug_assert_eq!(errors.len(), known.iter().filter(|k| **k).count());
+/// One error per requested offset: the refusal where there is one, the coordinator's `errors`
+/// (one per offset it was given, in order) elsewhere.
+fn merge_commit_errors(refused: &[Option<ResponseError>], errors: Vec<i16>) -> Vec<i16> {
+    debug_assert_eq!(errors.len(), refused.iter().filter(|r| r.is_none()).count());
     let mut errors = errors.into_iter();
-    known
+    refused
         .iter()
-        .map(|known| match known {
-            true => errors.next().unwrap_or(0),
-            false => code(ResponseError::UnknownTopicOrPartition),
+        .map(|refusal| match refusal {
+            None => errors.next().unwrap_or(0),
+            Some(e) => code(*e),
         })
         .collect()
 }
@@ -418,7 +440,7 @@ pub fn handle_offset_commit(
         group_instance_id: request.group_instance_id.as_ref().map(|i| i.as_str()),
         api_version: version,
     };
-    let errors = commit_durably(broker, &request.group_id, &commits, |c, commits| {
+    let errors = commit_durably(broker, ctx, &request.group_id, &commits, |c, commits| {
         c.commit_offsets(&who, commits, now_ms())
     });
     OffsetCommitResponse::default().with_topics(commit_results!(
@@ -480,16 +502,50 @@ fn fetch_group(
     })
 }
 
+/// [`fetch_group`] for a principal that may DESCRIBE the group, as Kafka authorizes the
+/// topics: a requested topic it may not DESCRIBE answers TOPIC_AUTHORIZATION_FAILED for each
+/// partition; of every committed topic (`None`), those it may not DESCRIBE are left out.
+fn fetch_group_authorized(
+    broker: &Broker,
+    ctx: &RequestContext<'_>,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> Vec<(String, Vec<(i32, CommittedOffsetView)>)> {
+    let may_describe = |topic: &str| ctx.authorize_topic(Operation::Describe, topic).is_ok();
+    let Some(requested) = topics else {
+        let mut all = fetch_group(broker, group, None, require_stable);
+        all.retain(|(topic, _)| may_describe(topic));
+        return all;
+    };
+    let (allowed, refused): (Vec<_>, Vec<_>) = requested
+        .into_iter()
+        .partition(|(topic, _)| may_describe(topic));
+    let mut fetched = fetch_group(broker, group, Some(allowed), require_stable);
+    fetched.extend(refused.into_iter().map(|(topic, partitions)| {
+        let views = partitions
+            .into_iter()
+            .map(|p| {
+                let mut view = CommittedOffsetView::from(None);
+                view.error = code(ResponseError::TopicAuthorizationFailed);
+                (p, view)
+            })
+            .collect();
+        (topic, views)
+    }));
+    fetched
+}
+
 /// OffsetFetch v8+ and older versions carry the same fields in distinct generated types:
 /// one body builds both. `$topics` is the requested topics (`None`: every committed one).
 macro_rules! offset_fetch_topics {
-    ($broker:expr, $group:expr, $topics:expr, $require_stable:expr, $topic_type:ty, $partition_type:ty) => {{
+    ($broker:expr, $ctx:expr, $group:expr, $topics:expr, $require_stable:expr, $topic_type:ty, $partition_type:ty) => {{
         let requested = $topics.as_ref().map(|ts| {
             ts.iter()
                 .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                 .collect()
         });
-        fetch_group($broker, $group, requested, $require_stable)
+        fetch_group_authorized($broker, $ctx, $group, requested, $require_stable)
             .into_iter()
             .map(|(t, parts)| {
                 <$topic_type>::default()
@@ -523,23 +579,50 @@ pub fn handle_offset_fetch(
             .groups
             .iter()
             .map(|g| {
+                let base = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                if let Err(e) = ctx.authorize_group(Operation::Describe, &g.group_id) {
+                    return base.with_error_code(code(e));
+                }
                 let topics = offset_fetch_topics!(
                     broker,
+                    ctx,
                     &g.group_id,
                     g.topics,
                     request.require_stable,
                     OffsetFetchResponseTopics,
                     OffsetFetchResponsePartitions
                 );
-                OffsetFetchResponseGroup::default()
-                    .with_group_id(g.group_id.clone())
-                    .with_topics(topics)
+                base.with_topics(topics)
             })
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
+    if let Err(e) = ctx.authorize_group(Operation::Describe, &request.group_id) {
+        // v2+ has a request-level error; v1 carries it on each requested partition.
+        if version >= 2 {
+            return OffsetFetchResponse::default().with_error_code(code(e));
+        }
+        let topics = request.topics.iter().flatten().map(|t| {
+            OffsetFetchResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partition_indexes
+                        .iter()
+                        .map(|p| {
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(*p)
+                                .with_committed_offset(-1)
+                                .with_metadata(Some(str_bytes(NO_METADATA)))
+                                .with_error_code(code(e))
+                        })
+                        .collect(),
+                )
+        });
+        return OffsetFetchResponse::default().with_topics(topics.collect());
+    }
     OffsetFetchResponse::default().with_topics(offset_fetch_topics!(
         broker,
+        ctx,
         &request.group_id,
         request.topics,
         request.require_stable,
@@ -548,11 +631,14 @@ pub fn handle_offset_fetch(
     ))
 }
 
+/// ListGroups: every group for a principal that may DESCRIBE the cluster, else only the groups
+/// it may DESCRIBE (Kafka's rule).
 pub fn handle_list_groups(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: &ListGroupsRequest,
 ) -> ListGroupsResponse {
+    let may_list_all = ctx.authorize_cluster(Operation::Describe).is_ok();
     let states: Vec<String> = request
         .states_filter
         .iter()
@@ -564,6 +650,12 @@ pub fn handle_list_groups(
     ListGroupsResponse::default().with_groups(
         groups
             .into_iter()
+            .filter(|g| {
+                may_list_all
+                    || ctx
+                        .authorize_group(Operation::Describe, &g.group_id)
+                        .is_ok()
+            })
             .map(|g| {
                 ListedGroup::default()
                     .with_group_id(GroupId(str_bytes(g.group_id)))
@@ -581,18 +673,35 @@ pub fn handle_describe_groups(
     request: &DescribeGroupsRequest,
 ) -> DescribeGroupsResponse {
     let version = ctx.version();
+    // Kafka answers a group the principal may not DESCRIBE with GROUP_AUTHORIZATION_FAILED
+    // and nothing else about it.
+    let refused: Vec<Option<ResponseError>> = request
+        .groups
+        .iter()
+        .map(|g| ctx.authorize_group(Operation::Describe, g).err())
+        .collect();
     let described: Vec<_> = tokio::task::block_in_place(|| {
-        broker
-            .groups
-            .run(|c| request.groups.iter().map(|g| c.describe_group(g)).collect())
+        broker.groups.run(|c| {
+            request
+                .groups
+                .iter()
+                .zip(&refused)
+                .map(|(g, refused)| refused.is_none().then(|| c.describe_group(g)))
+                .collect()
+        })
     });
     DescribeGroupsResponse::default().with_groups(
         request
             .groups
             .iter()
             .zip(described)
-            .map(|(id, d)| {
+            .zip(refused)
+            .map(|((id, d), refused)| {
                 let base = DescribedGroup::default().with_group_id(id.clone());
+                let Some(d) = d else {
+                    let e = refused.unwrap_or(ResponseError::GroupAuthorizationFailed);
+                    return base.with_error_code(code(e));
+                };
                 match d {
                     // Kafka's `describeGroups`: an unknown group, or one that is not a
                     // classic group, is Dead; v6 (KIP-1043) also says why.
@@ -625,9 +734,10 @@ pub fn handle_describe_groups(
     )
 }
 
+/// DeleteGroups: each group needs DELETE (else GROUP_AUTHORIZATION_FAILED, and it is left).
 pub fn handle_delete_groups(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: &DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
     let errors: Vec<i16> = tokio::task::block_in_place(|| {
@@ -635,7 +745,10 @@ pub fn handle_delete_groups(
             request
                 .groups_names
                 .iter()
-                .map(|g| c.delete_group(g))
+                .map(|g| match ctx.authorize_group(Operation::Delete, g) {
+                    Ok(()) => c.delete_group(g),
+                    Err(e) => code(e),
+                })
                 .collect()
         })
     });
@@ -667,15 +780,28 @@ fn subscribed(subscriptions: &[Bytes], topic: &str) -> bool {
     })
 }
 
+/// OffsetDelete: as Kafka, DELETE on the group (else GROUP_AUTHORIZATION_FAILED for the whole
+/// request) and READ on each topic (else TOPIC_AUTHORIZATION_FAILED for its partitions, which
+/// the coordinator does not see).
 pub fn handle_offset_delete(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: &OffsetDeleteRequest,
 ) -> OffsetDeleteResponse {
+    if let Err(e) = ctx.authorize_group(Operation::Delete, &request.group_id) {
+        return OffsetDeleteResponse::default().with_error_code(code(e));
+    }
+    let refused: Vec<Option<ResponseError>> = request
+        .topics
+        .iter()
+        .map(|t| ctx.authorize_topic(Operation::Read, &t.name).err())
+        .collect();
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&refused)
+        .filter(|(_, refused)| refused.is_none())
+        .flat_map(|(t, _)| {
             t.partitions
                 .iter()
                 .map(move |p| (t.name.to_string(), p.partition_index))
@@ -694,16 +820,21 @@ pub fn handle_offset_delete(
                 request
                     .topics
                     .iter()
-                    .map(|t| {
+                    .zip(&refused)
+                    .map(|(t, refused)| {
                         OffsetDeleteResponseTopic::default()
                             .with_name(t.name.clone())
                             .with_partitions(
                                 t.partitions
                                     .iter()
                                     .map(|p| {
+                                        let error = match refused {
+                                            Some(e) => code(*e),
+                                            None => errors.next().unwrap_or(0),
+                                        };
                                         OffsetDeleteResponsePartition::default()
                                             .with_partition_index(p.partition_index)
-                                            .with_error_code(errors.next().unwrap_or(0))
+                                            .with_error_code(error)
                                     })
                                     .collect(),
                             )
@@ -760,6 +891,19 @@ pub fn handle_consumer_group_heartbeat(
     request: &ConsumerGroupHeartbeatRequest,
 ) -> ConsumerGroupHeartbeatResponse {
     let version = ctx.version();
+    // As Kafka: READ on the group, and DESCRIBE on every topic subscribed by name.
+    let refused = ctx
+        .authorize_group(Operation::Read, &request.group_id)
+        .and_then(|()| {
+            request
+                .subscribed_topic_names
+                .iter()
+                .flatten()
+                .try_for_each(|t| ctx.authorize_topic(Operation::Describe, t))
+        });
+    if let Err(e) = refused {
+        return ConsumerGroupHeartbeatResponse::default().with_error_code(code(e));
+    }
     let heartbeat = Heartbeat {
         group_id: request.group_id.to_string(),
         member_id: request.member_id.to_string(),
@@ -814,7 +958,7 @@ pub fn handle_consumer_group_heartbeat(
 
 pub fn handle_consumer_group_describe(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: &ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
     let image = broker.image();
@@ -843,6 +987,9 @@ pub fn handle_consumer_group_describe(
                 .map(|id| {
                     let base = consumer_group_describe_response::DescribedGroup::default()
                         .with_group_id(id.clone());
+                    if let Err(e) = ctx.authorize_group(Operation::Describe, id) {
+                        return base.with_error_code(code(e));
+                    }
                     let g = match c.describe_consumer_group(id) {
                         Ok(g) => g,
                         Err(message) => {
@@ -897,16 +1044,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unknown_partitions_keep_their_place_among_the_coordinators_answers() {
-        let unknown = code(ResponseError::UnknownTopicOrPartition);
+    fn refused_offsets_keep_their_place_among_the_coordinators_answers() {
+        let unknown = ResponseError::UnknownTopicOrPartition;
+        let denied = ResponseError::TopicAuthorizationFailed;
         let stale = code(ResponseError::IllegalGeneration);
         assert_eq!(
-            merge_commit_errors(&[false, true, false, true], vec![0, stale]),
-            vec![unknown, 0, unknown, stale]
+            merge_commit_errors(&[Some(unknown), None, Some(denied), None], vec![0, stale]),
+            vec![code(unknown), 0, code(denied), stale]
         );
         assert_eq!(
-            merge_commit_errors(&[false, false], Vec::new()),
-            vec![unknown; 2]
+            merge_commit_errors(&[Some(unknown), Some(unknown)], Vec::new()),
+            vec![code(unknown); 2]
         );
         assert!(merge_commit_errors(&[], Vec::new()).is_empty());
     }

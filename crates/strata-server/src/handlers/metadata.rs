@@ -236,13 +236,20 @@ pub fn handle_describe_cluster(
 /// per response, resuming from the cursor.
 pub fn handle_describe_topic_partitions(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: &DescribeTopicPartitionsRequest,
 ) -> DescribeTopicPartitionsResponse {
     let image = broker.image();
     let limit = request.response_partition_limit.clamp(1, 2000) as usize;
+    // As Metadata: listing every topic lists those the principal may DESCRIBE; a named one
+    // it may not is TOPIC_AUTHORIZATION_FAILED.
+    let may_describe = |name: &str| ctx.authorize_topic(Operation::Describe, name).is_ok();
     let mut names: Vec<String> = if request.topics.is_empty() {
-        image.topics().map(|t| t.name.clone()).collect()
+        image
+            .topics()
+            .map(|t| t.name.clone())
+            .filter(|n| may_describe(n))
+            .collect()
     } else {
         request.topics.iter().map(|t| t.name.to_string()).collect()
     };
@@ -256,6 +263,14 @@ pub fn handle_describe_topic_partitions(
     let mut emitted = 0usize;
     let mut next_cursor = None;
     for name in names.into_iter().filter(|n| *n >= start_topic) {
+        if !request.topics.is_empty() && !may_describe(&name) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(TopicName(str_bytes(name))))
+                    .with_error_code(code(ResponseError::TopicAuthorizationFailed)),
+            );
+            continue;
+        }
         let Some(topic) = image.topic(&name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()

@@ -11,6 +11,9 @@ use kafka_protocol::messages::{
     InitProducerIdResponse, ProducerId,
 };
 
+use kafka_protocol::error::ResponseError;
+use strata_meta::acl::ResourceType;
+
 use super::code;
 use super::partition_walk::{PartitionWalk, Role};
 use crate::broker::Broker;
@@ -26,8 +29,18 @@ pub async fn handle(
     let base = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if request.transactional_id.is_some() {
+    // As Kafka: a transactional producer needs WRITE on its transactional id; an idempotent
+    // one IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
+    if let Some(id) = &request.transactional_id {
+        if let Err(e) = ctx.authorize_transactional_id(Operation::Write, id) {
+            return base.with_error_code(code(e));
+        }
         return super::txn::handle_init_producer_id(broker, request, version);
+    }
+    if ctx.authorize_cluster(Operation::IdempotentWrite).is_err()
+        && !ctx.authorize_any(Operation::Write, ResourceType::Topic)
+    {
+        return base.with_error_code(code(ResponseError::ClusterAuthorizationFailed));
     }
     if request.producer_id.0 >= 0 {
         // KIP-360: an idempotent producer asking to bump its epoch after an error. Handing out

@@ -24,7 +24,7 @@ use strata_quorum::{QuorumDescription, ReplicaDescription};
 
 use super::{code, str_bytes};
 use crate::broker::Broker;
-use crate::session::RequestContext;
+use crate::session::{Operation, RequestContext};
 
 /// Kafka's name of the metadata log's topic; it has the one partition 0.
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
@@ -36,9 +36,19 @@ const SINGLE_NODE_EPOCH: i32 = 1;
 
 pub async fn handle(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: &DescribeQuorumRequest,
 ) -> DescribeQuorumResponse {
+    // As Kafka: DESCRIBE on the cluster.
+    if let Err(e) = ctx.authorize_cluster(Operation::Describe) {
+        let refused = DescribeQuorumResponse::default().with_error_code(e.code());
+        // The message exists from v2 on.
+        return if ctx.version() >= 2 {
+            refused.with_error_message(Some(super::str_bytes(e.to_string())))
+        } else {
+            refused
+        };
+    }
     if !names_only_the_metadata_partition(request) {
         // As Kafka's KafkaRaftClient: every partition asked for gets the error.
         let topics = request

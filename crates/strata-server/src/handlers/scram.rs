@@ -6,8 +6,8 @@
 //! controller, any Strata node commits it through its metadata source. The request carries
 //! salted passwords: they are never logged (only user names and mechanisms are).
 //!
-//! Authorization (DESCRIBE / ALTER on the CLUSTER resource in Kafka) is the authorizer's:
-//! these handlers do not check it yet.
+//! As Kafka, describing needs DESCRIBE on the cluster and altering ALTER (else
+//! CLUSTER_AUTHORIZATION_FAILED, and nothing changes).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use strata_meta::controller::{ScramDeletion, ScramUpsertion};
 
 use super::{code, controller_error, meta_error_code, str_bytes};
 use crate::broker::Broker;
-use crate::session::RequestContext;
+use crate::session::{Operation, RequestContext};
 
 /// Kafka's `ScramImage` messages; the user name follows them.
 const DESCRIBE_DUPLICATE_USER: &str =
@@ -35,9 +35,14 @@ const DESCRIBE_USER_THAT_DOES_NOT_EXIST: &str =
 
 pub fn handle_describe(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: &DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if let Err(e) = ctx.authorize_cluster(Operation::Describe) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(code(e))
+            .with_error_message(Some(str_bytes(e.to_string())));
+    }
     let image = broker.image();
     // Null or empty: every user with a credential. Otherwise each named user once, with
     // whether it was named more than once.
@@ -103,7 +108,7 @@ pub fn handle_describe(
 
 pub async fn handle_alter(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
     let deletions: Vec<ScramDeletion> = request
@@ -125,15 +130,21 @@ pub async fn handle_alter(
             salted_password: u.salted_password.to_vec(),
         })
         .collect();
-    let committed = tokio::task::block_in_place(|| {
-        broker.commit(|image| {
-            let (results, records) = broker.meta.controller().alter_user_scram_credentials(
-                image,
-                &deletions,
-                &upsertions,
-            );
-            (records, results)
+    let refused = ctx
+        .authorize_cluster(Operation::Alter)
+        .map_err(|e| (code(e), e.to_string()));
+    let committed = refused.and_then(|()| {
+        tokio::task::block_in_place(|| {
+            broker.commit(|image| {
+                let (results, records) = broker.meta.controller().alter_user_scram_credentials(
+                    image,
+                    &deletions,
+                    &upsertions,
+                );
+                (records, results)
+            })
         })
+        .map_err(|e| (meta_error_code(&e), e.to_string()))
     });
     let results = match committed {
         Ok(results) => results
@@ -154,8 +165,8 @@ pub async fn handle_alter(
                 }
             })
             .collect(),
-        Err(e) => {
-            // Nothing was written: every user named gets the commit's error.
+        Err((error, message)) => {
+            // Nothing was written: every user named gets the refusal or the commit's error.
             let mut names: Vec<String> = deletions
                 .iter()
                 .map(|d| d.name.clone())
@@ -168,8 +179,8 @@ pub async fn handle_alter(
                 .map(|user| {
                     AlterUserScramCredentialsResult::default()
                         .with_user(str_bytes(user))
-                        .with_error_code(meta_error_code(&e))
-                        .with_error_message(Some(str_bytes(e.to_string())))
+                        .with_error_code(error)
+                        .with_error_message(Some(str_bytes(message.clone())))
                 })
                 .collect()
         }

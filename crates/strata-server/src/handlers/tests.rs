@@ -42,7 +42,7 @@ use kafka_protocol::records::{
 };
 use uuid::Uuid;
 
-use crate::session::{RequestContext, Session};
+use crate::session::Session;
 use crate::test_fixture::{TestBroker, NODE, OTHER};
 
 /// The client's address as the session has it.
@@ -1634,41 +1634,248 @@ mod acls {
         assert_ne!(beat.error_code, denied);
     }
 
-    /// Deny by default: with the authorizer on, an API whose handler does not yet check its
-    /// resources is admitted only for principals with ALTER on the cluster.
+    /// Deny by default: with the authorizer on and no ACL, every API Kafka authorizes refuses
+    /// `User:ANONYMOUS` with Kafka's error, and changes nothing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn apis_not_yet_authorized_are_closed_to_all_but_cluster_admins() {
-        let session = Session::plaintext("127.0.0.1:4000".parse().unwrap());
-        let header = || RequestHeader::default().with_request_api_version(8);
-        let open = TestBroker::open(&[]).await;
-        let ctx = RequestContext::new(header(), &session, Instant::now())
-            .with_authorizer(open.broker.request_authorizer());
-        assert!(
-            ctx.admit_unchecked_api(ApiKey::OffsetFetch).is_ok(),
-            "no authorizer"
-        );
+    async fn every_api_refuses_a_principal_without_acls() {
+        use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
+        use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+        use kafka_protocol::messages::offset_commit_request::{
+            OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+        };
+        use kafka_protocol::messages::offset_delete_request::{
+            OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+        };
+        use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+        use kafka_protocol::messages::*;
+        let broker = TestBroker::open(&[("authorizer.class.name", STANDARD_AUTHORIZER)]).await;
+        broker.create_topic("t", 1);
+        let group = || GroupId(s("g"));
+        let txn = || TransactionalId(s("tx"));
+        let cluster = code(ResponseError::ClusterAuthorizationFailed);
+        let group_denied = code(ResponseError::GroupAuthorizationFailed);
+        let topic_denied = code(ResponseError::TopicAuthorizationFailed);
+        let txn_denied = code(ResponseError::TransactionalIdAuthorizationFailed);
 
-        let closed = TestBroker::open(&[("authorizer.class.name", STANDARD_AUTHORIZER)]).await;
-        let ctx = RequestContext::new(header(), &session, Instant::now())
-            .with_authorizer(closed.broker.request_authorizer());
-        let refusal = ctx.admit_unchecked_api(ApiKey::OffsetFetch).unwrap_err();
-        assert!(refusal.to_string().contains("User:ANONYMOUS"), "{refusal}");
-        assert!(
-            ctx.admit_unchecked_api(ApiKey::Produce).is_ok(),
-            "checked per topic"
-        );
-        assert!(ctx.admit_unchecked_api(ApiKey::ApiVersions).is_ok());
-
-        let admin = TestBroker::open(&[
-            ("authorizer.class.name", STANDARD_AUTHORIZER),
-            ("super.users", "User:ANONYMOUS"),
-        ])
+        let r: FindCoordinatorResponse = ask(
+            &broker,
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default().with_key(s("g")),
+        )
         .await;
-        let ctx = RequestContext::new(header(), &session, Instant::now())
-            .with_authorizer(admin.broker.request_authorizer());
-        assert!(
-            ctx.admit_unchecked_api(ApiKey::OffsetFetch).is_ok(),
-            "a super user"
+        assert_eq!(r.error_code, group_denied);
+        let r: FindCoordinatorResponse = ask(
+            &broker,
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default()
+                .with_key(s("tx"))
+                .with_key_type(1),
+        )
+        .await;
+        assert_eq!(r.error_code, txn_denied);
+
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(group())
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default().with_committed_offset(1)
+                ])]);
+        let r: OffsetCommitResponse = ask(&broker, ApiKey::OffsetCommit, 8, &commit).await;
+        assert_eq!(r.topics[0].partitions[0].error_code, group_denied);
+
+        let fetch = OffsetFetchRequest::default()
+            .with_group_id(group())
+            .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+                .with_name(TopicName(s("t")))
+                .with_partition_indexes(vec![0])]));
+        let r: OffsetFetchResponse = ask(&broker, ApiKey::OffsetFetch, 7, &fetch).await;
+        assert_eq!(r.error_code, group_denied);
+        let r: OffsetFetchResponse = ask(&broker, ApiKey::OffsetFetch, 1, &fetch).await;
+        assert_eq!(r.topics[0].partitions[0].error_code, group_denied);
+
+        let r: DescribeGroupsResponse = ask(
+            &broker,
+            ApiKey::DescribeGroups,
+            5,
+            &DescribeGroupsRequest::default().with_groups(vec![group()]),
+        )
+        .await;
+        assert_eq!(r.groups[0].error_code, group_denied);
+        let r: DeleteGroupsResponse = ask(
+            &broker,
+            ApiKey::DeleteGroups,
+            2,
+            &DeleteGroupsRequest::default().with_groups_names(vec![group()]),
+        )
+        .await;
+        assert_eq!(r.results[0].error_code, group_denied);
+        let r: OffsetDeleteResponse = ask(
+            &broker,
+            ApiKey::OffsetDelete,
+            0,
+            &OffsetDeleteRequest::default()
+                .with_group_id(group())
+                .with_topics(vec![OffsetDeleteRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![OffsetDeleteRequestPartition::default()])]),
+        )
+        .await;
+        assert_eq!(r.error_code, group_denied);
+
+        let init = |id: Option<TransactionalId>| {
+            InitProducerIdRequest::default()
+                .with_transactional_id(id)
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+        };
+        let r: InitProducerIdResponse =
+            ask(&broker, ApiKey::InitProducerId, 4, &init(Some(txn()))).await;
+        assert_eq!(r.error_code, txn_denied);
+        let r: InitProducerIdResponse = ask(&broker, ApiKey::InitProducerId, 4, &init(None)).await;
+        assert_eq!(
+            r.error_code, cluster,
+            "idempotence needs IDEMPOTENT_WRITE or a WRITE"
         );
+        let r: AddPartitionsToTxnResponse = ask(
+            &broker,
+            ApiKey::AddPartitionsToTxn,
+            3,
+            &AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(txn())
+                .with_v3_and_below_topics(vec![AddPartitionsToTxnTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![0])]),
+        )
+        .await;
+        let result = &r.results_by_topic_v3_and_below[0].results_by_partition[0];
+        assert_eq!(result.partition_error_code, txn_denied);
+        let r: AddPartitionsToTxnResponse = ask(
+            &broker,
+            ApiKey::AddPartitionsToTxn,
+            5,
+            &AddPartitionsToTxnRequest::default(),
+        )
+        .await;
+        assert_eq!(
+            r.error_code, cluster,
+            "the brokers' form needs CLUSTER_ACTION"
+        );
+        let r: AddOffsetsToTxnResponse = ask(
+            &broker,
+            ApiKey::AddOffsetsToTxn,
+            3,
+            &AddOffsetsToTxnRequest::default()
+                .with_transactional_id(txn())
+                .with_group_id(group()),
+        )
+        .await;
+        assert_eq!(r.error_code, txn_denied);
+        let r: EndTxnResponse = ask(
+            &broker,
+            ApiKey::EndTxn,
+            3,
+            &EndTxnRequest::default().with_transactional_id(txn()),
+        )
+        .await;
+        assert_eq!(r.error_code, txn_denied);
+        let r: DescribeTransactionsResponse = ask(
+            &broker,
+            ApiKey::DescribeTransactions,
+            0,
+            &DescribeTransactionsRequest::default().with_transactional_ids(vec![txn()]),
+        )
+        .await;
+        assert_eq!(r.transaction_states[0].error_code, txn_denied);
+
+        let r: DescribeConfigsResponse = ask(
+            &broker,
+            ApiKey::DescribeConfigs,
+            4,
+            &DescribeConfigsRequest::default().with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("t")),
+                DescribeConfigsResource::default().with_resource_type(4),
+            ]),
+        )
+        .await;
+        assert_eq!(r.results[0].error_code, topic_denied);
+        assert_eq!(r.results[1].error_code, cluster);
+        let r: DescribeLogDirsResponse = ask(
+            &broker,
+            ApiKey::DescribeLogDirs,
+            4,
+            &DescribeLogDirsRequest::default(),
+        )
+        .await;
+        assert_eq!((r.error_code, r.results.len()), (cluster, 0));
+        let r: ListPartitionReassignmentsResponse = ask(
+            &broker,
+            ApiKey::ListPartitionReassignments,
+            0,
+            &ListPartitionReassignmentsRequest::default(),
+        )
+        .await;
+        assert_eq!(r.error_code, cluster);
+        let r: DescribeUserScramCredentialsResponse = ask(
+            &broker,
+            ApiKey::DescribeUserScramCredentials,
+            0,
+            &DescribeUserScramCredentialsRequest::default(),
+        )
+        .await;
+        assert_eq!(r.error_code, cluster);
+        let r: UpdateFeaturesResponse = ask(
+            &broker,
+            ApiKey::UpdateFeatures,
+            1,
+            &UpdateFeaturesRequest::default(),
+        )
+        .await;
+        assert_eq!(r.error_code, cluster);
+        let r: DescribeQuorumResponse = ask(
+            &broker,
+            ApiKey::DescribeQuorum,
+            1,
+            &DescribeQuorumRequest::default(),
+        )
+        .await;
+        assert_eq!(r.error_code, cluster);
+        let r: DescribeTopicPartitionsResponse = ask(
+            &broker,
+            ApiKey::DescribeTopicPartitions,
+            0,
+            &DescribeTopicPartitionsRequest::default(),
+        )
+        .await;
+        assert!(
+            r.topics.is_empty(),
+            "listing all hides what may not be described"
+        );
+
+        // Listing hides what the principal may not DESCRIBE, until it may.
+        let r: ListGroupsResponse = ask(
+            &broker,
+            ApiKey::ListGroups,
+            4,
+            &ListGroupsRequest::default(),
+        )
+        .await;
+        assert_eq!(r.error_code, 0);
+        grant_on(
+            &broker,
+            ResourceType::Cluster,
+            "kafka-cluster",
+            "User:ANONYMOUS",
+            AclOperation::IdempotentWrite,
+            AclPermissionType::Allow,
+        );
+        let r: InitProducerIdResponse = ask(&broker, ApiKey::InitProducerId, 4, &init(None)).await;
+        assert_eq!(r.error_code, 0, "IDEMPOTENT_WRITE on the cluster");
     }
 }

@@ -120,8 +120,17 @@ pub fn handle_add_partitions(
 ) -> AddPartitionsToTxnResponse {
     let version = ctx.version();
     if version <= 3 {
+        // A producer's own request: WRITE on its transactional id, then on each topic.
+        if let Err(e) =
+            ctx.authorize_transactional_id(Operation::Write, &request.v3_and_below_transactional_id)
+        {
+            let results = refused_partitions(&request.v3_and_below_topics, e);
+            return AddPartitionsToTxnResponse::default()
+                .with_results_by_topic_v3_and_below(results);
+        }
         let results = add_partitions(
             broker,
+            Some(ctx),
             version,
             &request.v3_and_below_transactional_id,
             (
@@ -133,7 +142,11 @@ pub fn handle_add_partitions(
         );
         return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
     }
-    // v4+: many transactions per request (used by brokers, and by `verify_only` checks).
+    // v4+: many transactions per request, from brokers (`verify_only` checks and the adds of
+    // protocol v2 writes): CLUSTER_ACTION, as Kafka asks of them.
+    if let Err(e) = ctx.authorize_cluster(Operation::ClusterAction) {
+        return AddPartitionsToTxnResponse::default().with_error_code(code(e));
+    }
     AddPartitionsToTxnResponse::default().with_results_by_transaction(
         request
             .transactions
@@ -143,6 +156,7 @@ pub fn handle_add_partitions(
                     .with_transactional_id(t.transactional_id.clone())
                     .with_topic_results(add_partitions(
                         broker,
+                        None,
                         version,
                         &t.transactional_id,
                         (t.producer_id.0, t.producer_epoch),
@@ -154,9 +168,43 @@ pub fn handle_add_partitions(
     )
 }
 
-/// AddPartitionsToTxn for one transaction: per-partition results in request order.
+/// Every partition of `topics` answered `error`.
+fn refused_partitions(
+    topics: &[AddPartitionsToTxnTopic],
+    error: ResponseError,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    partition_results(topics, std::iter::repeat(code(error)))
+}
+
+/// Per-partition results of `topics`, errors in request order.
+fn partition_results(
+    topics: &[AddPartitionsToTxnTopic],
+    mut errors: impl Iterator<Item = i16>,
+) -> Vec<AddPartitionsToTxnTopicResult> {
+    topics
+        .iter()
+        .map(|t| {
+            AddPartitionsToTxnTopicResult::default()
+                .with_name(t.name.clone())
+                .with_results_by_partition(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            AddPartitionsToTxnPartitionResult::default()
+                                .with_partition_index(*p)
+                                .with_partition_error_code(errors.next().unwrap_or(0))
+                        })
+                        .collect(),
+                )
+        })
+        .collect()
+}
+
+/// AddPartitionsToTxn for one transaction: per-partition results in request order. With a
+/// producer's `ctx` (v3 and below), each topic needs WRITE.
 fn add_partitions(
     broker: &Broker,
+    ctx: Option<&RequestContext<'_>>,
     version: i16,
     transactional_id: &str,
     (producer_id, producer_epoch): (i64, i16),
@@ -168,26 +216,24 @@ fn add_partitions(
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |p| (t.name.to_string(), *p)))
         .collect();
-    let unknown: Vec<bool> = requested
+    let failed: Vec<Option<ResponseError>> = requested
         .iter()
         .map(|(t, p)| {
+            if let Some(Err(e)) = ctx.map(|ctx| ctx.authorize_topic(Operation::Write, t)) {
+                return Some(e);
+            }
             image
                 .topic(t)
                 .is_none_or(|topic| *p < 0 || *p as usize >= topic.partitions.len())
+                .then_some(ResponseError::UnknownTopicOrPartition)
         })
         .collect();
-    // Kafka adds nothing when any partition is unknown: those get UNKNOWN_TOPIC_OR_PARTITION,
-    // the rest OPERATION_NOT_ATTEMPTED.
-    let errors: Vec<i16> = if unknown.iter().any(|u| *u) {
-        unknown
+    // Kafka adds nothing when any partition fails its checks: those get their error
+    // (TOPIC_AUTHORIZATION_FAILED, UNKNOWN_TOPIC_OR_PARTITION), the rest OPERATION_NOT_ATTEMPTED.
+    let errors: Vec<i16> = if failed.iter().any(Option::is_some) {
+        failed
             .iter()
-            .map(|u| {
-                code(if *u {
-                    ResponseError::UnknownTopicOrPartition
-                } else {
-                    ResponseError::OperationNotAttempted
-                })
-            })
+            .map(|f| code(f.unwrap_or(ResponseError::OperationNotAttempted)))
             .collect()
     } else if verify_only {
         match run_txn(broker, Some(transactional_id), |c| {
@@ -226,24 +272,7 @@ fn add_partitions(
         };
         vec![error; requested.len()]
     };
-    let mut errors = errors.into_iter();
-    topics
-        .iter()
-        .map(|t| {
-            AddPartitionsToTxnTopicResult::default()
-                .with_name(t.name.clone())
-                .with_results_by_partition(
-                    t.partitions
-                        .iter()
-                        .map(|p| {
-                            AddPartitionsToTxnPartitionResult::default()
-                                .with_partition_index(*p)
-                                .with_partition_error_code(errors.next().unwrap_or(0))
-                        })
-                        .collect(),
-                )
-        })
-        .collect()
+    partition_results(topics, errors.into_iter())
 }
 
 pub fn handle_add_offsets(
@@ -252,6 +281,13 @@ pub fn handle_add_offsets(
     request: &AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
     let version = ctx.version();
+    // As Kafka: WRITE on the transactional id, READ on the group.
+    let refused = ctx
+        .authorize_transactional_id(Operation::Write, &request.transactional_id)
+        .and_then(|()| ctx.authorize_group(Operation::Read, &request.group_id));
+    if let Err(e) = refused {
+        return AddOffsetsToTxnResponse::default().with_error_code(code(e));
+    }
     let result = tokio::task::block_in_place(|| broker.groups.ensure_offsets_topic())
         .map_err(|_| ResponseError::CoordinatorNotAvailable)
         .and_then(|()| {
@@ -279,6 +315,9 @@ pub fn handle_end_txn(
     request: &EndTxnRequest,
 ) -> EndTxnResponse {
     let version = ctx.version();
+    if let Err(e) = ctx.authorize_transactional_id(Operation::Write, &request.transactional_id) {
+        return EndTxnResponse::default().with_error_code(code(e));
+    }
     let result = run_txn(broker, Some(&request.transactional_id), |c| {
         c.end_txn(
             &request.transactional_id,
@@ -389,6 +428,19 @@ pub fn handle_txn_offset_commit(
         guard_writes, txn_offset_commit_error, ProducedBatch, TxnOperation, WriteGuard,
     };
     let commits = requested_commits!(request.topics);
+    // As Kafka: WRITE on the transactional id, then READ on the group (checked again with the
+    // topics when committing), before the transaction coordinator is asked anything.
+    let refused = ctx
+        .authorize_transactional_id(Operation::Write, &request.transactional_id)
+        .and_then(|()| ctx.authorize_group(Operation::Read, &request.group_id));
+    if let Err(e) = refused {
+        return TxnOffsetCommitResponse::default().with_topics(commit_results!(
+            request.topics,
+            vec![code(e); commits.len()],
+            TxnOffsetCommitResponseTopic,
+            TxnOffsetCommitResponsePartition
+        ));
+    }
     let who = CommitIdentity {
         group_id: &request.group_id,
         generation_id: request.generation_id,
@@ -434,7 +486,7 @@ pub fn handle_txn_offset_commit(
         Ok((_, Some(WriteGuard::Refused(error, _)))) => vec![error; commits.len()],
         Err(error) => vec![error; commits.len()],
         Ok((partition, guard)) => {
-            commit_durably(broker, &request.group_id, &commits, |c, commits| {
+            commit_durably(broker, ctx, &request.group_id, &commits, |c, commits| {
                 // The check still stands: no marker of this producer ended the transaction
                 // since (lock order: group coordinator, then the partition's log).
                 let admitted = match (&guard, broker.replicas.partition(OFFSETS_TOPIC, partition)) {
@@ -458,7 +510,7 @@ pub fn handle_txn_offset_commit(
 
 pub fn handle_describe(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: &DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
     // Which of the ids this broker coordinates (NOT_COORDINATOR for the others).
@@ -478,6 +530,10 @@ pub fn handle_describe(
             .map(|(id, here)| {
                 let base = describe_transactions_response::TransactionState::default()
                     .with_transactional_id(id.clone());
+                // As Kafka: DESCRIBE on the id, before anything about it is told.
+                if let Err(e) = ctx.authorize_transactional_id(Operation::Describe, id) {
+                    return base.with_error_code(code(e));
+                }
                 match c.describe(id) {
                     _ if !here => base.with_error_code(code(ResponseError::NotCoordinator)),
                     None => base.with_error_code(code(ResponseError::TransactionalIdNotFound)),
@@ -510,9 +566,10 @@ pub fn handle_describe(
     DescribeTransactionsResponse::default().with_transaction_states(states)
 }
 
+/// ListTransactions: only the transactional ids the principal may DESCRIBE, as Kafka lists.
 pub fn handle_list(
     broker: &Arc<Broker>,
-    _ctx: &RequestContext<'_>,
+    ctx: &RequestContext<'_>,
     request: &ListTransactionsRequest,
 ) -> ListTransactionsResponse {
     const STATES: [&str; 8] = [
@@ -569,6 +626,10 @@ pub fn handle_list(
                 pattern
                     .as_ref()
                     .is_none_or(|re| re.is_match(&t.transactional_id))
+            })
+            .filter(|t| {
+                ctx.authorize_transactional_id(Operation::Describe, &t.transactional_id)
+                    .is_ok()
             })
             .map(|t| {
                 list_transactions_response::TransactionState::default()
