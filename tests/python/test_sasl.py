@@ -198,10 +198,14 @@ def test_reauthentication_keeps_clients_connected(broker_factory):
     assert "expired" not in own_log(b), "librdkafka re-authenticated before expiry"
 
 
-def test_sasl_principals_are_authorized_by_acls(broker_factory):
+def test_sasl_principals_are_authorized_by_acls_and_denials_audited(broker_factory, tmp_path):
+    import json
+
     from confluent_kafka.admin import AclBinding, AclOperation, AclPermissionType, ResourcePatternType, ResourceType
 
-    b = sasl_broker(broker_factory, overrides={**AUTHORIZER, "super.users": "User:admin"})
+    audit = tmp_path / "audit.jsonl"
+    b = sasl_broker(broker_factory, overrides={**AUTHORIZER, "super.users": "User:admin",
+                                               "authorizer.audit.log.file": str(audit)})
     admin_conf = rd(sasl_conf(b, "SCRAM-SHA-256", "admin", "admin-secret"))
     bootstrap = f"127.0.0.1:{b.listener_ports['SASL_PLAINTEXT']}"
     admin = make_admin(bootstrap, **admin_conf)
@@ -233,6 +237,27 @@ def test_sasl_principals_are_authorized_by_acls(broker_factory):
     p.produce(topic, value=b"x", on_delivery=lambda err, msg: outcomes.append(err))
     p.flush(10)
     assert outcomes and outcomes[0] is not None
+
+    # Every denial is a JSON line in the audit log: who, from where, on which listener, what.
+    def audited():
+        if not audit.exists():
+            return []
+        return [json.loads(line) for line in audit.read_text().splitlines() if line.strip()]
+
+    def denied(principal, listener):
+        # The producer learns of its refusal from Metadata (DESCRIBE) before it sends.
+        return [r for r in audited() if r["principal"] == principal and r["resource"] == topic
+                and r["result"] == "DENIED" and r["listener"] == listener]
+
+    wait_until(lambda: denied("User:bob", "SASL_PLAINTEXT"), timeout=10, msg=lambda: str(audited()))
+    record = denied("User:bob", "SASL_PLAINTEXT")[0]
+    assert (record["api"], record["operation"], record["resource_type"]) == ("Metadata", "Describe", "Topic")
+    assert record["client"] == "127.0.0.1" and record["reason"] == "NoMatchingAcl", record
+    assert denied("User:ANONYMOUS", "PLAINTEXT")
+    # Questions are not actions: the auto-creation check (CREATE on the cluster) is not audited.
+    assert not [r for r in audited() if r["resource_type"] == "Cluster"], audited()
+    assert not [r for r in audited() if r["result"] == "ALLOWED"], "allowed actions only when asked"
+    assert metric(b, "strata_audit_records_written_total") >= 2
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed")

@@ -562,6 +562,22 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "whether the authorizer allows an action on a resource no ACL applies to",
     ),
     def(
+        "authorizer.audit.log.file",
+        ConfigType::String,
+        "",
+        Validator::None,
+        &[],
+        "file the authorization decisions are appended to as JSON lines (Strata's; empty: none)",
+    ),
+    def(
+        "authorizer.audit.log.allowed",
+        Boolean,
+        "false",
+        Validator::None,
+        &[],
+        "whether the audit log records allowed actions too, not only denials (Strata's)",
+    ),
+    def(
         "broker.session.timeout.ms",
         Int,
         "9000",
@@ -1144,6 +1160,8 @@ pub mod props {
         AUTHORIZER_CLASS_NAME: String = "authorizer.class.name";
         SUPER_USERS: String = "super.users";
         ALLOW_EVERYONE_IF_NO_ACL_FOUND: bool = "allow.everyone.if.no.acl.found";
+        AUTHORIZER_AUDIT_LOG_FILE: String = "authorizer.audit.log.file";
+        AUTHORIZER_AUDIT_LOG_ALLOWED: bool = "authorizer.audit.log.allowed";
         MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS: i64 =
             "max.incremental.fetch.session.cache.slots";
         MIN_INCREMENTAL_FETCH_SESSION_EVICTION_MS: i64 =

@@ -54,6 +54,8 @@ pub struct Broker {
     /// The StandardAuthorizer's settings when `authorizer.class.name` names it; `None`: no
     /// authorizer, every request allowed and the ACL APIs answer SECURITY_DISABLED.
     pub authorizer: Option<Arc<strata_meta::authorizer::AuthorizerSettings>>,
+    /// Where authorization decisions are recorded (`authorizer.audit.log.file`).
+    pub audit: Option<Arc<crate::audit_log::AuditLog>>,
 }
 
 /// The unhanded-out part of the current producer-id block.
@@ -94,6 +96,7 @@ impl Broker {
             .map(|settings| crate::session::Authorizer {
                 settings: settings.clone(),
                 image: self.image(),
+                audit: self.audit.clone(),
             })
     }
 

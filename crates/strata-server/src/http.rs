@@ -123,6 +123,8 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     let mut gauges = Gauges {
         tier_cache: broker.remote.cache_stats(),
         fetch_sessions: broker.fetch_sessions().stats(),
+        audit_records_written: broker.audit.as_ref().map_or(0, |a| a.written()),
+        audit_records_dropped: broker.audit.as_ref().map_or(0, |a| a.dropped()),
         ..Gauges::default()
     };
     for p in broker.replicas.all() {

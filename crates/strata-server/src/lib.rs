@@ -5,6 +5,7 @@
 //! [`handlers`] answers each API from the metadata image ([`strata_meta`]) and the partition
 //! logs held by the [`replica_manager`], and [`broker`] owns the parts and their lifecycle.
 
+mod audit_log;
 pub mod broker;
 mod broker_client;
 pub mod broker_lifecycle;

@@ -66,6 +66,8 @@ pub enum StartError {
     /// An SSL listener's key store, trust store or protocols cannot be served.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsConfigError),
+    #[error(transparent)]
+    AuditLog(#[from] crate::audit_log::AuditLogError),
     /// A listener's settings cannot be served (a SASL mechanism, say).
     #[error("{0}")]
     Listener(#[from] crate::config::ListenerError),
@@ -144,6 +146,14 @@ impl Broker {
             replicas.clone(),
             config.node_id,
         ));
+        let audit_file = config.broker_value(props::AUTHORIZER_AUDIT_LOG_FILE);
+        let audit = match audit_file.trim() {
+            "" => None,
+            path => Some(Arc::new(crate::audit_log::AuditLog::open(
+                std::path::Path::new(path),
+                config.broker_value(props::AUTHORIZER_AUDIT_LOG_ALLOWED),
+            )?)),
+        };
         let broker = Arc::new(Broker {
             meta: meta.clone(),
             controller_service,
@@ -178,6 +188,7 @@ impl Broker {
             ),
             fetch_sessions: Mutex::new(fetch_sessions),
             peers: peers.clone(),
+            audit,
             authorizer: (config.broker_value(props::AUTHORIZER_CLASS_NAME)
                 == strata_meta::config::STANDARD_AUTHORIZER)
                 .then(|| {

@@ -92,6 +92,9 @@ pub struct Gauges {
     pub tier_cache: strata_tier::CacheStats,
     /// Incremental fetch sessions (KIP-227).
     pub fetch_sessions: crate::fetch_session::FetchSessionStats,
+    /// Authorization decisions written to the audit log, and dropped because it fell behind.
+    pub audit_records_written: u64,
+    pub audit_records_dropped: u64,
 }
 
 pub struct Metrics {
@@ -336,6 +339,16 @@ impl Metrics {
         ] {
             counter(name, help, value);
         }
+        counter(
+            "strata_audit_records_written_total",
+            "Authorization decisions written to authorizer.audit.log.file.",
+            gauges.audit_records_written,
+        );
+        counter(
+            "strata_audit_records_dropped_total",
+            "Authorization decisions not recorded because the audit log writer fell behind.",
+            gauges.audit_records_dropped,
+        );
         counter(
             "strata_fetch_sessions_created_total",
             "Incremental fetch sessions created (KIP-227).",

@@ -3,7 +3,8 @@
 //! client software).
 //!
 //! The connection floor owns the session and fills it in; handlers only read it. This module
-//! depends on nothing else in the crate, so both floors can use it without an import circle.
+//! depends on nothing else in the crate but the audit log (a leaf too), so both floors can use
+//! it without an import circle.
 //!
 //! On PLAINTEXT and SSL listeners a session is authenticated from the start (`User:ANONYMOUS`,
 //! or the client certificate's principal); on SASL listeners the connection's authenticator
@@ -18,7 +19,9 @@ use std::time::Instant;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader};
 use strata_meta::acl::{AclOperation, ResourceType, CLUSTER_NAME};
-use strata_meta::authorizer::{self, Action, AuthorizerSettings};
+use strata_meta::authorizer::{self, Action, AuthorizerSettings, Decision};
+
+use crate::audit_log::{AuditLog, AuditRecord};
 use strata_meta::MetadataImage;
 
 /// Kafka's `KafkaPrincipal`: a type and a name, written `User:alice`.
@@ -228,6 +231,8 @@ impl Session {
 pub struct Authorizer {
     pub settings: Arc<AuthorizerSettings>,
     pub image: Arc<MetadataImage>,
+    /// Where decisions are recorded (`authorizer.audit.log.file`), if anywhere.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 /// What handlers ask the authorizer about: Kafka's `AclOperation`, the one definition.
@@ -247,6 +252,38 @@ pub enum Refusal {
         api_key: ApiKey,
         principal: KafkaPrincipal,
     },
+}
+
+/// Kafka's `AclEntry.supportedOperations`: what each resource type's authorized operations
+/// (KIP-430) are chosen from.
+fn supported_operations(resource_type: ResourceType) -> &'static [AclOperation] {
+    use AclOperation::*;
+    match resource_type {
+        ResourceType::Topic => &[
+            Read,
+            Write,
+            Create,
+            Describe,
+            Delete,
+            Alter,
+            DescribeConfigs,
+            AlterConfigs,
+        ],
+        ResourceType::Group => &[Read, Describe, Delete],
+        ResourceType::Cluster => &[
+            Create,
+            ClusterAction,
+            DescribeConfigs,
+            AlterConfigs,
+            IdempotentWrite,
+            Alter,
+            Describe,
+        ],
+        ResourceType::TransactionalId => &[Describe, Write],
+        ResourceType::DelegationToken => &[Describe],
+        ResourceType::User => &[CreateTokens, DescribeTokens],
+        _ => &[],
+    }
 }
 
 /// Kafka's rule for the client software name and version of ApiVersions v3+ (KIP-511):
@@ -288,12 +325,38 @@ impl<'a> RequestContext<'a> {
 
     /// May this request's principal do `operation` on the resource `(resource_type, name)`?
     /// Always with no authorizer. A denial is logged (principal, client address, operation,
-    /// resource), as Kafka's authorizer logger does.
+    /// resource), as Kafka's authorizer logger does, and recorded in the audit log, which also
+    /// records allowed actions when configured so.
     pub fn authorize(
         &self,
         operation: AclOperation,
         resource_type: ResourceType,
         name: &str,
+    ) -> bool {
+        self.decide(operation, resource_type, name, true)
+    }
+
+    /// [`RequestContext::authorize`] for a question rather than an action: whether to list a
+    /// resource, or which of two rights the principal has. Neither logged nor audited, as Kafka
+    /// asks such questions with `logIfDenied` off.
+    pub fn permits(
+        &self,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.decide(operation, resource_type, name, false)
+    }
+
+    /// [`RequestContext::authorize`], unlogged and unrecorded when `record` is false: for
+    /// questions that are not a request's action (`authorized_operations`), as Kafka asks
+    /// them with `logIfAllowed` and `logIfDenied` off.
+    fn decide(
+        &self,
+        operation: AclOperation,
+        resource_type: ResourceType,
+        name: &str,
+        record: bool,
     ) -> bool {
         let Some(authorizer) = &self.authorizer else {
             return true;
@@ -311,10 +374,45 @@ impl<'a> RequestContext<'a> {
                 name,
             },
         );
-        if !decision.is_allowed() {
+        let allowed = decision.is_allowed();
+        if !record {
+            return allowed;
+        }
+        if !allowed {
             tracing::info!(%principal, %host, ?operation, ?resource_type, resource = name, ?decision, "authorization denied");
         }
-        decision.is_allowed()
+        if let Some(audit) = authorizer
+            .audit
+            .as_ref()
+            .filter(|a| !allowed || a.record_allowed)
+        {
+            let (Decision::Allowed(reason) | Decision::Denied(reason)) = decision;
+            audit.record(AuditRecord {
+                time_ms: crate::audit_log::now_ms(),
+                principal,
+                client: host,
+                listener: self.session.listener.to_string(),
+                api: ApiKey::try_from(self.header.request_api_key)
+                    .map(|k| format!("{k:?}"))
+                    .unwrap_or_else(|_| self.header.request_api_key.to_string()),
+                operation: format!("{operation:?}"),
+                resource_type: format!("{resource_type:?}"),
+                resource: name.to_string(),
+                result: if allowed { "ALLOWED" } else { "DENIED" },
+                reason: format!("{reason:?}"),
+            });
+        }
+        allowed
+    }
+
+    /// Kafka's `authorizedOperations` (KIP-430): the operations of `resource_type` the
+    /// principal may do on `name`, as a bit field of operation codes; every operation the
+    /// resource type supports when no authorizer is on.
+    pub fn authorized_operations(&self, resource_type: ResourceType, name: &str) -> i32 {
+        supported_operations(resource_type)
+            .iter()
+            .filter(|op| self.decide(**op, resource_type, name, false))
+            .fold(0, |bits, op| bits | (1 << op.code()))
     }
 
     /// May this request's principal do `operation` on some resource of `resource_type`
@@ -490,6 +588,7 @@ mod tests {
         let ctx = ctx.with_authorizer(Some(Authorizer {
             settings: Arc::new(AuthorizerSettings::default()),
             image: Arc::new(MetadataImage::default()),
+            audit: None,
         }));
         assert_eq!(
             ctx.authorize_topic(Operation::Describe, "t"),

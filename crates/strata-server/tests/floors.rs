@@ -12,6 +12,7 @@ const FLOORS: &[(&str, u8)] = &[
     // Leaves: depend on nothing in the crate.
     ("task", 0),
     ("session", 0),
+    ("audit_log", 0),
     ("sasl", 0),
     ("config", 0),
     ("metadata_source", 0),

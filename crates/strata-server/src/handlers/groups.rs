@@ -42,6 +42,7 @@ use strata_coord::group::{CommitIdentity, OffsetCommit};
 use strata_coord::offsets_topic::CommittedOffset;
 use strata_coord::PendingReply;
 use strata_coord::OFFSETS_TOPIC;
+use strata_meta::acl::{ResourceType, CLUSTER_NAME};
 
 use super::{code, str_bytes};
 use crate::broker::Broker;
@@ -515,7 +516,7 @@ fn fetch_group_authorized(
     let may_describe = |topic: &str| ctx.authorize_topic(Operation::Describe, topic).is_ok();
     let Some(requested) = topics else {
         let mut all = fetch_group(broker, group, None, require_stable);
-        all.retain(|(topic, _)| may_describe(topic));
+        all.retain(|(topic, _)| ctx.permits(Operation::Describe, ResourceType::Topic, topic));
         return all;
     };
     let (allowed, refused): (Vec<_>, Vec<_>) = requested
@@ -638,7 +639,7 @@ pub fn handle_list_groups(
     ctx: &RequestContext<'_>,
     request: &ListGroupsRequest,
 ) -> ListGroupsResponse {
-    let may_list_all = ctx.authorize_cluster(Operation::Describe).is_ok();
+    let may_list_all = ctx.permits(Operation::Describe, ResourceType::Cluster, CLUSTER_NAME);
     let states: Vec<String> = request
         .states_filter
         .iter()
@@ -651,10 +652,7 @@ pub fn handle_list_groups(
         groups
             .into_iter()
             .filter(|g| {
-                may_list_all
-                    || ctx
-                        .authorize_group(Operation::Describe, &g.group_id)
-                        .is_ok()
+                may_list_all || ctx.permits(Operation::Describe, ResourceType::Group, &g.group_id)
             })
             .map(|g| {
                 ListedGroup::default()
@@ -711,6 +709,14 @@ pub fn handle_describe_groups(
                         .with_group_state(str_bytes("Dead")),
                     Err(_) => base.with_group_state(str_bytes("Dead")),
                     Ok(d) => base
+                        .with_authorized_operations(
+                            // KIP-430, when asked (v3+).
+                            if version >= 3 && request.include_authorized_operations {
+                                ctx.authorized_operations(ResourceType::Group, id)
+                            } else {
+                                i32::MIN
+                            },
+                        )
                         .with_group_state(str_bytes(d.state.name()))
                         .with_protocol_type(str_bytes(d.protocol_type))
                         .with_protocol_data(str_bytes(d.protocol))
@@ -997,6 +1003,13 @@ pub fn handle_consumer_group_describe(
                                 .with_error_code(code(ResponseError::GroupIdNotFound))
                                 .with_error_message(Some(str_bytes(message)))
                         }
+                    };
+                    let base = if request.include_authorized_operations {
+                        base.with_authorized_operations(
+                            ctx.authorized_operations(ResourceType::Group, id),
+                        )
+                    } else {
+                        base
                     };
                     // Kafka's `ConsumerGroupState.toString()`: `Stable`, `Reconciling`, ...
                     base.with_group_state(str_bytes(g.state()))

@@ -14,6 +14,7 @@ use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
     DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
+use strata_meta::acl::{ResourceType, CLUSTER_NAME};
 use strata_meta::{BrokerRegistration, MetadataImage, TopicImage};
 
 use super::{code, str_bytes, topics};
@@ -39,7 +40,7 @@ pub async fn handle_metadata(
         topics.extend(
             image
                 .topics()
-                .filter(|t| may_describe(&t.name))
+                .filter(|t| ctx.permits(Operation::Describe, ResourceType::Topic, &t.name))
                 .map(|t| topic_metadata(&image, t)),
         );
     } else {
@@ -50,7 +51,7 @@ pub async fn handle_metadata(
                 .broker_value(strata_meta::config::props::AUTO_CREATE_TOPICS_ENABLE);
         // Auto-creation needs CREATE on the cluster or on the topic; a missing topic the
         // principal may not create is TOPIC_AUTHORIZATION_FAILED.
-        let may_create_any = ctx.authorize_cluster(Operation::Create).is_ok();
+        let may_create_any = ctx.permits(Operation::Create, ResourceType::Cluster, CLUSTER_NAME);
         let mut missing = Vec::new();
         let mut refused_creation = std::collections::HashSet::new();
         for t in &requested {
@@ -114,7 +115,23 @@ pub async fn handle_metadata(
             topics.push(response);
         }
     }
+    // KIP-430: what the principal may do, when asked (v8+).
+    if version >= 8 && request.include_topic_authorized_operations {
+        for t in topics.iter_mut().filter(|t| t.error_code == 0) {
+            if let Some(name) = &t.name {
+                t.topic_authorized_operations =
+                    ctx.authorized_operations(ResourceType::Topic, name);
+            }
+        }
+    }
+    let cluster_operations =
+        if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
+            cluster_authorized_operations(ctx)
+        } else {
+            i32::MIN
+        };
     MetadataResponse::default()
+        .with_cluster_authorized_operations(cluster_operations)
         .with_brokers(
             // Each broker as reached on the listener this client came in on; a broker without
             // that listener is left out, as Kafka's `getAliveBrokerNodes(listenerName)` does.
@@ -134,6 +151,15 @@ pub async fn handle_metadata(
         .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
         .with_controller_id(BrokerId(controller_id(broker, &image)))
         .with_topics(topics)
+}
+
+/// KIP-430's cluster operations: those the principal may do if it may DESCRIBE the cluster,
+/// else none (Kafka's rule for Metadata and DescribeCluster).
+fn cluster_authorized_operations(ctx: &RequestContext<'_>) -> i32 {
+    match ctx.authorize_cluster(Operation::Describe) {
+        Ok(()) => ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME),
+        Err(_) => 0,
+    }
 }
 
 /// The brokers clients may use: the registered, unfenced ones.
@@ -211,7 +237,13 @@ pub fn handle_describe_cluster(
     // v2 (KIP-1073): fenced brokers too when asked, marked as such. Older versions cannot ask
     // (the field decodes as false), so `is_fenced`, a v2 field, stays false for them.
     let include_fenced = request.include_fenced_brokers;
+    let cluster_operations = if request.include_cluster_authorized_operations {
+        cluster_authorized_operations(ctx)
+    } else {
+        i32::MIN
+    };
     response
+        .with_cluster_authorized_operations(cluster_operations)
         .with_controller_id(BrokerId(controller_id(broker, &image)))
         .with_brokers(
             image
@@ -248,7 +280,7 @@ pub fn handle_describe_topic_partitions(
         image
             .topics()
             .map(|t| t.name.clone())
-            .filter(|n| may_describe(n))
+            .filter(|n| ctx.permits(Operation::Describe, ResourceType::Topic, n))
             .collect()
     } else {
         request.topics.iter().map(|t| t.name.to_string()).collect()
@@ -306,7 +338,8 @@ pub fn handle_describe_topic_partitions(
             );
             emitted += 1;
         }
-        topics.push(describe_topic(topic, partitions));
+        let operations = ctx.authorized_operations(ResourceType::Topic, &name);
+        topics.push(describe_topic(topic, partitions, operations));
         if next_cursor.is_some() {
             break;
         }
@@ -319,8 +352,10 @@ pub fn handle_describe_topic_partitions(
 fn describe_topic(
     topic: &TopicImage,
     partitions: Vec<DescribeTopicPartitionsResponsePartition>,
+    authorized_operations: i32,
 ) -> DescribeTopicPartitionsResponseTopic {
     DescribeTopicPartitionsResponseTopic::default()
+        .with_topic_authorized_operations(authorized_operations)
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(topic.topic_id)
         .with_is_internal(topic.is_internal())

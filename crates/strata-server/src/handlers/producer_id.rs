@@ -12,7 +12,7 @@ use kafka_protocol::messages::{
 };
 
 use kafka_protocol::error::ResponseError;
-use strata_meta::acl::ResourceType;
+use strata_meta::acl::{ResourceType, CLUSTER_NAME};
 
 use super::code;
 use super::partition_walk::{PartitionWalk, Role};
@@ -37,8 +37,11 @@ pub async fn handle(
         }
         return super::txn::handle_init_producer_id(broker, request, version);
     }
-    if ctx.authorize_cluster(Operation::IdempotentWrite).is_err()
-        && !ctx.authorize_any(Operation::Write, ResourceType::Topic)
+    if !ctx.permits(
+        Operation::IdempotentWrite,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) && !ctx.authorize_any(Operation::Write, ResourceType::Topic)
     {
         return base.with_error_code(code(ResponseError::ClusterAuthorizationFailed));
     }

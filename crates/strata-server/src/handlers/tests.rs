@@ -1634,6 +1634,95 @@ mod acls {
         assert_ne!(beat.error_code, denied);
     }
 
+    /// KIP-430: Metadata, DescribeCluster and DescribeTopicPartitions answer what the
+    /// principal may do, implied operations included; and every supported one without an
+    /// authorizer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn authorized_operations_are_the_principals() {
+        use kafka_protocol::messages::describe_topic_partitions_request::TopicRequest;
+        use kafka_protocol::messages::{
+            DescribeClusterRequest, DescribeClusterResponse, DescribeTopicPartitionsRequest,
+            DescribeTopicPartitionsResponse,
+        };
+        let bit = |op: AclOperation| 1i32 << op.code();
+        let metadata = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(TopicName(s("t"))))
+            ]))
+            .with_include_topic_authorized_operations(true)
+            .with_include_cluster_authorized_operations(true);
+        let open = TestBroker::open(&[]).await;
+        open.create_topic("t", 1);
+        let r: MetadataResponse = ask(&open, ApiKey::Metadata, 10, &metadata).await;
+        // READ WRITE CREATE DELETE ALTER DESCRIBE DESCRIBE_CONFIGS ALTER_CONFIGS (3-8, 10, 11).
+        assert_eq!(r.topics[0].topic_authorized_operations, 3576);
+        // CREATE ALTER DESCRIBE CLUSTER_ACTION DESCRIBE_CONFIGS ALTER_CONFIGS IDEMPOTENT_WRITE.
+        assert_eq!(r.cluster_authorized_operations, 8096);
+
+        let broker = TestBroker::open(&[("authorizer.class.name", STANDARD_AUTHORIZER)]).await;
+        broker.create_topic("t", 1);
+        grant(
+            &broker,
+            "t",
+            "User:ANONYMOUS",
+            AclOperation::Read,
+            AclPermissionType::Allow,
+        );
+        let r: MetadataResponse = ask(&broker, ApiKey::Metadata, 10, &metadata).await;
+        assert_eq!(
+            r.topics[0].topic_authorized_operations,
+            bit(AclOperation::Read) | bit(AclOperation::Describe),
+            "READ implies DESCRIBE"
+        );
+        assert_eq!(
+            r.cluster_authorized_operations, 0,
+            "may not describe the cluster"
+        );
+        let r: MetadataResponse = ask(
+            &broker,
+            ApiKey::Metadata,
+            12,
+            &metadata
+                .clone()
+                .with_include_cluster_authorized_operations(false),
+        )
+        .await;
+        assert_eq!(
+            r.cluster_authorized_operations,
+            i32::MIN,
+            "not asked (nor askable in v11+)"
+        );
+        grant_on(
+            &broker,
+            ResourceType::Cluster,
+            "kafka-cluster",
+            "User:ANONYMOUS",
+            AclOperation::Describe,
+            AclPermissionType::Allow,
+        );
+        let r: DescribeClusterResponse = ask(
+            &broker,
+            ApiKey::DescribeCluster,
+            1,
+            &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+        )
+        .await;
+        assert_eq!(r.cluster_authorized_operations, bit(AclOperation::Describe));
+        let r: DescribeTopicPartitionsResponse = ask(
+            &broker,
+            ApiKey::DescribeTopicPartitions,
+            0,
+            &DescribeTopicPartitionsRequest::default()
+                .with_topics(vec![TopicRequest::default().with_name(TopicName(s("t")))])
+                .with_response_partition_limit(10),
+        )
+        .await;
+        assert_eq!(
+            r.topics[0].topic_authorized_operations,
+            bit(AclOperation::Read) | bit(AclOperation::Describe)
+        );
+    }
+
     /// Deny by default: with the authorizer on and no ACL, every API Kafka authorizes refuses
     /// `User:ANONYMOUS` with Kafka's error, and changes nothing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

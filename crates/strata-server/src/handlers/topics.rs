@@ -16,6 +16,7 @@ use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
     DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
 };
+use strata_meta::acl::{ResourceType, CLUSTER_NAME};
 use strata_meta::config::TOPIC_CONFIGS;
 use strata_meta::{ControllerError, CreateTopicSpec, MetadataImage};
 use uuid::Uuid;
@@ -170,7 +171,7 @@ pub async fn handle_create(
         .collect();
     // As Kafka: CREATE on the cluster, else on each topic; a topic the principal may not
     // create is TOPIC_AUTHORIZATION_FAILED.
-    let may_create_any = ctx.authorize_cluster(Operation::Create).is_ok();
+    let may_create_any = ctx.permits(Operation::Create, ResourceType::Cluster, CLUSTER_NAME);
     let unauthorized: Vec<String> = request
         .topics
         .iter()

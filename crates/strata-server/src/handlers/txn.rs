@@ -35,6 +35,7 @@ use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use strata_coord::group::{CommitIdentity, OffsetCommit};
 use strata_coord::txn::TV2;
 use strata_coord::OFFSETS_TOPIC;
+use strata_meta::acl::ResourceType;
 
 use super::groups::{commit_durably, commit_results, requested_commits};
 use super::{code, str_bytes};
@@ -628,8 +629,11 @@ pub fn handle_list(
                     .is_none_or(|re| re.is_match(&t.transactional_id))
             })
             .filter(|t| {
-                ctx.authorize_transactional_id(Operation::Describe, &t.transactional_id)
-                    .is_ok()
+                ctx.permits(
+                    Operation::Describe,
+                    ResourceType::TransactionalId,
+                    &t.transactional_id,
+                )
             })
             .map(|t| {
                 list_transactions_response::TransactionState::default()
