@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from helpers import BrokerStartError, make_admin, make_consumer, make_producer, wait_until
+from test_java_client import JAVA_DIR, java_check_classpath  # noqa: F401 - the fixture
 
 MECHANISMS = "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN"
 USERS = [
@@ -368,3 +369,20 @@ def test_groups_and_transactions_need_their_acls(broker_factory):
     transactional.begin_transaction()
     transactional.produce(topic, value=b"in a transaction")
     transactional.commit_transaction(30)
+
+
+@pytest.mark.timeout(300)
+def test_java_client_authenticates_and_reauthenticates(java_check_classpath, broker_factory):
+    """The Java client (kafka-clients 4.x) over SCRAM-SHA-512 and PLAIN, re-authenticating
+    (KIP-368) when its session lifetime of 2 s passes mid-run."""
+    b = sasl_broker(broker_factory, overrides={"connections.max.reauth.ms": "2000"})
+    addr = f"127.0.0.1:{b.listener_ports['SASL_PLAINTEXT']}"
+    for mechanism in ["SCRAM-SHA-512", "PLAIN"]:
+        r = subprocess.run(
+            ["java", "-Dslf4j.internal.verbosity=ERROR", "-cp", java_check_classpath, "strata.SaslCheck",
+             addr, mechanism, "alice", "alice-secret", "3000"],
+            cwd=JAVA_DIR, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150,
+        )
+        print(r.stdout)
+        assert r.returncode == 0 and "all checks passed" in r.stdout, f"{r.stdout}\n--- stderr\n{r.stderr[-4000:]}"
+    assert metric(b, "strata_successful_reauthentications_total") >= 1
