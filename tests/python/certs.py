@@ -61,13 +61,16 @@ def _pem_cert(cert) -> bytes:
 
 def make_pki(d: Path) -> dict[str, Path]:
     """Writes a CA, a server certificate for 127.0.0.1/localhost (alone, and with its key in
-    one file) and a client certificate into `d`; returns their paths by name."""
+    one file), a second one to renew it with (`renewed_server_pem`, `renewed_server_cert`) and
+    a client certificate into `d`; returns their paths by name."""
     d.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name(CN="Strata Test CA")
     ca = _cert(ca_name, ca_name, ca_key, ca_key, ca=True, san=False)
     server_key = ec.generate_private_key(ec.SECP256R1())
     server = _cert(_name(CN="localhost"), ca_name, server_key, ca_key, ca=False, san=True)
+    renewed_key = ec.generate_private_key(ec.SECP256R1())
+    renewed = _cert(_name(CN="localhost"), ca_name, renewed_key, ca_key, ca=False, san=True)
     client_key = ec.generate_private_key(ec.SECP256R1())
     client = _cert(_name(O="Strata", OU="eng", CN="client"), ca_name, client_key, ca_key, ca=False, san=False)
     files = {
@@ -75,6 +78,8 @@ def make_pki(d: Path) -> dict[str, Path]:
         "server_pem": _pem_key(server_key) + _pem_cert(server) + _pem_cert(ca),
         "server_key": _pem_key(server_key),
         "server_chain": _pem_cert(server) + _pem_cert(ca),
+        "renewed_server_pem": _pem_key(renewed_key) + _pem_cert(renewed) + _pem_cert(ca),
+        "renewed_server_cert": renewed.public_bytes(serialization.Encoding.DER),
         "client_key": _pem_key(client_key),
         "client_cert": _pem_cert(client),
     }

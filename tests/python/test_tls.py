@@ -226,3 +226,90 @@ def test_bad_listener_configs_fail_start_up_with_a_clear_message(broker_factory,
     with pytest.raises(BrokerStartError):
         b.start(timeout=15)
     assert message in b.log_path.read_text()
+
+
+def _served_certificate(broker, pki) -> bytes:
+    """The DER certificate a new TLS connection to the SSL listener is served."""
+    ctx = ssl.create_default_context(cafile=str(pki["ca"]))
+    with socket.create_connection(("127.0.0.1", broker.listener_ports["SSL"]), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def test_a_renewed_key_store_is_served_without_a_restart(broker_factory, pki, tmp_path):
+    import shutil
+
+    from helpers import wait_until
+
+    key_store = tmp_path / "server.pem"
+    shutil.copy(pki["server_pem"], key_store)
+    b = broker_factory(
+        overrides={"ssl.keystore.type": "PEM", "ssl.keystore.location": str(key_store)},
+        listeners=["PLAINTEXT", "SSL"],
+    )
+    first = _served_certificate(b, pki)
+    renewed = pki["renewed_server_cert"].read_bytes()
+    assert first != renewed
+    consumer_conf = _ssl_conf(pki, b)
+    assert _brokers_seen(consumer_conf)
+    # A bad file is refused and the old certificate stays.
+    key_store.write_text("not a key store")
+    time.sleep(6)
+    assert _served_certificate(b, pki) == first
+    assert "cannot be used; keeping the old one" in b.log_path.read_text()
+    # The renewed store is served to new connections within the check interval (5 s).
+    shutil.copy(pki["renewed_server_pem"], key_store)
+    wait_until(lambda: _served_certificate(b, pki) == renewed, timeout=15)
+    assert _brokers_seen(consumer_conf)
+
+
+def test_principal_mapping_rules_name_mtls_principals(broker_factory, pki, tmp_path):
+    """KIP-371: `CN=client,OU=eng,O=Strata` becomes `User:client`; the audit log shows it."""
+    import json
+
+    audit = tmp_path / "audit.jsonl"
+    overrides = _ssl_overrides(
+        pki,
+        **{
+            "listener.name.ssl.ssl.client.auth": "required",
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(pki["ca"]),
+            "ssl.principal.mapping.rules": "RULE:^CN=([^,]*),.*$/$1/L, DEFAULT",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "authorizer.audit.log.file": str(audit),
+        },
+    )
+    b = broker_factory(overrides=overrides, listeners=["PLAINTEXT", "SSL"])
+    conf = _ssl_conf(pki, b, client_cert=True)
+    md = AdminClient(conf).list_topics(topic="mapped", timeout=15)
+    assert md.topics["mapped"].error is not None, "no ACL: denied"
+    from helpers import wait_until
+
+    wait_until(lambda: audit.exists() and audit.read_text().strip(), timeout=10)
+    principals = {json.loads(l)["principal"] for l in audit.read_text().splitlines()}
+    assert principals == {"User:client"}, principals
+
+    # A DN no rule applies to is refused at authentication; the broker goes on serving.
+    b.stop()
+    b.overrides["ssl.principal.mapping.rules"] = "RULE:^CN=nobody,.*$/nobody/"
+    b.start()
+    with pytest.raises(KafkaException):
+        AdminClient({**conf, "socket.timeout.ms": 3000}).list_topics(timeout=5)
+    assert "no ssl.principal.mapping.rules rule applies" in b.log_path.read_text()
+
+
+def test_cipher_suites_limit_what_is_negotiated(broker_factory, pki):
+    b = broker_factory(
+        overrides=_ssl_overrides(pki, **{"ssl.cipher.suites": "TLS_AES_256_GCM_SHA384"}),
+        listeners=["PLAINTEXT", "SSL"],
+    )
+    ctx = ssl.create_default_context(cafile=str(pki["ca"]))
+    with socket.create_connection(("127.0.0.1", b.listener_ports["SSL"]), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            assert tls.cipher()[0] == "TLS_AES_256_GCM_SHA384"
+    assert _brokers_seen(_ssl_conf(pki, b))
+    b.stop()
+    b.overrides["ssl.cipher.suites"] = "TLS_RSA_WITH_RC4_128_MD5"
+    with pytest.raises(BrokerStartError):
+        b.start(timeout=15)
+    assert "ssl.cipher.suites: TLS_RSA_WITH_RC4_128_MD5 is not supported" in b.log_path.read_text()

@@ -974,6 +974,22 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         &[],
         "TLS versions accepted",
     ),
+    def(
+        "ssl.cipher.suites",
+        List,
+        "",
+        Validator::None,
+        &[],
+        "cipher suites offered, by their IANA names (empty: every suite the TLS library deems safe)",
+    ),
+    def(
+        "ssl.principal.mapping.rules",
+        ConfigType::String,
+        "DEFAULT",
+        Validator::None,
+        &[],
+        "rules mapping a client certificate's subject DN to the principal name (KIP-371)",
+    ),
     // SASL (also per listener as `listener.name.<name>.sasl.*`).
     def(
         "sasl.enabled.mechanisms",
@@ -1203,6 +1219,8 @@ pub mod props {
         SSL_TRUSTSTORE_CERTIFICATES: String = "ssl.truststore.certificates";
         SSL_CLIENT_AUTH: String = "ssl.client.auth";
         SSL_ENABLED_PROTOCOLS: String = "ssl.enabled.protocols";
+        SSL_PRINCIPAL_MAPPING_RULES: String = "ssl.principal.mapping.rules";
+        SSL_CIPHER_SUITES: String = "ssl.cipher.suites";
         SASL_ENABLED_MECHANISMS: String = "sasl.enabled.mechanisms";
         SASL_PLAIN_ALLOW_PLAINTEXT: bool = "sasl.plain.allow.plaintext";
         SASL_SERVER_MAX_RECEIVE_SIZE: i64 = "sasl.server.max.receive.size";

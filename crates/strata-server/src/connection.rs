@@ -55,7 +55,7 @@ use sasl_authenticator::{Answer, Authenticator, Reply};
 pub struct BoundListener {
     pub config: crate::config::ListenerConfig,
     pub socket: tokio::net::TcpListener,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<Arc<crate::tls::TlsListener>>,
     pub sasl: Option<SaslListener>,
 }
 
@@ -63,9 +63,12 @@ pub struct BoundListener {
 struct ListenerRuntime {
     name: Arc<str>,
     protocol: SecurityProtocol,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<crate::tls::TlsListener>>,
     sasl: Option<Arc<SaslListener>>,
 }
+
+/// How often an SSL listener looks for changed key or trust store files.
+const TLS_RELOAD_CHECK: Duration = Duration::from_secs(5);
 
 pub async fn accept_loop(
     broker: Arc<Broker>,
@@ -84,8 +87,19 @@ pub async fn accept_loop(
         .broker_value(strata_meta::config::props::MAX_CONNECTIONS);
     let mut connections = JoinSet::new();
     let conn_stop = stop.clone();
+    let mut reload_check = tokio::time::interval(TLS_RELOAD_CHECK);
+    reload_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = reload_check.tick(), if runtime.tls.is_some() => {
+                if let Some(tls) = &runtime.tls {
+                    match tokio::task::block_in_place(|| tls.reload_if_changed(&broker.config)) {
+                        Ok(true) => tracing::info!(listener = %runtime.name, "TLS key or trust store changed: new connections use the new one"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "TLS key or trust store changed but cannot be used; keeping the old one"),
+                    }
+                }
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     if broker.metrics.connections_open.load(Ordering::Relaxed) >= max_connections {
@@ -131,18 +145,17 @@ async fn serve(
     let authenticator = listener.sasl.clone().map(Authenticator::new);
     let ended = match &listener.tls {
         None => serve_requests(&broker, stream, &mut session, authenticator, stop).await,
-        Some(acceptor) => {
+        Some(tls_listener) => {
+            let acceptor = tls_listener.acceptor();
             match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Err(_) => Err(Closed::BadInput("TLS handshake timed out".into())),
                 Ok(Err(e)) => Err(Closed::BadInput(format!("TLS handshake failed: {e}"))),
-                Ok(Ok(tls)) => match crate::tls::principal(tls.get_ref().1.peer_certificates()) {
-                    Some(principal) => {
+                Ok(Ok(tls)) => match tls_listener.principal(tls.get_ref().1.peer_certificates()) {
+                    Ok(principal) => {
                         session.principal = principal;
                         serve_requests(&broker, tls, &mut session, authenticator, stop).await
                     }
-                    None => Err(Closed::BadInput(
-                        "the client certificate's subject cannot be read".into(),
-                    )),
+                    Err(reason) => Err(Closed::Authentication(reason)),
                 },
             }
         }

@@ -50,9 +50,9 @@ pub async fn bind(
     for listener in &config.listeners {
         let protocol = listener.security_protocol;
         let tls = match protocol {
-            session::SecurityProtocol::Ssl | session::SecurityProtocol::SaslSsl => {
-                Some(tls::acceptor(config, &listener.name)?)
-            }
+            session::SecurityProtocol::Ssl | session::SecurityProtocol::SaslSsl => Some(
+                std::sync::Arc::new(tls::TlsListener::new(config, &listener.name)?),
+            ),
             _ => None,
         };
         let sasl = match protocol.is_sasl() {

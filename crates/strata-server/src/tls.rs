@@ -10,11 +10,24 @@
 //! cannot be served stops start-up with a message naming it; key material never appears in a
 //! message or a log line.
 //!
-//! With a client certificate the session's principal is `User:<subject DN>` in RFC 2253 form,
-//! as Kafka's `DefaultKafkaPrincipalBuilder` gives it from `X500Principal.getName()`
-//! (e.g. `User:CN=client,OU=eng,O=Example`); without one it stays `User:ANONYMOUS`.
+//! With a client certificate the session's principal is `User:<name>`, the name being the
+//! subject DN in RFC 2253 form, as Kafka's `DefaultKafkaPrincipalBuilder` gives it from
+//! `X500Principal.getName()` (e.g. `User:CN=client,OU=eng,O=Example`), mapped by
+//! `ssl.principal.mapping.rules` (KIP-371, [`principal_mapping`]); without one it stays
+//! `User:ANONYMOUS`.
+//!
+//! A changed key or trust store file is picked up without a restart: [`TlsListener`] checks the
+//! files' modification times and sizes when asked (the accept loop asks every few seconds) and
+//! swaps in a new acceptor built from them; connections already open keep theirs. A file that
+//! does not build a valid configuration is reported and the listener keeps the old one.
 
-use std::sync::Arc;
+mod principal_mapping;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
+
+use strata_durable::{LockExt, RwLockExt};
 use x509_cert::der::Decode;
 
 use rustls::pki_types::pem::PemObject;
@@ -47,14 +60,95 @@ pub enum ClientAuth {
     Required,
 }
 
-/// Builds the TLS acceptor of SSL listener `listener` from its (prefixed or plain) settings.
-pub fn acceptor(
-    config: &ServerConfig,
-    listener: &str,
-) -> Result<tokio_rustls::TlsAcceptor, TlsConfigError> {
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server_config(
-        config, listener,
-    )?)))
+pub use principal_mapping::PrincipalMapper;
+
+/// The TLS of one SSL or SASL_SSL listener: its acceptor, renewed when the store files change,
+/// and its principal mapping.
+pub struct TlsListener {
+    listener: String,
+    acceptor: RwLock<tokio_rustls::TlsAcceptor>,
+    mapper: PrincipalMapper,
+    /// The store files the acceptor was built from, with what they looked like then.
+    watched: Mutex<Vec<(PathBuf, Option<FileStamp>)>>,
+}
+
+/// What tells a changed file: modification time and size.
+type FileStamp = (SystemTime, u64);
+
+fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+impl TlsListener {
+    /// Builds the TLS of listener `listener` from its (prefixed or plain) settings.
+    pub fn new(config: &ServerConfig, listener: &str) -> Result<TlsListener, TlsConfigError> {
+        let rules = config.listener_value(listener, props::SSL_PRINCIPAL_MAPPING_RULES);
+        let mapper = PrincipalMapper::parse(&rules).map_err(|message| TlsConfigError::Invalid {
+            listener: listener.to_string(),
+            message: format!("ssl.principal.mapping.rules: {message}"),
+        })?;
+        let watched = Self::watched_files(config, listener);
+        let acceptor = Self::build(config, listener)?;
+        Ok(TlsListener {
+            listener: listener.to_string(),
+            acceptor: RwLock::new(acceptor),
+            mapper,
+            watched: Mutex::new(watched),
+        })
+    }
+
+    fn build(
+        config: &ServerConfig,
+        listener: &str,
+    ) -> Result<tokio_rustls::TlsAcceptor, TlsConfigError> {
+        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server_config(
+            config, listener,
+        )?)))
+    }
+
+    fn watched_files(config: &ServerConfig, listener: &str) -> Vec<(PathBuf, Option<FileStamp>)> {
+        [props::SSL_KEYSTORE_LOCATION, props::SSL_TRUSTSTORE_LOCATION]
+            .into_iter()
+            .map(|key| config.listener_value(listener, key))
+            .filter(|path| !path.trim().is_empty())
+            .map(|path| {
+                let path = PathBuf::from(path.trim());
+                let stamp = stamp(&path);
+                (path, stamp)
+            })
+            .collect()
+    }
+
+    /// The acceptor for a new connection.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor.read_locked().clone()
+    }
+
+    /// The principal of a session whose client presented `peer_certificates`: `User:ANONYMOUS`
+    /// without one, else `User:<mapped subject DN>`; why not, when the subject cannot be read
+    /// or no mapping rule applies.
+    pub fn principal(
+        &self,
+        peer_certificates: Option<&[CertificateDer<'_>]>,
+    ) -> Result<KafkaPrincipal, String> {
+        principal_of(&self.mapper, peer_certificates)
+    }
+
+    /// Rebuilds the acceptor when a store file changed since it was built; `Ok(true)` when it
+    /// did. On error the old acceptor stays, and the change is tried again at the next call
+    /// only if the files change again.
+    pub fn reload_if_changed(&self, config: &ServerConfig) -> Result<bool, TlsConfigError> {
+        let mut watched = self.watched.locked();
+        let changed = watched.iter().any(|(path, seen)| stamp(path) != *seen);
+        if !changed {
+            return Ok(false);
+        }
+        *watched = Self::watched_files(config, &self.listener);
+        let acceptor = Self::build(config, &self.listener)?;
+        *self.acceptor.write_locked() = acceptor;
+        Ok(true)
+    }
 }
 
 /// The rustls configuration of SSL listener `listener`.
@@ -163,7 +257,25 @@ pub fn server_config(
     if versions.is_empty() {
         return Err(invalid("ssl.enabled.protocols is empty".into()));
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let wanted: Vec<String> = value(props::SSL_CIPHER_SUITES)
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !wanted.is_empty() {
+        let known: Vec<String> = provider.cipher_suites.iter().map(iana_name).collect();
+        if let Some(unknown) = wanted.iter().find(|w| !known.contains(w)) {
+            return Err(invalid(format!(
+                "ssl.cipher.suites: {unknown} is not supported (supported: {})",
+                known.join(", ")
+            )));
+        }
+        provider
+            .cipher_suites
+            .retain(|suite| wanted.contains(&iana_name(suite)));
+    }
+    let provider = Arc::new(provider);
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| invalid(format!("ssl.enabled.protocols: {e}")))?;
@@ -220,6 +332,17 @@ pub fn server_config(
         .map_err(|e| invalid(format!("the key does not fit the certificate chain: {e}")))
 }
 
+/// A cipher suite's IANA name, as Kafka's `ssl.cipher.suites` lists them
+/// (`TLS_AES_128_GCM_SHA256`, `TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384`); rustls calls the TLS 1.3
+/// ones `TLS13_...`.
+fn iana_name(suite: &rustls::SupportedCipherSuite) -> String {
+    let name = format!("{:?}", suite.suite());
+    match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name,
+    }
+}
+
 /// Every certificate of a PEM text.
 fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, rustls::pki_types::pem::Error> {
     CertificateDer::pem_slice_iter(&pem_newlines_bytes(pem)).collect()
@@ -267,16 +390,19 @@ fn pem_newlines_bytes(pem: &[u8]) -> Vec<u8> {
     }
 }
 
-/// The principal of a TLS session: `User:<subject DN>` of the client's certificate, else
-/// `User:ANONYMOUS` (Kafka's `DefaultKafkaPrincipalBuilder` with the DEFAULT mapping rule).
-/// `None` when the certificate's subject cannot be read.
-pub fn principal(peer_certificates: Option<&[CertificateDer<'_>]>) -> Option<KafkaPrincipal> {
+/// [`TlsListener::principal`] with `mapper`'s rules.
+fn principal_of(
+    mapper: &PrincipalMapper,
+    peer_certificates: Option<&[CertificateDer<'_>]>,
+) -> Result<KafkaPrincipal, String> {
     let Some(leaf) = peer_certificates.and_then(|c| c.first()) else {
-        return Some(KafkaPrincipal::anonymous());
+        return Ok(KafkaPrincipal::anonymous());
     };
-    Some(KafkaPrincipal {
+    let dn = subject_dn(leaf)
+        .ok_or_else(|| "the client certificate's subject cannot be read".to_string())?;
+    Ok(KafkaPrincipal {
         principal_type: KafkaPrincipal::USER_TYPE.to_string(),
-        name: subject_dn(leaf)?,
+        name: mapper.name(&dn)?,
     })
 }
 

@@ -24,16 +24,20 @@ fn principal_is_the_subject_dn_in_rfc_2253_form() {
         subject_dn(&certs[0]).as_deref(),
         Some("CN=client,OU=eng\\, test,O=Strata")
     );
-    let principal = principal(Some(&certs)).expect("readable");
+    let principal = |certs| {
+        let config = crate::test_fixture::config(std::path::Path::new("/nonexistent"), &[]);
+        let mapper = PrincipalMapper::parse(
+            &config.listener_value("SSL", props::SSL_PRINCIPAL_MAPPING_RULES),
+        )
+        .expect("the default rules");
+        principal_of(&mapper, certs)
+    };
     assert_eq!(
-        principal.to_string(),
+        principal(Some(&certs)).expect("readable").to_string(),
         "User:CN=client,OU=eng\\, test,O=Strata"
     );
-    assert_eq!(super::principal(None), Some(KafkaPrincipal::anonymous()));
-    assert_eq!(
-        super::principal(Some(&[])),
-        Some(KafkaPrincipal::anonymous())
-    );
+    assert_eq!(principal(None), Ok(KafkaPrincipal::anonymous()));
+    assert_eq!(principal(Some(&[])), Ok(KafkaPrincipal::anonymous()));
 }
 
 #[test]
@@ -52,4 +56,21 @@ fn one_line_pem_gets_its_line_breaks_back() {
     let certs = certificates(one_line.as_bytes()).expect("PEM from one line");
     assert_eq!(certs.len(), 1);
     assert_eq!(pem_newlines(CLIENT_CERT), CLIENT_CERT);
+}
+
+#[test]
+fn cipher_suites_are_named_as_iana_and_kafka_name_them() {
+    let names: Vec<String> = rustls::crypto::aws_lc_rs::default_provider()
+        .cipher_suites
+        .iter()
+        .map(iana_name)
+        .collect();
+    for name in [
+        "TLS_AES_128_GCM_SHA256",
+        "TLS_AES_256_GCM_SHA384",
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+    }
 }
