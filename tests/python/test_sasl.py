@@ -386,3 +386,135 @@ def test_java_client_authenticates_and_reauthenticates(java_check_classpath, bro
         print(r.stdout)
         assert r.returncode == 0 and "all checks passed" in r.stdout, f"{r.stdout}\n--- stderr\n{r.stderr[-4000:]}"
     assert metric(b, "strata_successful_reauthentications_total") >= 1
+
+
+class Issuer:
+    """A throw-away OAuth issuer: an RSA key, its JWKS file and RS256 tokens (KIP-255/768)."""
+
+    def __init__(self, directory, kid: str = "key-1"):
+        self.jwks = directory / "jwks.json"
+        self.rotate(kid)
+
+    def rotate(self, kid: str) -> None:
+        import json
+
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.key, self.kid = key, kid
+        numbers = key.public_key().public_numbers()
+        entry = {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+                 "n": _b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+                 "e": _b64url(numbers.e.to_bytes(3, "big"))}
+        self.jwks.write_text(json.dumps({"keys": [entry]}))
+
+    def token(self, sub: str = "carol", aud: str = "kafka", lifetime_s: int = 300) -> tuple[str, float]:
+        import json
+
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        now = time.time()
+        header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
+        claims = {"sub": sub, "aud": aud, "iss": "https://issuer.test", "iat": int(now), "exp": int(now + lifetime_s)}
+        signed = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        signature = self.key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return f"{signed}.{_b64url(signature)}", now + lifetime_s
+
+
+def _b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def oauth_broker(factory, issuer: Issuer, overrides=None):
+    return factory(
+        overrides={
+            "sasl.enabled.mechanisms": "OAUTHBEARER",
+            "sasl.oauthbearer.jwks.endpoint.url": f"file://{issuer.jwks}",
+            "sasl.oauthbearer.expected.audience": "kafka",
+            "sasl.oauthbearer.expected.issuer": "https://issuer.test",
+            **(overrides or {}),
+        },
+        listeners=["PLAINTEXT", "SASL_PLAINTEXT"],
+    )
+
+
+def oauth_conf(broker, token_source) -> dict:
+    return {
+        "bootstrap.servers": f"127.0.0.1:{broker.listener_ports['SASL_PLAINTEXT']}",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "OAUTHBEARER",
+        "oauth_cb": lambda _config: token_source(),
+    }
+
+
+def test_oauthbearer_tokens_are_validated_against_the_jwks(broker_factory, tmp_path):
+    pytest.importorskip("cryptography")
+    issuer = Issuer(tmp_path)
+    b = oauth_broker(broker_factory, issuer, {"sasl.oauthbearer.jwks.endpoint.refresh.ms": "1000"})
+    conf = oauth_conf(b, issuer.token)
+    bootstrap = conf.pop("bootstrap.servers")
+    p = make_producer(bootstrap, **conf)
+    p.produce("oauth-topic", value=b"v")
+    assert p.flush(30) == 0
+    assert metric(b, "strata_successful_authentications_total") >= 1
+
+    def refused(token_source) -> list:
+        errors = []
+        bad = {**oauth_conf(b, token_source), "error_cb": errors.append}
+        admin = make_admin(bad.pop("bootstrap.servers"), **bad)
+        with pytest.raises(KafkaException):
+            admin.list_topics(timeout=5)
+        admin.poll(1)
+        return [e.str() for e in errors if e.code() == KafkaError._AUTHENTICATION]
+
+    assert any("audience" in e for e in refused(lambda: issuer.token(aud="other"))), "wrong audience"
+    # librdkafka itself refuses to send a token it was told is expired: tell it otherwise.
+    expired = lambda: (issuer.token(lifetime_s=-120)[0], time.time() + 300)  # noqa: E731
+    assert any("expired" in e for e in refused(expired)), "expired"
+    (tmp_path / "other").mkdir()
+    impostor = Issuer(tmp_path / "other")  # the same key id, another key
+    assert any("signature does not verify" in e for e in refused(impostor.token)), "forged"
+    impostor.rotate("stranger")
+    assert any("no key" in e for e in refused(impostor.token)), "a signer the JWKS does not name"
+    # A rotated key is read again from the JWKS (refresh.ms=1000) and its tokens accepted.
+    issuer.rotate("key-2")
+    wait_until(lambda: not refused_quietly(b, issuer), timeout=15)
+
+
+def refused_quietly(broker, issuer: Issuer) -> bool:
+    conf = oauth_conf(broker, issuer.token)
+    admin = make_admin(conf.pop("bootstrap.servers"), **conf)
+    try:
+        admin.list_topics(timeout=3)
+        return False
+    except KafkaException:
+        return True
+
+
+def test_oauthbearer_session_ends_with_the_token_and_is_renewed(broker_factory, tmp_path):
+    """KIP-368 with OAUTHBEARER: the session lasts until the token's exp; librdkafka fetches a
+    new token and re-authenticates in place."""
+    pytest.importorskip("cryptography")
+    issuer = Issuer(tmp_path)
+    b = oauth_broker(broker_factory, issuer, {"connections.max.reauth.ms": "600000"})
+    calls = []
+
+    def short_lived():
+        calls.append(1)
+        return issuer.token(lifetime_s=4)
+
+    conf = oauth_conf(b, short_lived)
+    bootstrap = conf.pop("bootstrap.servers")
+    p = make_producer(bootstrap, **conf)
+    deadline = time.monotonic() + 8
+    sent = 0
+    while time.monotonic() < deadline:
+        p.produce("oauth-reauth", value=f"m{sent}".encode())
+        sent += 1
+        p.poll(0.1)
+    assert p.flush(30) == 0
+    assert len(calls) >= 2, "librdkafka asked for a new token"
+    assert metric(b, "strata_successful_reauthentications_total") >= 1

@@ -1001,6 +1001,54 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
          (Kafka's default, GSSAPI, is not served)",
     ),
     def(
+        "sasl.oauthbearer.jwks.endpoint.url",
+        ConfigType::String,
+        "",
+        Validator::None,
+        &[],
+        "where OAUTHBEARER token signing keys are read (a JWKS, file:// or https://)",
+    ),
+    def(
+        "sasl.oauthbearer.jwks.endpoint.refresh.ms",
+        Long,
+        "3600000",
+        AtLeast(1000),
+        &[],
+        "how often the JWKS is read again",
+    ),
+    def(
+        "sasl.oauthbearer.expected.audience",
+        List,
+        "",
+        Validator::None,
+        &[],
+        "audiences an OAUTHBEARER token must name one of (empty: not checked)",
+    ),
+    def(
+        "sasl.oauthbearer.expected.issuer",
+        ConfigType::String,
+        "",
+        Validator::None,
+        &[],
+        "the issuer an OAUTHBEARER token must name (empty: not checked)",
+    ),
+    def(
+        "sasl.oauthbearer.sub.claim.name",
+        ConfigType::String,
+        "sub",
+        Validator::None,
+        &[],
+        "the token claim that names the principal",
+    ),
+    def(
+        "sasl.oauthbearer.clock.skew.seconds",
+        Int,
+        "30",
+        AtLeast(0),
+        &[],
+        "slack allowed between the broker's clock and the token's times",
+    ),
+    def(
         "sasl.plain.allow.plaintext",
         Boolean,
         "false",
@@ -1223,6 +1271,13 @@ pub mod props {
         SSL_CIPHER_SUITES: String = "ssl.cipher.suites";
         SASL_ENABLED_MECHANISMS: String = "sasl.enabled.mechanisms";
         SASL_PLAIN_ALLOW_PLAINTEXT: bool = "sasl.plain.allow.plaintext";
+        SASL_OAUTHBEARER_JWKS_ENDPOINT_URL: String = "sasl.oauthbearer.jwks.endpoint.url";
+        SASL_OAUTHBEARER_JWKS_ENDPOINT_REFRESH_MS: i64 =
+            "sasl.oauthbearer.jwks.endpoint.refresh.ms";
+        SASL_OAUTHBEARER_EXPECTED_AUDIENCE: String = "sasl.oauthbearer.expected.audience";
+        SASL_OAUTHBEARER_EXPECTED_ISSUER: String = "sasl.oauthbearer.expected.issuer";
+        SASL_OAUTHBEARER_SUB_CLAIM_NAME: String = "sasl.oauthbearer.sub.claim.name";
+        SASL_OAUTHBEARER_CLOCK_SKEW_SECONDS: i64 = "sasl.oauthbearer.clock.skew.seconds";
         SASL_SERVER_MAX_RECEIVE_SIZE: i64 = "sasl.server.max.receive.size";
         CONNECTIONS_MAX_REAUTH_MS: i64 = "connections.max.reauth.ms";
         CONNECTION_FAILED_AUTHENTICATION_DELAY_MS: i64 =

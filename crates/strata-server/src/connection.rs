@@ -89,8 +89,25 @@ pub async fn accept_loop(
     let conn_stop = stop.clone();
     let mut reload_check = tokio::time::interval(TLS_RELOAD_CHECK);
     reload_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let tokens = runtime.sasl.as_ref().and_then(|s| s.tokens.clone());
+    let mut jwks_refresh = tokio::time::interval_at(
+        tokio::time::Instant::now()
+            + tokens
+                .as_ref()
+                .map_or(Duration::MAX / 4, |t| t.refresh_every),
+        tokens
+            .as_ref()
+            .map_or(Duration::MAX / 4, |t| t.refresh_every),
+    );
     loop {
         tokio::select! {
+            _ = jwks_refresh.tick(), if tokens.is_some() => {
+                if let Some(tokens) = &tokens {
+                    if let Err(e) = tokens.refresh().await {
+                        tracing::warn!(listener = %runtime.name, error = %e, "cannot read the OAUTHBEARER keys again; keeping those held");
+                    }
+                }
+            }
             _ = reload_check.tick(), if runtime.tls.is_some() => {
                 if let Some(tls) = &runtime.tls {
                     match tokio::task::block_in_place(|| tls.reload_if_changed(&broker.config)) {

@@ -23,6 +23,7 @@ mod log_cleaner;
 pub mod metadata_changes;
 pub mod metadata_source;
 pub mod metrics;
+pub mod oauth;
 pub mod remote_log;
 mod replica_fetcher;
 pub mod replica_manager;
@@ -56,7 +57,7 @@ pub async fn bind(
             _ => None,
         };
         let sasl = match protocol.is_sasl() {
-            true => Some(sasl_listener(config, listener)?),
+            true => Some(sasl_listener(config, listener).await?),
             false => None,
         };
         let socket = tokio::net::TcpListener::bind(listener.bind)
@@ -83,7 +84,7 @@ pub async fn bind(
 
 /// The SASL settings of SASL listener `listener`, from its (prefixed or plain) `sasl.*` and
 /// the broker's connection settings.
-fn sasl_listener(
+async fn sasl_listener(
     config: &ServerConfig,
     listener: &config::ListenerConfig,
 ) -> Result<connection::SaslListener, StartError> {
@@ -94,8 +95,18 @@ fn sasl_listener(
     let reauth_after = millis(props::CONNECTIONS_MAX_REAUTH_MS);
     let max_receive: i64 =
         config.listener_value(&listener.name, props::SASL_SERVER_MAX_RECEIVE_SIZE);
+    let mechanisms = sasl::listener_mechanisms(config, listener)?;
+    let tokens = match mechanisms.contains(&sasl::SaslMechanism::OAuthBearer) {
+        true => Some(std::sync::Arc::new(
+            oauth::TokenValidator::load(config, &listener.name)
+                .await
+                .map_err(|e| config::ListenerError(format!("listener {}: {e}", listener.name)))?,
+        )),
+        false => None,
+    };
     Ok(connection::SaslListener {
-        mechanisms: sasl::listener_mechanisms(config, listener)?,
+        mechanisms,
+        tokens,
         max_receive_bytes: max_receive.max(1) as usize,
         reauth_after: (!reauth_after.is_zero()).then_some(reauth_after),
         failure_delay: millis(props::CONNECTION_FAILED_AUTHENTICATION_DELAY_MS),

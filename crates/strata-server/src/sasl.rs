@@ -1,6 +1,7 @@
-//! SASL servers for SCRAM-SHA-256/512 (RFC 5802, RFC 7677) and PLAIN (RFC 4616), sans-IO:
-//! Kafka's `ScramSaslServer` and `PlainSaslServer` over the SCRAM credentials of the metadata
-//! image, so one user list serves both.
+//! SASL servers for SCRAM-SHA-256/512 (RFC 5802, RFC 7677), PLAIN (RFC 4616) and OAUTHBEARER
+//! (RFC 7628, KIP-255), sans-IO: Kafka's `ScramSaslServer` and `PlainSaslServer` over the SCRAM
+//! credentials of the metadata image, so one user list serves both, and its
+//! `OAuthBearerSaslServer` over a [`TokenValidator`] (signed JWTs, [`crate::oauth`]).
 //!
 //! The connection feeds each client token (a SaslAuthenticate `auth_bytes`) to
 //! [`SaslServer::step`] and sends back what it returns; [`Step::Done`] carries the
@@ -20,13 +21,20 @@ use strata_meta::config::props;
 use strata_meta::scram::{constant_time_eq, random_bytes, ScramCredential, ScramMechanism};
 use strata_meta::MetadataImage;
 
+use std::sync::Arc;
+
 use crate::config::{ListenerConfig, ListenerError, ServerConfig};
+use crate::oauth::TokenValidator;
 use crate::session::SecurityProtocol;
 
 /// Largest client token accepted. SCRAM and PLAIN tokens are a user name, a nonce and a proof
 /// or password: a few hundred bytes. Kafka bounds the frame (`sasl.server.max.receive.size`);
 /// this bounds what these parsers ever look at.
 pub const MAX_SASL_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Largest OAUTHBEARER client message: a JWT with its claims, which identity providers make a
+/// few kilobytes long.
+pub const MAX_OAUTHBEARER_TOKEN_BYTES: usize = 64 * 1024;
 
 /// Where credentials come from: the metadata image in the broker, a map in tests.
 pub trait CredentialLookup {
@@ -50,21 +58,24 @@ impl<T: CredentialLookup> CredentialLookup for std::sync::Arc<T> {
 pub enum SaslMechanism {
     Plain,
     Scram(ScramMechanism),
+    OAuthBearer,
 }
 
 impl SaslMechanism {
     /// The mechanism of a SaslHandshake name; `None` for one not served here.
     pub fn from_name(name: &str) -> Option<Self> {
-        if name == "PLAIN" {
-            return Some(Self::Plain);
+        match name {
+            "PLAIN" => Some(Self::Plain),
+            "OAUTHBEARER" => Some(Self::OAuthBearer),
+            _ => ScramMechanism::from_mechanism_name(name).map(Self::Scram),
         }
-        ScramMechanism::from_mechanism_name(name).map(Self::Scram)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Self::Plain => "PLAIN",
             Self::Scram(m) => m.mechanism_name(),
+            Self::OAuthBearer => "OAUTHBEARER",
         }
     }
 }
@@ -74,9 +85,14 @@ impl SaslMechanism {
 pub enum Step {
     /// Send this to the client and wait for its next token.
     Challenge(Vec<u8>),
-    /// Authenticated: send `response` (empty for PLAIN, the server-final message for SCRAM)
-    /// and take `user` as the session's principal name (`User:<user>`).
-    Done { response: Vec<u8>, user: String },
+    /// Authenticated: send `response` (empty for PLAIN and OAUTHBEARER, the server-final
+    /// message for SCRAM) and take `user` as the session's principal name (`User:<user>`).
+    /// `expires_at_ms`: when the credential expires (an OAUTHBEARER token's `exp`).
+    Done {
+        response: Vec<u8>,
+        user: String,
+        expires_at_ms: Option<i64>,
+    },
 }
 
 /// Why an exchange failed. Every variant is SASL_AUTHENTICATION_FAILED (58) to the client.
@@ -123,7 +139,7 @@ pub fn listener_mechanisms(
         let mechanism = SaslMechanism::from_name(item).ok_or_else(|| {
             ListenerError(format!(
                 "listener {name}: SASL mechanism {item} is not supported (sasl.enabled.mechanisms \
-                 may name PLAIN, SCRAM-SHA-256, SCRAM-SHA-512)"
+                 may name PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER)"
             ))
         })?;
         if mechanism == SaslMechanism::Plain
@@ -155,6 +171,8 @@ fn malformed(why: impl Into<String>) -> SaslError {
 pub struct SaslServer<C> {
     mechanism: SaslMechanism,
     credentials: C,
+    /// OAUTHBEARER's token validation; `None` refuses every token.
+    tokens: Option<Arc<TokenValidator>>,
     state: State,
 }
 
@@ -179,8 +197,15 @@ impl<C: CredentialLookup> SaslServer<C> {
         SaslServer {
             mechanism,
             credentials,
+            tokens: None,
             state: State::Start,
         }
+    }
+
+    /// The server with OAUTHBEARER tokens checked by `tokens`.
+    pub fn with_tokens(mut self, tokens: Option<Arc<TokenValidator>>) -> Self {
+        self.tokens = tokens;
+        self
     }
 
     pub fn mechanism(&self) -> SaslMechanism {
@@ -190,14 +215,22 @@ impl<C: CredentialLookup> SaslServer<C> {
     /// Consumes one client token. After an error or [`Step::Done`] the exchange is over.
     pub fn step(&mut self, token: &[u8]) -> Result<Step, SaslError> {
         let state = std::mem::replace(&mut self.state, State::Finished);
-        if token.len() > MAX_SASL_TOKEN_BYTES {
+        let max = match self.mechanism {
+            SaslMechanism::OAuthBearer => MAX_OAUTHBEARER_TOKEN_BYTES,
+            _ => MAX_SASL_TOKEN_BYTES,
+        };
+        if token.len() > max {
             return Err(malformed(format!(
-                "SASL token of {} bytes exceeds {MAX_SASL_TOKEN_BYTES}",
+                "SASL token of {} bytes exceeds {max}",
                 token.len()
             )));
         }
         match (self.mechanism, state) {
             (_, State::Finished) => Err(SaslError::IllegalState),
+            (SaslMechanism::OAuthBearer, State::Start) => self.oauthbearer(token),
+            (SaslMechanism::OAuthBearer, State::ScramFirstSent { .. }) => {
+                Err(SaslError::IllegalState)
+            }
             (SaslMechanism::Plain, State::Start) => self.plain(token),
             (SaslMechanism::Scram(m), State::Start) => self.scram_client_first(m, token),
             (SaslMechanism::Scram(m), first @ State::ScramFirstSent { .. }) => {
@@ -205,6 +238,52 @@ impl<C: CredentialLookup> SaslServer<C> {
             }
             (SaslMechanism::Plain, State::ScramFirstSent { .. }) => Err(SaslError::IllegalState),
         }
+    }
+
+    /// RFC 7628's client response, `n,[a=<authzid>],^Aauth=Bearer <token>^A[key=value^A]*^A`:
+    /// the token is validated and its subject is the user. An authorization id must name the
+    /// subject; other keys (KIP-342 extensions) are ignored.
+    fn oauthbearer(&mut self, message: &[u8]) -> Result<Step, SaslError> {
+        let text = std::str::from_utf8(message)
+            .map_err(|_| malformed("Invalid OAUTHBEARER client response: not UTF-8"))?;
+        let invalid = || malformed("Invalid OAUTHBEARER client response");
+        let (gs2, rest) = text.split_once('\u{1}').ok_or_else(invalid)?;
+        let authzid = match gs2.strip_prefix("n,").and_then(|g| g.strip_suffix(',')) {
+            Some("") => None,
+            Some(a) => Some(a.strip_prefix("a=").ok_or_else(invalid)?),
+            None => return Err(invalid()),
+        };
+        let mut auth = None;
+        for pair in rest.split('\u{1}').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(invalid)?;
+            if key == "auth" {
+                auth = Some(value);
+            }
+        }
+        let token = auth
+            .and_then(|a| {
+                a.strip_prefix("Bearer ")
+                    .or_else(|| a.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| malformed("Invalid OAUTHBEARER client response: no bearer token"))?;
+        let tokens = self
+            .tokens
+            .as_ref()
+            .ok_or(SaslError::InvalidCredentials("OAUTHBEARER"))?;
+        let valid = tokens
+            .validate(token, std::time::SystemTime::now())
+            .map_err(|why| malformed(format!("invalid_token: {why}")))?;
+        if authzid.is_some_and(|a| a != valid.subject) {
+            return Err(malformed(
+                "Client requested an authorization id that is different from the token's subject",
+            ));
+        }
+        Ok(Step::Done {
+            response: Vec::new(),
+            user: valid.subject,
+            expires_at_ms: Some(valid.expires_at_ms),
+        })
     }
 
     /// RFC 4616: `[authzid] NUL authcid NUL passwd`, checked against the user's SCRAM
@@ -253,6 +332,7 @@ impl<C: CredentialLookup> SaslServer<C> {
         Ok(Step::Done {
             response: Vec::new(),
             user: user.to_string(),
+            expires_at_ms: None,
         })
     }
 
@@ -402,6 +482,7 @@ fn scram_client_final(
     Ok(Step::Done {
         response: format!("v={}", B64.encode(server_signature)).into_bytes(),
         user,
+        expires_at_ms: None,
     })
 }
 
@@ -530,7 +611,8 @@ mod tests {
             scram_client_final(m, state, client_final.as_bytes()),
             Ok(Step::Done {
                 response: b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=".to_vec(),
-                user: "user".into()
+                user: "user".into(),
+                expires_at_ms: None,
             })
         );
     }
@@ -646,7 +728,8 @@ mod tests {
             login(b"\0alice\0alice-secret"),
             Ok(Step::Done {
                 response: vec![],
-                user: "alice".into()
+                user: "alice".into(),
+                expires_at_ms: None,
             })
         );
         assert!(

@@ -14,6 +14,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("session", 0),
     ("audit_log", 0),
     ("sasl", 0),
+    ("oauth", 0),
     ("config", 0),
     ("metadata_source", 0),
     ("fetch_session", 0),

@@ -23,6 +23,7 @@ use kafka_protocol::protocol::StrBytes;
 use strata_meta::MetadataImage;
 
 use crate::broker::Broker;
+use crate::oauth::TokenValidator;
 use crate::sasl::{SaslMechanism, SaslServer, Step};
 use crate::session::{Authentication, KafkaPrincipal, Session};
 
@@ -31,6 +32,8 @@ use crate::session::{Authentication, KafkaPrincipal, Session};
 pub struct SaslListener {
     /// `sasl.enabled.mechanisms`, in the order SaslHandshake lists them.
     pub mechanisms: Vec<SaslMechanism>,
+    /// OAUTHBEARER's token validation, when it is enabled.
+    pub tokens: Option<Arc<TokenValidator>>,
     /// `sasl.server.max.receive.size`: the largest frame before authentication completes.
     pub max_receive_bytes: usize,
     /// `connections.max.reauth.ms`; `None` (0): sessions do not expire.
@@ -169,7 +172,8 @@ impl Authenticator {
                 );
             }
         }
-        self.exchange = Some(SaslServer::new(mechanism, image));
+        self.exchange =
+            Some(SaslServer::new(mechanism, image).with_tokens(self.listener.tokens.clone()));
         self.raw_tokens = version == 0;
         session.authentication = Authentication::Authenticating;
         Answer::ok(response(None))
@@ -219,7 +223,11 @@ impl Authenticator {
                 self.exchange = None;
                 failed(e.kafka_message())
             }
-            Ok(Step::Done { response, user }) => {
+            Ok(Step::Done {
+                response,
+                user,
+                expires_at_ms,
+            }) => {
                 self.exchange = None;
                 let principal = KafkaPrincipal {
                     principal_type: KafkaPrincipal::USER_TYPE.to_string(),
@@ -234,7 +242,15 @@ impl Authenticator {
                         ));
                     }
                 }
-                let lifetime = self.listener.reauth_after;
+                // KIP-368: with re-authentication on, a session lasts until the credential
+                // expires (an OAUTHBEARER token's exp) or connections.max.reauth.ms passes.
+                let lifetime = self.listener.reauth_after.map(|reauth| {
+                    let credential = expires_at_ms.map(|exp| {
+                        let left = exp - crate::audit_log::now_ms() as i64;
+                        Duration::from_millis(left.max(0) as u64)
+                    });
+                    credential.map_or(reauth, |c| c.min(reauth))
+                });
                 session.principal = principal.clone();
                 session.authentication = Authentication::Complete;
                 session.expires = lifetime.map(|d| now + d);

@@ -254,6 +254,7 @@ fn sasl_listener(reauth_after: Option<Duration>) -> SaslListener {
             SaslMechanism::Scram(strata_meta::scram::ScramMechanism::ScramSha256),
             SaslMechanism::Plain,
         ],
+        tokens: None,
         max_receive_bytes: 4096,
         reauth_after,
         failure_delay: Duration::from_millis(30),
