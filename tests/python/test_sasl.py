@@ -27,8 +27,9 @@ USERS = [
     "SCRAM-SHA-512=[name=alice,password=alice-secret]",
     "SCRAM-SHA-256=[name=admin,password=admin-secret]",
     "SCRAM-SHA-512=[name=bob,password=bob-secret]",
+    "SCRAM-SHA-256=[name=carol,password=carol-secret]",
 ]
-SECRETS = ["alice-secret", "admin-secret", "bob-secret", "wrong-secret"]
+SECRETS = ["alice-secret", "admin-secret", "bob-secret", "carol-secret", "wrong-secret"]
 AUTHORIZER = {"authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer"}
 
 
@@ -371,6 +372,34 @@ def test_groups_and_transactions_need_their_acls(broker_factory):
     transactional.commit_transaction(30)
 
 
+def run_sasl_check(classpath: str, *args: str) -> None:
+    r = subprocess.run(
+        ["java", "-Dslf4j.internal.verbosity=ERROR", "-cp", classpath, "strata.SaslCheck", *args],
+        cwd=JAVA_DIR, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150,
+    )
+    print(r.stdout)
+    assert r.returncode == 0 and "all checks passed" in r.stdout, f"{r.stdout}\n--- stderr\n{r.stderr[-4000:]}"
+
+
+@pytest.mark.timeout(300)
+def test_java_client_over_sasl_ssl_with_acls_its_admin_created(java_check_classpath, broker_factory, tmp_path):
+    """The Java client over SASL_SSL (SCRAM-SHA-256, the CA as a PEM trust store): a super
+    user's Admin creates ACLs, the user they name produces and consumes, another is refused."""
+    pytest.importorskip("cryptography.x509")
+    from certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    b = sasl_broker(
+        broker_factory,
+        overrides={**AUTHORIZER, "super.users": "User:admin", "ssl.keystore.type": "PEM",
+                   "ssl.keystore.location": str(pki["server_pem"])},
+        listeners=("PLAINTEXT", "SASL_SSL"),
+    )
+    addr = f"127.0.0.1:{b.listener_ports['SASL_SSL']}"
+    run_sasl_check(java_check_classpath, "acls", addr, "SCRAM-SHA-256", "admin", "admin-secret",
+                   "alice", "alice-secret", "carol", "carol-secret", str(pki["ca"]))
+
+
 @pytest.mark.timeout(300)
 def test_java_client_authenticates_and_reauthenticates(java_check_classpath, broker_factory):
     """The Java client (kafka-clients 4.x) over SCRAM-SHA-512 and PLAIN, re-authenticating
@@ -378,13 +407,7 @@ def test_java_client_authenticates_and_reauthenticates(java_check_classpath, bro
     b = sasl_broker(broker_factory, overrides={"connections.max.reauth.ms": "2000"})
     addr = f"127.0.0.1:{b.listener_ports['SASL_PLAINTEXT']}"
     for mechanism in ["SCRAM-SHA-512", "PLAIN"]:
-        r = subprocess.run(
-            ["java", "-Dslf4j.internal.verbosity=ERROR", "-cp", java_check_classpath, "strata.SaslCheck",
-             addr, mechanism, "alice", "alice-secret", "3000"],
-            cwd=JAVA_DIR, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150,
-        )
-        print(r.stdout)
-        assert r.returncode == 0 and "all checks passed" in r.stdout, f"{r.stdout}\n--- stderr\n{r.stderr[-4000:]}"
+        run_sasl_check(java_check_classpath, addr, mechanism, "alice", "alice-secret", "3000")
     assert metric(b, "strata_successful_reauthentications_total") >= 1
 
 
@@ -518,3 +541,50 @@ def test_oauthbearer_session_ends_with_the_token_and_is_renewed(broker_factory, 
     assert p.flush(30) == 0
     assert len(calls) >= 2, "librdkafka asked for a new token"
     assert metric(b, "strata_successful_reauthentications_total") >= 1
+
+
+def test_kafka_python_over_sasl_ssl_with_scram_and_oauthbearer(broker_factory, tmp_path):
+    """kafka-python 3 over SASL_SSL: SCRAM-SHA-256, and OAUTHBEARER with a token the test signs
+    (its token provider sends a KIP-342 extension, which is accepted and ignored)."""
+    pytest.importorskip("cryptography.x509")
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.net.sasl.oauth import AbstractTokenProvider
+
+    from certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    issuer = Issuer(tmp_path)
+    b = sasl_broker(
+        broker_factory,
+        overrides={
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(pki["server_pem"]),
+            "sasl.enabled.mechanisms": "SCRAM-SHA-256,OAUTHBEARER",
+            "sasl.oauthbearer.jwks.endpoint.url": f"file://{issuer.jwks}",
+            "sasl.oauthbearer.expected.audience": "kafka",
+        },
+        listeners=("PLAINTEXT", "SASL_SSL"),
+    )
+
+    class Tokens(AbstractTokenProvider):
+        def token(self):
+            return issuer.token(sub="dave")[0]
+
+        def extensions(self):
+            return {"traceId": "t1"}
+
+    common = {"bootstrap_servers": f"127.0.0.1:{b.listener_ports['SASL_SSL']}", "security_protocol": "SASL_SSL",
+              "ssl_cafile": str(pki["ca"])}
+    logins = {
+        "SCRAM-SHA-256": {"sasl_plain_username": "alice", "sasl_plain_password": "alice-secret"},
+        "OAUTHBEARER": {"sasl_oauth_token_provider": Tokens()},
+    }
+    for mechanism, login in logins.items():
+        conf = {**common, "sasl_mechanism": mechanism, **login}
+        topic = f"kp-sasl-ssl-{uuid.uuid4().hex[:8]}"
+        p = KafkaProducer(**conf)
+        p.send(topic, b"v").get(timeout=30)
+        p.close()
+        c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=10000, **conf)
+        assert [m.value for m in c] == [b"v"], mechanism
+        c.close()
