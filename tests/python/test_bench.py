@@ -79,9 +79,18 @@ def test_bench_all_scenarios_on_a_private_broker(tmp_path):
     assert positive(start["small_start_seconds"]) and positive(start["large_start_seconds"])
     assert start["large_bytes"] == 4 << 20
     check_tiered(report["tiered"], produced=4 << 20)
+    check_tls(report["tls"])
     assert report["notes"] == []
     # The bench cleans up after itself: its private broker is gone.
     assert not any(tmp_path.joinpath("bench").glob("**/strata-bench-*-0"))
+
+
+def check_tls(t: dict) -> None:
+    """The tls scenario ran the same loads over SSL and PLAINTEXT; the ratios are the
+    measurement (no target is asserted on a shared machine)."""
+    for phase in ("plaintext_produce", "ssl_produce", "plaintext_consume", "ssl_consume"):
+        check_throughput(t[phase], 4096)
+    assert positive(t["produce_ratio"]) and positive(t["consume_ratio"])
 
 
 def check_tiered(t: dict, produced: int) -> None:
@@ -127,6 +136,12 @@ def test_bench_tiered_scenario(tmp_path):
 
 
 @pytest.mark.timeout(60)
+def test_bench_tls_scenario_needs_its_own_broker(broker):
+    report = run_bench("--bootstrap", broker.bootstrap, "--scenarios", "tls", timeout=55)
+    assert "tls" not in report
+    assert any(n.startswith("tls: needs a private broker") for n in report["notes"]), report["notes"]
+
+
 def test_bench_tiered_scenario_needs_its_own_brokers(broker):
     report = run_bench("--bootstrap", broker.bootstrap, "--scenarios", "tiered", timeout=55)
     assert "tiered" not in report

@@ -33,6 +33,13 @@ impl Clients {
         Ok(Clients { bootstrap, extra })
     }
 
+    /// These clients with `key=value` set as well (the user's `-X` still win): how the tls
+    /// scenario reaches an SSL listener.
+    pub fn with_property(mut self, key: &str, value: &str) -> Self {
+        self.extra.insert(0, (key.to_string(), value.to_string()));
+        self
+    }
+
     fn base(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap)

@@ -25,6 +25,10 @@ pub enum Scenario {
     /// reads from the tier vs hot reads from local disk, and local disk use and start-up time
     /// with 1× and 10× the data at the same local retention. Sized by --produce-bytes.
     Tiered,
+    /// The cost of TLS (a private broker with an SSL listener; skipped with --bootstrap):
+    /// produce and consume throughput and broker CPU over SSL against PLAINTEXT, in the same
+    /// run. Sized by --produce-bytes.
+    Tls,
     /// Every scenario above.
     All,
 }

@@ -170,6 +170,8 @@ pub fn find_listener_pid(port: u16) -> Option<u32> {
 pub struct LocalBroker {
     child: Child,
     pub addr: SocketAddr,
+    /// The SSL listener's address, for a broker started with one.
+    pub ssl_addr: Option<SocketAddr>,
     /// The admin HTTP address (/health, /metrics).
     pub http: SocketAddr,
     /// The broker's `--data-dir`.
@@ -190,20 +192,54 @@ impl LocalBroker {
         serve_args: &[String],
         overrides: &[String],
     ) -> anyhow::Result<Self> {
+        Self::launch(data_dir, serve_args, overrides, None)
+    }
+
+    /// [`LocalBroker::start`] with an SSL listener too, serving the key and certificate chain
+    /// of the PEM file `key_store`.
+    pub fn start_with_ssl(
+        data_dir: &Path,
+        overrides: &[String],
+        key_store: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::launch(data_dir, &[], overrides, Some(key_store))
+    }
+
+    fn launch(
+        data_dir: &Path,
+        serve_args: &[String],
+        overrides: &[String],
+        ssl_key_store: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create {}", data_dir.display()))?;
         let addr = free_loopback_addr()?;
         let http = free_loopback_addr()?;
         let broker_dir = data_dir.join("broker");
-        let mut args = vec![
-            "serve".to_string(),
-            "--listen".into(),
-            addr.to_string(),
+        let mut args = vec!["serve".to_string()];
+        let ssl_addr = match ssl_key_store {
+            None => {
+                args.extend(["--listen".into(), addr.to_string()]);
+                None
+            }
+            Some(key_store) => {
+                let ssl_addr = free_loopback_addr()?;
+                for o in [
+                    format!("listeners=PLAINTEXT://{addr},SSL://{ssl_addr}"),
+                    "ssl.keystore.type=PEM".into(),
+                    format!("ssl.keystore.location={}", key_store.display()),
+                ] {
+                    args.extend(["--override".into(), o]);
+                }
+                Some(ssl_addr)
+            }
+        };
+        args.extend([
             "--http".into(),
             http.to_string(),
             "--data-dir".into(),
             broker_dir.display().to_string(),
-        ];
+        ]);
         args.extend(serve_args.iter().cloned());
         for o in overrides {
             args.push("--override".into());
@@ -214,6 +250,7 @@ impl LocalBroker {
         let mut broker = LocalBroker {
             child,
             addr,
+            ssl_addr,
             http,
             data_dir: broker_dir,
             args,

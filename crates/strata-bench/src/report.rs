@@ -29,6 +29,9 @@ pub struct Report {
     pub startup: Option<Startup>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tiered: Option<Tiered>,
+    /// The cost of TLS: the same loads over SSL and over PLAINTEXT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
 }
@@ -263,6 +266,19 @@ pub struct TieredFootprint {
     pub stop_seconds: f64,
 }
 
+/// The tls scenario: one private broker, the same produce and consume loads over its
+/// PLAINTEXT and its SSL listener, one after the other.
+#[derive(Serialize)]
+pub struct Tls {
+    pub plaintext_produce: Throughput,
+    pub ssl_produce: Throughput,
+    pub plaintext_consume: Throughput,
+    pub ssl_consume: Throughput,
+    /// SSL throughput over PLAINTEXT throughput (MB/s); the target is at least 0.7.
+    pub produce_ratio: f64,
+    pub consume_ratio: f64,
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.digits$}"))
 }
@@ -404,6 +420,35 @@ impl fmt::Display for Report {
         }
         if let Some(t) = &self.tiered {
             write_tiered(&mut o, t)?;
+        }
+        if let Some(t) = &self.tls {
+            writeln!(
+                o,
+                "\ntls (one broker, SSL listener against PLAINTEXT listener)"
+            )?;
+            for (name, plain, ssl, ratio) in [
+                (
+                    "produce",
+                    &t.plaintext_produce,
+                    &t.ssl_produce,
+                    t.produce_ratio,
+                ),
+                (
+                    "consume",
+                    &t.plaintext_consume,
+                    &t.ssl_consume,
+                    t.consume_ratio,
+                ),
+            ] {
+                writeln!(
+                    o,
+                    "  {name}: {:.1} MB/s over SSL vs {:.1} MB/s plaintext = {ratio:.2}× · broker CPU {} vs {} s/GB",
+                    ssl.mb_per_s,
+                    plain.mb_per_s,
+                    opt(ssl.broker_cpu_s_per_gb, 2),
+                    opt(plain.broker_cpu_s_per_gb, 2),
+                )?;
+            }
         }
         for n in &self.notes {
             writeln!(o, "\nnote: {n}")?;

@@ -1,6 +1,7 @@
 //! The scenarios of `strata bench`, each measuring the broker's resources around its load.
 
 mod tiered;
+mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -139,6 +140,9 @@ impl<'a> Bench<'a> {
         }
         if a.wants(Scenario::Tiered) {
             self.tiered()?;
+        }
+        if a.wants(Scenario::Tls) {
+            self.tls()?;
         }
         Ok(())
     }

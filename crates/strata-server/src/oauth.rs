@@ -9,9 +9,9 @@
 //! its subject in `sasl.oauthbearer.sub.claim.name`, which becomes the principal's name.
 //!
 //! Keys come from `sasl.oauthbearer.jwks.endpoint.url`, `file://` or `https://`, read at
-//! start-up and again every `sasl.oauthbearer.jwks.endpoint.refresh.ms` (and, for a file, when
-//! a token names a key it does not have), so that rotated keys are picked up. A refresh that
-//! fails keeps the keys held. Nothing from a token is logged but the reason it was refused.
+//! start-up and again every `sasl.oauthbearer.jwks.endpoint.refresh.ms` (the listener's upkeep
+//! does it), so that rotated keys are picked up. A refresh that fails keeps the keys held.
+//! Nothing from a token is logged but the reason it was refused.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
