@@ -130,6 +130,9 @@ pub fn authorize_by_resource_type(
     let mut denied_literals = BTreeSet::new();
     let mut denied_prefixes = BTreeSet::new();
     let mut allowed = Vec::new();
+    // A DENY on `*` wins over an ALLOW on `*` whichever comes first, so the ALLOW only counts
+    // once every ACL has been seen.
+    let mut wildcard_allowed = false;
     for (_, acl) in acls.iter() {
         if acl.resource_type != resource_type
             || (acl.host != WILDCARD && acl.host != host)
@@ -147,18 +150,21 @@ pub fn authorize_by_resource_type(
             (AclPermissionType::Deny, PatternType::Prefixed) => {
                 denied_prefixes.insert(name);
             }
-            (AclPermissionType::Allow, PatternType::Literal) if name == WILDCARD => return true,
+            (AclPermissionType::Allow, PatternType::Literal) if name == WILDCARD => {
+                wildcard_allowed = true;
+            }
             (AclPermissionType::Allow, pattern) => allowed.push((pattern, name)),
             _ => {}
         }
     }
-    allowed.iter().any(|(pattern, name)| {
-        let literal_denied = *pattern == PatternType::Literal && denied_literals.contains(name);
-        let prefix_denied = (1..=name.len())
-            .filter(|end| name.is_char_boundary(*end))
-            .any(|end| denied_prefixes.contains(&name[..end]));
-        !literal_denied && !prefix_denied
-    })
+    wildcard_allowed
+        || allowed.iter().any(|(pattern, name)| {
+            let literal_denied = *pattern == PatternType::Literal && denied_literals.contains(name);
+            let prefix_denied = (1..=name.len())
+                .filter(|end| name.is_char_boundary(*end))
+                .any(|end| denied_prefixes.contains(&name[..end]));
+            !literal_denied && !prefix_denied
+        })
 }
 
 /// Kafka's `StandardAuthorizerData.findResult`: the permission of `acl` if it matches the
