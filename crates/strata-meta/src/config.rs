@@ -1049,6 +1049,24 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "slack allowed between the broker's clock and the token's times",
     ),
     def(
+        "sasl.jaas.config",
+        Password,
+        "",
+        Validator::None,
+        &[],
+        "accepted so that Kafka's files carry over, and not used: SCRAM and PLAIN check the \
+         SCRAM credentials of the metadata log, OAUTHBEARER the JWKS",
+    ),
+    def(
+        "sasl.mechanism.inter.broker.protocol",
+        ConfigType::String,
+        "GSSAPI",
+        Validator::None,
+        &[],
+        "accepted so that Kafka's files carry over, and not used: brokers talk to each other \
+         over a PLAINTEXT listener",
+    ),
+    def(
         "sasl.plain.allow.plaintext",
         Boolean,
         "false",
@@ -1091,10 +1109,24 @@ pub fn is_per_listener_config(name: &str) -> bool {
 }
 
 /// Splits `listener.name.<name>.<key>` into the listener name (upper-cased, as listener names
-/// are compared) and the key, when the key may be set per listener.
+/// are compared) and the key, when the key may be set per listener. Kafka's per-mechanism
+/// `listener.name.<name>.<mechanism>.sasl.jaas.config` reads as that listener's
+/// `sasl.jaas.config`.
 pub fn split_listener_prefix(name: &str) -> Option<(String, &str)> {
+    const JAAS: &str = "sasl.jaas.config";
+    const MECHANISMS: &[&str] = &[
+        "gssapi",
+        "plain",
+        "scram-sha-256",
+        "scram-sha-512",
+        "oauthbearer",
+    ];
     let rest = name.strip_prefix("listener.name.")?;
     let (listener, key) = rest.split_once('.')?;
+    let key = match key.strip_suffix(JAAS).and_then(|m| m.strip_suffix('.')) {
+        Some(mechanism) if MECHANISMS.contains(&mechanism) => &key[key.len() - JAAS.len()..],
+        _ => key,
+    };
     (!listener.is_empty() && is_per_listener_config(key))
         .then(|| (listener.to_ascii_uppercase(), key))
 }
@@ -1575,6 +1607,37 @@ impl BrokerProperties {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kafka_jaas_settings_are_accepted_per_listener_and_mechanism() {
+        let mut props = BrokerProperties::default();
+        let scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;";
+        props
+            .set(
+                "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config",
+                scram,
+            )
+            .expect("Kafka's per-mechanism form");
+        props
+            .set("sasl.jaas.config", scram)
+            .expect("the plain form");
+        props
+            .set("sasl.mechanism.inter.broker.protocol", "SCRAM-SHA-256")
+            .expect("accepted");
+        assert_eq!(
+            split_listener_prefix("listener.name.sasl_ssl.plain.sasl.jaas.config"),
+            Some(("SASL_SSL".to_string(), "sasl.jaas.config"))
+        );
+        assert!(props
+            .set("listener.name.sasl_ssl.nope.sasl.jaas.config", scram)
+            .is_err());
+        let def = broker_config("sasl.jaas.config").expect("defined").def();
+        assert_eq!(
+            def.config_type,
+            ConfigType::Password,
+            "sensitive: never described"
+        );
+    }
 
     #[test]
     fn validates_types_and_ranges() {
