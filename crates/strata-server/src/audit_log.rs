@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -24,7 +23,7 @@ const QUEUE_RECORDS: usize = 8192;
 /// One decision, as written.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct AuditRecord {
-    pub time_ms: u64,
+    pub time_ms: i64,
     pub principal: String,
     pub client: String,
     pub listener: String,
@@ -138,21 +137,13 @@ fn write_records(
     let _ = out.flush();
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn record(result: &'static str) -> AuditRecord {
         AuditRecord {
-            time_ms: now_ms(),
+            time_ms: crate::task::now_ms(),
             principal: "User:alice".into(),
             client: "127.0.0.1".into(),
             listener: "SASL_SSL".into(),

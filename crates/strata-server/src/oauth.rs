@@ -204,16 +204,10 @@ impl TokenValidator {
 
 /// Reads and parses the JWKS at `url`.
 async fn fetch(url: &str) -> Result<KeySet, String> {
+    let failed =
+        |e: &dyn std::fmt::Display| format!("sasl.oauthbearer.jwks.endpoint.url {url}: {e}");
     let body = if let Some(path) = url.strip_prefix("file://") {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| format!("sasl.oauthbearer.jwks.endpoint.url {url}: {e}"))?;
-        if bytes.len() > MAX_JWKS_BYTES {
-            return Err(format!(
-                "sasl.oauthbearer.jwks.endpoint.url {url}: larger than 1 MiB"
-            ));
-        }
-        bytes
+        tokio::fs::read(path).await.map_err(|e| failed(&e))?
     } else if url.starts_with("https://") || url.starts_with("http://") {
         let response = reqwest::Client::new()
             .get(url)
@@ -221,23 +215,15 @@ async fn fetch(url: &str) -> Result<KeySet, String> {
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("sasl.oauthbearer.jwks.endpoint.url {url}: {e}"))?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| format!("sasl.oauthbearer.jwks.endpoint.url {url}: {e}"))?;
-        if bytes.len() > MAX_JWKS_BYTES {
-            return Err(format!(
-                "sasl.oauthbearer.jwks.endpoint.url {url}: larger than 1 MiB"
-            ));
-        }
-        bytes.to_vec()
+            .map_err(|e| failed(&e))?;
+        response.bytes().await.map_err(|e| failed(&e))?.to_vec()
     } else {
-        return Err(format!(
-            "sasl.oauthbearer.jwks.endpoint.url {url}: only file:// and https:// are supported"
-        ));
+        return Err(failed(&"only file:// and https:// are supported"));
     };
-    parse_jwks(&body).map_err(|e| format!("sasl.oauthbearer.jwks.endpoint.url {url}: {e}"))
+    if body.len() > MAX_JWKS_BYTES {
+        return Err(failed(&"larger than 1 MiB"));
+    }
+    parse_jwks(&body).map_err(|e| failed(&e))
 }
 
 /// The RS256 and ES256 verification keys of a JWKS document (others are skipped).

@@ -389,12 +389,7 @@ pub fn wait_all_replicated(
     })
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::task::now_ms;
 
 impl ReplicaManager {
     pub fn new(data_dir: &Path, clean_shutdown: bool) -> std::io::Result<Self> {

@@ -388,7 +388,7 @@ impl<'a> RequestContext<'a> {
         {
             let (Decision::Allowed(reason) | Decision::Denied(reason)) = decision;
             audit.record(AuditRecord {
-                time_ms: crate::audit_log::now_ms(),
+                time_ms: crate::task::now_ms(),
                 principal,
                 client: host,
                 listener: self.session.listener.to_string(),

@@ -1,7 +1,16 @@
-//! Task plumbing every floor of the broker shares: periodic ticks, the stop signal, and the
-//! hop from async code to a blocking thread. A leaf: it knows nothing of the broker.
+//! Task plumbing every floor of the broker shares: periodic ticks, the stop signal, the
+//! hop from async code to a blocking thread, and the wall clock. A leaf: it knows nothing of the broker.
 
 use std::time::Duration;
+
+/// The wall clock in milliseconds since the Unix epoch (0 before it), as Kafka's timestamps
+/// count.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
 
 use tokio::sync::watch;
 

@@ -246,7 +246,7 @@ impl Authenticator {
                 // expires (an OAUTHBEARER token's exp) or connections.max.reauth.ms passes.
                 let lifetime = self.listener.reauth_after.map(|reauth| {
                     let credential = expires_at_ms.map(|exp| {
-                        let left = exp - crate::audit_log::now_ms() as i64;
+                        let left = exp - crate::task::now_ms();
                         Duration::from_millis(left.max(0) as u64)
                     });
                     credential.map_or(reauth, |c| c.min(reauth))
