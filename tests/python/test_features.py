@@ -10,12 +10,11 @@ in test_java_client.py.
 
 from __future__ import annotations
 
-import subprocess
 
 import pytest
 
 from helpers import wait_until
-from test_java_client import JAVA_DIR, java_check_classpath  # noqa: F401 - the fixture
+from test_java_client import java_check_classpath, run_java_main  # noqa: F401 - the fixture
 from versioned_wire import VersionedClient
 
 INVALID_REQUEST = 42
@@ -142,13 +141,7 @@ def test_group_version_gates_the_consumer_group_protocol(broker):
 
 def run_java_check(classpath: str, *args: str) -> str:
     """Runs strata.FeaturesTxnCheck (tests/java) and returns its output; fails on a failed check."""
-    r = subprocess.run(
-        ["java", "-Dslf4j.internal.verbosity=ERROR", "-cp", classpath, "strata.FeaturesTxnCheck", *args],
-        cwd=JAVA_DIR, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150,
-    )
-    print(r.stdout)
-    assert r.returncode == 0 and "all checks passed" in r.stdout, f"{r.stdout}\n--- stderr\n{r.stderr[-4000:]}"
-    return r.stdout
+    return run_java_main(classpath, "strata.FeaturesTxnCheck", *args)
 
 
 def test_kafka_python_admin_describes_and_updates_features(broker):

@@ -130,6 +130,17 @@ def _pypi_jars() -> Path | None:
     return PYPI_LIB
 
 
+def run_java_main(classpath: str, main_class: str, *args: str) -> str:
+    """Runs one of tests/java's checks and returns its output; fails on a failed check."""
+    r = subprocess.run(
+        ["java", "-Dslf4j.internal.verbosity=ERROR", "-cp", classpath, main_class, *args],
+        cwd=JAVA_DIR, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150,
+    )
+    print(r.stdout)
+    assert r.returncode == 0 and "all checks passed" in r.stdout, f"{r.stdout}\n--- stderr\n{r.stderr[-4000:]}"
+    return r.stdout
+
+
 @pytest.fixture(scope="session")
 def java_check_classpath() -> str:
     for tool in ("java", "javac", "mvn"):

@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from helpers import BrokerStartError, make_admin, make_consumer, make_producer, wait_until
-from test_java_client import JAVA_DIR, java_check_classpath  # noqa: F401 - the fixture
+from test_java_client import java_check_classpath, run_java_main  # noqa: F401 - the fixture
 
 MECHANISMS = "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN"
 USERS = [
@@ -47,6 +47,18 @@ def sasl_broker(factory, overrides=None, listeners=("PLAINTEXT", "SASL_PLAINTEXT
         listeners=list(listeners),
         extra_args=add_scram(),
     )
+
+
+def sasl_ssl_broker(factory, tmp_path, overrides=None):
+    """`sasl_broker` whose SASL listener is SASL_SSL, serving a throw-away CA's server
+    certificate; returns the broker and the CA's files (`certs.make_pki`)."""
+    pytest.importorskip("cryptography.x509")
+    from certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    keystore = {"ssl.keystore.type": "PEM", "ssl.keystore.location": str(pki["server_pem"])}
+    b = sasl_broker(factory, overrides={**keystore, **(overrides or {})}, listeners=("PLAINTEXT", "SASL_SSL"))
+    return b, pki
 
 
 def sasl_conf(broker, mechanism: str, user: str, password: str, listener="SASL_PLAINTEXT") -> dict:
@@ -157,19 +169,7 @@ def test_wrong_credentials_fail_and_nothing_secret_is_logged(broker_factory):
 
 
 def test_sasl_ssl_with_plain(broker_factory, tmp_path):
-    pytest.importorskip("cryptography.x509")
-    from certs import make_pki
-
-    pki = make_pki(tmp_path / "pki")
-    b = sasl_broker(
-        broker_factory,
-        overrides={
-            "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(pki["server_pem"]),
-            "sasl.plain.allow.plaintext": "false",
-        },
-        listeners=("PLAINTEXT", "SASL_SSL"),
-    )
+    b, pki = sasl_ssl_broker(broker_factory, tmp_path, {"sasl.plain.allow.plaintext": "false"})
     conf = sasl_conf(b, "PLAIN", "alice", "alice-secret", listener="SASL_SSL")
     got = produce_consume(b, {**conf, "ssl_ca_location": str(pki["ca"])}, n=5)
     assert len(got) == 5
@@ -382,28 +382,14 @@ def test_groups_and_transactions_need_their_acls(broker_factory):
 
 
 def run_sasl_check(classpath: str, *args: str) -> None:
-    r = subprocess.run(
-        ["java", "-Dslf4j.internal.verbosity=ERROR", "-cp", classpath, "strata.SaslCheck", *args],
-        cwd=JAVA_DIR, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150,
-    )
-    print(r.stdout)
-    assert r.returncode == 0 and "all checks passed" in r.stdout, f"{r.stdout}\n--- stderr\n{r.stderr[-4000:]}"
+    run_java_main(classpath, "strata.SaslCheck", *args)
 
 
 @pytest.mark.timeout(300)
 def test_java_client_over_sasl_ssl_with_acls_its_admin_created(java_check_classpath, broker_factory, tmp_path):
     """The Java client over SASL_SSL (SCRAM-SHA-256, the CA as a PEM trust store): a super
     user's Admin creates ACLs, the user they name produces and consumes, another is refused."""
-    pytest.importorskip("cryptography.x509")
-    from certs import make_pki
-
-    pki = make_pki(tmp_path / "pki")
-    b = sasl_broker(
-        broker_factory,
-        overrides={**AUTHORIZER, "super.users": "User:admin", "ssl.keystore.type": "PEM",
-                   "ssl.keystore.location": str(pki["server_pem"])},
-        listeners=("PLAINTEXT", "SASL_SSL"),
-    )
+    b, pki = sasl_ssl_broker(broker_factory, tmp_path, {**AUTHORIZER, "super.users": "User:admin"})
     addr = f"127.0.0.1:{b.listener_ports['SASL_SSL']}"
     run_sasl_check(java_check_classpath, "acls", addr, "SCRAM-SHA-256", "admin", "admin-secret",
                    "alice", "alice-secret", "carol", "carol-secret", str(pki["ca"]))
@@ -559,21 +545,12 @@ def test_kafka_python_over_sasl_ssl_with_scram_and_oauthbearer(broker_factory, t
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.net.sasl.oauth import AbstractTokenProvider
 
-    from certs import make_pki
-
-    pki = make_pki(tmp_path / "pki")
     issuer = Issuer(tmp_path)
-    b = sasl_broker(
-        broker_factory,
-        overrides={
-            "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(pki["server_pem"]),
-            "sasl.enabled.mechanisms": "SCRAM-SHA-256,OAUTHBEARER",
-            "sasl.oauthbearer.jwks.endpoint.url": f"file://{issuer.jwks}",
-            "sasl.oauthbearer.expected.audience": "kafka",
-        },
-        listeners=("PLAINTEXT", "SASL_SSL"),
-    )
+    b, pki = sasl_ssl_broker(broker_factory, tmp_path, {
+        "sasl.enabled.mechanisms": "SCRAM-SHA-256,OAUTHBEARER",
+        "sasl.oauthbearer.jwks.endpoint.url": f"file://{issuer.jwks}",
+        "sasl.oauthbearer.expected.audience": "kafka",
+    })
 
     class Tokens(AbstractTokenProvider):
         def token(self):
