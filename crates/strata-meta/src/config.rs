@@ -983,6 +983,25 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "cipher suites offered, by their IANA names (empty: every suite the TLS library deems safe)",
     ),
     def(
+        "ssl.endpoint.identification.algorithm",
+        ConfigType::String,
+        "https",
+        OneOf(&["https", ""]),
+        &[],
+        "https: this broker, connecting to another broker or controller over TLS, checks that \
+         the peer's certificate names the host it dialled; empty: it checks only the chain",
+    ),
+    def(
+        "controller.listener.names",
+        List,
+        "CONTROLLER",
+        Validator::None,
+        &[],
+        "name of the controller listener (--controller-listen), whose security protocol \
+         listener.security.protocol.map gives (PLAINTEXT or SSL, always with client \
+         certificates) and whose TLS settings are listener.name.<name>.ssl.*",
+    ),
+    def(
         "ssl.principal.mapping.rules",
         ConfigType::String,
         "DEFAULT",
@@ -1054,8 +1073,9 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "",
         Validator::None,
         &[],
-        "accepted so that Kafka's files carry over, and not used: SCRAM and PLAIN check the \
-         SCRAM credentials of the metadata log, OAUTHBEARER the JWKS",
+        "the JAAS login of this broker's own SASL client (PLAIN or SCRAM's LoginModule with \
+         username and password options) for the inter-broker listener; as a server, SCRAM and \
+         PLAIN check the SCRAM credentials of the metadata log, OAUTHBEARER the JWKS",
     ),
     def(
         "sasl.mechanism.inter.broker.protocol",
@@ -1063,8 +1083,8 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "GSSAPI",
         Validator::None,
         &[],
-        "accepted so that Kafka's files carry over, and not used: brokers talk to each other \
-         over a PLAINTEXT listener",
+        "SASL mechanism brokers use with each other on a SASL inter-broker listener: PLAIN, \
+         SCRAM-SHA-256 or SCRAM-SHA-512",
     ),
     def(
         "sasl.plain.allow.plaintext",
@@ -1301,6 +1321,10 @@ pub mod props {
         SSL_ENABLED_PROTOCOLS: String = "ssl.enabled.protocols";
         SSL_PRINCIPAL_MAPPING_RULES: String = "ssl.principal.mapping.rules";
         SSL_CIPHER_SUITES: String = "ssl.cipher.suites";
+        SSL_ENDPOINT_IDENTIFICATION_ALGORITHM: String = "ssl.endpoint.identification.algorithm";
+        CONTROLLER_LISTENER_NAMES: String = "controller.listener.names";
+        SASL_JAAS_CONFIG: String = "sasl.jaas.config";
+        SASL_MECHANISM_INTER_BROKER_PROTOCOL: String = "sasl.mechanism.inter.broker.protocol";
         SASL_ENABLED_MECHANISMS: String = "sasl.enabled.mechanisms";
         SASL_PLAIN_ALLOW_PLAINTEXT: bool = "sasl.plain.allow.plaintext";
         SASL_OAUTHBEARER_JWKS_ENDPOINT_URL: String = "sasl.oauthbearer.jwks.endpoint.url";

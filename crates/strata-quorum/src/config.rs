@@ -35,6 +35,9 @@ pub struct QuorumConfig {
     pub heartbeat_interval_ms: u64,
     /// Snapshot (and purge the log before it) every this many entries.
     pub snapshot_every: u64,
+    /// Mutual TLS on the controller listener, both as server and as client of the others;
+    /// `None`: plaintext HTTP.
+    pub tls: Option<crate::QuorumTls>,
 }
 
 impl QuorumConfig {
@@ -53,6 +56,7 @@ impl QuorumConfig {
             election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            tls: None,
         }
     }
 

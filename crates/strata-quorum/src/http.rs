@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use crate::network::{paths, LEADER_ONLY_HEADER, MAX_BODY_BYTES};
 use crate::quorum::{DescribeRequest, JoinRequest, JoinResponse, LeaderFailure};
+use crate::tls::PeerIdentity;
 use crate::types::{NodeId, ProposalData, TypeConfig};
 use crate::Quorum;
 
@@ -30,7 +31,13 @@ use crate::Quorum;
 /// Images are a few hundred bytes per partition, so this is millions of partitions.
 pub const MAX_SNAPSHOT_BYTES: u64 = 1024 * 1024 * 1024;
 
-pub(crate) fn router(quorum: Arc<Quorum>, extra_routes: Router) -> Router {
+/// `certificates_required`: the listener is mutual TLS, and a request on a connection without
+/// a verified client certificate is refused.
+pub(crate) fn router(
+    quorum: Arc<Quorum>,
+    extra_routes: Router,
+    certificates_required: bool,
+) -> Router {
     let raft_routes = Router::new()
         .route(paths::APPEND_ENTRIES, post(append_entries))
         .route(paths::VOTE, post(vote))
@@ -44,14 +51,35 @@ pub(crate) fn router(quorum: Arc<Quorum>, extra_routes: Router) -> Router {
     raft_routes
         .merge(extra_routes)
         .layer(middleware::from_fn_with_state(quorum, leader_only))
-        .layer(middleware::from_fn(authenticate_peer))
+        .layer(middleware::from_fn_with_state(
+            certificates_required,
+            authenticate_peer,
+        ))
 }
 
 /// The one point where the controller listener authenticates its peer (a controller or a
-/// broker), before any route, the server's own included: the outermost layer. The listener
-/// is plaintext, where Kafka authenticates nobody, so every peer passes; TLS client
-/// certificates and SASL will answer 401 here for a peer that does not prove itself.
-async fn authenticate_peer(request: Request, next: Next) -> Response {
+/// broker), before any route, the server's own included: the outermost layer. On a
+/// plaintext listener, where Kafka authenticates nobody, every peer passes; on a mutual-TLS
+/// one a request whose connection carries no verified client certificate is answered 401
+/// (the handshake already refuses such peers: this holds should that ever change).
+async fn authenticate_peer(
+    State(certificates_required): State<bool>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let peer = request.extensions().get::<ConnectInfo<PeerIdentity>>();
+    if certificates_required && peer.is_none_or(|peer| peer.0.certificate.is_none()) {
+        let addr = peer.map(|peer| peer.0.addr);
+        tracing::warn!(
+            ?addr,
+            "controller listener: request without a client certificate refused"
+        );
+        return (
+            StatusCode::UNAUTHORIZED,
+            "the controller listener requires a client certificate",
+        )
+            .into_response();
+    }
     next.run(request).await
 }
 

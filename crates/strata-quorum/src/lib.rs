@@ -28,6 +28,7 @@ mod log_store;
 mod network;
 mod quorum;
 mod state_machine;
+mod tls;
 mod types;
 
 pub use config::{
@@ -38,6 +39,7 @@ pub use describe::{wall_clock_ms, QuorumDescription, ReplicaDescription};
 pub use http::MAX_SNAPSHOT_BYTES;
 pub use network::MAX_BODY_BYTES;
 pub use quorum::{Proposal, Quorum, QuorumStatus, MAX_PROPOSAL_BYTES};
+pub use tls::{PeerIdentity, QuorumTls, TlsPeerListener};
 
 /// Runs blocking file work on tokio's blocking pool, so that an fsync never stalls an async
 /// worker thread (and with it every task scheduled there).

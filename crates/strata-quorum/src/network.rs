@@ -60,20 +60,20 @@ pub(crate) enum TransportError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("request to http://{addr}{path} failed: {source}")]
+    #[error("request to {addr}{path} failed: {source}")]
     Request {
         addr: String,
         path: String,
         #[source]
         source: reqwest::Error,
     },
-    #[error("response from http://{addr}{path} is larger than {max_bytes} bytes")]
+    #[error("response from {addr}{path} is larger than {max_bytes} bytes")]
     TooLarge {
         addr: String,
         path: String,
         max_bytes: usize,
     },
-    #[error("http://{addr}{path} answered HTTP {status}: {message}")]
+    #[error("{addr}{path} answered HTTP {status}: {message}")]
     Status {
         addr: String,
         path: String,
@@ -100,22 +100,36 @@ impl HttpResponse {
 #[derive(Clone)]
 pub(crate) struct PeerClient {
     http: reqwest::Client,
+    /// `https` with mutual TLS on the controller listener, else `http`.
+    scheme: &'static str,
 }
 
 impl PeerClient {
-    pub fn new(connect_timeout: Duration) -> Result<Self, QuorumError> {
+    /// `tls`: this node's side of the controller listener's mutual TLS.
+    pub fn new(
+        connect_timeout: Duration,
+        tls: Option<&rustls::ClientConfig>,
+    ) -> Result<Self, QuorumError> {
         /// Idle keep-alive connections kept per peer: replication, votes and leader calls.
         const MAX_IDLE_PER_PEER: usize = 4;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .pool_max_idle_per_host(MAX_IDLE_PER_PEER)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(60));
+        if let Some(tls) = tls {
+            builder = builder.tls_backend_preconfigured(tls.clone());
+        }
+        let http = builder
             .build()
             .map_err(|e| QuorumError::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            scheme: if tls.is_some() { "https" } else { "http" },
+        })
     }
 
-    /// POSTs a JSON `body` to `http://{addr}{path}` and reads at most [`MAX_BODY_BYTES`] back.
+    /// POSTs a JSON `body` to `{scheme}://{addr}{path}` and reads at most [`MAX_BODY_BYTES`]
+    /// back.
     pub async fn post(
         &self,
         addr: &str,
@@ -140,7 +154,7 @@ impl PeerClient {
         };
         let mut request = self
             .http
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{}://{addr}{path}", self.scheme))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .timeout(timeout)
             .body(body);

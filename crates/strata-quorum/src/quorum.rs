@@ -26,6 +26,7 @@ use crate::describe::{self, QuorumDescription, ReplicaContacts};
 use crate::log_store::{LogStore, SharedCommitted};
 use crate::network::{paths, NetworkFactory, PeerClient, SNAPSHOT_CHUNK_BYTES};
 use crate::state_machine::StateMachine;
+use crate::tls::{PeerIdentity, TlsPeerListener};
 use crate::types::{ApplyOutcome, NodeId, ProposalData, Raft};
 use crate::{http, QuorumError};
 
@@ -173,7 +174,10 @@ impl Quorum {
         }
         .validate()
         .map_err(|e| QuorumError::Config(e.to_string()))?;
-        let peers = PeerClient::new(timing.connect_timeout)?;
+        let peers = PeerClient::new(
+            timing.connect_timeout,
+            config.tls.as_ref().map(|tls| tls.client.as_ref()),
+        )?;
         let contacts = ReplicaContacts::default();
         let network =
             NetworkFactory::new(peers.clone(), timing.unreachable_backoff, contacts.clone());
@@ -223,19 +227,35 @@ impl Quorum {
         ));
         quorum.lock_tasks().push(tracker);
 
-        let app = http::router(quorum.clone(), extra_routes);
+        let app = http::router(quorum.clone(), extra_routes, config.tls.is_some())
+            .into_make_service_with_connect_info::<PeerIdentity>();
         let mut stop = quorum.shutdown_tx.subscribe();
-        let server = tokio::spawn(async move {
-            let stopped = async move {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            };
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-            {
-                tracing::error!(error = %e, "controller listener failed");
+        let stopped = async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        };
+        let server = match &config.tls {
+            None => tokio::spawn(async move {
+                let served = axum::serve(listener, app).with_graceful_shutdown(stopped);
+                if let Err(e) = served.await {
+                    tracing::error!(error = %e, "controller listener failed");
+                }
+            }),
+            Some(tls) => {
+                let (listener, acceptor) = TlsPeerListener::spawn(
+                    listener,
+                    tls.server.clone(),
+                    quorum.shutdown_tx.subscribe(),
+                )
+                .map_err(|e| QuorumError::io("controller listener address".into(), e))?;
+                quorum.lock_tasks().push(acceptor);
+                tokio::spawn(async move {
+                    let served = axum::serve(listener, app).with_graceful_shutdown(stopped);
+                    if let Err(e) = served.await {
+                        tracing::error!(error = %e, "controller listener failed");
+                    }
+                })
             }
-        });
+        };
         *quorum.server.locked() = Some(server);
 
         if config.is_voter() {

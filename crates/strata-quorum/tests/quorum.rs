@@ -12,7 +12,7 @@ use axum::routing::post;
 use serde::{Deserialize, Serialize};
 use strata_meta::MetadataRecord;
 use strata_quorum::{
-    Proposal, Quorum, QuorumConfig, QuorumDescription, QuorumError, ReplicaDescription,
+    Proposal, Quorum, QuorumConfig, QuorumDescription, QuorumError, QuorumTls, ReplicaDescription,
 };
 use tokio::net::TcpListener;
 
@@ -34,11 +34,23 @@ struct Cluster {
     /// Listeners reserved for nodes not started yet, so their addresses stay theirs.
     parked: BTreeMap<i32, TcpListener>,
     snapshot_every: u64,
+    /// Each node's controller-listener TLS (none: plaintext).
+    tls: BTreeMap<i32, QuorumTls>,
 }
 
 impl Cluster {
     /// Starts `voters` voters (ids 1..=n); `learners` more ids are reserved but not started.
     async fn start(voters: i32, learners: i32, snapshot_every: u64) -> Cluster {
+        Self::start_with_tls(voters, learners, snapshot_every, None).await
+    }
+
+    /// [`Cluster::start`] with `tls` on every node's controller listener.
+    async fn start_with_tls(
+        voters: i32,
+        learners: i32,
+        snapshot_every: u64,
+        tls: Option<QuorumTls>,
+    ) -> Cluster {
         let mut listeners = BTreeMap::new();
         let mut addrs = BTreeMap::new();
         for id in 1..=voters + learners {
@@ -56,6 +68,13 @@ impl Cluster {
             nodes: BTreeMap::new(),
             parked: BTreeMap::new(),
             snapshot_every,
+            tls: tls
+                .map(|tls| {
+                    (1..=voters + learners)
+                        .map(|id| (id, tls.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         // Start voters concurrently, as a real cluster's nodes come up.
         let mut starting = Vec::new();
@@ -80,6 +99,7 @@ impl Cluster {
         config.election_timeout_ms = 300;
         config.heartbeat_interval_ms = 50;
         config.snapshot_every = self.snapshot_every;
+        config.tls = self.tls.get(&id).cloned();
         config
     }
 
@@ -602,5 +622,85 @@ async fn every_node_describes_the_leaders_quorum_and_failover_raises_the_epoch()
             "never heard from in this leadership: {d:?}"
         );
     }
+    cluster.shutdown().await;
+}
+
+/// A throw-away CA and a certificate for 127.0.0.1 it signed: both sides of a controller
+/// listener's mutual TLS, as every node of one cluster has them; and the CA as trust roots.
+fn mutual_tls() -> (QuorumTls, Arc<rustls::RootCertStore>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let node_key = rcgen::KeyPair::generate().unwrap();
+    let node = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&node_key, &issuer)
+        .unwrap();
+    let chain = vec![node.der().clone()];
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(node_key.serialize_der().into());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let roots = Arc::new(roots);
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        roots.clone(),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key.clone_key())
+        .unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let tls = QuorumTls {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    };
+    (tls, roots)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_mutual_tls_voters_commit_and_a_node_without_the_cas_certificate_takes_no_part() {
+    let (tls, roots) = mutual_tls();
+    let mut cluster = Cluster::start_with_tls(3, 1, 1000, Some(tls)).await;
+    let leader = cluster.leader().await;
+    create_topic(cluster.node(leader), "over-tls").await;
+    cluster.all_reach(1).await;
+
+    // A client that trusts the CA but has no certificate, or speaks plain HTTP, is not served.
+    let status = |scheme: &str, id: i32| format!("{scheme}://{}/raft/status", cluster.addrs[&id]);
+    let anonymous = reqwest::Client::builder()
+        .tls_backend_preconfigured(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let refused = |answer: Result<reqwest::Response, reqwest::Error>| {
+        answer.map_or(true, |r| !r.status().is_success())
+    };
+    assert!(refused(anonymous.get(status("https", leader)).send().await));
+    assert!(refused(anonymous.get(status("http", leader)).send().await));
+
+    // A node whose certificate another CA signed neither joins nor receives the image.
+    let (foreign, _) = mutual_tls();
+    cluster.tls.insert(4, foreign);
+    let outsider = cluster.start_node(4).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(outsider.image().offset, 0);
+    assert!(!cluster.node(leader).status().learners.contains_key(&4));
+    cluster.stop_node(4).await;
     cluster.shutdown().await;
 }

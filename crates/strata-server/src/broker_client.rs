@@ -1,39 +1,221 @@
 //! A Kafka-protocol connection from this broker to another (follower fetches, transaction
 //! markers, transactional write checks): one request at a time, bounded frames; and the pool
 //! of such connections that markers and checks share ([`BrokerPool`]).
+//!
+//! Every such connection goes to the other broker's inter-broker listener and speaks its
+//! security protocol ([`BrokerConnector`]): TLS with the listener's trust store (and this
+//! broker's certificate, for mutual TLS), then SASL PLAIN or SCRAM with
+//! `sasl.mechanism.inter.broker.protocol` and the listener's `sasl.jaas.config`, as Kafka's
+//! brokers log in to each other.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{
+    ApiKey, RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
+};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use strata_durable::LockExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use strata_meta::config::props;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::config::ServerConfig;
+use crate::sasl::client::{ClientMechanism, SaslClient, SaslLogin};
+use crate::session::SecurityProtocol;
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The TLS handshake and the SASL login after the connect, together.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A response frame larger than this is refused (fetches ask for far less).
 const MAX_FRAME_BYTES: usize = 128 * 1024 * 1024;
 
+/// A byte stream to another broker: TCP, or TLS over it.
+trait BrokerStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> BrokerStream for T {}
+
+/// How this broker reaches the others: the inter-broker listener's security protocol, built
+/// once at start-up so that a bad setting stops start-up instead of every connection.
+#[derive(Clone, Default)]
+pub struct BrokerConnector {
+    tls: Option<tokio_rustls::TlsConnector>,
+    sasl: Option<SaslLogin>,
+}
+
+/// Why the inter-broker client cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsConfigError),
+    #[error("inter-broker listener {listener}: {message}")]
+    Sasl { listener: String, message: String },
+}
+
+impl BrokerConnector {
+    /// Plain TCP, as to a PLAINTEXT inter-broker listener.
+    pub fn plaintext() -> Self {
+        Self::default()
+    }
+
+    /// The client side of `config`'s inter-broker listener.
+    pub fn for_inter_broker_listener(config: &ServerConfig) -> Result<Self, ConnectorError> {
+        let listener = config.inter_broker_listener.as_str();
+        let protocol = config
+            .listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map_or(SecurityProtocol::Plaintext, |l| l.security_protocol);
+        let tls = match protocol {
+            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => {
+                Some(tokio_rustls::TlsConnector::from(Arc::new(
+                    crate::tls::client_config(config, listener)?,
+                )))
+            }
+            SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext => None,
+        };
+        let sasl = match protocol {
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl => {
+                Some(inter_broker_login(config, listener)?)
+            }
+            SecurityProtocol::Plaintext | SecurityProtocol::Ssl => None,
+        };
+        Ok(BrokerConnector { tls, sasl })
+    }
+}
+
+/// `sasl.mechanism.inter.broker.protocol` with the username and password of the listener's
+/// JAAS configuration for it: `listener.name.<listener>.<mechanism>.sasl.jaas.config`, else
+/// the listener's or the broker's `sasl.jaas.config`.
+fn inter_broker_login(config: &ServerConfig, listener: &str) -> Result<SaslLogin, ConnectorError> {
+    let error = |message: String| ConnectorError::Sasl {
+        listener: listener.to_string(),
+        message,
+    };
+    let name = config.broker_value(props::SASL_MECHANISM_INTER_BROKER_PROTOCOL);
+    let mechanism = ClientMechanism::from_name(name.trim()).ok_or_else(|| {
+        error(format!(
+            "sasl.mechanism.inter.broker.protocol is {name}: brokers log in to each other with \
+             PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+        ))
+    })?;
+    if let Some(inter) = config.listeners.iter().find(|l| l.name == listener) {
+        let served =
+            crate::sasl::listener_mechanisms(config, inter).map_err(|e| error(e.to_string()))?;
+        if !served.iter().any(|m| m.name() == mechanism.name()) {
+            return Err(error(format!(
+                "sasl.mechanism.inter.broker.protocol {} is not among the listener's \
+                 sasl.enabled.mechanisms: the other brokers could not log in with it",
+                mechanism.name()
+            )));
+        }
+    }
+    let per_mechanism = format!(
+        "listener.name.{}.{}.sasl.jaas.config",
+        listener.to_ascii_lowercase(),
+        mechanism.name().to_ascii_lowercase()
+    );
+    let jaas = config
+        .props
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(&per_mechanism))
+        .map(|(_, value)| value.to_string())
+        .unwrap_or_else(|| config.listener_value(listener, props::SASL_JAAS_CONFIG));
+    if jaas.trim().is_empty() {
+        return Err(error(format!(
+            "a SASL inter-broker listener needs this broker's login: set {per_mechanism} \
+             (or sasl.jaas.config) with username and password"
+        )));
+    }
+    SaslLogin::from_jaas(mechanism, &jaas).map_err(|m| error(format!("{per_mechanism}: {m}")))
+}
+
 pub struct BrokerConnection {
-    stream: TcpStream,
+    stream: Box<dyn BrokerStream>,
     correlation_id: i32,
     client_id: &'static str,
 }
 
 impl BrokerConnection {
-    pub async fn connect(address: &str, client_id: &'static str) -> std::io::Result<Self> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+    /// Connects to the broker at `address` ("host:port") and logs in as `connector` says.
+    pub async fn connect(
+        connector: &BrokerConnector,
+        address: &str,
+        client_id: &'static str,
+    ) -> anyhow::Result<Self> {
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
             .await
             .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
             })??;
-        stream.set_nodelay(true)?;
-        Ok(BrokerConnection {
-            stream,
-            correlation_id: 0,
-            client_id,
-        })
+        tcp.set_nodelay(true)?;
+        let login = async {
+            let stream: Box<dyn BrokerStream> = match &connector.tls {
+                Some(tls) => {
+                    let host = address
+                        .rsplit_once(':')
+                        .map_or(address, |(host, _)| host)
+                        .trim_matches(['[', ']']);
+                    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                        .map_err(|e| anyhow::anyhow!("{host} is not a TLS server name: {e}"))?;
+                    Box::new(tls.connect(name, tcp).await?)
+                }
+                None => Box::new(tcp),
+            };
+            let mut connection = BrokerConnection {
+                stream,
+                correlation_id: 0,
+                client_id,
+            };
+            if let Some(login) = &connector.sasl {
+                connection.authenticate(login.clone()).await?;
+            }
+            anyhow::Ok(connection)
+        };
+        tokio::time::timeout(LOGIN_TIMEOUT, login)
+            .await
+            .map_err(|_| anyhow::anyhow!("TLS handshake and SASL login with {address} timed out"))?
+    }
+
+    /// SaslHandshake v1, then SaslAuthenticate v2 until the mechanism is done (KIP-152).
+    async fn authenticate(&mut self, login: SaslLogin) -> anyhow::Result<()> {
+        let mechanism = login.mechanism.name();
+        let handshake: SaslHandshakeResponse = self
+            .send(
+                ApiKey::SaslHandshake,
+                1,
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(mechanism)),
+            )
+            .await?;
+        anyhow::ensure!(
+            handshake.error_code == 0,
+            "SASL handshake for {mechanism} refused with error {}; the broker offers {:?}",
+            handshake.error_code,
+            handshake.mechanisms
+        );
+        let mut client = SaslClient::new(login);
+        let mut token = client.initial();
+        loop {
+            let answer: SaslAuthenticateResponse = self
+                .send(
+                    ApiKey::SaslAuthenticate,
+                    2,
+                    &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token)),
+                )
+                .await?;
+            anyhow::ensure!(
+                answer.error_code == 0,
+                "SASL {mechanism} login refused with error {}: {}",
+                answer.error_code,
+                answer.error_message.as_deref().unwrap_or("")
+            );
+            match client.step(&answer.auth_bytes)? {
+                Some(next) => token = next,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Sends `request` as `api_key` at `version` and reads its response. After an error the
@@ -61,6 +243,7 @@ impl BrokerConnection {
         frame.put_u32(body.len() as u32);
         frame.extend_from_slice(&body);
         self.stream.write_all(&frame).await?;
+        self.stream.flush().await?;
         let size = self.stream.read_u32().await? as usize;
         anyhow::ensure!(size <= MAX_FRAME_BYTES, "response frame of {size} bytes");
         let mut buf = vec![0u8; size];
@@ -95,13 +278,15 @@ pub const MAX_IDLE_PER_BROKER: usize = 4;
 /// idle) is sent again once on a new one.
 pub struct BrokerPool {
     client_id: &'static str,
+    connector: BrokerConnector,
     idle: std::sync::Mutex<std::collections::HashMap<String, Vec<BrokerConnection>>>,
 }
 
 impl BrokerPool {
-    pub fn new(client_id: &'static str) -> Self {
+    pub fn new(client_id: &'static str, connector: BrokerConnector) -> Self {
         BrokerPool {
             client_id,
+            connector,
             idle: Default::default(),
         }
     }
@@ -132,7 +317,7 @@ impl BrokerPool {
                 }
             }
         }
-        let mut conn = BrokerConnection::connect(address, self.client_id).await?;
+        let mut conn = BrokerConnection::connect(&self.connector, address, self.client_id).await?;
         metrics.broker_client_connects.add(1);
         let response = conn.send(api_key, version, request).await?;
         self.give_back(address, conn);
@@ -229,10 +414,78 @@ mod tests {
             .expect("answered");
     }
 
+    /// A node whose inter-broker listener INTERNAL is `protocol`, with `extra` settings.
+    fn inter_broker(protocol: SecurityProtocol, extra: &[(&str, &str)]) -> ServerConfig {
+        let mut config = crate::test_fixture::config(std::path::Path::new("/nonexistent"), extra);
+        config.listeners[0].name = "INTERNAL".into();
+        config.listeners[0].security_protocol = protocol;
+        config.inter_broker_listener = "INTERNAL".into();
+        config
+    }
+
+    #[test]
+    fn the_inter_broker_login_is_checked_at_start_up() {
+        let refused = |protocol, extra: &[(&str, &str)]| {
+            BrokerConnector::for_inter_broker_listener(&inter_broker(protocol, extra))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let scram = [
+            ("sasl.enabled.mechanisms", "SCRAM-SHA-256"),
+            ("sasl.mechanism.inter.broker.protocol", "SCRAM-SHA-256"),
+        ];
+        let jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required \
+                    username=\"broker\" password=\"top-secret\";";
+        let with_jaas = [
+            scram[0],
+            scram[1],
+            (
+                "listener.name.internal.scram-sha-256.sasl.jaas.config",
+                jaas,
+            ),
+        ];
+        assert!(BrokerConnector::for_inter_broker_listener(&inter_broker(
+            SecurityProtocol::SaslPlaintext,
+            &with_jaas
+        ))
+        .is_ok());
+        // Kafka's default mechanism, GSSAPI, cannot log in here.
+        assert!(refused(SecurityProtocol::SaslPlaintext, &[]).contains("GSSAPI"));
+        assert!(refused(SecurityProtocol::SaslPlaintext, &scram)
+            .contains("listener.name.internal.scram-sha-256.sasl.jaas.config"));
+        let not_enabled = [
+            ("sasl.enabled.mechanisms", "SCRAM-SHA-512"),
+            scram[1],
+            with_jaas[2],
+        ];
+        assert!(refused(SecurityProtocol::SaslPlaintext, &not_enabled)
+            .contains("not among the listener's sasl.enabled.mechanisms"));
+        let no_password = [
+            scram[0],
+            scram[1],
+            (
+                "sasl.jaas.config",
+                "org.apache.kafka.common.security.scram.ScramLoginModule required username=b;",
+            ),
+        ];
+        assert!(refused(SecurityProtocol::SaslPlaintext, &no_password).contains("password"));
+        // TLS to other brokers needs the CA that signed their certificates.
+        assert!(refused(SecurityProtocol::Ssl, &[]).contains("trust store"));
+        assert!(!format!(
+            "{:?}",
+            inter_broker_login(
+                &inter_broker(SecurityProtocol::SaslPlaintext, &with_jaas),
+                "INTERNAL"
+            )
+        )
+        .contains("top-secret"));
+    }
+
     #[tokio::test]
     async fn calls_reuse_a_connection_and_survive_one_the_peer_closed() {
         let metrics = crate::metrics::Metrics::default();
-        let pool = BrokerPool::new("test");
+        let pool = BrokerPool::new("test", BrokerConnector::plaintext());
         let (address, accepted) = fake_broker(usize::MAX).await;
         for _ in 0..5 {
             send(&pool, &metrics, &address).await;
@@ -264,7 +517,7 @@ mod tests {
 
         // A peer that closes its connections after each answer: the pooled one fails, and the
         // call goes through on a new one.
-        let pool = BrokerPool::new("test");
+        let pool = BrokerPool::new("test", BrokerConnector::plaintext());
         let (address, accepted) = fake_broker(1).await;
         send(&pool, &metrics, &address).await;
         send(&pool, &metrics, &address).await;

@@ -338,9 +338,9 @@ pub struct ListenerError(pub String);
 /// `advertised`, `--advertised-listener`) is the shorthand, and the default is
 /// `127.0.0.1:9092`. Returns the listeners and the inter-broker listener's name.
 ///
-/// The inter-broker listener must be PLAINTEXT while broker-to-broker clients speak neither
-/// TLS nor SASL. A SASL listener's mechanisms are checked when it is bound
-/// ([`crate::sasl::listener_mechanisms`]).
+/// A SASL listener's mechanisms are checked when it is bound
+/// ([`crate::sasl::listener_mechanisms`]); the inter-broker login when the broker opens
+/// ([`crate::broker_client::BrokerConnector`]).
 pub fn listeners_from(
     props: &BrokerProperties,
     listen: Option<SocketAddr>,
@@ -382,24 +382,7 @@ pub fn listeners_from(
                 .into(),
         ));
     }
-    let map_text = props
-        .broker_value(props::LISTENER_SECURITY_PROTOCOL_MAP)
-        .unwrap_or_default();
-    let mut protocols = std::collections::BTreeMap::new();
-    for entry in map_text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let (name, protocol) = entry.split_once(':').ok_or_else(|| {
-            err(format!(
-                "listener.security.protocol.map: expected NAME:PROTOCOL, got {entry:?}"
-            ))
-        })?;
-        let protocol = SecurityProtocol::parse(protocol.trim()).ok_or_else(|| {
-            err(format!(
-                "listener.security.protocol.map: unknown security protocol {protocol:?} \
-                 (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"
-            ))
-        })?;
-        protocols.insert(name.trim().to_ascii_uppercase(), protocol);
-    }
+    let protocols = security_protocol_map(props)?;
     let parse_list = |key: &str, text: &str| -> Result<Vec<(String, String, u16)>, ListenerError> {
         let mut out: Vec<(String, String, u16)> = Vec::new();
         for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -477,19 +460,82 @@ pub fn listeners_from(
     } else {
         inter.trim().to_ascii_uppercase()
     };
-    let Some(inter_listener) = listeners.iter().find(|l| l.name == inter) else {
+    if !listeners.iter().any(|l| l.name == inter) {
         return Err(err(format!(
             "inter.broker.listener.name {inter} is not in listeners"
         )));
     };
-    if inter_listener.security_protocol != SecurityProtocol::Plaintext {
-        return Err(err(format!(
-            "the inter-broker listener {inter} uses {}: broker-to-broker TLS is not yet \
-             supported; add a PLAINTEXT listener and name it in inter.broker.listener.name",
-            inter_listener.security_protocol.name()
+    Ok((listeners, inter))
+}
+
+/// `listener.security.protocol.map`: listener name (upper-cased) to security protocol.
+fn security_protocol_map(
+    props: &BrokerProperties,
+) -> Result<std::collections::BTreeMap<String, SecurityProtocol>, ListenerError> {
+    let err = |m: String| ListenerError(m);
+    let map_text = props
+        .broker_value(props::LISTENER_SECURITY_PROTOCOL_MAP)
+        .unwrap_or_default();
+    let mut protocols = std::collections::BTreeMap::new();
+    for entry in map_text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, protocol) = entry.split_once(':').ok_or_else(|| {
+            err(format!(
+                "listener.security.protocol.map: expected NAME:PROTOCOL, got {entry:?}"
+            ))
+        })?;
+        let protocol = SecurityProtocol::parse(protocol.trim()).ok_or_else(|| {
+            err(format!(
+                "listener.security.protocol.map: unknown security protocol {protocol:?} \
+                 (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)"
+            ))
+        })?;
+        protocols.insert(name.trim().to_ascii_uppercase(), protocol);
+    }
+    Ok(protocols)
+}
+
+/// The controller listener (`--controller-listen`): its name, the first of
+/// `controller.listener.names`, and its security protocol ([`http_listener_protocol`]; SSL
+/// there is always mutual TLS).
+pub fn controller_listener(
+    props: &BrokerProperties,
+) -> Result<(String, SecurityProtocol), ListenerError> {
+    let names = props
+        .broker_value(props::CONTROLLER_LISTENER_NAMES)
+        .unwrap_or_default();
+    let name = names
+        .split(',')
+        .map(str::trim)
+        .find(|n| !n.is_empty())
+        .unwrap_or("CONTROLLER")
+        .to_ascii_uppercase();
+    let protocol = http_listener_protocol(props, &name)?;
+    Ok((name, protocol))
+}
+
+/// The name by which `listener.security.protocol.map` and `listener.name.admin.ssl.*` set the
+/// admin HTTP server's (`--http`) security.
+pub const ADMIN_LISTENER: &str = "ADMIN";
+
+/// The security protocol of an HTTP listener outside `listeners` (the controller listener,
+/// the admin HTTP server) from `listener.security.protocol.map`: PLAINTEXT when the map does
+/// not name it, or SSL; they authenticate peers by certificate, so SASL is refused.
+pub fn http_listener_protocol(
+    props: &BrokerProperties,
+    name: &str,
+) -> Result<SecurityProtocol, ListenerError> {
+    let protocol = security_protocol_map(props)?
+        .get(name)
+        .copied()
+        .unwrap_or(SecurityProtocol::Plaintext);
+    if protocol.is_sasl() {
+        return Err(ListenerError(format!(
+            "listener {name} uses {}: it serves HTTP and authenticates peers by their \
+             certificates; map it to SSL (or PLAINTEXT)",
+            protocol.name()
         )));
     }
-    Ok((listeners, inter))
+    Ok(protocol)
 }
 
 /// `host:port`, `[v6]:port` or `:port` (every interface); the host without brackets.
@@ -592,7 +638,11 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(refused(&[("listeners", "SASL_SSL://:9093")]).contains("broker-to-broker TLS"));
+        // Brokers talk to each other over TLS and SASL too.
+        for only in ["SASL_SSL://:9093", "SSL://:1"] {
+            let (_, inter) = listeners_from(&props(&[("listeners", only)]), None, None).unwrap();
+            assert_eq!(inter, only.split_once(':').unwrap().0);
+        }
         assert!(refused(&[("listeners", "X://:9093")]).contains("listener.security.protocol.map"));
         assert!(refused(&[("listeners", "PLAINTEXT:9092")]).contains("NAME://HOST:PORT"));
         assert!(refused(&[("listeners", "PLAINTEXT://:1,PLAINTEXT://:2")]).contains("twice"));
@@ -601,7 +651,6 @@ mod tests {
             ("advertised.listeners", "SSL://h:2")
         ])
         .contains("not in listeners"));
-        assert!(refused(&[("listeners", "SSL://:1")]).contains("broker-to-broker TLS"));
         assert!(refused(&[("advertised.listeners", "PLAINTEXT://h:1")]).contains("needs listeners"));
         let both = listeners_from(
             &props(&[("listeners", "PLAINTEXT://:1")]),

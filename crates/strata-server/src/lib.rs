@@ -16,7 +16,7 @@ pub mod controller_service;
 pub mod fetch_session;
 pub mod group_service;
 pub mod handlers;
-mod http;
+pub mod http;
 mod internal_topics;
 pub mod lifecycle;
 mod log_cleaner;
@@ -46,7 +46,7 @@ pub use lifecycle::StartError;
 /// an unserved mechanism before anything else starts.
 pub async fn bind(
     config: &ServerConfig,
-) -> Result<(Vec<BoundListener>, tokio::net::TcpListener), StartError> {
+) -> Result<(Vec<BoundListener>, http::AdminListener), StartError> {
     let mut kafka = Vec::new();
     for listener in &config.listeners {
         let protocol = listener.security_protocol;
@@ -73,12 +73,7 @@ pub async fn bind(
             sasl,
         });
     }
-    let http = http::bind(config.http)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.http.to_string(),
-            source,
-        })?;
+    let http = http::bind(config).await?;
     Ok((kafka, http))
 }
 

@@ -15,7 +15,6 @@ use std::time::Duration;
 use strata_meta::config::{props, BrokerProperty};
 use strata_meta::{FileMetadataLog, MetadataRecord, MetadataStore};
 use strata_quorum::Quorum;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -66,6 +65,11 @@ pub enum StartError {
     /// An SSL listener's key store, trust store or protocols cannot be served.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsConfigError),
+    /// The inter-broker listener's client side (TLS stores, SASL login) cannot be set up.
+    #[error(transparent)]
+    InterBroker(#[from] crate::broker_client::ConnectorError),
+    #[error(transparent)]
+    AdminHttp(#[from] crate::http::AdminBindError),
     #[error(transparent)]
     AuditLog(#[from] crate::audit_log::AuditLogError),
     /// A listener's settings cannot be served (a SASL mechanism, say).
@@ -134,7 +138,11 @@ impl Broker {
             fetch_session_config(&config),
             uuid::Uuid::new_v4().as_u128() as u64,
         );
-        let peers = Arc::new(crate::broker_client::BrokerPool::new("strata-broker"));
+        let connector = crate::broker_client::BrokerConnector::for_inter_broker_listener(&config)?;
+        let peers = Arc::new(crate::broker_client::BrokerPool::new(
+            "strata-broker",
+            connector.clone(),
+        ));
         let groups = Arc::new(GroupService::new(
             config.clone(),
             replicas.clone(),
@@ -179,6 +187,7 @@ impl Broker {
             isr,
             fetchers: crate::replica_fetcher::ReplicaFetchers::new(
                 crate::replica_fetcher::FetcherParts {
+                    connector,
                     config: config.clone(),
                     metadata: store.clone(),
                     replicas: replicas.clone(),
@@ -236,7 +245,7 @@ impl Broker {
     pub async fn run(
         self: Arc<Self>,
         listeners: Vec<crate::connection::BoundListener>,
-        http_listener: TcpListener,
+        http_listener: crate::http::AdminListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -78,6 +78,8 @@ struct Fetcher {
 /// What the fetchers use: where leaders are, the logs they copy into, the tier a follower may
 /// have to start after.
 pub struct FetcherParts {
+    /// How to reach the leaders' inter-broker listener.
+    pub connector: crate::broker_client::BrokerConnector,
     pub config: Arc<ServerConfig>,
     pub metadata: Arc<MetadataSource>,
     pub replicas: Arc<ReplicaManager>,
@@ -184,6 +186,9 @@ async fn run_fetcher(
     let partition_max_bytes: i32 = parts.config.broker_value(props::REPLICA_FETCH_MAX_BYTES);
     let mut connection: Option<BrokerConnection> = None;
     let mut session = FollowerSession::default();
+    // A leader that stays unreachable (down, or refusing this broker's TLS or SASL login) is
+    // reported once per streak of failures, then at debug level.
+    let mut connect_failures = 0u64;
     loop {
         let followed = partitions.locked().clone();
         if followed.is_empty() {
@@ -197,13 +202,25 @@ async fn run_fetcher(
                 .map(|b| format!("{}:{}", b.host, b.port));
             match address {
                 Some(address) => {
-                    match BrokerConnection::connect(&address, "strata-replica-fetcher").await {
+                    match BrokerConnection::connect(
+                        &parts.connector,
+                        &address,
+                        "strata-replica-fetcher",
+                    )
+                    .await
+                    {
                         Ok(c) => {
                             tracing::info!(leader, %address, partitions = followed.len(), "replica fetcher connected");
                             connection = Some(c);
+                            connect_failures = 0;
                         }
                         Err(e) => {
-                            tracing::debug!(leader, %address, error = %e, "replica fetcher cannot connect");
+                            connect_failures += 1;
+                            if connect_failures == 3 {
+                                tracing::warn!(leader, %address, error = format!("{e:#}"), "replica fetcher cannot connect to the leader");
+                            } else {
+                                tracing::debug!(leader, %address, error = format!("{e:#}"), "replica fetcher cannot connect");
+                            }
                             tokio::time::sleep(BACKOFF).await;
                             continue;
                         }

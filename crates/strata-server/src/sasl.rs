@@ -24,6 +24,8 @@ use strata_meta::MetadataImage;
 use std::sync::Arc;
 
 use crate::config::{ListenerConfig, ListenerError, ServerConfig};
+
+pub mod client;
 use crate::oauth::TokenValidator;
 use crate::session::SecurityProtocol;
 

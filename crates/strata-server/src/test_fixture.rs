@@ -164,7 +164,10 @@ impl Node {
             self.replicas.clone(),
             self.meta.clone(),
             self.metrics.clone(),
-            Arc::new(BrokerPool::new("strata-test")),
+            Arc::new(BrokerPool::new(
+                "strata-test",
+                crate::broker_client::BrokerConnector::plaintext(),
+            )),
             groups,
         ))
     }
@@ -310,4 +313,44 @@ pub fn set_topic_config(meta: &MetadataChanges, topic: &str, name: &str, value: 
             value: value.map(str::to_string),
         }],
     );
+}
+
+/// A throw-away CA with a server certificate it signed for one name and a client certificate
+/// for `CN=operator`, all PEM.
+pub struct TestPki {
+    pub ca: String,
+    /// The server's private key and certificate, as in `ssl.keystore.location`.
+    pub server: String,
+    pub client_chain: String,
+    pub client_key: String,
+}
+
+impl TestPki {
+    pub fn new(server_name: &str) -> TestPki {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("CA");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let server_key = rcgen::KeyPair::generate().expect("key");
+        let server = rcgen::CertificateParams::new(vec![server_name.to_string()])
+            .expect("params")
+            .signed_by(&server_key, &issuer)
+            .expect("server certificate");
+        let client_key = rcgen::KeyPair::generate().expect("key");
+        let mut client_params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "operator");
+        let client = client_params
+            .signed_by(&client_key, &issuer)
+            .expect("client certificate");
+        TestPki {
+            ca: ca.pem(),
+            server: server_key.serialize_pem() + &server.pem(),
+            client_chain: client.pem(),
+            client_key: client_key.serialize_pem(),
+        }
+    }
 }

@@ -151,85 +151,14 @@ impl TlsListener {
     }
 }
 
-/// The rustls configuration of SSL listener `listener`.
+/// The rustls configuration of SSL listener `listener`, with its `ssl.client.auth`.
 pub fn server_config(
     config: &ServerConfig,
     listener: &str,
 ) -> Result<rustls::ServerConfig, TlsConfigError> {
-    let invalid = |message: String| TlsConfigError::Invalid {
-        listener: listener.to_string(),
-        message,
-    };
-    let value = |key| config.listener_value(listener, key);
-    let read = |key: strata_meta::config::BrokerProperty<String>, path: &str| {
-        std::fs::read(path).map_err(|source| TlsConfigError::Read {
-            listener: listener.to_string(),
-            key: key.name(),
-            path: path.to_string(),
-            source,
-        })
-    };
-    // The trust store's type matters only where one is read (client authentication).
-    let pem_only = |key: strata_meta::config::BrokerProperty<String>| {
-        let kind = value(key);
-        if kind.trim().eq_ignore_ascii_case("PEM") {
-            Ok(())
-        } else {
-            Err(invalid(format!(
-                "{} is {kind:?}: only PEM stores are supported (set {}=PEM)",
-                key.name(),
-                key.name()
-            )))
-        }
-    };
-    pem_only(props::SSL_KEYSTORE_TYPE)?;
-    if !value(props::SSL_KEY_PASSWORD).is_empty() {
-        return Err(invalid(
-            "ssl.key.password is set: encrypted private keys are not supported; give the key \
-             unencrypted (PKCS#8, PKCS#1 or SEC1 PEM) in a file only the broker can read"
-                .into(),
-        ));
-    }
-    let location = value(props::SSL_KEYSTORE_LOCATION);
-    let inline_key = value(props::SSL_KEYSTORE_KEY);
-    let inline_chain = value(props::SSL_KEYSTORE_CERTIFICATE_CHAIN);
-    let (key_pem, chain_pem) = match (location.trim().is_empty(), inline_key.trim().is_empty()) {
-        (false, true) => {
-            let pem = read(props::SSL_KEYSTORE_LOCATION, location.trim())?;
-            (pem.clone(), pem)
-        }
-        (true, false) => {
-            if inline_chain.trim().is_empty() {
-                return Err(invalid(
-                    "ssl.keystore.key needs ssl.keystore.certificate.chain".into(),
-                ));
-            }
-            (
-                inline_key.into_bytes(),
-                pem_newlines(&inline_chain).into_bytes(),
-            )
-        }
-        (false, false) => {
-            return Err(invalid(
-                "set either ssl.keystore.location or ssl.keystore.key, not both".into(),
-            ))
-        }
-        (true, true) => {
-            return Err(invalid(
-                "an SSL listener needs ssl.keystore.location, or ssl.keystore.key with \
-                 ssl.keystore.certificate.chain"
-                    .into(),
-            ))
-        }
-    };
-    let key = PrivateKeyDer::from_pem_slice(&pem_newlines_bytes(&key_pem))
-        .map_err(|_| invalid("the key store holds no unencrypted private key in PEM".into()))?;
-    let chain = certificates(&chain_pem)
-        .map_err(|_| invalid("the key store's certificate chain is not valid PEM".into()))?;
-    if chain.is_empty() {
-        return Err(invalid("the key store holds no certificate".into()));
-    }
-    let client_auth = match value(props::SSL_CLIENT_AUTH)
+    let stores = ListenerStores { config, listener };
+    let client_auth = match stores
+        .value(props::SSL_CLIENT_AUTH)
         .trim()
         .to_ascii_lowercase()
         .as_str()
@@ -238,84 +167,42 @@ pub fn server_config(
         "required" => ClientAuth::Required,
         _ => ClientAuth::None,
     };
-    let mut versions = Vec::new();
-    for name in value(props::SSL_ENABLED_PROTOCOLS)
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-    {
-        match name {
-            "TLSv1.2" => versions.push(&rustls::version::TLS12),
-            "TLSv1.3" => versions.push(&rustls::version::TLS13),
-            other => {
-                return Err(invalid(format!(
-                    "ssl.enabled.protocols: {other} is not supported (TLSv1.2, TLSv1.3)"
-                )))
-            }
-        }
-    }
-    if versions.is_empty() {
-        return Err(invalid("ssl.enabled.protocols is empty".into()));
-    }
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
-    let wanted: Vec<String> = value(props::SSL_CIPHER_SUITES)
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if !wanted.is_empty() {
-        let known: Vec<String> = provider.cipher_suites.iter().map(iana_name).collect();
-        if let Some(unknown) = wanted.iter().find(|w| !known.contains(w)) {
-            return Err(invalid(format!(
-                "ssl.cipher.suites: {unknown} is not supported (supported: {})",
-                known.join(", ")
-            )));
-        }
-        provider
-            .cipher_suites
-            .retain(|suite| wanted.contains(&iana_name(suite)));
-    }
-    let provider = Arc::new(provider);
+    server_config_with(config, listener, client_auth)
+}
+
+/// The rustls configuration of SSL listener `listener` with `client_auth` whatever the
+/// settings say: the controller listener always requires a client certificate.
+pub fn server_config_with(
+    config: &ServerConfig,
+    listener: &str,
+    client_auth: ClientAuth,
+) -> Result<rustls::ServerConfig, TlsConfigError> {
+    let stores = ListenerStores { config, listener };
+    let (key, chain) = stores.key_store()?.ok_or_else(|| {
+        stores.invalid(
+            "an SSL listener needs ssl.keystore.location, or ssl.keystore.key with \
+             ssl.keystore.certificate.chain"
+                .into(),
+        )
+    })?;
+    let (provider, versions) = stores.provider_and_versions()?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
-        .map_err(|e| invalid(format!("ssl.enabled.protocols: {e}")))?;
+        .map_err(|e| stores.invalid(format!("ssl.enabled.protocols: {e}")))?;
     let builder = if client_auth == ClientAuth::None {
         builder.with_no_client_auth()
     } else {
-        pem_only(props::SSL_TRUSTSTORE_TYPE)?;
-        let location = value(props::SSL_TRUSTSTORE_LOCATION);
-        let inline = value(props::SSL_TRUSTSTORE_CERTIFICATES);
-        let pem =
-            match (location.trim().is_empty(), inline.trim().is_empty()) {
-                (false, true) => read(props::SSL_TRUSTSTORE_LOCATION, location.trim())?,
-                (true, false) => pem_newlines(&inline).into_bytes(),
-                (false, false) => return Err(invalid(
-                    "set either ssl.truststore.location or ssl.truststore.certificates, not both"
-                        .into(),
-                )),
-                (true, true) => {
-                    return Err(invalid(format!(
-                        "ssl.client.auth={} needs a trust store: ssl.truststore.location or \
-                     ssl.truststore.certificates",
-                        if client_auth == ClientAuth::Required {
-                            "required"
-                        } else {
-                            "requested"
-                        }
-                    )))
+        let roots = stores.trust_store()?.ok_or_else(|| {
+            stores.invalid(format!(
+                "ssl.client.auth={} needs a trust store: ssl.truststore.location or \
+                 ssl.truststore.certificates",
+                if client_auth == ClientAuth::Required {
+                    "required"
+                } else {
+                    "requested"
                 }
-            };
-        let mut roots = rustls::RootCertStore::empty();
-        let cas =
-            certificates(&pem).map_err(|_| invalid("the trust store is not valid PEM".into()))?;
-        if cas.is_empty() {
-            return Err(invalid("the trust store holds no certificate".into()));
-        }
-        for ca in cas {
-            roots
-                .add(ca)
-                .map_err(|e| invalid(format!("the trust store holds a bad certificate: {e}")))?;
-        }
+            ))
+        })?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
         let verifier = if client_auth == ClientAuth::Requested {
             verifier.allow_unauthenticated()
@@ -324,12 +211,369 @@ pub fn server_config(
         };
         let verifier = verifier
             .build()
-            .map_err(|e| invalid(format!("the trust store cannot verify clients: {e}")))?;
+            .map_err(|e| stores.invalid(format!("the trust store cannot verify clients: {e}")))?;
         builder.with_client_cert_verifier(verifier)
     };
     builder
         .with_single_cert(chain, key)
-        .map_err(|e| invalid(format!("the key does not fit the certificate chain: {e}")))
+        .map_err(|e| stores.invalid(format!("the key does not fit the certificate chain: {e}")))
+}
+
+/// The rustls configuration with which this node connects to listener `listener` of another
+/// node (the inter-broker or the controller listener), from that listener's settings as
+/// Kafka's brokers take their client side from them: the trust store checks the peer's
+/// certificate (and, with `ssl.endpoint.identification.algorithm=https`, that it names the host
+/// dialled); the key store, when there is one, is this node's client certificate.
+pub fn client_config(
+    config: &ServerConfig,
+    listener: &str,
+) -> Result<rustls::ClientConfig, TlsConfigError> {
+    let stores = ListenerStores { config, listener };
+    let roots = stores.trust_store()?.ok_or_else(|| {
+        stores.invalid(
+            "connecting to other nodes over TLS needs a trust store holding their CA: \
+             ssl.truststore.location or ssl.truststore.certificates"
+                .into(),
+        )
+    })?;
+    let (provider, versions) = stores.provider_and_versions()?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| stores.invalid(format!("the trust store cannot verify servers: {e}")))?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| stores.invalid(format!("ssl.enabled.protocols: {e}")))?;
+    let builder = if stores
+        .value(props::SSL_ENDPOINT_IDENTIFICATION_ALGORITHM)
+        .trim()
+        .is_empty()
+    {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ChainOnlyVerifier(verifier)))
+    } else {
+        builder.with_webpki_verifier(verifier)
+    };
+    match stores.key_store()? {
+        Some((key, chain)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
+            stores.invalid(format!("the key does not fit the certificate chain: {e}"))
+        }),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// The mutual TLS of the controller listener when `listener.security.protocol.map` makes it
+/// SSL ([`crate::config::controller_listener`]): its `listener.name.<name>.ssl.*` key and trust
+/// stores serve both sides, and client certificates are required whatever `ssl.client.auth`
+/// says, so that a node without a certificate the trust store verifies takes no part.
+pub fn controller_tls(
+    config: &ServerConfig,
+) -> Result<Option<strata_quorum::QuorumTls>, HttpTlsError> {
+    let (name, protocol) = crate::config::controller_listener(&config.props)?;
+    if protocol == crate::session::SecurityProtocol::Plaintext {
+        return Ok(None);
+    }
+    let client = client_config(config, &name)?;
+    if !client.client_auth_cert_resolver.has_certs() {
+        return Err(TlsConfigError::Invalid {
+            listener: name,
+            message: "the controller listener is mutual TLS: every node needs its own \
+                      certificate in ssl.keystore.location (or ssl.keystore.key)"
+                .into(),
+        }
+        .into());
+    }
+    Ok(Some(strata_quorum::QuorumTls {
+        server: Arc::new(server_config_with(config, &name, ClientAuth::Required)?),
+        client: Arc::new(client),
+    }))
+}
+
+/// The TLS of the admin HTTP server when `listener.security.protocol.map` maps
+/// [`crate::config::ADMIN_LISTENER`] to SSL: `listener.name.admin.ssl.*` as on a Kafka SSL
+/// listener (`ssl.client.auth=required` makes every caller present a certificate), and the
+/// principal mapping of its client certificates.
+pub fn admin_tls(config: &ServerConfig) -> Result<Option<AdminTls>, HttpTlsError> {
+    let name = crate::config::ADMIN_LISTENER;
+    if crate::config::http_listener_protocol(&config.props, name)?
+        == crate::session::SecurityProtocol::Plaintext
+    {
+        return Ok(None);
+    }
+    let rules = config.listener_value(name, props::SSL_PRINCIPAL_MAPPING_RULES);
+    let mapper = PrincipalMapper::parse(&rules).map_err(|message| TlsConfigError::Invalid {
+        listener: name.to_string(),
+        message: format!("ssl.principal.mapping.rules: {message}"),
+    })?;
+    Ok(Some(AdminTls {
+        server: Arc::new(server_config(config, name)?),
+        mapper,
+    }))
+}
+
+/// See [`admin_tls`].
+pub struct AdminTls {
+    pub server: Arc<rustls::ServerConfig>,
+    mapper: PrincipalMapper,
+}
+
+impl AdminTls {
+    /// The principal of a caller that presented `certificate` (see [`TlsListener::principal`]).
+    pub fn principal(
+        &self,
+        certificate: Option<&CertificateDer<'_>>,
+    ) -> Result<KafkaPrincipal, String> {
+        principal_of(&self.mapper, certificate.map(std::slice::from_ref))
+    }
+}
+
+/// Why the TLS of the controller listener or of the admin HTTP server cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpTlsError {
+    #[error(transparent)]
+    Listener(#[from] crate::config::ListenerError),
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+}
+
+/// `ssl.endpoint.identification.algorithm=` (empty): the peer's chain is checked against the
+/// trust store, its names are not (Kafka's brokers skip the host name check the same way).
+#[derive(Debug)]
+struct ChainOnlyVerifier(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for ChainOnlyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// One listener's `ssl.*` settings, read into what rustls takes.
+struct ListenerStores<'a> {
+    config: &'a ServerConfig,
+    listener: &'a str,
+}
+
+impl ListenerStores<'_> {
+    fn value(&self, key: strata_meta::config::BrokerProperty<String>) -> String {
+        self.config.listener_value(self.listener, key)
+    }
+
+    fn invalid(&self, message: String) -> TlsConfigError {
+        TlsConfigError::Invalid {
+            listener: self.listener.to_string(),
+            message,
+        }
+    }
+
+    fn read(
+        &self,
+        key: strata_meta::config::BrokerProperty<String>,
+        path: &str,
+    ) -> Result<Vec<u8>, TlsConfigError> {
+        std::fs::read(path).map_err(|source| TlsConfigError::Read {
+            listener: self.listener.to_string(),
+            key: key.name(),
+            path: path.to_string(),
+            source,
+        })
+    }
+
+    /// A store's type must be PEM where the store is read.
+    fn pem_only(
+        &self,
+        key: strata_meta::config::BrokerProperty<String>,
+    ) -> Result<(), TlsConfigError> {
+        let kind = self.value(key);
+        if kind.trim().eq_ignore_ascii_case("PEM") {
+            Ok(())
+        } else {
+            Err(self.invalid(format!(
+                "{} is {kind:?}: only PEM stores are supported (set {}=PEM)",
+                key.name(),
+                key.name()
+            )))
+        }
+    }
+
+    /// The private key and certificate chain, `None` when no key store is set.
+    #[allow(clippy::type_complexity)]
+    fn key_store(
+        &self,
+    ) -> Result<Option<(PrivateKeyDer<'static>, Vec<CertificateDer<'static>>)>, TlsConfigError>
+    {
+        let location = self.value(props::SSL_KEYSTORE_LOCATION);
+        let inline_key = self.value(props::SSL_KEYSTORE_KEY);
+        let inline_chain = self.value(props::SSL_KEYSTORE_CERTIFICATE_CHAIN);
+        if location.trim().is_empty() && inline_key.trim().is_empty() {
+            return Ok(None);
+        }
+        self.pem_only(props::SSL_KEYSTORE_TYPE)?;
+        if !self.value(props::SSL_KEY_PASSWORD).is_empty() {
+            return Err(self.invalid(
+                "ssl.key.password is set: encrypted private keys are not supported; give the key \
+                 unencrypted (PKCS#8, PKCS#1 or SEC1 PEM) in a file only the broker can read"
+                    .into(),
+            ));
+        }
+        let (key_pem, chain_pem) = match (location.trim().is_empty(), inline_key.trim().is_empty())
+        {
+            (false, true) => {
+                let pem = self.read(props::SSL_KEYSTORE_LOCATION, location.trim())?;
+                (pem.clone(), pem)
+            }
+            (true, false) => {
+                if inline_chain.trim().is_empty() {
+                    return Err(self
+                        .invalid("ssl.keystore.key needs ssl.keystore.certificate.chain".into()));
+                }
+                (
+                    inline_key.into_bytes(),
+                    pem_newlines(&inline_chain).into_bytes(),
+                )
+            }
+            (false, false) => {
+                return Err(self.invalid(
+                    "set either ssl.keystore.location or ssl.keystore.key, not both".into(),
+                ))
+            }
+            (true, true) => return Ok(None),
+        };
+        let key = PrivateKeyDer::from_pem_slice(&pem_newlines_bytes(&key_pem)).map_err(|_| {
+            self.invalid("the key store holds no unencrypted private key in PEM".into())
+        })?;
+        let chain = certificates(&chain_pem).map_err(|_| {
+            self.invalid("the key store's certificate chain is not valid PEM".into())
+        })?;
+        if chain.is_empty() {
+            return Err(self.invalid("the key store holds no certificate".into()));
+        }
+        Ok(Some((key, chain)))
+    }
+
+    /// The CAs of the trust store, `None` when none is set.
+    fn trust_store(&self) -> Result<Option<rustls::RootCertStore>, TlsConfigError> {
+        let location = self.value(props::SSL_TRUSTSTORE_LOCATION);
+        let inline = self.value(props::SSL_TRUSTSTORE_CERTIFICATES);
+        if location.trim().is_empty() && inline.trim().is_empty() {
+            return Ok(None);
+        }
+        self.pem_only(props::SSL_TRUSTSTORE_TYPE)?;
+        let pem = if inline.trim().is_empty() {
+            self.read(props::SSL_TRUSTSTORE_LOCATION, location.trim())?
+        } else if location.trim().is_empty() {
+            pem_newlines(&inline).into_bytes()
+        } else {
+            return Err(self.invalid(
+                "set either ssl.truststore.location or ssl.truststore.certificates, not both"
+                    .into(),
+            ));
+        };
+        let cas = certificates(&pem)
+            .map_err(|_| self.invalid("the trust store is not valid PEM".into()))?;
+        if cas.is_empty() {
+            return Err(self.invalid("the trust store holds no certificate".into()));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in cas {
+            roots.add(ca).map_err(|e| {
+                self.invalid(format!("the trust store holds a bad certificate: {e}"))
+            })?;
+        }
+        Ok(Some(roots))
+    }
+
+    /// The crypto provider limited to `ssl.cipher.suites`, and `ssl.enabled.protocols`.
+    fn provider_and_versions(
+        &self,
+    ) -> Result<
+        (
+            Arc<rustls::crypto::CryptoProvider>,
+            Vec<&'static rustls::SupportedProtocolVersion>,
+        ),
+        TlsConfigError,
+    > {
+        let mut versions = Vec::new();
+        for name in self
+            .value(props::SSL_ENABLED_PROTOCOLS)
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+        {
+            match name {
+                "TLSv1.2" => versions.push(&rustls::version::TLS12),
+                "TLSv1.3" => versions.push(&rustls::version::TLS13),
+                other => {
+                    return Err(self.invalid(format!(
+                        "ssl.enabled.protocols: {other} is not supported (TLSv1.2, TLSv1.3)"
+                    )))
+                }
+            }
+        }
+        if versions.is_empty() {
+            return Err(self.invalid("ssl.enabled.protocols is empty".into()));
+        }
+        let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+        let wanted: Vec<String> = self
+            .value(props::SSL_CIPHER_SUITES)
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !wanted.is_empty() {
+            let known: Vec<String> = provider.cipher_suites.iter().map(iana_name).collect();
+            if let Some(unknown) = wanted.iter().find(|w| !known.contains(w)) {
+                return Err(self.invalid(format!(
+                    "ssl.cipher.suites: {unknown} is not supported (supported: {})",
+                    known.join(", ")
+                )));
+            }
+            provider
+                .cipher_suites
+                .retain(|suite| wanted.contains(&iana_name(suite)));
+        }
+        Ok((Arc::new(provider), versions))
+    }
 }
 
 /// A cipher suite's IANA name, as Kafka's `ssl.cipher.suites` lists them

@@ -335,12 +335,13 @@ async fn start_quorum(
         .with_context(|| format!("cannot listen on {}", settings.controller_listen))?;
     let service = settings.controller.then(|| ControllerService::new(config));
     let routes = service.as_ref().map(|s| s.routes()).unwrap_or_default();
-    let quorum_config = strata_quorum::QuorumConfig::new(
+    let mut quorum_config = strata_quorum::QuorumConfig::new(
         config.node_id,
         settings.voters.clone(),
         settings.controller_advertised.clone(),
         config.data_dir.join("meta").join("raft"),
     );
+    quorum_config.tls = strata_server::tls::controller_tls(config)?;
     let quorum = strata_quorum::Quorum::start(quorum_config, listener, routes)
         .await
         .context("cannot start the metadata quorum")?;

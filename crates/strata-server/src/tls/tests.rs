@@ -74,3 +74,63 @@ fn cipher_suites_are_named_as_iana_and_kafka_name_them() {
         assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
     }
 }
+
+/// Whether a client built by [`client_config`] from `client_settings` completes a handshake
+/// with a server for `server_name` of `pki` when it dials `dialled`.
+async fn handshake(
+    pki: &crate::test_fixture::TestPki,
+    client_settings: &[(&str, &str)],
+    dialled: &str,
+) -> bool {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_path = dir.path().join("server.pem");
+    std::fs::write(&server_path, &pki.server).expect("write");
+    let server_config = server_config(
+        &crate::test_fixture::config(
+            dir.path(),
+            &[
+                ("ssl.keystore.type", "PEM"),
+                (
+                    "ssl.keystore.location",
+                    server_path.to_str().expect("UTF-8"),
+                ),
+            ],
+        ),
+        "SSL",
+    )
+    .expect("server");
+    let client_config = client_config(
+        &crate::test_fixture::config(dir.path(), client_settings),
+        "SSL",
+    )
+    .expect("client");
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let server = tokio::spawn(async move { acceptor.accept(server_io).await.is_ok() });
+    let name = rustls::pki_types::ServerName::try_from(dialled.to_string()).expect("name");
+    let connected = tokio_rustls::TlsConnector::from(Arc::new(client_config))
+        .connect(name, client_io)
+        .await
+        .is_ok();
+    let _ = server.await;
+    connected
+}
+
+#[tokio::test]
+async fn without_endpoint_identification_only_the_chain_is_checked() {
+    let pki = crate::test_fixture::TestPki::new("broker-1.example");
+    let inline_ca = pki.ca.replace('\n', " ");
+    let trusting = |algorithm| {
+        vec![
+            ("ssl.truststore.type", "PEM"),
+            ("ssl.truststore.certificates", inline_ca.as_str()),
+            ("ssl.endpoint.identification.algorithm", algorithm),
+        ]
+    };
+    assert!(handshake(&pki, &trusting("https"), "broker-1.example").await);
+    assert!(!handshake(&pki, &trusting("https"), "broker-2.example").await);
+    assert!(handshake(&pki, &trusting(""), "broker-2.example").await);
+    // The chain still counts: a certificate of another CA is refused.
+    let stranger = crate::test_fixture::TestPki::new("broker-1.example");
+    assert!(!handshake(&stranger, &trusting(""), "broker-1.example").await);
+}
