@@ -66,8 +66,11 @@ class ClusterNode(Broker):
         roles: str = "broker,controller",
         rack: str | None = None,
         extra_args: Iterable[str] = (),
+        listeners: Iterable[str] = (),
     ):
-        super().__init__(workdir, overrides=overrides, extra_args=extra_args, name=f"node-{node_id}")
+        super().__init__(
+            workdir, overrides=overrides, extra_args=extra_args, name=f"node-{node_id}", listeners=listeners
+        )
         self.cluster = cluster
         self.node_id = node_id
         self.roles = roles
@@ -179,6 +182,7 @@ class Cluster:
         roles: list[str] | None = None,
         racks: list[str | None] | None = None,
         extra_args: Iterable[str] = (),
+        listeners: Iterable[str] = (),
     ):
         self.workdir = Path(workdir)
         merged = {**DEFAULT_CLUSTER_OVERRIDES, **(overrides or {})}
@@ -186,7 +190,7 @@ class Cluster:
         racks = racks or [None] * n
         assert len(roles) == n and len(racks) == n
         self.nodes = [
-            ClusterNode(self, i + 1, self.workdir / f"node-{i + 1}", merged, roles[i], racks[i], extra_args)
+            ClusterNode(self, i + 1, self.workdir / f"node-{i + 1}", merged, roles[i], racks[i], extra_args, listeners)
             for i in range(n)
         ]
 
@@ -222,9 +226,14 @@ class Cluster:
         return [n for n in self.nodes if n.node_id not in ids]
 
     def _assign_ports(self) -> None:
-        ports = free_ports(3 * len(self.nodes))
+        # Kafka, admin HTTP and controller ports, and one more per named listener beyond the
+        # first (which is `port`).
+        per_node = 3 + max(len(self.nodes[0].listeners) - 1, 0)
+        ports = free_ports(per_node * len(self.nodes))
         for i, n in enumerate(self.nodes):
-            n.port, n.http_port, n.controller_port = ports[3 * i : 3 * i + 3]
+            mine = ports[per_node * i : per_node * (i + 1)]
+            n.port, n.http_port, n.controller_port = mine[:3]
+            n.listener_ports = dict(zip(n.listeners, [n.port, *mine[3:]]))
 
     # -- lifecycle -------------------------------------------------------------
     def start(self, timeout: float = 60.0) -> "Cluster":

@@ -29,6 +29,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import ssl
 import threading
 import time
 from collections import Counter
@@ -213,6 +215,12 @@ class AckedLoad:
             f"{self.summary()}; last client errors {[str(e) for e in self.errors[-3:]]}){where()}",
         )
 
+    def assert_settled(self, left: int) -> None:
+        """After `stop()` returned `left`: no fatal error, and every record has its delivery
+        report."""
+        self.check()
+        assert left == 0, f"{left} records without a delivery report after flush; {self.summary()}"
+
     def summary(self) -> str:
         names = Counter(e.name() for e in self.failed.values())
         return f"{self.sent} sent, {len(self.acked)} acknowledged, {len(self.failed)} failed {dict(names)}"
@@ -377,8 +385,7 @@ def test_leader_kill_loses_no_acknowledged_record(cluster_factory, topic, record
         )
     finally:
         left = load.stop()
-    load.check()
-    assert left == 0, f"{left} records without a delivery report after flush; {load.summary()}"
+    load.assert_settled(left)
 
     # every acknowledged record, exactly once and in order, read back from the survivors
     got = consume_all(bootstrap_of(survivors), topic, range(3))
@@ -680,8 +687,7 @@ def test_rolling_restart_under_idempotent_load(cluster_factory, topic):
             log.info("node %d restarted and back in every ISR in %.2fs", node.node_id, time.monotonic() - t0)
     finally:
         left = load.stop()
-    load.check()
-    assert left == 0, f"{left} records without a delivery report after flush; {load.summary()}"
+    load.assert_settled(left)
     counts = check_exactly_once(load, consume_all(c.bootstrap, topic, range(3)))
     assert counts["duplicates"] == 0
     log.info("rolling restart: %s; %s", load.summary(), counts)
@@ -743,8 +749,7 @@ def test_stalled_follower_leaves_isr_and_returns(cluster_factory, topic, record_
     )
     record_property("isr_shrink_s", round(shrink_s, 3))
     record_property("isr_expand_s", round(expand_s, 3))
-    load.check()
-    assert left == 0, f"{left} records without a delivery report after flush; {load.summary()}"
+    load.assert_settled(left)
     check_exactly_once(load, consume_all(c.bootstrap, topic, [0]))
     verify_replicas(c, [topic], full_isr=True, partitions={topic: 1})
     assert_none_failed(load)
@@ -837,3 +842,129 @@ def test_a_follower_behind_on_the_high_watermark_is_answered_at_once(cluster_fac
         assert replica_fetch(3) >= 1.5
         # Behind on the high watermark: answered at once with the leader's.
         assert replica_fetch(1) < 1.0
+
+
+# --------------------------------------------------------------------------
+# (i) inside the cluster over TLS (issue 16, section 5): mutual TLS on the controller
+#     listener; replication and every broker-to-broker call over an SSL listener with client
+#     certificates, or a SASL_SSL one with SCRAM; a leader kill loses nothing
+# --------------------------------------------------------------------------
+
+BROKER_LOGIN = ("broker", "broker-secret")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    pytest.importorskip("cryptography.x509")
+    from certs import make_pki
+
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def inside_over_tls(pki, inter: str) -> dict[str, str]:
+    """Clients on PLAINTEXT; the inter-broker listener INTERNAL is `inter` (SSL with client
+    certificates, or SASL_SSL with SCRAM-SHA-512); the controller listener is SSL, which is
+    always mutual. Every node presents the same certificate, signed by the test CA."""
+    stores = {
+        "ssl.keystore.type": "PEM",
+        "ssl.keystore.location": str(pki["server_pem"]),
+        "ssl.truststore.type": "PEM",
+        "ssl.truststore.location": str(pki["ca"]),
+    }
+    overrides = {
+        **REPLICATION_OVERRIDES,
+        "listener.security.protocol.map": f"PLAINTEXT:PLAINTEXT,INTERNAL:{inter},CONTROLLER:SSL",
+        "inter.broker.listener.name": "INTERNAL",
+    }
+    for listener in ("internal", "controller"):
+        overrides.update({f"listener.name.{listener}.{k}": v for k, v in stores.items()})
+    if inter == "SSL":
+        overrides["listener.name.internal.ssl.client.auth"] = "required"
+    else:
+        user, password = BROKER_LOGIN
+        overrides.update(
+            {
+                "listener.name.internal.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512",
+                "listener.name.internal.scram-sha-512.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                    f'username="{user}" password="{password}";'
+                ),
+            }
+        )
+    return overrides
+
+
+def controller_listener_answers(node: ClusterNode, pki, certificate: bool, tls: bool = True) -> bool:
+    """Whether `node`'s controller listener serves GET /raft/status to a peer with (or
+    without) a certificate of the test CA, or to one speaking plain HTTP."""
+    request = b"GET /raft/status HTTP/1.1\r\nHost: peer\r\nConnection: close\r\n\r\n"
+    try:
+        with socket.create_connection(("127.0.0.1", node.controller_port), timeout=5) as raw:
+            if not tls:
+                raw.sendall(request)
+                return raw.recv(64).startswith(b"HTTP/1.1 200")
+            ctx = ssl.create_default_context(cafile=str(pki["ca"]))
+            if certificate:
+                ctx.load_cert_chain(str(pki["client_cert"]), str(pki["client_key"]))
+            with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(request)
+                return s.recv(64).startswith(b"HTTP/1.1 200")
+    except (ssl.SSLError, OSError):
+        return False
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("inter", ["SSL", "SASL_SSL"])
+def test_leader_kill_with_tls_inside_the_cluster(cluster_factory, topic, pki, inter):
+    extra = []
+    if inter == "SASL_SSL":
+        user, password = BROKER_LOGIN
+        extra = ["--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]"]
+    c = cluster_factory(
+        3, overrides=inside_over_tls(pki, inter), listeners=["PLAINTEXT", "INTERNAL"], extra_args=extra
+    )
+    # Registration, heartbeats and metadata went over the mutual-TLS controller listener; a
+    # peer without a certificate, or without TLS, is not served there.
+    node = c.nodes[0]
+    assert controller_listener_answers(node, pki, certificate=True)
+    assert not controller_listener_answers(node, pki, certificate=False)
+    assert not controller_listener_answers(node, pki, certificate=False, tls=False)
+
+    # With min.insync.replicas=2, acks=all records are acknowledged only once followers
+    # fetched them from the leader's INTERNAL listener, the only one brokers use with each
+    # other (with a wrong inter-broker password nothing is acknowledged).
+    states = create_replicated(c, topic, 3)
+    victim = c.node(states[0]["leader"])
+    survivors = c.others(victim)
+    load = AckedLoad(c.bootstrap, topic, 3).start()
+    try:
+        wait_until(
+            lambda: load.check() or min(load.counts()) >= 50,
+            timeout=30,
+            msg=lambda: f"50 acknowledgements on every partition before the kill ({load.counts()})",
+        )
+        t_kill = time.monotonic()
+        victim.kill()
+        c.wait_partitions(
+            topic,
+            lambda ps: ps[0]["leader"] not in (NO_LEADER, victim.node_id),
+            timeout=30,
+            nodes=survivors,
+            what=f"a new leader for partition 0 after killing node {victim.node_id}",
+        )
+        wait_until(
+            lambda: load.check() or min(load.acked_after(t_kill)) >= 50,
+            timeout=60,
+            msg=lambda: f"50 acknowledgements per partition after the kill ({load.acked_after(t_kill)}; {load.summary()})",
+        )
+    finally:
+        left = load.stop()
+    load.assert_settled(left)
+    counts = check_exactly_once(load, consume_all(bootstrap_of(survivors), topic, range(3)))
+    assert counts["recovered"] == counts["acked"], counts
+
+    # The killed node logs in again and catches up.
+    victim.start()
+    c.wait_all_unfenced(timeout=30)
+    c.wait_in_sync(topic, 3, timeout=45)

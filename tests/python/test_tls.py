@@ -199,11 +199,29 @@ def test_wrong_protocol_on_either_port_is_closed_without_harming_others(broker_f
         ({"listeners": "INTERNAL://127.0.0.1:0"}, "listener.security.protocol.map"),
         (
             {
-                "listeners": "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0",
-                "inter.broker.listener.name": "SSL",
+                "listeners": "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+                "inter.broker.listener.name": "SASL_PLAINTEXT",
+                "sasl.enabled.mechanisms": "SCRAM-SHA-256",
+            },
+            # Kafka's default inter-broker mechanism, GSSAPI, is not served
+            "sasl.mechanism.inter.broker.protocol is GSSAPI",
+        ),
+        (
+            {
+                "listeners": "PLAINTEXT://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+                "inter.broker.listener.name": "SASL_PLAINTEXT",
+                "sasl.enabled.mechanisms": "SCRAM-SHA-256",
+                "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-256",
+            },
+            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config",
+        ),
+        (
+            {
+                "listeners": "PLAINTEXT://127.0.0.1:0",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,ADMIN:SSL",
                 "ssl.keystore.type": "PEM",
             },
-            "broker-to-broker TLS is not yet supported",
+            "admin HTTP: TLS: listener ADMIN: an SSL listener needs ssl.keystore.location",
         ),
         (
             {"listeners": "PLAINTEXT://127.0.0.1:0,SSL://127.0.0.1:0", "ssl.keystore.location": "/x.pem"},
