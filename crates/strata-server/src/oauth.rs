@@ -206,22 +206,38 @@ impl TokenValidator {
 async fn fetch(url: &str) -> Result<KeySet, String> {
     let failed =
         |e: &dyn std::fmt::Display| format!("sasl.oauthbearer.jwks.endpoint.url {url}: {e}");
+    let too_large = || failed(&"larger than 1 MiB");
+    // Read at most one byte past the bound, so a huge document is never held in memory.
     let body = if let Some(path) = url.strip_prefix("file://") {
-        tokio::fs::read(path).await.map_err(|e| failed(&e))?
+        use tokio::io::AsyncReadExt;
+        let file = tokio::fs::File::open(path).await.map_err(|e| failed(&e))?;
+        let mut body = Vec::new();
+        file.take(MAX_JWKS_BYTES as u64 + 1)
+            .read_to_end(&mut body)
+            .await
+            .map_err(|e| failed(&e))?;
+        body
     } else if url.starts_with("https://") || url.starts_with("http://") {
-        let response = reqwest::Client::new()
+        let mut response = reqwest::Client::new()
             .get(url)
             .timeout(Duration::from_secs(10))
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(|e| failed(&e))?;
-        response.bytes().await.map_err(|e| failed(&e))?.to_vec()
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| failed(&e))? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        body
     } else {
         return Err(failed(&"only file:// and https:// are supported"));
     };
     if body.len() > MAX_JWKS_BYTES {
-        return Err(failed(&"larger than 1 MiB"));
+        return Err(too_large());
     }
     parse_jwks(&body).map_err(|e| failed(&e))
 }
@@ -363,5 +379,18 @@ mod tests {
             .contains("nbf"));
         assert!(v.validate("not.a.jwt.at.all", now).is_err());
         assert!(v.validate("", now).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_oversized_jwks_is_refused_without_being_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let huge = format!(r#"{{"keys":[],"pad":"{}"}}"#, "x".repeat(MAX_JWKS_BYTES));
+        std::fs::write(&path, huge).unwrap();
+        let url = format!("file://{}", path.display());
+        assert!(fetch(&url).await.unwrap_err().contains("larger than 1 MiB"));
+        // A small one is read and parsed.
+        std::fs::write(&path, r#"{"keys":[]}"#).unwrap();
+        assert!(fetch(&url).await.unwrap_err().contains("no RS256 or ES256"));
     }
 }
