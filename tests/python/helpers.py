@@ -16,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -400,6 +401,26 @@ def make_consumer(bootstrap: str, **conf: Any) -> Consumer:
     )
     c.update(_conf_keys(conf))
     return Consumer(c)
+
+
+def round_trip(bootstrap: str, n: int = 10, **conf: Any) -> list[bytes]:
+    """Produces m0..m<n-1> to a new topic and reads them back in a consumer group, both
+    clients with `conf` (security settings, say); returns the values read within 30 s."""
+    topic = f"rt-{uuid.uuid4().hex[:8]}"
+    p = make_producer(bootstrap, **conf)
+    for i in range(n):
+        p.produce(topic, value=f"m{i}".encode())
+    assert p.flush(30) == 0, f"records to {topic} not acknowledged"
+    c = make_consumer(bootstrap, **{"group.id": f"g-{topic}", **conf})
+    c.subscribe([topic])
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < n and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            got.append(m.value())
+    c.close()
+    return got
 
 
 def make_admin(bootstrap: str, **conf: Any) -> AdminClient:

@@ -18,7 +18,7 @@ import uuid
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from helpers import BrokerStartError, make_admin, make_consumer, make_producer, wait_until
+from helpers import BrokerStartError, make_admin, make_consumer, make_producer, round_trip, wait_until
 from test_java_client import java_check_classpath, run_java_main  # noqa: F401 - the fixture
 
 MECHANISMS = "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN"
@@ -79,22 +79,7 @@ def rd(conf: dict) -> dict:
 
 
 def produce_consume(broker, conf: dict, n: int = 10) -> list[bytes]:
-    topic = f"sasl-{uuid.uuid4().hex[:8]}"
-    bootstrap = conf["bootstrap_servers"]
-    p = make_producer(bootstrap, **rd(conf))
-    for i in range(n):
-        p.produce(topic, value=f"m{i}".encode())
-    assert p.flush(30) == 0
-    c = make_consumer(bootstrap, **rd(conf))
-    c.subscribe([topic])
-    got = []
-    deadline = time.monotonic() + 30
-    while len(got) < n and time.monotonic() < deadline:
-        m = c.poll(0.5)
-        if m is not None and not m.error():
-            got.append(m.value())
-    c.close()
-    return got
+    return round_trip(conf["bootstrap_servers"], n, **rd(conf))
 
 
 def metric(broker, name: str) -> float:

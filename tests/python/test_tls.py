@@ -16,10 +16,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from helpers import BrokerStartError
+from helpers import BrokerStartError, round_trip
 
 pytest.importorskip("cryptography.x509")
 from certs import make_pki  # noqa: E402
@@ -55,22 +55,7 @@ def _ssl_conf(pki, broker, client_cert: bool = False) -> dict:
 
 
 def _produce_consume(conf: dict, n: int = 20) -> list[bytes]:
-    topic = f"tls-{uuid.uuid4().hex[:8]}"
-    p = Producer({**conf, "linger.ms": 5})
-    for i in range(n):
-        p.produce(topic, value=f"m{i}".encode())
-    assert p.flush(30) == 0
-    c = Consumer({**conf, "group.id": f"g-{topic}", "auto.offset.reset": "earliest"})
-    c.subscribe([topic])
-    got = []
-    deadline = time.monotonic() + 30
-    while len(got) < n and time.monotonic() < deadline:
-        m = c.poll(0.5)
-        if m is None or m.error():
-            continue
-        got.append(m.value())
-    c.close()
-    return got
+    return round_trip(conf["bootstrap.servers"], n, **{k: v for k, v in conf.items() if k != "bootstrap.servers"})
 
 
 def _brokers_seen(conf: dict) -> set[tuple[str, int]]:
