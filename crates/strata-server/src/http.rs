@@ -37,10 +37,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let AdminListener { socket, tls } = listener;
-    let (server, tls) = match tls {
-        Some(tls) => (Some(tls.server.clone()), Some(tls)),
-        None => (None, None),
-    };
+    let server = tls.as_ref().map(|tls| tls.server.clone());
     let access = Arc::new(AdminAccess {
         tls,
         super_users: broker.authorizer.as_ref().map(|a| a.super_users.clone()),

@@ -83,11 +83,7 @@ fn stamp(path: &std::path::Path) -> Option<FileStamp> {
 impl TlsListener {
     /// Builds the TLS of listener `listener` from its (prefixed or plain) settings.
     pub fn new(config: &ServerConfig, listener: &str) -> Result<TlsListener, TlsConfigError> {
-        let rules = config.listener_value(listener, props::SSL_PRINCIPAL_MAPPING_RULES);
-        let mapper = PrincipalMapper::parse(&rules).map_err(|message| TlsConfigError::Invalid {
-            listener: listener.to_string(),
-            message: format!("ssl.principal.mapping.rules: {message}"),
-        })?;
+        let mapper = principal_mapper(config, listener)?;
         let watched = Self::watched_files(config, listener);
         let acceptor = Self::build(config, listener)?;
         Ok(TlsListener {
@@ -303,15 +299,23 @@ pub fn admin_tls(config: &ServerConfig) -> Result<Option<AdminTls>, HttpTlsError
     {
         return Ok(None);
     }
-    let rules = config.listener_value(name, props::SSL_PRINCIPAL_MAPPING_RULES);
-    let mapper = PrincipalMapper::parse(&rules).map_err(|message| TlsConfigError::Invalid {
-        listener: name.to_string(),
-        message: format!("ssl.principal.mapping.rules: {message}"),
-    })?;
+    let mapper = principal_mapper(config, name)?;
     Ok(Some(AdminTls {
         server: Arc::new(server_config(config, name)?),
         mapper,
     }))
+}
+
+/// Listener `listener`'s `ssl.principal.mapping.rules` (KIP-371).
+fn principal_mapper(
+    config: &ServerConfig,
+    listener: &str,
+) -> Result<PrincipalMapper, TlsConfigError> {
+    let rules = config.listener_value(listener, props::SSL_PRINCIPAL_MAPPING_RULES);
+    PrincipalMapper::parse(&rules).map_err(|message| TlsConfigError::Invalid {
+        listener: listener.to_string(),
+        message: format!("ssl.principal.mapping.rules: {message}"),
+    })
 }
 
 /// See [`admin_tls`].
