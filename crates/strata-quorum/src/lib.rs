@@ -39,7 +39,7 @@ pub use describe::{wall_clock_ms, QuorumDescription, ReplicaDescription};
 pub use http::MAX_SNAPSHOT_BYTES;
 pub use network::MAX_BODY_BYTES;
 pub use quorum::{Proposal, Quorum, QuorumStatus, MAX_PROPOSAL_BYTES};
-pub use tls::{PeerIdentity, QuorumTls, TlsPeerListener};
+pub use tls::{serve_identified, PeerIdentity, QuorumTls, ServerTls, TlsPeerListener};
 
 /// Runs blocking file work on tokio's blocking pool, so that an fsync never stalls an async
 /// worker thread (and with it every task scheduled there).

@@ -227,19 +227,13 @@ impl Quorum {
         ));
         quorum.lock_tasks().push(tracker);
 
-        let app = http::router(quorum.clone(), extra_routes, config.tls.is_some())
-            .into_make_service_with_connect_info::<PeerIdentity>();
+        let app = http::router(quorum.clone(), extra_routes, config.tls.is_some());
         let mut stop = quorum.shutdown_tx.subscribe();
         let stopped = async move {
             let _ = stop.wait_for(|stopped| *stopped).await;
         };
         let server = match &config.tls {
-            None => tokio::spawn(async move {
-                let served = axum::serve(listener, app).with_graceful_shutdown(stopped);
-                if let Err(e) = served.await {
-                    tracing::error!(error = %e, "controller listener failed");
-                }
-            }),
+            None => tokio::spawn(serve_peers(listener, app, stopped)),
             Some(tls) => {
                 let (listener, acceptor) = TlsPeerListener::spawn(
                     listener,
@@ -248,12 +242,7 @@ impl Quorum {
                 )
                 .map_err(|e| QuorumError::io("controller listener address".into(), e))?;
                 quorum.lock_tasks().push(acceptor);
-                tokio::spawn(async move {
-                    let served = axum::serve(listener, app).with_graceful_shutdown(stopped);
-                    if let Err(e) = served.await {
-                        tracing::error!(error = %e, "controller listener failed");
-                    }
-                })
+                tokio::spawn(serve_peers(listener, app, stopped))
             }
         };
         *quorum.server.locked() = Some(server);
@@ -779,6 +768,22 @@ impl Quorum {
 
     fn lock_tasks(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
         self.tasks.locked()
+    }
+}
+
+/// Serves the controller listener until the quorum stops.
+async fn serve_peers<L>(
+    listener: L,
+    app: axum::Router,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
+) where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    PeerIdentity:
+        for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    if let Err(e) = crate::tls::serve_identified(listener, app, stopped).await {
+        tracing::error!(error = %e, "controller listener failed");
     }
 }
 

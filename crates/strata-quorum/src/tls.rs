@@ -24,12 +24,16 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; the accept loop waits for one to end beyond this.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
 
+/// The server configuration a [`TlsPeerListener`] uses for the next connection: a function,
+/// so that its owner can follow renewed key and trust store files.
+pub type ServerTls = Arc<dyn Fn() -> Arc<rustls::ServerConfig> + Send + Sync>;
+
 /// The TLS of the controller listener, both sides, built by the server from its
 /// `listener.name.<controller>.ssl.*` settings.
 #[derive(Clone)]
 pub struct QuorumTls {
     /// This node as a server: must require client certificates (mutual TLS).
-    pub server: Arc<rustls::ServerConfig>,
+    pub server: ServerTls,
     /// This node as a client of the others: presents this node's certificate.
     pub client: Arc<rustls::ClientConfig>,
 }
@@ -63,6 +67,24 @@ impl axum::extract::connect_info::Connected<IncomingStream<'_, TcpListener>> for
     }
 }
 
+/// Serves `router` on `listener` until `shutdown`, with each request's [`PeerIdentity`] as its
+/// connect info: one server loop for a plaintext and a TLS listener alike.
+pub async fn serve_identified<L>(
+    listener: L,
+    router: axum::Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+    PeerIdentity: for<'a> axum::extract::connect_info::Connected<IncomingStream<'a, L>>,
+{
+    let app = router.into_make_service_with_connect_info::<PeerIdentity>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// The connections of a TLS listener whose handshake completed, for `axum::serve`.
 pub struct TlsPeerListener {
     established: mpsc::Receiver<(TlsStream<TcpStream>, PeerIdentity)>,
@@ -74,7 +96,7 @@ impl TlsPeerListener {
     /// and the accept task.
     pub fn spawn(
         listener: TcpListener,
-        config: Arc<rustls::ServerConfig>,
+        config: ServerTls,
         mut stop: watch::Receiver<bool>,
     ) -> std::io::Result<(Self, JoinHandle<()>)> {
         let local = PeerIdentity {
@@ -82,7 +104,6 @@ impl TlsPeerListener {
             certificate: None,
         };
         let (tx, established) = mpsc::channel(MAX_PENDING_HANDSHAKES);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let pending = Arc::new(Semaphore::new(MAX_PENDING_HANDSHAKES));
         let task = tokio::spawn(async move {
             loop {
@@ -104,7 +125,7 @@ impl TlsPeerListener {
                     },
                     _ = stopped(&mut stop) => return,
                 };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                let (acceptor, tx) = (tokio_rustls::TlsAcceptor::from(config()), tx.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _ = tcp.set_nodelay(true);

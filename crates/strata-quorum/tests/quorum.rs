@@ -662,8 +662,9 @@ fn mutual_tls() -> (QuorumTls, Arc<rustls::RootCertStore>) {
         .with_root_certificates(roots.clone())
         .with_client_auth_cert(chain, key)
         .unwrap();
+    let server = Arc::new(server);
     let tls = QuorumTls {
-        server: Arc::new(server),
+        server: Arc::new(move || server.clone()),
         client: Arc::new(client),
     };
     (tls, roots)

@@ -22,7 +22,7 @@ use strata_meta::config::props;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::ServerConfig;
+use crate::config::{ListenerConfig, ServerConfig};
 use crate::sasl::client::{ClientMechanism, SaslClient, SaslLogin};
 use crate::session::SecurityProtocol;
 
@@ -37,10 +37,12 @@ trait BrokerStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> BrokerStream for T {}
 
 /// How this broker reaches the others: the inter-broker listener's security protocol, built
-/// once at start-up so that a bad setting stops start-up instead of every connection.
+/// once at start-up so that a bad setting stops start-up instead of every connection. The TLS
+/// key and trust stores follow their files ([`crate::tls::Reloading`]), so a renewed
+/// certificate is presented on the next connection.
 #[derive(Clone, Default)]
 pub struct BrokerConnector {
-    tls: Option<tokio_rustls::TlsConnector>,
+    tls: Option<Arc<crate::tls::Reloading<tokio_rustls::TlsConnector>>>,
     sasl: Option<SaslLogin>,
 }
 
@@ -62,24 +64,23 @@ impl BrokerConnector {
     /// The client side of `config`'s inter-broker listener.
     pub fn for_inter_broker_listener(config: &ServerConfig) -> Result<Self, ConnectorError> {
         let listener = config.inter_broker_listener.as_str();
-        let protocol = config
-            .listeners
-            .iter()
-            .find(|l| l.name == listener)
-            .map_or(SecurityProtocol::Plaintext, |l| l.security_protocol);
+        let inter = config.listeners.iter().find(|l| l.name == listener);
+        let protocol = inter.map_or(SecurityProtocol::Plaintext, |l| l.security_protocol);
         let tls = match protocol {
-            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => {
-                Some(tokio_rustls::TlsConnector::from(Arc::new(
-                    crate::tls::client_config(config, listener)?,
-                )))
-            }
+            SecurityProtocol::Ssl | SecurityProtocol::SaslSsl => Some(Arc::new(
+                crate::tls::Reloading::new(config, listener, |config, listener| {
+                    Ok(tokio_rustls::TlsConnector::from(Arc::new(
+                        crate::tls::client_config(config, listener)?,
+                    )))
+                })?,
+            )),
             SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext => None,
         };
-        let sasl = match protocol {
-            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl => {
-                Some(inter_broker_login(config, listener)?)
+        let sasl = match inter {
+            Some(inter) if inter.security_protocol.is_sasl() => {
+                Some(inter_broker_login(config, inter)?)
             }
-            SecurityProtocol::Plaintext | SecurityProtocol::Ssl => None,
+            _ => None,
         };
         Ok(BrokerConnector { tls, sasl })
     }
@@ -88,7 +89,11 @@ impl BrokerConnector {
 /// `sasl.mechanism.inter.broker.protocol` with the username and password of the listener's
 /// JAAS configuration for it: `listener.name.<listener>.<mechanism>.sasl.jaas.config`, else
 /// the listener's or the broker's `sasl.jaas.config`.
-fn inter_broker_login(config: &ServerConfig, listener: &str) -> Result<SaslLogin, ConnectorError> {
+fn inter_broker_login(
+    config: &ServerConfig,
+    inter: &ListenerConfig,
+) -> Result<SaslLogin, ConnectorError> {
+    let listener = inter.name.as_str();
     let error = |message: String| ConnectorError::Sasl {
         listener: listener.to_string(),
         message,
@@ -100,28 +105,34 @@ fn inter_broker_login(config: &ServerConfig, listener: &str) -> Result<SaslLogin
              PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
         ))
     })?;
-    if let Some(inter) = config.listeners.iter().find(|l| l.name == listener) {
-        let served =
-            crate::sasl::listener_mechanisms(config, inter).map_err(|e| error(e.to_string()))?;
-        if !served.iter().any(|m| m.name() == mechanism.name()) {
-            return Err(error(format!(
-                "sasl.mechanism.inter.broker.protocol {} is not among the listener's \
-                 sasl.enabled.mechanisms: the other brokers could not log in with it",
-                mechanism.name()
-            )));
-        }
+    let served =
+        crate::sasl::listener_mechanisms(config, inter).map_err(|e| error(e.to_string()))?;
+    if !served.iter().any(|m| m.name() == mechanism.name()) {
+        return Err(error(format!(
+            "sasl.mechanism.inter.broker.protocol {} is not among the listener's \
+             sasl.enabled.mechanisms: the other brokers could not log in with it",
+            mechanism.name()
+        )));
     }
+    // The most specific login wins: the listener's for this mechanism, the listener's, then the
+    // broker's. (`listener_value` cannot be used: it folds every mechanism's prefixed login into
+    // one key, so it could hand another mechanism's login to this one.)
+    let prefix = format!("listener.name.{}.", listener.to_ascii_lowercase());
     let per_mechanism = format!(
-        "listener.name.{}.{}.sasl.jaas.config",
-        listener.to_ascii_lowercase(),
+        "{prefix}{}.sasl.jaas.config",
         mechanism.name().to_ascii_lowercase()
     );
-    let jaas = config
-        .props
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case(&per_mechanism))
-        .map(|(_, value)| value.to_string())
-        .unwrap_or_else(|| config.listener_value(listener, props::SASL_JAAS_CONFIG));
+    let per_listener = format!("{prefix}sasl.jaas.config");
+    let exact = |wanted: &str| {
+        config
+            .props
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(wanted))
+            .map(|(_, value)| value.to_string())
+    };
+    let jaas = exact(&per_mechanism)
+        .or_else(|| exact(&per_listener))
+        .unwrap_or_else(|| config.broker_value(props::SASL_JAAS_CONFIG));
     if jaas.trim().is_empty() {
         return Err(error(format!(
             "a SASL inter-broker listener needs this broker's login: set {per_mechanism} \
@@ -159,7 +170,7 @@ impl BrokerConnection {
                         .trim_matches(['[', ']']);
                     let name = rustls::pki_types::ServerName::try_from(host.to_string())
                         .map_err(|e| anyhow::anyhow!("{host} is not a TLS server name: {e}"))?;
-                    Box::new(tls.connect(name, tcp).await?)
+                    Box::new(tls.current().connect(name, tcp).await?)
                 }
                 None => Box::new(tcp),
             };
@@ -472,14 +483,21 @@ mod tests {
         assert!(refused(SecurityProtocol::SaslPlaintext, &no_password).contains("password"));
         // TLS to other brokers needs the CA that signed their certificates.
         assert!(refused(SecurityProtocol::Ssl, &[]).contains("trust store"));
-        assert!(!format!(
-            "{:?}",
-            inter_broker_login(
-                &inter_broker(SecurityProtocol::SaslPlaintext, &with_jaas),
-                "INTERNAL"
-            )
-        )
-        .contains("top-secret"));
+        let config = inter_broker(SecurityProtocol::SaslPlaintext, &with_jaas);
+        let login = inter_broker_login(&config, &config.listeners[0]).expect("login");
+        assert!(!format!("{login:?}").contains("top-secret"));
+        // Another mechanism's login on the same listener is not this mechanism's.
+        let plain_only = [
+            scram[0],
+            scram[1],
+            (
+                "listener.name.internal.plain.sasl.jaas.config",
+                "org.apache.kafka.common.security.plain.PlainLoginModule required \
+                 username=\"other\" password=\"other-secret\";",
+            ),
+        ];
+        assert!(refused(SecurityProtocol::SaslPlaintext, &plain_only)
+            .contains("listener.name.internal.scram-sha-256.sasl.jaas.config"));
     }
 
     #[tokio::test]

@@ -67,9 +67,6 @@ struct ListenerRuntime {
     sasl: Option<Arc<SaslListener>>,
 }
 
-/// How often a listener looks for changed TLS store files and due OAUTHBEARER key refreshes.
-const LISTENER_UPKEEP_TICK: Duration = Duration::from_secs(5);
-
 pub async fn accept_loop(
     broker: Arc<Broker>,
     bound: BoundListener,
@@ -87,11 +84,7 @@ pub async fn accept_loop(
         .broker_value(strata_meta::config::props::MAX_CONNECTIONS);
     let mut connections = JoinSet::new();
     let conn_stop = stop.clone();
-    let upkeep = tokio::spawn(listener_upkeep(
-        broker.clone(),
-        runtime.clone(),
-        stop.clone(),
-    ));
+    let upkeep = tokio::spawn(refresh_oauth_keys(runtime.clone(), stop.clone()));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -124,44 +117,20 @@ pub async fn accept_loop(
     while connections.join_next().await.is_some() {}
 }
 
-/// A listener's periodic upkeep until the broker stops: picking up renewed TLS key or trust
-/// store files, and reading the OAUTHBEARER keys again every
-/// `sasl.oauthbearer.jwks.endpoint.refresh.ms` (checked on the same tick).
-async fn listener_upkeep(
-    broker: Arc<Broker>,
-    runtime: Arc<ListenerRuntime>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let tokens = runtime.sasl.as_ref().and_then(|s| s.tokens.clone());
-    if runtime.tls.is_none() && tokens.is_none() {
+/// Reads a listener's OAUTHBEARER keys again every `sasl.oauthbearer.jwks.endpoint.refresh.ms`
+/// until the broker stops. (TLS store files are looked at when connections come, see
+/// [`crate::tls::Reloading`].)
+async fn refresh_oauth_keys(runtime: Arc<ListenerRuntime>, mut stop: watch::Receiver<bool>) {
+    let Some(tokens) = runtime.sasl.as_ref().and_then(|s| s.tokens.clone()) else {
         return;
-    }
-    let mut tick = tokio::time::interval(LISTENER_UPKEEP_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut keys_due = tokens.as_ref().map(|t| Instant::now() + t.refresh_every);
+    };
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep(tokens.refresh_every) => {}
             _ = crate::task::stopped(&mut stop) => return,
         }
-        if let Some(tls) = &runtime.tls {
-            match tokio::task::block_in_place(|| tls.reload_if_changed(&broker.config)) {
-                Ok(true) => {
-                    tracing::info!(listener = %runtime.name, "TLS key or trust store changed: new connections use the new one")
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "TLS key or trust store changed but cannot be used; keeping the old one")
-                }
-            }
-        }
-        if let (Some(tokens), Some(due)) = (&tokens, keys_due) {
-            if Instant::now() >= due {
-                if let Err(e) = tokens.refresh().await {
-                    tracing::warn!(listener = %runtime.name, error = %e, "cannot read the OAUTHBEARER keys again; keeping those held");
-                }
-                keys_due = Some(Instant::now() + tokens.refresh_every);
-            }
+        if let Err(e) = tokens.refresh().await {
+            tracing::warn!(listener = %runtime.name, error = %e, "cannot read the OAUTHBEARER keys again; keeping those held");
         }
     }
 }

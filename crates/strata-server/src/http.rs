@@ -13,7 +13,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use strata_quorum::{PeerIdentity, TlsPeerListener};
+use strata_quorum::{serve_identified, PeerIdentity, TlsPeerListener};
 
 use crate::broker::Broker;
 use crate::metrics::Gauges;
@@ -48,21 +48,17 @@ pub async fn serve(
         .route("/cluster", get(cluster))
         .route("/partitions", get(partitions))
         .layer(middleware::from_fn_with_state(access, authenticate))
-        .with_state(broker)
-        .into_make_service_with_connect_info::<PeerIdentity>();
+        .with_state(broker);
     let Some(server) = server else {
-        return axum::serve(socket, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        return serve_identified(socket, app, shutdown).await;
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let (socket, acceptor) = TlsPeerListener::spawn(socket, server, stop_rx)?;
-    let served = axum::serve(socket, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stop_tx.send(true);
-        })
-        .await;
+    let served = serve_identified(socket, app, async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    })
+    .await;
     acceptor.abort();
     served
 }

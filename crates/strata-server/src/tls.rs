@@ -16,18 +16,18 @@
 //! `ssl.principal.mapping.rules` (KIP-371, [`principal_mapping`]); without one it stays
 //! `User:ANONYMOUS`.
 //!
-//! A changed key or trust store file is picked up without a restart: [`TlsListener`] checks the
-//! files' modification times and sizes when asked (the accept loop asks every few seconds) and
-//! swaps in a new acceptor built from them; connections already open keep theirs. A file that
-//! does not build a valid configuration is reported and the listener keeps the old one.
+//! A changed key or trust store file is picked up without a restart, on every TLS server and
+//! client here ([`Reloading`]): a new connection after the change gets a configuration built
+//! from the new files; connections already open keep theirs. A file that does not build a valid
+//! configuration is reported and the old one kept.
 
 mod principal_mapping;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
-use strata_durable::{LockExt, RwLockExt};
+use strata_durable::LockExt;
 use x509_cert::der::Decode;
 
 use rustls::pki_types::pem::PemObject;
@@ -65,60 +65,26 @@ pub use principal_mapping::PrincipalMapper;
 /// The TLS of one SSL or SASL_SSL listener: its acceptor, renewed when the store files change,
 /// and its principal mapping.
 pub struct TlsListener {
-    listener: String,
-    acceptor: RwLock<tokio_rustls::TlsAcceptor>,
+    acceptor: Reloading<tokio_rustls::TlsAcceptor>,
     mapper: PrincipalMapper,
-    /// The store files the acceptor was built from, with what they looked like then.
-    watched: Mutex<Vec<(PathBuf, Option<FileStamp>)>>,
-}
-
-/// What tells a changed file: modification time and size.
-type FileStamp = (SystemTime, u64);
-
-fn stamp(path: &std::path::Path) -> Option<FileStamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }
 
 impl TlsListener {
     /// Builds the TLS of listener `listener` from its (prefixed or plain) settings.
     pub fn new(config: &ServerConfig, listener: &str) -> Result<TlsListener, TlsConfigError> {
-        let mapper = principal_mapper(config, listener)?;
-        let watched = Self::watched_files(config, listener);
-        let acceptor = Self::build(config, listener)?;
         Ok(TlsListener {
-            listener: listener.to_string(),
-            acceptor: RwLock::new(acceptor),
-            mapper,
-            watched: Mutex::new(watched),
+            acceptor: Reloading::new(config, listener, |config, listener| {
+                Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server_config(
+                    config, listener,
+                )?)))
+            })?,
+            mapper: principal_mapper(config, listener)?,
         })
     }
 
-    fn build(
-        config: &ServerConfig,
-        listener: &str,
-    ) -> Result<tokio_rustls::TlsAcceptor, TlsConfigError> {
-        Ok(tokio_rustls::TlsAcceptor::from(Arc::new(server_config(
-            config, listener,
-        )?)))
-    }
-
-    fn watched_files(config: &ServerConfig, listener: &str) -> Vec<(PathBuf, Option<FileStamp>)> {
-        [props::SSL_KEYSTORE_LOCATION, props::SSL_TRUSTSTORE_LOCATION]
-            .into_iter()
-            .map(|key| config.listener_value(listener, key))
-            .filter(|path| !path.trim().is_empty())
-            .map(|path| {
-                let path = PathBuf::from(path.trim());
-                let stamp = stamp(&path);
-                (path, stamp)
-            })
-            .collect()
-    }
-
-    /// The acceptor for a new connection.
+    /// The acceptor for a new connection, from the store files as they are now.
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        self.acceptor.read_locked().clone()
+        self.acceptor.current()
     }
 
     /// The principal of a session whose client presented `peer_certificates`: `User:ANONYMOUS`
@@ -130,21 +96,104 @@ impl TlsListener {
     ) -> Result<KafkaPrincipal, String> {
         principal_of(&self.mapper, peer_certificates)
     }
+}
 
-    /// Rebuilds the acceptor when a store file changed since it was built; `Ok(true)` when it
-    /// did. On error the old acceptor stays, and the change is tried again at the next call
-    /// only if the files change again.
-    pub fn reload_if_changed(&self, config: &ServerConfig) -> Result<bool, TlsConfigError> {
-        let mut watched = self.watched.locked();
-        let changed = watched.iter().any(|(path, seen)| stamp(path) != *seen);
-        if !changed {
-            return Ok(false);
-        }
-        *watched = Self::watched_files(config, &self.listener);
-        let acceptor = Self::build(config, &self.listener)?;
-        *self.acceptor.write_locked() = acceptor;
-        Ok(true)
+/// How often a [`Reloading`] configuration in use looks at its files.
+const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A TLS configuration built from a listener's store files and built again when one of them
+/// changes (modification time or size): the Kafka listeners' acceptors, the admin HTTP and
+/// controller listeners' servers, the inter-broker client. The files are looked at when the
+/// configuration is used for a new connection, at most once per [`RELOAD_CHECK_INTERVAL`];
+/// connections already open keep the configuration they started with. A change that does not
+/// build is logged and the old configuration kept; it is tried again when the files change
+/// again.
+pub struct Reloading<T> {
+    listener: String,
+    build: Box<dyn Fn() -> Result<T, TlsConfigError> + Send + Sync>,
+    state: Mutex<ReloadState<T>>,
+}
+
+struct ReloadState<T> {
+    current: T,
+    /// The store files `current` was built from, with what they looked like then.
+    watched: Vec<(PathBuf, Option<FileStamp>)>,
+    checked: Instant,
+}
+
+impl<T: Clone> Reloading<T> {
+    /// Builds the configuration of `listener` with `build`, which is called again with the
+    /// same settings whenever the listener's store files change.
+    pub fn new(
+        config: &ServerConfig,
+        listener: &str,
+        build: impl Fn(&ServerConfig, &str) -> Result<T, TlsConfigError> + Send + Sync + 'static,
+    ) -> Result<Reloading<T>, TlsConfigError> {
+        let watched = watched_files(config, listener);
+        let current = build(config, listener)?;
+        let (config, name) = (config.clone(), listener.to_string());
+        Ok(Reloading {
+            listener: listener.to_string(),
+            build: Box::new(move || build(&config, &name)),
+            state: Mutex::new(ReloadState {
+                current,
+                watched,
+                checked: Instant::now(),
+            }),
+        })
     }
+
+    /// The configuration for a new connection, built again first if a store file changed.
+    pub fn current(&self) -> T {
+        let mut state = self.state.locked();
+        if state.checked.elapsed() >= RELOAD_CHECK_INTERVAL {
+            state.checked = Instant::now();
+            if state
+                .watched
+                .iter()
+                .any(|(path, seen)| stamp(path) != *seen)
+            {
+                state.watched = watched_files_of(&state.watched);
+                match (self.build)() {
+                    Ok(rebuilt) => {
+                        state.current = rebuilt;
+                        tracing::info!(listener = %self.listener, "TLS key or trust store changed: new connections use the new one");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "TLS key or trust store changed but cannot be used; keeping the old one")
+                    }
+                }
+            }
+        }
+        state.current.clone()
+    }
+}
+
+/// What tells a changed file: modification time and size.
+type FileStamp = (SystemTime, u64);
+
+fn stamp(path: &std::path::Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// The key and trust store files of `listener`, stamped now.
+fn watched_files(config: &ServerConfig, listener: &str) -> Vec<(PathBuf, Option<FileStamp>)> {
+    let paths = [props::SSL_KEYSTORE_LOCATION, props::SSL_TRUSTSTORE_LOCATION]
+        .into_iter()
+        .map(|key| config.listener_value(listener, key))
+        .filter(|path| !path.trim().is_empty())
+        .map(|path| (PathBuf::from(path.trim()), None))
+        .collect::<Vec<_>>();
+    watched_files_of(&paths)
+}
+
+/// The same files, stamped now.
+fn watched_files_of(files: &[(PathBuf, Option<FileStamp>)]) -> Vec<(PathBuf, Option<FileStamp>)> {
+    files
+        .iter()
+        .map(|(path, _)| (path.clone(), stamp(path)))
+        .collect()
 }
 
 /// The rustls configuration of SSL listener `listener`, with its `ssl.client.auth`.
@@ -272,7 +321,7 @@ pub fn controller_tls(
     if protocol == crate::session::SecurityProtocol::Plaintext {
         return Ok(None);
     }
-    let client = client_config(config, &name)?;
+    let mut client = client_config(config, &name)?;
     if !client.client_auth_cert_resolver.has_certs() {
         return Err(TlsConfigError::Invalid {
             listener: name,
@@ -282,10 +331,58 @@ pub fn controller_tls(
         }
         .into());
     }
+    // The Raft client's configuration is built once (its HTTP client keeps it), so it follows a
+    // renewed key store through its certificate resolver, which asks a reloading configuration.
+    client.client_auth_cert_resolver = Arc::new(ReloadingClientCert(Reloading::new(
+        config,
+        &name,
+        |config, listener| Ok(client_config(config, listener)?.client_auth_cert_resolver),
+    )?));
     Ok(Some(strata_quorum::QuorumTls {
-        server: Arc::new(server_config_with(config, &name, ClientAuth::Required)?),
+        server: reloading_server(config, &name, |config, listener| {
+            server_config_with(config, listener, ClientAuth::Required)
+        })?,
         client: Arc::new(client),
     }))
+}
+
+/// A server configuration that follows its store files, for a
+/// [`strata_quorum::TlsPeerListener`].
+fn reloading_server(
+    config: &ServerConfig,
+    listener: &str,
+    build: impl Fn(&ServerConfig, &str) -> Result<rustls::ServerConfig, TlsConfigError>
+        + Send
+        + Sync
+        + 'static,
+) -> Result<strata_quorum::ServerTls, TlsConfigError> {
+    let reloading = Reloading::new(config, listener, move |config, listener| {
+        Ok(Arc::new(build(config, listener)?))
+    })?;
+    Ok(Arc::new(move || reloading.current()))
+}
+
+/// The client certificate of the key store as it is now (see [`controller_tls`]).
+struct ReloadingClientCert(Reloading<Arc<dyn rustls::client::ResolvesClientCert>>);
+
+impl std::fmt::Debug for ReloadingClientCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReloadingClientCert")
+    }
+}
+
+impl rustls::client::ResolvesClientCert for ReloadingClientCert {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.current().resolve(root_hint_subjects, sigschemes)
+    }
+
+    fn has_certs(&self) -> bool {
+        self.0.current().has_certs()
+    }
 }
 
 /// The TLS of the admin HTTP server when `listener.security.protocol.map` maps
@@ -299,10 +396,9 @@ pub fn admin_tls(config: &ServerConfig) -> Result<Option<AdminTls>, HttpTlsError
     {
         return Ok(None);
     }
-    let mapper = principal_mapper(config, name)?;
     Ok(Some(AdminTls {
-        server: Arc::new(server_config(config, name)?),
-        mapper,
+        server: reloading_server(config, name, server_config)?,
+        mapper: principal_mapper(config, name)?,
     }))
 }
 
@@ -320,7 +416,7 @@ fn principal_mapper(
 
 /// See [`admin_tls`].
 pub struct AdminTls {
-    pub server: Arc<rustls::ServerConfig>,
+    pub server: strata_quorum::ServerTls,
     mapper: PrincipalMapper,
 }
 

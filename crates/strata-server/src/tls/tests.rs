@@ -134,3 +134,40 @@ async fn without_endpoint_identification_only_the_chain_is_checked() {
     let stranger = crate::test_fixture::TestPki::new("broker-1.example");
     assert!(!handshake(&stranger, &trusting(""), "broker-1.example").await);
 }
+
+#[test]
+fn a_reloading_configuration_follows_its_files_and_keeps_the_last_good_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = dir.path().join("store.pem");
+    let write = |text: &str| std::fs::write(&store, text).expect("write the store");
+    write("a");
+    let config = crate::test_fixture::config(
+        dir.path(),
+        &[("ssl.keystore.location", store.to_str().expect("utf-8"))],
+    );
+    // The "configuration" is the store's text; "bad" stands for a file that does not build.
+    let reloading = Reloading::new(&config, "SSL", |config, listener| {
+        let path = config.listener_value(listener, props::SSL_KEYSTORE_LOCATION);
+        let text = std::fs::read_to_string(path).expect("read the store");
+        match text.as_str() {
+            "bad" => Err(TlsConfigError::Invalid {
+                listener: listener.to_string(),
+                message: "bad".into(),
+            }),
+            _ => Ok(text),
+        }
+    })
+    .expect("builds");
+    let after_the_check_interval = || std::thread::sleep(RELOAD_CHECK_INTERVAL * 11 / 10);
+    assert_eq!(reloading.current(), "a");
+    write("bb");
+    assert_eq!(reloading.current(), "a", "looked at once per interval");
+    after_the_check_interval();
+    assert_eq!(reloading.current(), "bb");
+    write("bad");
+    after_the_check_interval();
+    assert_eq!(reloading.current(), "bb", "the last good one is kept");
+    write("ccc");
+    after_the_check_interval();
+    assert_eq!(reloading.current(), "ccc");
+}
