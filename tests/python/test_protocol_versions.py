@@ -36,6 +36,7 @@ ELECTION_NOT_NEEDED = 84
 TRANSACTIONAL_ID_NOT_FOUND = 105
 INVALID_REGULAR_EXPRESSION = 128
 RESOURCE_NOT_FOUND = 91
+INVALID_REQUEST = 42
 ILLEGAL_SASL_STATE = 34
 SCRAM_SHA_256 = 1
 SCRAM_SHA_512 = 2
@@ -794,6 +795,38 @@ def describe_user_scram_credentials(s: Sweep, v: int) -> None:
     assert user in {r.user for r in everyone.results}, everyone
 
 
+def quota_entry(user: str, key: str, value: float | None) -> dict[str, Any]:
+    """One AlterClientQuotas entry: set `key` of user `user`, or remove it (value None)."""
+    return {"entity": [{"entity_type": "user", "entity_name": user}],
+            "ops": [{"key": key, "value": value or 0.0, "remove": value is None}]}
+
+
+def describe_client_quotas(s: Sweep, v: int) -> None:
+    user = s.unique(f"sweep-quota-describe-v{v}")
+    s.latest(49, {"entries": [quota_entry(user, "consumer_byte_rate", 4096.0)], "validate_only": False})
+    exact = {"components": [{"entity_type": "user", "match_type": 0, "match": user}], "strict": True}
+    resp = s.call(48, v, exact)
+    found = [([(e.entity_type, e.entity_name) for e in entry.entity], [(q.key, q.value) for q in entry.values])
+             for entry in resp.entries]
+    assert found == [([("user", user)], [("consumer_byte_rate", 4096.0)])], resp
+    bad = {"components": [{"entity_type": "user", "match_type": 0, "match": None}], "strict": False}
+    refused = s.call(48, v, bad, allow=(INVALID_REQUEST,))
+    assert (refused.error_code, refused.entries) == (INVALID_REQUEST, None), refused
+
+
+def alter_client_quotas(s: Sweep, v: int) -> None:
+    user = s.unique(f"sweep-quota-alter-v{v}")
+    for entry, code in [
+        (quota_entry(user, "producer_byte_rate", 1024.0), NONE),
+        (quota_entry(user, "producer_byte_rate", 0.5), INVALID_REQUEST),
+        (quota_entry(user, "producer_byte_rate", None), NONE),
+    ]:
+        resp = s.call(49, v, {"entries": [entry], "validate_only": False}, allow=(INVALID_REQUEST,))
+        assert [(e.error_code, [(x.entity_type, x.entity_name) for x in e.entity]) for e in resp.entries] == [
+            (code, [("user", user)])
+        ], resp
+
+
 def sasl_handshake(s: Sweep, v: int) -> None:
     # The sweep's listener is PLAINTEXT: nothing to authenticate, and Kafka's KafkaApis
     # answers ILLEGAL_SASL_STATE. The exchange on SASL listeners is swept in test_sasl.py.
@@ -862,6 +895,8 @@ BUILDERS: dict[int, Callable[[Sweep, int], None]] = {
     45: alter_partition_reassignments,
     46: list_partition_reassignments,
     47: offset_delete,
+    48: describe_client_quotas,
+    49: alter_client_quotas,
     50: describe_user_scram_credentials,
     51: alter_user_scram_credentials,
     55: describe_quorum,

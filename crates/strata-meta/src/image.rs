@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::acl::{AclBinding, AclSet};
+use crate::client_quota::{QuotaEntity, Quotas};
 use crate::features::VersionRange;
 use crate::records::{ConfigResource, MetadataRecord};
 use crate::scram::{ScramCredential, ScramMechanism};
@@ -163,6 +164,8 @@ struct ImageSnapshot {
     scram_credentials: Vec<(String, ScramMechanism, ScramCredential)>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     acls: Vec<(Uuid, AclBinding)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    client_quotas: Vec<(QuotaEntity, Quotas)>,
 }
 
 impl From<MetadataImage> for ImageSnapshot {
@@ -190,6 +193,7 @@ impl From<MetadataImage> for ImageSnapshot {
                 .iter()
                 .map(|(id, acl)| (*id, acl.clone()))
                 .collect(),
+            client_quotas: image.client_quotas.into_iter().collect(),
         }
     }
 }
@@ -233,6 +237,7 @@ impl From<ImageSnapshot> for MetadataImage {
                 }
                 acls
             }),
+            client_quotas: snapshot.client_quotas.into_iter().collect(),
         }
     }
 }
@@ -262,6 +267,8 @@ pub struct MetadataImage {
     scram_credentials: BTreeMap<String, BTreeMap<ScramMechanism, ScramCredential>>,
     /// ACLs by id, indexed for the authorizer; shared between images, copied on a change.
     acls: Arc<AclSet>,
+    /// Client quotas by entity (Kafka's `ClientQuotasImage`); an entity without any is absent.
+    client_quotas: BTreeMap<QuotaEntity, Quotas>,
 }
 
 impl MetadataImage {
@@ -339,6 +346,16 @@ impl MetadataImage {
         &self,
     ) -> impl Iterator<Item = (&String, &BTreeMap<ScramMechanism, ScramCredential>)> {
         self.scram_credentials.iter()
+    }
+
+    /// The quotas set for exactly `entity`.
+    pub fn client_quotas(&self, entity: &QuotaEntity) -> Option<&Quotas> {
+        self.client_quotas.get(entity)
+    }
+
+    /// Every entity with quotas, in entity order.
+    pub fn all_client_quotas(&self) -> impl Iterator<Item = (&QuotaEntity, &Quotas)> {
+        self.client_quotas.iter()
     }
 
     /// The cluster's ACLs.
@@ -571,6 +588,22 @@ impl MetadataImage {
                 }
                 Arc::make_mut(&mut self.acls).remove(id);
             }
+            MetadataRecord::ClientQuota { entity, key, value } => match value {
+                Some(value) => {
+                    self.client_quotas
+                        .entry(entity.clone())
+                        .or_default()
+                        .insert(key.clone(), *value);
+                }
+                None => {
+                    if let Some(quotas) = self.client_quotas.get_mut(entity) {
+                        quotas.remove(key);
+                        if quotas.is_empty() {
+                            self.client_quotas.remove(entity);
+                        }
+                    }
+                }
+            },
         }
         Ok(())
     }

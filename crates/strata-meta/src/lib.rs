@@ -8,6 +8,7 @@
 
 pub mod acl;
 pub mod authorizer;
+pub mod client_quota;
 pub mod config;
 pub mod controller;
 pub mod features;

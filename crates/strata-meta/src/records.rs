@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::acl::AclBinding;
+use crate::client_quota::QuotaEntity;
 use crate::features::VersionRange;
 use crate::scram::{ScramCredential, ScramMechanism};
 
@@ -102,4 +103,11 @@ pub enum MetadataRecord {
     AccessControlEntry { id: Uuid, acl: AclBinding },
     /// Deletes the ACL `id` (Kafka's RemoveAccessControlEntryRecord).
     RemoveAccessControlEntry { id: Uuid },
+    /// Sets one quota of a client quota entity, or removes it when `value` is `None` (Kafka's
+    /// ClientQuotaRecord with `remove`).
+    ClientQuota {
+        entity: QuotaEntity,
+        key: String,
+        value: Option<f64>,
+    },
 }

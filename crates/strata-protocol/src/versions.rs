@@ -74,6 +74,9 @@ const SUPPORTED: &[SupportedVersions] = &[
     served(ApiKey::AlterPartitionReassignments, 0, 1),
     served(ApiKey::ListPartitionReassignments, 0, 0),
     served(ApiKey::OffsetDelete, 0, 0),
+    // KIP-546: client quotas are metadata records; any Strata node commits a change.
+    served(ApiKey::DescribeClientQuotas, 0, 1),
+    served(ApiKey::AlterClientQuotas, 0, 1),
     // KIP-554: SCRAM credentials are metadata records; any Strata node commits a change.
     served(ApiKey::DescribeUserScramCredentials, 0, 0),
     served(ApiKey::AlterUserScramCredentials, 0, 0),

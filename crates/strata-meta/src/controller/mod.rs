@@ -18,6 +18,7 @@
 //! - [`ProducerIdControl`] (`producer_ids.rs`, `ProducerIdControlManager`): producer-id blocks.
 //! - [`ScramControl`] (`scram.rs`, `ScramControlManager`): SCRAM credentials.
 //! - [`AclControl`] (`acls.rs`, `AclControlManager`): CreateAcls and DeleteAcls.
+//! - [`ClientQuotaControl`] (`client_quotas.rs`, `ClientQuotaControlManager`): client quotas.
 //!
 //! Finalized feature levels are [`crate::features`] (`FeatureControlManager`).
 //!
@@ -30,6 +31,7 @@
 
 mod acls;
 mod brokers;
+mod client_quotas;
 mod configs;
 mod partitions;
 mod producer_ids;
@@ -47,6 +49,7 @@ use crate::records::{ConfigResource, MetadataRecord};
 
 pub use acls::AclControl;
 pub use brokers::{BrokerControl, BrokerRegistrationRequest};
+pub use client_quotas::{ClientQuotaControl, NameMatch, QuotaAlteration, QuotaResults};
 pub use configs::{ConfigControl, ConfigOp};
 pub use partitions::{
     AlterPartitionFailure, ElectionError, ElectionType, OngoingReassignment, PartitionControl,
@@ -97,6 +100,9 @@ pub enum ControllerError {
     /// UNACCEPTABLE_CREDENTIAL (93).
     #[error("{0}")]
     UnacceptableCredential(String),
+    /// UNSUPPORTED_VERSION (35): what Kafka answers for a quota entity type it does not know.
+    #[error("{0}")]
+    UnsupportedVersion(String),
 }
 
 /// What the server calls: one method per request, each handed to the manager that owns the
@@ -110,6 +116,7 @@ pub struct Controller {
     producer_ids: ProducerIdControl,
     scram: ScramControl,
     acls: AclControl,
+    client_quotas: ClientQuotaControl,
 }
 
 impl Controller {
@@ -122,6 +129,7 @@ impl Controller {
             producer_ids: ProducerIdControl,
             scram: ScramControl,
             acls: AclControl,
+            client_quotas: ClientQuotaControl,
         }
     }
 
@@ -328,6 +336,31 @@ impl Controller {
         upsertions: &[ScramUpsertion],
     ) -> (ScramResults, Vec<MetadataRecord>) {
         self.scram.alter_credentials(image, deletions, upsertions)
+    }
+
+    /// See [`ClientQuotaControl::alter`].
+    pub fn alter_client_quotas(
+        &self,
+        image: &MetadataImage,
+        alterations: &[QuotaAlteration],
+    ) -> (QuotaResults, Vec<MetadataRecord>) {
+        self.client_quotas.alter(image, alterations)
+    }
+
+    /// See [`ClientQuotaControl::describe`].
+    pub fn describe_client_quotas<'i>(
+        &self,
+        image: &'i MetadataImage,
+        filter: &[(String, NameMatch)],
+        strict: bool,
+    ) -> Result<
+        Vec<(
+            &'i crate::client_quota::QuotaEntity,
+            &'i crate::client_quota::Quotas,
+        )>,
+        ControllerError,
+    > {
+        self.client_quotas.describe(image, filter, strict)
     }
 
     /// See [`ScramControl::bootstrap_credential`].

@@ -6,6 +6,7 @@
 
 mod acls;
 pub mod api_versions;
+mod client_quotas;
 mod configs;
 mod elect_leaders;
 mod features;
@@ -200,6 +201,12 @@ pub async fn handle(
         RequestKind::AlterUserScramCredentials(r) => {
             ResponseKind::AlterUserScramCredentials(scram::handle_alter(broker, ctx, r).await)
         }
+        RequestKind::DescribeClientQuotas(r) => {
+            ResponseKind::DescribeClientQuotas(client_quotas::handle_describe(broker, ctx, &r))
+        }
+        RequestKind::AlterClientQuotas(r) => {
+            ResponseKind::AlterClientQuotas(client_quotas::handle_alter(broker, ctx, r).await)
+        }
         RequestKind::CreateAcls(r) => {
             ResponseKind::CreateAcls(acls::handle_create(broker, ctx, r).await)
         }
@@ -264,6 +271,7 @@ pub(crate) fn controller_error(e: &ControllerError) -> (i16, Option<StrBytes>) {
         ControllerError::ResourceNotFound(_) => ResponseError::ResourceNotFound,
         ControllerError::DuplicateResource(_) => ResponseError::DuplicateResource,
         ControllerError::UnacceptableCredential(_) => ResponseError::UnacceptableCredential,
+        ControllerError::UnsupportedVersion(_) => ResponseError::UnsupportedVersion,
     };
     (error.code(), Some(str_bytes(e.to_string())))
 }

@@ -1083,6 +1083,176 @@ async fn api_versions_names_the_client_software_on_the_session() {
     assert!(other.session.client_software.is_none());
 }
 
+/// An AlterClientQuotas request setting (or, with `None`, removing) one quota of one entity.
+fn quota_alteration(
+    kind: &str,
+    name: Option<&str>,
+    key: &str,
+    value: Option<f64>,
+) -> kafka_protocol::messages::AlterClientQuotasRequest {
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    kafka_protocol::messages::AlterClientQuotasRequest::default().with_entries(vec![
+        EntryData::default()
+            .with_entity(vec![EntityData::default()
+                .with_entity_type(s(kind))
+                .with_entity_name(name.map(s))])
+            .with_ops(vec![OpData::default()
+                .with_key(s(key))
+                .with_value(value.unwrap_or_default())
+                .with_remove(value.is_none())]),
+    ])
+}
+
+/// AlterClientQuotas and DescribeClientQuotas through the codec at both versions: quotas are
+/// set, validated only, refused with Kafka's codes and messages, described by filter, removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_quotas_are_altered_and_described_with_kafkas_codes() {
+    use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
+    use kafka_protocol::messages::{
+        AlterClientQuotasResponse, DescribeClientQuotasRequest, DescribeClientQuotasResponse,
+    };
+
+    let broker = TestBroker::open(&[]).await;
+    let outcome = |r: &AlterClientQuotasResponse| -> Vec<(i16, Option<String>)> {
+        r.entries
+            .iter()
+            .map(|e| {
+                (
+                    e.error_code,
+                    e.error_message.as_ref().map(|m| m.to_string()),
+                )
+            })
+            .collect()
+    };
+    for version in [0, 1] {
+        let alice = quota_alteration("user", Some("alice"), "producer_byte_rate", Some(1024.0));
+        let checked: AlterClientQuotasResponse = ask(
+            &broker,
+            ApiKey::AlterClientQuotas,
+            version,
+            &alice.clone().with_validate_only(true),
+        )
+        .await;
+        assert_eq!(outcome(&checked), vec![(0, None)]);
+        assert!(
+            broker.image().all_client_quotas().next().is_none(),
+            "validate only"
+        );
+        let set: AlterClientQuotasResponse =
+            ask(&broker, ApiKey::AlterClientQuotas, version, &alice).await;
+        assert_eq!(outcome(&set), vec![(0, None)]);
+        let default_user = quota_alteration("user", None, "consumer_byte_rate", Some(2048.0));
+        let _: AlterClientQuotasResponse =
+            ask(&broker, ApiKey::AlterClientQuotas, version, &default_user).await;
+        let bad: AlterClientQuotasResponse = ask(
+            &broker,
+            ApiKey::AlterClientQuotas,
+            version,
+            &quota_alteration("user", Some("bob"), "producer_byte_rate", Some(-1.0)),
+        )
+        .await;
+        assert_eq!(
+            outcome(&bad),
+            vec![(
+                code(ResponseError::InvalidRequest),
+                Some("Quota producer_byte_rate must be greater than 0".into())
+            )]
+        );
+
+        let describe = |components: Vec<ComponentData>, strict| {
+            DescribeClientQuotasRequest::default()
+                .with_components(components)
+                .with_strict(strict)
+        };
+        let user = |match_type: i8, name: Option<&str>| {
+            ComponentData::default()
+                .with_entity_type(s("user"))
+                .with_match_type(match_type)
+                .with_match(name.map(s))
+        };
+        let found: DescribeClientQuotasResponse = ask(
+            &broker,
+            ApiKey::DescribeClientQuotas,
+            version,
+            &describe(vec![user(2, None)], false),
+        )
+        .await;
+        assert_eq!(found.error_code, 0);
+        /// An entity's (only) name and its quotas.
+        type Described = (Option<String>, Vec<(String, f64)>);
+        let entries: Vec<Described> = found
+            .entries
+            .expect("entries")
+            .iter()
+            .map(|e| {
+                (
+                    e.entity[0].entity_name.as_ref().map(|n| n.to_string()),
+                    e.values
+                        .iter()
+                        .map(|v| (v.key.to_string(), v.value))
+                        .collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            entries,
+            vec![
+                (None, vec![("consumer_byte_rate".into(), 2048.0)]),
+                (
+                    Some("alice".into()),
+                    vec![("producer_byte_rate".into(), 1024.0)]
+                ),
+            ]
+        );
+        let exact: DescribeClientQuotasResponse = ask(
+            &broker,
+            ApiKey::DescribeClientQuotas,
+            version,
+            &describe(vec![user(0, Some("alice"))], true),
+        )
+        .await;
+        assert_eq!(exact.entries.map(|e| e.len()), Some(1));
+        let refused: DescribeClientQuotasResponse = ask(
+            &broker,
+            ApiKey::DescribeClientQuotas,
+            version,
+            &describe(vec![user(0, None)], false),
+        )
+        .await;
+        assert_eq!(
+            (refused.error_code, refused.entries.is_none()),
+            (code(ResponseError::InvalidRequest), true)
+        );
+        let unknown_type: DescribeClientQuotasResponse = ask(
+            &broker,
+            ApiKey::DescribeClientQuotas,
+            version,
+            &describe(
+                vec![ComponentData::default()
+                    .with_entity_type(s("group"))
+                    .with_match_type(2)
+                    .with_match(None)],
+                false,
+            ),
+        )
+        .await;
+        assert_eq!(
+            unknown_type.error_code,
+            code(ResponseError::UnsupportedVersion)
+        );
+
+        for removal in [
+            quota_alteration("user", Some("alice"), "producer_byte_rate", None),
+            quota_alteration("user", None, "consumer_byte_rate", None),
+        ] {
+            let removed: AlterClientQuotasResponse =
+                ask(&broker, ApiKey::AlterClientQuotas, version, &removal).await;
+            assert_eq!(outcome(&removed), vec![(0, None)]);
+        }
+        assert!(broker.image().all_client_quotas().next().is_none());
+    }
+}
+
 /// AlterUserScramCredentials and DescribeUserScramCredentials v0 through the codec: the
 /// stored credential holds keys derived from the salted password, describe shows only
 /// mechanism and iterations, and refusals carry Kafka's codes and messages.
@@ -1919,6 +2089,23 @@ mod acls {
         )
         .await;
         assert_eq!(r.error_code, cluster);
+        let r: kafka_protocol::messages::DescribeClientQuotasResponse = ask(
+            &broker,
+            ApiKey::DescribeClientQuotas,
+            1,
+            &kafka_protocol::messages::DescribeClientQuotasRequest::default(),
+        )
+        .await;
+        assert_eq!((r.error_code, r.entries), (cluster, None));
+        let r: kafka_protocol::messages::AlterClientQuotasResponse = ask(
+            &broker,
+            ApiKey::AlterClientQuotas,
+            1,
+            &quota_alteration("user", Some("alice"), "producer_byte_rate", Some(1024.0)),
+        )
+        .await;
+        assert_eq!(r.entries[0].error_code, cluster);
+        assert!(broker.image().all_client_quotas().next().is_none());
         let r: UpdateFeaturesResponse = ask(
             &broker,
             ApiKey::UpdateFeatures,

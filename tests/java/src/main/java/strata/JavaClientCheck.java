@@ -18,6 +18,7 @@ import java.util.function.BooleanSupplier;
 
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.AlterClientQuotasOptions;
 import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
@@ -42,9 +43,14 @@ import org.apache.kafka.common.Node;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.TopicPartitionInfo;
 import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.InvalidRequestException;
 import org.apache.kafka.common.errors.InvalidTopicException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.quota.ClientQuotaAlteration;
+import org.apache.kafka.common.quota.ClientQuotaEntity;
+import org.apache.kafka.common.quota.ClientQuotaFilter;
+import org.apache.kafka.common.quota.ClientQuotaFilterComponent;
 import org.apache.kafka.common.header.internals.RecordHeader;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
@@ -388,6 +394,47 @@ public final class JavaClientCheck {
             }
         });
         ok("deleteTopics %s: gone from listTopics", topic);
+
+        clientQuotas(admin);
+    }
+
+    /** AlterClientQuotas / DescribeClientQuotas (KIP-546) as kafka-configs uses them. */
+    private void clientQuotas(Admin admin) throws Exception {
+        step = "admin.alterClientQuotas";
+        String user = "strata-quota-" + UUID.randomUUID();
+        ClientQuotaEntity entity = new ClientQuotaEntity(Map.of(ClientQuotaEntity.USER, user));
+        ClientQuotaFilter only = ClientQuotaFilter.containsOnly(
+            List.of(ClientQuotaFilterComponent.ofEntity(ClientQuotaEntity.USER, user)));
+        List<ClientQuotaAlteration> set = List.of(new ClientQuotaAlteration(entity, List.of(
+            new ClientQuotaAlteration.Op("producer_byte_rate", 1048576.0),
+            new ClientQuotaAlteration.Op("request_percentage", 50.0))));
+        admin.alterClientQuotas(set, new AlterClientQuotasOptions().validateOnly(true)).all().get();
+        check(admin.describeClientQuotas(only).entities().get().isEmpty(),
+            "validateOnly must not set quotas");
+        admin.alterClientQuotas(set).all().get();
+        Map<ClientQuotaEntity, Map<String, Double>> described =
+            admin.describeClientQuotas(only).entities().get();
+        check(described.equals(Map.of(entity, Map.of("producer_byte_rate", 1048576.0,
+            "request_percentage", 50.0))), "describeClientQuotas: %s", described);
+        ok("alterClientQuotas (validateOnly, then set) and describeClientQuotas: %s", described.get(entity));
+
+        step = "admin.alterClientQuotas invalid";
+        expectFailure(admin.alterClientQuotas(List.of(new ClientQuotaAlteration(entity, List.of(
+                new ClientQuotaAlteration.Op("producer_byte_rate", 1.5))))).all(),
+            InvalidRequestException.class, "a fractional byte rate");
+        ClientQuotaEntity ipAndUser = new ClientQuotaEntity(
+            Map.of(ClientQuotaEntity.USER, user, ClientQuotaEntity.IP, "127.0.0.1"));
+        expectFailure(admin.alterClientQuotas(List.of(new ClientQuotaAlteration(ipAndUser, List.of(
+                new ClientQuotaAlteration.Op("connection_creation_rate", 5.0))))).all(),
+            InvalidRequestException.class, "an ip entity combined with a user");
+        ok("alterClientQuotas refuses a fractional byte rate and ip combined with user (InvalidRequestException)");
+
+        step = "admin.alterClientQuotas remove";
+        admin.alterClientQuotas(List.of(new ClientQuotaAlteration(entity, List.of(
+            new ClientQuotaAlteration.Op("producer_byte_rate", null),
+            new ClientQuotaAlteration.Op("request_percentage", null))))).all().get();
+        check(admin.describeClientQuotas(only).entities().get().isEmpty(), "quotas removed");
+        ok("alterClientQuotas removes both quotas: describeClientQuotas finds none");
     }
 
     /** One record we expect to read back. */
