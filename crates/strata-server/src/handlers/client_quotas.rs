@@ -39,7 +39,8 @@ pub fn handle_describe(
     if let Err(e) = ctx.authorize_cluster(Operation::DescribeConfigs) {
         return refused(code(e), e.to_string());
     }
-    let filter = match request
+    let image = broker.image();
+    let found = request
         .components
         .iter()
         .map(|c| {
@@ -67,26 +68,16 @@ pub fn handle_describe(
             Ok((c.entity_type.to_string(), name_match))
         })
         .collect::<Result<Vec<_>, _>>()
-    {
-        Ok(filter) => filter,
-        Err(e) => {
-            let (error, message) = controller_error(&e);
-            return refused(error, message.map(|m| m.to_string()).unwrap_or_default());
-        }
+        .and_then(|filter| {
+            broker
+                .meta
+                .controller()
+                .describe_client_quotas(&image, &filter, request.strict)
+        });
+    let found = match found {
+        Ok(found) => found,
+        Err(e) => return refused(controller_error(&e).0, e.to_string()),
     };
-    let image = broker.image();
-    let found =
-        match broker
-            .meta
-            .controller()
-            .describe_client_quotas(&image, &filter, request.strict)
-        {
-            Ok(found) => found,
-            Err(e) => {
-                let (error, message) = controller_error(&e);
-                return refused(error, message.map(|m| m.to_string()).unwrap_or_default());
-            }
-        };
     let entries = found
         .into_iter()
         .map(|(entity, quotas)| {
