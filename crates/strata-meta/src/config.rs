@@ -449,6 +449,22 @@ pub const BROKER_CONFIGS: &[ConfigDef] = &[
         "maximum client connections",
     ),
     def(
+        "quota.window.num",
+        Int,
+        "11",
+        AtLeast(1),
+        &[],
+        "samples kept in memory for client quotas",
+    ),
+    def(
+        "quota.window.size.seconds",
+        Int,
+        "1",
+        AtLeast(1),
+        &[],
+        "time span of each client quota sample",
+    ),
+    def(
         "queued.max.requests",
         Int,
         "500",
@@ -1258,6 +1274,8 @@ pub mod props {
         DELETE_TOPIC_ENABLE: bool = "delete.topic.enable";
         SOCKET_REQUEST_MAX_BYTES: i64 = "socket.request.max.bytes";
         MAX_CONNECTIONS: i64 = "max.connections";
+        QUOTA_WINDOW_NUM: i32 = "quota.window.num";
+        QUOTA_WINDOW_SIZE_SECONDS: i32 = "quota.window.size.seconds";
         LOG_RETENTION_CHECK_INTERVAL_MS: i64 = "log.retention.check.interval.ms";
         LOG_FLUSH_SCHEDULER_INTERVAL_MS: i64 = "log.flush.scheduler.interval.ms";
         REMOTE_LOG_MANAGER_TASK_INTERVAL_MS: i64 = "remote.log.manager.task.interval.ms";

@@ -56,6 +56,8 @@ pub struct Broker {
     pub authorizer: Option<Arc<strata_meta::authorizer::AuthorizerSettings>>,
     /// Where authorization decisions are recorded (`authorizer.audit.log.file`).
     pub audit: Option<Arc<crate::audit_log::AuditLog>>,
+    /// The rates of clients with a byte-rate quota, and the throttling they earn.
+    pub quotas: crate::client_quota_manager::ClientQuotaManager,
 }
 
 /// The unhanded-out part of the current producer-id block.

@@ -275,6 +275,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                     request.header,
                     &request.body,
                     arrived,
+                    frame_bytes,
                 )
                 .map_err(|refusal| match refusal {
                     Refusal::SessionExpired { .. } => Closed::Authentication(refusal.to_string()),
@@ -290,7 +291,24 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                 broker
                     .metrics
                     .request_bytes(api_key, frame_bytes, response_bytes);
-                response
+                let throttle = ctx.throttle_time();
+                if throttle.is_zero() {
+                    response
+                } else if client_side_throttling(api_key, version) {
+                    // KIP-219: the answer goes at once with its throttle_time_ms, then the
+                    // connection is muted for that long: nothing more is read from it, so a
+                    // client that ignores the throttle time is held back all the same.
+                    if let Some(chunks) = response {
+                        send(&mut stream, &chunks).await?;
+                    }
+                    hold(throttle, &mut stop).await;
+                    None
+                } else {
+                    // Clients older than KIP-219 do not throttle themselves: the answer is
+                    // delayed instead, as Kafka delays it for them.
+                    hold(throttle, &mut stop).await;
+                    response
+                }
             }
             Err(RequestError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
@@ -314,6 +332,24 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
         if let Some(chunks) = response {
             send(&mut stream, &chunks).await?;
         }
+    }
+}
+
+/// Whether a client that sends `api_key` at `version` waits out the throttle time of its
+/// answer itself (KIP-219, Kafka's `shouldClientThrottle`); older clients get the answer late.
+fn client_side_throttling(api_key: ApiKey, version: i16) -> bool {
+    match api_key {
+        ApiKey::Produce => version >= 6,
+        ApiKey::Fetch => version >= 8,
+        _ => true,
+    }
+}
+
+/// Holds the connection for `throttle`, or until the broker stops.
+async fn hold(throttle: Duration, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(throttle) => {}
+        _ = crate::task::stopped(stop) => {}
     }
 }
 
@@ -427,12 +463,15 @@ pub(crate) fn admit<'s>(
     header: RequestHeader,
     body: &RequestKind,
     arrived: Instant,
+    frame_bytes: usize,
 ) -> Result<RequestContext<'s>, Refusal> {
     if let RequestKind::ApiVersions(r) = body {
         session.note_api_versions(r, header.request_api_version);
     }
     session.admit(api_key, arrived)?;
-    Ok(RequestContext::new(header, session, arrived).with_authorizer(broker.request_authorizer()))
+    Ok(RequestContext::new(header, session, arrived)
+        .with_authorizer(broker.request_authorizer())
+        .with_frame_bytes(frame_bytes))
 }
 
 /// Most chunks passed to one vectored write; Linux takes up to `IOV_MAX` (1024).

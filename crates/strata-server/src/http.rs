@@ -234,10 +234,9 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         gauges.upload_lag_bytes += lag_bytes;
         gauges.upload_lag_segments += lag_segments as u64;
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        broker.metrics.render(&gauges),
-    )
+    let mut text = broker.metrics.render(&gauges);
+    broker.quotas.render_metrics(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 #[cfg(test)]

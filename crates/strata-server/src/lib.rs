@@ -9,6 +9,7 @@ mod audit_log;
 pub mod broker;
 mod broker_client;
 pub mod broker_lifecycle;
+pub mod client_quota_manager;
 pub mod config;
 mod connection;
 pub mod controller_rpc;

@@ -198,6 +198,14 @@ impl Broker {
             fetch_sessions: Mutex::new(fetch_sessions),
             peers: peers.clone(),
             audit,
+            quotas: crate::client_quota_manager::ClientQuotaManager::new(
+                crate::client_quota_manager::QuotaWindow {
+                    samples: config.broker_value(props::QUOTA_WINDOW_NUM).max(1) as u32,
+                    sample: std::time::Duration::from_secs(
+                        config.broker_value(props::QUOTA_WINDOW_SIZE_SECONDS).max(1) as u64,
+                    ),
+                },
+            ),
             authorizer: (config.broker_value(props::AUTHORIZER_CLASS_NAME)
                 == strata_meta::config::STANDARD_AUTHORIZER)
                 .then(|| {

@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -305,6 +306,12 @@ pub struct RequestContext<'a> {
     pub arrived: Instant,
     /// `None` when no authorizer is configured: every action is allowed.
     pub authorizer: Option<Authorizer>,
+    /// Bytes of the request frame, length prefix included: what a Produce quota charges.
+    pub frame_bytes: usize,
+    /// How long the client is throttled for this request by a quota (KIP-219), in
+    /// milliseconds: set by the handler that charged it, read by the connection, which holds
+    /// the client back that long.
+    throttle_ms: AtomicU32,
 }
 
 impl<'a> RequestContext<'a> {
@@ -314,7 +321,27 @@ impl<'a> RequestContext<'a> {
             session,
             arrived,
             authorizer: None,
+            frame_bytes: 0,
+            throttle_ms: AtomicU32::new(0),
         }
+    }
+
+    /// The context of a request frame of `frame_bytes` bytes.
+    pub fn with_frame_bytes(mut self, frame_bytes: usize) -> Self {
+        self.frame_bytes = frame_bytes;
+        self
+    }
+
+    /// Throttles the client for `throttle` after this request; the longest of several wins,
+    /// as Kafka takes the largest of a request's quota violations.
+    pub fn throttle(&self, throttle: std::time::Duration) {
+        let ms = throttle.as_millis().min(i32::MAX as u128) as u32;
+        self.throttle_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long the client is throttled for this request (zero: not at all).
+    pub fn throttle_time(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.throttle_ms.load(Ordering::Relaxed) as u64)
     }
 
     /// The context checked against `authorizer` (none: every action allowed).

@@ -19,6 +19,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("metadata_source", 0),
     ("fetch_session", 0),
     ("controller_rpc", 0),
+    ("client_quota_manager", 0),
     // The parts services share.
     ("metrics", 1),
     ("broker_client", 1),

@@ -46,6 +46,7 @@ use strata_meta::MetadataImage;
 use super::partition_walk::{hosted, Role};
 use super::{code, log_error, str_bytes};
 use crate::broker::Broker;
+use crate::client_quota_manager::QuotaKind;
 use crate::fetch_session::{
     FetchContext, FetchMetadata, PartitionKey, PartitionRequest, PartitionResult, SessionError,
     TopicKey, INVALID_SESSION_ID, TOPIC_ID_MIN_VERSION,
@@ -153,12 +154,24 @@ pub async fn handle(
         .collect();
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + max_wait;
-    let min_bytes = request.min_bytes.max(0) as usize;
     let max_bytes = if request.max_bytes <= 0 {
         i32::MAX as usize
     } else {
         request.max_bytes as usize
     };
+    // Kafka's `getMaxValueInQuotaWindow`: a consumer with a byte-rate quota gets at most what
+    // its quota allows over the window in one response (followers have no client quota).
+    let quota_cap = match replica {
+        Some(_) => None,
+        None => broker.quotas.max_value_in_window(
+            &image,
+            QuotaKind::Fetch,
+            &ctx.session.principal.name,
+            ctx.client_id(),
+        ),
+    };
+    let max_bytes = quota_cap.map_or(max_bytes, |cap| max_bytes.min(cap.max(1.0) as usize));
+    let min_bytes = (request.min_bytes.max(0) as usize).min(max_bytes);
     let from_follower_allowed = replica.is_none() && version >= FOLLOWER_FETCH_MIN_VERSION;
     let client_rack = (from_follower_allowed && broker.rack_aware_reads)
         .then(|| request.rack_id.to_string())
@@ -217,6 +230,26 @@ pub async fn handle(
         .iter()
         .map(|p| p.records.as_ref().map_or(0, Bytes::len))
         .sum();
+    if replica.is_none() {
+        let charge = super::charge_quota(broker, ctx, &image, QuotaKind::Fetch, fetched);
+        if let Some(charge) = charge.filter(|c| !c.throttle.is_zero()) {
+            // As Kafka: a throttled consumer gets an empty answer, and what was read does not
+            // count against its quota. An incremental session keeps its id (its epoch moved
+            // on with this request); a full fetch creates none.
+            broker.quotas.unrecord(&charge, Instant::now());
+            let session_id = match context {
+                FetchContext::Incremental { session_id, .. } => session_id,
+                _ => INVALID_SESSION_ID,
+            };
+            return FetchResponse::default()
+                .with_session_id(session_id)
+                .with_throttle_time_ms(if version >= 1 {
+                    super::throttle_time_ms(ctx)
+                } else {
+                    0
+                });
+        }
+    }
     broker.metrics.fetch_bytes.add(fetched as u64);
     // Which partitions the answer carries, under which session id.
     let (session_id, include) = match context {

@@ -35,6 +35,7 @@ use strata_log::LogError;
 use strata_meta::ControllerError;
 
 use crate::broker::Broker;
+use crate::client_quota_manager::{Charge, QuotaKind};
 use crate::replica_manager::Partition;
 use crate::session::RequestContext;
 
@@ -223,6 +224,32 @@ pub async fn handle(
         }
     };
     Some(response)
+}
+
+/// Charges `value` to the client's quota of `kind` (if one applies) and throttles the client
+/// for what it earned. Returns the charge, which a response dropped for the throttle takes back.
+pub(crate) fn charge_quota(
+    broker: &Broker,
+    ctx: &RequestContext<'_>,
+    image: &strata_meta::MetadataImage,
+    kind: QuotaKind,
+    value: usize,
+) -> Option<Charge> {
+    let charge = broker.quotas.record(
+        image,
+        kind,
+        &ctx.session.principal.name,
+        ctx.client_id(),
+        value as f64,
+        std::time::Instant::now(),
+    )?;
+    ctx.throttle(charge.throttle);
+    Some(charge)
+}
+
+/// The `throttle_time_ms` a response carries: what the request's quota charges earned.
+pub(crate) fn throttle_time_ms(ctx: &RequestContext<'_>) -> i32 {
+    ctx.throttle_time().as_millis().min(i32::MAX as u128) as i32
 }
 
 pub(crate) fn code(e: ResponseError) -> i16 {

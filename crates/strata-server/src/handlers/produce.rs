@@ -26,6 +26,7 @@ use strata_partition::AckState;
 use super::partition_walk::{hosted, Role};
 use super::{code, log_error, str_bytes};
 use crate::broker::Broker;
+use crate::client_quota_manager::QuotaKind;
 use crate::replica_manager::now_ms;
 use crate::replica_manager::Partition;
 use crate::session::{Operation, RequestContext};
@@ -283,6 +284,9 @@ pub async fn handle(
     let timeout = Duration::from_millis(request_timeout_ms.clamp(0, MAX_ACK_WAIT_MS) as u64);
     let mut results = results;
     await_replication(&mut results, timeout).await;
+    // Kafka charges the whole request to the producer's quota once it is answered; with
+    // acks=0 the client is throttled all the same, by the muted connection.
+    super::charge_quota(broker, ctx, &image, QuotaKind::Produce, ctx.frame_bytes);
     if acks == 0 {
         return None;
     }
@@ -350,10 +354,17 @@ pub async fn handle(
         })
         .collect();
     let node_endpoints = super::leader_endpoints!(image, leaders, NodeEndpoint);
+    // v0 has no throttle time: the connection delays its answer instead.
+    let throttle_time_ms = if version >= 1 {
+        super::throttle_time_ms(ctx)
+    } else {
+        0
+    };
     Some(
         ProduceResponse::default()
             .with_responses(responses)
-            .with_node_endpoints(node_endpoints),
+            .with_node_endpoints(node_endpoints)
+            .with_throttle_time_ms(throttle_time_ms),
     )
 }
 

@@ -102,6 +102,7 @@ impl Client {
         request
             .encode(&mut frame, version)
             .unwrap_or_else(|e| panic!("{api_key:?} v{version} request encodes: {e:#}"));
+        let frame_bytes = strata_protocol::frame::LENGTH_PREFIX_BYTES + frame.len();
         let decoded = strata_protocol::decode_request(frame.freeze())
             .unwrap_or_else(|e| panic!("{api_key:?} v{version} request decodes: {e}"));
         let ctx = crate::connection::admit(
@@ -111,6 +112,7 @@ impl Client {
             decoded.header,
             &decoded.body,
             Instant::now(),
+            frame_bytes,
         )
         .expect("an API the test may send");
         let response = tokio::time::timeout(
@@ -2154,4 +2156,85 @@ mod acls {
         let r: InitProducerIdResponse = ask(&broker, ApiKey::InitProducerId, 4, &init(None)).await;
         assert_eq!(r.error_code, 0, "IDEMPOTENT_WRITE on the cluster");
     }
+}
+
+/// Byte-rate quotas with Kafka's numbers (11 samples of 1 s): a producer over its rate gets
+/// `throttle_time_ms` and its records are kept; a consumer over its rate gets an empty answer
+/// whose bytes do not count; a fetch is capped at the quota over ten samples; clients without a
+/// quota are not held back.
+#[tokio::test(flavor = "multi_thread")]
+async fn byte_rate_quotas_throttle_producers_and_empty_throttled_fetches() {
+    use kafka_protocol::messages::AlterClientQuotasResponse;
+
+    let broker = broker_with_topic(1).await;
+    let id = topic_id(&broker, "t");
+    for (client, key) in [
+        ("writer", "producer_byte_rate"),
+        ("reader", "consumer_byte_rate"),
+    ] {
+        let set: AlterClientQuotasResponse = ask(
+            &broker,
+            ApiKey::AlterClientQuotas,
+            1,
+            &quota_alteration("client-id", Some(client), key, Some(1000.0)),
+        )
+        .await;
+        assert_eq!(set.entries[0].error_code, 0);
+    }
+    let big = vec![7u8; 6000];
+    let mut writer = Client::at(PEER.parse().expect("addr"), "writer");
+    let mut throttles = Vec::new();
+    for _ in 0..2 {
+        let produced: ProduceResponse = writer
+            .send(
+                &broker,
+                ApiKey::Produce,
+                9,
+                &produce(9, "t", id, 1, vec![(0, batch(&[&big]))]),
+            )
+            .await
+            .expect("acks=1 is answered");
+        assert_eq!(produced.responses[0].partition_responses[0].error_code, 0);
+        throttles.push(produced.throttle_time_ms);
+    }
+    // ~6.1 KB is 610 B/s over the 10 s minimum window; ~12.2 KB is 1,220 B/s: 22% over the
+    // quota, 2.2 s of the window.
+    assert_eq!(throttles[0], 0);
+    assert!((2000..2600).contains(&throttles[1]), "{throttles:?}");
+    let other: ProduceResponse = ask(
+        &broker,
+        ApiKey::Produce,
+        9,
+        &produce(9, "t", id, 1, vec![(0, batch(&[&big]))]),
+    )
+    .await;
+    assert_eq!(other.throttle_time_ms, 0, "a client without a quota");
+
+    let mut reader = Client::at(PEER.parse().expect("addr"), "reader");
+    let mut read = async |offset: i64| -> FetchResponse {
+        let request = fetch(12, "t", id, &[(0, offset, -1)]);
+        reader
+            .send(&broker, ApiKey::Fetch, 12, &request)
+            .await
+            .expect("answered")
+    };
+    // The quota allows 10,000 bytes per answer: one 6 KB batch of the three.
+    let first = read(0).await;
+    assert_eq!(first.throttle_time_ms, 0);
+    assert_eq!(
+        values(first.responses[0].partitions[0].records.clone()).len(),
+        1
+    );
+    let second = read(1).await;
+    assert!(
+        (2000..2600).contains(&second.throttle_time_ms),
+        "{second:?}"
+    );
+    assert!(
+        second.responses.is_empty(),
+        "a throttled fetch answers nothing"
+    );
+    // The throttled answer's bytes were taken back: a fetch at the log end is within the rate.
+    let third = read(3).await;
+    assert_eq!(third.throttle_time_ms, 0, "{third:?}");
 }

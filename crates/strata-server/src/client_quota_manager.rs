@@ -1,0 +1,576 @@
+//! Client quotas enforced: Kafka's `ClientQuotaManager` for the byte rates of producers
+//! (`producer_byte_rate`) and consumers (`consumer_byte_rate`).
+//!
+//! A request is charged to the quota entity that applies to its principal's user name and its
+//! client id, found in Kafka's order (`DefaultQuotaCallback`): /users/u/clients/c,
+//! /users/u/clients/<default>, /users/u, /users/<default>/clients/c,
+//! /users/<default>/clients/<default>, /users/<default>, /clients/c, /clients/<default>. The
+//! level that matched decides which clients share a rate (the *tags*): a quota of /users/u is
+//! shared by every client of user u, a /clients/<default> quota is each client id's own.
+//!
+//! The rate is Kafka's `Rate` over `quota.window.num` samples of `quota.window.size.seconds`:
+//! the bytes of the samples still in the window over the time they span, counted as at least
+//! `quota.window.num - 1` windows, so that a client's first burst is spread over the whole
+//! window instead of throttling it at once. A request that takes the rate above the quota is
+//! recorded anyway and answered with the time the client must stay quiet for the rate to come
+//! back to the quota: `(rate - quota) / quota × window` (Kafka's `QuotaUtils.throttleTime`).
+//! The connection then mutes the client for that long (KIP-219); this module only computes it.
+//!
+//! Sans-IO: the caller passes the clock and the image. The sensors (one rate per tags and
+//! quota kind) are created only for clients a quota applies to, expire after an hour unused,
+//! as Kafka's do, and are bounded in number, since client ids are the client's choice.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use strata_meta::client_quota::{QuotaEntity, CLIENT_ID, USER};
+use strata_meta::MetadataImage;
+
+/// What a quota limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuotaKind {
+    /// Bytes of Produce requests per second.
+    Produce,
+    /// Bytes of Fetch responses to consumers per second.
+    Fetch,
+}
+
+impl QuotaKind {
+    /// The client-quota key that sets it.
+    pub fn key(self) -> &'static str {
+        match self {
+            QuotaKind::Produce => "producer_byte_rate",
+            QuotaKind::Fetch => "consumer_byte_rate",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            QuotaKind::Produce => "produce",
+            QuotaKind::Fetch => "fetch",
+        }
+    }
+}
+
+/// Which clients share a rate: Kafka's quota metric tags, the user and client id of the
+/// level that matched, empty for a level that does not name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QuotaTags {
+    pub user: String,
+    pub client_id: String,
+}
+
+/// The window quotas are measured over (`quota.window.num` × `quota.window.size.seconds`).
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaWindow {
+    pub samples: u32,
+    pub sample: Duration,
+}
+
+impl Default for QuotaWindow {
+    /// Kafka's defaults: 11 samples of one second.
+    fn default() -> Self {
+        Self {
+            samples: 11,
+            sample: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What one request was charged: the rate it counts in, and how long the client is throttled
+/// for it (zero when the rate stays within the quota).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Charge {
+    pub kind: QuotaKind,
+    pub tags: QuotaTags,
+    pub value: f64,
+    pub throttle: Duration,
+}
+
+/// How a level of the quota lookup names the user or the client id.
+#[derive(Debug, Clone, Copy)]
+enum LevelPart {
+    /// The client's own name.
+    Named,
+    /// The entity type's default (`<default>`).
+    Default,
+    /// Not part of the entity.
+    Absent,
+}
+
+impl LevelPart {
+    /// The entity name this part looks up for `name`: `Some(None)` is the default entity.
+    fn name(self, name: &str) -> Option<Option<&str>> {
+        match self {
+            LevelPart::Named => Some(Some(name)),
+            LevelPart::Default => Some(None),
+            LevelPart::Absent => None,
+        }
+    }
+}
+
+/// Kafka's lookup order (user part, client-id part), most specific first. A rate is kept for
+/// the user and the client id of the parts a level has, named or default, so that a default
+/// quota is each user's or client's own.
+const LEVELS: [(LevelPart, LevelPart); 8] = {
+    use LevelPart::{Absent, Default, Named};
+    [
+        (Named, Named),
+        (Named, Default),
+        (Named, Absent),
+        (Default, Named),
+        (Default, Default),
+        (Default, Absent),
+        (Absent, Named),
+        (Absent, Default),
+    ]
+};
+
+/// Sensors unused for this long are dropped (Kafka's quota sensors' inactivity expiry).
+const SENSOR_EXPIRY: Duration = Duration::from_secs(3600);
+/// Most sensors kept: beyond, the least recently used half is dropped.
+const MAX_SENSORS: usize = 50_000;
+/// How often the map is swept for expired sensors.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// One sample of a rate: Kafka's `SampledStat.Sample`.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    start: Instant,
+    value: f64,
+}
+
+/// One rate, with the totals `/metrics` shows for it.
+#[derive(Debug)]
+struct Sensor {
+    /// At most `QuotaWindow::samples`, used as a ring; `current` is the newest.
+    samples: Vec<Sample>,
+    current: usize,
+    last_used: Instant,
+    bytes: f64,
+    throttled: u64,
+    throttle_ms: u64,
+}
+
+impl Sensor {
+    fn new(now: Instant) -> Self {
+        Self {
+            samples: vec![Sample {
+                start: now,
+                value: 0.0,
+            }],
+            current: 0,
+            last_used: now,
+            bytes: 0.0,
+            throttled: 0,
+            throttle_ms: 0,
+        }
+    }
+
+    /// Kafka's `SampledStat.record`: into the current sample, or a new one once the current
+    /// sample's window has passed.
+    fn record(&mut self, window: QuotaWindow, value: f64, now: Instant) {
+        if now.saturating_duration_since(self.samples[self.current].start) >= window.sample {
+            self.current = (self.current + 1) % window.samples as usize;
+            let fresh = Sample {
+                start: now,
+                value: 0.0,
+            };
+            if self.current >= self.samples.len() {
+                self.samples.push(fresh);
+            } else {
+                self.samples[self.current] = fresh;
+            }
+        }
+        self.samples[self.current].value += value;
+        self.last_used = now;
+    }
+
+    /// Kafka's `Rate.measure` in units per second, with the window it divided by.
+    fn rate(&mut self, window: QuotaWindow, now: Instant) -> (f64, Duration) {
+        // Kafka's `purgeObsoleteSamples`: a sample older than the whole window counts nothing.
+        let expire_age = window.sample * window.samples;
+        for s in &mut self.samples {
+            if now.saturating_duration_since(s.start) >= expire_age {
+                *s = Sample {
+                    start: now,
+                    value: 0.0,
+                };
+            }
+        }
+        let total: f64 = self.samples.iter().map(|s| s.value).sum();
+        let oldest = self.samples.iter().map(|s| s.start).min().unwrap_or(now);
+        // Kafka's `Rate.windowSize`: at least `samples - 1` full windows.
+        let mut elapsed = now.saturating_duration_since(oldest);
+        let full_windows = (elapsed.as_nanos() / window.sample.as_nanos().max(1)) as u32;
+        let min_full_windows = window.samples.saturating_sub(1);
+        if full_windows < min_full_windows {
+            elapsed += window.sample * (min_full_windows - full_windows);
+        }
+        let elapsed = elapsed.max(Duration::from_millis(1));
+        (total / elapsed.as_secs_f64(), elapsed)
+    }
+}
+
+struct Sensors {
+    map: HashMap<(QuotaKind, QuotaTags), Sensor>,
+    last_sweep: Instant,
+}
+
+/// The broker's client quota sensors. One lock, held for a map lookup and a few additions.
+pub struct ClientQuotaManager {
+    window: QuotaWindow,
+    sensors: Mutex<Sensors>,
+}
+
+impl ClientQuotaManager {
+    pub fn new(window: QuotaWindow) -> Self {
+        assert!(window.samples >= 1 && !window.sample.is_zero());
+        Self {
+            window,
+            sensors: Mutex::new(Sensors {
+                map: HashMap::new(),
+                last_sweep: Instant::now(),
+            }),
+        }
+    }
+
+    /// The quota of `kind` that applies to `user` and `client_id`, and the tags of the rate it
+    /// is measured by; `None` when no quota applies.
+    pub fn resolve(
+        image: &MetadataImage,
+        kind: QuotaKind,
+        user: &str,
+        client_id: &str,
+    ) -> Option<(QuotaTags, f64)> {
+        // Nothing to look for in a cluster without quotas: the common case costs one check.
+        image.all_client_quotas().next()?;
+        LEVELS.into_iter().find_map(|(user_part, client_part)| {
+            let entity = QuotaEntity::new(
+                user_part
+                    .name(user)
+                    .map(|name| (USER, name))
+                    .into_iter()
+                    .chain(client_part.name(client_id).map(|name| (CLIENT_ID, name))),
+            );
+            let quota = *image.client_quotas(&entity)?.get(kind.key())?;
+            let tag = |part: LevelPart, name: &str| match part {
+                LevelPart::Absent => String::new(),
+                LevelPart::Named | LevelPart::Default => name.to_string(),
+            };
+            let tags = QuotaTags {
+                user: tag(user_part, user),
+                client_id: tag(client_part, client_id),
+            };
+            Some((tags, quota))
+        })
+    }
+
+    /// Records `value` against the quota of `kind` that applies to the client and returns
+    /// what it was charged; `None` when no quota applies. Kafka's
+    /// `recordAndGetThrottleTimeMs`: the value is recorded even when it takes the rate over.
+    pub fn record(
+        &self,
+        image: &MetadataImage,
+        kind: QuotaKind,
+        user: &str,
+        client_id: &str,
+        value: f64,
+        now: Instant,
+    ) -> Option<Charge> {
+        let (tags, quota) = Self::resolve(image, kind, user, client_id)?;
+        let mut sensors = self.locked();
+        let sensor = sensors.sensor(kind, &tags, now);
+        sensor.record(self.window, value, now);
+        sensor.bytes += value;
+        let (rate, window) = sensor.rate(self.window, now);
+        let throttle = if rate > quota {
+            // Kafka's `QuotaUtils.throttleTime`.
+            let ms = (rate - quota) / quota * window.as_secs_f64() * 1000.0;
+            Duration::from_millis(ms.min(i32::MAX as f64) as u64)
+        } else {
+            Duration::ZERO
+        };
+        if !throttle.is_zero() {
+            sensor.throttled += 1;
+            sensor.throttle_ms += throttle.as_millis() as u64;
+        }
+        Some(Charge {
+            kind,
+            tags,
+            value,
+            throttle,
+        })
+    }
+
+    /// Takes a charge back (Kafka's `unrecordQuotaSensor`): a throttled Fetch is answered
+    /// without its records, so its bytes do not count.
+    pub fn unrecord(&self, charge: &Charge, now: Instant) {
+        let mut sensors = self.locked();
+        let sensor = sensors.sensor(charge.kind, &charge.tags, now);
+        sensor.record(self.window, -charge.value, now);
+        sensor.bytes -= charge.value;
+    }
+
+    /// Kafka's `getMaxValueInQuotaWindow`: the most a single response may carry under the
+    /// client's quota of `kind` (what the quota allows over all but one sample), so that one
+    /// fetch cannot take many windows' worth; `None` when no quota applies.
+    pub fn max_value_in_window(
+        &self,
+        image: &MetadataImage,
+        kind: QuotaKind,
+        user: &str,
+        client_id: &str,
+    ) -> Option<f64> {
+        let (_, quota) = Self::resolve(image, kind, user, client_id)?;
+        let span = self.window.sample.as_secs_f64() * self.window.samples.saturating_sub(1) as f64;
+        Some(quota * span)
+    }
+
+    /// Writes the per-client totals in the Prometheus text format: bytes charged, throttled
+    /// responses and throttle time, labelled with the quota and the rate's user and client id.
+    pub fn render_metrics(&self, out: &mut String) {
+        let sensors = self.locked();
+        let mut rows: Vec<_> = sensors.map.iter().collect();
+        rows.sort_by(|a, b| {
+            (a.0 .0.label(), &a.0 .1.user, &a.0 .1.client_id).cmp(&(
+                b.0 .0.label(),
+                &b.0 .1.user,
+                &b.0 .1.client_id,
+            ))
+        });
+        for (name, help, value) in [
+            (
+                "strata_quota_bytes_total",
+                "Bytes charged to a client quota, by quota and the user and client id its rate is kept for.",
+                (|s: &Sensor| s.bytes.max(0.0).round() as u64) as fn(&Sensor) -> u64,
+            ),
+            (
+                "strata_quota_throttled_responses_total",
+                "Responses that throttled their client for a quota.",
+                |s: &Sensor| s.throttled,
+            ),
+            (
+                "strata_quota_throttle_time_ms_total",
+                "Milliseconds clients were throttled for a quota (KIP-219 throttle_time_ms).",
+                |s: &Sensor| s.throttle_ms,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((kind, tags), sensor) in &rows {
+                let _ = writeln!(
+                    out,
+                    "{name}{{quota=\"{}\",user=\"{}\",client_id=\"{}\"}} {}",
+                    kind.label(),
+                    label_value(&tags.user),
+                    label_value(&tags.client_id),
+                    value(sensor)
+                );
+            }
+        }
+    }
+
+    fn locked(&self) -> std::sync::MutexGuard<'_, Sensors> {
+        // A panic while holding the lock leaves counts, never a broken invariant.
+        self.sensors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Sensors {
+    /// The sensor of `(kind, tags)`, created if needed, after dropping expired ones now and
+    /// then and, at the bound, the least recently used half.
+    fn sensor(&mut self, kind: QuotaKind, tags: &QuotaTags, now: Instant) -> &mut Sensor {
+        let key = (kind, tags.clone());
+        if !self.map.contains_key(&key) {
+            if now.saturating_duration_since(self.last_sweep) >= SWEEP_EVERY {
+                self.last_sweep = now;
+                self.map
+                    .retain(|_, s| now.saturating_duration_since(s.last_used) < SENSOR_EXPIRY);
+            }
+            if self.map.len() >= MAX_SENSORS {
+                let mut used: Vec<Instant> = self.map.values().map(|s| s.last_used).collect();
+                let middle = used.len() / 2;
+                let (_, cutoff, _) = used.select_nth_unstable(middle);
+                let cutoff = *cutoff;
+                self.map.retain(|_, s| s.last_used > cutoff);
+            }
+        }
+        self.map.entry(key).or_insert_with(|| Sensor::new(now))
+    }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label_value(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_meta::MetadataRecord;
+
+    /// An entity as (type, name) pairs, `None` the default.
+    type Entity<'a> = &'a [(&'a str, Option<&'a str>)];
+
+    fn image_with(quotas: &[(Entity<'_>, &str, f64)]) -> MetadataImage {
+        let records: Vec<MetadataRecord> = quotas
+            .iter()
+            .map(|(entity, key, value)| MetadataRecord::ClientQuota {
+                entity: QuotaEntity::new(entity.iter().copied()),
+                key: key.to_string(),
+                value: Some(*value),
+            })
+            .collect();
+        MetadataImage::default().apply(&records)
+    }
+
+    fn tags(user: &str, client_id: &str) -> QuotaTags {
+        QuotaTags {
+            user: user.into(),
+            client_id: client_id.into(),
+        }
+    }
+
+    #[test]
+    fn quotas_resolve_in_kafkas_order_with_the_tags_of_the_level() {
+        let produce = QuotaKind::Produce;
+        let resolve = |image: &MetadataImage, user, client| {
+            ClientQuotaManager::resolve(image, produce, user, client)
+        };
+        let mut levels: Vec<(Entity<'_>, f64, QuotaTags)> = vec![
+            (&[("client-id", None)], 8.0, tags("", "c")),
+            (&[("client-id", Some("c"))], 7.0, tags("", "c")),
+            (&[("user", None)], 6.0, tags("u", "")),
+            (&[("user", None), ("client-id", None)], 5.0, tags("u", "c")),
+            (
+                &[("user", None), ("client-id", Some("c"))],
+                4.0,
+                tags("u", "c"),
+            ),
+            (&[("user", Some("u"))], 3.0, tags("u", "")),
+            (
+                &[("user", Some("u")), ("client-id", None)],
+                2.0,
+                tags("u", "c"),
+            ),
+            (
+                &[("user", Some("u")), ("client-id", Some("c"))],
+                1.0,
+                tags("u", "c"),
+            ),
+        ];
+        assert_eq!(resolve(&MetadataImage::default(), "u", "c"), None);
+        // Each more specific level, once set, wins over all set before it.
+        let mut set = Vec::new();
+        for (entity, value, expected) in levels.drain(..) {
+            set.push((entity, "producer_byte_rate", value));
+            let image = image_with(&set);
+            assert_eq!(
+                resolve(&image, "u", "c"),
+                Some((expected, value)),
+                "{entity:?}"
+            );
+        }
+        // A quota of another kind does not apply, nor one for another user or client.
+        let image = image_with(&[
+            (&[("user", Some("u"))], "consumer_byte_rate", 1.0),
+            (&[("user", Some("v"))], "producer_byte_rate", 1.0),
+            (&[("client-id", Some("d"))], "producer_byte_rate", 1.0),
+        ]);
+        assert_eq!(resolve(&image, "u", "c"), None);
+    }
+
+    #[test]
+    fn the_rate_spreads_a_first_burst_over_the_window_and_throttles_above_the_quota() {
+        let image = image_with(&[(&[("client-id", Some("c"))], "producer_byte_rate", 1000.0)]);
+        let quotas = ClientQuotaManager::new(QuotaWindow::default());
+        let t0 = Instant::now();
+        let charge = |bytes: f64, at: Duration| {
+            quotas
+                .record(&image, QuotaKind::Produce, "u", "c", bytes, t0 + at)
+                .expect("a quota applies")
+                .throttle
+        };
+        // 10,000 bytes at once is 1,000/s over the minimum of 10 windows: within the quota.
+        assert_eq!(charge(10_000.0, Duration::ZERO), Duration::ZERO);
+        // 5,000 more: 15,000 over 10 s is 1,500/s, half again the quota: (1.5 - 1) × 10 s.
+        assert_eq!(charge(5_000.0, Duration::ZERO), Duration::from_secs(5));
+        // Twelve seconds on, all of it has left the window (11 samples of 1 s).
+        assert_eq!(charge(1_000.0, Duration::from_secs(12)), Duration::ZERO);
+        // Another client id has no quota and is not recorded.
+        assert!(quotas
+            .record(&image, QuotaKind::Produce, "u", "d", 1e9, t0)
+            .is_none());
+        let mut out = String::new();
+        quotas.render_metrics(&mut out);
+        assert!(
+            out.contains(
+                "strata_quota_throttle_time_ms_total{quota=\"produce\",user=\"\",client_id=\"c\"} 5000"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "strata_quota_bytes_total{quota=\"produce\",user=\"\",client_id=\"c\"} 16000"
+            ),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_unrecorded_charge_no_longer_counts() {
+        let image = image_with(&[(&[("user", Some("u"))], "consumer_byte_rate", 100.0)]);
+        let quotas = ClientQuotaManager::new(QuotaWindow::default());
+        let now = Instant::now();
+        let charge = quotas
+            .record(&image, QuotaKind::Fetch, "u", "any", 5_000.0, now)
+            .unwrap();
+        assert_eq!(charge.tags, tags("u", ""));
+        assert_eq!(
+            charge.throttle,
+            Duration::from_secs(40),
+            "(500 - 100) / 100 × 10 s"
+        );
+        quotas.unrecord(&charge, now);
+        let small = quotas
+            .record(&image, QuotaKind::Fetch, "u", "other", 900.0, now)
+            .unwrap();
+        assert_eq!(
+            small.throttle,
+            Duration::ZERO,
+            "the clients of u share one rate"
+        );
+        assert_eq!(
+            quotas.max_value_in_window(&image, QuotaKind::Fetch, "u", "x"),
+            Some(1_000.0),
+            "the quota over 10 of the 11 samples"
+        );
+        assert_eq!(
+            quotas.max_value_in_window(&image, QuotaKind::Produce, "u", "x"),
+            None
+        );
+    }
+
+    #[test]
+    fn sensors_are_bounded_and_labels_escaped() {
+        let image = image_with(&[(&[("client-id", None)], "producer_byte_rate", 1e6)]);
+        let quotas = ClientQuotaManager::new(QuotaWindow::default());
+        let now = Instant::now();
+        for i in 0..MAX_SENSORS + 10 {
+            let client = format!("client-{i}");
+            let at = now + Duration::from_micros(i as u64);
+            quotas.record(&image, QuotaKind::Produce, "u", &client, 1.0, at);
+        }
+        let kept = quotas.locked().map.len();
+        assert!(kept <= MAX_SENSORS, "{kept}");
+        assert!(quotas.locked().map.contains_key(&(
+            QuotaKind::Produce,
+            tags("", &format!("client-{}", MAX_SENSORS + 9))
+        )));
+        assert_eq!(label_value("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

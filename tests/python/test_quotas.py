@@ -1,0 +1,145 @@
+"""Client byte-rate quotas enforced as Kafka enforces them (KIP-13, KIP-219, KIP-546).
+
+Quotas are set with AlterClientQuotas; producers and consumers over theirs get
+`throttle_time_ms` in their answers and their connection is muted that long (librdkafka reports
+it through `throttle_cb`); clients older than KIP-219 get their answer late instead. Nothing is
+lost: a throttled fetch answers nothing and is asked again.
+
+The brokers here keep 3 quota samples of a second (`quota.window.num=3`), so a client's first
+burst allowance is 2 s of its quota rather than Kafka's default 10 s, and the tests stay short.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import TopicPartition
+from kafka.record.default_records import DefaultRecordBatchBuilder
+
+from helpers import create_topic, make_admin, make_consumer, make_producer
+from versioned_wire import VersionedClient
+
+SHORT_WINDOW = {"quota.window.num": "3"}
+RECORD = b"q" * 1000
+
+
+def set_quota(broker, client_id: str, key: str, value: float) -> None:
+    with VersionedClient("127.0.0.1", broker.port, client_id="quota-admin") as admin:
+        resp = admin.call(49, 1, {
+            "entries": [{"entity": [{"entity_type": "client-id", "entity_name": client_id}],
+                         "ops": [{"key": key, "value": value, "remove": False}]}],
+            "validate_only": False,
+        })
+    assert [e.error_code for e in resp.entries] == [0], resp
+
+
+def throttle_lines(broker, client_id: str) -> list[str]:
+    return [line for line in broker.metrics().splitlines()
+            if line.startswith("strata_quota_throttle_time_ms_total{") and f'client_id="{client_id}"' in line]
+
+
+def produce_in_chunks(broker, topic: str, client_id: str, records: int, throttles: list[float]) -> float:
+    """Produces `records` records of 1 KB, 50 at a time, each chunk flushed; returns seconds."""
+    p = make_producer(broker.bootstrap, **{"client.id": client_id,
+                                            "throttle_cb": lambda e: throttles.append(e.throttle_time)})
+    started = time.monotonic()
+    for start in range(0, records, 50):
+        for i in range(start, min(start + 50, records)):
+            p.produce(topic, key=str(i).encode(), value=RECORD)
+        assert p.flush(60) == 0, "records not acknowledged"
+    elapsed = time.monotonic() - started
+    p.poll(0)
+    return elapsed
+
+
+def test_a_producer_over_its_quota_is_throttled_and_keeps_every_record(broker_factory):
+    broker = broker_factory(overrides=SHORT_WINDOW)
+    topic = f"quota-produce-{uuid.uuid4().hex[:6]}"
+    create_topic(make_admin(broker.bootstrap), topic, partitions=1)
+    set_quota(broker, "q-producer", "producer_byte_rate", 50_000)
+
+    throttled: list[float] = []
+    # 300 KB at 50 KB/s, of which 2 s' worth (100 KB) passes at once: about 4 s.
+    elapsed = produce_in_chunks(broker, topic, "q-producer", 300, throttled)
+    assert throttled and max(throttled) > 0, "librdkafka saw no throttle_time_ms"
+    assert elapsed >= 2.5, f"300 KB at 50 KB/s took only {elapsed:.1f} s"
+    assert throttle_lines(broker, "q-producer"), broker.metrics()
+
+    free: list[float] = []
+    produce_in_chunks(broker, topic, "q-free", 300, free)
+    assert not [t for t in free if t > 0], f"a client without a quota was throttled: {free}"
+    assert not throttle_lines(broker, "q-free")
+
+    c = make_consumer(broker.bootstrap)
+    c.assign([TopicPartition(topic, 0, 0)])
+    keys = []
+    deadline = time.monotonic() + 30
+    while len(keys) < 600 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            keys.append(int(m.key()))
+    c.close()
+    assert sorted(keys) == sorted(list(range(300)) * 2), "every acknowledged record, once"
+
+
+def test_a_consumer_over_its_quota_is_throttled_and_reads_everything_once(broker_factory):
+    broker = broker_factory(overrides=SHORT_WINDOW)
+    topic = f"quota-fetch-{uuid.uuid4().hex[:6]}"
+    create_topic(make_admin(broker.bootstrap), topic, partitions=2)
+    produce_in_chunks(broker, topic, "q-loader", 300, [])
+    set_quota(broker, "q-consumer", "consumer_byte_rate", 50_000)
+
+    throttled: list[float] = []
+    c = make_consumer(broker.bootstrap, **{"client.id": "q-consumer",
+                                          "group.id": f"g-{topic}",
+                                          "throttle_cb": lambda e: throttled.append(e.throttle_time)})
+    c.subscribe([topic])
+    keys = []
+    started = time.monotonic()
+    deadline = started + 60
+    while len(keys) < 300 and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            keys.append(int(m.key()))
+    elapsed = time.monotonic() - started
+    c.close()
+    assert sorted(keys) == list(range(300)), "every record exactly once"
+    assert throttled and max(throttled) > 0, "librdkafka saw no throttle_time_ms"
+    assert elapsed >= 2.5, f"300 KB at 50 KB/s took only {elapsed:.1f} s"
+    assert throttle_lines(broker, "q-consumer"), broker.metrics()
+
+
+def produce_request(topic: str, size: int) -> dict:
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=False,
+                                        producer_id=-1, producer_epoch=-1, base_sequence=-1,
+                                        batch_size=1 << 20)
+    builder.append(0, timestamp=int(time.time() * 1000), key=None, value=b"x" * size, headers=[])
+    return {"transactional_id": None, "acks": 1, "timeout_ms": 10000,
+            "topic_data": [{"name": topic, "partition_data": [{"index": 0, "records": bytes(builder.build())}]}]}
+
+
+def test_kip_219_mutes_new_clients_after_the_answer_and_delays_old_clients_answers(broker_factory):
+    broker = broker_factory(overrides=SHORT_WINDOW)
+    topic = f"quota-kip219-{uuid.uuid4().hex[:6]}"
+    create_topic(make_admin(broker.bootstrap), topic, partitions=1)
+    api_versions = {"client_software_name": "t", "client_software_version": "1"}
+    # ~40 KB against 10 KB/s over the 2 s minimum window: 20 KB/s, twice the quota, 2 s throttle.
+    for client, version in [("raw-new", 9), ("raw-old", 5)]:
+        set_quota(broker, client, "producer_byte_rate", 10_000)
+        with VersionedClient("127.0.0.1", broker.port, client_id=client) as conn:
+            sent = time.monotonic()
+            resp = conn.call(0, version, produce_request(topic, 40_000))
+            answered = time.monotonic() - sent
+            assert resp.responses[0].partition_responses[0].error_code == 0, resp
+            assert 1500 <= resp.throttle_time_ms <= 2500, resp
+            conn.call(18, 3, api_versions)
+            next_answered = time.monotonic() - sent - answered
+        if version >= 6:
+            # KIP-219: answered at once, then nothing more is read for the throttle time.
+            assert answered < 1.0, f"v{version} answer took {answered:.2f} s"
+            assert next_answered >= 1.5, f"the next request was served after {next_answered:.2f} s"
+        else:
+            # Before KIP-219 the client does not wait by itself: the broker answers late.
+            assert answered >= 1.5, f"v{version} answer came after {answered:.2f} s"
+            assert next_answered < 1.0, f"the next request waited {next_answered:.2f} s"
