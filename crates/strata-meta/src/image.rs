@@ -15,6 +15,7 @@ use crate::client_quota::{QuotaEntity, Quotas};
 use crate::features::VersionRange;
 use crate::records::{ConfigResource, MetadataRecord};
 use crate::scram::{ScramCredential, ScramMechanism};
+use crate::tenant::{Tenant, TenantMember};
 
 /// A record that does not fit the image it is applied to. The controller never builds one;
 /// seeing it means a bug, or a batch built from another image.
@@ -47,6 +48,10 @@ pub enum ImageError {
     AclExists(Uuid),
     #[error("removes unknown ACL {0}")]
     UnknownAcl(Uuid),
+    #[error("names tenant {name}, which tenant {other} has")]
+    TenantNameTaken { name: String, other: String },
+    #[error("names unknown tenant {0}")]
+    UnknownTenant(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +171,10 @@ struct ImageSnapshot {
     acls: Vec<(Uuid, AclBinding)>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     client_quotas: Vec<(QuotaEntity, Quotas)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tenants: Vec<Tenant>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tenant_users: Vec<(String, TenantMember)>,
 }
 
 impl From<MetadataImage> for ImageSnapshot {
@@ -194,6 +203,8 @@ impl From<MetadataImage> for ImageSnapshot {
                 .map(|(id, acl)| (*id, acl.clone()))
                 .collect(),
             client_quotas: image.client_quotas.into_iter().collect(),
+            tenants: image.tenants.into_values().collect(),
+            tenant_users: image.tenant_users.into_iter().collect(),
         }
     }
 }
@@ -238,6 +249,12 @@ impl From<ImageSnapshot> for MetadataImage {
                 acls
             }),
             client_quotas: snapshot.client_quotas.into_iter().collect(),
+            tenants: snapshot
+                .tenants
+                .into_iter()
+                .map(|t| (t.id.clone(), t))
+                .collect(),
+            tenant_users: snapshot.tenant_users.into_iter().collect(),
         }
     }
 }
@@ -269,6 +286,10 @@ pub struct MetadataImage {
     acls: Arc<AclSet>,
     /// Client quotas by entity (Kafka's `ClientQuotasImage`); an entity without any is absent.
     client_quotas: BTreeMap<QuotaEntity, Quotas>,
+    /// Tenants by id; names are unique among them.
+    tenants: BTreeMap<String, Tenant>,
+    /// The users that belong to a tenant, by user name.
+    tenant_users: BTreeMap<String, TenantMember>,
 }
 
 impl MetadataImage {
@@ -346,6 +367,34 @@ impl MetadataImage {
         &self,
     ) -> impl Iterator<Item = (&String, &BTreeMap<ScramMechanism, ScramCredential>)> {
         self.scram_credentials.iter()
+    }
+
+    /// Every tenant, in id order.
+    pub fn tenants(&self) -> impl Iterator<Item = &Tenant> {
+        self.tenants.values()
+    }
+
+    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenants.get(id)
+    }
+
+    pub fn tenant_by_name(&self, name: &str) -> Option<&Tenant> {
+        self.tenants.values().find(|t| t.name == name)
+    }
+
+    /// The tenant `user` belongs to, if any.
+    pub fn tenant_member(&self, user: &str) -> Option<&TenantMember> {
+        self.tenant_users.get(user)
+    }
+
+    /// The members of tenant `id`, in name order.
+    pub fn tenant_members<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a TenantMember)> + 'a {
+        self.tenant_users
+            .iter()
+            .filter(move |(_, m)| m.tenant_id == id)
     }
 
     /// The quotas set for exactly `entity`.
@@ -588,6 +637,36 @@ impl MetadataImage {
                 }
                 Arc::make_mut(&mut self.acls).remove(id);
             }
+            MetadataRecord::Tenant { tenant } => {
+                if let Some(other) = self
+                    .tenants
+                    .values()
+                    .find(|t| t.name == tenant.name && t.id != tenant.id)
+                {
+                    return Err(ImageError::TenantNameTaken {
+                        name: tenant.name.clone(),
+                        other: other.id.clone(),
+                    });
+                }
+                self.tenants.insert(tenant.id.clone(), tenant.clone());
+            }
+            MetadataRecord::RemoveTenant { id } => {
+                self.tenants
+                    .remove(id)
+                    .ok_or_else(|| ImageError::UnknownTenant(id.clone()))?;
+                self.tenant_users.retain(|_, m| m.tenant_id != *id);
+            }
+            MetadataRecord::TenantUser { user, member } => match member {
+                Some(member) => {
+                    if !self.tenants.contains_key(&member.tenant_id) {
+                        return Err(ImageError::UnknownTenant(member.tenant_id.clone()));
+                    }
+                    self.tenant_users.insert(user.clone(), member.clone());
+                }
+                None => {
+                    self.tenant_users.remove(user);
+                }
+            },
             MetadataRecord::ClientQuota { entity, key, value } => match value {
                 Some(value) => {
                     self.client_quotas

@@ -19,6 +19,7 @@ pub mod partition_change;
 pub mod records;
 pub mod scram;
 pub mod store;
+pub mod tenant;
 
 pub use controller::{
     Controller, ControllerError, CreateTopicSpec, UncleanElection, NO_UNCLEAN_ELECTION,

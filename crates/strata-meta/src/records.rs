@@ -10,6 +10,7 @@ use crate::acl::AclBinding;
 use crate::client_quota::QuotaEntity;
 use crate::features::VersionRange;
 use crate::scram::{ScramCredential, ScramMechanism};
+use crate::tenant::{Tenant, TenantMember};
 
 /// What a config record applies to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -109,5 +110,14 @@ pub enum MetadataRecord {
         entity: QuotaEntity,
         key: String,
         value: Option<f64>,
+    },
+    /// Creates a tenant, or replaces the one with its id (Strata's own: Kafka has no tenants).
+    Tenant { tenant: Tenant },
+    /// Deletes the tenant `id`; its resources and users are gone in the same batch.
+    RemoveTenant { id: String },
+    /// Makes `user` a member of a tenant, or of none (`None`).
+    TenantUser {
+        user: String,
+        member: Option<TenantMember>,
     },
 }

@@ -55,6 +55,29 @@ impl<T: CredentialLookup> CredentialLookup for std::sync::Arc<T> {
     }
 }
 
+/// Whether `password` is `user`'s, checked against the user's SCRAM credential (SHA-512's if
+/// the user has one, else SHA-256's) by deriving the stored key with its salt and iterations,
+/// compared in constant time. The one password check of SASL/PLAIN and the admin API's HTTP
+/// Basic authentication. Costs a key derivation (milliseconds): callers on async threads run
+/// it on a blocking one.
+pub fn password_matches(credentials: &impl CredentialLookup, user: &str, password: &str) -> bool {
+    let credential = [ScramMechanism::ScramSha512, ScramMechanism::ScramSha256]
+        .into_iter()
+        .find_map(|m| credentials.scram_credential(user, m).map(|c| (m, c)));
+    match &credential {
+        Some((m, c)) => {
+            let salted = m.salted_password(password.as_bytes(), &c.salt, c.iterations);
+            constant_time_eq(&m.stored_key(&m.client_key(&salted)), &c.stored_key)
+        }
+        None => {
+            // As much work as a real check, so timing does not tell that the user is unknown.
+            let m = ScramMechanism::ScramSha512;
+            let _ = m.salted_password(password.as_bytes(), b"no such user", 4096);
+            false
+        }
+    }
+}
+
 /// A SASL mechanism this module serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SaslMechanism {
@@ -288,9 +311,8 @@ impl<C: CredentialLookup> SaslServer<C> {
         })
     }
 
-    /// RFC 4616: `[authzid] NUL authcid NUL passwd`, checked against the user's SCRAM
-    /// credential (SHA-512's if the user has one, else SHA-256's) by deriving the stored key
-    /// with its salt and iterations.
+    /// RFC 4616: `[authzid] NUL authcid NUL passwd`, the password checked by
+    /// [`password_matches`].
     fn plain(&mut self, token: &[u8]) -> Result<Step, SaslError> {
         let text = std::str::from_utf8(token)
             .map_err(|_| malformed("Invalid SASL/PLAIN response: not UTF-8"))?;
@@ -312,23 +334,7 @@ impl<C: CredentialLookup> SaslServer<C> {
                 "Client requested an authorization id that is different from username",
             ));
         }
-        let credential = [ScramMechanism::ScramSha512, ScramMechanism::ScramSha256]
-            .into_iter()
-            .find_map(|m| self.credentials.scram_credential(user, m).map(|c| (m, c)));
-        let matches = match &credential {
-            Some((m, c)) => {
-                let salted = m.salted_password(password.as_bytes(), &c.salt, c.iterations);
-                constant_time_eq(&m.stored_key(&m.client_key(&salted)), &c.stored_key)
-            }
-            None => {
-                // As much work as a real check, so timing does not tell that the user is
-                // unknown.
-                let m = ScramMechanism::ScramSha512;
-                let _ = m.salted_password(password.as_bytes(), b"no such user", 4096);
-                false
-            }
-        };
-        if !matches {
+        if !password_matches(&self.credentials, user, password) {
             return Err(SaslError::InvalidCredentials("PLAIN"));
         }
         Ok(Step::Done {

@@ -19,6 +19,7 @@
 //! - [`ScramControl`] (`scram.rs`, `ScramControlManager`): SCRAM credentials.
 //! - [`AclControl`] (`acls.rs`, `AclControlManager`): CreateAcls and DeleteAcls.
 //! - [`ClientQuotaControl`] (`client_quotas.rs`, `ClientQuotaControlManager`): client quotas.
+//! - [`TenantControl`] (`tenants.rs`, Strata's own): tenants and their users' membership.
 //!
 //! Finalized feature levels are [`crate::features`] (`FeatureControlManager`).
 //!
@@ -36,6 +37,7 @@ mod configs;
 mod partitions;
 mod producer_ids;
 mod scram;
+mod tenants;
 #[cfg(test)]
 mod test_support;
 mod topics;
@@ -58,6 +60,7 @@ pub use partitions::{
 };
 pub use producer_ids::ProducerIdControl;
 pub use scram::{ScramControl, ScramDeletion, ScramResults, ScramUpsertion};
+pub use tenants::{TenantChange, TenantControl, TenantDeletion};
 pub use topics::{
     validate_topic_name, CreateTopicSpec, CreatedTopic, TopicControl, MAX_TOPIC_NAME_LEN,
 };
@@ -103,6 +106,9 @@ pub enum ControllerError {
     /// UNSUPPORTED_VERSION (35): what Kafka answers for a quota entity type it does not know.
     #[error("{0}")]
     UnsupportedVersion(String),
+    /// POLICY_VIOLATION (44): a tenant's rule or limit refuses the change.
+    #[error("{0}")]
+    PolicyViolation(String),
 }
 
 /// What the server calls: one method per request, each handed to the manager that owns the
@@ -117,6 +123,7 @@ pub struct Controller {
     scram: ScramControl,
     acls: AclControl,
     client_quotas: ClientQuotaControl,
+    tenants: TenantControl,
 }
 
 impl Controller {
@@ -130,6 +137,7 @@ impl Controller {
             scram: ScramControl,
             acls: AclControl,
             client_quotas: ClientQuotaControl,
+            tenants: TenantControl,
         }
     }
 
@@ -361,6 +369,83 @@ impl Controller {
         ControllerError,
     > {
         self.client_quotas.describe(image, filter, strict)
+    }
+
+    /// See [`TenantControl::create`].
+    pub fn create_tenant(
+        &self,
+        image: &MetadataImage,
+        id: &str,
+        name: &str,
+        quotas: &std::collections::BTreeMap<String, f64>,
+        limits: &crate::tenant::TenantLimits,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        self.tenants.create(image, id, name, quotas, limits)
+    }
+
+    /// See [`TenantControl::alter`].
+    pub fn alter_tenant(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+        change: &TenantChange,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        self.tenants.alter(image, name, change)
+    }
+
+    /// Deletes tenant `name` in one batch, so that a crash leaves it whole or gone: its topics
+    /// (TopicControl's records), its users' credentials (ScramControl's), then the tenant and
+    /// with it the memberships. Refused while it holds topics unless `force`.
+    pub fn delete_tenant(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+        force: bool,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let plan = self.tenants.plan_deletion(image, name, force)?;
+        let mut records = Vec::new();
+        for topic_id in &plan.topics {
+            records.extend(self.topics.delete_topic(image, *topic_id)?);
+        }
+        for user in &plan.users {
+            records.extend(self.scram.remove_all(image, user));
+        }
+        records.push(self.tenants.remove(&plan));
+        Ok(records)
+    }
+
+    /// Creates a user of tenant `name` with its SCRAM credential, in one batch.
+    pub fn add_tenant_user(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+        admin: bool,
+        credential: &ScramUpsertion,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let membership = self
+            .tenants
+            .add_user(image, name, &credential.name, admin)?;
+        let (results, mut records) =
+            self.scram
+                .alter_credentials(image, &[], std::slice::from_ref(credential));
+        if let Some((_, Err(e))) = results.into_iter().next() {
+            return Err(e);
+        }
+        records.push(membership);
+        Ok(records)
+    }
+
+    /// Deletes user `user` of tenant `name`: its membership and its credentials.
+    pub fn remove_tenant_user(
+        &self,
+        image: &MetadataImage,
+        name: &str,
+        user: &str,
+    ) -> Result<Vec<MetadataRecord>, ControllerError> {
+        let membership = self.tenants.remove_user(image, name, user)?;
+        let mut records = self.scram.remove_all(image, user);
+        records.push(membership);
+        Ok(records)
     }
 
     /// See [`ScramControl::bootstrap_credential`].

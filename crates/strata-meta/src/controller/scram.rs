@@ -144,6 +144,22 @@ impl ScramControl {
         (results, records)
     }
 
+    /// The records removing every credential of `user` (a tenant's user being deleted).
+    pub fn remove_all(&self, image: &MetadataImage, user: &str) -> Vec<MetadataRecord> {
+        image
+            .scram_users()
+            .filter(|(name, _)| *name == user)
+            .flat_map(|(name, by_mechanism)| {
+                by_mechanism
+                    .keys()
+                    .map(|mechanism| MetadataRecord::RemoveUserScramCredential {
+                        name: name.clone(),
+                        mechanism: *mechanism,
+                    })
+            })
+            .collect()
+    }
+
     /// The record creating a bootstrap credential unless the user already has one for its
     /// mechanism (`--add-scram` at every start, as `kafka-storage format` bootstraps it once:
     /// an existing credential, perhaps changed since, is never overwritten).

@@ -299,6 +299,7 @@ pub(crate) fn controller_error(e: &ControllerError) -> (i16, Option<StrBytes>) {
         ControllerError::DuplicateResource(_) => ResponseError::DuplicateResource,
         ControllerError::UnacceptableCredential(_) => ResponseError::UnacceptableCredential,
         ControllerError::UnsupportedVersion(_) => ResponseError::UnsupportedVersion,
+        ControllerError::PolicyViolation(_) => ResponseError::PolicyViolation,
     };
     (error.code(), Some(str_bytes(e.to_string())))
 }
