@@ -11,6 +11,8 @@ burst allowance is 2 s of its quota rather than Kafka's default 10 s, and the te
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 import uuid
 
@@ -24,11 +26,13 @@ SHORT_WINDOW = {"quota.window.num": "3"}
 RECORD = b"q" * 1000
 
 
-def set_quota(broker, client_id: str, key: str, value: float) -> None:
+def set_quota(broker, name: str | None, key: str, value: float | None, entity_type: str = "client-id") -> None:
+    """Sets (or with `value` None removes) quota `key` of entity `entity_type`=`name` (None: the
+    default entity)."""
     with VersionedClient("127.0.0.1", broker.port, client_id="quota-admin") as admin:
         resp = admin.call(49, 1, {
-            "entries": [{"entity": [{"entity_type": "client-id", "entity_name": client_id}],
-                         "ops": [{"key": key, "value": value, "remove": False}]}],
+            "entries": [{"entity": [{"entity_type": entity_type, "entity_name": name}],
+                         "ops": [{"key": key, "value": value or 0.0, "remove": value is None}]}],
             "validate_only": False,
         })
     assert [e.error_code for e in resp.entries] == [0], resp
@@ -143,3 +147,51 @@ def test_kip_219_mutes_new_clients_after_the_answer_and_delays_old_clients_answe
             # Before KIP-219 the client does not wait by itself: the broker answers late.
             assert answered >= 1.5, f"v{version} answer came after {answered:.2f} s"
             assert next_answered < 1.0, f"the next request waited {next_answered:.2f} s"
+
+
+def test_an_address_over_its_connection_creation_rate_has_new_connections_closed(broker_factory):
+    broker = broker_factory(overrides=SHORT_WINDOW)
+    # 3 connections a second from any address: 6 over the 2 s minimum window pass at once.
+    set_quota(broker, None, "connection_creation_rate", 3, entity_type="ip")
+    api_versions = struct.pack(">hhih", 18, 0, 1, -1)
+    answered = 0
+    sockets = []
+    for _ in range(12):
+        s = socket.create_connection(("127.0.0.1", broker.port), timeout=5)
+        sockets.append(s)
+        s.sendall(struct.pack(">i", len(api_versions)) + api_versions)
+        try:
+            answered += len(s.recv(4)) == 4
+        except (ConnectionResetError, socket.timeout):
+            pass
+    for s in sockets:
+        s.close()
+    unanswered = 12 - answered
+    assert answered >= 6, f"only {answered} of the first connections were served"
+    assert unanswered >= 3, f"{answered} of 12 connections served at 3/s"
+    metric = [l for l in broker.metrics().splitlines() if l.startswith("strata_connections_throttled_total ")]
+    assert metric and int(metric[0].split()[1]) >= unanswered, metric
+    # Without the quota, connections are served again.
+    time.sleep(1.5)
+    set_quota(broker, None, "connection_creation_rate", None, entity_type="ip")
+    for _ in range(10):
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as s:
+            s.sendall(struct.pack(">i", len(api_versions)) + api_versions)
+            assert len(s.recv(4)) == 4
+
+
+def test_librdkafka_sees_the_throttle_of_a_controller_mutation_quota(broker_factory):
+    broker = broker_factory(overrides=SHORT_WINDOW)
+    # 1 partition a second, a bucket of 3 (3 samples of 1 s): a topic of 7 partitions
+    # overdraws it by 4. librdkafka's CreateTopics (before v6) is served and throttled ~4 s.
+    set_quota(broker, "q-admin", "controller_mutation_rate", 1)
+    throttled: list[float] = []
+    admin = make_admin(broker.bootstrap, **{"client.id": "q-admin",
+                                            "throttle_cb": lambda e: throttled.append(e.throttle_time)})
+    topic = f"quota-mutation-{uuid.uuid4().hex[:6]}"
+    create_topic(admin, topic, partitions=7)
+    admin.poll(1)
+    assert throttled and 3.0 <= max(throttled) <= 4.5, throttled
+    lines = [l for l in broker.metrics().splitlines()
+             if l.startswith('strata_quota_usage_total{quota="controller_mutation",user="",client_id="q-admin"')]
+    assert lines and lines[0].endswith(" 7"), lines

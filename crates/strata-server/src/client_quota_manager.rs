@@ -1,5 +1,8 @@
 //! Client quotas enforced: Kafka's `ClientQuotaManager` for the byte rates of producers
-//! (`producer_byte_rate`) and consumers (`consumer_byte_rate`).
+//! (`producer_byte_rate`) and consumers (`consumer_byte_rate`), its
+//! `ControllerMutationQuotaManager` for the partitions created and deleted
+//! (`controller_mutation_rate`, KIP-599, a token bucket) and its `ConnectionQuotas` for the
+//! connections an address opens (`connection_creation_rate`, KIP-612, by ip entity).
 //!
 //! A request is charged to the quota entity that applies to its principal's user name and its
 //! client id, found in Kafka's order (`DefaultQuotaCallback`): /users/u/clients/c,
@@ -25,7 +28,9 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use strata_meta::client_quota::{QuotaEntity, CLIENT_ID, USER};
+use std::net::IpAddr;
+
+use strata_meta::client_quota::{QuotaEntity, CLIENT_ID, IP, USER};
 use strata_meta::MetadataImage;
 
 /// What a quota limits.
@@ -35,6 +40,10 @@ pub enum QuotaKind {
     Produce,
     /// Bytes of Fetch responses to consumers per second.
     Fetch,
+    /// Partitions created or deleted per second (KIP-599).
+    ControllerMutation,
+    /// Connections opened per second by one address (KIP-612).
+    ConnectionCreation,
 }
 
 impl QuotaKind {
@@ -43,6 +52,8 @@ impl QuotaKind {
         match self {
             QuotaKind::Produce => "producer_byte_rate",
             QuotaKind::Fetch => "consumer_byte_rate",
+            QuotaKind::ControllerMutation => "controller_mutation_rate",
+            QuotaKind::ConnectionCreation => "connection_creation_rate",
         }
     }
 
@@ -50,16 +61,20 @@ impl QuotaKind {
         match self {
             QuotaKind::Produce => "produce",
             QuotaKind::Fetch => "fetch",
+            QuotaKind::ControllerMutation => "controller_mutation",
+            QuotaKind::ConnectionCreation => "connection_creation",
         }
     }
 }
 
 /// Which clients share a rate: Kafka's quota metric tags, the user and client id of the
-/// level that matched, empty for a level that does not name it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// level that matched, empty for a level that does not name it; for connection creation, the
+/// address alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QuotaTags {
     pub user: String,
     pub client_id: String,
+    pub ip: String,
 }
 
 /// The window quotas are measured over (`quota.window.num` × `quota.window.size.seconds`).
@@ -86,6 +101,15 @@ pub struct Charge {
     pub kind: QuotaKind,
     pub tags: QuotaTags,
     pub value: f64,
+    pub throttle: Duration,
+}
+
+/// What a controller mutation request was charged (KIP-599).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MutationCharge {
+    /// Refused (THROTTLING_QUOTA_EXCEEDED): a strict request while the client's bucket is
+    /// empty. A refused mutation is not recorded.
+    pub refused: bool,
     pub throttle: Duration,
 }
 
@@ -148,8 +172,12 @@ struct Sensor {
     /// At most `QuotaWindow::samples`, used as a ring; `current` is the newest.
     samples: Vec<Sample>,
     current: usize,
+    /// Kafka's `TokenBucket` of controller mutation quotas: the tokens left (negative when
+    /// overdrawn) and when they were last refilled; `None` until first used.
+    bucket: Option<(f64, Instant)>,
     last_used: Instant,
-    bytes: f64,
+    /// What was recorded: bytes, partitions or connections.
+    usage: f64,
     throttled: u64,
     throttle_ms: u64,
 }
@@ -162,8 +190,9 @@ impl Sensor {
                 value: 0.0,
             }],
             current: 0,
+            bucket: None,
             last_used: now,
-            bytes: 0.0,
+            usage: 0.0,
             throttled: 0,
             throttle_ms: 0,
         }
@@ -186,6 +215,23 @@ impl Sensor {
         }
         self.samples[self.current].value += value;
         self.last_used = now;
+    }
+
+    /// Kafka's `TokenBucket`: the tokens after refilling at `quota` per second up to `burst`.
+    fn tokens(&mut self, quota: f64, burst: f64, now: Instant) -> f64 {
+        let (tokens, refilled) = self.bucket.unwrap_or((burst, now));
+        let elapsed = now.saturating_duration_since(refilled).as_secs_f64();
+        let tokens = burst.min(tokens + quota * elapsed);
+        self.bucket = Some((tokens, now));
+        self.last_used = now;
+        tokens
+    }
+
+    fn note_throttle(&mut self, throttle: Duration) {
+        if !throttle.is_zero() {
+            self.throttled += 1;
+            self.throttle_ms += throttle.as_millis() as u64;
+        }
     }
 
     /// Kafka's `Rate.measure` in units per second, with the window it divided by.
@@ -263,6 +309,7 @@ impl ClientQuotaManager {
             let tags = QuotaTags {
                 user: tag(user_part, user),
                 client_id: tag(client_part, client_id),
+                ip: String::new(),
             };
             Some((tags, quota))
         })
@@ -280,23 +327,9 @@ impl ClientQuotaManager {
         value: f64,
         now: Instant,
     ) -> Option<Charge> {
+        debug_assert!(matches!(kind, QuotaKind::Produce | QuotaKind::Fetch));
         let (tags, quota) = Self::resolve(image, kind, user, client_id)?;
-        let mut sensors = self.locked();
-        let sensor = sensors.sensor(kind, &tags, now);
-        sensor.record(self.window, value, now);
-        sensor.bytes += value;
-        let (rate, window) = sensor.rate(self.window, now);
-        let throttle = if rate > quota {
-            // Kafka's `QuotaUtils.throttleTime`.
-            let ms = (rate - quota) / quota * window.as_secs_f64() * 1000.0;
-            Duration::from_millis(ms.min(i32::MAX as f64) as u64)
-        } else {
-            Duration::ZERO
-        };
-        if !throttle.is_zero() {
-            sensor.throttled += 1;
-            sensor.throttle_ms += throttle.as_millis() as u64;
-        }
+        let throttle = self.charge_rate(kind, &tags, quota, value, None, now);
         Some(Charge {
             kind,
             tags,
@@ -305,13 +338,120 @@ impl ClientQuotaManager {
         })
     }
 
+    /// Records `value` in the rate of `(kind, tags)` and returns the throttle time it earns
+    /// over `quota` (Kafka's `QuotaUtils.throttleTime`), at most `bound` when given (Kafka's
+    /// `boundedThrottleTime`).
+    fn charge_rate(
+        &self,
+        kind: QuotaKind,
+        tags: &QuotaTags,
+        quota: f64,
+        value: f64,
+        bound: Option<Duration>,
+        now: Instant,
+    ) -> Duration {
+        let mut sensors = self.locked();
+        let sensor = sensors.sensor(kind, tags, now);
+        sensor.record(self.window, value, now);
+        sensor.usage += value;
+        let (rate, window) = sensor.rate(self.window, now);
+        let mut throttle = if rate > quota {
+            let ms = (rate - quota) / quota * window.as_secs_f64() * 1000.0;
+            Duration::from_millis(ms.min(i32::MAX as f64) as u64)
+        } else {
+            Duration::ZERO
+        };
+        if let Some(bound) = bound {
+            throttle = throttle.min(bound);
+        }
+        sensor.note_throttle(throttle);
+        throttle
+    }
+
+    /// Kafka's `ConnectionQuotas.recordIpConnectionMaybeThrottle`: records a connection from
+    /// `ip` against the `connection_creation_rate` of its ip entity (or the default ip
+    /// entity) and returns how long to hold it before closing it when that takes the address
+    /// over its rate, at most one sample window; zero when it may stay.
+    pub fn record_connection(&self, image: &MetadataImage, ip: IpAddr, now: Instant) -> Duration {
+        let Some((tags, quota)) = Self::resolve_ip(image, ip) else {
+            return Duration::ZERO;
+        };
+        let bound = Some(self.window.sample);
+        self.charge_rate(QuotaKind::ConnectionCreation, &tags, quota, 1.0, bound, now)
+    }
+
+    /// The `connection_creation_rate` of `ip`: its own ip entity's (however the address was
+    /// written) or the default ip entity's.
+    fn resolve_ip(image: &MetadataImage, ip: IpAddr) -> Option<(QuotaTags, f64)> {
+        let key = QuotaKind::ConnectionCreation.key();
+        let ip = ip.to_canonical();
+        let own = image.all_client_quotas().find_map(|(entity, quotas)| {
+            let name = entity.0.get(IP)?.as_deref()?;
+            let matches = name.parse::<IpAddr>().ok()?.to_canonical() == ip;
+            matches.then(|| quotas.get(key).copied()).flatten()
+        });
+        let quota = own.or_else(|| {
+            let default = QuotaEntity::new([(IP, None)]);
+            image.client_quotas(&default)?.get(key).copied()
+        })?;
+        let tags = QuotaTags {
+            ip: ip.to_string(),
+            ..QuotaTags::default()
+        };
+        Some((tags, quota))
+    }
+
+    /// Kafka's controller mutation quota (KIP-599): charges `mutations` (partitions created
+    /// or deleted) to the client's token bucket, which refills at its
+    /// `controller_mutation_rate` up to that rate over the whole window. A `strict` request
+    /// (CreateTopics v6+, CreatePartitions v3+, DeleteTopics v5+) is refused while the bucket
+    /// is overdrawn, with the time until it is not; another is taken and throttled for the
+    /// time its overdraft takes to refill. `None` when no quota applies.
+    pub fn record_mutations(
+        &self,
+        image: &MetadataImage,
+        user: &str,
+        client_id: &str,
+        mutations: f64,
+        strict: bool,
+        now: Instant,
+    ) -> Option<MutationCharge> {
+        let kind = QuotaKind::ControllerMutation;
+        let (tags, quota) = Self::resolve(image, kind, user, client_id)?;
+        let burst = quota * self.window.samples as f64 * self.window.sample.as_secs_f64();
+        let mut sensors = self.locked();
+        let sensor = sensors.sensor(kind, &tags, now);
+        let tokens = sensor.tokens(quota, burst, now);
+        let wait = |tokens: f64| {
+            let ms = (-tokens / quota * 1000.0).round().max(0.0);
+            Duration::from_millis(ms.min(i32::MAX as f64) as u64)
+        };
+        let charge = if strict && tokens < 0.0 {
+            MutationCharge {
+                refused: true,
+                throttle: wait(tokens),
+            }
+        } else {
+            let left = tokens - mutations;
+            sensor.bucket = Some((left, now));
+            sensor.usage += mutations;
+            MutationCharge {
+                refused: false,
+                // A strict request taken is not throttled: the next one is refused instead.
+                throttle: if strict { Duration::ZERO } else { wait(left) },
+            }
+        };
+        sensor.note_throttle(charge.throttle);
+        Some(charge)
+    }
+
     /// Takes a charge back (Kafka's `unrecordQuotaSensor`): a throttled Fetch is answered
     /// without its records, so its bytes do not count.
     pub fn unrecord(&self, charge: &Charge, now: Instant) {
         let mut sensors = self.locked();
         let sensor = sensors.sensor(charge.kind, &charge.tags, now);
         sensor.record(self.window, -charge.value, now);
-        sensor.bytes -= charge.value;
+        sensor.usage -= charge.value;
     }
 
     /// Kafka's `getMaxValueInQuotaWindow`: the most a single response may carry under the
@@ -334,22 +474,16 @@ impl ClientQuotaManager {
     pub fn render_metrics(&self, out: &mut String) {
         let sensors = self.locked();
         let mut rows: Vec<_> = sensors.map.iter().collect();
-        rows.sort_by(|a, b| {
-            (a.0 .0.label(), &a.0 .1.user, &a.0 .1.client_id).cmp(&(
-                b.0 .0.label(),
-                &b.0 .1.user,
-                &b.0 .1.client_id,
-            ))
-        });
+        rows.sort_by(|a, b| (a.0 .0.label(), &a.0 .1).cmp(&(b.0 .0.label(), &b.0 .1)));
         for (name, help, value) in [
             (
-                "strata_quota_bytes_total",
-                "Bytes charged to a client quota, by quota and the user and client id its rate is kept for.",
-                (|s: &Sensor| s.bytes.max(0.0).round() as u64) as fn(&Sensor) -> u64,
+                "strata_quota_usage_total",
+                "What was charged to a client quota (bytes, partitions or connections), by quota and the user, client id or address its rate is kept for.",
+                (|s: &Sensor| s.usage.max(0.0).round() as u64) as fn(&Sensor) -> u64,
             ),
             (
                 "strata_quota_throttled_responses_total",
-                "Responses that throttled their client for a quota.",
+                "Requests and connections throttled for a quota.",
                 |s: &Sensor| s.throttled,
             ),
             (
@@ -362,10 +496,11 @@ impl ClientQuotaManager {
             for ((kind, tags), sensor) in &rows {
                 let _ = writeln!(
                     out,
-                    "{name}{{quota=\"{}\",user=\"{}\",client_id=\"{}\"}} {}",
+                    "{name}{{quota=\"{}\",user=\"{}\",client_id=\"{}\",ip=\"{}\"}} {}",
                     kind.label(),
                     label_value(&tags.user),
                     label_value(&tags.client_id),
+                    tags.ip,
                     value(sensor)
                 );
             }
@@ -432,6 +567,7 @@ mod tests {
         QuotaTags {
             user: user.into(),
             client_id: client_id.into(),
+            ip: String::new(),
         }
     }
 
@@ -509,13 +645,13 @@ mod tests {
         quotas.render_metrics(&mut out);
         assert!(
             out.contains(
-                "strata_quota_throttle_time_ms_total{quota=\"produce\",user=\"\",client_id=\"c\"} 5000"
+                "strata_quota_throttle_time_ms_total{quota=\"produce\",user=\"\",client_id=\"c\",ip=\"\"} 5000"
             ),
             "{out}"
         );
         assert!(
             out.contains(
-                "strata_quota_bytes_total{quota=\"produce\",user=\"\",client_id=\"c\"} 16000"
+                "strata_quota_usage_total{quota=\"produce\",user=\"\",client_id=\"c\",ip=\"\"} 16000"
             ),
             "{out}"
         );
@@ -553,6 +689,84 @@ mod tests {
             quotas.max_value_in_window(&image, QuotaKind::Produce, "u", "x"),
             None
         );
+    }
+
+    #[test]
+    fn connections_are_held_when_an_address_opens_them_faster_than_its_rate() {
+        // The default ip entity allows 1 connection a second; 10.0.0.1 written as its own
+        // entity (in IPv4-mapped IPv6 form) 100.
+        let image = image_with(&[
+            (&[("ip", None)], "connection_creation_rate", 1.0),
+            (
+                &[("ip", Some("::ffff:10.0.0.1"))],
+                "connection_creation_rate",
+                100.0,
+            ),
+        ]);
+        let quotas = ClientQuotaManager::new(QuotaWindow::default());
+        let now = Instant::now();
+        let other: IpAddr = "10.0.0.2".parse().unwrap();
+        // Ten connections at once are 1/s over the 10 s minimum window; the eleventh is over,
+        // held for at most one sample window (Kafka's bounded throttle).
+        for _ in 0..10 {
+            assert_eq!(quotas.record_connection(&image, other, now), Duration::ZERO);
+        }
+        assert_eq!(
+            quotas.record_connection(&image, other, now),
+            Duration::from_secs(1)
+        );
+        let own: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..100 {
+            assert_eq!(quotas.record_connection(&image, own, now), Duration::ZERO);
+        }
+        assert_eq!(
+            quotas.record_connection(&image, "10.0.0.3".parse().unwrap(), now),
+            Duration::ZERO,
+            "each address has its own rate"
+        );
+        let none = MetadataImage::default();
+        assert_eq!(quotas.record_connection(&none, other, now), Duration::ZERO);
+    }
+
+    #[test]
+    fn controller_mutations_draw_on_a_token_bucket_strictly_or_not() {
+        // 2 partitions a second: a burst of 2 × 11 samples × 1 s = 22.
+        let image = image_with(&[(&[("user", Some("u"))], "controller_mutation_rate", 2.0)]);
+        let quotas = ClientQuotaManager::new(QuotaWindow::default());
+        let t0 = Instant::now();
+        let take = |n: f64, strict: bool, at: Duration| {
+            quotas
+                .record_mutations(&image, "u", "c", n, strict, t0 + at)
+                .expect("a quota applies")
+        };
+        // 20 of 22 taken; 10 more overdraw the bucket by 8, which a strict request may still
+        // do, unthrottled; the next strict one is refused until the 8 refill (4 s).
+        let ok = MutationCharge {
+            refused: false,
+            throttle: Duration::ZERO,
+        };
+        assert_eq!(take(20.0, true, Duration::ZERO), ok);
+        assert_eq!(take(10.0, true, Duration::ZERO), ok);
+        assert_eq!(
+            take(1.0, true, Duration::from_secs(1)),
+            MutationCharge {
+                refused: true,
+                throttle: Duration::from_secs(3),
+            }
+        );
+        // Permissive (older versions): taken, and throttled until the overdraft refills.
+        assert_eq!(
+            take(4.0, false, Duration::from_secs(1)),
+            MutationCharge {
+                refused: false,
+                throttle: Duration::from_secs(5),
+            }
+        );
+        // Long after, the bucket is full again, never more.
+        assert_eq!(take(22.0, true, Duration::from_secs(600)), ok);
+        assert!(quotas
+            .record_mutations(&image, "v", "c", 1e6, true, t0)
+            .is_none());
     }
 
     #[test]

@@ -35,6 +35,9 @@ use crate::session::{Refusal, RequestContext, SecurityProtocol, Session};
 
 /// Kafka's `connections.max.idle.ms` default: idle connections are closed after this long.
 const CONNECTION_MAX_IDLE: Duration = Duration::from_secs(600);
+/// Most connections held open before closing for their address's connection creation rate;
+/// beyond, they are closed at once, so a flood cannot hold descriptors.
+const MAX_HELD_CONNECTIONS: usize = 1024;
 /// Read buffer size for a connection with no partial frame.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Largest single growth of a connection's read buffer.
@@ -83,6 +86,9 @@ pub async fn accept_loop(
         .config
         .broker_value(strata_meta::config::props::MAX_CONNECTIONS);
     let mut connections = JoinSet::new();
+    // Connections over their address's connection_creation_rate, closed after their throttle
+    // time (at most a quota sample window), as Kafka delays closing them.
+    let mut held = JoinSet::new();
     let conn_stop = stop.clone();
     let upkeep = tokio::spawn(refresh_oauth_keys(runtime.clone(), stop.clone()));
     loop {
@@ -91,6 +97,18 @@ pub async fn accept_loop(
                 Ok((stream, peer)) => {
                     if broker.metrics.connections_open.load(Ordering::Relaxed) >= max_connections {
                         tracing::warn!(%peer, max_connections, "refusing connection: max.connections reached");
+                        continue;
+                    }
+                    let hold = broker.quotas.record_connection(&broker.image(), peer.ip(), Instant::now());
+                    if !hold.is_zero() {
+                        broker.metrics.connections_throttled.add(1);
+                        tracing::debug!(%peer, ?hold, "connection_creation_rate exceeded: closing the connection after its throttle time");
+                        if held.len() < MAX_HELD_CONNECTIONS {
+                            held.spawn(async move {
+                                tokio::time::sleep(hold).await;
+                                drop(stream);
+                            });
+                        }
                         continue;
                     }
                     broker.metrics.connections_accepted.add(1);
@@ -109,6 +127,7 @@ pub async fn accept_loop(
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            Some(_) = held.join_next(), if !held.is_empty() => {}
             _ = crate::task::stopped(&mut stop) => break,
         }
     }
@@ -341,6 +360,9 @@ fn client_side_throttling(api_key: ApiKey, version: i16) -> bool {
     match api_key {
         ApiKey::Produce => version >= 6,
         ApiKey::Fetch => version >= 8,
+        ApiKey::CreateTopics => version >= 3,
+        ApiKey::DeleteTopics => version >= 2,
+        ApiKey::CreatePartitions => version >= 1,
         _ => true,
     }
 }

@@ -106,6 +106,8 @@ pub struct Metrics {
     response_bytes: [Counter; MAX_API_KEYS],
     pub connections_accepted: Counter,
     pub connections_closed_bad_input: Counter,
+    /// Connections closed for their address's `connection_creation_rate` (KIP-612).
+    pub connections_throttled: Counter,
     /// SASL (Kafka's `successful-authentication-total` and friends).
     pub successful_authentications: Counter,
     pub successful_reauthentications: Counter,
@@ -145,6 +147,7 @@ impl Default for Metrics {
             response_bytes: std::array::from_fn(|_| Counter::default()),
             connections_accepted: Counter::default(),
             connections_closed_bad_input: Counter::default(),
+            connections_throttled: Counter::default(),
             successful_authentications: Counter::default(),
             successful_reauthentications: Counter::default(),
             failed_authentications: Counter::default(),
@@ -218,6 +221,11 @@ impl Metrics {
             "strata_connections_closed_bad_input_total",
             "Connections closed for malformed or oversized requests.",
             self.connections_closed_bad_input.get(),
+        );
+        counter(
+            "strata_connections_throttled_total",
+            "Connections closed, after their throttle time, for their address's connection_creation_rate (KIP-612).",
+            self.connections_throttled.get(),
         );
         counter(
             "strata_successful_authentications_total",

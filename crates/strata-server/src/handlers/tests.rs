@@ -2238,3 +2238,128 @@ async fn byte_rate_quotas_throttle_producers_and_empty_throttled_fetches() {
     let third = read(3).await;
     assert_eq!(third.throttle_time_ms, 0, "{third:?}");
 }
+
+/// KIP-599 with Kafka's numbers: a `controller_mutation_rate` of 1 partition a second fills a
+/// bucket of 11 (11 samples of 1 s). Strict versions (CreateTopics v6+, DeleteTopics v5+,
+/// CreatePartitions v3+) may overdraw it once and are then refused with
+/// THROTTLING_QUOTA_EXCEEDED and the time until the overdraft refills; older versions are
+/// served and throttled for that time. Clients without the quota are not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_mutations_are_throttled_as_kip_599_says() {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+    use kafka_protocol::messages::{
+        AlterClientQuotasResponse, CreatePartitionsRequest, CreatePartitionsResponse,
+        DeleteTopicsRequest, DeleteTopicsResponse,
+    };
+
+    let broker = TestBroker::open(&[]).await;
+    let set: AlterClientQuotasResponse = ask(
+        &broker,
+        ApiKey::AlterClientQuotas,
+        1,
+        &quota_alteration(
+            "client-id",
+            Some("admin"),
+            "controller_mutation_rate",
+            Some(1.0),
+        ),
+    )
+    .await;
+    assert_eq!(set.entries[0].error_code, 0);
+    let mut admin = Client::at(PEER.parse().expect("addr"), "admin");
+    let topic = |name: &str, partitions: i32| {
+        CreatableTopic::default()
+            .with_name(self::name(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+    };
+    let create = |topics: Vec<CreatableTopic>| CreateTopicsRequest::default().with_topics(topics);
+    // 10 then 5 of the 11 tokens: the second overdraws the bucket by 4, which is allowed.
+    let first: CreateTopicsResponse = admin
+        .send(
+            &broker,
+            ApiKey::CreateTopics,
+            7,
+            &create(vec![topic("m1", 10), topic("m2", 5)]),
+        )
+        .await
+        .expect("answered");
+    let outcome = |r: &CreateTopicsResponse| -> Vec<(String, i16)> {
+        r.topics
+            .iter()
+            .map(|t| (t.name.to_string(), t.error_code))
+            .collect()
+    };
+    assert_eq!(
+        outcome(&first),
+        vec![("m1".into(), 0), ("m2".into(), 0)],
+        "{first:?}"
+    );
+    assert_eq!(first.throttle_time_ms, 0);
+    // Now refused, with the ~4 s until the overdraft refills.
+    let refused: CreateTopicsResponse = admin
+        .send(
+            &broker,
+            ApiKey::CreateTopics,
+            7,
+            &create(vec![topic("m3", 1)]),
+        )
+        .await
+        .expect("answered");
+    let exceeded = code(ResponseError::ThrottlingQuotaExceeded);
+    assert_eq!(outcome(&refused), vec![("m3".into(), exceeded)]);
+    assert!(
+        (3000..=4000).contains(&refused.throttle_time_ms),
+        "{refused:?}"
+    );
+    assert!(broker.image().topic("m3").is_none());
+    let deleted: DeleteTopicsResponse = admin
+        .send(
+            &broker,
+            ApiKey::DeleteTopics,
+            6,
+            &DeleteTopicsRequest::default()
+                .with_topics(vec![DeleteTopicState::default().with_name(Some(name("m1")))]),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(deleted.responses[0].error_code, exceeded);
+    assert!(broker.image().topic("m1").is_some());
+    let grown: CreatePartitionsResponse = admin
+        .send(
+            &broker,
+            ApiKey::CreatePartitions,
+            3,
+            &CreatePartitionsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![CreatePartitionsTopic::default()
+                    .with_name(name("m2"))
+                    .with_count(6)]),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(grown.results[0].error_code, exceeded);
+    // Before KIP-599's versions the change is made, and throttled.
+    let permissive: CreateTopicsResponse = admin
+        .send(
+            &broker,
+            ApiKey::CreateTopics,
+            5,
+            &create(vec![topic("m4", 2)]),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(outcome(&permissive), vec![("m4".into(), 0)]);
+    assert!(permissive.throttle_time_ms >= 5000, "{permissive:?}");
+    // Another client is not counted.
+    let other: CreateTopicsResponse = ask(
+        &broker,
+        ApiKey::CreateTopics,
+        7,
+        &create(vec![topic("m5", 50)]),
+    )
+    .await;
+    assert_eq!(outcome(&other), vec![("m5".into(), 0)]);
+    assert_eq!(other.throttle_time_ms, 0);
+}

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::{code, controller_error, str_bytes};
 use crate::broker::Broker;
+use crate::client_quota_manager::QuotaKind;
 use crate::session::{Operation, RequestContext};
 
 fn defaults(broker: &Broker) -> (i32, i16) {
@@ -40,6 +41,54 @@ fn defaults(broker: &Broker) -> (i32, i16) {
 
 /// Validates `specs` in order against `image`, each seeing the ones accepted before it.
 /// Returns per-topic results and the records of the accepted ones.
+/// KIP-599: charges each item's partition mutations (`None`: nothing to charge) to the
+/// client's `controller_mutation_rate`, in request order, and throttles the client for what it
+/// earned. Returns whether each was refused, which only a `strict` version can be.
+fn charge_mutations(
+    broker: &Broker,
+    ctx: &RequestContext<'_>,
+    image: &MetadataImage,
+    strict: bool,
+    mutations: &[Option<usize>],
+) -> Vec<bool> {
+    let now = std::time::Instant::now();
+    let user = &ctx.session.principal.name;
+    mutations
+        .iter()
+        .map(|m| {
+            let charge = m.and_then(|m| {
+                broker
+                    .quotas
+                    .record_mutations(image, user, ctx.client_id(), m as f64, strict, now)
+            });
+            charge.is_some_and(|c| {
+                ctx.throttle(c.throttle);
+                c.refused
+            })
+        })
+        .collect()
+}
+
+/// Whether a controller mutation quota applies to the request's client: only then is the
+/// request planned ahead to count its partitions.
+fn mutation_quota_applies(ctx: &RequestContext<'_>, image: &MetadataImage) -> bool {
+    crate::client_quota_manager::ClientQuotaManager::resolve(
+        image,
+        QuotaKind::ControllerMutation,
+        &ctx.session.principal.name,
+        ctx.client_id(),
+    )
+    .is_some()
+}
+
+/// The answer of a topic refused by the controller mutation quota, as Kafka words it.
+fn quota_exceeded() -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
+    (
+        code(ResponseError::ThrottlingQuotaExceeded),
+        Some(str_bytes("The throttling quota has been exceeded.")),
+    )
+}
+
 fn plan_topics(
     broker: &Broker,
     image: &MetadataImage,
@@ -182,7 +231,7 @@ pub async fn handle_create(
                 && ctx.authorize_topic(Operation::Create, name).is_err()
         })
         .collect();
-    let specs: Vec<CreateTopicSpec> = request
+    let mut specs: Vec<CreateTopicSpec> = request
         .topics
         .iter()
         .filter(|t| !duplicates.contains(t.name.as_str()))
@@ -209,6 +258,26 @@ pub async fn handle_create(
         })
         .collect();
     let validate_only = request.validate_only;
+    // KIP-599: the partitions of the topics that would be created, charged in order; from v6
+    // a topic is refused while the client's quota is overdrawn.
+    let image = broker.image();
+    let throttled: Vec<String> = if validate_only || !mutation_quota_applies(ctx, &image) {
+        Vec::new()
+    } else {
+        let (planned, _, _) = plan_topics(broker, &image, &specs);
+        let mutations: Vec<Option<usize>> = planned
+            .iter()
+            .map(|r| r.as_ref().ok().map(|c| c.num_partitions.max(0) as usize))
+            .collect();
+        let refused = charge_mutations(broker, ctx, &image, version >= 6, &mutations);
+        specs
+            .iter()
+            .zip(refused)
+            .filter(|(_, refused)| *refused)
+            .map(|(s, _)| s.name.clone())
+            .collect()
+    };
+    specs.retain(|s| !throttled.contains(&s.name));
     let outcome = tokio::task::block_in_place(|| {
         if validate_only {
             let image = broker.image();
@@ -238,6 +307,15 @@ pub async fn handle_create(
         CreatableTopicResult::default()
             .with_name(TopicName(str_bytes(name)))
             .with_error_code(code(ResponseError::TopicAuthorizationFailed))
+            .with_num_partitions(-1)
+            .with_replication_factor(-1)
+    }));
+    responses.extend(throttled.into_iter().map(|name| {
+        let (error, message) = quota_exceeded();
+        CreatableTopicResult::default()
+            .with_name(TopicName(str_bytes(name)))
+            .with_error_code(error)
+            .with_error_message(message)
             .with_num_partitions(-1)
             .with_replication_factor(-1)
     }));
@@ -282,7 +360,9 @@ pub async fn handle_create(
             }
         }
     }
-    CreateTopicsResponse::default().with_topics(responses)
+    CreateTopicsResponse::default()
+        .with_topics(responses)
+        .with_throttle_time_ms(super::throttle_time_ms(ctx))
 }
 
 /// The effective configs of a just-created topic (CreateTopics v5+ returns them).
@@ -342,6 +422,32 @@ pub async fn handle_delete(
             })
             .collect()
     };
+    // KIP-599: each topic's partitions are charged; from v5 a topic is refused while the
+    // client's quota is overdrawn.
+    let throttled: Vec<bool> = {
+        let image = broker.image();
+        if !mutation_quota_applies(ctx, &image) {
+            vec![false; targets.len()]
+        } else {
+            let mutations: Vec<Option<usize>> = targets
+                .iter()
+                .zip(&refused)
+                .map(|((name, id), refused)| {
+                    let topic = match name {
+                        Some(n) => image.topic(n),
+                        None => image.topic_by_id(id),
+                    };
+                    topic.filter(|_| !refused).map(|t| t.partitions.len())
+                })
+                .collect();
+            charge_mutations(broker, ctx, &image, version >= 5, &mutations)
+        }
+    };
+    let refused: Vec<bool> = refused
+        .iter()
+        .zip(&throttled)
+        .map(|(refused, throttled)| *refused || *throttled)
+        .collect();
     let outcome = tokio::task::block_in_place(|| {
         broker.commit(|image| {
             let mut records = Vec::new();
@@ -388,26 +494,37 @@ pub async fn handle_delete(
             .iter()
             .zip(results)
             .zip(&refused)
-            .map(|(((name, id), result), refused)| match result {
-                _ if *refused => DeletableTopicResult::default()
-                    .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
-                    .with_topic_id(*id)
-                    .with_error_code(code(ResponseError::TopicAuthorizationFailed)),
-                Ok((name, topic_id)) => {
-                    tracing::info!(topic = %name, "deleted topic");
-                    DeletableTopicResult::default()
-                        .with_name(Some(TopicName(str_bytes(name))))
-                        .with_topic_id(topic_id)
-                }
-                Err(e) => {
-                    let (error, message) = controller_error(&e);
-                    DeletableTopicResult::default()
+            .zip(&throttled)
+            .map(
+                |((((name, id), result), refused), throttled)| match result {
+                    _ if *throttled => {
+                        let (error, message) = quota_exceeded();
+                        DeletableTopicResult::default()
+                            .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
+                            .with_topic_id(*id)
+                            .with_error_code(error)
+                            .with_error_message(message)
+                    }
+                    _ if *refused => DeletableTopicResult::default()
                         .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
                         .with_topic_id(*id)
-                        .with_error_code(error)
-                        .with_error_message(message)
-                }
-            })
+                        .with_error_code(code(ResponseError::TopicAuthorizationFailed)),
+                    Ok((name, topic_id)) => {
+                        tracing::info!(topic = %name, "deleted topic");
+                        DeletableTopicResult::default()
+                            .with_name(Some(TopicName(str_bytes(name))))
+                            .with_topic_id(topic_id)
+                    }
+                    Err(e) => {
+                        let (error, message) = controller_error(&e);
+                        DeletableTopicResult::default()
+                            .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
+                            .with_topic_id(*id)
+                            .with_error_code(error)
+                            .with_error_message(message)
+                    }
+                },
+            )
             .collect(),
         Err(e) => targets
             .iter()
@@ -420,7 +537,9 @@ pub async fn handle_delete(
             })
             .collect(),
     };
-    DeleteTopicsResponse::default().with_responses(responses)
+    DeleteTopicsResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(super::throttle_time_ms(ctx))
 }
 
 pub async fn handle_create_partitions(
@@ -434,6 +553,30 @@ pub async fn handle_create_partitions(
         .topics
         .iter()
         .map(|t| ctx.authorize_topic(Operation::Alter, &t.name).is_err())
+        .collect();
+    // KIP-599: the partitions each topic gains are charged; from v3 a topic is refused while
+    // the client's quota is overdrawn.
+    let throttled: Vec<bool> = {
+        let image = broker.image();
+        if validate_only || !mutation_quota_applies(ctx, &image) {
+            vec![false; request.topics.len()]
+        } else {
+            let mutations: Vec<Option<usize>> = request
+                .topics
+                .iter()
+                .zip(&refused)
+                .map(|(t, refused)| {
+                    let current = image.topic(&t.name).filter(|_| !refused)?.partitions.len();
+                    usize::try_from(t.count).ok()?.checked_sub(current)
+                })
+                .collect();
+            charge_mutations(broker, ctx, &image, ctx.version() >= 3, &mutations)
+        }
+    };
+    let refused: Vec<bool> = refused
+        .iter()
+        .zip(&throttled)
+        .map(|(refused, throttled)| *refused || *throttled)
         .collect();
     let plan = |image: &MetadataImage| {
         let mut records = Vec::new();
@@ -485,6 +628,10 @@ pub async fn handle_create_partitions(
         .enumerate()
         .map(|(i, t)| {
             let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+            if throttled[i] {
+                let (error, message) = quota_exceeded();
+                return base.with_error_code(error).with_error_message(message);
+            }
             if refused[i] {
                 return base.with_error_code(code(ResponseError::TopicAuthorizationFailed));
             }
@@ -502,5 +649,7 @@ pub async fn handle_create_partitions(
             }
         })
         .collect();
-    CreatePartitionsResponse::default().with_results(results)
+    CreatePartitionsResponse::default()
+        .with_results(results)
+        .with_throttle_time_ms(super::throttle_time_ms(ctx))
 }

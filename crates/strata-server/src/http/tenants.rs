@@ -233,17 +233,18 @@ fn force_parameter(uri: &Uri) -> Result<bool, ApiError> {
         .split('&')
         .filter(|p| !p.is_empty())
     {
-        force =
-            match pair.split_once('=') {
-                Some(("force", "true")) => true,
-                Some(("force", "false")) => false,
-                _ => return Err(ApiError(
+        force = match pair.split_once('=') {
+            Some(("force", "true")) => true,
+            Some(("force", "false")) => false,
+            _ => {
+                return Err(ApiError(
                     StatusCode::BAD_REQUEST,
                     format!(
                         "Unknown query parameter {pair:?}; the one parameter is force=true|false"
                     ),
-                )),
-            };
+                ))
+            }
+        };
     }
     Ok(force)
 }
