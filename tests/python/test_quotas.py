@@ -38,9 +38,21 @@ def set_quota(broker, name: str | None, key: str, value: float | None, entity_ty
     assert [e.error_code for e in resp.entries] == [0], resp
 
 
+def metric_lines(broker, prefix: str) -> list[str]:
+    return [line for line in broker.metrics().splitlines() if line.startswith(prefix)]
+
+
 def throttle_lines(broker, client_id: str) -> list[str]:
-    return [line for line in broker.metrics().splitlines()
-            if line.startswith("strata_quota_throttle_time_ms_total{") and f'client_id="{client_id}"' in line]
+    return [line for line in metric_lines(broker, "strata_quota_throttle_time_ms_total{")
+            if f'client_id="{client_id}"' in line]
+
+
+def quota_broker(broker_factory, name: str, partitions: int = 1):
+    """A broker with the short quota window and a new topic of `partitions` partitions."""
+    broker = broker_factory(overrides=SHORT_WINDOW)
+    topic = f"quota-{name}-{uuid.uuid4().hex[:6]}"
+    create_topic(make_admin(broker.bootstrap), topic, partitions=partitions)
+    return broker, topic
 
 
 def produce_in_chunks(broker, topic: str, client_id: str, records: int, throttles: list[float]) -> float:
@@ -58,9 +70,7 @@ def produce_in_chunks(broker, topic: str, client_id: str, records: int, throttle
 
 
 def test_a_producer_over_its_quota_is_throttled_and_keeps_every_record(broker_factory):
-    broker = broker_factory(overrides=SHORT_WINDOW)
-    topic = f"quota-produce-{uuid.uuid4().hex[:6]}"
-    create_topic(make_admin(broker.bootstrap), topic, partitions=1)
+    broker, topic = quota_broker(broker_factory, "produce")
     set_quota(broker, "q-producer", "producer_byte_rate", 50_000)
 
     throttled: list[float] = []
@@ -88,9 +98,7 @@ def test_a_producer_over_its_quota_is_throttled_and_keeps_every_record(broker_fa
 
 
 def test_a_consumer_over_its_quota_is_throttled_and_reads_everything_once(broker_factory):
-    broker = broker_factory(overrides=SHORT_WINDOW)
-    topic = f"quota-fetch-{uuid.uuid4().hex[:6]}"
-    create_topic(make_admin(broker.bootstrap), topic, partitions=2)
+    broker, topic = quota_broker(broker_factory, "fetch", partitions=2)
     produce_in_chunks(broker, topic, "q-loader", 300, [])
     set_quota(broker, "q-consumer", "consumer_byte_rate", 50_000)
 
@@ -124,9 +132,7 @@ def produce_request(topic: str, size: int) -> dict:
 
 
 def test_kip_219_mutes_new_clients_after_the_answer_and_delays_old_clients_answers(broker_factory):
-    broker = broker_factory(overrides=SHORT_WINDOW)
-    topic = f"quota-kip219-{uuid.uuid4().hex[:6]}"
-    create_topic(make_admin(broker.bootstrap), topic, partitions=1)
+    broker, topic = quota_broker(broker_factory, "kip219")
     api_versions = {"client_software_name": "t", "client_software_version": "1"}
     # ~40 KB against 10 KB/s over the 2 s minimum window: 20 KB/s, twice the quota, 2 s throttle.
     for client, version in [("raw-new", 9), ("raw-old", 5)]:
@@ -169,7 +175,7 @@ def test_an_address_over_its_connection_creation_rate_has_new_connections_closed
     unanswered = 12 - answered
     assert answered >= 6, f"only {answered} of the first connections were served"
     assert unanswered >= 3, f"{answered} of 12 connections served at 3/s"
-    metric = [l for l in broker.metrics().splitlines() if l.startswith("strata_connections_throttled_total ")]
+    metric = metric_lines(broker, "strata_connections_throttled_total ")
     assert metric and int(metric[0].split()[1]) >= unanswered, metric
     # Without the quota, connections are served again.
     time.sleep(1.5)
@@ -192,6 +198,22 @@ def test_librdkafka_sees_the_throttle_of_a_controller_mutation_quota(broker_fact
     create_topic(admin, topic, partitions=7)
     admin.poll(1)
     assert throttled and 3.0 <= max(throttled) <= 4.5, throttled
-    lines = [l for l in broker.metrics().splitlines()
-             if l.startswith('strata_quota_usage_total{quota="controller_mutation",user="",client_id="q-admin"')]
+    lines = metric_lines(broker, 'strata_quota_usage_total{quota="controller_mutation",user="",client_id="q-admin"')
     assert lines and lines[0].endswith(" 7"), lines
+
+
+def test_a_request_quota_throttles_a_client_of_any_api(broker_factory):
+    broker, topic = quota_broker(broker_factory, "request")
+    # A vanishing share of a thread: every request is over it; the throttle is bounded by the
+    # 1 s sample window (KIP-124).
+    set_quota(broker, "q-busy", "request_percentage", 0.0001)
+    throttled: list[float] = []
+    p = make_producer(broker.bootstrap, **{"client.id": "q-busy",
+                                            "throttle_cb": lambda e: throttled.append(e.throttle_time)})
+    for i in range(5):
+        p.produce(topic, value=b"r%d" % i)
+        assert p.flush(30) == 0
+    p.poll(0)
+    assert throttled and max(throttled) <= 1.0 and max(throttled) > 0, throttled
+    lines = metric_lines(broker, 'strata_quota_throttled_responses_total{quota="request",user="",client_id="q-busy"')
+    assert lines and int(lines[0].split()[-1]) > 0, lines

@@ -40,6 +40,8 @@ pub enum QuotaKind {
     Produce,
     /// Bytes of Fetch responses to consumers per second.
     Fetch,
+    /// Request handling time, in percent of one thread (KIP-124).
+    Request,
     /// Partitions created or deleted per second (KIP-599).
     ControllerMutation,
     /// Connections opened per second by one address (KIP-612).
@@ -52,6 +54,7 @@ impl QuotaKind {
         match self {
             QuotaKind::Produce => "producer_byte_rate",
             QuotaKind::Fetch => "consumer_byte_rate",
+            QuotaKind::Request => "request_percentage",
             QuotaKind::ControllerMutation => "controller_mutation_rate",
             QuotaKind::ConnectionCreation => "connection_creation_rate",
         }
@@ -61,6 +64,7 @@ impl QuotaKind {
         match self {
             QuotaKind::Produce => "produce",
             QuotaKind::Fetch => "fetch",
+            QuotaKind::Request => "request",
             QuotaKind::ControllerMutation => "controller_mutation",
             QuotaKind::ConnectionCreation => "connection_creation",
         }
@@ -368,6 +372,24 @@ impl ClientQuotaManager {
         throttle
     }
 
+    /// Kafka's `ClientRequestQuotaManager` (KIP-124): charges `cpu`, the time a request took to
+    /// handle, to the client's `request_percentage` (percent of one thread's time) and returns
+    /// the throttle time it earns, at most one sample window; `None` when no quota applies.
+    pub fn record_request(
+        &self,
+        image: &MetadataImage,
+        user: &str,
+        client_id: &str,
+        cpu: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
+        let kind = QuotaKind::Request;
+        let (tags, quota) = Self::resolve(image, kind, user, client_id)?;
+        let percent_seconds = cpu.as_secs_f64() * 100.0;
+        let bound = Some(self.window.sample);
+        Some(self.charge_rate(kind, &tags, quota, percent_seconds, bound, now))
+    }
+
     /// Kafka's `ConnectionQuotas.recordIpConnectionMaybeThrottle`: records a connection from
     /// `ip` against the `connection_creation_rate` of its ip entity (or the default ip
     /// entity) and returns how long to hold it before closing it when that takes the address
@@ -478,7 +500,7 @@ impl ClientQuotaManager {
         for (name, help, value) in [
             (
                 "strata_quota_usage_total",
-                "What was charged to a client quota (bytes, partitions or connections), by quota and the user, client id or address its rate is kept for.",
+                "What was charged to a client quota (bytes, percent-seconds of a thread, partitions or connections), by quota and the user, client id or address its rate is kept for.",
                 (|s: &Sensor| s.usage.max(0.0).round() as u64) as fn(&Sensor) -> u64,
             ),
             (

@@ -35,14 +35,65 @@ use strata_log::LogError;
 use strata_meta::ControllerError;
 
 use crate::broker::Broker;
-use crate::client_quota_manager::{Charge, QuotaKind};
+use crate::client_quota_manager::{Charge, ClientQuotaManager, QuotaKind};
 use crate::replica_manager::Partition;
 use crate::session::RequestContext;
 
 /// Handles one request admitted by [`crate::session::Session::admit`]. `None` means no
 /// response is sent (Produce with acks=0). Every handler gets the context: the version to
 /// answer, the client id and the session it came on.
+///
+/// A request of a client with a `request_percentage` quota (KIP-124) is charged the CPU time
+/// it took (not time spent waiting), unless it is exempt as in Kafka: ApiVersions, SASL, and
+/// the brokers' own requests (a follower's Fetch, WriteTxnMarkers). The answer carries the
+/// largest throttle time any quota charge of the request earned.
 pub async fn handle(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext<'_>,
+    body: RequestKind,
+) -> Option<ResponseKind> {
+    let image = broker.image();
+    let user = &ctx.session.principal.name;
+    let charged = !exempt_from_request_quota(&body)
+        && ClientQuotaManager::resolve(&image, QuotaKind::Request, user, ctx.client_id()).is_some();
+    let response = if charged {
+        let (response, cpu) = crate::task::metered(dispatch(broker, ctx, body)).await;
+        let now = std::time::Instant::now();
+        if let Some(throttle) =
+            broker
+                .quotas
+                .record_request(&image, user, ctx.client_id(), cpu, now)
+        {
+            ctx.throttle(throttle);
+        }
+        response
+    } else {
+        dispatch(broker, ctx, body).await
+    };
+    let throttle = throttle_time_ms(ctx);
+    response.map(|mut r| {
+        if throttle > 0 {
+            set_throttle_time_ms(&mut r, throttle);
+        }
+        r
+    })
+}
+
+/// Requests Kafka never charges to a request quota: those a client needs to connect, and those
+/// of other brokers.
+fn exempt_from_request_quota(body: &RequestKind) -> bool {
+    match body {
+        RequestKind::ApiVersions(_)
+        | RequestKind::SaslHandshake(_)
+        | RequestKind::SaslAuthenticate(_)
+        | RequestKind::WriteTxnMarkers(_) => true,
+        RequestKind::Fetch(f) => f.replica_id.0 >= 0 || f.replica_state.replica_id.0 >= 0,
+        _ => false,
+    }
+}
+
+/// Hands the request to its API's handler.
+async fn dispatch(
     broker: &Arc<Broker>,
     ctx: &RequestContext<'_>,
     body: RequestKind,
@@ -245,6 +296,21 @@ pub(crate) fn charge_quota(
     )?;
     ctx.throttle(charge.throttle);
     Some(charge)
+}
+
+/// Sets the `throttle_time_ms` of a response, of any API that has one (Kafka's
+/// `maybeSetThrottleTimeMs`); a version without the field does not send it. Answers without
+/// one (SASL, DescribeQuorum, WriteTxnMarkers) are left alone.
+pub(crate) fn set_throttle_time_ms(body: &mut ResponseKind, ms: i32) {
+    macro_rules! set {
+        ($($api:ident)*) => {
+            match body {
+                $(ResponseKind::$api(r) => r.throttle_time_ms = ms,)*
+                _ => {}
+            }
+        };
+    }
+    set!(AddOffsetsToTxn AddPartitionsToTxn AlterClientQuotas AlterConfigs AlterPartitionReassignments AlterUserScramCredentials ApiVersions ConsumerGroupDescribe ConsumerGroupHeartbeat CreateAcls CreatePartitions CreateTopics DeleteAcls DeleteGroups DeleteRecords DeleteTopics DescribeAcls DescribeClientQuotas DescribeCluster DescribeConfigs DescribeGroups DescribeLogDirs DescribeProducers DescribeTopicPartitions DescribeTransactions DescribeUserScramCredentials ElectLeaders EndTxn Fetch FindCoordinator Heartbeat IncrementalAlterConfigs InitProducerId JoinGroup LeaveGroup ListConfigResources ListGroups ListOffsets ListPartitionReassignments ListTransactions Metadata OffsetCommit OffsetDelete OffsetFetch OffsetForLeaderEpoch Produce SyncGroup TxnOffsetCommit UpdateFeatures);
 }
 
 /// The `throttle_time_ms` a response carries: what the request's quota charges earned.

@@ -2363,3 +2363,49 @@ async fn controller_mutations_are_throttled_as_kip_599_says() {
     assert_eq!(outcome(&other), vec![("m5".into(), 0)]);
     assert_eq!(other.throttle_time_ms, 0);
 }
+
+/// KIP-124: a client with a `request_percentage` quota is charged the CPU time of its
+/// requests and throttled (at most one sample window) when over it, in whatever API it sent;
+/// ApiVersions is exempt, and other clients are not charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_quotas_throttle_any_api_but_the_exempt_ones() {
+    use kafka_protocol::messages::{AlterClientQuotasResponse, MetadataRequest, MetadataResponse};
+
+    let broker = broker_with_topic(1).await;
+    let set: AlterClientQuotasResponse = ask(
+        &broker,
+        ApiKey::AlterClientQuotas,
+        1,
+        &quota_alteration("client-id", Some("busy"), "request_percentage", Some(1e-9)),
+    )
+    .await;
+    assert_eq!(set.entries[0].error_code, 0);
+    let mut busy = Client::at(PEER.parse().expect("addr"), "busy");
+    let metadata: MetadataResponse = busy
+        .send(&broker, ApiKey::Metadata, 12, &MetadataRequest::default())
+        .await
+        .expect("answered");
+    assert_eq!(
+        metadata.throttle_time_ms, 1000,
+        "any CPU time is over the quota; the throttle is bounded by the sample window"
+    );
+    let versions: ApiVersionsResponse = busy
+        .send(
+            &broker,
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default(),
+        )
+        .await
+        .expect("answered");
+    assert_eq!(versions.throttle_time_ms, 0, "exempt");
+    let other: MetadataResponse =
+        ask(&broker, ApiKey::Metadata, 12, &MetadataRequest::default()).await;
+    assert_eq!(other.throttle_time_ms, 0);
+    let mut metrics = String::new();
+    broker.broker.quotas.render_metrics(&mut metrics);
+    assert!(
+        metrics.contains("strata_quota_throttled_responses_total{quota=\"request\",user=\"\",client_id=\"busy\",ip=\"\"} 1"),
+        "{metrics}"
+    );
+}
