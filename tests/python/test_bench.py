@@ -54,8 +54,16 @@ def test_bench_all_scenarios_on_a_private_broker(tmp_path):
         "--idle-connections", "200",
         "--startup-bytes", "4MiB",
         "--startup-small-bytes", "1MiB",
+        "--noisy-quota", "1MiB",
+        "--noisy-seconds", "5",
     )
     assert report["broker"]["private"] is True
+    nn = report["noisy_neighbour"]
+    assert nn["quota_mb_per_s"] == 1048576 / 1e6
+    for side in ("quiet_alone", "quiet_with_noisy"):
+        assert nn[side]["count"] == 2000, nn
+        assert 0 < nn[side]["p50_ms"] <= nn[side]["p99_ms"], nn
+    assert positive(nn["noisy_mb_per_s"]) and positive(nn["p99_with_over_alone"]), nn
     assert report["broker"]["pid"]
     b = report["baseline"]
     for key in ("disk_page_cache_mb_s", "disk_fdatasync_mb_s", "loopback_tcp_mb_s", "memcpy_mb_s"):

@@ -29,6 +29,10 @@ pub enum Scenario {
     /// produce and consume throughput and broker CPU over SSL against PLAINTEXT, in the same
     /// run. Sized by --produce-bytes.
     Tls,
+    /// Isolation under quotas: a quiet client's end-to-end latency alone and while a noisy
+    /// client held to a produce quota (--noisy-quota) produces flat out, and the noisy
+    /// client's rate against its quota.
+    NoisyNeighbour,
     /// Every scenario above.
     All,
 }
@@ -105,6 +109,13 @@ pub struct BenchArgs {
     /// Partitions created by the idle-partitions scenario.
     #[arg(long, default_value_t = 1000)]
     pub idle_partitions: i32,
+    /// The noisy-neighbour scenario's producer_byte_rate for the noisy client, per second.
+    #[arg(long, default_value = "8MiB")]
+    pub noisy_quota: ByteSize,
+    /// How long the noisy client would take at exactly its quota (it sends that much); its
+    /// rate is its quota only over several of the quota window's periods.
+    #[arg(long, default_value_t = 60.0)]
+    pub noisy_seconds: f64,
     /// Connections opened by the idle-connections scenario.
     #[arg(long, default_value_t = 10_000)]
     pub idle_connections: usize,

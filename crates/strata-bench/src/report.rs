@@ -32,6 +32,8 @@ pub struct Report {
     /// The cost of TLS: the same loads over SSL and over PLAINTEXT.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noisy_neighbour: Option<NoisyNeighbour>,
     /// What could not be measured, and why.
     pub notes: Vec<String>,
 }
@@ -279,6 +281,24 @@ pub struct Tls {
     pub consume_ratio: f64,
 }
 
+/// The noisy-neighbour scenario: a quiet client's latency alone and beside a noisy client
+/// held to a produce quota. Targets: the noisy rate within 10% of the quota, and the quiet
+/// p99 beside it at most 1.25× the p99 alone.
+#[derive(Serialize)]
+pub struct NoisyNeighbour {
+    pub quota_mb_per_s: f64,
+    pub noisy_bytes: u64,
+    pub noisy_seconds: f64,
+    /// The noisy client's average rate over its run.
+    pub noisy_mb_per_s: f64,
+    pub noisy_rate_over_quota: f64,
+    /// Records per second the quiet client sends.
+    pub quiet_rate: f64,
+    pub quiet_alone: Percentiles,
+    pub quiet_with_noisy: Percentiles,
+    pub p99_with_over_alone: f64,
+}
+
 fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.digits$}"))
 }
@@ -449,6 +469,32 @@ impl fmt::Display for Report {
                     opt(plain.broker_cpu_s_per_gb, 2),
                 )?;
             }
+        }
+        if let Some(n) = &self.noisy_neighbour {
+            writeln!(
+                o,
+                "\nnoisy neighbour (a quiet client at {:.0} records/s beside a client held to {:.1} MB/s)",
+                n.quiet_rate, n.quota_mb_per_s
+            )?;
+            writeln!(
+                o,
+                "  noisy client: {:.1} MB/s = {:.2}× its quota ({:.1} MB in {:.1} s)",
+                n.noisy_mb_per_s,
+                n.noisy_rate_over_quota,
+                n.noisy_bytes as f64 / 1e6,
+                n.noisy_seconds
+            )?;
+            writeln!(
+                o,
+                "  quiet alone:       {}",
+                percentiles_line(&n.quiet_alone)
+            )?;
+            writeln!(
+                o,
+                "  quiet beside it:   {}",
+                percentiles_line(&n.quiet_with_noisy)
+            )?;
+            writeln!(o, "  p99 beside / alone: {:.2}×", n.p99_with_over_alone)?;
         }
         for n in &self.notes {
             writeln!(o, "\nnote: {n}")?;

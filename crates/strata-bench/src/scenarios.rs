@@ -1,5 +1,6 @@
 //! The scenarios of `strata bench`, each measuring the broker's resources around its load.
 
+mod noisy_neighbour;
 mod tiered;
 mod tls;
 
@@ -144,6 +145,9 @@ impl<'a> Bench<'a> {
         if a.wants(Scenario::Tls) {
             self.tls()?;
         }
+        if a.wants(Scenario::NoisyNeighbour) {
+            self.noisy_neighbour()?;
+        }
         Ok(())
     }
 
@@ -246,11 +250,21 @@ impl<'a> Bench<'a> {
     }
 
     /// Produces stamped records at `rate` for `seconds` while consumers read them from the
-    /// current end of the topic, and returns both sides.
+    /// current end of the bench topic, and returns both sides.
     fn paced_round_trip(&self, rate: f64, seconds: f64) -> anyhow::Result<(Produced, Consumed)> {
+        self.paced_round_trip_on(&self.topic, rate, seconds)
+    }
+
+    /// [`Bench::paced_round_trip`] through `topic`.
+    fn paced_round_trip_on(
+        &self,
+        topic: &str,
+        rate: f64,
+        seconds: f64,
+    ) -> anyhow::Result<(Produced, Consumed)> {
         let starts: Vec<i64> = self
             .clients
-            .watermarks(&self.topic, self.args.partitions)?
+            .watermarks(topic, self.args.partitions)?
             .iter()
             .map(|m| m.1)
             .collect();
@@ -258,7 +272,7 @@ impl<'a> Bench<'a> {
         let ends = Arc::new(OnceLock::new());
         let consumers = ConsumerLoad {
             config: self.clients.consumer(),
-            topic: &self.topic,
+            topic,
             consumers: self.args.consumers,
             start_offsets: starts,
             end_offsets: ends.clone(),
@@ -266,7 +280,10 @@ impl<'a> Bench<'a> {
             idle_timeout: Duration::from_secs(30) + Duration::from_secs_f64(seconds),
         };
         let records = ((rate * seconds) as u64).max(1);
-        let producer = self.producer_load(records, Some(rate), Some(epoch));
+        let producer = ProducerLoad {
+            topic,
+            ..self.producer_load(records, Some(rate), Some(epoch))
+        };
         thread::scope(|scope| {
             let reader = scope.spawn(|| consumers.run());
             // Let the consumers connect and start fetching before the first record.
@@ -274,7 +291,7 @@ impl<'a> Bench<'a> {
             let produced = producer.run();
             let finals = self
                 .clients
-                .watermarks(&self.topic, self.args.partitions)
+                .watermarks(topic, self.args.partitions)
                 .map(|m| m.iter().map(|m| m.1).collect::<Vec<_>>());
             // Always release the consumers, even when producing failed.
             let release = match &finals {
@@ -538,6 +555,20 @@ fn unique_name(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos:08x}", std::process::id())
 }
 
+/// Reads one response frame (at least a correlation id, at most 1 MiB) of the `api` request
+/// just sent.
+fn read_response_frame(conn: &mut TcpStream, api: &str) -> anyhow::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    conn.read_exact(&mut len)?;
+    let len = i32::from_be_bytes(len);
+    if !(4..=1 << 20).contains(&len) {
+        bail!("the broker answered {api} with a frame of {len} bytes");
+    }
+    let mut reply = vec![0u8; len as usize];
+    conn.read_exact(&mut reply)?;
+    Ok(reply)
+}
+
 /// Opens a TCP connection and completes one ApiVersions v0 exchange on it, so the broker has
 /// fully accepted it as a Kafka connection; then the connection stays idle.
 fn open_kafka_connection(addr: SocketAddr, correlation_id: i32) -> anyhow::Result<TcpStream> {
@@ -553,14 +584,7 @@ fn open_kafka_connection(addr: SocketAddr, correlation_id: i32) -> anyhow::Resul
     let mut frame = (body.len() as i32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     conn.write_all(&frame)?;
-    let mut len = [0u8; 4];
-    conn.read_exact(&mut len)?;
-    let len = i32::from_be_bytes(len);
-    if !(4..=1 << 20).contains(&len) {
-        bail!("the broker answered ApiVersions with a frame of {len} bytes");
-    }
-    let mut reply = vec![0u8; len as usize];
-    conn.read_exact(&mut reply)?;
+    let reply = read_response_frame(&mut conn, "ApiVersions")?;
     if reply[..4] != correlation_id.to_be_bytes() {
         bail!("the broker answered ApiVersions with the wrong correlation id");
     }
