@@ -198,7 +198,7 @@ def test_librdkafka_sees_the_throttle_of_a_controller_mutation_quota(broker_fact
     create_topic(admin, topic, partitions=7)
     admin.poll(1)
     assert throttled and 3.0 <= max(throttled) <= 4.5, throttled
-    lines = metric_lines(broker, 'strata_quota_usage_total{quota="controller_mutation",user="",client_id="q-admin"')
+    lines = metric_lines(broker, 'strata_quota_usage_total{quota="controller_mutation",tenant="",user="",client_id="q-admin"')
     assert lines and lines[0].endswith(" 7"), lines
 
 
@@ -215,5 +215,5 @@ def test_a_request_quota_throttles_a_client_of_any_api(broker_factory):
         assert p.flush(30) == 0
     p.poll(0)
     assert throttled and max(throttled) <= 1.0 and max(throttled) > 0, throttled
-    lines = metric_lines(broker, 'strata_quota_throttled_responses_total{quota="request",user="",client_id="q-busy"')
+    lines = metric_lines(broker, 'strata_quota_throttled_responses_total{quota="request",tenant="",user="",client_id="q-busy"')
     assert lines and int(lines[0].split()[-1]) > 0, lines

@@ -88,3 +88,31 @@ def test_without_an_authorizer_the_tenant_api_answers_json(broker, path):
     status, body = call(broker, "GET", path, auth=None)
     assert status in (200, 404), body
     assert isinstance(body, (list, dict)), body
+
+
+def test_a_tenants_users_share_its_produce_quota(broker_factory):
+    from helpers import create_topic, make_producer
+
+    broker = sasl_broker(broker_factory, overrides={"quota.window.num": "3"})
+    spec = {"name": "slow", "quotas": {"producer_byte_rate": 50000}}
+    assert call(broker, "POST", "/v1/tenants", spec)[0] == 201
+    for user in ["erin", "frank"]:
+        body = {"name": user, "password": f"{user}-secret"}
+        assert call(broker, "POST", "/v1/tenants/slow/users", body)[0] == 201
+    topic = "tenant-quota"
+    create_topic(make_admin(broker.bootstrap), topic)
+    throttled: dict[str, list[float]] = {"erin": [], "frank": []}
+    for user in ["erin", "frank"]:
+        conf = sasl_client(broker, "SCRAM-SHA-256", user, f"{user}-secret")
+        p = make_producer(conf.pop("bootstrap.servers"), **conf,
+                          throttle_cb=lambda e, u=user: throttled[u].append(e.throttle_time))
+        # 100 KB each, in chunks: together twice the tenant's 2 s burst allowance.
+        for chunk in range(4):
+            for i in range(25):
+                p.produce(topic, value=b"t" * 1000)
+            assert p.flush(30) == 0
+        p.poll(0)
+    assert throttled["frank"] and max(throttled["frank"]) > 0, throttled
+    lines = [l for l in broker.metrics().splitlines()
+             if l.startswith("strata_quota_usage_total{quota=\"produce\",tenant=\"lc-")]
+    assert lines and int(lines[0].split()[-1]) >= 200_000, lines

@@ -79,6 +79,8 @@ pub struct QuotaTags {
     pub user: String,
     pub client_id: String,
     pub ip: String,
+    /// The tenant whose quota the rate is, for all of its users together.
+    pub tenant: String,
 }
 
 /// The window quotas are measured over (`quota.window.num` × `quota.window.size.seconds`).
@@ -103,7 +105,8 @@ impl Default for QuotaWindow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Charge {
     pub kind: QuotaKind,
-    pub tags: QuotaTags,
+    /// The rates charged: the client's quota's, its tenant's, or both.
+    pub rates: Vec<QuotaTags>,
     pub value: f64,
     pub throttle: Duration,
 }
@@ -314,13 +317,16 @@ impl ClientQuotaManager {
                 user: tag(user_part, user),
                 client_id: tag(client_part, client_id),
                 ip: String::new(),
+                tenant: String::new(),
             };
             Some((tags, quota))
         })
     }
 
-    /// Records `value` against the quota of `kind` that applies to the client and returns
-    /// what it was charged; `None` when no quota applies. Kafka's
+    /// Records `value` in every rate of `kind` that applies to the client (see
+    /// [`ClientQuotaManager::applicable`]) and returns what it was charged, with the longest
+    /// throttle any rate earns (a request quota's at most one sample window, Kafka's
+    /// `boundedThrottleTime`); `None` when no quota applies. Kafka's
     /// `recordAndGetThrottleTimeMs`: the value is recorded even when it takes the rate over.
     pub fn record(
         &self,
@@ -331,15 +337,52 @@ impl ClientQuotaManager {
         value: f64,
         now: Instant,
     ) -> Option<Charge> {
-        debug_assert!(matches!(kind, QuotaKind::Produce | QuotaKind::Fetch));
-        let (tags, quota) = Self::resolve(image, kind, user, client_id)?;
-        let throttle = self.charge_rate(kind, &tags, quota, value, None, now);
+        debug_assert!(matches!(
+            kind,
+            QuotaKind::Produce | QuotaKind::Fetch | QuotaKind::Request
+        ));
+        let bound = (kind == QuotaKind::Request).then_some(self.window.sample);
+        let applicable = Self::applicable(image, kind, user, client_id);
+        if applicable.is_empty() {
+            return None;
+        }
+        let throttle = applicable
+            .iter()
+            .map(|(tags, quota)| self.charge_rate(kind, tags, *quota, value, bound, now))
+            .max()
+            .unwrap_or_default();
         Some(Charge {
             kind,
-            tags,
+            rates: applicable.into_iter().map(|(tags, _)| tags).collect(),
             value,
             throttle,
         })
+    }
+
+    /// The quotas of `kind` a client is held to: its client quota (Kafka's lookup, see
+    /// [`ClientQuotaManager::resolve`]) and, when its user belongs to a tenant with a quota of
+    /// that kind, the tenant's, one rate for all the tenant's clients. Both hold.
+    pub fn applicable(
+        image: &MetadataImage,
+        kind: QuotaKind,
+        user: &str,
+        client_id: &str,
+    ) -> Vec<(QuotaTags, f64)> {
+        let tenant = image
+            .tenant_member(user)
+            .and_then(|m| image.tenant(&m.tenant_id))
+            .and_then(|t| {
+                let quota = *t.quotas.get(kind.key())?;
+                let tags = QuotaTags {
+                    tenant: t.id.clone(),
+                    ..QuotaTags::default()
+                };
+                Some((tags, quota))
+            });
+        Self::resolve(image, kind, user, client_id)
+            .into_iter()
+            .chain(tenant)
+            .collect()
     }
 
     /// Records `value` in the rate of `(kind, tags)` and returns the throttle time it earns
@@ -383,11 +426,16 @@ impl ClientQuotaManager {
         cpu: Duration,
         now: Instant,
     ) -> Option<Duration> {
-        let kind = QuotaKind::Request;
-        let (tags, quota) = Self::resolve(image, kind, user, client_id)?;
         let percent_seconds = cpu.as_secs_f64() * 100.0;
-        let bound = Some(self.window.sample);
-        Some(self.charge_rate(kind, &tags, quota, percent_seconds, bound, now))
+        let charge = self.record(
+            image,
+            QuotaKind::Request,
+            user,
+            client_id,
+            percent_seconds,
+            now,
+        )?;
+        Some(charge.throttle)
     }
 
     /// Kafka's `ConnectionQuotas.recordIpConnectionMaybeThrottle`: records a connection from
@@ -471,9 +519,11 @@ impl ClientQuotaManager {
     /// without its records, so its bytes do not count.
     pub fn unrecord(&self, charge: &Charge, now: Instant) {
         let mut sensors = self.locked();
-        let sensor = sensors.sensor(charge.kind, &charge.tags, now);
-        sensor.record(self.window, -charge.value, now);
-        sensor.usage -= charge.value;
+        for tags in &charge.rates {
+            let sensor = sensors.sensor(charge.kind, tags, now);
+            sensor.record(self.window, -charge.value, now);
+            sensor.usage -= charge.value;
+        }
     }
 
     /// Kafka's `getMaxValueInQuotaWindow`: the most a single response may carry under the
@@ -486,7 +536,10 @@ impl ClientQuotaManager {
         user: &str,
         client_id: &str,
     ) -> Option<f64> {
-        let (_, quota) = Self::resolve(image, kind, user, client_id)?;
+        let quota = Self::applicable(image, kind, user, client_id)
+            .into_iter()
+            .map(|(_, quota)| quota)
+            .reduce(f64::min)?;
         let span = self.window.sample.as_secs_f64() * self.window.samples.saturating_sub(1) as f64;
         Some(quota * span)
     }
@@ -518,8 +571,9 @@ impl ClientQuotaManager {
             for ((kind, tags), sensor) in &rows {
                 let _ = writeln!(
                     out,
-                    "{name}{{quota=\"{}\",user=\"{}\",client_id=\"{}\",ip=\"{}\"}} {}",
+                    "{name}{{quota=\"{}\",tenant=\"{}\",user=\"{}\",client_id=\"{}\",ip=\"{}\"}} {}",
                     kind.label(),
+                    tags.tenant,
                     label_value(&tags.user),
                     label_value(&tags.client_id),
                     tags.ip,
@@ -590,6 +644,7 @@ mod tests {
             user: user.into(),
             client_id: client_id.into(),
             ip: String::new(),
+            tenant: String::new(),
         }
     }
 
@@ -667,13 +722,13 @@ mod tests {
         quotas.render_metrics(&mut out);
         assert!(
             out.contains(
-                "strata_quota_throttle_time_ms_total{quota=\"produce\",user=\"\",client_id=\"c\",ip=\"\"} 5000"
+                "strata_quota_throttle_time_ms_total{quota=\"produce\",tenant=\"\",user=\"\",client_id=\"c\",ip=\"\"} 5000"
             ),
             "{out}"
         );
         assert!(
             out.contains(
-                "strata_quota_usage_total{quota=\"produce\",user=\"\",client_id=\"c\",ip=\"\"} 16000"
+                "strata_quota_usage_total{quota=\"produce\",tenant=\"\",user=\"\",client_id=\"c\",ip=\"\"} 16000"
             ),
             "{out}"
         );
@@ -687,7 +742,7 @@ mod tests {
         let charge = quotas
             .record(&image, QuotaKind::Fetch, "u", "any", 5_000.0, now)
             .unwrap();
-        assert_eq!(charge.tags, tags("u", ""));
+        assert_eq!(charge.rates, vec![tags("u", "")]);
         assert_eq!(
             charge.throttle,
             Duration::from_secs(40),
@@ -789,6 +844,63 @@ mod tests {
         assert!(quotas
             .record_mutations(&image, "v", "c", 1e6, true, t0)
             .is_none());
+    }
+
+    #[test]
+    fn a_tenants_users_share_its_quota_and_their_own_quotas_hold_too() {
+        use strata_meta::tenant::{Tenant, TenantLimits, TenantMember};
+        let member = |user: &str| MetadataRecord::TenantUser {
+            user: user.into(),
+            member: Some(TenantMember {
+                tenant_id: "lc-aaaa1".into(),
+                admin: false,
+            }),
+        };
+        let image =
+            image_with(&[(&[("user", Some("bob"))], "producer_byte_rate", 500.0)]).apply(&[
+                MetadataRecord::Tenant {
+                    tenant: Tenant {
+                        id: "lc-aaaa1".into(),
+                        name: "acme".into(),
+                        quotas: [("producer_byte_rate".to_string(), 1000.0)].into(),
+                        limits: TenantLimits::default(),
+                    },
+                },
+                member("alice"),
+                member("bob"),
+            ]);
+        let quotas = ClientQuotaManager::new(QuotaWindow::default());
+        let now = Instant::now();
+        let produce = |user: &str, bytes: f64| {
+            quotas
+                .record(&image, QuotaKind::Produce, user, "c", bytes, now)
+                .expect("a quota applies")
+        };
+        // Alice alone uses 8,000 of the tenant's 10,000 over the window: within it.
+        let alice = produce("alice", 8_000.0);
+        assert_eq!(alice.throttle, Duration::ZERO);
+        assert_eq!(
+            alice.rates,
+            vec![QuotaTags {
+                tenant: "lc-aaaa1".into(),
+                ..QuotaTags::default()
+            }]
+        );
+        // Bob's 4,000 is within his own 5,000 but takes the tenant to 12,000: 20% over, 2 s.
+        let bob = produce("bob", 4_000.0);
+        assert_eq!(bob.rates.len(), 2, "his own quota and the tenant's");
+        assert_eq!(bob.throttle, Duration::from_secs(2));
+        assert_eq!(
+            quotas.max_value_in_window(&image, QuotaKind::Produce, "bob", "c"),
+            Some(5_000.0),
+            "the tighter of the two"
+        );
+        assert!(quotas
+            .record(&image, QuotaKind::Produce, "carol", "c", 1e9, now)
+            .is_none());
+        let mut out = String::new();
+        quotas.render_metrics(&mut out);
+        assert!(out.contains("strata_quota_usage_total{quota=\"produce\",tenant=\"lc-aaaa1\",user=\"\",client_id=\"\",ip=\"\"} 12000"), "{out}");
     }
 
     #[test]

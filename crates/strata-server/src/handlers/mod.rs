@@ -55,7 +55,8 @@ pub async fn handle(
     let image = broker.image();
     let user = &ctx.session.principal.name;
     let charged = !exempt_from_request_quota(&body)
-        && ClientQuotaManager::resolve(&image, QuotaKind::Request, user, ctx.client_id()).is_some();
+        && !ClientQuotaManager::applicable(&image, QuotaKind::Request, user, ctx.client_id())
+            .is_empty();
     let response = if charged {
         let (response, cpu) = crate::task::metered(dispatch(broker, ctx, body)).await;
         let now = std::time::Instant::now();

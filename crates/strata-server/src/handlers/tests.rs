@@ -2405,7 +2405,7 @@ async fn request_quotas_throttle_any_api_but_the_exempt_ones() {
     let mut metrics = String::new();
     broker.broker.quotas.render_metrics(&mut metrics);
     assert!(
-        metrics.contains("strata_quota_throttled_responses_total{quota=\"request\",user=\"\",client_id=\"busy\",ip=\"\"} 1"),
+        metrics.contains("strata_quota_throttled_responses_total{quota=\"request\",tenant=\"\",user=\"\",client_id=\"busy\",ip=\"\"} 1"),
         "{metrics}"
     );
 }
