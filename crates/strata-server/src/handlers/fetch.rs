@@ -241,13 +241,7 @@ pub async fn handle(
                 FetchContext::Incremental { session_id, .. } => session_id,
                 _ => INVALID_SESSION_ID,
             };
-            return FetchResponse::default()
-                .with_session_id(session_id)
-                .with_throttle_time_ms(if version >= 1 {
-                    super::throttle_time_ms(ctx)
-                } else {
-                    0
-                });
+            return FetchResponse::default().with_session_id(session_id);
         }
     }
     broker.metrics.fetch_bytes.add(fetched as u64);

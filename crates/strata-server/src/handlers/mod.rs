@@ -300,9 +300,10 @@ pub(crate) fn charge_quota(
 }
 
 /// Sets the `throttle_time_ms` of a response, of any API that has one (Kafka's
-/// `maybeSetThrottleTimeMs`); a version without the field does not send it. Answers without
-/// one (SASL, DescribeQuorum, WriteTxnMarkers) are left alone.
-pub(crate) fn set_throttle_time_ms(body: &mut ResponseKind, ms: i32) {
+/// `maybeSetThrottleTimeMs`); a version without the field does not send it (Produce v0 and
+/// Fetch v0 clients get their answer late instead). Answers without one (SASL, DescribeQuorum,
+/// WriteTxnMarkers) are left alone.
+fn set_throttle_time_ms(body: &mut ResponseKind, ms: i32) {
     macro_rules! set {
         ($($api:ident)*) => {
             match body {
@@ -315,7 +316,7 @@ pub(crate) fn set_throttle_time_ms(body: &mut ResponseKind, ms: i32) {
 }
 
 /// The `throttle_time_ms` a response carries: what the request's quota charges earned.
-pub(crate) fn throttle_time_ms(ctx: &RequestContext<'_>) -> i32 {
+fn throttle_time_ms(ctx: &RequestContext<'_>) -> i32 {
     ctx.throttle_time().as_millis().min(i32::MAX as u128) as i32
 }
 

@@ -354,17 +354,10 @@ pub async fn handle(
         })
         .collect();
     let node_endpoints = super::leader_endpoints!(image, leaders, NodeEndpoint);
-    // v0 has no throttle time: the connection delays its answer instead.
-    let throttle_time_ms = if version >= 1 {
-        super::throttle_time_ms(ctx)
-    } else {
-        0
-    };
     Some(
         ProduceResponse::default()
             .with_responses(responses)
-            .with_node_endpoints(node_endpoints)
-            .with_throttle_time_ms(throttle_time_ms),
+            .with_node_endpoints(node_endpoints),
     )
 }
 

@@ -362,7 +362,6 @@ pub async fn handle_create(
     }
     CreateTopicsResponse::default()
         .with_topics(responses)
-        .with_throttle_time_ms(super::throttle_time_ms(ctx))
 }
 
 /// The effective configs of a just-created topic (CreateTopics v5+ returns them).
@@ -539,7 +538,6 @@ pub async fn handle_delete(
     };
     DeleteTopicsResponse::default()
         .with_responses(responses)
-        .with_throttle_time_ms(super::throttle_time_ms(ctx))
 }
 
 pub async fn handle_create_partitions(
@@ -651,5 +649,4 @@ pub async fn handle_create_partitions(
         .collect();
     CreatePartitionsResponse::default()
         .with_results(results)
-        .with_throttle_time_ms(super::throttle_time_ms(ctx))
 }
