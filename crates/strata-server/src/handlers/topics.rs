@@ -360,8 +360,7 @@ pub async fn handle_create(
             }
         }
     }
-    CreateTopicsResponse::default()
-        .with_topics(responses)
+    CreateTopicsResponse::default().with_topics(responses)
 }
 
 /// The effective configs of a just-created topic (CreateTopics v5+ returns them).
@@ -536,8 +535,7 @@ pub async fn handle_delete(
             })
             .collect(),
     };
-    DeleteTopicsResponse::default()
-        .with_responses(responses)
+    DeleteTopicsResponse::default().with_responses(responses)
 }
 
 pub async fn handle_create_partitions(
@@ -647,6 +645,5 @@ pub async fn handle_create_partitions(
             }
         })
         .collect();
-    CreatePartitionsResponse::default()
-        .with_results(results)
+    CreatePartitionsResponse::default().with_results(results)
 }
