@@ -59,6 +59,12 @@ impl Tenant {
         format!("{}_", self.id)
     }
 
+    /// The internal name of the tenant's CLUSTER resource, on which its ACLs grant cluster
+    /// operations (ALTER makes a tenant admin): the tenant's view of `kafka-cluster`.
+    pub fn cluster_resource(&self) -> String {
+        format!("{}{}", self.prefix(), crate::acl::CLUSTER_NAME)
+    }
+
     /// Whether `internal_name` is one of this tenant's resources.
     pub fn owns(&self, internal_name: &str) -> bool {
         internal_name
@@ -86,6 +92,13 @@ pub fn valid_tenant_id(id: &str) -> bool {
     })
 }
 
+/// Whether `name` is some tenant's CLUSTER resource ([`Tenant::cluster_resource`]).
+pub fn is_tenant_cluster_resource(name: &str) -> bool {
+    name.strip_suffix(crate::acl::CLUSTER_NAME)
+        .and_then(|id| id.strip_suffix('_'))
+        .is_some_and(valid_tenant_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +119,10 @@ mod tests {
         assert!(!valid_tenant_id("lc-ABC123"));
         assert!(!valid_tenant_id("abc123"));
         assert!(!valid_tenant_id("lc-ab"));
+        assert_eq!(t.cluster_resource(), "lc-abc123_kafka-cluster");
+        assert!(is_tenant_cluster_resource(&t.cluster_resource()));
+        assert!(!is_tenant_cluster_resource("kafka-cluster"));
+        assert!(!is_tenant_cluster_resource("orders_kafka-cluster"));
     }
 
     #[test]

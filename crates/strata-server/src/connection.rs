@@ -287,7 +287,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                     send_sasl_answer(broker, &mut stream, auth, answer, Some(header)).await?;
                     continue;
                 }
-                let ctx = admit(
+                let mut ctx = admit(
                     broker,
                     session,
                     api_key,
@@ -300,7 +300,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                     Refusal::SessionExpired { .. } => Closed::Authentication(refusal.to_string()),
                     _ => bad(refusal.to_string()),
                 })?;
-                let response = match handlers::handle(broker, &ctx, request.body).await {
+                let response = match handlers::handle(broker, &mut ctx, request.body).await {
                     Some(body) => Some(encode(correlation_id, api_key, version, &body)?),
                     None => None,
                 };

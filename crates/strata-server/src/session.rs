@@ -239,6 +239,48 @@ pub struct Authorizer {
 /// What handlers ask the authorizer about: Kafka's `AclOperation`, the one definition.
 pub use strata_meta::acl::AclOperation as Operation;
 
+/// The tenant (logical cluster) of a request's principal. Its names were mapped into the
+/// tenant's name space before the handler saw them, so every resource the handler asks about
+/// is either the tenant's or one the client cannot reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantScope {
+    pub tenant_id: String,
+    /// The principal is the tenant's admin: it may do everything within the tenant.
+    pub admin: bool,
+    /// The request is of an API (or names a resource) a tenant may not use, such as the
+    /// physical cluster's brokers, quorum or quotas: every authorization of it is denied, so
+    /// the handler refuses it with its own authorization error (fail closed).
+    pub denied: bool,
+}
+
+impl TenantScope {
+    /// What the tenant's internal names start with (`strata_meta::tenant::Tenant::prefix`).
+    pub fn prefix(&self) -> String {
+        format!("{}_", self.tenant_id)
+    }
+
+    /// The tenant's CLUSTER resource, which stands for `kafka-cluster` in its requests.
+    pub fn cluster_resource(&self) -> String {
+        format!("{}{CLUSTER_NAME}", self.prefix())
+    }
+
+    /// The tenant's part of an authorization decision on the internal resource `name`: denied
+    /// outside the tenant or for a denied request, allowed for its admin (except the brokers'
+    /// own CLUSTER_ACTION), and otherwise (`None`) for the ACLs to decide.
+    fn decide(&self, operation: AclOperation, name: &str) -> Option<bool> {
+        let owned = name
+            .strip_prefix(self.tenant_id.as_str())
+            .is_some_and(|rest| rest.starts_with('_'));
+        if self.denied || !owned || operation == AclOperation::ClusterAction {
+            Some(false)
+        } else if self.admin {
+            Some(true)
+        } else {
+            None
+        }
+    }
+}
+
 /// Why [`Session::admit`] refused a request; the connection is closed, as Kafka closes one
 /// that sends requests before authenticating.
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +350,9 @@ pub struct RequestContext<'a> {
     pub authorizer: Option<Authorizer>,
     /// Bytes of the request frame, length prefix included: what a Produce quota charges.
     pub frame_bytes: usize,
+    /// The tenant the principal belongs to, set by the request seam (`handlers::handle`), which
+    /// has already mapped the request's names into the tenant's name space.
+    pub tenant: Option<TenantScope>,
     /// How long the client is throttled for this request by a quota (KIP-219), in
     /// milliseconds: set by the handler that charged it, read by the connection, which holds
     /// the client back that long.
@@ -322,6 +367,7 @@ impl<'a> RequestContext<'a> {
             arrived,
             authorizer: None,
             frame_bytes: 0,
+            tenant: None,
             throttle_ms: AtomicU32::new(0),
         }
     }
@@ -385,6 +431,22 @@ impl<'a> RequestContext<'a> {
         name: &str,
         record: bool,
     ) -> bool {
+        let tenant_cluster;
+        let name = match &self.tenant {
+            Some(tenant) => {
+                let name = if resource_type == ResourceType::Cluster && name == CLUSTER_NAME {
+                    tenant_cluster = tenant.cluster_resource();
+                    &tenant_cluster
+                } else {
+                    name
+                };
+                match tenant.decide(operation, name) {
+                    Some(allowed) => return allowed,
+                    None => name,
+                }
+            }
+            None => name,
+        };
         let Some(authorizer) = &self.authorizer else {
             return true;
         };
@@ -445,6 +507,14 @@ impl<'a> RequestContext<'a> {
     /// May this request's principal do `operation` on some resource of `resource_type`
     /// (Kafka's `authorizeByResourceType`, KIP-679)? Always with no authorizer.
     pub fn authorize_any(&self, operation: AclOperation, resource_type: ResourceType) -> bool {
+        if let Some(tenant) = &self.tenant {
+            if tenant.denied {
+                return false;
+            }
+            if tenant.admin && operation != AclOperation::ClusterAction {
+                return true;
+            }
+        }
         let Some(authorizer) = &self.authorizer else {
             return true;
         };

@@ -46,7 +46,11 @@ impl AclControl {
         if binding.resource_name.is_empty() {
             return invalid("Resource name should not be empty".into());
         }
-        if binding.resource_type == ResourceType::Cluster && binding.resource_name != CLUSTER_NAME {
+        // A tenant's logical cluster has its own CLUSTER resource, under its prefix.
+        if binding.resource_type == ResourceType::Cluster
+            && binding.resource_name != CLUSTER_NAME
+            && !crate::tenant::is_tenant_cluster_resource(&binding.resource_name)
+        {
             return invalid(format!(
                 "The only valid name for the CLUSTER resource is {CLUSTER_NAME}"
             ));

@@ -21,6 +21,7 @@ mod quorum;
 mod reassignments;
 mod sasl;
 mod scram;
+mod tenant_namespace;
 #[cfg(test)]
 mod tests;
 mod topics;
@@ -47,12 +48,26 @@ use crate::session::RequestContext;
 /// it took (not time spent waiting), unless it is exempt as in Kafka: ApiVersions, SASL, and
 /// the brokers' own requests (a follower's Fetch, WriteTxnMarkers). The answer carries the
 /// largest throttle time any quota charge of the request earned.
+///
+/// A tenant's request is mapped into its name space here, and its answer back
+/// (`tenant_namespace`); an API a tenant may not use is refused by its handler, every
+/// authorization of it denied.
 pub async fn handle(
     broker: &Arc<Broker>,
-    ctx: &RequestContext<'_>,
-    body: RequestKind,
+    ctx: &mut RequestContext<'_>,
+    mut body: RequestKind,
 ) -> Option<ResponseKind> {
     let image = broker.image();
+    ctx.tenant = tenant_namespace::scope_of(&image, &ctx.session.principal);
+    if let Some(scope) = &mut ctx.tenant {
+        let namespace = tenant_namespace::Namespace::new(scope, &image);
+        let permitted = namespace.permitted(&body);
+        if permitted {
+            namespace.map_request(&mut body);
+        }
+        scope.denied = !permitted;
+    }
+    let ctx = &*ctx;
     let user = &ctx.session.principal.name;
     let charged = !exempt_from_request_quota(&body)
         && !ClientQuotaManager::applicable(&image, QuotaKind::Request, user, ctx.client_id())
@@ -75,6 +90,10 @@ pub async fn handle(
     response.map(|mut r| {
         if throttle > 0 {
             set_throttle_time_ms(&mut r, throttle);
+        }
+        // A refused request's answer carries only errors, under the names the client sent.
+        if let Some(scope) = ctx.tenant.as_ref().filter(|s| !s.denied) {
+            tenant_namespace::Namespace::new(scope, &image).map_response(&mut r);
         }
         r
     })

@@ -105,7 +105,7 @@ impl Client {
         let frame_bytes = strata_protocol::frame::LENGTH_PREFIX_BYTES + frame.len();
         let decoded = strata_protocol::decode_request(frame.freeze())
             .unwrap_or_else(|e| panic!("{api_key:?} v{version} request decodes: {e}"));
-        let ctx = crate::connection::admit(
+        let mut ctx = crate::connection::admit(
             &broker.broker,
             &mut self.session,
             api_key,
@@ -117,7 +117,7 @@ impl Client {
         .expect("an API the test may send");
         let response = tokio::time::timeout(
             ANSWER_LIMIT,
-            super::handle(&broker.broker, &ctx, decoded.body),
+            super::handle(&broker.broker, &mut ctx, decoded.body),
         )
         .await
         .unwrap_or_else(|_| panic!("{api_key:?} v{version} answered within {ANSWER_LIMIT:?}"))?;
