@@ -51,6 +51,13 @@ def _tenants(tmp_path_factory):
         assert call(broker, "POST", f"/v1/tenants/{name}/users", user)[0] == 201
     app = {"name": "acme-app", "password": PASSWORD}
     assert call(broker, "POST", "/v1/tenants/acme/users", app)[0] == 201
+    tiny = {"name": "tiny", "limits": {"topics": 2, "partitions": 3, "connections": 2,
+                                       "max_retention_ms": 86_400_000, "max_message_bytes": 100_000}}
+    status, created = call(broker, "POST", "/v1/tenants", tiny)
+    assert status == 201, created
+    ids["tiny"] = created["id"]
+    user = {"name": "tiny-admin", "password": PASSWORD, "admin": True}
+    assert call(broker, "POST", "/v1/tenants/tiny/users", user)[0] == 201
     yield broker, ids
     broker.close()
 
@@ -308,3 +315,72 @@ def test_kafka_python_sees_the_tenants_world(tenants):
     consumer.close()
     admin.close()
     assert b"from-kafka-python" in values and not any(v.startswith(b"acme") for v in values), values
+
+
+def test_limits_are_refused_with_policy_violation(tenants):
+    from confluent_kafka.admin import NewPartitions, NewTopic
+
+    broker, _ = tenants
+    tiny = admin_of(broker, "tiny-admin")
+
+    def create(name, partitions, config=None):
+        return tiny.create_topics([NewTopic(name, partitions, config=config or {})])[name]
+
+    create("one", 2).result(timeout=15)
+    for future, why in [
+        (create("two", 2), "3 partitions at most"),
+        (create("two", 1, {"retention.ms": "-1"}), "infinite retention"),
+        (create("two", 1, {"retention.ms": "86400001"}), "retention above the limit"),
+        (create("two", 1, {"max.message.bytes": "200000"}), "message size above the limit"),
+        (tiny.create_partitions([NewPartitions("one", 4)])["one"], "grown past 3 partitions"),
+    ]:
+        with pytest.raises(KafkaException) as e:
+            future.result(timeout=15)
+        error = e.value.args[0]
+        assert error.code() == KafkaError.POLICY_VIOLATION, (why, error)
+        assert "tiny" in error.str(), (why, error)
+    create("two", 1, {"retention.ms": "3600000"}).result(timeout=15)
+    with pytest.raises(KafkaException) as e:
+        create("three", 0 + 1).result(timeout=15)
+    assert e.value.args[0].code() == KafkaError.POLICY_VIOLATION, "a third topic"
+    resource = ConfigResource(ResourceType.TOPIC, "two", set_config={"retention.ms": "-1"})
+    with pytest.raises(KafkaException) as e:
+        tiny.alter_configs([resource])[resource].result(timeout=15)
+    assert e.value.args[0].code() == KafkaError.POLICY_VIOLATION
+
+
+def test_a_tenants_connections_are_limited_and_its_metrics_labelled(tenants):
+    """tiny may hold two connections: a third, authenticated, is closed, and taken again once
+    one closes. The wire client here opens exactly the connections the test counts."""
+    from versioned_wire import ConnectionClosed, VersionedClient
+
+    broker, ids = tenants
+    port = broker.listener_ports["SASL_PLAINTEXT"]
+    metadata = {"topics": [], "allow_auto_topic_creation": False,
+                "include_topic_authorized_operations": False}
+
+    def login():
+        c = VersionedClient("127.0.0.1", port)
+        assert c.call(17, 1, {"mechanism": "PLAIN"}).error_code == 0
+        assert c.call(36, 2, {"auth_bytes": b"\0tiny-admin\0" + PASSWORD.encode()}).error_code == 0
+        return c
+
+    first, second = login(), login()
+    answer = first.call(3, 12, metadata)
+    assert answer.cluster_id == ids["tiny"]
+    third = login()
+    with pytest.raises(ConnectionClosed):
+        third.call(3, 12, metadata)
+    third.close()
+    second.close()
+    wait_until(lambda: login().call(3, 12, metadata).cluster_id == ids["tiny"], timeout=15,
+               ignore=(ConnectionClosed, OSError, AssertionError), msg="a freed place is taken again")
+    first.close()
+
+    text = broker.metrics()
+    tenant = ids["acme"]
+    for name in ["strata_tenant_requests_total", "strata_tenant_bytes_in_total",
+                 "strata_tenant_bytes_out_total", "strata_tenant_partitions"]:
+        values = [int(l.split()[-1]) for l in text.splitlines()
+                  if l.startswith(f'{name}{{tenant="{tenant}"}}')]
+        assert values and values[0] > 0, (name, values)

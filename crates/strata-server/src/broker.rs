@@ -58,6 +58,8 @@ pub struct Broker {
     pub audit: Option<Arc<crate::audit_log::AuditLog>>,
     /// The rates of clients with a byte-rate quota, and the throttling they earn.
     pub quotas: crate::client_quota_manager::ClientQuotaManager,
+    /// What each tenant does here, and its open connections.
+    pub tenants: Arc<crate::tenant_metrics::TenantMetrics>,
 }
 
 /// The unhanded-out part of the current producer-id block.

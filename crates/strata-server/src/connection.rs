@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::handlers;
-use crate::session::{Refusal, RequestContext, SecurityProtocol, Session};
+use crate::session::{Authentication, Refusal, RequestContext, SecurityProtocol, Session};
 
 /// Kafka's `connections.max.idle.ms` default: idle connections are closed after this long.
 const CONNECTION_MAX_IDLE: Duration = Duration::from_secs(600);
@@ -243,6 +243,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
         .broker_value(strata_meta::config::props::SOCKET_REQUEST_MAX_BYTES);
     let max_frame_bytes = max_frame_bytes.max(0) as usize;
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut tenant_connection = None;
     loop {
         let limit = authenticator
             .as_ref()
@@ -260,6 +261,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
             // After a v0 SaslHandshake the tokens come bare, without a request header.
             let answer = auth.authenticate(broker, session, 0, &frame, arrived);
             send_sasl_answer(broker, &mut stream, auth, answer, None).await?;
+            count_tenant_connection(broker, session, &mut tenant_connection)?;
             continue;
         }
         let response = match decode_request(frame) {
@@ -285,6 +287,7 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                     };
                     let header = (correlation_id, api_key, version);
                     send_sasl_answer(broker, &mut stream, auth, answer, Some(header)).await?;
+                    count_tenant_connection(broker, session, &mut tenant_connection)?;
                     continue;
                 }
                 let mut ctx = admit(
@@ -310,6 +313,12 @@ async fn serve_requests<S: AsyncRead + AsyncWrite + Unpin>(
                 broker
                     .metrics
                     .request_bytes(api_key, frame_bytes, response_bytes);
+                if let Some(tenant) = &ctx.tenant {
+                    let out = response_bytes.unwrap_or(0);
+                    broker
+                        .tenants
+                        .record_request(&tenant.tenant_id, frame_bytes, out);
+                }
                 let throttle = ctx.throttle_time();
                 if throttle.is_zero() {
                     response
@@ -472,6 +481,37 @@ async fn send_sasl_answer<S: AsyncWrite + Unpin>(
     match answer.failure {
         Some(reason) => Err(Closed::Authentication(reason)),
         None => Ok(()),
+    }
+}
+
+/// Counts the connection against its tenant's `connections` limit once its SASL session is
+/// authenticated as one of the tenant's users; a connection over the limit is closed, as Kafka
+/// closes one over `max.connections`, and the client tries again later. Counted once, however
+/// often the session re-authenticates.
+fn count_tenant_connection(
+    broker: &Broker,
+    session: &Session,
+    slot: &mut Option<crate::tenant_metrics::TenantConnection>,
+) -> Result<(), Closed> {
+    if slot.is_some() || session.authentication != Authentication::Complete {
+        return Ok(());
+    }
+    let image = broker.image();
+    let Some(scope) = handlers::tenant_scope(&image, &session.principal) else {
+        return Ok(());
+    };
+    let limit = image
+        .tenant(&scope.tenant_id)
+        .and_then(|t| t.limits.connections);
+    match broker.tenants.connect(&scope.tenant_id, limit) {
+        Ok(connection) => {
+            *slot = Some(connection);
+            Ok(())
+        }
+        Err(held) => Err(Closed::Authentication(format!(
+            "tenant {} already holds {held} connections, its limit",
+            scope.tenant_id
+        ))),
     }
 }
 

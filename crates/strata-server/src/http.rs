@@ -5,6 +5,7 @@
 //! `listener.name.admin.ssl.*` ([`crate::tls::admin_tls`]); with `ssl.client.auth=required`
 //! there every caller presents a certificate, whose mapped subject is its principal.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -18,6 +19,7 @@ use strata_quorum::{serve_identified, PeerIdentity, TlsPeerListener};
 use crate::broker::Broker;
 use crate::metrics::Gauges;
 use crate::session::KafkaPrincipal;
+use crate::tenant_metrics::TenantStorage;
 
 mod tenants;
 
@@ -300,16 +302,31 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         audit_records_dropped: broker.audit.as_ref().map_or(0, |a| a.dropped()),
         ..Gauges::default()
     };
+    let image = broker.image();
+    let mut tenants: BTreeMap<String, TenantStorage> = image
+        .tenants()
+        .map(|t| (t.id.clone(), TenantStorage::default()))
+        .collect();
     for p in broker.replicas.all() {
         let log = p.log();
         let (lag_bytes, lag_segments) = log.upload_lag();
+        let size = log.snapshot().size_bytes;
         gauges.partitions += 1;
-        gauges.log_bytes += log.snapshot().size_bytes;
+        gauges.log_bytes += size;
+        if let Some(tenant) = p
+            .topic
+            .split_once('_')
+            .and_then(|(id, _)| tenants.get_mut(id))
+        {
+            tenant.partitions += 1;
+            tenant.local_bytes += size;
+        }
         gauges.upload_lag_bytes += lag_bytes;
         gauges.upload_lag_segments += lag_segments as u64;
     }
     let mut text = broker.metrics.render(&gauges);
     broker.quotas.render_metrics(&mut text);
+    broker.tenants.render(&tenants, &mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -32,6 +32,7 @@ pub mod replication;
 pub mod sasl;
 pub mod session;
 mod task;
+pub mod tenant_metrics;
 #[cfg(test)]
 mod test_fixture;
 pub mod tls;

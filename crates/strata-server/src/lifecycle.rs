@@ -198,6 +198,7 @@ impl Broker {
             fetch_sessions: Mutex::new(fetch_sessions),
             peers: peers.clone(),
             audit,
+            tenants: Arc::default(),
             quotas: crate::client_quota_manager::ClientQuotaManager::new(
                 crate::client_quota_manager::QuotaWindow {
                     samples: config.broker_value(props::QUOTA_WINDOW_NUM).max(1) as u32,

@@ -20,6 +20,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("fetch_session", 0),
     ("controller_rpc", 0),
     ("client_quota_manager", 0),
+    ("tenant_metrics", 0),
     // The parts services share.
     ("metrics", 1),
     ("broker_client", 1),

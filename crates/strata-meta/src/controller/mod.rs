@@ -268,7 +268,15 @@ impl Controller {
         spec: &CreateTopicSpec,
         defaults: (i32, i16),
     ) -> Result<(CreatedTopic, Vec<MetadataRecord>), ControllerError> {
-        self.topics.create_topic(image, spec, defaults)
+        let (created, records) = self.topics.create_topic(image, spec, defaults)?;
+        self.tenants
+            .check_growth(image, &spec.name, 1, created.num_partitions as u64)?;
+        let set = spec
+            .configs
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.as_deref()?)));
+        self.tenants.check_topic_configs(image, &spec.name, set)?;
+        Ok((created, records))
     }
 
     /// See [`TopicControl::delete_topic`].
@@ -288,8 +296,13 @@ impl Controller {
         count: i32,
         assignments: Option<&[Vec<i32>]>,
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
-        self.topics
-            .create_partitions(image, name, count, assignments)
+        let records = self
+            .topics
+            .create_partitions(image, name, count, assignments)?;
+        let current = image.topic(name).map_or(0, |t| t.partitions.len() as i32);
+        self.tenants
+            .check_growth(image, name, 0, (count - current).max(0) as u64)?;
+        Ok(records)
     }
 
     /// See [`ConfigControl::alter_configs`].
@@ -300,8 +313,17 @@ impl Controller {
         ops: &[ConfigOp],
         replace_all: bool,
     ) -> Result<Vec<MetadataRecord>, ControllerError> {
-        self.configs
-            .alter_configs(image, resource, ops, replace_all)
+        let records = self
+            .configs
+            .alter_configs(image, resource, ops, replace_all)?;
+        if let ConfigResource::Topic(topic) = resource {
+            let set = ops.iter().filter_map(|op| match op {
+                ConfigOp::Set(name, value) => Some((name.as_str(), value.as_str())),
+                _ => None,
+            });
+            self.tenants.check_topic_configs(image, topic, set)?;
+        }
+        Ok(records)
     }
 
     /// See [`ProducerIdControl::allocate_producer_ids`].

@@ -187,6 +187,85 @@ impl TenantControl {
     }
 }
 
+/// The limits a tenant's topics are held to, at the controller, so that every way a topic is
+/// created or grown (CreateTopics, auto-creation, CreatePartitions, AlterConfigs) meets them
+/// on the image the change is built from. A topic outside every tenant is not limited.
+impl TenantControl {
+    /// Refuses (POLICY_VIOLATION) `new_topics` topics with `new_partitions` partitions more
+    /// for the tenant owning `topic`, if that takes it over its `topics` or `partitions` limit.
+    pub fn check_growth(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        new_topics: u64,
+        new_partitions: u64,
+    ) -> Result<(), ControllerError> {
+        let Some(tenant) = owner(image, topic) else {
+            return Ok(());
+        };
+        let (topics, partitions) = image
+            .topics()
+            .filter(|t| tenant.owns(&t.name))
+            .fold((0u64, 0u64), |(n, p), t| {
+                (n + 1, p + t.partitions.len() as u64)
+            });
+        let over = |what: &str, limit: Option<u64>, held: u64, added: u64| match limit {
+            Some(limit) if added > 0 && held + added > limit => {
+                Err(ControllerError::PolicyViolation(format!(
+                    "Tenant {} may hold at most {limit} {what}: it holds {held} and this \
+                     request adds {added}.",
+                    tenant.name
+                )))
+            }
+            _ => Ok(()),
+        };
+        over("topics", tenant.limits.topics, topics, new_topics)?;
+        over(
+            "partitions",
+            tenant.limits.partitions,
+            partitions,
+            new_partitions,
+        )
+    }
+
+    /// Refuses (POLICY_VIOLATION) topic configs `topic`'s tenant may not set: `retention.ms`
+    /// above its `max_retention_ms` (or infinite, -1), `max.message.bytes` above its
+    /// `max_message_bytes`. Configs not set take the cluster's defaults.
+    pub fn check_topic_configs<'a>(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        configs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), ControllerError> {
+        let Some(tenant) = owner(image, topic) else {
+            return Ok(());
+        };
+        for (name, value) in configs {
+            let limit = match name {
+                "retention.ms" => tenant.limits.max_retention_ms,
+                "max.message.bytes" => tenant.limits.max_message_bytes,
+                _ => None,
+            };
+            let Some(limit) = limit else { continue };
+            // Values were validated as numbers; a negative retention is infinite.
+            let value = value.trim().parse::<i64>().unwrap_or(i64::MAX);
+            if value < 0 || value as u64 > limit {
+                return Err(ControllerError::PolicyViolation(format!(
+                    "Tenant {} may set {name} to at most {limit}, not {value}.",
+                    tenant.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The tenant whose name space `internal_name` is in.
+fn owner<'i>(image: &'i MetadataImage, internal_name: &str) -> Option<&'i Tenant> {
+    let (id, _) = internal_name.split_once('_')?;
+    image.tenant(id).filter(|t| t.owns(internal_name))
+}
+
 fn find<'i>(image: &'i MetadataImage, name: &str) -> Result<&'i Tenant, ControllerError> {
     image
         .tenant_by_name(name)
@@ -250,6 +329,88 @@ mod tests {
             .create(image, id, name, &quotas, &limits())
             .expect("created");
         image.apply(&records)
+    }
+
+    /// `image` with a topic of `partitions` partitions.
+    fn with_topic(image: &MetadataImage, name: &str, partitions: i32) -> MetadataImage {
+        let topic_id = uuid::Uuid::new_v4();
+        let mut records = vec![MetadataRecord::Topic {
+            name: name.into(),
+            topic_id,
+        }];
+        records.extend((0..partitions).map(|partition| MetadataRecord::Partition {
+            topic_id,
+            partition,
+            replicas: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            isr: vec![1],
+            partition_epoch: 0,
+            adding_replicas: vec![],
+            removing_replicas: vec![],
+        }));
+        image.apply(&records)
+    }
+
+    #[test]
+    fn a_tenants_topics_are_held_to_its_limits() {
+        let limits = TenantLimits {
+            topics: Some(2),
+            partitions: Some(5),
+            max_retention_ms: Some(86_400_000),
+            max_message_bytes: Some(1_000_000),
+            ..TenantLimits::default()
+        };
+        let records = TenantControl
+            .create(
+                &MetadataImage::default(),
+                "lc-aaaa1",
+                "acme",
+                &BTreeMap::new(),
+                &limits,
+            )
+            .expect("created");
+        let image = with_topic(&MetadataImage::default().apply(&records), "lc-aaaa1_a", 3);
+        let image = with_topic(&image, "other", 50);
+        let c = TenantControl;
+        let refused = |r: Result<(), ControllerError>| matches!(r, Err(ControllerError::PolicyViolation(m)) if m.contains("acme"));
+        assert_eq!(c.check_growth(&image, "lc-aaaa1_b", 1, 2), Ok(()));
+        assert!(
+            refused(c.check_growth(&image, "lc-aaaa1_b", 1, 3)),
+            "6 partitions"
+        );
+        assert!(
+            refused(c.check_growth(&image, "lc-aaaa1_a", 0, 3)),
+            "grown to 6"
+        );
+        let two = with_topic(&image, "lc-aaaa1_b", 1);
+        assert!(
+            refused(c.check_growth(&two, "lc-aaaa1_c", 1, 1)),
+            "a third topic"
+        );
+        assert_eq!(
+            c.check_growth(&two, "other2", 1, 1000),
+            Ok(()),
+            "not a tenant's"
+        );
+        assert_eq!(
+            c.check_growth(&two, "lc-bbbb2_x", 1, 1000),
+            Ok(()),
+            "no such tenant"
+        );
+
+        let set = |name: &'static str, value: &'static str| {
+            c.check_topic_configs(&image, "lc-aaaa1_a", [(name, value)])
+        };
+        assert_eq!(set("retention.ms", "3600000"), Ok(()));
+        assert!(refused(set("retention.ms", "-1")), "infinite");
+        assert!(refused(set("retention.ms", "86400001")));
+        assert!(refused(set("max.message.bytes", "2000000")));
+        assert_eq!(set("cleanup.policy", "compact"), Ok(()));
+        assert_eq!(
+            c.check_topic_configs(&image, "other", [("retention.ms", "-1")]),
+            Ok(())
+        );
     }
 
     #[test]

@@ -366,6 +366,7 @@ macro_rules! leader_endpoints {
     };
 }
 pub(crate) use leader_endpoints;
+pub(crate) use tenant_namespace::scope_of as tenant_scope;
 
 /// Kafka error code and message for a refused metadata change.
 pub(crate) fn controller_error(e: &ControllerError) -> (i16, Option<StrBytes>) {
