@@ -264,18 +264,47 @@ def test_the_physical_clusters_apis_are_refused_to_tenants(tenants):
         acme.describe_configs([ConfigResource(ResourceType.BROKER, "1")])[
             ConfigResource(ResourceType.BROKER, "1")].result(timeout=15)
     assert e.value.args[0].code() == KafkaError.CLUSTER_AUTHORIZATION_FAILED, e.value
-    # SCRAM users are the physical cluster's. Asked with kafka-python: confluent-kafka 2.16
-    # crashes (SIGSEGV) on this API's top-level error, which is the answer Kafka gives too.
+    # The cluster's log dirs and quorum, asked with kafka-python.
     from kafka import KafkaAdminClient
     from test_sasl import sasl_conf
 
     kp = KafkaAdminClient(**sasl_conf(broker, "SCRAM-SHA-256", "acme-admin", PASSWORD))
     try:
+        # kafka-python keeps DescribeLogDirs' top-level error to itself: no dirs is the sign.
+        assert all(not b["log_dirs"] for b in kp.describe_log_dirs()), "no log dirs"
         with pytest.raises(Exception) as e:
-            kp.describe_user_scram_credentials()
+            kp.describe_metadata_quorum()
         assert "ClusterAuthorizationFailed" in repr(e.value), repr(e.value)
     finally:
         kp.close()
+
+
+def test_a_tenant_admin_manages_its_own_users_credentials(tenants):
+    """AlterUserScramCredentials and DescribeUserScramCredentials, through kafka-python (a
+    refusal of the latter crashes confluent-kafka 2.16), reach only the tenant's users."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ScramMechanism, UserScramCredentialUpsertion
+
+    from test_sasl import sasl_conf
+
+    broker, ids = tenants
+    kp = KafkaAdminClient(**sasl_conf(broker, "SCRAM-SHA-256", "acme-admin", PASSWORD))
+    try:
+        described = kp.describe_user_scram_credentials()
+        assert sorted(described) == ["acme-admin", "acme-app"], described
+        foreign = kp.describe_user_scram_credentials(["globex-admin"])
+        assert foreign["globex-admin"]["error"] and not foreign["globex-admin"]["credential_infos"], foreign
+        upsert = lambda user: UserScramCredentialUpsertion(user, ScramMechanism.SCRAM_SHA_512, "rotated-secret")
+        kp.alter_user_scram_credentials([upsert("acme-app")])
+        refused = kp.alter_user_scram_credentials([upsert("globex-admin")])
+        assert "ClusterAuthorization" in repr(refused), refused
+    finally:
+        kp.close()
+    rotated = sasl_client(broker, "SCRAM-SHA-512", "acme-app", "rotated-secret")
+    app = make_admin(rotated.pop("bootstrap.servers"), **rotated)
+    assert app.list_topics(timeout=10).cluster_id == ids["acme"], "logged in with the new password"
+    globex = admin_of(broker, "globex-admin")
+    assert globex.list_topics(timeout=10).cluster_id == ids["globex"], "globex's password unchanged"
 
 
 @pytest.mark.timeout(90)

@@ -30,7 +30,7 @@ use crate::session::{Operation, RequestContext};
 /// Kafka's `ScramImage` messages; the user name follows them.
 const DESCRIBE_DUPLICATE_USER: &str =
     "Cannot describe SCRAM credentials for the same user twice in a single request: ";
-const DESCRIBE_USER_THAT_DOES_NOT_EXIST: &str =
+pub(crate) const DESCRIBE_USER_THAT_DOES_NOT_EXIST: &str =
     "Attempt to describe a user credential that does not exist: ";
 
 pub fn handle_describe(

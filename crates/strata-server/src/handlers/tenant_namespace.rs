@@ -13,9 +13,12 @@
 //! An API this module does not map is refused (fail closed): the request's scope is `denied`,
 //! every authorization fails, and the handler answers with its authorization error. That
 //! covers the physical cluster's own APIs — brokers' configs and log dirs, the quorum, client
-//! quotas, SCRAM users, reassignments, features, replication — and any API added later.
+//! quotas, reassignments, features, replication — and any API added later. SCRAM credentials
+//! are the tenant's own users' only.
 //! Topic ids of another tenant's topics are replaced by the nil id, which names no topic.
 
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
 use kafka_protocol::messages::{GroupId, RequestKind, ResponseKind, TopicName, TransactionalId};
 use kafka_protocol::protocol::StrBytes;
 use strata_meta::MetadataImage;
@@ -214,12 +217,17 @@ impl<'a> Namespace<'a> {
     fn principal_allowed(&self, principal: &str) -> bool {
         match principal.strip_prefix("User:") {
             Some("*") => true,
-            Some(user) => self
-                .image
-                .tenant_member(user)
-                .is_some_and(|m| m.tenant_id == self.tenant_id),
+            Some(user) => self.is_member(user),
             None => false,
         }
+    }
+
+    /// Whether `user` is one of the tenant's users (user names are not mapped: a user belongs
+    /// to one tenant, and logs in under its own name).
+    fn is_member(&self, user: &str) -> bool {
+        self.image
+            .tenant_member(user)
+            .is_some_and(|m| m.tenant_id == self.tenant_id)
     }
 
     /// Whether a tenant may send this request: its API is one this module maps, and what it
@@ -243,6 +251,12 @@ impl<'a> Namespace<'a> {
                 .iter()
                 .all(|c| config_type_allowed(c.resource_type)),
             RequestKind::FindCoordinator(r) => r.key_type <= COORDINATOR_TRANSACTION,
+            // A tenant's admin manages its own users' credentials; creating a user is the
+            // admin API's, which makes it the tenant's.
+            RequestKind::AlterUserScramCredentials(r) => {
+                r.deletions.iter().all(|d| self.is_member(&d.name))
+                    && r.upsertions.iter().all(|u| self.is_member(&u.name))
+            }
             RequestKind::CreateAcls(r) => r.creations.iter().all(|c| {
                 acl_type_allowed(c.resource_type, false) && self.principal_allowed(&c.principal)
             }),
@@ -296,6 +310,7 @@ impl<'a> Namespace<'a> {
                 | RequestKind::ListTransactions(_)
                 | RequestKind::DescribeProducers(_)
                 | RequestKind::DescribeTopicPartitions(_)
+                | RequestKind::DescribeUserScramCredentials(_)
         )
     }
 
@@ -473,6 +488,19 @@ impl<'a> Namespace<'a> {
                     self.acl_name_inward(name, &mut r.pattern_type_filter);
                 }
             }
+            // Listing every user's credentials lists the tenant's users'.
+            RequestKind::DescribeUserScramCredentials(r) => {
+                if r.users.as_ref().is_none_or(|u| u.is_empty()) {
+                    let members = self.image.tenant_members(self.tenant_id);
+                    r.users = Some(
+                        members
+                            .map(|(user, _)| {
+                                UserName::default().with_name(StrBytes::from_string(user.clone()))
+                            })
+                            .collect(),
+                    );
+                }
+            }
             RequestKind::DeleteAcls(r) => {
                 for f in &mut r.filters {
                     if let Some(name) = &mut f.resource_name_filter {
@@ -585,6 +613,18 @@ impl<'a> Namespace<'a> {
             ResponseKind::DescribeAcls(r) => r
                 .resources
                 .retain_mut(|a| self.acl_name_outward(&mut a.resource_name, &mut a.pattern_type)),
+            // Another tenant's user, or one outside every tenant, does not exist for this one.
+            ResponseKind::DescribeUserScramCredentials(r) => {
+                for result in r.results.iter_mut().filter(|u| !self.is_member(&u.user)) {
+                    result.error_code = ResponseError::ResourceNotFound.code();
+                    result.error_message = Some(StrBytes::from_string(format!(
+                        "{}{}",
+                        super::scram::DESCRIBE_USER_THAT_DOES_NOT_EXIST,
+                        result.user
+                    )));
+                    result.credential_infos.clear();
+                }
+            }
             ResponseKind::DeleteAcls(r) => {
                 for f in &mut r.filter_results {
                     f.matching_acls.retain_mut(|a| {
