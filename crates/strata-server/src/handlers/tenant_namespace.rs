@@ -489,17 +489,17 @@ impl<'a> Namespace<'a> {
                 }
             }
             // Listing every user's credentials lists the tenant's users'.
-            RequestKind::DescribeUserScramCredentials(r) => {
-                if r.users.as_ref().is_none_or(|u| u.is_empty()) {
-                    let members = self.image.tenant_members(self.tenant_id);
-                    r.users = Some(
-                        members
-                            .map(|(user, _)| {
-                                UserName::default().with_name(StrBytes::from_string(user.clone()))
-                            })
-                            .collect(),
-                    );
-                }
+            RequestKind::DescribeUserScramCredentials(r)
+                if r.users.as_ref().is_none_or(|u| u.is_empty()) =>
+            {
+                let members = self.image.tenant_members(self.tenant_id);
+                r.users = Some(
+                    members
+                        .map(|(user, _)| {
+                            UserName::default().with_name(StrBytes::from_string(user.clone()))
+                        })
+                        .collect(),
+                );
             }
             RequestKind::DeleteAcls(r) => {
                 for f in &mut r.filters {
