@@ -116,3 +116,34 @@ def test_a_tenants_users_share_its_produce_quota(broker_factory):
     lines = [l for l in broker.metrics().splitlines()
              if l.startswith("strata_quota_usage_total{quota=\"produce\",tenant=\"lc-")]
     assert lines and int(lines[0].split()[-1]) >= 200_000, lines
+
+
+def test_a_forced_deletion_cut_by_a_crash_finishes_on_restart(broker_factory):
+    """Deleting a tenant by force is one metadata batch (its topics, its users' credentials,
+    the tenant): killed right after the answer, before its logs are gone from disk, the broker
+    comes back without the tenant and removes what is left of its partitions."""
+    from helpers import create_topic, make_producer, wait_until
+
+    broker = sasl_broker(broker_factory)
+    status, created = call(broker, "POST", "/v1/tenants", {"name": "doomed"})
+    assert status == 201, created
+    assert call(broker, "POST", "/v1/tenants/doomed/users", {"name": "gina", "password": "gina-secret"})[0] == 201
+    topics = [f"{created['id']}_{name}" for name in ["a", "b"]]
+    admin = make_admin(broker.bootstrap)
+    p = make_producer(broker.bootstrap)
+    for topic in topics:
+        create_topic(admin, topic, partitions=2)
+        for i in range(50):
+            p.produce(topic, value=b"x" * 1000, partition=i % 2)
+    assert p.flush(30) == 0
+    dirs = [broker.partition_dir(t, i) for t in topics for i in range(2)]
+    assert all(d.exists() for d in dirs)
+
+    assert call(broker, "DELETE", "/v1/tenants/doomed")[0] == 409, "refused while it holds topics"
+    assert call(broker, "DELETE", "/v1/tenants/doomed?force=true")[0] == 204
+    broker.kill()
+    broker.start()
+    assert call(broker, "GET", "/v1/tenants/doomed")[0] == 404
+    assert not set(topics) & set(make_admin(broker.bootstrap).list_topics(timeout=10).topics)
+    wait_until(lambda: not any(d.exists() for d in dirs), timeout=30, msg="the tenant's logs removed")
+    assert not logs_in(broker, "SCRAM-SHA-256", "gina", "gina-secret"), "its user went with it"
