@@ -57,7 +57,7 @@ pub struct Broker {
     /// Where authorization decisions are recorded (`authorizer.audit.log.file`).
     pub audit: Option<Arc<crate::audit_log::AuditLog>>,
     /// The rates of clients with a byte-rate quota, and the throttling they earn.
-    pub quotas: crate::client_quota_manager::ClientQuotaManager,
+    pub quotas: Arc<crate::client_quota_manager::ClientQuotaManager>,
     /// What each tenant does here, and its open connections.
     pub tenants: Arc<crate::tenant_metrics::TenantMetrics>,
 }

@@ -14,9 +14,11 @@ use strata_quorum::Quorum;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::client_quota_manager::{ClientQuotaManager, QuotaKind};
 use crate::config::ServerConfig;
 use crate::controller_rpc::{
-    HeartbeatRequest, HeartbeatResponse, RegisterResponse, HEARTBEAT_PATH, REGISTER_PATH,
+    HeartbeatRequest, HeartbeatResponse, RegisterResponse, TenantUsage, HEARTBEAT_PATH,
+    REGISTER_PATH,
 };
 use crate::metadata_changes::MetadataChanges;
 use crate::replication::AlterPartitionManager;
@@ -121,6 +123,7 @@ pub fn register_single_node(
 pub async fn run_broker_lifecycle(
     config: Arc<ServerConfig>,
     isr: Arc<AlterPartitionManager>,
+    quotas: Arc<ClientQuotaManager>,
     quorum: Arc<Quorum>,
     stop: watch::Receiver<bool>,
 ) {
@@ -155,11 +158,22 @@ pub async fn run_broker_lifecycle(
             }
             continue;
         };
+        let image = quorum.image();
         let beat = HeartbeatRequest {
             broker_id: request.broker_id,
             broker_epoch,
-            metadata_offset: quorum.image().offset,
+            metadata_offset: image.offset,
             want_shutdown: false,
+            tenant_usage: quotas
+                .tenant_usage(&image, std::time::Instant::now())
+                .into_iter()
+                .map(|u| TenantUsage {
+                    tenant_id: u.tenant_id,
+                    quota: u.kind.key().to_string(),
+                    rate: u.rate,
+                    saturated: u.saturated,
+                })
+                .collect(),
         };
         match quorum
             .call_leader::<_, HeartbeatResponse>(HEARTBEAT_PATH, &beat)
@@ -172,7 +186,10 @@ pub async fn run_broker_lifecycle(
                 );
                 epoch = None;
             }
-            Ok(_) => {}
+            Ok(r) => quotas.set_tenant_shares(r.tenant_shares.into_iter().filter_map(|s| {
+                let kind = QuotaKind::of_tenant_key(&s.quota)?;
+                Some((s.tenant_id, kind, s.fraction))
+            })),
             Err(e) => tracing::warn!(error = %e, "heartbeat to the controller failed"),
         }
     }
@@ -183,6 +200,7 @@ pub async fn run_broker_lifecycle(
             broker_epoch,
             metadata_offset: quorum.image().offset,
             want_shutdown: true,
+            tenant_usage: Vec::new(),
         };
         let call = quorum.call_leader::<_, HeartbeatResponse>(HEARTBEAT_PATH, &beat);
         match tokio::time::timeout(SHUTDOWN_HEARTBEAT_WAIT, call).await {

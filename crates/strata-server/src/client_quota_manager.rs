@@ -19,13 +19,20 @@
 //! back to the quota: `(rate - quota) / quota × window` (Kafka's `QuotaUtils.throttleTime`).
 //! The connection then mutes the client for that long (KIP-219); this module only computes it.
 //!
+//! A tenant's quotas are cluster-wide (Kora's): each broker holds the tenant to its share of
+//! them, which the active controller decides from the rates every broker reports in its
+//! heartbeats ([`demand_shares`]): a floor for every live broker, so that load arriving
+//! somewhere new is served at once, and the rest by demand, a broker where the tenant is held
+//! at its share counting double, so that quota flows to where it is wanted. Until a broker
+//! hears its shares (a single node never does) it holds a tenant to the whole quota.
+//!
 //! Sans-IO: the caller passes the clock and the image. The sensors (one rate per tags and
 //! quota kind) are created only for clients a quota applies to, expire after an hour unused,
 //! as Kafka's do, and are bounded in number, since client ids are the client's choice.
 
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use std::net::IpAddr;
@@ -58,6 +65,13 @@ impl QuotaKind {
             QuotaKind::ControllerMutation => "controller_mutation_rate",
             QuotaKind::ConnectionCreation => "connection_creation_rate",
         }
+    }
+
+    /// The kind a tenant quota key sets (tenants have byte rates and a request share).
+    pub fn of_tenant_key(key: &str) -> Option<Self> {
+        [QuotaKind::Produce, QuotaKind::Fetch, QuotaKind::Request]
+            .into_iter()
+            .find(|k| k.key() == key)
     }
 
     fn label(self) -> &'static str {
@@ -276,6 +290,49 @@ struct Sensors {
 pub struct ClientQuotaManager {
     window: QuotaWindow,
     sensors: Mutex<Sensors>,
+    /// This broker's fraction of each (tenant, quota) from the controller; absent: whole.
+    tenant_shares: RwLock<HashMap<(String, QuotaKind), f64>>,
+}
+
+/// A tenant's rate against one of its quotas on this broker (see
+/// [`ClientQuotaManager::tenant_usage`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantRate {
+    pub tenant_id: String,
+    pub kind: QuotaKind,
+    /// Over the quota window, in the quota's unit per second.
+    pub rate: f64,
+    /// At (or near) the share this broker holds the tenant to: it wants more here.
+    pub saturated: bool,
+}
+
+/// Part of a tenant quota split evenly over the live brokers whatever their demand.
+const SHARE_FLOOR: f64 = 0.1;
+/// A tenant whose rate on a broker is at least this part of its share there is saturated.
+const SATURATED: f64 = 0.9;
+
+/// Kora's split of a tenant quota across brokers: each broker's fraction, given each live
+/// broker's `(id, rate, saturated)`. [`SHARE_FLOOR`] is split evenly; the rest goes by rate, a
+/// saturated broker's counting double, so that share moves from brokers with room to spare to
+/// those where the tenant is held back. Without any demand the split is even. The fractions
+/// add up to 1.
+pub fn demand_shares(demands: &[(i32, f64, bool)]) -> Vec<(i32, f64)> {
+    let n = demands.len() as f64;
+    let weight = |(_, rate, saturated): &(i32, f64, bool)| {
+        rate.max(0.0) * if *saturated { 2.0 } else { 1.0 }
+    };
+    let total: f64 = demands.iter().map(weight).sum();
+    demands
+        .iter()
+        .map(|d| {
+            let fraction = if total > 0.0 {
+                SHARE_FLOOR / n + (1.0 - SHARE_FLOOR) * weight(d) / total
+            } else {
+                1.0 / n
+            };
+            (d.0, fraction)
+        })
+        .collect()
 }
 
 impl ClientQuotaManager {
@@ -287,7 +344,58 @@ impl ClientQuotaManager {
                 map: HashMap::new(),
                 last_sweep: Instant::now(),
             }),
+            tenant_shares: RwLock::default(),
         }
+    }
+
+    /// This broker's fraction of `tenant`'s quota of `kind`.
+    fn tenant_share(&self, tenant_id: &str, kind: QuotaKind) -> f64 {
+        let shares = self.tenant_shares.read().unwrap_or_else(|e| e.into_inner());
+        shares
+            .get(&(tenant_id.to_string(), kind))
+            .copied()
+            .unwrap_or(1.0)
+    }
+
+    /// Takes the shares `(tenant id, kind, fraction)` the controller decided for this broker,
+    /// replacing the last ones.
+    pub fn set_tenant_shares(&self, shares: impl IntoIterator<Item = (String, QuotaKind, f64)>) {
+        let shares = shares
+            .into_iter()
+            .filter(|(_, _, fraction)| fraction.is_finite() && *fraction > 0.0)
+            .map(|(tenant, kind, fraction)| ((tenant, kind), fraction.min(1.0)))
+            .collect();
+        *self
+            .tenant_shares
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = shares;
+    }
+
+    /// What each tenant with a quota used on this broker, for the controller's split: the rate
+    /// of every tenant quota's sensor, and whether it reaches the share held here.
+    pub fn tenant_usage(&self, image: &MetadataImage, now: Instant) -> Vec<TenantRate> {
+        let mut sensors = self.locked();
+        let mut usage = Vec::new();
+        for ((kind, tags), sensor) in sensors.map.iter_mut() {
+            let Some(tenant) = (!tags.tenant.is_empty())
+                .then(|| image.tenant(&tags.tenant))
+                .flatten()
+            else {
+                continue;
+            };
+            let Some(quota) = tenant.quotas.get(kind.key()) else {
+                continue;
+            };
+            let (rate, _) = sensor.rate(self.window, now);
+            let held_to = quota * self.tenant_share(&tenant.id, *kind);
+            usage.push(TenantRate {
+                tenant_id: tenant.id.clone(),
+                kind: *kind,
+                rate,
+                saturated: rate >= SATURATED * held_to,
+            });
+        }
+        usage
     }
 
     /// The quota of `kind` that applies to `user` and `client_id`, and the tags of the rate it
@@ -342,13 +450,24 @@ impl ClientQuotaManager {
             QuotaKind::Produce | QuotaKind::Fetch | QuotaKind::Request
         ));
         let bound = (kind == QuotaKind::Request).then_some(self.window.sample);
-        let applicable = Self::applicable(image, kind, user, client_id);
+        let applicable = self.applicable(image, kind, user, client_id);
         if applicable.is_empty() {
             return None;
         }
+        // A tenant's share here moves with its demand elsewhere: a throttle earned against a
+        // small share is bounded by the quota window, after which the rate has forgotten it,
+        // so that a share grown meanwhile is not held back by one earned before.
+        let tenant_bound = self.window.sample * self.window.samples;
         let throttle = applicable
             .iter()
-            .map(|(tags, quota)| self.charge_rate(kind, tags, *quota, value, bound, now))
+            .map(|(tags, quota)| {
+                let bound = match bound {
+                    _ if tags.tenant.is_empty() => bound,
+                    Some(b) => Some(b.min(tenant_bound)),
+                    None => Some(tenant_bound),
+                };
+                self.charge_rate(kind, tags, *quota, value, bound, now)
+            })
             .max()
             .unwrap_or_default();
         Some(Charge {
@@ -361,8 +480,10 @@ impl ClientQuotaManager {
 
     /// The quotas of `kind` a client is held to: its client quota (Kafka's lookup, see
     /// [`ClientQuotaManager::resolve`]) and, when its user belongs to a tenant with a quota of
-    /// that kind, the tenant's, one rate for all the tenant's clients. Both hold.
+    /// that kind, this broker's share of the tenant's, one rate for all the tenant's clients.
+    /// Both hold.
     pub fn applicable(
+        &self,
         image: &MetadataImage,
         kind: QuotaKind,
         user: &str,
@@ -372,7 +493,7 @@ impl ClientQuotaManager {
             .tenant_member(user)
             .and_then(|m| image.tenant(&m.tenant_id))
             .and_then(|t| {
-                let quota = *t.quotas.get(kind.key())?;
+                let quota = *t.quotas.get(kind.key())? * self.tenant_share(&t.id, kind);
                 let tags = QuotaTags {
                     tenant: t.id.clone(),
                     ..QuotaTags::default()
@@ -536,7 +657,8 @@ impl ClientQuotaManager {
         user: &str,
         client_id: &str,
     ) -> Option<f64> {
-        let quota = Self::applicable(image, kind, user, client_id)
+        let quota = self
+            .applicable(image, kind, user, client_id)
             .into_iter()
             .map(|(_, quota)| quota)
             .reduce(f64::min)?;
@@ -580,6 +702,22 @@ impl ClientQuotaManager {
                     value(sensor)
                 );
             }
+        }
+        drop(sensors);
+        let shares = self.tenant_shares.read().unwrap_or_else(|e| e.into_inner());
+        let mut shares: Vec<_> = shares.iter().collect();
+        shares.sort_by(|a, b| (&a.0 .0, a.0 .1.label()).cmp(&(&b.0 .0, b.0 .1.label())));
+        let name = "strata_tenant_quota_share";
+        let _ = writeln!(
+            out,
+            "# HELP {name} This broker's fraction of a tenant's cluster-wide quota, as the controller split it by demand.\n# TYPE {name} gauge"
+        );
+        for ((tenant, kind), fraction) in shares {
+            let quota = kind.label();
+            let _ = writeln!(
+                out,
+                "{name}{{quota=\"{quota}\",tenant=\"{tenant}\"}} {fraction}"
+            );
         }
     }
 
@@ -846,29 +984,33 @@ mod tests {
             .is_none());
     }
 
-    #[test]
-    fn a_tenants_users_share_its_quota_and_their_own_quotas_hold_too() {
+    /// Tenant `lc-aaaa1` with a produce quota of 1,000 B/s, and `members` as its users.
+    fn acme_with(members: &[&str]) -> Vec<MetadataRecord> {
         use strata_meta::tenant::{Tenant, TenantLimits, TenantMember};
-        let member = |user: &str| MetadataRecord::TenantUser {
-            user: user.into(),
+        let tenant = MetadataRecord::Tenant {
+            tenant: Tenant {
+                id: "lc-aaaa1".into(),
+                name: "acme".into(),
+                quotas: [("producer_byte_rate".to_string(), 1000.0)].into(),
+                limits: TenantLimits::default(),
+            },
+        };
+        let member = |user: &&str| MetadataRecord::TenantUser {
+            user: user.to_string(),
             member: Some(TenantMember {
                 tenant_id: "lc-aaaa1".into(),
                 admin: false,
             }),
         };
-        let image =
-            image_with(&[(&[("user", Some("bob"))], "producer_byte_rate", 500.0)]).apply(&[
-                MetadataRecord::Tenant {
-                    tenant: Tenant {
-                        id: "lc-aaaa1".into(),
-                        name: "acme".into(),
-                        quotas: [("producer_byte_rate".to_string(), 1000.0)].into(),
-                        limits: TenantLimits::default(),
-                    },
-                },
-                member("alice"),
-                member("bob"),
-            ]);
+        std::iter::once(tenant)
+            .chain(members.iter().map(member))
+            .collect()
+    }
+
+    #[test]
+    fn a_tenants_users_share_its_quota_and_their_own_quotas_hold_too() {
+        let image = image_with(&[(&[("user", Some("bob"))], "producer_byte_rate", 500.0)])
+            .apply(&acme_with(&["alice", "bob"]));
         let quotas = ClientQuotaManager::new(QuotaWindow::default());
         let now = Instant::now();
         let produce = |user: &str, bytes: f64| {
@@ -901,6 +1043,56 @@ mod tests {
         let mut out = String::new();
         quotas.render_metrics(&mut out);
         assert!(out.contains("strata_quota_usage_total{quota=\"produce\",tenant=\"lc-aaaa1\",user=\"\",client_id=\"\",ip=\"\"} 12000"), "{out}");
+    }
+
+    #[test]
+    fn a_tenant_quota_is_split_by_demand_and_a_broker_holds_its_share() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        // No demand anywhere: even.
+        let even = demand_shares(&[(1, 0.0, false), (2, 0.0, false)]);
+        assert!(even.iter().all(|(_, f)| close(*f, 0.5)), "{even:?}");
+        // All the load on broker 1, held back there: it gets all but the others' floors.
+        let skewed = demand_shares(&[(1, 900.0, true), (2, 0.0, false), (3, 0.0, false)]);
+        assert!(close(skewed[0].1, 0.1 / 3.0 + 0.9), "{skewed:?}");
+        assert!(close(skewed[1].1, 0.1 / 3.0), "{skewed:?}");
+        // Equal rates, one saturated: the saturated broker's weight counts double.
+        let wanting = demand_shares(&[(1, 100.0, true), (2, 100.0, false)]);
+        assert!(wanting[0].1 > wanting[1].1, "{wanting:?}");
+        for split in [even, skewed, wanting] {
+            assert!(
+                close(split.iter().map(|(_, f)| f).sum::<f64>(), 1.0),
+                "{split:?}"
+            );
+        }
+
+        let image = MetadataImage::default().apply(&acme_with(&["alice"]));
+        let quotas = ClientQuotaManager::new(QuotaWindow::default());
+        let held_to =
+            |q: &ClientQuotaManager| q.applicable(&image, QuotaKind::Produce, "alice", "c")[0].1;
+        assert_eq!(held_to(&quotas), 1000.0, "whole until told otherwise");
+        quotas.set_tenant_shares([("lc-aaaa1".to_string(), QuotaKind::Produce, 0.25)]);
+        assert_eq!(held_to(&quotas), 250.0);
+        let now = Instant::now();
+        quotas.record(&image, QuotaKind::Produce, "alice", "c", 2_500.0, now);
+        let usage = quotas.tenant_usage(&image, now);
+        assert_eq!(usage.len(), 1, "{usage:?}");
+        assert_eq!(
+            (usage[0].kind, usage[0].saturated),
+            (QuotaKind::Produce, true)
+        );
+        assert!(
+            close(usage[0].rate, 250.0),
+            "2,500 bytes over the 10 s window: {usage:?}"
+        );
+        // Against a tiny share, the throttle is bounded by the quota window.
+        quotas.set_tenant_shares([("lc-aaaa1".to_string(), QuotaKind::Produce, 0.001)]);
+        let charge = quotas
+            .record(&image, QuotaKind::Produce, "alice", "c", 1e6, now)
+            .expect("charged");
+        let window = QuotaWindow::default();
+        assert_eq!(charge.throttle, window.sample * window.samples);
+        quotas.set_tenant_shares([]);
+        assert_eq!(held_to(&quotas), 1000.0);
     }
 
     #[test]

@@ -25,10 +25,12 @@ use strata_meta::{Controller, MetaError, MetadataImage};
 use strata_quorum::Quorum;
 use tokio::sync::watch;
 
+use crate::client_quota_manager::demand_shares;
 use crate::config::ServerConfig;
 use crate::controller_rpc::{
     AlterPartitionRequest, AlterPartitionResponse, HeartbeatRequest, HeartbeatResponse,
-    RegisterResponse, ALTER_PARTITION_PATH, HEARTBEAT_PATH, REGISTER_PATH,
+    RegisterResponse, TenantShare, TenantUsage, ALTER_PARTITION_PATH, HEARTBEAT_PATH,
+    REGISTER_PATH,
 };
 use crate::metadata_source::commit_to_quorum;
 
@@ -45,6 +47,8 @@ pub struct ControllerService {
     config: ServerConfig,
     /// Broker id -> (epoch, last heartbeat), as seen by this node while it leads.
     sessions: Mutex<HashMap<i32, (i64, Instant)>>,
+    /// Broker id -> its last report of tenant usage, and when it came.
+    tenant_usage: Mutex<HashMap<i32, (Instant, Vec<TenantUsage>)>>,
     balance: LeaderBalance,
 }
 
@@ -113,6 +117,7 @@ impl ControllerService {
             ),
             config: config.clone(),
             sessions: Mutex::new(HashMap::new()),
+            tenant_usage: Mutex::new(HashMap::new()),
             balance: LeaderBalance {
                 enabled: config.broker_value(props::AUTO_LEADER_REBALANCE_ENABLE),
                 interval: Duration::from_secs(
@@ -149,6 +154,63 @@ impl ControllerService {
                 "not the active controller".into(),
             )),
         }
+    }
+
+    /// Records `broker_id`'s tenant usage and answers its share of every tenant quota: the
+    /// split of [`demand_shares`] over the live (unfenced) brokers, by what each reported
+    /// within a session timeout. With one live broker, or none with a quota, nothing: each
+    /// broker then holds a tenant to its whole quota.
+    fn tenant_shares(
+        &self,
+        image: &MetadataImage,
+        broker_id: i32,
+        usage: Vec<TenantUsage>,
+    ) -> Vec<TenantShare> {
+        let now = Instant::now();
+        let mut reports = self.tenant_usage.locked();
+        reports.insert(broker_id, (now, usage));
+        let live: Vec<i32> = image
+            .brokers()
+            .filter(|b| !b.fenced)
+            .map(|b| b.broker_id)
+            .collect();
+        reports.retain(|id, (at, _)| {
+            live.contains(id) && now.saturating_duration_since(*at) < self.session_timeout
+        });
+        if live.len() < 2 || !live.contains(&broker_id) {
+            return Vec::new();
+        }
+        let mut shares = Vec::new();
+        for tenant in image.tenants() {
+            for quota in tenant.quotas.keys() {
+                let demands: Vec<(i32, f64, bool)> = live
+                    .iter()
+                    .map(|id| {
+                        let report = reports.get(id).and_then(|(_, usage)| {
+                            usage
+                                .iter()
+                                .find(|u| u.tenant_id == tenant.id && &u.quota == quota)
+                        });
+                        (
+                            *id,
+                            report.map_or(0.0, |u| u.rate),
+                            report.is_some_and(|u| u.saturated),
+                        )
+                    })
+                    .collect();
+                if let Some((_, fraction)) = demand_shares(&demands)
+                    .into_iter()
+                    .find(|(id, _)| *id == broker_id)
+                {
+                    shares.push(TenantShare {
+                        tenant_id: tenant.id.clone(),
+                        quota: quota.clone(),
+                        fraction,
+                    });
+                }
+            }
+        }
+        shares
     }
 
     fn touch(&self, broker_id: i32, broker_epoch: i64) {
@@ -323,6 +385,7 @@ async fn heartbeat(
         return Ok(Json(HeartbeatResponse {
             fenced: true,
             register_again: true,
+            tenant_shares: Vec::new(),
         }));
     };
     service.touch(request.broker_id, request.broker_epoch);
@@ -359,9 +422,11 @@ async fn heartbeat(
     } else {
         registered.fenced
     };
+    let tenant_shares = service.tenant_shares(&image, id, request.tenant_usage);
     Ok(Json(HeartbeatResponse {
         fenced,
         register_again: false,
+        tenant_shares,
     }))
 }
 

@@ -199,14 +199,14 @@ impl Broker {
             peers: peers.clone(),
             audit,
             tenants: Arc::default(),
-            quotas: crate::client_quota_manager::ClientQuotaManager::new(
+            quotas: Arc::new(crate::client_quota_manager::ClientQuotaManager::new(
                 crate::client_quota_manager::QuotaWindow {
                     samples: config.broker_value(props::QUOTA_WINDOW_NUM).max(1) as u32,
                     sample: std::time::Duration::from_secs(
                         config.broker_value(props::QUOTA_WINDOW_SIZE_SECONDS).max(1) as u64,
                     ),
                 },
-            ),
+            )),
             authorizer: (config.broker_value(props::AUTHORIZER_CLASS_NAME)
                 == strata_meta::config::STANDARD_AUTHORIZER)
                 .then(|| {
@@ -306,6 +306,7 @@ impl Broker {
             tasks.spawn(crate::broker_lifecycle::run_broker_lifecycle(
                 self.config.clone(),
                 self.isr.clone(),
+                self.quotas.clone(),
                 quorum.clone(),
                 stop_rx.clone(),
             ));

@@ -36,7 +36,7 @@ use strata_log::LogError;
 use strata_meta::ControllerError;
 
 use crate::broker::Broker;
-use crate::client_quota_manager::{Charge, ClientQuotaManager, QuotaKind};
+use crate::client_quota_manager::{Charge, QuotaKind};
 use crate::replica_manager::Partition;
 use crate::session::RequestContext;
 
@@ -70,7 +70,9 @@ pub async fn handle(
     let ctx = &*ctx;
     let user = &ctx.session.principal.name;
     let charged = !exempt_from_request_quota(&body)
-        && !ClientQuotaManager::applicable(&image, QuotaKind::Request, user, ctx.client_id())
+        && !broker
+            .quotas
+            .applicable(&image, QuotaKind::Request, user, ctx.client_id())
             .is_empty();
     let response = if charged {
         let (response, cpu) = crate::task::metered(dispatch(broker, ctx, body)).await;
