@@ -23,7 +23,8 @@ from confluent_kafka.admin import (
 import pytest
 
 from helpers import Broker, create_topic, make_admin, make_consumer, make_producer, register_broker, wait_until
-from test_sasl import AUTHORIZER, MECHANISMS, add_scram
+from test_java_client import java_check_classpath  # noqa: F401 - the fixture
+from test_sasl import AUTHORIZER, MECHANISMS, add_scram, run_sasl_check
 from test_tenants import call, sasl_client
 
 PASSWORD = "tenant-secret"
@@ -413,3 +414,14 @@ def test_a_tenants_connections_are_limited_and_its_metrics_labelled(tenants):
         values = [int(l.split()[-1]) for l in text.splitlines()
                   if l.startswith(f'{name}{{tenant="{tenant}"}}')]
         assert values and values[0] > 0, (name, values)
+
+
+@pytest.mark.timeout(300)
+def test_the_java_client_works_inside_a_tenant(tenants, java_check_classpath):
+    """kafka-clients 4.x as a tenant's user: its Admin, an idempotent producer and a group
+    consumer (tests/java SaslCheck), all inside the tenant's name space."""
+    broker, ids = tenants
+    addr = f"127.0.0.1:{broker.listener_ports['SASL_PLAINTEXT']}"
+    run_sasl_check(java_check_classpath, addr, "SCRAM-SHA-256", "globex-admin", PASSWORD, "0")
+    physical = admin_of(broker, "admin").list_topics(timeout=10).topics
+    assert any(t.startswith(f"{ids['globex']}_") and t != f"{ids['globex']}_orders" for t in physical), sorted(physical)
