@@ -52,7 +52,7 @@ def _tenants(tmp_path_factory):
         assert call(broker, "POST", f"/v1/tenants/{name}/users", user)[0] == 201
     app = {"name": "acme-app", "password": PASSWORD}
     assert call(broker, "POST", "/v1/tenants/acme/users", app)[0] == 201
-    tiny = {"name": "tiny", "limits": {"topics": 2, "partitions": 3, "connections": 2,
+    tiny = {"name": "tiny", "limits": {"topics": 2, "partitions": 3,
                                        "max_retention_ms": 86_400_000, "max_message_bytes": 100_000}}
     status, created = call(broker, "POST", "/v1/tenants", tiny)
     assert status == 201, created
@@ -380,11 +380,17 @@ def test_limits_are_refused_with_policy_violation(tenants):
 
 
 def test_a_tenants_connections_are_limited_and_its_metrics_labelled(tenants):
-    """tiny may hold two connections: a third, authenticated, is closed, and taken again once
-    one closes. The wire client here opens exactly the connections the test counts."""
+    """A tenant that may hold two connections: a third, authenticated, is closed, and a place
+    is taken again once one closes. The tenant is this test's alone, and the wire client opens
+    exactly the connections the test counts (a librdkafka client left over from another test
+    would reconnect into a freed place)."""
     from versioned_wire import ConnectionClosed, VersionedClient
 
     broker, ids = tenants
+    status, created = call(broker, "POST", "/v1/tenants", {"name": "conns", "limits": {"connections": 2}})
+    assert status == 201, created
+    user = {"name": "conns-user", "password": PASSWORD}
+    assert call(broker, "POST", "/v1/tenants/conns/users", user)[0] == 201
     port = broker.listener_ports["SASL_PLAINTEXT"]
     metadata = {"topics": [], "allow_auto_topic_creation": False,
                 "include_topic_authorized_operations": False}
@@ -392,19 +398,24 @@ def test_a_tenants_connections_are_limited_and_its_metrics_labelled(tenants):
     def login():
         c = VersionedClient("127.0.0.1", port)
         assert c.call(17, 1, {"mechanism": "PLAIN"}).error_code == 0
-        assert c.call(36, 2, {"auth_bytes": b"\0tiny-admin\0" + PASSWORD.encode()}).error_code == 0
+        assert c.call(36, 2, {"auth_bytes": b"\0conns-user\0" + PASSWORD.encode()}).error_code == 0
         return c
 
+    def served(c) -> bool:
+        try:
+            return c.call(3, 12, metadata).cluster_id == created["id"]
+        finally:
+            c.close()
+
     first, second = login(), login()
-    answer = first.call(3, 12, metadata)
-    assert answer.cluster_id == ids["tiny"]
+    assert first.call(3, 12, metadata).cluster_id == created["id"]
     third = login()
     with pytest.raises(ConnectionClosed):
         third.call(3, 12, metadata)
     third.close()
     second.close()
-    wait_until(lambda: login().call(3, 12, metadata).cluster_id == ids["tiny"], timeout=15,
-               ignore=(ConnectionClosed, OSError, AssertionError), msg="a freed place is taken again")
+    wait_until(lambda: served(login()), timeout=15, ignore=(ConnectionClosed, OSError, AssertionError),
+               msg="a freed place is taken again")
     first.close()
 
     text = broker.metrics()
