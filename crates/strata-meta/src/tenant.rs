@@ -56,21 +56,42 @@ pub struct Tenant {
 impl Tenant {
     /// What every internal name of this tenant's resources starts with.
     pub fn prefix(&self) -> String {
-        format!("{}_", self.id)
+        prefix_of(&self.id)
     }
 
     /// The internal name of the tenant's CLUSTER resource, on which its ACLs grant cluster
     /// operations (ALTER makes a tenant admin): the tenant's view of `kafka-cluster`.
     pub fn cluster_resource(&self) -> String {
-        format!("{}{}", self.prefix(), crate::acl::CLUSTER_NAME)
+        cluster_resource_of(&self.id)
     }
 
     /// Whether `internal_name` is one of this tenant's resources.
     pub fn owns(&self, internal_name: &str) -> bool {
-        internal_name
-            .strip_prefix(self.id.as_str())
-            .is_some_and(|rest| rest.starts_with('_'))
+        owned_by(&self.id, internal_name)
     }
+}
+
+/// The prefix of tenant `id`'s internal names: `<id>_`.
+pub fn prefix_of(id: &str) -> String {
+    format!("{id}_")
+}
+
+/// Tenant `id`'s CLUSTER resource: `<id>_kafka-cluster`.
+pub fn cluster_resource_of(id: &str) -> String {
+    format!("{}{}", prefix_of(id), crate::acl::CLUSTER_NAME)
+}
+
+/// Whether `internal_name` is in tenant `id`'s name space.
+pub fn owned_by(id: &str, internal_name: &str) -> bool {
+    internal_name
+        .strip_prefix(id)
+        .is_some_and(|rest| rest.starts_with('_'))
+}
+
+/// The id of the tenant whose name space `internal_name` would be in (what precedes its first
+/// `_`), if it has one; whether that tenant exists is the image's to say.
+pub fn tenant_id_of(internal_name: &str) -> Option<&str> {
+    internal_name.split_once('_').map(|(id, _)| id)
 }
 
 /// A user's membership of a tenant.

@@ -313,10 +313,8 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         let size = log.snapshot().size_bytes;
         gauges.partitions += 1;
         gauges.log_bytes += size;
-        if let Some(tenant) = p
-            .topic
-            .split_once('_')
-            .and_then(|(id, _)| tenants.get_mut(id))
+        if let Some(tenant) =
+            strata_meta::tenant::tenant_id_of(&p.topic).and_then(|id| tenants.get_mut(id))
         {
             tenant.partitions += 1;
             tenant.local_bytes += size;

@@ -21,6 +21,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader};
 use strata_meta::acl::{AclOperation, ResourceType, CLUSTER_NAME};
 use strata_meta::authorizer::{self, Action, AuthorizerSettings, Decision};
+use strata_meta::tenant;
 
 use crate::audit_log::{AuditLog, AuditRecord};
 use strata_meta::MetadataImage;
@@ -254,23 +255,21 @@ pub struct TenantScope {
 }
 
 impl TenantScope {
-    /// What the tenant's internal names start with (`strata_meta::tenant::Tenant::prefix`).
+    /// What the tenant's internal names start with.
     pub fn prefix(&self) -> String {
-        format!("{}_", self.tenant_id)
+        tenant::prefix_of(&self.tenant_id)
     }
 
     /// The tenant's CLUSTER resource, which stands for `kafka-cluster` in its requests.
     pub fn cluster_resource(&self) -> String {
-        format!("{}{CLUSTER_NAME}", self.prefix())
+        tenant::cluster_resource_of(&self.tenant_id)
     }
 
     /// The tenant's part of an authorization decision on the internal resource `name`: denied
     /// outside the tenant or for a denied request, allowed for its admin (except the brokers'
     /// own CLUSTER_ACTION), and otherwise (`None`) for the ACLs to decide.
     fn decide(&self, operation: AclOperation, name: &str) -> Option<bool> {
-        let owned = name
-            .strip_prefix(self.tenant_id.as_str())
-            .is_some_and(|rest| rest.starts_with('_'));
+        let owned = tenant::owned_by(&self.tenant_id, name);
         if self.denied || !owned || operation == AclOperation::ClusterAction {
             Some(false)
         } else if self.admin {

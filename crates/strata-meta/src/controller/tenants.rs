@@ -262,8 +262,7 @@ impl TenantControl {
 
 /// The tenant whose name space `internal_name` is in.
 fn owner<'i>(image: &'i MetadataImage, internal_name: &str) -> Option<&'i Tenant> {
-    let (id, _) = internal_name.split_once('_')?;
-    image.tenant(id).filter(|t| t.owns(internal_name))
+    image.tenant(crate::tenant::tenant_id_of(internal_name)?)
 }
 
 fn find<'i>(image: &'i MetadataImage, name: &str) -> Result<&'i Tenant, ControllerError> {

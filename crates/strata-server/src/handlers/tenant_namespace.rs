@@ -154,7 +154,7 @@ impl<'a> Namespace<'a> {
     fn foreign_topic_id(&self, id: &Uuid) -> bool {
         self.image
             .topic_by_id(id)
-            .is_some_and(|t| !t.name.starts_with(&self.prefix))
+            .is_some_and(|t| !strata_meta::tenant::owned_by(self.tenant_id, &t.name))
     }
 
     /// A topic id of another tenant's topic becomes the nil id, which names no topic.
