@@ -61,11 +61,8 @@ pub async fn handle(
     ctx.tenant = tenant_namespace::scope_of(&image, &ctx.session.principal);
     if let Some(scope) = &mut ctx.tenant {
         let namespace = tenant_namespace::Namespace::new(scope, &image);
-        let permitted = namespace.permitted(&body);
-        if permitted {
-            namespace.map_request(&mut body);
-        }
-        scope.denied = !permitted;
+        let mapped = namespace.permitted(&body) && namespace.map_request(&mut body);
+        scope.denied = !mapped;
     }
     let ctx = &*ctx;
     let user = &ctx.session.principal.name;

@@ -230,9 +230,10 @@ impl<'a> Namespace<'a> {
             .is_some_and(|m| m.tenant_id == self.tenant_id)
     }
 
-    /// Whether a tenant may send this request: its API is one this module maps, and what it
-    /// names is the tenant's kind of resource (not a broker's config, not a replica's fetch,
-    /// not an ACL for another tenant's user or one that reaches beyond the tenant).
+    /// Whether what a request names is the tenant's kind of resource (not a broker's config,
+    /// not a replica's fetch, not an ACL for another tenant's user or one that reaches beyond
+    /// the tenant). Whether its API is one a tenant may use at all is
+    /// [`Namespace::map_request`]'s answer.
     pub(crate) fn permitted(&self, body: &RequestKind) -> bool {
         match body {
             RequestKind::Fetch(r) => r.replica_id.0 < 0 && r.replica_state.replica_id.0 < 0,
@@ -268,55 +269,18 @@ impl<'a> Namespace<'a> {
                     && matches!(f.pattern_type_filter, PATTERN_LITERAL | PATTERN_PREFIXED)
                     && acl_type_allowed(f.resource_type_filter, true)
             }),
-            _ => Self::mapped(body),
+            _ => true,
         }
     }
 
-    /// Whether [`Namespace::map_request`] maps this API: the APIs a tenant's clients use.
-    /// Everything else is the physical cluster's (features, leader election, reassignments,
-    /// transaction markers, the quorum, SCRAM users, client quotas, log dirs, config resource
-    /// listing), and an API added later is refused until it is mapped here.
-    fn mapped(body: &RequestKind) -> bool {
-        matches!(
-            body,
-            RequestKind::ApiVersions(_)
-                | RequestKind::SaslHandshake(_)
-                | RequestKind::SaslAuthenticate(_)
-                | RequestKind::DescribeCluster(_)
-                | RequestKind::ListGroups(_)
-                | RequestKind::Metadata(_)
-                | RequestKind::Produce(_)
-                | RequestKind::CreateTopics(_)
-                | RequestKind::DeleteTopics(_)
-                | RequestKind::CreatePartitions(_)
-                | RequestKind::DeleteRecords(_)
-                | RequestKind::JoinGroup(_)
-                | RequestKind::SyncGroup(_)
-                | RequestKind::Heartbeat(_)
-                | RequestKind::LeaveGroup(_)
-                | RequestKind::OffsetCommit(_)
-                | RequestKind::OffsetFetch(_)
-                | RequestKind::DescribeGroups(_)
-                | RequestKind::DeleteGroups(_)
-                | RequestKind::OffsetDelete(_)
-                | RequestKind::ConsumerGroupHeartbeat(_)
-                | RequestKind::ConsumerGroupDescribe(_)
-                | RequestKind::InitProducerId(_)
-                | RequestKind::AddPartitionsToTxn(_)
-                | RequestKind::AddOffsetsToTxn(_)
-                | RequestKind::EndTxn(_)
-                | RequestKind::TxnOffsetCommit(_)
-                | RequestKind::DescribeTransactions(_)
-                | RequestKind::ListTransactions(_)
-                | RequestKind::DescribeProducers(_)
-                | RequestKind::DescribeTopicPartitions(_)
-                | RequestKind::DescribeUserScramCredentials(_)
-        )
-    }
-
-    /// Maps the request's names into the tenant's name space; only for a request
-    /// [`Namespace::permitted`].
-    pub(crate) fn map_request(&self, body: &mut RequestKind) {
+    /// Maps the request's names into the tenant's name space, for a request
+    /// [`Namespace::permitted`]. False, with the request untouched, for an API it does not
+    /// map: the APIs a tenant's clients use are the arms below; everything else is the
+    /// physical cluster's (features, leader election, reassignments, transaction markers, the
+    /// quorum, client quotas, log dirs, config resource listing), and an API added later is
+    /// refused until it gets an arm here.
+    #[must_use]
+    pub(crate) fn map_request(&self, body: &mut RequestKind) -> bool {
         match body {
             RequestKind::ApiVersions(_)
             | RequestKind::SaslHandshake(_)
@@ -501,6 +465,9 @@ impl<'a> Namespace<'a> {
                         .collect(),
                 );
             }
+            // Named users: the answer says which are not the tenant's.
+            RequestKind::DescribeUserScramCredentials(_)
+            | RequestKind::AlterUserScramCredentials(_) => {}
             RequestKind::DeleteAcls(r) => {
                 for f in &mut r.filters {
                     if let Some(name) = &mut f.resource_name_filter {
@@ -508,8 +475,9 @@ impl<'a> Namespace<'a> {
                     }
                 }
             }
-            _ => {}
+            _ => return false,
         }
+        true
     }
 
     /// Maps the answer's internal names back to the client's, dropping anything outside the
@@ -725,7 +693,7 @@ mod tests {
                 MetadataRequestTopic::default().with_topic_id(globex_orders),
             ])));
         assert!(ns.permitted(&request));
-        ns.map_request(&mut request);
+        assert!(ns.map_request(&mut request));
         let RequestKind::Metadata(r) = &request else {
             unreachable!()
         };
@@ -773,9 +741,11 @@ mod tests {
         };
         assert!(ns.permitted(&config(CONFIG_TOPIC)));
         assert!(!ns.permitted(&config(4)), "a broker's configs");
-        assert!(!ns.permitted(&RequestKind::DescribeQuorum(
-            DescribeQuorumRequest::default()
-        )));
+        let mut quorum = RequestKind::DescribeQuorum(DescribeQuorumRequest::default());
+        assert!(
+            !(ns.permitted(&quorum) && ns.map_request(&mut quorum)),
+            "an API the module does not map"
+        );
         let replica =
             FetchRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(1));
         assert!(!ns.permitted(&RequestKind::Fetch(replica)));
@@ -805,7 +775,7 @@ mod tests {
         );
         let mut wildcard = create(creation("*", "User:*"));
         assert!(ns.permitted(&wildcard));
-        ns.map_request(&mut wildcard);
+        assert!(ns.map_request(&mut wildcard));
         let RequestKind::CreateAcls(r) = &wildcard else {
             unreachable!()
         };
